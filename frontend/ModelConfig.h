@@ -1,0 +1,102 @@
+//===- ModelConfig.h - Validated model description --------------*- C++ -*-===//
+//
+// The in-memory form of a model JSON file (docs/dsl.md) after parsing and
+// validation: layouts are expanded to one entry per layer and every default is
+// filled in, so consumers never look at the JSON again.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MIXER_FRONTEND_MODELCONFIG_H
+#define MIXER_FRONTEND_MODELCONFIG_H
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace mixer {
+
+/// Token-mixing sublayer of one encoder layer.
+enum class MixingKind {
+  Linear,
+  Fourier,
+  Hartley,
+  Circulant,
+  Toeplitz,
+  Identity,
+  Attention
+};
+
+/// Feed-forward sublayer of one encoder layer.
+enum class FeedForwardKind { Dense, Moe };
+
+enum class RoutingKind { ExpertsChoose, TokensChoose, SigmoidTopK };
+
+/// Where the LayerNorms of a block sit.
+enum class NormPlacement { Post, Pre };
+
+enum class BiasInit { Zeros, Normal };
+
+struct EmbeddingConfig {
+  int64_t vocabSize = 0;
+  int64_t typeVocabSize = 4;
+  int64_t dEmb = 0;
+  int64_t maxSeqLength = 0;
+  int32_t padId = 0;
+};
+
+struct AttentionConfig {
+  int64_t numHeads = 0;
+  int64_t headDim = 0; ///< d_model / num_heads unless given explicitly
+  bool causal = false;
+};
+
+struct MoeConfig {
+  int64_t numExperts = 0;
+  int64_t expertDff = 0; ///< expert width (sigma-MoE: G)
+  RoutingKind routing = RoutingKind::ExpertsChoose;
+  int64_t k = 1; ///< experts per token (tokens_choose, sigmoid_topk)
+  bool batchPrioritized = true;
+  double trainCapacityFactor = 1.0;
+  double evalCapacityFactor = 1.0;
+  int64_t minExpertCapacity = 4;
+  int64_t maxGroupSize = 4096;
+  bool routerBf16 = false; ///< router_dtype == "bfloat16"
+};
+
+struct LayerConfig {
+  MixingKind mixing = MixingKind::Linear;
+  FeedForwardKind feedForward = FeedForwardKind::Dense;
+  bool useFft = false; ///< fourier, hartley, circulant, toeplitz only
+};
+
+struct HeadsConfig {
+  bool pooler = false;
+  bool mlm = false;
+  bool nsp = false;
+  /// Sequence classification classes; 1 = regression; 0 = no head.
+  int64_t classificationClasses = 0;
+  bool causalLm = false;
+};
+
+/// A fully validated and expanded model description.
+struct ModelConfig {
+  std::string name;
+  std::string dtype = "float32";
+  EmbeddingConfig embeddings;
+  int64_t dModel = 0;
+  int64_t dFf = 0;
+  double layerNormEpsilon = 1e-12;
+  NormPlacement norm = NormPlacement::Post;
+  BiasInit biasInit = BiasInit::Zeros;
+  AttentionConfig attention; ///< meaningful when any layer uses attention
+  MoeConfig moe;             ///< meaningful when any layer is MoE
+  std::vector<LayerConfig> layers;
+  HeadsConfig heads;
+
+  int64_t numLayers() const { return static_cast<int64_t>(layers.size()); }
+};
+
+} // namespace mixer
+
+#endif // MIXER_FRONTEND_MODELCONFIG_H

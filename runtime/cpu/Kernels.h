@@ -1,0 +1,216 @@
+//===- Kernels.h - CPU kernels of the mixer runtime -------------*- C++ -*-===//
+//
+// Every kernel the CPU backend executes, as plain functions on row-major
+// float/int32 arrays. Each optimized kernel here has a plain reference twin in
+// ReferenceKernels.h with the same signature; the unit tests compare the two on
+// random and edge-case shapes. The semantics are the model semantics of
+// docs/dsl.md and the mixer dialect: the compiler decides which kernel runs
+// with which shapes, the kernels only compute.
+//
+// Threading: kernels use both cores through OpenMP; BLAS calls go through
+// oneDNN (`dnnl_sgemm`). Results are deterministic: no kernel depends on the
+// thread schedule for its floating-point summation order.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MIXER_RUNTIME_CPU_KERNELS_H
+#define MIXER_RUNTIME_CPU_KERNELS_H
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace mixer::cpu {
+
+/// Pointwise activation applied by `activation` and fused into `dense`.
+enum class Activation : int32_t { None = 0, Gelu = 1, Tanh = 2, Relu = 3 };
+
+/// Routing algorithm of an MoE layer.
+enum class Routing : int32_t {
+  ExpertsChoose = 0, ///< each expert takes its top-C tokens of the group
+  TokensChoose = 1,  ///< each token takes its top-k experts, capacity-limited
+  SigmoidTopK = 2,   ///< sigma-MoE: sigmoid gates, top-k, dropless
+};
+
+/// Thrown by kernels on bad data that the compiler cannot rule out (token ids
+/// out of the vocabulary, ...). The executor turns it into an error message.
+struct KernelError {
+  std::string message;
+};
+
+//===----------------------------------------------------------------------===//
+// Dense, normalisation and pointwise kernels
+//===----------------------------------------------------------------------===//
+
+/// y[m,n] = act(sum_k x[m,k] * W[k,n] + bias[n]).
+/// W is stored [k,n] unless `transposeW`, in which case it is stored [n,k]
+/// (tied embeddings, classification kernels). `bias` may be null.
+void dense(const float *x, const float *w, const float *bias, float *y,
+           int64_t m, int64_t k, int64_t n, bool transposeW, Activation act);
+
+/// Batched y[b] = A[b] * B[b] for `batch` independent row-major products of
+/// shape [m,k] x [k,n]. A stride of 0 broadcasts that operand (e.g. the
+/// Linear-mixing sequence kernel W_s shared by every example).
+void batchedMatmul(const float *a, const float *b, float *y, int64_t batch,
+                   int64_t m, int64_t k, int64_t n, int64_t strideA,
+                   int64_t strideB, int64_t strideY);
+
+/// y = LayerNorm(x + residual) over the last axis of [rows, cols]:
+/// (v - mean) * rsqrt(var + eps) * scale + bias with var = E[v^2] - mean^2
+/// clamped at 0 (Flax). `residual` may be null (plain LayerNorm). y may alias
+/// x or residual.
+void layerNorm(const float *x, const float *residual, const float *scale,
+               const float *bias, float *y, int64_t rows, int64_t cols,
+               float eps);
+
+/// y = act(x), elementwise over n values. GELU is the tanh approximation.
+void activation(const float *x, float *y, int64_t n, Activation act);
+
+/// y = a + b, elementwise over n values.
+void add(const float *a, const float *b, float *y, int64_t n);
+
+/// Round each value to the nearest bfloat16 (ties to even) and store it back as
+/// float. NaN stays NaN.
+void roundToBf16(const float *x, float *y, int64_t n);
+
+/// Row-wise softmax over the last axis of [rows, cols] (max-subtracted).
+void softmax(const float *x, float *y, int64_t rows, int64_t cols);
+
+/// y[b,:] = x[b, index, :] for x of shape [batch, seq, d] (pooler input).
+void takePosition(const float *x, float *y, int64_t batch, int64_t seq,
+                  int64_t d, int64_t index);
+
+//===----------------------------------------------------------------------===//
+// Embeddings
+//===----------------------------------------------------------------------===//
+
+/// y[b,s,:] = word[ids[b,s]] + pos[s] + type[typeIds[b,s]] for y [batch, seq,
+/// dEmb]. `typeIds` may be null (all zero). `pos` holds at least `seq` rows.
+/// Throws KernelError naming the position of an id outside [0, vocab) or a
+/// type id outside [0, typeVocab).
+void embed(const int32_t *ids, const int32_t *typeIds, const float *word,
+           const float *pos, const float *type, float *y, int64_t batch,
+           int64_t seq, int64_t dEmb, int64_t vocab, int64_t typeVocab);
+
+//===----------------------------------------------------------------------===//
+// Mixing sublayers (per example X in R^{seq x d})
+//===----------------------------------------------------------------------===//
+
+/// Linear mixing: Y[b] = W_s * X[b] * W_h with W_s [seq,seq], W_h [d,d], both
+/// untransposed. `scratch` holds batch*seq*d floats.
+void linearMix(const float *x, const float *ws, const float *wh, float *y,
+               float *scratch, int64_t batch, int64_t seq, int64_t d);
+
+/// How a spectral/structured mixing layer is computed.
+enum class MixAlgorithm : int32_t { Fft = 0, Matmul = 1 };
+
+/// Fourier mixing Y = Re(F_seq X F_d), or Hartley mixing Re - Im of the same
+/// 2-D DFT. Plans and scratch live in the object: create it once per shape.
+class SpectralMix {
+public:
+  SpectralMix(int64_t batch, int64_t seq, int64_t d, bool hartley,
+              MixAlgorithm algorithm);
+  ~SpectralMix();
+  void run(const float *x, float *y);
+
+private:
+  struct Impl;
+  std::unique_ptr<Impl> impl;
+};
+
+/// Circulant mixing Y = Circ(v_s) X Circ(v_h)^T, Circ(v)[r,c] = v[(r-c) mod n]
+/// (vs [seq], vh [d]); or Toeplitz mixing Y = Toep(t_s) X Toep(t_h)^T,
+/// Toep(t)[r,c] = t[(n-1) + c - r] (ts [2*seq-1], th [2*d-1]).
+class StructuredMix {
+public:
+  StructuredMix(int64_t batch, int64_t seq, int64_t d, bool toeplitz,
+                MixAlgorithm algorithm);
+  ~StructuredMix();
+  void run(const float *x, const float *vs, const float *vh, float *y);
+
+private:
+  struct Impl;
+  std::unique_ptr<Impl> impl;
+};
+
+/// The dense matrices of the structured mixers (used by the Matmul algorithm
+/// and by tests). `out` is [n,n].
+void circulantMatrix(const float *v, float *out, int64_t n);
+void toeplitzMatrix(const float *t, float *out, int64_t n);
+
+//===----------------------------------------------------------------------===//
+// Attention
+//===----------------------------------------------------------------------===//
+
+/// Scaled dot-product attention core. q, k, v and out are [batch, seq, heads,
+/// headDim] (the layout the Q/K/V dense layers produce). Logits are scaled by
+/// 1/sqrt(headDim); key k of query q is masked when ids[b,q] == padId or
+/// ids[b,k] == padId (the reference's padding mask; a fully masked query row
+/// attends uniformly to every key) or, if `causal`, when k > q. Masked logits
+/// are set to the lowest finite float before the softmax. `ids` may be null
+/// (no padding mask).
+void attention(const float *q, const float *k, const float *v,
+               const int32_t *ids, float *out, int64_t batch, int64_t seq,
+               int64_t heads, int64_t headDim, int32_t padId, bool causal);
+
+//===----------------------------------------------------------------------===//
+// Mixture of experts
+//
+// Tokens are the flattened batch*seq rows, split into `groups` consecutive
+// groups of `tokensPerGroup`. Routing fills an assignment table of `slots`
+// entries ordered by expert: expert e owns entries [offsets[e], offsets[e+1]).
+// Each entry holds a global token index (-1 = empty slot) and a gate.
+//  - ExpertsChoose / TokensChoose: slots = experts*groups*capacity; entry
+//    (e*groups + g)*capacity + c is slot c of expert e in group g; offsets are
+//    e*groups*capacity.
+//  - SigmoidTopK: slots = tokens*k; entries sorted by expert, then by token.
+//===----------------------------------------------------------------------===//
+
+/// Experts-choose routing on probs [groups*tokensPerGroup, experts]: expert e
+/// of group g takes the `capacity` tokens of the group with the highest
+/// probability for e, in descending order, ties to the lower token index.
+/// Requires capacity <= tokensPerGroup.
+void routeExpertsChoose(const float *probs, int32_t *tokens, float *gates,
+                        int32_t *offsets, int64_t groups,
+                        int64_t tokensPerGroup, int64_t experts,
+                        int64_t capacity);
+
+/// Tokens-choose routing: each token picks its top-k experts (ties to the
+/// lower expert index); per group, assignments are placed in expert buffers
+/// in priority order (all top-1 choices first, then top-2, ...; within one
+/// choice rank, tokens in order, or by descending top-1 probability with a
+/// stable tie-break when `batchPrioritized`); an assignment whose position is
+/// >= capacity is dropped. Gates are the raw probabilities.
+void routeTokensChoose(const float *probs, int32_t *tokens, float *gates,
+                       int32_t *offsets, int64_t groups,
+                       int64_t tokensPerGroup, int64_t experts, int64_t k,
+                       int64_t capacity, bool batchPrioritized);
+
+/// sigma-MoE routing on raw logits [tokens, experts]: gate = sigmoid(logit);
+/// each token takes its top-k gates (ties to the lower expert index); no
+/// renormalisation, no capacity.
+void routeSigmoidTopK(const float *logits, int32_t *tokens, float *gates,
+                      int32_t *offsets, int64_t numTokens, int64_t experts,
+                      int64_t k);
+
+/// xd[i,:] = x[tokens[i],:], or zeros when tokens[i] < 0. xd is [slots, d].
+void dispatch(const float *x, const int32_t *tokens, float *xd, int64_t slots,
+              int64_t d);
+
+/// Per-expert feed-forward on the dispatched rows: for the rows of expert e,
+/// yd = act(xd * w1[e] + b1[e]) * w2[e] + b2[e] with w1 [experts, d, f],
+/// w2 [experts, f, d], b1 [experts, f], b2 [experts, d]; biases may be null.
+/// Rows of empty slots (tokens[i] < 0) are left as zeros.
+void experts(const float *xd, const int32_t *tokens, const int32_t *offsets,
+             const float *w1, const float *b1, const float *w2,
+             const float *b2, float *yd, int64_t numExperts, int64_t slots,
+             int64_t d, int64_t f, Activation act);
+
+/// out[t,:] = sum over entries i with tokens[i] == t of gates[i] * yd[i,:];
+/// tokens that no entry names get zeros. out is [numTokens, d].
+void combine(const float *yd, const int32_t *tokens, const float *gates,
+             float *out, int64_t slots, int64_t numTokens, int64_t d);
+
+} // namespace mixer::cpu
+
+#endif // MIXER_RUNTIME_CPU_KERNELS_H
