@@ -1,0 +1,96 @@
+//===- Dense.cpp - dense, normalisation and pointwise ops -----------------===//
+
+#include "dialects/mixer/MixerDialect.h"
+#include "dialects/mixer/VerifyUtils.h"
+
+#include "mlir/IR/Matchers.h"
+
+using namespace mlir;
+using namespace mixer::graph;
+
+LogicalResult DenseOp::verify() {
+  if (failed(expectRank(*this, getWeight(), 2, "weight")))
+    return failure();
+  ArrayRef<int64_t> in = shapeOf(getInput());
+  if (in.empty())
+    return emitOpError("input must have rank >= 1");
+  ArrayRef<int64_t> w = shapeOf(getWeight());
+  int64_t k = getTransposeWeight() ? w[1] : w[0];
+  int64_t n = getTransposeWeight() ? w[0] : w[1];
+  if (in.back() != k)
+    return emitOpError() << "input feature size " << in.back()
+                         << " does not match the weight's contracted size "
+                         << k;
+  if (getBias() && failed(expectShape(*this, getBias(), {n}, "bias")))
+    return failure();
+  SmallVector<int64_t> out(in.begin(), in.end());
+  out.back() = n;
+  return expectShape(*this, getResult(), out, "result");
+}
+
+/// Checks scale/bias of a LayerNorm over the last axis of `input`.
+static LogicalResult verifyNormParams(Operation *op, Value input, Value scale,
+                                      Value bias, Value result) {
+  ArrayRef<int64_t> in = shapeOf(input);
+  if (in.empty())
+    return op->emitOpError("input must have rank >= 1");
+  if (failed(expectShape(op, scale, {in.back()}, "scale")) ||
+      failed(expectShape(op, bias, {in.back()}, "bias")))
+    return failure();
+  return expectShape(op, result, in, "result");
+}
+
+LogicalResult LayerNormOp::verify() {
+  if (getEpsilon().convertToDouble() <= 0)
+    return emitOpError("epsilon must be positive");
+  return verifyNormParams(*this, getInput(), getScale(), getBias(),
+                          getResult());
+}
+
+LogicalResult AddLayerNormOp::verify() {
+  if (getEpsilon().convertToDouble() <= 0)
+    return emitOpError("epsilon must be positive");
+  if (failed(expectShape(*this, getResidual(), shapeOf(getInput()),
+                         "residual")))
+    return failure();
+  return verifyNormParams(*this, getInput(), getScale(), getBias(),
+                          getResult());
+}
+
+OpFoldResult ActivationOp::fold(FoldAdaptor) {
+  if (getKind() == Activation::none)
+    return getInput();
+  return {};
+}
+
+LogicalResult ReshapeOp::verify() {
+  auto in = cast<RankedTensorType>(getInput().getType());
+  auto out = cast<RankedTensorType>(getResult().getType());
+  if (in.getElementType() != out.getElementType())
+    return emitOpError("element type must not change");
+  if (in.getNumElements() != out.getNumElements())
+    return emitOpError() << "cannot reshape " << in.getNumElements()
+                         << " elements into " << out.getNumElements();
+  return success();
+}
+
+OpFoldResult ReshapeOp::fold(FoldAdaptor) {
+  if (getInput().getType() == getResult().getType())
+    return getInput();
+  // reshape(reshape(x)) == reshape(x): row-major reshapes compose.
+  if (auto inner = getInput().getDefiningOp<ReshapeOp>()) {
+    getInputMutable().assign(inner.getInput());
+    return getResult();
+  }
+  return {};
+}
+
+LogicalResult TakePositionOp::verify() {
+  if (failed(expectRank(*this, getInput(), 3, "input")))
+    return failure();
+  ArrayRef<int64_t> in = shapeOf(getInput());
+  if (static_cast<int64_t>(getIndex()) >= in[1])
+    return emitOpError() << "position " << getIndex()
+                         << " is outside the sequence of length " << in[1];
+  return expectShape(*this, getResult(), {in[0], in[2]}, "result");
+}

@@ -1,0 +1,115 @@
+//===- DenseOps.td - dense, normalisation and pointwise ops --*- tablegen -*-===//
+
+#ifndef MIXER_DENSEOPS_TD
+#define MIXER_DENSEOPS_TD
+
+include "dialects/mixer/MixerBase.td"
+include "mlir/Interfaces/SideEffectInterfaces.td"
+include "mlir/Interfaces/InferTypeOpInterface.td"
+
+def Mixer_DenseOp : Mixer_Op<"dense", [Pure]> {
+  let summary = "affine map over the last axis with an optional fused activation";
+  let description = [{
+    `result = activation(input · W + bias)` contracting the last axis of the
+    input. W is `[K, N]`, or `[N, K]` when `transpose_weight` is set (tied
+    embeddings, classification kernels). The bias is optional.
+
+    ```mlir
+    %y = mixer.dense %x, %w, %b {activation = #mixer<activation gelu>}
+        : (tensor<2x8x16xf32>, tensor<16x32xf32>, tensor<32xf32>) -> tensor<2x8x32xf32>
+    ```
+  }];
+  let arguments = (ins Mixer_F32Tensor:$input, Mixer_F32Tensor:$weight,
+                       Optional<Mixer_F32Tensor>:$bias,
+                       DefaultValuedAttr<Mixer_ActivationAttr,
+                                         "::mixer::graph::Activation::none">:$activation,
+                       UnitAttr:$transpose_weight);
+  let results = (outs Mixer_F32Tensor:$result);
+  let assemblyFormat = [{
+    $input `,` $weight (`,` $bias^)? attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def Mixer_LayerNormOp : Mixer_Op<"layer_norm", [Pure]> {
+  let summary = "LayerNorm over the last axis";
+  let description = [{
+    `(x − mean) · rsqrt(var + epsilon) · scale + bias` with `var = E[x²] − mean²`
+    clamped at zero.
+  }];
+  let arguments = (ins Mixer_F32Tensor:$input, Mixer_F32Tensor:$scale, Mixer_F32Tensor:$bias,
+                       F64Attr:$epsilon);
+  let results = (outs Mixer_F32Tensor:$result);
+  let assemblyFormat = [{
+    $input `,` $scale `,` $bias attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def Mixer_AddLayerNormOp : Mixer_Op<"add_layer_norm", [Pure]> {
+  let summary = "LayerNorm(input + residual), fused";
+  let description = [{
+    The post-LN residual block `LayerNorm(x + sublayer(x))` in one pass over
+    memory. Produced by `mixer-fuse-residual-layer-norm`.
+  }];
+  let arguments = (ins Mixer_F32Tensor:$input, Mixer_F32Tensor:$residual, Mixer_F32Tensor:$scale,
+                       Mixer_F32Tensor:$bias, F64Attr:$epsilon);
+  let results = (outs Mixer_F32Tensor:$result);
+  let assemblyFormat = [{
+    $input `,` $residual `,` $scale `,` $bias attr-dict `:`
+    functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def Mixer_ActivationOp : Mixer_Op<"activation",
+    [Pure, SameOperandsAndResultType]> {
+  let summary = "pointwise activation (GELU is the tanh approximation)";
+  let arguments = (ins Mixer_F32Tensor:$input, Mixer_ActivationAttr:$kind);
+  let results = (outs Mixer_F32Tensor:$result);
+  let assemblyFormat = "$kind $input attr-dict `:` type($input)";
+  let hasFolder = 1;
+}
+
+def Mixer_AddOp : Mixer_Op<"add", [Pure, SameOperandsAndResultType, Commutative]> {
+  let summary = "elementwise sum";
+  let arguments = (ins Mixer_F32Tensor:$lhs, Mixer_F32Tensor:$rhs);
+  let results = (outs Mixer_F32Tensor:$result);
+  let assemblyFormat = "$lhs `,` $rhs attr-dict `:` type($result)";
+}
+
+def Mixer_SoftmaxOp : Mixer_Op<"softmax", [Pure, SameOperandsAndResultType]> {
+  let summary = "softmax over the last axis";
+  let arguments = (ins Mixer_F32Tensor:$input);
+  let results = (outs Mixer_F32Tensor:$result);
+  let assemblyFormat = "$input attr-dict `:` type($input)";
+}
+
+def Mixer_RoundBf16Op : Mixer_Op<"round_bf16",
+    [Pure, SameOperandsAndResultType, Idempotent]> {
+  let summary = "round to the nearest bfloat16 (ties to even), kept as f32";
+  let arguments = (ins Mixer_F32Tensor:$input);
+  let results = (outs Mixer_F32Tensor:$result);
+  let assemblyFormat = "$input attr-dict `:` type($input)";
+}
+
+def Mixer_ReshapeOp : Mixer_Op<"reshape", [Pure]> {
+  let summary = "row-major reshape (a view: no data moves)";
+  let arguments = (ins AnyRankedTensor:$input);
+  let results = (outs AnyRankedTensor:$result);
+  let assemblyFormat = "$input attr-dict `:` type($input) `to` type($result)";
+  let hasVerifier = 1;
+  let hasFolder = 1;
+}
+
+def Mixer_TakePositionOp : Mixer_Op<"take_position", [Pure]> {
+  let summary = "the hidden state at one sequence position of every example";
+  let description = [{ `result[b] = input[b, index]` for input `[B, S, D]`. }];
+  let arguments = (ins Mixer_F32Tensor:$input,
+                       ConfinedAttr<I64Attr, [IntNonNegative]>:$index);
+  let results = (outs Mixer_F32Tensor:$result);
+  let assemblyFormat = "$input `[` $index `]` attr-dict `:` type($input) `to` type($result)";
+  let hasVerifier = 1;
+}
+
+#endif // MIXER_DENSEOPS_TD

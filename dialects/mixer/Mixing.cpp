@@ -1,0 +1,42 @@
+//===- Mixing.cpp - token-mixing op verifiers -----------------------------===//
+
+#include "dialects/mixer/MixerDialect.h"
+#include "dialects/mixer/VerifyUtils.h"
+
+using namespace mlir;
+using namespace mixer::graph;
+
+/// Mixing ops map [B, S, D] to the same shape.
+static LogicalResult verifyMixingInput(Operation *op, Value input,
+                                       Value result) {
+  if (failed(expectRank(op, input, 3, "input")))
+    return failure();
+  return expectShape(op, result, shapeOf(input), "result");
+}
+
+LogicalResult LinearMixOp::verify() {
+  if (failed(verifyMixingInput(*this, getInput(), getResult())))
+    return failure();
+  int64_t seq = shapeOf(getInput())[1], width = shapeOf(getInput())[2];
+  if (failed(expectShape(*this, getSeqKernel(), {seq, seq}, "seq_kernel")))
+    return failure();
+  return expectShape(*this, getHiddenKernel(), {width, width},
+                     "hidden_kernel");
+}
+
+LogicalResult SpectralMixOp::verify() {
+  return verifyMixingInput(*this, getInput(), getResult());
+}
+
+LogicalResult StructuredMixOp::verify() {
+  if (failed(verifyMixingInput(*this, getInput(), getResult())))
+    return failure();
+  int64_t seq = shapeOf(getInput())[1], width = shapeOf(getInput())[2];
+  // Toeplitz matrices of size n are defined by 2n - 1 diagonals.
+  auto kernelLength = [&](int64_t n) { return getToeplitz() ? 2 * n - 1 : n; };
+  if (failed(expectShape(*this, getSeqKernel(), {kernelLength(seq)},
+                         "seq_kernel")))
+    return failure();
+  return expectShape(*this, getHiddenKernel(), {kernelLength(width)},
+                     "hidden_kernel");
+}

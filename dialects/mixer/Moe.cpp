@@ -1,0 +1,171 @@
+//===- Moe.cpp - mixture-of-experts op verifiers --------------------------===//
+
+#include "dialects/mixer/MixerDialect.h"
+#include "dialects/mixer/VerifyUtils.h"
+
+using namespace mlir;
+using namespace mixer::graph;
+
+/// Number of tokens of a [..., D] activation.
+static int64_t numTokens(Value value) {
+  ArrayRef<int64_t> shape = shapeOf(value);
+  int64_t n = 1;
+  for (int64_t d : shape.drop_back())
+    n *= d;
+  return n;
+}
+
+/// Checks the routing attributes against N tokens and E experts and returns
+/// the number of slots of the assignment table in `slots`.
+static LogicalResult verifyRouting(Operation *op, Routing routing,
+                                   int64_t tokens, int64_t experts,
+                                   int64_t groups, int64_t capacity, int64_t k,
+                                   int64_t &slots) {
+  if (routing == Routing::sigmoid_topk) {
+    if (k > experts)
+      return op->emitOpError() << "k = " << k << " exceeds the " << experts
+                               << " experts";
+    slots = tokens * k;
+    return success();
+  }
+  if (tokens % groups != 0)
+    return op->emitOpError() << "num_groups = " << groups
+                             << " does not divide the " << tokens << " tokens";
+  int64_t perGroup = tokens / groups;
+  if (capacity < 1 || capacity > perGroup)
+    return op->emitOpError()
+           << "expert capacity " << capacity << " must be in [1, " << perGroup
+           << "] (tokens per group)";
+  if (routing == Routing::tokens_choose && k > experts)
+    return op->emitOpError() << "k = " << k << " exceeds the " << experts
+                             << " experts";
+  slots = experts * groups * capacity;
+  return success();
+}
+
+/// Checks the shapes of the assignment table (tokens, gates, offsets).
+static LogicalResult verifyAssignments(Operation *op, Value tokens,
+                                       Value gates, Value offsets,
+                                       int64_t slots, int64_t experts) {
+  if (failed(expectShape(op, tokens, {slots}, "tokens")) ||
+      failed(expectShape(op, gates, {slots}, "gates")))
+    return failure();
+  return expectShape(op, offsets, {experts + 1}, "offsets");
+}
+
+/// Shared verifier of ops routing [N, E] scores into an assignment table.
+template <typename RouterOp>
+static LogicalResult verifyRouter(RouterOp op, Value scores) {
+  if (failed(expectRank(op, scores, 2, "router scores")))
+    return failure();
+  int64_t tokens = shapeOf(scores)[0], experts = shapeOf(scores)[1];
+  int64_t slots = 0;
+  if (failed(verifyRouting(op, op.getRouting(), tokens, experts,
+                           op.getNumGroups(), op.getCapacity(), op.getK(),
+                           slots)))
+    return failure();
+  return verifyAssignments(op, op.getTokens(), op.getGates(), op.getOffsets(),
+                           slots, experts);
+}
+
+LogicalResult MoeOp::verify() {
+  if (getRouting() == Routing::sigmoid_topk)
+    return emitOpError("sigmoid_topk routing belongs to mixer.sigma_moe");
+  ArrayRef<int64_t> in = shapeOf(getInput());
+  if (in.size() < 2)
+    return emitOpError("input must have rank >= 2");
+  int64_t width = in.back();
+  if (failed(expectRank(*this, getRouterKernel(), 2, "router_kernel")))
+    return failure();
+  int64_t experts = shapeOf(getRouterKernel())[1];
+  if (failed(expectShape(*this, getRouterKernel(), {width, experts},
+                         "router_kernel")) ||
+      failed(expectShape(*this, getRouterBias(), {experts}, "router_bias")) ||
+      failed(expectRank(*this, getW1(), 3, "w1")))
+    return failure();
+  int64_t hidden = shapeOf(getW1())[2];
+  if (failed(expectShape(*this, getW1(), {experts, width, hidden}, "w1")) ||
+      failed(expectShape(*this, getB1(), {experts, hidden}, "b1")) ||
+      failed(expectShape(*this, getW2(), {experts, hidden, width}, "w2")) ||
+      failed(expectShape(*this, getB2(), {experts, width}, "b2")))
+    return failure();
+  int64_t slots = 0;
+  if (failed(verifyRouting(*this, getRouting(), numTokens(getInput()),
+                           experts, getNumGroups(), getCapacity(), getK(),
+                           slots)))
+    return failure();
+  return expectShape(*this, getResult(), in, "result");
+}
+
+LogicalResult SigmaMoeOp::verify() {
+  ArrayRef<int64_t> in = shapeOf(getInput());
+  if (in.size() < 2)
+    return emitOpError("input must have rank >= 2");
+  int64_t width = in.back();
+  if (failed(expectRank(*this, getExpertSel(), 2, "expert_sel")) ||
+      failed(expectRank(*this, getKeys(), 3, "keys")))
+    return failure();
+  int64_t experts = shapeOf(getExpertSel())[0];
+  int64_t expertWidth = shapeOf(getKeys())[2];
+  if (failed(expectShape(*this, getExpertSel(), {experts, width},
+                         "expert_sel")) ||
+      failed(expectShape(*this, getKeys(), {experts, width, expertWidth},
+                         "keys")) ||
+      failed(expectShape(*this, getValues(), {experts, expertWidth, width},
+                         "values")))
+    return failure();
+  if (getK() > experts)
+    return emitOpError() << "k = " << getK() << " exceeds the " << experts
+                         << " experts";
+  return expectShape(*this, getResult(), in, "result");
+}
+
+LogicalResult SelectExpertsOp::verify() {
+  if (getRouting() == Routing::sigmoid_topk)
+    return emitOpError("sigmoid_topk routes from logits: use mixer.route");
+  return verifyRouter(*this, getProbs());
+}
+
+LogicalResult RouteOp::verify() { return verifyRouter(*this, getLogits()); }
+
+LogicalResult DispatchOp::verify() {
+  if (failed(expectRank(*this, getInput(), 2, "input")) ||
+      failed(expectRank(*this, getTokens(), 1, "tokens")))
+    return failure();
+  return expectShape(*this, getResult(),
+                     {shapeOf(getTokens())[0], shapeOf(getInput())[1]},
+                     "result");
+}
+
+LogicalResult ExpertsOp::verify() {
+  if (failed(expectRank(*this, getInput(), 2, "input")) ||
+      failed(expectRank(*this, getW1(), 3, "w1")) ||
+      failed(expectRank(*this, getOffsets(), 1, "offsets")))
+    return failure();
+  ArrayRef<int64_t> w1 = shapeOf(getW1());
+  int64_t experts = w1[0], width = w1[1], hidden = w1[2];
+  int64_t slots = shapeOf(getInput())[0];
+  if (failed(expectShape(*this, getInput(), {slots, width}, "input")) ||
+      failed(expectShape(*this, getTokens(), {slots}, "tokens")) ||
+      failed(expectShape(*this, getOffsets(), {experts + 1}, "offsets")) ||
+      failed(expectShape(*this, getW2(), {experts, hidden, width}, "w2")))
+    return failure();
+  if (getB1() && failed(expectShape(*this, getB1(), {experts, hidden}, "b1")))
+    return failure();
+  if (getB2() && failed(expectShape(*this, getB2(), {experts, width}, "b2")))
+    return failure();
+  return expectShape(*this, getResult(), {slots, width}, "result");
+}
+
+LogicalResult CombineOp::verify() {
+  if (failed(expectRank(*this, getInput(), 2, "input")) ||
+      failed(expectRank(*this, getResult(), 2, "result")))
+    return failure();
+  int64_t slots = shapeOf(getInput())[0];
+  if (failed(expectShape(*this, getTokens(), {slots}, "tokens")) ||
+      failed(expectShape(*this, getGates(), {slots}, "gates")))
+    return failure();
+  if (shapeOf(getResult())[1] != shapeOf(getInput())[1])
+    return emitOpError("result width must equal the input width");
+  return success();
+}

@@ -1,0 +1,118 @@
+//===- MoeOps.td - mixture-of-experts ops ------------------*- tablegen -*-===//
+//
+// The frontend emits `mixer.moe` / `mixer.sigma_moe`; `mixer-decompose-moe`
+// rewrites them into router logits → route → dispatch → experts → combine.
+//
+// Routing results form an assignment table of A slots ordered by expert:
+// expert e owns slots [offsets[e], offsets[e+1]); each slot holds a token
+// index of the flattened batch (−1 = empty) and a gate. Capacity routings
+// have A = E·G·C (slot (e·G + g)·C + c is slot c of expert e in group g);
+// sigmoid_topk has A = N·k.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MIXER_MOEOPS_TD
+#define MIXER_MOEOPS_TD
+
+include "dialects/mixer/MixerBase.td"
+include "mlir/Interfaces/SideEffectInterfaces.td"
+
+defvar Mixer_RoutingAttrs = (ins Mixer_RoutingAttr:$routing,
+                   ConfinedAttr<I64Attr, [IntPositive]>:$num_groups,
+                   ConfinedAttr<I64Attr, [IntNonNegative]>:$capacity,
+                   ConfinedAttr<I64Attr, [IntPositive]>:$k,
+                   UnitAttr:$batch_prioritized, UnitAttr:$router_bf16);
+
+def Mixer_MoeOp : Mixer_Op<"moe", [Pure]> {
+  let summary = "capacity-routed mixture of GELU feed-forward experts";
+  let description = [{
+    Experts-choose or tokens-choose MoE over the flattened `[N, D]` tokens of
+    the input, split into `num_groups` groups. Router probabilities are
+    `softmax(x · router_kernel + router_bias)` (bfloat16-rounded logits and
+    probabilities when `router_bf16`). Each token's output is the
+    gate-weighted sum of `GELU(x · W1[e] + b1[e]) · W2[e] + b2[e]` over the
+    experts that took it; tokens no expert took get zeros.
+  }];
+  let arguments = !con((ins Mixer_F32Tensor:$input, Mixer_F32Tensor:$router_kernel,
+                            Mixer_F32Tensor:$router_bias, Mixer_F32Tensor:$w1, Mixer_F32Tensor:$b1,
+                            Mixer_F32Tensor:$w2, Mixer_F32Tensor:$b2),
+                       Mixer_RoutingAttrs);
+  let results = (outs Mixer_F32Tensor:$result);
+  let assemblyFormat = [{
+    $input `,` $router_kernel `,` $router_bias `,` $w1 `,` $b1 `,` $w2 `,` $b2
+    attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def Mixer_SigmaMoeOp : Mixer_Op<"sigma_moe", [Pure]> {
+  let summary = "sigma-MoE: sigmoid top-k routing over small ReLU experts";
+  let description = [{
+    `g = sigmoid(x · expert_selᵀ)`; each token takes its `k` highest gates
+    (no renormalisation, no capacity) and gets
+    `Σ g_e · ReLU(x · keys[e]) · values[e]`.
+  }];
+  let arguments = (ins Mixer_F32Tensor:$input, Mixer_F32Tensor:$expert_sel,
+                       Mixer_F32Tensor:$keys, Mixer_F32Tensor:$values,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$k);
+  let results = (outs Mixer_F32Tensor:$result);
+  let assemblyFormat = [{
+    $input `,` $expert_sel `,` $keys `,` $values attr-dict `:`
+    functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def Mixer_SelectExpertsOp : Mixer_Op<"select_experts", [Pure]> {
+  let summary = "capacity routing from router probabilities";
+  let description = [{
+    Fills the assignment table from probabilities `[N, E]` (experts_choose or
+    tokens_choose). `mixer-fuse-router` folds the preceding softmax into
+    `mixer.route`.
+  }];
+  let arguments = !con((ins Mixer_F32Tensor:$probs), Mixer_RoutingAttrs);
+  let results = (outs Mixer_I32Tensor:$tokens, Mixer_F32Tensor:$gates, Mixer_I32Tensor:$offsets);
+  let assemblyFormat = "$probs attr-dict `:` functional-type(operands, results)";
+  let hasVerifier = 1;
+}
+
+def Mixer_RouteOp : Mixer_Op<"route", [Pure]> {
+  let summary = "router from logits: softmax or sigmoid gates and expert selection in one op";
+  let arguments = !con((ins Mixer_F32Tensor:$logits), Mixer_RoutingAttrs);
+  let results = (outs Mixer_I32Tensor:$tokens, Mixer_F32Tensor:$gates, Mixer_I32Tensor:$offsets);
+  let assemblyFormat = "$logits attr-dict `:` functional-type(operands, results)";
+  let hasVerifier = 1;
+}
+
+def Mixer_DispatchOp : Mixer_Op<"dispatch", [Pure]> {
+  let summary = "gather the token rows of every slot (zeros for empty slots)";
+  let arguments = (ins Mixer_F32Tensor:$input, Mixer_I32Tensor:$tokens);
+  let results = (outs Mixer_F32Tensor:$result);
+  let assemblyFormat = "$input `,` $tokens attr-dict `:` functional-type(operands, results)";
+  let hasVerifier = 1;
+}
+
+def Mixer_ExpertsOp : Mixer_Op<"experts", [Pure, AttrSizedOperandSegments]> {
+  let summary = "per-expert two-layer feed-forward over each expert's slots";
+  let arguments = (ins Mixer_F32Tensor:$input, Mixer_I32Tensor:$tokens, Mixer_I32Tensor:$offsets,
+                       Mixer_F32Tensor:$w1, Optional<Mixer_F32Tensor>:$b1, Mixer_F32Tensor:$w2,
+                       Optional<Mixer_F32Tensor>:$b2, Mixer_ActivationAttr:$activation);
+  let results = (outs Mixer_F32Tensor:$result);
+  let assemblyFormat = [{
+    $input `,` $tokens `,` $offsets `,` $w1 (`bias` $b1^)? `,` $w2 (`bias` $b2^)?
+    attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def Mixer_CombineOp : Mixer_Op<"combine", [Pure]> {
+  let summary = "gate-weighted scatter-add of slot outputs back to tokens";
+  let arguments = (ins Mixer_F32Tensor:$input, Mixer_I32Tensor:$tokens, Mixer_F32Tensor:$gates);
+  let results = (outs Mixer_F32Tensor:$result);
+  let assemblyFormat = [{
+    $input `,` $tokens `,` $gates attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+#endif // MIXER_MOEOPS_TD

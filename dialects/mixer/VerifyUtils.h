@@ -1,0 +1,30 @@
+//===- VerifyUtils.h - shared checks of the op verifiers --------*- C++ -*-===//
+
+#ifndef MIXER_DIALECTS_MIXER_VERIFYUTILS_H
+#define MIXER_DIALECTS_MIXER_VERIFYUTILS_H
+
+#include "mlir/IR/BuiltinTypes.h"
+#include "mlir/IR/Operation.h"
+
+#include "llvm/ADT/ArrayRef.h"
+
+namespace mixer::graph {
+
+/// Shape of a ranked tensor value.
+inline llvm::ArrayRef<int64_t> shapeOf(mlir::Value value) {
+  return mlir::cast<mlir::RankedTensorType>(value.getType()).getShape();
+}
+
+/// Fails with "<what> must have shape [a, b] but has [c, d]" unless `value`
+/// has exactly `expected`.
+mlir::LogicalResult expectShape(mlir::Operation *op, mlir::Value value,
+                                llvm::ArrayRef<int64_t> expected,
+                                llvm::StringRef what);
+
+/// Fails unless `value` has the given rank.
+mlir::LogicalResult expectRank(mlir::Operation *op, mlir::Value value,
+                               int64_t rank, llvm::StringRef what);
+
+} // namespace mixer::graph
+
+#endif // MIXER_DIALECTS_MIXER_VERIFYUTILS_H

@@ -1,0 +1,64 @@
+//===- MixrtDialect.cpp - runtime-level dialect ---------------------------===//
+
+#include "dialects/mixrt/MixrtDialect.h"
+#include "runtime/support/KernelSignatures.h"
+
+#include "mlir/IR/Builders.h"
+
+using namespace mlir;
+using namespace mixer::rt;
+
+#include "dialects/mixrt/MixrtDialect.cpp.inc"
+
+void MixrtDialect::initialize() {
+  addOperations<
+#define GET_OP_LIST
+#include "dialects/mixrt/MixrtOps.cpp.inc"
+      >();
+}
+
+/// Arena offsets are aligned for full-width vector loads.
+static constexpr int64_t kArenaAlignment = 64;
+
+LogicalResult AllocOp::verify() {
+  if (auto offset = getOffset(); offset && *offset % kArenaAlignment != 0)
+    return emitOpError() << "offset " << *offset << " is not a multiple of "
+                         << kArenaAlignment;
+  return success();
+}
+
+LogicalResult ViewOp::verify() {
+  auto source = cast<MemRefType>(getSource().getType());
+  auto result = cast<MemRefType>(getResult().getType());
+  if (source.getElementType() != result.getElementType())
+    return emitOpError("element type must not change");
+  if (source.getNumElements() != result.getNumElements())
+    return emitOpError() << "cannot view " << source.getNumElements()
+                         << " elements as " << result.getNumElements();
+  return success();
+}
+
+LogicalResult KernelOp::verify() {
+  const mixer::KernelSignature *signature =
+      mixer::findKernelSignature(getCallee().str());
+  if (!signature)
+    return emitOpError() << "unknown kernel '" << getCallee() << "'";
+  if (static_cast<int>(getInputs().size()) != signature->numOperands ||
+      static_cast<int>(getOutputs().size()) != signature->numResults)
+    return emitOpError() << "kernel '" << getCallee() << "' takes "
+                         << signature->numOperands << " operands and "
+                         << signature->numResults << " results, got "
+                         << getInputs().size() << " and "
+                         << getOutputs().size();
+  for (NamedAttribute attr : getParams()) {
+    if (llvm::none_of(signature->attributes, [&](std::string_view name) {
+          return llvm::StringRef(name.data(), name.size()) == attr.getName().strref();
+        }))
+      return emitOpError() << "kernel '" << getCallee()
+                           << "' has no attribute '" << attr.getName() << "'";
+  }
+  return success();
+}
+
+#define GET_OP_CLASSES
+#include "dialects/mixrt/MixrtOps.cpp.inc"
