@@ -1,0 +1,132 @@
+//===- DecomposeMoe.cpp - MoE into route, dispatch, experts, combine ------===//
+
+#include "passes/Passes.h"
+
+#include "mlir/IR/PatternMatch.h"
+#include "mlir/Transforms/GreedyPatternRewriteDriver.h"
+
+namespace mixer {
+#define GEN_PASS_DEF_MIXERDECOMPOSEMOE
+#include "passes/Passes.h.inc"
+} // namespace mixer
+
+using namespace mlir;
+using namespace mixer::graph;
+
+namespace {
+
+RankedTensorType tensorType(ArrayRef<int64_t> shape, Type element) {
+  return RankedTensorType::get(shape, element);
+}
+
+/// The layer input flattened to [N, D] tokens.
+Value flattenTokens(PatternRewriter &rewriter, Location loc, Value input) {
+  auto type = cast<RankedTensorType>(input.getType());
+  int64_t width = type.getShape().back();
+  return rewriter.create<ReshapeOp>(
+      loc, tensorType({type.getNumElements() / width, width}, type.getElementType()),
+      input);
+}
+
+/// Builds dispatch → experts → combine from an assignment table and reshapes
+/// the combined [N, D] rows back to the layer's output type.
+Value buildExpertPath(PatternRewriter &rewriter, Location loc, Value tokens2d,
+                      Value slotTokens, Value gates, Value offsets, Value w1,
+                      Value b1, Value w2, Value b2, Activation activation,
+                      Type resultType) {
+  auto rows = cast<RankedTensorType>(tokens2d.getType());
+  int64_t slots = cast<RankedTensorType>(slotTokens.getType()).getShape()[0];
+  auto slotRows = tensorType({slots, rows.getShape()[1]}, rows.getElementType());
+  Value dispatched =
+      rewriter.create<DispatchOp>(loc, slotRows, tokens2d, slotTokens);
+  Value expertOut = rewriter.create<ExpertsOp>(
+      loc, slotRows, dispatched, slotTokens, offsets, w1, b1, w2, b2,
+      ActivationAttr::get(rewriter.getContext(), activation));
+  Value combined =
+      rewriter.create<CombineOp>(loc, rows, expertOut, slotTokens, gates);
+  return rewriter.create<ReshapeOp>(loc, resultType, combined);
+}
+
+/// Result types of a router: tokens i32[A], gates f32[A], offsets i32[E+1].
+SmallVector<Type, 3> routerResultTypes(Builder &b, int64_t slots,
+                                       int64_t experts) {
+  return {tensorType({slots}, b.getI32Type()), tensorType({slots}, b.getF32Type()),
+          tensorType({experts + 1}, b.getI32Type())};
+}
+
+struct DecomposeCapacityMoe : OpRewritePattern<MoeOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(MoeOp moe,
+                                PatternRewriter &rewriter) const override {
+    Location loc = moe.getLoc();
+    Value tokens2d = flattenTokens(rewriter, loc, moe.getInput());
+    int64_t numTokens = cast<RankedTensorType>(tokens2d.getType()).getShape()[0];
+    int64_t experts =
+        cast<RankedTensorType>(moe.getRouterBias().getType()).getShape()[0];
+    auto scoreType = tensorType({numTokens, experts}, rewriter.getF32Type());
+
+    Value scores = rewriter.create<DenseOp>(loc, scoreType, tokens2d,
+                                            moe.getRouterKernel(),
+                                            moe.getRouterBias());
+    if (moe.getRouterBf16())
+      scores = rewriter.create<RoundBf16Op>(loc, scores);
+    scores = rewriter.create<SoftmaxOp>(loc, scores);
+    if (moe.getRouterBf16())
+      scores = rewriter.create<RoundBf16Op>(loc, scores);
+
+    int64_t slots = experts * moe.getNumGroups() * moe.getCapacity();
+    auto select = rewriter.create<SelectExpertsOp>(
+        loc, routerResultTypes(rewriter, slots, experts), scores,
+        moe.getRoutingAttr(), moe.getNumGroupsAttr(), moe.getCapacityAttr(),
+        moe.getKAttr(), moe.getBatchPrioritizedAttr(), moe.getRouterBf16Attr());
+    rewriter.replaceOp(
+        moe, buildExpertPath(rewriter, loc, tokens2d, select.getTokens(),
+                             select.getGates(), select.getOffsets(),
+                             moe.getW1(), moe.getB1(), moe.getW2(),
+                             moe.getB2(), Activation::gelu, moe.getType()));
+    return success();
+  }
+};
+
+struct DecomposeSigmaMoe : OpRewritePattern<SigmaMoeOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(SigmaMoeOp moe,
+                                PatternRewriter &rewriter) const override {
+    Location loc = moe.getLoc();
+    Value tokens2d = flattenTokens(rewriter, loc, moe.getInput());
+    int64_t numTokens = cast<RankedTensorType>(tokens2d.getType()).getShape()[0];
+    int64_t experts =
+        cast<RankedTensorType>(moe.getExpertSel().getType()).getShape()[0];
+    auto logitsType = tensorType({numTokens, experts}, rewriter.getF32Type());
+    auto logits = rewriter.create<DenseOp>(loc, logitsType, tokens2d,
+                                           moe.getExpertSel(), Value());
+    logits.setTransposeWeight(true);
+
+    auto route = rewriter.create<RouteOp>(
+        loc, routerResultTypes(rewriter, numTokens * moe.getK(), experts),
+        logits, RoutingAttr::get(getContext(), Routing::sigmoid_topk),
+        rewriter.getI64IntegerAttr(1), rewriter.getI64IntegerAttr(0),
+        moe.getKAttr(), UnitAttr(), UnitAttr());
+    rewriter.replaceOp(
+        moe, buildExpertPath(rewriter, loc, tokens2d, route.getTokens(),
+                             route.getGates(), route.getOffsets(),
+                             moe.getKeys(), Value(), moe.getValues(), Value(),
+                             Activation::relu, moe.getType()));
+    return success();
+  }
+};
+
+struct DecomposeMoePass
+    : mixer::impl::MixerDecomposeMoeBase<DecomposeMoePass> {
+  void runOnOperation() override {
+    RewritePatternSet patterns(&getContext());
+    patterns.add<DecomposeCapacityMoe, DecomposeSigmaMoe>(&getContext());
+    GreedyRewriteConfig config;
+    config.enableFolding(false);
+    if (failed(applyPatternsGreedily(getOperation(), std::move(patterns),
+                                     config)))
+      getOperation().emitWarning("MoE decomposition did not converge");
+  }
+};
+
+} // namespace

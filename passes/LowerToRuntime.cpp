@@ -1,0 +1,345 @@
+//===- LowerToRuntime.cpp - mixer graph to runtime kernel calls -----------===//
+//
+// Walks each function once in program order: tensors become buffers, ops
+// become calls of the runtime kernel table (docs/runtime.md).
+//
+//===----------------------------------------------------------------------===//
+
+#include "passes/Passes.h"
+#include "dialects/mixer/VerifyUtils.h"
+
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/BuiltinOps.h"
+
+#include "llvm/ADT/TypeSwitch.h"
+
+namespace mixer {
+#define GEN_PASS_DEF_MIXERLOWERTORUNTIME
+#include "passes/Passes.h.inc"
+} // namespace mixer
+
+using namespace mlir;
+using namespace mixer::graph;
+using mixer::rt::AllocOp;
+using mixer::rt::KernelOp;
+using mixer::rt::NoneOp;
+using mixer::rt::ViewOp;
+
+namespace {
+
+MemRefType bufferType(Type tensorType) {
+  auto tensor = cast<RankedTensorType>(tensorType);
+  return MemRefType::get(tensor.getShape(), tensor.getElementType());
+}
+
+int64_t numElements(Value value) {
+  return cast<ShapedType>(value.getType()).getNumElements();
+}
+
+/// Lowers one function body; `flops` accumulates the model's matmul flops.
+class FunctionLowering {
+public:
+  FunctionLowering(func::FuncOp func) : func(func), builder(func) {}
+
+  LogicalResult run();
+
+private:
+  Value lookup(Value tensor) { return buffers.lookup(tensor); }
+  Value none() {
+    if (!noneValue) {
+      OpBuilder::InsertionGuard guard(builder);
+      builder.setInsertionPointToStart(&func.getBody().front());
+      noneValue = builder.create<NoneOp>(
+          func.getLoc(), MemRefType::get({0}, builder.getF32Type()));
+    }
+    return noneValue;
+  }
+  Value optional(Value tensor) { return tensor ? lookup(tensor) : none(); }
+  Value alloc(Location loc, Type tensorType) {
+    return builder.create<AllocOp>(loc, bufferType(tensorType), IntegerAttr());
+  }
+  /// Emits one kernel call writing fresh buffers of `resultTypes`.
+  SmallVector<Value> call(Location loc, StringRef kernel, ValueRange operands,
+                          TypeRange resultTypes,
+                          ArrayRef<NamedAttribute> params = {}) {
+    SmallVector<Value> results;
+    for (Type type : resultTypes)
+      results.push_back(alloc(loc, type));
+    builder.create<KernelOp>(loc, kernel, operands, results,
+                             builder.getDictionaryAttr(params));
+    return results;
+  }
+  /// Emits a kernel replacing `op`'s results.
+  void replace(Operation *op, StringRef kernel, ValueRange operands,
+               ArrayRef<NamedAttribute> params = {}) {
+    SmallVector<Value> results =
+        call(op->getLoc(), kernel, operands, op->getResultTypes(), params);
+    for (auto [tensor, buffer] : llvm::zip(op->getResults(), results))
+      buffers[tensor] = buffer;
+  }
+  NamedAttribute attr(StringRef name, Attribute value) {
+    return builder.getNamedAttr(name, value);
+  }
+  NamedAttribute intAttr(StringRef name, int64_t value) {
+    return attr(name, builder.getI64IntegerAttr(value));
+  }
+  NamedAttribute boolAttr(StringRef name, bool value) {
+    return attr(name, builder.getBoolAttr(value));
+  }
+  NamedAttribute strAttr(StringRef name, StringRef value) {
+    return attr(name, builder.getStringAttr(value));
+  }
+
+  LogicalResult lowerOp(Operation *op);
+  LogicalResult lowerRoute(RouteOp op);
+  SmallVector<NamedAttribute> routingParams(Operation *op, Routing routing,
+                                            int64_t groups, int64_t capacity,
+                                            int64_t k, bool prioritized,
+                                            int64_t tokens);
+
+  func::FuncOp func;
+  OpBuilder builder;
+  DenseMap<Value, Value> buffers;
+  Value noneValue;
+
+public:
+  double flops = 0;
+};
+
+SmallVector<NamedAttribute>
+FunctionLowering::routingParams(Operation *op, Routing routing, int64_t groups,
+                                int64_t capacity, int64_t k, bool prioritized,
+                                int64_t tokens) {
+  if (routing == Routing::sigmoid_topk)
+    return {intAttr("k", k)};
+  SmallVector<NamedAttribute> params = {
+      intAttr("groups", groups), intAttr("tokens_per_group", tokens / groups),
+      intAttr("capacity", capacity)};
+  if (routing == Routing::tokens_choose) {
+    params.push_back(intAttr("k", k));
+    params.push_back(boolAttr("batch_prioritized", prioritized));
+  }
+  return params;
+}
+
+StringRef routeKernel(Routing routing) {
+  switch (routing) {
+  case Routing::experts_choose:
+    return "route_experts_choose";
+  case Routing::tokens_choose:
+    return "route_tokens_choose";
+  case Routing::sigmoid_topk:
+    return "route_sigmoid_topk";
+  }
+  llvm_unreachable("unknown routing");
+}
+
+/// The CPU router computes probabilities in a first kernel and selects in a
+/// second; the fused op keeps both in one IR op for targets that fuse them.
+LogicalResult FunctionLowering::lowerRoute(RouteOp op) {
+  Location loc = op.getLoc();
+  Value scores = lookup(op.getLogits());
+  int64_t tokens = cast<ShapedType>(scores.getType()).getShape()[0];
+  if (op.getRouting() != Routing::sigmoid_topk) {
+    Type scoreType = op.getLogits().getType();
+    if (op.getRouterBf16())
+      scores = call(loc, "round_bf16", {scores}, {scoreType})[0];
+    scores = call(loc, "softmax", {scores}, {scoreType})[0];
+    if (op.getRouterBf16())
+      scores = call(loc, "round_bf16", {scores}, {scoreType})[0];
+  }
+  replace(op, routeKernel(op.getRouting()), {scores},
+          routingParams(op, op.getRouting(), op.getNumGroups(),
+                        op.getCapacity(), op.getK(), op.getBatchPrioritized(),
+                        tokens));
+  return success();
+}
+
+LogicalResult FunctionLowering::lowerOp(Operation *op) {
+  return llvm::TypeSwitch<Operation *, LogicalResult>(op)
+      .Case<ReshapeOp>([&](ReshapeOp reshape) {
+        buffers[reshape.getResult()] = builder.create<ViewOp>(
+            reshape.getLoc(), bufferType(reshape.getType()),
+            lookup(reshape.getInput()));
+        return success();
+      })
+      .Case<EmbedOp>([&](EmbedOp embed) {
+        replace(embed, "embed",
+                {lookup(embed.getIds()), lookup(embed.getTypeIds()),
+                 lookup(embed.getWord()), lookup(embed.getPosition()),
+                 lookup(embed.getType())});
+        return success();
+      })
+      .Case<DenseOp>([&](DenseOp dense) {
+        int64_t n = cast<ShapedType>(dense.getType()).getShape().back();
+        flops += 2.0 * numElements(dense.getInput()) * n;
+        replace(dense, "dense",
+                {lookup(dense.getInput()), lookup(dense.getWeight()),
+                 optional(dense.getBias())},
+                {strAttr("activation", stringifyActivation(dense.getActivation())),
+                 boolAttr("transpose_w", dense.getTransposeWeight())});
+        return success();
+      })
+      .Case<LayerNormOp>([&](LayerNormOp norm) {
+        replace(norm, "layer_norm",
+                {lookup(norm.getInput()), none(), lookup(norm.getScale()),
+                 lookup(norm.getBias())},
+                {attr("epsilon", norm.getEpsilonAttr())});
+        return success();
+      })
+      .Case<AddLayerNormOp>([&](AddLayerNormOp norm) {
+        replace(norm, "layer_norm",
+                {lookup(norm.getInput()), lookup(norm.getResidual()),
+                 lookup(norm.getScale()), lookup(norm.getBias())},
+                {attr("epsilon", norm.getEpsilonAttr())});
+        return success();
+      })
+      .Case<ActivationOp>([&](ActivationOp activation) {
+        replace(activation, "activation", {lookup(activation.getInput())},
+                {strAttr("kind", stringifyActivation(activation.getKind()))});
+        return success();
+      })
+      .Case<AddOp>([&](AddOp add) {
+        replace(add, "add", {lookup(add.getLhs()), lookup(add.getRhs())});
+        return success();
+      })
+      .Case<SoftmaxOp>([&](SoftmaxOp softmax) {
+        replace(softmax, "softmax", {lookup(softmax.getInput())});
+        return success();
+      })
+      .Case<RoundBf16Op>([&](RoundBf16Op round) {
+        replace(round, "round_bf16", {lookup(round.getInput())});
+        return success();
+      })
+      .Case<TakePositionOp>([&](TakePositionOp take) {
+        replace(take, "take_position", {lookup(take.getInput())},
+                {intAttr("index", take.getIndex())});
+        return success();
+      })
+      .Case<LinearMixOp>([&](LinearMixOp mix) {
+        ArrayRef<int64_t> shape = shapeOf(mix.getInput());
+        flops += 2.0 * shape[0] *
+                 (shape[1] * shape[2] * shape[2] + shape[1] * shape[1] * shape[2]);
+        replace(mix, "linear_mix",
+                {lookup(mix.getInput()), lookup(mix.getSeqKernel()),
+                 lookup(mix.getHiddenKernel())});
+        return success();
+      })
+      .Case<SpectralMixOp>([&](SpectralMixOp mix) -> LogicalResult {
+        if (mix.getAlgorithm() == MixAlgorithm::automatic)
+          return mix.emitOpError(
+              "algorithm is still auto: run mixer-select-mixing-algorithm");
+        replace(mix, "spectral_mix", {lookup(mix.getInput())},
+                {boolAttr("hartley", mix.getHartley()),
+                 strAttr("algorithm", stringifyMixAlgorithm(mix.getAlgorithm()))});
+        return success();
+      })
+      .Case<StructuredMixOp>([&](StructuredMixOp mix) -> LogicalResult {
+        if (mix.getAlgorithm() == MixAlgorithm::automatic)
+          return mix.emitOpError(
+              "algorithm is still auto: run mixer-select-mixing-algorithm");
+        replace(mix, "structured_mix",
+                {lookup(mix.getInput()), lookup(mix.getSeqKernel()),
+                 lookup(mix.getHiddenKernel())},
+                {boolAttr("toeplitz", mix.getToeplitz()),
+                 strAttr("algorithm", stringifyMixAlgorithm(mix.getAlgorithm()))});
+        return success();
+      })
+      .Case<AttentionOp>([&](AttentionOp attention) {
+        ArrayRef<int64_t> shape = shapeOf(attention.getQuery());
+        flops += 4.0 * shape[0] * shape[1] * shape[1] * shape[2];
+        replace(attention, "attention",
+                {lookup(attention.getQuery()), lookup(attention.getKey()),
+                 lookup(attention.getValue()), lookup(attention.getIds())},
+                {intAttr("num_heads", attention.getNumHeads()),
+                 intAttr("head_dim", attention.getHeadDim()),
+                 intAttr("pad_id", attention.getPadId()),
+                 boolAttr("causal", attention.getCausal())});
+        return success();
+      })
+      .Case<SelectExpertsOp>([&](SelectExpertsOp select) {
+        int64_t tokens = shapeOf(select.getProbs())[0];
+        replace(select, routeKernel(select.getRouting()),
+                {lookup(select.getProbs())},
+                routingParams(select, select.getRouting(),
+                              select.getNumGroups(), select.getCapacity(),
+                              select.getK(), select.getBatchPrioritized(),
+                              tokens));
+        return success();
+      })
+      .Case<RouteOp>([&](RouteOp route) { return lowerRoute(route); })
+      .Case<DispatchOp>([&](DispatchOp dispatch) {
+        replace(dispatch, "dispatch",
+                {lookup(dispatch.getInput()), lookup(dispatch.getTokens())});
+        return success();
+      })
+      .Case<ExpertsOp>([&](ExpertsOp experts) {
+        ArrayRef<int64_t> w1 = shapeOf(experts.getW1());
+        flops += 4.0 * shapeOf(experts.getInput())[0] * w1[1] * w1[2];
+        replace(experts, "experts",
+                {lookup(experts.getInput()), lookup(experts.getTokens()),
+                 lookup(experts.getOffsets()), lookup(experts.getW1()),
+                 optional(experts.getB1()), lookup(experts.getW2()),
+                 optional(experts.getB2())},
+                {strAttr("activation",
+                         stringifyActivation(experts.getActivation()))});
+        return success();
+      })
+      .Case<CombineOp>([&](CombineOp combine) {
+        replace(combine, "combine",
+                {lookup(combine.getInput()), lookup(combine.getTokens()),
+                 lookup(combine.getGates())});
+        return success();
+      })
+      .Case<MoeOp, SigmaMoeOp>([&](Operation *moe) {
+        return moe->emitOpError("must be decomposed (mixer-decompose-moe) "
+                                "before lowering to the runtime");
+      })
+      .Default([&](Operation *other) {
+        return other->emitOpError("has no runtime lowering");
+      });
+}
+
+LogicalResult FunctionLowering::run() {
+  Block &body = func.getBody().front();
+  for (BlockArgument arg : body.getArguments()) {
+    arg.setType(bufferType(arg.getType()));
+    buffers[arg] = arg;
+  }
+  for (Operation &op : llvm::make_early_inc_range(body.without_terminator())) {
+    builder.setInsertionPoint(&op);
+    if (failed(lowerOp(&op)))
+      return failure();
+  }
+  auto ret = cast<func::ReturnOp>(body.getTerminator());
+  SmallVector<Value> results;
+  for (Value value : ret.getOperands())
+    results.push_back(lookup(value));
+  builder.setInsertionPoint(ret);
+  builder.create<func::ReturnOp>(ret.getLoc(), results);
+  ret.erase();
+  // Erase the tensor ops bottom-up now that nothing reads them.
+  for (Operation &op : llvm::make_early_inc_range(llvm::reverse(body))) {
+    if (op.getDialect() && isa<MixerDialect>(op.getDialect()))
+      op.erase();
+  }
+  func.setType(FunctionType::get(func.getContext(), body.getArgumentTypes(),
+                                 ValueRange(results).getTypes()));
+  return success();
+}
+
+struct LowerToRuntimePass
+    : mixer::impl::MixerLowerToRuntimeBase<LowerToRuntimePass> {
+  void runOnOperation() override {
+    for (auto func : getOperation().getOps<func::FuncOp>()) {
+      FunctionLowering lowering(func);
+      if (failed(lowering.run()))
+        return signalPassFailure();
+      func->setAttr("mixrt.flops",
+                    FloatAttr::get(Float64Type::get(&getContext()),
+                                   lowering.flops));
+    }
+  }
+};
+
+} // namespace

@@ -1,0 +1,124 @@
+//===- Passes.td - mixer compiler passes -------------------*- tablegen -*-===//
+//
+// The index of every pass: one file per pass under passes/, one lit test per
+// pass under test/passes/, pipelines in Pipelines.cpp.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MIXER_PASSES_TD
+#define MIXER_PASSES_TD
+
+include "mlir/Pass/PassBase.td"
+
+def MixerVerifyShapes : Pass<"mixer-verify-shapes", "mlir::ModuleOp"> {
+  let summary = "Check that every value of the model has a static, supported type";
+  let description = [{
+    Artifacts have static shapes (one compile per batch and sequence length).
+    The pass rejects dynamic dimensions, unranked tensors and element types
+    other than f32/i32, naming the offending value, and checks that every
+    function argument is marked as a model input (`mixer.input`) or parameter
+    (`mixer.param`).
+
+    ```mlir
+    func.func @forward(%x: tensor<?x8xf32> {mixer.input = "x"}) ...
+    // error: argument 0 ('x') has a dynamic shape: recompile for a fixed batch
+    ```
+  }];
+}
+
+def MixerDecomposeMoe : Pass<"mixer-decompose-moe", "mlir::func::FuncOp"> {
+  let summary = "Rewrite MoE layers into route → dispatch → experts → combine";
+  let description = [{
+    `mixer.moe` becomes router logits (`mixer.dense`), `mixer.softmax` (with
+    `mixer.round_bf16` before and after when `router_bf16`), and
+    `mixer.select_experts`; `mixer.sigma_moe` becomes logits against the
+    transposed `expert_sel` and a sigmoid `mixer.route`. Both continue with
+    `mixer.dispatch` (gather the slot rows), `mixer.experts` (per-expert
+    feed-forward) and `mixer.combine` (gate-weighted scatter-add), so no
+    one-hot dispatch or combine tensor is ever built.
+
+    ```mlir
+    %y = mixer.moe %x, %rk, %rb, %w1, %b1, %w2, %b2 {routing = #mixer<routing experts_choose>, ...}
+    // becomes
+    %l = mixer.dense %x2d, %rk, %rb
+    %p = mixer.softmax %l
+    %t, %g, %o = mixer.select_experts %p {...}
+    %xd = mixer.dispatch %x2d, %t
+    %yd = mixer.experts %xd, %t, %o, %w1 bias %b1, %w2 bias %b2 {activation = #mixer<activation gelu>}
+    %y2d = mixer.combine %yd, %t, %g
+    ```
+  }];
+}
+
+def MixerFuseRouter : Pass<"mixer-fuse-router", "mlir::func::FuncOp"> {
+  let summary = "Fuse the router softmax into expert selection";
+  let description = [{
+    `mixer.select_experts(mixer.softmax(l))` (optionally with
+    `mixer.round_bf16` on both sides of the softmax) becomes one
+    `mixer.route(l)` whose kernel computes the probabilities and the top-k or
+    top-C selection in one pass.
+  }];
+}
+
+def MixerFuseDenseActivation : Pass<"mixer-fuse-dense-activation", "mlir::func::FuncOp"> {
+  let summary = "Fuse bias + activation epilogues into mixer.dense";
+  let description = [{
+    `mixer.activation(mixer.dense(x, w, b))` with an activation-free dense
+    whose only user is the activation becomes one `mixer.dense` with the
+    activation attribute, so the epilogue runs while the GEMM output is hot.
+
+    ```mlir
+    %h = mixer.dense %x, %w, %b : ...
+    %g = mixer.activation gelu %h : ...
+    // becomes
+    %g = mixer.dense %x, %w, %b {activation = #mixer<activation gelu>} : ...
+    ```
+  }];
+}
+
+def MixerFuseResidualLayerNorm : Pass<"mixer-fuse-residual-layer-norm", "mlir::func::FuncOp"> {
+  let summary = "Fuse residual additions into the following LayerNorm";
+  let description = [{
+    `mixer.layer_norm(mixer.add(a, b))` where the sum has no other user becomes
+    `mixer.add_layer_norm(a, b)`: one pass over memory instead of two.
+  }];
+}
+
+def MixerSelectMixingAlgorithm : Pass<"mixer-select-mixing-algorithm", "mlir::func::FuncOp"> {
+  let summary = "Choose FFT or matmul for spectral and structured mixing";
+  let description = [{
+    Replaces `algorithm = auto` by the cheaper of `fft` and `matmul` under the
+    target's cost model: on `cpu` the FFT wins for Fourier/Hartley mixing at
+    every size, and for circulant/Toeplitz mixing once the sequence is long
+    enough that O(n log n) beats the dense product (Toeplitz pays for a
+    2n-point circulant embedding). Explicit choices are kept.
+  }];
+  let options = [
+    Option<"target", "target", "std::string", /*default=*/"\"cpu\"",
+           "target whose cost model decides (cpu or cuda)">
+  ];
+}
+
+def MixerLowerToRuntime : Pass<"mixer-lower-to-runtime", "mlir::ModuleOp"> {
+  let summary = "Lower the mixer graph to runtime kernel calls on buffers";
+  let description = [{
+    Every tensor becomes a buffer (`mixrt.alloc`, or a `mixrt.view` for
+    reshapes), every op one or more `mixrt.kernel` calls of the runtime's
+    kernel table, the function arguments memrefs. Also records the model's
+    FLOP count (`mixrt.flops`) on the function.
+  }];
+  let dependentDialects = ["::mixer::rt::MixrtDialect"];
+}
+
+def MixrtPlanMemory : Pass<"mixrt-plan-memory", "mlir::ModuleOp"> {
+  let summary = "Assign arena offsets to buffers by liveness";
+  let description = [{
+    Computes each buffer's live range in program order (from its first write
+    to its last read, views included; returned buffers live to the end) and
+    packs buffers whose ranges do not overlap into the same bytes (largest
+    first, lowest fitting offset, 64-byte aligned). Sets `offset` on every
+    `mixrt.alloc` and `mixrt.arena_bytes` (the peak) on the function.
+  }];
+}
+
+#endif // MIXER_PASSES_TD
