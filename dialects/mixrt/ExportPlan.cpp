@@ -1,0 +1,205 @@
+//===- ExportPlan.cpp - planned mixrt module to an execution plan ---------===//
+
+#include "dialects/mixrt/ExportPlan.h"
+#include "dialects/mixrt/MixrtDialect.h"
+
+#include "mixer/Version.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+
+#include <nlohmann/json.hpp>
+
+using namespace mlir;
+using json = nlohmann::json;
+
+namespace mixer {
+namespace {
+
+/// The plan's format version; the runtime refuses any other.
+constexpr int kPlanFormatVersion = 1;
+
+std::string dtypeName(Type element) {
+  if (element.isF32())
+    return "F32";
+  if (element.isInteger(32))
+    return "I32";
+  return "";
+}
+
+json shapeJson(MemRefType type) { return json(type.getShape().vec()); }
+
+json attributeJson(Attribute attr) {
+  if (auto b = dyn_cast<BoolAttr>(attr))
+    return b.getValue();
+  if (auto i = dyn_cast<IntegerAttr>(attr))
+    return i.getInt();
+  if (auto f = dyn_cast<FloatAttr>(attr))
+    return f.getValueAsDouble();
+  if (auto s = dyn_cast<StringAttr>(attr))
+    return s.str();
+  return nullptr;
+}
+
+/// Builds the plan's value table and steps from one function.
+class PlanWriter {
+public:
+  explicit PlanWriter(func::FuncOp func) : func(func) {}
+  FailureOr<json> write(const PlanInfo &info);
+
+private:
+  /// Index of `value` in the value table, adding it on first use; -1 for an
+  /// absent optional operand.
+  FailureOr<int64_t> valueId(Value value);
+
+  func::FuncOp func;
+  DenseMap<Value, int64_t> ids;
+  json values = json::array();
+  json params = json::array();
+  json inputs = json::array();
+  DenseMap<unsigned, int64_t> paramIndex, inputIndex;
+};
+
+FailureOr<int64_t> PlanWriter::valueId(Value value) {
+  if (value.getDefiningOp<rt::NoneOp>())
+    return -1;
+  if (auto it = ids.find(value); it != ids.end())
+    return it->second;
+  auto type = cast<MemRefType>(value.getType());
+  json entry = {{"shape", shapeJson(type)},
+                {"dtype", dtypeName(type.getElementType())}};
+  // Views share the storage of their source with another shape.
+  Value storage = value;
+  while (auto view = storage.getDefiningOp<rt::ViewOp>())
+    storage = view.getSource();
+  if (auto arg = dyn_cast<BlockArgument>(storage)) {
+    unsigned index = arg.getArgNumber();
+    if (paramIndex.count(index)) {
+      entry["storage"] = "param";
+      entry["index"] = paramIndex.lookup(index);
+    } else {
+      entry["storage"] = "input";
+      entry["index"] = inputIndex.lookup(index);
+    }
+  } else if (auto alloc = storage.getDefiningOp<rt::AllocOp>()) {
+    if (!alloc.getOffset())
+      return alloc.emitOpError("has no arena offset: run mixrt-plan-memory");
+    entry["storage"] = "arena";
+    entry["offset"] = *alloc.getOffset();
+  } else {
+    return emitError(value.getLoc(), "buffer is neither an argument nor an "
+                                     "arena allocation");
+  }
+  int64_t id = values.size();
+  values.push_back(entry);
+  ids[value] = id;
+  return id;
+}
+
+FailureOr<json> PlanWriter::write(const PlanInfo &info) {
+  for (BlockArgument arg : func.getArguments()) {
+    unsigned index = arg.getArgNumber();
+    auto type = cast<MemRefType>(arg.getType());
+    json entry = {{"shape", shapeJson(type)},
+                  {"dtype", dtypeName(type.getElementType())}};
+    if (auto name = func.getArgAttrOfType<StringAttr>(index, "mixer.param")) {
+      entry["name"] = name.str();
+      json init = json::object();
+      if (auto dict = func.getArgAttrOfType<DictionaryAttr>(index, "mixer.init"))
+        for (NamedAttribute attr : dict)
+          init[attr.getName().str()] = attributeJson(attr.getValue());
+      entry["init"] = init;
+      paramIndex[index] = params.size();
+      params.push_back(entry);
+    } else if (auto input =
+                   func.getArgAttrOfType<StringAttr>(index, "mixer.input")) {
+      entry["name"] = input.str();
+      // Token-type ids default to zeros when an input file omits them.
+      entry["optional"] = input.getValue() == "type_ids";
+      inputIndex[index] = inputs.size();
+      inputs.push_back(entry);
+    } else {
+      return func.emitError() << "argument " << index
+                              << " is neither a parameter nor an input";
+    }
+  }
+
+  json steps = json::array();
+  for (Operation &op : func.getBody().front()) {
+    auto kernel = dyn_cast<rt::KernelOp>(op);
+    if (!kernel)
+      continue;
+    json operands = json::array(), results = json::array();
+    for (Value operand : kernel.getInputs()) {
+      FailureOr<int64_t> id = valueId(operand);
+      if (failed(id))
+        return failure();
+      operands.push_back(*id);
+    }
+    for (Value result : kernel.getOutputs()) {
+      FailureOr<int64_t> id = valueId(result);
+      if (failed(id))
+        return failure();
+      results.push_back(*id);
+    }
+    json attrs = json::object();
+    for (NamedAttribute attr : kernel.getParams())
+      attrs[attr.getName().str()] = attributeJson(attr.getValue());
+    steps.push_back({{"kernel", kernel.getCallee().str()},
+                     {"operands", operands},
+                     {"results", results},
+                     {"attrs", attrs}});
+  }
+
+  auto names = func->getAttrOfType<ArrayAttr>("mixer.outputs");
+  auto ret = cast<func::ReturnOp>(func.getBody().front().getTerminator());
+  if (!names || names.size() != ret.getNumOperands())
+    return func.emitError("mixer.outputs must name every result");
+  json outputs = json::array();
+  for (auto [name, value] : llvm::zip(names, ret.getOperands())) {
+    FailureOr<int64_t> id = valueId(value);
+    if (failed(id))
+      return failure();
+    outputs.push_back(
+        {{"name", cast<StringAttr>(name).str()}, {"value", *id}});
+  }
+
+  auto intAttr = [&](StringRef name) -> int64_t {
+    auto attr = func->getAttrOfType<IntegerAttr>(name);
+    return attr ? attr.getInt() : 0;
+  };
+  auto flops = func->getAttrOfType<FloatAttr>("mixrt.flops");
+  auto model = func->getAttrOfType<StringAttr>("mixer.model");
+  const json &firstInput = inputs.empty() ? json() : inputs[0]["shape"];
+  return json{{"format_version", kPlanFormatVersion},
+              {"compiler_version", kVersion},
+              {"model", model ? model.str() : std::string()},
+              {"target", info.target},
+              {"mode", info.mode},
+              {"batch", firstInput.is_array() ? firstInput[0] : json(0)},
+              {"seq", firstInput.is_array() ? firstInput[1] : json(0)},
+              {"pad_id", intAttr("mixer.pad_id")},
+              {"vocab_size", intAttr("mixer.vocab_size")},
+              {"arena_bytes", intAttr("mixrt.arena_bytes")},
+              {"flops", flops ? flops.getValueAsDouble() : 0.0},
+              {"params", params},
+              {"inputs", inputs},
+              {"outputs", outputs},
+              {"values", values},
+              {"steps", steps}};
+}
+
+} // namespace
+
+FailureOr<std::string> exportPlan(ModuleOp module, const PlanInfo &info) {
+  auto func = module.lookupSymbol<func::FuncOp>("forward");
+  if (!func) {
+    module.emitError("module has no @forward function");
+    return failure();
+  }
+  FailureOr<json> plan = PlanWriter(func).write(info);
+  if (failed(plan))
+    return failure();
+  return plan->dump();
+}
+
+} // namespace mixer

@@ -1,0 +1,402 @@
+//===- IRBuilder.cpp - model description to mixer dialect -----------------===//
+
+#include "frontend/IRBuilder.h"
+#include "frontend/MoeGrouping.h"
+
+#include "dialects/mixer/MixerDialect.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/Builders.h"
+
+#include <cmath>
+
+using namespace mlir;
+using namespace mixer::graph;
+
+namespace mixer {
+namespace {
+
+/// The parameter initialisers of docs/runtime.md.
+struct Init {
+  std::string kind;
+  double stddev = 0;
+  static Init normal(double stddev) { return {"normal", stddev}; }
+  static Init zeros() { return {"zeros", 0}; }
+  static Init ones() { return {"ones", 0}; }
+};
+
+constexpr double kKernelStddev = 0.02;
+
+/// Emits the forward function of one model, layer by layer.
+class ModelEmitter {
+public:
+  ModelEmitter(MLIRContext &context, const ModelConfig &config,
+               const BuildOptions &options)
+      : config(config), options(options), builder(&context),
+        fileLoc(FileLineColLoc::get(&context, options.sourcePath, 1, 1)) {}
+
+  OwningOpRef<ModuleOp> emit();
+
+private:
+  Location loc(const Twine &scope) {
+    return NameLoc::get(builder.getStringAttr(scope), fileLoc);
+  }
+  RankedTensorType f32(ArrayRef<int64_t> shape) {
+    return RankedTensorType::get(shape, builder.getF32Type());
+  }
+  /// Appends a function argument with the given attributes.
+  Value addArgument(Type type, const std::string &name,
+                    ArrayRef<NamedAttribute> attrs);
+  /// Adds a parameter argument named `name`.
+  Value param(const std::string &name, ArrayRef<int64_t> shape, Init init);
+  Value kernel(const std::string &name, ArrayRef<int64_t> shape) {
+    return param(name, shape, Init::normal(kKernelStddev));
+  }
+  Value bias(const std::string &name, int64_t size) {
+    return param(name, {size},
+                 config.biasInit == BiasInit::Normal
+                     ? Init::normal(kKernelStddev)
+                     : Init::zeros());
+  }
+  Value reshape(Location at, Value value, ArrayRef<int64_t> shape) {
+    return builder.create<ReshapeOp>(at, f32(shape), value);
+  }
+  Value dense(Location at, Value input, Value weight, Value biasValue,
+              bool transposeWeight = false);
+  Value activation(Location at, Activation kind, Value input) {
+    return builder.create<ActivationOp>(at, input, kind);
+  }
+  Value layerNorm(const std::string &scope, Value input, int64_t width);
+
+  Value emitEmbeddings();
+  Value emitMixing(int64_t layer, Value h);
+  Value emitAttention(int64_t layer, Value h);
+  Value emitFeedForward(int64_t layer, Value h);
+  Value emitMoe(int64_t layer, Value h);
+
+  const ModelConfig &config;
+  const BuildOptions &options;
+  OpBuilder builder;
+  Location fileLoc;
+  func::FuncOp func;
+  Value inputIds, typeIds, wordEmbedding;
+  int64_t batch = 0, seq = 0;
+};
+
+Value ModelEmitter::param(const std::string &name, ArrayRef<int64_t> shape,
+                          Init init) {
+  SmallVector<NamedAttribute> initAttrs = {
+      builder.getNamedAttr("kind", builder.getStringAttr(init.kind))};
+  if (init.kind != "zeros" && init.kind != "ones")
+    initAttrs.push_back(
+        builder.getNamedAttr("stddev", builder.getF64FloatAttr(init.stddev)));
+  return addArgument(
+      f32(shape), name,
+      {builder.getNamedAttr("mixer.param", builder.getStringAttr(name)),
+       builder.getNamedAttr("mixer.init", builder.getDictionaryAttr(initAttrs))});
+}
+
+Value ModelEmitter::addArgument(Type type, const std::string &name,
+                                ArrayRef<NamedAttribute> attrs) {
+  unsigned index = func.getNumArguments();
+  if (failed(func.insertArgument(index, type, builder.getDictionaryAttr(attrs),
+                                 loc(name))))
+    llvm_unreachable("appending a function argument cannot fail");
+  return func.getArgument(index);
+}
+
+Value ModelEmitter::dense(Location at, Value input, Value weight,
+                          Value biasValue, bool transposeWeight) {
+  auto in = cast<RankedTensorType>(input.getType()).getShape();
+  auto w = cast<RankedTensorType>(weight.getType()).getShape();
+  SmallVector<int64_t> shape(in.begin(), in.end());
+  shape.back() = transposeWeight ? w[0] : w[1];
+  auto op = builder.create<DenseOp>(at, f32(shape), input, weight, biasValue);
+  if (transposeWeight)
+    op.setTransposeWeight(true);
+  return op;
+}
+
+Value ModelEmitter::layerNorm(const std::string &scope, Value input,
+                              int64_t width) {
+  Value scale = param(scope + "/scale", {width}, Init::ones());
+  Value offset = param(scope + "/bias", {width}, Init::zeros());
+  return builder.create<LayerNormOp>(
+      loc(scope), input.getType(), input, scale, offset,
+      builder.getF64FloatAttr(config.layerNormEpsilon));
+}
+
+Value ModelEmitter::emitEmbeddings() {
+  const EmbeddingConfig &emb = config.embeddings;
+  const std::string scope = "encoder/embedder";
+  wordEmbedding = kernel(scope + "/word/embedding", {emb.vocabSize, emb.dEmb});
+  Value position =
+      kernel(scope + "/position/embedding", {1, emb.maxSeqLength, emb.dEmb});
+  Value type = kernel(scope + "/type/embedding", {emb.typeVocabSize, emb.dEmb});
+  Value sum = builder.create<EmbedOp>(loc(scope), f32({batch, seq, emb.dEmb}),
+                                      inputIds, typeIds, wordEmbedding, position, type);
+  Value normed = layerNorm(scope + "/layer_norm", sum, emb.dEmb);
+  // lecun_normal: truncated normal with variance 1 / fan_in.
+  Value mapKernel =
+      param(scope + "/hidden_mapping_in/kernel", {emb.dEmb, config.dModel},
+            {"truncated_normal", 1.0 / std::sqrt(double(emb.dEmb))});
+  Value mapBias = bias(scope + "/hidden_mapping_in/bias", config.dModel);
+  return dense(loc(scope + "/hidden_mapping_in"), normed, mapKernel, mapBias);
+}
+
+Value ModelEmitter::emitAttention(int64_t layer, Value h) {
+  const std::string scope =
+      "encoder/attention_" + std::to_string(layer) + "/self";
+  int64_t heads = config.attention.numHeads, headDim = config.attention.headDim;
+  int64_t d = config.dModel, width = heads * headDim;
+  auto project = [&](const std::string &name) {
+    Location at = loc(scope + "/" + name);
+    Value w = reshape(at, kernel(scope + "/" + name + "/kernel", {d, heads, headDim}),
+                      {d, width});
+    Value b = reshape(at, bias(scope + "/" + name + "/bias", heads * headDim),
+                      {width});
+    return dense(at, h, w, b);
+  };
+  Value q = project("query"), k = project("key"), v = project("value");
+  Value attended = builder.create<AttentionOp>(
+      loc(scope), f32({batch, seq, width}), q, k, v, inputIds,
+      builder.getI64IntegerAttr(heads), builder.getI64IntegerAttr(headDim),
+      builder.getI64IntegerAttr(config.embeddings.padId),
+      config.attention.causal ? builder.getUnitAttr() : UnitAttr());
+  Location outLoc = loc(scope + "/out");
+  Value outKernel = reshape(
+      outLoc, kernel(scope + "/out/kernel", {heads, headDim, d}), {width, d});
+  return dense(outLoc, attended, outKernel, bias(scope + "/out/bias", d));
+}
+
+Value ModelEmitter::emitMixing(int64_t layer, Value h) {
+  const LayerConfig &lc = config.layers[layer];
+  std::string l = std::to_string(layer);
+  int64_t d = config.dModel;
+  MixAlgorithm algorithm =
+      lc.useFft ? MixAlgorithm::fft : MixAlgorithm::automatic;
+  auto algorithmAttr = MixAlgorithmAttr::get(builder.getContext(), algorithm);
+  switch (lc.mixing) {
+  case MixingKind::Attention:
+    return emitAttention(layer, h);
+  case MixingKind::Identity:
+    return h;
+  case MixingKind::Linear: {
+    const std::string scope = "encoder/linear_transform_" + l;
+    Value hidden = kernel(scope + "/hidden_kernel", {d, d});
+    Value input = kernel(scope + "/input_kernel", {seq, seq});
+    return builder.create<LinearMixOp>(loc(scope), h.getType(), h, input,
+                                       hidden);
+  }
+  case MixingKind::Fourier:
+  case MixingKind::Hartley: {
+    bool hartley = lc.mixing == MixingKind::Hartley;
+    auto op = builder.create<SpectralMixOp>(
+        loc(std::string(hartley ? "encoder/hartley_" : "encoder/fourier_") + l),
+        h.getType(), h, hartley ? builder.getUnitAttr() : UnitAttr(),
+        algorithmAttr);
+    return op;
+  }
+  case MixingKind::Circulant:
+  case MixingKind::Toeplitz: {
+    bool toeplitz = lc.mixing == MixingKind::Toeplitz;
+    const std::string scope =
+        (toeplitz ? "encoder/toeplitz_transform_" : "encoder/circulant_transform_") + l;
+    int64_t hiddenLength = toeplitz ? 2 * d - 1 : d;
+    int64_t inputLength = toeplitz ? 2 * seq - 1 : seq;
+    Value hidden = kernel(scope + "/hidden_kernel", {hiddenLength});
+    Value input = kernel(scope + "/input_kernel", {inputLength});
+    return builder.create<StructuredMixOp>(
+        loc(scope), h.getType(), h, input, hidden,
+        toeplitz ? builder.getUnitAttr() : UnitAttr(), algorithmAttr);
+  }
+  }
+  llvm_unreachable("unknown mixing kind");
+}
+
+Value ModelEmitter::emitFeedForward(int64_t layer, Value h) {
+  if (config.layers[layer].feedForward == FeedForwardKind::Moe)
+    return emitMoe(layer, h);
+  const std::string scope = "encoder/feed_forward_" + std::to_string(layer);
+  int64_t d = config.dModel, f = config.dFf;
+  Value w1 = kernel(scope + "/intermediate/kernel", {d, f});
+  Value b1 = bias(scope + "/intermediate/bias", f);
+  Value w2 = kernel(scope + "/output/kernel", {f, d});
+  Value b2 = param(scope + "/output/bias", {d}, Init::zeros());
+  Value hidden = activation(loc(scope + "/intermediate"), Activation::gelu,
+                            dense(loc(scope + "/intermediate"), h, w1, b1));
+  return dense(loc(scope + "/output"), hidden, w2, b2);
+}
+
+Value ModelEmitter::emitMoe(int64_t layer, Value h) {
+  const MoeConfig &moe = config.moe;
+  std::string l = std::to_string(layer);
+  const std::string expert = "encoder/expert_" + l;
+  const std::string router = "encoder/router_weights_" + l;
+  int64_t d = config.dModel, e = moe.numExperts, f = moe.expertDff;
+  if (moe.routing == RoutingKind::SigmoidTopK) {
+    Value keys = param(expert + "/keys", {e, d, f},
+                       Init::normal(1.0 / std::sqrt(double(d))));
+    Value values = param(expert + "/values", {e, f, d},
+                         Init::normal(1.0 / std::sqrt(double(e * f))));
+    Value sel = param(router + "/expert_sel", {e, d},
+                      {"normal_row_renorm", 1.0 / std::sqrt(double(d))});
+    return builder.create<SigmaMoeOp>(loc(expert), h.getType(), h, sel, keys,
+                                      values, builder.getI64IntegerAttr(moe.k));
+  }
+  Value w1 = kernel(expert + "/intermediate/kernel", {e, d, f});
+  Value b1 = param(expert + "/intermediate/bias", {e, f},
+                   config.biasInit == BiasInit::Normal
+                       ? Init::normal(kKernelStddev)
+                       : Init::zeros());
+  Value w2 = kernel(expert + "/output/kernel", {e, f, d});
+  Value b2 = param(expert + "/output/bias", {e, d}, Init::zeros());
+  Value rk = kernel(router + "/kernel", {d, e});
+  Value rb = param(router + "/bias", {e}, Init::zeros());
+  MoeGrouping grouping =
+      computeMoeGrouping(moe, batch * seq, /*training=*/false);
+  bool tokensChoose = moe.routing == RoutingKind::TokensChoose;
+  return builder.create<MoeOp>(
+      loc(expert), h.getType(), h, rk, rb, w1, b1, w2, b2,
+      RoutingAttr::get(builder.getContext(), tokensChoose
+                                                 ? Routing::tokens_choose
+                                                 : Routing::experts_choose),
+      builder.getI64IntegerAttr(grouping.groups),
+      builder.getI64IntegerAttr(grouping.capacity),
+      builder.getI64IntegerAttr(tokensChoose ? moe.k : 1),
+      tokensChoose && moe.batchPrioritized ? builder.getUnitAttr() : UnitAttr(),
+      moe.routerBf16 ? builder.getUnitAttr() : UnitAttr());
+}
+
+OwningOpRef<ModuleOp> ModelEmitter::emit() {
+  MLIRContext *context = builder.getContext();
+  context->loadDialect<MixerDialect, func::FuncDialect>();
+  batch = options.batch;
+  seq = options.seq ? options.seq : config.embeddings.maxSeqLength;
+
+  bool needsFullLength = llvm::any_of(config.layers, [](const LayerConfig &l) {
+    return l.mixing == MixingKind::Linear || l.mixing == MixingKind::Circulant ||
+           l.mixing == MixingKind::Toeplitz;
+  });
+  if (seq > config.embeddings.maxSeqLength ||
+      (needsFullLength && seq != config.embeddings.maxSeqLength)) {
+    emitError(fileLoc) << "sequence length " << seq << " does not fit model '"
+                       << config.name << "': it must be "
+                       << (needsFullLength ? "exactly" : "at most")
+                       << " max_seq_length = "
+                       << config.embeddings.maxSeqLength
+                       << (needsFullLength ? " (its mixing kernels are sized "
+                                             "by the sequence length)"
+                                           : "");
+    return nullptr;
+  }
+  bool hasMoe = llvm::any_of(config.layers, [](const LayerConfig &l) {
+    return l.feedForward == FeedForwardKind::Moe;
+  });
+  if (hasMoe) {
+    Status status = checkMoeGrouping(config.moe, batch * seq, false);
+    if (!status.ok()) {
+      emitError(fileLoc) << status.message();
+      return nullptr;
+    }
+  }
+
+  OwningOpRef<ModuleOp> module = ModuleOp::create(fileLoc);
+  builder.setInsertionPointToEnd(module->getBody());
+  func = builder.create<func::FuncOp>(fileLoc, "forward",
+                                      builder.getFunctionType({}, {}));
+  Block *body = func.addEntryBlock();
+  builder.setInsertionPointToStart(body);
+  auto ids = RankedTensorType::get({batch, seq}, builder.getI32Type());
+  auto input = [&](const char *name) {
+    return addArgument(ids, name,
+                       {builder.getNamedAttr("mixer.input",
+                                             builder.getStringAttr(name))});
+  };
+  inputIds = input("input_ids");
+  typeIds = input("type_ids");
+
+  Value h = emitEmbeddings();
+  int64_t d = config.dModel;
+  bool pre = config.norm == NormPlacement::Pre;
+  for (int64_t layer = 0; layer < config.numLayers(); ++layer) {
+    const std::string block = "encoder/encoder_" + std::to_string(layer);
+    auto sublayer = [&](const std::string &normName, auto emitSublayer) {
+      Location at = loc(block + "/" + normName);
+      if (pre) {
+        Value normed = layerNorm(block + "/" + normName, h, d);
+        h = builder.create<AddOp>(at, h, emitSublayer(normed));
+      } else {
+        Value sum = builder.create<AddOp>(at, h, emitSublayer(h));
+        h = layerNorm(block + "/" + normName, sum, d);
+      }
+    };
+    sublayer("mixing_layer_norm", [&](Value x) { return emitMixing(layer, x); });
+    sublayer("output_layer_norm",
+             [&](Value x) { return emitFeedForward(layer, x); });
+  }
+  if (pre)
+    h = layerNorm("encoder/final_layer_norm", h, d);
+
+  SmallVector<Value> results = {h};
+  SmallVector<Attribute> names = {builder.getStringAttr("sequence_output")};
+  auto addOutput = [&](const char *name, Value value) {
+    results.push_back(value);
+    names.push_back(builder.getStringAttr(name));
+  };
+  const HeadsConfig &heads = config.heads;
+  Value pooled;
+  if (heads.pooler) {
+    Location at = loc("encoder/pooler");
+    Value first = builder.create<TakePositionOp>(at, f32({batch, d}), h,
+                                                 builder.getI64IntegerAttr(0));
+    pooled = activation(at, Activation::tanh,
+                        dense(at, first, kernel("encoder/pooler/kernel", {d, d}),
+                              bias("encoder/pooler/bias", d)));
+    addOutput("pooled_output", pooled);
+  }
+  const EmbeddingConfig &emb = config.embeddings;
+  if (heads.mlm) {
+    Location at = loc("predictions_dense");
+    Value transformed = activation(
+        at, Activation::gelu,
+        dense(at, h, kernel("predictions_dense/kernel", {d, emb.dEmb}),
+              bias("predictions_dense/bias", emb.dEmb)));
+    transformed = layerNorm("predictions_layer_norm", transformed, emb.dEmb);
+    // Tied output embedding: the word table [V, De] used transposed.
+    Value outputBias =
+        param("predictions_output/output_bias", {emb.vocabSize}, Init::zeros());
+    addOutput("mlm_logits", dense(loc("predictions_output"), transformed, wordEmbedding,
+                                  outputBias, /*transposeWeight=*/true));
+  }
+  int64_t classes = heads.nsp ? 2 : heads.classificationClasses;
+  if (classes > 0) {
+    Value k = kernel("classification/output_kernel", {classes, d});
+    Value b = param("classification/output_bias", {classes}, Init::zeros());
+    addOutput(heads.nsp ? "nsp_logits" : "classification_logits",
+              dense(loc("classification"), pooled, k, b, true));
+  }
+  if (heads.causalLm) {
+    Value k = kernel("causal_lm/kernel", {d, emb.vocabSize});
+    Value b = param("causal_lm/bias", {emb.vocabSize}, Init::zeros());
+    addOutput("causal_lm_logits", dense(loc("causal_lm"), h, k, b));
+  }
+  builder.create<func::ReturnOp>(fileLoc, results);
+  func.setType(builder.getFunctionType(body->getArgumentTypes(),
+                                       ValueRange(results).getTypes()));
+  func->setAttr("mixer.outputs", builder.getArrayAttr(names));
+  func->setAttr("mixer.model", builder.getStringAttr(config.name));
+  func->setAttr("mixer.pad_id", builder.getI64IntegerAttr(emb.padId));
+  func->setAttr("mixer.vocab_size", builder.getI64IntegerAttr(emb.vocabSize));
+  return module;
+}
+
+} // namespace
+
+OwningOpRef<ModuleOp> buildModelModule(MLIRContext &context,
+                                       const ModelConfig &config,
+                                       const BuildOptions &options) {
+  return ModelEmitter(context, config, options).emit();
+}
+
+} // namespace mixer

@@ -1,0 +1,33 @@
+//===- IRBuilder.h - model description to mixer dialect ---------*- C++ -*-===//
+
+#ifndef MIXER_FRONTEND_IRBUILDER_H
+#define MIXER_FRONTEND_IRBUILDER_H
+
+#include "frontend/ModelConfig.h"
+
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/OwningOpRef.h"
+
+#include <string>
+
+namespace mixer {
+
+/// Static shapes and mode an artifact is compiled for.
+struct BuildOptions {
+  int64_t batch = 1;
+  int64_t seq = 0; ///< 0: the model's max_seq_length
+  std::string sourcePath; ///< model file, for locations
+};
+
+/// Builds `func.func @forward` in the mixer dialect: arguments are the inputs
+/// (`mixer.input`) and the parameters (`mixer.param`, with their `mixer.init`
+/// initialiser) in docs/parameters.md order; results are the outputs named by
+/// the function's `mixer.outputs`. Emits a diagnostic and returns null when
+/// the options do not fit the model (sequence length, MoE capacity).
+mlir::OwningOpRef<mlir::ModuleOp> buildModelModule(mlir::MLIRContext &context,
+                                                   const ModelConfig &config,
+                                                   const BuildOptions &options);
+
+} // namespace mixer
+
+#endif // MIXER_FRONTEND_IRBUILDER_H

@@ -1,0 +1,179 @@
+//===- mixc.cpp - the mixer compiler --------------------------------------===//
+//
+//   mixc model.json -o model.mxa [--target cpu] [--batch N] [--seq S]
+//   mixc model.json --emit=<stage>
+//
+// Parses and validates the model, builds the mixer dialect, runs the pipeline
+// of passes/Pipelines.cpp and writes the artifact (or the IR of a stage). Input
+// errors exit with 2 and leave no output file.
+//
+//===----------------------------------------------------------------------===//
+
+#include "dialects/mixrt/ExportPlan.h"
+#include "frontend/IRBuilder.h"
+#include "frontend/ModelParser.h"
+#include "passes/Passes.h"
+#include "runtime/io/Container.h"
+#include "runtime/io/TensorFiles.h"
+
+#include "mlir/IR/AsmState.h"
+#include "mlir/IR/MLIRContext.h"
+#include "mlir/Pass/PassManager.h"
+#include "mlir/Support/Timing.h"
+
+#include "llvm/Support/CommandLine.h"
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/InitLLVM.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/SourceMgr.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <nlohmann/json.hpp>
+
+using namespace mlir;
+namespace cl = llvm::cl;
+
+namespace {
+
+/// What mixc writes: the IR after a pipeline stage, the plan, or the artifact.
+enum class Emit { Frontend, Graph, Fused, Selected, Runtime, Planned, Plan, Artifact };
+
+cl::opt<std::string> inputPath(cl::Positional, cl::desc("<model.json>"),
+                               cl::Required);
+cl::opt<std::string> outputPath("o", cl::desc("output file"),
+                                cl::value_desc("path"));
+cl::opt<std::string> target("target", cl::desc("target: cpu"),
+                            cl::init("cpu"));
+cl::opt<int64_t> batch("batch", cl::desc("batch size the artifact runs"),
+                       cl::init(8));
+cl::opt<int64_t> seq("seq",
+                     cl::desc("sequence length (default: max_seq_length)"),
+                     cl::init(0));
+cl::opt<Emit> emit(
+    "emit", cl::desc("what to write"), cl::init(Emit::Artifact),
+    cl::values(
+        clEnumValN(Emit::Frontend, "frontend", "mixer IR from the frontend"),
+        clEnumValN(Emit::Graph, "graph", "after verification, canonicalization and MoE decomposition"),
+        clEnumValN(Emit::Fused, "fused", "after fusion"),
+        clEnumValN(Emit::Selected, "selected", "after mixing-algorithm selection"),
+        clEnumValN(Emit::Runtime, "runtime", "after lowering to mixrt"),
+        clEnumValN(Emit::Planned, "planned", "mixrt with arena offsets"),
+        clEnumValN(Emit::Plan, "plan", "the runtime plan as JSON"),
+        clEnumValN(Emit::Artifact, "artifact", "the .mxa artifact (default)")));
+
+constexpr int kInputError = 2;
+constexpr int kCompileError = 1;
+
+mixer::PipelineStage stageFor(Emit what) {
+  switch (what) {
+  case Emit::Frontend:
+    return mixer::PipelineStage::Frontend;
+  case Emit::Graph:
+    return mixer::PipelineStage::Graph;
+  case Emit::Fused:
+    return mixer::PipelineStage::Fused;
+  case Emit::Selected:
+    return mixer::PipelineStage::Selected;
+  case Emit::Runtime:
+    return mixer::PipelineStage::Runtime;
+  default:
+    return mixer::PipelineStage::Planned;
+  }
+}
+
+std::string defaultOutputPath() {
+  llvm::SmallString<128> path(llvm::sys::path::stem(inputPath));
+  path += ".mxa";
+  return std::string(path);
+}
+
+/// Writes text to -o or stdout.
+int writeText(const std::string &text) {
+  if (outputPath.empty() || outputPath == "-") {
+    llvm::outs() << text;
+    return 0;
+  }
+  mixer::Status status = mixer::io::writeFileAtomic(outputPath, text);
+  if (!status.ok()) {
+    llvm::errs() << "mixc: " << status.message() << "\n";
+    return kCompileError;
+  }
+  return 0;
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  llvm::InitLLVM init(argc, argv);
+  registerAsmPrinterCLOptions();
+  registerMLIRContextCLOptions();
+  registerPassManagerCLOptions();
+  registerDefaultTimingManagerCLOptions();
+  cl::ParseCommandLineOptions(argc, argv, "mixer compiler\n");
+
+  if (target != "cpu") {
+    llvm::errs() << "mixc: --target " << target
+                 << " is not supported by this build (supported: cpu)\n";
+    return kInputError;
+  }
+  if (batch < 1 || seq < 0) {
+    llvm::errs() << "mixc: --batch must be >= 1 and --seq >= 0\n";
+    return kInputError;
+  }
+
+  mixer::Expected<mixer::ModelConfig> config =
+      mixer::parseModelFile(inputPath);
+  if (!config) {
+    llvm::errs() << config.message() << "\n";
+    return kInputError;
+  }
+
+  MLIRContext context;
+  llvm::SourceMgr sourceMgr;
+  SourceMgrDiagnosticHandler diagnostics(sourceMgr, &context);
+  OwningOpRef<ModuleOp> module = mixer::buildModelModule(
+      context, *config, {batch, seq, inputPath.getValue()});
+  if (!module)
+    return kInputError;
+
+  PassManager pm(&context);
+  if (failed(applyPassManagerCLOptions(pm)))
+    return kInputError;
+  DefaultTimingManager timing;
+  applyDefaultTimingManagerCLOptions(timing);
+  pm.enableTiming(timing.getRootScope());
+  mixer::PipelineOptions options;
+  options.target = target;
+  mixer::buildPipeline(pm, options, stageFor(emit));
+  if (failed(pm.run(*module)))
+    return kCompileError;
+
+  if (emit != Emit::Plan && emit != Emit::Artifact) {
+    std::string text;
+    llvm::raw_string_ostream os(text);
+    module->print(os);
+    return writeText(text);
+  }
+
+  FailureOr<std::string> plan = mixer::exportPlan(*module, {target, "inference"});
+  if (failed(plan))
+    return kCompileError;
+  if (emit == Emit::Plan)
+    return writeText(nlohmann::json::parse(*plan).dump(2) + "\n");
+
+  std::string path = outputPath.empty() ? defaultOutputPath() : outputPath;
+  mixer::Status status = mixer::io::writeContainer(path, {*plan, ""});
+  if (!status.ok()) {
+    llvm::errs() << "mixc: " << status.message() << "\n";
+    return kCompileError;
+  }
+  auto summary = nlohmann::json::parse(*plan);
+  llvm::outs() << llvm::formatv(
+      "mixc: {0} -> {1}: {2} steps, {3} parameters, peak arena {4:F1} MiB "
+      "({5} bytes), {6:F2} GFLOP per example\n",
+      config->name, path, summary["steps"].size(), summary["params"].size(),
+      summary["arena_bytes"].get<int64_t>() / 1048576.0,
+      summary["arena_bytes"].get<int64_t>(),
+      summary["flops"].get<double>() / 1e9 / batch);
+  return 0;
+}
