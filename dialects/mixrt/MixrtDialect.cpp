@@ -55,7 +55,8 @@ LogicalResult KernelOp::verify() {
           return llvm::StringRef(name.data(), name.size()) == attr.getName().strref();
         }))
       return emitOpError() << "kernel '" << getCallee()
-                           << "' has no attribute '" << attr.getName() << "'";
+                           << "' has no attribute '" << attr.getName().getValue()
+                           << "'";
   }
   return success();
 }

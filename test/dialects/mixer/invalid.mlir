@@ -1,0 +1,138 @@
+// RUN: mixer-opt %s -split-input-file -verify-diagnostics
+
+func.func @dense_contraction_mismatch(%x: tensor<2x16xf32>, %w: tensor<8x32xf32>) {
+  // expected-error @+1 {{input feature size 16 does not match the weight's contracted size 8}}
+  %y = mixer.dense %x, %w : (tensor<2x16xf32>, tensor<8x32xf32>) -> tensor<2x32xf32>
+  return
+}
+
+// -----
+
+func.func @dense_bias_shape(%x: tensor<2x16xf32>, %w: tensor<16x32xf32>, %b: tensor<16xf32>) {
+  // expected-error @+1 {{bias must have shape [32] but has [16]}}
+  %y = mixer.dense %x, %w, %b : (tensor<2x16xf32>, tensor<16x32xf32>, tensor<16xf32>) -> tensor<2x32xf32>
+  return
+}
+
+// -----
+
+func.func @embed_short_position_table(%ids: tensor<2x8xi32>, %word: tensor<64x16xf32>, %pos: tensor<1x4x16xf32>, %type: tensor<4x16xf32>) {
+  // expected-error @+1 {{position table has 4 rows but the sequence length is 8}}
+  %e = mixer.embed %ids, %ids, %word, %pos, %type : (tensor<2x8xi32>, tensor<2x8xi32>, tensor<64x16xf32>, tensor<1x4x16xf32>, tensor<4x16xf32>) -> tensor<2x8x16xf32>
+  return
+}
+
+// -----
+
+func.func @layer_norm_scale(%x: tensor<2x16xf32>, %s: tensor<8xf32>, %b: tensor<16xf32>) {
+  // expected-error @+1 {{scale must have shape [16] but has [8]}}
+  %y = mixer.layer_norm %x, %s, %b {epsilon = 1.0e-12 : f64} : (tensor<2x16xf32>, tensor<8xf32>, tensor<16xf32>) -> tensor<2x16xf32>
+  return
+}
+
+// -----
+
+func.func @layer_norm_epsilon(%x: tensor<2x16xf32>, %s: tensor<16xf32>) {
+  // expected-error @+1 {{epsilon must be positive}}
+  %y = mixer.layer_norm %x, %s, %s {epsilon = 0.0 : f64} : (tensor<2x16xf32>, tensor<16xf32>, tensor<16xf32>) -> tensor<2x16xf32>
+  return
+}
+
+// -----
+
+func.func @reshape_count(%x: tensor<2x16xf32>) {
+  // expected-error @+1 {{cannot reshape 32 elements into 30}}
+  %y = mixer.reshape %x : tensor<2x16xf32> to tensor<2x15xf32>
+  return
+}
+
+// -----
+
+func.func @linear_mix_seq_kernel(%x: tensor<2x8x16xf32>, %ws: tensor<16x16xf32>) {
+  // expected-error @+1 {{seq_kernel must have shape [8, 8] but has [16, 16]}}
+  %y = mixer.linear_mix %x, %ws, %ws : (tensor<2x8x16xf32>, tensor<16x16xf32>, tensor<16x16xf32>) -> tensor<2x8x16xf32>
+  return
+}
+
+// -----
+
+func.func @toeplitz_kernel_length(%x: tensor<2x8x16xf32>, %ts: tensor<8xf32>, %th: tensor<31xf32>) {
+  // expected-error @+1 {{seq_kernel must have shape [15] but has [8]}}
+  %y = mixer.structured_mix %x, %ts, %th {toeplitz} : (tensor<2x8x16xf32>, tensor<8xf32>, tensor<31xf32>) -> tensor<2x8x16xf32>
+  return
+}
+
+// -----
+
+func.func @attention_width(%q: tensor<2x8x16xf32>, %ids: tensor<2x8xi32>) {
+  // expected-error @+1 {{query width 16 must equal num_heads (3) x head_dim (4)}}
+  %a = mixer.attention %q, %q, %q, %ids {num_heads = 3, head_dim = 4, pad_id = 0} : (tensor<2x8x16xf32>, tensor<2x8x16xf32>, tensor<2x8x16xf32>, tensor<2x8xi32>) -> tensor<2x8x16xf32>
+  return
+}
+
+// -----
+
+func.func @take_position_range(%x: tensor<2x8x16xf32>) {
+  // expected-error @+1 {{position 8 is outside the sequence of length 8}}
+  %y = mixer.take_position %x[8] : tensor<2x8x16xf32> to tensor<2x16xf32>
+  return
+}
+
+// -----
+
+func.func @moe_capacity_exceeds_group(%x: tensor<2x8x16xf32>, %rk: tensor<16x4xf32>, %rb: tensor<4xf32>,
+    %w1: tensor<4x16x32xf32>, %b1: tensor<4x32xf32>, %w2: tensor<4x32x16xf32>, %b2: tensor<4x16xf32>) {
+  // expected-error @+1 {{expert capacity 9 must be in [1, 8] (tokens per group)}}
+  %m = mixer.moe %x, %rk, %rb, %w1, %b1, %w2, %b2 {routing = #mixer<routing experts_choose>, num_groups = 2, capacity = 9, k = 1} : (tensor<2x8x16xf32>, tensor<16x4xf32>, tensor<4xf32>, tensor<4x16x32xf32>, tensor<4x32xf32>, tensor<4x32x16xf32>, tensor<4x16xf32>) -> tensor<2x8x16xf32>
+  return
+}
+
+// -----
+
+func.func @moe_groups_divide(%x: tensor<2x8x16xf32>, %rk: tensor<16x4xf32>, %rb: tensor<4xf32>,
+    %w1: tensor<4x16x32xf32>, %b1: tensor<4x32xf32>, %w2: tensor<4x32x16xf32>, %b2: tensor<4x16xf32>) {
+  // expected-error @+1 {{num_groups = 3 does not divide the 16 tokens}}
+  %m = mixer.moe %x, %rk, %rb, %w1, %b1, %w2, %b2 {routing = #mixer<routing experts_choose>, num_groups = 3, capacity = 2, k = 1} : (tensor<2x8x16xf32>, tensor<16x4xf32>, tensor<4xf32>, tensor<4x16x32xf32>, tensor<4x32xf32>, tensor<4x32x16xf32>, tensor<4x16xf32>) -> tensor<2x8x16xf32>
+  return
+}
+
+// -----
+
+func.func @moe_expert_weights(%x: tensor<2x8x16xf32>, %rk: tensor<16x4xf32>, %rb: tensor<4xf32>,
+    %w1: tensor<4x16x32xf32>, %b1: tensor<4x32xf32>, %w2: tensor<4x16x32xf32>, %b2: tensor<4x16xf32>) {
+  // expected-error @+1 {{w2 must have shape [4, 32, 16] but has [4, 16, 32]}}
+  %m = mixer.moe %x, %rk, %rb, %w1, %b1, %w2, %b2 {routing = #mixer<routing experts_choose>, num_groups = 1, capacity = 4, k = 1} : (tensor<2x8x16xf32>, tensor<16x4xf32>, tensor<4xf32>, tensor<4x16x32xf32>, tensor<4x32xf32>, tensor<4x16x32xf32>, tensor<4x16xf32>) -> tensor<2x8x16xf32>
+  return
+}
+
+// -----
+
+func.func @sigma_moe_k(%x: tensor<2x8x16xf32>, %sel: tensor<4x16xf32>, %keys: tensor<4x16x8xf32>, %values: tensor<4x8x16xf32>) {
+  // expected-error @+1 {{k = 5 exceeds the 4 experts}}
+  %m = mixer.sigma_moe %x, %sel, %keys, %values {k = 5} : (tensor<2x8x16xf32>, tensor<4x16xf32>, tensor<4x16x8xf32>, tensor<4x8x16xf32>) -> tensor<2x8x16xf32>
+  return
+}
+
+// -----
+
+func.func @route_slots(%logits: tensor<16x4xf32>) {
+  // expected-error @+1 {{tokens must have shape [16] but has [12]}}
+  %t, %g, %o = mixer.route %logits {routing = #mixer<routing experts_choose>, num_groups = 2, capacity = 2, k = 1} : (tensor<16x4xf32>) -> (tensor<12xi32>, tensor<12xf32>, tensor<5xi32>)
+  return
+}
+
+// -----
+
+func.func @select_experts_sigmoid(%p: tensor<16x4xf32>) {
+  // expected-error @+1 {{sigmoid_topk routes from logits: use mixer.route}}
+  %t, %g, %o = mixer.select_experts %p {routing = #mixer<routing sigmoid_topk>, num_groups = 1, capacity = 0, k = 2} : (tensor<16x4xf32>) -> (tensor<32xi32>, tensor<32xf32>, tensor<5xi32>)
+  return
+}
+
+// -----
+
+func.func @combine_width(%yd: tensor<8x16xf32>, %t: tensor<8xi32>, %g: tensor<8xf32>) {
+  // expected-error @+1 {{result width must equal the input width}}
+  %y = mixer.combine %yd, %t, %g : (tensor<8x16xf32>, tensor<8xi32>, tensor<8xf32>) -> tensor<4x8xf32>
+  return
+}

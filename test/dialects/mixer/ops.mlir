@@ -1,0 +1,71 @@
+// RUN: mixer-opt %s | mixer-opt | FileCheck %s
+// RUN: mixer-opt %s --mlir-print-op-generic | mixer-opt | FileCheck %s
+
+// CHECK-LABEL: func.func @embedding_and_dense
+func.func @embedding_and_dense(%ids: tensor<2x8xi32>, %types: tensor<2x8xi32>,
+    %word: tensor<64x16xf32>, %pos: tensor<1x8x16xf32>, %type: tensor<4x16xf32>,
+    %w: tensor<16x32xf32>, %b: tensor<32xf32>, %s: tensor<32xf32>) -> tensor<2x8x32xf32> {
+  // CHECK: mixer.embed %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} :
+  %e = mixer.embed %ids, %types, %word, %pos, %type : (tensor<2x8xi32>, tensor<2x8xi32>, tensor<64x16xf32>, tensor<1x8x16xf32>, tensor<4x16xf32>) -> tensor<2x8x16xf32>
+  // CHECK: mixer.dense {{.*}} {activation = #mixer<activation gelu>}
+  %d = mixer.dense %e, %w, %b {activation = #mixer<activation gelu>} : (tensor<2x8x16xf32>, tensor<16x32xf32>, tensor<32xf32>) -> tensor<2x8x32xf32>
+  // CHECK: mixer.dense {{.*}} {transpose_weight}
+  %t = mixer.dense %d, %w {transpose_weight} : (tensor<2x8x32xf32>, tensor<16x32xf32>) -> tensor<2x8x16xf32>
+  // CHECK: mixer.layer_norm {{.*}} {epsilon = 9.9999999999999998E-13 : f64}
+  %n = mixer.layer_norm %d, %s, %b {epsilon = 1.0e-12 : f64} : (tensor<2x8x32xf32>, tensor<32xf32>, tensor<32xf32>) -> tensor<2x8x32xf32>
+  // CHECK: mixer.add_layer_norm
+  %r = mixer.add_layer_norm %n, %d, %s, %b {epsilon = 1.0e-12 : f64} : (tensor<2x8x32xf32>, tensor<2x8x32xf32>, tensor<32xf32>, tensor<32xf32>) -> tensor<2x8x32xf32>
+  // CHECK: mixer.activation tanh
+  %a = mixer.activation tanh %r : tensor<2x8x32xf32>
+  // CHECK: mixer.add
+  %sum = mixer.add %a, %r : tensor<2x8x32xf32>
+  // CHECK: mixer.softmax
+  %sm = mixer.softmax %sum : tensor<2x8x32xf32>
+  // CHECK: mixer.round_bf16
+  %rb = mixer.round_bf16 %sm : tensor<2x8x32xf32>
+  // CHECK: mixer.take_position {{.*}}[0]
+  %p = mixer.take_position %rb[0] : tensor<2x8x32xf32> to tensor<2x32xf32>
+  // CHECK: mixer.reshape
+  %f = mixer.reshape %rb : tensor<2x8x32xf32> to tensor<16x32xf32>
+  return %rb : tensor<2x8x32xf32>
+}
+
+// CHECK-LABEL: func.func @mixing
+func.func @mixing(%x: tensor<2x8x16xf32>, %ws: tensor<8x8xf32>, %wh: tensor<16x16xf32>,
+    %vs: tensor<8xf32>, %vh: tensor<16xf32>, %ts: tensor<15xf32>, %th: tensor<31xf32>,
+    %ids: tensor<2x8xi32>) -> tensor<2x8x16xf32> {
+  // CHECK: mixer.linear_mix
+  %l = mixer.linear_mix %x, %ws, %wh : (tensor<2x8x16xf32>, tensor<8x8xf32>, tensor<16x16xf32>) -> tensor<2x8x16xf32>
+  // CHECK: mixer.spectral_mix {{.*}} {algorithm = #mixer<algorithm fft>, hartley}
+  %h = mixer.spectral_mix %l {hartley, algorithm = #mixer<algorithm fft>} : (tensor<2x8x16xf32>) -> tensor<2x8x16xf32>
+  // CHECK: mixer.structured_mix
+  %c = mixer.structured_mix %h, %vs, %vh : (tensor<2x8x16xf32>, tensor<8xf32>, tensor<16xf32>) -> tensor<2x8x16xf32>
+  // CHECK: mixer.structured_mix {{.*}} {toeplitz}
+  %t = mixer.structured_mix %c, %ts, %th {toeplitz} : (tensor<2x8x16xf32>, tensor<15xf32>, tensor<31xf32>) -> tensor<2x8x16xf32>
+  // CHECK: mixer.attention {{.*}} {causal, head_dim = 8 : i64, num_heads = 2 : i64, pad_id = 0 : i64}
+  %a = mixer.attention %t, %t, %t, %ids {num_heads = 2, head_dim = 8, pad_id = 0, causal} : (tensor<2x8x16xf32>, tensor<2x8x16xf32>, tensor<2x8x16xf32>, tensor<2x8xi32>) -> tensor<2x8x16xf32>
+  return %a : tensor<2x8x16xf32>
+}
+
+// CHECK-LABEL: func.func @moe
+func.func @moe(%x: tensor<2x8x16xf32>, %rk: tensor<16x4xf32>, %rb: tensor<4xf32>,
+    %w1: tensor<4x16x32xf32>, %b1: tensor<4x32xf32>, %w2: tensor<4x32x16xf32>, %b2: tensor<4x16xf32>,
+    %sel: tensor<4x16xf32>) -> tensor<2x8x16xf32> {
+  // CHECK: mixer.moe {{.*}}routing = #mixer<routing experts_choose>
+  %m = mixer.moe %x, %rk, %rb, %w1, %b1, %w2, %b2 {routing = #mixer<routing experts_choose>, num_groups = 1, capacity = 4, k = 1} : (tensor<2x8x16xf32>, tensor<16x4xf32>, tensor<4xf32>, tensor<4x16x32xf32>, tensor<4x32xf32>, tensor<4x32x16xf32>, tensor<4x16xf32>) -> tensor<2x8x16xf32>
+  // CHECK: mixer.sigma_moe
+  %s = mixer.sigma_moe %m, %sel, %w1, %w2 {k = 2} : (tensor<2x8x16xf32>, tensor<4x16xf32>, tensor<4x16x32xf32>, tensor<4x32x16xf32>) -> tensor<2x8x16xf32>
+  %flat = mixer.reshape %s : tensor<2x8x16xf32> to tensor<16x16xf32>
+  %logits = mixer.dense %flat, %rk : (tensor<16x16xf32>, tensor<16x4xf32>) -> tensor<16x4xf32>
+  // CHECK: mixer.select_experts {{.*}}routing = #mixer<routing tokens_choose>
+  %t0, %g0, %o0 = mixer.select_experts %logits {routing = #mixer<routing tokens_choose>, num_groups = 2, capacity = 3, k = 2, batch_prioritized} : (tensor<16x4xf32>) -> (tensor<24xi32>, tensor<24xf32>, tensor<5xi32>)
+  // CHECK: mixer.route {{.*}}routing = #mixer<routing sigmoid_topk>
+  %t, %g, %o = mixer.route %logits {routing = #mixer<routing sigmoid_topk>, num_groups = 1, capacity = 0, k = 2} : (tensor<16x4xf32>) -> (tensor<32xi32>, tensor<32xf32>, tensor<5xi32>)
+  // CHECK: mixer.dispatch
+  %xd = mixer.dispatch %flat, %t : (tensor<16x16xf32>, tensor<32xi32>) -> tensor<32x16xf32>
+  // CHECK: mixer.experts {{.*}} bias {{.*}} bias
+  %yd = mixer.experts %xd, %t, %o, %w1 bias %b1, %w2 bias %b2 {activation = #mixer<activation gelu>} : (tensor<32x16xf32>, tensor<32xi32>, tensor<5xi32>, tensor<4x16x32xf32>, tensor<4x32xf32>, tensor<4x32x16xf32>, tensor<4x16xf32>) -> tensor<32x16xf32>
+  // CHECK: mixer.combine
+  %y = mixer.combine %yd, %t, %g : (tensor<32x16xf32>, tensor<32xi32>, tensor<32xf32>) -> tensor<16x16xf32>
+  return %s : tensor<2x8x16xf32>
+}

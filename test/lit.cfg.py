@@ -1,0 +1,26 @@
+# lit configuration of the mixer test suite: IR tests for the dialects and
+# passes, CLI tests for the tools, and end-to-end runs against the NumPy
+# reference.
+import os
+
+import lit.formats
+from lit.llvm import llvm_config
+
+config.name = "MIXER"
+config.test_format = lit.formats.ShTest(not llvm_config.use_lit_shell)
+config.suffixes = [".mlir", ".test"]
+config.excludes = ["CMakeLists.txt", "lit.cfg.py", "lit.site.cfg.py", "unit",
+                   "reference", "Inputs"]
+config.test_source_root = os.path.dirname(__file__)
+config.test_exec_root = os.path.join(config.mixer_obj_root, "test")
+
+llvm_config.use_default_substitutions()
+llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
+tool_dirs = [os.path.join(config.mixer_obj_root, "bin"), config.llvm_tools_dir]
+llvm_config.add_tool_substitutions(["mixc", "mixer-opt", "mixer-run"], tool_dirs)
+
+config.substitutions.append(("%models", os.path.join(config.mixer_src_root, "models")))
+config.substitutions.append(("%python", config.python3))
+config.substitutions.append(
+    ("%ref", config.python3 + " " +
+     os.path.join(config.mixer_src_root, "test", "reference", "mixer_ref.py")))

@@ -1,0 +1,43 @@
+// RUN: mixer-opt %s --mixer-decompose-moe | FileCheck %s
+
+// Experts-choose MoE becomes router logits, softmax, selection, dispatch,
+// experts and combine; no one-hot tensors appear.
+// CHECK-LABEL: func.func @experts_choose
+func.func @experts_choose(%x: tensor<2x8x16xf32>, %rk: tensor<16x4xf32>, %rb: tensor<4xf32>,
+    %w1: tensor<4x16x32xf32>, %b1: tensor<4x32xf32>, %w2: tensor<4x32x16xf32>, %b2: tensor<4x16xf32>) -> tensor<2x8x16xf32> {
+  // CHECK: %[[X:.*]] = mixer.reshape %{{.*}} : tensor<2x8x16xf32> to tensor<16x16xf32>
+  // CHECK: %[[L:.*]] = mixer.dense %[[X]], %{{.*}}, %{{.*}} : {{.*}} -> tensor<16x4xf32>
+  // CHECK-NOT: mixer.round_bf16
+  // CHECK: %[[P:.*]] = mixer.softmax %[[L]]
+  // CHECK: %[[T:.*]], %[[G:.*]], %[[O:.*]] = mixer.select_experts %[[P]] {capacity = 4 : i64, k = 1 : i64, num_groups = 2 : i64, routing = #mixer<routing experts_choose>} : (tensor<16x4xf32>) -> (tensor<32xi32>, tensor<32xf32>, tensor<5xi32>)
+  // CHECK: %[[XD:.*]] = mixer.dispatch %[[X]], %[[T]] : {{.*}} -> tensor<32x16xf32>
+  // CHECK: %[[YD:.*]] = mixer.experts %[[XD]], %[[T]], %[[O]], %{{.*}} bias %{{.*}}, %{{.*}} bias %{{.*}} {activation = #mixer<activation gelu>}
+  // CHECK: %[[Y:.*]] = mixer.combine %[[YD]], %[[T]], %[[G]] : {{.*}} -> tensor<16x16xf32>
+  // CHECK: mixer.reshape %[[Y]] : tensor<16x16xf32> to tensor<2x8x16xf32>
+  %m = mixer.moe %x, %rk, %rb, %w1, %b1, %w2, %b2 {routing = #mixer<routing experts_choose>, num_groups = 2, capacity = 4, k = 1} : (tensor<2x8x16xf32>, tensor<16x4xf32>, tensor<4xf32>, tensor<4x16x32xf32>, tensor<4x32xf32>, tensor<4x32x16xf32>, tensor<4x16xf32>) -> tensor<2x8x16xf32>
+  return %m : tensor<2x8x16xf32>
+}
+
+// A bfloat16 router rounds its logits and its probabilities.
+// CHECK-LABEL: func.func @tokens_choose_bf16_router
+func.func @tokens_choose_bf16_router(%x: tensor<2x8x16xf32>, %rk: tensor<16x4xf32>, %rb: tensor<4xf32>,
+    %w1: tensor<4x16x32xf32>, %b1: tensor<4x32xf32>, %w2: tensor<4x32x16xf32>, %b2: tensor<4x16xf32>) -> tensor<2x8x16xf32> {
+  // CHECK: %[[L:.*]] = mixer.dense
+  // CHECK: %[[LR:.*]] = mixer.round_bf16 %[[L]]
+  // CHECK: %[[P:.*]] = mixer.softmax %[[LR]]
+  // CHECK: %[[PR:.*]] = mixer.round_bf16 %[[P]]
+  // CHECK: mixer.select_experts %[[PR]] {batch_prioritized, capacity = 3 : i64, k = 2 : i64, num_groups = 1 : i64, router_bf16, routing = #mixer<routing tokens_choose>} : (tensor<16x4xf32>) -> (tensor<12xi32>, tensor<12xf32>, tensor<5xi32>)
+  %m = mixer.moe %x, %rk, %rb, %w1, %b1, %w2, %b2 {routing = #mixer<routing tokens_choose>, num_groups = 1, capacity = 3, k = 2, batch_prioritized, router_bf16} : (tensor<2x8x16xf32>, tensor<16x4xf32>, tensor<4xf32>, tensor<4x16x32xf32>, tensor<4x32xf32>, tensor<4x32x16xf32>, tensor<4x16xf32>) -> tensor<2x8x16xf32>
+  return %m : tensor<2x8x16xf32>
+}
+
+// sigma-MoE routes from logits against the transposed selector with sigmoid
+// gates and runs bias-free ReLU experts.
+// CHECK-LABEL: func.func @sigma_moe
+func.func @sigma_moe(%x: tensor<2x8x16xf32>, %sel: tensor<4x16xf32>, %keys: tensor<4x16x8xf32>, %values: tensor<4x8x16xf32>) -> tensor<2x8x16xf32> {
+  // CHECK: %[[L:.*]] = mixer.dense %{{.*}}, %{{.*}} {transpose_weight} : (tensor<16x16xf32>, tensor<4x16xf32>) -> tensor<16x4xf32>
+  // CHECK: %[[T:.*]], %[[G:.*]], %[[O:.*]] = mixer.route %[[L]] {capacity = 0 : i64, k = 2 : i64, num_groups = 1 : i64, routing = #mixer<routing sigmoid_topk>} : (tensor<16x4xf32>) -> (tensor<32xi32>, tensor<32xf32>, tensor<5xi32>)
+  // CHECK: mixer.experts %{{.*}}, %[[T]], %[[O]], %{{[^ ]*}}, %{{[^ ]*}} {activation = #mixer<activation relu>}
+  %m = mixer.sigma_moe %x, %sel, %keys, %values {k = 2} : (tensor<2x8x16xf32>, tensor<4x16xf32>, tensor<4x16x8xf32>, tensor<4x8x16xf32>) -> tensor<2x8x16xf32>
+  return %m : tensor<2x8x16xf32>
+}
