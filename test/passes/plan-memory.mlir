@@ -1,0 +1,54 @@
+// RUN: mixer-opt %s --split-input-file --mixrt-plan-memory | FileCheck %s
+
+// A chain of three equal buffers needs two slots: the first is dead once the
+// second is written, so the third reuses its bytes.
+// CHECK-LABEL: func.func @chain
+// CHECK-SAME: mixrt.arena_bytes = 2048 : i64
+// CHECK: %[[A:.*]] = mixrt.alloc {offset = 0 : i64} : memref<256xf32>
+// CHECK: %[[B:.*]] = mixrt.alloc {offset = 1024 : i64} : memref<256xf32>
+// CHECK: %[[C:.*]] = mixrt.alloc {offset = 0 : i64} : memref<256xf32>
+func.func @chain(%x: memref<256xf32>) -> memref<256xf32> {
+  %a = mixrt.alloc : memref<256xf32>
+  mixrt.kernel "softmax" ins(%x : memref<256xf32>) outs(%a : memref<256xf32>) params {}
+  %b = mixrt.alloc : memref<256xf32>
+  mixrt.kernel "softmax" ins(%a : memref<256xf32>) outs(%b : memref<256xf32>) params {}
+  %c = mixrt.alloc : memref<256xf32>
+  mixrt.kernel "softmax" ins(%b : memref<256xf32>) outs(%c : memref<256xf32>) params {}
+  return %c : memref<256xf32>
+}
+
+// -----
+
+// A view keeps its source alive: the first buffer is read through a view by
+// the last kernel, so nothing can share its bytes. Sizes round up to 64 bytes.
+// CHECK-LABEL: func.func @view_extends_life
+// CHECK-SAME: mixrt.arena_bytes = 2112 : i64
+// CHECK: mixrt.alloc {offset = 0 : i64} : memref<256xf32>
+// CHECK: mixrt.alloc {offset = 1024 : i64} : memref<256xf32>
+// CHECK: mixrt.alloc {offset = 2048 : i64} : memref<3xf32>
+func.func @view_extends_life(%x: memref<256xf32>) -> memref<3xf32> {
+  %a = mixrt.alloc : memref<256xf32>
+  mixrt.kernel "softmax" ins(%x : memref<256xf32>) outs(%a : memref<256xf32>) params {}
+  %v = mixrt.view %a : memref<256xf32> to memref<16x16xf32>
+  %b = mixrt.alloc : memref<256xf32>
+  mixrt.kernel "softmax" ins(%x : memref<256xf32>) outs(%b : memref<256xf32>) params {}
+  %c = mixrt.alloc : memref<3xf32>
+  mixrt.kernel "softmax" ins(%b : memref<256xf32>) outs(%c : memref<3xf32>) params {}
+  mixrt.kernel "softmax" ins(%v : memref<16x16xf32>) outs(%c : memref<3xf32>) params {}
+  return %c : memref<3xf32>
+}
+
+// -----
+
+// Returned buffers live to the end and are never overwritten by later ones.
+// CHECK-LABEL: func.func @outputs_survive
+// CHECK-SAME: mixrt.arena_bytes = 2048 : i64
+// CHECK: mixrt.alloc {offset = 0 : i64}
+// CHECK: mixrt.alloc {offset = 1024 : i64}
+func.func @outputs_survive(%x: memref<256xf32>) -> (memref<256xf32>, memref<256xf32>) {
+  %a = mixrt.alloc : memref<256xf32>
+  mixrt.kernel "softmax" ins(%x : memref<256xf32>) outs(%a : memref<256xf32>) params {}
+  %b = mixrt.alloc : memref<256xf32>
+  mixrt.kernel "softmax" ins(%x : memref<256xf32>) outs(%b : memref<256xf32>) params {}
+  return %a, %b : memref<256xf32>, memref<256xf32>
+}
