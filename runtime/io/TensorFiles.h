@@ -24,6 +24,10 @@ namespace mixer::io {
 
 /// Reads every tensor of a .safetensors file, in file order.
 Expected<std::vector<HostTensor>> readSafetensors(const std::string &path);
+/// Like readSafetensors, also returning the "__metadata__" entries.
+Expected<std::vector<HostTensor>>
+readSafetensors(const std::string &path,
+                std::map<std::string, std::string> &metadata);
 /// Writes tensors (and optional string metadata, the "__metadata__" entry).
 Status writeSafetensors(const std::string &path,
                         const std::vector<HostTensor> &tensors,

@@ -1,0 +1,94 @@
+//===- File.cpp - Whole-file reads and atomic writes ----------------------===//
+
+#include "runtime/io/Detail.h"
+#include "runtime/io/TensorFiles.h"
+
+#include <atomic>
+#include <cerrno>
+#include <fcntl.h>
+#include <unistd.h>
+
+namespace mixer::io {
+
+namespace {
+
+std::string parentDirectory(const std::string &path) {
+  size_t slash = path.rfind('/');
+  if (slash == std::string::npos)
+    return ".";
+  return slash == 0 ? "/" : path.substr(0, slash);
+}
+
+/// Writes all of `bytes`, resuming after short writes and interruptions.
+bool writeAll(int fd, const std::string &bytes) {
+  size_t done = 0;
+  while (done < bytes.size()) {
+    ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      return false;
+    done += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+/// Flushes a directory entry change (the rename) to disk.
+bool syncDirectory(const std::string &dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0)
+    return false;
+  bool ok = ::fsync(fd) == 0;
+  int err = errno;
+  ::close(fd);
+  errno = err;
+  return ok;
+}
+
+} // namespace
+
+Expected<std::string> readFile(const std::string &path) {
+  auto file = detail::MappedFile::open(path);
+  if (!file)
+    return file.takeStatus();
+  return std::string(reinterpret_cast<const char *>(file->data()),
+                     file->size());
+}
+
+Status writeFileAtomic(const std::string &path, const std::string &bytes) {
+  // The temporary lives next to the target so that rename() stays within one
+  // file system and is atomic; pid and counter make its name unique.
+  static std::atomic<unsigned> counter{0};
+  std::string temp;
+  int fd = -1;
+  while (fd < 0) {
+    temp = detail::concat(path, ".tmp.", ::getpid(), ".", counter++);
+    fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (fd < 0 && errno != EEXIST)
+      return detail::fileError(path, "cannot create temporary file '", temp,
+                               "': ", detail::errnoText(errno));
+  }
+  auto fail = [&](const char *what) {
+    int err = errno;
+    if (fd >= 0)
+      ::close(fd);
+    ::unlink(temp.c_str());
+    return detail::fileError(path, what, ": ", detail::errnoText(err));
+  };
+  if (!writeAll(fd, bytes))
+    return fail("cannot write temporary file");
+  if (::fsync(fd) != 0)
+    return fail("cannot sync temporary file");
+  int closed = ::close(fd);
+  fd = -1;
+  if (closed != 0)
+    return fail("cannot close temporary file");
+  if (::rename(temp.c_str(), path.c_str()) != 0)
+    return fail("cannot rename temporary file over the target");
+  if (!syncDirectory(parentDirectory(path)))
+    return detail::fileError(path, "cannot sync the containing directory: ",
+                             detail::errnoText(errno));
+  return Status::success();
+}
+
+} // namespace mixer::io

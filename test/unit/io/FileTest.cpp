@@ -1,0 +1,89 @@
+//===- FileTest.cpp - Whole-file reads and atomic writes ------------------===//
+
+#include "IOTestUtil.h"
+
+#include "runtime/io/TensorFiles.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+using namespace mixer::io;
+using namespace mixer::io::test;
+using mixer::Status;
+
+namespace {
+
+using FileTest = TempDirTest;
+
+TEST_F(FileTest, WritesANewFileWithTheUsualPermissions) {
+  mode_t previous = ::umask(022);
+  Status s = writeFileAtomic(file("new.bin"), std::string("a\0b", 3));
+  ::umask(previous);
+  ASSERT_TRUE(s.ok()) << s.message();
+  EXPECT_EQ(readBytes(file("new.bin")), std::string("a\0b", 3));
+  struct stat st;
+  ASSERT_EQ(::stat(file("new.bin").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0644u);
+  EXPECT_EQ(listing(), (std::vector<std::string>{"new.bin"}));
+}
+
+TEST_F(FileTest, ReplacesAnExistingFileAtomically) {
+  std::string path = file("model.safetensors");
+  writeBytes(path, "old content");
+  // A reader that opened the old file keeps seeing it whole: the new content
+  // arrives as a new file renamed over the name, never by rewriting in place.
+  int reader = ::open(path.c_str(), O_RDONLY);
+  ASSERT_GE(reader, 0);
+  ASSERT_TRUE(writeFileAtomic(path, "new").ok());
+  char buffer[32] = {};
+  ssize_t n = ::pread(reader, buffer, sizeof buffer, 0);
+  ::close(reader);
+  EXPECT_EQ(std::string(buffer, n > 0 ? n : 0), "old content");
+  EXPECT_EQ(readBytes(path), "new");
+  EXPECT_EQ(listing(), (std::vector<std::string>{"model.safetensors"}));
+}
+
+TEST_F(FileTest, FailedWriteLeavesNoTemporaryFile) {
+  // The target is a directory: the temporary is written, the rename fails.
+  std::string target = file("occupied");
+  ASSERT_TRUE(std::filesystem::create_directory(target));
+  Status s = writeFileAtomic(target, "bytes");
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.message().rfind(target + ": cannot rename temporary file over "
+                                       "the target: ",
+                              0),
+            0u)
+      << s.message();
+  EXPECT_EQ(listing(), (std::vector<std::string>{"occupied"}));
+
+  std::string missing = file("no/such/dir/x.npz");
+  s = writeFileAtomic(missing, "bytes");
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.message().rfind(missing + ": cannot create temporary file", 0),
+            0u)
+      << s.message();
+  EXPECT_NE(s.message().find("No such file or directory"), std::string::npos);
+}
+
+TEST_F(FileTest, ReadFileReportsWhatIsWrong) {
+  writeBytes(file("empty"), "");
+  auto empty = readFile(file("empty"));
+  ASSERT_TRUE(empty.ok()) << empty.message();
+  EXPECT_EQ(*empty, "");
+
+  writeBytes(file("data"), std::string("x\0y", 3));
+  auto data = readFile(file("data"));
+  ASSERT_TRUE(data.ok()) << data.message();
+  EXPECT_EQ(*data, std::string("x\0y", 3));
+
+  auto missing = readFile(file("absent"));
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.message(),
+            file("absent") + ": cannot open: No such file or directory");
+  auto directory = readFile(dir);
+  ASSERT_FALSE(directory.ok());
+  EXPECT_EQ(directory.message(), dir + ": is not a regular file");
+}
+
+} // namespace
