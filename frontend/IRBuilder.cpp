@@ -52,8 +52,8 @@ private:
   Value kernel(const std::string &name, ArrayRef<int64_t> shape) {
     return param(name, shape, Init::normal(kKernelStddev));
   }
-  Value bias(const std::string &name, int64_t size) {
-    return param(name, {size},
+  Value bias(const std::string &name, ArrayRef<int64_t> shape) {
+    return param(name, shape,
                  config.biasInit == BiasInit::Normal
                      ? Init::normal(kKernelStddev)
                      : Init::zeros());
@@ -153,7 +153,7 @@ Value ModelEmitter::emitAttention(int64_t layer, Value h) {
     Location at = loc(scope + "/" + name);
     Value w = reshape(at, kernel(scope + "/" + name + "/kernel", {d, heads, headDim}),
                       {d, width});
-    Value b = reshape(at, bias(scope + "/" + name + "/bias", heads * headDim),
+    Value b = reshape(at, bias(scope + "/" + name + "/bias", {heads, headDim}),
                       {width});
     return dense(at, h, w, b);
   };
@@ -245,10 +245,7 @@ Value ModelEmitter::emitMoe(int64_t layer, Value h) {
                                       values, builder.getI64IntegerAttr(moe.k));
   }
   Value w1 = kernel(expert + "/intermediate/kernel", {e, d, f});
-  Value b1 = param(expert + "/intermediate/bias", {e, f},
-                   config.biasInit == BiasInit::Normal
-                       ? Init::normal(kKernelStddev)
-                       : Init::zeros());
+  Value b1 = bias(expert + "/intermediate/bias", {e, f});
   Value w2 = kernel(expert + "/output/kernel", {e, f, d});
   Value b2 = param(expert + "/output/bias", {e, d}, Init::zeros());
   Value rk = kernel(router + "/kernel", {d, e});

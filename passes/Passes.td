@@ -26,6 +26,27 @@ def MixerVerifyShapes : Pass<"mixer-verify-shapes", "mlir::ModuleOp"> {
   }];
 }
 
+def MixerSelectOutputs : Pass<"mixer-select-outputs", "mlir::ModuleOp"> {
+  let summary = "Keep only the named model outputs";
+  let description = [{
+    Drops the results of `@forward` that `outputs` does not name (the names of
+    its `mixer.outputs` attribute), so canonicalization removes the work only
+    they needed, e.g. the masked-LM logits when only `sequence_output` and
+    `pooled_output` are wanted.
+
+    ```mlir
+    func.func @forward(...) -> (tensor<8x512x512xf32>, tensor<8x512x32000xf32>)
+        attributes {mixer.outputs = ["sequence_output", "mlm_logits"]}
+    // with outputs=sequence_output becomes
+    func.func @forward(...) -> tensor<8x512x512xf32>
+        attributes {mixer.outputs = ["sequence_output"]}
+    ```
+  }];
+  let options = [
+    ListOption<"outputs", "outputs", "std::string", "names of the outputs to keep">
+  ];
+}
+
 def MixerDecomposeMoe : Pass<"mixer-decompose-moe", "mlir::func::FuncOp"> {
   let summary = "Rewrite MoE layers into route → dispatch → experts → combine";
   let description = [{

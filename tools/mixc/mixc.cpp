@@ -1,6 +1,7 @@
 //===- mixc.cpp - the mixer compiler --------------------------------------===//
 //
 //   mixc model.json -o model.mxa [--target cpu] [--batch N] [--seq S]
+//        [--outputs sequence_output,pooled_output]
 //   mixc model.json --emit=<stage>
 //
 // Parses and validates the model, builds the mixer dialect, runs the pipeline
@@ -49,6 +50,10 @@ cl::opt<int64_t> batch("batch", cl::desc("batch size the artifact runs"),
 cl::opt<int64_t> seq("seq",
                      cl::desc("sequence length (default: max_seq_length)"),
                      cl::init(0));
+cl::list<std::string> outputs(
+    "outputs", cl::CommaSeparated,
+    cl::desc("outputs to compute (default: all the model's heads)"),
+    cl::value_desc("name,..."));
 cl::opt<Emit> emit(
     "emit", cl::desc("what to write"), cl::init(Emit::Artifact),
     cl::values(
@@ -129,6 +134,9 @@ int main(int argc, char **argv) {
   }
 
   MLIRContext context;
+  // Diagnostics name the model file and place; a dump of the whole module
+  // after each would bury them.
+  context.printOpOnDiagnostic(false);
   llvm::SourceMgr sourceMgr;
   SourceMgrDiagnosticHandler diagnostics(sourceMgr, &context);
   OwningOpRef<ModuleOp> module = mixer::buildModelModule(
@@ -141,7 +149,13 @@ int main(int argc, char **argv) {
     return kInputError;
   DefaultTimingManager timing;
   applyDefaultTimingManagerCLOptions(timing);
-  pm.enableTiming(timing.getRootScope());
+  TimingScope timingScope = timing.getRootScope();
+  pm.enableTiming(timingScope);
+  if (!outputs.empty()) {
+    mixer::MixerSelectOutputsOptions selection;
+    selection.outputs.assign(outputs.begin(), outputs.end());
+    pm.addPass(mixer::createMixerSelectOutputs(selection));
+  }
   mixer::PipelineOptions options;
   options.target = target;
   mixer::buildPipeline(pm, options, stageFor(emit));
