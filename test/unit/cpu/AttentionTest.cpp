@@ -1,0 +1,154 @@
+//===- AttentionTest.cpp - attention --------------------------------------===//
+
+#include "runtime/cpu/Kernels.h"
+#include "runtime/cpu/ReferenceKernels.h"
+#include "test/unit/cpu/TestUtil.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+namespace mixer::cpu {
+namespace {
+
+using test::expectClose;
+using test::kRelTol;
+using test::randomFloats;
+
+constexpr int32_t kPad = 0;
+
+struct AttentionShape {
+  int64_t batch, seq, heads, headDim;
+  int64_t size() const { return batch * seq * heads * headDim; }
+};
+
+std::string describe(const AttentionShape &s, const char *ids, bool causal) {
+  return "attention batch=" + std::to_string(s.batch) +
+         " seq=" + std::to_string(s.seq) + " heads=" + std::to_string(s.heads) +
+         " headDim=" + std::to_string(s.headDim) + " ids=" + ids +
+         " causal=" + std::to_string(causal);
+}
+
+/// Token ids with trailing padding: example b has `seq - b*step` real tokens
+/// (at least none); the last example is all padding when `allPadLast`.
+std::vector<int32_t> paddedIds(const AttentionShape &s, int64_t step,
+                               bool allPadLast) {
+  std::vector<int32_t> ids(s.batch * s.seq);
+  for (int64_t b = 0; b < s.batch; ++b) {
+    int64_t real = std::max<int64_t>(s.seq - b * step, 0);
+    if (allPadLast && b == s.batch - 1)
+      real = 0;
+    for (int64_t t = 0; t < s.seq; ++t)
+      ids[b * s.seq + t] = t < real ? static_cast<int32_t>(5 + t) : kPad;
+  }
+  return ids;
+}
+
+// Odd sizes, one token, sequences that are not powers of two and sequences
+// longer than one 64-query block (with a partial last block).
+const AttentionShape kShapes[] = {{1, 1, 1, 1},    {2, 3, 2, 4},
+                                  {2, 12, 3, 8},   {3, 7, 1, 13},
+                                  {1, 100, 2, 16}, {2, 130, 1, 8}};
+
+TEST(AttentionTest, MatchesReferenceWithMasks) {
+  for (const AttentionShape &s : kShapes)
+    for (int idsKind = 0; idsKind < 3; ++idsKind)
+      for (bool causal : {false, true}) {
+        auto q = randomFloats(s.size(), 1, -2.0f, 2.0f);
+        auto k = randomFloats(s.size(), 2, -2.0f, 2.0f);
+        auto v = randomFloats(s.size(), 3);
+        // 0: no ids; 1: trailing padding; 2: padding plus an all-pad example.
+        std::vector<int32_t> ids =
+            paddedIds(s, std::max<int64_t>(s.seq / 3, 1), idsKind == 2);
+        const int32_t *idsPtr = idsKind == 0 ? nullptr : ids.data();
+        std::vector<float> out(s.size()), expected(s.size());
+        attention(q.data(), k.data(), v.data(), idsPtr, out.data(), s.batch,
+                  s.seq, s.heads, s.headDim, kPad, causal);
+        reference::attention(q.data(), k.data(), v.data(), idsPtr,
+                             expected.data(), s.batch, s.seq, s.heads,
+                             s.headDim, kPad, causal);
+        const char *idsName[] = {"none", "padded", "all-pad example"};
+        expectClose(out, expected, kRelTol,
+                    describe(s, idsName[idsKind], causal));
+      }
+}
+
+TEST(AttentionTest, PadInsideTheSequence) {
+  // Pads in the middle of the sequence mask keys there, not just a suffix.
+  const AttentionShape s{2, 70, 2, 8};
+  std::vector<int32_t> ids(s.batch * s.seq, 7);
+  for (int64_t t : {0, 5, 6, 33, 64, 69})
+    ids[t] = kPad;
+  auto q = randomFloats(s.size(), 4);
+  auto k = randomFloats(s.size(), 5);
+  auto v = randomFloats(s.size(), 6);
+  for (bool causal : {false, true}) {
+    std::vector<float> out(s.size()), expected(s.size());
+    attention(q.data(), k.data(), v.data(), ids.data(), out.data(), s.batch,
+              s.seq, s.heads, s.headDim, kPad, causal);
+    reference::attention(q.data(), k.data(), v.data(), ids.data(),
+                         expected.data(), s.batch, s.seq, s.heads, s.headDim,
+                         kPad, causal);
+    expectClose(out, expected, kRelTol, describe(s, "inner pads", causal));
+  }
+}
+
+TEST(AttentionTest, HandComputedMasks) {
+  // One head, headDim 1, seq 3, q = k = 0: every unmasked logit is equal, so
+  // the output is the plain mean of the unmasked values.
+  std::vector<float> q(3, 0.0f), k(3, 0.0f), v = {1.0f, 2.0f, 6.0f};
+  std::vector<float> out(3);
+  // Causal: query i averages values 0..i.
+  attention(q.data(), k.data(), v.data(), nullptr, out.data(), 1, 3, 1, 1, kPad,
+            true);
+  EXPECT_FLOAT_EQ(out[0], 1.0f);
+  EXPECT_FLOAT_EQ(out[1], 1.5f);
+  EXPECT_FLOAT_EQ(out[2], 3.0f);
+  // Token 1 is padding: real queries skip key 1; the pad query, fully
+  // masked, averages all three keys, even under the causal mask.
+  std::vector<int32_t> ids = {4, kPad, 9};
+  attention(q.data(), k.data(), v.data(), ids.data(), out.data(), 1, 3, 1, 1,
+            kPad, false);
+  EXPECT_FLOAT_EQ(out[0], 3.5f);
+  EXPECT_FLOAT_EQ(out[1], 3.0f);
+  EXPECT_FLOAT_EQ(out[2], 3.5f);
+  attention(q.data(), k.data(), v.data(), ids.data(), out.data(), 1, 3, 1, 1,
+            kPad, true);
+  EXPECT_FLOAT_EQ(out[0], 1.0f);
+  EXPECT_FLOAT_EQ(out[1], 3.0f);
+  EXPECT_FLOAT_EQ(out[2], 3.5f);
+}
+
+TEST(AttentionTest, ScalesLogitsByInverseSqrtHeadDim) {
+  // headDim 4, q = [1,1,1,1], k0 = 0, k1 = [a,a,a,a] with a = ln(3)/2: the
+  // logits 4a / sqrt(4) = ln 3 and 0 give weights [1/4, 3/4].
+  const float a = std::log(3.0f) / 2.0f;
+  std::vector<float> q = {1, 1, 1, 1, 1, 1, 1, 1};
+  std::vector<float> k = {0, 0, 0, 0, a, a, a, a};
+  std::vector<float> v = {4, 0, 0, 0, 0, 8, 0, 0};
+  std::vector<float> out(8);
+  attention(q.data(), k.data(), v.data(), nullptr, out.data(), 1, 2, 1, 4, kPad,
+            false);
+  EXPECT_NEAR(out[0], 1.0f, 1e-6);
+  EXPECT_NEAR(out[1], 6.0f, 1e-6);
+}
+
+TEST(AttentionTest, ThreadCountDoesNotChangeBits) {
+  const AttentionShape s{2, 150, 3, 16};
+  auto q = randomFloats(s.size(), 7);
+  auto k = randomFloats(s.size(), 8);
+  auto v = randomFloats(s.size(), 9);
+  auto ids = paddedIds(s, 40, false);
+  test::expectThreadCountIndependent(
+      s.size(),
+      [&](float *out) {
+        attention(q.data(), k.data(), v.data(), ids.data(), out, s.batch, s.seq,
+                  s.heads, s.headDim, kPad, true);
+      },
+      "attention");
+}
+
+} // namespace
+} // namespace mixer::cpu

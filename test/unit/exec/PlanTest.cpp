@@ -1,0 +1,305 @@
+//===- PlanTest.cpp - Parsing and validating execution plans --------------===//
+
+#include "test/unit/exec/PlanBuilder.h"
+
+#include "runtime/exec/Plan.h"
+
+#include <gmock/gmock.h>
+
+using namespace mixer;
+using namespace mixer::exec;
+using namespace mixer::exec::test;
+using ::testing::HasSubstr;
+
+namespace {
+
+/// The message of parsing `plan` as "tiny.mxa"; fails the test if it parses.
+std::string parseError(const json &plan) {
+  Expected<Plan> parsed = Plan::parse(plan.dump(), "tiny.mxa");
+  EXPECT_FALSE(parsed.ok()) << "the broken plan parsed";
+  return parsed.ok() ? std::string() : parsed.message();
+}
+
+TEST(PlanTest, ParsesEveryTable) {
+  TempDir dir;
+  std::string path =
+      writeArtifact(dir, "tiny.mxa", embedNormDensePlan().dump());
+  Expected<Plan> plan = Plan::load(path);
+  ASSERT_TRUE(plan.ok()) << plan.message();
+  EXPECT_EQ(plan->path, path);
+  EXPECT_EQ(plan->model, "tiny");
+  EXPECT_EQ(plan->compilerVersion, "0.1.0");
+  EXPECT_EQ(plan->batch, 2);
+  EXPECT_EQ(plan->seq, 3);
+  EXPECT_EQ(plan->padId, 0);
+  EXPECT_EQ(plan->vocabSize, 5);
+  EXPECT_EQ(plan->arenaBytes, 328);
+  EXPECT_DOUBLE_EQ(plan->flops, 1000.0);
+
+  ASSERT_EQ(plan->params.size(), 7u);
+  EXPECT_EQ(plan->params[1].name, "embedder/position");
+  EXPECT_EQ(plan->params[1].shape, (std::vector<int64_t>{1, 3, 4}));
+  EXPECT_EQ(plan->params[1].numel, 12);
+  EXPECT_EQ(plan->params[1].init.kind, InitKind::Normal);
+  EXPECT_DOUBLE_EQ(plan->params[1].init.stddev, 1.0);
+  EXPECT_EQ(plan->params[3].init.kind, InitKind::Ones);
+  // 20 + 12 + 8 + 4 + 4 + 12 + 3 values.
+  EXPECT_EQ(plan->numParameterElements(), 63);
+
+  ASSERT_EQ(plan->inputs.size(), 2u);
+  EXPECT_FALSE(plan->inputs[0].optional);
+  EXPECT_TRUE(plan->inputs[1].optional);
+  EXPECT_EQ(plan->inputs[1].dtype, io::DType::I32);
+
+  ASSERT_EQ(plan->values.size(), 12u);
+  EXPECT_EQ(plan->values[5].storage, StorageKind::Param);
+  EXPECT_EQ(plan->values[5].index, 5);
+  EXPECT_EQ(plan->values[8].storage, StorageKind::Input);
+  EXPECT_EQ(plan->values[8].index, 1);
+  EXPECT_EQ(plan->values[11].storage, StorageKind::Arena);
+  EXPECT_EQ(plan->values[11].offset, 256);
+  EXPECT_EQ(plan->values[11].bytes, 72);
+
+  ASSERT_EQ(plan->steps.size(), 3u);
+  EXPECT_EQ(plan->steps[1].kernel, "layer_norm");
+  EXPECT_EQ(plan->steps[1].operands, (std::vector<int64_t>{9, -1, 3, 4}));
+  EXPECT_EQ(plan->steps[1].results, (std::vector<int64_t>{10}));
+  EXPECT_DOUBLE_EQ(std::get<double>(plan->steps[1].attrs.at("epsilon")), 1e-6);
+  EXPECT_EQ(std::get<std::string>(plan->steps[2].attrs.at("activation")),
+            "gelu");
+  EXPECT_FALSE(std::get<bool>(plan->steps[2].attrs.at("transpose_w")));
+
+  ASSERT_EQ(plan->outputs.size(), 1u);
+  EXPECT_EQ(plan->outputs[0].name, "y");
+  EXPECT_EQ(plan->outputs[0].value, 11);
+}
+
+TEST(PlanTest, FormatVersionMismatchNamesBothVersionsAndCompiler) {
+  json plan = embedNormDensePlan();
+  plan["format_version"] = 2;
+  plan["compiler_version"] = "0.7.3";
+  // A future format may change anything else; the version error comes first.
+  plan.erase("steps");
+  EXPECT_EQ(parseError(plan),
+            "tiny.mxa: plan format version 2 (written by compiler version "
+            "0.7.3) is not supported: this runtime reads plan format version "
+            "1; recompile the model with a matching mixc");
+}
+
+TEST(PlanTest, LoadNamesTheArtifactInVersionErrors) {
+  TempDir dir;
+  json plan = embedNormDensePlan();
+  plan["format_version"] = 0;
+  std::string path = writeArtifact(dir, "old.mxa", plan.dump());
+  Expected<Plan> loaded = Plan::load(path);
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_EQ(loaded.message().rfind(path + ": plan format version 0", 0), 0u)
+      << loaded.message();
+}
+
+TEST(PlanTest, LoadReportsAMissingFile) {
+  TempDir dir;
+  Expected<Plan> loaded = Plan::load(dir.file("absent.mxa"));
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_THAT(loaded.message(), HasSubstr("absent.mxa"));
+}
+
+TEST(PlanTest, RejectsTextThatIsNotAPlanObject) {
+  Expected<Plan> parsed = Plan::parse("{\"format_version\": ", "tiny.mxa");
+  ASSERT_FALSE(parsed.ok());
+  EXPECT_EQ(parsed.message(), "tiny.mxa: the plan header is not valid JSON");
+  EXPECT_EQ(parseError(json::array()),
+            "tiny.mxa: the plan is not a JSON object");
+}
+
+TEST(PlanTest, RejectsMissingAndMistypedTopLevelFields) {
+  json plan = embedNormDensePlan();
+  plan.erase("vocab_size");
+  EXPECT_EQ(parseError(plan), "tiny.mxa: missing 'vocab_size'");
+  plan = embedNormDensePlan();
+  plan["batch"] = "two";
+  EXPECT_EQ(parseError(plan),
+            "tiny.mxa: 'batch' must be an integer, not \"two\"");
+  plan = embedNormDensePlan();
+  plan["arena_bytes"] = -1;
+  EXPECT_THAT(parseError(plan), HasSubstr("must not be negative"));
+}
+
+TEST(PlanTest, RejectsOtherTargets) {
+  json plan = embedNormDensePlan();
+  plan["target"] = "cuda";
+  EXPECT_EQ(parseError(plan), "tiny.mxa: the plan targets 'cuda' but this "
+                              "runtime executes 'cpu' plans");
+}
+
+TEST(PlanTest, RejectsBadParameterEntries) {
+  json plan = embedNormDensePlan();
+  plan["params"][3]["init"] = {{"kind", "xavier"}};
+  EXPECT_EQ(parseError(plan),
+            "tiny.mxa: params[3] 'norm/scale': unknown init kind 'xavier'");
+
+  plan = embedNormDensePlan();
+  plan["params"][0]["init"] = {{"kind", "normal"}};
+  EXPECT_EQ(parseError(plan),
+            "tiny.mxa: params[0] 'embedder/word' init: missing 'stddev'");
+
+  plan = embedNormDensePlan();
+  plan["params"][2]["name"] = "embedder/word";
+  EXPECT_EQ(parseError(plan), "tiny.mxa: params[2] 'embedder/word': the "
+                              "parameter name is used twice");
+
+  plan = embedNormDensePlan();
+  plan["params"][5]["shape"] = {4, -3};
+  EXPECT_THAT(parseError(plan),
+              HasSubstr("params[5] 'dense/kernel': 'shape' must hold "
+                        "non-negative integers"));
+
+  plan = embedNormDensePlan();
+  plan["params"][5]["dtype"] = "F16";
+  EXPECT_THAT(parseError(plan), HasSubstr("dtype F16 is not supported"));
+
+  plan = embedNormDensePlan();
+  plan["params"][5]["dtype"] = "F33";
+  EXPECT_EQ(parseError(plan),
+            "tiny.mxa: params[5] 'dense/kernel': unknown dtype 'F33'");
+}
+
+TEST(PlanTest, RejectsBadInputEntries) {
+  json plan = embedNormDensePlan();
+  plan["inputs"][0]["dtype"] = "F32";
+  EXPECT_THAT(parseError(plan),
+              HasSubstr("inputs[0] 'input_ids': dtype F32 is not supported"));
+  plan = embedNormDensePlan();
+  plan["inputs"][1]["optional"] = "yes";
+  EXPECT_EQ(parseError(plan),
+            "tiny.mxa: inputs[1] 'type_ids': 'optional' must be a boolean");
+}
+
+TEST(PlanTest, RejectsValuesWithBadStorage) {
+  json plan = embedNormDensePlan();
+  plan["values"][4]["storage"] = "heap";
+  EXPECT_EQ(parseError(plan), "tiny.mxa: values[4]: unknown storage 'heap' "
+                              "(expected param, input or arena)");
+
+  plan = embedNormDensePlan();
+  plan["values"][6]["index"] = 7;
+  EXPECT_EQ(parseError(plan), "tiny.mxa: values[6]: param value refers to "
+                              "param 7 but the plan has 7 params");
+
+  plan = embedNormDensePlan();
+  plan["values"][8]["index"] = -1;
+  EXPECT_THAT(parseError(plan), HasSubstr("values[8]: input value refers to "
+                                          "input -1 but the plan has 2"));
+
+  plan = embedNormDensePlan();
+  plan["values"][5]["shape"] = {2, 3};
+  EXPECT_EQ(parseError(plan),
+            "tiny.mxa: values[5]: param value [2, 3] F32 does not view param "
+            "'dense/kernel' [4, 3] F32: element counts or dtypes differ");
+
+  plan = embedNormDensePlan();
+  plan["values"][7]["dtype"] = "F32";
+  EXPECT_THAT(parseError(plan), HasSubstr("values[7]: input value [2, 3] F32 "
+                                          "does not view input 'input_ids'"));
+}
+
+TEST(PlanTest, RejectsArenaValuesOutsideTheArena) {
+  json plan = embedNormDensePlan();
+  plan["values"][11]["offset"] = 320;
+  EXPECT_EQ(parseError(plan), "tiny.mxa: values[11]: arena value 11 [2, 3, 3] "
+                              "F32 at offset 320 ends past arena_bytes 328");
+
+  plan = embedNormDensePlan();
+  plan["values"][10]["offset"] = 100;
+  EXPECT_EQ(parseError(plan), "tiny.mxa: values[10]: arena value [2, 3, 4] "
+                              "F32 has offset 100, which is not a "
+                              "non-negative multiple of 64");
+
+  plan = embedNormDensePlan();
+  plan["values"][9].erase("offset");
+  EXPECT_EQ(parseError(plan), "tiny.mxa: values[9]: missing 'offset'");
+
+  // Byte counts that overflow are caught before any arithmetic on them.
+  plan = embedNormDensePlan();
+  plan["values"][9]["shape"] = {int64_t(1) << 40, int64_t(1) << 30};
+  EXPECT_THAT(parseError(plan), HasSubstr("has too many elements"));
+}
+
+TEST(PlanTest, RejectsBadStepReferences) {
+  json plan = embedNormDensePlan();
+  plan["steps"][2]["operands"][2] = 900;
+  EXPECT_EQ(parseError(plan), "tiny.mxa: steps[2] (dense): operand 2 refers "
+                              "to value 900 but the plan has 12 values");
+
+  plan = embedNormDensePlan();
+  plan["steps"][1]["results"][0] = -1;
+  EXPECT_EQ(parseError(plan), "tiny.mxa: steps[1] (layer_norm): result 0 "
+                              "refers to value -1 but the plan has 12 values");
+
+  plan = embedNormDensePlan();
+  plan["steps"][2]["operands"] = {10, 5};
+  EXPECT_EQ(parseError(plan), "tiny.mxa: steps[2] (dense): has 2 operands but "
+                              "the kernel takes 3");
+
+  plan = embedNormDensePlan();
+  plan["steps"][0]["kernel"] = "conv2d";
+  EXPECT_EQ(parseError(plan), "tiny.mxa: steps[0]: unknown kernel 'conv2d'");
+}
+
+TEST(PlanTest, RejectsResultsOutsideTheArenaOrOverlappingOperands) {
+  json plan = embedNormDensePlan();
+  plan["steps"][2]["results"][0] = 5;
+  EXPECT_EQ(parseError(plan),
+            "tiny.mxa: steps[2] (dense): result 0 writes value 5, which is a "
+            "parameter; results must live in the arena");
+
+  // The dense result placed over its input x (value 10 at [128, 224)).
+  plan = embedNormDensePlan();
+  plan["values"][11]["offset"] = 192;
+  EXPECT_EQ(parseError(plan),
+            "tiny.mxa: steps[2] (dense): result 0 (value 11 at arena bytes "
+            "[192, 264)) overlaps operand 0 (value 10 at arena bytes [128, "
+            "224))");
+
+  // layer_norm may write in place.
+  plan = embedNormDensePlan();
+  plan["values"][10]["offset"] = 0;
+  Expected<Plan> parsed = Plan::parse(plan.dump(), "tiny.mxa");
+  EXPECT_TRUE(parsed.ok()) << parsed.message();
+}
+
+TEST(PlanTest, RejectsMissingUnknownAndMistypedAttributes) {
+  json plan = embedNormDensePlan();
+  plan["steps"][1]["attrs"] = json::object();
+  EXPECT_EQ(parseError(plan),
+            "tiny.mxa: steps[1] (layer_norm): missing attribute 'epsilon'");
+
+  plan = embedNormDensePlan();
+  plan["steps"][1]["attrs"]["momentum"] = 0.9;
+  EXPECT_EQ(parseError(plan),
+            "tiny.mxa: steps[1] (layer_norm): unknown attribute 'momentum'");
+
+  plan = embedNormDensePlan();
+  plan["steps"][1]["attrs"]["epsilon"] = json::array();
+  EXPECT_EQ(parseError(plan),
+            "tiny.mxa: steps[1] (layer_norm): attribute 'epsilon' must be a "
+            "boolean, number or string, not []");
+}
+
+TEST(PlanTest, RejectsBadOutputs) {
+  json plan = embedNormDensePlan();
+  plan["outputs"][0]["value"] = 12;
+  EXPECT_EQ(parseError(plan), "tiny.mxa: outputs[0] 'y': refers to value 12 "
+                              "but the plan has 12 values");
+  plan = embedNormDensePlan();
+  plan["outputs"].push_back({{"name", "y"}, {"value", 10}});
+  EXPECT_EQ(parseError(plan),
+            "tiny.mxa: outputs[1] 'y': the output name is used twice");
+}
+
+TEST(PlanTest, InitKindNamesMatchThePlanSpelling) {
+  EXPECT_STREQ(initKindName(InitKind::TruncatedNormal), "truncated_normal");
+  EXPECT_STREQ(initKindName(InitKind::NormalRowRenorm), "normal_row_renorm");
+}
+
+} // namespace
