@@ -110,6 +110,8 @@ int writeText(const std::string &text) {
 
 int main(int argc, char **argv) {
   llvm::InitLLVM init(argc, argv);
+  // Registered so that pass names work in --mlir-print-ir-before/after.
+  mixer::registerMixerPassesAndPipelines();
   registerAsmPrinterCLOptions();
   registerMLIRContextCLOptions();
   registerPassManagerCLOptions();
