@@ -21,7 +21,7 @@ struct KernelSignature {
   std::initializer_list<std::string_view> attributes;
 };
 
-inline constexpr KernelSignature kKernelSignatures[] = {
+inline const KernelSignature kKernelSignatures[] = {
     {"embed", 5, 1, {}},
     {"dense", 3, 1, {"activation", "transpose_w"}},
     {"layer_norm", 4, 1, {"epsilon"}},

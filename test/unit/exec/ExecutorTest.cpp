@@ -58,8 +58,7 @@ std::vector<double> referenceNormed(const std::vector<io::HostTensor> &p,
     }
     double var = std::max(0.0, squares - mean * mean);
     for (int c = 0; c < 4; ++c)
-      out.push_back((e[c] - mean) / std::sqrt(var + 1e-6) * scale[c] +
-                    bias[c]);
+      out.push_back((e[c] - mean) / std::sqrt(var + 1e-6) * scale[c] + bias[c]);
   }
   return out;
 }
@@ -107,10 +106,9 @@ protected:
 
 TEST_F(ExecutorTest, EmbedNormDenseMatchesAPlainReference) {
   Executor executor = ready(embedNormDensePlan());
-  Status bound = executor.bindInputs(
-      {intTensor("input_ids", {2, 3}, kIds),
-       intTensor("type_ids", {2, 3}, kTypeIds)},
-      "batch.npz");
+  Status bound = executor.bindInputs({intTensor("input_ids", {2, 3}, kIds),
+                                      intTensor("type_ids", {2, 3}, kTypeIds)},
+                                     "batch.npz");
   ASSERT_TRUE(bound.ok()) << bound.message();
   Status ran = executor.run();
   ASSERT_TRUE(ran.ok()) << ran.message();
@@ -209,10 +207,11 @@ TEST_F(ExecutorTest, ArenaValuesMayShareStorage) {
 
 TEST_F(ExecutorTest, KernelErrorsNameTheStep) {
   Executor executor = ready(embedNormDensePlan());
-  ASSERT_TRUE(executor
-                  .bindInputs({intTensor("input_ids", {2, 3}, {1, 2, 3, 7, 0, 0})},
-                              "batch.npz")
-                  .ok());
+  ASSERT_TRUE(
+      executor
+          .bindInputs({intTensor("input_ids", {2, 3}, {1, 2, 3, 7, 0, 0})},
+                      "batch.npz")
+          .ok());
   Status ran = executor.run();
   ASSERT_FALSE(ran.ok());
   EXPECT_THAT(ran.message(), StartsWith(path + ": steps[0] (embed): "));
@@ -248,9 +247,9 @@ TEST_F(ExecutorTest, ParameterBindingReportsEveryProblem) {
             "w.safetensors: missing parameter 'dense/bias' [3] F32\n"
             "w.safetensors: unexpected tensor 'pooler/kernel' [2, 2] F32: the "
             "artifact has no parameter of that name");
-  ASSERT_TRUE(executor->bindInputs({intTensor("input_ids", {2, 3}, kIds)},
-                                   "batch.npz")
-                  .ok());
+  ASSERT_TRUE(
+      executor->bindInputs({intTensor("input_ids", {2, 3}, kIds)}, "batch.npz")
+          .ok());
   EXPECT_FALSE(executor->run().ok()) << "a failed binding left params bound";
 }
 
@@ -262,9 +261,9 @@ TEST_F(ExecutorTest, ExtraParametersAreAcceptedWhenAllowed) {
   EXPECT_FALSE(executor->bindParams(params, "w.safetensors").ok());
   Status bound = executor->bindParams(params, "w.safetensors", true);
   ASSERT_TRUE(bound.ok()) << bound.message();
-  ASSERT_TRUE(executor->bindInputs({intTensor("input_ids", {2, 3}, kIds)},
-                                   "batch.npz")
-                  .ok());
+  ASSERT_TRUE(
+      executor->bindInputs({intTensor("input_ids", {2, 3}, kIds)}, "batch.npz")
+          .ok());
   ASSERT_TRUE(executor->run().ok());
   expectNear(floats(executor->outputs()[0]),
              referenceTiny(tinyParams(), kIds, std::vector<int64_t>(6, 0)),
@@ -292,10 +291,9 @@ TEST_F(ExecutorTest, InputBindingChecksNamesShapesAndDtypes) {
   Expected<Executor> executor = create(embedNormDensePlan());
   ASSERT_TRUE(executor.ok()) << executor.message();
   Status bound = executor->bindInputs({}, "batch.npz");
-  EXPECT_EQ(bound.message(),
-            "batch.npz: missing input 'input_ids' [2, 3] I32");
-  bound = executor->bindInputs({intTensor("input_ids", {3, 2}, kIds)},
-                               "batch.npz");
+  EXPECT_EQ(bound.message(), "batch.npz: missing input 'input_ids' [2, 3] I32");
+  bound =
+      executor->bindInputs({intTensor("input_ids", {3, 2}, kIds)}, "batch.npz");
   EXPECT_EQ(bound.message(), "batch.npz: input 'input_ids' has shape [3, 2] "
                              "but the artifact expects [2, 3]");
   io::HostTensor real = randomTensor("input_ids", {2, 3}, 1);
@@ -308,9 +306,9 @@ TEST_F(ExecutorTest, InputBindingChecksNamesShapesAndDtypes) {
       "batch.npz");
   EXPECT_EQ(bound.message(), "batch.npz: input 'input_ids' holds 8589934592 "
                              "at element 2, outside the int32 range");
-  bound = executor->bindInputs({intTensor("input_ids", {2, 3}, kIds),
-                                intTensor("labels", {2}, {0, 1})},
-                               "batch.npz");
+  bound = executor->bindInputs(
+      {intTensor("input_ids", {2, 3}, kIds), intTensor("labels", {2}, {0, 1})},
+      "batch.npz");
   EXPECT_EQ(bound.message(), "batch.npz: unexpected tensor 'labels' [2] I32: "
                              "the artifact has no input of that name");
   EXPECT_TRUE(executor
@@ -342,7 +340,7 @@ TEST_F(ExecutorTest, CreateChecksKernelShapesOnce) {
                    "kernel needs [2, 3, 3] F32");
 
   plan = embedNormDensePlan();
-  plan["steps"][0]["operands"][0] = 9;
+  plan["steps"][0]["operands"][0] = 10;
   executor = create(plan);
   ASSERT_FALSE(executor.ok());
   EXPECT_THAT(executor.message(),

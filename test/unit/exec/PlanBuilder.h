@@ -1,4 +1,5 @@
-//===- PlanBuilder.h - Hand-written plans for the executor tests -*- C++ -*-===//
+//===- PlanBuilder.h - Hand-written plans for the executor tests -*- C++
+//-*-===//
 //
 // Builds small plan JSONs value by value (arena values get the next 64-byte
 // aligned offset unless placed explicitly), writes them as artifacts into a
@@ -33,8 +34,7 @@ class TempDir {
 public:
   TempDir() {
     std::string pattern =
-        (std::filesystem::temp_directory_path() / "mixer-exec-XXXXXX")
-            .string();
+        (std::filesystem::temp_directory_path() / "mixer-exec-XXXXXX").string();
     std::vector<char> buffer(pattern.begin(), pattern.end());
     buffer.push_back('\0');
     path = mkdtemp(buffer.data());
@@ -101,8 +101,8 @@ public:
     if (offset < 0)
       offset = next;
     next = std::max(next, (offset + bytes + 63) / 64 * 64);
-    plan["arena_bytes"] = std::max<int64_t>(plan["arena_bytes"].get<int64_t>(),
-                                            offset + bytes);
+    plan["arena_bytes"] =
+        std::max<int64_t>(plan["arena_bytes"].get<int64_t>(), offset + bytes);
     return value({{"storage", "arena"}, {"offset", offset}}, shape, dtype);
   }
 

@@ -1,0 +1,82 @@
+//===- Executor.h - Runs an execution plan on the CPU -----------*- C++ -*-===//
+//
+// create() allocates the plan's arena once, prepares one kernel callable per
+// step (checking every shape, dtype and attribute) and resolves every value to
+// a pointer; bindParams/bindInputs check the tensors against the plan and
+// point the parameter and input values at them. run() then only calls the
+// prepared kernels in order: no allocation, no lookups.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MIXER_RUNTIME_EXEC_EXECUTOR_H
+#define MIXER_RUNTIME_EXEC_EXECUTOR_H
+
+#include "runtime/exec/KernelRegistry.h"
+#include "runtime/exec/Plan.h"
+#include "runtime/io/Tensor.h"
+#include "runtime/support/Status.h"
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace mixer::exec {
+
+/// Unmaps the executor's anonymous memory mappings.
+struct Unmapper {
+  size_t size = 0;
+  void operator()(uint8_t *memory) const;
+};
+using MappedMemory = std::unique_ptr<uint8_t, Unmapper>;
+
+class Executor {
+public:
+  /// Prepares `plan` for execution (the executor keeps its own copy).
+  static Expected<Executor> create(const Plan &plan);
+
+  const Plan &getPlan() const { return plan; }
+
+  /// Binds the parameters. Every plan parameter must be present with its
+  /// exact shape and dtype F32; tensors the plan does not name are an error
+  /// unless `allowExtra`. The tensors are kept, not copied, for the lifetime
+  /// of the binding (move them in). `source` (the weights file) prefixes the
+  /// messages.
+  Status bindParams(std::vector<io::HostTensor> tensors,
+                    const std::string &source, bool allowExtra = false);
+
+  /// Copies the inputs into the executor's input buffers. Shapes must match
+  /// exactly; I32 and I64 (converted) are accepted. Optional inputs missing
+  /// from `tensors` are zeros; tensors the plan does not name are an error
+  /// unless `allowExtra`.
+  Status bindInputs(const std::vector<io::HostTensor> &tensors,
+                    const std::string &source, bool allowExtra = false);
+
+  /// Runs every step in order. A kernel failure names the step and kernel.
+  Status run();
+
+  /// Copies of the plan's outputs after run(), named as the plan says.
+  std::vector<io::HostTensor> outputs() const;
+
+private:
+  Executor() = default;
+
+  Plan plan;
+  MappedMemory arena;
+  /// Scratch memory the steps share (linear mixing's intermediate product).
+  MappedMemory scratch;
+  /// One buffer per plan input, owned so that input pointers never change.
+  std::vector<std::vector<int32_t>> inputBuffers;
+  /// The bound parameters, in plan order.
+  std::vector<io::HostTensor> paramTensors;
+  /// Data pointer per value id, then the null and scratch entries
+  /// (KernelRegistry.h).
+  std::vector<void *> pointers;
+  std::vector<StepFunction> steps;
+  bool paramsBound = false;
+  bool inputsBound = false;
+};
+
+} // namespace mixer::exec
+
+#endif // MIXER_RUNTIME_EXEC_EXECUTOR_H

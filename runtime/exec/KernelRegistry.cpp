@@ -1,0 +1,690 @@
+//===- KernelRegistry.cpp - Plan steps bound to CPU kernels ---------------===//
+
+#include "runtime/exec/KernelRegistry.h"
+
+#include "runtime/cpu/Kernels.h"
+
+#include <algorithm>
+#include <initializer_list>
+#include <limits>
+#include <memory>
+#include <new>
+#include <vector>
+
+namespace mixer::exec {
+
+namespace {
+
+using io::DType;
+
+float *f32(void *p) { return static_cast<float *>(p); }
+int32_t *i32(void *p) { return static_cast<int32_t *>(p); }
+
+std::string describe(const std::vector<int64_t> &shape, DType dtype) {
+  return io::formatShape(shape) + " " + io::dtypeName(dtype);
+}
+
+/// Product of every dimension but the last (the rows of a last-axis op).
+int64_t leadingElements(const ValueInfo &value) {
+  int64_t rows = 1;
+  for (size_t i = 0; i + 1 < value.shape.size(); ++i)
+    rows *= value.shape[i];
+  return rows;
+}
+
+/// One operand or result of the step being prepared.
+struct Arg {
+  const ValueInfo *value = nullptr; ///< null when the operand is absent
+  std::string role;                 ///< "operand 2 (word)", for messages
+  int64_t slot = 0;                 ///< index into ValuePointers
+
+  int64_t dim(size_t i) const { return value->shape[i]; }
+};
+
+class StepContext;
+using Factory = Expected<StepFunction> (*)(StepContext &);
+
+/// A kernel's operand and result names (a trailing '?' marks an optional
+/// operand) and its factory.
+struct KernelEntry {
+  std::string_view name;
+  std::initializer_list<std::string_view> operands;
+  std::initializer_list<std::string_view> results;
+  Factory prepare;
+};
+
+/// The step being prepared: its operands and results, type checks that stop
+/// at the first problem, and attribute accessors.
+class StepContext {
+public:
+  StepContext(const Plan &plan, size_t index, const KernelEntry &entry,
+              int64_t &scratchBytes);
+
+  const Arg &in(size_t i) const { return operands[i]; }
+  const Arg &out(size_t i) const { return results[i]; }
+
+  /// Records a message about this step; returns false.
+  bool fail(const std::string &text) {
+    message = where + ": " + text;
+    return false;
+  }
+  bool check(bool condition, const std::string &text) {
+    return condition || fail(text);
+  }
+  Status takeError() { return Status::error(std::move(message)); }
+
+  /// False (with a message) if a required operand is absent.
+  bool checkPresence(const KernelEntry &entry);
+  /// `arg` has `dtype` and exactly `rank` dimensions.
+  bool rank(const Arg &arg, DType dtype, size_t rank);
+  /// `arg` has `dtype` and at least `rank` dimensions.
+  bool minRank(const Arg &arg, DType dtype, size_t rank);
+  /// `arg` is `shape` of `dtype`; an absent optional operand passes.
+  bool shape(const Arg &arg, DType dtype, const std::vector<int64_t> &shape);
+
+  bool attr(const char *name, bool &out);
+  bool attr(const char *name, int64_t &out);
+  bool attr(const char *name, double &out);
+  bool attr(const char *name, std::string &out);
+  bool activation(const char *name, cpu::Activation &out);
+  bool algorithm(const char *name, cpu::MixAlgorithm &out);
+
+  /// Reserves `floats` of the shared scratch buffer; returns its slot.
+  int64_t scratch(int64_t floats) {
+    scratchBytes = std::max<int64_t>(scratchBytes, floats * sizeof(float));
+    return scratchIndex;
+  }
+
+private:
+  /// The attribute `name` (present: Plan::parse checked the signature).
+  const AttrValue &attrValue(const char *name) const {
+    return step.attrs.at(name);
+  }
+  bool wrongAttr(const char *name, const char *expected) {
+    return fail(std::string("attribute '") + name + "' must be " + expected);
+  }
+
+  const Step &step;
+  std::string where;
+  std::vector<Arg> operands, results;
+  std::string message;
+  int64_t &scratchBytes;
+  int64_t scratchIndex;
+};
+
+StepContext::StepContext(const Plan &plan, size_t index,
+                         const KernelEntry &entry, int64_t &scratchBytes)
+    : step(plan.steps[index]), where(describeStep(plan, index)),
+      scratchBytes(scratchBytes), scratchIndex(scratchSlot(plan)) {
+  auto makeArgs = [&](const std::vector<int64_t> &ids,
+                      std::initializer_list<std::string_view> names,
+                      const char *what, std::vector<Arg> &args) {
+    size_t i = 0;
+    for (std::string_view name : names) {
+      Arg arg;
+      int64_t id = ids[i];
+      if (name.back() == '?')
+        name.remove_suffix(1);
+      arg.role = std::string(what) + " " + std::to_string(i) + " (" +
+                 std::string(name) + ")";
+      arg.value = id >= 0 ? &plan.values[id] : nullptr;
+      arg.slot = id >= 0 ? id : static_cast<int64_t>(absentSlot(plan));
+      args.push_back(std::move(arg));
+      ++i;
+    }
+  };
+  makeArgs(step.operands, entry.operands, "operand", operands);
+  makeArgs(step.results, entry.results, "result", results);
+}
+
+bool StepContext::checkPresence(const KernelEntry &entry) {
+  size_t i = 0;
+  for (std::string_view name : entry.operands) {
+    if (!operands[i].value && name.back() != '?')
+      return fail(operands[i].role + " is absent (-1) but the kernel needs it");
+    ++i;
+  }
+  return true;
+}
+
+bool StepContext::rank(const Arg &arg, DType dtype, size_t rank) {
+  return check(arg.value->dtype == dtype && arg.value->shape.size() == rank,
+               arg.role + " is " +
+                   describe(arg.value->shape, arg.value->dtype) +
+                   " but the kernel needs a rank-" + std::to_string(rank) +
+                   " " + io::dtypeName(dtype) + " tensor");
+}
+
+bool StepContext::minRank(const Arg &arg, DType dtype, size_t rank) {
+  return check(arg.value->dtype == dtype && arg.value->shape.size() >= rank,
+               arg.role + " is " +
+                   describe(arg.value->shape, arg.value->dtype) +
+                   " but the kernel needs a " + io::dtypeName(dtype) +
+                   " tensor of rank " + std::to_string(rank) + " or more");
+}
+
+bool StepContext::shape(const Arg &arg, DType dtype,
+                        const std::vector<int64_t> &shape) {
+  if (!arg.value)
+    return true;
+  return check(arg.value->dtype == dtype && arg.value->shape == shape,
+               arg.role + " is " +
+                   describe(arg.value->shape, arg.value->dtype) +
+                   " but the kernel needs " + describe(shape, dtype));
+}
+
+bool StepContext::attr(const char *name, bool &out) {
+  const auto *value = std::get_if<bool>(&attrValue(name));
+  if (!value)
+    return wrongAttr(name, "a boolean");
+  out = *value;
+  return true;
+}
+
+bool StepContext::attr(const char *name, int64_t &out) {
+  const auto *value = std::get_if<int64_t>(&attrValue(name));
+  if (!value)
+    return wrongAttr(name, "an integer");
+  out = *value;
+  return true;
+}
+
+bool StepContext::attr(const char *name, double &out) {
+  const AttrValue &value = attrValue(name);
+  if (const auto *real = std::get_if<double>(&value))
+    out = *real;
+  else if (const auto *integer = std::get_if<int64_t>(&value))
+    out = static_cast<double>(*integer);
+  else
+    return wrongAttr(name, "a number");
+  return true;
+}
+
+bool StepContext::attr(const char *name, std::string &out) {
+  const auto *value = std::get_if<std::string>(&attrValue(name));
+  if (!value)
+    return wrongAttr(name, "a string");
+  out = *value;
+  return true;
+}
+
+bool StepContext::activation(const char *name, cpu::Activation &out) {
+  std::string text;
+  if (!attr(name, text))
+    return false;
+  static const std::pair<const char *, cpu::Activation> kNames[] = {
+      {"none", cpu::Activation::None},
+      {"gelu", cpu::Activation::Gelu},
+      {"tanh", cpu::Activation::Tanh},
+      {"relu", cpu::Activation::Relu}};
+  for (const auto &[spelling, kind] : kNames) {
+    if (text == spelling) {
+      out = kind;
+      return true;
+    }
+  }
+  return wrongAttr(name,
+                   ("none, gelu, tanh or relu, not '" + text + "'").c_str());
+}
+
+bool StepContext::algorithm(const char *name, cpu::MixAlgorithm &out) {
+  std::string text;
+  if (!attr(name, text))
+    return false;
+  if (text == "fft")
+    out = cpu::MixAlgorithm::Fft;
+  else if (text == "matmul")
+    out = cpu::MixAlgorithm::Matmul;
+  else
+    return wrongAttr(name, ("fft or matmul, not '" + text + "'").c_str());
+  return true;
+}
+
+//===----------------------------------------------------------------------===//
+// Dense, normalisation and pointwise kernels
+//===----------------------------------------------------------------------===//
+
+Expected<StepFunction> prepareEmbed(StepContext &c) {
+  const Arg &ids = c.in(0), &typeIds = c.in(1), &word = c.in(2), &pos = c.in(3),
+            &type = c.in(4), &y = c.out(0);
+  if (!c.rank(ids, DType::I32, 2) || !c.rank(word, DType::F32, 2) ||
+      !c.rank(pos, DType::F32, 3) || !c.rank(type, DType::F32, 2))
+    return c.takeError();
+  int64_t batch = ids.dim(0), seq = ids.dim(1), vocab = word.dim(0),
+          width = word.dim(1), typeVocab = type.dim(0);
+  if (!c.shape(typeIds, DType::I32, {batch, seq}) ||
+      !c.check(pos.dim(0) == 1 && pos.dim(1) >= seq && pos.dim(2) == width,
+               pos.role + " is " + describe(pos.value->shape, DType::F32) +
+                   " but the kernel needs [1, S, " + std::to_string(width) +
+                   "] with S >= " + std::to_string(seq)) ||
+      !c.shape(type, DType::F32, {typeVocab, width}) ||
+      !c.shape(y, DType::F32, {batch, seq, width}))
+    return c.takeError();
+  return StepFunction([=, i = ids.slot, t = typeIds.slot, w = word.slot,
+                       p = pos.slot, tt = type.slot,
+                       o = y.slot](ValuePointers v) {
+    cpu::embed(i32(v[i]), i32(v[t]), f32(v[w]), f32(v[p]), f32(v[tt]),
+               f32(v[o]), batch, seq, width, vocab, typeVocab);
+  });
+}
+
+Expected<StepFunction> prepareDense(StepContext &c) {
+  const Arg &x = c.in(0), &w = c.in(1), &bias = c.in(2), &y = c.out(0);
+  bool transpose;
+  cpu::Activation act;
+  if (!c.attr("transpose_w", transpose) || !c.activation("activation", act) ||
+      !c.minRank(x, DType::F32, 1) || !c.rank(w, DType::F32, 2))
+    return c.takeError();
+  int64_t k = x.value->shape.back();
+  int64_t n = transpose ? w.dim(0) : w.dim(1);
+  std::vector<int64_t> outShape = x.value->shape;
+  outShape.back() = n;
+  if (!c.check(
+          (transpose ? w.dim(1) : w.dim(0)) == k,
+          w.role + " is " + describe(w.value->shape, DType::F32) +
+              " but operand 0 (x) has " + std::to_string(k) + " features" +
+              (transpose ? " (transpose_w: w is [N, K])" : " (w is [K, N])")) ||
+      !c.shape(bias, DType::F32, {n}) || !c.shape(y, DType::F32, outShape))
+    return c.takeError();
+  int64_t m = leadingElements(*x.value);
+  return StepFunction(
+      [=, a = x.slot, b = w.slot, bb = bias.slot, o = y.slot](ValuePointers v) {
+        cpu::dense(f32(v[a]), f32(v[b]), f32(v[bb]), f32(v[o]), m, k, n,
+                   transpose, act);
+      });
+}
+
+Expected<StepFunction> prepareLayerNorm(StepContext &c) {
+  const Arg &x = c.in(0), &residual = c.in(1), &scale = c.in(2),
+            &bias = c.in(3), &y = c.out(0);
+  double epsilon;
+  if (!c.attr("epsilon", epsilon) || !c.minRank(x, DType::F32, 1))
+    return c.takeError();
+  int64_t cols = x.value->shape.back();
+  if (!c.shape(residual, DType::F32, x.value->shape) ||
+      !c.shape(scale, DType::F32, {cols}) ||
+      !c.shape(bias, DType::F32, {cols}) ||
+      !c.shape(y, DType::F32, x.value->shape))
+    return c.takeError();
+  int64_t rows = leadingElements(*x.value);
+  float eps = static_cast<float>(epsilon);
+  return StepFunction([=, a = x.slot, r = residual.slot, s = scale.slot,
+                       b = bias.slot, o = y.slot](ValuePointers v) {
+    cpu::layerNorm(f32(v[a]), f32(v[r]), f32(v[s]), f32(v[b]), f32(v[o]), rows,
+                   cols, eps);
+  });
+}
+
+Expected<StepFunction> prepareActivation(StepContext &c) {
+  const Arg &x = c.in(0), &y = c.out(0);
+  cpu::Activation act;
+  if (!c.activation("kind", act) || !c.minRank(x, DType::F32, 0) ||
+      !c.shape(y, DType::F32, x.value->shape))
+    return c.takeError();
+  int64_t n = x.value->numel;
+  return StepFunction([=, a = x.slot, o = y.slot](ValuePointers v) {
+    cpu::activation(f32(v[a]), f32(v[o]), n, act);
+  });
+}
+
+Expected<StepFunction> prepareAdd(StepContext &c) {
+  const Arg &a = c.in(0), &b = c.in(1), &y = c.out(0);
+  if (!c.minRank(a, DType::F32, 0) || !c.shape(b, DType::F32, a.value->shape) ||
+      !c.shape(y, DType::F32, a.value->shape))
+    return c.takeError();
+  int64_t n = a.value->numel;
+  return StepFunction([=, l = a.slot, r = b.slot, o = y.slot](ValuePointers v) {
+    cpu::add(f32(v[l]), f32(v[r]), f32(v[o]), n);
+  });
+}
+
+Expected<StepFunction> prepareSoftmax(StepContext &c) {
+  const Arg &x = c.in(0), &y = c.out(0);
+  if (!c.minRank(x, DType::F32, 1) || !c.shape(y, DType::F32, x.value->shape))
+    return c.takeError();
+  int64_t rows = leadingElements(*x.value), cols = x.value->shape.back();
+  return StepFunction([=, a = x.slot, o = y.slot](ValuePointers v) {
+    cpu::softmax(f32(v[a]), f32(v[o]), rows, cols);
+  });
+}
+
+Expected<StepFunction> prepareRoundBf16(StepContext &c) {
+  const Arg &x = c.in(0), &y = c.out(0);
+  if (!c.minRank(x, DType::F32, 0) || !c.shape(y, DType::F32, x.value->shape))
+    return c.takeError();
+  int64_t n = x.value->numel;
+  return StepFunction([=, a = x.slot, o = y.slot](ValuePointers v) {
+    cpu::roundToBf16(f32(v[a]), f32(v[o]), n);
+  });
+}
+
+Expected<StepFunction> prepareTakePosition(StepContext &c) {
+  const Arg &x = c.in(0), &y = c.out(0);
+  int64_t index;
+  if (!c.attr("index", index) || !c.rank(x, DType::F32, 3))
+    return c.takeError();
+  int64_t batch = x.dim(0), seq = x.dim(1), d = x.dim(2);
+  if (!c.check(index >= 0 && index < seq,
+               "attribute 'index' is " + std::to_string(index) +
+                   " but the sequence has " + std::to_string(seq) +
+                   " positions") ||
+      !c.shape(y, DType::F32, {batch, d}))
+    return c.takeError();
+  return StepFunction([=, a = x.slot, o = y.slot](ValuePointers v) {
+    cpu::takePosition(f32(v[a]), f32(v[o]), batch, seq, d, index);
+  });
+}
+
+//===----------------------------------------------------------------------===//
+// Mixing
+//===----------------------------------------------------------------------===//
+
+Expected<StepFunction> prepareLinearMix(StepContext &c) {
+  const Arg &x = c.in(0), &ws = c.in(1), &wh = c.in(2), &y = c.out(0);
+  if (!c.rank(x, DType::F32, 3))
+    return c.takeError();
+  int64_t batch = x.dim(0), seq = x.dim(1), d = x.dim(2);
+  if (!c.shape(ws, DType::F32, {seq, seq}) ||
+      !c.shape(wh, DType::F32, {d, d}) ||
+      !c.shape(y, DType::F32, x.value->shape))
+    return c.takeError();
+  int64_t scratch = c.scratch(batch * seq * d);
+  return StepFunction(
+      [=, a = x.slot, s = ws.slot, h = wh.slot, o = y.slot](ValuePointers v) {
+        cpu::linearMix(f32(v[a]), f32(v[s]), f32(v[h]), f32(v[o]),
+                       f32(v[scratch]), batch, seq, d);
+      });
+}
+
+Expected<StepFunction> prepareSpectralMix(StepContext &c) {
+  const Arg &x = c.in(0), &y = c.out(0);
+  bool hartley;
+  cpu::MixAlgorithm algorithm;
+  if (!c.attr("hartley", hartley) || !c.algorithm("algorithm", algorithm) ||
+      !c.rank(x, DType::F32, 3) || !c.shape(y, DType::F32, x.value->shape))
+    return c.takeError();
+  auto mix = std::make_shared<cpu::SpectralMix>(x.dim(0), x.dim(1), x.dim(2),
+                                                hartley, algorithm);
+  return StepFunction([mix, a = x.slot, o = y.slot](ValuePointers v) {
+    mix->run(f32(v[a]), f32(v[o]));
+  });
+}
+
+Expected<StepFunction> prepareStructuredMix(StepContext &c) {
+  const Arg &x = c.in(0), &vs = c.in(1), &vh = c.in(2), &y = c.out(0);
+  bool toeplitz;
+  cpu::MixAlgorithm algorithm;
+  if (!c.attr("toeplitz", toeplitz) || !c.algorithm("algorithm", algorithm) ||
+      !c.rank(x, DType::F32, 3))
+    return c.takeError();
+  int64_t seq = x.dim(1), d = x.dim(2);
+  if (!c.shape(vs, DType::F32, {toeplitz ? 2 * seq - 1 : seq}) ||
+      !c.shape(vh, DType::F32, {toeplitz ? 2 * d - 1 : d}) ||
+      !c.shape(y, DType::F32, x.value->shape))
+    return c.takeError();
+  auto mix = std::make_shared<cpu::StructuredMix>(x.dim(0), seq, d, toeplitz,
+                                                  algorithm);
+  return StepFunction(
+      [mix, a = x.slot, s = vs.slot, h = vh.slot, o = y.slot](ValuePointers v) {
+        mix->run(f32(v[a]), f32(v[s]), f32(v[h]), f32(v[o]));
+      });
+}
+
+//===----------------------------------------------------------------------===//
+// Attention
+//===----------------------------------------------------------------------===//
+
+Expected<StepFunction> prepareAttention(StepContext &c) {
+  const Arg &q = c.in(0), &k = c.in(1), &val = c.in(2), &ids = c.in(3),
+            &y = c.out(0);
+  int64_t heads, headDim, padId;
+  bool causal;
+  if (!c.attr("num_heads", heads) || !c.attr("head_dim", headDim) ||
+      !c.attr("pad_id", padId) || !c.attr("causal", causal) ||
+      !c.rank(q, DType::F32, 3))
+    return c.takeError();
+  int64_t batch = q.dim(0), seq = q.dim(1);
+  if (!c.check(heads > 0 && headDim > 0 && heads * headDim == q.dim(2),
+               q.role + " is " + describe(q.value->shape, DType::F32) +
+                   " but num_heads " + std::to_string(heads) + " x head_dim " +
+                   std::to_string(headDim) + " needs a last dimension of " +
+                   std::to_string(heads * headDim)) ||
+      !c.check(padId >= std::numeric_limits<int32_t>::min() &&
+                   padId <= std::numeric_limits<int32_t>::max(),
+               "attribute 'pad_id' " + std::to_string(padId) +
+                   " does not fit in int32") ||
+      !c.shape(k, DType::F32, q.value->shape) ||
+      !c.shape(val, DType::F32, q.value->shape) ||
+      !c.shape(ids, DType::I32, {batch, seq}) ||
+      !c.shape(y, DType::F32, q.value->shape))
+    return c.takeError();
+  int32_t pad = static_cast<int32_t>(padId);
+  return StepFunction([=, a = q.slot, b = k.slot, cc = val.slot, i = ids.slot,
+                       o = y.slot](ValuePointers v) {
+    cpu::attention(f32(v[a]), f32(v[b]), f32(v[cc]), i32(v[i]), f32(v[o]),
+                   batch, seq, heads, headDim, pad, causal);
+  });
+}
+
+//===----------------------------------------------------------------------===//
+// Mixture of experts
+//===----------------------------------------------------------------------===//
+
+/// Checks the routing results tokens I32[slots], gates F32[slots] and
+/// offsets I32[experts + 1].
+bool checkAssignments(StepContext &c, int64_t slots, int64_t experts) {
+  return c.shape(c.out(0), DType::I32, {slots}) &&
+         c.shape(c.out(1), DType::F32, {slots}) &&
+         c.shape(c.out(2), DType::I32, {experts + 1});
+}
+
+/// Reads the group attributes of the capacity routings and checks them
+/// against probs [groups * tokens_per_group, experts].
+bool readGroups(StepContext &c, int64_t &groups, int64_t &tokensPerGroup,
+                int64_t &capacity) {
+  const Arg &probs = c.in(0);
+  if (!c.attr("groups", groups) ||
+      !c.attr("tokens_per_group", tokensPerGroup) ||
+      !c.attr("capacity", capacity) || !c.rank(probs, DType::F32, 2))
+    return false;
+  return c.check(groups > 0 && tokensPerGroup >= 0 &&
+                     groups * tokensPerGroup == probs.dim(0),
+                 probs.role + " is " +
+                     describe(probs.value->shape, DType::F32) + " but groups " +
+                     std::to_string(groups) + " x tokens_per_group " +
+                     std::to_string(tokensPerGroup) + " needs " +
+                     std::to_string(groups * tokensPerGroup) + " rows") &&
+         c.check(capacity >= 0 && capacity <= tokensPerGroup,
+                 "attribute 'capacity' is " + std::to_string(capacity) +
+                     " but must lie in [0, tokens_per_group " +
+                     std::to_string(tokensPerGroup) + "]");
+}
+
+Expected<StepFunction> prepareRouteExpertsChoose(StepContext &c) {
+  int64_t groups, tokensPerGroup, capacity;
+  if (!readGroups(c, groups, tokensPerGroup, capacity))
+    return c.takeError();
+  int64_t experts = c.in(0).dim(1);
+  if (!checkAssignments(c, experts * groups * capacity, experts))
+    return c.takeError();
+  return StepFunction([=, p = c.in(0).slot, t = c.out(0).slot,
+                       g = c.out(1).slot, o = c.out(2).slot](ValuePointers v) {
+    cpu::routeExpertsChoose(f32(v[p]), i32(v[t]), f32(v[g]), i32(v[o]), groups,
+                            tokensPerGroup, experts, capacity);
+  });
+}
+
+Expected<StepFunction> prepareRouteTokensChoose(StepContext &c) {
+  int64_t groups, tokensPerGroup, capacity, k;
+  bool prioritized;
+  if (!readGroups(c, groups, tokensPerGroup, capacity) || !c.attr("k", k) ||
+      !c.attr("batch_prioritized", prioritized))
+    return c.takeError();
+  int64_t experts = c.in(0).dim(1);
+  if (!c.check(k >= 1 && k <= experts, "attribute 'k' is " + std::to_string(k) +
+                                           " but must lie in [1, " +
+                                           std::to_string(experts) +
+                                           " experts]") ||
+      !checkAssignments(c, experts * groups * capacity, experts))
+    return c.takeError();
+  return StepFunction([=, p = c.in(0).slot, t = c.out(0).slot,
+                       g = c.out(1).slot, o = c.out(2).slot](ValuePointers v) {
+    cpu::routeTokensChoose(f32(v[p]), i32(v[t]), f32(v[g]), i32(v[o]), groups,
+                           tokensPerGroup, experts, k, capacity, prioritized);
+  });
+}
+
+Expected<StepFunction> prepareRouteSigmoidTopK(StepContext &c) {
+  const Arg &logits = c.in(0);
+  int64_t k;
+  if (!c.attr("k", k) || !c.rank(logits, DType::F32, 2))
+    return c.takeError();
+  int64_t tokens = logits.dim(0), experts = logits.dim(1);
+  if (!c.check(k >= 1 && k <= experts, "attribute 'k' is " + std::to_string(k) +
+                                           " but must lie in [1, " +
+                                           std::to_string(experts) +
+                                           " experts]") ||
+      !checkAssignments(c, tokens * k, experts))
+    return c.takeError();
+  return StepFunction([=, p = logits.slot, t = c.out(0).slot, g = c.out(1).slot,
+                       o = c.out(2).slot](ValuePointers v) {
+    cpu::routeSigmoidTopK(f32(v[p]), i32(v[t]), f32(v[g]), i32(v[o]), tokens,
+                          experts, k);
+  });
+}
+
+Expected<StepFunction> prepareDispatch(StepContext &c) {
+  const Arg &x = c.in(0), &tokens = c.in(1), &y = c.out(0);
+  if (!c.rank(x, DType::F32, 2) || !c.rank(tokens, DType::I32, 1))
+    return c.takeError();
+  int64_t slots = tokens.dim(0), d = x.dim(1);
+  if (!c.shape(y, DType::F32, {slots, d}))
+    return c.takeError();
+  return StepFunction(
+      [=, a = x.slot, t = tokens.slot, o = y.slot](ValuePointers v) {
+        cpu::dispatch(f32(v[a]), i32(v[t]), f32(v[o]), slots, d);
+      });
+}
+
+Expected<StepFunction> prepareExperts(StepContext &c) {
+  const Arg &xd = c.in(0), &tokens = c.in(1), &offsets = c.in(2), &w1 = c.in(3),
+            &b1 = c.in(4), &w2 = c.in(5), &b2 = c.in(6), &y = c.out(0);
+  cpu::Activation act;
+  if (!c.activation("activation", act) || !c.rank(xd, DType::F32, 2) ||
+      !c.rank(offsets, DType::I32, 1) || !c.rank(w1, DType::F32, 3))
+    return c.takeError();
+  int64_t slots = xd.dim(0), d = xd.dim(1), experts = w1.dim(0), f = w1.dim(2);
+  if (!c.shape(tokens, DType::I32, {slots}) ||
+      !c.shape(offsets, DType::I32, {experts + 1}) ||
+      !c.shape(w1, DType::F32, {experts, d, f}) ||
+      !c.shape(b1, DType::F32, {experts, f}) ||
+      !c.shape(w2, DType::F32, {experts, f, d}) ||
+      !c.shape(b2, DType::F32, {experts, d}) ||
+      !c.shape(y, DType::F32, {slots, d}))
+    return c.takeError();
+  return StepFunction([=, a = xd.slot, t = tokens.slot, o = offsets.slot,
+                       k1 = w1.slot, c1 = b1.slot, k2 = w2.slot, c2 = b2.slot,
+                       r = y.slot](ValuePointers v) {
+    cpu::experts(f32(v[a]), i32(v[t]), i32(v[o]), f32(v[k1]), f32(v[c1]),
+                 f32(v[k2]), f32(v[c2]), f32(v[r]), experts, slots, d, f, act);
+  });
+}
+
+Expected<StepFunction> prepareCombine(StepContext &c) {
+  const Arg &yd = c.in(0), &tokens = c.in(1), &gates = c.in(2), &y = c.out(0);
+  if (!c.rank(yd, DType::F32, 2) || !c.rank(y, DType::F32, 2))
+    return c.takeError();
+  int64_t slots = yd.dim(0), d = yd.dim(1), numTokens = y.dim(0);
+  if (!c.shape(tokens, DType::I32, {slots}) ||
+      !c.shape(gates, DType::F32, {slots}) ||
+      !c.shape(y, DType::F32, {numTokens, d}))
+    return c.takeError();
+  return StepFunction([=, a = yd.slot, t = tokens.slot, g = gates.slot,
+                       o = y.slot](ValuePointers v) {
+    cpu::combine(f32(v[a]), i32(v[t]), f32(v[g]), f32(v[o]), slots, numTokens,
+                 d);
+  });
+}
+
+const KernelEntry kKernels[] = {
+    {"embed", {"ids", "type_ids?", "word", "pos", "type"}, {"y"}, prepareEmbed},
+    {"dense", {"x", "w", "bias?"}, {"y"}, prepareDense},
+    {"layer_norm",
+     {"x", "residual?", "scale", "bias"},
+     {"y"},
+     prepareLayerNorm},
+    {"activation", {"x"}, {"y"}, prepareActivation},
+    {"add", {"a", "b"}, {"y"}, prepareAdd},
+    {"softmax", {"x"}, {"y"}, prepareSoftmax},
+    {"round_bf16", {"x"}, {"y"}, prepareRoundBf16},
+    {"take_position", {"x"}, {"y"}, prepareTakePosition},
+    {"linear_mix", {"x", "ws", "wh"}, {"y"}, prepareLinearMix},
+    {"spectral_mix", {"x"}, {"y"}, prepareSpectralMix},
+    {"structured_mix", {"x", "vs", "vh"}, {"y"}, prepareStructuredMix},
+    {"attention", {"q", "k", "v", "ids?"}, {"out"}, prepareAttention},
+    {"route_experts_choose",
+     {"probs"},
+     {"tokens", "gates", "offsets"},
+     prepareRouteExpertsChoose},
+    {"route_tokens_choose",
+     {"probs"},
+     {"tokens", "gates", "offsets"},
+     prepareRouteTokensChoose},
+    {"route_sigmoid_topk",
+     {"logits"},
+     {"tokens", "gates", "offsets"},
+     prepareRouteSigmoidTopK},
+    {"dispatch", {"x", "tokens"}, {"xd"}, prepareDispatch},
+    {"experts",
+     {"xd", "tokens", "offsets", "w1", "b1?", "w2", "b2?"},
+     {"yd"},
+     prepareExperts},
+    {"combine", {"yd", "tokens", "gates"}, {"out"}, prepareCombine},
+};
+
+/// The registry entry of `kernel` whose operand and result counts match the
+/// shared kernel table, or null.
+const KernelEntry *findKernel(std::string_view kernel) {
+  const KernelSignature *signature = findKernelSignature(kernel);
+  if (!signature)
+    return nullptr;
+  for (const KernelEntry &entry : kKernels)
+    if (entry.name == kernel &&
+        entry.operands.size() == static_cast<size_t>(signature->numOperands) &&
+        entry.results.size() == static_cast<size_t>(signature->numResults))
+      return &entry;
+  return nullptr;
+}
+
+} // namespace
+
+std::string describeStep(const Plan &plan, size_t index) {
+  return plan.path + ": steps[" + std::to_string(index) + "] (" +
+         plan.steps[index].kernel + ")";
+}
+
+Expected<StepFunction> prepareStep(const Plan &plan, size_t index,
+                                   int64_t &scratchBytes) {
+  const Step &step = plan.steps[index];
+  const KernelEntry *entry = findKernel(step.kernel);
+  std::string where = describeStep(plan, index);
+  if (!entry)
+    return Status::error(where + ": the CPU runtime has no such kernel");
+  StepContext context(plan, index, *entry, scratchBytes);
+  if (!context.checkPresence(*entry))
+    return context.takeError();
+  // Kernel state (FFT plans) is allocated here and may fail.
+  try {
+    return entry->prepare(context);
+  } catch (const cpu::KernelError &error) {
+    return Status::error(where + ": " + error.message);
+  } catch (const std::bad_alloc &) {
+    return Status::error(where + ": out of memory preparing the kernel");
+  }
+}
+
+bool isKernelImplemented(std::string_view kernel) {
+  return findKernel(kernel) != nullptr;
+}
+
+} // namespace mixer::exec

@@ -1,0 +1,548 @@
+//===- Plan.cpp - Parsing and validating execution plans ------------------===//
+
+#include "runtime/exec/Plan.h"
+
+#include "runtime/io/Container.h"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <limits>
+#include <set>
+#include <utility>
+
+namespace mixer::exec {
+
+namespace {
+
+using json = nlohmann::json;
+
+constexpr std::pair<InitKind, const char *> kInitKinds[] = {
+    {InitKind::Normal, "normal"},
+    {InitKind::TruncatedNormal, "truncated_normal"},
+    {InitKind::Zeros, "zeros"},
+    {InitKind::Ones, "ones"},
+    {InitKind::NormalRowRenorm, "normal_row_renorm"},
+};
+
+bool hasStddev(InitKind kind) {
+  return kind != InitKind::Zeros && kind != InitKind::Ones;
+}
+
+std::string describe(const std::vector<int64_t> &shape, io::DType dtype) {
+  return io::formatShape(shape) + " " + io::dtypeName(dtype);
+}
+
+/// True for an unsigned JSON integer beyond the int64 range.
+bool tooLarge(const json &value) {
+  return value.is_number_unsigned() &&
+         value.get<uint64_t>() >
+             static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
+}
+
+/// Kernels whose result may share bytes with an operand (documented in
+/// runtime/cpu/Kernels.h).
+bool mayAlias(const std::string &kernel) { return kernel == "layer_norm"; }
+
+/// Reads the plan JSON into a Plan, stopping at the first problem; the
+/// message then names the artifact and the place.
+class PlanParser {
+public:
+  explicit PlanParser(Plan &plan) : plan(plan) {}
+
+  bool parse(const json &root);
+  Status takeError() { return Status::error(std::move(message)); }
+
+private:
+  bool fail(const std::string &where, const std::string &text);
+
+  /// The member `key` of `object`; fails when it is absent.
+  const json *member(const json &object, const char *key,
+                     const std::string &where);
+  bool readInt(const json &object, const char *key, const std::string &where,
+               int64_t &out);
+  bool readNumber(const json &object, const char *key, const std::string &where,
+                  double &out);
+  bool readString(const json &object, const char *key, const std::string &where,
+                  std::string &out);
+  bool readArray(const json &object, const char *key, const std::string &where,
+                 const json *&out);
+  bool readObject(const json &object, const char *key, const std::string &where,
+                  const json *&out);
+  /// Reads "shape" and "dtype", computing the element and byte counts.
+  bool readTensorType(const json &object, const std::string &where,
+                      std::vector<int64_t> &shape, io::DType &dtype,
+                      int64_t &numel, int64_t &bytes);
+
+  bool parseHeader(const json &root);
+  bool parseParams(const json &array);
+  bool parseInputs(const json &array);
+  bool parseValues(const json &array);
+  bool parseSteps(const json &array);
+  bool parseStep(const json &entry, size_t index);
+  bool checkStepValues(const Step &step, const std::string &where);
+  bool parseOutputs(const json &array);
+
+  Plan &plan;
+  std::string message;
+};
+
+bool PlanParser::fail(const std::string &where, const std::string &text) {
+  message = plan.path + ": " + (where.empty() ? "" : where + ": ") + text;
+  return false;
+}
+
+const json *PlanParser::member(const json &object, const char *key,
+                               const std::string &where) {
+  auto it = object.find(key);
+  if (it == object.end()) {
+    fail(where, std::string("missing '") + key + "'");
+    return nullptr;
+  }
+  return &*it;
+}
+
+bool PlanParser::readInt(const json &object, const char *key,
+                         const std::string &where, int64_t &out) {
+  const json *value = member(object, key, where);
+  if (!value)
+    return false;
+  if (!value->is_number_integer() || tooLarge(*value))
+    return fail(where, std::string("'") + key + "' must be an integer, not " +
+                           value->dump());
+  out = value->get<int64_t>();
+  return true;
+}
+
+bool PlanParser::readNumber(const json &object, const char *key,
+                            const std::string &where, double &out) {
+  const json *value = member(object, key, where);
+  if (!value)
+    return false;
+  if (!value->is_number())
+    return fail(where, std::string("'") + key + "' must be a number, not " +
+                           value->dump());
+  out = value->get<double>();
+  return true;
+}
+
+bool PlanParser::readString(const json &object, const char *key,
+                            const std::string &where, std::string &out) {
+  const json *value = member(object, key, where);
+  if (!value)
+    return false;
+  if (!value->is_string())
+    return fail(where, std::string("'") + key + "' must be a string, not " +
+                           value->dump());
+  out = value->get<std::string>();
+  return true;
+}
+
+bool PlanParser::readArray(const json &object, const char *key,
+                           const std::string &where, const json *&out) {
+  out = member(object, key, where);
+  if (!out)
+    return false;
+  if (!out->is_array())
+    return fail(where, std::string("'") + key + "' must be an array");
+  return true;
+}
+
+bool PlanParser::readObject(const json &object, const char *key,
+                            const std::string &where, const json *&out) {
+  out = member(object, key, where);
+  if (!out)
+    return false;
+  if (!out->is_object())
+    return fail(where, std::string("'") + key + "' must be an object");
+  return true;
+}
+
+bool PlanParser::readTensorType(const json &object, const std::string &where,
+                                std::vector<int64_t> &shape, io::DType &dtype,
+                                int64_t &numel, int64_t &bytes) {
+  const json *dims;
+  if (!readArray(object, "shape", where, dims))
+    return false;
+  shape.clear();
+  numel = 1;
+  for (const json &dim : *dims) {
+    if (!dim.is_number_integer() || tooLarge(dim) || dim.get<int64_t>() < 0)
+      return fail(where, "'shape' must hold non-negative integers, not " +
+                             dims->dump());
+    shape.push_back(dim.get<int64_t>());
+    if (__builtin_mul_overflow(numel, shape.back(), &numel))
+      return fail(where, "shape " + dims->dump() + " has too many elements");
+  }
+  std::string name;
+  if (!readString(object, "dtype", where, name))
+    return false;
+  if (!io::parseDTypeName(name, dtype))
+    return fail(where, "unknown dtype '" + name + "'");
+  if (__builtin_mul_overflow(numel, io::dtypeSize(dtype), &bytes))
+    return fail(where, "shape " + dims->dump() + " has too many bytes");
+  return true;
+}
+
+bool PlanParser::parse(const json &root) {
+  if (!root.is_object())
+    return fail("", "the plan is not a JSON object");
+  const json *params, *inputs, *values, *steps, *outputs;
+  return parseHeader(root) && readArray(root, "params", "", params) &&
+         parseParams(*params) && readArray(root, "inputs", "", inputs) &&
+         parseInputs(*inputs) && readArray(root, "values", "", values) &&
+         parseValues(*values) && readArray(root, "steps", "", steps) &&
+         parseSteps(*steps) && readArray(root, "outputs", "", outputs) &&
+         parseOutputs(*outputs);
+}
+
+bool PlanParser::parseHeader(const json &root) {
+  // The version comes first: a plan of another version may differ in any
+  // other field, and the version mismatch is what the user needs to know.
+  if (!readInt(root, "format_version", "", plan.formatVersion))
+    return false;
+  auto compiler = root.find("compiler_version");
+  std::string compilerVersion = compiler != root.end() && compiler->is_string()
+                                    ? compiler->get<std::string>()
+                                    : std::string("unknown");
+  if (plan.formatVersion != kPlanFormatVersion)
+    return fail("", "plan format version " +
+                        std::to_string(plan.formatVersion) +
+                        " (written by compiler version " + compilerVersion +
+                        ") is not supported: this runtime reads plan format "
+                        "version " +
+                        std::to_string(kPlanFormatVersion) +
+                        "; recompile the model with a matching mixc");
+  if (!readString(root, "compiler_version", "", plan.compilerVersion) ||
+      !readString(root, "model", "", plan.model) ||
+      !readString(root, "target", "", plan.target) ||
+      !readString(root, "mode", "", plan.mode) ||
+      !readInt(root, "batch", "", plan.batch) ||
+      !readInt(root, "seq", "", plan.seq) ||
+      !readInt(root, "pad_id", "", plan.padId) ||
+      !readInt(root, "vocab_size", "", plan.vocabSize) ||
+      !readInt(root, "arena_bytes", "", plan.arenaBytes) ||
+      !readNumber(root, "flops", "", plan.flops))
+    return false;
+  if (plan.target != "cpu")
+    return fail("", "the plan targets '" + plan.target +
+                        "' but this runtime executes 'cpu' plans");
+  if (plan.batch < 0 || plan.seq < 0 || plan.vocabSize < 0 ||
+      plan.arenaBytes < 0 || plan.flops < 0)
+    return fail("", "batch, seq, vocab_size, arena_bytes and flops must not "
+                    "be negative");
+  return true;
+}
+
+bool PlanParser::parseParams(const json &array) {
+  std::set<std::string> names;
+  for (size_t i = 0; i < array.size(); ++i) {
+    std::string where = "params[" + std::to_string(i) + "]";
+    ParamInfo param;
+    int64_t bytes;
+    const json *init;
+    std::string kind;
+    if (!array[i].is_object())
+      return fail(where, "must be an object");
+    if (!readString(array[i], "name", where, param.name))
+      return false;
+    where += " '" + param.name + "'";
+    if (!names.insert(param.name).second)
+      return fail(where, "the parameter name is used twice");
+    if (!readTensorType(array[i], where, param.shape, param.dtype, param.numel,
+                        bytes) ||
+        !readObject(array[i], "init", where, init) ||
+        !readString(*init, "kind", where + " init", kind))
+      return false;
+    if (param.dtype != io::DType::F32)
+      return fail(where, std::string("dtype ") + io::dtypeName(param.dtype) +
+                             " is not supported; parameters are F32");
+    auto known =
+        std::find_if(std::begin(kInitKinds), std::end(kInitKinds),
+                     [&](const auto &entry) { return kind == entry.second; });
+    if (known == std::end(kInitKinds))
+      return fail(where, "unknown init kind '" + kind + "'");
+    param.init.kind = known->first;
+    if (hasStddev(param.init.kind)) {
+      if (!readNumber(*init, "stddev", where + " init", param.init.stddev))
+        return false;
+      if (!(param.init.stddev >= 0))
+        return fail(where, "init stddev must not be negative");
+    }
+    plan.params.push_back(std::move(param));
+  }
+  return true;
+}
+
+bool PlanParser::parseInputs(const json &array) {
+  std::set<std::string> names;
+  for (size_t i = 0; i < array.size(); ++i) {
+    std::string where = "inputs[" + std::to_string(i) + "]";
+    InputInfo input;
+    int64_t bytes;
+    if (!array[i].is_object())
+      return fail(where, "must be an object");
+    if (!readString(array[i], "name", where, input.name))
+      return false;
+    where += " '" + input.name + "'";
+    if (!names.insert(input.name).second)
+      return fail(where, "the input name is used twice");
+    if (!readTensorType(array[i], where, input.shape, input.dtype, input.numel,
+                        bytes))
+      return false;
+    if (input.dtype != io::DType::I32)
+      return fail(where, std::string("dtype ") + io::dtypeName(input.dtype) +
+                             " is not supported; inputs are I32");
+    auto optional = array[i].find("optional");
+    if (optional != array[i].end()) {
+      if (!optional->is_boolean())
+        return fail(where, "'optional' must be a boolean");
+      input.optional = optional->get<bool>();
+    }
+    plan.inputs.push_back(std::move(input));
+  }
+  return true;
+}
+
+bool PlanParser::parseValues(const json &array) {
+  for (size_t i = 0; i < array.size(); ++i) {
+    std::string where = "values[" + std::to_string(i) + "]";
+    ValueInfo value;
+    std::string storage;
+    if (!array[i].is_object())
+      return fail(where, "must be an object");
+    if (!readTensorType(array[i], where, value.shape, value.dtype, value.numel,
+                        value.bytes) ||
+        !readString(array[i], "storage", where, storage))
+      return false;
+    std::string type = describe(value.shape, value.dtype);
+    if (storage == "param" || storage == "input") {
+      bool isParam = storage == "param";
+      value.storage = isParam ? StorageKind::Param : StorageKind::Input;
+      if (!readInt(array[i], "index", where, value.index))
+        return false;
+      size_t count = isParam ? plan.params.size() : plan.inputs.size();
+      if (value.index < 0 || static_cast<size_t>(value.index) >= count)
+        return fail(where, storage + " value refers to " + storage + " " +
+                               std::to_string(value.index) +
+                               " but the plan has " + std::to_string(count) +
+                               " " + storage + "s");
+      const std::string &name = isParam ? plan.params[value.index].name
+                                        : plan.inputs[value.index].name;
+      int64_t numel = isParam ? plan.params[value.index].numel
+                              : plan.inputs[value.index].numel;
+      io::DType dtype = isParam ? plan.params[value.index].dtype
+                                : plan.inputs[value.index].dtype;
+      const std::vector<int64_t> &shape = isParam
+                                              ? plan.params[value.index].shape
+                                              : plan.inputs[value.index].shape;
+      // A value over a parameter or input is the tensor itself or a reshape.
+      if (numel != value.numel || dtype != value.dtype)
+        return fail(where, storage + " value " + type + " does not view " +
+                               storage + " '" + name + "' " +
+                               describe(shape, dtype) +
+                               ": element counts or dtypes differ");
+    } else if (storage == "arena") {
+      value.storage = StorageKind::Arena;
+      if (!readInt(array[i], "offset", where, value.offset))
+        return false;
+      if (value.offset < 0 || value.offset % kArenaAlignment != 0)
+        return fail(where, "arena value " + type + " has offset " +
+                               std::to_string(value.offset) +
+                               ", which is not a non-negative multiple of " +
+                               std::to_string(kArenaAlignment));
+      int64_t end;
+      if (__builtin_add_overflow(value.offset, value.bytes, &end) ||
+          end > plan.arenaBytes)
+        return fail(where, "arena value " + std::to_string(i) + " " + type +
+                               " at offset " + std::to_string(value.offset) +
+                               " ends past arena_bytes " +
+                               std::to_string(plan.arenaBytes));
+    } else {
+      return fail(where, "unknown storage '" + storage +
+                             "' (expected param, input or arena)");
+    }
+    plan.values.push_back(std::move(value));
+  }
+  return true;
+}
+
+bool PlanParser::parseSteps(const json &array) {
+  for (size_t i = 0; i < array.size(); ++i)
+    if (!parseStep(array[i], i))
+      return false;
+  return true;
+}
+
+bool PlanParser::parseStep(const json &entry, size_t index) {
+  std::string where = "steps[" + std::to_string(index) + "]";
+  Step step;
+  if (!entry.is_object())
+    return fail(where, "must be an object");
+  if (!readString(entry, "kernel", where, step.kernel))
+    return false;
+  step.signature = findKernelSignature(step.kernel);
+  if (!step.signature)
+    return fail(where, "unknown kernel '" + step.kernel + "'");
+  where += " (" + step.kernel + ")";
+
+  const json *operands, *results, *attrs;
+  if (!readArray(entry, "operands", where, operands) ||
+      !readArray(entry, "results", where, results) ||
+      !readObject(entry, "attrs", where, attrs))
+    return false;
+  // Operands may be -1 (absent); results may not.
+  auto readIds = [&](const json &ids, const char *what, size_t expected,
+                     bool mayBeAbsent, std::vector<int64_t> &out) {
+    if (ids.size() != expected)
+      return fail(where, "has " + std::to_string(ids.size()) + " " + what +
+                             "s but the kernel takes " +
+                             std::to_string(expected));
+    for (size_t i = 0; i < ids.size(); ++i) {
+      if (!ids[i].is_number_integer() || tooLarge(ids[i]))
+        return fail(where, std::string(what) + " " + std::to_string(i) +
+                               " must be an integer value id, not " +
+                               ids[i].dump());
+      int64_t id = ids[i].get<int64_t>();
+      bool absent = mayBeAbsent && id == -1;
+      if (!absent && (id < 0 || static_cast<size_t>(id) >= plan.values.size()))
+        return fail(where, std::string(what) + " " + std::to_string(i) +
+                               " refers to value " + std::to_string(id) +
+                               " but the plan has " +
+                               std::to_string(plan.values.size()) + " values");
+      out.push_back(id);
+    }
+    return true;
+  };
+  if (!readIds(*operands, "operand", step.signature->numOperands, true,
+               step.operands) ||
+      !readIds(*results, "result", step.signature->numResults, false,
+               step.results))
+    return false;
+
+  for (auto it = attrs->begin(); it != attrs->end(); ++it) {
+    const std::initializer_list<std::string_view> &known =
+        step.signature->attributes;
+    if (std::find(known.begin(), known.end(), it.key()) == known.end())
+      return fail(where, "unknown attribute '" + it.key() + "'");
+    const json &value = it.value();
+    if (value.is_boolean())
+      step.attrs[it.key()] = value.get<bool>();
+    else if (value.is_number_integer() && !tooLarge(value))
+      step.attrs[it.key()] = value.get<int64_t>();
+    else if (value.is_number())
+      step.attrs[it.key()] = value.get<double>();
+    else if (value.is_string())
+      step.attrs[it.key()] = value.get<std::string>();
+    else
+      return fail(where, "attribute '" + it.key() +
+                             "' must be a boolean, number or string, not " +
+                             value.dump());
+  }
+  for (std::string_view name : step.signature->attributes)
+    if (!step.attrs.count(std::string(name)))
+      return fail(where, "missing attribute '" + std::string(name) + "'");
+  if (!checkStepValues(step, where))
+    return false;
+  plan.steps.push_back(std::move(step));
+  return true;
+}
+
+bool PlanParser::checkStepValues(const Step &step, const std::string &where) {
+  auto range = [&](int64_t id) {
+    const ValueInfo &value = plan.values[id];
+    return "value " + std::to_string(id) + " at arena bytes [" +
+           std::to_string(value.offset) + ", " +
+           std::to_string(value.offset + value.bytes) + ")";
+  };
+  auto overlap = [&](int64_t a, int64_t b) {
+    const ValueInfo &x = plan.values[a], &y = plan.values[b];
+    return x.storage == StorageKind::Arena && y.storage == StorageKind::Arena &&
+           x.bytes > 0 && y.bytes > 0 && x.offset < y.offset + y.bytes &&
+           y.offset < x.offset + x.bytes;
+  };
+  for (size_t r = 0; r < step.results.size(); ++r) {
+    int64_t id = step.results[r];
+    if (plan.values[id].storage != StorageKind::Arena)
+      return fail(where, "result " + std::to_string(r) + " writes value " +
+                             std::to_string(id) + ", which is " +
+                             (plan.values[id].storage == StorageKind::Param
+                                  ? "a parameter"
+                                  : "an input") +
+                             "; results must live in the arena");
+    for (size_t o = 0; o < r; ++o)
+      if (overlap(id, step.results[o]))
+        return fail(where, "result " + std::to_string(r) + " (" + range(id) +
+                               ") overlaps result " + std::to_string(o) + " (" +
+                               range(step.results[o]) + ")");
+    if (mayAlias(step.kernel))
+      continue;
+    for (size_t o = 0; o < step.operands.size(); ++o)
+      if (step.operands[o] >= 0 && overlap(id, step.operands[o]))
+        return fail(where, "result " + std::to_string(r) + " (" + range(id) +
+                               ") overlaps operand " + std::to_string(o) +
+                               " (" + range(step.operands[o]) + ")");
+  }
+  return true;
+}
+
+bool PlanParser::parseOutputs(const json &array) {
+  std::set<std::string> names;
+  for (size_t i = 0; i < array.size(); ++i) {
+    std::string where = "outputs[" + std::to_string(i) + "]";
+    OutputInfo output;
+    if (!array[i].is_object())
+      return fail(where, "must be an object");
+    if (!readString(array[i], "name", where, output.name))
+      return false;
+    where += " '" + output.name + "'";
+    if (!names.insert(output.name).second)
+      return fail(where, "the output name is used twice");
+    if (!readInt(array[i], "value", where, output.value))
+      return false;
+    if (output.value < 0 ||
+        static_cast<size_t>(output.value) >= plan.values.size())
+      return fail(where, "refers to value " + std::to_string(output.value) +
+                             " but the plan has " +
+                             std::to_string(plan.values.size()) + " values");
+    plan.outputs.push_back(std::move(output));
+  }
+  return true;
+}
+
+} // namespace
+
+Expected<Plan> Plan::parse(const std::string &text, const std::string &path) {
+  json root = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (root.is_discarded())
+    return Status::error(path + ": the plan header is not valid JSON");
+  Plan plan;
+  plan.path = path;
+  PlanParser parser(plan);
+  if (!parser.parse(root))
+    return parser.takeError();
+  return plan;
+}
+
+Expected<Plan> Plan::load(const std::string &path) {
+  Expected<io::Container> container = io::readContainer(path);
+  if (!container)
+    return container.takeStatus();
+  return parse(container->header, path);
+}
+
+int64_t Plan::numParameterElements() const {
+  int64_t total = 0;
+  for (const ParamInfo &param : params)
+    total += param.numel;
+  return total;
+}
+
+const char *initKindName(InitKind kind) {
+  for (const auto &[known, name] : kInitKinds)
+    if (known == kind)
+      return name;
+  return "unknown";
+}
+
+} // namespace mixer::exec

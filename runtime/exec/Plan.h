@@ -1,0 +1,135 @@
+//===- Plan.h - The execution plan of an artifact ---------------*- C++ -*-===//
+//
+// An artifact (.mxa) is a container whose JSON header is the execution plan
+// (docs/runtime.md): the parameter, input and output tables, every buffer the
+// steps touch and the steps themselves. Plan::parse checks everything the
+// executor relies on once, at load, so that running a plan needs no further
+// checks: value references in range, storage consistent with the parameter
+// and input tables, arena slices inside the arena, known kernels with the
+// operand, result and attribute sets of runtime/support/KernelSignatures.h.
+// Every message names the artifact and the offending place.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MIXER_RUNTIME_EXEC_PLAN_H
+#define MIXER_RUNTIME_EXEC_PLAN_H
+
+#include "runtime/io/Tensor.h"
+#include "runtime/support/KernelSignatures.h"
+#include "runtime/support/Status.h"
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <variant>
+#include <vector>
+
+namespace mixer::exec {
+
+/// The plan format this runtime executes; artifacts of any other version are
+/// refused with a message naming both versions.
+inline constexpr int64_t kPlanFormatVersion = 1;
+
+/// The alignment of every arena slice (and of the arena itself).
+inline constexpr int64_t kArenaAlignment = 64;
+
+/// Where a value's bytes live.
+enum class StorageKind { Param, Input, Arena };
+
+/// One buffer of the plan. Several values may share storage (reshapes, arena
+/// reuse of dead values).
+struct ValueInfo {
+  StorageKind storage = StorageKind::Arena;
+  int64_t index = -1;  ///< parameter or input index (Param, Input)
+  int64_t offset = -1; ///< byte offset in the arena (Arena)
+  std::vector<int64_t> shape;
+  io::DType dtype = io::DType::F32;
+  int64_t numel = 0;
+  int64_t bytes = 0;
+};
+
+/// How `mixer-run init` draws a parameter (docs/runtime.md).
+enum class InitKind { Normal, TruncatedNormal, Zeros, Ones, NormalRowRenorm };
+
+struct InitSpec {
+  InitKind kind = InitKind::Zeros;
+  /// Standard deviation of the drawn values (of the truncated distribution
+  /// for TruncatedNormal); unused by Zeros and Ones.
+  double stddev = 0.0;
+};
+
+struct ParamInfo {
+  std::string name;
+  std::vector<int64_t> shape;
+  io::DType dtype = io::DType::F32;
+  InitSpec init;
+  int64_t numel = 0;
+};
+
+struct InputInfo {
+  std::string name;
+  std::vector<int64_t> shape;
+  io::DType dtype = io::DType::I32;
+  /// Optional inputs default to zeros when an input file lacks them.
+  bool optional = false;
+  int64_t numel = 0;
+};
+
+struct OutputInfo {
+  std::string name;
+  int64_t value = -1;
+};
+
+/// A step attribute: JSON booleans, integers, other numbers and strings.
+using AttrValue = std::variant<bool, int64_t, double, std::string>;
+
+struct Step {
+  std::string kernel;
+  /// The kernel's entry of the shared kernel table.
+  const KernelSignature *signature = nullptr;
+  /// Indices into Plan::values; -1 marks an absent optional operand.
+  std::vector<int64_t> operands;
+  std::vector<int64_t> results;
+  std::map<std::string, AttrValue> attrs;
+};
+
+/// A parsed and validated execution plan.
+struct Plan {
+  /// The artifact the plan was read from; prefixes every message.
+  std::string path;
+  int64_t formatVersion = 0;
+  std::string compilerVersion;
+  std::string model;
+  std::string target;
+  std::string mode;
+  int64_t batch = 0;
+  int64_t seq = 0;
+  /// Token id that pads sequences (text input, attention masks).
+  int64_t padId = 0;
+  /// Number of token ids of the word embedding (random benchmark inputs).
+  int64_t vocabSize = 0;
+  int64_t arenaBytes = 0;
+  /// Floating-point operations of one run over the whole batch.
+  double flops = 0.0;
+  std::vector<ParamInfo> params;
+  std::vector<InputInfo> inputs;
+  std::vector<OutputInfo> outputs;
+  std::vector<ValueInfo> values;
+  std::vector<Step> steps;
+
+  /// Parses and validates the plan JSON `text`; `path` names the artifact in
+  /// messages.
+  static Expected<Plan> parse(const std::string &text, const std::string &path);
+  /// Reads the artifact container at `path` and parses its header.
+  static Expected<Plan> load(const std::string &path);
+
+  /// Total number of parameter elements.
+  int64_t numParameterElements() const;
+};
+
+/// The spelling of an init kind in plans ("truncated_normal", ...).
+const char *initKindName(InitKind kind);
+
+} // namespace mixer::exec
+
+#endif // MIXER_RUNTIME_EXEC_PLAN_H

@@ -1,0 +1,788 @@
+//===- mixer-run.cpp - Runs compiled mixer artifacts ----------------------===//
+//
+// mixer-run params | init | infer | bench: lists an artifact's parameters,
+// draws initial weights, runs inference on tensor files or text, and measures
+// throughput against the machine's fp32 GEMM peak. Usage errors exit with 2,
+// failures at run time with 1; every message names the flag or file at fault.
+//
+//===----------------------------------------------------------------------===//
+
+#include "mixer/Version.h"
+#include "runtime/exec/Executor.h"
+#include "runtime/exec/Init.h"
+#include "runtime/exec/Plan.h"
+#include "runtime/io/TensorFiles.h"
+
+#include <nlohmann/json.hpp>
+#include <omp.h>
+#include <oneapi/dnnl/dnnl.h>
+#include <sentencepiece_processor.h>
+
+#include <sched.h>
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+using namespace mixer;
+using json = nlohmann::ordered_json;
+
+namespace {
+
+constexpr int kRuntimeFailure = 1;
+constexpr int kUsageError = 2;
+
+//===----------------------------------------------------------------------===//
+// Command lines
+//===----------------------------------------------------------------------===//
+
+/// A flag a command accepts.
+struct FlagSpec {
+  const char *name;  ///< "--seed"
+  const char *alias; ///< "-o", or null
+  bool takesValue;
+  bool repeatable;
+};
+
+/// A command's parsed arguments: the artifact and the flags given.
+struct Args {
+  std::string command;
+  std::string artifact;
+  std::map<std::string, std::vector<std::string>> flags;
+
+  bool has(const std::string &flag) const { return flags.count(flag) != 0; }
+  std::string get(const std::string &flag,
+                  const std::string &fallback = "") const {
+    auto it = flags.find(flag);
+    return it == flags.end() ? fallback : it->second.back();
+  }
+};
+
+/// Thrown for a usage error; main prints it and exits with 2.
+struct UsageError {
+  std::string message;
+};
+
+/// Thrown for a failure at run time; main prints it and exits with 1.
+struct RuntimeFailure {
+  std::string message;
+};
+
+template <typename T> T check(Expected<T> value) {
+  if (!value)
+    throw RuntimeFailure{value.message()};
+  return std::move(*value);
+}
+
+void check(Status status) {
+  if (!status.ok())
+    throw RuntimeFailure{status.message()};
+}
+
+/// Parses a non-negative integer flag value.
+uint64_t parseCount(const Args &args, const std::string &flag,
+                    uint64_t fallback) {
+  if (!args.has(flag))
+    return fallback;
+  std::string text = args.get(flag);
+  char *end = nullptr;
+  errno = 0;
+  unsigned long long value = std::strtoull(text.c_str(), &end, 10);
+  if (text.empty() || text[0] == '-' || *end != '\0' || errno == ERANGE)
+    throw UsageError{flag + ": '" + text + "' is not a non-negative integer"};
+  return value;
+}
+
+/// The lower-case extension of `path` including the dot, or "".
+std::string extension(const std::string &path) {
+  size_t slash = path.find_last_of('/');
+  size_t dot = path.find_last_of('.');
+  if (dot == std::string::npos || (slash != std::string::npos && dot < slash))
+    return "";
+  std::string ext = path.substr(dot);
+  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) {
+    return static_cast<char>(std::tolower(c));
+  });
+  return ext;
+}
+
+/// Fails with a usage error unless `path` ends in one of `allowed`.
+void checkExtension(const std::string &flag, const std::string &path,
+                    std::initializer_list<const char *> allowed) {
+  std::string ext = extension(path);
+  std::string list;
+  for (const char *candidate : allowed) {
+    if (ext == candidate)
+      return;
+    list += (list.empty() ? "" : ", ") + std::string(candidate);
+  }
+  throw UsageError{flag + ": '" + path + "' must end in one of " + list};
+}
+
+//===----------------------------------------------------------------------===//
+// Threads
+//===----------------------------------------------------------------------===//
+
+/// Number of CPUs this process may run on.
+int availableCores() {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0)
+    return std::max(1, CPU_COUNT(&set));
+  return std::max(1, omp_get_num_procs());
+}
+
+/// Chooses the thread count before any kernel, oneDNN or FFTW call starts a
+/// thread pool. libgomp reads OMP_NUM_THREADS when it is loaded, before main,
+/// so the choice is applied with omp_set_num_threads; oneDNN is built on the
+/// OpenMP runtime and sizes its parallel regions from the same setting. The
+/// default is one thread per available core (the kernels are compute-bound
+/// and their GEMMs run at peak with every core), unless the user set
+/// OMP_NUM_THREADS or --threads. OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE, which
+/// some environments set to slow values, are left alone: no kernel calls
+/// OpenBLAS.
+int configureThreads(const Args &args) {
+  int threads = availableCores();
+  // libgomp ignores a value that is not a positive count; so do we.
+  if (const char *env = std::getenv("OMP_NUM_THREADS");
+      env && std::atoi(env) > 0)
+    threads = std::atoi(env);
+  if (args.has("--threads")) {
+    uint64_t requested = parseCount(args, "--threads", 0);
+    if (requested == 0 || requested > 4096)
+      throw UsageError{"--threads: must lie in [1, 4096]"};
+    threads = static_cast<int>(requested);
+  }
+  omp_set_num_threads(threads);
+  return threads;
+}
+
+//===----------------------------------------------------------------------===//
+// Shared steps
+//===----------------------------------------------------------------------===//
+
+/// "182.36 M" + unit for large counts, "512 " + unit for small ones.
+std::string formatCount(double value, const char *unit) {
+  char text[48];
+  if (value >= 1e9)
+    std::snprintf(text, sizeof(text), "%.2f G%s", value / 1e9, unit);
+  else if (value >= 1e6)
+    std::snprintf(text, sizeof(text), "%.2f M%s", value / 1e6, unit);
+  else if (value >= 1e3)
+    std::snprintf(text, sizeof(text), "%.2f k%s", value / 1e3, unit);
+  else
+    std::snprintf(text, sizeof(text), "%.0f %s", value, unit);
+  return text;
+}
+
+using Clock = std::chrono::steady_clock;
+
+double millisecondsSince(Clock::time_point start) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - start)
+      .count();
+}
+
+/// Binds the weights of `path`, or weights drawn with seed 0 when `path` is
+/// empty.
+void bindWeights(exec::Executor &executor, const std::string &path,
+                 bool allowExtra) {
+  const exec::Plan &plan = executor.getPlan();
+  if (path.empty())
+    check(executor.bindParams(exec::initParameters(plan, 0), plan.path));
+  else
+    check(
+        executor.bindParams(check(io::readTensorFile(path)), path, allowExtra));
+}
+
+/// Mean, standard deviation, min and max of a float tensor.
+struct Stats {
+  double mean = 0, std = 0, min = 0, max = 0;
+};
+
+Stats statistics(const float *values, int64_t n) {
+  Stats stats;
+  if (n == 0)
+    return stats;
+  double sum = 0, squares = 0;
+  stats.min = stats.max = values[0];
+  for (int64_t i = 0; i < n; ++i) {
+    sum += values[i];
+    squares += static_cast<double>(values[i]) * values[i];
+    stats.min = std::min<double>(stats.min, values[i]);
+    stats.max = std::max<double>(stats.max, values[i]);
+  }
+  stats.mean = sum / n;
+  stats.std = std::sqrt(std::max(0.0, squares / n - stats.mean * stats.mean));
+  return stats;
+}
+
+//===----------------------------------------------------------------------===//
+// params
+//===----------------------------------------------------------------------===//
+
+int runParams(const Args &args) {
+  exec::Plan plan = check(exec::Plan::load(args.artifact));
+  if (args.has("--json")) {
+    json params = json::array();
+    for (const exec::ParamInfo &param : plan.params)
+      params.push_back({{"name", param.name},
+                        {"shape", param.shape},
+                        {"dtype", io::dtypeName(param.dtype)}});
+    json out = {{"total", plan.numParameterElements()}, {"params", params}};
+    std::cout << out.dump() << "\n";
+    return 0;
+  }
+  size_t width = 0;
+  for (const exec::ParamInfo &param : plan.params)
+    width = std::max(width, param.name.size());
+  for (const exec::ParamInfo &param : plan.params)
+    std::printf("%-*s  %s  %s\n", static_cast<int>(width), param.name.c_str(),
+                io::formatShape(param.shape).c_str(),
+                io::dtypeName(param.dtype));
+  std::printf("total: %lld parameters in %zu tensors (%s)\n",
+              static_cast<long long>(plan.numParameterElements()),
+              plan.params.size(), plan.model.c_str());
+  return 0;
+}
+
+//===----------------------------------------------------------------------===//
+// init
+//===----------------------------------------------------------------------===//
+
+int runInit(const Args &args) {
+  std::string output = args.get("--output");
+  if (output.empty())
+    throw UsageError{"missing --output (-o) FILE"};
+  checkExtension("--output", output, {".safetensors", ".npz"});
+  uint64_t seed = parseCount(args, "--seed", 0);
+  exec::Plan plan = check(exec::Plan::load(args.artifact));
+  std::vector<io::HostTensor> tensors = exec::initParameters(plan, seed);
+  if (extension(output) == ".safetensors")
+    check(io::writeSafetensors(
+        output, tensors,
+        {{"model", plan.model}, {"seed", std::to_string(seed)}}));
+  else
+    check(io::writeTensorFile(output, tensors));
+  std::printf("wrote %s: %zu tensors, %s parameters of %s, seed %llu\n",
+              output.c_str(), tensors.size(),
+              formatCount(plan.numParameterElements(), "").c_str(),
+              plan.model.c_str(), static_cast<unsigned long long>(seed));
+  return 0;
+}
+
+//===----------------------------------------------------------------------===//
+// infer
+//===----------------------------------------------------------------------===//
+
+/// Token ids of `texts` as the plan's input_ids [batch, seq]: each text
+/// encoded, cut to seq tokens and padded with the plan's pad id; rows
+/// without a text are all padding. `lengths` receives the token counts
+/// before truncation.
+io::HostTensor encodeTexts(const exec::Plan &plan,
+                           const std::vector<std::string> &texts,
+                           const std::string &tokenizer,
+                           std::vector<size_t> &lengths) {
+  auto input = std::find_if(
+      plan.inputs.begin(), plan.inputs.end(),
+      [](const exec::InputInfo &info) { return info.name == "input_ids"; });
+  if (input == plan.inputs.end() || input->shape.size() != 2)
+    throw RuntimeFailure{plan.path + ": the artifact has no input_ids "
+                                     "[batch, seq] input to feed text into"};
+  int64_t batch = input->shape[0], seq = input->shape[1];
+  if (static_cast<int64_t>(texts.size()) > batch)
+    throw RuntimeFailure{"--text: " + std::to_string(texts.size()) +
+                         " sentences but the artifact's batch is " +
+                         std::to_string(batch)};
+  sentencepiece::SentencePieceProcessor processor;
+  auto loaded = processor.Load(tokenizer);
+  if (!loaded.ok())
+    throw RuntimeFailure{tokenizer + ": cannot load the SentencePiece model: " +
+                         loaded.ToString()};
+  io::HostTensor ids;
+  ids.name = input->name;
+  ids.dtype = io::DType::I32;
+  ids.shape = input->shape;
+  ids.data.resize(input->numel * sizeof(int32_t));
+  int32_t *out = ids.as<int32_t>();
+  std::fill(out, out + input->numel, static_cast<int32_t>(plan.padId));
+  for (size_t b = 0; b < texts.size(); ++b) {
+    std::vector<int> pieces;
+    auto encoded = processor.Encode(texts[b], &pieces);
+    if (!encoded.ok())
+      throw RuntimeFailure{tokenizer + ": cannot encode --text " +
+                           std::to_string(b) + ": " + encoded.ToString()};
+    lengths.push_back(pieces.size());
+    size_t kept = std::min<size_t>(pieces.size(), seq);
+    std::copy(pieces.begin(), pieces.begin() + kept, out + b * seq);
+  }
+  return ids;
+}
+
+/// Renders up to `limit` values of `row` and how many there are.
+std::string renderRow(const float *row, int64_t n, int64_t limit = 6) {
+  std::string text;
+  char number[32];
+  for (int64_t i = 0; i < std::min(n, limit); ++i) {
+    std::snprintf(number, sizeof(number), "%s%.4g", i ? " " : "", row[i]);
+    text += number;
+  }
+  if (n > limit)
+    text += " ... (" + std::to_string(n) + " values)";
+  return "[" + text + "]";
+}
+
+void printTextSummary(const exec::Plan &plan,
+                      const std::vector<std::string> &texts,
+                      const std::vector<size_t> &lengths,
+                      const std::vector<io::HostTensor> &outputs) {
+  for (size_t b = 0; b < texts.size(); ++b) {
+    std::string note = lengths[b] > static_cast<size_t>(plan.seq)
+                           ? " (cut to " + std::to_string(plan.seq) + ")"
+                           : "";
+    std::printf("[%zu] %zu tokens%s: %s\n", b, lengths[b], note.c_str(),
+                texts[b].c_str());
+    for (const io::HostTensor &output : outputs) {
+      if (output.dtype != io::DType::F32 || output.shape.empty() ||
+          output.shape[0] != plan.batch || plan.batch == 0)
+        continue;
+      int64_t rowSize = output.numel() / plan.batch;
+      std::printf("    %s %s\n", output.name.c_str(),
+                  renderRow(output.as<float>() + b * rowSize, rowSize).c_str());
+    }
+  }
+}
+
+void printTensorSummary(const std::vector<io::HostTensor> &outputs) {
+  for (const io::HostTensor &output : outputs) {
+    if (output.dtype != io::DType::F32) {
+      std::printf("%s %s %s\n", output.name.c_str(),
+                  io::formatShape(output.shape).c_str(),
+                  io::dtypeName(output.dtype));
+      continue;
+    }
+    Stats stats = statistics(output.as<float>(), output.numel());
+    std::printf("%s %s F32: mean %.6g, std %.6g, min %.6g, max %.6g\n",
+                output.name.c_str(), io::formatShape(output.shape).c_str(),
+                stats.mean, stats.std, stats.min, stats.max);
+  }
+}
+
+int runInfer(const Args &args) {
+  std::string weights = args.get("--weights");
+  std::string output = args.get("--output");
+  bool textMode = args.has("--text");
+  if (weights.empty())
+    throw UsageError{"missing --weights FILE"};
+  if (textMode == args.has("--input"))
+    throw UsageError{"give either --input FILE or --text SENTENCE"};
+  if (textMode && !args.has("--tokenizer"))
+    throw UsageError{"--text needs --tokenizer MODEL"};
+  if (!textMode && args.has("--tokenizer"))
+    throw UsageError{"--tokenizer is only used with --text"};
+  if (!output.empty())
+    checkExtension("--output", output, {".safetensors", ".npz", ".npy"});
+  if (args.has("--input"))
+    checkExtension("--input", args.get("--input"),
+                   {".safetensors", ".npz", ".npy"});
+
+  Clock::time_point start = Clock::now();
+  exec::Plan plan = check(exec::Plan::load(args.artifact));
+  if (extension(output) == ".npy" && plan.outputs.size() != 1)
+    throw UsageError{"--output: a .npy file holds one tensor but the "
+                     "artifact has " +
+                     std::to_string(plan.outputs.size()) +
+                     " outputs; use .safetensors or .npz"};
+  exec::Executor executor = check(exec::Executor::create(plan));
+  double loadMs = millisecondsSince(start);
+  start = Clock::now();
+  bindWeights(executor, weights, args.has("--allow-extra"));
+  double weightsMs = millisecondsSince(start);
+
+  std::vector<std::string> texts;
+  std::vector<size_t> lengths;
+  if (textMode) {
+    texts = args.flags.at("--text");
+    std::vector<io::HostTensor> inputs;
+    inputs.push_back(
+        encodeTexts(plan, texts, args.get("--tokenizer"), lengths));
+    check(executor.bindInputs(inputs, "--text"));
+  } else {
+    std::string path = args.get("--input");
+    std::vector<io::HostTensor> inputs = check(io::readTensorFile(path));
+    // A .npy array is named after its file; it feeds the first required
+    // input unless its name already matches one.
+    if (inputs.empty())
+      throw RuntimeFailure{path + ": holds no tensors"};
+    bool named = std::any_of(plan.inputs.begin(), plan.inputs.end(),
+                             [&](const exec::InputInfo &info) {
+                               return info.name == inputs.front().name;
+                             });
+    auto required = std::find_if(
+        plan.inputs.begin(), plan.inputs.end(),
+        [](const exec::InputInfo &info) { return !info.optional; });
+    if (extension(path) == ".npy" && !named && required != plan.inputs.end())
+      inputs.front().name = required->name;
+    check(executor.bindInputs(inputs, path));
+  }
+
+  start = Clock::now();
+  check(executor.run());
+  double runMs = millisecondsSince(start);
+  std::vector<io::HostTensor> outputs = executor.outputs();
+  if (!output.empty())
+    check(io::writeTensorFile(output, outputs));
+  if (textMode)
+    printTextSummary(plan, texts, lengths, outputs);
+  else
+    printTensorSummary(outputs);
+  std::printf("load %.1f ms (plan, arena, kernels), weights %.1f ms, run "
+              "%.1f ms\n",
+              loadMs, weightsMs, runMs);
+  if (!output.empty())
+    std::printf("wrote %s\n", output.c_str());
+  return 0;
+}
+
+//===----------------------------------------------------------------------===//
+// bench
+//===----------------------------------------------------------------------===//
+
+/// Best fp32 GEMM rate of this machine with the current thread count:
+/// dnnl_sgemm at M = N = K = 2048, best of a few runs after a warm-up.
+double measureGemmPeak() {
+  constexpr int64_t n = 2048;
+  std::vector<float> a(n * n), b(n * n), c(n * n);
+  std::mt19937 rng(0);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  for (int64_t i = 0; i < n * n; ++i) {
+    a[i] = dist(rng);
+    b[i] = dist(rng);
+  }
+  double best = 0;
+  for (int run = 0; run < 4; ++run) {
+    Clock::time_point start = Clock::now();
+    if (dnnl_sgemm('N', 'N', n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f,
+                   c.data(), n) != dnnl_success)
+      throw RuntimeFailure{"dnnl_sgemm failed measuring the GEMM peak"};
+    double seconds = millisecondsSince(start) / 1e3;
+    if (run > 0)
+      best = std::max(best, 2.0 * n * n * n / seconds / 1e9);
+  }
+  return best;
+}
+
+/// Random token ids in [0, vocab_size) for every required input; optional
+/// inputs stay zeros.
+std::vector<io::HostTensor> randomInputs(const exec::Plan &plan) {
+  if (plan.vocabSize <= 0)
+    throw RuntimeFailure{plan.path +
+                         ": the artifact records no vocab_size to draw "
+                         "random token ids from"};
+  std::mt19937 rng(0);
+  std::uniform_int_distribution<int32_t> dist(
+      0, static_cast<int32_t>(plan.vocabSize - 1));
+  std::vector<io::HostTensor> inputs;
+  for (const exec::InputInfo &info : plan.inputs) {
+    if (info.optional)
+      continue;
+    io::HostTensor tensor;
+    tensor.name = info.name;
+    tensor.dtype = io::DType::I32;
+    tensor.shape = info.shape;
+    tensor.data.resize(info.numel * sizeof(int32_t));
+    for (int64_t i = 0; i < info.numel; ++i)
+      tensor.as<int32_t>()[i] = dist(rng);
+    inputs.push_back(std::move(tensor));
+  }
+  return inputs;
+}
+
+int64_t peakRssBytes() {
+  struct rusage usage;
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<int64_t>(usage.ru_maxrss) * 1024;
+}
+
+int runBench(const Args &args, int threads) {
+  uint64_t iters = parseCount(args, "--iters", 10);
+  uint64_t warmup = parseCount(args, "--warmup", 2);
+  if (iters == 0)
+    throw UsageError{"--iters: must be at least 1"};
+  exec::Plan plan = check(exec::Plan::load(args.artifact));
+  exec::Executor executor = check(exec::Executor::create(plan));
+  bindWeights(executor, args.get("--weights"), args.has("--allow-extra"));
+  check(executor.bindInputs(randomInputs(plan), "random inputs"));
+
+  for (uint64_t i = 0; i < warmup; ++i)
+    check(executor.run());
+  std::vector<double> times;
+  for (uint64_t i = 0; i < iters; ++i) {
+    Clock::time_point start = Clock::now();
+    check(executor.run());
+    times.push_back(millisecondsSince(start));
+  }
+  std::sort(times.begin(), times.end());
+  double median =
+      times.size() % 2
+          ? times[times.size() / 2]
+          : (times[times.size() / 2 - 1] + times[times.size() / 2]) / 2;
+  double best = times.front();
+  double examples = std::max<int64_t>(plan.batch, 1);
+  double gflops = plan.flops / (median / 1e3) / 1e9;
+  // Sampled before the GEMM measurement, whose matrices are not the model's.
+  int64_t rss = peakRssBytes();
+  double peak = measureGemmPeak();
+  double share = peak > 0 ? gflops / peak : 0;
+
+  if (args.has("--json")) {
+    json out = {{"ms_per_example", median / examples},
+                {"ms_per_batch", median},
+                {"ms_per_example_min", best / examples},
+                {"ms_per_batch_min", best},
+                {"gflops", gflops},
+                {"gemm_peak_gflops", peak},
+                {"share_of_gemm_peak", share},
+                {"batch", plan.batch},
+                {"threads", threads},
+                {"model", plan.model},
+                {"iters", iters},
+                {"peak_arena_bytes", plan.arenaBytes},
+                {"rss_bytes", rss}};
+    std::cout << out.dump() << "\n";
+    return 0;
+  }
+  std::printf("%s: batch %lld, seq %lld, %d threads, %llu iterations after "
+              "%llu warm-up\n",
+              plan.model.c_str(), static_cast<long long>(plan.batch),
+              static_cast<long long>(plan.seq), threads,
+              static_cast<unsigned long long>(iters),
+              static_cast<unsigned long long>(warmup));
+  std::printf("  ms per batch     median %10.3f   min %10.3f\n", median, best);
+  std::printf("  ms per example   median %10.3f   min %10.3f\n",
+              median / examples, best / examples);
+  std::printf("  %.1f GFLOP/s (%s per batch); fp32 GEMM peak %.1f GFLOP/s "
+              "(dnnl_sgemm 2048^3): %.1f %% of peak\n",
+              gflops, formatCount(plan.flops, "FLOP").c_str(), peak,
+              100 * share);
+  std::printf("  arena %s, peak RSS %s\n",
+              formatCount(plan.arenaBytes, "B").c_str(),
+              formatCount(rss, "B").c_str());
+  return 0;
+}
+
+//===----------------------------------------------------------------------===//
+// Command table and main
+//===----------------------------------------------------------------------===//
+
+struct Command {
+  const char *name;
+  const char *summary;
+  const char *help;
+  std::vector<FlagSpec> flags;
+};
+
+const FlagSpec kThreadsFlag = {"--threads", nullptr, true, false};
+
+const std::vector<Command> &commands() {
+  static const std::vector<Command> table = {
+      {"params",
+       "list an artifact's parameters",
+       "usage: mixer-run params A.mxa [--json]\n"
+       "\n"
+       "Lists every parameter the artifact expects (name, shape, dtype) and\n"
+       "the total number of parameter values.\n"
+       "\n"
+       "  --json   print {\"total\": N, \"params\": [{\"name\", \"shape\",\n"
+       "           \"dtype\"}, ...]}\n",
+       {{"--json", nullptr, false, false}}},
+      {"init",
+       "draw initial weights",
+       "usage: mixer-run init A.mxa [--seed N] -o W.safetensors|W.npz\n"
+       "\n"
+       "Draws every parameter as the artifact's init specs say, with a\n"
+       "counter-based generator: the same seed gives the same weights on\n"
+       "every machine and thread count. The file is written atomically; a\n"
+       "safetensors file records the model name and seed as metadata.\n"
+       "\n"
+       "  --seed N            seed (default 0)\n"
+       "  -o, --output FILE   the weights file (.safetensors or .npz)\n",
+       {{"--seed", nullptr, true, false}, {"--output", "-o", true, false}}},
+      {"infer",
+       "run inference on a tensor file or on text",
+       "usage: mixer-run infer A.mxa --weights W --input X [--output Y]\n"
+       "       mixer-run infer A.mxa --weights W --tokenizer M.model\n"
+       "                       --text SENTENCE [--text SENTENCE ...] "
+       "[--output Y]\n"
+       "\n"
+       "Runs the artifact once. Inputs come from a tensor file whose tensors\n"
+       "are named as the artifact's inputs (I32 or I64; a single .npy array\n"
+       "feeds the first required input; optional inputs default to zeros),\n"
+       "or from sentences encoded with a SentencePiece model, cut or padded\n"
+       "with the artifact's pad id to its sequence length. Outputs are\n"
+       "summarised on stdout and written atomically to --output; nothing is\n"
+       "written when anything fails.\n"
+       "\n"
+       "  --weights FILE     weights (.safetensors, .npz)\n"
+       "  --input FILE       inputs (.safetensors, .npz, .npy)\n"
+       "  --text SENTENCE    a sentence to encode (repeat for a batch)\n"
+       "  --tokenizer FILE   SentencePiece model for --text\n"
+       "  --output FILE      outputs (.safetensors, .npz, or .npy for one)\n"
+       "  --allow-extra      ignore weight tensors the artifact does not use\n"
+       "  --threads N        worker threads (default: OMP_NUM_THREADS, else\n"
+       "                     every available core)\n",
+       {{"--weights", nullptr, true, false},
+        {"--input", nullptr, true, false},
+        {"--text", nullptr, true, true},
+        {"--tokenizer", nullptr, true, false},
+        {"--output", "-o", true, false},
+        {"--allow-extra", nullptr, false, false},
+        kThreadsFlag}},
+      {"bench",
+       "measure inference throughput",
+       "usage: mixer-run bench A.mxa [--weights W] [--iters N] [--warmup N] "
+       "[--json]\n"
+       "\n"
+       "Runs the artifact on random token ids (weights drawn with seed 0\n"
+       "unless --weights is given): warm-up runs, then timed runs. Reports\n"
+       "milliseconds per batch and per example (median and min), GFLOP/s\n"
+       "from the artifact's flop count, the machine's fp32 GEMM peak\n"
+       "(dnnl_sgemm at 2048^3 with the same threads, best of 3) and the\n"
+       "share of it reached, the arena size and the peak resident set.\n"
+       "\n"
+       "  --weights FILE   weights (.safetensors, .npz)\n"
+       "  --iters N        timed runs (default 10)\n"
+       "  --warmup N       untimed runs first (default 2)\n"
+       "  --json           print one JSON object\n"
+       "  --allow-extra    ignore weight tensors the artifact does not use\n"
+       "  --threads N      worker threads (default: OMP_NUM_THREADS, else\n"
+       "                   every available core)\n",
+       {{"--weights", nullptr, true, false},
+        {"--iters", nullptr, true, false},
+        {"--warmup", nullptr, true, false},
+        {"--json", nullptr, false, false},
+        {"--allow-extra", nullptr, false, false},
+        kThreadsFlag}},
+  };
+  return table;
+}
+
+void printUsage(std::FILE *stream) {
+  std::fprintf(stream,
+               "usage: mixer-run COMMAND A.mxa [options]\n\ncommands:\n");
+  for (const Command &command : commands())
+    std::fprintf(stream, "  %-8s %s\n", command.name, command.summary);
+  std::fprintf(stream, "\n'mixer-run COMMAND --help' describes a command; "
+                       "'mixer-run --version' prints the version.\n");
+}
+
+/// Parses the arguments after the command name. Returns false if --help was
+/// asked for.
+bool parseArgs(const Command &command, int argc, char **argv, Args &args) {
+  args.command = command.name;
+  for (int i = 2; i < argc; ++i) {
+    std::string token = argv[i];
+    if (token == "--help" || token == "-h")
+      return false;
+    if (token.size() < 2 || token[0] != '-') {
+      if (!args.artifact.empty())
+        throw UsageError{"unexpected argument '" + token +
+                         "' (the artifact is '" + args.artifact + "')"};
+      args.artifact = token;
+      continue;
+    }
+    std::string name = token, value;
+    size_t equals = token.find('=');
+    bool inlineValue = token.rfind("--", 0) == 0 && equals != std::string::npos;
+    if (inlineValue) {
+      name = token.substr(0, equals);
+      value = token.substr(equals + 1);
+    }
+    const FlagSpec *spec = nullptr;
+    for (const FlagSpec &flag : command.flags)
+      if (name == flag.name || (flag.alias && name == flag.alias))
+        spec = &flag;
+    if (!spec)
+      throw UsageError{"unknown flag '" + name + "'"};
+    if (!spec->takesValue && inlineValue)
+      throw UsageError{"flag '" + name + "' takes no value"};
+    if (spec->takesValue && !inlineValue) {
+      if (i + 1 >= argc)
+        throw UsageError{"flag '" + name + "' needs a value"};
+      value = argv[++i];
+    }
+    std::vector<std::string> &values = args.flags[spec->name];
+    if (!values.empty() && !spec->repeatable)
+      throw UsageError{"flag '" + name + "' is given twice"};
+    values.push_back(value);
+  }
+  if (args.artifact.empty())
+    throw UsageError{"missing the artifact (A.mxa) argument"};
+  return true;
+}
+
+int dispatch(const Args &args) {
+  int threads = configureThreads(args);
+  if (args.command == "params")
+    return runParams(args);
+  if (args.command == "init")
+    return runInit(args);
+  if (args.command == "infer")
+    return runInfer(args);
+  return runBench(args, threads);
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    printUsage(stderr);
+    return kUsageError;
+  }
+  std::string name = argv[1];
+  if (name == "--help" || name == "-h") {
+    printUsage(stdout);
+    return 0;
+  }
+  if (name == "--version") {
+    std::printf("mixer-run %s (plan format %lld)\n", kVersion,
+                static_cast<long long>(exec::kPlanFormatVersion));
+    return 0;
+  }
+  auto command = std::find_if(commands().begin(), commands().end(),
+                              [&](const Command &c) { return name == c.name; });
+  if (command == commands().end()) {
+    std::fprintf(stderr, "mixer-run: unknown command '%s'\n", name.c_str());
+    printUsage(stderr);
+    return kUsageError;
+  }
+  try {
+    Args args;
+    if (!parseArgs(*command, argc, argv, args)) {
+      std::fputs(command->help, stdout);
+      return 0;
+    }
+    return dispatch(args);
+  } catch (const UsageError &error) {
+    std::fprintf(stderr, "mixer-run %s: %s\nsee 'mixer-run %s --help'\n",
+                 command->name, error.message.c_str(), command->name);
+    return kUsageError;
+  } catch (const RuntimeFailure &error) {
+    std::fprintf(stderr, "mixer-run: error: %s\n", error.message.c_str());
+    return kRuntimeFailure;
+  } catch (const std::bad_alloc &) {
+    std::fprintf(stderr, "mixer-run: error: out of memory\n");
+    return kRuntimeFailure;
+  } catch (const std::exception &error) {
+    std::fprintf(stderr, "mixer-run: error: %s\n", error.what());
+    return kRuntimeFailure;
+  }
+}
