@@ -47,10 +47,10 @@ std::vector<int32_t> paddedIds(const AttentionShape &s, int64_t step,
 }
 
 // Odd sizes, one token, sequences that are not powers of two and sequences
-// longer than one 64-query block (with a partial last block).
-const AttentionShape kShapes[] = {{1, 1, 1, 1},    {2, 3, 2, 4},
-                                  {2, 12, 3, 8},   {3, 7, 1, 13},
-                                  {1, 100, 2, 16}, {2, 130, 1, 8}};
+// longer than one 128-query block (with a partial last block).
+const AttentionShape kShapes[] = {
+    {1, 1, 1, 1},    {2, 3, 2, 4},   {2, 12, 3, 8}, {3, 7, 1, 13},
+    {1, 100, 2, 16}, {2, 130, 1, 8}, {1, 300, 2, 8}};
 
 TEST(AttentionTest, MatchesReferenceWithMasks) {
   for (const AttentionShape &s : kShapes)
@@ -77,9 +77,9 @@ TEST(AttentionTest, MatchesReferenceWithMasks) {
 
 TEST(AttentionTest, PadInsideTheSequence) {
   // Pads in the middle of the sequence mask keys there, not just a suffix.
-  const AttentionShape s{2, 70, 2, 8};
+  const AttentionShape s{2, 140, 2, 8};
   std::vector<int32_t> ids(s.batch * s.seq, 7);
-  for (int64_t t : {0, 5, 6, 33, 64, 69})
+  for (int64_t t : {0, 5, 6, 33, 127, 128, 139, 140 + 64})
     ids[t] = kPad;
   auto q = randomFloats(s.size(), 4);
   auto k = randomFloats(s.size(), 5);

@@ -267,10 +267,11 @@ TEST(ExpertsTest, EmptySlotsAndEmptyExperts) {
 }
 
 TEST(ExpertsTest, ExpertLongerThanOneTile) {
-  // 700 rows for expert 0 (beyond one 512-row work item), 3 for expert 1.
+  // Expert 0 owns 700 slots with empty ones at 600 and 650: a 600-row run
+  // (more than one 512-row work item) and two short runs. Expert 1 has 3.
   ExpertsCase c{2, 6, 10, {}, {0, 700, 703}};
   for (int i = 0; i < 703; ++i)
-    c.tokens.push_back(i % 50 == 7 ? -1 : i % 300);
+    c.tokens.push_back(i == 600 || i == 650 ? -1 : i % 300);
   checkExperts(c, "long expert");
 }
 

@@ -1,0 +1,82 @@
+//===- Gemm.h - GEMM plumbing shared by the CPU kernels ---------*- C++ -*-===//
+//
+// Every matrix product of the kernels goes through here: single-threaded
+// oneDNN sgemm calls on a tile grid that depends on the shape alone, with the
+// tiles spread over the OpenMP threads. Because no product is ever split
+// differently for a different thread count, results are bitwise the same for
+// any number of threads.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MIXER_RUNTIME_CPU_GEMM_H
+#define MIXER_RUNTIME_CPU_GEMM_H
+
+#include "runtime/cpu/Kernels.h"
+
+#include <cstdint>
+#include <exception>
+#include <functional>
+
+namespace mixer::cpu::detail {
+
+/// One row-major product C = alpha * op(A) * op(B) + beta * C with op(A)
+/// [m,k] and op(B) [k,n].
+struct GemmArgs {
+  bool transA = false;
+  bool transB = false;
+  int64_t m = 0, n = 0, k = 0;
+  const float *a = nullptr;
+  int64_t lda = 0;
+  const float *b = nullptr;
+  int64_t ldb = 0;
+  float *c = nullptr;
+  int64_t ldc = 0;
+  float alpha = 1.0f;
+  float beta = 0.0f;
+};
+
+/// Runs one product on the calling thread (oneDNN is held to one thread).
+void gemm(const GemmArgs &args);
+
+/// Called on each output tile right after its product: (batch index, first
+/// row, rows, first column, columns).
+using TileEpilogue =
+    std::function<void(int64_t, int64_t, int64_t, int64_t, int64_t)>;
+
+/// `batch` products; product i uses A + i*strideA, B + i*strideB and
+/// C + i*strideC (a zero stride shares the operand). The products are cut into
+/// tiles and the tiles run in parallel (serially inside a parallel region).
+void parallelGemm(const GemmArgs &args, int64_t batch = 1, int64_t strideA = 0,
+                  int64_t strideB = 0, int64_t strideC = 0,
+                  const TileEpilogue &epilogue = nullptr);
+
+/// y[r, c] = act(y[r, c] + bias[c]) over a [rows, cols] block with leading
+/// dimension ldy; `bias` may be null.
+void biasActivation(float *y, int64_t rows, int64_t cols, int64_t ldy,
+                    const float *bias, Activation act);
+
+/// Keeps the first exception thrown by a body run inside an OpenMP region
+/// (exceptions must not leave the region) and rethrows it after the region.
+class ExceptionCollector {
+public:
+  template <typename Body> void run(Body &&body) noexcept {
+    try {
+      body();
+    } catch (...) {
+#pragma omp critical(mixerCpuExceptionCollector)
+      if (!first)
+        first = std::current_exception();
+    }
+  }
+  void rethrow() const {
+    if (first)
+      std::rethrow_exception(first);
+  }
+
+private:
+  std::exception_ptr first;
+};
+
+} // namespace mixer::cpu::detail
+
+#endif // MIXER_RUNTIME_CPU_GEMM_H

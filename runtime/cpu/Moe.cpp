@@ -1,0 +1,311 @@
+//===- Moe.cpp - Routing, dispatch, experts and combine -------------------===//
+//
+// Routing is parallel over (expert, group) or over groups, each writing only
+// its own slots. The experts kernel runs per-expert GEMMs over row tiles of
+// each expert's occupied slots with fused bias + activation. combine gathers
+// per token through a precomputed list of the token's entries, in entry order,
+// so its sums never race and never depend on the thread count.
+//
+//===----------------------------------------------------------------------===//
+
+#include "runtime/cpu/Gemm.h"
+#include "runtime/cpu/Kernels.h"
+#include "runtime/cpu/Simd.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <numeric>
+#include <string>
+#include <vector>
+
+namespace mixer::cpu {
+namespace {
+
+/// Work below this many values stays on one thread.
+constexpr int64_t kParallelValues = 1 << 15;
+
+/// Maps a float to an unsigned integer with the same order (-0 as +0).
+uint32_t orderedBits(float value) {
+  if (value == 0.0f)
+    value = 0.0f;
+  uint32_t bits;
+  std::memcpy(&bits, &value, sizeof(bits));
+  return bits & 0x80000000u ? ~bits : bits | 0x80000000u;
+}
+
+/// Writes the indices of the k largest of values[0..n) to `chosen`, largest
+/// first, ties to the lower index.
+void topK(const float *values, int64_t n, int64_t k, int32_t *chosen) {
+  for (int64_t r = 0; r < k; ++r) {
+    int64_t best = -1;
+    for (int64_t i = 0; i < n; ++i) {
+      if (std::find(chosen, chosen + r, i) != chosen + r)
+        continue;
+      if (best < 0 || values[i] > values[best])
+        best = i;
+    }
+    chosen[r] = static_cast<int32_t>(best);
+  }
+}
+
+/// offsets[e] = e * perExpert for e in [0, experts].
+void uniformOffsets(int32_t *offsets, int64_t experts, int64_t perExpert) {
+  for (int64_t e = 0; e <= experts; ++e)
+    offsets[e] = static_cast<int32_t>(e * perExpert);
+}
+
+void requireAtMost(int64_t value, int64_t limit, const char *kernel,
+                   const char *what, const char *limitName) {
+  if (value > limit)
+    throw KernelError{std::string(kernel) + ": " + what + " " +
+                      std::to_string(value) + " exceeds " + limitName + " " +
+                      std::to_string(limit)};
+}
+
+} // namespace
+
+void routeExpertsChoose(const float *probs, int32_t *tokens, float *gates,
+                        int32_t *offsets, int64_t groups,
+                        int64_t tokensPerGroup, int64_t experts,
+                        int64_t capacity) {
+  requireAtMost(capacity, tokensPerGroup, "route_experts_choose", "capacity",
+                "tokens_per_group");
+  uniformOffsets(offsets, experts, groups * capacity);
+  int64_t items = experts * groups;
+  bool parallel = items > 1 && groups * tokensPerGroup * experts >= 4096;
+#pragma omp parallel if (parallel)
+  {
+    // Key = (probability, ~token): larger keys are higher probabilities, and
+    // among equal probabilities lower tokens.
+    std::vector<uint64_t> keys(tokensPerGroup);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t item = 0; item < items; ++item) {
+      int64_t e = item / groups, g = item % groups;
+      const float *column = probs + g * tokensPerGroup * experts + e;
+      for (int64_t t = 0; t < tokensPerGroup; ++t)
+        keys[t] = uint64_t(orderedBits(column[t * experts])) << 32 |
+                  (0xffffffffu - static_cast<uint32_t>(t));
+      auto taken = keys.begin() + capacity;
+      std::nth_element(keys.begin(), taken, keys.end(),
+                       std::greater<uint64_t>());
+      std::sort(keys.begin(), taken, std::greater<uint64_t>());
+      for (int64_t c = 0; c < capacity; ++c) {
+        int64_t t = 0xffffffffu - static_cast<uint32_t>(keys[c]);
+        tokens[item * capacity + c] =
+            static_cast<int32_t>(g * tokensPerGroup + t);
+        gates[item * capacity + c] = column[t * experts];
+      }
+    }
+  }
+}
+
+void routeTokensChoose(const float *probs, int32_t *tokens, float *gates,
+                       int32_t *offsets, int64_t groups, int64_t tokensPerGroup,
+                       int64_t experts, int64_t k, int64_t capacity,
+                       bool batchPrioritized) {
+  requireAtMost(k, experts, "route_tokens_choose", "k", "the expert count");
+  int64_t slots = experts * groups * capacity;
+  uniformOffsets(offsets, experts, groups * capacity);
+  std::fill(tokens, tokens + slots, -1);
+  std::fill(gates, gates + slots, 0.0f);
+  bool parallel = groups > 1 && groups * tokensPerGroup * experts >= 4096;
+#pragma omp parallel if (parallel)
+  {
+    std::vector<int32_t> choices(tokensPerGroup * k);
+    std::vector<int64_t> order(tokensPerGroup);
+    std::vector<int64_t> fill(experts);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t g = 0; g < groups; ++g) {
+      const float *groupProbs = probs + g * tokensPerGroup * experts;
+      auto prob = [&](int64_t t, int64_t e) {
+        return groupProbs[t * experts + e];
+      };
+      for (int64_t t = 0; t < tokensPerGroup; ++t)
+        topK(groupProbs + t * experts, experts, k, choices.data() + t * k);
+      std::iota(order.begin(), order.end(), 0);
+      if (batchPrioritized)
+        std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
+          return prob(a, choices[a * k]) > prob(b, choices[b * k]);
+        });
+      // All first choices claim buffer positions before any second choice.
+      std::fill(fill.begin(), fill.end(), 0);
+      for (int64_t rank = 0; rank < k; ++rank)
+        for (int64_t t : order) {
+          int64_t e = choices[t * k + rank];
+          int64_t position = fill[e]++;
+          if (position >= capacity)
+            continue;
+          int64_t slot = (e * groups + g) * capacity + position;
+          tokens[slot] = static_cast<int32_t>(g * tokensPerGroup + t);
+          gates[slot] = prob(t, e);
+        }
+    }
+  }
+}
+
+void routeSigmoidTopK(const float *logits, int32_t *tokens, float *gates,
+                      int32_t *offsets, int64_t numTokens, int64_t experts,
+                      int64_t k) {
+  requireAtMost(k, experts, "route_sigmoid_topk", "k", "the expert count");
+  std::vector<int32_t> choices(numTokens * k);
+  std::vector<float> chosenGates(numTokens * k);
+#pragma omp parallel if (numTokens * experts >= kParallelValues)
+  {
+    std::vector<float> rowGates(experts);
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < numTokens; ++t) {
+      for (int64_t e = 0; e < experts; ++e)
+        rowGates[e] = 1.0f / (1.0f + std::exp(-logits[t * experts + e]));
+      topK(rowGates.data(), experts, k, choices.data() + t * k);
+      for (int64_t r = 0; r < k; ++r)
+        chosenGates[t * k + r] = rowGates[choices[t * k + r]];
+    }
+  }
+  // Counting sort by expert; scanning tokens in order keeps each expert's
+  // entries sorted by token.
+  std::vector<int64_t> cursor(experts + 1, 0);
+  for (int32_t e : choices)
+    ++cursor[e + 1];
+  std::partial_sum(cursor.begin(), cursor.end(), cursor.begin());
+  for (int64_t e = 0; e <= experts; ++e)
+    offsets[e] = static_cast<int32_t>(cursor[e]);
+  for (int64_t i = 0; i < numTokens * k; ++i) {
+    int64_t slot = cursor[choices[i]]++;
+    tokens[slot] = static_cast<int32_t>(i / k);
+    gates[slot] = chosenGates[i];
+  }
+}
+
+void dispatch(const float *x, const int32_t *tokens, float *xd, int64_t slots,
+              int64_t d) {
+#pragma omp parallel for schedule(static) if (slots * d >= kParallelValues)
+  for (int64_t i = 0; i < slots; ++i) {
+    if (tokens[i] < 0)
+      std::memset(xd + i * d, 0, d * sizeof(float));
+    else
+      std::memcpy(xd + i * d, x + static_cast<int64_t>(tokens[i]) * d,
+                  d * sizeof(float));
+  }
+}
+
+void experts(const float *xd, const int32_t *tokens, const int32_t *offsets,
+             const float *w1, const float *b1, const float *w2, const float *b2,
+             float *yd, int64_t numExperts, int64_t slots, int64_t d, int64_t f,
+             Activation act) {
+  // At most this many rows per work item; as for dense, enough that
+  // repacking the expert's weights per item stays cheap.
+  constexpr int64_t kTileRows = 512;
+  struct Tile {
+    int64_t expert, row0, rows;
+  };
+  // Each run of occupied slots of an expert, cut into equal tiles.
+  std::vector<Tile> tiles;
+  for (int64_t e = 0; e < numExperts; ++e) {
+    int64_t end = offsets[e + 1];
+    for (int64_t i = offsets[e]; i < end;) {
+      if (tokens[i] < 0) {
+        ++i;
+        continue;
+      }
+      int64_t runEnd = i;
+      while (runEnd < end && tokens[runEnd] >= 0)
+        ++runEnd;
+      int64_t parts = (runEnd - i + kTileRows - 1) / kTileRows;
+      int64_t size = (runEnd - i + parts - 1) / parts;
+      for (int64_t row0 = i; row0 < runEnd; row0 += size)
+        tiles.push_back({e, row0, std::min(size, runEnd - row0)});
+      i = runEnd;
+    }
+  }
+  for (int64_t i = 0; i < slots; ++i)
+    if (tokens[i] < 0)
+      std::memset(yd + i * d, 0, d * sizeof(float));
+
+  int64_t items = static_cast<int64_t>(tiles.size());
+  bool parallel = items > 1 && !omp_in_parallel();
+  detail::ExceptionCollector errors;
+#pragma omp parallel if (parallel)
+  {
+    std::vector<float> hidden(std::min(kTileRows, slots) * f);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t item = 0; item < items; ++item)
+      errors.run([&] {
+        const Tile &tile = tiles[item];
+        detail::GemmArgs up;
+        up.m = tile.rows;
+        up.n = f;
+        up.k = d;
+        up.a = xd + tile.row0 * d;
+        up.lda = d;
+        up.b = w1 + tile.expert * d * f;
+        up.ldb = f;
+        up.c = hidden.data();
+        up.ldc = f;
+        detail::gemm(up);
+        detail::biasActivation(hidden.data(), tile.rows, f, f,
+                               b1 ? b1 + tile.expert * f : nullptr, act);
+        detail::GemmArgs down;
+        down.m = tile.rows;
+        down.n = d;
+        down.k = f;
+        down.a = hidden.data();
+        down.lda = f;
+        down.b = w2 + tile.expert * f * d;
+        down.ldb = d;
+        down.c = yd + tile.row0 * d;
+        down.ldc = d;
+        detail::gemm(down);
+        detail::biasActivation(down.c, tile.rows, d, d,
+                               b2 ? b2 + tile.expert * d : nullptr,
+                               Activation::None);
+      });
+  }
+  errors.rethrow();
+}
+
+void combine(const float *yd, const int32_t *tokens, const float *gates,
+             float *out, int64_t slots, int64_t numTokens, int64_t d) {
+  // Entries of each token in ascending entry order (CSR).
+  std::vector<int64_t> start(numTokens + 1, 0);
+  for (int64_t i = 0; i < slots; ++i) {
+    if (tokens[i] >= numTokens)
+      throw KernelError{"combine: slot " + std::to_string(i) + " names token " +
+                        std::to_string(tokens[i]) + " outside [0, " +
+                        std::to_string(numTokens) + ")"};
+    if (tokens[i] >= 0)
+      ++start[tokens[i] + 1];
+  }
+  std::partial_sum(start.begin(), start.end(), start.begin());
+  std::vector<int64_t> entries(start[numTokens]);
+  std::vector<int64_t> cursor(start.begin(), start.end() - 1);
+  for (int64_t i = 0; i < slots; ++i)
+    if (tokens[i] >= 0)
+      entries[cursor[tokens[i]]++] = i;
+
+#pragma omp parallel for schedule(static) if (numTokens * d >= kParallelValues)
+  for (int64_t t = 0; t < numTokens; ++t) {
+    float *row = out + t * d;
+    int64_t first = start[t], last = start[t + 1];
+    if (first == last) {
+      std::memset(row, 0, d * sizeof(float));
+      continue;
+    }
+    simd::scaleRow(yd + entries[first] * d, row, d, gates[entries[first]]);
+    for (int64_t j = first + 1; j < last; ++j) {
+      const float *src = yd + entries[j] * d;
+      float gate = gates[entries[j]];
+      simd::forChunks(d, [&](int64_t i, int64_t count) {
+        simd::storeChunk(row + i,
+                         simd::loadChunk(row + i, count) +
+                             gate * simd::loadChunk(src + i, count),
+                         count);
+      });
+    }
+  }
+}
+
+} // namespace mixer::cpu
