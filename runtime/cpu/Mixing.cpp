@@ -83,7 +83,7 @@ private:
 /// model-sized grids, but the algorithm they pick can change from process to
 /// process and with it the last bits of the result; the runtime promises the
 /// same numbers for the same inputs in every run.
-unsigned planFlags(int64_t) { return FFTW_ESTIMATE; }
+constexpr unsigned kPlanFlags = FFTW_ESTIMATE;
 
 std::string shapeName(int64_t rows, int64_t cols) {
   return std::to_string(rows) + "x" + std::to_string(cols);
@@ -188,7 +188,7 @@ SpectralMix::Impl::Impl(int64_t batch, int64_t seq, int64_t d, bool hartley,
         [&] {
           return fftwf_plan_dft_r2c_2d(seq, d, buffers[0].real.get(),
                                        buffers[0].spectrum.get(),
-                                       planFlags(seq * d));
+                                       kPlanFlags);
         },
         "2-D real transform of " + shapeName(seq, d));
     return;
@@ -343,19 +343,18 @@ StructuredMix::Impl::Impl(int64_t batch, int64_t seq, int64_t d, bool toeplitz,
   seqHalf = allocateFftw<fftwf_complex>(rows / 2 + 1);
   hiddenHalf = allocateFftw<fftwf_complex>(half);
   seqSpectrum.resize(2 * rows);
-  unsigned flags = planFlags(rows * cols);
   std::string grid = shapeName(rows, cols);
   TransformBuffers &b0 = buffers[0];
   forward.create(
       [&] {
         return fftwf_plan_dft_r2c_2d(rows, cols, b0.real.get(),
-                                     b0.spectrum.get(), flags);
+                                     b0.spectrum.get(), kPlanFlags);
       },
       "2-D real transform of " + grid);
   inverse.create(
       [&] {
         return fftwf_plan_dft_c2r_2d(rows, cols, b0.spectrum.get(),
-                                     b0.real.get(), flags);
+                                     b0.real.get(), kPlanFlags);
       },
       "2-D inverse real transform of " + grid);
   seqKernel.create(
