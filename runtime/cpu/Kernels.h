@@ -211,6 +211,20 @@ void experts(const float *xd, const int32_t *tokens, const int32_t *offsets,
 void combine(const float *yd, const int32_t *tokens, const float *gates,
              float *out, int64_t slots, int64_t numTokens, int64_t d);
 
+/// Router z-loss of logits [numTokens, experts]: the mean over tokens of
+/// (logsumexp_e logits[t,e])^2, with the row maximum taken out of the
+/// exponentials so that large logits do not overflow.
+float routerZLoss(const float *logits, int64_t numTokens, int64_t experts);
+
+/// Load-balancing loss of tokens-choose routing on probs
+/// [groups*tokensPerGroup, experts], before any capacity dropping: with
+/// mask[t,e] = 1 when e is among token t's top-k experts (ties to the lower
+/// expert index, as routeTokensChoose), f[g,e] = mean_t mask and
+/// P[g,e] = mean_t probs over the tokens of group g, the loss is
+/// mean_{g,e}(f * P) * experts^2. Throws KernelError when k > experts.
+float loadBalancingLoss(const float *probs, int64_t groups,
+                        int64_t tokensPerGroup, int64_t experts, int64_t k);
+
 } // namespace mixer::cpu
 
 #endif // MIXER_RUNTIME_CPU_KERNELS_H

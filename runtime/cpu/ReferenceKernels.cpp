@@ -463,4 +463,41 @@ void combine(const float *yd, const int32_t *tokens, const float *gates,
     out[i] = static_cast<float>(sums[i]);
 }
 
+float routerZLoss(const float *logits, int64_t numTokens, int64_t experts) {
+  double sum = 0.0;
+  for (int64_t t = 0; t < numTokens; ++t) {
+    const float *row = logits + t * experts;
+    double rowMax = *std::max_element(row, row + experts);
+    double exps = 0.0;
+    for (int64_t e = 0; e < experts; ++e)
+      exps += std::exp(row[e] - rowMax);
+    double logSumExp = rowMax + std::log(exps);
+    sum += logSumExp * logSumExp;
+  }
+  return static_cast<float>(sum / numTokens);
+}
+
+float loadBalancingLoss(const float *probs, int64_t groups,
+                        int64_t tokensPerGroup, int64_t experts, int64_t k) {
+  int64_t tpg = tokensPerGroup;
+  // mask[t,e] = max over the k choices of one_hot(choice, experts).
+  std::vector<double> mask(groups * tpg * experts, 0.0);
+  for (int64_t t = 0; t < groups * tpg; ++t)
+    for (int64_t e : topKIndices(probs + t * experts, experts, k))
+      mask[t * experts + e] = 1.0;
+  // f[g,e] and P[g,e]: means over the tokens of the group.
+  std::vector<double> f(groups * experts, 0.0), p(groups * experts, 0.0);
+  for (int64_t g = 0; g < groups; ++g)
+    for (int64_t t = 0; t < tpg; ++t)
+      for (int64_t e = 0; e < experts; ++e) {
+        int64_t at = (g * tpg + t) * experts + e;
+        f[g * experts + e] += mask[at] / tpg;
+        p[g * experts + e] += static_cast<double>(probs[at]) / tpg;
+      }
+  double meanFP = 0.0;
+  for (int64_t i = 0; i < groups * experts; ++i)
+    meanFP += f[i] * p[i] / (groups * experts);
+  return static_cast<float>(meanFP * experts * experts);
+}
+
 } // namespace mixer::cpu::reference

@@ -113,6 +113,14 @@ void experts(const float *xd, const int32_t *tokens, const int32_t *offsets,
 void combine(const float *yd, const int32_t *tokens, const float *gates,
              float *out, int64_t slots, int64_t numTokens, int64_t d);
 
+/// See mixer::cpu::routerZLoss.
+float routerZLoss(const float *logits, int64_t numTokens, int64_t experts);
+
+/// See mixer::cpu::loadBalancingLoss: the one-hot mask and the per-group means
+/// written out as arrays.
+float loadBalancingLoss(const float *probs, int64_t groups,
+                        int64_t tokensPerGroup, int64_t experts, int64_t k);
+
 } // namespace mixer::cpu::reference
 
 #endif // MIXER_RUNTIME_CPU_REFERENCEKERNELS_H
