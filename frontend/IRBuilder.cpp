@@ -93,7 +93,8 @@ Value ModelEmitter::param(const std::string &name, ArrayRef<int64_t> shape,
   return addArgument(
       f32(shape), name,
       {builder.getNamedAttr("mixer.param", builder.getStringAttr(name)),
-       builder.getNamedAttr("mixer.init", builder.getDictionaryAttr(initAttrs))});
+       builder.getNamedAttr("mixer.init",
+                            builder.getDictionaryAttr(initAttrs))});
 }
 
 Value ModelEmitter::addArgument(Type type, const std::string &name,
@@ -133,8 +134,9 @@ Value ModelEmitter::emitEmbeddings() {
   Value position =
       kernel(scope + "/position/embedding", {1, emb.maxSeqLength, emb.dEmb});
   Value type = kernel(scope + "/type/embedding", {emb.typeVocabSize, emb.dEmb});
-  Value sum = builder.create<EmbedOp>(loc(scope), f32({batch, seq, emb.dEmb}),
-                                      inputIds, typeIds, wordEmbedding, position, type);
+  Value sum =
+      builder.create<EmbedOp>(loc(scope), f32({batch, seq, emb.dEmb}), inputIds,
+                              typeIds, wordEmbedding, position, type);
   Value normed = layerNorm(scope + "/layer_norm", sum, emb.dEmb);
   // lecun_normal: truncated normal with variance 1 / fan_in.
   Value mapKernel =
@@ -151,8 +153,9 @@ Value ModelEmitter::emitAttention(int64_t layer, Value h) {
   int64_t d = config.dModel, width = heads * headDim;
   auto project = [&](const std::string &name) {
     Location at = loc(scope + "/" + name);
-    Value w = reshape(at, kernel(scope + "/" + name + "/kernel", {d, heads, headDim}),
-                      {d, width});
+    Value w =
+        reshape(at, kernel(scope + "/" + name + "/kernel", {d, heads, headDim}),
+                {d, width});
     Value b = reshape(at, bias(scope + "/" + name + "/bias", {heads, headDim}),
                       {width});
     return dense(at, h, w, b);
@@ -200,8 +203,9 @@ Value ModelEmitter::emitMixing(int64_t layer, Value h) {
   case MixingKind::Circulant:
   case MixingKind::Toeplitz: {
     bool toeplitz = lc.mixing == MixingKind::Toeplitz;
-    const std::string scope =
-        (toeplitz ? "encoder/toeplitz_transform_" : "encoder/circulant_transform_") + l;
+    const std::string scope = (toeplitz ? "encoder/toeplitz_transform_"
+                                        : "encoder/circulant_transform_") +
+                              l;
     int64_t hiddenLength = toeplitz ? 2 * d - 1 : d;
     int64_t inputLength = toeplitz ? 2 * seq - 1 : seq;
     Value hidden = kernel(scope + "/hidden_kernel", {hiddenLength});
@@ -272,7 +276,8 @@ OwningOpRef<ModuleOp> ModelEmitter::emit() {
   seq = options.seq ? options.seq : config.embeddings.maxSeqLength;
 
   bool needsFullLength = llvm::any_of(config.layers, [](const LayerConfig &l) {
-    return l.mixing == MixingKind::Linear || l.mixing == MixingKind::Circulant ||
+    return l.mixing == MixingKind::Linear ||
+           l.mixing == MixingKind::Circulant ||
            l.mixing == MixingKind::Toeplitz;
   });
   if (seq > config.embeddings.maxSeqLength ||
@@ -280,8 +285,7 @@ OwningOpRef<ModuleOp> ModelEmitter::emit() {
     emitError(fileLoc) << "sequence length " << seq << " does not fit model '"
                        << config.name << "': it must be "
                        << (needsFullLength ? "exactly" : "at most")
-                       << " max_seq_length = "
-                       << config.embeddings.maxSeqLength
+                       << " max_seq_length = " << config.embeddings.maxSeqLength
                        << (needsFullLength ? " (its mixing kernels are sized "
                                              "by the sequence length)"
                                            : "");
@@ -306,9 +310,9 @@ OwningOpRef<ModuleOp> ModelEmitter::emit() {
   builder.setInsertionPointToStart(body);
   auto ids = RankedTensorType::get({batch, seq}, builder.getI32Type());
   auto input = [&](const char *name) {
-    return addArgument(ids, name,
-                       {builder.getNamedAttr("mixer.input",
-                                             builder.getStringAttr(name))});
+    return addArgument(
+        ids, name,
+        {builder.getNamedAttr("mixer.input", builder.getStringAttr(name))});
   };
   inputIds = input("input_ids");
   typeIds = input("type_ids");
@@ -328,7 +332,8 @@ OwningOpRef<ModuleOp> ModelEmitter::emit() {
         h = layerNorm(block + "/" + normName, sum, d);
       }
     };
-    sublayer("mixing_layer_norm", [&](Value x) { return emitMixing(layer, x); });
+    sublayer("mixing_layer_norm",
+             [&](Value x) { return emitMixing(layer, x); });
     sublayer("output_layer_norm",
              [&](Value x) { return emitFeedForward(layer, x); });
   }
@@ -347,9 +352,10 @@ OwningOpRef<ModuleOp> ModelEmitter::emit() {
     Location at = loc("encoder/pooler");
     Value first = builder.create<TakePositionOp>(at, f32({batch, d}), h,
                                                  builder.getI64IntegerAttr(0));
-    pooled = activation(at, Activation::tanh,
-                        dense(at, first, kernel("encoder/pooler/kernel", {d, d}),
-                              bias("encoder/pooler/bias", d)));
+    pooled =
+        activation(at, Activation::tanh,
+                   dense(at, first, kernel("encoder/pooler/kernel", {d, d}),
+                         bias("encoder/pooler/bias", d)));
     addOutput("pooled_output", pooled);
   }
   const EmbeddingConfig &emb = config.embeddings;
@@ -363,8 +369,9 @@ OwningOpRef<ModuleOp> ModelEmitter::emit() {
     // Tied output embedding: the word table [V, De] used transposed.
     Value outputBias =
         param("predictions_output/output_bias", {emb.vocabSize}, Init::zeros());
-    addOutput("mlm_logits", dense(loc("predictions_output"), transformed, wordEmbedding,
-                                  outputBias, /*transposeWeight=*/true));
+    addOutput("mlm_logits",
+              dense(loc("predictions_output"), transformed, wordEmbedding,
+                    outputBias, /*transposeWeight=*/true));
   }
   int64_t classes = heads.nsp ? 2 : heads.classificationClasses;
   if (classes > 0) {

@@ -15,7 +15,7 @@ namespace mixer {
 /// Static shapes and mode an artifact is compiled for.
 struct BuildOptions {
   int64_t batch = 1;
-  int64_t seq = 0; ///< 0: the model's max_seq_length
+  int64_t seq = 0;        ///< 0: the model's max_seq_length
   std::string sourcePath; ///< model file, for locations
 };
 

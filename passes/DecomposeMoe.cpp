@@ -24,7 +24,8 @@ Value flattenTokens(PatternRewriter &rewriter, Location loc, Value input) {
   auto type = cast<RankedTensorType>(input.getType());
   int64_t width = type.getShape().back();
   return rewriter.create<ReshapeOp>(
-      loc, tensorType({type.getNumElements() / width, width}, type.getElementType()),
+      loc,
+      tensorType({type.getNumElements() / width, width}, type.getElementType()),
       input);
 }
 
@@ -36,7 +37,8 @@ Value buildExpertPath(PatternRewriter &rewriter, Location loc, Value tokens2d,
                       Type resultType) {
   auto rows = cast<RankedTensorType>(tokens2d.getType());
   int64_t slots = cast<RankedTensorType>(slotTokens.getType()).getShape()[0];
-  auto slotRows = tensorType({slots, rows.getShape()[1]}, rows.getElementType());
+  auto slotRows =
+      tensorType({slots, rows.getShape()[1]}, rows.getElementType());
   Value dispatched =
       rewriter.create<DispatchOp>(loc, slotRows, tokens2d, slotTokens);
   Value expertOut = rewriter.create<ExpertsOp>(
@@ -50,7 +52,8 @@ Value buildExpertPath(PatternRewriter &rewriter, Location loc, Value tokens2d,
 /// Result types of a router: tokens i32[A], gates f32[A], offsets i32[E+1].
 SmallVector<Type, 3> routerResultTypes(Builder &b, int64_t slots,
                                        int64_t experts) {
-  return {tensorType({slots}, b.getI32Type()), tensorType({slots}, b.getF32Type()),
+  return {tensorType({slots}, b.getI32Type()),
+          tensorType({slots}, b.getF32Type()),
           tensorType({experts + 1}, b.getI32Type())};
 }
 
@@ -60,14 +63,14 @@ struct DecomposeCapacityMoe : OpRewritePattern<MoeOp> {
                                 PatternRewriter &rewriter) const override {
     Location loc = moe.getLoc();
     Value tokens2d = flattenTokens(rewriter, loc, moe.getInput());
-    int64_t numTokens = cast<RankedTensorType>(tokens2d.getType()).getShape()[0];
+    int64_t numTokens =
+        cast<RankedTensorType>(tokens2d.getType()).getShape()[0];
     int64_t experts =
         cast<RankedTensorType>(moe.getRouterBias().getType()).getShape()[0];
     auto scoreType = tensorType({numTokens, experts}, rewriter.getF32Type());
 
-    Value scores = rewriter.create<DenseOp>(loc, scoreType, tokens2d,
-                                            moe.getRouterKernel(),
-                                            moe.getRouterBias());
+    Value scores = rewriter.create<DenseOp>(
+        loc, scoreType, tokens2d, moe.getRouterKernel(), moe.getRouterBias());
     if (moe.getRouterBf16())
       scores = rewriter.create<RoundBf16Op>(loc, scores);
     scores = rewriter.create<SoftmaxOp>(loc, scores);
@@ -82,8 +85,8 @@ struct DecomposeCapacityMoe : OpRewritePattern<MoeOp> {
     rewriter.replaceOp(
         moe, buildExpertPath(rewriter, loc, tokens2d, select.getTokens(),
                              select.getGates(), select.getOffsets(),
-                             moe.getW1(), moe.getB1(), moe.getW2(),
-                             moe.getB2(), Activation::gelu, moe.getType()));
+                             moe.getW1(), moe.getB1(), moe.getW2(), moe.getB2(),
+                             Activation::gelu, moe.getType()));
     return success();
   }
 };
@@ -94,7 +97,8 @@ struct DecomposeSigmaMoe : OpRewritePattern<SigmaMoeOp> {
                                 PatternRewriter &rewriter) const override {
     Location loc = moe.getLoc();
     Value tokens2d = flattenTokens(rewriter, loc, moe.getInput());
-    int64_t numTokens = cast<RankedTensorType>(tokens2d.getType()).getShape()[0];
+    int64_t numTokens =
+        cast<RankedTensorType>(tokens2d.getType()).getShape()[0];
     int64_t experts =
         cast<RankedTensorType>(moe.getExpertSel().getType()).getShape()[0];
     auto logitsType = tensorType({numTokens, experts}, rewriter.getF32Type());
@@ -107,24 +111,23 @@ struct DecomposeSigmaMoe : OpRewritePattern<SigmaMoeOp> {
         logits, RoutingAttr::get(getContext(), Routing::sigmoid_topk),
         rewriter.getI64IntegerAttr(1), rewriter.getI64IntegerAttr(0),
         moe.getKAttr(), UnitAttr(), UnitAttr());
-    rewriter.replaceOp(
-        moe, buildExpertPath(rewriter, loc, tokens2d, route.getTokens(),
-                             route.getGates(), route.getOffsets(),
-                             moe.getKeys(), Value(), moe.getValues(), Value(),
-                             Activation::relu, moe.getType()));
+    rewriter.replaceOp(moe, buildExpertPath(rewriter, loc, tokens2d,
+                                            route.getTokens(), route.getGates(),
+                                            route.getOffsets(), moe.getKeys(),
+                                            Value(), moe.getValues(), Value(),
+                                            Activation::relu, moe.getType()));
     return success();
   }
 };
 
-struct DecomposeMoePass
-    : mixer::impl::MixerDecomposeMoeBase<DecomposeMoePass> {
+struct DecomposeMoePass : mixer::impl::MixerDecomposeMoeBase<DecomposeMoePass> {
   void runOnOperation() override {
     RewritePatternSet patterns(&getContext());
     patterns.add<DecomposeCapacityMoe, DecomposeSigmaMoe>(&getContext());
     GreedyRewriteConfig config;
     config.enableFolding(false);
-    if (failed(applyPatternsGreedily(getOperation(), std::move(patterns),
-                                     config)))
+    if (failed(
+            applyPatternsGreedily(getOperation(), std::move(patterns), config)))
       getOperation().emitWarning("MoE decomposition did not converge");
   }
 };

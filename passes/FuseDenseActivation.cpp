@@ -29,7 +29,8 @@ struct FuseActivationIntoDense : OpRewritePattern<ActivationOp> {
       return rewriter.notifyMatchFailure(dense, "pre-activation value is used");
     rewriter.modifyOpInPlace(dense, [&] {
       dense.setActivation(activation.getKind());
-      dense->setLoc(rewriter.getFusedLoc({dense.getLoc(), activation.getLoc()}));
+      dense->setLoc(
+          rewriter.getFusedLoc({dense.getLoc(), activation.getLoc()}));
     });
     rewriter.replaceOp(activation, dense.getResult());
     return success();

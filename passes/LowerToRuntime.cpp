@@ -5,8 +5,8 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "passes/Passes.h"
 #include "dialects/mixer/VerifyUtils.h"
+#include "passes/Passes.h"
 
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/BuiltinOps.h"
@@ -173,11 +173,12 @@ LogicalResult FunctionLowering::lowerOp(Operation *op) {
       .Case<DenseOp>([&](DenseOp dense) {
         int64_t n = cast<ShapedType>(dense.getType()).getShape().back();
         flops += 2.0 * numElements(dense.getInput()) * n;
-        replace(dense, "dense",
-                {lookup(dense.getInput()), lookup(dense.getWeight()),
-                 optional(dense.getBias())},
-                {strAttr("activation", stringifyActivation(dense.getActivation())),
-                 boolAttr("transpose_w", dense.getTransposeWeight())});
+        replace(
+            dense, "dense",
+            {lookup(dense.getInput()), lookup(dense.getWeight()),
+             optional(dense.getBias())},
+            {strAttr("activation", stringifyActivation(dense.getActivation())),
+             boolAttr("transpose_w", dense.getTransposeWeight())});
         return success();
       })
       .Case<LayerNormOp>([&](LayerNormOp norm) {
@@ -218,8 +219,9 @@ LogicalResult FunctionLowering::lowerOp(Operation *op) {
       })
       .Case<LinearMixOp>([&](LinearMixOp mix) {
         ArrayRef<int64_t> shape = shapeOf(mix.getInput());
-        flops += 2.0 * shape[0] *
-                 (shape[1] * shape[2] * shape[2] + shape[1] * shape[1] * shape[2]);
+        flops +=
+            2.0 * shape[0] *
+            (shape[1] * shape[2] * shape[2] + shape[1] * shape[1] * shape[2]);
         replace(mix, "linear_mix",
                 {lookup(mix.getInput()), lookup(mix.getSeqKernel()),
                  lookup(mix.getHiddenKernel())});
@@ -229,20 +231,22 @@ LogicalResult FunctionLowering::lowerOp(Operation *op) {
         if (mix.getAlgorithm() == MixAlgorithm::automatic)
           return mix.emitOpError(
               "algorithm is still auto: run mixer-select-mixing-algorithm");
-        replace(mix, "spectral_mix", {lookup(mix.getInput())},
-                {boolAttr("hartley", mix.getHartley()),
-                 strAttr("algorithm", stringifyMixAlgorithm(mix.getAlgorithm()))});
+        replace(
+            mix, "spectral_mix", {lookup(mix.getInput())},
+            {boolAttr("hartley", mix.getHartley()),
+             strAttr("algorithm", stringifyMixAlgorithm(mix.getAlgorithm()))});
         return success();
       })
       .Case<StructuredMixOp>([&](StructuredMixOp mix) -> LogicalResult {
         if (mix.getAlgorithm() == MixAlgorithm::automatic)
           return mix.emitOpError(
               "algorithm is still auto: run mixer-select-mixing-algorithm");
-        replace(mix, "structured_mix",
-                {lookup(mix.getInput()), lookup(mix.getSeqKernel()),
-                 lookup(mix.getHiddenKernel())},
-                {boolAttr("toeplitz", mix.getToeplitz()),
-                 strAttr("algorithm", stringifyMixAlgorithm(mix.getAlgorithm()))});
+        replace(
+            mix, "structured_mix",
+            {lookup(mix.getInput()), lookup(mix.getSeqKernel()),
+             lookup(mix.getHiddenKernel())},
+            {boolAttr("toeplitz", mix.getToeplitz()),
+             strAttr("algorithm", stringifyMixAlgorithm(mix.getAlgorithm()))});
         return success();
       })
       .Case<AttentionOp>([&](AttentionOp attention) {
@@ -335,9 +339,9 @@ struct LowerToRuntimePass
       FunctionLowering lowering(func);
       if (failed(lowering.run()))
         return signalPassFailure();
-      func->setAttr("mixrt.flops",
-                    FloatAttr::get(Float64Type::get(&getContext()),
-                                   lowering.flops));
+      func->setAttr(
+          "mixrt.flops",
+          FloatAttr::get(Float64Type::get(&getContext()), lowering.flops));
     }
   }
 };

@@ -20,12 +20,12 @@ namespace mixer {
 
 /// Named points of the pipeline where `mixc --emit` can stop.
 enum class PipelineStage {
-  Frontend,  ///< IR as the frontend built it
-  Graph,     ///< verified, canonicalized, MoE decomposed
-  Fused,     ///< fusions applied
-  Selected,  ///< mixing algorithms chosen
-  Runtime,   ///< lowered to mixrt
-  Planned,   ///< arena offsets assigned (the full pipeline)
+  Frontend, ///< IR as the frontend built it
+  Graph,    ///< verified, canonicalized, MoE decomposed
+  Fused,    ///< fusions applied
+  Selected, ///< mixing algorithms chosen
+  Runtime,  ///< lowered to mixrt
+  Planned,  ///< arena offsets assigned (the full pipeline)
 };
 
 /// Options of the compilation pipeline, shared by mixc and mixer-opt.

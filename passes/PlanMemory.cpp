@@ -44,12 +44,13 @@ SmallVector<Interval> liveIntervals(func::FuncOp func) {
   SmallVector<Interval> intervals;
   DenseMap<Operation *, size_t> indexOf;
   int64_t position = 0;
-  int64_t end = static_cast<int64_t>(func.getBody().front().getOperations().size());
+  int64_t end =
+      static_cast<int64_t>(func.getBody().front().getOperations().size());
   for (Operation &op : func.getBody().front()) {
     if (auto alloc = dyn_cast<AllocOp>(op)) {
       auto type = cast<MemRefType>(alloc.getType());
-      int64_t bytes = alignUp(type.getNumElements() *
-                              type.getElementTypeBitWidth() / 8);
+      int64_t bytes =
+          alignUp(type.getNumElements() * type.getElementTypeBitWidth() / 8);
       indexOf[alloc] = intervals.size();
       intervals.push_back({alloc, bytes, position, position, 0});
     }
@@ -105,7 +106,8 @@ struct PlanMemoryPass : mixer::impl::MixrtPlanMemoryBase<PlanMemoryPass> {
       SmallVector<Interval> intervals = liveIntervals(func);
       int64_t peak = placeIntervals(intervals);
       for (Interval &interval : intervals)
-        interval.alloc.setOffsetAttr(builder.getI64IntegerAttr(interval.offset));
+        interval.alloc.setOffsetAttr(
+            builder.getI64IntegerAttr(interval.offset));
       func->setAttr("mixrt.arena_bytes", builder.getI64IntegerAttr(peak));
     }
   }

@@ -1,7 +1,7 @@
 //===- SelectMixingAlgorithm.cpp - FFT or matmul mixing by cost -----------===//
 
-#include "passes/Passes.h"
 #include "dialects/mixer/VerifyUtils.h"
+#include "passes/Passes.h"
 
 #include <cmath>
 
@@ -43,8 +43,8 @@ struct SelectMixingAlgorithmPass
 
   void runOnOperation() override {
     if (target != "cpu" && target != "cuda") {
-      getOperation().emitError() << "unknown target '" << target
-                                 << "' (expected cpu or cuda)";
+      getOperation().emitError()
+          << "unknown target '" << target << "' (expected cpu or cuda)";
       return signalPassFailure();
     }
     double fftCost = fftFlopCost(target);
@@ -65,7 +65,8 @@ struct SelectMixingAlgorithmPass
       double scale = op.getToeplitz() ? 2.0 : 1.0;
       double fft =
           fftFlops(scale * shape[1], scale * shape[2], /*roundTrip=*/true);
-      op.setAlgorithm(cheaper(fftCost * fft, denseMixFlops(shape[1], shape[2])));
+      op.setAlgorithm(
+          cheaper(fftCost * fft, denseMixFlops(shape[1], shape[2])));
     });
   }
 };

@@ -22,8 +22,8 @@ struct SelectOutputsPass
 
   void runOnOperation() override {
     auto func = getOperation().lookupSymbol<func::FuncOp>("forward");
-    auto names = func ? func->getAttrOfType<ArrayAttr>("mixer.outputs")
-                      : ArrayAttr();
+    auto names =
+        func ? func->getAttrOfType<ArrayAttr>("mixer.outputs") : ArrayAttr();
     if (!names) {
       getOperation().emitError("no @forward function with mixer.outputs");
       return signalPassFailure();

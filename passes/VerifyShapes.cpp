@@ -26,8 +26,7 @@ std::string unsupportedReason(Type type) {
   return "";
 }
 
-struct VerifyShapesPass
-    : mixer::impl::MixerVerifyShapesBase<VerifyShapesPass> {
+struct VerifyShapesPass : mixer::impl::MixerVerifyShapesBase<VerifyShapesPass> {
   void runOnOperation() override {
     bool failedAny = false;
     getOperation().walk([&](func::FuncOp func) {

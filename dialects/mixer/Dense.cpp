@@ -50,8 +50,8 @@ LogicalResult LayerNormOp::verify() {
 LogicalResult AddLayerNormOp::verify() {
   if (getEpsilon().convertToDouble() <= 0)
     return emitOpError("epsilon must be positive");
-  if (failed(expectShape(*this, getResidual(), shapeOf(getInput()),
-                         "residual")))
+  if (failed(
+          expectShape(*this, getResidual(), shapeOf(getInput()), "residual")))
     return failure();
   return verifyNormParams(*this, getInput(), getScale(), getBias(),
                           getResult());

@@ -20,8 +20,7 @@ LogicalResult LinearMixOp::verify() {
   int64_t seq = shapeOf(getInput())[1], width = shapeOf(getInput())[2];
   if (failed(expectShape(*this, getSeqKernel(), {seq, seq}, "seq_kernel")))
     return failure();
-  return expectShape(*this, getHiddenKernel(), {width, width},
-                     "hidden_kernel");
+  return expectShape(*this, getHiddenKernel(), {width, width}, "hidden_kernel");
 }
 
 LogicalResult SpectralMixOp::verify() {

@@ -23,8 +23,8 @@ static LogicalResult verifyRouting(Operation *op, Routing routing,
                                    int64_t &slots) {
   if (routing == Routing::sigmoid_topk) {
     if (k > experts)
-      return op->emitOpError() << "k = " << k << " exceeds the " << experts
-                               << " experts";
+      return op->emitOpError()
+             << "k = " << k << " exceeds the " << experts << " experts";
     slots = tokens * k;
     return success();
   }
@@ -37,16 +37,16 @@ static LogicalResult verifyRouting(Operation *op, Routing routing,
            << "expert capacity " << capacity << " must be in [1, " << perGroup
            << "] (tokens per group)";
   if (routing == Routing::tokens_choose && k > experts)
-    return op->emitOpError() << "k = " << k << " exceeds the " << experts
-                             << " experts";
+    return op->emitOpError()
+           << "k = " << k << " exceeds the " << experts << " experts";
   slots = experts * groups * capacity;
   return success();
 }
 
 /// Checks the shapes of the assignment table (tokens, gates, offsets).
-static LogicalResult verifyAssignments(Operation *op, Value tokens,
-                                       Value gates, Value offsets,
-                                       int64_t slots, int64_t experts) {
+static LogicalResult verifyAssignments(Operation *op, Value tokens, Value gates,
+                                       Value offsets, int64_t slots,
+                                       int64_t experts) {
   if (failed(expectShape(op, tokens, {slots}, "tokens")) ||
       failed(expectShape(op, gates, {slots}, "gates")))
     return failure();
@@ -90,9 +90,8 @@ LogicalResult MoeOp::verify() {
       failed(expectShape(*this, getB2(), {experts, width}, "b2")))
     return failure();
   int64_t slots = 0;
-  if (failed(verifyRouting(*this, getRouting(), numTokens(getInput()),
-                           experts, getNumGroups(), getCapacity(), getK(),
-                           slots)))
+  if (failed(verifyRouting(*this, getRouting(), numTokens(getInput()), experts,
+                           getNumGroups(), getCapacity(), getK(), slots)))
     return failure();
   return expectShape(*this, getResult(), in, "result");
 }
@@ -107,8 +106,8 @@ LogicalResult SigmaMoeOp::verify() {
     return failure();
   int64_t experts = shapeOf(getExpertSel())[0];
   int64_t expertWidth = shapeOf(getKeys())[2];
-  if (failed(expectShape(*this, getExpertSel(), {experts, width},
-                         "expert_sel")) ||
+  if (failed(
+          expectShape(*this, getExpertSel(), {experts, width}, "expert_sel")) ||
       failed(expectShape(*this, getKeys(), {experts, width, expertWidth},
                          "keys")) ||
       failed(expectShape(*this, getValues(), {experts, expertWidth, width},

@@ -104,7 +104,8 @@ FailureOr<json> PlanWriter::write(const PlanInfo &info) {
     if (auto name = func.getArgAttrOfType<StringAttr>(index, "mixer.param")) {
       entry["name"] = name.str();
       json init = json::object();
-      if (auto dict = func.getArgAttrOfType<DictionaryAttr>(index, "mixer.init"))
+      if (auto dict =
+              func.getArgAttrOfType<DictionaryAttr>(index, "mixer.init"))
         for (NamedAttribute attr : dict)
           init[attr.getName().str()] = attributeJson(attr.getValue());
       entry["init"] = init;
@@ -118,8 +119,8 @@ FailureOr<json> PlanWriter::write(const PlanInfo &info) {
       inputIndex[index] = inputs.size();
       inputs.push_back(entry);
     } else {
-      return func.emitError() << "argument " << index
-                              << " is neither a parameter nor an input";
+      return func.emitError()
+             << "argument " << index << " is neither a parameter nor an input";
     }
   }
 
@@ -159,8 +160,7 @@ FailureOr<json> PlanWriter::write(const PlanInfo &info) {
     FailureOr<int64_t> id = valueId(value);
     if (failed(id))
       return failure();
-    outputs.push_back(
-        {{"name", cast<StringAttr>(name).str()}, {"value", *id}});
+    outputs.push_back({{"name", cast<StringAttr>(name).str()}, {"value", *id}});
   }
 
   auto intAttr = [&](StringRef name) -> int64_t {

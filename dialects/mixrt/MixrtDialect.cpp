@@ -52,11 +52,12 @@ LogicalResult KernelOp::verify() {
                          << getOutputs().size();
   for (NamedAttribute attr : getParams()) {
     if (llvm::none_of(signature->attributes, [&](std::string_view name) {
-          return llvm::StringRef(name.data(), name.size()) == attr.getName().strref();
+          return llvm::StringRef(name.data(), name.size()) ==
+                 attr.getName().strref();
         }))
       return emitOpError() << "kernel '" << getCallee()
-                           << "' has no attribute '" << attr.getName().getValue()
-                           << "'";
+                           << "' has no attribute '"
+                           << attr.getName().getValue() << "'";
   }
   return success();
 }

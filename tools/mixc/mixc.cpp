@@ -37,30 +37,41 @@ namespace cl = llvm::cl;
 namespace {
 
 /// What mixc writes: the IR after a pipeline stage, the plan, or the artifact.
-enum class Emit { Frontend, Graph, Fused, Selected, Runtime, Planned, Plan, Artifact };
+enum class Emit {
+  Frontend,
+  Graph,
+  Fused,
+  Selected,
+  Runtime,
+  Planned,
+  Plan,
+  Artifact
+};
 
 cl::opt<std::string> inputPath(cl::Positional, cl::desc("<model.json>"),
                                cl::Required);
 cl::opt<std::string> outputPath("o", cl::desc("output file"),
                                 cl::value_desc("path"));
-cl::opt<std::string> target("target", cl::desc("target: cpu"),
-                            cl::init("cpu"));
+cl::opt<std::string> target("target", cl::desc("target: cpu"), cl::init("cpu"));
 cl::opt<int64_t> batch("batch", cl::desc("batch size the artifact runs"),
                        cl::init(8));
 cl::opt<int64_t> seq("seq",
                      cl::desc("sequence length (default: max_seq_length)"),
                      cl::init(0));
-cl::list<std::string> outputs(
-    "outputs", cl::CommaSeparated,
-    cl::desc("outputs to compute (default: all the model's heads)"),
-    cl::value_desc("name,..."));
+cl::list<std::string>
+    outputs("outputs", cl::CommaSeparated,
+            cl::desc("outputs to compute (default: all the model's heads)"),
+            cl::value_desc("name,..."));
 cl::opt<Emit> emit(
     "emit", cl::desc("what to write"), cl::init(Emit::Artifact),
     cl::values(
         clEnumValN(Emit::Frontend, "frontend", "mixer IR from the frontend"),
-        clEnumValN(Emit::Graph, "graph", "after verification, canonicalization and MoE decomposition"),
+        clEnumValN(
+            Emit::Graph, "graph",
+            "after verification, canonicalization and MoE decomposition"),
         clEnumValN(Emit::Fused, "fused", "after fusion"),
-        clEnumValN(Emit::Selected, "selected", "after mixing-algorithm selection"),
+        clEnumValN(Emit::Selected, "selected",
+                   "after mixing-algorithm selection"),
         clEnumValN(Emit::Runtime, "runtime", "after lowering to mixrt"),
         clEnumValN(Emit::Planned, "planned", "mixrt with arena offsets"),
         clEnumValN(Emit::Plan, "plan", "the runtime plan as JSON"),
@@ -128,8 +139,7 @@ int main(int argc, char **argv) {
     return kInputError;
   }
 
-  mixer::Expected<mixer::ModelConfig> config =
-      mixer::parseModelFile(inputPath);
+  mixer::Expected<mixer::ModelConfig> config = mixer::parseModelFile(inputPath);
   if (!config) {
     llvm::errs() << config.message() << "\n";
     return kInputError;
@@ -171,7 +181,8 @@ int main(int argc, char **argv) {
     return writeText(text);
   }
 
-  FailureOr<std::string> plan = mixer::exportPlan(*module, {target, "inference"});
+  FailureOr<std::string> plan =
+      mixer::exportPlan(*module, {target, "inference"});
   if (failed(plan))
     return kCompileError;
   if (emit == Emit::Plan)
