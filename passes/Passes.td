@@ -71,6 +71,28 @@ def MixerDecomposeMoe : Pass<"mixer-decompose-moe", "mlir::func::FuncOp"> {
   }];
 }
 
+def MixerAutodiff : Pass<"mixer-autodiff", "mlir::ModuleOp"> {
+  let summary = "Append the gradients of the loss with respect to every parameter";
+  let description = [{
+    Reverse-mode differentiation of `@forward`: starting from the output named
+    `loss` (a scalar) with gradient 1, walks the ops backwards and asks each
+    for its operand gradients through `GradientOpInterface` (defined beside
+    each op family), summing gradients that meet at a value. Every parameter
+    gets a result named `grad/<parameter name>` (zeros when the loss does not
+    depend on it). Runs before fusion: fused epilogues drop values that
+    gradients need.
+
+    ```mlir
+    func.func @forward(%x: tensor<4x8xf32> {mixer.input = "x"},
+                       %w: tensor<8x2xf32> {mixer.param = "w"}) -> tensor<f32>
+        attributes {mixer.outputs = ["loss"]}
+    // gains a result
+    //   %dw = mixer.dense_weight_grad %x, %dy : ... -> tensor<8x2xf32>
+    // named "grad/w" in mixer.outputs
+    ```
+  }];
+}
+
 def MixerFuseRouter : Pass<"mixer-fuse-router", "mlir::func::FuncOp"> {
   let summary = "Fuse the router softmax into expert selection";
   let description = [{

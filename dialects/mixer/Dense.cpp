@@ -94,3 +94,92 @@ LogicalResult TakePositionOp::verify() {
                          << " is outside the sequence of length " << in[1];
   return expectShape(*this, getResult(), {in[0], in[2]}, "result");
 }
+
+//===----------------------------------------------------------------------===//
+// Gradients
+//===----------------------------------------------------------------------===//
+
+LogicalResult DenseOp::buildGradients(OpBuilder &builder,
+                                      ValueRange resultGrads,
+                                      SmallVectorImpl<Value> &operandGrads) {
+  if (getActivation() != Activation::none)
+    return emitOpError("has a fused activation whose input is not kept: "
+                       "differentiate before mixer-fuse-dense-activation");
+  Location loc = getLoc();
+  Value dy = resultGrads[0];
+  // dX = dY · Wᵀ for a [K, N] weight, dY · W for a transposed [N, K] one.
+  auto dx = builder.create<DenseOp>(loc, getInput().getType(), dy, getWeight(),
+                                    Value());
+  dx.setTransposeWeight(!getTransposeWeight());
+  auto dw = builder.create<DenseWeightGradOp>(
+      loc, getWeight().getType(), getInput(), dy, getTransposeWeightAttr());
+  operandGrads.append({dx, dw});
+  if (getBias())
+    operandGrads.push_back(
+        builder.create<ReduceRowsOp>(loc, getBias().getType(), dy));
+  return success();
+}
+
+LogicalResult
+LayerNormOp::buildGradients(OpBuilder &builder, ValueRange resultGrads,
+                            SmallVectorImpl<Value> &operandGrads) {
+  auto grads = builder.create<LayerNormGradOp>(
+      getLoc(), getInput().getType(), getScale().getType(), getBias().getType(),
+      getInput(), getScale(), resultGrads[0], getEpsilonAttr());
+  operandGrads.append(grads->result_begin(), grads->result_end());
+  return success();
+}
+
+LogicalResult
+ActivationOp::buildGradients(OpBuilder &builder, ValueRange resultGrads,
+                             SmallVectorImpl<Value> &operandGrads) {
+  operandGrads.push_back(builder.create<ActivationGradOp>(
+      getLoc(), getInput(), resultGrads[0], getKind()));
+  return success();
+}
+
+LogicalResult AddOp::buildGradients(OpBuilder &, ValueRange resultGrads,
+                                    SmallVectorImpl<Value> &operandGrads) {
+  operandGrads.append({resultGrads[0], resultGrads[0]});
+  return success();
+}
+
+LogicalResult SoftmaxOp::buildGradients(OpBuilder &builder,
+                                        ValueRange resultGrads,
+                                        SmallVectorImpl<Value> &operandGrads) {
+  operandGrads.push_back(
+      builder.create<SoftmaxGradOp>(getLoc(), getResult(), resultGrads[0]));
+  return success();
+}
+
+LogicalResult ReshapeOp::buildGradients(OpBuilder &builder,
+                                        ValueRange resultGrads,
+                                        SmallVectorImpl<Value> &operandGrads) {
+  operandGrads.push_back(builder.create<ReshapeOp>(
+      getLoc(), getInput().getType(), resultGrads[0]));
+  return success();
+}
+
+LogicalResult
+TakePositionOp::buildGradients(OpBuilder &builder, ValueRange resultGrads,
+                               SmallVectorImpl<Value> &operandGrads) {
+  operandGrads.push_back(builder.create<TakePositionGradOp>(
+      getLoc(), getInput().getType(), resultGrads[0], getIndexAttr()));
+  return success();
+}
+
+LogicalResult
+ReduceSumOp::buildGradients(OpBuilder &builder, ValueRange resultGrads,
+                            SmallVectorImpl<Value> &operandGrads) {
+  operandGrads.push_back(builder.create<BroadcastOp>(
+      getLoc(), getInput().getType(), resultGrads[0]));
+  return success();
+}
+
+LogicalResult
+BroadcastOp::buildGradients(OpBuilder &builder, ValueRange resultGrads,
+                            SmallVectorImpl<Value> &operandGrads) {
+  operandGrads.push_back(builder.create<ReduceSumOp>(
+      getLoc(), getInput().getType(), resultGrads[0]));
+  return success();
+}

@@ -7,7 +7,7 @@ include "dialects/mixer/MixerBase.td"
 include "mlir/Interfaces/SideEffectInterfaces.td"
 include "mlir/Interfaces/InferTypeOpInterface.td"
 
-def Mixer_DenseOp : Mixer_Op<"dense", [Pure]> {
+def Mixer_DenseOp : Mixer_Op<"dense", [Pure, DeclareOpInterfaceMethods<Mixer_GradientOpInterface>]> {
   let summary = "affine map over the last axis with an optional fused activation";
   let description = [{
     `result = activation(input · W + bias)` contracting the last axis of the
@@ -31,7 +31,7 @@ def Mixer_DenseOp : Mixer_Op<"dense", [Pure]> {
   let hasVerifier = 1;
 }
 
-def Mixer_LayerNormOp : Mixer_Op<"layer_norm", [Pure]> {
+def Mixer_LayerNormOp : Mixer_Op<"layer_norm", [Pure, DeclareOpInterfaceMethods<Mixer_GradientOpInterface>]> {
   let summary = "LayerNorm over the last axis";
   let description = [{
     `(x − mean) · rsqrt(var + epsilon) · scale + bias` with `var = E[x²] − mean²`
@@ -63,7 +63,7 @@ def Mixer_AddLayerNormOp : Mixer_Op<"add_layer_norm", [Pure]> {
 }
 
 def Mixer_ActivationOp : Mixer_Op<"activation",
-    [Pure, SameOperandsAndResultType]> {
+    [Pure, SameOperandsAndResultType, DeclareOpInterfaceMethods<Mixer_GradientOpInterface>]> {
   let summary = "pointwise activation (GELU is the tanh approximation)";
   let arguments = (ins Mixer_F32Tensor:$input, Mixer_ActivationAttr:$kind);
   let results = (outs Mixer_F32Tensor:$result);
@@ -71,14 +71,16 @@ def Mixer_ActivationOp : Mixer_Op<"activation",
   let hasFolder = 1;
 }
 
-def Mixer_AddOp : Mixer_Op<"add", [Pure, SameOperandsAndResultType, Commutative]> {
+def Mixer_AddOp : Mixer_Op<"add",
+    [Pure, SameOperandsAndResultType, Commutative, DeclareOpInterfaceMethods<Mixer_GradientOpInterface>]> {
   let summary = "elementwise sum";
   let arguments = (ins Mixer_F32Tensor:$lhs, Mixer_F32Tensor:$rhs);
   let results = (outs Mixer_F32Tensor:$result);
   let assemblyFormat = "$lhs `,` $rhs attr-dict `:` type($result)";
 }
 
-def Mixer_SoftmaxOp : Mixer_Op<"softmax", [Pure, SameOperandsAndResultType]> {
+def Mixer_SoftmaxOp : Mixer_Op<"softmax",
+    [Pure, SameOperandsAndResultType, DeclareOpInterfaceMethods<Mixer_GradientOpInterface>]> {
   let summary = "softmax over the last axis";
   let arguments = (ins Mixer_F32Tensor:$input);
   let results = (outs Mixer_F32Tensor:$result);
@@ -93,7 +95,7 @@ def Mixer_RoundBf16Op : Mixer_Op<"round_bf16",
   let assemblyFormat = "$input attr-dict `:` type($input)";
 }
 
-def Mixer_ReshapeOp : Mixer_Op<"reshape", [Pure]> {
+def Mixer_ReshapeOp : Mixer_Op<"reshape", [Pure, DeclareOpInterfaceMethods<Mixer_GradientOpInterface>]> {
   let summary = "row-major reshape (a view: no data moves)";
   let arguments = (ins AnyRankedTensor:$input);
   let results = (outs AnyRankedTensor:$result);
@@ -102,7 +104,7 @@ def Mixer_ReshapeOp : Mixer_Op<"reshape", [Pure]> {
   let hasFolder = 1;
 }
 
-def Mixer_TakePositionOp : Mixer_Op<"take_position", [Pure]> {
+def Mixer_TakePositionOp : Mixer_Op<"take_position", [Pure, DeclareOpInterfaceMethods<Mixer_GradientOpInterface>]> {
   let summary = "the hidden state at one sequence position of every example";
   let description = [{ `result[b] = input[b, index]` for input `[B, S, D]`. }];
   let arguments = (ins Mixer_F32Tensor:$input,
@@ -110,6 +112,22 @@ def Mixer_TakePositionOp : Mixer_Op<"take_position", [Pure]> {
   let results = (outs Mixer_F32Tensor:$result);
   let assemblyFormat = "$input `[` $index `]` attr-dict `:` type($input) `to` type($result)";
   let hasVerifier = 1;
+}
+
+def Mixer_ReduceSumOp : Mixer_Op<"reduce_sum",
+    [Pure, DeclareOpInterfaceMethods<Mixer_GradientOpInterface>]> {
+  let summary = "sum of every element into a scalar";
+  let arguments = (ins Mixer_F32Tensor:$input);
+  let results = (outs 0DTensorOf<[F32]>:$result);
+  let assemblyFormat = "$input attr-dict `:` type($input) `to` type($result)";
+}
+
+def Mixer_BroadcastOp : Mixer_Op<"broadcast",
+    [Pure, DeclareOpInterfaceMethods<Mixer_GradientOpInterface>]> {
+  let summary = "a scalar repeated into every element of a tensor";
+  let arguments = (ins 0DTensorOf<[F32]>:$input);
+  let results = (outs Mixer_F32Tensor:$result);
+  let assemblyFormat = "$input attr-dict `:` type($input) `to` type($result)";
 }
 
 #endif // MIXER_DENSEOPS_TD

@@ -5,6 +5,7 @@
 
 include "mlir/IR/OpBase.td"
 include "mlir/IR/EnumAttr.td"
+include "dialects/mixer/GradientInterface.td"
 
 def Mixer_Dialect : Dialect {
   let name = "mixer";

@@ -13,6 +13,7 @@ using namespace mixer::graph;
 
 #include "dialects/mixer/MixerDialect.cpp.inc"
 #include "dialects/mixer/MixerEnums.cpp.inc"
+#include "dialects/mixer/GradientInterface.cpp.inc"
 #define GET_ATTRDEF_CLASSES
 #include "dialects/mixer/MixerAttrs.cpp.inc"
 

@@ -12,6 +12,7 @@
 #include "mlir/Interfaces/SideEffectInterfaces.h"
 
 #include "dialects/mixer/MixerDialect.h.inc"
+#include "dialects/mixer/GradientInterface.h.inc"
 #include "dialects/mixer/MixerEnums.h.inc"
 
 #define GET_ATTRDEF_CLASSES

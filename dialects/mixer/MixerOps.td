@@ -13,5 +13,6 @@ include "dialects/mixer/DenseOps.td"
 include "dialects/mixer/MixingOps.td"
 include "dialects/mixer/AttentionOps.td"
 include "dialects/mixer/MoeOps.td"
+include "dialects/mixer/GradientOps.td"
 
 #endif // MIXER_OPS_TD

@@ -39,3 +39,30 @@ LogicalResult StructuredMixOp::verify() {
   return expectShape(*this, getHiddenKernel(), {kernelLength(width)},
                      "hidden_kernel");
 }
+
+//===----------------------------------------------------------------------===//
+// Gradients
+//===----------------------------------------------------------------------===//
+
+LogicalResult
+LinearMixOp::buildGradients(OpBuilder &builder, ValueRange resultGrads,
+                            SmallVectorImpl<Value> &operandGrads) {
+  auto grads = builder.create<LinearMixGradOp>(
+      getLoc(), getInput().getType(), getSeqKernel().getType(),
+      getHiddenKernel().getType(), getInput(), getSeqKernel(),
+      getHiddenKernel(), resultGrads[0]);
+  operandGrads.append(grads->result_begin(), grads->result_end());
+  return success();
+}
+
+/// Re(F_S X F_D) and its Hartley counterpart are self-adjoint: the DFT and
+/// cas matrices are symmetric, so the input gradient is the same mixing
+/// applied to the result gradient.
+LogicalResult
+SpectralMixOp::buildGradients(OpBuilder &builder, ValueRange resultGrads,
+                              SmallVectorImpl<Value> &operandGrads) {
+  operandGrads.push_back(
+      builder.create<SpectralMixOp>(getLoc(), getType(), resultGrads[0],
+                                    getHartleyAttr(), getAlgorithmAttr()));
+  return success();
+}

@@ -6,7 +6,7 @@
 include "dialects/mixer/MixerBase.td"
 include "mlir/Interfaces/SideEffectInterfaces.td"
 
-def Mixer_LinearMixOp : Mixer_Op<"linear_mix", [Pure]> {
+def Mixer_LinearMixOp : Mixer_Op<"linear_mix", [Pure, DeclareOpInterfaceMethods<Mixer_GradientOpInterface>]> {
   let summary = "learned dense mixing along both axes (Sparse Mixer)";
   let description = [{
     `result[b] = W_s · input[b] · W_h` with `W_s: [S, S]` and `W_h: [D, D]`,
@@ -22,7 +22,7 @@ def Mixer_LinearMixOp : Mixer_Op<"linear_mix", [Pure]> {
   let hasVerifier = 1;
 }
 
-def Mixer_SpectralMixOp : Mixer_Op<"spectral_mix", [Pure]> {
+def Mixer_SpectralMixOp : Mixer_Op<"spectral_mix", [Pure, DeclareOpInterfaceMethods<Mixer_GradientOpInterface>]> {
   let summary = "Fourier (FNet) or Hartley mixing";
   let description = [{
     `Re(F_S · X · F_D)` per example, or `Re − Im` of the same 2-D DFT when

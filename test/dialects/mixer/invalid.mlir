@@ -136,3 +136,35 @@ func.func @combine_width(%yd: tensor<8x16xf32>, %t: tensor<8xi32>, %g: tensor<8x
   %y = mixer.combine %yd, %t, %g : (tensor<8x16xf32>, tensor<8xi32>, tensor<8xf32>) -> tensor<4x8xf32>
   return
 }
+
+// -----
+
+func.func @dense_weight_grad_rows(%x: tensor<4x16xf32>, %dy: tensor<2x32xf32>) {
+  // expected-error @+1 {{input and result_grad must have the same rows}}
+  %dw = mixer.dense_weight_grad %x, %dy : (tensor<4x16xf32>, tensor<2x32xf32>) -> tensor<16x32xf32>
+  return
+}
+
+// -----
+
+func.func @dense_weight_grad_layout(%x: tensor<4x16xf32>, %dy: tensor<4x32xf32>) {
+  // expected-error @+1 {{result must have shape [32, 16] but has [16, 32]}}
+  %dw = mixer.dense_weight_grad %x, %dy {transpose_weight} : (tensor<4x16xf32>, tensor<4x32xf32>) -> tensor<16x32xf32>
+  return
+}
+
+// -----
+
+func.func @layer_norm_grad_scale(%x: tensor<4x16xf32>, %s: tensor<8xf32>) {
+  // expected-error @+1 {{scale must have shape [16] but has [8]}}
+  %dx, %ds, %db = mixer.layer_norm_grad %x, %s, %x {epsilon = 1.0e-12 : f64} : (tensor<4x16xf32>, tensor<8xf32>, tensor<4x16xf32>) -> (tensor<4x16xf32>, tensor<8xf32>, tensor<8xf32>)
+  return
+}
+
+// -----
+
+func.func @take_position_grad_range(%dp: tensor<2x16xf32>) {
+  // expected-error @+1 {{position 8 is outside the sequence of length 8}}
+  %tp = mixer.take_position_grad %dp[8] : tensor<2x16xf32> to tensor<2x8x16xf32>
+  return
+}

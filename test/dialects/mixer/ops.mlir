@@ -69,3 +69,29 @@ func.func @moe(%x: tensor<2x8x16xf32>, %rk: tensor<16x4xf32>, %rb: tensor<4xf32>
   %y = mixer.combine %yd, %t, %g : (tensor<32x16xf32>, tensor<32xi32>, tensor<32xf32>) -> tensor<16x16xf32>
   return %s : tensor<2x8x16xf32>
 }
+
+// CHECK-LABEL: func.func @gradients
+func.func @gradients(%x: tensor<2x8x16xf32>, %dy: tensor<2x8x32xf32>, %s: tensor<16xf32>,
+    %ws: tensor<8x8xf32>, %wh: tensor<16x16xf32>, %dp: tensor<2x16xf32>) -> tensor<f32> {
+  // CHECK: mixer.fill 1.000000e+00 : tensor<f32>
+  %one = mixer.fill 1.0 : tensor<f32>
+  // CHECK: mixer.broadcast {{.*}} : tensor<f32> to tensor<2x8x16xf32>
+  %b = mixer.broadcast %one : tensor<f32> to tensor<2x8x16xf32>
+  // CHECK: mixer.reduce_sum {{.*}} : tensor<2x8x16xf32> to tensor<f32>
+  %r = mixer.reduce_sum %b : tensor<2x8x16xf32> to tensor<f32>
+  // CHECK: mixer.activation_grad gelu
+  %a = mixer.activation_grad gelu %x, %b : tensor<2x8x16xf32>
+  // CHECK: mixer.dense_weight_grad {{.*}} -> tensor<16x32xf32>
+  %dw = mixer.dense_weight_grad %x, %dy : (tensor<2x8x16xf32>, tensor<2x8x32xf32>) -> tensor<16x32xf32>
+  // CHECK: mixer.reduce_rows {{.*}} -> tensor<32xf32>
+  %db = mixer.reduce_rows %dy : (tensor<2x8x32xf32>) -> tensor<32xf32>
+  // CHECK: mixer.layer_norm_grad
+  %dx, %ds, %dbias = mixer.layer_norm_grad %x, %s, %b {epsilon = 1.0e-12 : f64} : (tensor<2x8x16xf32>, tensor<16xf32>, tensor<2x8x16xf32>) -> (tensor<2x8x16xf32>, tensor<16xf32>, tensor<16xf32>)
+  // CHECK: mixer.softmax_grad
+  %sg = mixer.softmax_grad %x, %b : tensor<2x8x16xf32>
+  // CHECK: mixer.take_position_grad {{.*}}[0] : tensor<2x16xf32> to tensor<2x8x16xf32>
+  %tp = mixer.take_position_grad %dp[0] : tensor<2x16xf32> to tensor<2x8x16xf32>
+  // CHECK: mixer.linear_mix_grad
+  %lx, %lws, %lwh = mixer.linear_mix_grad %x, %ws, %wh, %b : (tensor<2x8x16xf32>, tensor<8x8xf32>, tensor<16x16xf32>, tensor<2x8x16xf32>) -> (tensor<2x8x16xf32>, tensor<8x8xf32>, tensor<16x16xf32>)
+  return %r : tensor<f32>
+}

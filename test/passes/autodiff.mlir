@@ -1,0 +1,86 @@
+// RUN: mixer-opt %s --split-input-file --verify-diagnostics --mixer-autodiff | FileCheck %s
+
+// A dense → GELU → LayerNorm → sum chain: gradients flow backwards through
+// every op; the bias used twice receives the sum of both contributions; a
+// parameter the loss does not use gets zeros.
+// CHECK-LABEL: func.func @forward
+// CHECK-SAME: (%[[X:.*]]: tensor<2x4x8xf32> {mixer.input = "x"}, %[[W:.*]]: tensor<8x6xf32> {mixer.param = "w"}, %[[B:.*]]: tensor<6xf32> {mixer.param = "b"}, %[[S:.*]]: tensor<6xf32> {mixer.param = "s"}, %{{.*}}: tensor<3xf32> {mixer.param = "unused"})
+// CHECK-SAME: mixer.outputs = ["loss", "hidden", "grad/w", "grad/b", "grad/s", "grad/unused"]
+// CHECK: %[[H:.*]] = mixer.dense %[[X]], %[[W]], %[[B]]
+// CHECK: %[[G:.*]] = mixer.activation gelu %[[H]]
+// CHECK: %[[L:.*]] = mixer.reduce_sum
+// CHECK: %[[ONE:.*]] = mixer.fill 1.000000e+00 : tensor<f32>
+// CHECK: %[[DN:.*]] = mixer.broadcast %[[ONE]] : tensor<f32> to tensor<2x4x6xf32>
+// CHECK: %[[DG:.*]], %[[DS:.*]], %[[DB1:.*]] = mixer.layer_norm_grad %[[G]], %[[S]], %[[DN]]
+// CHECK: %[[DH:.*]] = mixer.activation_grad gelu %[[H]], %[[DG]]
+// CHECK: mixer.dense %[[DH]], %[[W]] {transpose_weight}
+// CHECK: %[[DW:.*]] = mixer.dense_weight_grad %[[X]], %[[DH]] : (tensor<2x4x8xf32>, tensor<2x4x6xf32>) -> tensor<8x6xf32>
+// CHECK: %[[DB2:.*]] = mixer.reduce_rows %[[DH]]
+// CHECK: %[[DB:.*]] = mixer.add %[[DB1]], %[[DB2]]
+// CHECK: %[[ZERO:.*]] = mixer.fill 0.000000e+00 : tensor<3xf32>
+// CHECK: return %[[L]], %[[H]], %[[DW]], %[[DB]], %[[DS]], %[[ZERO]]
+func.func @forward(%x: tensor<2x4x8xf32> {mixer.input = "x"},
+                   %w: tensor<8x6xf32> {mixer.param = "w"},
+                   %b: tensor<6xf32> {mixer.param = "b"},
+                   %s: tensor<6xf32> {mixer.param = "s"},
+                   %unused: tensor<3xf32> {mixer.param = "unused"}) -> (tensor<f32>, tensor<2x4x6xf32>)
+    attributes {mixer.outputs = ["loss", "hidden"]} {
+  %h = mixer.dense %x, %w, %b : (tensor<2x4x8xf32>, tensor<8x6xf32>, tensor<6xf32>) -> tensor<2x4x6xf32>
+  %g = mixer.activation gelu %h : tensor<2x4x6xf32>
+  %n = mixer.layer_norm %g, %s, %b {epsilon = 1.0e-12 : f64} : (tensor<2x4x6xf32>, tensor<6xf32>, tensor<6xf32>) -> tensor<2x4x6xf32>
+  %l = mixer.reduce_sum %n : tensor<2x4x6xf32> to tensor<f32>
+  return %l, %h : tensor<f32>, tensor<2x4x6xf32>
+}
+
+// -----
+
+// Linear mixing, the pooler's position slice, reshape and a transposed
+// (tied) weight; Fourier mixing is its own adjoint.
+// CHECK-LABEL: func.func @forward
+// CHECK: %[[DT:.*]] = mixer.broadcast
+// CHECK: %[[DP:.*]] = mixer.dense %[[DT]], %{{.*}} : (tensor<2x4xf32>, tensor<4x8xf32>) -> tensor<2x8xf32>
+// CHECK: mixer.dense_weight_grad %{{.*}}, %[[DT]] {transpose_weight} : (tensor<2x8xf32>, tensor<2x4xf32>) -> tensor<4x8xf32>
+// CHECK: %[[DM:.*]] = mixer.take_position_grad %[[DP]][0] : tensor<2x8xf32> to tensor<2x3x8xf32>
+// CHECK: %[[DF:.*]] = mixer.spectral_mix %[[DM]] {algorithm = #mixer<algorithm fft>}
+// CHECK: %[[DX:.*]], %[[DWS:.*]], %[[DWH:.*]] = mixer.linear_mix_grad %{{.*}}, %{{.*}}, %{{.*}}, %[[DF]]
+// CHECK: return {{.*}}, %[[DWS]], %[[DWH]], %{{.*}} :
+func.func @forward(%x: tensor<2x3x8xf32> {mixer.input = "x"},
+                   %ws: tensor<3x3xf32> {mixer.param = "ws"},
+                   %wh: tensor<8x8xf32> {mixer.param = "wh"},
+                   %k: tensor<4x8xf32> {mixer.param = "k"}) -> tensor<f32>
+    attributes {mixer.outputs = ["loss"]} {
+  %m = mixer.linear_mix %x, %ws, %wh : (tensor<2x3x8xf32>, tensor<3x3xf32>, tensor<8x8xf32>) -> tensor<2x3x8xf32>
+  %f = mixer.spectral_mix %m {algorithm = #mixer<algorithm fft>} : (tensor<2x3x8xf32>) -> tensor<2x3x8xf32>
+  %p = mixer.take_position %f[0] : tensor<2x3x8xf32> to tensor<2x8xf32>
+  %t = mixer.dense %p, %k {transpose_weight} : (tensor<2x8xf32>, tensor<4x8xf32>) -> tensor<2x4xf32>
+  %l = mixer.reduce_sum %t : tensor<2x4xf32> to tensor<f32>
+  return %l : tensor<f32>
+}
+
+// -----
+
+func.func @forward(%x: tensor<2x8xf32> {mixer.input = "x"}, %w: tensor<8x8xf32> {mixer.param = "w"}) -> tensor<f32>
+    attributes {mixer.outputs = ["loss"]} {
+  // expected-error @+1 {{has a fused activation whose input is not kept: differentiate before mixer-fuse-dense-activation}}
+  %h = mixer.dense %x, %w {activation = #mixer<activation gelu>} : (tensor<2x8xf32>, tensor<8x8xf32>) -> tensor<2x8xf32>
+  %l = mixer.reduce_sum %h : tensor<2x8xf32> to tensor<f32>
+  return %l : tensor<f32>
+}
+
+// -----
+
+func.func @forward(%x: tensor<2x8x4xf32> {mixer.input = "x"}, %ts: tensor<15xf32> {mixer.param = "ts"}, %th: tensor<7xf32> {mixer.param = "th"}) -> tensor<f32>
+    attributes {mixer.outputs = ["loss"]} {
+  // expected-error @+1 {{'mixer.structured_mix' op has no gradient}}
+  %m = mixer.structured_mix %x, %ts, %th {toeplitz} : (tensor<2x8x4xf32>, tensor<15xf32>, tensor<7xf32>) -> tensor<2x8x4xf32>
+  %l = mixer.reduce_sum %m : tensor<2x8x4xf32> to tensor<f32>
+  return %l : tensor<f32>
+}
+
+// -----
+
+// expected-error @+1 {{no output named 'loss' to differentiate}}
+func.func @forward(%x: tensor<2x8xf32> {mixer.input = "x"}) -> tensor<2x8xf32>
+    attributes {mixer.outputs = ["sequence_output"]} {
+  return %x : tensor<2x8xf32>
+}
