@@ -1,0 +1,77 @@
+//===- Optimizer.h - AdamW and gradient clipping ----------------*- C++ -*-===//
+//
+// The optimizer of the reference training recipe, optax.adamw: Adam moments
+// with bias correction, weight decay decoupled from them and applied to every
+// parameter, the whole update scaled by the learning rate. Parameters,
+// gradients and moments are f32 and the per-element arithmetic is the f32
+// sequence the reference performs, one rounding per operation (no fused
+// multiply-add), so results do not depend on the thread count or on the
+// instruction set the library is built for.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MIXER_RUNTIME_TRAIN_OPTIMIZER_H
+#define MIXER_RUNTIME_TRAIN_OPTIMIZER_H
+
+#include "runtime/support/Status.h"
+
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+namespace mixer::train {
+
+/// Hyper-parameters of AdamW; the defaults are the pre-training recipe's.
+struct AdamWConfig {
+  double b1 = 0.9;           ///< decay of the first moment
+  double b2 = 0.999;         ///< decay of the second moment
+  double eps = 1e-6;         ///< added to sqrt(v_hat), outside the root
+  double weightDecay = 0.01; ///< decoupled, multiplies the parameter
+};
+
+/// Success when b1 and b2 lie in [0, 1) (the bias corrections divide by
+/// 1 - b^t), eps is positive and weightDecay is finite and non-negative.
+Status validateAdamW(const AdamWConfig &config);
+
+/// Applies update number `step` (1-based: the first update is step 1) to the
+/// `n` parameters, updating the moments `m` and `v` in place:
+///   m = b1 m + (1 - b1) g            v = b2 v + (1 - b2) g^2
+///   m_hat = m / (1 - b1^step)        v_hat = v / (1 - b2^step)
+///   u = m_hat / (sqrt(v_hat) + eps) + weightDecay * param
+///   param = param - lr * u
+/// which is optax.adamw's chain scale_by_adam (eps_root 0), then
+/// add_decayed_weights, then scale_by_learning_rate. The moments start at
+/// zero before step 1. The reference evaluates its schedule at the count of
+/// updates already applied: update `step` uses learningRate(schedule,
+/// step - 1).
+void adamwStep(float *param, const float *grad, float *m, float *v, int64_t n,
+               double lr, int64_t step, const AdamWConfig &config);
+
+/// A read-only run of f32 values: (first element, element count).
+using ConstValues = std::pair<const float *, int64_t>;
+/// A writable run of f32 values: (first element, element count).
+using Values = std::pair<float *, int64_t>;
+
+/// The L2 norm of all the values together, sqrt(sum of squares), summed in
+/// double in an order fixed by the tensor sizes alone (not by the thread
+/// count).
+double globalNorm(const std::vector<ConstValues> &tensors);
+
+/// Multiplies every value by `factor` (rounded to f32 once).
+void scaleGradients(const std::vector<Values> &tensors, double factor);
+
+/// optax.clip_by_global_norm: when the global norm of the gradients is at
+/// least `maxNorm`, scales them by maxNorm / norm, so that g becomes
+/// g * min(1, maxNorm / norm). Returns the norm before clipping.
+double clipByGlobalNorm(const std::vector<Values> &tensors, double maxNorm);
+
+/// dst += src over n values (gradient accumulation over micro-steps).
+void accumulate(float *dst, const float *src, int64_t n);
+
+/// Divides every value by `microSteps` >= 1: the mean of gradients summed
+/// over that many micro-steps with accumulate.
+void averageGradients(const std::vector<Values> &tensors, int64_t microSteps);
+
+} // namespace mixer::train
+
+#endif // MIXER_RUNTIME_TRAIN_OPTIMIZER_H
