@@ -41,6 +41,14 @@ constexpr Crc64Tables kCrc64;
 
 } // namespace
 
+std::string formatChecksum(uint64_t value) {
+  static const char digits[] = "0123456789abcdef";
+  std::string text = "0x";
+  for (int shift = 60; shift >= 0; shift -= 4)
+    text.push_back(digits[(value >> shift) & 0xF]);
+  return text;
+}
+
 uint64_t crc64(const void *data, size_t size, uint64_t crc) {
   const auto &t = kCrc64.table;
   const uint8_t *p = static_cast<const uint8_t *>(data);
@@ -118,8 +126,8 @@ Expected<Container> readContainer(const std::string &path) {
   uint64_t stored = detail::loadLE<uint64_t>(bytes + size - 8);
   uint64_t computed = crc64(bytes, size - 8);
   if (stored != computed)
-    return fileError(path, "checksum mismatch (stored ", detail::hex(stored),
-                     ", computed ", detail::hex(computed),
+    return fileError(path, "checksum mismatch (stored ", formatChecksum(stored),
+                     ", computed ", formatChecksum(computed),
                      "): the file is corrupt");
 
   const char *text = reinterpret_cast<const char *>(header);

@@ -38,6 +38,9 @@ Expected<Container> readContainer(const std::string &path);
 /// CRC-64/XZ (ECMA-182 polynomial, reflected, init and xorout all ones).
 uint64_t crc64(const void *data, size_t size, uint64_t crc = 0);
 
+/// "0x995dc9bbdf1939fa": how checksums appear in files and messages.
+std::string formatChecksum(uint64_t value);
+
 } // namespace mixer::io
 
 #endif // MIXER_RUNTIME_IO_CONTAINER_H

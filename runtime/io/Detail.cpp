@@ -57,14 +57,6 @@ MappedFile::~MappedFile() {
     ::munmap(const_cast<uint8_t *>(bytes), length);
 }
 
-std::string hex(uint64_t value) {
-  static const char digits[] = "0123456789abcdef";
-  std::string text = "0x";
-  for (int shift = 60; shift >= 0; shift -= 4)
-    text.push_back(digits[(value >> shift) & 0xF]);
-  return text;
-}
-
 Status parseJson(const std::string &path, const char *what, const char *begin,
                  const char *end, nlohmann::ordered_json &out,
                  bool rejectDuplicateKeys) {

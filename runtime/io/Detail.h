@@ -62,9 +62,6 @@ Status parseJson(const std::string &path, const char *what, const char *begin,
 /// The text of an errno value.
 std::string errnoText(int err);
 
-/// "0x995dc9bbdf1939fa"-style rendering.
-std::string hex(uint64_t value);
-
 /// Reads a little-endian unsigned integer of sizeof(T) bytes.
 template <typename T> T loadLE(const uint8_t *p) {
   T value = 0;

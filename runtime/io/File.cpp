@@ -33,19 +33,21 @@ bool writeAll(int fd, const std::string &bytes) {
   return true;
 }
 
-/// Flushes a directory entry change (the rename) to disk.
-bool syncDirectory(const std::string &dir) {
+} // namespace
+
+Status syncDirectory(const std::string &dir) {
   int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0)
-    return false;
-  bool ok = ::fsync(fd) == 0;
+    return detail::fileError(dir, "cannot open the directory to sync it: ",
+                             detail::errnoText(errno));
+  int synced = ::fsync(fd);
   int err = errno;
   ::close(fd);
-  errno = err;
-  return ok;
+  if (synced != 0)
+    return detail::fileError(
+        dir, "cannot sync the directory: ", detail::errnoText(err));
+  return Status::success();
 }
-
-} // namespace
 
 Expected<std::string> readFile(const std::string &path) {
   auto file = detail::MappedFile::open(path);
@@ -85,10 +87,7 @@ Status writeFileAtomic(const std::string &path, const std::string &bytes) {
     return fail("cannot close temporary file");
   if (::rename(temp.c_str(), path.c_str()) != 0)
     return fail("cannot rename temporary file over the target");
-  if (!syncDirectory(parentDirectory(path)))
-    return detail::fileError(path, "cannot sync the containing directory: ",
-                             detail::errnoText(errno));
-  return Status::success();
+  return syncDirectory(parentDirectory(path));
 }
 
 } // namespace mixer::io

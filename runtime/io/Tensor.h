@@ -10,7 +10,20 @@ namespace mixer::io {
 
 /// Element types of tensor files (the safetensors set).
 enum class DType {
-  Bool, U8, I8, F8E5M2, F8E4M3, I16, U16, F16, BF16, I32, U32, F32, F64, I64,
+  Bool,
+  U8,
+  I8,
+  F8E5M2,
+  F8E4M3,
+  I16,
+  U16,
+  F16,
+  BF16,
+  I32,
+  U32,
+  F32,
+  F64,
+  I64,
   U64
 };
 

@@ -29,9 +29,10 @@ Expected<std::vector<HostTensor>>
 readSafetensors(const std::string &path,
                 std::map<std::string, std::string> &metadata);
 /// Writes tensors (and optional string metadata, the "__metadata__" entry).
-Status writeSafetensors(const std::string &path,
-                        const std::vector<HostTensor> &tensors,
-                        const std::map<std::string, std::string> &metadata = {});
+Status
+writeSafetensors(const std::string &path,
+                 const std::vector<HostTensor> &tensors,
+                 const std::map<std::string, std::string> &metadata = {});
 
 /// Reads one .npy array (format 1.0-3.0, little-endian, C order, the dtypes
 /// of DType); the tensor is named after the file stem.
@@ -54,6 +55,8 @@ Status writeTensorFile(const std::string &path,
 /// Writes `bytes` to `path` atomically (temporary file, fsync, rename, fsync
 /// of the directory).
 Status writeFileAtomic(const std::string &path, const std::string &bytes);
+/// Flushes a directory's entries (creations, renames) to disk.
+Status syncDirectory(const std::string &dir);
 /// Reads a whole file.
 Expected<std::string> readFile(const std::string &path);
 

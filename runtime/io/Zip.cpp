@@ -1,6 +1,7 @@
 //===- Zip.cpp - The ZIP subset that .npz archives use --------------------===//
 
 #include "runtime/io/Zip.h"
+#include "runtime/io/Container.h"
 #include "runtime/io/Detail.h"
 
 #include <zlib.h>
@@ -170,8 +171,8 @@ Status forEachZipMember(const std::string &path, const uint8_t *bytes,
     uint32_t crc = crc32Of(data, member.size);
     if (crc != member.crc)
       return fileError(path, where, ": CRC-32 mismatch (stored ",
-                       hex(member.crc), ", computed ", hex(crc),
-                       "): the archive is corrupt");
+                       formatChecksum(member.crc), ", computed ",
+                       formatChecksum(crc), "): the archive is corrupt");
     if (Status s = fn(member.name, data, member.size); !s)
       return s;
   }

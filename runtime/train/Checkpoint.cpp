@@ -72,13 +72,7 @@ std::optional<int64_t> parseStepName(const std::string &name) {
   return std::stoll(digits);
 }
 
-std::string hex(uint64_t value) {
-  char text[19];
-  std::snprintf(text, sizeof text, "0x%016" PRIx64, value);
-  return text;
-}
-
-/// Parses hex()'s form back.
+/// Parses io::formatChecksum()'s form back.
 std::optional<uint64_t> parseHex(const Json &value) {
   if (!value.is_string())
     return std::nullopt;
@@ -96,20 +90,6 @@ Status error(const std::string &path, const std::string &what) {
 }
 
 std::string errnoText(int err) { return std::generic_category().message(err); }
-
-/// Flushes the entries of a directory (creations and renames) to disk.
-Status syncDirectory(const std::string &dir) {
-  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0)
-    return error(dir,
-                 "cannot open the directory to sync it: " + errnoText(errno));
-  int synced = ::fsync(fd);
-  int err = errno;
-  ::close(fd);
-  if (synced != 0)
-    return error(dir, "cannot sync the directory: " + errnoText(err));
-  return Status::success();
-}
 
 /// Reads `path` in blocks, without holding it in memory.
 Expected<Digest> digestFile(const std::string &path) {
@@ -181,7 +161,7 @@ Status prepareDirectory(const std::string &dir) {
   if (!path.has_filename())
     path = path.parent_path();
   std::string parent = path.parent_path().string();
-  return syncDirectory(parent.empty() ? "." : parent);
+  return io::syncDirectory(parent.empty() ? "." : parent);
 }
 
 /// Writes the tensor files and state.json (the last, recording the others'
@@ -197,7 +177,8 @@ Status writeStepFiles(const std::string &stepDir, const TrainingState &state) {
     auto digest = digestFile(path);
     if (!digest)
       return digest.takeStatus();
-    files[name] = {{"bytes", digest->bytes}, {"crc64", hex(digest->crc)}};
+    files[name] = {{"bytes", digest->bytes},
+                   {"crc64", io::formatChecksum(digest->crc)}};
   }
   std::string path = join(stepDir, kStateFile);
   Json record = {{"format", kFormat},
@@ -207,7 +188,7 @@ Status writeStepFiles(const std::string &stepDir, const TrainingState &state) {
                  {"progress", state.progress}};
   std::string text;
   try {
-    record[kRecordChecksumKey] = hex(recordChecksum(record));
+    record[kRecordChecksumKey] = io::formatChecksum(recordChecksum(record));
     text = record.dump(2) + "\n";
   } catch (const Json::exception &e) {
     return error(path, std::string("cannot serialise the progress record: ") +
@@ -222,7 +203,7 @@ Status writeStepFiles(const std::string &stepDir, const TrainingState &state) {
 Status commitStepDirectory(const std::string &dir, const std::string &temp,
                            const std::string &target) {
   if (::rename(temp.c_str(), target.c_str()) == 0)
-    return syncDirectory(dir);
+    return io::syncDirectory(dir);
   int err = errno;
   if (err != ENOTEMPTY && err != EEXIST)
     return error(target, "cannot rename '" + temp +
@@ -231,7 +212,7 @@ Status commitStepDirectory(const std::string &dir, const std::string &temp,
                   RENAME_EXCHANGE) != 0)
     return error(target,
                  "cannot replace the existing checkpoint: " + errnoText(errno));
-  if (Status s = syncDirectory(dir); !s)
+  if (Status s = io::syncDirectory(dir); !s)
     return s;
   std::error_code ec;
   fs::remove_all(temp, ec);
@@ -269,7 +250,7 @@ Status pruneOlderSteps(const std::string &dir, int64_t step, int keepLast) {
       return error(path, "cannot remove this old checkpoint (" +
                              stepName(step) + " is saved): " + failure);
   }
-  return syncDirectory(dir);
+  return io::syncDirectory(dir);
 }
 
 /// Checks `dir` for the readers: it must exist and be a directory.
@@ -326,8 +307,9 @@ Status verifyFile(const std::string &path, const Json &entry,
                            " bytes, the file has " +
                            std::to_string(digest->bytes) + ")" + kCorrupt);
   if (digest->crc != *crc)
-    return error(path, "checksum mismatch (state.json records " + hex(*crc) +
-                           ", file has " + hex(digest->crc) + ")" + kCorrupt);
+    return error(path, "checksum mismatch (state.json records " +
+                           io::formatChecksum(*crc) + ", file has " +
+                           io::formatChecksum(digest->crc) + ")" + kCorrupt);
   return Status::success();
 }
 
@@ -364,8 +346,10 @@ Expected<Json> verifyStep(const std::string &dir, int64_t step) {
     return error(path,
                  std::string("no valid ") + kRecordChecksumKey + kCorrupt);
   if (uint64_t actual = recordChecksum(record); actual != *checksum)
-    return error(path, "checksum mismatch (the record says " + hex(*checksum) +
-                           ", its content has " + hex(actual) + ")" + kCorrupt);
+    return error(path, "checksum mismatch (the record says " +
+                           io::formatChecksum(*checksum) +
+                           ", its content has " + io::formatChecksum(actual) +
+                           ")" + kCorrupt);
   if (record.value("step", Json()) != step)
     return error(path, "records step " + record.value("step", Json()).dump() +
                            " but lies in " + stepName(step) + kCorrupt);
