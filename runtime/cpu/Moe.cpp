@@ -8,6 +8,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "runtime/cpu/ExpertTiles.h"
 #include "runtime/cpu/Gemm.h"
 #include "runtime/cpu/Kernels.h"
 #include "runtime/cpu/Simd.h"
@@ -196,31 +197,8 @@ void experts(const float *xd, const int32_t *tokens, const int32_t *offsets,
              const float *w1, const float *b1, const float *w2, const float *b2,
              float *yd, int64_t numExperts, int64_t slots, int64_t d, int64_t f,
              Activation act) {
-  // At most this many rows per work item; as for dense, enough that
-  // repacking the expert's weights per item stays cheap.
-  constexpr int64_t kTileRows = 512;
-  struct Tile {
-    int64_t expert, row0, rows;
-  };
-  // Each run of occupied slots of an expert, cut into equal tiles.
-  std::vector<Tile> tiles;
-  for (int64_t e = 0; e < numExperts; ++e) {
-    int64_t end = offsets[e + 1];
-    for (int64_t i = offsets[e]; i < end;) {
-      if (tokens[i] < 0) {
-        ++i;
-        continue;
-      }
-      int64_t runEnd = i;
-      while (runEnd < end && tokens[runEnd] >= 0)
-        ++runEnd;
-      int64_t parts = (runEnd - i + kTileRows - 1) / kTileRows;
-      int64_t size = (runEnd - i + parts - 1) / parts;
-      for (int64_t row0 = i; row0 < runEnd; row0 += size)
-        tiles.push_back({e, row0, std::min(size, runEnd - row0)});
-      i = runEnd;
-    }
-  }
+  std::vector<detail::ExpertRows> tiles =
+      detail::rowTiles(detail::occupiedRuns(tokens, offsets, numExperts));
   for (int64_t i = 0; i < slots; ++i)
     if (tokens[i] < 0)
       std::memset(yd + i * d, 0, d * sizeof(float));
@@ -230,11 +208,11 @@ void experts(const float *xd, const int32_t *tokens, const int32_t *offsets,
   detail::ExceptionCollector errors;
 #pragma omp parallel if (parallel)
   {
-    std::vector<float> hidden(std::min(kTileRows, slots) * f);
+    std::vector<float> hidden(std::min(detail::kExpertTileRows, slots) * f);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t item = 0; item < items; ++item)
       errors.run([&] {
-        const Tile &tile = tiles[item];
+        const detail::ExpertRows &tile = tiles[item];
         detail::GemmArgs up;
         up.m = tile.rows;
         up.n = f;

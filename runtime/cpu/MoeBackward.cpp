@@ -10,6 +10,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "runtime/cpu/ExpertTiles.h"
 #include "runtime/cpu/Gemm.h"
 #include "runtime/cpu/Kernels.h"
 #include "runtime/cpu/MixingMoeGradients.h"
@@ -29,50 +30,13 @@ namespace {
 /// Work below this many values stays on one thread.
 constexpr int64_t kParallelValues = 1 << 15;
 
-/// At most this many rows per work item (as the forward experts kernel).
-constexpr int64_t kTileRows = 512;
-
 /// Rows of an expert weight gradient per work item.
 constexpr int64_t kGradientRows = 256;
 
-/// Consecutive slots [row0, row0 + rows) of one expert.
-struct Rows {
-  int64_t expert, row0, rows;
-};
-
-/// The runs of occupied slots of every expert, by expert, then by slot.
-std::vector<Rows> occupiedRuns(const int32_t *tokens, const int32_t *offsets,
-                               int64_t numExperts) {
-  std::vector<Rows> runs;
-  for (int64_t e = 0; e < numExperts; ++e) {
-    int64_t end = offsets[e + 1];
-    for (int64_t i = offsets[e]; i < end;) {
-      if (tokens[i] < 0) {
-        ++i;
-        continue;
-      }
-      int64_t runEnd = i;
-      while (runEnd < end && tokens[runEnd] >= 0)
-        ++runEnd;
-      runs.push_back({e, i, runEnd - i});
-      i = runEnd;
-    }
-  }
-  return runs;
-}
-
-/// Each run cut into equal tiles of at most kTileRows rows.
-std::vector<Rows> rowTiles(const std::vector<Rows> &runs) {
-  std::vector<Rows> tiles;
-  for (const Rows &run : runs) {
-    int64_t parts = (run.rows + kTileRows - 1) / kTileRows;
-    int64_t size = (run.rows + parts - 1) / parts;
-    for (int64_t row0 = run.row0; row0 < run.row0 + run.rows; row0 += size)
-      tiles.push_back(
-          {run.expert, row0, std::min(size, run.row0 + run.rows - row0)});
-  }
-  return tiles;
-}
+using detail::ExpertRows;
+using detail::kExpertTileRows;
+using detail::occupiedRuns;
+using detail::rowTiles;
 
 /// Zeros the rows of empty slots of a [slots, cols] array.
 void zeroEmptyRows(const int32_t *tokens, float *rows, int64_t slots,
@@ -149,11 +113,11 @@ void multiplyByDerivative(const float *preact, float *grad, int64_t n,
 }
 
 /// sums[c] (+)= sum over the rows of `runs` of values[row, c], rows in order.
-void sumRows(const float *values, const std::vector<const Rows *> &runs,
+void sumRows(const float *values, const std::vector<const ExpertRows *> &runs,
              float *sums, int64_t cols, bool accumulate) {
   if (!accumulate)
     std::memset(sums, 0, cols * sizeof(float));
-  for (const Rows *run : runs)
+  for (const ExpertRows *run : runs)
     for (int64_t r = run->row0; r < run->row0 + run->rows; ++r) {
       const float *row = values + r * cols;
       simd::forChunks(cols, [&](int64_t i, int64_t count) {
@@ -197,7 +161,8 @@ void expertsForwardTraining(const float *xd, const int32_t *tokens,
                             float *yd, float *hiddenPreact, int64_t numExperts,
                             int64_t slots, int64_t d, int64_t f,
                             Activation act) {
-  std::vector<Rows> tiles = rowTiles(occupiedRuns(tokens, offsets, numExperts));
+  std::vector<ExpertRows> tiles =
+      rowTiles(occupiedRuns(tokens, offsets, numExperts));
   zeroEmptyRows(tokens, yd, slots, d);
   zeroEmptyRows(tokens, hiddenPreact, slots, f);
   int64_t items = static_cast<int64_t>(tiles.size());
@@ -205,11 +170,11 @@ void expertsForwardTraining(const float *xd, const int32_t *tokens,
   detail::ExceptionCollector errors;
 #pragma omp parallel if (parallel)
   {
-    std::vector<float> hidden(std::min(kTileRows, slots) * f);
+    std::vector<float> hidden(std::min(kExpertTileRows, slots) * f);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t item = 0; item < items; ++item)
       errors.run([&] {
-        const Rows &tile = tiles[item];
+        const ExpertRows &tile = tiles[item];
         float *preact = hiddenPreact + tile.row0 * f;
         detail::GemmArgs up;
         up.m = tile.rows;
@@ -253,8 +218,8 @@ void expertsBackward(const float *xd, const int32_t *tokens,
                      float *dw1, float *db1, float *dw2, float *db2,
                      float *scratch, int64_t numExperts, int64_t slots,
                      int64_t d, int64_t f, Activation act, bool accumulate) {
-  std::vector<Rows> runs = occupiedRuns(tokens, offsets, numExperts);
-  std::vector<Rows> tiles = rowTiles(runs);
+  std::vector<ExpertRows> runs = occupiedRuns(tokens, offsets, numExperts);
+  std::vector<ExpertRows> tiles = rowTiles(runs);
   // H = act(preact) and dP, [slots, f] each; rows of empty slots stay unread.
   float *hidden = scratch;
   float *dPreact = scratch + slots * f;
@@ -262,7 +227,7 @@ void expertsBackward(const float *xd, const int32_t *tokens,
   // Phase 1, per row tile: H, dP = (dyd w2^T) * act'(preact), dxd = dP w1^T.
   zeroEmptyRows(tokens, dxd, slots, d);
   parallelItems(static_cast<int64_t>(tiles.size()), [&](int64_t item) {
-    const Rows &tile = tiles[item];
+    const ExpertRows &tile = tiles[item];
     const float *preact = hiddenPreact + tile.row0 * f;
     applyActivation(preact, hidden + tile.row0 * f, tile.rows, f, act);
     detail::GemmArgs dh;
@@ -294,8 +259,8 @@ void expertsBackward(const float *xd, const int32_t *tokens,
 
   // Phase 2, per expert and block of weight-gradient rows, or per expert for
   // the biases: sums over the expert's runs in slot order.
-  std::vector<std::vector<const Rows *>> expertRuns(numExperts);
-  for (const Rows &run : runs)
+  std::vector<std::vector<const ExpertRows *>> expertRuns(numExperts);
+  for (const ExpertRows &run : runs)
     expertRuns[run.expert].push_back(&run);
   struct Block {
     int64_t expert;
@@ -313,7 +278,7 @@ void expertsBackward(const float *xd, const int32_t *tokens,
   }
   parallelItems(static_cast<int64_t>(blocks.size()), [&](int64_t item) {
     const Block &block = blocks[item];
-    const std::vector<const Rows *> &own = expertRuns[block.expert];
+    const std::vector<const ExpertRows *> &own = expertRuns[block.expert];
     if (block.kind == 2) {
       if (db1)
         sumRows(dPreact, own, db1 + block.expert * f, f, accumulate);
