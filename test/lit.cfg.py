@@ -22,5 +22,8 @@ llvm_config.add_tool_substitutions(["mixc", "mixer-opt", "mixer-run"], tool_dirs
 config.substitutions.append(("%models", os.path.join(config.mixer_src_root, "models")))
 config.substitutions.append(("%python", config.python3))
 config.substitutions.append(
+    ("%count_ops_plugin",
+     os.path.join(config.mixer_obj_root, "lib", "libMixerCountOpsPlugin.so")))
+config.substitutions.append(
     ("%ref", config.python3 + " " +
      os.path.join(config.mixer_src_root, "test", "reference", "mixer_ref.py")))
