@@ -59,12 +59,12 @@ private:
                      : Init::zeros());
   }
   Value reshape(Location at, Value value, ArrayRef<int64_t> shape) {
-    return builder.create<ReshapeOp>(at, f32(shape), value);
+    return ReshapeOp::create(builder, at, f32(shape), value);
   }
   Value dense(Location at, Value input, Value weight, Value biasValue,
               bool transposeWeight = false);
   Value activation(Location at, Activation kind, Value input) {
-    return builder.create<ActivationOp>(at, input, kind);
+    return ActivationOp::create(builder, at, input, kind);
   }
   Value layerNorm(const std::string &scope, Value input, int64_t width);
 
@@ -112,7 +112,7 @@ Value ModelEmitter::dense(Location at, Value input, Value weight,
   auto w = cast<RankedTensorType>(weight.getType()).getShape();
   SmallVector<int64_t> shape(in.begin(), in.end());
   shape.back() = transposeWeight ? w[0] : w[1];
-  auto op = builder.create<DenseOp>(at, f32(shape), input, weight, biasValue);
+  auto op = DenseOp::create(builder, at, f32(shape), input, weight, biasValue);
   if (transposeWeight)
     op.setTransposeWeight(true);
   return op;
@@ -122,9 +122,9 @@ Value ModelEmitter::layerNorm(const std::string &scope, Value input,
                               int64_t width) {
   Value scale = param(scope + "/scale", {width}, Init::ones());
   Value offset = param(scope + "/bias", {width}, Init::zeros());
-  return builder.create<LayerNormOp>(
-      loc(scope), input.getType(), input, scale, offset,
-      builder.getF64FloatAttr(config.layerNormEpsilon));
+  return LayerNormOp::create(builder, loc(scope), input.getType(), input, scale,
+                             offset,
+                             builder.getF64FloatAttr(config.layerNormEpsilon));
 }
 
 Value ModelEmitter::emitEmbeddings() {
@@ -134,9 +134,8 @@ Value ModelEmitter::emitEmbeddings() {
   Value position =
       kernel(scope + "/position/embedding", {1, emb.maxSeqLength, emb.dEmb});
   Value type = kernel(scope + "/type/embedding", {emb.typeVocabSize, emb.dEmb});
-  Value sum =
-      builder.create<EmbedOp>(loc(scope), f32({batch, seq, emb.dEmb}), inputIds,
-                              typeIds, wordEmbedding, position, type);
+  Value sum = EmbedOp::create(builder, loc(scope), f32({batch, seq, emb.dEmb}),
+                              inputIds, typeIds, wordEmbedding, position, type);
   Value normed = layerNorm(scope + "/layer_norm", sum, emb.dEmb);
   // lecun_normal: truncated normal with variance 1 / fan_in.
   Value mapKernel =
@@ -161,8 +160,8 @@ Value ModelEmitter::emitAttention(int64_t layer, Value h) {
     return dense(at, h, w, b);
   };
   Value q = project("query"), k = project("key"), v = project("value");
-  Value attended = builder.create<AttentionOp>(
-      loc(scope), f32({batch, seq, width}), q, k, v, inputIds,
+  Value attended = AttentionOp::create(
+      builder, loc(scope), f32({batch, seq, width}), q, k, v, inputIds,
       builder.getI64IntegerAttr(heads), builder.getI64IntegerAttr(headDim),
       builder.getI64IntegerAttr(config.embeddings.padId),
       config.attention.causal ? builder.getUnitAttr() : UnitAttr());
@@ -188,13 +187,14 @@ Value ModelEmitter::emitMixing(int64_t layer, Value h) {
     const std::string scope = "encoder/linear_transform_" + l;
     Value hidden = kernel(scope + "/hidden_kernel", {d, d});
     Value input = kernel(scope + "/input_kernel", {seq, seq});
-    return builder.create<LinearMixOp>(loc(scope), h.getType(), h, input,
-                                       hidden);
+    return LinearMixOp::create(builder, loc(scope), h.getType(), h, input,
+                               hidden);
   }
   case MixingKind::Fourier:
   case MixingKind::Hartley: {
     bool hartley = lc.mixing == MixingKind::Hartley;
-    auto op = builder.create<SpectralMixOp>(
+    auto op = SpectralMixOp::create(
+        builder,
         loc(std::string(hartley ? "encoder/hartley_" : "encoder/fourier_") + l),
         h.getType(), h, hartley ? builder.getUnitAttr() : UnitAttr(),
         algorithmAttr);
@@ -210,8 +210,8 @@ Value ModelEmitter::emitMixing(int64_t layer, Value h) {
     int64_t inputLength = toeplitz ? 2 * seq - 1 : seq;
     Value hidden = kernel(scope + "/hidden_kernel", {hiddenLength});
     Value input = kernel(scope + "/input_kernel", {inputLength});
-    return builder.create<StructuredMixOp>(
-        loc(scope), h.getType(), h, input, hidden,
+    return StructuredMixOp::create(
+        builder, loc(scope), h.getType(), h, input, hidden,
         toeplitz ? builder.getUnitAttr() : UnitAttr(), algorithmAttr);
   }
   }
@@ -245,8 +245,8 @@ Value ModelEmitter::emitMoe(int64_t layer, Value h) {
                          Init::normal(1.0 / std::sqrt(double(e * f))));
     Value sel = param(router + "/expert_sel", {e, d},
                       {"normal_row_renorm", 1.0 / std::sqrt(double(d))});
-    return builder.create<SigmaMoeOp>(loc(expert), h.getType(), h, sel, keys,
-                                      values, builder.getI64IntegerAttr(moe.k));
+    return SigmaMoeOp::create(builder, loc(expert), h.getType(), h, sel, keys,
+                              values, builder.getI64IntegerAttr(moe.k));
   }
   Value w1 = kernel(expert + "/intermediate/kernel", {e, d, f});
   Value b1 = bias(expert + "/intermediate/bias", {e, f});
@@ -257,8 +257,8 @@ Value ModelEmitter::emitMoe(int64_t layer, Value h) {
   MoeGrouping grouping =
       computeMoeGrouping(moe, batch * seq, /*training=*/false);
   bool tokensChoose = moe.routing == RoutingKind::TokensChoose;
-  return builder.create<MoeOp>(
-      loc(expert), h.getType(), h, rk, rb, w1, b1, w2, b2,
+  return MoeOp::create(
+      builder, loc(expert), h.getType(), h, rk, rb, w1, b1, w2, b2,
       RoutingAttr::get(builder.getContext(), tokensChoose
                                                  ? Routing::tokens_choose
                                                  : Routing::experts_choose),
@@ -304,8 +304,8 @@ OwningOpRef<ModuleOp> ModelEmitter::emit() {
 
   OwningOpRef<ModuleOp> module = ModuleOp::create(fileLoc);
   builder.setInsertionPointToEnd(module->getBody());
-  func = builder.create<func::FuncOp>(fileLoc, "forward",
-                                      builder.getFunctionType({}, {}));
+  func = func::FuncOp::create(builder, fileLoc, "forward",
+                              builder.getFunctionType({}, {}));
   Block *body = func.addEntryBlock();
   builder.setInsertionPointToStart(body);
   auto ids = RankedTensorType::get({batch, seq}, builder.getI32Type());
@@ -326,9 +326,9 @@ OwningOpRef<ModuleOp> ModelEmitter::emit() {
       Location at = loc(block + "/" + normName);
       if (pre) {
         Value normed = layerNorm(block + "/" + normName, h, d);
-        h = builder.create<AddOp>(at, h, emitSublayer(normed));
+        h = AddOp::create(builder, at, h, emitSublayer(normed));
       } else {
-        Value sum = builder.create<AddOp>(at, h, emitSublayer(h));
+        Value sum = AddOp::create(builder, at, h, emitSublayer(h));
         h = layerNorm(block + "/" + normName, sum, d);
       }
     };
@@ -350,8 +350,8 @@ OwningOpRef<ModuleOp> ModelEmitter::emit() {
   Value pooled;
   if (heads.pooler) {
     Location at = loc("encoder/pooler");
-    Value first = builder.create<TakePositionOp>(at, f32({batch, d}), h,
-                                                 builder.getI64IntegerAttr(0));
+    Value first = TakePositionOp::create(builder, at, f32({batch, d}), h,
+                                         builder.getI64IntegerAttr(0));
     pooled =
         activation(at, Activation::tanh,
                    dense(at, first, kernel("encoder/pooler/kernel", {d, d}),
@@ -385,7 +385,7 @@ OwningOpRef<ModuleOp> ModelEmitter::emit() {
     Value b = param("causal_lm/bias", {emb.vocabSize}, Init::zeros());
     addOutput("causal_lm_logits", dense(loc("causal_lm"), h, k, b));
   }
-  builder.create<func::ReturnOp>(fileLoc, results);
+  func::ReturnOp::create(builder, fileLoc, results);
   func.setType(builder.getFunctionType(body->getArgumentTypes(),
                                        ValueRange(results).getTypes()));
   func->setAttr("mixer.outputs", builder.getArrayAttr(names));

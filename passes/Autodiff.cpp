@@ -25,7 +25,7 @@ public:
   /// Adds `grad` to what `value` has received so far.
   void accumulate(Value value, Value grad) {
     Value &slot = grads[value];
-    slot = slot ? builder.create<AddOp>(grad.getLoc(), slot, grad).getResult()
+    slot = slot ? AddOp::create(builder, grad.getLoc(), slot, grad).getResult()
                 : grad;
   }
 
@@ -56,8 +56,8 @@ LogicalResult differentiate(func::FuncOp func) {
 
   OpBuilder builder(ret);
   GradientMap grads(builder);
-  grads.accumulate(loss, builder.create<FillOp>(loss.getLoc(), lossType,
-                                                builder.getF64FloatAttr(1.0)));
+  grads.accumulate(loss, FillOp::create(builder, loss.getLoc(), lossType,
+                                        builder.getF64FloatAttr(1.0)));
 
   SmallVector<Operation *> forwardOps;
   for (Operation &op : body.without_terminator())
@@ -91,12 +91,12 @@ LogicalResult differentiate(func::FuncOp func) {
       continue;
     Value grad = grads.lookup(arg);
     if (!grad)
-      grad = builder.create<FillOp>(arg.getLoc(), arg.getType(),
-                                    builder.getF64FloatAttr(0.0));
+      grad = FillOp::create(builder, arg.getLoc(), arg.getType(),
+                            builder.getF64FloatAttr(0.0));
     results.push_back(grad);
     outputNames.push_back(builder.getStringAttr("grad/" + param.getValue()));
   }
-  builder.create<func::ReturnOp>(ret.getLoc(), results);
+  func::ReturnOp::create(builder, ret.getLoc(), results);
   ret.erase();
   func.setType(builder.getFunctionType(func.getArgumentTypes(),
                                        ValueRange(results).getTypes()));

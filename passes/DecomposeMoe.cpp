@@ -23,8 +23,8 @@ RankedTensorType tensorType(ArrayRef<int64_t> shape, Type element) {
 Value flattenTokens(PatternRewriter &rewriter, Location loc, Value input) {
   auto type = cast<RankedTensorType>(input.getType());
   int64_t width = type.getShape().back();
-  return rewriter.create<ReshapeOp>(
-      loc,
+  return ReshapeOp::create(
+      rewriter, loc,
       tensorType({type.getNumElements() / width, width}, type.getElementType()),
       input);
 }
@@ -40,13 +40,13 @@ Value buildExpertPath(PatternRewriter &rewriter, Location loc, Value tokens2d,
   auto slotRows =
       tensorType({slots, rows.getShape()[1]}, rows.getElementType());
   Value dispatched =
-      rewriter.create<DispatchOp>(loc, slotRows, tokens2d, slotTokens);
-  Value expertOut = rewriter.create<ExpertsOp>(
-      loc, slotRows, dispatched, slotTokens, offsets, w1, b1, w2, b2,
+      DispatchOp::create(rewriter, loc, slotRows, tokens2d, slotTokens);
+  Value expertOut = ExpertsOp::create(
+      rewriter, loc, slotRows, dispatched, slotTokens, offsets, w1, b1, w2, b2,
       ActivationAttr::get(rewriter.getContext(), activation));
   Value combined =
-      rewriter.create<CombineOp>(loc, rows, expertOut, slotTokens, gates);
-  return rewriter.create<ReshapeOp>(loc, resultType, combined);
+      CombineOp::create(rewriter, loc, rows, expertOut, slotTokens, gates);
+  return ReshapeOp::create(rewriter, loc, resultType, combined);
 }
 
 /// Result types of a router: tokens i32[A], gates f32[A], offsets i32[E+1].
@@ -69,17 +69,17 @@ struct DecomposeCapacityMoe : OpRewritePattern<MoeOp> {
         cast<RankedTensorType>(moe.getRouterBias().getType()).getShape()[0];
     auto scoreType = tensorType({numTokens, experts}, rewriter.getF32Type());
 
-    Value scores = rewriter.create<DenseOp>(
-        loc, scoreType, tokens2d, moe.getRouterKernel(), moe.getRouterBias());
+    Value scores = DenseOp::create(rewriter, loc, scoreType, tokens2d,
+                                   moe.getRouterKernel(), moe.getRouterBias());
     if (moe.getRouterBf16())
-      scores = rewriter.create<RoundBf16Op>(loc, scores);
-    scores = rewriter.create<SoftmaxOp>(loc, scores);
+      scores = RoundBf16Op::create(rewriter, loc, scores);
+    scores = SoftmaxOp::create(rewriter, loc, scores);
     if (moe.getRouterBf16())
-      scores = rewriter.create<RoundBf16Op>(loc, scores);
+      scores = RoundBf16Op::create(rewriter, loc, scores);
 
     int64_t slots = experts * moe.getNumGroups() * moe.getCapacity();
-    auto select = rewriter.create<SelectExpertsOp>(
-        loc, routerResultTypes(rewriter, slots, experts), scores,
+    auto select = SelectExpertsOp::create(
+        rewriter, loc, routerResultTypes(rewriter, slots, experts), scores,
         moe.getRoutingAttr(), moe.getNumGroupsAttr(), moe.getCapacityAttr(),
         moe.getKAttr(), moe.getBatchPrioritizedAttr(), moe.getRouterBf16Attr());
     rewriter.replaceOp(
@@ -102,13 +102,14 @@ struct DecomposeSigmaMoe : OpRewritePattern<SigmaMoeOp> {
     int64_t experts =
         cast<RankedTensorType>(moe.getExpertSel().getType()).getShape()[0];
     auto logitsType = tensorType({numTokens, experts}, rewriter.getF32Type());
-    auto logits = rewriter.create<DenseOp>(loc, logitsType, tokens2d,
-                                           moe.getExpertSel(), Value());
+    auto logits = DenseOp::create(rewriter, loc, logitsType, tokens2d,
+                                  moe.getExpertSel(), Value());
     logits.setTransposeWeight(true);
 
-    auto route = rewriter.create<RouteOp>(
-        loc, routerResultTypes(rewriter, numTokens * moe.getK(), experts),
-        logits, RoutingAttr::get(getContext(), Routing::sigmoid_topk),
+    auto route = RouteOp::create(
+        rewriter, loc,
+        routerResultTypes(rewriter, numTokens * moe.getK(), experts), logits,
+        RoutingAttr::get(getContext(), Routing::sigmoid_topk),
         rewriter.getI64IntegerAttr(1), rewriter.getI64IntegerAttr(0),
         moe.getKAttr(), UnitAttr(), UnitAttr());
     rewriter.replaceOp(moe, buildExpertPath(rewriter, loc, tokens2d,

@@ -49,14 +49,14 @@ private:
     if (!noneValue) {
       OpBuilder::InsertionGuard guard(builder);
       builder.setInsertionPointToStart(&func.getBody().front());
-      noneValue = builder.create<NoneOp>(
-          func.getLoc(), MemRefType::get({0}, builder.getF32Type()));
+      noneValue = NoneOp::create(builder, func.getLoc(),
+                                 MemRefType::get({0}, builder.getF32Type()));
     }
     return noneValue;
   }
   Value optional(Value tensor) { return tensor ? lookup(tensor) : none(); }
   Value alloc(Location loc, Type tensorType) {
-    return builder.create<AllocOp>(loc, bufferType(tensorType), IntegerAttr());
+    return AllocOp::create(builder, loc, bufferType(tensorType), IntegerAttr());
   }
   /// Emits one kernel call writing fresh buffers of `resultTypes`.
   SmallVector<Value> call(Location loc, StringRef kernel, ValueRange operands,
@@ -65,8 +65,8 @@ private:
     SmallVector<Value> results;
     for (Type type : resultTypes)
       results.push_back(alloc(loc, type));
-    builder.create<KernelOp>(loc, kernel, operands, results,
-                             builder.getDictionaryAttr(params));
+    KernelOp::create(builder, loc, kernel, operands, results,
+                     builder.getDictionaryAttr(params));
     return results;
   }
   /// Emits a kernel replacing `op`'s results.
@@ -158,8 +158,8 @@ LogicalResult FunctionLowering::lowerRoute(RouteOp op) {
 LogicalResult FunctionLowering::lowerOp(Operation *op) {
   return llvm::TypeSwitch<Operation *, LogicalResult>(op)
       .Case<ReshapeOp>([&](ReshapeOp reshape) {
-        buffers[reshape.getResult()] = builder.create<ViewOp>(
-            reshape.getLoc(), bufferType(reshape.getType()),
+        buffers[reshape.getResult()] = ViewOp::create(
+            builder, reshape.getLoc(), bufferType(reshape.getType()),
             lookup(reshape.getInput()));
         return success();
       })
@@ -320,7 +320,7 @@ LogicalResult FunctionLowering::run() {
   for (Value value : ret.getOperands())
     results.push_back(lookup(value));
   builder.setInsertionPoint(ret);
-  builder.create<func::ReturnOp>(ret.getLoc(), results);
+  func::ReturnOp::create(builder, ret.getLoc(), results);
   ret.erase();
   // Erase the tensor ops bottom-up now that nothing reads them.
   for (Operation &op : llvm::make_early_inc_range(llvm::reverse(body))) {

@@ -48,7 +48,7 @@ struct SelectOutputsPass
       keptNames.push_back(*it);
     }
     OpBuilder builder(ret);
-    builder.create<func::ReturnOp>(ret.getLoc(), kept);
+    func::ReturnOp::create(builder, ret.getLoc(), kept);
     ret.erase();
     func.setType(builder.getFunctionType(func.getArgumentTypes(),
                                          ValueRange(kept).getTypes()));

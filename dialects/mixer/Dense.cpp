@@ -108,24 +108,25 @@ LogicalResult DenseOp::buildGradients(OpBuilder &builder,
   Location loc = getLoc();
   Value dy = resultGrads[0];
   // dX = dY · Wᵀ for a [K, N] weight, dY · W for a transposed [N, K] one.
-  auto dx = builder.create<DenseOp>(loc, getInput().getType(), dy, getWeight(),
-                                    Value());
+  auto dx = DenseOp::create(builder, loc, getInput().getType(), dy, getWeight(),
+                            Value());
   dx.setTransposeWeight(!getTransposeWeight());
-  auto dw = builder.create<DenseWeightGradOp>(
-      loc, getWeight().getType(), getInput(), dy, getTransposeWeightAttr());
+  auto dw = DenseWeightGradOp::create(builder, loc, getWeight().getType(),
+                                      getInput(), dy, getTransposeWeightAttr());
   operandGrads.append({dx, dw});
   if (getBias())
     operandGrads.push_back(
-        builder.create<ReduceRowsOp>(loc, getBias().getType(), dy));
+        ReduceRowsOp::create(builder, loc, getBias().getType(), dy));
   return success();
 }
 
 LogicalResult
 LayerNormOp::buildGradients(OpBuilder &builder, ValueRange resultGrads,
                             SmallVectorImpl<Value> &operandGrads) {
-  auto grads = builder.create<LayerNormGradOp>(
-      getLoc(), getInput().getType(), getScale().getType(), getBias().getType(),
-      getInput(), getScale(), resultGrads[0], getEpsilonAttr());
+  auto grads = LayerNormGradOp::create(
+      builder, getLoc(), getInput().getType(), getScale().getType(),
+      getBias().getType(), getInput(), getScale(), resultGrads[0],
+      getEpsilonAttr());
   operandGrads.append(grads->result_begin(), grads->result_end());
   return success();
 }
@@ -133,8 +134,8 @@ LayerNormOp::buildGradients(OpBuilder &builder, ValueRange resultGrads,
 LogicalResult
 ActivationOp::buildGradients(OpBuilder &builder, ValueRange resultGrads,
                              SmallVectorImpl<Value> &operandGrads) {
-  operandGrads.push_back(builder.create<ActivationGradOp>(
-      getLoc(), getInput(), resultGrads[0], getKind()));
+  operandGrads.push_back(ActivationGradOp::create(builder, getLoc(), getInput(),
+                                                  resultGrads[0], getKind()));
   return success();
 }
 
@@ -148,38 +149,38 @@ LogicalResult SoftmaxOp::buildGradients(OpBuilder &builder,
                                         ValueRange resultGrads,
                                         SmallVectorImpl<Value> &operandGrads) {
   operandGrads.push_back(
-      builder.create<SoftmaxGradOp>(getLoc(), getResult(), resultGrads[0]));
+      SoftmaxGradOp::create(builder, getLoc(), getResult(), resultGrads[0]));
   return success();
 }
 
 LogicalResult ReshapeOp::buildGradients(OpBuilder &builder,
                                         ValueRange resultGrads,
                                         SmallVectorImpl<Value> &operandGrads) {
-  operandGrads.push_back(builder.create<ReshapeOp>(
-      getLoc(), getInput().getType(), resultGrads[0]));
+  operandGrads.push_back(ReshapeOp::create(
+      builder, getLoc(), getInput().getType(), resultGrads[0]));
   return success();
 }
 
 LogicalResult
 TakePositionOp::buildGradients(OpBuilder &builder, ValueRange resultGrads,
                                SmallVectorImpl<Value> &operandGrads) {
-  operandGrads.push_back(builder.create<TakePositionGradOp>(
-      getLoc(), getInput().getType(), resultGrads[0], getIndexAttr()));
+  operandGrads.push_back(TakePositionGradOp::create(
+      builder, getLoc(), getInput().getType(), resultGrads[0], getIndexAttr()));
   return success();
 }
 
 LogicalResult
 ReduceSumOp::buildGradients(OpBuilder &builder, ValueRange resultGrads,
                             SmallVectorImpl<Value> &operandGrads) {
-  operandGrads.push_back(builder.create<BroadcastOp>(
-      getLoc(), getInput().getType(), resultGrads[0]));
+  operandGrads.push_back(BroadcastOp::create(
+      builder, getLoc(), getInput().getType(), resultGrads[0]));
   return success();
 }
 
 LogicalResult
 BroadcastOp::buildGradients(OpBuilder &builder, ValueRange resultGrads,
                             SmallVectorImpl<Value> &operandGrads) {
-  operandGrads.push_back(builder.create<ReduceSumOp>(
-      getLoc(), getInput().getType(), resultGrads[0]));
+  operandGrads.push_back(ReduceSumOp::create(
+      builder, getLoc(), getInput().getType(), resultGrads[0]));
   return success();
 }

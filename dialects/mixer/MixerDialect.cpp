@@ -11,9 +11,9 @@
 using namespace mlir;
 using namespace mixer::graph;
 
+#include "dialects/mixer/GradientInterface.cpp.inc"
 #include "dialects/mixer/MixerDialect.cpp.inc"
 #include "dialects/mixer/MixerEnums.cpp.inc"
-#include "dialects/mixer/GradientInterface.cpp.inc"
 #define GET_ATTRDEF_CLASSES
 #include "dialects/mixer/MixerAttrs.cpp.inc"
 

@@ -47,8 +47,8 @@ LogicalResult StructuredMixOp::verify() {
 LogicalResult
 LinearMixOp::buildGradients(OpBuilder &builder, ValueRange resultGrads,
                             SmallVectorImpl<Value> &operandGrads) {
-  auto grads = builder.create<LinearMixGradOp>(
-      getLoc(), getInput().getType(), getSeqKernel().getType(),
+  auto grads = LinearMixGradOp::create(
+      builder, getLoc(), getInput().getType(), getSeqKernel().getType(),
       getHiddenKernel().getType(), getInput(), getSeqKernel(),
       getHiddenKernel(), resultGrads[0]);
   operandGrads.append(grads->result_begin(), grads->result_end());
@@ -61,8 +61,8 @@ LinearMixOp::buildGradients(OpBuilder &builder, ValueRange resultGrads,
 LogicalResult
 SpectralMixOp::buildGradients(OpBuilder &builder, ValueRange resultGrads,
                               SmallVectorImpl<Value> &operandGrads) {
-  operandGrads.push_back(
-      builder.create<SpectralMixOp>(getLoc(), getType(), resultGrads[0],
-                                    getHartleyAttr(), getAlgorithmAttr()));
+  operandGrads.push_back(SpectralMixOp::create(builder, getLoc(), getType(),
+                                               resultGrads[0], getHartleyAttr(),
+                                               getAlgorithmAttr()));
   return success();
 }
