@@ -113,7 +113,7 @@ LogicalResult SigmaMoeOp::verify() {
       failed(expectShape(*this, getValues(), {experts, expertWidth, width},
                          "values")))
     return failure();
-  if (getK() > experts)
+  if (static_cast<int64_t>(getK()) > experts)
     return emitOpError() << "k = " << getK() << " exceeds the " << experts
                          << " experts";
   return expectShape(*this, getResult(), in, "result");
