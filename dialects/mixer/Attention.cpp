@@ -21,3 +21,16 @@ LogicalResult AttentionOp::verify() {
     return failure();
   return expectShape(*this, getResult(), q, "result");
 }
+
+LogicalResult
+AttentionOp::buildGradients(OpBuilder &builder, ValueRange resultGrads,
+                            SmallVectorImpl<Value> &operandGrads) {
+  Type type = getQuery().getType();
+  auto grads = AttentionGradOp::create(
+      builder, getLoc(), type, type, type, getQuery(), getKey(), getValue(),
+      getIds(), resultGrads[0], getNumHeadsAttr(), getHeadDimAttr(),
+      getPadIdAttr(), getCausalAttr());
+  operandGrads.append(grads->result_begin(), grads->result_end());
+  operandGrads.push_back(Value());
+  return success();
+}

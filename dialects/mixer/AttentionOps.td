@@ -6,7 +6,7 @@
 include "dialects/mixer/MixerBase.td"
 include "mlir/Interfaces/SideEffectInterfaces.td"
 
-def Mixer_AttentionOp : Mixer_Op<"attention", [Pure]> {
+def Mixer_AttentionOp : Mixer_Op<"attention", [Pure, DeclareOpInterfaceMethods<Mixer_GradientOpInterface>]> {
   let summary = "multi-head scaled dot-product attention core";
   let description = [{
     Queries, keys and values are `[B, S, H·hd]` (heads-major within the last

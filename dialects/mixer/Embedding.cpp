@@ -27,3 +27,15 @@ LogicalResult EmbedOp::verify() {
                          << " differs from the word table width " << width;
   return expectShape(*this, getResult(), {batch, seq, width}, "result");
 }
+
+LogicalResult EmbedOp::buildGradients(OpBuilder &builder,
+                                      ValueRange resultGrads,
+                                      SmallVectorImpl<Value> &operandGrads) {
+  auto grads = EmbedGradOp::create(builder, getLoc(), getWord().getType(),
+                                   getPosition().getType(), getType().getType(),
+                                   getIds(), getTypeIds(), resultGrads[0]);
+  // Token and type ids are integers: no gradient.
+  operandGrads.append({Value(), Value()});
+  operandGrads.append(grads->result_begin(), grads->result_end());
+  return success();
+}

@@ -6,7 +6,7 @@
 include "dialects/mixer/MixerBase.td"
 include "mlir/Interfaces/SideEffectInterfaces.td"
 
-def Mixer_EmbedOp : Mixer_Op<"embed", [Pure]> {
+def Mixer_EmbedOp : Mixer_Op<"embed", [Pure, DeclareOpInterfaceMethods<Mixer_GradientOpInterface>]> {
   let summary = "sum of word, position and token-type embeddings";
   let description = [{
     `result[b,s] = word[ids[b,s]] + position[0,s] + type[type_ids[b,s]]`.

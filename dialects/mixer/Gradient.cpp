@@ -68,3 +68,64 @@ LogicalResult LinearMixGradOp::verify() {
   return expectShape(*this, getHiddenKernelGrad(), {in[2], in[2]},
                      "hidden_kernel_grad");
 }
+
+LogicalResult EmbedGradOp::verify() {
+  if (failed(expectRank(*this, getIds(), 2, "ids")) ||
+      failed(expectShape(*this, getTypeIds(), shapeOf(getIds()), "type_ids")) ||
+      failed(expectRank(*this, getResultGrad(), 3, "result_grad")) ||
+      failed(expectRank(*this, getWordGrad(), 2, "word_grad")) ||
+      failed(expectRank(*this, getPositionGrad(), 3, "position_grad")) ||
+      failed(expectRank(*this, getTypeGrad(), 2, "type_grad")))
+    return failure();
+  ArrayRef<int64_t> dy = shapeOf(getResultGrad());
+  if (dy[0] != shapeOf(getIds())[0] || dy[1] != shapeOf(getIds())[1])
+    return emitOpError("result_grad must be [B, S, width] for ids [B, S]");
+  int64_t width = dy[2];
+  if (shapeOf(getWordGrad())[1] != width ||
+      shapeOf(getTypeGrad())[1] != width ||
+      shapeOf(getPositionGrad())[2] != width ||
+      shapeOf(getPositionGrad())[0] != 1)
+    return emitOpError() << "gradient tables must have width " << width;
+  if (shapeOf(getPositionGrad())[1] < dy[1])
+    return emitOpError() << "position_grad has "
+                         << shapeOf(getPositionGrad())[1]
+                         << " rows but the sequence length is " << dy[1];
+  return success();
+}
+
+LogicalResult AttentionGradOp::verify() {
+  if (failed(expectRank(*this, getQuery(), 3, "query")))
+    return failure();
+  ArrayRef<int64_t> q = shapeOf(getQuery());
+  if (q[2] != static_cast<int64_t>(getNumHeads() * getHeadDim()))
+    return emitOpError() << "query width " << q[2] << " must equal num_heads ("
+                         << getNumHeads() << ") x head_dim (" << getHeadDim()
+                         << ")";
+  for (auto [value, name] : {std::pair{getKey(), "key"},
+                             {getValue(), "value"},
+                             {getResultGrad(), "result_grad"},
+                             {getQueryGrad(), "query_grad"},
+                             {getKeyGrad(), "key_grad"},
+                             {getValueGrad(), "value_grad"}})
+    if (failed(expectShape(*this, value, q, name)))
+      return failure();
+  return expectShape(*this, getIds(), {q[0], q[1]}, "ids");
+}
+
+LogicalResult StructuredMixGradOp::verify() {
+  if (failed(expectRank(*this, getInput(), 3, "input")))
+    return failure();
+  ArrayRef<int64_t> in = shapeOf(getInput());
+  int64_t seqLength = getToeplitz() ? 2 * in[1] - 1 : in[1];
+  int64_t hiddenLength = getToeplitz() ? 2 * in[2] - 1 : in[2];
+  if (failed(expectShape(*this, getResultGrad(), in, "result_grad")) ||
+      failed(expectShape(*this, getInputGrad(), in, "input_grad")) ||
+      failed(expectShape(*this, getSeqKernel(), {seqLength}, "seq_kernel")) ||
+      failed(expectShape(*this, getSeqKernelGrad(), {seqLength},
+                         "seq_kernel_grad")) ||
+      failed(expectShape(*this, getHiddenKernel(), {hiddenLength},
+                         "hidden_kernel")))
+    return failure();
+  return expectShape(*this, getHiddenKernelGrad(), {hiddenLength},
+                     "hidden_kernel_grad");
+}

@@ -101,4 +101,58 @@ def Mixer_LinearMixGradOp : Mixer_Op<"linear_mix_grad", [Pure]> {
   let hasVerifier = 1;
 }
 
+def Mixer_EmbedGradOp : Mixer_Op<"embed_grad", [Pure]> {
+  let summary = "gradients of mixer.embed's word, position and type tables";
+  let description = [{
+    Scatter-adds the rows of `result_grad [B, S, De]` into zero tables shaped
+    like the forward op's tables (positions beyond S get zeros).
+  }];
+  let arguments = (ins Mixer_I32Tensor:$ids, Mixer_I32Tensor:$type_ids,
+                       Mixer_F32Tensor:$result_grad);
+  let results = (outs Mixer_F32Tensor:$word_grad,
+                      Mixer_F32Tensor:$position_grad,
+                      Mixer_F32Tensor:$type_grad);
+  let assemblyFormat = [{
+    $ids `,` $type_ids `,` $result_grad attr-dict `:`
+    functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def Mixer_AttentionGradOp : Mixer_Op<"attention_grad", [Pure]> {
+  let summary = "gradients of mixer.attention (query, key, value)";
+  let description = [{
+    Recomputes the attention probabilities from the queries and keys, so the
+    forward keeps no [B, H, S, S] tensor alive for the backward.
+  }];
+  let arguments = (ins Mixer_F32Tensor:$query, Mixer_F32Tensor:$key,
+                       Mixer_F32Tensor:$value, Mixer_I32Tensor:$ids,
+                       Mixer_F32Tensor:$result_grad,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$num_heads,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$head_dim,
+                       I64Attr:$pad_id, UnitAttr:$causal);
+  let results = (outs Mixer_F32Tensor:$query_grad, Mixer_F32Tensor:$key_grad,
+                      Mixer_F32Tensor:$value_grad);
+  let assemblyFormat = [{
+    $query `,` $key `,` $value `,` $ids `,` $result_grad attr-dict `:`
+    functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def Mixer_StructuredMixGradOp : Mixer_Op<"structured_mix_grad", [Pure]> {
+  let summary = "gradients of mixer.structured_mix (input and both kernel vectors)";
+  let arguments = (ins Mixer_F32Tensor:$input, Mixer_F32Tensor:$seq_kernel,
+                       Mixer_F32Tensor:$hidden_kernel,
+                       Mixer_F32Tensor:$result_grad, UnitAttr:$toeplitz);
+  let results = (outs Mixer_F32Tensor:$input_grad,
+                      Mixer_F32Tensor:$seq_kernel_grad,
+                      Mixer_F32Tensor:$hidden_kernel_grad);
+  let assemblyFormat = [{
+    $input `,` $seq_kernel `,` $hidden_kernel `,` $result_grad attr-dict `:`
+    functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
 #endif // MIXER_GRADIENTOPS_TD

@@ -66,3 +66,14 @@ SpectralMixOp::buildGradients(OpBuilder &builder, ValueRange resultGrads,
                                                getAlgorithmAttr()));
   return success();
 }
+
+LogicalResult
+StructuredMixOp::buildGradients(OpBuilder &builder, ValueRange resultGrads,
+                                SmallVectorImpl<Value> &operandGrads) {
+  auto grads = StructuredMixGradOp::create(
+      builder, getLoc(), getInput().getType(), getSeqKernel().getType(),
+      getHiddenKernel().getType(), getInput(), getSeqKernel(),
+      getHiddenKernel(), resultGrads[0], getToeplitzAttr());
+  operandGrads.append(grads->result_begin(), grads->result_end());
+  return success();
+}

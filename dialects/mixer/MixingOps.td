@@ -37,7 +37,7 @@ def Mixer_SpectralMixOp : Mixer_Op<"spectral_mix", [Pure, DeclareOpInterfaceMeth
   let hasVerifier = 1;
 }
 
-def Mixer_StructuredMixOp : Mixer_Op<"structured_mix", [Pure]> {
+def Mixer_StructuredMixOp : Mixer_Op<"structured_mix", [Pure, DeclareOpInterfaceMethods<Mixer_GradientOpInterface>]> {
   let summary = "circulant or Toeplitz mixing along both axes";
   let description = [{
     Circulant: `Circ(v_s) · X · Circ(v_h)ᵀ`, `Circ(v)[r,c] = v[(r − c) mod n]`,

@@ -59,6 +59,29 @@ func.func @forward(%x: tensor<2x3x8xf32> {mixer.input = "x"},
 
 // -----
 
+// Embeddings, attention and Toeplitz mixing: multi-result gradient ops, no
+// gradient for the integer ids.
+// CHECK-LABEL: func.func @forward
+// CHECK: %[[DQ:.*]], %[[DK:.*]], %[[DV:.*]] = mixer.attention_grad %[[E:[^,]*]], %[[E]], %[[E]], %{{.*}}, %{{.*}} {head_dim = 2 : i64, num_heads = 2 : i64, pad_id = 0 : i64}
+// CHECK: %[[DE1:.*]] = mixer.add %[[DQ]], %[[DK]]
+// CHECK: %[[DE2:.*]] = mixer.add %[[DE1]], %[[DV]]
+// CHECK: %{{.*}}, %[[DTS:.*]], %[[DTH:.*]] = mixer.structured_mix_grad
+// CHECK: %[[DW:.*]], %[[DP:.*]], %[[DT:.*]] = mixer.embed_grad %{{.*}}, %{{.*}}, %{{.*}} : (tensor<2x8xi32>, tensor<2x8xi32>, tensor<2x8x4xf32>) -> (tensor<16x4xf32>, tensor<1x8x4xf32>, tensor<3x4xf32>)
+// CHECK: return %{{.*}}, %[[DW]], %[[DP]], %[[DT]], %[[DTS]], %[[DTH]]
+func.func @forward(%ids: tensor<2x8xi32> {mixer.input = "input_ids"}, %types: tensor<2x8xi32> {mixer.input = "type_ids"},
+                   %word: tensor<16x4xf32> {mixer.param = "word"}, %pos: tensor<1x8x4xf32> {mixer.param = "pos"},
+                   %type: tensor<3x4xf32> {mixer.param = "type"}, %ts: tensor<15xf32> {mixer.param = "ts"},
+                   %th: tensor<7xf32> {mixer.param = "th"}) -> tensor<f32>
+    attributes {mixer.outputs = ["loss"]} {
+  %e = mixer.embed %ids, %types, %word, %pos, %type : (tensor<2x8xi32>, tensor<2x8xi32>, tensor<16x4xf32>, tensor<1x8x4xf32>, tensor<3x4xf32>) -> tensor<2x8x4xf32>
+  %m = mixer.structured_mix %e, %ts, %th {toeplitz, algorithm = #mixer<algorithm matmul>} : (tensor<2x8x4xf32>, tensor<15xf32>, tensor<7xf32>) -> tensor<2x8x4xf32>
+  %a = mixer.attention %m, %m, %m, %ids {num_heads = 2, head_dim = 2, pad_id = 0} : (tensor<2x8x4xf32>, tensor<2x8x4xf32>, tensor<2x8x4xf32>, tensor<2x8xi32>) -> tensor<2x8x4xf32>
+  %l = mixer.reduce_sum %a : tensor<2x8x4xf32> to tensor<f32>
+  return %l : tensor<f32>
+}
+
+// -----
+
 func.func @forward(%x: tensor<2x8xf32> {mixer.input = "x"}, %w: tensor<8x8xf32> {mixer.param = "w"}) -> tensor<f32>
     attributes {mixer.outputs = ["loss"]} {
   // expected-error @+1 {{has a fused activation whose input is not kept: differentiate before mixer-fuse-dense-activation}}
@@ -69,10 +92,11 @@ func.func @forward(%x: tensor<2x8xf32> {mixer.input = "x"}, %w: tensor<8x8xf32> 
 
 // -----
 
-func.func @forward(%x: tensor<2x8x4xf32> {mixer.input = "x"}, %ts: tensor<15xf32> {mixer.param = "ts"}, %th: tensor<7xf32> {mixer.param = "th"}) -> tensor<f32>
+func.func @forward(%x: tensor<2x8x4xf32> {mixer.input = "x"}, %sel: tensor<2x4xf32> {mixer.param = "sel"},
+                   %keys: tensor<2x4x3xf32> {mixer.param = "keys"}, %values: tensor<2x3x4xf32> {mixer.param = "values"}) -> tensor<f32>
     attributes {mixer.outputs = ["loss"]} {
-  // expected-error @+1 {{'mixer.structured_mix' op has no gradient}}
-  %m = mixer.structured_mix %x, %ts, %th {toeplitz} : (tensor<2x8x4xf32>, tensor<15xf32>, tensor<7xf32>) -> tensor<2x8x4xf32>
+  // expected-error @+1 {{'mixer.sigma_moe' op has no gradient}}
+  %m = mixer.sigma_moe %x, %sel, %keys, %values {k = 1} : (tensor<2x8x4xf32>, tensor<2x4xf32>, tensor<2x4x3xf32>, tensor<2x3x4xf32>) -> tensor<2x8x4xf32>
   %l = mixer.reduce_sum %m : tensor<2x8x4xf32> to tensor<f32>
   return %l : tensor<f32>
 }

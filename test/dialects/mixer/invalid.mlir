@@ -168,3 +168,19 @@ func.func @take_position_grad_range(%dp: tensor<2x16xf32>) {
   %tp = mixer.take_position_grad %dp[8] : tensor<2x16xf32> to tensor<2x8x16xf32>
   return
 }
+
+// -----
+
+func.func @embed_grad_width(%ids: tensor<2x8xi32>, %dy: tensor<2x8x16xf32>) {
+  // expected-error @+1 {{gradient tables must have width 16}}
+  %w, %p, %t = mixer.embed_grad %ids, %ids, %dy : (tensor<2x8xi32>, tensor<2x8xi32>, tensor<2x8x16xf32>) -> (tensor<64x8xf32>, tensor<1x8x16xf32>, tensor<4x16xf32>)
+  return
+}
+
+// -----
+
+func.func @structured_mix_grad_kernel(%x: tensor<2x8x16xf32>, %vs: tensor<8xf32>, %vh: tensor<16xf32>) {
+  // expected-error @+1 {{seq_kernel must have shape [15] but has [8]}}
+  %dx, %dvs, %dvh = mixer.structured_mix_grad %x, %vs, %vh, %x {toeplitz} : (tensor<2x8x16xf32>, tensor<8xf32>, tensor<16xf32>, tensor<2x8x16xf32>) -> (tensor<2x8x16xf32>, tensor<8xf32>, tensor<16xf32>)
+  return
+}

@@ -72,7 +72,8 @@ func.func @moe(%x: tensor<2x8x16xf32>, %rk: tensor<16x4xf32>, %rb: tensor<4xf32>
 
 // CHECK-LABEL: func.func @gradients
 func.func @gradients(%x: tensor<2x8x16xf32>, %dy: tensor<2x8x32xf32>, %s: tensor<16xf32>,
-    %ws: tensor<8x8xf32>, %wh: tensor<16x16xf32>, %dp: tensor<2x16xf32>) -> tensor<f32> {
+    %ws: tensor<8x8xf32>, %wh: tensor<16x16xf32>, %dp: tensor<2x16xf32>,
+    %ts: tensor<15xf32>, %th: tensor<31xf32>, %ids: tensor<2x8xi32>) -> tensor<f32> {
   // CHECK: mixer.fill 1.000000e+00 : tensor<f32>
   %one = mixer.fill 1.0 : tensor<f32>
   // CHECK: mixer.broadcast {{.*}} : tensor<f32> to tensor<2x8x16xf32>
@@ -93,5 +94,11 @@ func.func @gradients(%x: tensor<2x8x16xf32>, %dy: tensor<2x8x32xf32>, %s: tensor
   %tp = mixer.take_position_grad %dp[0] : tensor<2x16xf32> to tensor<2x8x16xf32>
   // CHECK: mixer.linear_mix_grad
   %lx, %lws, %lwh = mixer.linear_mix_grad %x, %ws, %wh, %b : (tensor<2x8x16xf32>, tensor<8x8xf32>, tensor<16x16xf32>, tensor<2x8x16xf32>) -> (tensor<2x8x16xf32>, tensor<8x8xf32>, tensor<16x16xf32>)
+  // CHECK: mixer.structured_mix_grad {{.*}} {toeplitz}
+  %tx, %tts, %tth = mixer.structured_mix_grad %x, %ts, %th, %b {toeplitz} : (tensor<2x8x16xf32>, tensor<15xf32>, tensor<31xf32>, tensor<2x8x16xf32>) -> (tensor<2x8x16xf32>, tensor<15xf32>, tensor<31xf32>)
+  // CHECK: mixer.attention_grad
+  %dq, %dk, %dv = mixer.attention_grad %x, %x, %x, %ids, %b {num_heads = 2, head_dim = 8, pad_id = 0, causal} : (tensor<2x8x16xf32>, tensor<2x8x16xf32>, tensor<2x8x16xf32>, tensor<2x8xi32>, tensor<2x8x16xf32>) -> (tensor<2x8x16xf32>, tensor<2x8x16xf32>, tensor<2x8x16xf32>)
+  // CHECK: mixer.embed_grad
+  %dword, %dpos, %dtype = mixer.embed_grad %ids, %ids, %b : (tensor<2x8xi32>, tensor<2x8xi32>, tensor<2x8x16xf32>) -> (tensor<64x16xf32>, tensor<1x8x16xf32>, tensor<4x16xf32>)
   return %r : tensor<f32>
 }
