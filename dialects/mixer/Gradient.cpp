@@ -129,3 +129,93 @@ LogicalResult StructuredMixGradOp::verify() {
   return expectShape(*this, getHiddenKernelGrad(), {hiddenLength},
                      "hidden_kernel_grad");
 }
+
+LogicalResult DispatchGradOp::verify() {
+  if (failed(expectRank(*this, getResultGrad(), 2, "result_grad")) ||
+      failed(expectRank(*this, getResult(), 2, "result")) ||
+      failed(expectShape(*this, getTokens(), {shapeOf(getResultGrad())[0]},
+                         "tokens")))
+    return failure();
+  if (shapeOf(getResult())[1] != shapeOf(getResultGrad())[1])
+    return emitOpError("result width must equal the slot-row width");
+  return success();
+}
+
+LogicalResult CombineGradOp::verify() {
+  if (failed(expectRank(*this, getInput(), 2, "input")) ||
+      failed(expectRank(*this, getResultGrad(), 2, "result_grad")))
+    return failure();
+  int64_t slots = shapeOf(getInput())[0];
+  if (failed(expectShape(*this, getTokens(), {slots}, "tokens")) ||
+      failed(expectShape(*this, getGates(), {slots}, "gates")) ||
+      failed(expectShape(*this, getInputGrad(), shapeOf(getInput()),
+                         "input_grad")) ||
+      failed(expectShape(*this, getGatesGrad(), {slots}, "gates_grad")))
+    return failure();
+  if (shapeOf(getResultGrad())[1] != shapeOf(getInput())[1])
+    return emitOpError("result_grad width must equal the slot-row width");
+  return success();
+}
+
+LogicalResult ExpertsGradOp::verify() {
+  if (failed(expectRank(*this, getInput(), 2, "input")) ||
+      failed(expectRank(*this, getW1(), 3, "w1")))
+    return failure();
+  ArrayRef<int64_t> w1 = shapeOf(getW1());
+  int64_t experts = w1[0], width = w1[1], hidden = w1[2];
+  int64_t slots = shapeOf(getInput())[0];
+  if (failed(expectShape(*this, getInput(), {slots, width}, "input")) ||
+      failed(expectShape(*this, getTokens(), {slots}, "tokens")) ||
+      failed(expectShape(*this, getOffsets(), {experts + 1}, "offsets")) ||
+      failed(expectShape(*this, getW2(), {experts, hidden, width}, "w2")) ||
+      failed(
+          expectShape(*this, getResultGrad(), {slots, width}, "result_grad")) ||
+      failed(
+          expectShape(*this, getInputGrad(), {slots, width}, "input_grad")) ||
+      failed(expectShape(*this, getW1Grad(), w1, "w1_grad")) ||
+      failed(expectShape(*this, getB1Grad(), {experts, hidden}, "b1_grad")) ||
+      failed(expectShape(*this, getW2Grad(), shapeOf(getW2()), "w2_grad")) ||
+      failed(expectShape(*this, getB2Grad(), {experts, width}, "b2_grad")))
+    return failure();
+  if (getB1())
+    return expectShape(*this, getB1(), {experts, hidden}, "b1");
+  return success();
+}
+
+/// The assignment-table operands shared by the router gradients: returns
+/// the expert count through `experts`.
+static LogicalResult verifyGateGradTable(Operation *op, Value tokens,
+                                         Value offsets, Value gatesGrad,
+                                         int64_t &experts) {
+  if (failed(expectRank(op, tokens, 1, "tokens")) ||
+      failed(expectRank(op, offsets, 1, "offsets")) ||
+      failed(expectShape(op, gatesGrad, shapeOf(tokens), "gates_grad")))
+    return failure();
+  experts = shapeOf(offsets)[0] - 1;
+  return success();
+}
+
+LogicalResult ScatterGateGradOp::verify() {
+  int64_t experts = 0;
+  if (failed(verifyGateGradTable(*this, getTokens(), getOffsets(),
+                                 getGatesGrad(), experts)) ||
+      failed(expectRank(*this, getResult(), 2, "result")))
+    return failure();
+  if (shapeOf(getResult())[1] != experts)
+    return emitOpError() << "result must have one column per expert ("
+                         << experts << ")";
+  return success();
+}
+
+LogicalResult RouteGradOp::verify() {
+  int64_t experts = 0;
+  if (failed(verifyGateGradTable(*this, getTokens(), getOffsets(),
+                                 getGatesGrad(), experts)) ||
+      failed(expectRank(*this, getLogits(), 2, "logits")) ||
+      failed(expectShape(*this, getResult(), shapeOf(getLogits()), "result")))
+    return failure();
+  if (shapeOf(getLogits())[1] != experts)
+    return emitOpError() << "logits must have one column per expert ("
+                         << experts << ")";
+  return success();
+}

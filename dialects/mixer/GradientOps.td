@@ -155,4 +155,92 @@ def Mixer_StructuredMixGradOp : Mixer_Op<"structured_mix_grad", [Pure]> {
   let hasVerifier = 1;
 }
 
+//===----------------------------------------------------------------------===//
+// Mixture of experts. Gradients flow through the gates; the assignment table
+// (which tokens each expert took) is a constant of the backward pass.
+//===----------------------------------------------------------------------===//
+
+def Mixer_DispatchGradOp : Mixer_Op<"dispatch_grad", [Pure]> {
+  let summary = "sum of the slot-row gradients back onto their tokens";
+  let arguments = (ins Mixer_F32Tensor:$result_grad, Mixer_I32Tensor:$tokens);
+  let results = (outs Mixer_F32Tensor:$result);
+  let assemblyFormat = [{
+    $result_grad `,` $tokens attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def Mixer_CombineGradOp : Mixer_Op<"combine_grad", [Pure]> {
+  let summary = "gradients of mixer.combine (slot rows and gates)";
+  let description = [{
+    `input_grad[i] = gates[i] · result_grad[tokens[i]]` and
+    `gates_grad[i] = ⟨input[i], result_grad[tokens[i]]⟩`; empty slots get 0.
+  }];
+  let arguments = (ins Mixer_F32Tensor:$input, Mixer_I32Tensor:$tokens,
+                       Mixer_F32Tensor:$gates, Mixer_F32Tensor:$result_grad);
+  let results = (outs Mixer_F32Tensor:$input_grad, Mixer_F32Tensor:$gates_grad);
+  let assemblyFormat = [{
+    $input `,` $tokens `,` $gates `,` $result_grad attr-dict `:`
+    functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def Mixer_ExpertsGradOp : Mixer_Op<"experts_grad", [Pure]> {
+  let summary = "gradients of mixer.experts (slot rows and expert weights)";
+  let description = [{
+    Recomputes each expert's hidden pre-activations from its slot rows (one
+    GEMM) instead of keeping them from the forward pass. The bias gradients
+    are produced whether or not the forward op had biases; unused ones are
+    dead values.
+  }];
+  let arguments = (ins Mixer_F32Tensor:$input, Mixer_I32Tensor:$tokens,
+                       Mixer_I32Tensor:$offsets, Mixer_F32Tensor:$w1,
+                       Optional<Mixer_F32Tensor>:$b1, Mixer_F32Tensor:$w2,
+                       Mixer_F32Tensor:$result_grad,
+                       Mixer_ActivationAttr:$activation);
+  let results = (outs Mixer_F32Tensor:$input_grad, Mixer_F32Tensor:$w1_grad,
+                      Mixer_F32Tensor:$b1_grad, Mixer_F32Tensor:$w2_grad,
+                      Mixer_F32Tensor:$b2_grad);
+  let assemblyFormat = [{
+    $input `,` $tokens `,` $offsets `,` $w1 (`bias` $b1^)? `,` $w2 `,`
+    $result_grad attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def Mixer_ScatterGateGradOp : Mixer_Op<"scatter_gate_grad", [Pure]> {
+  let summary = "gate gradients back to the [tokens, experts] scores they came from";
+  let description = [{
+    `result[tokens[i], e(i)] += gates_grad[i]` where e(i) is the expert whose
+    segment (offsets) holds slot i; zeros elsewhere.
+  }];
+  let arguments = (ins Mixer_I32Tensor:$tokens, Mixer_I32Tensor:$offsets,
+                       Mixer_F32Tensor:$gates_grad);
+  let results = (outs Mixer_F32Tensor:$result);
+  let assemblyFormat = [{
+    $tokens `,` $offsets `,` $gates_grad attr-dict `:`
+    functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def Mixer_RouteGradOp : Mixer_Op<"route_grad", [Pure]> {
+  let summary = "gradient of mixer.route's gates with respect to its logits";
+  let description = [{
+    Capacity routings: the gate gradients scattered onto the probabilities,
+    then through the softmax (recomputed from the logits); sigmoid_topk:
+    through the sigmoid. bfloat16 rounding passes gradients straight through.
+  }];
+  let arguments = (ins Mixer_F32Tensor:$logits, Mixer_I32Tensor:$tokens,
+                       Mixer_I32Tensor:$offsets, Mixer_F32Tensor:$gates_grad,
+                       Mixer_RoutingAttr:$routing);
+  let results = (outs Mixer_F32Tensor:$result);
+  let assemblyFormat = [{
+    $logits `,` $tokens `,` $offsets `,` $gates_grad attr-dict `:`
+    functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
 #endif // MIXER_GRADIENTOPS_TD

@@ -168,3 +168,74 @@ LogicalResult CombineOp::verify() {
     return emitOpError("result width must equal the input width");
   return success();
 }
+
+//===----------------------------------------------------------------------===//
+// Gradients: through the gates, with the assignment table held constant.
+//===----------------------------------------------------------------------===//
+
+LogicalResult DispatchOp::buildGradients(OpBuilder &builder,
+                                         ValueRange resultGrads,
+                                         SmallVectorImpl<Value> &operandGrads) {
+  operandGrads.push_back(DispatchGradOp::create(
+      builder, getLoc(), getInput().getType(), resultGrads[0], getTokens()));
+  operandGrads.push_back(Value());
+  return success();
+}
+
+LogicalResult CombineOp::buildGradients(OpBuilder &builder,
+                                        ValueRange resultGrads,
+                                        SmallVectorImpl<Value> &operandGrads) {
+  auto grads = CombineGradOp::create(builder, getLoc(), getInput().getType(),
+                                     getGates().getType(), getInput(),
+                                     getTokens(), getGates(), resultGrads[0]);
+  operandGrads.append({grads.getInputGrad(), Value(), grads.getGatesGrad()});
+  return success();
+}
+
+LogicalResult ExpertsOp::buildGradients(OpBuilder &builder,
+                                        ValueRange resultGrads,
+                                        SmallVectorImpl<Value> &operandGrads) {
+  ArrayRef<int64_t> w1 = shapeOf(getW1());
+  auto f32 = [&](ArrayRef<int64_t> shape) {
+    return RankedTensorType::get(shape, builder.getF32Type());
+  };
+  auto grads = ExpertsGradOp::create(
+      builder, getLoc(), getInput().getType(), getW1().getType(),
+      f32({w1[0], w1[2]}), getW2().getType(), f32({w1[0], w1[1]}), getInput(),
+      getTokens(), getOffsets(), getW1(), getB1(), getW2(), resultGrads[0],
+      getActivationAttr());
+  operandGrads.append(
+      {grads.getInputGrad(), Value(), Value(), grads.getW1Grad()});
+  if (getB1())
+    operandGrads.push_back(grads.getB1Grad());
+  operandGrads.push_back(grads.getW2Grad());
+  if (getB2())
+    operandGrads.push_back(grads.getB2Grad());
+  return success();
+}
+
+LogicalResult
+SelectExpertsOp::buildGradients(OpBuilder &builder, ValueRange resultGrads,
+                                SmallVectorImpl<Value> &operandGrads) {
+  Value gatesGrad = resultGrads[1];
+  operandGrads.push_back(
+      gatesGrad
+          ? ScatterGateGradOp::create(builder, getLoc(), getProbs().getType(),
+                                      getTokens(), getOffsets(), gatesGrad)
+                .getResult()
+          : Value());
+  return success();
+}
+
+LogicalResult RouteOp::buildGradients(OpBuilder &builder,
+                                      ValueRange resultGrads,
+                                      SmallVectorImpl<Value> &operandGrads) {
+  Value gatesGrad = resultGrads[1];
+  operandGrads.push_back(
+      gatesGrad ? RouteGradOp::create(builder, getLoc(), getLogits().getType(),
+                                      getLogits(), getTokens(), getOffsets(),
+                                      gatesGrad, getRoutingAttr())
+                      .getResult()
+                : Value());
+  return success();
+}

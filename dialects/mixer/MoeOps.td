@@ -63,7 +63,7 @@ def Mixer_SigmaMoeOp : Mixer_Op<"sigma_moe", [Pure]> {
   let hasVerifier = 1;
 }
 
-def Mixer_SelectExpertsOp : Mixer_Op<"select_experts", [Pure]> {
+def Mixer_SelectExpertsOp : Mixer_Op<"select_experts", [Pure, DeclareOpInterfaceMethods<Mixer_GradientOpInterface>]> {
   let summary = "capacity routing from router probabilities";
   let description = [{
     Fills the assignment table from probabilities `[N, E]` (experts_choose or
@@ -76,7 +76,7 @@ def Mixer_SelectExpertsOp : Mixer_Op<"select_experts", [Pure]> {
   let hasVerifier = 1;
 }
 
-def Mixer_RouteOp : Mixer_Op<"route", [Pure]> {
+def Mixer_RouteOp : Mixer_Op<"route", [Pure, DeclareOpInterfaceMethods<Mixer_GradientOpInterface>]> {
   let summary = "router from logits: softmax or sigmoid gates and expert selection in one op";
   let arguments = !con((ins Mixer_F32Tensor:$logits), Mixer_RoutingAttrs);
   let results = (outs Mixer_I32Tensor:$tokens, Mixer_F32Tensor:$gates, Mixer_I32Tensor:$offsets);
@@ -84,7 +84,7 @@ def Mixer_RouteOp : Mixer_Op<"route", [Pure]> {
   let hasVerifier = 1;
 }
 
-def Mixer_DispatchOp : Mixer_Op<"dispatch", [Pure]> {
+def Mixer_DispatchOp : Mixer_Op<"dispatch", [Pure, DeclareOpInterfaceMethods<Mixer_GradientOpInterface>]> {
   let summary = "gather the token rows of every slot (zeros for empty slots)";
   let arguments = (ins Mixer_F32Tensor:$input, Mixer_I32Tensor:$tokens);
   let results = (outs Mixer_F32Tensor:$result);
@@ -92,7 +92,8 @@ def Mixer_DispatchOp : Mixer_Op<"dispatch", [Pure]> {
   let hasVerifier = 1;
 }
 
-def Mixer_ExpertsOp : Mixer_Op<"experts", [Pure, AttrSizedOperandSegments]> {
+def Mixer_ExpertsOp : Mixer_Op<"experts",
+    [Pure, AttrSizedOperandSegments, DeclareOpInterfaceMethods<Mixer_GradientOpInterface>]> {
   let summary = "per-expert two-layer feed-forward over each expert's slots";
   let arguments = (ins Mixer_F32Tensor:$input, Mixer_I32Tensor:$tokens, Mixer_I32Tensor:$offsets,
                        Mixer_F32Tensor:$w1, Optional<Mixer_F32Tensor>:$b1, Mixer_F32Tensor:$w2,
@@ -105,7 +106,7 @@ def Mixer_ExpertsOp : Mixer_Op<"experts", [Pure, AttrSizedOperandSegments]> {
   let hasVerifier = 1;
 }
 
-def Mixer_CombineOp : Mixer_Op<"combine", [Pure]> {
+def Mixer_CombineOp : Mixer_Op<"combine", [Pure, DeclareOpInterfaceMethods<Mixer_GradientOpInterface>]> {
   let summary = "gate-weighted scatter-add of slot outputs back to tokens";
   let arguments = (ins Mixer_F32Tensor:$input, Mixer_I32Tensor:$tokens, Mixer_F32Tensor:$gates);
   let results = (outs Mixer_F32Tensor:$result);

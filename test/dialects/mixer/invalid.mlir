@@ -184,3 +184,19 @@ func.func @structured_mix_grad_kernel(%x: tensor<2x8x16xf32>, %vs: tensor<8xf32>
   %dx, %dvs, %dvh = mixer.structured_mix_grad %x, %vs, %vh, %x {toeplitz} : (tensor<2x8x16xf32>, tensor<8xf32>, tensor<16xf32>, tensor<2x8x16xf32>) -> (tensor<2x8x16xf32>, tensor<8xf32>, tensor<16xf32>)
   return
 }
+
+// -----
+
+func.func @scatter_gate_grad_columns(%t: tensor<32xi32>, %o: tensor<5xi32>, %dg: tensor<32xf32>) {
+  // expected-error @+1 {{result must have one column per expert (4)}}
+  %dp = mixer.scatter_gate_grad %t, %o, %dg : (tensor<32xi32>, tensor<5xi32>, tensor<32xf32>) -> tensor<16x3xf32>
+  return
+}
+
+// -----
+
+func.func @experts_grad_bias(%xd: tensor<32x16xf32>, %t: tensor<32xi32>, %o: tensor<5xi32>, %w1: tensor<4x16x8xf32>, %w2: tensor<4x8x16xf32>) {
+  // expected-error @+1 {{b1_grad must have shape [4, 8] but has [4, 16]}}
+  %a, %b, %c, %d, %e = mixer.experts_grad %xd, %t, %o, %w1, %w2, %xd {activation = #mixer<activation relu>} : (tensor<32x16xf32>, tensor<32xi32>, tensor<5xi32>, tensor<4x16x8xf32>, tensor<4x8x16xf32>, tensor<32x16xf32>) -> (tensor<32x16xf32>, tensor<4x16x8xf32>, tensor<4x16xf32>, tensor<4x8x16xf32>, tensor<4x16xf32>)
+  return
+}

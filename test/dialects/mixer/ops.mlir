@@ -102,3 +102,20 @@ func.func @gradients(%x: tensor<2x8x16xf32>, %dy: tensor<2x8x32xf32>, %s: tensor
   %dword, %dpos, %dtype = mixer.embed_grad %ids, %ids, %b : (tensor<2x8xi32>, tensor<2x8xi32>, tensor<2x8x16xf32>) -> (tensor<64x16xf32>, tensor<1x8x16xf32>, tensor<4x16xf32>)
   return %r : tensor<f32>
 }
+
+// CHECK-LABEL: func.func @moe_gradients
+func.func @moe_gradients(%xd: tensor<32x16xf32>, %t: tensor<32xi32>, %o: tensor<5xi32>, %g: tensor<32xf32>,
+    %dout: tensor<16x16xf32>, %w1: tensor<4x16x8xf32>, %b1: tensor<4x8xf32>, %w2: tensor<4x8x16xf32>,
+    %logits: tensor<16x4xf32>) -> tensor<16x4xf32> {
+  // CHECK: mixer.dispatch_grad
+  %dx = mixer.dispatch_grad %xd, %t : (tensor<32x16xf32>, tensor<32xi32>) -> tensor<16x16xf32>
+  // CHECK: mixer.combine_grad
+  %dyd, %dg = mixer.combine_grad %xd, %t, %g, %dout : (tensor<32x16xf32>, tensor<32xi32>, tensor<32xf32>, tensor<16x16xf32>) -> (tensor<32x16xf32>, tensor<32xf32>)
+  // CHECK: mixer.experts_grad {{.*}} bias
+  %a, %b, %c, %d, %e = mixer.experts_grad %xd, %t, %o, %w1 bias %b1, %w2, %dyd {activation = #mixer<activation gelu>} : (tensor<32x16xf32>, tensor<32xi32>, tensor<5xi32>, tensor<4x16x8xf32>, tensor<4x8xf32>, tensor<4x8x16xf32>, tensor<32x16xf32>) -> (tensor<32x16xf32>, tensor<4x16x8xf32>, tensor<4x8xf32>, tensor<4x8x16xf32>, tensor<4x16xf32>)
+  // CHECK: mixer.scatter_gate_grad
+  %dp = mixer.scatter_gate_grad %t, %o, %dg : (tensor<32xi32>, tensor<5xi32>, tensor<32xf32>) -> tensor<16x4xf32>
+  // CHECK: mixer.route_grad {{.*}} {routing = #mixer<routing sigmoid_topk>}
+  %dl = mixer.route_grad %logits, %t, %o, %dg {routing = #mixer<routing sigmoid_topk>} : (tensor<16x4xf32>, tensor<32xi32>, tensor<5xi32>, tensor<32xf32>) -> tensor<16x4xf32>
+  return %dl : tensor<16x4xf32>
+}
