@@ -13,6 +13,7 @@ include "dialects/mixer/DenseOps.td"
 include "dialects/mixer/MixingOps.td"
 include "dialects/mixer/AttentionOps.td"
 include "dialects/mixer/MoeOps.td"
+include "dialects/mixer/LossOps.td"
 include "dialects/mixer/GradientOps.td"
 
 #endif // MIXER_OPS_TD

@@ -108,3 +108,35 @@ func.func @forward(%x: tensor<2x8xf32> {mixer.input = "x"}) -> tensor<2x8xf32>
     attributes {mixer.outputs = ["sequence_output"]} {
   return %x : tensor<2x8xf32>
 }
+
+// -----
+
+// The pre-training loss shape: masked-LM cross-entropy over gathered
+// positions normalised by the weight sum (mixer.divide), plus a scaled
+// regression term.
+// CHECK-LABEL: func.func @forward
+// CHECK: %[[CE:.*]] = mixer.softmax_cross_entropy %[[LOGITS:[^,]*]], %[[LABELS:[^ ]*]] weights %[[W:[^ ]*]] :
+// CHECK: %[[NORM:.*]] = mixer.reduce_sum %[[W]]
+// CHECK: %[[MLM:.*]] = mixer.divide %[[CE]], %[[NORM]]
+// CHECK: %[[DCE:.*]] = mixer.divide %{{.*}}, %[[NORM]]
+// CHECK: %[[DLOGITS:.*]] = mixer.softmax_cross_entropy_grad %[[LOGITS]], %[[LABELS]], %[[DCE]] weights %[[W]]
+// CHECK: mixer.dense_weight_grad %{{.*}}, %[[DLOGITS]] {transpose_weight}
+// CHECK: mixer.gather_positions_grad %{{.*}}, %{{.*}} : (tensor<6x4xf32>, tensor<2x3xi32>) -> tensor<2x8x4xf32>
+func.func @forward(%h: tensor<2x8x4xf32> {mixer.input = "hidden"}, %pos: tensor<2x3xi32> {mixer.input = "positions"},
+                   %labels: tensor<6xi32> {mixer.input = "labels"}, %w: tensor<6xf32> {mixer.input = "weights"},
+                   %target: tensor<2xf32> {mixer.input = "target"},
+                   %word: tensor<10x4xf32> {mixer.param = "word"}, %head: tensor<4x1xf32> {mixer.param = "head"}) -> tensor<f32>
+    attributes {mixer.outputs = ["loss"]} {
+  %g = mixer.gather_positions %h, %pos : (tensor<2x8x4xf32>, tensor<2x3xi32>) -> tensor<6x4xf32>
+  %logits = mixer.dense %g, %word {transpose_weight} : (tensor<6x4xf32>, tensor<10x4xf32>) -> tensor<6x10xf32>
+  %ce = mixer.softmax_cross_entropy %logits, %labels weights %w : (tensor<6x10xf32>, tensor<6xi32>, tensor<6xf32>) -> tensor<f32>
+  %norm = mixer.reduce_sum %w : tensor<6xf32> to tensor<f32>
+  %mlm = mixer.divide %ce, %norm : tensor<f32>
+  %first = mixer.take_position %h[0] : tensor<2x8x4xf32> to tensor<2x4xf32>
+  %score = mixer.dense %first, %head : (tensor<2x4xf32>, tensor<4x1xf32>) -> tensor<2x1xf32>
+  %flat = mixer.reshape %score : tensor<2x1xf32> to tensor<2xf32>
+  %se = mixer.squared_error %flat, %target : (tensor<2xf32>, tensor<2xf32>) -> tensor<f32>
+  %reg = mixer.scale %se by 5.000000e-01 : tensor<f32>
+  %loss = mixer.add %mlm, %reg : tensor<f32>
+  return %loss : tensor<f32>
+}

@@ -200,3 +200,19 @@ func.func @experts_grad_bias(%xd: tensor<32x16xf32>, %t: tensor<32xi32>, %o: ten
   %a, %b, %c, %d, %e = mixer.experts_grad %xd, %t, %o, %w1, %w2, %xd {activation = #mixer<activation relu>} : (tensor<32x16xf32>, tensor<32xi32>, tensor<5xi32>, tensor<4x16x8xf32>, tensor<4x8x16xf32>, tensor<32x16xf32>) -> (tensor<32x16xf32>, tensor<4x16x8xf32>, tensor<4x16xf32>, tensor<4x8x16xf32>, tensor<4x16xf32>)
   return
 }
+
+// -----
+
+func.func @gather_positions_rows(%h: tensor<2x8x4xf32>, %pos: tensor<3x2xi32>) {
+  // expected-error @+1 {{positions must have one row per example}}
+  %g = mixer.gather_positions %h, %pos : (tensor<2x8x4xf32>, tensor<3x2xi32>) -> tensor<6x4xf32>
+  return
+}
+
+// -----
+
+func.func @cross_entropy_labels(%logits: tensor<6x10xf32>, %labels: tensor<5xi32>) {
+  // expected-error @+1 {{labels must have shape [6] but has [5]}}
+  %ce = mixer.softmax_cross_entropy %logits, %labels : (tensor<6x10xf32>, tensor<5xi32>) -> tensor<f32>
+  return
+}
