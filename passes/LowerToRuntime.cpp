@@ -295,6 +295,116 @@ LogicalResult FunctionLowering::lowerOp(Operation *op) {
                  lookup(combine.getGates())});
         return success();
       })
+      // Scalar arithmetic and losses.
+      .Case<FillOp>([&](FillOp fill) {
+        replace(fill, "fill", {}, {attr("value", fill.getValueAttr())});
+        return success();
+      })
+      .Case<BroadcastOp, ReduceSumOp, MultiplyOp, DivideOp, SoftmaxGradOp,
+            ReduceRowsOp, DispatchGradOp, CombineGradOp, ScatterGateGradOp,
+            GatherPositionsOp, GatherPositionsGradOp, SquaredErrorOp,
+            EmbedGradOp>([&](Operation *op) {
+        // Kernels named after the op, taking its operands in order.
+        SmallVector<Value> operands;
+        for (Value operand : op->getOperands())
+          operands.push_back(lookup(operand));
+        replace(op, op->getName().stripDialect(), operands);
+        return success();
+      })
+      .Case<ScaleOp>([&](ScaleOp scale) {
+        replace(scale, "scale", {lookup(scale.getInput())},
+                {attr("factor", scale.getFactorAttr())});
+        return success();
+      })
+      .Case<SoftmaxCrossEntropyOp>([&](SoftmaxCrossEntropyOp loss) {
+        replace(loss, "softmax_cross_entropy",
+                {lookup(loss.getLogits()), lookup(loss.getLabels()),
+                 optional(loss.getWeights())});
+        return success();
+      })
+      .Case<SoftmaxCrossEntropyGradOp>([&](SoftmaxCrossEntropyGradOp grad) {
+        replace(grad, "softmax_cross_entropy_grad",
+                {lookup(grad.getLogits()), lookup(grad.getLabels()),
+                 lookup(grad.getResultGrad()), optional(grad.getWeights())});
+        return success();
+      })
+      // Backward kernels.
+      .Case<ActivationGradOp>([&](ActivationGradOp grad) {
+        replace(grad, "activation_grad",
+                {lookup(grad.getPreactivation()), lookup(grad.getResultGrad())},
+                {strAttr("kind", stringifyActivation(grad.getKind()))});
+        return success();
+      })
+      .Case<DenseWeightGradOp>([&](DenseWeightGradOp grad) {
+        flops += 2.0 * numElements(grad.getInput()) *
+                 shapeOf(grad.getResultGrad()).back();
+        replace(grad, "dense_weight_grad",
+                {lookup(grad.getInput()), lookup(grad.getResultGrad())},
+                {boolAttr("transpose_w", grad.getTransposeWeight())});
+        return success();
+      })
+      .Case<LayerNormGradOp>([&](LayerNormGradOp grad) {
+        replace(grad, "layer_norm_grad",
+                {lookup(grad.getInput()), none(), lookup(grad.getScale()),
+                 lookup(grad.getResultGrad())},
+                {attr("epsilon", grad.getEpsilonAttr())});
+        return success();
+      })
+      .Case<TakePositionGradOp>([&](TakePositionGradOp grad) {
+        replace(grad, "take_position_grad", {lookup(grad.getResultGrad())},
+                {intAttr("index", grad.getIndex())});
+        return success();
+      })
+      .Case<LinearMixGradOp>([&](LinearMixGradOp grad) {
+        ArrayRef<int64_t> shape = shapeOf(grad.getInput());
+        flops +=
+            4.0 * shape[0] *
+            (shape[1] * shape[2] * shape[2] + shape[1] * shape[1] * shape[2]);
+        replace(grad, "linear_mix_grad",
+                {lookup(grad.getInput()), lookup(grad.getSeqKernel()),
+                 lookup(grad.getHiddenKernel()), lookup(grad.getResultGrad())});
+        return success();
+      })
+      .Case<StructuredMixGradOp>([&](StructuredMixGradOp grad) {
+        replace(grad, "structured_mix_grad",
+                {lookup(grad.getInput()), lookup(grad.getSeqKernel()),
+                 lookup(grad.getHiddenKernel()), lookup(grad.getResultGrad())},
+                {boolAttr("toeplitz", grad.getToeplitz())});
+        return success();
+      })
+      .Case<AttentionGradOp>([&](AttentionGradOp grad) {
+        ArrayRef<int64_t> shape = shapeOf(grad.getQuery());
+        flops += 8.0 * shape[0] * shape[1] * shape[1] * shape[2];
+        replace(grad, "attention_grad",
+                {lookup(grad.getQuery()), lookup(grad.getKey()),
+                 lookup(grad.getValue()), lookup(grad.getIds()),
+                 lookup(grad.getResultGrad())},
+                {intAttr("num_heads", grad.getNumHeads()),
+                 intAttr("head_dim", grad.getHeadDim()),
+                 intAttr("pad_id", grad.getPadId()),
+                 boolAttr("causal", grad.getCausal())});
+        return success();
+      })
+      .Case<ExpertsGradOp>([&](ExpertsGradOp grad) {
+        ArrayRef<int64_t> w1 = shapeOf(grad.getW1());
+        // The recomputed up-projection plus four backward products.
+        flops += 10.0 * shapeOf(grad.getInput())[0] * w1[1] * w1[2];
+        replace(
+            grad, "experts_grad",
+            {lookup(grad.getInput()), lookup(grad.getTokens()),
+             lookup(grad.getOffsets()), lookup(grad.getW1()),
+             optional(grad.getB1()), lookup(grad.getW2()),
+             lookup(grad.getResultGrad())},
+            {strAttr("activation", stringifyActivation(grad.getActivation()))});
+        return success();
+      })
+      .Case<RouteGradOp>([&](RouteGradOp grad) {
+        replace(grad, "route_grad",
+                {lookup(grad.getLogits()), lookup(grad.getTokens()),
+                 lookup(grad.getOffsets()), lookup(grad.getGatesGrad())},
+                {strAttr("routing", stringifyRouting(grad.getRouting()))});
+        return success();
+      })
       .Case<MoeOp, SigmaMoeOp>([&](Operation *moe) {
         return moe->emitOpError("must be decomposed (mixer-decompose-moe) "
                                 "before lowering to the runtime");

@@ -1,4 +1,16 @@
 // RUN: mixer-opt %s --split-input-file --mixer-decompose-moe --mixer-autodiff | FileCheck %s
+// RUN: mixer-opt %s --split-input-file --mixer-decompose-moe --mixer-autodiff --canonicalize --mixer-lower-to-runtime --mixrt-plan-memory | FileCheck %s --check-prefix=LOWERED
+
+// The whole backward graph lowers to runtime kernels and gets an arena plan.
+// LOWERED-LABEL: func.func @forward
+// LOWERED-SAME: mixrt.arena_bytes
+// LOWERED-NOT: mixer.
+// LOWERED: mixrt.kernel "combine_grad"
+// LOWERED: mixrt.kernel "experts_grad" {{.*}} params {activation = "gelu"}
+// LOWERED: mixrt.kernel "scatter_gate_grad"
+// LOWERED: mixrt.kernel "softmax_grad"
+// LOWERED-LABEL: func.func @forward
+// LOWERED: mixrt.kernel "route_grad" {{.*}} params {routing = "sigmoid_topk"}
 
 // Experts-choose MoE after decomposition: gradients flow through combine
 // (slot rows and gates), the experts, dispatch, the selection (gates back to
