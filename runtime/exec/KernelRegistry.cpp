@@ -3,6 +3,8 @@
 #include "runtime/exec/KernelRegistry.h"
 
 #include "runtime/cpu/Kernels.h"
+#include "runtime/cpu/MixingMoeGradients.h"
+#include "runtime/cpu/TransformerGradients.h"
 
 #include <algorithm>
 #include <initializer_list>
@@ -434,16 +436,16 @@ Expected<StepFunction> prepareStructuredMix(StepContext &c) {
 // Attention
 //===----------------------------------------------------------------------===//
 
-Expected<StepFunction> prepareAttention(StepContext &c) {
-  const Arg &q = c.in(0), &k = c.in(1), &val = c.in(2), &ids = c.in(3),
-            &y = c.out(0);
-  int64_t heads, headDim, padId;
-  bool causal;
+/// Reads the attention attributes and checks q, k, v [B, S, H*Dh] and the
+/// optional ids I32[B, S] (operands 0-3 of attention and attention_grad).
+bool readAttention(StepContext &c, int64_t &heads, int64_t &headDim,
+                   int32_t &pad, bool &causal) {
+  const Arg &q = c.in(0);
+  int64_t padId;
   if (!c.attr("num_heads", heads) || !c.attr("head_dim", headDim) ||
       !c.attr("pad_id", padId) || !c.attr("causal", causal) ||
       !c.rank(q, DType::F32, 3))
-    return c.takeError();
-  int64_t batch = q.dim(0), seq = q.dim(1);
+    return false;
   if (!c.check(heads > 0 && headDim > 0 && heads * headDim == q.dim(2),
                q.role + " is " + describe(q.value->shape, DType::F32) +
                    " but num_heads " + std::to_string(heads) + " x head_dim " +
@@ -453,12 +455,24 @@ Expected<StepFunction> prepareAttention(StepContext &c) {
                    padId <= std::numeric_limits<int32_t>::max(),
                "attribute 'pad_id' " + std::to_string(padId) +
                    " does not fit in int32") ||
-      !c.shape(k, DType::F32, q.value->shape) ||
-      !c.shape(val, DType::F32, q.value->shape) ||
-      !c.shape(ids, DType::I32, {batch, seq}) ||
+      !c.shape(c.in(1), DType::F32, q.value->shape) ||
+      !c.shape(c.in(2), DType::F32, q.value->shape) ||
+      !c.shape(c.in(3), DType::I32, {q.dim(0), q.dim(1)}))
+    return false;
+  pad = static_cast<int32_t>(padId);
+  return true;
+}
+
+Expected<StepFunction> prepareAttention(StepContext &c) {
+  const Arg &q = c.in(0), &k = c.in(1), &val = c.in(2), &ids = c.in(3),
+            &y = c.out(0);
+  int64_t heads, headDim;
+  int32_t pad;
+  bool causal;
+  if (!readAttention(c, heads, headDim, pad, causal) ||
       !c.shape(y, DType::F32, q.value->shape))
     return c.takeError();
-  int32_t pad = static_cast<int32_t>(padId);
+  int64_t batch = q.dim(0), seq = q.dim(1);
   return StepFunction([=, a = q.slot, b = k.slot, cc = val.slot, i = ids.slot,
                        o = y.slot](ValuePointers v) {
     cpu::attention(f32(v[a]), f32(v[b]), f32(v[cc]), i32(v[i]), f32(v[o]),
@@ -606,6 +620,533 @@ Expected<StepFunction> prepareCombine(StepContext &c) {
   });
 }
 
+//===----------------------------------------------------------------------===//
+// Scalar arithmetic, losses and head plumbing (training)
+//===----------------------------------------------------------------------===//
+
+Expected<StepFunction> prepareFill(StepContext &c) {
+  const Arg &y = c.out(0);
+  double value;
+  if (!c.attr("value", value) || !c.minRank(y, DType::F32, 0))
+    return c.takeError();
+  int64_t n = y.value->numel;
+  float fillValue = static_cast<float>(value);
+  return StepFunction([=, o = y.slot](ValuePointers v) {
+    std::fill_n(f32(v[o]), n, fillValue);
+  });
+}
+
+Expected<StepFunction> prepareBroadcast(StepContext &c) {
+  const Arg &x = c.in(0), &y = c.out(0);
+  if (!c.rank(x, DType::F32, 0) || !c.minRank(y, DType::F32, 0))
+    return c.takeError();
+  int64_t n = y.value->numel;
+  return StepFunction([=, a = x.slot, o = y.slot](ValuePointers v) {
+    std::fill_n(f32(v[o]), n, *f32(v[a]));
+  });
+}
+
+Expected<StepFunction> prepareReduceSum(StepContext &c) {
+  const Arg &x = c.in(0), &y = c.out(0);
+  if (!c.minRank(x, DType::F32, 0) || !c.shape(y, DType::F32, {}))
+    return c.takeError();
+  int64_t n = x.value->numel;
+  return StepFunction([=, a = x.slot, o = y.slot](ValuePointers v) {
+    // One double accumulator in index order: the same sum for any threads.
+    const float *in = f32(v[a]);
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; ++i)
+      sum += in[i];
+    *f32(v[o]) = static_cast<float>(sum);
+  });
+}
+
+/// Binds y = op(a, b) elementwise over operands and result of one shape.
+template <typename Op>
+Expected<StepFunction> prepareElementwise(StepContext &c, Op op) {
+  const Arg &a = c.in(0), &b = c.in(1), &y = c.out(0);
+  if (!c.minRank(a, DType::F32, 0) || !c.shape(b, DType::F32, a.value->shape) ||
+      !c.shape(y, DType::F32, a.value->shape))
+    return c.takeError();
+  int64_t n = a.value->numel;
+  return StepFunction([=, l = a.slot, r = b.slot, o = y.slot](ValuePointers v) {
+    const float *left = f32(v[l]), *right = f32(v[r]);
+    float *out = f32(v[o]);
+    for (int64_t i = 0; i < n; ++i)
+      out[i] = op(left[i], right[i]);
+  });
+}
+
+Expected<StepFunction> prepareMultiply(StepContext &c) {
+  return prepareElementwise(c, [](float a, float b) { return a * b; });
+}
+
+Expected<StepFunction> prepareDivide(StepContext &c) {
+  return prepareElementwise(c, [](float a, float b) { return a / b; });
+}
+
+Expected<StepFunction> prepareScale(StepContext &c) {
+  const Arg &x = c.in(0), &y = c.out(0);
+  double factor;
+  if (!c.attr("factor", factor) || !c.minRank(x, DType::F32, 0) ||
+      !c.shape(y, DType::F32, x.value->shape))
+    return c.takeError();
+  int64_t n = x.value->numel;
+  float f = static_cast<float>(factor);
+  return StepFunction([=, a = x.slot, o = y.slot](ValuePointers v) {
+    const float *in = f32(v[a]);
+    float *out = f32(v[o]);
+    for (int64_t i = 0; i < n; ++i)
+      out[i] = in[i] * f;
+  });
+}
+
+/// Checks x [B, S, D] (`tokens`), positions I32[B, P] and rows [B*P, D]
+/// (`rows`) of a masked-LM gather or its gradient.
+bool checkGather(StepContext &c, const Arg &tokens, const Arg &positions,
+                 const Arg &rows) {
+  if (!c.rank(tokens, DType::F32, 3) || !c.rank(positions, DType::I32, 2))
+    return false;
+  return c.check(positions.dim(0) == tokens.dim(0),
+                 positions.role + " is " +
+                     describe(positions.value->shape, DType::I32) +
+                     " but the batch is " + std::to_string(tokens.dim(0))) &&
+         c.shape(rows, DType::F32,
+                 {tokens.dim(0) * positions.dim(1), tokens.dim(2)});
+}
+
+Expected<StepFunction> prepareGatherPositions(StepContext &c) {
+  const Arg &x = c.in(0), &positions = c.in(1), &y = c.out(0);
+  if (!checkGather(c, x, positions, y))
+    return c.takeError();
+  int64_t batch = x.dim(0), seq = x.dim(1), d = x.dim(2),
+          count = positions.dim(1);
+  return StepFunction(
+      [=, a = x.slot, p = positions.slot, o = y.slot](ValuePointers v) {
+        cpu::gatherRows(f32(v[a]), i32(v[p]), f32(v[o]), batch, seq, d, count);
+      });
+}
+
+Expected<StepFunction> prepareGatherPositionsGrad(StepContext &c) {
+  const Arg &dy = c.in(0), &positions = c.in(1), &dx = c.out(0);
+  if (!checkGather(c, dx, positions, dy))
+    return c.takeError();
+  int64_t batch = dx.dim(0), seq = dx.dim(1), d = dx.dim(2),
+          count = positions.dim(1);
+  return StepFunction(
+      [=, g = dy.slot, p = positions.slot, o = dx.slot](ValuePointers v) {
+        cpu::gatherRowsBackward(f32(v[g]), i32(v[p]), f32(v[o]), batch, seq, d,
+                                count, /*accumulate=*/false);
+      });
+}
+
+/// Checks logits [R, C], labels I32[R] and the optional weights [R].
+bool checkCrossEntropy(StepContext &c, const Arg &logits, const Arg &labels,
+                       const Arg &weights) {
+  return c.rank(logits, DType::F32, 2) &&
+         c.shape(labels, DType::I32, {logits.dim(0)}) &&
+         c.shape(weights, DType::F32, {logits.dim(0)});
+}
+
+Expected<StepFunction> prepareSoftmaxCrossEntropy(StepContext &c) {
+  const Arg &logits = c.in(0), &labels = c.in(1), &weights = c.in(2),
+            &loss = c.out(0);
+  if (!checkCrossEntropy(c, logits, labels, weights) ||
+      !c.shape(loss, DType::F32, {}))
+    return c.takeError();
+  int64_t rows = logits.dim(0), classes = logits.dim(1);
+  return StepFunction([=, z = logits.slot, l = labels.slot, w = weights.slot,
+                       o = loss.slot](ValuePointers v) {
+    *f32(v[o]) = cpu::softmaxCrossEntropy(f32(v[z]), i32(v[l]), f32(v[w]), rows,
+                                          classes, nullptr, 1.0f);
+  });
+}
+
+Expected<StepFunction> prepareSoftmaxCrossEntropyGrad(StepContext &c) {
+  const Arg &logits = c.in(0), &labels = c.in(1), &dloss = c.in(2),
+            &weights = c.in(3), &dlogits = c.out(0);
+  if (!checkCrossEntropy(c, logits, labels, weights) ||
+      !c.shape(dloss, DType::F32, {}) ||
+      !c.shape(dlogits, DType::F32, logits.value->shape))
+    return c.takeError();
+  int64_t rows = logits.dim(0), classes = logits.dim(1);
+  return StepFunction([=, z = logits.slot, l = labels.slot, s = dloss.slot,
+                       w = weights.slot, o = dlogits.slot](ValuePointers v) {
+    cpu::softmaxCrossEntropy(f32(v[z]), i32(v[l]), f32(v[w]), rows, classes,
+                             f32(v[o]), *f32(v[s]));
+  });
+}
+
+Expected<StepFunction> prepareSquaredError(StepContext &c) {
+  const Arg &pred = c.in(0), &target = c.in(1), &loss = c.out(0);
+  if (!c.minRank(pred, DType::F32, 0) ||
+      !c.shape(target, DType::F32, pred.value->shape) ||
+      !c.shape(loss, DType::F32, {}))
+    return c.takeError();
+  int64_t n = pred.value->numel;
+  return StepFunction(
+      [=, p = pred.slot, t = target.slot, o = loss.slot](ValuePointers v) {
+        *f32(v[o]) = cpu::squaredError(f32(v[p]), f32(v[t]), n, nullptr, 1.0f);
+      });
+}
+
+//===----------------------------------------------------------------------===//
+// Dense, normalisation and pointwise gradients
+//===----------------------------------------------------------------------===//
+
+Expected<StepFunction> prepareActivationGrad(StepContext &c) {
+  const Arg &preact = c.in(0), &dy = c.in(1), &dx = c.out(0);
+  cpu::Activation act;
+  if (!c.activation("kind", act) || !c.minRank(preact, DType::F32, 0) ||
+      !c.shape(dy, DType::F32, preact.value->shape) ||
+      !c.shape(dx, DType::F32, preact.value->shape))
+    return c.takeError();
+  int64_t n = preact.value->numel;
+  return StepFunction(
+      [=, p = preact.slot, g = dy.slot, o = dx.slot](ValuePointers v) {
+        cpu::activationBackward(f32(v[p]), f32(v[g]), f32(v[o]), n, act);
+      });
+}
+
+Expected<StepFunction> prepareDenseWeightGrad(StepContext &c) {
+  const Arg &x = c.in(0), &dy = c.in(1), &dw = c.out(0);
+  bool transpose;
+  if (!c.attr("transpose_w", transpose) || !c.minRank(x, DType::F32, 1) ||
+      !c.minRank(dy, DType::F32, 1))
+    return c.takeError();
+  int64_t m = leadingElements(*x.value), k = x.value->shape.back(),
+          n = dy.value->shape.back();
+  std::vector<int64_t> dyShape = x.value->shape;
+  dyShape.back() = n;
+  if (!c.shape(dy, DType::F32, dyShape) ||
+      !c.shape(dw, DType::F32,
+               transpose ? std::vector<int64_t>{n, k}
+                         : std::vector<int64_t>{k, n}))
+    return c.takeError();
+  return StepFunction(
+      [=, a = x.slot, g = dy.slot, o = dw.slot](ValuePointers v) {
+        cpu::denseBackward(f32(v[a]), nullptr, f32(v[g]), nullptr, f32(v[o]),
+                           nullptr, m, k, n, transpose, /*accumulate=*/false);
+      });
+}
+
+Expected<StepFunction> prepareReduceRows(StepContext &c) {
+  const Arg &dy = c.in(0), &db = c.out(0);
+  if (!c.minRank(dy, DType::F32, 1) ||
+      !c.shape(db, DType::F32, {dy.value->shape.back()}))
+    return c.takeError();
+  int64_t m = leadingElements(*dy.value), n = dy.value->shape.back();
+  return StepFunction([=, g = dy.slot, o = db.slot](ValuePointers v) {
+    cpu::denseBackward(nullptr, nullptr, f32(v[g]), nullptr, nullptr, f32(v[o]),
+                       m, 0, n, false, /*accumulate=*/false);
+  });
+}
+
+Expected<StepFunction> prepareLayerNormGrad(StepContext &c) {
+  const Arg &x = c.in(0), &residual = c.in(1), &scale = c.in(2), &dy = c.in(3),
+            &dx = c.out(0), &dscale = c.out(1), &dbias = c.out(2);
+  double epsilon;
+  if (!c.attr("epsilon", epsilon) || !c.minRank(x, DType::F32, 1))
+    return c.takeError();
+  int64_t cols = x.value->shape.back();
+  if (!c.shape(residual, DType::F32, x.value->shape) ||
+      !c.shape(scale, DType::F32, {cols}) ||
+      !c.shape(dy, DType::F32, x.value->shape) ||
+      !c.shape(dx, DType::F32, x.value->shape) ||
+      !c.shape(dscale, DType::F32, {cols}) ||
+      !c.shape(dbias, DType::F32, {cols}))
+    return c.takeError();
+  int64_t rows = leadingElements(*x.value);
+  float eps = static_cast<float>(epsilon);
+  return StepFunction([=, a = x.slot, r = residual.slot, s = scale.slot,
+                       g = dy.slot, o = dx.slot, os = dscale.slot,
+                       ob = dbias.slot](ValuePointers v) {
+    cpu::layerNormBackward(f32(v[a]), f32(v[r]), f32(v[s]), f32(v[g]),
+                           f32(v[o]), f32(v[os]), f32(v[ob]), rows, cols, eps,
+                           /*accumulate=*/false);
+  });
+}
+
+Expected<StepFunction> prepareSoftmaxGrad(StepContext &c) {
+  const Arg &y = c.in(0), &dy = c.in(1), &dx = c.out(0);
+  if (!c.minRank(y, DType::F32, 1) ||
+      !c.shape(dy, DType::F32, y.value->shape) ||
+      !c.shape(dx, DType::F32, y.value->shape))
+    return c.takeError();
+  int64_t rows = leadingElements(*y.value), cols = y.value->shape.back();
+  return StepFunction(
+      [=, p = y.slot, g = dy.slot, o = dx.slot](ValuePointers v) {
+        cpu::softmaxBackward(f32(v[p]), f32(v[g]), f32(v[o]), rows, cols);
+      });
+}
+
+Expected<StepFunction> prepareTakePositionGrad(StepContext &c) {
+  const Arg &dy = c.in(0), &dx = c.out(0);
+  int64_t index;
+  if (!c.attr("index", index) || !c.rank(dx, DType::F32, 3))
+    return c.takeError();
+  int64_t batch = dx.dim(0), seq = dx.dim(1), d = dx.dim(2);
+  if (!c.check(index >= 0 && index < seq,
+               "attribute 'index' is " + std::to_string(index) +
+                   " but the sequence has " + std::to_string(seq) +
+                   " positions") ||
+      !c.shape(dy, DType::F32, {batch, d}))
+    return c.takeError();
+  return StepFunction([=, g = dy.slot, o = dx.slot](ValuePointers v) {
+    const float *in = f32(v[g]);
+    float *out = f32(v[o]);
+    std::fill_n(out, batch * seq * d, 0.0f);
+    for (int64_t b = 0; b < batch; ++b)
+      std::copy_n(in + b * d, d, out + (b * seq + index) * d);
+  });
+}
+
+//===----------------------------------------------------------------------===//
+// Mixing gradients
+//===----------------------------------------------------------------------===//
+
+Expected<StepFunction> prepareLinearMixGrad(StepContext &c) {
+  const Arg &x = c.in(0), &ws = c.in(1), &wh = c.in(2), &dy = c.in(3),
+            &dx = c.out(0), &dws = c.out(1), &dwh = c.out(2);
+  if (!c.rank(x, DType::F32, 3))
+    return c.takeError();
+  int64_t batch = x.dim(0), seq = x.dim(1), d = x.dim(2);
+  if (!c.shape(ws, DType::F32, {seq, seq}) ||
+      !c.shape(wh, DType::F32, {d, d}) ||
+      !c.shape(dy, DType::F32, x.value->shape) ||
+      !c.shape(dx, DType::F32, x.value->shape) ||
+      !c.shape(dws, DType::F32, {seq, seq}) ||
+      !c.shape(dwh, DType::F32, {d, d}))
+    return c.takeError();
+  int64_t scratch = c.scratch(batch * seq * d);
+  return StepFunction([=, a = x.slot, s = ws.slot, h = wh.slot, g = dy.slot,
+                       o = dx.slot, os = dws.slot,
+                       oh = dwh.slot](ValuePointers v) {
+    cpu::linearMixBackward(f32(v[a]), f32(v[s]), f32(v[h]), f32(v[g]),
+                           f32(v[o]), f32(v[os]), f32(v[oh]), f32(v[scratch]),
+                           batch, seq, d, /*accumulate=*/false);
+  });
+}
+
+Expected<StepFunction> prepareStructuredMixGrad(StepContext &c) {
+  const Arg &x = c.in(0), &vs = c.in(1), &vh = c.in(2), &dy = c.in(3),
+            &dx = c.out(0), &dvs = c.out(1), &dvh = c.out(2);
+  bool toeplitz;
+  if (!c.attr("toeplitz", toeplitz) || !c.rank(x, DType::F32, 3))
+    return c.takeError();
+  int64_t seq = x.dim(1), d = x.dim(2);
+  std::vector<int64_t> seqShape = {toeplitz ? 2 * seq - 1 : seq},
+                       dShape = {toeplitz ? 2 * d - 1 : d};
+  if (!c.shape(vs, DType::F32, seqShape) || !c.shape(vh, DType::F32, dShape) ||
+      !c.shape(dy, DType::F32, x.value->shape) ||
+      !c.shape(dx, DType::F32, x.value->shape) ||
+      !c.shape(dvs, DType::F32, seqShape) || !c.shape(dvh, DType::F32, dShape))
+    return c.takeError();
+  auto mix =
+      std::make_shared<cpu::StructuredMixBackward>(x.dim(0), seq, d, toeplitz);
+  return StepFunction([mix, a = x.slot, s = vs.slot, h = vh.slot, g = dy.slot,
+                       o = dx.slot, os = dvs.slot,
+                       oh = dvh.slot](ValuePointers v) {
+    mix->run(f32(v[a]), f32(v[s]), f32(v[h]), f32(v[g]), f32(v[o]), f32(v[os]),
+             f32(v[oh]), /*accumulate=*/false);
+  });
+}
+
+//===----------------------------------------------------------------------===//
+// Embedding and attention gradients
+//===----------------------------------------------------------------------===//
+
+Expected<StepFunction> prepareEmbedGrad(StepContext &c) {
+  const Arg &ids = c.in(0), &typeIds = c.in(1), &dy = c.in(2),
+            &dword = c.out(0), &dpos = c.out(1), &dtype = c.out(2);
+  if (!c.rank(ids, DType::I32, 2) || !c.rank(dy, DType::F32, 3) ||
+      !c.rank(dword, DType::F32, 2) || !c.rank(dpos, DType::F32, 3) ||
+      !c.rank(dtype, DType::F32, 2))
+    return c.takeError();
+  int64_t batch = ids.dim(0), seq = ids.dim(1), width = dy.dim(2),
+          vocab = dword.dim(0), posRows = dpos.dim(1), typeVocab = dtype.dim(0);
+  if (!c.shape(typeIds, DType::I32, {batch, seq}) ||
+      !c.shape(dy, DType::F32, {batch, seq, width}) ||
+      !c.shape(dword, DType::F32, {vocab, width}) ||
+      !c.check(dpos.dim(0) == 1 && posRows >= seq && dpos.dim(2) == width,
+               dpos.role + " is " + describe(dpos.value->shape, DType::F32) +
+                   " but the kernel needs [1, S, " + std::to_string(width) +
+                   "] with S >= " + std::to_string(seq)) ||
+      !c.shape(dtype, DType::F32, {typeVocab, width}))
+    return c.takeError();
+  return StepFunction([=, i = ids.slot, t = typeIds.slot, g = dy.slot,
+                       w = dword.slot, p = dpos.slot,
+                       tt = dtype.slot](ValuePointers v) {
+    cpu::embedBackward(i32(v[i]), i32(v[t]), f32(v[g]), f32(v[w]), f32(v[p]),
+                       f32(v[tt]), batch, seq, width, vocab, posRows, typeVocab,
+                       /*accumulate=*/false);
+  });
+}
+
+Expected<StepFunction> prepareAttentionGrad(StepContext &c) {
+  const Arg &q = c.in(0), &k = c.in(1), &val = c.in(2), &ids = c.in(3),
+            &dout = c.in(4);
+  int64_t heads, headDim;
+  int32_t pad;
+  bool causal;
+  if (!readAttention(c, heads, headDim, pad, causal) ||
+      !c.shape(dout, DType::F32, q.value->shape) ||
+      !c.shape(c.out(0), DType::F32, q.value->shape) ||
+      !c.shape(c.out(1), DType::F32, q.value->shape) ||
+      !c.shape(c.out(2), DType::F32, q.value->shape))
+    return c.takeError();
+  int64_t batch = q.dim(0), seq = q.dim(1);
+  return StepFunction([=, a = q.slot, b = k.slot, cc = val.slot, i = ids.slot,
+                       g = dout.slot, oq = c.out(0).slot, ok = c.out(1).slot,
+                       ov = c.out(2).slot](ValuePointers v) {
+    cpu::attentionBackward(f32(v[a]), f32(v[b]), f32(v[cc]), i32(v[i]),
+                           f32(v[g]), f32(v[oq]), f32(v[ok]), f32(v[ov]), batch,
+                           seq, heads, headDim, pad, causal);
+  });
+}
+
+//===----------------------------------------------------------------------===//
+// Mixture-of-experts gradients
+//===----------------------------------------------------------------------===//
+
+Expected<StepFunction> prepareDispatchGrad(StepContext &c) {
+  const Arg &dxd = c.in(0), &tokens = c.in(1), &dx = c.out(0);
+  if (!c.rank(dxd, DType::F32, 2) || !c.rank(dx, DType::F32, 2))
+    return c.takeError();
+  int64_t slots = dxd.dim(0), d = dxd.dim(1), numTokens = dx.dim(0);
+  if (!c.shape(tokens, DType::I32, {slots}) ||
+      !c.shape(dx, DType::F32, {numTokens, d}))
+    return c.takeError();
+  return StepFunction([=, g = dxd.slot, t = tokens.slot,
+                       o = dx.slot](ValuePointers v) {
+    cpu::dispatchBackward(f32(v[g]), i32(v[t]), f32(v[o]), slots, numTokens, d);
+  });
+}
+
+Expected<StepFunction> prepareCombineGrad(StepContext &c) {
+  const Arg &yd = c.in(0), &tokens = c.in(1), &gates = c.in(2), &dout = c.in(3),
+            &dyd = c.out(0), &dgates = c.out(1);
+  if (!c.rank(yd, DType::F32, 2) || !c.rank(dout, DType::F32, 2))
+    return c.takeError();
+  int64_t slots = yd.dim(0), d = yd.dim(1), numTokens = dout.dim(0);
+  if (!c.shape(tokens, DType::I32, {slots}) ||
+      !c.shape(gates, DType::F32, {slots}) ||
+      !c.shape(dout, DType::F32, {numTokens, d}) ||
+      !c.shape(dyd, DType::F32, {slots, d}) ||
+      !c.shape(dgates, DType::F32, {slots}))
+    return c.takeError();
+  return StepFunction([=, a = yd.slot, t = tokens.slot, g = gates.slot,
+                       go = dout.slot, o = dyd.slot,
+                       og = dgates.slot](ValuePointers v) {
+    cpu::combineBackward(f32(v[a]), i32(v[t]), f32(v[g]), f32(v[go]), f32(v[o]),
+                         f32(v[og]), slots, numTokens, d);
+  });
+}
+
+Expected<StepFunction> prepareExpertsGrad(StepContext &c) {
+  const Arg &xd = c.in(0), &tokens = c.in(1), &offsets = c.in(2), &w1 = c.in(3),
+            &b1 = c.in(4), &w2 = c.in(5), &dyd = c.in(6);
+  cpu::Activation act;
+  if (!c.activation("activation", act) || !c.rank(xd, DType::F32, 2) ||
+      !c.rank(w1, DType::F32, 3))
+    return c.takeError();
+  int64_t slots = xd.dim(0), d = xd.dim(1), experts = w1.dim(0), f = w1.dim(2);
+  if (!c.shape(tokens, DType::I32, {slots}) ||
+      !c.shape(offsets, DType::I32, {experts + 1}) ||
+      !c.shape(w1, DType::F32, {experts, d, f}) ||
+      !c.shape(b1, DType::F32, {experts, f}) ||
+      !c.shape(w2, DType::F32, {experts, f, d}) ||
+      !c.shape(dyd, DType::F32, {slots, d}) ||
+      !c.shape(c.out(0), DType::F32, {slots, d}) ||
+      !c.shape(c.out(1), DType::F32, {experts, d, f}) ||
+      !c.shape(c.out(2), DType::F32, {experts, f}) ||
+      !c.shape(c.out(3), DType::F32, {experts, f, d}) ||
+      !c.shape(c.out(4), DType::F32, {experts, d}))
+    return c.takeError();
+  // Scratch: the recomputed outputs [slots, d] (discarded), the
+  // pre-activations [slots, f], then expertsBackward's 2 * slots * f.
+  int64_t scratch = c.scratch(slots * d + 3 * slots * f);
+  return StepFunction([=, a = xd.slot, t = tokens.slot, o = offsets.slot,
+                       k1 = w1.slot, c1 = b1.slot, k2 = w2.slot, g = dyd.slot,
+                       r0 = c.out(0).slot, r1 = c.out(1).slot,
+                       r2 = c.out(2).slot, r3 = c.out(3).slot,
+                       r4 = c.out(4).slot](ValuePointers v) {
+    float *yd = f32(v[scratch]), *preact = yd + slots * d,
+          *backward = preact + slots * f;
+    cpu::expertsForwardTraining(f32(v[a]), i32(v[t]), i32(v[o]), f32(v[k1]),
+                                f32(v[c1]), f32(v[k2]), nullptr, yd, preact,
+                                experts, slots, d, f, act);
+    cpu::expertsBackward(f32(v[a]), i32(v[t]), i32(v[o]), f32(v[k1]),
+                         f32(v[k2]), preact, f32(v[g]), f32(v[r0]), f32(v[r1]),
+                         f32(v[r2]), f32(v[r3]), f32(v[r4]), backward, experts,
+                         slots, d, f, act, /*accumulate=*/false);
+  });
+}
+
+/// Checks tokens I32[slots], offsets I32[experts + 1] and dgates F32[slots]
+/// of a gate gradient whose result is `scores` [N, experts].
+bool checkGateGrad(StepContext &c, const Arg &tokens, const Arg &offsets,
+                   const Arg &dgates, const Arg &scores) {
+  if (!c.rank(tokens, DType::I32, 1) || !c.rank(scores, DType::F32, 2))
+    return false;
+  return c.shape(offsets, DType::I32, {scores.dim(1) + 1}) &&
+         c.shape(dgates, DType::F32, {tokens.dim(0)});
+}
+
+Expected<StepFunction> prepareScatterGateGrad(StepContext &c) {
+  const Arg &tokens = c.in(0), &offsets = c.in(1), &dgates = c.in(2),
+            &dscores = c.out(0);
+  if (!checkGateGrad(c, tokens, offsets, dgates, dscores))
+    return c.takeError();
+  int64_t numTokens = dscores.dim(0), experts = dscores.dim(1);
+  return StepFunction([=, t = tokens.slot, o = offsets.slot, g = dgates.slot,
+                       r = dscores.slot](ValuePointers v) {
+    cpu::routerGateBackward(cpu::Routing::ExpertsChoose, nullptr, i32(v[t]),
+                            i32(v[o]), f32(v[g]), f32(v[r]), numTokens,
+                            experts);
+  });
+}
+
+Expected<StepFunction> prepareRouteGrad(StepContext &c) {
+  const Arg &logits = c.in(0), &tokens = c.in(1), &offsets = c.in(2),
+            &dgates = c.in(3), &dlogits = c.out(0);
+  std::string name;
+  if (!c.attr("routing", name))
+    return c.takeError();
+  cpu::Routing routing;
+  if (name == "experts_choose")
+    routing = cpu::Routing::ExpertsChoose;
+  else if (name == "tokens_choose")
+    routing = cpu::Routing::TokensChoose;
+  else if (name == "sigmoid_topk")
+    routing = cpu::Routing::SigmoidTopK;
+  else {
+    c.fail("attribute 'routing' must be experts_choose, tokens_choose or "
+           "sigmoid_topk, not '" +
+           name + "'");
+    return c.takeError();
+  }
+  if (!checkGateGrad(c, tokens, offsets, dgates, dlogits) ||
+      !c.shape(logits, DType::F32, dlogits.value->shape))
+    return c.takeError();
+  int64_t numTokens = dlogits.dim(0), experts = dlogits.dim(1);
+  // The capacity routings gate with softmax probabilities: their gradient
+  // goes back through a softmax recomputed into the scratch.
+  int64_t scratch =
+      routing == cpu::Routing::SigmoidTopK ? 0 : c.scratch(numTokens * experts);
+  return StepFunction([=, z = logits.slot, t = tokens.slot, o = offsets.slot,
+                       g = dgates.slot, r = dlogits.slot](ValuePointers v) {
+    float *out = f32(v[r]);
+    cpu::routerGateBackward(routing, f32(v[z]), i32(v[t]), i32(v[o]), f32(v[g]),
+                            out, numTokens, experts);
+    if (routing == cpu::Routing::SigmoidTopK)
+      return;
+    float *probs = f32(v[scratch]);
+    cpu::softmax(f32(v[z]), probs, numTokens, experts);
+    cpu::softmaxBackward(probs, out, out, numTokens, experts);
+  });
+}
+
 const KernelEntry kKernels[] = {
     {"embed", {"ids", "type_ids?", "word", "pos", "type"}, {"y"}, prepareEmbed},
     {"dense", {"x", "w", "bias?"}, {"y"}, prepareDense},
@@ -640,6 +1181,68 @@ const KernelEntry kKernels[] = {
      {"yd"},
      prepareExperts},
     {"combine", {"yd", "tokens", "gates"}, {"out"}, prepareCombine},
+    {"fill", {}, {"y"}, prepareFill},
+    {"broadcast", {"x"}, {"y"}, prepareBroadcast},
+    {"reduce_sum", {"x"}, {"y"}, prepareReduceSum},
+    {"multiply", {"a", "b"}, {"y"}, prepareMultiply},
+    {"divide", {"a", "b"}, {"y"}, prepareDivide},
+    {"scale", {"x"}, {"y"}, prepareScale},
+    {"gather_positions", {"x", "positions"}, {"y"}, prepareGatherPositions},
+    {"softmax_cross_entropy",
+     {"logits", "labels", "weights?"},
+     {"loss"},
+     prepareSoftmaxCrossEntropy},
+    {"squared_error", {"prediction", "target"}, {"loss"}, prepareSquaredError},
+    {"activation_grad", {"preactivation", "dy"}, {"dx"}, prepareActivationGrad},
+    {"dense_weight_grad", {"x", "dy"}, {"dw"}, prepareDenseWeightGrad},
+    {"reduce_rows", {"dy"}, {"db"}, prepareReduceRows},
+    {"layer_norm_grad",
+     {"x", "residual?", "scale", "dy"},
+     {"dx", "dscale", "dbias"},
+     prepareLayerNormGrad},
+    {"softmax_grad", {"y", "dy"}, {"dx"}, prepareSoftmaxGrad},
+    {"take_position_grad", {"dy"}, {"dx"}, prepareTakePositionGrad},
+    {"linear_mix_grad",
+     {"x", "ws", "wh", "dy"},
+     {"dx", "dws", "dwh"},
+     prepareLinearMixGrad},
+    {"structured_mix_grad",
+     {"x", "vs", "vh", "dy"},
+     {"dx", "dvs", "dvh"},
+     prepareStructuredMixGrad},
+    {"embed_grad",
+     {"ids", "type_ids?", "dy"},
+     {"dword", "dpos", "dtype"},
+     prepareEmbedGrad},
+    {"attention_grad",
+     {"q", "k", "v", "ids?", "dout"},
+     {"dq", "dk", "dv"},
+     prepareAttentionGrad},
+    {"dispatch_grad", {"dxd", "tokens"}, {"dx"}, prepareDispatchGrad},
+    {"combine_grad",
+     {"yd", "tokens", "gates", "dout"},
+     {"dyd", "dgates"},
+     prepareCombineGrad},
+    {"experts_grad",
+     {"xd", "tokens", "offsets", "w1", "b1?", "w2", "dyd"},
+     {"dxd", "dw1", "db1", "dw2", "db2"},
+     prepareExpertsGrad},
+    {"scatter_gate_grad",
+     {"tokens", "offsets", "dgates"},
+     {"dscores"},
+     prepareScatterGateGrad},
+    {"route_grad",
+     {"logits", "tokens", "offsets", "dgates"},
+     {"dlogits"},
+     prepareRouteGrad},
+    {"gather_positions_grad",
+     {"dy", "positions"},
+     {"dx"},
+     prepareGatherPositionsGrad},
+    {"softmax_cross_entropy_grad",
+     {"logits", "labels", "dloss", "weights?"},
+     {"dlogits"},
+     prepareSoftmaxCrossEntropyGrad},
 };
 
 /// The registry entry of `kernel` whose operand and result counts match the

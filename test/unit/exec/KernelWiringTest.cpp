@@ -26,43 +26,6 @@ constexpr double kTol = 1e-5;
 /// FFT paths round differently from the direct sums.
 constexpr double kFftTol = 1e-4;
 
-/// Random tensors for every parameter of `plan`, in plan order.
-std::vector<io::HostTensor> randomParams(const json &plan, uint32_t seed,
-                                         float lo = -1.0f, float hi = 1.0f) {
-  std::vector<io::HostTensor> params;
-  for (const json &param : plan["params"])
-    params.push_back(randomTensor(param["name"],
-                                  param["shape"].get<std::vector<int64_t>>(),
-                                  seed++, lo, hi));
-  return params;
-}
-
-/// Parses, prepares, binds and runs `plan`; returns its outputs (none after
-/// a reported failure).
-std::vector<io::HostTensor> execute(const json &plan,
-                                    std::vector<io::HostTensor> params,
-                                    const std::vector<io::HostTensor> &inputs) {
-  Expected<Plan> parsed = Plan::parse(plan.dump(), "wiring.mxa");
-  if (!parsed) {
-    ADD_FAILURE() << parsed.message();
-    return {};
-  }
-  Expected<Executor> executor = Executor::create(*parsed);
-  if (!executor) {
-    ADD_FAILURE() << executor.message();
-    return {};
-  }
-  for (Status status :
-       {executor->bindParams(std::move(params), "params"),
-        executor->bindInputs(inputs, "inputs"), executor->run()}) {
-    if (!status.ok()) {
-      ADD_FAILURE() << status.message();
-      return {};
-    }
-  }
-  return executor->outputs();
-}
-
 double gelu(double x) {
   return 0.5 * x *
          (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));

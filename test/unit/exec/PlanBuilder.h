@@ -10,6 +10,8 @@
 #ifndef MIXER_TEST_UNIT_EXEC_PLANBUILDER_H
 #define MIXER_TEST_UNIT_EXEC_PLANBUILDER_H
 
+#include "runtime/exec/Executor.h"
+#include "runtime/exec/Plan.h"
 #include "runtime/io/Container.h"
 #include "runtime/io/Tensor.h"
 
@@ -224,6 +226,44 @@ inline void expectNear(const std::vector<float> &actual,
   for (size_t i = 0; i < actual.size(); ++i)
     ASSERT_NEAR(actual[i], expected[i], tol * (1.0 + std::abs(expected[i])))
         << what << " at element " << i;
+}
+
+/// Random tensors in [lo, hi) for every parameter of `plan`, in plan order.
+inline std::vector<io::HostTensor> randomParams(const json &plan, uint32_t seed,
+                                                float lo = -1.0f,
+                                                float hi = 1.0f) {
+  std::vector<io::HostTensor> params;
+  for (const json &param : plan["params"])
+    params.push_back(randomTensor(param["name"],
+                                  param["shape"].get<std::vector<int64_t>>(),
+                                  seed++, lo, hi));
+  return params;
+}
+
+/// Parses, prepares, binds and runs `plan`; returns its outputs (none after
+/// a reported failure).
+inline std::vector<io::HostTensor>
+execute(const json &plan, std::vector<io::HostTensor> params,
+        const std::vector<io::HostTensor> &inputs) {
+  Expected<Plan> parsed = Plan::parse(plan.dump(), "test.mxa");
+  if (!parsed) {
+    ADD_FAILURE() << parsed.message();
+    return {};
+  }
+  Expected<Executor> executor = Executor::create(*parsed);
+  if (!executor) {
+    ADD_FAILURE() << executor.message();
+    return {};
+  }
+  for (Status status :
+       {executor->bindParams(std::move(params), "params"),
+        executor->bindInputs(inputs, "inputs"), executor->run()}) {
+    if (!status.ok()) {
+      ADD_FAILURE() << status.message();
+      return {};
+    }
+  }
+  return executor->outputs();
 }
 
 } // namespace mixer::exec::test

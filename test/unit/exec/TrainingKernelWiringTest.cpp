@@ -1,0 +1,712 @@
+//===- TrainingKernelWiringTest.cpp - Training kernels through plans ------===//
+//
+// Small plans around each training-step kernel (docs/runtime.md, "Training
+// kernels"), checked against plain double-precision loops written from the
+// gradient formulas: they catch operands passed in the wrong order,
+// dimensions swapped and attributes misread between the plan and the kernel
+// call.
+//
+//===----------------------------------------------------------------------===//
+
+#include "test/unit/exec/PlanBuilder.h"
+
+#include "runtime/exec/Executor.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+using namespace mixer;
+using namespace mixer::exec;
+using namespace mixer::exec::test;
+
+namespace {
+
+constexpr double kTol = 1e-5;
+
+/// The float data of parameter `i`.
+const float *data(const std::vector<io::HostTensor> &params, size_t i) {
+  return params[i].as<float>();
+}
+
+/// Row softmax of `rows` x `cols` values, in double.
+std::vector<double> softmaxRows(const float *x, int64_t rows, int64_t cols) {
+  std::vector<double> y(rows * cols);
+  for (int64_t r = 0; r < rows; ++r) {
+    double top = *std::max_element(x + r * cols, x + (r + 1) * cols), sum = 0;
+    for (int64_t c = 0; c < cols; ++c)
+      sum += y[r * cols + c] = std::exp(double(x[r * cols + c]) - top);
+    for (int64_t c = 0; c < cols; ++c)
+      y[r * cols + c] /= sum;
+  }
+  return y;
+}
+
+TEST(TrainingKernelWiringTest, ScalarArithmeticOnZeroDimensionalValues) {
+  PlanBuilder b;
+  int64_t x = b.param("x", {2, 3});
+  int64_t p = b.param("p", {});
+  int64_t s = b.arena({});
+  int64_t y = b.arena({2, 3});
+  int64_t total = b.arena({});
+  int64_t product = b.arena({});
+  int64_t quotient = b.arena({});
+  int64_t scaled = b.arena({});
+  int64_t spread = b.arena({3});
+  b.step("fill", {}, {s}, {{"value", 2.5}});
+  b.step("broadcast", {s}, {y});
+  b.step("reduce_sum", {x}, {total});
+  b.step("multiply", {total, p}, {product});
+  b.step("divide", {product, s}, {quotient});
+  b.step("scale", {total}, {scaled}, {{"factor", -3}});
+  b.step("broadcast", {p}, {spread});
+  b.output("y", y);
+  b.output("total", total);
+  b.output("product", product);
+  b.output("quotient", quotient);
+  b.output("scaled", scaled);
+  b.output("spread", spread);
+  std::vector<io::HostTensor> params = randomParams(b.plan, 1);
+  double sum = 0;
+  for (int i = 0; i < 6; ++i)
+    sum += data(params, 0)[i];
+  double pv = data(params, 1)[0];
+  std::vector<io::HostTensor> out = execute(b.plan, params, {});
+  ASSERT_EQ(out.size(), 6u);
+  EXPECT_TRUE(out[1].shape.empty());
+  expectNear(floats(out[0]), std::vector<double>(6, 2.5), 0, "y");
+  expectNear(floats(out[1]), {sum}, kTol, "total");
+  expectNear(floats(out[2]), {sum * pv}, kTol, "product");
+  expectNear(floats(out[3]), {sum * pv / 2.5}, kTol, "quotient");
+  expectNear(floats(out[4]), {-3 * sum}, kTol, "scaled");
+  expectNear(floats(out[5]), std::vector<double>(3, pv), 0, "spread");
+}
+
+TEST(TrainingKernelWiringTest, MultiplyAndDivideElementwise) {
+  PlanBuilder b;
+  int64_t a = b.param("a", {2, 3});
+  int64_t c = b.param("c", {2, 3});
+  int64_t product = b.arena({2, 3});
+  int64_t quotient = b.arena({2, 3});
+  b.step("multiply", {a, c}, {product});
+  b.step("divide", {a, c}, {quotient});
+  b.output("product", product);
+  b.output("quotient", quotient);
+  std::vector<io::HostTensor> p = randomParams(b.plan, 5);
+  std::vector<double> expectedProduct, expectedQuotient;
+  for (int i = 0; i < 6; ++i) {
+    expectedProduct.push_back(double(data(p, 0)[i]) * data(p, 1)[i]);
+    expectedQuotient.push_back(double(data(p, 0)[i]) / data(p, 1)[i]);
+  }
+  std::vector<io::HostTensor> out = execute(b.plan, p, {});
+  ASSERT_EQ(out.size(), 2u);
+  expectNear(floats(out[0]), expectedProduct, kTol, "product");
+  expectNear(floats(out[1]), expectedQuotient, kTol, "quotient");
+}
+
+TEST(TrainingKernelWiringTest, GatherPositionsAndItsGradient) {
+  constexpr int batch = 2, seq = 4, d = 3, count = 2;
+  PlanBuilder b(batch, seq);
+  int64_t x = b.param("x", {batch, seq, d});
+  int64_t dy = b.param("dy", {batch * count, d});
+  int64_t positions = b.input("positions", {batch, count});
+  int64_t y = b.arena({batch * count, d});
+  int64_t dx = b.arena({batch, seq, d});
+  b.step("gather_positions", {x, positions}, {y});
+  b.step("gather_positions_grad", {dy, positions}, {dx});
+  b.output("y", y);
+  b.output("dx", dx);
+  std::vector<io::HostTensor> p = randomParams(b.plan, 10);
+  // Example 1 names position 1 twice: its gradients add up.
+  std::vector<int64_t> pos = {3, 0, 1, 1};
+  std::vector<double> expectedY, expectedDx(batch * seq * d, 0.0);
+  for (int n = 0; n < batch; ++n)
+    for (int j = 0; j < count; ++j)
+      for (int c = 0; c < d; ++c) {
+        int64_t row = n * seq + pos[n * count + j];
+        expectedY.push_back(data(p, 0)[row * d + c]);
+        expectedDx[row * d + c] += data(p, 1)[(n * count + j) * d + c];
+      }
+  std::vector<io::HostTensor> out =
+      execute(b.plan, p, {intTensor("positions", {batch, count}, pos)});
+  ASSERT_EQ(out.size(), 2u);
+  expectNear(floats(out[0]), expectedY, 0, "y");
+  expectNear(floats(out[1]), expectedDx, kTol, "dx");
+}
+
+TEST(TrainingKernelWiringTest, SoftmaxCrossEntropyLossAndGradient) {
+  constexpr int rows = 3, classes = 4;
+  PlanBuilder b;
+  int64_t logits = b.param("logits", {rows, classes});
+  int64_t weights = b.param("weights", {rows});
+  int64_t labels = b.input("labels", {rows});
+  int64_t loss = b.arena({});
+  int64_t unweighted = b.arena({});
+  int64_t dloss = b.arena({});
+  int64_t dlogits = b.arena({rows, classes});
+  b.step("softmax_cross_entropy", {logits, labels, weights}, {loss});
+  b.step("softmax_cross_entropy", {logits, labels, -1}, {unweighted});
+  b.step("fill", {}, {dloss}, {{"value", 0.5}});
+  b.step("softmax_cross_entropy_grad", {logits, labels, dloss, weights},
+         {dlogits});
+  b.output("loss", loss);
+  b.output("unweighted", unweighted);
+  b.output("dlogits", dlogits);
+  std::vector<io::HostTensor> p = randomParams(b.plan, 20);
+  // Row 1 is ignored.
+  std::vector<int64_t> label = {2, -1, 0};
+  std::vector<double> probs = softmaxRows(data(p, 0), rows, classes);
+  double expectedLoss = 0, expectedUnweighted = 0;
+  std::vector<double> expectedGrad(rows * classes, 0.0);
+  for (int r = 0; r < rows; ++r) {
+    if (label[r] < 0)
+      continue;
+    double w = data(p, 1)[r];
+    double ce = -std::log(probs[r * classes + label[r]]);
+    expectedLoss += w * ce;
+    expectedUnweighted += ce;
+    for (int c = 0; c < classes; ++c)
+      expectedGrad[r * classes + c] =
+          0.5 * w * (probs[r * classes + c] - (c == label[r] ? 1.0 : 0.0));
+  }
+  std::vector<io::HostTensor> out =
+      execute(b.plan, p, {intTensor("labels", {rows}, label)});
+  ASSERT_EQ(out.size(), 3u);
+  expectNear(floats(out[0]), {expectedLoss}, kTol, "loss");
+  expectNear(floats(out[1]), {expectedUnweighted}, kTol, "unweighted");
+  expectNear(floats(out[2]), expectedGrad, kTol, "dlogits");
+}
+
+TEST(TrainingKernelWiringTest, SquaredError) {
+  PlanBuilder b;
+  int64_t pred = b.param("pred", {2, 3});
+  int64_t target = b.param("target", {2, 3});
+  int64_t loss = b.arena({});
+  b.step("squared_error", {pred, target}, {loss});
+  b.output("loss", loss);
+  std::vector<io::HostTensor> p = randomParams(b.plan, 30);
+  double expected = 0;
+  for (int i = 0; i < 6; ++i)
+    expected += std::pow(double(data(p, 0)[i]) - data(p, 1)[i], 2);
+  std::vector<io::HostTensor> out = execute(b.plan, p, {});
+  ASSERT_EQ(out.size(), 1u);
+  expectNear(floats(out[0]), {expected}, kTol, "loss");
+}
+
+TEST(TrainingKernelWiringTest, ActivationGradTanh) {
+  PlanBuilder b;
+  int64_t pre = b.param("pre", {2, 3});
+  int64_t dy = b.param("dy", {2, 3});
+  int64_t dx = b.arena({2, 3});
+  b.step("activation_grad", {pre, dy}, {dx}, {{"kind", "tanh"}});
+  b.output("dx", dx);
+  std::vector<io::HostTensor> p = randomParams(b.plan, 40);
+  std::vector<double> expected;
+  for (int i = 0; i < 6; ++i) {
+    double t = std::tanh(double(data(p, 0)[i]));
+    expected.push_back(data(p, 1)[i] * (1 - t * t));
+  }
+  std::vector<io::HostTensor> out = execute(b.plan, p, {});
+  ASSERT_EQ(out.size(), 1u);
+  expectNear(floats(out[0]), expected, kTol, "dx");
+}
+
+TEST(TrainingKernelWiringTest, DenseWeightGradAndReduceRows) {
+  constexpr int m = 4, k = 3, n = 5;
+  PlanBuilder b;
+  int64_t x = b.param("x", {2, 2, k});
+  int64_t dy = b.param("dy", {2, 2, n});
+  int64_t dw = b.arena({k, n});
+  int64_t dwT = b.arena({n, k});
+  int64_t db = b.arena({n});
+  b.step("dense_weight_grad", {x, dy}, {dw}, {{"transpose_w", false}});
+  b.step("dense_weight_grad", {x, dy}, {dwT}, {{"transpose_w", true}});
+  b.step("reduce_rows", {dy}, {db});
+  b.output("dw", dw);
+  b.output("dwT", dwT);
+  b.output("db", db);
+  std::vector<io::HostTensor> p = randomParams(b.plan, 50);
+  std::vector<double> expectedW(k * n, 0.0), expectedWT(n * k, 0.0),
+      expectedB(n, 0.0);
+  for (int r = 0; r < m; ++r)
+    for (int j = 0; j < n; ++j) {
+      double g = data(p, 1)[r * n + j];
+      expectedB[j] += g;
+      for (int i = 0; i < k; ++i) {
+        expectedW[i * n + j] += double(data(p, 0)[r * k + i]) * g;
+        expectedWT[j * k + i] += double(data(p, 0)[r * k + i]) * g;
+      }
+    }
+  std::vector<io::HostTensor> out = execute(b.plan, p, {});
+  ASSERT_EQ(out.size(), 3u);
+  expectNear(floats(out[0]), expectedW, kTol, "dw");
+  expectNear(floats(out[1]), expectedWT, kTol, "dwT");
+  expectNear(floats(out[2]), expectedB, kTol, "db");
+}
+
+TEST(TrainingKernelWiringTest, LayerNormGradWithResidual) {
+  constexpr int rows = 3, cols = 5;
+  constexpr double eps = 1e-5;
+  PlanBuilder b;
+  int64_t x = b.param("x", {rows, cols});
+  int64_t r = b.param("r", {rows, cols});
+  int64_t scale = b.param("scale", {cols});
+  int64_t dy = b.param("dy", {rows, cols});
+  int64_t dx = b.arena({rows, cols});
+  int64_t dscale = b.arena({cols});
+  int64_t dbias = b.arena({cols});
+  b.step("layer_norm_grad", {x, r, scale, dy}, {dx, dscale, dbias},
+         {{"epsilon", eps}});
+  b.output("dx", dx);
+  b.output("dscale", dscale);
+  b.output("dbias", dbias);
+  std::vector<io::HostTensor> p = randomParams(b.plan, 60);
+  std::vector<double> expectedDx, expectedScale(cols, 0.0),
+      expectedBias(cols, 0.0);
+  for (int row = 0; row < rows; ++row) {
+    double s[cols], xhat[cols], g[cols], mean = 0, var = 0;
+    for (int c = 0; c < cols; ++c)
+      mean += s[c] =
+          double(data(p, 0)[row * cols + c]) + data(p, 1)[row * cols + c];
+    mean /= cols;
+    for (double v : s)
+      var += (v - mean) * (v - mean) / cols;
+    double inv = 1 / std::sqrt(var + eps), meanG = 0, meanGX = 0;
+    for (int c = 0; c < cols; ++c) {
+      double d = data(p, 3)[row * cols + c];
+      xhat[c] = (s[c] - mean) * inv;
+      g[c] = d * data(p, 2)[c];
+      meanG += g[c] / cols;
+      meanGX += g[c] * xhat[c] / cols;
+      expectedScale[c] += d * xhat[c];
+      expectedBias[c] += d;
+    }
+    for (int c = 0; c < cols; ++c)
+      expectedDx.push_back(inv * (g[c] - meanG - xhat[c] * meanGX));
+  }
+  std::vector<io::HostTensor> out = execute(b.plan, p, {});
+  ASSERT_EQ(out.size(), 3u);
+  expectNear(floats(out[0]), expectedDx, 1e-4, "dx");
+  expectNear(floats(out[1]), expectedScale, kTol, "dscale");
+  expectNear(floats(out[2]), expectedBias, kTol, "dbias");
+}
+
+TEST(TrainingKernelWiringTest, SoftmaxGradAndTakePositionGrad) {
+  constexpr int batch = 2, seq = 4, d = 3;
+  PlanBuilder b(batch, seq);
+  int64_t y = b.param("y", {batch, d});
+  int64_t dy = b.param("dy", {batch, d});
+  int64_t dx = b.arena({batch, d});
+  int64_t dtokens = b.arena({batch, seq, d});
+  b.step("softmax_grad", {y, dy}, {dx});
+  b.step("take_position_grad", {dy}, {dtokens}, {{"index", 2}});
+  b.output("dx", dx);
+  b.output("dtokens", dtokens);
+  std::vector<io::HostTensor> p = randomParams(b.plan, 70);
+  std::vector<double> expectedDx, expectedTokens(batch * seq * d, 0.0);
+  for (int n = 0; n < batch; ++n) {
+    double dot = 0;
+    for (int c = 0; c < d; ++c)
+      dot += double(data(p, 0)[n * d + c]) * data(p, 1)[n * d + c];
+    for (int c = 0; c < d; ++c) {
+      expectedDx.push_back(data(p, 0)[n * d + c] *
+                           (data(p, 1)[n * d + c] - dot));
+      expectedTokens[(n * seq + 2) * d + c] = data(p, 1)[n * d + c];
+    }
+  }
+  std::vector<io::HostTensor> out = execute(b.plan, p, {});
+  ASSERT_EQ(out.size(), 2u);
+  expectNear(floats(out[0]), expectedDx, kTol, "dx");
+  expectNear(floats(out[1]), expectedTokens, 0, "dtokens");
+}
+
+TEST(TrainingKernelWiringTest, LinearMixGrad) {
+  constexpr int batch = 2, seq = 3, d = 4;
+  PlanBuilder b(batch, seq);
+  int64_t x = b.param("x", {batch, seq, d});
+  int64_t ws = b.param("ws", {seq, seq});
+  int64_t wh = b.param("wh", {d, d});
+  int64_t dy = b.param("dy", {batch, seq, d});
+  int64_t dx = b.arena({batch, seq, d});
+  int64_t dws = b.arena({seq, seq});
+  int64_t dwh = b.arena({d, d});
+  b.step("linear_mix_grad", {x, ws, wh, dy}, {dx, dws, dwh});
+  b.output("dx", dx);
+  b.output("dws", dws);
+  b.output("dwh", dwh);
+  std::vector<io::HostTensor> p = randomParams(b.plan, 80);
+  const float *xv = data(p, 0), *s = data(p, 1), *h = data(p, 2),
+              *g = data(p, 3);
+  // Y[n,i,j] = sum_{a,c} Ws[i,a] X[n,a,c] Wh[c,j]: each gradient is the sum
+  // of the other two factors against dY.
+  std::vector<double> expectedDx(batch * seq * d, 0.0),
+      expectedWs(seq * seq, 0.0), expectedWh(d * d, 0.0);
+  for (int n = 0; n < batch; ++n)
+    for (int i = 0; i < seq; ++i)
+      for (int j = 0; j < d; ++j)
+        for (int a = 0; a < seq; ++a)
+          for (int c = 0; c < d; ++c) {
+            double dyv = g[(n * seq + i) * d + j];
+            double xv2 = xv[(n * seq + a) * d + c];
+            expectedDx[(n * seq + a) * d + c] +=
+                s[i * seq + a] * dyv * h[c * d + j];
+            expectedWs[i * seq + a] += dyv * xv2 * h[c * d + j];
+            expectedWh[c * d + j] += dyv * s[i * seq + a] * xv2;
+          }
+  std::vector<io::HostTensor> out = execute(b.plan, p, {});
+  ASSERT_EQ(out.size(), 3u);
+  expectNear(floats(out[0]), expectedDx, kTol, "dx");
+  expectNear(floats(out[1]), expectedWs, kTol, "dws");
+  expectNear(floats(out[2]), expectedWh, kTol, "dwh");
+}
+
+/// Checks structured_mix_grad against the explicit matrices: circulant
+/// M[r,c] = v[(r - c) mod n], Toeplitz M[r,c] = t[(n - 1) + c - r].
+void checkStructuredMixGrad(bool toeplitz, uint32_t seed) {
+  constexpr int batch = 2, seq = 4, d = 3;
+  int64_t ns = toeplitz ? 2 * seq - 1 : seq, nh = toeplitz ? 2 * d - 1 : d;
+  PlanBuilder b(batch, seq);
+  int64_t x = b.param("x", {batch, seq, d});
+  int64_t vs = b.param("vs", {ns});
+  int64_t vh = b.param("vh", {nh});
+  int64_t dy = b.param("dy", {batch, seq, d});
+  int64_t dx = b.arena({batch, seq, d});
+  int64_t dvs = b.arena({ns});
+  int64_t dvh = b.arena({nh});
+  b.step("structured_mix_grad", {x, vs, vh, dy}, {dx, dvs, dvh},
+         {{"toeplitz", toeplitz}});
+  b.output("dx", dx);
+  b.output("dvs", dvs);
+  b.output("dvh", dvh);
+  std::vector<io::HostTensor> p = randomParams(b.plan, seed);
+  auto entry = [&](int n, int r, int c) -> int64_t {
+    return toeplitz ? (n - 1) + c - r : ((r - c) % n + n) % n;
+  };
+  const float *xv = data(p, 0), *s = data(p, 1), *h = data(p, 2),
+              *g = data(p, 3);
+  // Y[n,i,j] = sum_{a,c} A[i,a] X[n,a,c] B[j,c].
+  std::vector<double> expectedDx(batch * seq * d, 0.0), expectedS(ns, 0.0),
+      expectedH(nh, 0.0);
+  for (int n = 0; n < batch; ++n)
+    for (int i = 0; i < seq; ++i)
+      for (int j = 0; j < d; ++j)
+        for (int a = 0; a < seq; ++a)
+          for (int c = 0; c < d; ++c) {
+            double dyv = g[(n * seq + i) * d + j];
+            double xa = xv[(n * seq + a) * d + c];
+            double av = s[entry(seq, i, a)], bv = h[entry(d, j, c)];
+            expectedDx[(n * seq + a) * d + c] += av * dyv * bv;
+            expectedS[entry(seq, i, a)] += dyv * xa * bv;
+            expectedH[entry(d, j, c)] += dyv * av * xa;
+          }
+  std::vector<io::HostTensor> out = execute(b.plan, p, {});
+  ASSERT_EQ(out.size(), 3u);
+  expectNear(floats(out[0]), expectedDx, kTol, "dx");
+  expectNear(floats(out[1]), expectedS, kTol, "dvs");
+  expectNear(floats(out[2]), expectedH, kTol, "dvh");
+}
+
+TEST(TrainingKernelWiringTest, StructuredMixGradCirculant) {
+  checkStructuredMixGrad(false, 90);
+}
+
+TEST(TrainingKernelWiringTest, StructuredMixGradToeplitz) {
+  checkStructuredMixGrad(true, 95);
+}
+
+TEST(TrainingKernelWiringTest, EmbedGrad) {
+  constexpr int batch = 2, seq = 3, width = 2, vocab = 5, posRows = 4,
+                types = 2;
+  PlanBuilder b(batch, seq);
+  int64_t dy = b.param("dy", {batch, seq, width});
+  int64_t ids = b.input("ids", {batch, seq});
+  int64_t typeIds = b.input("type_ids", {batch, seq});
+  int64_t dword = b.arena({vocab, width});
+  int64_t dpos = b.arena({1, posRows, width});
+  int64_t dtype = b.arena({types, width});
+  b.step("embed_grad", {ids, typeIds, dy}, {dword, dpos, dtype});
+  b.output("dword", dword);
+  b.output("dpos", dpos);
+  b.output("dtype", dtype);
+  std::vector<io::HostTensor> p = randomParams(b.plan, 100);
+  std::vector<int64_t> tokenIds = {4, 1, 4, 0, 2, 1},
+                       typeValues = {0, 0, 1, 1, 1, 0};
+  std::vector<double> expectedWord(vocab * width, 0.0),
+      expectedPos(posRows * width, 0.0), expectedType(types * width, 0.0);
+  for (int n = 0; n < batch; ++n)
+    for (int i = 0; i < seq; ++i)
+      for (int c = 0; c < width; ++c) {
+        double g = data(p, 0)[(n * seq + i) * width + c];
+        expectedWord[tokenIds[n * seq + i] * width + c] += g;
+        expectedPos[i * width + c] += g;
+        expectedType[typeValues[n * seq + i] * width + c] += g;
+      }
+  std::vector<io::HostTensor> out =
+      execute(b.plan, p,
+              {intTensor("ids", {batch, seq}, tokenIds),
+               intTensor("type_ids", {batch, seq}, typeValues)});
+  ASSERT_EQ(out.size(), 3u);
+  expectNear(floats(out[0]), expectedWord, kTol, "dword");
+  expectNear(floats(out[1]), expectedPos, kTol, "dpos");
+  expectNear(floats(out[2]), expectedType, kTol, "dtype");
+}
+
+TEST(TrainingKernelWiringTest, AttentionGradWithPaddingAndCausalMasks) {
+  constexpr int batch = 2, seq = 3, heads = 2, hd = 2, width = heads * hd;
+  PlanBuilder b(batch, seq);
+  int64_t q = b.param("q", {batch, seq, width});
+  int64_t k = b.param("k", {batch, seq, width});
+  int64_t v = b.param("v", {batch, seq, width});
+  int64_t dout = b.param("dout", {batch, seq, width});
+  int64_t ids = b.input("input_ids", {batch, seq});
+  int64_t dq = b.arena({batch, seq, width});
+  int64_t dk = b.arena({batch, seq, width});
+  int64_t dv = b.arena({batch, seq, width});
+  b.step("attention_grad", {q, k, v, ids, dout}, {dq, dk, dv},
+         {{"num_heads", heads},
+          {"head_dim", hd},
+          {"pad_id", 0},
+          {"causal", true}});
+  b.output("dq", dq);
+  b.output("dk", dk);
+  b.output("dv", dv);
+  std::vector<io::HostTensor> p = randomParams(b.plan, 110);
+  // The first token of example 1 is padding.
+  std::vector<int64_t> tokenIds = {3, 1, 2, 0, 2, 4};
+  const float *qv = data(p, 0), *kv = data(p, 1), *vv = data(p, 2),
+              *go = data(p, 3);
+  std::vector<double> expectedQ(batch * seq * width, 0.0), expectedK(expectedQ),
+      expectedV(expectedQ);
+  double norm = 1 / std::sqrt(double(hd));
+  auto at = [&](int n, int i, int h, int c) {
+    return (n * seq + i) * width + h * hd + c;
+  };
+  for (int n = 0; n < batch; ++n)
+    for (int h = 0; h < heads; ++h)
+      for (int i = 0; i < seq; ++i) {
+        // Masked logits are the lowest float: constants passing no gradient.
+        std::vector<bool> masked(seq);
+        std::vector<double> prob(seq), dp(seq);
+        for (int j = 0; j < seq; ++j) {
+          masked[j] =
+              tokenIds[n * seq + i] == 0 || tokenIds[n * seq + j] == 0 || j > i;
+          double dot = 0;
+          for (int c = 0; c < hd; ++c)
+            dot += double(qv[at(n, i, h, c)]) * kv[at(n, j, h, c)];
+          prob[j] =
+              masked[j] ? std::numeric_limits<float>::lowest() : dot * norm;
+        }
+        double top = *std::max_element(prob.begin(), prob.end()), total = 0;
+        for (double &l : prob)
+          total += (l = std::exp(l - top));
+        double weighted = 0;
+        for (int j = 0; j < seq; ++j) {
+          prob[j] /= total;
+          dp[j] = 0;
+          for (int c = 0; c < hd; ++c) {
+            dp[j] += double(go[at(n, i, h, c)]) * vv[at(n, j, h, c)];
+            expectedV[at(n, j, h, c)] += prob[j] * go[at(n, i, h, c)];
+          }
+          weighted += prob[j] * dp[j];
+        }
+        for (int j = 0; j < seq; ++j) {
+          if (masked[j])
+            continue;
+          double ds = prob[j] * (dp[j] - weighted) * norm;
+          for (int c = 0; c < hd; ++c) {
+            expectedQ[at(n, i, h, c)] += ds * kv[at(n, j, h, c)];
+            expectedK[at(n, j, h, c)] += ds * qv[at(n, i, h, c)];
+          }
+        }
+      }
+  std::vector<io::HostTensor> out =
+      execute(b.plan, p, {intTensor("input_ids", {batch, seq}, tokenIds)});
+  ASSERT_EQ(out.size(), 3u);
+  expectNear(floats(out[0]), expectedQ, kTol, "dq");
+  expectNear(floats(out[1]), expectedK, kTol, "dk");
+  expectNear(floats(out[2]), expectedV, kTol, "dv");
+}
+
+/// Two experts over three tokens: expert 0 owns slots 0-1 (slot 1 empty),
+/// expert 1 slots 2-3.
+constexpr int kExperts = 2, kSlots = 4, kTokens = 3;
+const std::vector<int64_t> kSlotTokens = {2, -1, 0, 2};
+const std::vector<int64_t> kOffsets = {0, 2, 4};
+
+std::vector<io::HostTensor> assignmentInputs() {
+  return {intTensor("tokens", {kSlots}, kSlotTokens),
+          intTensor("offsets", {kExperts + 1}, kOffsets)};
+}
+
+int expertOf(int slot) { return slot < kOffsets[1] ? 0 : 1; }
+
+TEST(TrainingKernelWiringTest, DispatchAndCombineGrads) {
+  constexpr int d = 2;
+  PlanBuilder b;
+  int64_t dxd = b.param("dxd", {kSlots, d});
+  int64_t yd = b.param("yd", {kSlots, d});
+  int64_t gates = b.param("gates", {kSlots});
+  int64_t dout = b.param("dout", {kTokens, d});
+  int64_t tokens = b.input("tokens", {kSlots});
+  b.input("offsets", {kExperts + 1});
+  int64_t dx = b.arena({kTokens, d});
+  int64_t dyd = b.arena({kSlots, d});
+  int64_t dgates = b.arena({kSlots});
+  b.step("dispatch_grad", {dxd, tokens}, {dx});
+  b.step("combine_grad", {yd, tokens, gates, dout}, {dyd, dgates});
+  b.output("dx", dx);
+  b.output("dyd", dyd);
+  b.output("dgates", dgates);
+  std::vector<io::HostTensor> p = randomParams(b.plan, 120);
+  std::vector<double> expectedDx(kTokens * d, 0.0),
+      expectedDyd(kSlots * d, 0.0), expectedGates(kSlots, 0.0);
+  for (int i = 0; i < kSlots; ++i) {
+    int64_t t = kSlotTokens[i];
+    if (t < 0)
+      continue;
+    for (int c = 0; c < d; ++c) {
+      expectedDx[t * d + c] += data(p, 0)[i * d + c];
+      expectedDyd[i * d + c] = double(data(p, 2)[i]) * data(p, 3)[t * d + c];
+      expectedGates[i] += double(data(p, 1)[i * d + c]) * data(p, 3)[t * d + c];
+    }
+  }
+  std::vector<io::HostTensor> out = execute(b.plan, p, assignmentInputs());
+  ASSERT_EQ(out.size(), 3u);
+  expectNear(floats(out[0]), expectedDx, kTol, "dx");
+  expectNear(floats(out[1]), expectedDyd, kTol, "dyd");
+  expectNear(floats(out[2]), expectedGates, kTol, "dgates");
+}
+
+TEST(TrainingKernelWiringTest, ExpertsGradWithAndWithoutFirstBias) {
+  constexpr int d = 2, f = 3;
+  PlanBuilder b;
+  int64_t xd = b.param("xd", {kSlots, d});
+  int64_t w1 = b.param("w1", {kExperts, d, f});
+  int64_t b1 = b.param("b1", {kExperts, f});
+  int64_t w2 = b.param("w2", {kExperts, f, d});
+  int64_t dyd = b.param("dyd", {kSlots, d});
+  int64_t tokens = b.input("tokens", {kSlots});
+  int64_t offsets = b.input("offsets", {kExperts + 1});
+  const char *names[] = {"dxd", "dw1", "db1", "dw2", "db2"};
+  std::vector<std::vector<int64_t>> shapes = {{kSlots, d},
+                                              {kExperts, d, f},
+                                              {kExperts, f},
+                                              {kExperts, f, d},
+                                              {kExperts, d}};
+  for (int64_t bias : {b1, int64_t(-1)}) {
+    std::vector<int64_t> results;
+    for (int r = 0; r < 5; ++r) {
+      results.push_back(b.arena(shapes[r]));
+      b.output(names[r] + std::string(bias < 0 ? "/nobias" : ""),
+               results.back());
+    }
+    b.step("experts_grad", {xd, tokens, offsets, w1, bias, w2, dyd}, results,
+           {{"activation", "relu"}});
+  }
+  std::vector<io::HostTensor> p = randomParams(b.plan, 130);
+  const float *x = data(p, 0), *k1 = data(p, 1), *k2 = data(p, 3),
+              *g = data(p, 4);
+  // Expected dxd, dw1, db1, dw2, db2 for the first bias b1 (or none).
+  auto reference = [&](const float *c1) {
+    std::vector<std::vector<double>> e;
+    for (const std::vector<int64_t> &shape : shapes)
+      e.emplace_back(numElements(shape), 0.0);
+    for (int i = 0; i < kSlots; ++i) {
+      if (kSlotTokens[i] < 0)
+        continue;
+      int ex = expertOf(i);
+      for (int j = 0; j < f; ++j) {
+        double pre = c1 ? c1[ex * f + j] : 0.0, back = 0;
+        for (int c = 0; c < d; ++c) {
+          pre += double(x[i * d + c]) * k1[(ex * d + c) * f + j];
+          back += double(g[i * d + c]) * k2[(ex * f + j) * d + c];
+        }
+        double dpre = pre > 0 ? back : 0.0;
+        e[2][ex * f + j] += dpre;
+        for (int c = 0; c < d; ++c) {
+          e[0][i * d + c] += dpre * k1[(ex * d + c) * f + j];
+          e[1][(ex * d + c) * f + j] += x[i * d + c] * dpre;
+          e[3][(ex * f + j) * d + c] += std::max(pre, 0.0) * g[i * d + c];
+        }
+      }
+      for (int c = 0; c < d; ++c)
+        e[4][ex * d + c] += g[i * d + c];
+    }
+    return e;
+  };
+  std::vector<io::HostTensor> out = execute(b.plan, p, assignmentInputs());
+  ASSERT_EQ(out.size(), 10u);
+  std::vector<std::vector<double>> withBias = reference(data(p, 2)),
+                                   noBias = reference(nullptr);
+  for (int r = 0; r < 5; ++r) {
+    expectNear(floats(out[r]), withBias[r], kTol, names[r]);
+    expectNear(floats(out[5 + r]), noBias[r], kTol,
+               names[r] + std::string("/nobias"));
+  }
+}
+
+TEST(TrainingKernelWiringTest, ScatterGateGradAndRouteGrads) {
+  PlanBuilder b;
+  int64_t logits = b.param("logits", {kTokens, kExperts});
+  int64_t dgates = b.param("dgates", {kSlots});
+  int64_t tokens = b.input("tokens", {kSlots});
+  int64_t offsets = b.input("offsets", {kExperts + 1});
+  int64_t dscores = b.arena({kTokens, kExperts});
+  int64_t dsoftmax = b.arena({kTokens, kExperts});
+  int64_t dsigmoid = b.arena({kTokens, kExperts});
+  b.step("scatter_gate_grad", {tokens, offsets, dgates}, {dscores});
+  b.step("route_grad", {logits, tokens, offsets, dgates}, {dsoftmax},
+         {{"routing", "tokens_choose"}});
+  b.step("route_grad", {logits, tokens, offsets, dgates}, {dsigmoid},
+         {{"routing", "sigmoid_topk"}});
+  b.output("dscores", dscores);
+  b.output("dsoftmax", dsoftmax);
+  b.output("dsigmoid", dsigmoid);
+  std::vector<io::HostTensor> p = randomParams(b.plan, 140);
+  const float *z = data(p, 0);
+  std::vector<double> dprobs(kTokens * kExperts, 0.0), dsig(dprobs);
+  for (int i = 0; i < kSlots; ++i) {
+    int64_t t = kSlotTokens[i];
+    if (t < 0)
+      continue;
+    int64_t at = t * kExperts + expertOf(i);
+    double s = 1 / (1 + std::exp(-double(z[at])));
+    dprobs[at] = data(p, 1)[i];
+    dsig[at] = data(p, 1)[i] * s * (1 - s);
+  }
+  // d(logits) of probs = softmax(logits): probs * (dprobs - <probs, dprobs>).
+  std::vector<double> probs = softmaxRows(z, kTokens, kExperts), dsoft;
+  for (int t = 0; t < kTokens; ++t) {
+    double dot = 0;
+    for (int e = 0; e < kExperts; ++e)
+      dot += probs[t * kExperts + e] * dprobs[t * kExperts + e];
+    for (int e = 0; e < kExperts; ++e)
+      dsoft.push_back(probs[t * kExperts + e] *
+                      (dprobs[t * kExperts + e] - dot));
+  }
+  std::vector<io::HostTensor> out = execute(b.plan, p, assignmentInputs());
+  ASSERT_EQ(out.size(), 3u);
+  expectNear(floats(out[0]), dprobs, 0, "dscores");
+  expectNear(floats(out[1]), dsoft, kTol, "dsoftmax");
+  expectNear(floats(out[2]), dsig, kTol, "dsigmoid");
+}
+
+TEST(TrainingKernelWiringTest, RouteGradRejectsUnknownRouting) {
+  PlanBuilder b;
+  int64_t logits = b.param("logits", {kTokens, kExperts});
+  int64_t dgates = b.param("dgates", {kSlots});
+  int64_t tokens = b.input("tokens", {kSlots});
+  int64_t offsets = b.input("offsets", {kExperts + 1});
+  int64_t dlogits = b.arena({kTokens, kExperts});
+  b.step("route_grad", {logits, tokens, offsets, dgates}, {dlogits},
+         {{"routing", "softmax"}});
+  b.output("dlogits", dlogits);
+  Expected<Plan> parsed = Plan::parse(b.plan.dump(), "training.mxa");
+  ASSERT_TRUE(parsed) << parsed.message();
+  Expected<Executor> executor = Executor::create(*parsed);
+  ASSERT_FALSE(executor);
+  EXPECT_NE(executor.message().find("attribute 'routing'"), std::string::npos)
+      << executor.message();
+}
+
+} // namespace
