@@ -69,6 +69,15 @@ private:
   Value layerNorm(const std::string &scope, Value input, int64_t width);
 
   Value emitEmbeddings();
+  /// Masked-LM logits of `rows` [..., D] against the tied word embeddings.
+  Value emitMlmLogits(Value rows);
+  /// The classification / NSP logits of the pooled output.
+  Value emitClassifierLogits(Value pooled, int64_t classes);
+  /// Appends the training inputs and returns the total loss; emits the
+  /// component losses through `addOutput`.
+  Value
+  emitTrainingLoss(Value h, Value pooled,
+                   llvm::function_ref<void(const char *, Value)> addOutput);
   Value emitMixing(int64_t layer, Value h);
   Value emitAttention(int64_t layer, Value h);
   Value emitFeedForward(int64_t layer, Value h);
@@ -254,8 +263,7 @@ Value ModelEmitter::emitMoe(int64_t layer, Value h) {
   Value b2 = param(expert + "/output/bias", {e, d}, Init::zeros());
   Value rk = kernel(router + "/kernel", {d, e});
   Value rb = param(router + "/bias", {e}, Init::zeros());
-  MoeGrouping grouping =
-      computeMoeGrouping(moe, batch * seq, /*training=*/false);
+  MoeGrouping grouping = computeMoeGrouping(moe, batch * seq, options.training);
   bool tokensChoose = moe.routing == RoutingKind::TokensChoose;
   return MoeOp::create(
       builder, loc(expert), h.getType(), h, rk, rb, w1, b1, w2, b2,
@@ -267,6 +275,89 @@ Value ModelEmitter::emitMoe(int64_t layer, Value h) {
       builder.getI64IntegerAttr(tokensChoose ? moe.k : 1),
       tokensChoose && moe.batchPrioritized ? builder.getUnitAttr() : UnitAttr(),
       moe.routerBf16 ? builder.getUnitAttr() : UnitAttr());
+}
+
+Value ModelEmitter::emitMlmLogits(Value rows) {
+  const EmbeddingConfig &emb = config.embeddings;
+  int64_t d = config.dModel;
+  Location at = loc("predictions_dense");
+  Value transformed = activation(
+      at, Activation::gelu,
+      dense(at, rows, kernel("predictions_dense/kernel", {d, emb.dEmb}),
+            bias("predictions_dense/bias", emb.dEmb)));
+  transformed = layerNorm("predictions_layer_norm", transformed, emb.dEmb);
+  // Tied output embedding: the word table [V, De] used transposed.
+  Value outputBias =
+      param("predictions_output/output_bias", {emb.vocabSize}, Init::zeros());
+  return dense(loc("predictions_output"), transformed, wordEmbedding,
+               outputBias, /*transposeWeight=*/true);
+}
+
+Value ModelEmitter::emitClassifierLogits(Value pooled, int64_t classes) {
+  Value k = kernel("classification/output_kernel", {classes, config.dModel});
+  Value b = param("classification/output_bias", {classes}, Init::zeros());
+  return dense(loc("classification"), pooled, k, b, true);
+}
+
+Value ModelEmitter::emitTrainingLoss(
+    Value h, Value pooled,
+    llvm::function_ref<void(const char *, Value)> addOutput) {
+  const HeadsConfig &heads = config.heads;
+  if (heads.causalLm || heads.classificationClasses == 1) {
+    emitError(fileLoc) << "training '" << config.name
+                       << "' is not supported yet: only masked-LM, NSP and "
+                          "classification heads have training losses";
+    return Value();
+  }
+  auto i32 = [&](ArrayRef<int64_t> shape) {
+    return RankedTensorType::get(shape, builder.getI32Type());
+  };
+  auto input = [&](const char *name, ArrayRef<int64_t> shape) {
+    return addArgument(
+        i32(shape), name,
+        {builder.getNamedAttr("mixer.input", builder.getStringAttr(name))});
+  };
+  auto scalar = RankedTensorType::get({}, builder.getF32Type());
+  Value total;
+  auto addLoss = [&](const char *name, Value loss) {
+    addOutput(name, loss);
+    total = total
+                ? AddOp::create(builder, loss.getLoc(), total, loss).getResult()
+                : loss;
+  };
+  if (heads.mlm) {
+    Location at = loc("masked_lm_loss");
+    int64_t predictions = std::min(options.maxPredictions, seq);
+    Value positions = input("masked_lm_positions", {batch, predictions});
+    // Unused prediction slots hold label -1: their weight is 0.
+    Value labels =
+        ReshapeOp::create(builder, at, i32({batch * predictions}),
+                          input("masked_lm_ids", {batch, predictions}));
+    Value rows = GatherPositionsOp::create(
+        builder, at, f32({batch * predictions, config.dModel}), h, positions);
+    Value weights =
+        LabelMaskOp::create(builder, at, f32({batch * predictions}), labels);
+    Value sum = SoftmaxCrossEntropyOp::create(
+        builder, at, scalar, emitMlmLogits(rows), labels, weights);
+    Value norm = ReduceSumOp::create(builder, at, scalar, weights);
+    addLoss("masked_lm_loss", DivideOp::create(builder, at, sum, norm));
+  }
+  int64_t classes = heads.nsp ? 2 : heads.classificationClasses;
+  if (classes > 0) {
+    const char *name = heads.nsp ? "next_sentence_labels" : "labels";
+    Location at = loc(heads.nsp ? "next_sentence_loss" : "classification_loss");
+    Value labels = input(name, {batch});
+    Value sum = SoftmaxCrossEntropyOp::create(
+        builder, at, scalar, emitClassifierLogits(pooled, classes), labels,
+        Value());
+    addLoss(heads.nsp ? "next_sentence_loss" : "classification_loss",
+            ScaleOp::create(builder, at, sum,
+                            builder.getF64FloatAttr(1.0 / double(batch))));
+  }
+  if (!total)
+    emitError(fileLoc) << "model '" << config.name
+                       << "' has no head with a training loss";
+  return total;
 }
 
 OwningOpRef<ModuleOp> ModelEmitter::emit() {
@@ -295,7 +386,7 @@ OwningOpRef<ModuleOp> ModelEmitter::emit() {
     return l.feedForward == FeedForwardKind::Moe;
   });
   if (hasMoe) {
-    Status status = checkMoeGrouping(config.moe, batch * seq, false);
+    Status status = checkMoeGrouping(config.moe, batch * seq, options.training);
     if (!status.ok()) {
       emitError(fileLoc) << status.message();
       return nullptr;
@@ -359,31 +450,26 @@ OwningOpRef<ModuleOp> ModelEmitter::emit() {
     addOutput("pooled_output", pooled);
   }
   const EmbeddingConfig &emb = config.embeddings;
-  if (heads.mlm) {
-    Location at = loc("predictions_dense");
-    Value transformed = activation(
-        at, Activation::gelu,
-        dense(at, h, kernel("predictions_dense/kernel", {d, emb.dEmb}),
-              bias("predictions_dense/bias", emb.dEmb)));
-    transformed = layerNorm("predictions_layer_norm", transformed, emb.dEmb);
-    // Tied output embedding: the word table [V, De] used transposed.
-    Value outputBias =
-        param("predictions_output/output_bias", {emb.vocabSize}, Init::zeros());
-    addOutput("mlm_logits",
-              dense(loc("predictions_output"), transformed, wordEmbedding,
-                    outputBias, /*transposeWeight=*/true));
-  }
   int64_t classes = heads.nsp ? 2 : heads.classificationClasses;
-  if (classes > 0) {
-    Value k = kernel("classification/output_kernel", {classes, d});
-    Value b = param("classification/output_bias", {classes}, Init::zeros());
-    addOutput(heads.nsp ? "nsp_logits" : "classification_logits",
-              dense(loc("classification"), pooled, k, b, true));
-  }
-  if (heads.causalLm) {
-    Value k = kernel("causal_lm/kernel", {d, emb.vocabSize});
-    Value b = param("causal_lm/bias", {emb.vocabSize}, Init::zeros());
-    addOutput("causal_lm_logits", dense(loc("causal_lm"), h, k, b));
+  if (options.training) {
+    results.clear();
+    names.clear();
+    Value loss = emitTrainingLoss(h, pooled, addOutput);
+    if (!loss)
+      return nullptr;
+    results.insert(results.begin(), loss);
+    names.insert(names.begin(), builder.getStringAttr("loss"));
+  } else {
+    if (heads.mlm)
+      addOutput("mlm_logits", emitMlmLogits(h));
+    if (classes > 0)
+      addOutput(heads.nsp ? "nsp_logits" : "classification_logits",
+                emitClassifierLogits(pooled, classes));
+    if (heads.causalLm) {
+      Value k = kernel("causal_lm/kernel", {d, emb.vocabSize});
+      Value b = param("causal_lm/bias", {emb.vocabSize}, Init::zeros());
+      addOutput("causal_lm_logits", dense(loc("causal_lm"), h, k, b));
+    }
   }
   func::ReturnOp::create(builder, fileLoc, results);
   func.setType(builder.getFunctionType(body->getArgumentTypes(),

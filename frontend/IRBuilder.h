@@ -17,6 +17,11 @@ struct BuildOptions {
   int64_t batch = 1;
   int64_t seq = 0;        ///< 0: the model's max_seq_length
   std::string sourcePath; ///< model file, for locations
+  /// Emit the training losses (spec §9) as the output `loss` instead of the
+  /// inference outputs, with the train capacity factors.
+  bool training = false;
+  /// Masked-LM predictions per example in training (P).
+  int64_t maxPredictions = 80;
 };
 
 /// Builds `func.func @forward` in the mixer dialect: arguments are the inputs

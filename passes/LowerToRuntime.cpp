@@ -303,7 +303,7 @@ LogicalResult FunctionLowering::lowerOp(Operation *op) {
       .Case<BroadcastOp, ReduceSumOp, MultiplyOp, DivideOp, SoftmaxGradOp,
             ReduceRowsOp, DispatchGradOp, CombineGradOp, ScatterGateGradOp,
             GatherPositionsOp, GatherPositionsGradOp, SquaredErrorOp,
-            EmbedGradOp>([&](Operation *op) {
+            EmbedGradOp, LabelMaskOp>([&](Operation *op) {
         // Kernels named after the op, taking its operands in order.
         SmallVector<Value> operands;
         for (Value operand : op->getOperands())

@@ -33,6 +33,10 @@ struct PipelineOptions : mlir::PassPipelineOptions<PipelineOptions> {
   Option<std::string> target{*this, "target",
                              llvm::cl::desc("target: cpu or cuda"),
                              llvm::cl::init("cpu")};
+  Option<bool> training{
+      *this, "training",
+      llvm::cl::desc("differentiate the loss (mixer-autodiff) before fusion"),
+      llvm::cl::init(false)};
 };
 
 /// Builds the pipeline from frontend IR up to and including `stopAfter`.

@@ -20,6 +20,11 @@ void mixer::buildPipeline(OpPassManager &pm, const PipelineOptions &options,
   pm.addPass(createMixerVerifyShapes());
   pm.addPass(createCanonicalizerPass());
   pm.addNestedPass<func::FuncOp>(createMixerDecomposeMoe());
+  if (options.training) {
+    pm.addPass(createMixerAutodiff());
+    // Gradients of inputs (token embeddings of the batch, ...) are dead.
+    pm.addPass(createCanonicalizerPass());
+  }
   if (beyondStop(PipelineStage::Fused))
     return;
   pm.addNestedPass<func::FuncOp>(createMixerFuseRouter());

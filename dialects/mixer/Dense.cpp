@@ -184,3 +184,12 @@ BroadcastOp::buildGradients(OpBuilder &builder, ValueRange resultGrads,
       builder, getLoc(), getInput().getType(), resultGrads[0]));
   return success();
 }
+
+/// Rounding passes gradients straight through, as a dtype cast does in the
+/// reference's autodiff.
+LogicalResult
+RoundBf16Op::buildGradients(OpBuilder &, ValueRange resultGrads,
+                            SmallVectorImpl<Value> &operandGrads) {
+  operandGrads.push_back(resultGrads[0]);
+  return success();
+}

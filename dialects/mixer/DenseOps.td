@@ -88,7 +88,8 @@ def Mixer_SoftmaxOp : Mixer_Op<"softmax",
 }
 
 def Mixer_RoundBf16Op : Mixer_Op<"round_bf16",
-    [Pure, SameOperandsAndResultType, Idempotent]> {
+    [Pure, SameOperandsAndResultType, Idempotent,
+     DeclareOpInterfaceMethods<Mixer_GradientOpInterface>]> {
   let summary = "round to the nearest bfloat16 (ties to even), kept as f32";
   let arguments = (ins Mixer_F32Tensor:$input);
   let results = (outs Mixer_F32Tensor:$result);

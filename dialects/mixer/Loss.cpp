@@ -38,6 +38,10 @@ LogicalResult SoftmaxCrossEntropyOp::verify() {
   return success();
 }
 
+LogicalResult LabelMaskOp::verify() {
+  return expectShape(*this, getResult(), shapeOf(getLabels()), "result");
+}
+
 LogicalResult SquaredErrorOp::verify() {
   return expectShape(*this, getTarget(), shapeOf(getPrediction()), "target");
 }
@@ -113,6 +117,14 @@ SquaredErrorOp::buildGradients(OpBuilder &builder, ValueRange resultGrads,
   operandGrads.push_back(ScaleOp::create(
       builder, loc, MultiplyOp::create(builder, loc, residual, scale),
       builder.getF64FloatAttr(2.0)));
+  operandGrads.push_back(Value());
+  return success();
+}
+
+/// Labels are data: nothing flows back through the mask.
+LogicalResult
+LabelMaskOp::buildGradients(OpBuilder &, ValueRange,
+                            SmallVectorImpl<Value> &operandGrads) {
   operandGrads.push_back(Value());
   return success();
 }

@@ -92,4 +92,17 @@ def Mixer_SquaredErrorOp : Mixer_Op<"squared_error", [Pure,
   let hasVerifier = 1;
 }
 
+def Mixer_LabelMaskOp : Mixer_Op<"label_mask", [Pure,
+    DeclareOpInterfaceMethods<Mixer_GradientOpInterface>]> {
+  let summary = "1 where a label is set (>= 0), 0 where it is padding (-1)";
+  let description = [{
+    The weights of padded prediction slots, e.g. the masked-LM normaliser
+    Σ weights of spec §9 from `masked_lm_ids` padded with −1.
+  }];
+  let arguments = (ins Mixer_I32Tensor:$labels);
+  let results = (outs Mixer_F32Tensor:$result);
+  let assemblyFormat = "$labels attr-dict `:` type($labels) `to` type($result)";
+  let hasVerifier = 1;
+}
+
 #endif // MIXER_LOSSOPS_TD

@@ -701,6 +701,20 @@ Expected<StepFunction> prepareScale(StepContext &c) {
   });
 }
 
+Expected<StepFunction> prepareLabelMask(StepContext &c) {
+  const Arg &labels = c.in(0), &y = c.out(0);
+  if (!c.minRank(labels, DType::I32, 0) ||
+      !c.shape(y, DType::F32, labels.value->shape))
+    return c.takeError();
+  int64_t n = labels.value->numel;
+  return StepFunction([=, a = labels.slot, o = y.slot](ValuePointers v) {
+    const int32_t *in = i32(v[a]);
+    float *out = f32(v[o]);
+    for (int64_t i = 0; i < n; ++i)
+      out[i] = in[i] >= 0 ? 1.0f : 0.0f;
+  });
+}
+
 /// Checks x [B, S, D] (`tokens`), positions I32[B, P] and rows [B*P, D]
 /// (`rows`) of a masked-LM gather or its gradient.
 bool checkGather(StepContext &c, const Arg &tokens, const Arg &positions,
@@ -1187,6 +1201,7 @@ const KernelEntry kKernels[] = {
     {"multiply", {"a", "b"}, {"y"}, prepareMultiply},
     {"divide", {"a", "b"}, {"y"}, prepareDivide},
     {"scale", {"x"}, {"y"}, prepareScale},
+    {"label_mask", {"labels"}, {"y"}, prepareLabelMask},
     {"gather_positions", {"x", "positions"}, {"y"}, prepareGatherPositions},
     {"softmax_cross_entropy",
      {"logits", "labels", "weights?"},

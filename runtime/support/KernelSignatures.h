@@ -53,6 +53,7 @@ inline const KernelSignature kKernelSignatures[] = {
     {"gather_positions", 2, 1, {}},
     {"softmax_cross_entropy", 3, 1, {}},
     {"squared_error", 2, 1, {}},
+    {"label_mask", 1, 1, {}},
     // Backward kernels.
     {"activation_grad", 2, 1, {"kind"}},
     {"dense_weight_grad", 2, 1, {"transpose_w"}},

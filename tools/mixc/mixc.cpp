@@ -58,6 +58,10 @@ cl::opt<int64_t> batch("batch", cl::desc("batch size the artifact runs"),
 cl::opt<int64_t> seq("seq",
                      cl::desc("sequence length (default: max_seq_length)"),
                      cl::init(0));
+cl::opt<bool> train("train",
+                    cl::desc("compile the training step: losses and the "
+                             "gradient of every parameter"),
+                    cl::init(false));
 cl::list<std::string>
     outputs("outputs", cl::CommaSeparated,
             cl::desc("outputs to compute (default: all the model's heads)"),
@@ -152,7 +156,7 @@ int main(int argc, char **argv) {
   llvm::SourceMgr sourceMgr;
   SourceMgrDiagnosticHandler diagnostics(sourceMgr, &context);
   OwningOpRef<ModuleOp> module = mixer::buildModelModule(
-      context, *config, {batch, seq, inputPath.getValue()});
+      context, *config, {batch, seq, inputPath.getValue(), train});
   if (!module)
     return kInputError;
 
@@ -170,6 +174,7 @@ int main(int argc, char **argv) {
   }
   mixer::PipelineOptions options;
   options.target = target;
+  options.training = train;
   mixer::buildPipeline(pm, options, stageFor(emit));
   if (failed(pm.run(*module)))
     return kCompileError;
@@ -182,7 +187,7 @@ int main(int argc, char **argv) {
   }
 
   FailureOr<std::string> plan =
-      mixer::exportPlan(*module, {target, "inference"});
+      mixer::exportPlan(*module, {target, train ? "train" : "inference"});
   if (failed(plan))
     return kCompileError;
   if (emit == Emit::Plan)
