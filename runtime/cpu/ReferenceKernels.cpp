@@ -15,22 +15,6 @@
 namespace mixer::cpu::reference {
 namespace {
 
-double applyActivation(double x, Activation act) {
-  switch (act) {
-  case Activation::None:
-    return x;
-  case Activation::Gelu:
-    return 0.5 * x *
-           (1.0 +
-            std::tanh(std::sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
-  case Activation::Tanh:
-    return std::tanh(x);
-  case Activation::Relu:
-    return x > 0.0 ? x : 0.0;
-  }
-  return x;
-}
-
 /// out[s, n] = sum_j a[s, j] * b[j, n] for double matrices.
 std::vector<double> matmul(const std::vector<double> &a,
                            const std::vector<double> &b, int64_t rows,
@@ -93,6 +77,22 @@ double magnitudeOf(uint32_t bits) {
 }
 
 } // namespace
+
+double applyActivation(double x, Activation act) {
+  switch (act) {
+  case Activation::None:
+    return x;
+  case Activation::Gelu:
+    return 0.5 * x *
+           (1.0 +
+            std::tanh(std::sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
+  case Activation::Tanh:
+    return std::tanh(x);
+  case Activation::Relu:
+    return x > 0.0 ? x : 0.0;
+  }
+  return x;
+}
 
 void dense(const float *x, const float *w, const float *bias, float *y,
            int64_t m, int64_t k, int64_t n, bool transposeW, Activation act) {

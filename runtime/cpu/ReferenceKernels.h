@@ -21,6 +21,9 @@
 
 namespace mixer::cpu::reference {
 
+/// The activation in double precision (GELU is the tanh approximation).
+double applyActivation(double x, Activation act);
+
 /// See mixer::cpu::dense.
 void dense(const float *x, const float *w, const float *bias, float *y,
            int64_t m, int64_t k, int64_t n, bool transposeW, Activation act);

@@ -40,22 +40,6 @@ void store(const Matrix &values, float *out, bool accumulate) {
     out[i] = static_cast<float>(values[i] + (accumulate ? out[i] : 0.0));
 }
 
-double activate(double x, Activation act) {
-  switch (act) {
-  case Activation::None:
-    return x;
-  case Activation::Gelu:
-    return 0.5 * x *
-           (1.0 +
-            std::tanh(std::sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
-  case Activation::Tanh:
-    return std::tanh(x);
-  case Activation::Relu:
-    return x > 0.0 ? x : 0.0;
-  }
-  return x;
-}
-
 /// d/dx of activate; GELU differentiates 0.5 x (1 + tanh(u)).
 double activationDerivative(double x, Activation act) {
   switch (act) {
@@ -222,7 +206,7 @@ void expertsBackward(const float *xd, const int32_t *tokens,
         double dh = 0.0;
         for (int64_t c = 0; c < d; ++c) {
           double g = dyd[i * d + c];
-          gw2[(e * f + j) * d + c] += activate(p, act) * g;
+          gw2[(e * f + j) * d + c] += applyActivation(p, act) * g;
           dh += g * w2[(e * f + j) * d + c];
         }
         dPreact[j] = dh * activationDerivative(p, act);
