@@ -360,18 +360,26 @@ Expected<StepFunction> prepareRoundBf16(StepContext &c) {
   });
 }
 
+/// Reads `index` and checks `sequence` [B, S, D] and `rows` [B, D] of a
+/// position slice (or of its gradient).
+bool checkTakePosition(StepContext &c, const Arg &sequence, const Arg &rows,
+                       int64_t &index) {
+  if (!c.attr("index", index) || !c.rank(sequence, DType::F32, 3))
+    return false;
+  int64_t seq = sequence.dim(1);
+  return c.check(index >= 0 && index < seq,
+                 "attribute 'index' is " + std::to_string(index) +
+                     " but the sequence has " + std::to_string(seq) +
+                     " positions") &&
+         c.shape(rows, DType::F32, {sequence.dim(0), sequence.dim(2)});
+}
+
 Expected<StepFunction> prepareTakePosition(StepContext &c) {
   const Arg &x = c.in(0), &y = c.out(0);
   int64_t index;
-  if (!c.attr("index", index) || !c.rank(x, DType::F32, 3))
+  if (!checkTakePosition(c, x, y, index))
     return c.takeError();
   int64_t batch = x.dim(0), seq = x.dim(1), d = x.dim(2);
-  if (!c.check(index >= 0 && index < seq,
-               "attribute 'index' is " + std::to_string(index) +
-                   " but the sequence has " + std::to_string(seq) +
-                   " positions") ||
-      !c.shape(y, DType::F32, {batch, d}))
-    return c.takeError();
   return StepFunction([=, a = x.slot, o = y.slot](ValuePointers v) {
     cpu::takePosition(f32(v[a]), f32(v[o]), batch, seq, d, index);
   });
@@ -897,15 +905,9 @@ Expected<StepFunction> prepareSoftmaxGrad(StepContext &c) {
 Expected<StepFunction> prepareTakePositionGrad(StepContext &c) {
   const Arg &dy = c.in(0), &dx = c.out(0);
   int64_t index;
-  if (!c.attr("index", index) || !c.rank(dx, DType::F32, 3))
+  if (!checkTakePosition(c, dx, dy, index))
     return c.takeError();
   int64_t batch = dx.dim(0), seq = dx.dim(1), d = dx.dim(2);
-  if (!c.check(index >= 0 && index < seq,
-               "attribute 'index' is " + std::to_string(index) +
-                   " but the sequence has " + std::to_string(seq) +
-                   " positions") ||
-      !c.shape(dy, DType::F32, {batch, d}))
-    return c.takeError();
   return StepFunction([=, g = dy.slot, o = dx.slot](ValuePointers v) {
     const float *in = f32(v[g]);
     float *out = f32(v[o]);
