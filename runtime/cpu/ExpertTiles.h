@@ -9,6 +9,9 @@
 #ifndef MIXER_RUNTIME_CPU_EXPERTTILES_H
 #define MIXER_RUNTIME_CPU_EXPERTTILES_H
 
+#include "runtime/cpu/Gemm.h"
+#include "runtime/cpu/Kernels.h"
+
 #include <algorithm>
 #include <cstdint>
 #include <vector>
@@ -58,6 +61,25 @@ inline std::vector<ExpertRows> rowTiles(const std::vector<ExpertRows> &runs) {
           {run.expert, row0, std::min(size, run.row0 + run.rows - row0)});
   }
   return tiles;
+}
+
+/// out[rows, n] = act(in[rows, k] · weight[k, n] + bias[n]) for one tile of
+/// one expert (single-threaded GEMM; bias may be null).
+inline void expertProjection(const float *in, int64_t rows, int64_t k,
+                             const float *weight, int64_t n, const float *bias,
+                             float *out, Activation act) {
+  GemmArgs product;
+  product.m = rows;
+  product.n = n;
+  product.k = k;
+  product.a = in;
+  product.lda = k;
+  product.b = weight;
+  product.ldb = n;
+  product.c = out;
+  product.ldc = n;
+  gemm(product);
+  biasActivation(out, rows, n, n, bias, act);
 }
 
 } // namespace mixer::cpu::detail

@@ -176,37 +176,16 @@ void expertsForwardTraining(const float *xd, const int32_t *tokens,
       errors.run([&] {
         const ExpertRows &tile = tiles[item];
         float *preact = hiddenPreact + tile.row0 * f;
-        detail::GemmArgs up;
-        up.m = tile.rows;
-        up.n = f;
-        up.k = d;
-        up.a = xd + tile.row0 * d;
-        up.lda = d;
-        up.b = w1 + tile.expert * d * f;
-        up.ldb = f;
-        up.c = preact;
-        up.ldc = f;
-        detail::gemm(up);
         // Bias first, activation on the stored sum: the same operations, so
         // the same bits, as the fused epilogue of `experts`.
-        detail::biasActivation(preact, tile.rows, f, f,
-                               b1 ? b1 + tile.expert * f : nullptr,
-                               Activation::None);
+        detail::expertProjection(
+            xd + tile.row0 * d, tile.rows, d, w1 + tile.expert * d * f, f,
+            b1 ? b1 + tile.expert * f : nullptr, preact, Activation::None);
         applyActivation(preact, hidden.data(), tile.rows, f, act);
-        detail::GemmArgs down;
-        down.m = tile.rows;
-        down.n = d;
-        down.k = f;
-        down.a = hidden.data();
-        down.lda = f;
-        down.b = w2 + tile.expert * f * d;
-        down.ldb = d;
-        down.c = yd + tile.row0 * d;
-        down.ldc = d;
-        detail::gemm(down);
-        detail::biasActivation(down.c, tile.rows, d, d,
-                               b2 ? b2 + tile.expert * d : nullptr,
-                               Activation::None);
+        detail::expertProjection(hidden.data(), tile.rows, f,
+                                 w2 + tile.expert * f * d, d,
+                                 b2 ? b2 + tile.expert * d : nullptr,
+                                 yd + tile.row0 * d, Activation::None);
       });
   }
   errors.rethrow();
