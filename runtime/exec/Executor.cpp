@@ -73,6 +73,54 @@ bool allocate(int64_t bytes, MappedMemory &memory) {
   return true;
 }
 
+/// Matches `tensors` to the entries of `table` by name, checking dtype and
+/// shape; on success `bound` holds them in table order. `noun` names an
+/// entry in messages ("parameter", "state tensor").
+Status bindTable(const std::vector<ParamInfo> &table,
+                 std::vector<io::HostTensor> tensors, const std::string &source,
+                 bool allowExtra, const std::string &noun,
+                 std::vector<io::HostTensor> &bound) {
+  std::vector<std::string> problems;
+  std::unordered_map<std::string, size_t> byName =
+      indexByName(tensors, problems);
+  std::vector<bool> used(tensors.size());
+  std::vector<io::HostTensor> matched(table.size());
+  for (size_t i = 0; i < table.size(); ++i) {
+    const ParamInfo &entry = table[i];
+    auto it = byName.find(entry.name);
+    if (it == byName.end()) {
+      problems.push_back("missing " + noun + " '" + entry.name + "' " +
+                         describe(entry.shape, entry.dtype));
+      continue;
+    }
+    used[it->second] = true;
+    io::HostTensor &tensor = tensors[it->second];
+    std::string prefix = noun + " '" + entry.name + "' ";
+    if (tensor.dtype != entry.dtype)
+      problems.push_back(prefix + "has dtype " + io::dtypeName(tensor.dtype) +
+                         " but the artifact expects " +
+                         io::dtypeName(entry.dtype));
+    else if (tensor.shape != entry.shape)
+      problems.push_back(prefix + "has shape " + io::formatShape(tensor.shape) +
+                         " but the artifact expects " +
+                         io::formatShape(entry.shape));
+    else if (tensor.data.size() !=
+             static_cast<size_t>(entry.numel) * sizeof(float))
+      problems.push_back(prefix + "holds " +
+                         std::to_string(tensor.data.size()) + " bytes but " +
+                         describe(entry.shape, entry.dtype) + " needs " +
+                         std::to_string(entry.numel * sizeof(float)));
+    else
+      matched[i] = std::move(tensor);
+  }
+  if (!allowExtra)
+    reportExtra(tensors, used, noun.c_str(), problems);
+  if (!problems.empty())
+    return problemsError(source, problems);
+  bound = std::move(matched);
+  return Status::success();
+}
+
 } // namespace
 
 void Unmapper::operator()(uint8_t *memory) const { munmap(memory, size); }
@@ -114,49 +162,28 @@ Expected<Executor> Executor::create(const Plan &plan) {
 Status Executor::bindParams(std::vector<io::HostTensor> tensors,
                             const std::string &source, bool allowExtra) {
   paramsBound = false;
-  std::vector<std::string> problems;
-  std::unordered_map<std::string, size_t> byName =
-      indexByName(tensors, problems);
-  std::vector<bool> used(tensors.size());
-  std::vector<io::HostTensor> bound(plan.params.size());
-  for (size_t i = 0; i < plan.params.size(); ++i) {
-    const ParamInfo &param = plan.params[i];
-    auto it = byName.find(param.name);
-    if (it == byName.end()) {
-      problems.push_back("missing parameter '" + param.name + "' " +
-                         describe(param.shape, param.dtype));
-      continue;
-    }
-    used[it->second] = true;
-    io::HostTensor &tensor = tensors[it->second];
-    std::string prefix = "parameter '" + param.name + "' ";
-    if (tensor.dtype != param.dtype)
-      problems.push_back(prefix + "has dtype " + io::dtypeName(tensor.dtype) +
-                         " but the artifact expects " +
-                         io::dtypeName(param.dtype));
-    else if (tensor.shape != param.shape)
-      problems.push_back(prefix + "has shape " + io::formatShape(tensor.shape) +
-                         " but the artifact expects " +
-                         io::formatShape(param.shape));
-    else if (tensor.data.size() !=
-             static_cast<size_t>(param.numel) * sizeof(float))
-      problems.push_back(prefix + "holds " +
-                         std::to_string(tensor.data.size()) + " bytes but " +
-                         describe(param.shape, param.dtype) + " needs " +
-                         std::to_string(param.numel * sizeof(float)));
-    else
-      bound[i] = std::move(tensor);
-  }
-  if (!allowExtra)
-    reportExtra(tensors, used, "parameter", problems);
-  if (!problems.empty())
-    return problemsError(source, problems);
-
-  paramTensors = std::move(bound);
+  if (Status status = bindTable(plan.params, std::move(tensors), source,
+                                allowExtra, "parameter", paramTensors);
+      !status)
+    return status;
   for (size_t i = 0; i < plan.values.size(); ++i)
     if (plan.values[i].storage == StorageKind::Param)
       pointers[i] = paramTensors[plan.values[i].index].data.data();
   paramsBound = true;
+  return Status::success();
+}
+
+Status Executor::bindState(std::vector<io::HostTensor> tensors,
+                           const std::string &source, bool allowExtra) {
+  stateBound = false;
+  if (Status status = bindTable(plan.state, std::move(tensors), source,
+                                allowExtra, "state tensor", stateTensors);
+      !status)
+    return status;
+  for (size_t i = 0; i < plan.values.size(); ++i)
+    if (plan.values[i].storage == StorageKind::State)
+      pointers[i] = stateTensors[plan.values[i].index].data.data();
+  stateBound = true;
   return Status::success();
 }
 
@@ -182,8 +209,8 @@ Status Executor::bindInputs(const std::vector<io::HostTensor> &tensors,
     used[it->second] = true;
     const io::HostTensor &tensor = tensors[it->second];
     std::string prefix = "input '" + input.name + "' ";
-    bool wide = tensor.dtype == io::DType::I64;
-    if (tensor.dtype != io::DType::I32 && !wide) {
+    bool wide = input.dtype == io::DType::I32 && tensor.dtype == io::DType::I64;
+    if (tensor.dtype != input.dtype && !wide) {
       problems.push_back(prefix + "has dtype " + io::dtypeName(tensor.dtype) +
                          " but the artifact expects " +
                          io::dtypeName(input.dtype));
@@ -231,6 +258,8 @@ Status Executor::run() {
     return Status::error(plan.path + ": the parameters are not bound");
   if (!inputsBound)
     return Status::error(plan.path + ": the inputs are not bound");
+  if (!stateBound && !plan.state.empty())
+    return Status::error(plan.path + ": the optimizer state is not bound");
   size_t i = 0;
   auto stepError = [&](const std::string &message) {
     return Status::error(describeStep(plan, i) + ": " + message);

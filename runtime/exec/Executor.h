@@ -45,8 +45,18 @@ public:
   Status bindParams(std::vector<io::HostTensor> tensors,
                     const std::string &source, bool allowExtra = false);
 
+  /// Binds the optimizer state of a training plan, as bindParams does the
+  /// parameters.
+  Status bindState(std::vector<io::HostTensor> tensors,
+                   const std::string &source, bool allowExtra = false);
+
+  /// The bound parameters and optimizer state, in plan order; a training
+  /// plan's run() updates them in place.
+  const std::vector<io::HostTensor> &params() const { return paramTensors; }
+  const std::vector<io::HostTensor> &state() const { return stateTensors; }
+
   /// Copies the inputs into the executor's input buffers. Shapes must match
-  /// exactly; I32 and I64 (converted) are accepted. Optional inputs missing
+  /// exactly; I32 inputs accept I32 and I64 (converted), F32 inputs F32. Optional inputs missing
   /// from `tensors` are zeros; tensors the plan does not name are an error
   /// unless `allowExtra`.
   Status bindInputs(const std::vector<io::HostTensor> &tensors,
@@ -65,15 +75,18 @@ private:
   MappedMemory arena;
   /// Scratch memory the steps share (linear mixing's intermediate product).
   MappedMemory scratch;
-  /// One buffer per plan input, owned so that input pointers never change.
+  /// One buffer of 4-byte words per plan input (I32 or F32), owned so that
+  /// input pointers never change.
   std::vector<std::vector<int32_t>> inputBuffers;
-  /// The bound parameters, in plan order.
+  /// The bound parameters and optimizer state, in plan order.
   std::vector<io::HostTensor> paramTensors;
+  std::vector<io::HostTensor> stateTensors;
   /// Data pointer per value id, then the null and scratch entries
   /// (KernelRegistry.h).
   std::vector<void *> pointers;
   std::vector<StepFunction> steps;
   bool paramsBound = false;
+  bool stateBound = false;
   bool inputsBound = false;
 };
 

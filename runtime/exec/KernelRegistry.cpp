@@ -5,8 +5,10 @@
 #include "runtime/cpu/Kernels.h"
 #include "runtime/cpu/MixingMoeGradients.h"
 #include "runtime/cpu/TransformerGradients.h"
+#include "runtime/train/Optimizer.h"
 
 #include <algorithm>
+#include <cmath>
 #include <initializer_list>
 #include <limits>
 #include <memory>
@@ -47,7 +49,8 @@ class StepContext;
 using Factory = Expected<StepFunction> (*)(StepContext &);
 
 /// A kernel's operand and result names (a trailing '?' marks an optional
-/// operand) and its factory.
+/// operand; a variadic kernel has one operand name, ending in "...", that
+/// stands for all its operands) and its factory.
 struct KernelEntry {
   std::string_view name;
   std::initializer_list<std::string_view> operands;
@@ -63,6 +66,7 @@ public:
               int64_t &scratchBytes);
 
   const Arg &in(size_t i) const { return operands[i]; }
+  size_t numOperands() const { return operands.size(); }
   const Arg &out(size_t i) const { return results[i]; }
 
   /// Records a message about this step; returns false.
@@ -121,10 +125,10 @@ StepContext::StepContext(const Plan &plan, size_t index,
   auto makeArgs = [&](const std::vector<int64_t> &ids,
                       std::initializer_list<std::string_view> names,
                       const char *what, std::vector<Arg> &args) {
-    size_t i = 0;
-    for (std::string_view name : names) {
+    for (size_t i = 0; i < ids.size(); ++i) {
       Arg arg;
       int64_t id = ids[i];
+      std::string_view name = names.begin()[std::min(i, names.size() - 1)];
       if (name.back() == '?')
         name.remove_suffix(1);
       arg.role = std::string(what) + " " + std::to_string(i) + " (" +
@@ -132,7 +136,6 @@ StepContext::StepContext(const Plan &plan, size_t index,
       arg.value = id >= 0 ? &plan.values[id] : nullptr;
       arg.slot = id >= 0 ? id : static_cast<int64_t>(absentSlot(plan));
       args.push_back(std::move(arg));
-      ++i;
     }
   };
   makeArgs(step.operands, entry.operands, "operand", operands);
@@ -140,11 +143,11 @@ StepContext::StepContext(const Plan &plan, size_t index,
 }
 
 bool StepContext::checkPresence(const KernelEntry &entry) {
-  size_t i = 0;
-  for (std::string_view name : entry.operands) {
+  for (size_t i = 0; i < operands.size(); ++i) {
+    std::string_view name =
+        entry.operands.begin()[std::min(i, entry.operands.size() - 1)];
     if (!operands[i].value && name.back() != '?')
       return fail(operands[i].role + " is absent (-1) but the kernel needs it");
-    ++i;
   }
   return true;
 }
@@ -1163,6 +1166,72 @@ Expected<StepFunction> prepareRouteGrad(StepContext &c) {
   });
 }
 
+//===----------------------------------------------------------------------===//
+// Optimizer update
+//===----------------------------------------------------------------------===//
+
+Expected<StepFunction> prepareGlobalNorm(StepContext &c) {
+  const Arg &norm = c.out(0);
+  std::vector<std::pair<int64_t, int64_t>> tensors; // (slot, elements)
+  for (size_t i = 0; i < c.numOperands(); ++i) {
+    if (!c.minRank(c.in(i), DType::F32, 0))
+      return c.takeError();
+    tensors.emplace_back(c.in(i).slot, c.in(i).value->numel);
+  }
+  if (!c.shape(norm, DType::F32, {}))
+    return c.takeError();
+  return StepFunction([=, o = norm.slot](ValuePointers v) {
+    std::vector<train::ConstValues> values;
+    values.reserve(tensors.size());
+    for (auto [slot, n] : tensors)
+      values.emplace_back(f32(v[slot]), n);
+    *f32(v[o]) = static_cast<float>(train::globalNorm(values));
+  });
+}
+
+Expected<StepFunction> prepareAdamW(StepContext &c) {
+  const Arg &grad = c.in(0), &lr = c.in(1), &step = c.in(2), &norm = c.in(3);
+  const Arg &param = c.out(0), &m = c.out(1), &v = c.out(2);
+  train::AdamWConfig config;
+  double maxNorm;
+  if (!c.attr("b1", config.b1) || !c.attr("b2", config.b2) ||
+      !c.attr("eps", config.eps) ||
+      !c.attr("weight_decay", config.weightDecay) ||
+      !c.attr("max_norm", maxNorm) || !c.minRank(param, DType::F32, 0) ||
+      !c.shape(grad, DType::F32, param.value->shape) ||
+      !c.shape(m, DType::F32, param.value->shape) ||
+      !c.shape(v, DType::F32, param.value->shape) ||
+      !c.shape(lr, DType::F32, {}) || !c.shape(step, DType::I32, {}) ||
+      !c.shape(norm, DType::F32, {}))
+    return c.takeError();
+  if (Status valid = train::validateAdamW(config); !valid)
+    return c.fail(valid.message()), c.takeError();
+  if (!c.check(maxNorm >= 0 && std::isfinite(maxNorm),
+               "attribute 'max_norm' must be finite and non-negative") ||
+      !c.check(maxNorm == 0 || norm.value,
+               "clipping (max_norm > 0) needs the norm operand"))
+    return c.takeError();
+  int64_t n = param.value->numel;
+  return StepFunction([=, g = grad.slot, l = lr.slot, s = step.slot,
+                       gn = norm.slot, p = param.slot, ms = m.slot,
+                       vs = v.slot](ValuePointers values) {
+    int32_t applied = *i32(values[s]);
+    if (applied < 0)
+      throw cpu::KernelError{"input 'step' is " + std::to_string(applied) +
+                             "; it counts the updates applied before this "
+                             "one and cannot be negative"};
+    float scale = 1.0f;
+    if (maxNorm > 0) {
+      double total = *f32(values[gn]);
+      if (total >= maxNorm)
+        scale = static_cast<float>(maxNorm / total);
+    }
+    train::adamwStep(f32(values[p]), f32(values[g]), f32(values[ms]),
+                     f32(values[vs]), n, *f32(values[l]), int64_t(applied) + 1,
+                     config, scale);
+  });
+}
+
 const KernelEntry kKernels[] = {
     {"embed", {"ids", "type_ids?", "word", "pos", "type"}, {"y"}, prepareEmbed},
     {"dense", {"x", "w", "bias?"}, {"y"}, prepareDense},
@@ -1260,6 +1329,11 @@ const KernelEntry kKernels[] = {
      {"logits", "labels", "dloss", "weights?"},
      {"dlogits"},
      prepareSoftmaxCrossEntropyGrad},
+    {"global_norm", {"grads..."}, {"norm"}, prepareGlobalNorm},
+    {"adamw",
+     {"grad", "learning_rate", "step", "norm?"},
+     {"param", "adam_m", "adam_v"},
+     prepareAdamW},
 };
 
 /// The registry entry of `kernel` whose operand and result counts match the
@@ -1270,7 +1344,12 @@ const KernelEntry *findKernel(std::string_view kernel) {
     return nullptr;
   for (const KernelEntry &entry : kKernels)
     if (entry.name == kernel &&
-        entry.operands.size() == static_cast<size_t>(signature->numOperands) &&
+        (signature->numOperands == kVariadic
+             ? entry.operands.size() == 1 &&
+                   entry.operands.begin()->substr(
+                       entry.operands.begin()->size() - 3) == "..."
+             : entry.operands.size() ==
+                   static_cast<size_t>(signature->numOperands)) &&
         entry.results.size() == static_cast<size_t>(signature->numResults))
       return &entry;
   return nullptr;

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <limits>
 #include <set>
+#include <tuple>
 #include <utility>
 
 namespace mixer::exec {
@@ -75,7 +76,10 @@ private:
                       int64_t &numel, int64_t &bytes);
 
   bool parseHeader(const json &root);
-  bool parseParams(const json &array);
+  /// Reads a table of named f32 tensors with an init ("params", "state").
+  bool parseTensorTable(const json &array, const char *table,
+                        std::vector<ParamInfo> &out);
+  bool parseTraining(const json &root);
   bool parseInputs(const json &array);
   bool parseValues(const json &array);
   bool parseSteps(const json &array);
@@ -189,7 +193,8 @@ bool PlanParser::parse(const json &root) {
     return fail("", "the plan is not a JSON object");
   const json *params, *inputs, *values, *steps, *outputs;
   return parseHeader(root) && readArray(root, "params", "", params) &&
-         parseParams(*params) && readArray(root, "inputs", "", inputs) &&
+         parseTensorTable(*params, "params", plan.params) &&
+         parseTraining(root) && readArray(root, "inputs", "", inputs) &&
          parseInputs(*inputs) && readArray(root, "values", "", values) &&
          parseValues(*values) && readArray(root, "steps", "", steps) &&
          parseSteps(*steps) && readArray(root, "outputs", "", outputs) &&
@@ -234,10 +239,11 @@ bool PlanParser::parseHeader(const json &root) {
   return true;
 }
 
-bool PlanParser::parseParams(const json &array) {
+bool PlanParser::parseTensorTable(const json &array, const char *table,
+                                  std::vector<ParamInfo> &out) {
   std::set<std::string> names;
   for (size_t i = 0; i < array.size(); ++i) {
-    std::string where = "params[" + std::to_string(i) + "]";
+    std::string where = table + ("[" + std::to_string(i) + "]");
     ParamInfo param;
     int64_t bytes;
     const json *init;
@@ -248,7 +254,9 @@ bool PlanParser::parseParams(const json &array) {
       return false;
     where += " '" + param.name + "'";
     if (!names.insert(param.name).second)
-      return fail(where, "the parameter name is used twice");
+      return fail(where, std::string("the ") +
+                             (&out == &plan.state ? "state" : "parameter") +
+                             " name is used twice");
     if (!readTensorType(array[i], where, param.shape, param.dtype, param.numel,
                         bytes) ||
         !readObject(array[i], "init", where, init) ||
@@ -269,8 +277,29 @@ bool PlanParser::parseParams(const json &array) {
       if (!(param.init.stddev >= 0))
         return fail(where, "init stddev must not be negative");
     }
-    plan.params.push_back(std::move(param));
+    out.push_back(std::move(param));
   }
+  return true;
+}
+
+bool PlanParser::parseTraining(const json &root) {
+  if (!root.contains("training"))
+    return true;
+  const json *training, *state;
+  TrainingInfo info;
+  if (!readObject(root, "training", "", training) ||
+      !readNumber(*training, "learning_rate", "training", info.learningRate) ||
+      !readInt(*training, "warmup_steps", "training", info.warmupSteps) ||
+      !readInt(*training, "total_steps", "training", info.totalSteps) ||
+      !readArray(root, "state", "", state) ||
+      !parseTensorTable(*state, "state", plan.state))
+    return false;
+  if (!(info.learningRate >= 0) || info.warmupSteps < 0 ||
+      info.totalSteps <= info.warmupSteps)
+    return fail("training", "the schedule needs learning_rate >= 0, "
+                            "warmup_steps >= 0 and total_steps > "
+                            "warmup_steps");
+  plan.training = info;
   return true;
 }
 
@@ -290,9 +319,9 @@ bool PlanParser::parseInputs(const json &array) {
     if (!readTensorType(array[i], where, input.shape, input.dtype, input.numel,
                         bytes))
       return false;
-    if (input.dtype != io::DType::I32)
+    if (input.dtype != io::DType::I32 && input.dtype != io::DType::F32)
       return fail(where, std::string("dtype ") + io::dtypeName(input.dtype) +
-                             " is not supported; inputs are I32");
+                             " is not supported; inputs are I32 or F32");
     auto optional = array[i].find("optional");
     if (optional != array[i].end()) {
       if (!optional->is_boolean())
@@ -316,26 +345,28 @@ bool PlanParser::parseValues(const json &array) {
         !readString(array[i], "storage", where, storage))
       return false;
     std::string type = describe(value.shape, value.dtype);
-    if (storage == "param" || storage == "input") {
-      bool isParam = storage == "param";
-      value.storage = isParam ? StorageKind::Param : StorageKind::Input;
+    if (storage == "param" || storage == "state" || storage == "input") {
+      value.storage = storage == "param"   ? StorageKind::Param
+                      : storage == "state" ? StorageKind::State
+                                           : StorageKind::Input;
       if (!readInt(array[i], "index", where, value.index))
         return false;
-      size_t count = isParam ? plan.params.size() : plan.inputs.size();
+      size_t count = storage == "param"   ? plan.params.size()
+                     : storage == "state" ? plan.state.size()
+                                          : plan.inputs.size();
       if (value.index < 0 || static_cast<size_t>(value.index) >= count)
         return fail(where, storage + " value refers to " + storage + " " +
                                std::to_string(value.index) +
                                " but the plan has " + std::to_string(count) +
-                               " " + storage + "s");
-      const std::string &name = isParam ? plan.params[value.index].name
-                                        : plan.inputs[value.index].name;
-      int64_t numel = isParam ? plan.params[value.index].numel
-                              : plan.inputs[value.index].numel;
-      io::DType dtype = isParam ? plan.params[value.index].dtype
-                                : plan.inputs[value.index].dtype;
-      const std::vector<int64_t> &shape = isParam
-                                              ? plan.params[value.index].shape
-                                              : plan.inputs[value.index].shape;
+                               " " + storage +
+                               (storage == "state" ? " tensors" : "s"));
+      auto viewed = [&](const auto &info) {
+        return std::make_tuple(info.name, info.numel, info.dtype, info.shape);
+      };
+      auto [name, numel, dtype, shape] =
+          storage == "param"   ? viewed(plan.params[value.index])
+          : storage == "state" ? viewed(plan.state[value.index])
+                               : viewed(plan.inputs[value.index]);
       // A value over a parameter or input is the tensor itself or a reshape.
       if (numel != value.numel || dtype != value.dtype)
         return fail(where, storage + " value " + type + " does not view " +
@@ -360,7 +391,7 @@ bool PlanParser::parseValues(const json &array) {
                                std::to_string(plan.arenaBytes));
     } else {
       return fail(where, "unknown storage '" + storage +
-                             "' (expected param, input or arena)");
+                             "' (expected param, state, input or arena)");
     }
     plan.values.push_back(std::move(value));
   }
@@ -392,12 +423,15 @@ bool PlanParser::parseStep(const json &entry, size_t index) {
       !readObject(entry, "attrs", where, attrs))
     return false;
   // Operands may be -1 (absent); results may not.
-  auto readIds = [&](const json &ids, const char *what, size_t expected,
+  auto readIds = [&](const json &ids, const char *what, int expected,
                      bool mayBeAbsent, std::vector<int64_t> &out) {
-    if (ids.size() != expected)
+    if (expected == kVariadic ? ids.empty()
+                              : ids.size() != static_cast<size_t>(expected))
       return fail(where, "has " + std::to_string(ids.size()) + " " + what +
                              "s but the kernel takes " +
-                             std::to_string(expected));
+                             (expected == kVariadic
+                                  ? std::string("at least one")
+                                  : std::to_string(expected)));
     for (size_t i = 0; i < ids.size(); ++i) {
       if (!ids[i].is_number_integer() || tooLarge(ids[i]))
         return fail(where, std::string(what) + " " + std::to_string(i) +
@@ -461,15 +495,33 @@ bool PlanParser::checkStepValues(const Step &step, const std::string &where) {
            x.bytes > 0 && y.bytes > 0 && x.offset < y.offset + y.bytes &&
            y.offset < x.offset + x.bytes;
   };
+  auto storageName = [](StorageKind kind) {
+    switch (kind) {
+    case StorageKind::Param:
+      return "a parameter";
+    case StorageKind::State:
+      return "optimizer state";
+    case StorageKind::Input:
+      return "an input";
+    case StorageKind::Arena:
+      return "an arena buffer";
+    }
+    return "unknown";
+  };
   for (size_t r = 0; r < step.results.size(); ++r) {
     int64_t id = step.results[r];
-    if (plan.values[id].storage != StorageKind::Arena)
+    StorageKind storage = plan.values[id].storage;
+    bool persistent =
+        storage == StorageKind::Param || storage == StorageKind::State;
+    if (step.signature->updatesState ? !persistent
+                                     : storage != StorageKind::Arena)
       return fail(where, "result " + std::to_string(r) + " writes value " +
                              std::to_string(id) + ", which is " +
-                             (plan.values[id].storage == StorageKind::Param
-                                  ? "a parameter"
-                                  : "an input") +
-                             "; results must live in the arena");
+                             storageName(storage) +
+                             (step.signature->updatesState
+                                  ? "; this kernel updates parameters or "
+                                    "optimizer state in place"
+                                  : "; results must live in the arena"));
     for (size_t o = 0; o < r; ++o)
       if (overlap(id, step.results[o]))
         return fail(where, "result " + std::to_string(r) + " (" + range(id) +
@@ -529,6 +581,20 @@ Expected<Plan> Plan::load(const std::string &path) {
   if (!container)
     return container.takeStatus();
   return parse(container->header, path);
+}
+
+int64_t Plan::findInput(const std::string &name) const {
+  for (size_t i = 0; i < inputs.size(); ++i)
+    if (inputs[i].name == name)
+      return i;
+  return -1;
+}
+
+int64_t Plan::findOutput(const std::string &name) const {
+  for (size_t i = 0; i < outputs.size(); ++i)
+    if (outputs[i].name == name)
+      return i;
+  return -1;
 }
 
 int64_t Plan::numParameterElements() const {

@@ -20,6 +20,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <variant>
 #include <vector>
@@ -33,14 +34,15 @@ inline constexpr int64_t kPlanFormatVersion = 1;
 /// The alignment of every arena slice (and of the arena itself).
 inline constexpr int64_t kArenaAlignment = 64;
 
-/// Where a value's bytes live.
-enum class StorageKind { Param, Input, Arena };
+/// Where a value's bytes live. State is the optimizer state of a training
+/// plan (the AdamW moments), which persists across runs like the parameters.
+enum class StorageKind { Param, State, Input, Arena };
 
 /// One buffer of the plan. Several values may share storage (reshapes, arena
 /// reuse of dead values).
 struct ValueInfo {
   StorageKind storage = StorageKind::Arena;
-  int64_t index = -1;  ///< parameter or input index (Param, Input)
+  int64_t index = -1;  ///< parameter, state or input index
   int64_t offset = -1; ///< byte offset in the arena (Arena)
   std::vector<int64_t> shape;
   io::DType dtype = io::DType::F32;
@@ -73,6 +75,14 @@ struct InputInfo {
   /// Optional inputs default to zeros when an input file lacks them.
   bool optional = false;
   int64_t numel = 0;
+};
+
+/// The optimizer schedule of a training plan, from the model JSON; the
+/// runtime computes each update's learning rate from it.
+struct TrainingInfo {
+  double learningRate = 0.0; ///< peak, reached at the end of warm-up
+  int64_t warmupSteps = 0;
+  int64_t totalSteps = 0;
 };
 
 struct OutputInfo {
@@ -112,6 +122,10 @@ struct Plan {
   /// Floating-point operations of one run over the whole batch.
   double flops = 0.0;
   std::vector<ParamInfo> params;
+  /// Optimizer state tensors, in the format of the parameters (train plans).
+  std::vector<ParamInfo> state;
+  /// Present in train plans.
+  std::optional<TrainingInfo> training;
   std::vector<InputInfo> inputs;
   std::vector<OutputInfo> outputs;
   std::vector<ValueInfo> values;
@@ -125,6 +139,12 @@ struct Plan {
 
   /// Total number of parameter elements.
   int64_t numParameterElements() const;
+  /// True for a plan that updates its parameters (mode "train" with an
+  /// optimizer state).
+  bool updatesParameters() const { return training.has_value(); }
+  /// Index of the input or output named `name`, or -1.
+  int64_t findInput(const std::string &name) const;
+  int64_t findOutput(const std::string &name) const;
 };
 
 /// The spelling of an init kind in plans ("truncated_normal", ...).

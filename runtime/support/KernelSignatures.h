@@ -14,11 +14,17 @@
 
 namespace mixer {
 
+/// numOperands of a kernel that takes any number (at least one) of operands.
+inline constexpr int kVariadic = -1;
+
 struct KernelSignature {
   std::string_view name;
-  int numOperands;
+  int numOperands; ///< or kVariadic
   int numResults;
   std::initializer_list<std::string_view> attributes;
+  /// The results are parameters or optimizer state updated in place (read
+  /// and written), not fresh arena buffers.
+  bool updatesState = false;
 };
 
 inline const KernelSignature kKernelSignatures[] = {
@@ -75,6 +81,14 @@ inline const KernelSignature kKernelSignatures[] = {
     {"route_grad", 4, 1, {"routing"}},
     {"gather_positions_grad", 2, 1, {}},
     {"softmax_cross_entropy_grad", 4, 1, {}},
+    // Training step: regularisation noise and the optimizer update.
+    {"random_scale", 3, 1, {"kind", "rate", "stream"}},
+    {"global_norm", kVariadic, 1, {}},
+    {"adamw",
+     4,
+     3,
+     {"b1", "b2", "eps", "weight_decay", "max_norm"},
+     /*updatesState=*/true},
 };
 
 /// The signature of `name`, or null if no kernel has that name.

@@ -68,7 +68,8 @@ Status validateAdamW(const AdamWConfig &config) {
 }
 
 void adamwStep(float *param, const float *grad, float *m, float *v, int64_t n,
-               double lr, int64_t step, const AdamWConfig &config) {
+               double lr, int64_t step, const AdamWConfig &config,
+               float gradScale) {
   assert(validateAdamW(config).ok() && step >= 1 && n >= 0 &&
          "adamwStep with an invalid configuration, step or size");
   // The scalars are computed in double and rounded to f32 once, as the
@@ -86,7 +87,7 @@ void adamwStep(float *param, const float *grad, float *m, float *v, int64_t n,
   const float rate = static_cast<float>(lr);
 #pragma omp parallel for simd schedule(static) if (n >= kParallelValues)
   for (int64_t i = 0; i < n; ++i) {
-    float g = grad[i];
+    float g = grad[i] * gradScale;
     float mi = b1 * m[i] + oneMinusB1 * g;
     float vi = b2 * v[i] + oneMinusB2 * (g * g);
     m[i] = mi;

@@ -44,8 +44,11 @@ Status validateAdamW(const AdamWConfig &config);
 /// zero before step 1. The reference evaluates its schedule at the count of
 /// updates already applied: update `step` uses learningRate(schedule,
 /// step - 1).
+/// `gradScale` multiplies every gradient value first (global-norm clipping
+/// inside a training plan); 1 leaves the gradients exactly as they are.
 void adamwStep(float *param, const float *grad, float *m, float *v, int64_t n,
-               double lr, int64_t step, const AdamWConfig &config);
+               double lr, int64_t step, const AdamWConfig &config,
+               float gradScale = 1.0f);
 
 /// A read-only run of f32 values: (first element, element count).
 using ConstValues = std::pair<const float *, int64_t>;

@@ -87,13 +87,30 @@ public:
   }
 
   int64_t input(const std::string &name, const std::vector<int64_t> &shape,
-                bool optional = false) {
+                bool optional = false, const std::string &dtype = "I32") {
     int64_t index = plan["inputs"].size();
     plan["inputs"].push_back({{"name", name},
                               {"shape", shape},
-                              {"dtype", "I32"},
+                              {"dtype", dtype},
                               {"optional", optional}});
-    return value({{"storage", "input"}, {"index", index}}, shape, "I32");
+    return value({{"storage", "input"}, {"index", index}}, shape, dtype);
+  }
+
+  /// An optimizer state tensor; the first one makes this a training plan
+  /// with the given schedule.
+  int64_t state(const std::string &name, const std::vector<int64_t> &shape) {
+    if (!plan.contains("state")) {
+      plan["mode"] = "train";
+      plan["state"] = json::array();
+      plan["training"] = {
+          {"learning_rate", 1e-3}, {"warmup_steps", 0}, {"total_steps", 10}};
+    }
+    int64_t index = plan["state"].size();
+    plan["state"].push_back({{"name", name},
+                             {"shape", shape},
+                             {"dtype", "F32"},
+                             {"init", {{"kind", "zeros"}}}});
+    return value({{"storage", "state"}, {"index", index}}, shape, "F32");
   }
 
   /// An arena value at `offset`, or at the next free aligned offset.

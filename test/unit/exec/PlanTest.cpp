@@ -166,9 +166,10 @@ TEST(PlanTest, RejectsBadParameterEntries) {
 
 TEST(PlanTest, RejectsBadInputEntries) {
   json plan = embedNormDensePlan();
-  plan["inputs"][0]["dtype"] = "F32";
+  plan["inputs"][0]["dtype"] = "F16";
   EXPECT_THAT(parseError(plan),
-              HasSubstr("inputs[0] 'input_ids': dtype F32 is not supported"));
+              HasSubstr("inputs[0] 'input_ids': dtype F16 is not supported; "
+                        "inputs are I32 or F32"));
   plan = embedNormDensePlan();
   plan["inputs"][1]["optional"] = "yes";
   EXPECT_EQ(parseError(plan),
@@ -179,7 +180,7 @@ TEST(PlanTest, RejectsValuesWithBadStorage) {
   json plan = embedNormDensePlan();
   plan["values"][4]["storage"] = "heap";
   EXPECT_EQ(parseError(plan), "tiny.mxa: values[4]: unknown storage 'heap' "
-                              "(expected param, input or arena)");
+                              "(expected param, state, input or arena)");
 
   plan = embedNormDensePlan();
   plan["values"][6]["index"] = 7;
@@ -295,6 +296,94 @@ TEST(PlanTest, RejectsBadOutputs) {
   plan["outputs"].push_back({{"name", "y"}, {"value", 10}});
   EXPECT_EQ(parseError(plan),
             "tiny.mxa: outputs[1] 'y': the output name is used twice");
+}
+
+/// A training plan: parameter w, its two AdamW moments and the update.
+json trainingPlan() {
+  PlanBuilder b;
+  int64_t w = b.param("w", {4});
+  int64_t m = b.state("adam_m/w", {4});
+  int64_t v = b.state("adam_v/w", {4});
+  int64_t lr = b.input("learning_rate", {}, false, "F32");
+  int64_t step = b.input("step", {});
+  int64_t grad = b.arena({4});
+  b.step("scale", {w}, {grad}, {{"factor", 2.0}});
+  b.step("adamw", {grad, lr, step, -1}, {w, m, v},
+         {{"b1", 0.9},
+          {"b2", 0.999},
+          {"eps", 1e-6},
+          {"weight_decay", 0.01},
+          {"max_norm", 0.0}});
+  return b.plan;
+}
+
+TEST(PlanTest, ParsesTheStateTableAndSchedule) {
+  Expected<Plan> plan = Plan::parse(trainingPlan().dump(), "train.mxa");
+  ASSERT_TRUE(plan.ok()) << plan.message();
+  EXPECT_TRUE(plan->updatesParameters());
+  ASSERT_EQ(plan->state.size(), 2u);
+  EXPECT_EQ(plan->state[1].name, "adam_v/w");
+  EXPECT_EQ(plan->values[1].storage, StorageKind::State);
+  EXPECT_EQ(plan->values[2].index, 1);
+  EXPECT_EQ(plan->inputs[0].dtype, io::DType::F32);
+  EXPECT_TRUE(plan->inputs[0].shape.empty());
+  EXPECT_EQ(plan->findInput("step"), 1);
+  EXPECT_EQ(plan->findInput("seed"), -1);
+  EXPECT_DOUBLE_EQ(plan->training->learningRate, 1e-3);
+  EXPECT_EQ(plan->training->totalSteps, 10);
+  EXPECT_FALSE(Plan::parse(embedNormDensePlan().dump(), "tiny.mxa")
+                   ->updatesParameters());
+}
+
+TEST(PlanTest, RejectsBadTrainingPlans) {
+  json plan = trainingPlan();
+  plan["training"]["total_steps"] = 0;
+  EXPECT_EQ(parseError(plan),
+            "tiny.mxa: training: the schedule needs learning_rate >= 0, "
+            "warmup_steps >= 0 and total_steps > warmup_steps");
+
+  plan = trainingPlan();
+  plan.erase("state");
+  EXPECT_EQ(parseError(plan), "tiny.mxa: missing 'state'");
+
+  plan = trainingPlan();
+  plan["state"][1]["name"] = "adam_m/w";
+  EXPECT_EQ(parseError(plan), "tiny.mxa: state[1] 'adam_m/w': the state name "
+                              "is used twice");
+
+  plan = trainingPlan();
+  plan["values"][2]["index"] = 2;
+  EXPECT_EQ(parseError(plan), "tiny.mxa: values[2]: state value refers to "
+                              "state 2 but the plan has 2 state tensors");
+
+  // adamw writes parameters and state, and nothing else.
+  plan = trainingPlan();
+  plan["steps"][1]["results"][0] = 5;
+  EXPECT_EQ(parseError(plan),
+            "tiny.mxa: steps[1] (adamw): result 0 writes value 5, which is an "
+            "arena buffer; this kernel updates parameters or optimizer state "
+            "in place");
+  plan = trainingPlan();
+  plan["steps"][0]["results"][0] = 1;
+  EXPECT_EQ(parseError(plan),
+            "tiny.mxa: steps[0] (scale): result 0 writes value 1, which is "
+            "optimizer state; results must live in the arena");
+}
+
+TEST(PlanTest, VariadicKernelsTakeAtLeastOneOperand) {
+  json plan = trainingPlan();
+  plan["values"].push_back(
+      {{"storage", "arena"}, {"offset", 64}, {"shape", json::array()},
+       {"dtype", "F32"}});
+  plan["arena_bytes"] = 68;
+  plan["steps"].push_back({{"kernel", "global_norm"},
+                           {"operands", {5, 0}},
+                           {"results", {6}},
+                           {"attrs", json::object()}});
+  ASSERT_TRUE(Plan::parse(plan.dump(), "tiny.mxa").ok());
+  plan["steps"][2]["operands"] = json::array();
+  EXPECT_EQ(parseError(plan), "tiny.mxa: steps[2] (global_norm): has 0 "
+                              "operands but the kernel takes at least one");
 }
 
 TEST(PlanTest, InitKindNamesMatchThePlanSpelling) {

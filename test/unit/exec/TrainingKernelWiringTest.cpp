@@ -710,3 +710,131 @@ TEST(TrainingKernelWiringTest, RouteGradRejectsUnknownRouting) {
 }
 
 } // namespace
+
+/// A scalar f32 input tensor.
+io::HostTensor scalarF32(const std::string &name, float value) {
+  io::HostTensor tensor = randomTensor(name, {}, 0);
+  tensor.as<float>()[0] = value;
+  return tensor;
+}
+
+/// Zero tensors for the state table of `plan`.
+std::vector<io::HostTensor> zeroState(const json &plan) {
+  std::vector<io::HostTensor> state;
+  for (const json &entry : plan["state"]) {
+    io::HostTensor tensor = randomTensor(
+        entry["name"], entry["shape"].get<std::vector<int64_t>>(), 0);
+    std::fill(tensor.data.begin(), tensor.data.end(), 0);
+    state.push_back(std::move(tensor));
+  }
+  return state;
+}
+
+/// The plan of one AdamW step on f(w) = sum(w^2) / 2 (so grad = w), with
+/// global-norm clipping at `maxNorm` (0 = none).
+json adamwPlan(double maxNorm) {
+  PlanBuilder b;
+  int64_t w = b.param("w", {5});
+  int64_t m = b.state("adam_m/w", {5});
+  int64_t v = b.state("adam_v/w", {5});
+  int64_t lr = b.input("learning_rate", {}, false, "F32");
+  int64_t step = b.input("step", {});
+  int64_t grad = b.arena({5});
+  int64_t norm = b.arena({});
+  b.step("scale", {w}, {grad}, {{"factor", 1.0}});
+  b.step("global_norm", {grad}, {norm});
+  b.step("adamw", {grad, lr, step, maxNorm > 0 ? norm : -1}, {w, m, v},
+         {{"b1", 0.9},
+          {"b2", 0.999},
+          {"eps", 1e-6},
+          {"weight_decay", 0.01},
+          {"max_norm", maxNorm}});
+  b.output("norm", norm);
+  return b.plan;
+}
+
+/// Runs two updates of adamwPlan(maxNorm) and compares the parameters and
+/// moments with the AdamW formulas evaluated in double.
+void checkAdamWUpdates(double maxNorm) {
+  json plan = adamwPlan(maxNorm);
+  Expected<Plan> parsed = Plan::parse(plan.dump(), "adamw.mxa");
+  ASSERT_TRUE(parsed.ok()) << parsed.message();
+  ASSERT_TRUE(parsed->updatesParameters());
+  Expected<Executor> executor = Executor::create(*parsed);
+  ASSERT_TRUE(executor.ok()) << executor.message();
+  std::vector<io::HostTensor> params = randomParams(plan, 7);
+  std::vector<double> w(5), m(5, 0.0), v(5, 0.0);
+  for (int i = 0; i < 5; ++i)
+    w[i] = data(params, 0)[i];
+  ASSERT_TRUE(executor->bindParams(params, "params").ok());
+  ASSERT_TRUE(executor->bindState(zeroState(plan), "state").ok());
+  const double rates[] = {0.1, 0.05};
+  for (int update = 1; update <= 2; ++update) {
+    double lr = rates[update - 1];
+    ASSERT_TRUE(executor
+                    ->bindInputs({scalarF32("learning_rate", lr),
+                                  intTensor("step", {}, {update - 1})},
+                                 "inputs")
+                    .ok());
+    ASSERT_TRUE(executor->run().ok());
+    double norm = 0;
+    for (double x : w)
+      norm += x * x;
+    norm = std::sqrt(norm);
+    double scale = maxNorm > 0 && norm >= maxNorm ? maxNorm / norm : 1.0;
+    for (int i = 0; i < 5; ++i) {
+      double g = w[i] * scale;
+      m[i] = 0.9 * m[i] + 0.1 * g;
+      v[i] = 0.999 * v[i] + 0.001 * g * g;
+      double mHat = m[i] / (1 - std::pow(0.9, update));
+      double vHat = v[i] / (1 - std::pow(0.999, update));
+      w[i] -= lr * (mHat / (std::sqrt(vHat) + 1e-6) + 0.01 * w[i]);
+    }
+    std::vector<io::HostTensor> out = executor->outputs();
+    expectNear(floats(out[0]), {norm}, kTol, "norm");
+  }
+  expectNear(std::vector<float>(executor->params()[0].as<float>(),
+                                executor->params()[0].as<float>() + 5),
+             w, kTol, "w");
+  expectNear(std::vector<float>(executor->state()[0].as<float>(),
+                                executor->state()[0].as<float>() + 5),
+             m, kTol, "adam_m");
+  expectNear(std::vector<float>(executor->state()[1].as<float>(),
+                                executor->state()[1].as<float>() + 5),
+             v, 1e-4, "adam_v");
+}
+
+TEST(TrainingKernelWiringTest, AdamWUpdatesParametersAndStateInPlace) {
+  checkAdamWUpdates(0.0);
+}
+
+TEST(TrainingKernelWiringTest, AdamWClipsByTheGlobalNorm) {
+  // The random parameters have a norm above 0.5, so both updates clip.
+  checkAdamWUpdates(0.5);
+}
+
+TEST(TrainingKernelWiringTest, AdamWRefusesANegativeStep) {
+  json plan = adamwPlan(0.0);
+  Expected<Plan> parsed = Plan::parse(plan.dump(), "adamw.mxa");
+  ASSERT_TRUE(parsed.ok()) << parsed.message();
+  Expected<Executor> executor = Executor::create(*parsed);
+  ASSERT_TRUE(executor.ok());
+  ASSERT_TRUE(executor->bindParams(randomParams(plan, 1), "params").ok());
+  ASSERT_TRUE(executor
+                  ->bindInputs({scalarF32("learning_rate", 0.1f),
+                                intTensor("step", {}, {-1})},
+                               "inputs")
+                  .ok());
+  Status status = executor->run();
+  ASSERT_FALSE(status.ok());
+  EXPECT_NE(status.message().find("optimizer state is not bound"),
+            std::string::npos)
+      << status.message();
+  ASSERT_TRUE(executor->bindState(zeroState(plan), "state").ok());
+  status = executor->run();
+  ASSERT_FALSE(status.ok());
+  EXPECT_NE(status.message().find("adamw.mxa: steps[2] (adamw): input 'step' "
+                                  "is -1"),
+            std::string::npos)
+      << status.message();
+}
