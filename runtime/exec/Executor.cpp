@@ -121,6 +121,25 @@ Status bindTable(const std::vector<ParamInfo> &table,
   return Status::success();
 }
 
+/// Index of the last step that writes the storage of an output, or -1.
+int64_t lastOutputWriter(const Plan &plan) {
+  auto sameBytes = [&](int64_t a, int64_t b) {
+    const ValueInfo &x = plan.values[a], &y = plan.values[b];
+    if (x.storage != y.storage)
+      return false;
+    if (x.storage != StorageKind::Arena)
+      return x.index == y.index;
+    return x.offset < y.offset + y.bytes && y.offset < x.offset + x.bytes;
+  };
+  int64_t last = -1;
+  for (size_t i = 0; i < plan.steps.size(); ++i)
+    for (int64_t result : plan.steps[i].results)
+      for (const OutputInfo &output : plan.outputs)
+        if (sameBytes(result, output.value))
+          last = static_cast<int64_t>(i);
+  return last;
+}
+
 } // namespace
 
 void Unmapper::operator()(uint8_t *memory) const { munmap(memory, size); }
@@ -156,6 +175,7 @@ Expected<Executor> Executor::create(const Plan &plan) {
                          std::to_string(scratchBytes) +
                          " bytes of kernel scratch");
   executor.pointers[scratchSlot(plan)] = executor.scratch.get();
+  executor.forwardSteps = lastOutputWriter(plan) + 1;
   return executor;
 }
 
@@ -253,7 +273,11 @@ Status Executor::bindInputs(const std::vector<io::HostTensor> &tensors,
   return Status::success();
 }
 
-Status Executor::run() {
+Status Executor::run() { return runSteps(steps.size()); }
+
+Status Executor::runForward() { return runSteps(forwardSteps); }
+
+Status Executor::runSteps(size_t count) {
   if (!paramsBound)
     return Status::error(plan.path + ": the parameters are not bound");
   if (!inputsBound)
@@ -265,7 +289,7 @@ Status Executor::run() {
     return Status::error(describeStep(plan, i) + ": " + message);
   };
   try {
-    for (; i < steps.size(); ++i)
+    for (; i < count; ++i)
       steps[i](pointers.data());
   } catch (const cpu::KernelError &error) {
     return stepError(error.message);

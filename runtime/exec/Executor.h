@@ -56,14 +56,19 @@ public:
   const std::vector<io::HostTensor> &state() const { return stateTensors; }
 
   /// Copies the inputs into the executor's input buffers. Shapes must match
-  /// exactly; I32 inputs accept I32 and I64 (converted), F32 inputs F32. Optional inputs missing
-  /// from `tensors` are zeros; tensors the plan does not name are an error
-  /// unless `allowExtra`.
+  /// exactly; I32 inputs accept I32 and I64 (converted), F32 inputs F32.
+  /// Optional inputs missing from `tensors` are zeros; tensors the plan does
+  /// not name are an error unless `allowExtra`.
   Status bindInputs(const std::vector<io::HostTensor> &tensors,
                     const std::string &source, bool allowExtra = false);
 
   /// Runs every step in order. A kernel failure names the step and kernel.
   Status run();
+
+  /// Runs only the steps up to the last one that writes an output: the
+  /// forward pass and losses of a training plan, without its backward pass
+  /// and update (evaluation).
+  Status runForward();
 
   /// Copies of the plan's outputs after run(), named as the plan says.
   std::vector<io::HostTensor> outputs() const;
@@ -85,6 +90,10 @@ private:
   /// (KernelRegistry.h).
   std::vector<void *> pointers;
   std::vector<StepFunction> steps;
+  /// Number of leading steps runForward() runs.
+  size_t forwardSteps = 0;
+
+  Status runSteps(size_t count);
   bool paramsBound = false;
   bool stateBound = false;
   bool inputsBound = false;

@@ -8,24 +8,10 @@ namespace mixer::exec {
 
 namespace {
 
-constexpr uint32_t kPhiloxM0 = 0xD2511F53u;
-constexpr uint32_t kPhiloxM1 = 0xCD9E8D57u;
-constexpr uint32_t kPhiloxW0 = 0x9E3779B9u;
-constexpr uint32_t kPhiloxW1 = 0xBB67AE85u;
-
 /// Standard deviation of a standard normal truncated at +-2.
 constexpr double kTruncatedStd = 0.87962566103423978;
 
 constexpr double kTwoPi = 6.283185307179586476925286766559;
-
-PhiloxCounter philoxRound(const PhiloxCounter &c, const PhiloxKey &key) {
-  uint64_t p0 = static_cast<uint64_t>(kPhiloxM0) * c[0];
-  uint64_t p1 = static_cast<uint64_t>(kPhiloxM1) * c[2];
-  return {static_cast<uint32_t>(p1 >> 32) ^ c[1] ^ key[0],
-          static_cast<uint32_t>(p1),
-          static_cast<uint32_t>(p0 >> 32) ^ c[3] ^ key[1],
-          static_cast<uint32_t>(p0)};
-}
 
 /// The generator of one parameter. Counter words: 0-1 the position in the
 /// tensor, 2 the parameter index, 3 the attempt (truncated normal).
@@ -133,17 +119,6 @@ void renormRows(float *data, int64_t numel, int64_t cols) {
 }
 
 } // namespace
-
-PhiloxCounter philox4x32(PhiloxCounter counter, PhiloxKey key) {
-  for (int round = 0; round < 10; ++round) {
-    if (round > 0) {
-      key[0] += kPhiloxW0;
-      key[1] += kPhiloxW1;
-    }
-    counter = philoxRound(counter, key);
-  }
-  return counter;
-}
 
 void initTensor(const InitSpec &spec, uint64_t seed, uint64_t index,
                 const std::vector<int64_t> &shape, float *data) {

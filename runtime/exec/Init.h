@@ -13,17 +13,17 @@
 #include "runtime/exec/Plan.h"
 #include "runtime/io/Tensor.h"
 
+#include "runtime/cpu/CounterRandom.h"
+
 #include <array>
 #include <cstdint>
 #include <vector>
 
 namespace mixer::exec {
 
-using PhiloxCounter = std::array<uint32_t, 4>;
-using PhiloxKey = std::array<uint32_t, 2>;
-
-/// The Philox4x32 block function with 10 rounds (Salmon et al., SC'11).
-PhiloxCounter philox4x32(PhiloxCounter counter, PhiloxKey key);
+using cpu::philox4x32;
+using cpu::PhiloxCounter;
+using cpu::PhiloxKey;
 
 /// Fills `data` (the row-major tensor of `shape`) as `spec` says, with the
 /// stream of parameter `index` under `seed`. Rows are the last axis

@@ -4,6 +4,7 @@
 
 #include "runtime/cpu/Kernels.h"
 #include "runtime/cpu/MixingMoeGradients.h"
+#include "runtime/cpu/RandomScale.h"
 #include "runtime/cpu/TransformerGradients.h"
 #include "runtime/train/Optimizer.h"
 
@@ -712,6 +713,27 @@ Expected<StepFunction> prepareScale(StepContext &c) {
   });
 }
 
+Expected<StepFunction> prepareArgmax(StepContext &c) {
+  const Arg &x = c.in(0), &y = c.out(0);
+  if (!c.minRank(x, DType::F32, 1))
+    return c.takeError();
+  std::vector<int64_t> rows(x.value->shape.begin(), x.value->shape.end() - 1);
+  if (!c.shape(y, DType::I32, rows))
+    return c.takeError();
+  int64_t n = leadingElements(*x.value), cols = x.value->shape.back();
+  if (!c.check(cols > 0, "cannot take the argmax of empty rows"))
+    return c.takeError();
+  return StepFunction([=, a = x.slot, o = y.slot](ValuePointers v) {
+    const float *in = f32(v[a]);
+    int32_t *out = i32(v[o]);
+    // The first of equal maxima, as numpy and jnp.argmax pick.
+    for (int64_t r = 0; r < n; ++r)
+      out[r] = static_cast<int32_t>(
+          std::max_element(in + r * cols, in + (r + 1) * cols) -
+          (in + r * cols));
+  });
+}
+
 Expected<StepFunction> prepareLabelMask(StepContext &c) {
   const Arg &labels = c.in(0), &y = c.out(0);
   if (!c.minRank(labels, DType::I32, 0) ||
@@ -1170,6 +1192,38 @@ Expected<StepFunction> prepareRouteGrad(StepContext &c) {
 // Optimizer update
 //===----------------------------------------------------------------------===//
 
+Expected<StepFunction> prepareRandomScale(StepContext &c) {
+  const Arg &x = c.in(0), &seed = c.in(1), &step = c.in(2), &y = c.out(0);
+  std::string kind;
+  double rate;
+  int64_t stream;
+  if (!c.attr("kind", kind) || !c.attr("rate", rate) ||
+      !c.attr("stream", stream) || !c.minRank(x, DType::F32, 0) ||
+      !c.shape(seed, DType::I32, {}) || !c.shape(step, DType::I32, {}) ||
+      !c.shape(y, DType::F32, x.value->shape))
+    return c.takeError();
+  bool dropout = kind == "dropout";
+  if (!c.check(dropout || kind == "jitter",
+               "attribute 'kind' must be \"dropout\" or \"jitter\", not \"" +
+                   kind + "\"") ||
+      !c.check(dropout ? rate >= 0 && rate < 1 : rate >= 0 && rate <= 1,
+               "attribute 'rate' " + std::to_string(rate) + " is outside " +
+                   (dropout ? "[0, 1)" : "[0, 1]")))
+    return c.takeError();
+  int64_t n = x.value->numel;
+  return StepFunction([=, a = x.slot, k = seed.slot, s = step.slot,
+                       o = y.slot](ValuePointers v) {
+    int32_t key = *i32(v[k]);
+    if (key < 0) {
+      // A negative seed evaluates: no noise.
+      std::copy_n(f32(v[a]), n, f32(v[o]));
+      return;
+    }
+    cpu::randomScale(f32(v[a]), f32(v[o]), n, dropout, rate,
+                     cpu::CounterUniforms(key, stream, *i32(v[s])));
+  });
+}
+
 Expected<StepFunction> prepareGlobalNorm(StepContext &c) {
   const Arg &norm = c.out(0);
   std::vector<std::pair<int64_t, int64_t>> tensors; // (slot, elements)
@@ -1273,6 +1327,7 @@ const KernelEntry kKernels[] = {
     {"divide", {"a", "b"}, {"y"}, prepareDivide},
     {"scale", {"x"}, {"y"}, prepareScale},
     {"label_mask", {"labels"}, {"y"}, prepareLabelMask},
+    {"argmax", {"x"}, {"y"}, prepareArgmax},
     {"gather_positions", {"x", "positions"}, {"y"}, prepareGatherPositions},
     {"softmax_cross_entropy",
      {"logits", "labels", "weights?"},
@@ -1329,6 +1384,7 @@ const KernelEntry kKernels[] = {
      {"logits", "labels", "dloss", "weights?"},
      {"dlogits"},
      prepareSoftmaxCrossEntropyGrad},
+    {"random_scale", {"x", "seed", "step"}, {"y"}, prepareRandomScale},
     {"global_norm", {"grads..."}, {"norm"}, prepareGlobalNorm},
     {"adamw",
      {"grad", "learning_rate", "step", "norm?"},

@@ -427,11 +427,11 @@ bool PlanParser::parseStep(const json &entry, size_t index) {
                      bool mayBeAbsent, std::vector<int64_t> &out) {
     if (expected == kVariadic ? ids.empty()
                               : ids.size() != static_cast<size_t>(expected))
-      return fail(where, "has " + std::to_string(ids.size()) + " " + what +
-                             "s but the kernel takes " +
-                             (expected == kVariadic
-                                  ? std::string("at least one")
-                                  : std::to_string(expected)));
+      return fail(where,
+                  "has " + std::to_string(ids.size()) + " " + what +
+                      "s but the kernel takes " +
+                      (expected == kVariadic ? std::string("at least one")
+                                             : std::to_string(expected)));
     for (size_t i = 0; i < ids.size(); ++i) {
       if (!ids[i].is_number_integer() || tooLarge(ids[i]))
         return fail(where, std::string(what) + " " + std::to_string(i) +

@@ -7,11 +7,15 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "tools/mixer-run/CommandLine.h"
+#include "tools/mixer-run/TrainCommands.h"
+
 #include "mixer/Version.h"
 #include "runtime/exec/Executor.h"
 #include "runtime/exec/Init.h"
 #include "runtime/exec/Plan.h"
 #include "runtime/io/TensorFiles.h"
+#include "runtime/train/Trainer.h"
 
 #include <nlohmann/json.hpp>
 #include <omp.h>
@@ -35,99 +39,10 @@
 #include <vector>
 
 using namespace mixer;
+using namespace mixer::run;
 using json = nlohmann::ordered_json;
 
 namespace {
-
-constexpr int kRuntimeFailure = 1;
-constexpr int kUsageError = 2;
-
-//===----------------------------------------------------------------------===//
-// Command lines
-//===----------------------------------------------------------------------===//
-
-/// A flag a command accepts.
-struct FlagSpec {
-  const char *name;  ///< "--seed"
-  const char *alias; ///< "-o", or null
-  bool takesValue;
-  bool repeatable;
-};
-
-/// A command's parsed arguments: the artifact and the flags given.
-struct Args {
-  std::string command;
-  std::string artifact;
-  std::map<std::string, std::vector<std::string>> flags;
-
-  bool has(const std::string &flag) const { return flags.count(flag) != 0; }
-  std::string get(const std::string &flag,
-                  const std::string &fallback = "") const {
-    auto it = flags.find(flag);
-    return it == flags.end() ? fallback : it->second.back();
-  }
-};
-
-/// Thrown for a usage error; main prints it and exits with 2.
-struct UsageError {
-  std::string message;
-};
-
-/// Thrown for a failure at run time; main prints it and exits with 1.
-struct RuntimeFailure {
-  std::string message;
-};
-
-template <typename T> T check(Expected<T> value) {
-  if (!value)
-    throw RuntimeFailure{value.message()};
-  return std::move(*value);
-}
-
-void check(Status status) {
-  if (!status.ok())
-    throw RuntimeFailure{status.message()};
-}
-
-/// Parses a non-negative integer flag value.
-uint64_t parseCount(const Args &args, const std::string &flag,
-                    uint64_t fallback) {
-  if (!args.has(flag))
-    return fallback;
-  std::string text = args.get(flag);
-  char *end = nullptr;
-  errno = 0;
-  unsigned long long value = std::strtoull(text.c_str(), &end, 10);
-  if (text.empty() || text[0] == '-' || *end != '\0' || errno == ERANGE)
-    throw UsageError{flag + ": '" + text + "' is not a non-negative integer"};
-  return value;
-}
-
-/// The lower-case extension of `path` including the dot, or "".
-std::string extension(const std::string &path) {
-  size_t slash = path.find_last_of('/');
-  size_t dot = path.find_last_of('.');
-  if (dot == std::string::npos || (slash != std::string::npos && dot < slash))
-    return "";
-  std::string ext = path.substr(dot);
-  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) {
-    return static_cast<char>(std::tolower(c));
-  });
-  return ext;
-}
-
-/// Fails with a usage error unless `path` ends in one of `allowed`.
-void checkExtension(const std::string &flag, const std::string &path,
-                    std::initializer_list<const char *> allowed) {
-  std::string ext = extension(path);
-  std::string list;
-  for (const char *candidate : allowed) {
-    if (ext == candidate)
-      return;
-    list += (list.empty() ? "" : ", ") + std::string(candidate);
-  }
-  throw UsageError{flag + ": '" + path + "' must end in one of " + list};
-}
 
 //===----------------------------------------------------------------------===//
 // Threads
@@ -170,20 +85,6 @@ int configureThreads(const Args &args) {
 // Shared steps
 //===----------------------------------------------------------------------===//
 
-/// "182.36 M" + unit for large counts, "512 " + unit for small ones.
-std::string formatCount(double value, const char *unit) {
-  char text[48];
-  if (value >= 1e9)
-    std::snprintf(text, sizeof(text), "%.2f G%s", value / 1e9, unit);
-  else if (value >= 1e6)
-    std::snprintf(text, sizeof(text), "%.2f M%s", value / 1e6, unit);
-  else if (value >= 1e3)
-    std::snprintf(text, sizeof(text), "%.2f k%s", value / 1e3, unit);
-  else
-    std::snprintf(text, sizeof(text), "%.0f %s", value, unit);
-  return text;
-}
-
 using Clock = std::chrono::steady_clock;
 
 double millisecondsSince(Clock::time_point start) {
@@ -201,6 +102,10 @@ void bindWeights(exec::Executor &executor, const std::string &path,
   else
     check(
         executor.bindParams(check(io::readTensorFile(path)), path, allowExtra));
+  // A training plan runs from fresh optimizer state.
+  if (plan.updatesParameters())
+    check(
+        executor.bindState(train::zeroOptimizerState(plan), "optimizer state"));
 }
 
 /// Mean, standard deviation, min and max of a float tensor.
@@ -520,7 +425,10 @@ int runBench(const Args &args, int threads) {
   exec::Plan plan = check(exec::Plan::load(args.artifact));
   exec::Executor executor = check(exec::Executor::create(plan));
   bindWeights(executor, args.get("--weights"), args.has("--allow-extra"));
-  check(executor.bindInputs(randomInputs(plan), "random inputs"));
+  check(executor.bindInputs(plan.updatesParameters()
+                                ? syntheticTrainingInputs(plan)
+                                : randomInputs(plan),
+                            "random inputs"));
 
   for (uint64_t i = 0; i < warmup; ++i)
     check(executor.run());
@@ -671,6 +579,90 @@ const std::vector<Command> &commands() {
         {"--json", nullptr, false, false},
         {"--allow-extra", nullptr, false, false},
         kThreadsFlag}},
+      {"pretrain",
+       "pre-train with masked-LM and next-sentence losses",
+       "usage: mixer-run pretrain A.mxa --corpus TEXT --tokenizer M.model\n"
+       "                          --steps N [options]\n"
+       "\n"
+       "Runs the training artifact (mixc --train) until N updates are\n"
+       "applied, on MLM + NSP batches drawn from TEXT (one document per\n"
+       "line). The tokenizer's vocabulary must match the model's. Shows a\n"
+       "progress bar on a terminal, plain lines otherwise. Ctrl-C finishes\n"
+       "the update, saves a checkpoint and exits with 130.\n"
+       "\n"
+       "  --seed N               initial weights, data order and dropout\n"
+       "                         (default 0)\n"
+       "  --init W|DIR           start from these weights (a weights file or "
+       "a\n"
+       "                         checkpoint directory)\n"
+       "  --checkpoint-dir DIR   save DIR/step_<N>/ (atomically) every\n"
+       "                         --checkpoint-every updates and at the end\n"
+       "  --checkpoint-every N   (default: only at the end)\n"
+       "  --keep N               checkpoints kept (default 3)\n"
+       "  --resume               continue from DIR's latest checkpoint: the\n"
+       "                         same bits as a run that never stopped\n"
+       "  --log FILE             append one JSON line per update "
+       "(metrics.jsonl)\n"
+       "  --lr X, --warmup-steps N, --total-steps N\n"
+       "                         override the model JSON's schedule\n"
+       "  --threads N            worker threads\n",
+       {{"--corpus", nullptr, true, false},
+        {"--tokenizer", nullptr, true, false},
+        {"--steps", nullptr, true, false},
+        {"--seed", nullptr, true, false},
+        {"--init", nullptr, true, false},
+        {"--checkpoint-dir", nullptr, true, false},
+        {"--checkpoint-every", nullptr, true, false},
+        {"--keep", nullptr, true, false},
+        {"--resume", nullptr, false, false},
+        {"--log", nullptr, true, false},
+        {"--lr", nullptr, true, false},
+        {"--warmup-steps", nullptr, true, false},
+        {"--total-steps", nullptr, true, false},
+        kThreadsFlag}},
+      {"finetune",
+       "fine-tune a classification or regression head",
+       "usage: mixer-run finetune A.mxa --train T.jsonl --tokenizer M.model\n"
+       "                          [--eval D.jsonl] [--epochs N] [options]\n"
+       "\n"
+       "Trains the classification artifact for N epochs (default 3) of full\n"
+       "batches in a seeded order, evaluating on D after every epoch\n"
+       "(accuracy and F1, or MSE for one output). --init takes every tensor\n"
+       "of a pre-training checkpoint except the classification head, which\n"
+       "is drawn anew. The schedule warms up over the first 10 % of the\n"
+       "updates unless --warmup-steps is given. Other options as pretrain.\n",
+       {{"--train", nullptr, true, false},
+        {"--eval", nullptr, true, false},
+        {"--tokenizer", nullptr, true, false},
+        {"--epochs", nullptr, true, false},
+        {"--seed", nullptr, true, false},
+        {"--init", nullptr, true, false},
+        {"--checkpoint-dir", nullptr, true, false},
+        {"--checkpoint-every", nullptr, true, false},
+        {"--keep", nullptr, true, false},
+        {"--resume", nullptr, false, false},
+        {"--log", nullptr, true, false},
+        {"--lr", nullptr, true, false},
+        {"--warmup-steps", nullptr, true, false},
+        kThreadsFlag}},
+      {"eval",
+       "evaluate weights with a training artifact",
+       "usage: mixer-run eval A.mxa --weights W|DIR --tokenizer M.model\n"
+       "                      (--data D.jsonl | --corpus TEXT) [--json]\n"
+       "\n"
+       "Runs the artifact's forward pass without dropout. With --data:\n"
+       "accuracy, F1 (of class 1 for two classes, else macro) and the\n"
+       "majority-class rate, or the MSE of a regression head. With --corpus:\n"
+       "masked-LM and next-sentence accuracy and the mean losses over\n"
+       "--batches batches (default 20) drawn with --seed.\n",
+       {{"--weights", nullptr, true, false},
+        {"--tokenizer", nullptr, true, false},
+        {"--data", nullptr, true, false},
+        {"--corpus", nullptr, true, false},
+        {"--batches", nullptr, true, false},
+        {"--seed", nullptr, true, false},
+        {"--json", nullptr, false, false},
+        kThreadsFlag}},
   };
   return table;
 }
@@ -737,6 +729,12 @@ int dispatch(const Args &args) {
     return runInit(args);
   if (args.command == "infer")
     return runInfer(args);
+  if (args.command == "pretrain")
+    return runPretrain(args);
+  if (args.command == "finetune")
+    return runFinetune(args);
+  if (args.command == "eval")
+    return runEval(args);
   return runBench(args, threads);
 }
 

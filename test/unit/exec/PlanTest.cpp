@@ -372,9 +372,10 @@ TEST(PlanTest, RejectsBadTrainingPlans) {
 
 TEST(PlanTest, VariadicKernelsTakeAtLeastOneOperand) {
   json plan = trainingPlan();
-  plan["values"].push_back(
-      {{"storage", "arena"}, {"offset", 64}, {"shape", json::array()},
-       {"dtype", "F32"}});
+  plan["values"].push_back({{"storage", "arena"},
+                            {"offset", 64},
+                            {"shape", json::array()},
+                            {"dtype", "F32"}});
   plan["arena_bytes"] = 68;
   plan["steps"].push_back({{"kernel", "global_norm"},
                            {"operands", {5, 0}},

@@ -10,6 +10,7 @@
 
 #include "test/unit/exec/PlanBuilder.h"
 
+#include "runtime/cpu/CounterRandom.h"
 #include "runtime/exec/Executor.h"
 
 #include <algorithm>
@@ -837,4 +838,67 @@ TEST(TrainingKernelWiringTest, AdamWRefusesANegativeStep) {
                                   "is -1"),
             std::string::npos)
       << status.message();
+}
+
+/// y = random_scale(x) for x = ones(n), at the given seed and step.
+std::vector<float> randomScaleOfOnes(const std::string &kind, double rate,
+                                     int64_t n, int32_t seed, int32_t step) {
+  PlanBuilder b;
+  int64_t x = b.param("x", {n}, {{"kind", "ones"}});
+  int64_t seedInput = b.input("seed", {});
+  int64_t stepInput = b.input("step", {});
+  int64_t y = b.arena({n});
+  b.step("random_scale", {x, seedInput, stepInput}, {y},
+         {{"kind", kind}, {"rate", rate}, {"stream", 3}});
+  b.output("y", y);
+  io::HostTensor ones = randomTensor("x", {n}, 0);
+  std::fill_n(ones.as<float>(), n, 1.0f);
+  std::vector<io::HostTensor> out =
+      execute(b.plan, {ones},
+              {intTensor("seed", {}, {seed}), intTensor("step", {}, {step})});
+  return floats(out[0]);
+}
+
+TEST(TrainingKernelWiringTest, RandomScaleDropsWithItsCounterUniforms) {
+  const int64_t n = 4001;
+  std::vector<float> y = randomScaleOfOnes("dropout", 0.25, n, 11, 5);
+  cpu::CounterUniforms uniforms(11, 3, 5);
+  int64_t dropped = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    bool keep = uniforms.at(i) >= 0.25f;
+    ASSERT_EQ(y[i], keep ? 1.0f / 0.75f : 0.0f) << "element " << i;
+    dropped += !keep;
+  }
+  // 25 % of 4001 has a standard deviation of 27.
+  EXPECT_NEAR(dropped, 1000, 110);
+  // Another step draws another mask; a negative seed adds no noise.
+  EXPECT_NE(randomScaleOfOnes("dropout", 0.25, n, 11, 6), y);
+  EXPECT_EQ(randomScaleOfOnes("dropout", 0.25, n, -1, 5),
+            std::vector<float>(n, 1.0f));
+}
+
+TEST(TrainingKernelWiringTest, RandomScaleJittersWithinItsRange) {
+  std::vector<float> y = randomScaleOfOnes("jitter", 0.1, 999, 2, 0);
+  cpu::CounterUniforms uniforms(2, 3, 0);
+  for (int64_t i = 0; i < 999; ++i) {
+    ASSERT_GE(y[i], 0.9f);
+    ASSERT_LT(y[i], 1.1f);
+    ASSERT_NEAR(y[i], 0.9 + 0.2 * uniforms.at(i), 1e-6);
+  }
+}
+
+TEST(TrainingKernelWiringTest, ArgmaxTakesTheFirstMaximumOfEachRow) {
+  PlanBuilder b;
+  int64_t x = b.param("x", {2, 2, 3});
+  int64_t y = b.arena({2, 2}, "I32");
+  b.step("argmax", {x}, {y});
+  b.output("y", y);
+  io::HostTensor values = randomTensor("x", {2, 2, 3}, 0);
+  const float rows[] = {0.5f,  2.0f,  -1.0f, 3.0f, 3.0f, 1.0f,
+                        -2.0f, -3.0f, -1.0f, 0.0f, 0.0f, 0.0f};
+  std::copy(std::begin(rows), std::end(rows), values.as<float>());
+  std::vector<io::HostTensor> out = execute(b.plan, {values}, {});
+  const int32_t *argmax = out[0].as<int32_t>();
+  EXPECT_EQ(std::vector<int32_t>(argmax, argmax + 4),
+            (std::vector<int32_t>{1, 0, 2, 0}));
 }

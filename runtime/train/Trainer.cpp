@@ -1,0 +1,337 @@
+//===- Trainer.cpp - The training loop over a training plan ---------------===//
+
+#include "runtime/train/Trainer.h"
+
+#include "runtime/io/Container.h"
+#include "runtime/io/TensorFiles.h"
+#include "runtime/train/Checkpoint.h"
+
+#include <chrono>
+#include <cmath>
+#include <fstream>
+#include <sstream>
+
+namespace mixer::train {
+
+namespace {
+
+using json = nlohmann::json;
+
+io::HostTensor scalarTensor(const std::string &name, io::DType dtype) {
+  io::HostTensor tensor;
+  tensor.name = name;
+  tensor.dtype = dtype;
+  tensor.data.resize(io::dtypeSize(dtype));
+  return tensor;
+}
+
+io::HostTensor int32Scalar(const std::string &name, int32_t value) {
+  io::HostTensor tensor = scalarTensor(name, io::DType::I32);
+  tensor.as<int32_t>()[0] = value;
+  return tensor;
+}
+
+io::HostTensor floatScalar(const std::string &name, float value) {
+  io::HostTensor tensor = scalarTensor(name, io::DType::F32);
+  tensor.as<float>()[0] = value;
+  return tensor;
+}
+
+int64_t countTokens(const std::vector<int32_t> &ids, int32_t padId) {
+  int64_t tokens = 0;
+  for (int32_t id : ids)
+    tokens += id != padId;
+  return tokens;
+}
+
+class MlmSource : public BatchSource {
+public:
+  MlmSource(data::MlmBatcher batcher, int32_t padId)
+      : batcher(std::move(batcher)), padId(padId) {}
+
+  std::vector<io::HostTensor> next() override {
+    data::MlmBatch batch = batcher.next();
+    for (size_t i = 0; i < batch.maskedLmIds.size(); ++i)
+      if (batch.maskedLmWeights[i] == 0)
+        batch.maskedLmIds[i] = -1;
+    tokens = countTokens(batch.inputIds, padId);
+    return batch.tensors();
+  }
+  json position() const override { return batcher.position().toJson(); }
+  Status seek(const json &position) override {
+    Expected<data::DataPosition> parsed =
+        data::DataPosition::fromJson(position, "data position");
+    if (!parsed)
+      return parsed.takeStatus();
+    return batcher.seek(*parsed);
+  }
+  int64_t lastTokens() const override { return tokens; }
+
+private:
+  data::MlmBatcher batcher;
+  int32_t padId;
+  int64_t tokens = 0;
+};
+
+class ClassificationSource : public BatchSource {
+public:
+  ClassificationSource(const data::ClassificationData &examples,
+                       int64_t batchSize, int64_t seqLength, uint64_t seed,
+                       int32_t padId)
+      : examples(examples), batchSize(batchSize), seqLength(seqLength),
+        seed(seed), padId(padId), batchesPerEpoch(examples.size() / batchSize) {
+    order = examples.epochOrder(seed, epoch);
+  }
+
+  std::vector<io::HostTensor> next() override {
+    if (batch == batchesPerEpoch) {
+      batch = 0;
+      order = examples.epochOrder(seed, ++epoch);
+    }
+    data::ClassificationBatch next =
+        examples.batch(batch++, batchSize, seqLength, order);
+    tokens = countTokens(next.inputIds, padId);
+    return next.tensors();
+  }
+  json position() const override {
+    return {{"epoch", epoch}, {"batch", batch}};
+  }
+  Status seek(const json &position) override {
+    if (!position.is_object() || !position.contains("epoch") ||
+        !position.contains("batch") ||
+        !position["epoch"].is_number_unsigned() ||
+        !position["batch"].is_number_unsigned() ||
+        position["batch"].get<int64_t>() > batchesPerEpoch)
+      return Status::error("data position " + position.dump() +
+                           " is not an {epoch, batch} of this data set");
+    epoch = position["epoch"].get<uint64_t>();
+    batch = position["batch"].get<int64_t>();
+    order = examples.epochOrder(seed, epoch);
+    return Status::success();
+  }
+  int64_t lastTokens() const override { return tokens; }
+
+private:
+  const data::ClassificationData &examples;
+  int64_t batchSize, seqLength;
+  uint64_t seed;
+  int32_t padId;
+  int64_t batchesPerEpoch;
+  uint64_t epoch = 0;
+  int64_t batch = 0;
+  std::vector<int64_t> order;
+  int64_t tokens = 0;
+};
+
+/// The CRC-64 of the parameter and state tables (names and shapes): a
+/// checkpoint resumes only into a plan with the same tensors.
+std::string tensorTablesChecksum(const exec::Plan &plan) {
+  std::ostringstream tables;
+  for (const auto *table : {&plan.params, &plan.state})
+    for (const exec::ParamInfo &entry : *table)
+      tables << entry.name << io::formatShape(entry.shape) << ';';
+  std::string text = tables.str();
+  return io::formatChecksum(io::crc64(text.data(), text.size()));
+}
+
+/// Keeps the lines of `path` whose "step" is at most `step`, so that a
+/// resumed run does not log a step twice.
+Status truncateMetrics(const std::string &path, int64_t step) {
+  std::ifstream in(path);
+  if (!in)
+    return Status::success();
+  std::string kept, line;
+  while (std::getline(in, line)) {
+    json record = json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (record.is_object() && record.contains("step") &&
+        record["step"].is_number_integer() &&
+        record["step"].get<int64_t>() <= step)
+      kept += line + "\n";
+  }
+  return io::writeFileAtomic(path, kept);
+}
+
+} // namespace
+
+std::unique_ptr<BatchSource> makeMlmSource(data::MlmBatcher batcher,
+                                           int32_t padId) {
+  return std::make_unique<MlmSource>(std::move(batcher), padId);
+}
+
+std::unique_ptr<BatchSource>
+makeClassificationSource(const data::ClassificationData &data,
+                         int64_t batchSize, int64_t seqLength, uint64_t seed,
+                         int32_t padId) {
+  return std::make_unique<ClassificationSource>(data, batchSize, seqLength,
+                                                seed, padId);
+}
+
+std::vector<io::HostTensor> zeroOptimizerState(const exec::Plan &plan) {
+  std::vector<io::HostTensor> state;
+  for (const exec::ParamInfo &entry : plan.state) {
+    io::HostTensor tensor;
+    tensor.name = entry.name;
+    tensor.dtype = entry.dtype;
+    tensor.shape = entry.shape;
+    tensor.data.assign(entry.numel * io::dtypeSize(entry.dtype), 0);
+    state.push_back(std::move(tensor));
+  }
+  return state;
+}
+
+Expected<TrainingSession>
+TrainingSession::start(const exec::Plan &plan,
+                       std::vector<io::HostTensor> params,
+                       const std::string &source) {
+  if (!plan.updatesParameters())
+    return Status::error(plan.path + ": not a training plan; compile the "
+                                     "model with mixc --train");
+  Expected<exec::Executor> executor = exec::Executor::create(plan);
+  if (!executor)
+    return executor.takeStatus();
+  if (Status status = executor->bindParams(std::move(params), source); !status)
+    return status;
+  if (Status status =
+          executor->bindState(zeroOptimizerState(plan), "optimizer state");
+      !status)
+    return status;
+  return TrainingSession(std::move(*executor), 0);
+}
+
+Expected<TrainingSession> TrainingSession::resume(const exec::Plan &plan,
+                                                  const std::string &dir,
+                                                  BatchSource &data,
+                                                  int32_t &seed) {
+  Expected<TrainingState> saved = loadCheckpoint(dir);
+  if (!saved)
+    return saved.takeStatus();
+  const json &progress = saved->progress;
+  std::string where = dir + "/step_" + std::to_string(saved->step);
+  if (!progress.is_object() || !progress.contains("tensors_crc64") ||
+      !progress.contains("seed") || !progress.contains("data") ||
+      !progress["seed"].is_number_integer())
+    return Status::error(where + ": state.json lacks the run's seed, data "
+                                 "position or tensor checksum");
+  if (progress["tensors_crc64"] != tensorTablesChecksum(plan))
+    return Status::error(where +
+                         ": the checkpoint's parameters do not match "
+                         "the tensors of " +
+                         plan.path + " (another model or optimizer?)");
+  Expected<TrainingSession> session =
+      start(plan, std::move(saved->params), where + "/params.safetensors");
+  if (!session)
+    return session.takeStatus();
+  if (Status status = session->runner.bindState(
+          std::move(saved->optimizerState), where + "/optimizer.safetensors");
+      !status)
+    return status;
+  if (Status status = data.seek(progress["data"]); !status)
+    return Status::error(where + ": " + status.message());
+  session->applied = saved->step;
+  seed = progress["seed"].get<int32_t>();
+  return session;
+}
+
+Status TrainingSession::save(const TrainOptions &options,
+                             const BatchSource &data) {
+  TrainingState state;
+  state.step = applied;
+  state.params = runner.params();
+  state.optimizerState = runner.state();
+  state.progress = {{"model", runner.getPlan().model},
+                    {"tensors_crc64", tensorTablesChecksum(runner.getPlan())},
+                    {"seed", options.seed},
+                    {"data", data.position()}};
+  return saveCheckpoint(options.checkpointDir, state, options.keepLast);
+}
+
+Status TrainingSession::train(BatchSource &data, const TrainOptions &options) {
+  const exec::Plan &plan = runner.getPlan();
+  if (Status valid = validateSchedule(options.schedule); !valid)
+    return valid;
+  if (options.seed < 0)
+    return Status::error("the seed must not be negative");
+  std::ofstream metrics;
+  if (!options.metricsPath.empty()) {
+    if (Status status = truncateMetrics(options.metricsPath, applied); !status)
+      return status;
+    metrics.open(options.metricsPath, std::ios::app);
+    if (!metrics)
+      return Status::error(options.metricsPath + ": cannot open for writing");
+  }
+  std::vector<int64_t> scalarOutputs;
+  for (size_t i = 0; i < plan.outputs.size(); ++i)
+    if (plan.values[plan.outputs[i].value].numel == 1)
+      scalarOutputs.push_back(i);
+
+  while (applied < options.steps) {
+    auto start = std::chrono::steady_clock::now();
+    double lr = learningRate(options.schedule, applied);
+    std::vector<io::HostTensor> inputs = data.next();
+    inputs.push_back(floatScalar("learning_rate", static_cast<float>(lr)));
+    inputs.push_back(int32Scalar("step", static_cast<int32_t>(applied)));
+    inputs.push_back(int32Scalar("seed", options.seed));
+    if (Status status = runner.bindInputs(
+            inputs, "batch of step " + std::to_string(applied + 1),
+            /*allowExtra=*/true);
+        !status)
+      return status;
+    if (Status status = runner.run(); !status)
+      return status;
+    ++applied;
+
+    StepReport report;
+    report.step = applied;
+    report.learningRate = lr;
+    report.tokens = data.lastTokens();
+    std::vector<io::HostTensor> outputs = runner.outputs();
+    for (int64_t i : scalarOutputs)
+      report.metrics.emplace_back(outputs[i].name, outputs[i].as<float>()[0]);
+    for (const auto &[name, value] : report.metrics)
+      if (name == "loss" && !std::isfinite(value))
+        return Status::error("the loss of step " + std::to_string(applied) +
+                             " is " + std::to_string(value) +
+                             "; stopping (the last checkpoint is intact)");
+    report.seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+            .count();
+    if (metrics.is_open()) {
+      json line = {{"step", report.step}};
+      for (const auto &[name, value] : report.metrics)
+        line[name] = value;
+      line["learning_rate"] = lr;
+      line["tokens_per_second"] = report.tokens / report.seconds;
+      metrics << line.dump() << "\n" << std::flush;
+    }
+    if (options.onStep)
+      options.onStep(report);
+
+    bool stop = options.stopRequested && options.stopRequested();
+    bool due =
+        options.checkpointEvery > 0 && applied % options.checkpointEvery == 0;
+    if (!options.checkpointDir.empty() &&
+        (due || stop || applied == options.steps))
+      if (Status status = save(options, data); !status)
+        return status;
+    if (stop)
+      break;
+  }
+  return Status::success();
+}
+
+Expected<std::vector<io::HostTensor>>
+evaluateBatch(exec::Executor &executor, std::vector<io::HostTensor> inputs) {
+  inputs.push_back(floatScalar("learning_rate", 0.0f));
+  inputs.push_back(int32Scalar("step", 0));
+  // A negative seed turns the training noise off.
+  inputs.push_back(int32Scalar("seed", -1));
+  if (Status status =
+          executor.bindInputs(inputs, "evaluation batch", /*allowExtra=*/true);
+      !status)
+    return status;
+  if (Status status = executor.runForward(); !status)
+    return status;
+  return executor.outputs();
+}
+
+} // namespace mixer::train

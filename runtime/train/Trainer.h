@@ -1,0 +1,137 @@
+//===- Trainer.h - The training loop over a training plan -------*- C++ -*-===//
+//
+// A training plan (mixc --train) runs one whole update per execution: the
+// forward pass, the losses, the backward pass and AdamW on the parameters
+// and optimizer state it holds in place. The loop feeds it batches, the
+// learning rate of the schedule, the step and the run's seed, logs the loss
+// components, and saves checkpoints that a later run resumes from exactly:
+// every input of a step is a function of (checkpoint, seed, step, data
+// position), so N steps, a resume and N more steps give the bits of 2N
+// steps in one go.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MIXER_RUNTIME_TRAIN_TRAINER_H
+#define MIXER_RUNTIME_TRAIN_TRAINER_H
+
+#include "runtime/data/ClassificationData.h"
+#include "runtime/data/MlmBatcher.h"
+#include "runtime/exec/Executor.h"
+#include "runtime/train/LearningRate.h"
+
+#include <nlohmann/json.hpp>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace mixer::train {
+
+/// A stream of training batches that can say where it stands and go back
+/// there.
+class BatchSource {
+public:
+  virtual ~BatchSource() = default;
+  /// The next batch, as tensors named like the plan's inputs (tensors the
+  /// plan does not take are ignored).
+  virtual std::vector<io::HostTensor> next() = 0;
+  /// Where the stream stands: the batch next() returns next.
+  virtual nlohmann::json position() const = 0;
+  virtual Status seek(const nlohmann::json &position) = 0;
+  /// Tokens other than padding in the batch next() returned last.
+  virtual int64_t lastTokens() const = 0;
+};
+
+/// MLM + NSP batches (spec section 11.3); unused prediction slots get label
+/// -1, which the training plan's masks ignore.
+std::unique_ptr<BatchSource> makeMlmSource(data::MlmBatcher batcher,
+                                           int32_t padId);
+
+/// Fine-tuning batches: epoch after epoch, the examples in the order
+/// ClassificationData::epochOrder(seed, epoch) gives, in full batches (a
+/// last partial batch of an epoch is left out, so that every training
+/// example weighs the same in a step).
+std::unique_ptr<BatchSource>
+makeClassificationSource(const data::ClassificationData &data,
+                         int64_t batchSize, int64_t seqLength, uint64_t seed,
+                         int32_t padId);
+
+/// What one update reports.
+struct StepReport {
+  int64_t step = 0; ///< updates applied, this one included
+  double learningRate = 0;
+  /// The plan's scalar outputs (loss and its components), in plan order.
+  std::vector<std::pair<std::string, double>> metrics;
+  double seconds = 0; ///< wall time of the update
+  int64_t tokens = 0; ///< non-pad tokens of its batch
+};
+
+struct TrainOptions {
+  int64_t steps = 0; ///< stop once this many updates are applied in total
+  LearningRateSchedule schedule{};
+  int32_t seed = 0;            ///< keys dropout and jitter; >= 0
+  std::string checkpointDir;   ///< empty: no checkpoints
+  int64_t checkpointEvery = 0; ///< also at the end; 0: only at the end
+  int keepLast = 3;
+  std::string metricsPath; ///< metrics.jsonl; empty: none
+  /// Called after every update (progress display).
+  std::function<void(const StepReport &)> onStep;
+  /// Polled after every update; true ends the run early, after a
+  /// checkpoint.
+  std::function<bool()> stopRequested;
+};
+
+/// A training plan's executor with its parameters, optimizer state and
+/// step.
+class TrainingSession {
+public:
+  /// Starts at step 0 from `params` with zero optimizer state. The plan
+  /// must be a training plan (mixc --train).
+  static Expected<TrainingSession> start(const exec::Plan &plan,
+                                         std::vector<io::HostTensor> params,
+                                         const std::string &source);
+
+  /// Continues from the latest checkpoint in `dir`: parameters, optimizer
+  /// state and step, and moves `data` to the saved position. The
+  /// checkpoint must come from a plan with the same parameters; `seed`
+  /// receives the run's seed.
+  static Expected<TrainingSession> resume(const exec::Plan &plan,
+                                          const std::string &dir,
+                                          BatchSource &data, int32_t &seed);
+
+  /// Applies updates until options.steps are applied (or a stop request),
+  /// saving checkpoints and appending one line per update to the metrics
+  /// file (lines past the current step, left by an interrupted run, are
+  /// dropped first). A non-finite loss stops the run with an error naming
+  /// the step.
+  Status train(BatchSource &data, const TrainOptions &options);
+
+  int64_t step() const { return applied; }
+  const exec::Executor &executor() const { return runner; }
+  /// For evaluation between updates (evaluateBatch).
+  exec::Executor &executor() { return runner; }
+
+private:
+  TrainingSession(exec::Executor runner, int64_t applied)
+      : runner(std::move(runner)), applied(applied) {}
+
+  Status save(const TrainOptions &options, const BatchSource &data);
+
+  exec::Executor runner;
+  int64_t applied = 0;
+};
+
+/// Zero tensors for every entry of the plan's optimizer state table.
+std::vector<io::HostTensor> zeroOptimizerState(const exec::Plan &plan);
+
+/// Binds `inputs` with the evaluation settings (no dropout, learning rate
+/// and step 0) and runs the forward part of a training plan; returns its
+/// outputs.
+Expected<std::vector<io::HostTensor>>
+evaluateBatch(exec::Executor &executor, std::vector<io::HostTensor> inputs);
+
+} // namespace mixer::train
+
+#endif // MIXER_RUNTIME_TRAIN_TRAINER_H

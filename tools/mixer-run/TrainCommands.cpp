@@ -1,0 +1,587 @@
+//===- TrainCommands.cpp - mixer-run pretrain, finetune and eval ----------===//
+
+#include "tools/mixer-run/TrainCommands.h"
+
+#include "runtime/data/Tokenizer.h"
+#include "runtime/exec/Init.h"
+#include "runtime/io/TensorFiles.h"
+#include "runtime/train/Checkpoint.h"
+#include "runtime/train/Trainer.h"
+
+#include <nlohmann/json.hpp>
+
+#include <unistd.h>
+
+#include <atomic>
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <random>
+
+namespace mixer::run {
+
+namespace {
+
+using json = nlohmann::ordered_json;
+
+std::atomic<bool> stopSignalled{false};
+
+extern "C" void requestStop(int) { stopSignalled = true; }
+
+/// Ctrl-C and SIGTERM finish the current update, save a checkpoint and stop.
+void installStopHandlers() {
+  std::signal(SIGINT, requestStop);
+  std::signal(SIGTERM, requestStop);
+}
+
+exec::Plan loadTrainingPlan(const Args &args) {
+  exec::Plan plan = check(exec::Plan::load(args.artifact));
+  if (!plan.updatesParameters())
+    throw RuntimeFailure{plan.path + ": not a training artifact (mode '" +
+                         plan.mode + "'); compile the model with mixc --train"};
+  return plan;
+}
+
+data::Tokenizer loadTokenizer(const Args &args, const exec::Plan &plan) {
+  if (!args.has("--tokenizer"))
+    throw UsageError{"missing --tokenizer FILE (a SentencePiece model)"};
+  std::string path = args.get("--tokenizer");
+  data::Tokenizer tokenizer = check(data::Tokenizer::load(path));
+  if (Status status = tokenizer.checkMatches(plan.vocabSize, plan.padId);
+      !status)
+    throw RuntimeFailure{path + ": " + status.message() + " (model '" +
+                         plan.model + "' of " + plan.path + ")"};
+  return tokenizer;
+}
+
+std::string requireFlag(const Args &args, const std::string &flag,
+                        const char *what) {
+  if (!args.has(flag))
+    throw UsageError{"missing " + flag + " " + what};
+  return args.get(flag);
+}
+
+/// Parses a finite non-negative number flag value.
+double parseRate(const Args &args, const std::string &flag, double fallback) {
+  if (!args.has(flag))
+    return fallback;
+  std::string text = args.get(flag);
+  char *end = nullptr;
+  double value = std::strtod(text.c_str(), &end);
+  if (text.empty() || *end != '\0' || !(value >= 0) || !std::isfinite(value))
+    throw UsageError{flag + ": '" + text + "' is not a non-negative number"};
+  return value;
+}
+
+int32_t parseSeed(const Args &args) {
+  uint64_t seed = parseCount(args, "--seed", 0);
+  if (seed > static_cast<uint64_t>(INT32_MAX))
+    throw UsageError{"--seed: must be at most " + std::to_string(INT32_MAX)};
+  return static_cast<int32_t>(seed);
+}
+
+/// The parameters a run starts from: the plan's initialisers drawn with
+/// `seed`, with every tensor of --init (a checkpoint directory or a weights
+/// file) whose name and shape match taken over. Parameters that --init
+/// lacks are an error unless `freshPrefix` starts their name (a new head).
+std::vector<io::HostTensor> initialParameters(const Args &args,
+                                              const exec::Plan &plan,
+                                              int32_t seed,
+                                              const std::string &freshPrefix) {
+  std::vector<io::HostTensor> params = exec::initParameters(plan, seed);
+  if (!args.has("--init"))
+    return params;
+  std::string path = args.get("--init");
+  std::vector<io::HostTensor> loaded =
+      std::filesystem::is_directory(path)
+          ? check(train::loadCheckpoint(path)).params
+          : check(io::readTensorFile(path));
+  std::map<std::string, io::HostTensor *> byName;
+  for (io::HostTensor &tensor : loaded)
+    byName[tensor.name] = &tensor;
+  std::vector<std::string> missing;
+  for (io::HostTensor &param : params) {
+    bool fresh = !freshPrefix.empty() && param.name.rfind(freshPrefix, 0) == 0;
+    auto it = byName.find(param.name);
+    if (!fresh && it != byName.end() && it->second->shape == param.shape &&
+        it->second->dtype == param.dtype)
+      param = std::move(*it->second);
+    else if (!fresh)
+      missing.push_back(param.name);
+  }
+  if (!missing.empty())
+    throw RuntimeFailure{path + ": has no tensor of the right shape for " +
+                         std::to_string(missing.size()) +
+                         " parameters, e.g. '" + missing.front() + "'"};
+  return params;
+}
+
+/// The schedule of the artifact's model JSON, with the flags' overrides.
+train::LearningRateSchedule schedule(const Args &args, const exec::Plan &plan,
+                                     int64_t defaultTotal,
+                                     int64_t defaultWarmup) {
+  train::LearningRateSchedule result;
+  result.base = parseRate(args, "--lr", plan.training->learningRate);
+  result.totalSteps = parseCount(args, "--total-steps", defaultTotal);
+  result.warmupSteps = parseCount(args, "--warmup-steps", defaultWarmup);
+  if (Status status = train::validateSchedule(result); !status)
+    throw UsageError{"the learning-rate schedule: " + status.message()};
+  return result;
+}
+
+/// A one-line display of the run: redrawn in place on a terminal, plain
+/// lines (about 20 per run) otherwise.
+class Progress {
+public:
+  Progress(int64_t first, int64_t last)
+      : first(first), last(last), tty(isatty(fileno(stderr))),
+        every(std::max<int64_t>(1, (last - first) / 20)),
+        start(std::chrono::steady_clock::now()) {}
+
+  void update(const train::StepReport &report) {
+    tokens += report.tokens;
+    double elapsed =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+            .count();
+    int64_t done = report.step - first;
+    if (!tty && done % every != 0 && report.step != last)
+      return;
+    double perStep = elapsed / std::max<int64_t>(done, 1);
+    double eta = perStep * (last - report.step);
+    std::string line;
+    char text[160];
+    if (tty) {
+      int filled =
+          static_cast<int>(20.0 * report.step / std::max<int64_t>(last, 1));
+      line =
+          "[" + std::string(filled, '#') + std::string(20 - filled, ' ') + "] ";
+    }
+    std::snprintf(text, sizeof(text), "step %lld/%lld",
+                  static_cast<long long>(report.step),
+                  static_cast<long long>(last));
+    line += text;
+    for (const auto &[name, value] : report.metrics) {
+      std::snprintf(text, sizeof(text), "  %s %.4f", name.c_str(), value);
+      line += text;
+    }
+    std::snprintf(text, sizeof(text), "  lr %.3g  %.0f tok/s  ETA %s",
+                  report.learningRate, tokens / std::max(elapsed, 1e-9),
+                  formatDuration(eta).c_str());
+    line += text;
+    std::fprintf(stderr, tty ? "\r%s\033[K" : "%s\n", line.c_str());
+    if (tty && report.step == last)
+      std::fputc('\n', stderr);
+  }
+
+private:
+  static std::string formatDuration(double seconds) {
+    char text[32];
+    long total = std::lround(seconds);
+    std::snprintf(text, sizeof(text), "%ldm%02lds", total / 60, total % 60);
+    return text;
+  }
+
+  int64_t first, last;
+  bool tty;
+  int64_t every;
+  std::chrono::steady_clock::time_point start;
+  double tokens = 0;
+};
+
+/// Starts a session: resumed from --checkpoint-dir when --resume finds a
+/// checkpoint there, else fresh from `params()`.
+template <typename MakeParams>
+train::TrainingSession openSession(const Args &args, const exec::Plan &plan,
+                                   train::BatchSource &data, int32_t &seed,
+                                   MakeParams params) {
+  std::string dir = args.get("--checkpoint-dir");
+  if (args.has("--resume")) {
+    if (dir.empty())
+      throw UsageError{"--resume needs --checkpoint-dir"};
+    std::vector<int64_t> steps = check(train::listCheckpoints(dir));
+    if (!steps.empty()) {
+      int32_t saved = seed;
+      train::TrainingSession session =
+          check(train::TrainingSession::resume(plan, dir, data, saved));
+      if (args.has("--seed") && saved != seed)
+        throw UsageError{"--seed " + std::to_string(seed) +
+                         " differs from the resumed run's seed " +
+                         std::to_string(saved)};
+      seed = saved;
+      std::fprintf(stderr, "resuming from %s/step_%lld\n", dir.c_str(),
+                   static_cast<long long>(session.step()));
+      return session;
+    }
+    std::fprintf(stderr, "no checkpoint in %s yet: starting at step 0\n",
+                 dir.c_str());
+  }
+  return check(train::TrainingSession::start(plan, params(), plan.path));
+}
+
+train::TrainOptions trainOptions(const Args &args, int64_t steps,
+                                 train::LearningRateSchedule lrSchedule,
+                                 int32_t seed, Progress &progress) {
+  train::TrainOptions options;
+  options.steps = steps;
+  options.schedule = lrSchedule;
+  options.seed = seed;
+  options.checkpointDir = args.get("--checkpoint-dir");
+  options.checkpointEvery = parseCount(args, "--checkpoint-every", 0);
+  options.keepLast = static_cast<int>(parseCount(args, "--keep", 3));
+  if (options.keepLast < 1)
+    throw UsageError{"--keep: must be at least 1"};
+  options.metricsPath = args.get("--log");
+  options.onStep = [&progress](const train::StepReport &report) {
+    progress.update(report);
+  };
+  options.stopRequested = [] { return stopSignalled.load(); };
+  return options;
+}
+
+/// Ends a run: 130 after a stop request (its checkpoint saved), else 0.
+int finish(const train::TrainingSession &session, const Args &args) {
+  if (!stopSignalled)
+    return 0;
+  std::fprintf(stderr, "stopped at step %lld%s\n",
+               static_cast<long long>(session.step()),
+               args.has("--checkpoint-dir") ? "; checkpoint saved" : "");
+  return 130;
+}
+
+/// Appends one record to the --log file.
+void logRecord(const Args &args, const json &record) {
+  if (!args.has("--log"))
+    return;
+  std::ofstream out(args.get("--log"), std::ios::app);
+  out << record.dump() << "\n";
+  if (!out)
+    throw RuntimeFailure{args.get("--log") + ": cannot append to it"};
+}
+
+/// The input shape `name` of `plan`, or a failure naming what is missing.
+const exec::InputInfo &requireInput(const exec::Plan &plan,
+                                    const std::string &name, const char *head) {
+  int64_t index = plan.findInput(name);
+  if (index < 0)
+    throw RuntimeFailure{plan.path + ": the artifact has no '" + name +
+                         "' input: its model has no " + head + " head"};
+  return plan.inputs[index];
+}
+
+//===----------------------------------------------------------------------===//
+// Evaluation
+//===----------------------------------------------------------------------===//
+
+/// The output `name` of `outputs`, or a failure naming the artifact.
+const io::HostTensor &output(const exec::Plan &plan,
+                             const std::vector<io::HostTensor> &outputs,
+                             const std::string &name) {
+  for (const io::HostTensor &tensor : outputs)
+    if (tensor.name == name)
+      return tensor;
+  throw RuntimeFailure{plan.path + ": the artifact has no output '" + name +
+                       "'; recompile it with this version of mixc"};
+}
+
+/// Accuracy, F1 (of class 1 for two classes, else the mean over classes)
+/// or the mean squared error, the mean loss and the majority-class rate of
+/// `examples` under the session's current parameters.
+json evaluateClassification(exec::Executor &executor,
+                            const data::ClassificationData &examples) {
+  const exec::Plan &plan = executor.getPlan();
+  int64_t batchSize = plan.batch, seq = plan.seq;
+  bool regression = examples.isRegression();
+  std::vector<double> predictions, labels;
+  double lossSum = 0;
+  int64_t batches = examples.numBatches(batchSize);
+  for (int64_t b = 0; b < batches; ++b) {
+    data::ClassificationBatch batch = examples.batch(b, batchSize, seq);
+    std::vector<io::HostTensor> outputs =
+        check(train::evaluateBatch(executor, batch.tensors()));
+    const io::HostTensor &logits =
+        output(plan, outputs, "classification_logits");
+    int64_t classes = logits.shape.back();
+    for (int64_t row = 0; row < batchSize; ++row) {
+      if (batch.exampleWeights[row] == 0)
+        continue;
+      const float *scores = logits.as<float>() + row * classes;
+      if (!regression) {
+        // Cross-entropy of the real rows only (padding rows also feed the
+        // plan's batch-mean loss).
+        double top = *std::max_element(scores, scores + classes), sum = 0;
+        for (int64_t c = 0; c < classes; ++c)
+          sum += std::exp(scores[c] - top);
+        lossSum += top + std::log(sum) - scores[batch.classLabels[row]];
+      }
+      predictions.push_back(
+          regression ? scores[0]
+                     : std::max_element(scores, scores + classes) - scores);
+      labels.push_back(regression ? batch.targets[row]
+                                  : batch.classLabels[row]);
+    }
+  }
+  int64_t n = static_cast<int64_t>(labels.size());
+  json result = {{"examples", n}};
+  if (regression) {
+    double squares = 0;
+    for (int64_t i = 0; i < n; ++i)
+      squares += (predictions[i] - labels[i]) * (predictions[i] - labels[i]);
+    result["mse"] = n ? squares / n : 0.0;
+    return result;
+  }
+  result["eval_loss"] = n ? lossSum / n : 0.0;
+  int64_t classes = 0;
+  for (double label : labels)
+    classes = std::max<int64_t>(classes, label + 1);
+  for (double prediction : predictions)
+    classes = std::max<int64_t>(classes, prediction + 1);
+  std::vector<int64_t> truePos(classes), predicted(classes), actual(classes);
+  int64_t correct = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    int64_t p = predictions[i], y = labels[i];
+    correct += p == y;
+    truePos[y] += p == y;
+    ++predicted[p];
+    ++actual[y];
+  }
+  auto f1 = [&](int64_t c) {
+    double denominator = predicted[c] + actual[c];
+    return denominator > 0 ? 2.0 * truePos[c] / denominator : 0.0;
+  };
+  double macro = 0;
+  for (int64_t c = 0; c < classes; ++c)
+    macro += f1(c);
+  result["accuracy"] = n ? double(correct) / n : 0.0;
+  result["f1"] = classes == 2 ? f1(1) : (classes ? macro / classes : 0.0);
+  result["majority_class_rate"] =
+      n ? double(*std::max_element(actual.begin(), actual.end())) / n : 0.0;
+  return result;
+}
+
+/// Masked-LM and next-sentence accuracy and mean losses over `batches`
+/// batches of the corpus drawn with `seed`.
+json evaluatePretraining(exec::Executor &executor, train::BatchSource &data,
+                         int64_t batches) {
+  const exec::Plan &plan = executor.getPlan();
+  double mlmCorrect = 0, mlmTotal = 0, nspCorrect = 0, nspTotal = 0;
+  std::map<std::string, double> lossSums;
+  for (int64_t b = 0; b < batches; ++b) {
+    std::vector<io::HostTensor> inputs = data.next();
+    std::vector<io::HostTensor> outputs =
+        check(train::evaluateBatch(executor, inputs));
+    auto input = [&](const char *name) -> const io::HostTensor & {
+      for (const io::HostTensor &tensor : inputs)
+        if (tensor.name == name)
+          return tensor;
+      throw RuntimeFailure{std::string("the batch has no ") + name};
+    };
+    const io::HostTensor &predicted =
+        output(plan, outputs, "masked_lm_predictions");
+    const io::HostTensor &ids = input("masked_lm_ids");
+    for (int64_t i = 0; i < ids.numel(); ++i) {
+      int32_t label = ids.as<int32_t>()[i];
+      if (label < 0)
+        continue;
+      mlmCorrect += predicted.as<int32_t>()[i] == label;
+      ++mlmTotal;
+    }
+    if (plan.findOutput("nsp_logits") >= 0) {
+      const io::HostTensor &logits = output(plan, outputs, "nsp_logits");
+      const io::HostTensor &labels = input("next_sentence_labels");
+      for (int64_t row = 0; row < labels.numel(); ++row) {
+        const float *scores = logits.as<float>() + 2 * row;
+        nspCorrect +=
+            (scores[1] > scores[0]) == (labels.as<int32_t>()[row] == 1);
+        ++nspTotal;
+      }
+    }
+    for (const io::HostTensor &tensor : outputs)
+      if (tensor.numel() == 1 && tensor.dtype == io::DType::F32)
+        lossSums[tensor.name] += tensor.as<float>()[0];
+  }
+  json result = {
+      {"batches", batches},
+      {"masked_lm_accuracy", mlmTotal ? mlmCorrect / mlmTotal : 0.0}};
+  if (nspTotal)
+    result["next_sentence_accuracy"] = nspCorrect / nspTotal;
+  for (const auto &[name, sum] : lossSums)
+    result["eval_" + name] = sum / batches;
+  return result;
+}
+
+std::unique_ptr<train::BatchSource> mlmSource(const exec::Plan &plan,
+                                              const Args &args,
+                                              const data::Tokenizer &tokenizer,
+                                              uint64_t seed) {
+  const exec::InputInfo &positions =
+      requireInput(plan, "masked_lm_positions", "masked-LM");
+  data::MlmOptions options;
+  options.batchSize = plan.batch;
+  options.seqLength = plan.seq;
+  options.maxPredictions = positions.shape[1];
+  options.seed = seed;
+  std::string corpus = requireFlag(args, "--corpus", "FILE (plain text)");
+  return train::makeMlmSource(
+      check(data::MlmBatcher::create(corpus, tokenizer, options)),
+      static_cast<int32_t>(plan.padId));
+}
+
+void printJsonOrTable(const Args &args, const json &result) {
+  if (args.has("--json")) {
+    std::cout << result.dump() << "\n";
+    return;
+  }
+  for (const auto &[key, value] : result.items())
+    std::printf("%-26s %s\n", key.c_str(), value.dump().c_str());
+}
+
+} // namespace
+
+//===----------------------------------------------------------------------===//
+// Commands
+//===----------------------------------------------------------------------===//
+
+int runPretrain(const Args &args) {
+  exec::Plan plan = loadTrainingPlan(args);
+  uint64_t steps = parseCount(args, "--steps", 0);
+  if (steps == 0)
+    throw UsageError{"--steps N: the number of updates to reach (at least 1)"};
+  int32_t seed = parseSeed(args);
+  data::Tokenizer tokenizer = loadTokenizer(args, plan);
+  std::unique_ptr<train::BatchSource> data =
+      mlmSource(plan, args, tokenizer, seed);
+  train::TrainingSession session = openSession(args, plan, *data, seed, [&] {
+    return initialParameters(args, plan, seed, "");
+  });
+  train::LearningRateSchedule lr = schedule(
+      args, plan, plan.training->totalSteps, plan.training->warmupSteps);
+  Progress progress(session.step(), steps);
+  installStopHandlers();
+  check(session.train(*data, trainOptions(args, steps, lr, seed, progress)));
+  return finish(session, args);
+}
+
+int runFinetune(const Args &args) {
+  exec::Plan plan = loadTrainingPlan(args);
+  int32_t seed = parseSeed(args);
+  uint64_t epochs = parseCount(args, "--epochs", 3);
+  if (epochs == 0)
+    throw UsageError{"--epochs: must be at least 1"};
+  data::Tokenizer tokenizer = loadTokenizer(args, plan);
+  const exec::InputInfo &labels =
+      requireInput(plan, "labels", "classification");
+  auto kernel = std::find_if(
+      plan.params.begin(), plan.params.end(), [](const exec::ParamInfo &param) {
+        return param.name == "classification/output_kernel";
+      });
+  if (kernel == plan.params.end())
+    throw RuntimeFailure{plan.path + ": the artifact has no classification "
+                                     "head"};
+  int64_t classes = kernel->shape[0];
+  data::ClassificationData train = check(data::ClassificationData::load(
+      requireFlag(args, "--train", "FILE (JSONL)"), tokenizer, classes));
+  int64_t perEpoch = train.size() / plan.batch;
+  if (perEpoch == 0)
+    throw RuntimeFailure{args.get("--train") + ": " +
+                         std::to_string(train.size()) +
+                         " examples do not fill one batch of " +
+                         std::to_string(labels.shape[0])};
+  std::optional<data::ClassificationData> dev;
+  if (args.has("--eval"))
+    dev = check(
+        data::ClassificationData::load(args.get("--eval"), tokenizer, classes));
+
+  std::unique_ptr<train::BatchSource> data = train::makeClassificationSource(
+      train, plan.batch, plan.seq, seed, static_cast<int32_t>(plan.padId));
+  // The classification head is new: drawn, not taken from --init.
+  train::TrainingSession session = openSession(args, plan, *data, seed, [&] {
+    return initialParameters(args, plan, seed, "classification/");
+  });
+  int64_t total = perEpoch * epochs;
+  train::LearningRateSchedule lr = schedule(args, plan, total, total / 10);
+  Progress progress(session.step(), total);
+  installStopHandlers();
+  train::TrainOptions options = trainOptions(args, total, lr, seed, progress);
+  for (int64_t epoch = session.step() / perEpoch; epoch < int64_t(epochs);
+       ++epoch) {
+    options.steps = (epoch + 1) * perEpoch;
+    check(session.train(*data, options));
+    if (stopSignalled)
+      break;
+    if (dev) {
+      // Evaluation runs on the session's executor between updates.
+      json result = {{"step", session.step()}, {"epoch", epoch + 1}};
+      result.update(evaluateClassification(session.executor(), *dev));
+      std::fprintf(stderr, "epoch %lld: %s\n",
+                   static_cast<long long>(epoch + 1), result.dump().c_str());
+      logRecord(args, result);
+    }
+  }
+  return finish(session, args);
+}
+
+int runEval(const Args &args) {
+  exec::Plan plan = loadTrainingPlan(args);
+  data::Tokenizer tokenizer = loadTokenizer(args, plan);
+  exec::Executor executor = check(exec::Executor::create(plan));
+  std::string weights =
+      requireFlag(args, "--weights", "FILE or checkpoint directory");
+  std::vector<io::HostTensor> params =
+      std::filesystem::is_directory(weights)
+          ? check(train::loadCheckpoint(weights)).params
+          : check(io::readTensorFile(weights));
+  check(executor.bindParams(std::move(params), weights,
+                            /*allowExtra=*/true));
+  check(executor.bindState(train::zeroOptimizerState(plan), "optimizer state"));
+  if (args.has("--data") == args.has("--corpus"))
+    throw UsageError{"give either --data FILE (JSONL, classification) or "
+                     "--corpus FILE (text, pre-training)"};
+  json result;
+  if (args.has("--data")) {
+    int64_t classes = 0;
+    for (const exec::ParamInfo &param : plan.params)
+      if (param.name == "classification/output_kernel")
+        classes = param.shape[0];
+    if (classes == 0)
+      throw RuntimeFailure{plan.path + ": the artifact has no classification "
+                                       "head to evaluate --data with"};
+    result = evaluateClassification(
+        executor, check(data::ClassificationData::load(args.get("--data"),
+                                                       tokenizer, classes)));
+  } else {
+    std::unique_ptr<train::BatchSource> data =
+        mlmSource(plan, args, tokenizer, parseSeed(args));
+    uint64_t batches = parseCount(args, "--batches", 20);
+    if (batches == 0)
+      throw UsageError{"--batches: must be at least 1"};
+    result = evaluatePretraining(executor, *data, batches);
+  }
+  printJsonOrTable(args, result);
+  return 0;
+}
+
+std::vector<io::HostTensor> syntheticTrainingInputs(const exec::Plan &plan) {
+  std::mt19937 rng(0);
+  std::vector<io::HostTensor> inputs;
+  for (const exec::InputInfo &info : plan.inputs) {
+    io::HostTensor tensor;
+    tensor.name = info.name;
+    tensor.dtype = info.dtype;
+    tensor.shape = info.shape;
+    tensor.data.assign(info.numel * io::dtypeSize(info.dtype), 0);
+    int64_t bound = info.name == "input_ids"             ? plan.vocabSize
+                    : info.name == "masked_lm_ids"       ? plan.vocabSize
+                    : info.name == "masked_lm_positions" ? plan.seq
+                                                         : 0;
+    if (bound > 0 && info.dtype == io::DType::I32) {
+      std::uniform_int_distribution<int32_t> dist(0, bound - 1);
+      for (int64_t i = 0; i < info.numel; ++i)
+        tensor.as<int32_t>()[i] = dist(rng);
+    }
+    inputs.push_back(std::move(tensor));
+  }
+  return inputs;
+}
+
+} // namespace mixer::run
