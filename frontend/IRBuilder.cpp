@@ -47,6 +47,12 @@ private:
   /// Appends a function argument with the given attributes.
   Value addArgument(Type type, const std::string &name,
                     ArrayRef<NamedAttribute> attrs);
+  /// Adds a model input argument named `name`.
+  Value addInput(Type type, const char *name) {
+    return addArgument(
+        type, name,
+        {builder.getNamedAttr("mixer.input", builder.getStringAttr(name))});
+  }
   /// Adds a parameter argument named `name`.
   Value param(const std::string &name, ArrayRef<int64_t> shape, Init init);
   Value kernel(const std::string &name, ArrayRef<int64_t> shape) {
@@ -67,6 +73,18 @@ private:
     return ActivationOp::create(builder, at, input, kind);
   }
   Value layerNorm(const std::string &scope, Value input, int64_t width);
+  /// The attributes of a noise at `rate`: the rate and the next unused
+  /// random stream; nulls outside a training step or at rate 0, where no
+  /// noise is emitted.
+  std::pair<FloatAttr, IntegerAttr> noise(double rate) {
+    if (!seed || rate == 0)
+      return {};
+    return {builder.getF64FloatAttr(rate),
+            builder.getI64IntegerAttr(streams++)};
+  }
+  /// `input` with dropout at `rate` in a training step; `input` itself
+  /// otherwise.
+  Value dropout(Location at, Value input, double rate);
 
   Value emitEmbeddings();
   /// Masked-LM logits of `rows` [..., D] against the tied word embeddings.
@@ -89,6 +107,9 @@ private:
   Location fileLoc;
   func::FuncOp func;
   Value inputIds, typeIds, wordEmbedding;
+  /// The random key of the training step's noise (null without noise).
+  Value seed, step;
+  int64_t streams = 0;
   int64_t batch = 0, seq = 0;
 };
 
@@ -136,6 +157,16 @@ Value ModelEmitter::layerNorm(const std::string &scope, Value input,
                              builder.getF64FloatAttr(config.layerNormEpsilon));
 }
 
+Value ModelEmitter::dropout(Location at, Value input, double rate) {
+  auto [rateAttr, stream] = noise(rate);
+  if (!rateAttr)
+    return input;
+  return RandomScaleOp::create(
+      builder, at, input, seed, step,
+      NoiseKindAttr::get(builder.getContext(), NoiseKind::dropout), rateAttr,
+      stream);
+}
+
 Value ModelEmitter::emitEmbeddings() {
   const EmbeddingConfig &emb = config.embeddings;
   const std::string scope = "encoder/embedder";
@@ -151,7 +182,9 @@ Value ModelEmitter::emitEmbeddings() {
       param(scope + "/hidden_mapping_in/kernel", {emb.dEmb, config.dModel},
             {"truncated_normal", 1.0 / std::sqrt(double(emb.dEmb))});
   Value mapBias = bias(scope + "/hidden_mapping_in/bias", config.dModel);
-  return dense(loc(scope + "/hidden_mapping_in"), normed, mapKernel, mapBias);
+  Location at = loc(scope + "/hidden_mapping_in");
+  return dropout(at, dense(at, normed, mapKernel, mapBias),
+                 config.training.dropoutRate);
 }
 
 Value ModelEmitter::emitAttention(int64_t layer, Value h) {
@@ -238,7 +271,8 @@ Value ModelEmitter::emitFeedForward(int64_t layer, Value h) {
   Value b2 = param(scope + "/output/bias", {d}, Init::zeros());
   Value hidden = activation(loc(scope + "/intermediate"), Activation::gelu,
                             dense(loc(scope + "/intermediate"), h, w1, b1));
-  return dense(loc(scope + "/output"), hidden, w2, b2);
+  Location at = loc(scope + "/output");
+  return dropout(at, dense(at, hidden, w2, b2), config.training.dropoutRate);
 }
 
 Value ModelEmitter::emitMoe(int64_t layer, Value h) {
@@ -265,8 +299,13 @@ Value ModelEmitter::emitMoe(int64_t layer, Value h) {
   Value rb = param(router + "/bias", {e}, Init::zeros());
   MoeGrouping grouping = computeMoeGrouping(moe, batch * seq, options.training);
   bool tokensChoose = moe.routing == RoutingKind::TokensChoose;
+  auto [jitter, jitterStream] = noise(config.training.jitterNoise);
+  auto [expertDropout, expertDropoutStream] =
+      noise(config.training.expertDropoutRate);
+  bool noisy = jitter || expertDropout;
   return MoeOp::create(
       builder, loc(expert), h.getType(), h, rk, rb, w1, b1, w2, b2,
+      noisy ? seed : Value(), noisy ? step : Value(),
       RoutingAttr::get(builder.getContext(), tokensChoose
                                                  ? Routing::tokens_choose
                                                  : Routing::experts_choose),
@@ -274,7 +313,8 @@ Value ModelEmitter::emitMoe(int64_t layer, Value h) {
       builder.getI64IntegerAttr(grouping.capacity),
       builder.getI64IntegerAttr(tokensChoose ? moe.k : 1),
       tokensChoose && moe.batchPrioritized ? builder.getUnitAttr() : UnitAttr(),
-      moe.routerBf16 ? builder.getUnitAttr() : UnitAttr());
+      moe.routerBf16 ? builder.getUnitAttr() : UnitAttr(), jitter, jitterStream,
+      expertDropout, expertDropoutStream);
 }
 
 Value ModelEmitter::emitMlmLogits(Value rows) {
@@ -313,9 +353,7 @@ Value ModelEmitter::emitTrainingLoss(
     return RankedTensorType::get(shape, builder.getI32Type());
   };
   auto input = [&](const char *name, ArrayRef<int64_t> shape) {
-    return addArgument(
-        i32(shape), name,
-        {builder.getNamedAttr("mixer.input", builder.getStringAttr(name))});
+    return addInput(i32(shape), name);
   };
   auto scalar = RankedTensorType::get({}, builder.getF32Type());
   Value total;
@@ -400,13 +438,13 @@ OwningOpRef<ModuleOp> ModelEmitter::emit() {
   Block *body = func.addEntryBlock();
   builder.setInsertionPointToStart(body);
   auto ids = RankedTensorType::get({batch, seq}, builder.getI32Type());
-  auto input = [&](const char *name) {
-    return addArgument(
-        ids, name,
-        {builder.getNamedAttr("mixer.input", builder.getStringAttr(name))});
-  };
-  inputIds = input("input_ids");
-  typeIds = input("type_ids");
+  inputIds = addInput(ids, "input_ids");
+  typeIds = addInput(ids, "type_ids");
+  if (options.training && options.trainingStep) {
+    auto scalar = RankedTensorType::get({}, builder.getI32Type());
+    seed = addInput(scalar, "seed");
+    step = addInput(scalar, "step");
+  }
 
   Value h = emitEmbeddings();
   int64_t d = config.dModel;
@@ -478,6 +516,23 @@ OwningOpRef<ModuleOp> ModelEmitter::emit() {
   func->setAttr("mixer.model", builder.getStringAttr(config.name));
   func->setAttr("mixer.pad_id", builder.getI64IntegerAttr(emb.padId));
   func->setAttr("mixer.vocab_size", builder.getI64IntegerAttr(emb.vocabSize));
+  if (options.training && options.trainingStep) {
+    const TrainingConfig &t = config.training;
+    auto f64 = [&](const char *name, double value) {
+      return builder.getNamedAttr(name, builder.getF64FloatAttr(value));
+    };
+    auto i64 = [&](const char *name, int64_t value) {
+      return builder.getNamedAttr(name, builder.getI64IntegerAttr(value));
+    };
+    func->setAttr(
+        "mixer.training",
+        builder.getDictionaryAttr(
+            {f64("learning_rate", t.learningRate),
+             i64("warmup_steps", t.warmupSteps),
+             i64("total_steps", t.totalSteps), f64("b1", t.b1), f64("b2", t.b2),
+             f64("eps", t.eps), f64("weight_decay", t.weightDecay),
+             f64("clip_grad_norm", t.clipGradNorm)}));
+  }
   return module;
 }
 

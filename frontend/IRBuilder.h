@@ -22,6 +22,12 @@ struct BuildOptions {
   bool training = false;
   /// Masked-LM predictions per example in training (P).
   int64_t maxPredictions = 80;
+  /// With `training`: build the whole training step, i.e. also the dropout
+  /// and router jitter of the model's `training` settings (inputs `seed` and
+  /// `step`) and the optimizer settings `mixer-apply-optimizer` reads (the
+  /// function's `mixer.training`). Without it the training graph is
+  /// deterministic: the loss and nothing to update with.
+  bool trainingStep = false;
 };
 
 /// Builds `func.func @forward` in the mixer dialect: arguments are the inputs

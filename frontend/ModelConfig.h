@@ -79,6 +79,22 @@ struct HeadsConfig {
   bool causalLm = false;
 };
 
+/// The training recipe: optimizer, learning-rate schedule and regularisation
+/// (spec §11.1, §11.3). Consumed by `mixc --train` only.
+struct TrainingConfig {
+  double learningRate = 1e-4;     ///< peak learning rate, reached after warm-up
+  int64_t warmupSteps = 10000;    ///< steps of linear warm-up from 0
+  int64_t totalSteps = 1000000;   ///< warm-up plus linear decay
+  double b1 = 0.9;                ///< AdamW first-moment decay
+  double b2 = 0.999;              ///< AdamW second-moment decay
+  double eps = 1e-6;              ///< AdamW epsilon, outside the root
+  double weightDecay = 0.01;      ///< decoupled, on every parameter
+  double clipGradNorm = 0;        ///< global-norm clipping bound; 0 = none
+  double dropoutRate = 0.1;       ///< embeddings and dense feed-forward outputs
+  double expertDropoutRate = 0.1; ///< expert outputs of capacity MoE layers
+  double jitterNoise = 0;         ///< multiplicative noise on router inputs
+};
+
 /// A fully validated and expanded model description.
 struct ModelConfig {
   std::string name;
@@ -93,6 +109,7 @@ struct ModelConfig {
   MoeConfig moe;             ///< meaningful when any layer is MoE
   std::vector<LayerConfig> layers;
   HeadsConfig heads;
+  TrainingConfig training;
 
   int64_t numLayers() const { return static_cast<int64_t>(layers.size()); }
 };

@@ -181,6 +181,41 @@ std::string joinQuoted(const std::vector<std::string> &names,
 
 template <typename E> using EnumTable = std::vector<std::pair<std::string, E>>;
 
+/// The allowed values of a number: a lower bound and an optional upper
+/// bound, each included or not.
+struct NumberRange {
+  double low;
+  bool lowIncluded;
+  std::optional<double> high;
+  bool highIncluded = false;
+
+  /// (low, inf)
+  static NumberRange above(double low) { return {low, false, std::nullopt}; }
+  /// [low, inf)
+  static NumberRange atLeast(double low) { return {low, true, std::nullopt}; }
+  /// [low, high)
+  static NumberRange halfOpen(double low, double high) {
+    return {low, true, high, false};
+  }
+
+  bool contains(double d) const {
+    bool aboveLow = lowIncluded ? d >= low : d > low;
+    bool belowHigh = !high || (highIncluded ? d <= *high : d < *high);
+    return aboveLow && belowHigh;
+  }
+
+  /// "> 0", ">= 0" or "in [0, 1)".
+  std::string describe() const {
+    std::ostringstream os;
+    if (!high)
+      os << (lowIncluded ? ">= " : "> ") << low;
+    else
+      os << "in " << (lowIncluded ? '[' : '(') << low << ", " << *high
+         << (highIncluded ? ']' : ')');
+    return os.str();
+  }
+};
+
 class ValueReader {
 public:
   explicit ValueReader(Diagnostics &diags) : diags(diags) {}
@@ -212,13 +247,14 @@ public:
     return i;
   }
 
-  /// A number > 0.
-  std::optional<double> positive(const std::string &ptr, const json &v) {
+  /// A number inside `range`.
+  std::optional<double> number(const std::string &ptr, const json &v,
+                               const NumberRange &range) {
     if (!v.is_number())
       return typeError(ptr, "a number", v);
     double d = v.get<double>();
-    if (!(d > 0))
-      return rangeError(ptr, "> 0", v);
+    if (!range.contains(d))
+      return rangeError(ptr, range.describe(), v);
     return d;
   }
 
@@ -343,10 +379,13 @@ public:
       return reader.integer(p, v, min);
     });
   }
-  bool positive(const std::string &key, double &out) {
+  bool number(const std::string &key, double &out, const NumberRange &range) {
     return read(key, out, false, [&](const std::string &p, const json &v) {
-      return reader.positive(p, v);
+      return reader.number(p, v, range);
     });
+  }
+  bool positive(const std::string &key, double &out) {
+    return number(key, out, NumberRange::above(0));
   }
   bool boolean(const std::string &key, bool &out) {
     return read(key, out, false, [&](const std::string &p, const json &v) {
@@ -445,6 +484,7 @@ private:
   void readMoe(const json &v, const std::string &ptr);
   void readRouting(const json &v, const std::string &ptr);
   void readHeads(const json &v, const std::string &ptr);
+  void readTraining(const json &v, const std::string &ptr);
   void readPlacement(const json &v, const std::string &ptr, Placement &out);
 
   void checkAcrossObjects();
@@ -480,7 +520,7 @@ void ModelReader::readRoot() {
   obj.checkKnownKeys({"$schema", "name", "dtype", "embeddings", "d_model",
                       "num_layers", "d_ff", "layer_norm_epsilon", "norm",
                       "bias_init", "mixing", "attention", "moe_layers", "moe",
-                      "heads"});
+                      "heads", "training"});
   std::string schema;
   obj.string("$schema", schema, false);
   if (obj.string("name", config.name, true) && config.name.empty())
@@ -509,6 +549,7 @@ void ModelReader::readRoot() {
   hasMoe = obj.has("moe");
   readObject(obj, "moe", false, &ModelReader::readMoe);
   readObject(obj, "heads", false, &ModelReader::readHeads);
+  readObject(obj, "training", false, &ModelReader::readTraining);
 }
 
 void ModelReader::readEmbeddings(const json &v, const std::string &ptr) {
@@ -633,6 +674,44 @@ void ModelReader::readHeads(const json &v, const std::string &ptr) {
     diags.atValue(obj.pathOf("classification"),
                   "cannot be combined with \"nsp\": true (both own the "
                   "classification parameters)");
+}
+
+void ModelReader::readTraining(const json &v, const std::string &ptr) {
+  ObjectReader obj(values, v, ptr);
+  if (!obj.valid())
+    return;
+  obj.checkKnownKeys({"learning_rate", "warmup_steps", "total_steps", "b1",
+                      "b2", "eps", "weight_decay", "clip_grad_norm",
+                      "dropout_rate", "expert_dropout_rate", "jitter_noise"});
+  TrainingConfig &t = config.training;
+  // Moment decays and noise rates below 1: the bias corrections divide by
+  // 1 - b^t, dropout scales by 1 / (1 - rate), jitter keeps the scale
+  // positive.
+  const NumberRange belowOne = NumberRange::halfOpen(0, 1);
+  obj.number("learning_rate", t.learningRate, NumberRange::above(0));
+  bool warmupOk = obj.integer("warmup_steps", t.warmupSteps, 0);
+  bool totalOk = obj.integer("total_steps", t.totalSteps, 1);
+  obj.number("b1", t.b1, belowOne);
+  obj.number("b2", t.b2, belowOne);
+  obj.number("eps", t.eps, NumberRange::above(0));
+  obj.number("weight_decay", t.weightDecay, NumberRange::atLeast(0));
+  obj.number("clip_grad_norm", t.clipGradNorm, NumberRange::atLeast(0));
+  obj.number("dropout_rate", t.dropoutRate, belowOne);
+  obj.number("expert_dropout_rate", t.expertDropoutRate, belowOne);
+  obj.number("jitter_noise", t.jitterNoise, belowOne);
+  // The linear decay needs at least one step after the warm-up.
+  if (warmupOk && totalOk && t.totalSteps <= t.warmupSteps) {
+    if (obj.has("total_steps"))
+      diags.atValue(obj.pathOf("total_steps"),
+                    "must be greater than warmup_steps (" +
+                        std::to_string(t.warmupSteps) + "), got " +
+                        std::to_string(t.totalSteps));
+    else
+      diags.atValue(obj.pathOf("warmup_steps"),
+                    "must be less than total_steps (" +
+                        std::to_string(t.totalSteps) + "), got " +
+                        std::to_string(t.warmupSteps));
+  }
 }
 
 void ModelReader::readPlacement(const json &v, const std::string &ptr,

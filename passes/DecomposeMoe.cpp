@@ -30,11 +30,14 @@ Value flattenTokens(PatternRewriter &rewriter, Location loc, Value input) {
 }
 
 /// Builds dispatch → experts → combine from an assignment table and reshapes
-/// the combined [N, D] rows back to the layer's output type.
+/// the combined [N, D] rows back to the layer's output type. `expertOutput`,
+/// when given, rewrites the experts' [A, D] slot rows before they are
+/// combined.
 Value buildExpertPath(PatternRewriter &rewriter, Location loc, Value tokens2d,
                       Value slotTokens, Value gates, Value offsets, Value w1,
                       Value b1, Value w2, Value b2, Activation activation,
-                      Type resultType) {
+                      Type resultType,
+                      llvm::function_ref<Value(Value)> expertOutput = nullptr) {
   auto rows = cast<RankedTensorType>(tokens2d.getType());
   int64_t slots = cast<RankedTensorType>(slotTokens.getType()).getShape()[0];
   auto slotRows =
@@ -44,6 +47,8 @@ Value buildExpertPath(PatternRewriter &rewriter, Location loc, Value tokens2d,
   Value expertOut = ExpertsOp::create(
       rewriter, loc, slotRows, dispatched, slotTokens, offsets, w1, b1, w2, b2,
       ActivationAttr::get(rewriter.getContext(), activation));
+  if (expertOutput)
+    expertOut = expertOutput(expertOut);
   Value combined =
       CombineOp::create(rewriter, loc, rows, expertOut, slotTokens, gates);
   return ReshapeOp::create(rewriter, loc, resultType, combined);
@@ -69,7 +74,20 @@ struct DecomposeCapacityMoe : OpRewritePattern<MoeOp> {
         cast<RankedTensorType>(moe.getRouterBias().getType()).getShape()[0];
     auto scoreType = tensorType({numTokens, experts}, rewriter.getF32Type());
 
-    Value scores = DenseOp::create(rewriter, loc, scoreType, tokens2d,
+    // Training noise of the MoE layer, keyed by the layer's own streams.
+    auto noise = [&](Value x, NoiseKind kind, FloatAttr rate,
+                     IntegerAttr stream) -> Value {
+      return RandomScaleOp::create(
+          rewriter, loc, x, moe.getSeed(), moe.getStep(),
+          NoiseKindAttr::get(getContext(), kind), rate, stream);
+    };
+    // Jitter perturbs the routing decision only: the experts still see the
+    // unperturbed tokens.
+    Value routerInput = tokens2d;
+    if (moe.getJitterNoise())
+      routerInput = noise(tokens2d, NoiseKind::jitter, moe.getJitterNoiseAttr(),
+                          moe.getJitterStreamAttr());
+    Value scores = DenseOp::create(rewriter, loc, scoreType, routerInput,
                                    moe.getRouterKernel(), moe.getRouterBias());
     if (moe.getRouterBf16())
       scores = RoundBf16Op::create(rewriter, loc, scores);
@@ -82,11 +100,20 @@ struct DecomposeCapacityMoe : OpRewritePattern<MoeOp> {
         rewriter, loc, routerResultTypes(rewriter, slots, experts), scores,
         moe.getRoutingAttr(), moe.getNumGroupsAttr(), moe.getCapacityAttr(),
         moe.getKAttr(), moe.getBatchPrioritizedAttr(), moe.getRouterBf16Attr());
+    // Expert dropout acts on each expert's output rows, as the reference's
+    // per-expert feed-forward does, before the gates mix them.
+    auto expertDropout = [&](Value rows) {
+      return noise(rows, NoiseKind::dropout, moe.getExpertDropoutRateAttr(),
+                   moe.getExpertDropoutStreamAttr());
+    };
     rewriter.replaceOp(
-        moe, buildExpertPath(rewriter, loc, tokens2d, select.getTokens(),
-                             select.getGates(), select.getOffsets(),
-                             moe.getW1(), moe.getB1(), moe.getW2(), moe.getB2(),
-                             Activation::gelu, moe.getType()));
+        moe, buildExpertPath(
+                 rewriter, loc, tokens2d, select.getTokens(), select.getGates(),
+                 select.getOffsets(), moe.getW1(), moe.getB1(), moe.getW2(),
+                 moe.getB2(), Activation::gelu, moe.getType(),
+                 moe.getExpertDropoutRate()
+                     ? llvm::function_ref<Value(Value)>(expertDropout)
+                     : nullptr));
     return success();
   }
 };

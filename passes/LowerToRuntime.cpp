@@ -92,6 +92,12 @@ private:
 
   LogicalResult lowerOp(Operation *op);
   LogicalResult lowerRoute(RouteOp op);
+  LogicalResult lowerAdamW(AdamWOp op);
+  /// Appends the lowered form of one result of the function to `results`,
+  /// or checks that an update result (`mixer.update`) was computed in place.
+  LogicalResult lowerResult(unsigned index, Value value,
+                            SmallVectorImpl<Value> &results,
+                            SmallVectorImpl<DictionaryAttr> &resultAttrs);
   SmallVector<NamedAttribute> routingParams(Operation *op, Routing routing,
                                             int64_t groups, int64_t capacity,
                                             int64_t k, bool prioritized,
@@ -152,6 +158,58 @@ LogicalResult FunctionLowering::lowerRoute(RouteOp op) {
           routingParams(op, op.getRouting(), op.getNumGroups(),
                         op.getCapacity(), op.getK(), op.getBatchPrioritized(),
                         tokens));
+  return success();
+}
+
+/// Fails unless `update` is the last op that reads `arg`, directly or
+/// through reshapes: it overwrites the argument's storage.
+LogicalResult checkLastReader(Operation *update, BlockArgument arg) {
+  SmallVector<Value> aliases = {arg};
+  while (!aliases.empty()) {
+    Value alias = aliases.pop_back_val();
+    for (Operation *user : alias.getUsers()) {
+      if (user == update)
+        continue;
+      if (isa<ReshapeOp, ViewOp>(user)) {
+        aliases.push_back(user->getResult(0));
+        continue;
+      }
+      if (!user->isBeforeInBlock(update))
+        return (update->emitOpError()
+                << "cannot update argument " << arg.getArgNumber()
+                << " in place: it is read after the update")
+                   .attachNote(user->getLoc())
+               << "read here";
+    }
+  }
+  return success();
+}
+
+/// The optimizer update writes the parameter and its moments where they are
+/// stored, so its results take no buffers of their own.
+LogicalResult FunctionLowering::lowerAdamW(AdamWOp adamw) {
+  SmallVector<Value> storage;
+  for (Value updated : {adamw.getParam(), adamw.getAdamM(), adamw.getAdamV()}) {
+    auto arg = dyn_cast<BlockArgument>(updated);
+    if (!arg)
+      return adamw.emitOpError("can only update function arguments (the "
+                               "parameters and optimizer state) in place");
+    if (failed(checkLastReader(adamw, arg)))
+      return failure();
+    storage.push_back(lookup(arg));
+  }
+  KernelOp::create(
+      builder, adamw.getLoc(), "adamw",
+      {lookup(adamw.getGrad()), lookup(adamw.getLearningRate()),
+       lookup(adamw.getStep()), optional(adamw.getNorm())},
+      storage,
+      builder.getDictionaryAttr(
+          {attr("b1", adamw.getB1Attr()), attr("b2", adamw.getB2Attr()),
+           attr("eps", adamw.getEpsAttr()),
+           attr("weight_decay", adamw.getWeightDecayAttr()),
+           attr("max_norm", adamw.getMaxNormAttr())}));
+  for (auto [result, buffer] : llvm::zip(adamw.getResults(), storage))
+    buffers[result] = buffer;
   return success();
 }
 
@@ -303,7 +361,7 @@ LogicalResult FunctionLowering::lowerOp(Operation *op) {
       .Case<BroadcastOp, ReduceSumOp, MultiplyOp, DivideOp, SoftmaxGradOp,
             ReduceRowsOp, DispatchGradOp, CombineGradOp, ScatterGateGradOp,
             GatherPositionsOp, GatherPositionsGradOp, SquaredErrorOp,
-            EmbedGradOp, LabelMaskOp>([&](Operation *op) {
+            EmbedGradOp, LabelMaskOp, GlobalNormOp>([&](Operation *op) {
         // Kernels named after the op, taking its operands in order.
         SmallVector<Value> operands;
         for (Value operand : op->getOperands())
@@ -405,6 +463,17 @@ LogicalResult FunctionLowering::lowerOp(Operation *op) {
                 {strAttr("routing", stringifyRouting(grad.getRouting()))});
         return success();
       })
+      // The training step's noise and update.
+      .Case<RandomScaleOp>([&](RandomScaleOp noise) {
+        replace(noise, "random_scale",
+                {lookup(noise.getInput()), lookup(noise.getSeed()),
+                 lookup(noise.getStep())},
+                {strAttr("kind", stringifyNoiseKind(noise.getKind())),
+                 attr("rate", noise.getRateAttr()),
+                 attr("stream", noise.getStreamAttr())});
+        return success();
+      })
+      .Case<AdamWOp>([&](AdamWOp adamw) { return lowerAdamW(adamw); })
       .Case<MoeOp, SigmaMoeOp>([&](Operation *moe) {
         return moe->emitOpError("must be decomposed (mixer-decompose-moe) "
                                 "before lowering to the runtime");
@@ -427,8 +496,10 @@ LogicalResult FunctionLowering::run() {
   }
   auto ret = cast<func::ReturnOp>(body.getTerminator());
   SmallVector<Value> results;
-  for (Value value : ret.getOperands())
-    results.push_back(lookup(value));
+  SmallVector<DictionaryAttr> resultAttrs;
+  for (auto [index, value] : llvm::enumerate(ret.getOperands()))
+    if (failed(lowerResult(index, value, results, resultAttrs)))
+      return failure();
   builder.setInsertionPoint(ret);
   func::ReturnOp::create(builder, ret.getLoc(), results);
   ret.erase();
@@ -439,7 +510,32 @@ LogicalResult FunctionLowering::run() {
   }
   func.setType(FunctionType::get(func.getContext(), body.getArgumentTypes(),
                                  ValueRange(results).getTypes()));
+  func.setAllResultAttrs(resultAttrs);
   return success();
+}
+
+LogicalResult
+FunctionLowering::lowerResult(unsigned index, Value value,
+                              SmallVectorImpl<Value> &results,
+                              SmallVectorImpl<DictionaryAttr> &resultAttrs) {
+  auto updated = func.getResultAttrOfType<StringAttr>(index, "mixer.update");
+  if (!updated) {
+    results.push_back(lookup(value));
+    DictionaryAttr attrs = func.getResultAttrDict(index);
+    resultAttrs.push_back(attrs ? attrs : builder.getDictionaryAttr({}));
+    return success();
+  }
+  // The update already sits in the storage of the argument it names.
+  auto arg = dyn_cast<BlockArgument>(lookup(value));
+  auto stored = [&](StringRef kind) {
+    return arg && func.getArgAttrOfType<StringAttr>(arg.getArgNumber(), kind) ==
+                      updated;
+  };
+  if (stored("mixer.param") || stored("mixer.state"))
+    return success();
+  return func.emitError() << "result " << index << " updates '"
+                          << updated.getValue()
+                          << "' but is not computed in its storage";
 }
 
 struct LowerToRuntimePass

@@ -37,6 +37,12 @@ struct PipelineOptions : mlir::PassPipelineOptions<PipelineOptions> {
       *this, "training",
       llvm::cl::desc("differentiate the loss (mixer-autodiff) before fusion"),
       llvm::cl::init(false)};
+  Option<bool> optimizer{
+      *this, "optimizer",
+      llvm::cl::desc("with training: end the step with the AdamW update "
+                     "(mixer-apply-optimizer) instead of returning the "
+                     "gradients"),
+      llvm::cl::init(true)};
 };
 
 /// Builds the pipeline from frontend IR up to and including `stopAfter`.

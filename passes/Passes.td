@@ -16,8 +16,8 @@ def MixerVerifyShapes : Pass<"mixer-verify-shapes", "mlir::ModuleOp"> {
     Artifacts have static shapes (one compile per batch and sequence length).
     The pass rejects dynamic dimensions, unranked tensors and element types
     other than f32/i32, naming the offending value, and checks that every
-    function argument is marked as a model input (`mixer.input`) or parameter
-    (`mixer.param`).
+    function argument is marked as a model input (`mixer.input`), parameter
+    (`mixer.param`) or optimizer state (`mixer.state`).
 
     ```mlir
     func.func @forward(%x: tensor<?x8xf32> {mixer.input = "x"}) ...
@@ -56,7 +56,10 @@ def MixerDecomposeMoe : Pass<"mixer-decompose-moe", "mlir::func::FuncOp"> {
     transposed `expert_sel` and a sigmoid `mixer.route`. Both continue with
     `mixer.dispatch` (gather the slot rows), `mixer.experts` (per-expert
     feed-forward) and `mixer.combine` (gate-weighted scatter-add), so no
-    one-hot dispatch or combine tensor is ever built.
+    one-hot dispatch or combine tensor is ever built. A training step's MoE
+    noise becomes `mixer.random_scale` ops: jitter on the router's input
+    (dispatch still reads the unperturbed tokens), expert dropout on the
+    experts' output rows before `mixer.combine`.
 
     ```mlir
     %y = mixer.moe %x, %rk, %rb, %w1, %b1, %w2, %b2 {routing = #mixer<routing experts_choose>, ...}
@@ -89,6 +92,42 @@ def MixerAutodiff : Pass<"mixer-autodiff", "mlir::ModuleOp"> {
     // gains a result
     //   %dw = mixer.dense_weight_grad %x, %dy : ... -> tensor<8x2xf32>
     // named "grad/w" in mixer.outputs
+    ```
+  }];
+}
+
+def MixerApplyOptimizer : Pass<"mixer-apply-optimizer", "mlir::ModuleOp"> {
+  let summary = "Replace the parameter gradients by one AdamW update per parameter";
+  let description = [{
+    Turns the differentiated `@forward` (after `mixer-autodiff`) into a whole
+    training step. For every parameter `P` (in argument order) it adds the
+    zero-initialised state arguments `adam_m/P` and `adam_v/P` (argument
+    attribute `mixer.state`), and at the very end of the function one
+    `mixer.adamw` that takes the gradient `grad/P`; the inputs
+    `learning_rate` (f32 []) and `step` (i32 [], reused when the function
+    already has it) feed every update. With `clip_grad_norm > 0` a
+    `mixer.global_norm` of all gradients precedes the updates. The
+    `grad/*` results are dropped; the updated parameter and moments become
+    results marked `mixer.update = "<argument name>"` after the outputs,
+    which `mixer-lower-to-runtime` writes in place. The hyper-parameters
+    come from the function's `mixer.training` dictionary (`b1`, `b2`,
+    `eps`, `weight_decay`, `clip_grad_norm`, all f64).
+
+    ```mlir
+    func.func @forward(%x: ..., %w: tensor<8x2xf32> {mixer.param = "w"})
+        -> (tensor<f32>, tensor<8x2xf32>)
+        attributes {mixer.outputs = ["loss", "grad/w"], mixer.training = {...}}
+    // becomes
+    func.func @forward(%x: ..., %w: tensor<8x2xf32> {mixer.param = "w"},
+                       %lr: tensor<f32> {mixer.input = "learning_rate"},
+                       %step: tensor<i32> {mixer.input = "step"},
+                       %m: tensor<8x2xf32> {mixer.state = "adam_m/w", ...},
+                       %v: tensor<8x2xf32> {mixer.state = "adam_v/w", ...})
+        -> (tensor<f32>, tensor<8x2xf32> {mixer.update = "w"},
+            tensor<8x2xf32> {mixer.update = "adam_m/w"},
+            tensor<8x2xf32> {mixer.update = "adam_v/w"})
+        attributes {mixer.outputs = ["loss"], ...}
+    //   %w1, %m1, %v1 = mixer.adamw %w, %m, %v, %dw, %lr, %step {...}
     ```
   }];
 }
@@ -148,7 +187,11 @@ def MixerLowerToRuntime : Pass<"mixer-lower-to-runtime", "mlir::ModuleOp"> {
     Every tensor becomes a buffer (`mixrt.alloc`, or a `mixrt.view` for
     reshapes), every op one or more `mixrt.kernel` calls of the runtime's
     kernel table, the function arguments memrefs. Also records the model's
-    FLOP count (`mixrt.flops`) on the function.
+    FLOP count (`mixrt.flops`) on the function. Results marked
+    `mixer.update` (see `mixer-apply-optimizer`) leave the function's
+    results: their `adamw` kernel writes the parameter or state argument
+    in place, which the pass allows only when nothing reads that argument
+    after the update.
   }];
   let dependentDialects = ["::mixer::rt::MixrtDialect"];
 }

@@ -24,6 +24,8 @@ void mixer::buildPipeline(OpPassManager &pm, const PipelineOptions &options,
     pm.addPass(createMixerAutodiff());
     // Gradients of inputs (token embeddings of the batch, ...) are dead.
     pm.addPass(createCanonicalizerPass());
+    if (options.optimizer)
+      pm.addPass(createMixerApplyOptimizer());
   }
   if (beyondStop(PipelineStage::Fused))
     return;

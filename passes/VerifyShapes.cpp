@@ -32,11 +32,13 @@ struct VerifyShapesPass : mixer::impl::MixerVerifyShapesBase<VerifyShapesPass> {
     getOperation().walk([&](func::FuncOp func) {
       for (auto [index, arg] : llvm::enumerate(func.getArguments())) {
         bool named = func.getArgAttr(index, "mixer.input") ||
-                     func.getArgAttr(index, "mixer.param");
+                     func.getArgAttr(index, "mixer.param") ||
+                     func.getArgAttr(index, "mixer.state");
         if (!named) {
           func.emitError() << "argument " << index
-                           << " is neither a model input (mixer.input) nor a "
-                              "parameter (mixer.param)";
+                           << " is neither a model input (mixer.input), a "
+                              "parameter (mixer.param) nor optimizer state "
+                              "(mixer.state)";
           failedAny = true;
         }
         std::string reason = unsupportedReason(arg.getType());

@@ -45,10 +45,26 @@ def Mixer_MixAlgorithm : I32EnumAttr<"MixAlgorithm",
 }
 def Mixer_MixAlgorithmAttr : EnumAttr<Mixer_Dialect, Mixer_MixAlgorithm, "algorithm">;
 
+def Mixer_NoiseKind : I32EnumAttr<"NoiseKind",
+    "multiplicative training noise of mixer.random_scale", [
+    I32EnumAttrCase<"dropout", 0>, I32EnumAttrCase<"jitter", 1>]> {
+  let cppNamespace = "::mixer::graph";
+  let genSpecializedAttr = 0;
+}
+def Mixer_NoiseKindAttr : EnumAttr<Mixer_Dialect, Mixer_NoiseKind, "noise">;
+
 class Mixer_Op<string mnemonic, list<Trait> traits = []>
     : Op<Mixer_Dialect, mnemonic, traits>;
 
 def Mixer_F32Tensor : RankedTensorOf<[F32]>;
 def Mixer_I32Tensor : RankedTensorOf<[I32]>;
+/// 0-d tensors; buildable, so that assembly formats need not spell them.
+def Mixer_F32Scalar : 0DTensorOf<[F32]> {
+  let builderCall = "::mlir::RankedTensorType::get({}, $_builder.getF32Type())";
+}
+def Mixer_I32Scalar : 0DTensorOf<[I32]> {
+  let builderCall =
+      "::mlir::RankedTensorType::get({}, $_builder.getIntegerType(32))";
+}
 
 #endif // MIXER_BASE_TD

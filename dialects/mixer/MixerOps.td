@@ -14,6 +14,7 @@ include "dialects/mixer/MixingOps.td"
 include "dialects/mixer/AttentionOps.td"
 include "dialects/mixer/MoeOps.td"
 include "dialects/mixer/LossOps.td"
+include "dialects/mixer/TrainingOps.td"
 include "dialects/mixer/GradientOps.td"
 
 #endif // MIXER_OPS_TD

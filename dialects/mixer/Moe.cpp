@@ -91,9 +91,32 @@ LogicalResult MoeOp::verify() {
     return failure();
   int64_t slots = 0;
   if (failed(verifyRouting(*this, getRouting(), numTokens(getInput()), experts,
-                           getNumGroups(), getCapacity(), getK(), slots)))
+                           getNumGroups(), getCapacity(), getK(), slots)) ||
+      failed(verifyNoise()))
     return failure();
   return expectShape(*this, getResult(), in, "result");
+}
+
+LogicalResult MoeOp::verifyNoise() {
+  if (bool(getJitterNoise()) != bool(getJitterStream()) ||
+      bool(getExpertDropoutRate()) != bool(getExpertDropoutStream()))
+    return emitOpError("a noise rate and its stream go together");
+  bool noisy = getJitterNoise() || getExpertDropoutRate();
+  if (bool(getSeed()) != noisy || bool(getStep()) != noisy)
+    return emitOpError("takes the noise operands seed and step exactly when "
+                       "it has jitter_noise or expert_dropout_rate");
+  if (getJitterNoise() &&
+      failed(expectNoiseRate(*this, getJitterNoise()->convertToDouble(),
+                             "jitter_noise")))
+    return failure();
+  if (getExpertDropoutRate() &&
+      failed(expectNoiseRate(*this, getExpertDropoutRate()->convertToDouble(),
+                             "expert_dropout_rate")))
+    return failure();
+  if (getJitterStream() && getExpertDropoutStream() &&
+      *getJitterStream() == *getExpertDropoutStream())
+    return emitOpError("jitter and expert dropout need different streams");
+  return success();
 }
 
 LogicalResult SigmaMoeOp::verify() {

@@ -23,7 +23,7 @@ defvar Mixer_RoutingAttrs = (ins Mixer_RoutingAttr:$routing,
                    ConfinedAttr<I64Attr, [IntPositive]>:$k,
                    UnitAttr:$batch_prioritized, UnitAttr:$router_bf16);
 
-def Mixer_MoeOp : Mixer_Op<"moe", [Pure]> {
+def Mixer_MoeOp : Mixer_Op<"moe", [Pure, AttrSizedOperandSegments]> {
   let summary = "capacity-routed mixture of GELU feed-forward experts";
   let description = [{
     Experts-choose or tokens-choose MoE over the flattened `[N, D]` tokens of
@@ -32,17 +32,32 @@ def Mixer_MoeOp : Mixer_Op<"moe", [Pure]> {
     probabilities when `router_bf16`). Each token's output is the
     gate-weighted sum of `GELU(x · W1[e] + b1[e]) · W2[e] + b2[e]` over the
     experts that took it; tokens no expert took get zeros.
+
+    Training noise (with the `noise` operands `seed` and `step`, see
+    mixer.random_scale): `jitter_noise` multiplies the router's input (not
+    the experts' input) by factors uniform in [1 − j, 1 + j);
+    `expert_dropout_rate` drops elements of each expert's output rows before
+    they are combined. Each has its own stream.
   }];
   let arguments = !con((ins Mixer_F32Tensor:$input, Mixer_F32Tensor:$router_kernel,
                             Mixer_F32Tensor:$router_bias, Mixer_F32Tensor:$w1, Mixer_F32Tensor:$b1,
-                            Mixer_F32Tensor:$w2, Mixer_F32Tensor:$b2),
-                       Mixer_RoutingAttrs);
+                            Mixer_F32Tensor:$w2, Mixer_F32Tensor:$b2,
+                            Optional<Mixer_I32Scalar>:$seed, Optional<Mixer_I32Scalar>:$step),
+                       Mixer_RoutingAttrs,
+                       (ins OptionalAttr<F64Attr>:$jitter_noise,
+                            OptionalAttr<ConfinedAttr<I64Attr, [IntNonNegative]>>:$jitter_stream,
+                            OptionalAttr<F64Attr>:$expert_dropout_rate,
+                            OptionalAttr<ConfinedAttr<I64Attr, [IntNonNegative]>>:$expert_dropout_stream));
   let results = (outs Mixer_F32Tensor:$result);
   let assemblyFormat = [{
     $input `,` $router_kernel `,` $router_bias `,` $w1 `,` $b1 `,` $w2 `,` $b2
-    attr-dict `:` functional-type(operands, results)
+    (`noise` $seed^ `,` $step)? attr-dict `:` functional-type(operands, results)
   }];
   let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    /// Checks the training noise: rates, streams and operands.
+    ::llvm::LogicalResult verifyNoise();
+  }];
 }
 
 def Mixer_SigmaMoeOp : Mixer_Op<"sigma_moe", [Pure]> {

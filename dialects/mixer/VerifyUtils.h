@@ -25,6 +25,11 @@ mlir::LogicalResult expectShape(mlir::Operation *op, mlir::Value value,
 mlir::LogicalResult expectRank(mlir::Operation *op, mlir::Value value,
                                int64_t rank, llvm::StringRef what);
 
+/// Fails unless `rate`, the rate of a dropout or jitter noise named `what`,
+/// lies in [0, 1).
+mlir::LogicalResult expectNoiseRate(mlir::Operation *op, double rate,
+                                    llvm::StringRef what);
+
 } // namespace mixer::graph
 
 #endif // MIXER_DIALECTS_MIXER_VERIFYUTILS_H

@@ -55,8 +55,10 @@ private:
   DenseMap<Value, int64_t> ids;
   json values = json::array();
   json params = json::array();
+  json state = json::array();
   json inputs = json::array();
-  DenseMap<unsigned, int64_t> paramIndex, inputIndex;
+  /// Index of each argument in its table, and the table's storage name.
+  DenseMap<unsigned, std::pair<const char *, int64_t>> argumentStorage;
 };
 
 FailureOr<int64_t> PlanWriter::valueId(Value value) {
@@ -72,14 +74,9 @@ FailureOr<int64_t> PlanWriter::valueId(Value value) {
   while (auto view = storage.getDefiningOp<rt::ViewOp>())
     storage = view.getSource();
   if (auto arg = dyn_cast<BlockArgument>(storage)) {
-    unsigned index = arg.getArgNumber();
-    if (paramIndex.count(index)) {
-      entry["storage"] = "param";
-      entry["index"] = paramIndex.lookup(index);
-    } else {
-      entry["storage"] = "input";
-      entry["index"] = inputIndex.lookup(index);
-    }
+    auto [table, index] = argumentStorage.lookup(arg.getArgNumber());
+    entry["storage"] = table;
+    entry["index"] = index;
   } else if (auto alloc = storage.getDefiningOp<rt::AllocOp>()) {
     if (!alloc.getOffset())
       return alloc.emitOpError("has no arena offset: run mixrt-plan-memory");
@@ -101,7 +98,8 @@ FailureOr<json> PlanWriter::write(const PlanInfo &info) {
     auto type = cast<MemRefType>(arg.getType());
     json entry = {{"shape", shapeJson(type)},
                   {"dtype", dtypeName(type.getElementType())}};
-    if (auto name = func.getArgAttrOfType<StringAttr>(index, "mixer.param")) {
+    // Parameters and optimizer state: named tensors with an initialiser.
+    auto addTensor = [&](StringAttr name, const char *storage, json &table) {
       entry["name"] = name.str();
       json init = json::object();
       if (auto dict =
@@ -109,18 +107,25 @@ FailureOr<json> PlanWriter::write(const PlanInfo &info) {
         for (NamedAttribute attr : dict)
           init[attr.getName().str()] = attributeJson(attr.getValue());
       entry["init"] = init;
-      paramIndex[index] = params.size();
-      params.push_back(entry);
+      argumentStorage[index] = {storage, table.size()};
+      table.push_back(entry);
+    };
+    if (auto name = func.getArgAttrOfType<StringAttr>(index, "mixer.param")) {
+      addTensor(name, "param", params);
+    } else if (auto name =
+                   func.getArgAttrOfType<StringAttr>(index, "mixer.state")) {
+      addTensor(name, "state", state);
     } else if (auto input =
                    func.getArgAttrOfType<StringAttr>(index, "mixer.input")) {
       entry["name"] = input.str();
       // Token-type ids default to zeros when an input file omits them.
       entry["optional"] = input.getValue() == "type_ids";
-      inputIndex[index] = inputs.size();
+      argumentStorage[index] = {"input", inputs.size()};
       inputs.push_back(entry);
     } else {
-      return func.emitError()
-             << "argument " << index << " is neither a parameter nor an input";
+      return func.emitError() << "argument " << index
+                              << " is neither a parameter, optimizer state "
+                                 "nor an input";
     }
   }
 
@@ -169,23 +174,39 @@ FailureOr<json> PlanWriter::write(const PlanInfo &info) {
   };
   auto flops = func->getAttrOfType<FloatAttr>("mixrt.flops");
   auto model = func->getAttrOfType<StringAttr>("mixer.model");
-  const json &firstInput = inputs.empty() ? json() : inputs[0]["shape"];
-  return json{{"format_version", kPlanFormatVersion},
-              {"compiler_version", kVersion},
-              {"model", model ? model.str() : std::string()},
-              {"target", info.target},
-              {"mode", info.mode},
-              {"batch", firstInput.is_array() ? firstInput[0] : json(0)},
-              {"seq", firstInput.is_array() ? firstInput[1] : json(0)},
-              {"pad_id", intAttr("mixer.pad_id")},
-              {"vocab_size", intAttr("mixer.vocab_size")},
-              {"arena_bytes", intAttr("mixrt.arena_bytes")},
-              {"flops", flops ? flops.getValueAsDouble() : 0.0},
-              {"params", params},
-              {"inputs", inputs},
-              {"outputs", outputs},
-              {"values", values},
-              {"steps", steps}};
+  // The token ids are [batch, seq].
+  json ids;
+  for (const json &input : inputs)
+    if (input["name"] == "input_ids" && input["shape"].size() == 2)
+      ids = input["shape"];
+  json plan = {{"format_version", kPlanFormatVersion},
+               {"compiler_version", kVersion},
+               {"model", model ? model.str() : std::string()},
+               {"target", info.target},
+               {"mode", info.mode},
+               {"batch", ids.is_array() ? ids[0] : json(0)},
+               {"seq", ids.is_array() ? ids[1] : json(0)},
+               {"pad_id", intAttr("mixer.pad_id")},
+               {"vocab_size", intAttr("mixer.vocab_size")},
+               {"arena_bytes", intAttr("mixrt.arena_bytes")},
+               {"flops", flops ? flops.getValueAsDouble() : 0.0},
+               {"params", params},
+               {"inputs", inputs},
+               {"outputs", outputs},
+               {"values", values},
+               {"steps", steps}};
+  // A training step: the optimizer's schedule and state.
+  if (auto training = func->getAttrOfType<DictionaryAttr>("mixer.training")) {
+    json settings = json::object();
+    for (NamedAttribute attr : training)
+      settings[attr.getName().str()] = attributeJson(attr.getValue());
+    plan["training"] = settings;
+    plan["state"] = state;
+  } else if (!state.empty()) {
+    return func.emitError("optimizer state without the training settings "
+                          "(mixer.training)");
+  }
+  return plan;
 }
 
 } // namespace

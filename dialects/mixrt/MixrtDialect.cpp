@@ -43,13 +43,21 @@ LogicalResult KernelOp::verify() {
       mixer::findKernelSignature(getCallee().str());
   if (!signature)
     return emitOpError() << "unknown kernel '" << getCallee() << "'";
-  if (static_cast<int>(getInputs().size()) != signature->numOperands ||
-      static_cast<int>(getOutputs().size()) != signature->numResults)
-    return emitOpError() << "kernel '" << getCallee() << "' takes "
-                         << signature->numOperands << " operands and "
-                         << signature->numResults << " results, got "
-                         << getInputs().size() << " and "
-                         << getOutputs().size();
+  int numOperands = static_cast<int>(getInputs().size());
+  bool operandsFit = signature->numOperands == mixer::kVariadic
+                         ? numOperands >= 1
+                         : numOperands == signature->numOperands;
+  if (!operandsFit ||
+      static_cast<int>(getOutputs().size()) != signature->numResults) {
+    InFlightDiagnostic diag = emitOpError()
+                              << "kernel '" << getCallee() << "' takes ";
+    if (signature->numOperands == mixer::kVariadic)
+      diag << "one or more";
+    else
+      diag << signature->numOperands;
+    return diag << " operands and " << signature->numResults << " results, got "
+                << getInputs().size() << " and " << getOutputs().size();
+  }
   for (NamedAttribute attr : getParams()) {
     if (llvm::none_of(signature->attributes, [&](std::string_view name) {
           return llvm::StringRef(name.data(), name.size()) ==
@@ -58,6 +66,23 @@ LogicalResult KernelOp::verify() {
       return emitOpError() << "kernel '" << getCallee()
                            << "' has no attribute '"
                            << attr.getName().getValue() << "'";
+  }
+  // Kernels that update parameters or optimizer state write the storage the
+  // function's arguments are bound to, never an arena buffer; every other
+  // kernel writes the arena and leaves the arguments alone.
+  for (Value output : getOutputs()) {
+    bool argument = isa<BlockArgument>(output);
+    Value storage = output;
+    while (auto view = storage.getDefiningOp<ViewOp>())
+      storage = view.getSource();
+    if (signature->updatesState && !argument)
+      return emitOpError() << "kernel '" << getCallee()
+                           << "' updates parameters or state in place: its "
+                              "results must be function arguments";
+    if (!signature->updatesState && isa<BlockArgument>(storage))
+      return emitOpError() << "kernel '" << getCallee()
+                           << "' cannot write a function argument (only "
+                              "kernels that update state do)";
   }
   return success();
 }

@@ -140,3 +140,21 @@ func.func @forward(%h: tensor<2x8x4xf32> {mixer.input = "hidden"}, %pos: tensor<
   %loss = mixer.add %mlm, %reg : tensor<f32>
   return %loss : tensor<f32>
 }
+
+// -----
+
+// The gradient of dropout is the same dropout (same key, rate and stream) of
+// the result gradient; the key itself has no gradient.
+// CHECK-LABEL: func.func @forward
+// CHECK-SAME: %[[SEED:arg[0-9]+]]: tensor<i32> {mixer.input = "seed"}, %[[STEP:arg[0-9]+]]: tensor<i32> {mixer.input = "step"}
+// CHECK: mixer.random_scale dropout %{{.*}}, %[[SEED]], %[[STEP]] {rate = 2.500000e-01 : f64, stream = 5 : i64}
+// CHECK: %[[DY:.*]] = mixer.broadcast
+// CHECK: %[[DX:.*]] = mixer.random_scale dropout %[[DY]], %[[SEED]], %[[STEP]] {rate = 2.500000e-01 : f64, stream = 5 : i64} : tensor<2x4xf32>
+// CHECK: return %{{.*}}, %[[DX]] : tensor<f32>, tensor<2x4xf32>
+func.func @forward(%seed: tensor<i32> {mixer.input = "seed"}, %step: tensor<i32> {mixer.input = "step"},
+                   %w: tensor<2x4xf32> {mixer.param = "w"}) -> tensor<f32>
+    attributes {mixer.outputs = ["loss"]} {
+  %y = mixer.random_scale dropout %w, %seed, %step {rate = 0.25 : f64, stream = 5} : tensor<2x4xf32>
+  %l = mixer.reduce_sum %y : tensor<2x4xf32> to tensor<f32>
+  return %l : tensor<f32>
+}

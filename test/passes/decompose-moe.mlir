@@ -18,6 +18,40 @@ func.func @experts_choose(%x: tensor<2x8x16xf32>, %rk: tensor<16x4xf32>, %rb: te
   return %m : tensor<2x8x16xf32>
 }
 
+// Training noise: jitter scales the router's input only (dispatch reads the
+// unperturbed tokens), expert dropout scales the experts' slot rows before
+// they are combined; each with the layer's own stream.
+// CHECK-LABEL: func.func @noisy_experts_choose
+// CHECK-SAME: %[[SEED:[^:]*]]: tensor<i32>, %[[STEP:[^:]*]]: tensor<i32>
+func.func @noisy_experts_choose(%x: tensor<2x8x16xf32>, %rk: tensor<16x4xf32>, %rb: tensor<4xf32>,
+    %w1: tensor<4x16x32xf32>, %b1: tensor<4x32xf32>, %w2: tensor<4x32x16xf32>, %b2: tensor<4x16xf32>,
+    %seed: tensor<i32>, %step: tensor<i32>) -> tensor<2x8x16xf32> {
+  // CHECK: %[[X:.*]] = mixer.reshape %{{.*}} : tensor<2x8x16xf32> to tensor<16x16xf32>
+  // CHECK: %[[XJ:.*]] = mixer.random_scale jitter %[[X]], %[[SEED]], %[[STEP]] {rate = 2.000000e-02 : f64, stream = 7 : i64} : tensor<16x16xf32>
+  // CHECK: %[[L:.*]] = mixer.dense %[[XJ]], %{{.*}}, %{{.*}} : {{.*}} -> tensor<16x4xf32>
+  // CHECK: %[[T:.*]], %[[G:.*]], %{{.*}} = mixer.select_experts
+  // CHECK: %[[XD:.*]] = mixer.dispatch %[[X]], %[[T]]
+  // CHECK: %[[YD:.*]] = mixer.experts %[[XD]]
+  // CHECK: %[[YDD:.*]] = mixer.random_scale dropout %[[YD]], %[[SEED]], %[[STEP]] {rate = 1.000000e-01 : f64, stream = 8 : i64} : tensor<32x16xf32>
+  // CHECK: mixer.combine %[[YDD]], %[[T]], %[[G]]
+  %m = mixer.moe %x, %rk, %rb, %w1, %b1, %w2, %b2 noise %seed, %step {routing = #mixer<routing experts_choose>, num_groups = 2, capacity = 4, k = 1, jitter_noise = 0.02 : f64, jitter_stream = 7, expert_dropout_rate = 0.1 : f64, expert_dropout_stream = 8} : (tensor<2x8x16xf32>, tensor<16x4xf32>, tensor<4xf32>, tensor<4x16x32xf32>, tensor<4x32xf32>, tensor<4x32x16xf32>, tensor<4x16xf32>, tensor<i32>, tensor<i32>) -> tensor<2x8x16xf32>
+  return %m : tensor<2x8x16xf32>
+}
+
+// Expert dropout alone leaves the router input untouched.
+// CHECK-LABEL: func.func @expert_dropout_only
+// CHECK: %[[X:.*]] = mixer.reshape
+// CHECK-NEXT: mixer.dense %[[X]]
+// CHECK: mixer.random_scale dropout
+// CHECK-NOT: mixer.random_scale
+// CHECK: return
+func.func @expert_dropout_only(%x: tensor<2x8x16xf32>, %rk: tensor<16x4xf32>, %rb: tensor<4xf32>,
+    %w1: tensor<4x16x32xf32>, %b1: tensor<4x32xf32>, %w2: tensor<4x32x16xf32>, %b2: tensor<4x16xf32>,
+    %seed: tensor<i32>, %step: tensor<i32>) -> tensor<2x8x16xf32> {
+  %m = mixer.moe %x, %rk, %rb, %w1, %b1, %w2, %b2 noise %seed, %step {routing = #mixer<routing experts_choose>, num_groups = 2, capacity = 4, k = 1, expert_dropout_rate = 0.1 : f64, expert_dropout_stream = 0} : (tensor<2x8x16xf32>, tensor<16x4xf32>, tensor<4xf32>, tensor<4x16x32xf32>, tensor<4x32xf32>, tensor<4x32x16xf32>, tensor<4x16xf32>, tensor<i32>, tensor<i32>) -> tensor<2x8x16xf32>
+  return %m : tensor<2x8x16xf32>
+}
+
 // A bfloat16 router rounds its logits and its probabilities.
 // CHECK-LABEL: func.func @tokens_choose_bf16_router
 func.func @tokens_choose_bf16_router(%x: tensor<2x8x16xf32>, %rk: tensor<16x4xf32>, %rb: tensor<4xf32>,

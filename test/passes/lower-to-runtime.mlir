@@ -49,3 +49,61 @@ func.func @unselected_algorithm(%x: tensor<2x8x16xf32>) -> tensor<2x8x16xf32> {
   %y = mixer.spectral_mix %x : (tensor<2x8x16xf32>) -> tensor<2x8x16xf32>
   return %y : tensor<2x8x16xf32>
 }
+
+// -----
+
+// The training step: dropout, the global norm and the update. The adamw
+// kernel writes the parameter and its moments where they are stored, and the
+// update results leave the function.
+// CHECK-LABEL: func.func @training_step
+// CHECK-SAME: (%[[W:arg0]]: memref<4x2xf32> {mixer.param = "w"}, %[[M:arg1]]: memref<4x2xf32> {mixer.state = "adam_m/w"}, %[[V:arg2]]: memref<4x2xf32> {mixer.state = "adam_v/w"},
+// CHECK-SAME: %[[SEED:arg3]]: memref<i32>, %[[STEP:arg4]]: memref<i32>, %[[LR:arg5]]: memref<f32>)
+// CHECK-SAME: -> memref<4x2xf32>
+// CHECK-NOT: mixer.update
+// CHECK: %[[Y:.*]] = mixrt.alloc : memref<4x2xf32>
+// CHECK: mixrt.kernel "random_scale" ins(%[[W]], %[[SEED]], %[[STEP]] : memref<4x2xf32>, memref<i32>, memref<i32>) outs(%[[Y]] : memref<4x2xf32>) params {kind = "dropout", rate = 1.000000e-01 : f64, stream = 2 : i64}
+// CHECK: %[[N:.*]] = mixrt.alloc : memref<f32>
+// CHECK: mixrt.kernel "global_norm" ins(%[[Y]] : memref<4x2xf32>) outs(%[[N]] : memref<f32>) params {}
+// CHECK: mixrt.kernel "adamw" ins(%[[Y]], %[[LR]], %[[STEP]], %[[N]] : memref<4x2xf32>, memref<f32>, memref<i32>, memref<f32>) outs(%[[W]], %[[M]], %[[V]] : memref<4x2xf32>, memref<4x2xf32>, memref<4x2xf32>) params {b1 = 9.000000e-01 : f64, b2 = 0.99899999999999999 : f64, eps = 9.9999999999999995E-7 : f64, max_norm = 1.000000e+00 : f64, weight_decay = 1.000000e-02 : f64}
+// CHECK-NEXT: return %[[Y]] : memref<4x2xf32>
+func.func @training_step(%w: tensor<4x2xf32> {mixer.param = "w"},
+                         %m: tensor<4x2xf32> {mixer.state = "adam_m/w"},
+                         %v: tensor<4x2xf32> {mixer.state = "adam_v/w"},
+                         %seed: tensor<i32>, %step: tensor<i32>, %lr: tensor<f32>)
+    -> (tensor<4x2xf32>, tensor<4x2xf32> {mixer.update = "w"}, tensor<4x2xf32> {mixer.update = "adam_m/w"},
+        tensor<4x2xf32> {mixer.update = "adam_v/w"}) {
+  %y = mixer.random_scale dropout %w, %seed, %step {rate = 0.1 : f64, stream = 2} : tensor<4x2xf32>
+  %n = mixer.global_norm %y : tensor<4x2xf32>
+  %w1, %m1, %v1 = mixer.adamw %w, %m, %v, %y, %lr, %step norm %n {b1 = 0.9 : f64, b2 = 0.999 : f64, eps = 1.0e-6 : f64, weight_decay = 0.01 : f64, max_norm = 1.0 : f64} : tensor<4x2xf32>
+  return %y, %w1, %m1, %v1 : tensor<4x2xf32>, tensor<4x2xf32>, tensor<4x2xf32>, tensor<4x2xf32>
+}
+
+// -----
+
+// A read of the parameter (through a reshape) after its in-place update
+// would see the new value.
+func.func @read_after_update(%w: tensor<4x2xf32> {mixer.param = "w"}, %lr: tensor<f32>, %step: tensor<i32>) -> tensor<8xf32> {
+  %flat = mixer.reshape %w : tensor<4x2xf32> to tensor<8xf32>
+  // expected-error @+1 {{cannot update argument 0 in place: it is read after the update}}
+  %w1, %m1, %v1 = mixer.adamw %w, %w, %w, %w, %lr, %step {b1 = 0.9 : f64, b2 = 0.999 : f64, eps = 1.0e-6 : f64, weight_decay = 0.01 : f64, max_norm = 0.0 : f64} : tensor<4x2xf32>
+  // expected-note @+1 {{read here}}
+  %y = mixer.activation tanh %flat : tensor<8xf32>
+  return %y : tensor<8xf32>
+}
+
+// -----
+
+func.func @update_of_a_temporary(%w: tensor<4x2xf32> {mixer.param = "w"}, %lr: tensor<f32>, %step: tensor<i32>) {
+  %t = mixer.activation tanh %w : tensor<4x2xf32>
+  // expected-error @+1 {{can only update function arguments (the parameters and optimizer state) in place}}
+  %w1, %m1, %v1 = mixer.adamw %t, %w, %w, %w, %lr, %step {b1 = 0.9 : f64, b2 = 0.999 : f64, eps = 1.0e-6 : f64, weight_decay = 0.01 : f64, max_norm = 0.0 : f64} : tensor<4x2xf32>
+  return
+}
+
+// -----
+
+// expected-error @+1 {{result 0 updates 'w' but is not computed in its storage}}
+func.func @update_not_in_place(%w: tensor<4x2xf32> {mixer.param = "w"}) -> (tensor<4x2xf32> {mixer.update = "w"}) {
+  %t = mixer.activation tanh %w : tensor<4x2xf32>
+  return %t : tensor<4x2xf32>
+}

@@ -52,3 +52,20 @@ func.func @outputs_survive(%x: memref<256xf32>) -> (memref<256xf32>, memref<256x
   mixrt.kernel "softmax" ins(%x : memref<256xf32>) outs(%b : memref<256xf32>) params {}
   return %a, %b : memref<256xf32>, memref<256xf32>
 }
+
+// -----
+
+// The optimizer update writes the parameter and its moments in their own
+// storage: the arena holds only the gradient, live until the update reads it.
+// CHECK-LABEL: func.func @update_in_place
+// CHECK-SAME: mixrt.arena_bytes = 1024 : i64
+// CHECK: mixrt.alloc {offset = 0 : i64} : memref<256xf32>
+// CHECK-NOT: mixrt.alloc
+// CHECK: mixrt.kernel "adamw" {{.*}} outs(%arg0, %arg1, %arg2 :
+func.func @update_in_place(%w: memref<256xf32>, %m: memref<256xf32>, %v: memref<256xf32>,
+                           %lr: memref<f32>, %step: memref<i32>, %none: memref<0xf32>) {
+  %g = mixrt.alloc : memref<256xf32>
+  mixrt.kernel "softmax" ins(%w : memref<256xf32>) outs(%g : memref<256xf32>) params {}
+  mixrt.kernel "adamw" ins(%g, %lr, %step, %none : memref<256xf32>, memref<f32>, memref<i32>, memref<0xf32>) outs(%w, %m, %v : memref<256xf32>, memref<256xf32>, memref<256xf32>) params {b1 = 0.9, b2 = 0.999, eps = 1.0e-6, weight_decay = 0.01, max_norm = 0.0}
+  return
+}

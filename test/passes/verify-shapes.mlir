@@ -1,8 +1,10 @@
 // RUN: mixer-opt %s --split-input-file --verify-diagnostics --mixer-verify-shapes | FileCheck %s
 
+// Inputs, parameters and optimizer state are the three kinds of argument.
 // CHECK-LABEL: func.func @static_model
 func.func @static_model(%ids: tensor<2x8xi32> {mixer.input = "input_ids"},
-                        %w: tensor<8x8xf32> {mixer.param = "w"}) -> tensor<2x8xi32> {
+                        %w: tensor<8x8xf32> {mixer.param = "w"},
+                        %m: tensor<8x8xf32> {mixer.state = "adam_m/w"}) -> tensor<2x8xi32> {
   return %ids : tensor<2x8xi32>
 }
 
@@ -15,7 +17,7 @@ func.func @dynamic_batch(%ids: tensor<?x8xi32> {mixer.input = "input_ids"}) {
 
 // -----
 
-// expected-error @+1 {{argument 1 is neither a model input (mixer.input) nor a parameter (mixer.param)}}
+// expected-error @+1 {{argument 1 is neither a model input (mixer.input), a parameter (mixer.param) nor optimizer state (mixer.state)}}
 func.func @unnamed_argument(%ids: tensor<2x8xi32> {mixer.input = "input_ids"}, %w: tensor<8xf32>) {
   return
 }

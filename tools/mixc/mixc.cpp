@@ -1,7 +1,7 @@
 //===- mixc.cpp - the mixer compiler --------------------------------------===//
 //
 //   mixc model.json -o model.mxa [--target cpu] [--batch N] [--seq S]
-//        [--outputs sequence_output,pooled_output]
+//        [--outputs sequence_output,pooled_output] [--train [--optimizer none]]
 //   mixc model.json --emit=<stage>
 //
 // Parses and validates the model, builds the mixer dialect, runs the pipeline
@@ -59,9 +59,22 @@ cl::opt<int64_t> seq("seq",
                      cl::desc("sequence length (default: max_seq_length)"),
                      cl::init(0));
 cl::opt<bool> train("train",
-                    cl::desc("compile the training step: losses and the "
-                             "gradient of every parameter"),
+                    cl::desc("compile the training step: forward with "
+                             "dropout, losses, backward and the AdamW update "
+                             "of every parameter"),
                     cl::init(false));
+
+/// What a training artifact does with the gradients.
+enum class Optimizer { AdamW, None };
+
+cl::opt<Optimizer> optimizer(
+    "optimizer", cl::desc("with --train: the update that ends the step"),
+    cl::init(Optimizer::AdamW),
+    cl::values(clEnumValN(Optimizer::AdamW, "adamw",
+                          "update every parameter in place (default)"),
+               clEnumValN(Optimizer::None, "none",
+                          "no update and no dropout: return the gradient of "
+                          "every parameter as grad/<name>")));
 cl::list<std::string>
     outputs("outputs", cl::CommaSeparated,
             cl::desc("outputs to compute (default: all the model's heads)"),
@@ -155,8 +168,14 @@ int main(int argc, char **argv) {
   context.printOpOnDiagnostic(false);
   llvm::SourceMgr sourceMgr;
   SourceMgrDiagnosticHandler diagnostics(sourceMgr, &context);
-  OwningOpRef<ModuleOp> module = mixer::buildModelModule(
-      context, *config, {batch, seq, inputPath.getValue(), train});
+  mixer::BuildOptions build;
+  build.batch = batch;
+  build.seq = seq;
+  build.sourcePath = inputPath.getValue();
+  build.training = train;
+  build.trainingStep = train && optimizer == Optimizer::AdamW;
+  OwningOpRef<ModuleOp> module =
+      mixer::buildModelModule(context, *config, build);
   if (!module)
     return kInputError;
 
@@ -175,6 +194,7 @@ int main(int argc, char **argv) {
   mixer::PipelineOptions options;
   options.target = target;
   options.training = train;
+  options.optimizer = optimizer == Optimizer::AdamW;
   mixer::buildPipeline(pm, options, stageFor(emit));
   if (failed(pm.run(*module)))
     return kCompileError;

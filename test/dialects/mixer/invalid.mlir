@@ -216,3 +216,115 @@ func.func @cross_entropy_labels(%logits: tensor<6x10xf32>, %labels: tensor<5xi32
   %ce = mixer.softmax_cross_entropy %logits, %labels : (tensor<6x10xf32>, tensor<5xi32>) -> tensor<f32>
   return
 }
+
+// -----
+
+func.func @dropout_rate_one(%x: tensor<4xf32>, %k: tensor<i32>) {
+  // expected-error @+1 {{rate must be in [0, 1), got 1}}
+  %y = mixer.random_scale dropout %x, %k, %k {rate = 1.0 : f64, stream = 0} : tensor<4xf32>
+  return
+}
+
+// -----
+
+func.func @random_scale_negative_stream(%x: tensor<4xf32>, %k: tensor<i32>) {
+  // expected-error @+1 {{attribute 'stream' failed to satisfy constraint}}
+  %y = mixer.random_scale jitter %x, %k, %k {rate = 0.1 : f64, stream = -1} : tensor<4xf32>
+  return
+}
+
+// -----
+
+func.func @random_scale_key_not_scalar(%x: tensor<4xf32>, %k: tensor<2xi32>) {
+  // expected-error @+1 {{operand #1 must be 0D tensor of 32-bit signless integer values}}
+  %y = "mixer.random_scale"(%x, %k, %k) {kind = #mixer<noise dropout>, rate = 0.1 : f64, stream = 0} : (tensor<4xf32>, tensor<2xi32>, tensor<2xi32>) -> tensor<4xf32>
+  return
+}
+
+// -----
+
+func.func @global_norm_of_nothing() {
+  // expected-error @+1 {{needs at least one operand}}
+  %n = "mixer.global_norm"() : () -> tensor<f32>
+  return
+}
+
+// -----
+
+func.func @adamw_norm_without_clipping(%w: tensor<4xf32>, %lr: tensor<f32>, %s: tensor<i32>, %n: tensor<f32>) {
+  // expected-error @+1 {{takes a norm operand exactly when max_norm > 0}}
+  %a, %b, %c = mixer.adamw %w, %w, %w, %w, %lr, %s norm %n {b1 = 0.9 : f64, b2 = 0.999 : f64, eps = 1.0e-6 : f64, weight_decay = 0.01 : f64, max_norm = 0.0 : f64} : tensor<4xf32>
+  return
+}
+
+// -----
+
+func.func @adamw_clipping_without_norm(%w: tensor<4xf32>, %lr: tensor<f32>, %s: tensor<i32>) {
+  // expected-error @+1 {{takes a norm operand exactly when max_norm > 0}}
+  %a, %b, %c = mixer.adamw %w, %w, %w, %w, %lr, %s {b1 = 0.9 : f64, b2 = 0.999 : f64, eps = 1.0e-6 : f64, weight_decay = 0.01 : f64, max_norm = 1.0 : f64} : tensor<4xf32>
+  return
+}
+
+// -----
+
+func.func @adamw_b2_one(%w: tensor<4xf32>, %lr: tensor<f32>, %s: tensor<i32>) {
+  // expected-error @+1 {{b1 and b2 must be in [0, 1)}}
+  %a, %b, %c = mixer.adamw %w, %w, %w, %w, %lr, %s {b1 = 0.9 : f64, b2 = 1.0 : f64, eps = 1.0e-6 : f64, weight_decay = 0.01 : f64, max_norm = 0.0 : f64} : tensor<4xf32>
+  return
+}
+
+// -----
+
+func.func @adamw_eps_zero(%w: tensor<4xf32>, %lr: tensor<f32>, %s: tensor<i32>) {
+  // expected-error @+1 {{eps must be positive}}
+  %a, %b, %c = mixer.adamw %w, %w, %w, %w, %lr, %s {b1 = 0.9 : f64, b2 = 0.999 : f64, eps = 0.0 : f64, weight_decay = 0.01 : f64, max_norm = 0.0 : f64} : tensor<4xf32>
+  return
+}
+
+// -----
+
+func.func @adamw_negative_decay(%w: tensor<4xf32>, %lr: tensor<f32>, %s: tensor<i32>) {
+  // expected-error @+1 {{weight_decay must not be negative}}
+  %a, %b, %c = mixer.adamw %w, %w, %w, %w, %lr, %s {b1 = 0.9 : f64, b2 = 0.999 : f64, eps = 1.0e-6 : f64, weight_decay = -0.01 : f64, max_norm = 0.0 : f64} : tensor<4xf32>
+  return
+}
+
+// -----
+
+func.func @adamw_moment_shape(%w: tensor<4xf32>, %m: tensor<2x2xf32>, %lr: tensor<f32>, %s: tensor<i32>) {
+  // expected-error @+1 {{failed to verify that all of {param, adam_m, adam_v, grad, new_param, new_adam_m, new_adam_v} have same type}}
+  %a, %b, %c = "mixer.adamw"(%w, %m, %w, %w, %lr, %s) {b1 = 0.9 : f64, b2 = 0.999 : f64, eps = 1.0e-6 : f64, weight_decay = 0.01 : f64, max_norm = 0.0 : f64} : (tensor<4xf32>, tensor<2x2xf32>, tensor<4xf32>, tensor<4xf32>, tensor<f32>, tensor<i32>) -> (tensor<4xf32>, tensor<4xf32>, tensor<4xf32>)
+  return
+}
+
+// -----
+
+func.func @moe_noise_without_key(%x: tensor<2x8x16xf32>, %rk: tensor<16x4xf32>, %rb: tensor<4xf32>, %w1: tensor<4x16x32xf32>, %b1: tensor<4x32xf32>, %w2: tensor<4x32x16xf32>, %b2: tensor<4x16xf32>) {
+  // expected-error @+1 {{takes the noise operands seed and step exactly when it has jitter_noise or expert_dropout_rate}}
+  %y = mixer.moe %x, %rk, %rb, %w1, %b1, %w2, %b2 {routing = #mixer<routing experts_choose>, num_groups = 1, capacity = 4, k = 1, expert_dropout_rate = 0.1 : f64, expert_dropout_stream = 0} : (tensor<2x8x16xf32>, tensor<16x4xf32>, tensor<4xf32>, tensor<4x16x32xf32>, tensor<4x32xf32>, tensor<4x32x16xf32>, tensor<4x16xf32>) -> tensor<2x8x16xf32>
+  return
+}
+
+// -----
+
+func.func @moe_rate_without_stream(%x: tensor<2x8x16xf32>, %rk: tensor<16x4xf32>, %rb: tensor<4xf32>, %w1: tensor<4x16x32xf32>, %b1: tensor<4x32xf32>, %w2: tensor<4x32x16xf32>, %b2: tensor<4x16xf32>, %k: tensor<i32>) {
+  // expected-error @+1 {{a noise rate and its stream go together}}
+  %y = mixer.moe %x, %rk, %rb, %w1, %b1, %w2, %b2 noise %k, %k {routing = #mixer<routing experts_choose>, num_groups = 1, capacity = 4, k = 1, jitter_noise = 0.1 : f64} : (tensor<2x8x16xf32>, tensor<16x4xf32>, tensor<4xf32>, tensor<4x16x32xf32>, tensor<4x32xf32>, tensor<4x32x16xf32>, tensor<4x16xf32>, tensor<i32>, tensor<i32>) -> tensor<2x8x16xf32>
+  return
+}
+
+// -----
+
+func.func @moe_shared_stream(%x: tensor<2x8x16xf32>, %rk: tensor<16x4xf32>, %rb: tensor<4xf32>, %w1: tensor<4x16x32xf32>, %b1: tensor<4x32xf32>, %w2: tensor<4x32x16xf32>, %b2: tensor<4x16xf32>, %k: tensor<i32>) {
+  // expected-error @+1 {{jitter and expert dropout need different streams}}
+  %y = mixer.moe %x, %rk, %rb, %w1, %b1, %w2, %b2 noise %k, %k {routing = #mixer<routing experts_choose>, num_groups = 1, capacity = 4, k = 1, jitter_noise = 0.1 : f64, jitter_stream = 2, expert_dropout_rate = 0.1 : f64, expert_dropout_stream = 2} : (tensor<2x8x16xf32>, tensor<16x4xf32>, tensor<4xf32>, tensor<4x16x32xf32>, tensor<4x32xf32>, tensor<4x32x16xf32>, tensor<4x16xf32>, tensor<i32>, tensor<i32>) -> tensor<2x8x16xf32>
+  return
+}
+
+// -----
+
+func.func @moe_jitter_too_large(%x: tensor<2x8x16xf32>, %rk: tensor<16x4xf32>, %rb: tensor<4xf32>, %w1: tensor<4x16x32xf32>, %b1: tensor<4x32xf32>, %w2: tensor<4x32x16xf32>, %b2: tensor<4x16xf32>, %k: tensor<i32>) {
+  // expected-error @+1 {{jitter_noise must be in [0, 1), got 1.5}}
+  %y = mixer.moe %x, %rk, %rb, %w1, %b1, %w2, %b2 noise %k, %k {routing = #mixer<routing experts_choose>, num_groups = 1, capacity = 4, k = 1, jitter_noise = 1.5 : f64, jitter_stream = 2} : (tensor<2x8x16xf32>, tensor<16x4xf32>, tensor<4xf32>, tensor<4x16x32xf32>, tensor<4x32xf32>, tensor<4x32x16xf32>, tensor<4x16xf32>, tensor<i32>, tensor<i32>) -> tensor<2x8x16xf32>
+  return
+}

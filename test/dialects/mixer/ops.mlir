@@ -119,3 +119,24 @@ func.func @moe_gradients(%xd: tensor<32x16xf32>, %t: tensor<32xi32>, %o: tensor<
   %dl = mixer.route_grad %logits, %t, %o, %dg {routing = #mixer<routing sigmoid_topk>} : (tensor<16x4xf32>, tensor<32xi32>, tensor<5xi32>, tensor<32xf32>) -> tensor<16x4xf32>
   return %dl : tensor<16x4xf32>
 }
+
+// The training step's noise and optimizer update; the MoE layer's noise
+// operands and attributes.
+// CHECK-LABEL: func.func @training_step
+func.func @training_step(%x: tensor<2x8x16xf32>, %seed: tensor<i32>, %step: tensor<i32>,
+    %w: tensor<16x4xf32>, %m: tensor<16x4xf32>, %v: tensor<16x4xf32>, %g: tensor<16x4xf32>,
+    %b: tensor<4xf32>, %lr: tensor<f32>, %w1: tensor<4x16x32xf32>, %b1: tensor<4x32xf32>,
+    %w2: tensor<4x32x16xf32>, %b2: tensor<4x16xf32>)
+    -> (tensor<2x8x16xf32>, tensor<2x8x16xf32>, tensor<16x4xf32>, tensor<16x4xf32>, tensor<16x4xf32>, tensor<2x8x16xf32>) {
+  // CHECK: mixer.random_scale dropout %{{.*}}, %{{.*}}, %{{.*}} {rate = 1.000000e-01 : f64, stream = 3 : i64} : tensor<2x8x16xf32>
+  %d = mixer.random_scale dropout %x, %seed, %step {rate = 0.1 : f64, stream = 3} : tensor<2x8x16xf32>
+  // CHECK: mixer.random_scale jitter
+  %j = mixer.random_scale jitter %x, %seed, %step {rate = 0.01 : f64, stream = 4} : tensor<2x8x16xf32>
+  // CHECK: %[[N:.*]] = mixer.global_norm %{{.*}}, %{{.*}} : tensor<16x4xf32>, tensor<4xf32>
+  %n = mixer.global_norm %g, %b : tensor<16x4xf32>, tensor<4xf32>
+  // CHECK: mixer.adamw %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} norm %[[N]] {b1 = 9.000000e-01 : f64, b2 = 0.99899999999999999 : f64, eps = 9.9999999999999995E-7 : f64, max_norm = 1.000000e+00 : f64, weight_decay = 0.000000e+00 : f64} : tensor<16x4xf32>
+  %w_, %m_, %v_ = mixer.adamw %w, %m, %v, %g, %lr, %step norm %n {b1 = 0.9 : f64, b2 = 0.999 : f64, eps = 1.0e-6 : f64, weight_decay = 0.0 : f64, max_norm = 1.0 : f64} : tensor<16x4xf32>
+  // CHECK: mixer.moe {{.*}} noise %{{.*}}, %{{.*}} {{{.*}}expert_dropout_rate = 1.000000e-01 : f64, expert_dropout_stream = 6 : i64, jitter_noise = 2.000000e-02 : f64, jitter_stream = 5 : i64
+  %y = mixer.moe %x, %w, %b, %w1, %b1, %w2, %b2 noise %seed, %step {routing = #mixer<routing experts_choose>, num_groups = 1, capacity = 4, k = 1, jitter_noise = 0.02 : f64, jitter_stream = 5, expert_dropout_rate = 0.1 : f64, expert_dropout_stream = 6} : (tensor<2x8x16xf32>, tensor<16x4xf32>, tensor<4xf32>, tensor<4x16x32xf32>, tensor<4x32xf32>, tensor<4x32x16xf32>, tensor<4x16xf32>, tensor<i32>, tensor<i32>) -> tensor<2x8x16xf32>
+  return %d, %j, %w_, %m_, %v_, %y : tensor<2x8x16xf32>, tensor<2x8x16xf32>, tensor<16x4xf32>, tensor<16x4xf32>, tensor<16x4xf32>, tensor<2x8x16xf32>
+}

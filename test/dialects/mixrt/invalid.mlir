@@ -37,3 +37,37 @@ func.func @view_count(%x: memref<4x4xf32>) {
   %v = mixrt.view %x : memref<4x4xf32> to memref<3x4xf32>
   return
 }
+
+// -----
+
+func.func @variadic_kernel_without_operands(%n: memref<f32>) {
+  // expected-error @+1 {{kernel 'global_norm' takes one or more operands and 1 results, got 0 and 1}}
+  "mixrt.kernel"(%n) <{callee = "global_norm", operandSegmentSizes = array<i32: 0, 1>, params = {}}> : (memref<f32>) -> ()
+  return
+}
+
+// -----
+
+func.func @update_into_arena(%g: memref<4xf32>, %lr: memref<f32>, %step: memref<i32>, %none: memref<0xf32>, %m: memref<4xf32>, %v: memref<4xf32>) {
+  %w = mixrt.alloc : memref<4xf32>
+  // expected-error @+1 {{kernel 'adamw' updates parameters or state in place: its results must be function arguments}}
+  mixrt.kernel "adamw" ins(%g, %lr, %step, %none : memref<4xf32>, memref<f32>, memref<i32>, memref<0xf32>) outs(%w, %m, %v : memref<4xf32>, memref<4xf32>, memref<4xf32>) params {b1 = 0.9, b2 = 0.999, eps = 1.0e-6, weight_decay = 0.01, max_norm = 0.0}
+  return
+}
+
+// -----
+
+func.func @kernel_writes_argument(%x: memref<4xf32>, %y: memref<4xf32>) {
+  // expected-error @+1 {{kernel 'softmax' cannot write a function argument (only kernels that update state do)}}
+  mixrt.kernel "softmax" ins(%x : memref<4xf32>) outs(%y : memref<4xf32>) params {}
+  return
+}
+
+// -----
+
+func.func @kernel_writes_argument_view(%x: memref<4xf32>, %y: memref<4xf32>) {
+  %v = mixrt.view %y : memref<4xf32> to memref<2x2xf32>
+  // expected-error @+1 {{kernel 'round_bf16' cannot write a function argument (only kernels that update state do)}}
+  mixrt.kernel "round_bf16" ins(%x : memref<4xf32>) outs(%v : memref<2x2xf32>) params {}
+  return
+}

@@ -12,3 +12,17 @@ func.func @kernel_calls(%x: memref<16x16xf32>, %w: memref<16x32xf32>) -> memref<
   %v = mixrt.view %y : memref<16x32xf32> to memref<4x4x32xf32>
   return %v : memref<4x4x32xf32>
 }
+
+// Variadic kernels take any number of operands; kernels that update state
+// write function arguments.
+// CHECK-LABEL: func.func @training_kernels
+func.func @training_kernels(%w: memref<16x4xf32>, %m: memref<16x4xf32>, %v: memref<16x4xf32>,
+    %b: memref<4xf32>, %lr: memref<f32>, %step: memref<i32>) {
+  %g = mixrt.alloc {offset = 0} : memref<16x4xf32>
+  %n = mixrt.alloc {offset = 256} : memref<f32>
+  // CHECK: mixrt.kernel "global_norm" ins(%{{.*}}, %{{.*}}, %{{.*}} : memref<16x4xf32>, memref<4xf32>, memref<16x4xf32>) outs(%{{.*}} : memref<f32>) params {}
+  mixrt.kernel "global_norm" ins(%g, %b, %w : memref<16x4xf32>, memref<4xf32>, memref<16x4xf32>) outs(%n : memref<f32>) params {}
+  // CHECK: mixrt.kernel "adamw" ins({{.*}}) outs(%arg0, %arg1, %arg2 : memref<16x4xf32>, memref<16x4xf32>, memref<16x4xf32>)
+  mixrt.kernel "adamw" ins(%g, %lr, %step, %n : memref<16x4xf32>, memref<f32>, memref<i32>, memref<f32>) outs(%w, %m, %v : memref<16x4xf32>, memref<16x4xf32>, memref<16x4xf32>) params {b1 = 0.9, b2 = 0.999, eps = 1.0e-6, weight_decay = 0.01, max_norm = 1.0}
+  return
+}

@@ -485,6 +485,99 @@ inline const InvalidCase kInvalidCases[] = {
 })json",
      "m.json:9:23: /moe/max_group_size: must be >= 1, got 0",
      SchemaVerdict::Rejects},
+    {"training_not_object", R"json({
+  "name": "m",
+  "embeddings": {"vocab_size": 64, "max_seq_length": 8},
+  "d_model": 16, "num_layers": 4, "d_ff": 32,
+  "mixing": {"kind": "linear"},
+  "training": 0.1
+})json",
+     "m.json:6:15: /training: expected an object, got 0.1",
+     SchemaVerdict::Rejects},
+    {"training_unknown_key", R"json({
+  "name": "m",
+  "embeddings": {"vocab_size": 64, "max_seq_length": 8},
+  "d_model": 16, "num_layers": 4, "d_ff": 32,
+  "mixing": {"kind": "linear"},
+  "training": {"learning_rte": 0.001}
+})json",
+     "m.json:6:16: /training/learning_rte: unknown key 'learning_rte' (did you "
+     "mean 'learning_rate'?)",
+     SchemaVerdict::Rejects},
+    {"training_learning_rate_zero", R"json({
+  "name": "m",
+  "embeddings": {"vocab_size": 64, "max_seq_length": 8},
+  "d_model": 16, "num_layers": 4, "d_ff": 32,
+  "mixing": {"kind": "linear"},
+  "training": {"learning_rate": 0}
+})json",
+     "m.json:6:33: /training/learning_rate: must be > 0, got 0",
+     SchemaVerdict::Rejects},
+    {"training_dropout_rate_one", R"json({
+  "name": "m",
+  "embeddings": {"vocab_size": 64, "max_seq_length": 8},
+  "d_model": 16, "num_layers": 4, "d_ff": 32,
+  "mixing": {"kind": "linear"},
+  "training": {"dropout_rate": 1}
+})json",
+     "m.json:6:32: /training/dropout_rate: must be in [0, 1), got 1",
+     SchemaVerdict::Rejects},
+    {"training_b2_negative", R"json({
+  "name": "m",
+  "embeddings": {"vocab_size": 64, "max_seq_length": 8},
+  "d_model": 16, "num_layers": 4, "d_ff": 32,
+  "mixing": {"kind": "linear"},
+  "training": {"b2": -0.5}
+})json",
+     "m.json:6:22: /training/b2: must be in [0, 1), got -0.5",
+     SchemaVerdict::Rejects},
+    {"training_weight_decay_negative", R"json({
+  "name": "m",
+  "embeddings": {"vocab_size": 64, "max_seq_length": 8},
+  "d_model": 16, "num_layers": 4, "d_ff": 32,
+  "mixing": {"kind": "linear"},
+  "training": {"weight_decay": -0.01}
+})json",
+     "m.json:6:32: /training/weight_decay: must be >= 0, got -0.01",
+     SchemaVerdict::Rejects},
+    {"training_jitter_string", R"json({
+  "name": "m",
+  "embeddings": {"vocab_size": 64, "max_seq_length": 8},
+  "d_model": 16, "num_layers": 4, "d_ff": 32,
+  "mixing": {"kind": "linear"},
+  "training": {"jitter_noise": "0.1"}
+})json",
+     "m.json:6:32: /training/jitter_noise: expected a number, got \"0.1\"",
+     SchemaVerdict::Rejects},
+    {"training_warmup_fraction", R"json({
+  "name": "m",
+  "embeddings": {"vocab_size": 64, "max_seq_length": 8},
+  "d_model": 16, "num_layers": 4, "d_ff": 32,
+  "mixing": {"kind": "linear"},
+  "training": {"warmup_steps": 2.5}
+})json",
+     "m.json:6:32: /training/warmup_steps: expected an integer, got 2.5",
+     SchemaVerdict::Rejects},
+    {"training_total_not_after_warmup", R"json({
+  "name": "m",
+  "embeddings": {"vocab_size": 64, "max_seq_length": 8},
+  "d_model": 16, "num_layers": 4, "d_ff": 32,
+  "mixing": {"kind": "linear"},
+  "training": {"warmup_steps": 100, "total_steps": 100}
+})json",
+     "m.json:6:52: /training/total_steps: must be greater than warmup_steps "
+     "(100), got 100",
+     SchemaVerdict::Accepts},
+    {"training_warmup_beyond_default_total", R"json({
+  "name": "m",
+  "embeddings": {"vocab_size": 64, "max_seq_length": 8},
+  "d_model": 16, "num_layers": 4, "d_ff": 32,
+  "mixing": {"kind": "linear"},
+  "training": {"warmup_steps": 2000000}
+})json",
+     "m.json:6:32: /training/warmup_steps: must be less than total_steps "
+     "(1000000), got 2000000",
+     SchemaVerdict::Accepts},
 };
 
 /// Texts both the parser and the schema accept, each at the edge of a rule.
@@ -552,6 +645,15 @@ inline const ValidCase kValidCases[] = {
   "mixing": {"kind": "linear"},
   "moe_layers": [1, 2],
   "moe": {"num_experts": 4, "expert_d_ff": 8, "routing": {"type": "sigmoid_topk", "k": 4}}
+})json"},
+    {"training_at_the_edges", R"json({
+  "name": "m",
+  "embeddings": {"vocab_size": 64, "max_seq_length": 8},
+  "d_model": 16, "num_layers": 4, "d_ff": 32,
+  "mixing": {"kind": "linear"},
+  "training": {"warmup_steps": 0, "total_steps": 1, "b1": 0, "b2": 0,
+               "weight_decay": 0, "clip_grad_norm": 0, "dropout_rate": 0,
+               "expert_dropout_rate": 0, "jitter_noise": 0}
 })json"},
 };
 

@@ -148,6 +148,54 @@ TEST(ModelParserTest, ReadsEveryKey) {
   EXPECT_TRUE(m.layers[1].useFft && m.layers[2].useFft && m.layers[3].useFft);
 }
 
+// Spec §11.1 and §11.3: the pre-training recipe.
+TEST(ModelParserTest, TrainingDefaults) {
+  ModelConfig m = parseOk(R"json({
+    "name": "m",
+    "embeddings": {"vocab_size": 64, "max_seq_length": 8},
+    "d_model": 16, "num_layers": 2, "d_ff": 32,
+    "mixing": {"kind": "linear"}
+  })json");
+  const TrainingConfig &t = m.training;
+  EXPECT_EQ(t.learningRate, 1e-4);
+  EXPECT_EQ(t.warmupSteps, 10000);
+  EXPECT_EQ(t.totalSteps, 1000000);
+  EXPECT_EQ(t.b1, 0.9);
+  EXPECT_EQ(t.b2, 0.999);
+  EXPECT_EQ(t.eps, 1e-6);
+  EXPECT_EQ(t.weightDecay, 0.01);
+  EXPECT_EQ(t.clipGradNorm, 0.0);
+  EXPECT_EQ(t.dropoutRate, 0.1);
+  EXPECT_EQ(t.expertDropoutRate, 0.1);
+  EXPECT_EQ(t.jitterNoise, 0.0);
+}
+
+TEST(ModelParserTest, TrainingReadsEveryKey) {
+  ModelConfig m = parseOk(R"json({
+    "name": "m",
+    "embeddings": {"vocab_size": 64, "max_seq_length": 8},
+    "d_model": 16, "num_layers": 2, "d_ff": 32,
+    "mixing": {"kind": "linear"},
+    "training": {"learning_rate": 1e-5, "warmup_steps": 50,
+                 "total_steps": 500, "b1": 0.8, "b2": 0.99, "eps": 1e-8,
+                 "weight_decay": 0.1, "clip_grad_norm": 1.5,
+                 "dropout_rate": 0.2, "expert_dropout_rate": 0.25,
+                 "jitter_noise": 0.05}
+  })json");
+  const TrainingConfig &t = m.training;
+  EXPECT_EQ(t.learningRate, 1e-5);
+  EXPECT_EQ(t.warmupSteps, 50);
+  EXPECT_EQ(t.totalSteps, 500);
+  EXPECT_EQ(t.b1, 0.8);
+  EXPECT_EQ(t.b2, 0.99);
+  EXPECT_EQ(t.eps, 1e-8);
+  EXPECT_EQ(t.weightDecay, 0.1);
+  EXPECT_EQ(t.clipGradNorm, 1.5);
+  EXPECT_EQ(t.dropoutRate, 0.2);
+  EXPECT_EQ(t.expertDropoutRate, 0.25);
+  EXPECT_EQ(t.jitterNoise, 0.05);
+}
+
 TEST(ModelParserTest, MoeDefaults) {
   ModelConfig m = parseOk(R"json({
     "name": "m",
