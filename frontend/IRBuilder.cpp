@@ -375,19 +375,25 @@ Value ModelEmitter::emitTrainingLoss(
         builder, at, f32({batch * predictions, config.dModel}), h, positions);
     Value weights =
         LabelMaskOp::create(builder, at, f32({batch * predictions}), labels);
-    Value sum = SoftmaxCrossEntropyOp::create(
-        builder, at, scalar, emitMlmLogits(rows), labels, weights);
+    Value logits = emitMlmLogits(rows);
+    Value sum = SoftmaxCrossEntropyOp::create(builder, at, scalar, logits,
+                                              labels, weights);
     Value norm = ReduceSumOp::create(builder, at, scalar, weights);
     addLoss("masked_lm_loss", DivideOp::create(builder, at, sum, norm));
+    // The predicted ids, for the masked-LM accuracy of evaluations.
+    addOutput(
+        "masked_lm_predictions",
+        ArgmaxOp::create(builder, at, i32({batch * predictions}), logits));
   }
   int64_t classes = heads.nsp ? 2 : heads.classificationClasses;
   if (classes > 0) {
     const char *name = heads.nsp ? "next_sentence_labels" : "labels";
     Location at = loc(heads.nsp ? "next_sentence_loss" : "classification_loss");
     Value labels = input(name, {batch});
-    Value sum = SoftmaxCrossEntropyOp::create(
-        builder, at, scalar, emitClassifierLogits(pooled, classes), labels,
-        Value());
+    Value logits = emitClassifierLogits(pooled, classes);
+    Value sum = SoftmaxCrossEntropyOp::create(builder, at, scalar, logits,
+                                              labels, Value());
+    addOutput(heads.nsp ? "nsp_logits" : "classification_logits", logits);
     addLoss(heads.nsp ? "next_sentence_loss" : "classification_loss",
             ScaleOp::create(builder, at, sum,
                             builder.getF64FloatAttr(1.0 / double(batch))));

@@ -361,14 +361,15 @@ LogicalResult FunctionLowering::lowerOp(Operation *op) {
       .Case<BroadcastOp, ReduceSumOp, MultiplyOp, DivideOp, SoftmaxGradOp,
             ReduceRowsOp, DispatchGradOp, CombineGradOp, ScatterGateGradOp,
             GatherPositionsOp, GatherPositionsGradOp, SquaredErrorOp,
-            EmbedGradOp, LabelMaskOp, GlobalNormOp>([&](Operation *op) {
-        // Kernels named after the op, taking its operands in order.
-        SmallVector<Value> operands;
-        for (Value operand : op->getOperands())
-          operands.push_back(lookup(operand));
-        replace(op, op->getName().stripDialect(), operands);
-        return success();
-      })
+            EmbedGradOp, LabelMaskOp, GlobalNormOp, ArgmaxOp>(
+          [&](Operation *op) {
+            // Kernels named after the op, taking its operands in order.
+            SmallVector<Value> operands;
+            for (Value operand : op->getOperands())
+              operands.push_back(lookup(operand));
+            replace(op, op->getName().stripDialect(), operands);
+            return success();
+          })
       .Case<ScaleOp>([&](ScaleOp scale) {
         replace(scale, "scale", {lookup(scale.getInput())},
                 {attr("factor", scale.getFactorAttr())});

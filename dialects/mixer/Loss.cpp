@@ -42,6 +42,13 @@ LogicalResult LabelMaskOp::verify() {
   return expectShape(*this, getResult(), shapeOf(getLabels()), "result");
 }
 
+LogicalResult ArgmaxOp::verify() {
+  ArrayRef<int64_t> shape = shapeOf(getInput());
+  if (shape.empty())
+    return emitOpError("needs an input of rank 1 or more");
+  return expectShape(*this, getResult(), shape.drop_back(), "result");
+}
+
 LogicalResult SquaredErrorOp::verify() {
   return expectShape(*this, getTarget(), shapeOf(getPrediction()), "target");
 }

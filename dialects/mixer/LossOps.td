@@ -105,4 +105,17 @@ def Mixer_LabelMaskOp : Mixer_Op<"label_mask", [Pure,
   let hasVerifier = 1;
 }
 
+def Mixer_ArgmaxOp : Mixer_Op<"argmax", [Pure]> {
+  let summary = "index of the largest value of each last-axis row";
+  let description = [{
+    The predicted class of each row of logits (the first of equal maxima),
+    for evaluation metrics such as the masked-LM accuracy. It has no
+    gradient: training plans output it beside the losses.
+  }];
+  let arguments = (ins Mixer_F32Tensor:$input);
+  let results = (outs Mixer_I32Tensor:$result);
+  let assemblyFormat = "$input attr-dict `:` type($input) `to` type($result)";
+  let hasVerifier = 1;
+}
+
 #endif // MIXER_LOSSOPS_TD

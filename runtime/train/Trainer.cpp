@@ -259,10 +259,14 @@ Status TrainingSession::train(BatchSource &data, const TrainOptions &options) {
     if (!metrics)
       return Status::error(options.metricsPath + ": cannot open for writing");
   }
-  std::vector<int64_t> scalarOutputs;
-  for (size_t i = 0; i < plan.outputs.size(); ++i)
-    if (plan.values[plan.outputs[i].value].numel == 1)
-      scalarOutputs.push_back(i);
+  // The loss and its components ("loss", "*_loss").
+  std::vector<int64_t> lossOutputs;
+  for (size_t i = 0; i < plan.outputs.size(); ++i) {
+    const std::string &name = plan.outputs[i].name;
+    if (name == "loss" ||
+        (name.size() > 5 && name.compare(name.size() - 5, 5, "_loss") == 0))
+      lossOutputs.push_back(i);
+  }
 
   while (applied < options.steps) {
     auto start = std::chrono::steady_clock::now();
@@ -285,7 +289,7 @@ Status TrainingSession::train(BatchSource &data, const TrainOptions &options) {
     report.learningRate = lr;
     report.tokens = data.lastTokens();
     std::vector<io::HostTensor> outputs = runner.outputs();
-    for (int64_t i : scalarOutputs)
+    for (int64_t i : lossOutputs)
       report.metrics.emplace_back(outputs[i].name, outputs[i].as<float>()[0]);
     for (const auto &[name, value] : report.metrics)
       if (name == "loss" && !std::isfinite(value))

@@ -62,7 +62,7 @@ makeClassificationSource(const data::ClassificationData &data,
 struct StepReport {
   int64_t step = 0; ///< updates applied, this one included
   double learningRate = 0;
-  /// The plan's scalar outputs (loss and its components), in plan order.
+  /// The loss and its components ("*_loss" outputs), in plan order.
   std::vector<std::pair<std::string, double>> metrics;
   double seconds = 0; ///< wall time of the update
   int64_t tokens = 0; ///< non-pad tokens of its batch

@@ -397,7 +397,8 @@ json evaluatePretraining(exec::Executor &executor, train::BatchSource &data,
       }
     }
     for (const io::HostTensor &tensor : outputs)
-      if (tensor.numel() == 1 && tensor.dtype == io::DType::F32)
+      if (tensor.name == "loss" ||
+          tensor.name.find("_loss") != std::string::npos)
         lossSums[tensor.name] += tensor.as<float>()[0];
   }
   json result = {

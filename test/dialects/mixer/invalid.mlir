@@ -328,3 +328,11 @@ func.func @moe_jitter_too_large(%x: tensor<2x8x16xf32>, %rk: tensor<16x4xf32>, %
   %y = mixer.moe %x, %rk, %rb, %w1, %b1, %w2, %b2 noise %k, %k {routing = #mixer<routing experts_choose>, num_groups = 1, capacity = 4, k = 1, jitter_noise = 1.5 : f64, jitter_stream = 2} : (tensor<2x8x16xf32>, tensor<16x4xf32>, tensor<4xf32>, tensor<4x16x32xf32>, tensor<4x32xf32>, tensor<4x32x16xf32>, tensor<4x16xf32>, tensor<i32>, tensor<i32>) -> tensor<2x8x16xf32>
   return
 }
+
+// -----
+
+func.func @argmax_shape(%logits: tensor<6x10xf32>) {
+  // expected-error @+1 {{result must have shape [6] but has [10]}}
+  %p = mixer.argmax %logits : tensor<6x10xf32> to tensor<10xi32>
+  return
+}

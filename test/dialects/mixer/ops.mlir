@@ -140,3 +140,11 @@ func.func @training_step(%x: tensor<2x8x16xf32>, %seed: tensor<i32>, %step: tens
   %y = mixer.moe %x, %w, %b, %w1, %b1, %w2, %b2 noise %seed, %step {routing = #mixer<routing experts_choose>, num_groups = 1, capacity = 4, k = 1, jitter_noise = 0.02 : f64, jitter_stream = 5, expert_dropout_rate = 0.1 : f64, expert_dropout_stream = 6} : (tensor<2x8x16xf32>, tensor<16x4xf32>, tensor<4xf32>, tensor<4x16x32xf32>, tensor<4x32xf32>, tensor<4x32x16xf32>, tensor<4x16xf32>, tensor<i32>, tensor<i32>) -> tensor<2x8x16xf32>
   return %d, %j, %w_, %m_, %v_, %y : tensor<2x8x16xf32>, tensor<2x8x16xf32>, tensor<16x4xf32>, tensor<16x4xf32>, tensor<16x4xf32>, tensor<2x8x16xf32>
 }
+
+// The predicted class of each row, for evaluation metrics.
+// CHECK-LABEL: func.func @argmax
+func.func @argmax(%logits: tensor<6x10xf32>) -> tensor<6xi32> {
+  // CHECK: mixer.argmax %{{.*}} : tensor<6x10xf32> to tensor<6xi32>
+  %p = mixer.argmax %logits : tensor<6x10xf32> to tensor<6xi32>
+  return %p : tensor<6xi32>
+}
