@@ -15,11 +15,15 @@ Usage (with /usr/bin/python3, Debian's python3-torch 1.13):
         [--batch 8] [--seq 512] [--runs 5] [--warmup 2] [--threads 2] \
         [--mode inference|train] [--mlm]
 
-Prints one JSON line per model with the median milliseconds per example.
-Inference times the encoder and pooler (sequence_output and pooled_output),
-like the project's own benchmarks; `--mlm` adds the MLM head over all
-positions. `--mode train` times zero_grad + forward + MLM and NSP losses on
-random masked positions + backward + AdamW step (no dropout).
+Prints one JSON line per model with the median milliseconds per example and
+the process's peak resident set. Inference times the encoder and pooler
+(sequence_output and pooled_output), like the project's own benchmarks;
+`--mlm` adds the MLM head over all positions. `--mode train` times the step
+`mixc --train` compiles: zero_grad + forward with the dropout of the model's
+`training` section (after the embedding projection, on dense feed-forward
+outputs, on expert output rows before the gates) + MLM and NSP losses on 80
+random masked positions per example + backward + AdamW with the section's
+b1, b2, eps and weight decay.
 
 BLAS configuration. Debian's torch does its fp32 matmuls in the system
 `libblas.so.3`, which is OpenBLAS 0.3.21. Two settings decide its speed:
@@ -48,6 +52,7 @@ import ctypes
 import json
 import math
 import os
+import resource
 import statistics
 import sys
 import time
@@ -70,7 +75,8 @@ SUPPORTED_MIXING = ("linear", "fourier", "hartley", "identity", "attention")
 class MixerModel(torch.nn.Module):
     """A model JSON as a PyTorch module with the documented parameter names."""
 
-    def __init__(self, cfg: mixer_ref.ModelConfig):
+    def __init__(self, cfg: mixer_ref.ModelConfig,
+                 recipe: Optional[dict] = None):
         super().__init__()
         if cfg.mixing_kind not in SUPPORTED_MIXING:
             raise ValueError(f"mixing kind '{cfg.mixing_kind}' is not "
@@ -79,6 +85,7 @@ class MixerModel(torch.nn.Module):
             raise ValueError(f"routing '{cfg.moe.routing}' is not supported "
                              f"by the baseline")
         self.cfg = cfg
+        self.recipe = recipe or {}
         self.params = torch.nn.ParameterDict({
             name: torch.nn.Parameter(torch.empty(shape))
             for name, shape in mixer_ref.parameter_specs(cfg)})
@@ -98,6 +105,12 @@ class MixerModel(torch.nn.Module):
         with torch.no_grad():
             for name, p in self.params.items():
                 p.copy_(torch.from_numpy(np.asarray(weights[name])))
+
+    def _dropout(self, x: torch.Tensor, key: str) -> torch.Tensor:
+        """Inverted dropout at the recipe's `key` rate, in training only."""
+        rate = self.recipe.get(key, 0.0)
+        return F.dropout(x, rate, training=True) if self.training and rate \
+            else x
 
     def _ln(self, prefix: str, x: torch.Tensor) -> torch.Tensor:
         return F.layer_norm(x, x.shape[-1:], self.params[f"{prefix}/scale"],
@@ -171,6 +184,7 @@ class MixerModel(torch.nn.Module):
         hidden = F.gelu(hidden, approximate="tanh")
         ye = torch.baddbmm(p[f"{pre}/output/bias"].unsqueeze(1), hidden,
                            p[f"{pre}/output/kernel"])
+        ye = self._dropout(ye, "expert_dropout_rate")
         ye = ye * gates.transpose(0, 1).reshape(experts, groups * capacity, 1)
         return torch.zeros_like(x).index_add(0, rows, ye.reshape(-1, d))
 
@@ -181,7 +195,9 @@ class MixerModel(torch.nn.Module):
         p, pre = self.params, f"encoder/feed_forward_{layer}"
         hidden = F.gelu(x @ p[f"{pre}/intermediate/kernel"]
                         + p[f"{pre}/intermediate/bias"], approximate="tanh")
-        return hidden @ p[f"{pre}/output/kernel"] + p[f"{pre}/output/bias"]
+        return self._dropout(
+            hidden @ p[f"{pre}/output/kernel"] + p[f"{pre}/output/bias"],
+            "dropout_rate")
 
     def encode(self, input_ids: torch.Tensor,
                type_ids: torch.Tensor) -> torch.Tensor:
@@ -192,9 +208,9 @@ class MixerModel(torch.nn.Module):
         e = (p[f"{emb}/word/embedding"][input_ids]
              + p[f"{emb}/position/embedding"][:, :seq]
              + p[f"{emb}/type/embedding"][type_ids])
-        h = (self._ln(f"{emb}/layer_norm", e)
-             @ p[f"{emb}/hidden_mapping_in/kernel"]
-             + p[f"{emb}/hidden_mapping_in/bias"])
+        h = self._dropout(self._ln(f"{emb}/layer_norm", e)
+                          @ p[f"{emb}/hidden_mapping_in/kernel"]
+                          + p[f"{emb}/hidden_mapping_in/bias"], "dropout_rate")
         valid = input_ids != cfg.pad_id
         mask = valid[:, None, :, None] & valid[:, None, None, :]
         if cfg.causal:
@@ -256,6 +272,25 @@ class MixerModel(torch.nn.Module):
         return mlm + nsp
 
 
+# The `training` section's defaults (docs/dsl.md).
+RECIPE_DEFAULTS = {"b1": 0.9, "b2": 0.999, "eps": 1e-6, "weight_decay": 0.01,
+                   "learning_rate": 1e-4, "dropout_rate": 0.1,
+                   "expert_dropout_rate": 0.1}
+
+
+def training_recipe(model_path: str) -> dict:
+    """The model JSON's `training` section with its defaults applied."""
+    with open(model_path, encoding="utf-8") as f:
+        section = json.load(f).get("training", {})
+    return {key: float(section.get(key, default))
+            for key, default in RECIPE_DEFAULTS.items()}
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident set of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def blas_info() -> dict:
     """The BLAS shared objects mapped into this process and their settings."""
     libs = set()
@@ -303,7 +338,8 @@ def time_runs(step, warmup: int, runs: int) -> list:
 def benchmark(model_path: str, args: argparse.Namespace) -> dict:
     """Times one model; returns its JSON record."""
     cfg = mixer_ref.load_config(model_path)
-    model = MixerModel(cfg)
+    recipe = training_recipe(model_path)
+    model = MixerModel(cfg, recipe)
     model.init_random(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
     ids, types = random_inputs(cfg, args.batch, args.seq, gen)
@@ -319,10 +355,13 @@ def benchmark(model_path: str, args: argparse.Namespace) -> dict:
             ["mlm_logits"] if args.mlm else [])
     else:
         model.train()
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4,
-                                      betas=(0.9, 0.999), eps=1e-6,
-                                      weight_decay=0.01)
-        predictions = min(80, max(1, int(0.15 * args.seq)))
+        optimizer = torch.optim.AdamW(model.parameters(),
+                                      lr=recipe["learning_rate"],
+                                      betas=(recipe["b1"], recipe["b2"]),
+                                      eps=recipe["eps"],
+                                      weight_decay=recipe["weight_decay"])
+        # The prediction slots of mixc's training artifacts.
+        predictions = min(80, args.seq)
         positions = torch.stack(
             [torch.randperm(args.seq, generator=gen)[:predictions]
              for _ in range(args.batch)])
@@ -336,10 +375,13 @@ def benchmark(model_path: str, args: argparse.Namespace) -> dict:
                                    nsp_labels).backward()
             optimizer.step()
         record["predictions_per_example"] = predictions
+        record["dropout_rate"] = recipe["dropout_rate"]
+        record["expert_dropout_rate"] = recipe["expert_dropout_rate"]
     times = time_runs(step, args.warmup, args.runs)
     per_example = [1e3 * t / args.batch for t in times]
     record["ms_per_example"] = round(statistics.median(per_example), 3)
     record["runs_ms_per_example"] = [round(t, 3) for t in per_example]
+    record["peak_rss_bytes"] = peak_rss_bytes()
     return record
 
 

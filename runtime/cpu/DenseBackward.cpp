@@ -1,8 +1,8 @@
 //===- DenseBackward.cpp - Gradient of the dense layer --------------------===//
 //
 // Both matrix gradients go through the tiled GEMM driver of Gemm.h; the bias
-// gradient is a column sum kept in double over fixed column blocks, each
-// summed over the rows in order by one thread.
+// gradient is a column sum kept in double: partial sums over fixed blocks of
+// rows, added in block order, so the result does not depend on the threads.
 //
 //===----------------------------------------------------------------------===//
 
@@ -10,32 +10,47 @@
 #include "runtime/cpu/TransformerGradients.h"
 
 #include <algorithm>
+#include <vector>
 
 namespace mixer::cpu {
 namespace {
 
 /// Work below this many values stays on one thread.
 constexpr int64_t kParallelValues = 1 << 15;
-/// Columns per block of the column sums: one 256-byte stretch of each row.
-constexpr int64_t kSumColumns = 64;
+/// Rows per partial sum of the column sums.
+constexpr int64_t kSumRows = 256;
+/// Columns per work item of the column sums: 8 KiB of double accumulators,
+/// which stay in L1 while whole 4 KiB stretches of rows stream past.
+constexpr int64_t kSumColumns = 1024;
 
-/// sums[c] (+)= sum_r a[r, c] over a [rows, cols] matrix.
+/// sums[c] (+)= sum_r a[r, c] over a [rows, cols] matrix. Each fixed block
+/// of kSumRows rows sums its rows in order into its own double partial sums
+/// (work items: row block x column block, reading rows contiguously); the
+/// partial sums are then added in block order.
 void columnSums(const float *a, int64_t rows, int64_t cols, float *sums,
                 bool accumulate) {
-  int64_t blocks = (cols + kSumColumns - 1) / kSumColumns;
-#pragma omp parallel for schedule(static) if (rows * cols >= kParallelValues)
-  for (int64_t blk = 0; blk < blocks; ++blk) {
-    int64_t col0 = blk * kSumColumns;
+  int64_t rowBlocks = (rows + kSumRows - 1) / kSumRows;
+  int64_t colBlocks = (cols + kSumColumns - 1) / kSumColumns;
+  std::vector<double> partial(rowBlocks * cols, 0.0);
+  bool parallel = rows * cols >= kParallelValues;
+#pragma omp parallel for schedule(static) if (parallel)
+  for (int64_t item = 0; item < rowBlocks * colBlocks; ++item) {
+    int64_t row0 = item / colBlocks * kSumRows;
+    int64_t col0 = item % colBlocks * kSumColumns;
     int64_t width = std::min(kSumColumns, cols - col0);
-    double acc[kSumColumns] = {};
-    for (int64_t r = 0; r < rows; ++r) {
+    double *acc = partial.data() + item / colBlocks * cols + col0;
+    for (int64_t r = row0; r < std::min(rows, row0 + kSumRows); ++r) {
       const float *row = a + r * cols + col0;
       for (int64_t c = 0; c < width; ++c)
         acc[c] += row[c];
     }
-    for (int64_t c = 0; c < width; ++c)
-      sums[col0 + c] = static_cast<float>(
-          (accumulate ? static_cast<double>(sums[col0 + c]) : 0.0) + acc[c]);
+  }
+#pragma omp parallel for schedule(static) if (parallel)
+  for (int64_t c = 0; c < cols; ++c) {
+    double sum = accumulate ? static_cast<double>(sums[c]) : 0.0;
+    for (int64_t blk = 0; blk < rowBlocks; ++blk)
+      sum += partial[blk * cols + c];
+    sums[c] = static_cast<float>(sum);
   }
 }
 

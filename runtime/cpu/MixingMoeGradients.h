@@ -102,10 +102,10 @@ void combineBackward(const float *yd, const int32_t *tokens, const float *gates,
 /// pre-activation hidden rows hiddenPreact[i] = xd[i] * w1[e] + b1[e]
 /// [slots, f] that expertsBackward needs (zeros for empty slots).
 ///
-/// Storing costs slots*f floats per layer; recomputing them in the backward
-/// would cost one more [rows, d] x [d, f] GEMM per expert, a quarter more
-/// backward work (four GEMMs otherwise). Training time is the scarcer
-/// resource, so they are stored.
+/// Storing costs slots*f floats per layer from the forward to the backward;
+/// expertsBackwardRecompute (what training plans run today, as their forward
+/// keeps only xd) recomputes them instead, one more [rows, d] x [d, f] GEMM
+/// per tile, a quarter more backward work (four GEMMs otherwise).
 void expertsForwardTraining(const float *xd, const int32_t *tokens,
                             const int32_t *offsets, const float *w1,
                             const float *b1, const float *w2, const float *b2,
@@ -130,6 +130,21 @@ void expertsBackward(const float *xd, const int32_t *tokens,
                      float *dw1, float *db1, float *dw2, float *db2,
                      float *scratch, int64_t numExperts, int64_t slots,
                      int64_t d, int64_t f, Activation act, bool accumulate);
+
+/// expertsBackward for a forward that kept only xd: each row tile first
+/// recomputes its pre-activations xd[R] w1[e] + b1[e] with the products of
+/// expertsForwardTraining (so every result is bitwise that of
+/// expertsBackward on stored pre-activations), then goes on as
+/// expertsBackward. The pre-activations live only in a per-thread tile
+/// buffer. b1, db1 and db2 may be null. `scratch` holds 2*slots*f floats.
+void expertsBackwardRecompute(const float *xd, const int32_t *tokens,
+                              const int32_t *offsets, const float *w1,
+                              const float *b1, const float *w2,
+                              const float *dyd, float *dxd, float *dw1,
+                              float *db1, float *dw2, float *db2,
+                              float *scratch, int64_t numExperts, int64_t slots,
+                              int64_t d, int64_t f, Activation act,
+                              bool accumulate);
 
 /// Backward of dispatch, xd[i] = x[tokens[i]]: dx[t] = sum over entries i with
 /// tokens[i] == t of dxd[i], summed in entry order (combine with unit gates);

@@ -2,11 +2,12 @@
 //
 // The expert kernels work on the same row tiles as the forward `experts`
 // kernel: runs of occupied slots per expert, cut into equal tiles of at most
-// 512 rows. The backward has two phases: per row tile (activation gradient,
-// input gradient), then per block of an expert's weight gradients, which
-// sums the expert's runs in slot order, so that no reduction depends on the
-// thread count. combineBackward is per slot; dispatchBackward is combine
-// with unit gates (its per-token gather in entry order).
+// 512 rows. The backward has two phases: per row tile (the pre-activations
+// when they were not stored, activation gradient, input gradient), then per
+// block of an expert's weight gradients, which sums the expert's runs in slot
+// order, so that no reduction depends on the thread count. combineBackward
+// is per slot; dispatchBackward is combine with unit gates (its per-token
+// gather in entry order).
 //
 //===----------------------------------------------------------------------===//
 
@@ -191,50 +192,74 @@ void expertsForwardTraining(const float *xd, const int32_t *tokens,
   errors.rethrow();
 }
 
-void expertsBackward(const float *xd, const int32_t *tokens,
-                     const int32_t *offsets, const float *w1, const float *w2,
-                     const float *hiddenPreact, const float *dyd, float *dxd,
-                     float *dw1, float *db1, float *dw2, float *db2,
-                     float *scratch, int64_t numExperts, int64_t slots,
-                     int64_t d, int64_t f, Activation act, bool accumulate) {
+namespace {
+
+/// expertsBackward, or expertsBackwardRecompute when hiddenPreact is null
+/// (then each tile recomputes its pre-activations from xd, w1 and b1).
+void expertsBackwardImpl(const float *xd, const int32_t *tokens,
+                         const int32_t *offsets, const float *w1,
+                         const float *b1, const float *w2,
+                         const float *hiddenPreact, const float *dyd,
+                         float *dxd, float *dw1, float *db1, float *dw2,
+                         float *db2, float *scratch, int64_t numExperts,
+                         int64_t slots, int64_t d, int64_t f, Activation act,
+                         bool accumulate) {
   std::vector<ExpertRows> runs = occupiedRuns(tokens, offsets, numExperts);
   std::vector<ExpertRows> tiles = rowTiles(runs);
   // H = act(preact) and dP, [slots, f] each; rows of empty slots stay unread.
   float *hidden = scratch;
   float *dPreact = scratch + slots * f;
 
-  // Phase 1, per row tile: H, dP = (dyd w2^T) * act'(preact), dxd = dP w1^T.
+  // Phase 1, per row tile: (preact,) H, dP = (dyd w2^T) * act'(preact),
+  // dxd = dP w1^T.
   zeroEmptyRows(tokens, dxd, slots, d);
-  parallelItems(static_cast<int64_t>(tiles.size()), [&](int64_t item) {
-    const ExpertRows &tile = tiles[item];
-    const float *preact = hiddenPreact + tile.row0 * f;
-    applyActivation(preact, hidden + tile.row0 * f, tile.rows, f, act);
-    detail::GemmArgs dh;
-    dh.transB = true;
-    dh.m = tile.rows;
-    dh.n = f;
-    dh.k = d;
-    dh.a = dyd + tile.row0 * d;
-    dh.lda = d;
-    dh.b = w2 + tile.expert * f * d;
-    dh.ldb = d;
-    dh.c = dPreact + tile.row0 * f;
-    dh.ldc = f;
-    detail::gemm(dh);
-    multiplyByDerivative(preact, dh.c, tile.rows * f, act);
-    detail::GemmArgs dx;
-    dx.transB = true;
-    dx.m = tile.rows;
-    dx.n = d;
-    dx.k = f;
-    dx.a = dh.c;
-    dx.lda = f;
-    dx.b = w1 + tile.expert * d * f;
-    dx.ldb = f;
-    dx.c = dxd + tile.row0 * d;
-    dx.ldc = d;
-    detail::gemm(dx);
-  });
+  int64_t items = static_cast<int64_t>(tiles.size());
+  detail::ExceptionCollector errors;
+#pragma omp parallel if (items > 1 && !omp_in_parallel())
+  {
+    std::vector<float> recomputed(
+        hiddenPreact ? 0 : std::min(kExpertTileRows, slots) * f);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t item = 0; item < items; ++item)
+      errors.run([&] {
+        const ExpertRows &tile = tiles[item];
+        const float *preact =
+            hiddenPreact ? hiddenPreact + tile.row0 * f : recomputed.data();
+        if (!hiddenPreact)
+          // The products of expertsForwardTraining, hence the same bits.
+          detail::expertProjection(xd + tile.row0 * d, tile.rows, d,
+                                   w1 + tile.expert * d * f, f,
+                                   b1 ? b1 + tile.expert * f : nullptr,
+                                   recomputed.data(), Activation::None);
+        applyActivation(preact, hidden + tile.row0 * f, tile.rows, f, act);
+        detail::GemmArgs dh;
+        dh.transB = true;
+        dh.m = tile.rows;
+        dh.n = f;
+        dh.k = d;
+        dh.a = dyd + tile.row0 * d;
+        dh.lda = d;
+        dh.b = w2 + tile.expert * f * d;
+        dh.ldb = d;
+        dh.c = dPreact + tile.row0 * f;
+        dh.ldc = f;
+        detail::gemm(dh);
+        multiplyByDerivative(preact, dh.c, tile.rows * f, act);
+        detail::GemmArgs dx;
+        dx.transB = true;
+        dx.m = tile.rows;
+        dx.n = d;
+        dx.k = f;
+        dx.a = dh.c;
+        dx.lda = f;
+        dx.b = w1 + tile.expert * d * f;
+        dx.ldb = f;
+        dx.c = dxd + tile.row0 * d;
+        dx.ldc = d;
+        detail::gemm(dx);
+      });
+  }
+  errors.rethrow();
 
   // Phase 2, per expert and block of weight-gradient rows, or per expert for
   // the biases: sums over the expert's runs in slot order.
@@ -291,6 +316,32 @@ void expertsBackward(const float *xd, const int32_t *tokens,
       detail::gemm(g);
     }
   });
+}
+
+} // namespace
+
+void expertsBackward(const float *xd, const int32_t *tokens,
+                     const int32_t *offsets, const float *w1, const float *w2,
+                     const float *hiddenPreact, const float *dyd, float *dxd,
+                     float *dw1, float *db1, float *dw2, float *db2,
+                     float *scratch, int64_t numExperts, int64_t slots,
+                     int64_t d, int64_t f, Activation act, bool accumulate) {
+  expertsBackwardImpl(xd, tokens, offsets, w1, nullptr, w2, hiddenPreact, dyd,
+                      dxd, dw1, db1, dw2, db2, scratch, numExperts, slots, d, f,
+                      act, accumulate);
+}
+
+void expertsBackwardRecompute(const float *xd, const int32_t *tokens,
+                              const int32_t *offsets, const float *w1,
+                              const float *b1, const float *w2,
+                              const float *dyd, float *dxd, float *dw1,
+                              float *db1, float *dw2, float *db2,
+                              float *scratch, int64_t numExperts, int64_t slots,
+                              int64_t d, int64_t f, Activation act,
+                              bool accumulate) {
+  expertsBackwardImpl(xd, tokens, offsets, w1, b1, w2, nullptr, dyd, dxd, dw1,
+                      db1, dw2, db2, scratch, numExperts, slots, d, f, act,
+                      accumulate);
 }
 
 void dispatchBackward(const float *dxd, const int32_t *tokens, float *dx,

@@ -1104,23 +1104,18 @@ Expected<StepFunction> prepareExpertsGrad(StepContext &c) {
       !c.shape(c.out(3), DType::F32, {experts, f, d}) ||
       !c.shape(c.out(4), DType::F32, {experts, d}))
     return c.takeError();
-  // Scratch: the recomputed outputs [slots, d] (discarded), the
-  // pre-activations [slots, f], then expertsBackward's 2 * slots * f.
-  int64_t scratch = c.scratch(slots * d + 3 * slots * f);
+  // The plan keeps no pre-activations: the backward recomputes them per row
+  // tile. Scratch: the backward's H and dP, 2 * slots * f.
+  int64_t scratch = c.scratch(2 * slots * f);
   return StepFunction([=, a = xd.slot, t = tokens.slot, o = offsets.slot,
                        k1 = w1.slot, c1 = b1.slot, k2 = w2.slot, g = dyd.slot,
                        r0 = c.out(0).slot, r1 = c.out(1).slot,
                        r2 = c.out(2).slot, r3 = c.out(3).slot,
                        r4 = c.out(4).slot](ValuePointers v) {
-    float *yd = f32(v[scratch]), *preact = yd + slots * d,
-          *backward = preact + slots * f;
-    cpu::expertsForwardTraining(f32(v[a]), i32(v[t]), i32(v[o]), f32(v[k1]),
-                                f32(v[c1]), f32(v[k2]), nullptr, yd, preact,
-                                experts, slots, d, f, act);
-    cpu::expertsBackward(f32(v[a]), i32(v[t]), i32(v[o]), f32(v[k1]),
-                         f32(v[k2]), preact, f32(v[g]), f32(v[r0]), f32(v[r1]),
-                         f32(v[r2]), f32(v[r3]), f32(v[r4]), backward, experts,
-                         slots, d, f, act, /*accumulate=*/false);
+    cpu::expertsBackwardRecompute(
+        f32(v[a]), i32(v[t]), i32(v[o]), f32(v[k1]), f32(v[c1]), f32(v[k2]),
+        f32(v[g]), f32(v[r0]), f32(v[r1]), f32(v[r2]), f32(v[r3]), f32(v[r4]),
+        f32(v[scratch]), experts, slots, d, f, act, /*accumulate=*/false);
   });
 }
 

@@ -30,10 +30,11 @@ std::string describe(const DenseShape &s, bool transposeW, bool accumulate) {
 }
 
 // Odd sizes, single rows and columns, more rows than one GEMM tile (512) and
-// few rows with many columns (column tiles).
-const DenseShape kShapes[] = {{1, 1, 1},     {3, 7, 13},    {13, 3, 7},
-                              {7, 13, 1},    {100, 64, 24}, {600, 40, 300},
-                              {5, 300, 700}, {1030, 17, 33}};
+// few rows with many columns (column tiles), and more rows and columns than
+// one block of the bias gradient's column sums (256 x 1024).
+const DenseShape kShapes[] = {{1, 1, 1},     {3, 7, 13},     {13, 3, 7},
+                              {7, 13, 1},    {100, 64, 24},  {600, 40, 300},
+                              {5, 300, 700}, {1030, 17, 33}, {300, 3, 1100}};
 
 TEST(DenseBackwardTest, MatchesReferenceOnAllShapes) {
   for (const DenseShape &s : kShapes)
@@ -118,18 +119,21 @@ TEST(DenseBackwardTest, ReferenceMatchesFiniteDifferences) {
 }
 
 TEST(DenseBackwardTest, ThreadCountDoesNotChangeBits) {
-  const int64_t m = 1100, k = 70, n = 300;
-  auto x = randomFloats(m * k, 21);
-  auto w = randomFloats(k * n, 22);
-  auto dy = randomFloats(m * n, 23);
-  for (bool transposeW : {false, true})
-    test::expectThreadCountIndependent(
-        m * k + k * n + n,
-        [&](float *out) {
-          denseBackward(x.data(), w.data(), dy.data(), out, out + m * k,
-                        out + m * k + k * n, m, k, n, transposeW, false);
-        },
-        "denseBackward transposeW=" + std::to_string(transposeW));
+  // Many GEMM tiles; then several row and column blocks of the column sums.
+  for (const DenseShape &s : {DenseShape{1100, 70, 300}, {600, 5, 2100}}) {
+    auto x = randomFloats(s.m * s.k, 21);
+    auto w = randomFloats(s.k * s.n, 22);
+    auto dy = randomFloats(s.m * s.n, 23);
+    for (bool transposeW : {false, true})
+      test::expectThreadCountIndependent(
+          s.m * s.k + s.k * s.n + s.n,
+          [&](float *out) {
+            denseBackward(x.data(), w.data(), dy.data(), out, out + s.m * s.k,
+                          out + s.m * s.k + s.k * s.n, s.m, s.k, s.n,
+                          transposeW, false);
+          },
+          describe(s, transposeW, false));
+  }
 }
 
 const Activation kActivations[] = {Activation::None, Activation::Gelu,

@@ -387,6 +387,87 @@ TEST(ExpertsBackwardTest, ThreadCountDoesNotChangeBits) {
       "expertsBackward");
 }
 
+/// The gradients of one expertsBackward(Recompute) call, concatenated: dxd,
+/// dw1, db1, dw2, db2.
+struct ExpertGrads {
+  std::vector<float> dxd, dw1, db1, dw2, db2;
+  ExpertGrads(const Table &t, const ExpertParams &p, int64_t d, bool accumulate)
+      : dxd(t.slots() * d, NAN), dw1(prefilled(p.w1.size(), accumulate, 91)),
+        db1(prefilled(p.b1.size(), accumulate, 92)),
+        dw2(prefilled(p.w2.size(), accumulate, 93)),
+        db2(prefilled(p.b2.size(), accumulate, 94)) {}
+};
+
+TEST(ExpertsBackwardRecomputeTest, SameBitsAsStoredPreactivations) {
+  const int64_t d = 5, f = 7;
+  for (const Table &t : allTables())
+    for (Activation act : {Activation::None, Activation::Gelu, Activation::Tanh,
+                           Activation::Relu})
+      for (bool withBias : {false, true})
+        for (bool accumulate : {false, true}) {
+          ExpertParams p(t.experts, d, f, 87);
+          const float *b1 = withBias ? p.b1.data() : nullptr;
+          auto xd = randomFloats(t.slots() * d, 88);
+          auto dyd = randomFloats(t.slots() * d, 89);
+          poisonEmptyRows(xd, t, d);
+          poisonEmptyRows(dyd, t, d);
+          std::vector<float> yd(t.slots() * d), preact(t.slots() * f),
+              scratch(2 * t.slots() * f);
+          expertsForwardTraining(xd.data(), t.tokens.data(), t.offsets.data(),
+                                 p.w1.data(), b1, p.w2.data(), nullptr,
+                                 yd.data(), preact.data(), t.experts, t.slots(),
+                                 d, f, act);
+          ExpertGrads stored(t, p, d, accumulate), recomputed = stored;
+          auto biasGrad = [&](std::vector<float> &g) {
+            return withBias ? g.data() : nullptr;
+          };
+          expertsBackward(xd.data(), t.tokens.data(), t.offsets.data(),
+                          p.w1.data(), p.w2.data(), preact.data(), dyd.data(),
+                          stored.dxd.data(), stored.dw1.data(),
+                          biasGrad(stored.db1), stored.dw2.data(),
+                          biasGrad(stored.db2), scratch.data(), t.experts,
+                          t.slots(), d, f, act, accumulate);
+          expertsBackwardRecompute(
+              xd.data(), t.tokens.data(), t.offsets.data(), p.w1.data(), b1,
+              p.w2.data(), dyd.data(), recomputed.dxd.data(),
+              recomputed.dw1.data(), biasGrad(recomputed.db1),
+              recomputed.dw2.data(), biasGrad(recomputed.db2), scratch.data(),
+              t.experts, t.slots(), d, f, act, accumulate);
+          std::string what = t.name + " act=" + actName(act) +
+                             " bias=" + std::to_string(withBias) +
+                             " accumulate=" + std::to_string(accumulate);
+          expectBitwiseEqual(recomputed.dxd, stored.dxd, what + " dxd");
+          expectBitwiseEqual(recomputed.dw1, stored.dw1, what + " dw1");
+          expectBitwiseEqual(recomputed.dw2, stored.dw2, what + " dw2");
+          if (withBias) {
+            expectBitwiseEqual(recomputed.db1, stored.db1, what + " db1");
+            expectBitwiseEqual(recomputed.db2, stored.db2, what + " db2");
+          }
+        }
+}
+
+TEST(ExpertsBackwardRecomputeTest, ThreadCountDoesNotChangeBits) {
+  Table t = longExpertTable();
+  const int64_t d = 40, f = 72;
+  ExpertParams p(t.experts, d, f, 95);
+  auto xd = randomFloats(t.slots() * d, 96), dyd = randomFloats(xd.size(), 97);
+  int64_t sizes[] = {t.slots() * d, t.experts * d * f, t.experts * f,
+                     t.experts * f * d, t.experts * d};
+  test::expectThreadCountIndependent(
+      sizes[0] + sizes[1] + sizes[2] + sizes[3] + sizes[4],
+      [&](float *out) {
+        std::vector<float> scratch(2 * t.slots() * f);
+        float *dxd = out, *dw1 = dxd + sizes[0], *db1 = dw1 + sizes[1],
+              *dw2 = db1 + sizes[2], *db2 = dw2 + sizes[3];
+        expertsBackwardRecompute(xd.data(), t.tokens.data(), t.offsets.data(),
+                                 p.w1.data(), p.b1.data(), p.w2.data(),
+                                 dyd.data(), dxd, dw1, db1, dw2, db2,
+                                 scratch.data(), t.experts, t.slots(), d, f,
+                                 Activation::Gelu, false);
+      },
+      "expertsBackwardRecompute");
+}
+
 //===----------------------------------------------------------------------===//
 // dispatch
 //===----------------------------------------------------------------------===//

@@ -1,0 +1,319 @@
+//===- profile_steps.cpp - Time every step of an artifact -----------------===//
+//
+// mixer-profile A.mxa [--iters N] [--warmup N] [--steps] [--json]
+//
+// Runs an artifact (inference or training) on drawn weights and inputs and
+// times every step on its own: the per-kernel breakdown behind the figures of
+// `mixer-run bench`. Steps are prepared through the runtime's kernel registry,
+// exactly as the executor prepares them, and run in plan order on one arena.
+// Per step the median over the timed runs of its wall time and of the
+// process's CPU time (every thread; robust on a shared machine when run on
+// one thread) is kept; steps are then summed by kernel name, with the
+// GFLOP/s of the matrix products for the GEMM kernels (nominal counts: the
+// backward of a product counts twice its forward, recomputation is not
+// counted). Inputs are drawn per name so that training plans get valid
+// values: masked-LM positions in [0, seq), sentence labels in {0, 1}, token
+// ids in [0, vocab), the learning rate 1e-4, step and seed 0.
+//
+//===----------------------------------------------------------------------===//
+
+#include "runtime/cpu/Kernels.h"
+#include "runtime/exec/Init.h"
+#include "runtime/exec/KernelRegistry.h"
+#include "runtime/exec/Plan.h"
+
+#include <nlohmann/json.hpp>
+
+#include <sys/resource.h>
+#include <time.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <iostream>
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+using namespace mixer;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+[[noreturn]] void fail(const std::string &message) {
+  std::fprintf(stderr, "mixer-profile: %s\n", message.c_str());
+  std::exit(1);
+}
+
+template <typename T> T check(Expected<T> value) {
+  if (!value)
+    fail(value.takeStatus().message());
+  return std::move(*value);
+}
+
+/// Fills one input buffer of 4-byte words as its name asks.
+void drawInput(const exec::Plan &plan, const exec::InputInfo &input,
+               std::mt19937 &rng, void *data) {
+  auto *ints = static_cast<int32_t *>(data);
+  auto *floats = static_cast<float *>(data);
+  auto uniformInts = [&](int32_t lo, int32_t hi) {
+    std::uniform_int_distribution<int32_t> dist(lo, hi);
+    for (int64_t i = 0; i < input.numel; ++i)
+      ints[i] = dist(rng);
+  };
+  const std::string &name = input.name;
+  if (input.dtype == io::DType::F32) {
+    std::uniform_real_distribution<float> dist(0.0f, 1.0f);
+    for (int64_t i = 0; i < input.numel; ++i)
+      floats[i] = name == "learning_rate" ? 1e-4f : dist(rng);
+  } else if (name == "masked_lm_positions") {
+    uniformInts(0, static_cast<int32_t>(plan.seq - 1));
+  } else if (name == "input_ids" || name == "masked_lm_ids") {
+    uniformInts(0, static_cast<int32_t>(plan.vocabSize - 1));
+  } else if (name.size() >= 6 &&
+             name.compare(name.size() - 6, 6, "labels") == 0) {
+    uniformInts(0, 1);
+  } else {
+    std::fill(ints, ints + input.numel, 0);
+  }
+}
+
+struct Arena {
+  void *memory = nullptr;
+  explicit Arena(int64_t bytes) {
+    if (bytes > 0 && posix_memalign(&memory, 4096, bytes) != 0)
+      fail("cannot allocate " + std::to_string(bytes) + " bytes");
+    if (memory)
+      std::memset(memory, 0, bytes);
+  }
+  ~Arena() { std::free(memory); }
+  char *get() { return static_cast<char *>(memory); }
+};
+
+int64_t parseFlag(int argc, char **argv, const char *flag, int64_t fallback) {
+  for (int i = 2; i + 1 < argc; ++i)
+    if (std::strcmp(argv[i], flag) == 0)
+      return std::atoll(argv[i + 1]);
+  return fallback;
+}
+
+bool hasFlag(int argc, char **argv, const char *flag) {
+  for (int i = 2; i < argc; ++i)
+    if (std::strcmp(argv[i], flag) == 0)
+      return true;
+  return false;
+}
+
+double millisecondsSince(Clock::time_point start) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - start)
+      .count();
+}
+
+/// CPU time of the whole process (every thread), in milliseconds.
+double cpuMilliseconds() {
+  timespec now;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &now);
+  return now.tv_sec * 1e3 + now.tv_nsec / 1e6;
+}
+
+int64_t numel(const exec::Plan &plan, int64_t value) {
+  return plan.values[value].numel;
+}
+
+int64_t lastDim(const exec::Plan &plan, int64_t value) {
+  return plan.values[value].shape.back();
+}
+
+/// Nominal floating-point operations of the matrix products of a step: a
+/// backward counts twice its forward; recomputation is not counted. Zero for
+/// kernels without matrix products.
+double nominalFlops(const exec::Plan &plan, const exec::Step &step) {
+  const std::string &k = step.kernel;
+  const std::vector<int64_t> &in = step.operands;
+  auto dims = [&](int64_t value) { return plan.values[value].shape; };
+  if (k == "dense")
+    return 2.0 * numel(plan, step.results[0]) * lastDim(plan, in[0]);
+  if (k == "dense_weight_grad")
+    return 2.0 * numel(plan, in[1]) * lastDim(plan, in[0]);
+  if (k == "experts" || k == "experts_grad") {
+    std::vector<int64_t> w1 = dims(in[3]);
+    double forward = 4.0 * dims(in[0])[0] * w1[1] * w1[2];
+    return k == "experts" ? forward : 2 * forward;
+  }
+  if (k == "linear_mix" || k == "linear_mix_grad") {
+    std::vector<int64_t> x = dims(in[0]);
+    double forward = 2.0 * x[0] * x[1] * x[2] * (x[1] + x[2]);
+    return k == "linear_mix" ? forward : 2 * forward;
+  }
+  if (k == "attention" || k == "attention_grad") {
+    std::vector<int64_t> q = dims(in[0]);
+    double forward = 4.0 * q[0] * q[1] * q[1] * q[2];
+    return k == "attention" ? forward : 2 * forward;
+  }
+  return 0.0;
+}
+
+double median(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  size_t n = values.size();
+  return n % 2 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  if (argc < 2 || argv[1][0] == '-') {
+    std::fprintf(stderr, "usage: mixer-profile A.mxa [--iters N] [--warmup N] "
+                         "[--steps] [--json]\n");
+    return 2;
+  }
+  int64_t iters = std::max<int64_t>(1, parseFlag(argc, argv, "--iters", 3));
+  int64_t warmup = parseFlag(argc, argv, "--warmup", 1);
+  exec::Plan plan = check(exec::Plan::load(argv[1]));
+
+  Arena arena(plan.arenaBytes);
+  std::vector<io::HostTensor> params = exec::initParameters(plan, 0);
+  std::vector<std::vector<float>> state;
+  for (const exec::ParamInfo &info : plan.state)
+    state.emplace_back(info.numel, 0.0f);
+  std::mt19937 rng(0);
+  std::vector<std::vector<int32_t>> inputs;
+  for (const exec::InputInfo &input : plan.inputs) {
+    inputs.emplace_back(input.numel);
+    drawInput(plan, input, rng, inputs.back().data());
+  }
+
+  std::vector<void *> pointers(exec::numSlots(plan), nullptr);
+  for (size_t i = 0; i < plan.values.size(); ++i) {
+    const exec::ValueInfo &value = plan.values[i];
+    switch (value.storage) {
+    case exec::StorageKind::Arena:
+      pointers[i] = arena.get() + value.offset;
+      break;
+    case exec::StorageKind::Param:
+      pointers[i] = params[value.index].data.data();
+      break;
+    case exec::StorageKind::State:
+      pointers[i] = state[value.index].data();
+      break;
+    case exec::StorageKind::Input:
+      pointers[i] = inputs[value.index].data();
+      break;
+    }
+  }
+  int64_t scratchBytes = 0;
+  std::vector<exec::StepFunction> steps;
+  for (size_t i = 0; i < plan.steps.size(); ++i)
+    steps.push_back(check(exec::prepareStep(plan, i, scratchBytes)));
+  Arena scratch(scratchBytes);
+  pointers[exec::scratchSlot(plan)] = scratch.get();
+
+  std::vector<std::vector<double>> wall(steps.size()), cpu(steps.size());
+  std::vector<double> totals;
+  for (int64_t run = 0; run < warmup + iters; ++run) {
+    Clock::time_point runStart = Clock::now();
+    for (size_t i = 0; i < steps.size(); ++i) {
+      Clock::time_point start = Clock::now();
+      double cpuStart = cpuMilliseconds();
+      try {
+        steps[i](pointers.data());
+      } catch (const cpu::KernelError &error) {
+        fail(exec::describeStep(plan, i) + ": " + error.message);
+      }
+      if (run < warmup)
+        continue;
+      cpu[i].push_back(cpuMilliseconds() - cpuStart);
+      wall[i].push_back(millisecondsSince(start));
+    }
+    if (run >= warmup)
+      totals.push_back(millisecondsSince(runStart));
+  }
+
+  struct KernelTotal {
+    std::string name;
+    double wallMs = 0, cpuMs = 0, flops = 0;
+    int steps = 0;
+  };
+  std::map<std::string, KernelTotal> byKernel;
+  for (size_t i = 0; i < steps.size(); ++i) {
+    KernelTotal &entry = byKernel[plan.steps[i].kernel];
+    entry.name = plan.steps[i].kernel;
+    entry.wallMs += median(wall[i]);
+    entry.cpuMs += median(cpu[i]);
+    entry.flops += nominalFlops(plan, plan.steps[i]);
+    entry.steps += 1;
+  }
+  std::vector<KernelTotal> sorted;
+  for (const auto &entry : byKernel)
+    sorted.push_back(entry.second);
+  std::sort(sorted.begin(), sorted.end(),
+            [](const KernelTotal &a, const KernelTotal &b) {
+              return a.wallMs > b.wallMs;
+            });
+  double total = median(totals);
+  struct rusage usage;
+  getrusage(RUSAGE_SELF, &usage);
+  int64_t rss = static_cast<int64_t>(usage.ru_maxrss) * 1024;
+
+  if (hasFlag(argc, argv, "--steps")) {
+    std::printf("step  kernel                      ms  GFLOP/s  shapes "
+                "(operands -> results) attrs\n");
+    for (size_t i = 0; i < steps.size(); ++i) {
+      const exec::Step &step = plan.steps[i];
+      double ms = median(wall[i]);
+      double flops = nominalFlops(plan, step);
+      std::string shapes;
+      for (int64_t value : step.operands)
+        shapes +=
+            value < 0 ? "- " : io::formatShape(plan.values[value].shape) + " ";
+      shapes += "->";
+      for (int64_t value : step.results)
+        shapes += " " + io::formatShape(plan.values[value].shape);
+      for (const auto &[name, attr] : step.attrs)
+        if (const bool *flag = std::get_if<bool>(&attr))
+          shapes += " " + name + "=" + (*flag ? "true" : "false");
+      std::printf("%4zu  %-24s %7.2f %8.1f  %s\n", i, step.kernel.c_str(), ms,
+                  flops > 0 ? flops / (ms / 1e3) / 1e9 : 0.0, shapes.c_str());
+    }
+  }
+  if (hasFlag(argc, argv, "--json")) {
+    nlohmann::json kernels = nlohmann::json::array();
+    for (const KernelTotal &k : sorted)
+      kernels.push_back({{"kernel", k.name},
+                         {"ms", k.wallMs},
+                         {"cpu_ms", k.cpuMs},
+                         {"gflop", k.flops / 1e9},
+                         {"steps", k.steps}});
+    nlohmann::json out = {{"model", plan.model},
+                          {"mode", plan.mode},
+                          {"batch", plan.batch},
+                          {"ms_per_batch", total},
+                          {"arena_bytes", plan.arenaBytes},
+                          {"scratch_bytes", scratchBytes},
+                          {"rss_bytes", rss},
+                          {"kernels", kernels}};
+    std::cout << out.dump() << "\n";
+    return 0;
+  }
+  std::printf("%s (%s): %.1f ms per batch (median of %lld), arena %.1f MiB, "
+              "scratch %.1f MiB, peak RSS %.1f MiB\n",
+              plan.model.c_str(), plan.mode.c_str(), total,
+              static_cast<long long>(iters), plan.arenaBytes / 1048576.0,
+              scratchBytes / 1048576.0, rss / 1048576.0);
+  std::printf("  %-28s %10s %6s %10s %8s %6s\n", "kernel", "wall ms", "share",
+              "cpu ms", "GFLOP/s", "steps");
+  for (const KernelTotal &k : sorted) {
+    std::printf("  %-28s %10.1f %5.1f%% %10.1f", k.name.c_str(), k.wallMs,
+                100.0 * k.wallMs / total, k.cpuMs);
+    if (k.flops > 0)
+      std::printf(" %8.1f", k.flops / (k.wallMs / 1e3) / 1e9);
+    else
+      std::printf(" %8s", "");
+    std::printf(" %6d\n", k.steps);
+  }
+  return 0;
+}
