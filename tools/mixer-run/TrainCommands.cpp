@@ -81,6 +81,23 @@ int32_t parseSeed(const Args &args) {
   return static_cast<int32_t>(seed);
 }
 
+/// The parameters of a weights file, or of the latest checkpoint of a
+/// checkpoint directory.
+std::vector<io::HostTensor> loadWeights(const std::string &path) {
+  return std::filesystem::is_directory(path)
+             ? check(train::loadCheckpoint(path)).params
+             : check(io::readTensorFile(path));
+}
+
+/// The number of outputs of the plan's classification head; fails when it
+/// has none.
+int64_t classificationClasses(const exec::Plan &plan) {
+  for (const exec::ParamInfo &param : plan.params)
+    if (param.name == "classification/output_kernel")
+      return param.shape[0];
+  throw RuntimeFailure{plan.path + ": the artifact has no classification head"};
+}
+
 /// The parameters a run starts from: the plan's initialisers drawn with
 /// `seed`, with every tensor of --init (a checkpoint directory or a weights
 /// file) whose name and shape match taken over. Parameters that --init
@@ -93,10 +110,7 @@ std::vector<io::HostTensor> initialParameters(const Args &args,
   if (!args.has("--init"))
     return params;
   std::string path = args.get("--init");
-  std::vector<io::HostTensor> loaded =
-      std::filesystem::is_directory(path)
-          ? check(train::loadCheckpoint(path)).params
-          : check(io::readTensorFile(path));
+  std::vector<io::HostTensor> loaded = loadWeights(path);
   std::map<std::string, io::HostTensor *> byName;
   for (io::HostTensor &tensor : loaded)
     byName[tensor.name] = &tensor;
@@ -472,14 +486,7 @@ int runFinetune(const Args &args) {
   data::Tokenizer tokenizer = loadTokenizer(args, plan);
   const exec::InputInfo &labels =
       requireInput(plan, "labels", "classification");
-  auto kernel = std::find_if(
-      plan.params.begin(), plan.params.end(), [](const exec::ParamInfo &param) {
-        return param.name == "classification/output_kernel";
-      });
-  if (kernel == plan.params.end())
-    throw RuntimeFailure{plan.path + ": the artifact has no classification "
-                                     "head"};
-  int64_t classes = kernel->shape[0];
+  int64_t classes = classificationClasses(plan);
   data::ClassificationData train = check(data::ClassificationData::load(
       requireFlag(args, "--train", "FILE (JSONL)"), tokenizer, classes));
   int64_t perEpoch = train.size() / plan.batch;
@@ -528,11 +535,7 @@ int runEval(const Args &args) {
   exec::Executor executor = check(exec::Executor::create(plan));
   std::string weights =
       requireFlag(args, "--weights", "FILE or checkpoint directory");
-  std::vector<io::HostTensor> params =
-      std::filesystem::is_directory(weights)
-          ? check(train::loadCheckpoint(weights)).params
-          : check(io::readTensorFile(weights));
-  check(executor.bindParams(std::move(params), weights,
+  check(executor.bindParams(loadWeights(weights), weights,
                             /*allowExtra=*/true));
   check(executor.bindState(train::zeroOptimizerState(plan), "optimizer state"));
   if (args.has("--data") == args.has("--corpus"))
@@ -540,16 +543,10 @@ int runEval(const Args &args) {
                      "--corpus FILE (text, pre-training)"};
   json result;
   if (args.has("--data")) {
-    int64_t classes = 0;
-    for (const exec::ParamInfo &param : plan.params)
-      if (param.name == "classification/output_kernel")
-        classes = param.shape[0];
-    if (classes == 0)
-      throw RuntimeFailure{plan.path + ": the artifact has no classification "
-                                       "head to evaluate --data with"};
     result = evaluateClassification(
-        executor, check(data::ClassificationData::load(args.get("--data"),
-                                                       tokenizer, classes)));
+        executor,
+        check(data::ClassificationData::load(args.get("--data"), tokenizer,
+                                             classificationClasses(plan))));
   } else {
     std::unique_ptr<train::BatchSource> data =
         mlmSource(plan, args, tokenizer, parseSeed(args));
@@ -560,29 +557,6 @@ int runEval(const Args &args) {
   }
   printJsonOrTable(args, result);
   return 0;
-}
-
-std::vector<io::HostTensor> syntheticTrainingInputs(const exec::Plan &plan) {
-  std::mt19937 rng(0);
-  std::vector<io::HostTensor> inputs;
-  for (const exec::InputInfo &info : plan.inputs) {
-    io::HostTensor tensor;
-    tensor.name = info.name;
-    tensor.dtype = info.dtype;
-    tensor.shape = info.shape;
-    tensor.data.assign(info.numel * io::dtypeSize(info.dtype), 0);
-    int64_t bound = info.name == "input_ids"             ? plan.vocabSize
-                    : info.name == "masked_lm_ids"       ? plan.vocabSize
-                    : info.name == "masked_lm_positions" ? plan.seq
-                                                         : 0;
-    if (bound > 0 && info.dtype == io::DType::I32) {
-      std::uniform_int_distribution<int32_t> dist(0, bound - 1);
-      for (int64_t i = 0; i < info.numel; ++i)
-        tensor.as<int32_t>()[i] = dist(rng);
-    }
-    inputs.push_back(std::move(tensor));
-  }
-  return inputs;
 }
 
 } // namespace mixer::run

@@ -385,26 +385,29 @@ double measureGemmPeak() {
   return best;
 }
 
-/// Random token ids in [0, vocab_size) for every required input; optional
-/// inputs stay zeros.
-std::vector<io::HostTensor> randomInputs(const exec::Plan &plan) {
+/// A valid batch for any plan: token ids drawn in [0, vocab_size), masked
+/// positions inside the sequence, every other input (type ids, labels,
+/// learning rate, step, seed) zero.
+std::vector<io::HostTensor> benchmarkInputs(const exec::Plan &plan) {
   if (plan.vocabSize <= 0)
     throw RuntimeFailure{plan.path +
                          ": the artifact records no vocab_size to draw "
                          "random token ids from"};
   std::mt19937 rng(0);
-  std::uniform_int_distribution<int32_t> dist(
-      0, static_cast<int32_t>(plan.vocabSize - 1));
   std::vector<io::HostTensor> inputs;
   for (const exec::InputInfo &info : plan.inputs) {
-    if (info.optional)
-      continue;
     io::HostTensor tensor;
     tensor.name = info.name;
-    tensor.dtype = io::DType::I32;
+    tensor.dtype = info.dtype;
     tensor.shape = info.shape;
-    tensor.data.resize(info.numel * sizeof(int32_t));
-    for (int64_t i = 0; i < info.numel; ++i)
+    tensor.data.assign(info.numel * io::dtypeSize(info.dtype), 0);
+    int64_t bound = info.name == "input_ids"             ? plan.vocabSize
+                    : info.name == "masked_lm_ids"       ? plan.vocabSize
+                    : info.name == "masked_lm_positions" ? plan.seq
+                                                         : 0;
+    std::uniform_int_distribution<int32_t> dist(
+        0, static_cast<int32_t>(std::max<int64_t>(bound, 1) - 1));
+    for (int64_t i = 0; bound > 0 && i < info.numel; ++i)
       tensor.as<int32_t>()[i] = dist(rng);
     inputs.push_back(std::move(tensor));
   }
@@ -425,10 +428,7 @@ int runBench(const Args &args, int threads) {
   exec::Plan plan = check(exec::Plan::load(args.artifact));
   exec::Executor executor = check(exec::Executor::create(plan));
   bindWeights(executor, args.get("--weights"), args.has("--allow-extra"));
-  check(executor.bindInputs(plan.updatesParameters()
-                                ? syntheticTrainingInputs(plan)
-                                : randomInputs(plan),
-                            "random inputs"));
+  check(executor.bindInputs(benchmarkInputs(plan), "random inputs"));
 
   for (uint64_t i = 0; i < warmup; ++i)
     check(executor.run());
@@ -499,6 +499,22 @@ struct Command {
 };
 
 const FlagSpec kThreadsFlag = {"--threads", nullptr, true, false};
+
+/// `own` and the flags every training run takes (pretrain, finetune).
+std::vector<FlagSpec> withTrainingRunFlags(std::vector<FlagSpec> own) {
+  own.insert(own.end(), {{"--tokenizer", nullptr, true, false},
+                         {"--seed", nullptr, true, false},
+                         {"--init", nullptr, true, false},
+                         {"--checkpoint-dir", nullptr, true, false},
+                         {"--checkpoint-every", nullptr, true, false},
+                         {"--keep", nullptr, true, false},
+                         {"--resume", nullptr, false, false},
+                         {"--log", nullptr, true, false},
+                         {"--lr", nullptr, true, false},
+                         {"--warmup-steps", nullptr, true, false},
+                         kThreadsFlag});
+  return own;
+}
 
 const std::vector<Command> &commands() {
   static const std::vector<Command> table = {
@@ -579,8 +595,7 @@ const std::vector<Command> &commands() {
         {"--json", nullptr, false, false},
         {"--allow-extra", nullptr, false, false},
         kThreadsFlag}},
-      {"pretrain",
-       "pre-train with masked-LM and next-sentence losses",
+      {"pretrain", "pre-train with masked-LM and next-sentence losses",
        "usage: mixer-run pretrain A.mxa --corpus TEXT --tokenizer M.model\n"
        "                          --steps N [options]\n"
        "\n"
@@ -606,22 +621,10 @@ const std::vector<Command> &commands() {
        "  --lr X, --warmup-steps N, --total-steps N\n"
        "                         override the model JSON's schedule\n"
        "  --threads N            worker threads\n",
-       {{"--corpus", nullptr, true, false},
-        {"--tokenizer", nullptr, true, false},
-        {"--steps", nullptr, true, false},
-        {"--seed", nullptr, true, false},
-        {"--init", nullptr, true, false},
-        {"--checkpoint-dir", nullptr, true, false},
-        {"--checkpoint-every", nullptr, true, false},
-        {"--keep", nullptr, true, false},
-        {"--resume", nullptr, false, false},
-        {"--log", nullptr, true, false},
-        {"--lr", nullptr, true, false},
-        {"--warmup-steps", nullptr, true, false},
-        {"--total-steps", nullptr, true, false},
-        kThreadsFlag}},
-      {"finetune",
-       "fine-tune a classification or regression head",
+       withTrainingRunFlags({{"--corpus", nullptr, true, false},
+                             {"--steps", nullptr, true, false},
+                             {"--total-steps", nullptr, true, false}})},
+      {"finetune", "fine-tune a classification or regression head",
        "usage: mixer-run finetune A.mxa --train T.jsonl --tokenizer M.model\n"
        "                          [--eval D.jsonl] [--epochs N] [options]\n"
        "\n"
@@ -631,20 +634,9 @@ const std::vector<Command> &commands() {
        "of a pre-training checkpoint except the classification head, which\n"
        "is drawn anew. The schedule warms up over the first 10 % of the\n"
        "updates unless --warmup-steps is given. Other options as pretrain.\n",
-       {{"--train", nullptr, true, false},
-        {"--eval", nullptr, true, false},
-        {"--tokenizer", nullptr, true, false},
-        {"--epochs", nullptr, true, false},
-        {"--seed", nullptr, true, false},
-        {"--init", nullptr, true, false},
-        {"--checkpoint-dir", nullptr, true, false},
-        {"--checkpoint-every", nullptr, true, false},
-        {"--keep", nullptr, true, false},
-        {"--resume", nullptr, false, false},
-        {"--log", nullptr, true, false},
-        {"--lr", nullptr, true, false},
-        {"--warmup-steps", nullptr, true, false},
-        kThreadsFlag}},
+       withTrainingRunFlags({{"--train", nullptr, true, false},
+                             {"--eval", nullptr, true, false},
+                             {"--epochs", nullptr, true, false}})},
       {"eval",
        "evaluate weights with a training artifact",
        "usage: mixer-run eval A.mxa --weights W|DIR --tokenizer M.model\n"
