@@ -417,13 +417,14 @@ OwningOpRef<ModuleOp> ModelEmitter::emit() {
   });
   if (seq > config.embeddings.maxSeqLength ||
       (needsFullLength && seq != config.embeddings.maxSeqLength)) {
-    emitError(fileLoc) << "sequence length " << seq << " does not fit model '"
-                       << config.name << "': it must be "
-                       << (needsFullLength ? "exactly" : "at most")
-                       << " max_seq_length = " << config.embeddings.maxSeqLength
-                       << (needsFullLength ? " (its mixing kernels are sized "
-                                             "by the sequence length)"
-                                           : "");
+    InFlightDiagnostic diag = emitError(fileLoc);
+    diag << "sequence length " << seq << " does not fit model '" << config.name
+         << "': it must be " << (needsFullLength ? "exactly" : "at most")
+         << " max_seq_length = " << config.embeddings.maxSeqLength;
+    if (needsFullLength)
+      diag << " (its mixing kernels are sized by the sequence length; a copy "
+              "of the model with \"max_seq_length\": "
+           << seq << " compiles at " << seq << ")";
     return nullptr;
   }
   bool hasMoe = llvm::any_of(config.layers, [](const LayerConfig &l) {
