@@ -12,11 +12,13 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <random>
 
 namespace mixer::run {
@@ -374,12 +376,14 @@ json evaluateClassification(exec::Executor &executor,
 }
 
 /// Masked-LM and next-sentence accuracy and mean losses over `batches`
-/// batches of the corpus drawn with `seed`.
+/// batches of the corpus drawn with `seed`, with the masked-LM accuracy of
+/// always answering the most frequent masked token as the baseline.
 json evaluatePretraining(exec::Executor &executor, train::BatchSource &data,
                          int64_t batches) {
   const exec::Plan &plan = executor.getPlan();
   double mlmCorrect = 0, mlmTotal = 0, nspCorrect = 0, nspTotal = 0;
   std::map<std::string, double> lossSums;
+  std::map<int32_t, int64_t> labelCounts;
   for (int64_t b = 0; b < batches; ++b) {
     std::vector<io::HostTensor> inputs = data.next();
     std::vector<io::HostTensor> outputs =
@@ -399,6 +403,7 @@ json evaluatePretraining(exec::Executor &executor, train::BatchSource &data,
         continue;
       mlmCorrect += predicted.as<int32_t>()[i] == label;
       ++mlmTotal;
+      ++labelCounts[label];
     }
     if (plan.findOutput("nsp_logits") >= 0) {
       const io::HostTensor &logits = output(plan, outputs, "nsp_logits");
@@ -418,6 +423,11 @@ json evaluatePretraining(exec::Executor &executor, train::BatchSource &data,
   json result = {
       {"batches", batches},
       {"masked_lm_accuracy", mlmTotal ? mlmCorrect / mlmTotal : 0.0}};
+  int64_t mostFrequent = 0;
+  for (const auto &[label, count] : labelCounts)
+    mostFrequent = std::max(mostFrequent, count);
+  result["masked_lm_most_frequent_rate"] =
+      mlmTotal ? mostFrequent / mlmTotal : 0.0;
   if (nspTotal)
     result["next_sentence_accuracy"] = nspCorrect / nspTotal;
   for (const auto &[name, sum] : lossSums)
