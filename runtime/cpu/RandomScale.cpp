@@ -3,21 +3,33 @@
 #include "runtime/cpu/RandomScale.h"
 
 #include <algorithm>
+#include <cmath>
 
 namespace mixer::cpu {
 
 void randomScale(const float *x, float *y, int64_t n, bool dropout, double rate,
                  const CounterUniforms &uniforms) {
   const float r = static_cast<float>(rate);
+  // u is a multiple of 2^-24, so u >= rate exactly when u >= this float.
+  const float keepFrom = static_cast<float>(std::ceil(rate * 0x1p24) * 0x1p-24);
   const float keep = static_cast<float>(1.0 - rate);
   const float low = 1.0f - r, width = 2.0f * r;
-  int64_t blocks = (n + 3) / 4;
-#pragma omp parallel for schedule(static) if (blocks >= 4096)
-  for (int64_t b = 0; b < blocks; ++b) {
-    std::array<float, 4> u = uniforms.block(b);
-    for (int64_t i = 4 * b, k = 0; i < std::min(n, 4 * b + 4); ++i, ++k)
-      y[i] = dropout ? (u[k] >= rate ? x[i] / keep : 0.0f)
-                     : x[i] * (low + width * u[k]);
+  constexpr int64_t kChunk = CounterUniforms::kBatchElements;
+  int64_t chunks = (n + kChunk - 1) / kChunk;
+#pragma omp parallel for schedule(static) if (chunks >= 256)
+  for (int64_t c = 0; c < chunks; ++c) {
+    float u[kChunk];
+    uniforms.batch(c * (kChunk / 4), u);
+    int64_t begin = c * kChunk, count = std::min(kChunk, n - begin);
+    const float *xc = x + begin;
+    float *yc = y + begin;
+    if (dropout) {
+      for (int64_t k = 0; k < count; ++k)
+        yc[k] = u[k] >= keepFrom ? xc[k] / keep : 0.0f;
+    } else {
+      for (int64_t k = 0; k < count; ++k)
+        yc[k] = xc[k] * (low + width * u[k]);
+    }
   }
 }
 
