@@ -565,7 +565,8 @@ inline const InvalidCase kInvalidCases[] = {
   "mixing": {"kind": "linear"},
   "training": {"sigma_moe_expert_dropout": 1}
 })json",
-     "m.json:6:44: /training/sigma_moe_expert_dropout: must be in [0, 1), got 1",
+     "m.json:6:44: /training/sigma_moe_expert_dropout: must be in [0, 1), got "
+     "1",
      SchemaVerdict::Rejects},
     {"training_warmup_fraction", R"json({
   "name": "m",
