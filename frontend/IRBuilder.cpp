@@ -91,6 +91,8 @@ private:
   Value emitMlmLogits(Value rows);
   /// The classification / NSP logits of the pooled output.
   Value emitClassifierLogits(Value pooled, int64_t classes);
+  /// Next-token logits [B, S, V] of the sequence output.
+  Value emitCausalLmLogits(Value h);
   /// Appends the training inputs and returns the total loss; emits the
   /// component losses through `addOutput`.
   Value
@@ -109,6 +111,10 @@ private:
   Value inputIds, typeIds, wordEmbedding;
   /// The random key of the training step's noise (null without noise).
   Value seed, step;
+  /// The unscaled router losses of the MoE layers of a training step, in
+  /// layer order: z-losses and load-balancing losses of capacity layers,
+  /// entropy regularisers of sigma-MoE layers.
+  SmallVector<Value> zLosses, balanceLosses, entropyLosses;
   int64_t streams = 0;
   int64_t batch = 0, seq = 0;
 };
@@ -281,6 +287,7 @@ Value ModelEmitter::emitMoe(int64_t layer, Value h) {
   const std::string expert = "encoder/expert_" + l;
   const std::string router = "encoder/router_weights_" + l;
   int64_t d = config.dModel, e = moe.numExperts, f = moe.expertDff;
+  auto scalar = RankedTensorType::get({}, builder.getF32Type());
   if (moe.routing == RoutingKind::SigmoidTopK) {
     Value keys = param(expert + "/keys", {e, d, f},
                        Init::normal(1.0 / std::sqrt(double(d))));
@@ -288,8 +295,14 @@ Value ModelEmitter::emitMoe(int64_t layer, Value h) {
                          Init::normal(1.0 / std::sqrt(double(e * f))));
     Value sel = param(router + "/expert_sel", {e, d},
                       {"normal_row_renorm", 1.0 / std::sqrt(double(d))});
-    return SigmaMoeOp::create(builder, loc(expert), h.getType(), h, sel, keys,
-                              values, builder.getI64IntegerAttr(moe.k));
+    auto [dropRate, dropStream] = noise(config.training.sigmaMoeExpertDropout);
+    SmallVector<Type> lossTypes(options.training ? 1 : 0, scalar);
+    auto op = SigmaMoeOp::create(
+        builder, loc(expert), h.getType(), lossTypes, h, sel, keys, values,
+        dropRate ? seed : Value(), dropRate ? step : Value(),
+        builder.getI64IntegerAttr(moe.k), dropRate, dropStream);
+    entropyLosses.append(op.getLosses().begin(), op.getLosses().end());
+    return op.getResult();
   }
   Value w1 = kernel(expert + "/intermediate/kernel", {e, d, f});
   Value b1 = bias(expert + "/intermediate/bias", {e, f});
@@ -303,8 +316,12 @@ Value ModelEmitter::emitMoe(int64_t layer, Value h) {
   auto [expertDropout, expertDropoutStream] =
       noise(config.training.expertDropoutRate);
   bool noisy = jitter || expertDropout;
-  return MoeOp::create(
-      builder, loc(expert), h.getType(), h, rk, rb, w1, b1, w2, b2,
+  // A training step's router losses: the z-loss, and for tokens-choose the
+  // load balance.
+  SmallVector<Type> lossTypes(options.training ? (tokensChoose ? 2 : 1) : 0,
+                              scalar);
+  auto op = MoeOp::create(
+      builder, loc(expert), h.getType(), lossTypes, h, rk, rb, w1, b1, w2, b2,
       noisy ? seed : Value(), noisy ? step : Value(),
       RoutingAttr::get(builder.getContext(), tokensChoose
                                                  ? Routing::tokens_choose
@@ -315,6 +332,12 @@ Value ModelEmitter::emitMoe(int64_t layer, Value h) {
       tokensChoose && moe.batchPrioritized ? builder.getUnitAttr() : UnitAttr(),
       moe.routerBf16 ? builder.getUnitAttr() : UnitAttr(), jitter, jitterStream,
       expertDropout, expertDropoutStream);
+  if (options.training) {
+    zLosses.push_back(op.getLosses()[0]);
+    if (tokensChoose)
+      balanceLosses.push_back(op.getLosses()[1]);
+  }
+  return op.getResult();
 }
 
 Value ModelEmitter::emitMlmLogits(Value rows) {
@@ -339,14 +362,22 @@ Value ModelEmitter::emitClassifierLogits(Value pooled, int64_t classes) {
   return dense(loc("classification"), pooled, k, b, true);
 }
 
+Value ModelEmitter::emitCausalLmLogits(Value h) {
+  int64_t d = config.dModel, vocab = config.embeddings.vocabSize;
+  Value k = kernel("causal_lm/kernel", {d, vocab});
+  Value b = param("causal_lm/bias", {vocab}, Init::zeros());
+  return dense(loc("causal_lm"), h, k, b);
+}
+
 Value ModelEmitter::emitTrainingLoss(
     Value h, Value pooled,
     llvm::function_ref<void(const char *, Value)> addOutput) {
   const HeadsConfig &heads = config.heads;
-  if (heads.causalLm || heads.classificationClasses == 1) {
+  if (heads.causalLm && heads.classificationClasses > 0) {
     emitError(fileLoc) << "training '" << config.name
-                       << "' is not supported yet: only masked-LM, NSP and "
-                          "classification heads have training losses";
+                       << "' is not supported: its causal_lm and "
+                          "classification heads would both take the "
+                          "'labels' input";
     return Value();
   }
   auto i32 = [&](ArrayRef<int64_t> shape) {
@@ -357,11 +388,25 @@ Value ModelEmitter::emitTrainingLoss(
   };
   auto scalar = RankedTensorType::get({}, builder.getF32Type());
   Value total;
+  auto addTerm = [&](Value term) {
+    total = total
+                ? AddOp::create(builder, term.getLoc(), total, term).getResult()
+                : term;
+  };
   auto addLoss = [&](const char *name, Value loss) {
     addOutput(name, loss);
-    total = total
-                ? AddOp::create(builder, loss.getLoc(), total, loss).getResult()
-                : loss;
+    addTerm(loss);
+  };
+  /// Σ weight · CE of `logits` [R, C] against `labels` [R] (−1 = ignored)
+  /// over Σ weight: the mean over the counted rows.
+  auto meanCrossEntropy = [&](Location at, Value logits, Value labels) {
+    Value weights = LabelMaskOp::create(
+        builder, at, f32(cast<RankedTensorType>(labels.getType()).getShape()),
+        labels);
+    Value sum = SoftmaxCrossEntropyOp::create(builder, at, scalar, logits,
+                                              labels, weights);
+    Value norm = ReduceSumOp::create(builder, at, scalar, weights);
+    return DivideOp::create(builder, at, sum, norm).getResult();
   };
   if (heads.mlm) {
     Location at = loc("masked_lm_loss");
@@ -373,20 +418,28 @@ Value ModelEmitter::emitTrainingLoss(
                           input("masked_lm_ids", {batch, predictions}));
     Value rows = GatherPositionsOp::create(
         builder, at, f32({batch * predictions, config.dModel}), h, positions);
-    Value weights =
-        LabelMaskOp::create(builder, at, f32({batch * predictions}), labels);
     Value logits = emitMlmLogits(rows);
-    Value sum = SoftmaxCrossEntropyOp::create(builder, at, scalar, logits,
-                                              labels, weights);
-    Value norm = ReduceSumOp::create(builder, at, scalar, weights);
-    addLoss("masked_lm_loss", DivideOp::create(builder, at, sum, norm));
+    addLoss("masked_lm_loss", meanCrossEntropy(at, logits, labels));
     // The predicted ids, for the masked-LM accuracy of evaluations.
     addOutput(
         "masked_lm_predictions",
         ArgmaxOp::create(builder, at, i32({batch * predictions}), logits));
   }
   int64_t classes = heads.nsp ? 2 : heads.classificationClasses;
-  if (classes > 0) {
+  if (classes == 1) {
+    // Regression (spec section 9): the sum of squared errors over the batch,
+    // divided by the batch.
+    Location at = loc("regression_loss");
+    Value targets = addInput(f32({batch}), "labels");
+    Value logits = emitClassifierLogits(pooled, 1);
+    Value predictions = reshape(at, logits, {batch});
+    Value sum =
+        SquaredErrorOp::create(builder, at, scalar, predictions, targets);
+    addOutput("classification_logits", logits);
+    addLoss("regression_loss",
+            ScaleOp::create(builder, at, sum,
+                            builder.getF64FloatAttr(1.0 / double(batch))));
+  } else if (classes > 0) {
     const char *name = heads.nsp ? "next_sentence_labels" : "labels";
     Location at = loc(heads.nsp ? "next_sentence_loss" : "classification_loss");
     Value labels = input(name, {batch});
@@ -398,9 +451,45 @@ Value ModelEmitter::emitTrainingLoss(
             ScaleOp::create(builder, at, sum,
                             builder.getF64FloatAttr(1.0 / double(batch))));
   }
-  if (!total)
+  if (heads.causalLm) {
+    // `labels` holds the next token of every position (the data shifts, as
+    // runtime/data/LmStream does); -1 marks positions without a target.
+    Location at = loc("causal_lm_loss");
+    int64_t vocab = config.embeddings.vocabSize;
+    Value labels = input("labels", {batch, seq});
+    Value logits = emitCausalLmLogits(h);
+    addLoss("causal_lm_loss",
+            meanCrossEntropy(
+                at, reshape(at, logits, {batch * seq, vocab}),
+                ReshapeOp::create(builder, at, i32({batch * seq}), labels)));
+    addOutput("causal_lm_predictions",
+              ArgmaxOp::create(builder, at, i32({batch, seq}), logits));
+  }
+  if (!total) {
     emitError(fileLoc) << "model '" << config.name
                        << "' has no head with a training loss";
+    return Value();
+  }
+  // The MoE layers' losses (spec section 9): their sums over the layers as
+  // metrics, scaled into the loss.
+  const TrainingConfig &t = config.training;
+  auto addRouterLoss = [&](const char *name, ArrayRef<Value> layers,
+                           double factor) {
+    if (layers.empty())
+      return;
+    Location at = loc(name);
+    Value sum = layers.front();
+    for (Value layer : layers.drop_front())
+      sum = AddOp::create(builder, at, sum, layer);
+    addOutput(name, sum);
+    if (factor > 0)
+      addTerm(
+          ScaleOp::create(builder, at, sum, builder.getF64FloatAttr(factor)));
+  };
+  addRouterLoss("router_z_loss", zLosses, t.routerZLossFactor);
+  addRouterLoss("auxiliary_loss", balanceLosses, t.auxiliaryLossFactor);
+  addRouterLoss("entropy_regularization_loss", entropyLosses,
+                t.entropyRegularizationFactor);
   return total;
 }
 
@@ -510,11 +599,8 @@ OwningOpRef<ModuleOp> ModelEmitter::emit() {
     if (classes > 0)
       addOutput(heads.nsp ? "nsp_logits" : "classification_logits",
                 emitClassifierLogits(pooled, classes));
-    if (heads.causalLm) {
-      Value k = kernel("causal_lm/kernel", {d, emb.vocabSize});
-      Value b = param("causal_lm/bias", {emb.vocabSize}, Init::zeros());
-      addOutput("causal_lm_logits", dense(loc("causal_lm"), h, k, b));
-    }
+    if (heads.causalLm)
+      addOutput("causal_lm_logits", emitCausalLmLogits(h));
   }
   func::ReturnOp::create(builder, fileLoc, results);
   func.setType(builder.getFunctionType(body->getArgumentTypes(),

@@ -93,6 +93,14 @@ struct TrainingConfig {
   double dropoutRate = 0.1;       ///< embeddings and dense feed-forward outputs
   double expertDropoutRate = 0.1; ///< expert outputs of capacity MoE layers
   double jitterNoise = 0;         ///< multiplicative noise on router inputs
+  /// Weight of the router z-losses (capacity MoE layers) in the loss.
+  double routerZLossFactor = 1e-4;
+  /// Weight of the load-balancing losses (tokens-choose layers).
+  double auxiliaryLossFactor = 0.01;
+  /// Weight of the sigma-MoE entropy regularisers.
+  double entropyRegularizationFactor = 1e-4;
+  /// Probability of removing an expert from a token's sigma-MoE selection.
+  double sigmaMoeExpertDropout = 0.05;
 };
 
 /// A fully validated and expanded model description.

@@ -91,9 +91,17 @@ struct DecomposeCapacityMoe : OpRewritePattern<MoeOp> {
                                    moe.getRouterKernel(), moe.getRouterBias());
     if (moe.getRouterBf16())
       scores = RoundBf16Op::create(rewriter, loc, scores);
+    // The router losses of a training step: the z-loss of the logits as the
+    // router computed them, the load balance of its probabilities.
+    SmallVector<Value> losses;
+    if (!moe.getLosses().empty())
+      losses.push_back(RouterZLossOp::create(rewriter, loc, scores));
     scores = SoftmaxOp::create(rewriter, loc, scores);
     if (moe.getRouterBf16())
       scores = RoundBf16Op::create(rewriter, loc, scores);
+    if (moe.getLosses().size() == 2)
+      losses.push_back(LoadBalancingLossOp::create(
+          rewriter, loc, scores, moe.getNumGroupsAttr(), moe.getKAttr()));
 
     int64_t slots = experts * moe.getNumGroups() * moe.getCapacity();
     auto select = SelectExpertsOp::create(
@@ -106,14 +114,15 @@ struct DecomposeCapacityMoe : OpRewritePattern<MoeOp> {
       return noise(rows, NoiseKind::dropout, moe.getExpertDropoutRateAttr(),
                    moe.getExpertDropoutStreamAttr());
     };
-    rewriter.replaceOp(
-        moe, buildExpertPath(
-                 rewriter, loc, tokens2d, select.getTokens(), select.getGates(),
-                 select.getOffsets(), moe.getW1(), moe.getB1(), moe.getW2(),
-                 moe.getB2(), Activation::gelu, moe.getType(),
-                 moe.getExpertDropoutRate()
-                     ? llvm::function_ref<Value(Value)>(expertDropout)
-                     : nullptr));
+    Value result = buildExpertPath(
+        rewriter, loc, tokens2d, select.getTokens(), select.getGates(),
+        select.getOffsets(), moe.getW1(), moe.getB1(), moe.getW2(), moe.getB2(),
+        Activation::gelu, moe.getResult().getType(),
+        moe.getExpertDropoutRate()
+            ? llvm::function_ref<Value(Value)>(expertDropout)
+            : nullptr);
+    losses.insert(losses.begin(), result);
+    rewriter.replaceOp(moe, losses);
     return success();
   }
 };
@@ -129,9 +138,19 @@ struct DecomposeSigmaMoe : OpRewritePattern<SigmaMoeOp> {
     int64_t experts =
         cast<RankedTensorType>(moe.getExpertSel().getType()).getShape()[0];
     auto logitsType = tensorType({numTokens, experts}, rewriter.getF32Type());
-    auto logits = DenseOp::create(rewriter, loc, logitsType, tokens2d,
-                                  moe.getExpertSel(), Value());
-    logits.setTransposeWeight(true);
+    auto dense = DenseOp::create(rewriter, loc, logitsType, tokens2d,
+                                 moe.getExpertSel(), Value());
+    dense.setTransposeWeight(true);
+    Value logits = dense;
+    // The regulariser sees the raw logits, before any expert is dropped.
+    SmallVector<Value> results = {Value()};
+    if (!moe.getLosses().empty())
+      results.push_back(EntropyRegularizerOp::create(rewriter, loc, logits));
+    if (moe.getExpertDropoutRate())
+      logits =
+          DropExpertsOp::create(rewriter, loc, logits, moe.getSeed(),
+                                moe.getStep(), moe.getExpertDropoutRateAttr(),
+                                moe.getExpertDropoutStreamAttr(), UnitAttr());
 
     auto route = RouteOp::create(
         rewriter, loc,
@@ -139,11 +158,11 @@ struct DecomposeSigmaMoe : OpRewritePattern<SigmaMoeOp> {
         RoutingAttr::get(getContext(), Routing::sigmoid_topk),
         rewriter.getI64IntegerAttr(1), rewriter.getI64IntegerAttr(0),
         moe.getKAttr(), UnitAttr(), UnitAttr());
-    rewriter.replaceOp(moe, buildExpertPath(rewriter, loc, tokens2d,
-                                            route.getTokens(), route.getGates(),
-                                            route.getOffsets(), moe.getKeys(),
-                                            Value(), moe.getValues(), Value(),
-                                            Activation::relu, moe.getType()));
+    results[0] = buildExpertPath(
+        rewriter, loc, tokens2d, route.getTokens(), route.getGates(),
+        route.getOffsets(), moe.getKeys(), Value(), moe.getValues(), Value(),
+        Activation::relu, moe.getResult().getType());
+    rewriter.replaceOp(moe, results);
     return success();
   }
 };

@@ -361,7 +361,8 @@ LogicalResult FunctionLowering::lowerOp(Operation *op) {
       .Case<BroadcastOp, ReduceSumOp, MultiplyOp, DivideOp, SoftmaxGradOp,
             ReduceRowsOp, DispatchGradOp, CombineGradOp, ScatterGateGradOp,
             GatherPositionsOp, GatherPositionsGradOp, SquaredErrorOp,
-            EmbedGradOp, LabelMaskOp, GlobalNormOp, ArgmaxOp>(
+            EmbedGradOp, LabelMaskOp, GlobalNormOp, ArgmaxOp, RouterZLossOp,
+            RouterZLossGradOp, EntropyRegularizerOp, EntropyRegularizerGradOp>(
           [&](Operation *op) {
             // Kernels named after the op, taking its operands in order.
             SmallVector<Value> operands;
@@ -373,6 +374,15 @@ LogicalResult FunctionLowering::lowerOp(Operation *op) {
       .Case<ScaleOp>([&](ScaleOp scale) {
         replace(scale, "scale", {lookup(scale.getInput())},
                 {attr("factor", scale.getFactorAttr())});
+        return success();
+      })
+      .Case<LoadBalancingLossOp, LoadBalancingLossGradOp>([&](Operation *op) {
+        SmallVector<Value> operands;
+        for (Value operand : op->getOperands())
+          operands.push_back(lookup(operand));
+        replace(op, op->getName().stripDialect(), operands,
+                {attr("groups", op->getAttr("num_groups")),
+                 attr("k", op->getAttr("k"))});
         return success();
       })
       .Case<SoftmaxCrossEntropyOp>([&](SoftmaxCrossEntropyOp loss) {
@@ -472,6 +482,15 @@ LogicalResult FunctionLowering::lowerOp(Operation *op) {
                 {strAttr("kind", stringifyNoiseKind(noise.getKind())),
                  attr("rate", noise.getRateAttr()),
                  attr("stream", noise.getStreamAttr())});
+        return success();
+      })
+      .Case<DropExpertsOp>([&](DropExpertsOp drop) {
+        replace(drop, "drop_experts",
+                {lookup(drop.getInput()), lookup(drop.getSeed()),
+                 lookup(drop.getStep())},
+                {attr("rate", drop.getRateAttr()),
+                 attr("stream", drop.getStreamAttr()),
+                 boolAttr("gradient", drop.getGradient())});
         return success();
       })
       .Case<AdamWOp>([&](AdamWOp adamw) { return lowerAdamW(adamw); })

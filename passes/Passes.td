@@ -59,7 +59,12 @@ def MixerDecomposeMoe : Pass<"mixer-decompose-moe", "mlir::func::FuncOp"> {
     one-hot dispatch or combine tensor is ever built. A training step's MoE
     noise becomes `mixer.random_scale` ops: jitter on the router's input
     (dispatch still reads the unperturbed tokens), expert dropout on the
-    experts' output rows before `mixer.combine`.
+    experts' output rows before `mixer.combine`; σ-MoE expert dropout
+    becomes `mixer.drop_experts` on the selection logits before the route.
+    The router losses a training step asks for (the op's `losses` results)
+    become `mixer.router_z_loss` of the logits and, for tokens_choose,
+    `mixer.load_balancing_loss` of the probabilities; σ-MoE's
+    `mixer.entropy_regularizer` of the raw logits.
 
     ```mlir
     %y = mixer.moe %x, %rk, %rb, %w1, %b1, %w2, %b2 {routing = #mixer<routing experts_choose>, ...}

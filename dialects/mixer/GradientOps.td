@@ -243,4 +243,33 @@ def Mixer_RouteGradOp : Mixer_Op<"route_grad", [Pure]> {
   let hasVerifier = 1;
 }
 
+/// Gradient of a router loss with respect to its `[N, E]` operand, scaled by
+/// the loss gradient `result_grad`.
+class Mixer_RouterLossGradOp<string mnemonic, string summaryText>
+    : Mixer_Op<mnemonic, [Pure, AllTypesMatch<["input", "result"]>]> {
+  let summary = summaryText;
+  let arguments = (ins Mixer_F32Tensor:$input, Mixer_F32Scalar:$result_grad);
+  let results = (outs Mixer_F32Tensor:$result);
+  let assemblyFormat = "$input `,` $result_grad attr-dict `:` type($result)";
+}
+
+def Mixer_RouterZLossGradOp : Mixer_RouterLossGradOp<"router_z_loss_grad",
+    "gradient of mixer.router_z_loss: 2·lse_t·softmax(logits[t]) / N">;
+def Mixer_EntropyRegularizerGradOp : Mixer_RouterLossGradOp<
+    "entropy_regularizer_grad", "gradient of mixer.entropy_regularizer">;
+
+def Mixer_LoadBalancingLossGradOp : Mixer_Op<"load_balancing_loss_grad", [Pure,
+    AllTypesMatch<["probs", "result"]>]> {
+  let summary = "gradient of mixer.load_balancing_loss with respect to the probabilities";
+  let description = [{
+    `E·count[g,e] / (G·T²)` per token of group g, times the loss gradient,
+    with `count[g,e]` the number of the group's tokens that chose e.
+  }];
+  let arguments = (ins Mixer_F32Tensor:$probs, Mixer_F32Scalar:$result_grad,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$num_groups,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$k);
+  let results = (outs Mixer_F32Tensor:$result);
+  let assemblyFormat = "$probs `,` $result_grad attr-dict `:` type($result)";
+}
+
 #endif // MIXER_GRADIENTOPS_TD

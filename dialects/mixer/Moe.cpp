@@ -94,6 +94,13 @@ LogicalResult MoeOp::verify() {
                            getNumGroups(), getCapacity(), getK(), slots)) ||
       failed(verifyNoise()))
     return failure();
+  // The z-loss, then the load-balancing loss of tokens_choose.
+  size_t routerLosses = getRouting() == Routing::tokens_choose ? 2 : 1;
+  if (!getLosses().empty() && getLosses().size() != routerLosses)
+    return emitOpError() << "returns no router losses or exactly "
+                         << routerLosses << " for "
+                         << stringifyRouting(getRouting()) << " routing, not "
+                         << getLosses().size();
   return expectShape(*this, getResult(), in, "result");
 }
 
@@ -139,7 +146,48 @@ LogicalResult SigmaMoeOp::verify() {
   if (static_cast<int64_t>(getK()) > experts)
     return emitOpError() << "k = " << getK() << " exceeds the " << experts
                          << " experts";
+  bool dropout = bool(getExpertDropoutRate());
+  if (dropout != bool(getExpertDropoutStream()))
+    return emitOpError("a noise rate and its stream go together");
+  if (bool(getSeed()) != dropout || bool(getStep()) != dropout)
+    return emitOpError("takes the noise operands seed and step exactly when "
+                       "it has expert_dropout_rate");
+  if (dropout &&
+      failed(expectNoiseRate(*this, getExpertDropoutRate()->convertToDouble(),
+                             "expert_dropout_rate")))
+    return failure();
+  if (getLosses().size() > 1)
+    return emitOpError() << "returns at most one loss (the entropy "
+                            "regulariser), not "
+                         << getLosses().size();
   return expectShape(*this, getResult(), in, "result");
+}
+
+/// Router losses take the [tokens, experts] scores of a router.
+template <typename LossOp>
+static LogicalResult verifyRouterLoss(LossOp op, Value scores) {
+  return expectRank(op, scores, 2, "router scores");
+}
+
+LogicalResult RouterZLossOp::verify() {
+  return verifyRouterLoss(*this, getLogits());
+}
+
+LogicalResult EntropyRegularizerOp::verify() {
+  return verifyRouterLoss(*this, getLogits());
+}
+
+LogicalResult LoadBalancingLossOp::verify() {
+  if (failed(verifyRouterLoss(*this, getProbs())))
+    return failure();
+  int64_t tokens = shapeOf(getProbs())[0], experts = shapeOf(getProbs())[1];
+  if (tokens % static_cast<int64_t>(getNumGroups()) != 0)
+    return emitOpError() << "num_groups = " << getNumGroups()
+                         << " does not divide the " << tokens << " tokens";
+  if (static_cast<int64_t>(getK()) > experts)
+    return emitOpError() << "k = " << getK() << " exceeds the " << experts
+                         << " experts";
+  return success();
 }
 
 LogicalResult SelectExpertsOp::verify() {
@@ -247,6 +295,31 @@ SelectExpertsOp::buildGradients(OpBuilder &builder, ValueRange resultGrads,
                                       getTokens(), getOffsets(), gatesGrad)
                 .getResult()
           : Value());
+  return success();
+}
+
+LogicalResult
+RouterZLossOp::buildGradients(OpBuilder &builder, ValueRange resultGrads,
+                              SmallVectorImpl<Value> &operandGrads) {
+  operandGrads.push_back(RouterZLossGradOp::create(
+      builder, getLoc(), getLogits().getType(), getLogits(), resultGrads[0]));
+  return success();
+}
+
+LogicalResult
+EntropyRegularizerOp::buildGradients(OpBuilder &builder, ValueRange resultGrads,
+                                     SmallVectorImpl<Value> &operandGrads) {
+  operandGrads.push_back(EntropyRegularizerGradOp::create(
+      builder, getLoc(), getLogits().getType(), getLogits(), resultGrads[0]));
+  return success();
+}
+
+LogicalResult
+LoadBalancingLossOp::buildGradients(OpBuilder &builder, ValueRange resultGrads,
+                                    SmallVectorImpl<Value> &operandGrads) {
+  operandGrads.push_back(LoadBalancingLossGradOp::create(
+      builder, getLoc(), getProbs().getType(), getProbs(), resultGrads[0],
+      getNumGroupsAttr(), getKAttr()));
   return success();
 }
 

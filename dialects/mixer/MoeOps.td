@@ -38,6 +38,11 @@ def Mixer_MoeOp : Mixer_Op<"moe", [Pure, AttrSizedOperandSegments]> {
     the experts' input) by factors uniform in [1 − j, 1 + j);
     `expert_dropout_rate` drops elements of each expert's output rows before
     they are combined. Each has its own stream.
+
+    In a training step the op also returns its router losses, unscaled
+    (`losses`): none, or the router z-loss of the logits, followed for
+    tokens_choose by the load-balancing loss of the probabilities (spec
+    §7.3, §7.5; experts_choose has none).
   }];
   let arguments = !con((ins Mixer_F32Tensor:$input, Mixer_F32Tensor:$router_kernel,
                             Mixer_F32Tensor:$router_bias, Mixer_F32Tensor:$w1, Mixer_F32Tensor:$b1,
@@ -48,7 +53,8 @@ def Mixer_MoeOp : Mixer_Op<"moe", [Pure, AttrSizedOperandSegments]> {
                             OptionalAttr<ConfinedAttr<I64Attr, [IntNonNegative]>>:$jitter_stream,
                             OptionalAttr<F64Attr>:$expert_dropout_rate,
                             OptionalAttr<ConfinedAttr<I64Attr, [IntNonNegative]>>:$expert_dropout_stream));
-  let results = (outs Mixer_F32Tensor:$result);
+  let results = (outs Mixer_F32Tensor:$result,
+                      Variadic<Mixer_F32Scalar>:$losses);
   let assemblyFormat = [{
     $input `,` $router_kernel `,` $router_bias `,` $w1 `,` $b1 `,` $w2 `,` $b2
     (`noise` $seed^ `,` $step)? attr-dict `:` functional-type(operands, results)
@@ -60,21 +66,77 @@ def Mixer_MoeOp : Mixer_Op<"moe", [Pure, AttrSizedOperandSegments]> {
   }];
 }
 
-def Mixer_SigmaMoeOp : Mixer_Op<"sigma_moe", [Pure]> {
+def Mixer_SigmaMoeOp : Mixer_Op<"sigma_moe", [Pure, AttrSizedOperandSegments]> {
   let summary = "sigma-MoE: sigmoid top-k routing over small ReLU experts";
   let description = [{
     `g = sigmoid(x · expert_selᵀ)`; each token takes its `k` highest gates
     (no renormalisation, no capacity) and gets
     `Σ g_e · ReLU(x · keys[e]) · values[e]`.
+
+    Training: `expert_dropout_rate` (with the `noise` operands and its
+    `expert_dropout_stream`) removes whole experts from each token's
+    selection before the top-k (mixer.drop_experts); `losses` is empty or
+    holds the entropy regulariser of the selection logits, unscaled
+    (mixer.entropy_regularizer).
   }];
   let arguments = (ins Mixer_F32Tensor:$input, Mixer_F32Tensor:$expert_sel,
                        Mixer_F32Tensor:$keys, Mixer_F32Tensor:$values,
-                       ConfinedAttr<I64Attr, [IntPositive]>:$k);
-  let results = (outs Mixer_F32Tensor:$result);
+                       Optional<Mixer_I32Scalar>:$seed,
+                       Optional<Mixer_I32Scalar>:$step,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$k,
+                       OptionalAttr<F64Attr>:$expert_dropout_rate,
+                       OptionalAttr<ConfinedAttr<I64Attr, [IntNonNegative]>>:$expert_dropout_stream);
+  let results = (outs Mixer_F32Tensor:$result,
+                      Variadic<Mixer_F32Scalar>:$losses);
   let assemblyFormat = [{
-    $input `,` $expert_sel `,` $keys `,` $values attr-dict `:`
-    functional-type(operands, results)
+    $input `,` $expert_sel `,` $keys `,` $values (`noise` $seed^ `,` $step)?
+    attr-dict `:` functional-type(operands, results)
   }];
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// Router losses of training steps (spec §7.3, §7.5; σ-MoE: moe-systems §1.1).
+// Their gradients flow into the router logits or probabilities only.
+//===----------------------------------------------------------------------===//
+
+def Mixer_RouterZLossOp : Mixer_Op<"router_z_loss", [Pure,
+    DeclareOpInterfaceMethods<Mixer_GradientOpInterface>]> {
+  let summary = "mean over tokens of the squared logsumexp of the router logits";
+  let arguments = (ins Mixer_F32Tensor:$logits);
+  let results = (outs Mixer_F32Scalar:$result);
+  let assemblyFormat = "$logits attr-dict `:` type($logits)";
+  let hasVerifier = 1;
+}
+
+def Mixer_LoadBalancingLossOp : Mixer_Op<"load_balancing_loss", [Pure,
+    DeclareOpInterfaceMethods<Mixer_GradientOpInterface>]> {
+  let summary = "Switch load-balancing loss of tokens-choose router probabilities";
+  let description = [{
+    Over probabilities `[N, E]` cut into `num_groups` groups, before any
+    capacity dropping: `mean_{g,e}(f·P)·E²` with `f[g,e]` the fraction of
+    the group's tokens that have e among their top `k` experts and `P[g,e]`
+    the group's mean probability of e. The top-k choice is a constant of
+    the gradient.
+  }];
+  let arguments = (ins Mixer_F32Tensor:$probs,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$num_groups,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$k);
+  let results = (outs Mixer_F32Scalar:$result);
+  let assemblyFormat = "$probs attr-dict `:` type($probs)";
+  let hasVerifier = 1;
+}
+
+def Mixer_EntropyRegularizerOp : Mixer_Op<"entropy_regularizer", [Pure,
+    DeclareOpInterfaceMethods<Mixer_GradientOpInterface>]> {
+  let summary = "negative entropy of the batch-mean softmax of selection logits";
+  let description = [{
+    σ-MoE's regulariser: `Σ_e p̄_e log p̄_e` with `p̄ = mean_t softmax(logits[t])`
+    over every token of the batch (softmax, although the gates are sigmoids).
+  }];
+  let arguments = (ins Mixer_F32Tensor:$logits);
+  let results = (outs Mixer_F32Scalar:$result);
+  let assemblyFormat = "$logits attr-dict `:` type($logits)";
   let hasVerifier = 1;
 }
 

@@ -19,6 +19,12 @@ LogicalResult RandomScaleOp::verify() {
   return expectNoiseRate(*this, getRate().convertToDouble(), "rate");
 }
 
+LogicalResult DropExpertsOp::verify() {
+  if (failed(expectRank(*this, getInput(), 2, "input")))
+    return failure();
+  return expectNoiseRate(*this, getRate().convertToDouble(), "rate");
+}
+
 LogicalResult GlobalNormOp::verify() {
   if (getInputs().empty())
     return emitOpError("needs at least one operand");
@@ -50,6 +56,17 @@ RandomScaleOp::buildGradients(OpBuilder &builder, ValueRange resultGrads,
   operandGrads.push_back(RandomScaleOp::create(
       builder, getLoc(), resultGrads[0], getSeed(), getStep(), getKindAttr(),
       getRateAttr(), getStreamAttr()));
+  operandGrads.append({Value(), Value()});
+  return success();
+}
+
+/// The same experts are dropped in the backward pass; their gradients are 0.
+LogicalResult
+DropExpertsOp::buildGradients(OpBuilder &builder, ValueRange resultGrads,
+                              SmallVectorImpl<Value> &operandGrads) {
+  operandGrads.push_back(DropExpertsOp::create(
+      builder, getLoc(), resultGrads[0], getSeed(), getStep(), getRateAttr(),
+      getStreamAttr(), builder.getUnitAttr()));
   operandGrads.append({Value(), Value()});
   return success();
 }

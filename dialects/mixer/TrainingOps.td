@@ -41,6 +41,31 @@ def Mixer_RandomScaleOp : Mixer_Op<"random_scale", [Pure,
   let hasVerifier = 1;
 }
 
+def Mixer_DropExpertsOp : Mixer_Op<"drop_experts", [Pure,
+    AllTypesMatch<["input", "result"]>,
+    DeclareOpInterfaceMethods<Mixer_GradientOpInterface>]> {
+  let summary = "σ-MoE expert dropout: removes experts from each token's selection";
+  let description = [{
+    On selection logits `[N, E]`: element i becomes −∞ (a dropped expert,
+    which the top-k never prefers and whose sigmoid gate is 0) when
+    `u[i] < rate`, with `u` the uniforms of mixer.random_scale for the same
+    `seed`, `stream`, `step` and element index. With `gradient` the dropped
+    elements become 0 instead: that is the op's gradient, so gradients flow
+    through the kept logits only.
+
+    ```mlir
+    %d = mixer.drop_experts %logits, %seed, %step {rate = 5.0e-02 : f64, stream = 3 : i64} : tensor<18x4xf32>
+    ```
+  }];
+  let arguments = (ins Mixer_F32Tensor:$input, Mixer_I32Scalar:$seed,
+                       Mixer_I32Scalar:$step, F64Attr:$rate,
+                       ConfinedAttr<I64Attr, [IntNonNegative]>:$stream,
+                       UnitAttr:$gradient);
+  let results = (outs Mixer_F32Tensor:$result);
+  let assemblyFormat = "$input `,` $seed `,` $step attr-dict `:` type($result)";
+  let hasVerifier = 1;
+}
+
 def Mixer_GlobalNormOp : Mixer_Op<"global_norm", [Pure]> {
   let summary = "L2 norm of all elements of all operands together";
   let description = [{

@@ -2,6 +2,7 @@
 
 #include "runtime/exec/KernelRegistry.h"
 
+#include "runtime/cpu/AuxiliaryLosses.h"
 #include "runtime/cpu/Kernels.h"
 #include "runtime/cpu/MixingMoeGradients.h"
 #include "runtime/cpu/RandomScale.h"
@@ -838,6 +839,90 @@ Expected<StepFunction> prepareSquaredError(StepContext &c) {
 }
 
 //===----------------------------------------------------------------------===//
+// Router losses and their gradients
+//===----------------------------------------------------------------------===//
+
+/// Checks router scores [N, E] with at least one token and expert, and the
+/// gradient result `dscores` (when given) of the same shape.
+bool checkRouterScores(StepContext &c, const Arg &scores,
+                       const Arg *dscores = nullptr) {
+  return c.rank(scores, DType::F32, 2) &&
+         c.check(scores.dim(0) > 0 && scores.dim(1) > 0,
+                 scores.role + " must have at least one token and expert") &&
+         (!dscores || c.shape(*dscores, DType::F32, scores.value->shape));
+}
+
+/// The loss of a router loss kernel `loss(scores, tokens, experts)`.
+template <float (*Loss)(const float *, int64_t, int64_t)>
+Expected<StepFunction> prepareRouterLoss(StepContext &c) {
+  const Arg &scores = c.in(0), &loss = c.out(0);
+  if (!checkRouterScores(c, scores) || !c.shape(loss, DType::F32, {}))
+    return c.takeError();
+  int64_t tokens = scores.dim(0), experts = scores.dim(1);
+  return StepFunction([=, z = scores.slot, o = loss.slot](ValuePointers v) {
+    *f32(v[o]) = Loss(f32(v[z]), tokens, experts);
+  });
+}
+
+/// The gradient of a router loss kernel `grad(scores, tokens, experts,
+/// dloss, dscores)`.
+template <void (*Grad)(const float *, int64_t, int64_t, float, float *)>
+Expected<StepFunction> prepareRouterLossGrad(StepContext &c) {
+  const Arg &scores = c.in(0), &dloss = c.in(1), &dscores = c.out(0);
+  if (!checkRouterScores(c, scores, &dscores) ||
+      !c.shape(dloss, DType::F32, {}))
+    return c.takeError();
+  int64_t tokens = scores.dim(0), experts = scores.dim(1);
+  return StepFunction(
+      [=, z = scores.slot, s = dloss.slot, o = dscores.slot](ValuePointers v) {
+        Grad(f32(v[z]), tokens, experts, *f32(v[s]), f32(v[o]));
+      });
+}
+
+/// Checks the groups and k of a load-balancing step on probs [N, E].
+bool checkLoadBalancing(StepContext &c, const Arg &probs, int64_t &groups,
+                        int64_t &k) {
+  if (!c.attr("groups", groups) || !c.attr("k", k))
+    return false;
+  return c.check(groups > 0 && probs.dim(0) % groups == 0,
+                 "attribute 'groups' " + std::to_string(groups) +
+                     " does not divide the " + std::to_string(probs.dim(0)) +
+                     " tokens") &&
+         c.check(k > 0 && k <= probs.dim(1),
+                 "attribute 'k' " + std::to_string(k) + " is outside [1, " +
+                     std::to_string(probs.dim(1)) + "] (the experts)");
+}
+
+Expected<StepFunction> prepareLoadBalancingLoss(StepContext &c) {
+  const Arg &probs = c.in(0), &loss = c.out(0);
+  int64_t groups, k;
+  if (!checkRouterScores(c, probs) ||
+      !checkLoadBalancing(c, probs, groups, k) ||
+      !c.shape(loss, DType::F32, {}))
+    return c.takeError();
+  int64_t perGroup = probs.dim(0) / groups, experts = probs.dim(1);
+  return StepFunction([=, p = probs.slot, o = loss.slot](ValuePointers v) {
+    *f32(v[o]) =
+        cpu::loadBalancingLoss(f32(v[p]), groups, perGroup, experts, k);
+  });
+}
+
+Expected<StepFunction> prepareLoadBalancingLossGrad(StepContext &c) {
+  const Arg &probs = c.in(0), &dloss = c.in(1), &dprobs = c.out(0);
+  int64_t groups, k;
+  if (!checkRouterScores(c, probs, &dprobs) ||
+      !checkLoadBalancing(c, probs, groups, k) ||
+      !c.shape(dloss, DType::F32, {}))
+    return c.takeError();
+  int64_t perGroup = probs.dim(0) / groups, experts = probs.dim(1);
+  return StepFunction(
+      [=, p = probs.slot, s = dloss.slot, o = dprobs.slot](ValuePointers v) {
+        cpu::loadBalancingLossGrad(f32(v[p]), groups, perGroup, experts, k,
+                                   *f32(v[s]), f32(v[o]));
+      });
+}
+
+//===----------------------------------------------------------------------===//
 // Dense, normalisation and pointwise gradients
 //===----------------------------------------------------------------------===//
 
@@ -1219,6 +1304,36 @@ Expected<StepFunction> prepareRandomScale(StepContext &c) {
   });
 }
 
+Expected<StepFunction> prepareDropExperts(StepContext &c) {
+  const Arg &x = c.in(0), &seed = c.in(1), &step = c.in(2), &y = c.out(0);
+  double rate;
+  int64_t stream;
+  bool gradient;
+  if (!c.attr("rate", rate) || !c.attr("stream", stream) ||
+      !c.attr("gradient", gradient) || !c.rank(x, DType::F32, 2) ||
+      !c.shape(seed, DType::I32, {}) || !c.shape(step, DType::I32, {}) ||
+      !c.shape(y, DType::F32, x.value->shape))
+    return c.takeError();
+  if (!c.check(rate >= 0 && rate < 1, "attribute 'rate' " +
+                                          std::to_string(rate) +
+                                          " is outside [0, 1)"))
+    return c.takeError();
+  int64_t n = x.value->numel;
+  // Dropped experts lose the top-k forward and pass no gradient back.
+  float fill = gradient ? 0.0f : -std::numeric_limits<float>::infinity();
+  return StepFunction([=, a = x.slot, k = seed.slot, s = step.slot,
+                       o = y.slot](ValuePointers v) {
+    int32_t key = *i32(v[k]);
+    if (key < 0) {
+      // A negative seed evaluates: every expert stays.
+      std::copy_n(f32(v[a]), n, f32(v[o]));
+      return;
+    }
+    cpu::expertDropout(f32(v[a]), f32(v[o]), n, key, stream, *i32(v[s]), rate,
+                       fill);
+  });
+}
+
 Expected<StepFunction> prepareGlobalNorm(StepContext &c) {
   const Arg &norm = c.out(0);
   std::vector<std::pair<int64_t, int64_t>> tensors; // (slot, elements)
@@ -1329,6 +1444,15 @@ const KernelEntry kKernels[] = {
      {"loss"},
      prepareSoftmaxCrossEntropy},
     {"squared_error", {"prediction", "target"}, {"loss"}, prepareSquaredError},
+    {"router_z_loss",
+     {"logits"},
+     {"loss"},
+     prepareRouterLoss<cpu::routerZLoss>},
+    {"load_balancing_loss", {"probs"}, {"loss"}, prepareLoadBalancingLoss},
+    {"entropy_regularizer",
+     {"logits"},
+     {"loss"},
+     prepareRouterLoss<cpu::entropyRegularizer>},
     {"activation_grad", {"preactivation", "dy"}, {"dx"}, prepareActivationGrad},
     {"dense_weight_grad", {"x", "dy"}, {"dw"}, prepareDenseWeightGrad},
     {"reduce_rows", {"dy"}, {"db"}, prepareReduceRows},
@@ -1379,7 +1503,20 @@ const KernelEntry kKernels[] = {
      {"logits", "labels", "dloss", "weights?"},
      {"dlogits"},
      prepareSoftmaxCrossEntropyGrad},
+    {"router_z_loss_grad",
+     {"logits", "dloss"},
+     {"dlogits"},
+     prepareRouterLossGrad<cpu::routerZLossGrad>},
+    {"load_balancing_loss_grad",
+     {"probs", "dloss"},
+     {"dprobs"},
+     prepareLoadBalancingLossGrad},
+    {"entropy_regularizer_grad",
+     {"logits", "dloss"},
+     {"dlogits"},
+     prepareRouterLossGrad<cpu::entropyRegularizerGrad>},
     {"random_scale", {"x", "seed", "step"}, {"y"}, prepareRandomScale},
+    {"drop_experts", {"x", "seed", "step"}, {"y"}, prepareDropExperts},
     {"global_norm", {"grads..."}, {"norm"}, prepareGlobalNorm},
     {"adamw",
      {"grad", "learning_rate", "step", "norm?"},

@@ -61,6 +61,9 @@ inline const KernelSignature kKernelSignatures[] = {
     {"squared_error", 2, 1, {}},
     {"label_mask", 1, 1, {}},
     {"argmax", 1, 1, {}},
+    {"router_z_loss", 1, 1, {}},
+    {"load_balancing_loss", 1, 1, {"groups", "k"}},
+    {"entropy_regularizer", 1, 1, {}},
     // Backward kernels.
     {"activation_grad", 2, 1, {"kind"}},
     {"dense_weight_grad", 2, 1, {"transpose_w"}},
@@ -79,8 +82,12 @@ inline const KernelSignature kKernelSignatures[] = {
     {"route_grad", 4, 1, {"routing"}},
     {"gather_positions_grad", 2, 1, {}},
     {"softmax_cross_entropy_grad", 4, 1, {}},
+    {"router_z_loss_grad", 2, 1, {}},
+    {"load_balancing_loss_grad", 2, 1, {"groups", "k"}},
+    {"entropy_regularizer_grad", 2, 1, {}},
     // Training step: regularisation noise and the optimizer update.
     {"random_scale", 3, 1, {"kind", "rate", "stream"}},
+    {"drop_experts", 3, 1, {"rate", "stream", "gradient"}},
     {"global_norm", kVariadic, 1, {}},
     {"adamw",
      4,

@@ -44,33 +44,52 @@ int64_t countTokens(const std::vector<int32_t> &ids, int32_t padId) {
   return tokens;
 }
 
-class MlmSource : public BatchSource {
+/// A batch source over a corpus stream (MlmBatcher, LmStream) whose
+/// position is a DataPosition.
+template <typename Stream> class CorpusSource : public BatchSource {
 public:
-  MlmSource(data::MlmBatcher batcher, int32_t padId)
-      : batcher(std::move(batcher)), padId(padId) {}
+  CorpusSource(Stream stream, int32_t padId)
+      : stream(std::move(stream)), padId(padId) {}
+
+  json position() const override { return stream.position().toJson(); }
+  Status seek(const json &position) override {
+    Expected<data::DataPosition> parsed =
+        data::DataPosition::fromJson(position, "data position");
+    if (!parsed)
+      return parsed.takeStatus();
+    return stream.seek(*parsed);
+  }
+  int64_t lastTokens() const override { return tokens; }
+
+protected:
+  Stream stream;
+  int32_t padId;
+  int64_t tokens = 0;
+};
+
+class MlmSource : public CorpusSource<data::MlmBatcher> {
+public:
+  using CorpusSource::CorpusSource;
 
   std::vector<io::HostTensor> next() override {
-    data::MlmBatch batch = batcher.next();
+    data::MlmBatch batch = stream.next();
     for (size_t i = 0; i < batch.maskedLmIds.size(); ++i)
       if (batch.maskedLmWeights[i] == 0)
         batch.maskedLmIds[i] = -1;
     tokens = countTokens(batch.inputIds, padId);
     return batch.tensors();
   }
-  json position() const override { return batcher.position().toJson(); }
-  Status seek(const json &position) override {
-    Expected<data::DataPosition> parsed =
-        data::DataPosition::fromJson(position, "data position");
-    if (!parsed)
-      return parsed.takeStatus();
-    return batcher.seek(*parsed);
-  }
-  int64_t lastTokens() const override { return tokens; }
+};
 
-private:
-  data::MlmBatcher batcher;
-  int32_t padId;
-  int64_t tokens = 0;
+class LmSource : public CorpusSource<data::LmStream> {
+public:
+  using CorpusSource::CorpusSource;
+
+  std::vector<io::HostTensor> next() override {
+    data::LmBatch batch = stream.next();
+    tokens = countTokens(batch.inputIds, padId);
+    return batch.tensors();
+  }
 };
 
 class ClassificationSource : public BatchSource {
@@ -156,6 +175,11 @@ Status truncateMetrics(const std::string &path, int64_t step) {
 std::unique_ptr<BatchSource> makeMlmSource(data::MlmBatcher batcher,
                                            int32_t padId) {
   return std::make_unique<MlmSource>(std::move(batcher), padId);
+}
+
+std::unique_ptr<BatchSource> makeLmSource(data::LmStream stream,
+                                          int32_t padId) {
+  return std::make_unique<LmSource>(std::move(stream), padId);
 }
 
 std::unique_ptr<BatchSource>

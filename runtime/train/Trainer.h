@@ -15,6 +15,7 @@
 #define MIXER_RUNTIME_TRAIN_TRAINER_H
 
 #include "runtime/data/ClassificationData.h"
+#include "runtime/data/LmStream.h"
 #include "runtime/data/MlmBatcher.h"
 #include "runtime/exec/Executor.h"
 #include "runtime/train/LearningRate.h"
@@ -48,6 +49,10 @@ public:
 /// -1, which the training plan's masks ignore.
 std::unique_ptr<BatchSource> makeMlmSource(data::MlmBatcher batcher,
                                            int32_t padId);
+
+/// Causal language-model batches: input_ids and the next tokens as labels
+/// (LmStream windows, which are always full).
+std::unique_ptr<BatchSource> makeLmSource(data::LmStream stream, int32_t padId);
 
 /// Fine-tuning batches: epoch after epoch, the examples in the order
 /// ClassificationData::epochOrder(seed, epoch) gives, in full batches (a

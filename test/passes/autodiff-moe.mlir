@@ -11,6 +11,16 @@
 // LOWERED: mixrt.kernel "softmax_grad"
 // LOWERED-LABEL: func.func @forward
 // LOWERED: mixrt.kernel "route_grad" {{.*}} params {routing = "sigmoid_topk"}
+// LOWERED-LABEL: func.func @forward
+// LOWERED: mixrt.kernel "router_z_loss"
+// LOWERED: mixrt.kernel "load_balancing_loss" {{.*}} params {groups = 2 : i64, k = 1 : i64}
+// LOWERED: mixrt.kernel "load_balancing_loss_grad" {{.*}} params {groups = 2 : i64, k = 1 : i64}
+// LOWERED: mixrt.kernel "router_z_loss_grad"
+// LOWERED-LABEL: func.func @forward
+// LOWERED: mixrt.kernel "entropy_regularizer"
+// LOWERED: mixrt.kernel "drop_experts" {{.*}} params {gradient = false, rate = 1.000000e-01 : f64, stream = 0 : i64}
+// LOWERED: mixrt.kernel "drop_experts" {{.*}} params {gradient = true, rate = 1.000000e-01 : f64, stream = 0 : i64}
+// LOWERED: mixrt.kernel "entropy_regularizer_grad"
 
 // Experts-choose MoE after decomposition: gradients flow through combine
 // (slot rows and gates), the experts, dispatch, the selection (gates back to
@@ -52,5 +62,64 @@ func.func @forward(%x: tensor<2x8x16xf32> {mixer.input = "x"}, %sel: tensor<4x16
     attributes {mixer.outputs = ["loss"]} {
   %m = mixer.sigma_moe %x, %sel, %keys, %values {k = 2} : (tensor<2x8x16xf32>, tensor<4x16xf32>, tensor<4x16x8xf32>, tensor<4x8x16xf32>) -> tensor<2x8x16xf32>
   %l = mixer.reduce_sum %m : tensor<2x8x16xf32> to tensor<f32>
+  return %l : tensor<f32>
+}
+
+// -----
+
+// Router losses: the z-loss gradient reaches the logits, the load-balancing
+// gradient the probabilities (beside the gate gradients), and both go on
+// through the softmax into the router kernel.
+// CHECK-LABEL: func.func @forward
+// CHECK: %[[L:.*]] = mixer.dense
+// CHECK: %[[Z:.*]] = mixer.router_z_loss %[[L]]
+// CHECK: %[[P:.*]] = mixer.softmax %[[L]]
+// CHECK: %[[A:.*]] = mixer.load_balancing_loss %[[P]] {k = 1 : i64, num_groups = 2 : i64}
+// CHECK: %[[ONE:.*]] = mixer.fill 1.000000e+00
+// CHECK: %[[DA:.*]] = mixer.scale %[[ONE]] by 1.000000e-02
+// CHECK: %[[DZ:.*]] = mixer.scale %[[ONE]] by 1.000000e-04
+// CHECK: %[[DPG:.*]] = mixer.scatter_gate_grad
+// CHECK: %[[DPA:.*]] = mixer.load_balancing_loss_grad %[[P]], %[[DA]] {k = 1 : i64, num_groups = 2 : i64} : tensor<16x4xf32>
+// CHECK: %[[DP:.*]] = mixer.add %[[DPG]], %[[DPA]]
+// CHECK: %[[DLS:.*]] = mixer.softmax_grad %[[P]], %[[DP]]
+// CHECK: %[[DLZ:.*]] = mixer.router_z_loss_grad %[[L]], %[[DZ]] : tensor<16x4xf32>
+// CHECK: %[[DL:.*]] = mixer.add %[[DLS]], %[[DLZ]]
+// CHECK: mixer.dense_weight_grad %{{.*}}, %[[DL]]
+func.func @forward(%x: tensor<2x8x16xf32> {mixer.input = "x"}, %rk: tensor<16x4xf32> {mixer.param = "rk"},
+    %rb: tensor<4xf32> {mixer.param = "rb"}, %w1: tensor<4x16x32xf32> {mixer.param = "w1"},
+    %b1: tensor<4x32xf32> {mixer.param = "b1"}, %w2: tensor<4x32x16xf32> {mixer.param = "w2"},
+    %b2: tensor<4x16xf32> {mixer.param = "b2"}) -> tensor<f32> attributes {mixer.outputs = ["loss"]} {
+  %m, %z, %a = mixer.moe %x, %rk, %rb, %w1, %b1, %w2, %b2 {routing = #mixer<routing tokens_choose>, num_groups = 2, capacity = 4, k = 1} : (tensor<2x8x16xf32>, tensor<16x4xf32>, tensor<4xf32>, tensor<4x16x32xf32>, tensor<4x32xf32>, tensor<4x32x16xf32>, tensor<4x16xf32>) -> (tensor<2x8x16xf32>, tensor<f32>, tensor<f32>)
+  %s = mixer.reduce_sum %m : tensor<2x8x16xf32> to tensor<f32>
+  %zs = mixer.scale %z by 1.0e-4 : tensor<f32>
+  %as = mixer.scale %a by 1.0e-2 : tensor<f32>
+  %t = mixer.add %s, %zs : tensor<f32>
+  %l = mixer.add %t, %as : tensor<f32>
+  return %l : tensor<f32>
+}
+
+// -----
+
+// sigma-MoE training: the gate gradients go back through the dropped logits
+// (route_grad), then through the same expert dropout with zeros for the
+// dropped experts; the entropy regulariser adds its gradient of the raw
+// logits.
+// CHECK-LABEL: func.func @forward
+// CHECK-SAME: (%{{[^:]*}}: tensor<2x8x16xf32> {mixer.input = "x"}, %[[SEED:[^:]*]]: tensor<i32> {mixer.input = "seed"}, %[[STEP:[^:]*]]: tensor<i32>
+// CHECK: %[[L:.*]] = mixer.dense %{{.*}}, %{{.*}} {transpose_weight}
+// CHECK: %[[D:.*]] = mixer.drop_experts %[[L]], %[[SEED]], %[[STEP]] {rate = 1.000000e-01 : f64, stream = 0 : i64}
+// CHECK: %[[T:.*]], %[[G:.*]], %[[O:.*]] = mixer.route %[[D]]
+// CHECK: %[[DR:.*]] = mixer.route_grad %[[D]], %[[T]], %[[O]], %{{.*}}
+// CHECK: %[[DD:.*]] = mixer.drop_experts %[[DR]], %[[SEED]], %[[STEP]] {gradient, rate = 1.000000e-01 : f64, stream = 0 : i64}
+// CHECK: %[[DH:.*]] = mixer.entropy_regularizer_grad %[[L]], %{{.*}} : tensor<16x4xf32>
+// CHECK: %[[DL:.*]] = mixer.add %[[DD]], %[[DH]]
+// CHECK: mixer.dense_weight_grad %{{.*}}, %[[DL]] {transpose_weight}
+func.func @forward(%x: tensor<2x8x16xf32> {mixer.input = "x"}, %seed: tensor<i32> {mixer.input = "seed"},
+    %step: tensor<i32> {mixer.input = "step"}, %sel: tensor<4x16xf32> {mixer.param = "sel"},
+    %keys: tensor<4x16x8xf32> {mixer.param = "keys"}, %values: tensor<4x8x16xf32> {mixer.param = "values"}) -> tensor<f32>
+    attributes {mixer.outputs = ["loss"]} {
+  %m, %h = mixer.sigma_moe %x, %sel, %keys, %values noise %seed, %step {k = 2, expert_dropout_rate = 0.1 : f64, expert_dropout_stream = 0} : (tensor<2x8x16xf32>, tensor<4x16xf32>, tensor<4x16x8xf32>, tensor<4x8x16xf32>, tensor<i32>, tensor<i32>) -> (tensor<2x8x16xf32>, tensor<f32>)
+  %s = mixer.reduce_sum %m : tensor<2x8x16xf32> to tensor<f32>
+  %l = mixer.add %s, %h : tensor<f32>
   return %l : tensor<f32>
 }

@@ -75,3 +75,49 @@ func.func @sigma_moe(%x: tensor<2x8x16xf32>, %sel: tensor<4x16xf32>, %keys: tens
   %m = mixer.sigma_moe %x, %sel, %keys, %values {k = 2} : (tensor<2x8x16xf32>, tensor<4x16xf32>, tensor<4x16x8xf32>, tensor<4x8x16xf32>) -> tensor<2x8x16xf32>
   return %m : tensor<2x8x16xf32>
 }
+
+// The router losses of a training step: the z-loss of the logits as the
+// router computed them (after the bfloat16 rounding) and, for tokens_choose,
+// the load-balancing loss of the probabilities, from the same groups and k.
+// CHECK-LABEL: func.func @tokens_choose_losses
+func.func @tokens_choose_losses(%x: tensor<2x8x16xf32>, %rk: tensor<16x4xf32>, %rb: tensor<4xf32>,
+    %w1: tensor<4x16x32xf32>, %b1: tensor<4x32xf32>, %w2: tensor<4x32x16xf32>, %b2: tensor<4x16xf32>) -> (tensor<2x8x16xf32>, tensor<f32>, tensor<f32>) {
+  // CHECK: %[[L:.*]] = mixer.dense
+  // CHECK: %[[LR:.*]] = mixer.round_bf16 %[[L]]
+  // CHECK: %[[Z:.*]] = mixer.router_z_loss %[[LR]] : tensor<16x4xf32>
+  // CHECK: %[[P:.*]] = mixer.softmax %[[LR]]
+  // CHECK: %[[PR:.*]] = mixer.round_bf16 %[[P]]
+  // CHECK: %[[A:.*]] = mixer.load_balancing_loss %[[PR]] {k = 2 : i64, num_groups = 2 : i64} : tensor<16x4xf32>
+  // CHECK: mixer.select_experts %[[PR]]
+  // CHECK: %[[Y:.*]] = mixer.reshape {{.*}} to tensor<2x8x16xf32>
+  // CHECK: return %[[Y]], %[[Z]], %[[A]]
+  %m, %z, %a = mixer.moe %x, %rk, %rb, %w1, %b1, %w2, %b2 {routing = #mixer<routing tokens_choose>, num_groups = 2, capacity = 4, k = 2, batch_prioritized, router_bf16} : (tensor<2x8x16xf32>, tensor<16x4xf32>, tensor<4xf32>, tensor<4x16x32xf32>, tensor<4x32xf32>, tensor<4x32x16xf32>, tensor<4x16xf32>) -> (tensor<2x8x16xf32>, tensor<f32>, tensor<f32>)
+  return %m, %z, %a : tensor<2x8x16xf32>, tensor<f32>, tensor<f32>
+}
+
+// Experts-choose layers have a z-loss only (no load-balancing loss).
+// CHECK-LABEL: func.func @experts_choose_losses
+// CHECK: %[[L:.*]] = mixer.dense
+// CHECK-NEXT: %[[Z:.*]] = mixer.router_z_loss %[[L]]
+// CHECK-NOT: mixer.load_balancing_loss
+// CHECK: return %{{.*}}, %[[Z]]
+func.func @experts_choose_losses(%x: tensor<2x8x16xf32>, %rk: tensor<16x4xf32>, %rb: tensor<4xf32>,
+    %w1: tensor<4x16x32xf32>, %b1: tensor<4x32xf32>, %w2: tensor<4x32x16xf32>, %b2: tensor<4x16xf32>) -> (tensor<2x8x16xf32>, tensor<f32>) {
+  %m, %z = mixer.moe %x, %rk, %rb, %w1, %b1, %w2, %b2 {routing = #mixer<routing experts_choose>, num_groups = 2, capacity = 4, k = 1} : (tensor<2x8x16xf32>, tensor<16x4xf32>, tensor<4xf32>, tensor<4x16x32xf32>, tensor<4x32xf32>, tensor<4x32x16xf32>, tensor<4x16xf32>) -> (tensor<2x8x16xf32>, tensor<f32>)
+  return %m, %z : tensor<2x8x16xf32>, tensor<f32>
+}
+
+// sigma-MoE in a training step: the entropy regulariser of the raw logits,
+// then expert dropout of the logits (the layer's stream) before the top-k.
+// CHECK-LABEL: func.func @sigma_moe_training
+// CHECK-SAME: %[[SEED:[^:]*]]: tensor<i32>, %[[STEP:[^:]*]]: tensor<i32>
+func.func @sigma_moe_training(%x: tensor<2x8x16xf32>, %sel: tensor<4x16xf32>, %keys: tensor<4x16x8xf32>, %values: tensor<4x8x16xf32>,
+    %seed: tensor<i32>, %step: tensor<i32>) -> (tensor<2x8x16xf32>, tensor<f32>) {
+  // CHECK: %[[L:.*]] = mixer.dense %{{.*}}, %{{.*}} {transpose_weight}
+  // CHECK: %[[H:.*]] = mixer.entropy_regularizer %[[L]] : tensor<16x4xf32>
+  // CHECK: %[[D:.*]] = mixer.drop_experts %[[L]], %[[SEED]], %[[STEP]] {rate = 5.000000e-02 : f64, stream = 3 : i64} : tensor<16x4xf32>
+  // CHECK: mixer.route %[[D]]
+  // CHECK: return %{{.*}}, %[[H]]
+  %m, %h = mixer.sigma_moe %x, %sel, %keys, %values noise %seed, %step {k = 2, expert_dropout_rate = 0.05 : f64, expert_dropout_stream = 3} : (tensor<2x8x16xf32>, tensor<4x16xf32>, tensor<4x16x8xf32>, tensor<4x8x16xf32>, tensor<i32>, tensor<i32>) -> (tensor<2x8x16xf32>, tensor<f32>)
+  return %m, %h : tensor<2x8x16xf32>, tensor<f32>
+}

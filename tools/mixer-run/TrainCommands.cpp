@@ -375,13 +375,19 @@ json evaluateClassification(exec::Executor &executor,
   return result;
 }
 
-/// Masked-LM and next-sentence accuracy and mean losses over `batches`
-/// batches of the corpus drawn with `seed`, with the masked-LM accuracy of
-/// always answering the most frequent masked token as the baseline.
+/// Masked-LM and next-sentence accuracy, or the causal-LM token accuracy
+/// and perplexity, and the mean losses over `batches` batches of the
+/// corpus, with the accuracy of always answering the most frequent label
+/// as the baseline.
 json evaluatePretraining(exec::Executor &executor, train::BatchSource &data,
                          int64_t batches) {
   const exec::Plan &plan = executor.getPlan();
-  double mlmCorrect = 0, mlmTotal = 0, nspCorrect = 0, nspTotal = 0;
+  bool causal = plan.findOutput("causal_lm_predictions") >= 0;
+  // Predicted ids against the labels they predict (-1: not counted).
+  const char *predictionsName =
+      causal ? "causal_lm_predictions" : "masked_lm_predictions";
+  const char *labelsName = causal ? "labels" : "masked_lm_ids";
+  double tokenCorrect = 0, tokenTotal = 0, nspCorrect = 0, nspTotal = 0;
   std::map<std::string, double> lossSums;
   std::map<int32_t, int64_t> labelCounts;
   for (int64_t b = 0; b < batches; ++b) {
@@ -394,15 +400,14 @@ json evaluatePretraining(exec::Executor &executor, train::BatchSource &data,
           return tensor;
       throw RuntimeFailure{std::string("the batch has no ") + name};
     };
-    const io::HostTensor &predicted =
-        output(plan, outputs, "masked_lm_predictions");
-    const io::HostTensor &ids = input("masked_lm_ids");
+    const io::HostTensor &predicted = output(plan, outputs, predictionsName);
+    const io::HostTensor &ids = input(labelsName);
     for (int64_t i = 0; i < ids.numel(); ++i) {
       int32_t label = ids.as<int32_t>()[i];
       if (label < 0)
         continue;
-      mlmCorrect += predicted.as<int32_t>()[i] == label;
-      ++mlmTotal;
+      tokenCorrect += predicted.as<int32_t>()[i] == label;
+      ++tokenTotal;
       ++labelCounts[label];
     }
     if (plan.findOutput("nsp_logits") >= 0) {
@@ -420,33 +425,45 @@ json evaluatePretraining(exec::Executor &executor, train::BatchSource &data,
           tensor.name.find("_loss") != std::string::npos)
         lossSums[tensor.name] += tensor.as<float>()[0];
   }
-  json result = {
-      {"batches", batches},
-      {"masked_lm_accuracy", mlmTotal ? mlmCorrect / mlmTotal : 0.0}};
+  json result = {{"batches", batches},
+                 {causal ? "token_accuracy" : "masked_lm_accuracy",
+                  tokenTotal ? tokenCorrect / tokenTotal : 0.0}};
   int64_t mostFrequent = 0;
   for (const auto &[label, count] : labelCounts)
     mostFrequent = std::max(mostFrequent, count);
-  result["masked_lm_most_frequent_rate"] =
-      mlmTotal ? mostFrequent / mlmTotal : 0.0;
+  result[causal ? "token_most_frequent_rate" : "masked_lm_most_frequent_rate"] =
+      tokenTotal ? mostFrequent / tokenTotal : 0.0;
   if (nspTotal)
     result["next_sentence_accuracy"] = nspCorrect / nspTotal;
   for (const auto &[name, sum] : lossSums)
     result["eval_" + name] = sum / batches;
+  // The perplexity of the mean next-token cross-entropy.
+  if (causal)
+    result["perplexity"] = std::exp(lossSums["causal_lm_loss"] / batches);
   return result;
 }
 
-std::unique_ptr<train::BatchSource> mlmSource(const exec::Plan &plan,
-                                              const Args &args,
-                                              const data::Tokenizer &tokenizer,
-                                              uint64_t seed) {
+/// Pre-training batches of the plan's heads: causal-LM windows for a
+/// causal-LM artifact, MLM + NSP batches otherwise.
+std::unique_ptr<train::BatchSource>
+pretrainingSource(const exec::Plan &plan, const Args &args,
+                  const data::Tokenizer &tokenizer, uint64_t seed) {
+  std::string corpus = requireFlag(args, "--corpus", "FILE (plain text)");
+  if (plan.findOutput("causal_lm_loss") >= 0) {
+    data::LmOptions options;
+    options.batchSize = plan.batch;
+    options.seqLength = plan.seq;
+    return train::makeLmSource(
+        check(data::LmStream::create(corpus, tokenizer, options)),
+        static_cast<int32_t>(plan.padId));
+  }
   const exec::InputInfo &positions =
-      requireInput(plan, "masked_lm_positions", "masked-LM");
+      requireInput(plan, "masked_lm_positions", "masked-LM or causal-LM");
   data::MlmOptions options;
   options.batchSize = plan.batch;
   options.seqLength = plan.seq;
   options.maxPredictions = positions.shape[1];
   options.seed = seed;
-  std::string corpus = requireFlag(args, "--corpus", "FILE (plain text)");
   return train::makeMlmSource(
       check(data::MlmBatcher::create(corpus, tokenizer, options)),
       static_cast<int32_t>(plan.padId));
@@ -475,7 +492,7 @@ int runPretrain(const Args &args) {
   int32_t seed = parseSeed(args);
   data::Tokenizer tokenizer = loadTokenizer(args, plan);
   std::unique_ptr<train::BatchSource> data =
-      mlmSource(plan, args, tokenizer, seed);
+      pretrainingSource(plan, args, tokenizer, seed);
   train::TrainingSession session = openSession(args, plan, *data, seed, [&] {
     return initialParameters(args, plan, seed, "");
   });
@@ -559,7 +576,7 @@ int runEval(const Args &args) {
                                              classificationClasses(plan))));
   } else {
     std::unique_ptr<train::BatchSource> data =
-        mlmSource(plan, args, tokenizer, parseSeed(args));
+        pretrainingSource(plan, args, tokenizer, parseSeed(args));
     uint64_t batches = parseCount(args, "--batches", 20);
     if (batches == 0)
       throw UsageError{"--batches: must be at least 1"};

@@ -336,3 +336,59 @@ func.func @argmax_shape(%logits: tensor<6x10xf32>) {
   %p = mixer.argmax %logits : tensor<6x10xf32> to tensor<10xi32>
   return
 }
+
+// -----
+
+func.func @moe_losses_count(%x: tensor<2x8x16xf32>, %rk: tensor<16x4xf32>, %rb: tensor<4xf32>, %w1: tensor<4x16x32xf32>, %b1: tensor<4x32xf32>, %w2: tensor<4x32x16xf32>, %b2: tensor<4x16xf32>) {
+  // expected-error @+1 {{returns no router losses or exactly 1 for experts_choose routing, not 2}}
+  %y, %z, %a = mixer.moe %x, %rk, %rb, %w1, %b1, %w2, %b2 {routing = #mixer<routing experts_choose>, num_groups = 1, capacity = 4, k = 1} : (tensor<2x8x16xf32>, tensor<16x4xf32>, tensor<4xf32>, tensor<4x16x32xf32>, tensor<4x32xf32>, tensor<4x32x16xf32>, tensor<4x16xf32>) -> (tensor<2x8x16xf32>, tensor<f32>, tensor<f32>)
+  return
+}
+
+// -----
+
+func.func @sigma_moe_dropout_without_key(%x: tensor<2x8x16xf32>, %sel: tensor<4x16xf32>, %keys: tensor<4x16x8xf32>, %values: tensor<4x8x16xf32>) {
+  // expected-error @+1 {{takes the noise operands seed and step exactly when it has expert_dropout_rate}}
+  %m = mixer.sigma_moe %x, %sel, %keys, %values {k = 2, expert_dropout_rate = 0.05 : f64, expert_dropout_stream = 0} : (tensor<2x8x16xf32>, tensor<4x16xf32>, tensor<4x16x8xf32>, tensor<4x8x16xf32>) -> tensor<2x8x16xf32>
+  return
+}
+
+// -----
+
+func.func @sigma_moe_losses_count(%x: tensor<2x8x16xf32>, %sel: tensor<4x16xf32>, %keys: tensor<4x16x8xf32>, %values: tensor<4x8x16xf32>) {
+  // expected-error @+1 {{returns at most one loss (the entropy regulariser), not 2}}
+  %m, %a, %b = mixer.sigma_moe %x, %sel, %keys, %values {k = 2} : (tensor<2x8x16xf32>, tensor<4x16xf32>, tensor<4x16x8xf32>, tensor<4x8x16xf32>) -> (tensor<2x8x16xf32>, tensor<f32>, tensor<f32>)
+  return
+}
+
+// -----
+
+func.func @load_balancing_groups(%p: tensor<10x4xf32>) {
+  // expected-error @+1 {{num_groups = 3 does not divide the 10 tokens}}
+  %a = mixer.load_balancing_loss %p {num_groups = 3, k = 1} : tensor<10x4xf32>
+  return
+}
+
+// -----
+
+func.func @load_balancing_k(%p: tensor<10x4xf32>) {
+  // expected-error @+1 {{k = 5 exceeds the 4 experts}}
+  %a = mixer.load_balancing_loss %p {num_groups = 2, k = 5} : tensor<10x4xf32>
+  return
+}
+
+// -----
+
+func.func @router_z_loss_rank(%l: tensor<2x5x4xf32>) {
+  // expected-error @+1 {{router scores must have rank 2}}
+  %z = mixer.router_z_loss %l : tensor<2x5x4xf32>
+  return
+}
+
+// -----
+
+func.func @drop_experts_rate(%l: tensor<10x4xf32>, %k: tensor<i32>) {
+  // expected-error @+1 {{rate must be in [0, 1), got 1}}
+  %d = mixer.drop_experts %l, %k, %k {rate = 1.0 : f64, stream = 0} : tensor<10x4xf32>
+  return
+}

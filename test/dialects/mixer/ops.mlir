@@ -148,3 +148,24 @@ func.func @argmax(%logits: tensor<6x10xf32>) -> tensor<6xi32> {
   %p = mixer.argmax %logits : tensor<6x10xf32> to tensor<6xi32>
   return %p : tensor<6xi32>
 }
+
+// Router losses of training steps, their gradients and sigma-MoE expert
+// dropout.
+// CHECK-LABEL: func.func @router_losses
+func.func @router_losses(%l: tensor<10x4xf32>, %g: tensor<f32>, %k: tensor<i32>) -> (tensor<f32>, tensor<f32>, tensor<f32>, tensor<10x4xf32>, tensor<10x4xf32>, tensor<10x4xf32>, tensor<10x4xf32>) {
+  // CHECK: mixer.router_z_loss %{{.*}} : tensor<10x4xf32>
+  %z = mixer.router_z_loss %l : tensor<10x4xf32>
+  // CHECK: mixer.load_balancing_loss %{{.*}} {k = 2 : i64, num_groups = 2 : i64} : tensor<10x4xf32>
+  %a = mixer.load_balancing_loss %l {num_groups = 2, k = 2} : tensor<10x4xf32>
+  // CHECK: mixer.entropy_regularizer %{{.*}} : tensor<10x4xf32>
+  %h = mixer.entropy_regularizer %l : tensor<10x4xf32>
+  // CHECK: mixer.router_z_loss_grad %{{.*}}, %{{.*}} : tensor<10x4xf32>
+  %dz = mixer.router_z_loss_grad %l, %g : tensor<10x4xf32>
+  // CHECK: mixer.load_balancing_loss_grad %{{.*}}, %{{.*}} {k = 2 : i64, num_groups = 2 : i64} : tensor<10x4xf32>
+  %da = mixer.load_balancing_loss_grad %l, %g {num_groups = 2, k = 2} : tensor<10x4xf32>
+  // CHECK: mixer.entropy_regularizer_grad %{{.*}}, %{{.*}} : tensor<10x4xf32>
+  %dh = mixer.entropy_regularizer_grad %l, %g : tensor<10x4xf32>
+  // CHECK: mixer.drop_experts %{{.*}}, %{{.*}}, %{{.*}} {gradient, rate = 5.000000e-02 : f64, stream = 1 : i64} : tensor<10x4xf32>
+  %d = mixer.drop_experts %l, %k, %k {rate = 0.05 : f64, stream = 1, gradient} : tensor<10x4xf32>
+  return %z, %a, %h, %dz, %da, %dh, %d : tensor<f32>, tensor<f32>, tensor<f32>, tensor<10x4xf32>, tensor<10x4xf32>, tensor<10x4xf32>, tensor<10x4xf32>
+}

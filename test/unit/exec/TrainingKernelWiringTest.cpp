@@ -902,3 +902,168 @@ TEST(TrainingKernelWiringTest, ArgmaxTakesTheFirstMaximumOfEachRow) {
   EXPECT_EQ(std::vector<int32_t>(argmax, argmax + 4),
             (std::vector<int32_t>{1, 0, 2, 0}));
 }
+
+namespace {
+
+/// A float tensor named `name` holding `values`.
+io::HostTensor floatTensor(const std::string &name,
+                           const std::vector<int64_t> &shape,
+                           const std::vector<float> &values) {
+  io::HostTensor tensor = randomTensor(name, shape, 0);
+  std::copy(values.begin(), values.end(), tensor.as<float>());
+  return tensor;
+}
+
+TEST(TrainingKernelWiringTest, RouterZLossAndGradientOfTheSpecGolden) {
+  PlanBuilder b;
+  int64_t logits = b.param("logits", {2, 3});
+  int64_t dloss = b.param("dloss", {});
+  int64_t z = b.arena({});
+  int64_t dlogits = b.arena({2, 3});
+  b.step("router_z_loss", {logits}, {z});
+  b.step("router_z_loss_grad", {logits, dloss}, {dlogits});
+  b.output("z", z);
+  b.output("dlogits", dlogits);
+  std::vector<io::HostTensor> params = {
+      floatTensor("logits", {2, 3}, {1, 2, 3, 0, 0, 0}),
+      floatTensor("dloss", {}, {0.5f})};
+  std::vector<io::HostTensor> out = execute(b.plan, params, {});
+  // Spec 14.3: z-loss([[1,2,3],[0,0,0]]) = 6.4093637.
+  expectNear(floats(out[0]), {6.4093637}, kTol, "z");
+  // d/dlogits of mean_t lse_t^2 = 2 lse_t softmax_t / N, times dloss.
+  std::vector<double> p = softmaxRows(data(params, 0), 2, 3);
+  std::vector<double> expected(6);
+  for (int64_t t = 0; t < 2; ++t) {
+    double lse = t == 0
+                     ? std::log(std::exp(1.0) + std::exp(2.0) + std::exp(3.0))
+                     : std::log(3.0);
+    for (int64_t e = 0; e < 3; ++e)
+      expected[t * 3 + e] = 0.5 * 2 * lse * p[t * 3 + e] / 2;
+  }
+  expectNear(floats(out[1]), expected, kTol, "dlogits");
+}
+
+TEST(TrainingKernelWiringTest, LoadBalancingLossAndGradientOfTheSpecGolden) {
+  // Spec 14.3: six tokens, three experts, one group. Top-1 choices count
+  // [3, 1, 2] per expert; top-2 choices (ties to the lower index) [6, 4, 2].
+  const std::vector<float> probs = {.7f, .2f,  .1f,  .1f, .8f, .1f,
+                                    .6f, .3f,  .1f,  .3f, .3f, .4f,
+                                    .9f, .05f, .05f, .2f, .2f, .6f};
+  for (auto [k, golden, counts] :
+       {std::tuple<int64_t, double, std::vector<double>>{
+            1, 1.0791667, {3, 1, 2}},
+        {2, 2.2416667, {6, 4, 2}}}) {
+    PlanBuilder b;
+    int64_t p = b.param("probs", {6, 3});
+    int64_t dloss = b.param("dloss", {});
+    int64_t aux = b.arena({});
+    int64_t dprobs = b.arena({6, 3});
+    b.step("load_balancing_loss", {p}, {aux}, {{"groups", 1}, {"k", k}});
+    b.step("load_balancing_loss_grad", {p, dloss}, {dprobs},
+           {{"groups", 1}, {"k", k}});
+    b.output("aux", aux);
+    b.output("dprobs", dprobs);
+    std::vector<io::HostTensor> out = execute(
+        b.plan,
+        {floatTensor("probs", {6, 3}, probs), floatTensor("dloss", {}, {2.0f})},
+        {});
+    expectNear(floats(out[0]), {golden}, kTol, "aux");
+    // E * count_e / T^2 for every token, times dloss.
+    std::vector<double> expected(18);
+    for (int64_t i = 0; i < 18; ++i)
+      expected[i] = 2.0 * 3 * counts[i % 3] / 36;
+    expectNear(floats(out[1]), expected, kTol, "dprobs");
+  }
+}
+
+TEST(TrainingKernelWiringTest, LoadBalancingLossRejectsGroupsThatDoNotDivide) {
+  PlanBuilder b;
+  int64_t p = b.param("probs", {6, 3});
+  int64_t aux = b.arena({});
+  b.step("load_balancing_loss", {p}, {aux}, {{"groups", 4}, {"k", 1}});
+  b.output("aux", aux);
+  Expected<Plan> parsed = Plan::parse(b.plan.dump(), "training.mxa");
+  ASSERT_TRUE(parsed) << parsed.message();
+  Expected<Executor> executor = Executor::create(*parsed);
+  ASSERT_FALSE(executor);
+  EXPECT_NE(executor.message().find(
+                "attribute 'groups' 4 does not divide the 6 tokens"),
+            std::string::npos)
+      << executor.message();
+}
+
+TEST(TrainingKernelWiringTest, EntropyRegularizerAndGradient) {
+  PlanBuilder b;
+  int64_t logits = b.param("logits", {5, 4});
+  int64_t dloss = b.param("dloss", {});
+  int64_t h = b.arena({});
+  int64_t dlogits = b.arena({5, 4});
+  b.step("entropy_regularizer", {logits}, {h});
+  b.step("entropy_regularizer_grad", {logits, dloss}, {dlogits});
+  b.output("h", h);
+  b.output("dlogits", dlogits);
+  std::vector<io::HostTensor> params = {
+      randomTensor("logits", {5, 4}, 3, -2, 2),
+      floatTensor("dloss", {}, {1.5f})};
+  std::vector<io::HostTensor> out = execute(b.plan, params, {});
+  // Negative entropy of the batch-mean softmax, and its gradient by the
+  // chain rule: dR/dpbar_e = log pbar_e + 1 through pbar = mean_t softmax_t.
+  std::vector<double> p = softmaxRows(data(params, 0), 5, 4);
+  std::vector<double> mean(4, 0.0);
+  for (int64_t t = 0; t < 5; ++t)
+    for (int64_t e = 0; e < 4; ++e)
+      mean[e] += p[t * 4 + e] / 5;
+  double negEntropy = 0;
+  for (double m : mean)
+    negEntropy += m * std::log(m);
+  expectNear(floats(out[0]), {negEntropy}, kTol, "h");
+  std::vector<double> expected(20);
+  for (int64_t t = 0; t < 5; ++t)
+    for (int64_t e = 0; e < 4; ++e) {
+      double sum = 0;
+      for (int64_t j = 0; j < 4; ++j)
+        sum += (std::log(mean[j]) + 1) / 5 * p[t * 4 + j] *
+               ((j == e) - p[t * 4 + e]);
+      expected[t * 4 + e] = 1.5 * sum;
+    }
+  expectNear(floats(out[1]), expected, kTol, "dlogits");
+}
+
+/// drop_experts of `x` [tokens, experts] at the given seed.
+std::vector<float> dropExperts(const io::HostTensor &x, bool gradient,
+                               int32_t seed) {
+  PlanBuilder b;
+  int64_t in = b.param("x", x.shape);
+  int64_t seedInput = b.input("seed", {});
+  int64_t stepInput = b.input("step", {});
+  int64_t y = b.arena(x.shape);
+  b.step("drop_experts", {in, seedInput, stepInput}, {y},
+         {{"rate", 0.25}, {"stream", 4}, {"gradient", gradient}});
+  b.output("y", y);
+  return floats(
+      execute(b.plan, {x},
+              {intTensor("seed", {}, {seed}), intTensor("step", {}, {9})})[0]);
+}
+
+TEST(TrainingKernelWiringTest, DropExpertsRemovesExpertsWithTheirUniforms) {
+  const int64_t tokens = 250, experts = 4;
+  io::HostTensor x = randomTensor("x", {tokens, experts}, 5);
+  std::vector<float> forward = dropExperts(x, false, 7);
+  std::vector<float> backward = dropExperts(x, true, 7);
+  cpu::CounterUniforms uniforms(7, 4, 9);
+  int64_t dropped = 0;
+  for (int64_t i = 0; i < tokens * experts; ++i) {
+    bool drop = uniforms.at(i) < 0.25f;
+    float kept = x.as<float>()[i];
+    ASSERT_EQ(forward[i], drop ? -std::numeric_limits<float>::infinity() : kept)
+        << "element " << i;
+    ASSERT_EQ(backward[i], drop ? 0.0f : kept) << "element " << i;
+    dropped += drop;
+  }
+  // 25 % of 1000 has a standard deviation of 14.
+  EXPECT_NEAR(dropped, 250, 60);
+  // A negative seed evaluates: every expert stays.
+  EXPECT_EQ(dropExperts(x, false, -1), floats(x));
+}
+
+} // namespace

@@ -549,6 +549,25 @@ inline const InvalidCase kInvalidCases[] = {
 })json",
      "m.json:6:32: /training/jitter_noise: expected a number, got \"0.1\"",
      SchemaVerdict::Rejects},
+    {"training_negative_loss_factor", R"json({
+  "name": "m",
+  "embeddings": {"vocab_size": 64, "max_seq_length": 8},
+  "d_model": 16, "num_layers": 4, "d_ff": 32,
+  "mixing": {"kind": "linear"},
+  "training": {"auxiliary_loss_factor": -1}
+})json",
+     "m.json:6:41: /training/auxiliary_loss_factor: must be >= 0, got -1",
+     SchemaVerdict::Rejects},
+    {"training_sigma_dropout_one", R"json({
+  "name": "m",
+  "embeddings": {"vocab_size": 64, "max_seq_length": 8},
+  "d_model": 16, "num_layers": 4, "d_ff": 32,
+  "mixing": {"kind": "linear"},
+  "training": {"sigma_moe_expert_dropout": 1}
+})json",
+     "m.json:6:44: /training/sigma_moe_expert_dropout: must be in [0, 1), got "
+     "1",
+     SchemaVerdict::Rejects},
     {"training_warmup_fraction", R"json({
   "name": "m",
   "embeddings": {"vocab_size": 64, "max_seq_length": 8},
