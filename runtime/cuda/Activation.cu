@@ -83,8 +83,8 @@ Status biasGeluImpl(const T *x, const float *bias, T *y, int64_t rows,
   int64_t n = rows * cols;
   if (!s.ok() || n == 0)
     return s;
-  biasGeluKernel<<<gridFor(n), kBlockThreads, 0, stream>>>(
-      device(x), bias, device(y), n, cols);
+  biasGeluKernel<<<gridFor(n), kBlockThreads, 0, stream>>>(device(x), bias,
+                                                           device(y), n, cols);
   return launchStatus("bias_gelu");
 }
 
@@ -98,7 +98,7 @@ Status biasGeluBackwardImpl(const T *x, const float *bias, const T *dy, T *dx,
     return s;
   // The bias gradient reads dy before dx, which may alias it, is written.
   BiasGradTerm<typename DeviceStorage<T>::type> term{device(x), device(dy),
-                                                      bias, cols};
+                                                     bias, cols};
   if (!(s = columnSums(kernel, term, rows, cols, dbias, nullptr, accumulate,
                        stream))
            .ok())

@@ -22,8 +22,7 @@ __global__ void __launch_bounds__(kBlockThreads)
   }
 }
 
-StreamBuffer::StreamBuffer(size_t bytes, cudaStream_t stream)
-    : stream(stream) {
+StreamBuffer::StreamBuffer(size_t bytes, cudaStream_t stream) : stream(stream) {
   if (bytes == 0)
     return;
   cudaError_t err = cudaMallocAsync(&data, bytes, stream);
@@ -47,8 +46,7 @@ Status launchStatus(const char *kernel) {
                        ": launch failed: " + cudaGetErrorString(err));
 }
 
-Status requireNonNegative(const char *kernel, const char *what,
-                          int64_t value) {
+Status requireNonNegative(const char *kernel, const char *what, int64_t value) {
   if (value >= 0)
     return Status::success();
   return Status::error(std::string(kernel) + ": " + what + " " +
@@ -60,8 +58,8 @@ Status allowSharedMemory(const void *kernel, size_t bytes, const char *name,
   int deviceId = 0, limit = 0;
   cudaError_t err = cudaGetDevice(&deviceId);
   if (err == cudaSuccess)
-    err = cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin,
-                                 deviceId);
+    err = cudaDeviceGetAttribute(
+        &limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, deviceId);
   if (err != cudaSuccess)
     return Status::error(std::string(name) + ": " + cudaGetErrorString(err));
   if (bytes > static_cast<size_t>(limit))
@@ -69,9 +67,9 @@ Status allowSharedMemory(const void *kernel, size_t bytes, const char *name,
                          std::to_string(bytes) +
                          " bytes of shared memory per block, more than the " +
                          std::to_string(limit) + " the device allows");
-  err = cudaFuncSetAttribute(kernel,
-                             cudaFuncAttributeMaxDynamicSharedMemorySize,
-                             static_cast<int>(bytes));
+  err =
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           static_cast<int>(bytes));
   if (err != cudaSuccess)
     return Status::error(std::string(name) + ": " + cudaGetErrorString(err));
   return Status::success();

@@ -1,4 +1,5 @@
-//===- Common.cuh - Shared pieces of the CUDA kernels -----------*- CUDA -*-===//
+//===- Common.cuh - Shared pieces of the CUDA kernels -----------*- CUDA
+//-*-===//
 //
 // Storage conversions (fp32 / bf16), deterministic block reductions, the
 // fixed-order column sums of the parameter gradients, order-preserving float
@@ -32,12 +33,8 @@ constexpr int kBlockWarps = kBlockThreads / 32;
 //===----------------------------------------------------------------------===//
 
 /// The device type behind a host storage type (Bf16 -> __nv_bfloat16).
-template <typename T> struct DeviceStorage {
-  using type = T;
-};
-template <> struct DeviceStorage<Bf16> {
-  using type = __nv_bfloat16;
-};
+template <typename T> struct DeviceStorage { using type = T; };
+template <> struct DeviceStorage<Bf16> { using type = __nv_bfloat16; };
 static_assert(sizeof(Bf16) == sizeof(__nv_bfloat16) &&
                   alignof(Bf16) == alignof(__nv_bfloat16),
               "Bf16 must be layout-compatible with __nv_bfloat16");
@@ -86,8 +83,7 @@ __device__ __forceinline__ float warpMax(float v) {
 /// is fixed (butterfly within warps, then warps in index order), so the
 /// result does not depend on scheduling. `scratch` holds kBlockWarps values
 /// and may be reused after the call.
-template <typename T>
-__device__ __forceinline__ T blockSum(T v, T *scratch) {
+template <typename T> __device__ __forceinline__ T blockSum(T v, T *scratch) {
   v = warpSum(v);
   int warp = threadIdx.x / 32;
   if (threadIdx.x % 32 == 0)
@@ -223,9 +219,8 @@ Status requireNonNegative(const char *kernel, const char *what, int64_t value);
 /// Blocks of kBlockThreads covering n threads, capped for grid-stride loops.
 inline unsigned gridFor(int64_t n) {
   int64_t blocks = (n + kBlockThreads - 1) / kBlockThreads;
-  return static_cast<unsigned>(blocks < 1 ? 1 : (blocks > 65535 * 32
-                                                      ? 65535 * 32
-                                                      : blocks));
+  return static_cast<unsigned>(
+      blocks < 1 ? 1 : (blocks > 65535 * 32 ? 65535 * 32 : blocks));
 }
 
 /// Makes `bytes` of dynamic shared memory available to `kernel`, or fails
@@ -248,8 +243,8 @@ Status columnSums(const char *kernel, Term term, int64_t rows, int64_t cols,
     if (accumulate)
       return Status::success();
     for (float *out : {out0, out1})
-      if (out && cudaMemsetAsync(out, 0, cols * sizeof(float), stream) !=
-                     cudaSuccess)
+      if (out &&
+          cudaMemsetAsync(out, 0, cols * sizeof(float), stream) != cudaSuccess)
         return launchStatus(kernel);
     return Status::success();
   }

@@ -23,11 +23,10 @@ struct EmbeddingSum {
 template <typename T>
 __global__ void __launch_bounds__(kBlockThreads)
     embedLayerNormKernel(const int32_t *ids, const int32_t *typeIds,
-                         const float *word, const float *pos,
-                         const float *type, const float *scale,
-                         const float *bias, T *sum, T *y, int64_t seq,
-                         int64_t dEmb, int64_t vocab, int64_t typeVocab,
-                         float eps) {
+                         const float *word, const float *pos, const float *type,
+                         const float *scale, const float *bias, T *sum, T *y,
+                         int64_t seq, int64_t dEmb, int64_t vocab,
+                         int64_t typeVocab, float eps) {
   __shared__ float scratch[kBlockWarps];
   int64_t token = blockIdx.x;
   int64_t id = ids[token];
@@ -95,10 +94,9 @@ Status embedLayerNorm(const int32_t *ids, const int32_t *typeIds,
 
 Status embedLayerNorm(const int32_t *ids, const int32_t *typeIds,
                       const float *word, const float *pos, const float *type,
-                      const float *scale, const float *bias, Bf16 *sum,
-                      Bf16 *y, int64_t batch, int64_t seq, int64_t dEmb,
-                      int64_t vocab, int64_t typeVocab, float eps,
-                      cudaStream_t stream) {
+                      const float *scale, const float *bias, Bf16 *sum, Bf16 *y,
+                      int64_t batch, int64_t seq, int64_t dEmb, int64_t vocab,
+                      int64_t typeVocab, float eps, cudaStream_t stream) {
   return embedLayerNormImpl(ids, typeIds, word, pos, type, scale, bias, sum, y,
                             batch, seq, dEmb, vocab, typeVocab, eps, stream);
 }

@@ -116,10 +116,9 @@ Status embedLayerNorm(const int32_t *ids, const int32_t *typeIds,
                       cudaStream_t stream);
 Status embedLayerNorm(const int32_t *ids, const int32_t *typeIds,
                       const float *word, const float *pos, const float *type,
-                      const float *scale, const float *bias, Bf16 *sum,
-                      Bf16 *y, int64_t batch, int64_t seq, int64_t dEmb,
-                      int64_t vocab, int64_t typeVocab, float eps,
-                      cudaStream_t stream);
+                      const float *scale, const float *bias, Bf16 *sum, Bf16 *y,
+                      int64_t batch, int64_t seq, int64_t dEmb, int64_t vocab,
+                      int64_t typeVocab, float eps, cudaStream_t stream);
 
 //===----------------------------------------------------------------------===//
 // Softmax and cross-entropy
@@ -134,8 +133,8 @@ Status softmax(const Bf16 *x, Bf16 *y, int64_t rows, int64_t cols,
 
 /// dx = y * (dy - sum_c y * dy) per row, as cpu::softmaxBackward. dx may
 /// alias dy.
-Status softmaxBackward(const float *y, const float *dy, float *dx,
-                       int64_t rows, int64_t cols, cudaStream_t stream);
+Status softmaxBackward(const float *y, const float *dy, float *dx, int64_t rows,
+                       int64_t cols, cudaStream_t stream);
 Status softmaxBackward(const Bf16 *y, const Bf16 *dy, Bf16 *dx, int64_t rows,
                        int64_t cols, cudaStream_t stream);
 
@@ -167,23 +166,22 @@ Status softmaxCrossEntropy(const Bf16 *logits, const int32_t *labels,
 /// y may alias x.
 Status randomScale(const float *x, float *y, int64_t n, bool dropout,
                    double rate, CounterKey key, cudaStream_t stream);
-Status randomScale(const Bf16 *x, Bf16 *y, int64_t n, bool dropout,
-                   double rate, CounterKey key, cudaStream_t stream);
+Status randomScale(const Bf16 *x, Bf16 *y, int64_t n, bool dropout, double rate,
+                   CounterKey key, cudaStream_t stream);
 
 /// AdamW update number `step` of n parameters in place, bit for bit
 /// train::adamwStep (one f32 rounding per operation, no fused multiply-add).
 /// `gradScale` points to one device float multiplying every gradient value
 /// first (global-norm clipping), or is null for 1.
-Status adamwStep(float *param, const float *grad, float *m, float *v,
-                 int64_t n, double lr, int64_t step,
-                 const train::AdamWConfig &config, const float *gradScale,
-                 cudaStream_t stream);
+Status adamwStep(float *param, const float *grad, float *m, float *v, int64_t n,
+                 double lr, int64_t step, const train::AdamWConfig &config,
+                 const float *gradScale, cudaStream_t stream);
 
 /// *norm (one device double) = sqrt of the sum of squares of all the values
 /// of the device tensors, summed in double in blocks whose boundaries depend
 /// only on the tensor sizes (train::globalNorm).
-Status globalNorm(const std::vector<train::ConstValues> &tensors,
-                  double *norm, cudaStream_t stream);
+Status globalNorm(const std::vector<train::ConstValues> &tensors, double *norm,
+                  cudaStream_t stream);
 
 /// *scale (one device float) = float(maxNorm / *norm) when *norm >= maxNorm,
 /// else 1: the factor train::clipByGlobalNorm multiplies the gradients by,

@@ -16,7 +16,7 @@ using namespace detail;
 /// Row maximum and sum of exp(x - max) by a kBlockThreads block.
 template <typename T>
 __device__ __forceinline__ float2 expStats(const T *x, int64_t cols,
-                                          float *scratch) {
+                                           float *scratch) {
   float maximum = -INFINITY;
   for (int64_t i = threadIdx.x; i < cols; i += kBlockThreads)
     maximum = fmaxf(maximum, load(x, i));
@@ -49,8 +49,7 @@ __global__ void __launch_bounds__(kBlockThreads)
     dot += load(y, offset + i) * load(dy, offset + i);
   dot = blockSum(dot, scratch);
   for (int64_t i = threadIdx.x; i < cols; i += kBlockThreads)
-    store(dx, offset + i,
-          load(y, offset + i) * (load(dy, offset + i) - dot));
+    store(dx, offset + i, load(y, offset + i) * (load(dy, offset + i) - dot));
 }
 
 /// One row of the cross-entropy: rowLoss[r] and, when dlogits is not null,
@@ -68,8 +67,8 @@ __global__ void __launch_bounds__(kBlockThreads)
   if (label < 0 || label >= classes) {
     // -1 is ignored; any other label is invalid and poisons the loss.
     if (threadIdx.x == 0)
-      rowLoss[row] = label == -1 ? 0.0 : __longlong_as_double(
-                                             0x7ff8000000000000ll);
+      rowLoss[row] =
+          label == -1 ? 0.0 : __longlong_as_double(0x7ff8000000000000ll);
     if (grad)
       for (int64_t i = threadIdx.x; i < classes; i += kBlockThreads)
         store(grad, i, 0.0f);
@@ -80,8 +79,8 @@ __global__ void __launch_bounds__(kBlockThreads)
   float weight = weights ? weights[row] : 1.0f;
   float2 stats = expStats(x, classes, scratch);
   if (threadIdx.x == 0)
-    rowLoss[row] = weight * (log(static_cast<double>(stats.y)) + stats.x -
-                             labelLogit);
+    rowLoss[row] =
+        weight * (log(static_cast<double>(stats.y)) + stats.x - labelLogit);
   if (!grad)
     return;
   float gradScale = lossScale * weight;
@@ -174,8 +173,8 @@ Status softmax(const Bf16 *x, Bf16 *y, int64_t rows, int64_t cols,
   return softmaxImpl(x, y, rows, cols, stream);
 }
 
-Status softmaxBackward(const float *y, const float *dy, float *dx,
-                       int64_t rows, int64_t cols, cudaStream_t stream) {
+Status softmaxBackward(const float *y, const float *dy, float *dx, int64_t rows,
+                       int64_t cols, cudaStream_t stream) {
   return softmaxBackwardImpl(y, dy, dx, rows, cols, stream);
 }
 
@@ -188,16 +187,16 @@ Status softmaxCrossEntropy(const float *logits, const int32_t *labels,
                            const float *weights, float *dlogits, float *loss,
                            int64_t rows, int64_t classes, float lossScale,
                            cudaStream_t stream) {
-  return crossEntropyImpl(logits, labels, weights, dlogits, loss, rows,
-                          classes, lossScale, stream);
+  return crossEntropyImpl(logits, labels, weights, dlogits, loss, rows, classes,
+                          lossScale, stream);
 }
 
 Status softmaxCrossEntropy(const Bf16 *logits, const int32_t *labels,
                            const float *weights, Bf16 *dlogits, float *loss,
                            int64_t rows, int64_t classes, float lossScale,
                            cudaStream_t stream) {
-  return crossEntropyImpl(logits, labels, weights, dlogits, loss, rows,
-                          classes, lossScale, stream);
+  return crossEntropyImpl(logits, labels, weights, dlogits, loss, rows, classes,
+                          lossScale, stream);
 }
 
 } // namespace mixer::cuda

@@ -28,18 +28,20 @@ __global__ void __launch_bounds__(kBlockThreads)
                     const float *bias, T *y, int64_t cols, float eps) {
   __shared__ float scratch[kBlockWarps];
   int64_t row = blockIdx.x;
-  RowSum<T> value = {x + row * cols, residual ? residual + row * cols : nullptr};
+  RowSum<T> value = {x + row * cols,
+                     residual ? residual + row * cols : nullptr};
   RowStats stats = rowStats(value, cols, eps, scratch);
   writeNormalised(value, stats, scale, bias, y + row * cols, cols);
 }
 
 template <typename T>
 __global__ void __launch_bounds__(kBlockThreads)
-    rowStatsKernel(const T *x, const T *residual, RowStats *stats,
-                   int64_t cols, float eps) {
+    rowStatsKernel(const T *x, const T *residual, RowStats *stats, int64_t cols,
+                   float eps) {
   __shared__ float scratch[kBlockWarps];
   int64_t row = blockIdx.x;
-  RowSum<T> value = {x + row * cols, residual ? residual + row * cols : nullptr};
+  RowSum<T> value = {x + row * cols,
+                     residual ? residual + row * cols : nullptr};
   RowStats s = rowStats(value, cols, eps, scratch);
   if (threadIdx.x == 0)
     stats[row] = s;
@@ -69,7 +71,8 @@ __global__ void __launch_bounds__(kBlockThreads)
                              int64_t cols) {
   __shared__ float scratch[kBlockWarps];
   int64_t row = blockIdx.x;
-  RowSum<T> value = {x + row * cols, residual ? residual + row * cols : nullptr};
+  RowSum<T> value = {x + row * cols,
+                     residual ? residual + row * cols : nullptr};
   const T *dyRow = dy + row * cols;
   RowStats s = stats[row];
   auto xhat = [=](int64_t i) {
@@ -133,7 +136,8 @@ Status layerNormBackwardImpl(const T *x, const T *residual, const float *scale,
     if (!(s = launchStatus(kernel)).ok())
       return s;
   }
-  LayerNormParameterTerm<typename DeviceStorage<T>::type> term{dX, dResidual, dDy, stats.as<RowStats>(), cols};
+  LayerNormParameterTerm<typename DeviceStorage<T>::type> term{
+      dX, dResidual, dDy, stats.as<RowStats>(), cols};
   if (!(s = columnSums(kernel, term, rows, cols, dscale, dbias, accumulate,
                        stream))
            .ok())

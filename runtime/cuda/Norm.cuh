@@ -1,4 +1,5 @@
-//===- Norm.cuh - Row statistics of the LayerNorm kernels -------*- CUDA -*-===//
+//===- Norm.cuh - Row statistics of the LayerNorm kernels -------*- CUDA
+//-*-===//
 
 #ifndef MIXER_RUNTIME_CUDA_NORM_CUH
 #define MIXER_RUNTIME_CUDA_NORM_CUH
@@ -36,10 +37,9 @@ __device__ __forceinline__ RowStats rowStats(Value value, int64_t cols,
 
 /// y[i] = normalised value(i) * scale[i] + bias[i] over the row.
 template <typename Value, typename T>
-__device__ __forceinline__ void writeNormalised(Value value, RowStats stats,
-                                                const float *scale,
-                                                const float *bias, T *y,
-                                                int64_t cols) {
+__device__ __forceinline__ void
+writeNormalised(Value value, RowStats stats, const float *scale,
+                const float *bias, T *y, int64_t cols) {
   for (int64_t i = threadIdx.x; i < cols; i += kBlockThreads)
     store(y, i,
           ((value(i) - stats.shift) - stats.meanOffset) * stats.rstd *

@@ -84,10 +84,9 @@ __global__ void clipScaleKernel(const double *norm, double maxNorm,
 
 } // namespace
 
-Status adamwStep(float *param, const float *grad, float *m, float *v,
-                 int64_t n, double lr, int64_t step,
-                 const train::AdamWConfig &config, const float *gradScale,
-                 cudaStream_t stream) {
+Status adamwStep(float *param, const float *grad, float *m, float *v, int64_t n,
+                 double lr, int64_t step, const train::AdamWConfig &config,
+                 const float *gradScale, cudaStream_t stream) {
   const char *kernel = "adamw";
   Status s = train::validateAdamW(config);
   if (!s.ok())
@@ -107,13 +106,13 @@ Status adamwStep(float *param, const float *grad, float *m, float *v,
       static_cast<float>(config.eps),
       static_cast<float>(config.weightDecay),
       static_cast<float>(lr)};
-  adamwKernel<<<gridFor(n), kBlockThreads, 0, stream>>>(param, grad, m, v, n,
-                                                        k, gradScale);
+  adamwKernel<<<gridFor(n), kBlockThreads, 0, stream>>>(param, grad, m, v, n, k,
+                                                        gradScale);
   return launchStatus(kernel);
 }
 
-Status globalNorm(const std::vector<train::ConstValues> &tensors,
-                  double *norm, cudaStream_t stream) {
+Status globalNorm(const std::vector<train::ConstValues> &tensors, double *norm,
+                  cudaStream_t stream) {
   const char *kernel = "global_norm";
   int64_t count = 0;
   for (const auto &[data, n] : tensors) {
@@ -134,8 +133,8 @@ Status globalNorm(const std::vector<train::ConstValues> &tensors,
                          stream>>>(data, n, partial.as<double>() + first);
     first += blocks;
   }
-  normFinishKernel<<<1, kBlockThreads, 0, stream>>>(partial.as<double>(),
-                                                    count, norm);
+  normFinishKernel<<<1, kBlockThreads, 0, stream>>>(partial.as<double>(), count,
+                                                    norm);
   return launchStatus(kernel);
 }
 

@@ -19,8 +19,7 @@ namespace {
 using namespace detail;
 
 /// Philox4x32-10 of `counter` under key (k0, k1).
-__device__ __forceinline__ uint4 philox4x32(uint4 c, uint32_t k0,
-                                            uint32_t k1) {
+__device__ __forceinline__ uint4 philox4x32(uint4 c, uint32_t k0, uint32_t k1) {
   constexpr uint32_t kM0 = 0xD2511F53u, kM1 = 0xCD9E8D57u;
   constexpr uint32_t kW0 = 0x9E3779B9u, kW1 = 0xBB67AE85u;
 #pragma unroll
@@ -77,17 +76,17 @@ Status randomScaleImpl(const T *x, T *y, int64_t n, bool dropout, double rate,
   if (!s.ok())
     return s;
   if (dropout ? !(rate >= 0.0 && rate < 1.0) : !(rate >= 0.0 && rate <= 1.0))
-    return Status::error(std::string(kernel) + ": rate " +
-                         std::to_string(rate) + " is outside " +
-                         (dropout ? "[0, 1) for dropout" : "[0, 1] for jitter"));
+    return Status::error(
+        std::string(kernel) + ": rate " + std::to_string(rate) +
+        " is outside " +
+        (dropout ? "[0, 1) for dropout" : "[0, 1] for jitter"));
   if (n == 0)
     return Status::success();
   // The constants of cpu::randomScale: u is a multiple of 2^-24, so u >= rate
   // exactly when u >= keepFrom.
-  Scale scale{dropout,
-              static_cast<float>(std::ceil(rate * 0x1p24) * 0x1p-24),
-              static_cast<float>(1.0 - rate),
-              1.0f - static_cast<float>(rate), 2.0f * static_cast<float>(rate)};
+  Scale scale{dropout, static_cast<float>(std::ceil(rate * 0x1p24) * 0x1p-24),
+              static_cast<float>(1.0 - rate), 1.0f - static_cast<float>(rate),
+              2.0f * static_cast<float>(rate)};
   randomScaleKernel<<<gridFor((n + 3) / 4), kBlockThreads, 0, stream>>>(
       device(x), device(y), n, scale, static_cast<uint32_t>(key.seed),
       static_cast<uint32_t>(key.stream), static_cast<uint32_t>(key.step));
@@ -101,8 +100,8 @@ Status randomScale(const float *x, float *y, int64_t n, bool dropout,
   return randomScaleImpl(x, y, n, dropout, rate, key, stream);
 }
 
-Status randomScale(const Bf16 *x, Bf16 *y, int64_t n, bool dropout,
-                   double rate, CounterKey key, cudaStream_t stream) {
+Status randomScale(const Bf16 *x, Bf16 *y, int64_t n, bool dropout, double rate,
+                   CounterKey key, cudaStream_t stream) {
   return randomScaleImpl(x, y, n, dropout, rate, key, stream);
 }
 

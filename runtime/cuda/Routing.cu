@@ -77,9 +77,8 @@ __device__ int rankedChoice(Value value, int n, int r) {
 /// the number of items of lower experts and offsets[0 .. experts] receives
 /// the buffer boundaries, otherwise base[e] = 0.
 template <typename ExpertOf, typename Place>
-__device__ void placeStable(int length, int experts, int *counts,
-                            int *base, int32_t *offsets, ExpertOf expertOf,
-                            Place place) {
+__device__ void placeStable(int length, int experts, int *counts, int *base,
+                            int32_t *offsets, ExpertOf expertOf, Place place) {
   int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   unsigned lowerLanes = (1u << lane) - 1u;
   int perWarp = (length + kRouteWarps - 1) / kRouteWarps;
@@ -187,8 +186,7 @@ __global__ void __launch_bounds__(kRouteThreads)
   int64_t firstToken = g * tokensPerGroup;
   const float *groupProbs = probs + firstToken * experts;
   for (int i = threadIdx.x; i < experts * capacity; i += kRouteThreads) {
-    int slot = (int64_t(i / capacity) * groups + g) * capacity +
-                   i % capacity;
+    int slot = (int64_t(i / capacity) * groups + g) * capacity + i % capacity;
     tokens[slot] = -1;
     gates[slot] = 0.0f;
   }
@@ -225,8 +223,8 @@ __global__ void __launch_bounds__(kRouteThreads)
     tokens[slot] = static_cast<int32_t>(firstToken + t);
     gates[slot] = groupProbs[int64_t(t) * experts + e];
   };
-  placeStable(k * tokensPerGroup, experts, counts, base, nullptr,
-              expertOf, place);
+  placeStable(k * tokensPerGroup, experts, counts, base, nullptr, expertOf,
+              place);
   if (g == 0)
     for (int i = threadIdx.x; i <= experts; i += kRouteThreads)
       offsets[i] = static_cast<int32_t>(i * groups * capacity);
@@ -240,20 +238,19 @@ __device__ __forceinline__ float sigmoid(float x) {
 /// token s / k, so each expert's entries come out in token order.
 __global__ void __launch_bounds__(kRouteThreads)
     sigmoidTopKKernel(const float *logits, int32_t *tokens, float *gates,
-                      int32_t *offsets, int64_t numTokens, int experts,
-                      int k) {
+                      int32_t *offsets, int64_t numTokens, int experts, int k) {
   extern __shared__ int counts[];
   int *base = counts + kRouteWarps * experts;
   auto expertOf = [=](int s) {
     const float *row = logits + int64_t(s / k) * experts;
-    return rankedChoice([=](int e) { return sigmoid(row[e]); }, experts,
-                        s % k);
+    return rankedChoice([=](int e) { return sigmoid(row[e]); }, experts, s % k);
   };
   auto place = [=](int s, int e, int position) {
     tokens[position] = s / k;
     gates[position] = sigmoid(logits[int64_t(s / k) * experts + e]);
   };
-  placeStable(static_cast<int>(numTokens) * k, experts, counts, base, offsets, expertOf, place);
+  placeStable(static_cast<int>(numTokens) * k, experts, counts, base, offsets,
+              expertOf, place);
 }
 
 /// Fails unless every (name, value) lies in [lo, hi].
@@ -294,11 +291,11 @@ Status routeExpertsChoose(const float *logits, float *probs, int32_t *tokens,
                           int64_t tokensPerGroup, int64_t experts,
                           int64_t capacity, cudaStream_t stream) {
   const char *kernel = "route_experts_choose";
-  Status s = requireRange(kernel, {{"groups", groups, 0, 65535},
-                                   {"tokens_per_group", tokensPerGroup, 0,
-                                    kMaxGroup},
-                                   {"experts", experts, 1, kMaxInt},
-                                   {"capacity", capacity, 0, tokensPerGroup}});
+  Status s =
+      requireRange(kernel, {{"groups", groups, 0, 65535},
+                            {"tokens_per_group", tokensPerGroup, 0, kMaxGroup},
+                            {"experts", experts, 1, kMaxInt},
+                            {"capacity", capacity, 0, tokensPerGroup}});
   if (!s.ok())
     return s;
   if (groups * tokensPerGroup * experts > kMaxInt)
@@ -308,11 +305,9 @@ Status routeExpertsChoose(const float *logits, float *probs, int32_t *tokens,
     return Status::success();
   int sortSize = powerOfTwoAtLeast(tokensPerGroup);
   size_t bytes = sortSize * sizeof(uint64_t);
-  if (!(s = allowSharedMemory(reinterpret_cast<const void *>(
-                                  expertsChooseKernel),
-                              bytes, kernel,
-                              "tokens_per_group " +
-                                  std::to_string(tokensPerGroup)))
+  if (!(s = allowSharedMemory(
+            reinterpret_cast<const void *>(expertsChooseKernel), bytes, kernel,
+            "tokens_per_group " + std::to_string(tokensPerGroup)))
            .ok())
     return s;
   dim3 grid(static_cast<unsigned>(experts), static_cast<unsigned>(groups));
@@ -329,16 +324,15 @@ Status routeTokensChoose(const float *probs, int32_t *tokens, float *gates,
                          int64_t capacity, bool batchPrioritized,
                          cudaStream_t stream) {
   const char *kernel = "route_tokens_choose";
-  Status s = requireRange(
-      kernel, {{"groups", groups, 0, kMaxInt},
-               {"tokens_per_group", tokensPerGroup, 0, kMaxGroup},
-               {"experts", experts, 1, kMaxGroup},
-               {"k", k, 0, experts},
-               {"capacity", capacity, 0, kMaxInt}});
+  Status s =
+      requireRange(kernel, {{"groups", groups, 0, kMaxInt},
+                            {"tokens_per_group", tokensPerGroup, 0, kMaxGroup},
+                            {"experts", experts, 1, kMaxGroup},
+                            {"k", k, 0, experts},
+                            {"capacity", capacity, 0, kMaxInt}});
   if (!s.ok())
     return s;
-  if (groups * std::max(tokensPerGroup * experts, experts * capacity) >
-      kMaxInt)
+  if (groups * std::max(tokensPerGroup * experts, experts * capacity) > kMaxInt)
     return Status::error(std::string(kernel) +
                          ": more than 2^31 router values or slots");
   if (groups == 0)
@@ -354,8 +348,7 @@ Status routeTokensChoose(const float *probs, int32_t *tokens, float *gates,
   tokensChooseKernel<<<static_cast<unsigned>(groups), kRouteThreads, bytes,
                        stream>>>(probs, tokens, gates, offsets, groups,
                                  static_cast<int>(tokensPerGroup),
-                                 static_cast<int>(experts),
-                                 static_cast<int>(k),
+                                 static_cast<int>(experts), static_cast<int>(k),
                                  static_cast<int>(capacity), sortSize);
   return launchStatus(kernel);
 }
@@ -373,9 +366,9 @@ Status routeSigmoidTopK(const float *logits, int32_t *tokens, float *gates,
     return Status::error(std::string(kernel) +
                          ": more than 2^31 router values or entries");
   size_t bytes = placementBytes(experts);
-  if (!(s = allowSharedMemory(
-            reinterpret_cast<const void *>(sigmoidTopKKernel), bytes, kernel,
-            "experts " + std::to_string(experts)))
+  if (!(s = allowSharedMemory(reinterpret_cast<const void *>(sigmoidTopKKernel),
+                              bytes, kernel,
+                              "experts " + std::to_string(experts)))
            .ok())
     return s;
   sigmoidTopKKernel<<<1, kRouteThreads, bytes, stream>>>(

@@ -7,7 +7,8 @@ spills (any spill store or load, or a stack frame) or uses more registers
 than its budget. Budgets come from a file of `<regex> <max registers>` lines
 ('#' starts a comment); the first regex found in the kernel's mangled name
 decides, else --default-budget. With --log, parses a saved `ptxas -v` log
-instead of running ptxas.
+instead of running ptxas. A PTX argument may hold several paths separated
+by ';' (a CMake list).
 """
 
 import argparse
@@ -82,6 +83,7 @@ def main():
     args = parser.parse_args()
 
     budgets = read_budgets(args.budgets)
+    paths = [p for arg in args.ptx for p in arg.split(";") if p]
     kernels = {}
     problems = []
     if args.log:
@@ -89,7 +91,7 @@ def main():
             kernels.update(parse(f.read(), args.log))
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
         for path, log, error in pool.map(lambda p: assemble(args.ptxas, p),
-                                         args.ptx):
+                                         paths):
             if error:
                 problems.append(error)
             else:
