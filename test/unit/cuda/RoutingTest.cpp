@@ -136,8 +136,15 @@ TEST(CudaRouteSigmoidTopK, MatchesReferenceWithTies) {
   for (Case c : {Case{300, 16, 4}, Case{1, 1, 1}, Case{1000, 7, 7},
                  Case{5, 4, 0}, Case{2049, 32, 2}})
     for (bool ties : {false, true}) {
-      auto logits = ties ? tiedLogits(c.tokens, c.experts, 4)
-                         : randomFloats(c.tokens * c.experts, 5, -6.0f, 6.0f);
+      // Without deliberate ties the logits still lie on a grid of step 1e-3
+      // in [-2, 2): values are equal or far apart in ulps, so gates that
+      // differ from the CPU's in their last bit cannot reorder them.
+      std::vector<float> logits =
+          ties ? tiedLogits(c.tokens, c.experts, 4)
+               : gridFloats(c.tokens * c.experts, 5, 4000);
+      if (!ties)
+        for (float &v : logits)
+          v = 4.0f * v - 2.0f;
       int64_t entries = c.tokens * c.k;
       Table expected{std::vector<int32_t>(entries), std::vector<float>(entries),
                      std::vector<int32_t>(c.experts + 1)};
