@@ -40,7 +40,9 @@ TEST(CudaRouteExpertsChoose, MatchesReferenceOnItsProbabilities) {
     int64_t groups, tokensPerGroup, experts, capacity;
   };
   for (Case c : {Case{1, 1, 1, 1}, Case{2, 37, 5, 7}, Case{3, 16, 4, 16},
-                 Case{1, 1000, 8, 125}, Case{2, 9, 3, 0}})
+                 Case{1, 1000, 8, 125}, Case{2, 9, 3, 0},
+                 // 64 KiB of sort keys: above the default 48 KiB per block.
+                 Case{1, 6144, 4, 64}})
     for (bool ties : {false, true}) {
       int64_t n = c.groups * c.tokensPerGroup;
       auto logits = ties ? tiedLogits(n, c.experts, 1)
