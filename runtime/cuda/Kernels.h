@@ -1,0 +1,227 @@
+//===- Kernels.h - CUDA kernels of the mixer runtime ------------*- C++ -*-===//
+//
+// The CUDA twins of the CPU kernels (runtime/cpu/Kernels.h,
+// TransformerGradients.h, RandomScale.h, runtime/train/Optimizer.h) that a
+// device executor calls: plain host functions taking device pointers, sizes
+// and a stream. Each enqueues its work on `stream` and returns at once; the
+// returned Status reports bad arguments (checked before anything is enqueued)
+// and launch failures, naming the kernel. Nothing here synchronises.
+//
+// Precision: kernels touching activations come in an fp32 and a bf16 variant.
+// bf16 is a storage type only: values are widened to fp32, all arithmetic and
+// every statistic (LayerNorm mean and variance, softmax maximum and sum) is
+// fp32, and results are rounded to bf16 (nearest, ties to even) once, on the
+// store. Parameters, their gradients and optimizer state are always fp32.
+//
+// Determinism: no kernel adds floats with atomics; every reduction runs in an
+// order fixed by the shapes, so results are bitwise repeatable run to run.
+//
+// Temporary device memory (per-row statistics, per-block partial sums) comes
+// from the stream-ordered allocator (cudaMallocAsync on `stream`) and is freed
+// on the same stream.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MIXER_RUNTIME_CUDA_KERNELS_H
+#define MIXER_RUNTIME_CUDA_KERNELS_H
+
+#include "runtime/support/Status.h"
+#include "runtime/train/Optimizer.h"
+
+#include <cstdint>
+#include <vector>
+
+struct CUstream_st;
+
+namespace mixer::cuda {
+
+/// The CUDA runtime's stream handle (the same type as its cudaStream_t).
+using cudaStream_t = CUstream_st *;
+
+/// A bfloat16 value as stored in device memory: the upper half of an IEEE
+/// binary32. Layout-compatible with CUDA's __nv_bfloat16.
+struct Bf16 {
+  uint16_t bits;
+};
+
+/// The key of a counter-based random op (runtime/cpu/CounterRandom.h): the
+/// run's seed, the op's stream and the training step.
+struct CounterKey {
+  int64_t seed = 0;
+  int64_t stream = 0;
+  int64_t step = 0;
+};
+
+//===----------------------------------------------------------------------===//
+// LayerNorm, bias + GELU, embeddings
+//===----------------------------------------------------------------------===//
+
+/// y = LayerNorm(x + residual) over the last axis of [rows, cols], as
+/// cpu::layerNorm: (v - mean) * rsqrt(var + eps) * scale + bias with the
+/// population variance. `residual` may be null; y may alias x or residual.
+Status layerNorm(const float *x, const float *residual, const float *scale,
+                 const float *bias, float *y, int64_t rows, int64_t cols,
+                 float eps, cudaStream_t stream);
+Status layerNorm(const Bf16 *x, const Bf16 *residual, const float *scale,
+                 const float *bias, Bf16 *y, int64_t rows, int64_t cols,
+                 float eps, cudaStream_t stream);
+
+/// Gradient of layerNorm, as cpu::layerNormBackward: the statistics are
+/// recomputed from x + residual; dx (the gradient of the normalised sum,
+/// hence of x and of the residual) is overwritten and may alias dy;
+/// dscale = sum_rows dy * xhat and dbias = sum_rows dy are overwritten, or
+/// added into when `accumulate`. dx, dscale and dbias may each be null.
+Status layerNormBackward(const float *x, const float *residual,
+                         const float *scale, const float *dy, float *dx,
+                         float *dscale, float *dbias, int64_t rows,
+                         int64_t cols, float eps, bool accumulate,
+                         cudaStream_t stream);
+Status layerNormBackward(const Bf16 *x, const Bf16 *residual,
+                         const float *scale, const Bf16 *dy, Bf16 *dx,
+                         float *dscale, float *dbias, int64_t rows,
+                         int64_t cols, float eps, bool accumulate,
+                         cudaStream_t stream);
+
+/// y[r,c] = GELU(x[r,c] + bias[c]) over [rows, cols], GELU being the tanh
+/// approximation the CPU kernels use (cpu::activation). `bias` may be null;
+/// y may alias x.
+Status biasGelu(const float *x, const float *bias, float *y, int64_t rows,
+                int64_t cols, cudaStream_t stream);
+Status biasGelu(const Bf16 *x, const float *bias, Bf16 *y, int64_t rows,
+                int64_t cols, cudaStream_t stream);
+
+/// Gradient of biasGelu from its input: dx = dy * GELU'(x + bias) (as
+/// cpu::activationBackward on the pre-activation), overwritten, may alias dy
+/// or x; dbias[c] = sum_rows dx[r,c], overwritten or added into when
+/// `accumulate`. `bias` and `dbias` may be null.
+Status biasGeluBackward(const float *x, const float *bias, const float *dy,
+                        float *dx, float *dbias, int64_t rows, int64_t cols,
+                        bool accumulate, cudaStream_t stream);
+Status biasGeluBackward(const Bf16 *x, const float *bias, const Bf16 *dy,
+                        Bf16 *dx, float *dbias, int64_t rows, int64_t cols,
+                        bool accumulate, cudaStream_t stream);
+
+/// The embedding sublayer up to its LayerNorm: sum[b,s,:] = word[ids[b,s]] +
+/// pos[s] + type[typeIds[b,s]] (cpu::embed; typeIds may be null: all type 0)
+/// and y = LayerNorm(sum) with scale, bias and eps (cpu::layerNorm). The
+/// projection that follows (hidden_mapping_in) is a dense layer, not part of
+/// this kernel. `sum` may be null; it is what layerNormBackward needs. Ids are
+/// not checked on the device: a token whose id or type id lies outside its
+/// table gets NaN in every output value (no out-of-bounds read).
+Status embedLayerNorm(const int32_t *ids, const int32_t *typeIds,
+                      const float *word, const float *pos, const float *type,
+                      const float *scale, const float *bias, float *sum,
+                      float *y, int64_t batch, int64_t seq, int64_t dEmb,
+                      int64_t vocab, int64_t typeVocab, float eps,
+                      cudaStream_t stream);
+Status embedLayerNorm(const int32_t *ids, const int32_t *typeIds,
+                      const float *word, const float *pos, const float *type,
+                      const float *scale, const float *bias, Bf16 *sum, Bf16 *y,
+                      int64_t batch, int64_t seq, int64_t dEmb, int64_t vocab,
+                      int64_t typeVocab, float eps, cudaStream_t stream);
+
+//===----------------------------------------------------------------------===//
+// Softmax and cross-entropy
+//===----------------------------------------------------------------------===//
+
+/// Row softmax over the last axis of [rows, cols] (max-subtracted), as
+/// cpu::softmax. y may alias x.
+Status softmax(const float *x, float *y, int64_t rows, int64_t cols,
+               cudaStream_t stream);
+Status softmax(const Bf16 *x, Bf16 *y, int64_t rows, int64_t cols,
+               cudaStream_t stream);
+
+/// dx = y * (dy - sum_c y * dy) per row, as cpu::softmaxBackward. dx may
+/// alias dy.
+Status softmaxBackward(const float *y, const float *dy, float *dx, int64_t rows,
+                       int64_t cols, cudaStream_t stream);
+Status softmaxBackward(const Bf16 *y, const Bf16 *dy, Bf16 *dx, int64_t rows,
+                       int64_t cols, cudaStream_t stream);
+
+/// Weighted softmax cross-entropy, as cpu::softmaxCrossEntropy: *loss (one
+/// device float) = sum_r w[r] * (logsumexp(logits[r]) - logits[r, labels[r]])
+/// and dlogits = lossScale * w[r] * (softmax(logits[r]) - onehot(labels[r])).
+/// `weights` may be null (all 1); a row labelled -1 adds no loss and gets a
+/// zero gradient row. dlogits may be null and may alias logits. Labels are not
+/// checked on the device: a label outside [-1, classes) makes *loss NaN and
+/// its gradient row zero.
+Status softmaxCrossEntropy(const float *logits, const int32_t *labels,
+                           const float *weights, float *dlogits, float *loss,
+                           int64_t rows, int64_t classes, float lossScale,
+                           cudaStream_t stream);
+Status softmaxCrossEntropy(const Bf16 *logits, const int32_t *labels,
+                           const float *weights, Bf16 *dlogits, float *loss,
+                           int64_t rows, int64_t classes, float lossScale,
+                           cudaStream_t stream);
+
+//===----------------------------------------------------------------------===//
+// Training noise and optimizer
+//===----------------------------------------------------------------------===//
+
+/// y[i] = x[i] * r_i over n values with u_i the counter-based uniform of
+/// element i under `key` (cpu::CounterUniforms: the same Philox4x32-10 draws,
+/// so the CPU and the GPU drop the same elements):
+///   dropout (rate in [0, 1)): y = u_i >= rate ? x / (1 - rate) : 0
+///   jitter (rate in [0, 1]):  y = x * fma(2 rate, u_i, 1 - rate)
+/// y may alias x.
+Status randomScale(const float *x, float *y, int64_t n, bool dropout,
+                   double rate, CounterKey key, cudaStream_t stream);
+Status randomScale(const Bf16 *x, Bf16 *y, int64_t n, bool dropout, double rate,
+                   CounterKey key, cudaStream_t stream);
+
+/// AdamW update number `step` of n parameters in place, bit for bit
+/// train::adamwStep (one f32 rounding per operation, no fused multiply-add).
+/// `gradScale` points to one device float multiplying every gradient value
+/// first (global-norm clipping), or is null for 1.
+Status adamwStep(float *param, const float *grad, float *m, float *v, int64_t n,
+                 double lr, int64_t step, const train::AdamWConfig &config,
+                 const float *gradScale, cudaStream_t stream);
+
+/// *norm (one device double) = sqrt of the sum of squares of all the values
+/// of the device tensors, summed in double in blocks whose boundaries depend
+/// only on the tensor sizes (train::globalNorm).
+Status globalNorm(const std::vector<train::ConstValues> &tensors, double *norm,
+                  cudaStream_t stream);
+
+/// *scale (one device float) = float(maxNorm / *norm) when *norm >= maxNorm,
+/// else 1: the factor train::clipByGlobalNorm multiplies the gradients by,
+/// for adamwStep's gradScale.
+Status clipScale(const double *norm, double maxNorm, float *scale,
+                 cudaStream_t stream);
+
+//===----------------------------------------------------------------------===//
+// Mixture-of-experts routing (fp32; layouts of cpu::routeExpertsChoose etc.)
+//===----------------------------------------------------------------------===//
+
+/// The router softmax fused with experts-choose routing: probs = row softmax
+/// of logits [groups*tokensPerGroup, experts] (written out for the router
+/// losses and the backward pass), then as cpu::routeExpertsChoose on those
+/// probs: expert e of group g takes its `capacity` highest-probability tokens
+/// in descending order, ties to the lower token index. Requires capacity <=
+/// tokensPerGroup and 8 * tokensPerGroup (rounded up to a power of two) bytes
+/// of shared memory per block.
+Status routeExpertsChoose(const float *logits, float *probs, int32_t *tokens,
+                          float *gates, int32_t *offsets, int64_t groups,
+                          int64_t tokensPerGroup, int64_t experts,
+                          int64_t capacity, cudaStream_t stream);
+
+/// Tokens-choose routing with capacity, as cpu::routeTokensChoose: top-k
+/// experts per token (ties to the lower expert), assignments placed in expert
+/// buffers all first choices before any second choice, tokens in order or by
+/// descending top-1 probability (stable) when `batchPrioritized`; positions
+/// >= capacity are dropped.
+Status routeTokensChoose(const float *probs, int32_t *tokens, float *gates,
+                         int32_t *offsets, int64_t groups,
+                         int64_t tokensPerGroup, int64_t experts, int64_t k,
+                         int64_t capacity, bool batchPrioritized,
+                         cudaStream_t stream);
+
+/// sigma-MoE routing, as cpu::routeSigmoidTopK: gate = sigmoid(logit), top-k
+/// per token (ties to the lower expert), entries sorted by expert then token.
+Status routeSigmoidTopK(const float *logits, int32_t *tokens, float *gates,
+                        int32_t *offsets, int64_t numTokens, int64_t experts,
+                        int64_t k, cudaStream_t stream);
+
+} // namespace mixer::cuda
+
+#endif // MIXER_RUNTIME_CUDA_KERNELS_H

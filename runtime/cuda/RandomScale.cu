@@ -1,0 +1,108 @@
+//===- RandomScale.cu - Dropout and multiplicative jitter -----------------===//
+//
+// The draws of cpu::CounterUniforms: element i takes word i%4 of
+// Philox4x32-10({i/4 low, i/4 high, step, 0}, {seed, stream}) and
+// u = (word >> 8) * 2^-24. One thread draws one counter block, hence four
+// elements. The arithmetic after the draw is pinned with round-to-nearest
+// intrinsics so that fp32 results equal the CPU kernel's bit for bit
+// (whose compiler fuses the jitter's 1 - rate + 2 rate u into one FMA).
+//
+//===----------------------------------------------------------------------===//
+
+#include "runtime/cuda/Common.cuh"
+
+#include <cmath>
+
+namespace mixer::cuda {
+namespace {
+
+using namespace detail;
+
+/// Philox4x32-10 of `counter` under key (k0, k1).
+__device__ __forceinline__ uint4 philox4x32(uint4 c, uint32_t k0, uint32_t k1) {
+  constexpr uint32_t kM0 = 0xD2511F53u, kM1 = 0xCD9E8D57u;
+  constexpr uint32_t kW0 = 0x9E3779B9u, kW1 = 0xBB67AE85u;
+#pragma unroll
+  for (int round = 0; round < 10; ++round) {
+    uint32_t hi0 = __umulhi(kM0, c.x), lo0 = kM0 * c.x;
+    uint32_t hi1 = __umulhi(kM1, c.z), lo1 = kM1 * c.z;
+    c = make_uint4(hi1 ^ c.y ^ k0, lo1, hi0 ^ c.w ^ k1, lo0);
+    k0 += kW0;
+    k1 += kW1;
+  }
+  return c;
+}
+
+/// The scaling of one element after its draw.
+struct Scale {
+  bool dropout;
+  float keepFrom, keep; // dropout: u >= keepFrom keeps x / keep
+  float low, width;     // jitter: x * fma(width, u, low)
+  __device__ float operator()(float x, uint32_t word) const {
+    float u = static_cast<float>(word >> 8) * 0x1p-24f;
+    if (dropout)
+      return u >= keepFrom ? __fdiv_rn(x, keep) : 0.0f;
+    return __fmul_rn(x, __fmaf_rn(width, u, low));
+  }
+};
+
+template <typename T>
+__global__ void __launch_bounds__(kBlockThreads)
+    randomScaleKernel(const T *x, T *y, int64_t n, Scale scale, uint32_t seed,
+                      uint32_t stream, uint32_t step) {
+  int64_t blocks = (n + 3) / 4;
+  for (int64_t b = int64_t(blockIdx.x) * kBlockThreads + threadIdx.x;
+       b < blocks; b += int64_t(gridDim.x) * kBlockThreads) {
+    uint4 words = philox4x32(
+        make_uint4(static_cast<uint32_t>(b),
+                   static_cast<uint32_t>(static_cast<uint64_t>(b) >> 32), step,
+                   0u),
+        seed, stream);
+    uint32_t w[4] = {words.x, words.y, words.z, words.w};
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      int64_t i = 4 * b + k;
+      if (i < n)
+        store(y, i, scale(load(x, i), w[k]));
+    }
+  }
+}
+
+template <typename T>
+Status randomScaleImpl(const T *x, T *y, int64_t n, bool dropout, double rate,
+                       CounterKey key, cudaStream_t stream) {
+  const char *kernel = "random_scale";
+  Status s = requireNonNegative(kernel, "n", n);
+  if (!s.ok())
+    return s;
+  if (dropout ? !(rate >= 0.0 && rate < 1.0) : !(rate >= 0.0 && rate <= 1.0))
+    return Status::error(
+        std::string(kernel) + ": rate " + std::to_string(rate) +
+        " is outside " +
+        (dropout ? "[0, 1) for dropout" : "[0, 1] for jitter"));
+  if (n == 0)
+    return Status::success();
+  // The constants of cpu::randomScale: u is a multiple of 2^-24, so u >= rate
+  // exactly when u >= keepFrom.
+  Scale scale{dropout, static_cast<float>(std::ceil(rate * 0x1p24) * 0x1p-24),
+              static_cast<float>(1.0 - rate), 1.0f - static_cast<float>(rate),
+              2.0f * static_cast<float>(rate)};
+  randomScaleKernel<<<gridFor((n + 3) / 4), kBlockThreads, 0, stream>>>(
+      device(x), device(y), n, scale, static_cast<uint32_t>(key.seed),
+      static_cast<uint32_t>(key.stream), static_cast<uint32_t>(key.step));
+  return launchStatus(kernel);
+}
+
+} // namespace
+
+Status randomScale(const float *x, float *y, int64_t n, bool dropout,
+                   double rate, CounterKey key, cudaStream_t stream) {
+  return randomScaleImpl(x, y, n, dropout, rate, key, stream);
+}
+
+Status randomScale(const Bf16 *x, Bf16 *y, int64_t n, bool dropout, double rate,
+                   CounterKey key, cudaStream_t stream) {
+  return randomScaleImpl(x, y, n, dropout, rate, key, stream);
+}
+
+} // namespace mixer::cuda
