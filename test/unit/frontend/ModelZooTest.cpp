@@ -128,6 +128,7 @@ TEST(ModelZooTest, ParameterCounts) {
       {"circulant_base.json", 172925762},
       {"toeplitz_base.json", 172940070},
       {"sigma_moe_wt103_small.json", 44847512},
+      {"sparse_mixer_mini.json", 13664338},
       {"tiny/sparse_mixer_tiny.json", 16122},
       {"tiny/fast_sparse_mixer_tiny.json", 13766},
       {"tiny/bert_tiny.json", 24270},
