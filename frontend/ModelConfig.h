@@ -93,6 +93,10 @@ struct TrainingConfig {
   double dropoutRate = 0.1;       ///< embeddings and dense feed-forward outputs
   double expertDropoutRate = 0.1; ///< expert outputs of capacity MoE layers
   double jitterNoise = 0;         ///< multiplicative noise on router inputs
+  /// Dropout on the attention probabilities.
+  double attentionDropoutRate = 0.1;
+  /// Micro-batches whose mean gradient makes one update.
+  int64_t gradientAccumulationSteps = 1;
 };
 
 /// A fully validated and expanded model description.

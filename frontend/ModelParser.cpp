@@ -682,7 +682,9 @@ void ModelReader::readTraining(const json &v, const std::string &ptr) {
     return;
   obj.checkKnownKeys({"learning_rate", "warmup_steps", "total_steps", "b1",
                       "b2", "eps", "weight_decay", "clip_grad_norm",
-                      "dropout_rate", "expert_dropout_rate", "jitter_noise"});
+                      "dropout_rate", "attention_dropout_rate",
+                      "expert_dropout_rate", "jitter_noise",
+                      "gradient_accumulation_steps"});
   TrainingConfig &t = config.training;
   // Moment decays and noise rates below 1: the bias corrections divide by
   // 1 - b^t, dropout scales by 1 / (1 - rate), jitter keeps the scale
@@ -697,8 +699,10 @@ void ModelReader::readTraining(const json &v, const std::string &ptr) {
   obj.number("weight_decay", t.weightDecay, NumberRange::atLeast(0));
   obj.number("clip_grad_norm", t.clipGradNorm, NumberRange::atLeast(0));
   obj.number("dropout_rate", t.dropoutRate, belowOne);
+  obj.number("attention_dropout_rate", t.attentionDropoutRate, belowOne);
   obj.number("expert_dropout_rate", t.expertDropoutRate, belowOne);
   obj.number("jitter_noise", t.jitterNoise, belowOne);
+  obj.integer("gradient_accumulation_steps", t.gradientAccumulationSteps, 1);
   // The linear decay needs at least one step after the warm-up.
   if (warmupOk && totalOk && t.totalSteps <= t.warmupSteps) {
     if (obj.has("total_steps"))
