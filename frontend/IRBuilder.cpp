@@ -109,7 +109,9 @@ private:
   Location fileLoc;
   func::FuncOp func;
   Value inputIds, typeIds, wordEmbedding;
-  /// The random key of the training step's noise (null without noise).
+  /// The random key of the training step's noise and its counter: the
+  /// input `step`, or with gradient accumulation the micro-step's
+  /// mixer.noise_counter (null without noise).
   Value seed, step;
   /// The unscaled router losses of the MoE layers of a training step, in
   /// layer order: z-losses and load-balancing losses of capacity layers,
@@ -208,11 +210,15 @@ Value ModelEmitter::emitAttention(int64_t layer, Value h) {
     return dense(at, h, w, b);
   };
   Value q = project("query"), k = project("key"), v = project("value");
+  auto [dropoutRate, dropoutStream] =
+      noise(config.training.attentionDropoutRate);
   Value attended = AttentionOp::create(
       builder, loc(scope), f32({batch, seq, width}), q, k, v, inputIds,
+      dropoutRate ? seed : Value(), dropoutRate ? step : Value(),
       builder.getI64IntegerAttr(heads), builder.getI64IntegerAttr(headDim),
       builder.getI64IntegerAttr(config.embeddings.padId),
-      config.attention.causal ? builder.getUnitAttr() : UnitAttr());
+      config.attention.causal ? builder.getUnitAttr() : UnitAttr(), dropoutRate,
+      dropoutStream);
   Location outLoc = loc(scope + "/out");
   Value outKernel = reshape(
       outLoc, kernel(scope + "/out/kernel", {heads, headDim, d}), {width, d});
@@ -536,10 +542,15 @@ OwningOpRef<ModuleOp> ModelEmitter::emit() {
   auto ids = RankedTensorType::get({batch, seq}, builder.getI32Type());
   inputIds = addInput(ids, "input_ids");
   typeIds = addInput(ids, "type_ids");
-  if (options.training && options.trainingStep) {
+  if (options.training && (options.trainingStep || options.noise)) {
     auto scalar = RankedTensorType::get({}, builder.getI32Type());
     seed = addInput(scalar, "seed");
     step = addInput(scalar, "step");
+    int64_t microSteps = config.training.gradientAccumulationSteps;
+    if (options.trainingStep && microSteps > 1)
+      step = NoiseCounterOp::create(builder, fileLoc, step,
+                                    addInput(scalar, "micro_step"),
+                                    builder.getI64IntegerAttr(microSteps));
   }
 
   Value h = emitEmbeddings();
@@ -624,7 +635,8 @@ OwningOpRef<ModuleOp> ModelEmitter::emit() {
              i64("warmup_steps", t.warmupSteps),
              i64("total_steps", t.totalSteps), f64("b1", t.b1), f64("b2", t.b2),
              f64("eps", t.eps), f64("weight_decay", t.weightDecay),
-             f64("clip_grad_norm", t.clipGradNorm)}));
+             f64("clip_grad_norm", t.clipGradNorm),
+             i64("gradient_accumulation_steps", t.gradientAccumulationSteps)}));
   }
   return module;
 }

@@ -28,6 +28,10 @@ struct BuildOptions {
   /// function's `mixer.training`). Without it the training graph is
   /// deterministic: the loss and nothing to update with.
   bool trainingStep = false;
+  /// With `training` but not `trainingStep`: still emit the noise (inputs
+  /// `seed` and `step`), so that gradients can be checked under one fixed
+  /// draw.
+  bool noise = false;
 };
 
 /// Builds `func.func @forward` in the mixer dialect: arguments are the inputs

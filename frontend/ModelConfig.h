@@ -101,6 +101,10 @@ struct TrainingConfig {
   double entropyRegularizationFactor = 1e-4;
   /// Probability of removing an expert from a token's sigma-MoE selection.
   double sigmaMoeExpertDropout = 0.05;
+  /// Dropout on the attention probabilities.
+  double attentionDropoutRate = 0.1;
+  /// Micro-batches whose mean gradient makes one update.
+  int64_t gradientAccumulationSteps = 1;
 };
 
 /// A fully validated and expanded model description.

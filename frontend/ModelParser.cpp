@@ -680,11 +680,13 @@ void ModelReader::readTraining(const json &v, const std::string &ptr) {
   ObjectReader obj(values, v, ptr);
   if (!obj.valid())
     return;
-  obj.checkKnownKeys(
-      {"learning_rate", "warmup_steps", "total_steps", "b1", "b2", "eps",
-       "weight_decay", "clip_grad_norm", "dropout_rate", "expert_dropout_rate",
-       "jitter_noise", "router_z_loss_factor", "auxiliary_loss_factor",
-       "entropy_regularization_factor", "sigma_moe_expert_dropout"});
+  obj.checkKnownKeys({"learning_rate", "warmup_steps", "total_steps", "b1",
+                      "b2", "eps", "weight_decay", "clip_grad_norm",
+                      "dropout_rate", "attention_dropout_rate",
+                      "expert_dropout_rate", "jitter_noise",
+                      "gradient_accumulation_steps", "router_z_loss_factor",
+                      "auxiliary_loss_factor", "entropy_regularization_factor",
+                      "sigma_moe_expert_dropout"});
   TrainingConfig &t = config.training;
   // Moment decays and noise rates below 1: the bias corrections divide by
   // 1 - b^t, dropout scales by 1 / (1 - rate), jitter keeps the scale
@@ -699,6 +701,7 @@ void ModelReader::readTraining(const json &v, const std::string &ptr) {
   obj.number("weight_decay", t.weightDecay, NumberRange::atLeast(0));
   obj.number("clip_grad_norm", t.clipGradNorm, NumberRange::atLeast(0));
   obj.number("dropout_rate", t.dropoutRate, belowOne);
+  obj.number("attention_dropout_rate", t.attentionDropoutRate, belowOne);
   obj.number("expert_dropout_rate", t.expertDropoutRate, belowOne);
   obj.number("jitter_noise", t.jitterNoise, belowOne);
   obj.number("router_z_loss_factor", t.routerZLossFactor,
@@ -708,6 +711,7 @@ void ModelReader::readTraining(const json &v, const std::string &ptr) {
   obj.number("entropy_regularization_factor", t.entropyRegularizationFactor,
              NumberRange::atLeast(0));
   obj.number("sigma_moe_expert_dropout", t.sigmaMoeExpertDropout, belowOne);
+  obj.integer("gradient_accumulation_steps", t.gradientAccumulationSteps, 1);
   // The linear decay needs at least one step after the warm-up.
   if (warmupOk && totalOk && t.totalSteps <= t.warmupSteps) {
     if (obj.has("total_steps"))

@@ -2,7 +2,9 @@
 //
 // Turns the `grad/<parameter>` results of mixer-autodiff into one
 // mixer.adamw per parameter at the end of @forward, with the moments as new
-// state arguments and the updated values returned as in-place updates.
+// state arguments and the updated values returned as in-place updates. With
+// gradient accumulation each gradient first goes through a
+// mixer.accumulate_gradient whose accumulator is state as well.
 //
 //===----------------------------------------------------------------------===//
 
@@ -25,13 +27,14 @@ namespace {
 
 constexpr StringLiteral kGradPrefix = "grad/";
 
-/// A parameter with the gradient autodiff computed for it and its moments.
+/// A parameter with the gradient autodiff computed for it, its moments and,
+/// with gradient accumulation, its accumulator.
 struct Parameter {
   BlockArgument arg;
   StringRef name;
   Value grad;
-  std::string mName, vName;
-  Value m, v;
+  std::string mName, vName, accumName;
+  Value m, v, accum;
 };
 
 class OptimizerBuilder {
@@ -44,6 +47,9 @@ public:
 private:
   /// The f64 setting `name` of the function's `mixer.training`.
   FailureOr<FloatAttr> setting(DictionaryAttr settings, StringRef name);
+  /// The micro-steps per update (`gradient_accumulation_steps`, an integer
+  /// >= 1; 1 when absent).
+  FailureOr<int64_t> microSteps(DictionaryAttr settings);
   /// Appends a function argument with the given attributes.
   BlockArgument addArgument(Type type, Location loc,
                             ArrayRef<NamedAttribute> attrs);
@@ -63,6 +69,18 @@ FailureOr<FloatAttr> OptimizerBuilder::setting(DictionaryAttr settings,
   if (!value)
     return func.emitError() << "mixer.training has no f64 '" << name << "'";
   return value;
+}
+
+FailureOr<int64_t> OptimizerBuilder::microSteps(DictionaryAttr settings) {
+  constexpr StringLiteral kName = "gradient_accumulation_steps";
+  Attribute value = settings.get(kName);
+  if (!value)
+    return 1;
+  auto count = dyn_cast<IntegerAttr>(value);
+  if (!count || count.getInt() < 1)
+    return func.emitError()
+           << "mixer.training '" << kName << "' must be an integer >= 1";
+  return count.getInt();
 }
 
 BlockArgument OptimizerBuilder::addArgument(Type type, Location loc,
@@ -108,9 +126,11 @@ LogicalResult OptimizerBuilder::run() {
                        eps = setting(settings, "eps"),
                        weightDecay = setting(settings, "weight_decay"),
                        maxNorm = setting(settings, "clip_grad_norm");
+  FailureOr<int64_t> micro = microSteps(settings);
   if (failed(b1) || failed(b2) || failed(eps) || failed(weightDecay) ||
-      failed(maxNorm))
+      failed(maxNorm) || failed(micro))
     return failure();
+  bool accumulate = *micro > 1;
 
   // Outputs stay, gradients feed the updates.
   auto names = func->getAttrOfType<ArrayAttr>("mixer.outputs");
@@ -140,9 +160,10 @@ LogicalResult OptimizerBuilder::run() {
       return func.emitError()
              << "parameter '" << name.getValue() << "' has no gradient result '"
              << kGradPrefix << name.getValue() << "': run mixer-autodiff first";
-    params.push_back({arg, name.getValue(), grad,
-                      ("adam_m/" + name.getValue()).str(),
-                      ("adam_v/" + name.getValue()).str(), Value(), Value()});
+    params.push_back(
+        {arg, name.getValue(), grad, ("adam_m/" + name.getValue()).str(),
+         ("adam_v/" + name.getValue()).str(),
+         ("grad_accum/" + name.getValue()).str(), Value(), Value(), Value()});
   }
   if (params.empty())
     return func.emitError("no parameters to update");
@@ -151,21 +172,18 @@ LogicalResult OptimizerBuilder::run() {
   auto i32Scalar = RankedTensorType::get({}, builder.getI32Type());
   FailureOr<Value> learningRate = input("learning_rate", f32Scalar);
   FailureOr<Value> step = input("step", i32Scalar);
-  if (failed(learningRate) || failed(step))
+  FailureOr<Value> microStep =
+      accumulate ? input("micro_step", i32Scalar) : FailureOr<Value>(Value());
+  if (failed(learningRate) || failed(step) || failed(microStep))
     return failure();
   for (Parameter &param : params) {
     param.m = state(param.arg.getType(), param.mName);
     param.v = state(param.arg.getType(), param.vName);
+    if (accumulate)
+      param.accum = state(param.arg.getType(), param.accumName);
   }
 
   builder.setInsertionPoint(ret);
-  Value norm;
-  if (maxNorm->getValueAsDouble() > 0) {
-    SmallVector<Value> grads;
-    for (const Parameter &param : params)
-      grads.push_back(param.grad);
-    norm = GlobalNormOp::create(builder, func.getLoc(), f32Scalar, grads);
-  }
   SmallVector<DictionaryAttr> resultAttrs(results.size(),
                                           builder.getDictionaryAttr({}));
   auto update = [&](Value value, StringRef name) {
@@ -173,13 +191,34 @@ LogicalResult OptimizerBuilder::run() {
     resultAttrs.push_back(builder.getDictionaryAttr(
         builder.getNamedAttr("mixer.update", builder.getStringAttr(name))));
   };
+  // The gradient of the update: this micro-batch's, or the mean over the
+  // update's micro-batches, which clipping then measures.
+  SmallVector<Value> grads;
+  SmallVector<Value> accumulators;
   for (const Parameter &param : params) {
+    if (!accumulate) {
+      grads.push_back(param.grad);
+      continue;
+    }
+    auto sum = AccumulateGradientOp::create(builder, param.arg.getLoc(),
+                                            param.accum, param.grad, *microStep,
+                                            builder.getI64IntegerAttr(*micro));
+    accumulators.push_back(sum.getNewAccumulator());
+    grads.push_back(sum.getAverage());
+  }
+  Value norm;
+  if (maxNorm->getValueAsDouble() > 0)
+    norm = GlobalNormOp::create(builder, func.getLoc(), f32Scalar, grads);
+  for (auto [index, param] : llvm::enumerate(params)) {
     auto adamw = AdamWOp::create(
-        builder, param.arg.getLoc(), param.arg, param.m, param.v, param.grad,
-        *learningRate, *step, norm, *b1, *b2, *eps, *weightDecay, *maxNorm);
+        builder, param.arg.getLoc(), param.arg, param.m, param.v, grads[index],
+        *learningRate, *step, norm, *microStep, *b1, *b2, *eps, *weightDecay,
+        *maxNorm, builder.getI64IntegerAttr(*micro));
     update(adamw.getNewParam(), param.name);
     update(adamw.getNewAdamM(), param.mName);
     update(adamw.getNewAdamV(), param.vName);
+    if (accumulate)
+      update(accumulators[index], param.accumName);
   }
   func::ReturnOp::create(builder, ret.getLoc(), results);
   ret.erase();

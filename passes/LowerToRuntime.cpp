@@ -93,6 +93,13 @@ private:
   LogicalResult lowerOp(Operation *op);
   LogicalResult lowerRoute(RouteOp op);
   LogicalResult lowerAdamW(AdamWOp op);
+  LogicalResult lowerAccumulateGradient(AccumulateGradientOp op);
+  /// The storage of `updated`, a function argument that `update` writes in
+  /// place; fails if it is not one or is read after the update.
+  FailureOr<Value> updatedStorage(Operation *update, Value updated);
+  /// The attributes of attention's probability dropout (rate 0 without).
+  SmallVector<NamedAttribute> attentionDropout(std::optional<APFloat> rate,
+                                               std::optional<uint64_t> stream);
   /// Appends the lowered form of one result of the function to `results`,
   /// or checks that an update result (`mixer.update`) was computed in place.
   LogicalResult lowerResult(unsigned index, Value value,
@@ -185,32 +192,67 @@ LogicalResult checkLastReader(Operation *update, BlockArgument arg) {
   return success();
 }
 
+FailureOr<Value> FunctionLowering::updatedStorage(Operation *update,
+                                                  Value updated) {
+  auto arg = dyn_cast<BlockArgument>(updated);
+  if (!arg)
+    return update->emitOpError("can only update function arguments (the "
+                               "parameters and optimizer state) in place");
+  if (failed(checkLastReader(update, arg)))
+    return failure();
+  return lookup(arg);
+}
+
 /// The optimizer update writes the parameter and its moments where they are
 /// stored, so its results take no buffers of their own.
 LogicalResult FunctionLowering::lowerAdamW(AdamWOp adamw) {
   SmallVector<Value> storage;
   for (Value updated : {adamw.getParam(), adamw.getAdamM(), adamw.getAdamV()}) {
-    auto arg = dyn_cast<BlockArgument>(updated);
-    if (!arg)
-      return adamw.emitOpError("can only update function arguments (the "
-                               "parameters and optimizer state) in place");
-    if (failed(checkLastReader(adamw, arg)))
+    FailureOr<Value> buffer = updatedStorage(adamw, updated);
+    if (failed(buffer))
       return failure();
-    storage.push_back(lookup(arg));
+    storage.push_back(*buffer);
   }
   KernelOp::create(
       builder, adamw.getLoc(), "adamw",
       {lookup(adamw.getGrad()), lookup(adamw.getLearningRate()),
-       lookup(adamw.getStep()), optional(adamw.getNorm())},
+       lookup(adamw.getStep()), optional(adamw.getNorm()),
+       optional(adamw.getMicroStep())},
       storage,
       builder.getDictionaryAttr(
           {attr("b1", adamw.getB1Attr()), attr("b2", adamw.getB2Attr()),
            attr("eps", adamw.getEpsAttr()),
            attr("weight_decay", adamw.getWeightDecayAttr()),
-           attr("max_norm", adamw.getMaxNormAttr())}));
+           attr("max_norm", adamw.getMaxNormAttr()),
+           attr("micro_steps", adamw.getMicroStepsAttr())}));
   for (auto [result, buffer] : llvm::zip(adamw.getResults(), storage))
     buffers[result] = buffer;
   return success();
+}
+
+/// The accumulator is updated in place; the average is a fresh buffer.
+LogicalResult
+FunctionLowering::lowerAccumulateGradient(AccumulateGradientOp op) {
+  FailureOr<Value> accumulator = updatedStorage(op, op.getAccumulator());
+  if (failed(accumulator))
+    return failure();
+  Value average = alloc(op.getLoc(), op.getAverage().getType());
+  KernelOp::create(
+      builder, op.getLoc(), "accumulate_gradient",
+      {lookup(op.getGrad()), lookup(op.getMicroStep())},
+      {*accumulator, average},
+      builder.getDictionaryAttr({attr("micro_steps", op.getMicroStepsAttr())}));
+  buffers[op.getNewAccumulator()] = *accumulator;
+  buffers[op.getAverage()] = average;
+  return success();
+}
+
+SmallVector<NamedAttribute>
+FunctionLowering::attentionDropout(std::optional<APFloat> rate,
+                                   std::optional<uint64_t> stream) {
+  return {attr("dropout_rate",
+               builder.getF64FloatAttr(rate ? rate->convertToDouble() : 0.0)),
+          intAttr("stream", stream.value_or(0))};
 }
 
 LogicalResult FunctionLowering::lowerOp(Operation *op) {
@@ -310,13 +352,18 @@ LogicalResult FunctionLowering::lowerOp(Operation *op) {
       .Case<AttentionOp>([&](AttentionOp attention) {
         ArrayRef<int64_t> shape = shapeOf(attention.getQuery());
         flops += 4.0 * shape[0] * shape[1] * shape[1] * shape[2];
+        SmallVector<NamedAttribute> params = {
+            intAttr("num_heads", attention.getNumHeads()),
+            intAttr("head_dim", attention.getHeadDim()),
+            intAttr("pad_id", attention.getPadId()),
+            boolAttr("causal", attention.getCausal())};
+        params.append(attentionDropout(attention.getDropoutRate(),
+                                       attention.getDropoutStream()));
         replace(attention, "attention",
                 {lookup(attention.getQuery()), lookup(attention.getKey()),
-                 lookup(attention.getValue()), lookup(attention.getIds())},
-                {intAttr("num_heads", attention.getNumHeads()),
-                 intAttr("head_dim", attention.getHeadDim()),
-                 intAttr("pad_id", attention.getPadId()),
-                 boolAttr("causal", attention.getCausal())});
+                 lookup(attention.getValue()), lookup(attention.getIds()),
+                 optional(attention.getSeed()), optional(attention.getStep())},
+                params);
         return success();
       })
       .Case<SelectExpertsOp>([&](SelectExpertsOp select) {
@@ -444,14 +491,19 @@ LogicalResult FunctionLowering::lowerOp(Operation *op) {
       .Case<AttentionGradOp>([&](AttentionGradOp grad) {
         ArrayRef<int64_t> shape = shapeOf(grad.getQuery());
         flops += 8.0 * shape[0] * shape[1] * shape[1] * shape[2];
+        SmallVector<NamedAttribute> params = {
+            intAttr("num_heads", grad.getNumHeads()),
+            intAttr("head_dim", grad.getHeadDim()),
+            intAttr("pad_id", grad.getPadId()),
+            boolAttr("causal", grad.getCausal())};
+        params.append(
+            attentionDropout(grad.getDropoutRate(), grad.getDropoutStream()));
         replace(grad, "attention_grad",
                 {lookup(grad.getQuery()), lookup(grad.getKey()),
                  lookup(grad.getValue()), lookup(grad.getIds()),
-                 lookup(grad.getResultGrad())},
-                {intAttr("num_heads", grad.getNumHeads()),
-                 intAttr("head_dim", grad.getHeadDim()),
-                 intAttr("pad_id", grad.getPadId()),
-                 boolAttr("causal", grad.getCausal())});
+                 lookup(grad.getResultGrad()), optional(grad.getSeed()),
+                 optional(grad.getStep())},
+                params);
         return success();
       })
       .Case<ExpertsGradOp>([&](ExpertsGradOp grad) {
@@ -493,6 +545,14 @@ LogicalResult FunctionLowering::lowerOp(Operation *op) {
                  boolAttr("gradient", drop.getGradient())});
         return success();
       })
+      .Case<NoiseCounterOp>([&](NoiseCounterOp counter) {
+        replace(counter, "noise_counter",
+                {lookup(counter.getStep()), lookup(counter.getMicroStep())},
+                {attr("micro_steps", counter.getMicroStepsAttr())});
+        return success();
+      })
+      .Case<AccumulateGradientOp>(
+          [&](AccumulateGradientOp op) { return lowerAccumulateGradient(op); })
       .Case<AdamWOp>([&](AdamWOp adamw) { return lowerAdamW(adamw); })
       .Case<MoeOp, SigmaMoeOp>([&](Operation *moe) {
         return moe->emitOpError("must be decomposed (mixer-decompose-moe) "

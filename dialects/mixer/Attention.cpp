@@ -17,7 +17,9 @@ LogicalResult AttentionOp::verify() {
                          << ")";
   if (failed(expectShape(*this, getKey(), q, "key")) ||
       failed(expectShape(*this, getValue(), q, "value")) ||
-      failed(expectShape(*this, getIds(), {q[0], q[1]}, "ids")))
+      failed(expectShape(*this, getIds(), {q[0], q[1]}, "ids")) ||
+      failed(expectAttentionDropout(*this, getSeed(), getStep(),
+                                    getDropoutRate(), getDropoutStream())))
     return failure();
   return expectShape(*this, getResult(), q, "result");
 }
@@ -26,11 +28,14 @@ LogicalResult
 AttentionOp::buildGradients(OpBuilder &builder, ValueRange resultGrads,
                             SmallVectorImpl<Value> &operandGrads) {
   Type type = getQuery().getType();
+  // The mask is a function of the key, so the gradient redraws it.
   auto grads = AttentionGradOp::create(
       builder, getLoc(), type, type, type, getQuery(), getKey(), getValue(),
-      getIds(), resultGrads[0], getNumHeadsAttr(), getHeadDimAttr(),
-      getPadIdAttr(), getCausalAttr());
+      getIds(), resultGrads[0], getSeed(), getStep(), getNumHeadsAttr(),
+      getHeadDimAttr(), getPadIdAttr(), getCausalAttr(), getDropoutRateAttr(),
+      getDropoutStreamAttr());
   operandGrads.append(grads->result_begin(), grads->result_end());
-  operandGrads.push_back(Value());
+  // No gradient for the ids and the noise key.
+  operandGrads.append(getNumOperands() - 3, Value());
   return success();
 }

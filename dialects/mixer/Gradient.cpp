@@ -109,7 +109,10 @@ LogicalResult AttentionGradOp::verify() {
                              {getValueGrad(), "value_grad"}})
     if (failed(expectShape(*this, value, q, name)))
       return failure();
-  return expectShape(*this, getIds(), {q[0], q[1]}, "ids");
+  if (failed(expectShape(*this, getIds(), {q[0], q[1]}, "ids")))
+    return failure();
+  return expectAttentionDropout(*this, getSeed(), getStep(), getDropoutRate(),
+                                getDropoutStream());
 }
 
 LogicalResult StructuredMixGradOp::verify() {

@@ -119,23 +119,30 @@ def Mixer_EmbedGradOp : Mixer_Op<"embed_grad", [Pure]> {
   let hasVerifier = 1;
 }
 
-def Mixer_AttentionGradOp : Mixer_Op<"attention_grad", [Pure]> {
+def Mixer_AttentionGradOp : Mixer_Op<"attention_grad", [Pure,
+    AttrSizedOperandSegments]> {
   let summary = "gradients of mixer.attention (query, key, value)";
   let description = [{
-    Recomputes the attention probabilities from the queries and keys, so the
-    forward keeps no [B, H, S, S] tensor alive for the backward.
+    Recomputes the attention probabilities from the queries and keys, and
+    the dropout mask from the `noise` operands and the dropout attributes of
+    the forward op, so the forward keeps no [B, H, S, S] tensor alive for
+    the backward.
   }];
   let arguments = (ins Mixer_F32Tensor:$query, Mixer_F32Tensor:$key,
                        Mixer_F32Tensor:$value, Mixer_I32Tensor:$ids,
                        Mixer_F32Tensor:$result_grad,
+                       Optional<Mixer_I32Scalar>:$seed,
+                       Optional<Mixer_I32Scalar>:$step,
                        ConfinedAttr<I64Attr, [IntPositive]>:$num_heads,
                        ConfinedAttr<I64Attr, [IntPositive]>:$head_dim,
-                       I64Attr:$pad_id, UnitAttr:$causal);
+                       I64Attr:$pad_id, UnitAttr:$causal,
+                       OptionalAttr<F64Attr>:$dropout_rate,
+                       OptionalAttr<ConfinedAttr<I64Attr, [IntNonNegative]>>:$dropout_stream);
   let results = (outs Mixer_F32Tensor:$query_grad, Mixer_F32Tensor:$key_grad,
                       Mixer_F32Tensor:$value_grad);
   let assemblyFormat = [{
-    $query `,` $key `,` $value `,` $ids `,` $result_grad attr-dict `:`
-    functional-type(operands, results)
+    $query `,` $key `,` $value `,` $ids `,` $result_grad
+    (`noise` $seed^ `,` $step)? attr-dict `:` functional-type(operands, results)
   }];
   let hasVerifier = 1;
 }

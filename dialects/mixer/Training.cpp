@@ -15,6 +15,20 @@ LogicalResult mixer::graph::expectNoiseRate(Operation *op, double rate,
   return op->emitOpError() << what << " must be in [0, 1), got " << rate;
 }
 
+LogicalResult
+mixer::graph::expectAttentionDropout(Operation *op, Value seed, Value step,
+                                     std::optional<APFloat> rate,
+                                     std::optional<uint64_t> stream) {
+  if (rate.has_value() != stream.has_value())
+    return op->emitOpError("dropout_rate and dropout_stream go together");
+  if (bool(seed) != rate.has_value() || bool(step) != rate.has_value())
+    return op->emitOpError("takes the noise operands seed and step exactly "
+                           "when it has a dropout_rate");
+  if (rate)
+    return expectNoiseRate(op, rate->convertToDouble(), "dropout_rate");
+  return success();
+}
+
 LogicalResult RandomScaleOp::verify() {
   return expectNoiseRate(*this, getRate().convertToDouble(), "rate");
 }
@@ -45,6 +59,9 @@ LogicalResult AdamWOp::verify() {
     return emitOpError("max_norm must not be negative");
   if (bool(getNorm()) != (maxNorm > 0))
     return emitOpError("takes a norm operand exactly when max_norm > 0");
+  if (bool(getMicroStep()) != (getMicroSteps() > 1))
+    return emitOpError("takes a micro_step operand exactly when micro_steps "
+                       "> 1");
   return success();
 }
 

@@ -1,8 +1,8 @@
 //===- TrainingOps.td - noise and the optimizer update -----*- tablegen -*-===//
 //
 // Ops of the training step beyond the losses and gradients: the
-// regularisation noise of the forward pass (dropout, router jitter) and the
-// AdamW update that ends the step.
+// regularisation noise of the forward pass (dropout, router jitter), gradient
+// accumulation over micro-steps and the AdamW update that ends the step.
 //
 //===----------------------------------------------------------------------===//
 
@@ -66,6 +66,54 @@ def Mixer_DropExpertsOp : Mixer_Op<"drop_experts", [Pure,
   let hasVerifier = 1;
 }
 
+def Mixer_NoiseCounterOp : Mixer_Op<"noise_counter", [Pure]> {
+  let summary = "the noise counter of a micro-step: step · micro_steps + micro_step";
+  let description = [{
+    With gradient accumulation one update runs `micro_steps` micro-steps;
+    the noise ops of micro-step `micro_step` of the update that follows
+    `step` updates draw with this counter (in place of `step`), so that
+    every micro-step gets its own factors. The product wraps modulo 2³².
+
+    ```mlir
+    %c = mixer.noise_counter %step, %micro_step {micro_steps = 4 : i64}
+    ```
+  }];
+  let arguments = (ins Mixer_I32Scalar:$step, Mixer_I32Scalar:$micro_step,
+                       ConfinedAttr<I64Attr, [IntMinValue<2>]>:$micro_steps);
+  let results = (outs Mixer_I32Scalar:$result);
+  let assemblyFormat = "$step `,` $micro_step attr-dict";
+}
+
+def Mixer_AccumulateGradientOp : Mixer_Op<"accumulate_gradient", [Pure,
+    AllTypesMatch<["accumulator", "grad", "new_accumulator", "average"]>]> {
+  let summary = "gradient accumulation over the micro-steps of one update";
+  let description = [{
+    One update runs `micro_steps` micro-steps, `micro_step` counting them
+    from 0. With `s = accumulator + grad`:
+    ```
+    average = s / micro_steps
+    new_accumulator = micro_step == micro_steps − 1 ? 0 : s
+    ```
+    so that on the last micro-step `average` is the mean gradient of the
+    update and the accumulator starts the next update at zero. The
+    accumulator is optimizer state (`mixer-apply-optimizer` adds it as the
+    argument `grad_accum/<parameter>` and returns `new_accumulator` as its
+    update, which `mixer-lower-to-runtime` computes in place).
+
+    ```mlir
+    %acc1, %avg = mixer.accumulate_gradient %acc, %g, %micro_step {micro_steps = 2 : i64} : tensor<16x32xf32>
+    ```
+  }];
+  let arguments = (ins Mixer_F32Tensor:$accumulator, Mixer_F32Tensor:$grad,
+                       Mixer_I32Scalar:$micro_step,
+                       ConfinedAttr<I64Attr, [IntMinValue<2>]>:$micro_steps);
+  let results = (outs Mixer_F32Tensor:$new_accumulator,
+                      Mixer_F32Tensor:$average);
+  let assemblyFormat = [{
+    $accumulator `,` $grad `,` $micro_step attr-dict `:` type($grad)
+  }];
+}
+
 def Mixer_GlobalNormOp : Mixer_Op<"global_norm", [Pure]> {
   let summary = "L2 norm of all elements of all operands together";
   let description = [{
@@ -82,7 +130,7 @@ def Mixer_GlobalNormOp : Mixer_Op<"global_norm", [Pure]> {
   let hasVerifier = 1;
 }
 
-def Mixer_AdamWOp : Mixer_Op<"adamw", [Pure,
+def Mixer_AdamWOp : Mixer_Op<"adamw", [Pure, AttrSizedOperandSegments,
     AllTypesMatch<["param", "adam_m", "adam_v", "grad", "new_param",
                    "new_adam_m", "new_adam_v"]>]> {
   let summary = "one AdamW update of a parameter and its two moments";
@@ -103,6 +151,12 @@ def Mixer_AdamWOp : Mixer_Op<"adamw", [Pure,
     afterwards. `norm` (the `mixer.global_norm` of all gradients) is present
     exactly when `max_norm > 0`.
 
+    With gradient accumulation (`micro_steps > 1`, and then the operand
+    `micro_step`) only the last micro-step of an update applies it: on
+    micro-steps 0 … micro_steps − 2 the results are the parameter and
+    moments unchanged, and `grad` (the `average` of
+    mixer.accumulate_gradient) is not read.
+
     ```mlir
     %p1, %m1, %v1 = mixer.adamw %p, %m, %v, %g, %lr, %step {b1 = 0.9 : f64, b2 = 0.999 : f64, eps = 1.0e-06 : f64, weight_decay = 0.01 : f64, max_norm = 0.0 : f64} : tensor<16x32xf32>
     ```
@@ -110,14 +164,17 @@ def Mixer_AdamWOp : Mixer_Op<"adamw", [Pure,
   let arguments = (ins Mixer_F32Tensor:$param, Mixer_F32Tensor:$adam_m,
                        Mixer_F32Tensor:$adam_v, Mixer_F32Tensor:$grad,
                        Mixer_F32Scalar:$learning_rate, Mixer_I32Scalar:$step,
-                       Optional<Mixer_F32Scalar>:$norm, F64Attr:$b1,
+                       Optional<Mixer_F32Scalar>:$norm,
+                       Optional<Mixer_I32Scalar>:$micro_step, F64Attr:$b1,
                        F64Attr:$b2, F64Attr:$eps, F64Attr:$weight_decay,
-                       F64Attr:$max_norm);
+                       F64Attr:$max_norm,
+                       DefaultValuedAttr<ConfinedAttr<I64Attr, [IntPositive]>,
+                                         "1">:$micro_steps);
   let results = (outs Mixer_F32Tensor:$new_param, Mixer_F32Tensor:$new_adam_m,
                       Mixer_F32Tensor:$new_adam_v);
   let assemblyFormat = [{
     $param `,` $adam_m `,` $adam_v `,` $grad `,` $learning_rate `,` $step
-    (`norm` $norm^)? attr-dict `:` type($param)
+    (`norm` $norm^)? (`micro_step` $micro_step^)? attr-dict `:` type($param)
   }];
   let hasVerifier = 1;
 }

@@ -6,7 +6,10 @@
 #include "mlir/IR/BuiltinTypes.h"
 #include "mlir/IR/Operation.h"
 
+#include "llvm/ADT/APFloat.h"
 #include "llvm/ADT/ArrayRef.h"
+
+#include <optional>
 
 namespace mixer::graph {
 
@@ -29,6 +32,14 @@ mlir::LogicalResult expectRank(mlir::Operation *op, mlir::Value value,
 /// lies in [0, 1).
 mlir::LogicalResult expectNoiseRate(mlir::Operation *op, double rate,
                                     llvm::StringRef what);
+
+/// Checks the probability dropout of mixer.attention and its gradient: a
+/// rate in [0, 1) and its stream go together, and the noise operands `seed`
+/// and `step` are present exactly when they do.
+mlir::LogicalResult expectAttentionDropout(mlir::Operation *op,
+                                           mlir::Value seed, mlir::Value step,
+                                           std::optional<llvm::APFloat> rate,
+                                           std::optional<uint64_t> stream);
 
 } // namespace mixer::graph
 

@@ -67,22 +67,28 @@ LogicalResult KernelOp::verify() {
                            << "' has no attribute '"
                            << attr.getName().getValue() << "'";
   }
-  // Kernels that update parameters or optimizer state write the storage the
-  // function's arguments are bound to, never an arena buffer; every other
-  // kernel writes the arena and leaves the arguments alone.
-  for (Value output : getOutputs()) {
+  // The state results of a kernel that updates parameters or optimizer
+  // state are the storage the function's arguments are bound to, never an
+  // arena buffer; every other result is in the arena and leaves the
+  // arguments alone.
+  for (auto [index, output] : llvm::enumerate(getOutputs())) {
     bool argument = isa<BlockArgument>(output);
     Value storage = output;
     while (auto view = storage.getDefiningOp<ViewOp>())
       storage = view.getSource();
-    if (signature->updatesState && !argument)
+    bool state = signature->isStateResult(index);
+    if (state && !argument)
       return emitOpError() << "kernel '" << getCallee()
                            << "' updates parameters or state in place: its "
-                              "results must be function arguments";
-    if (!signature->updatesState && isa<BlockArgument>(storage))
+                              "result "
+                           << index << " must be a function argument";
+    if (!state && isa<BlockArgument>(storage))
       return emitOpError() << "kernel '" << getCallee()
-                           << "' cannot write a function argument (only "
-                              "kernels that update state do)";
+                           << "' cannot write a function argument"
+                           << (signature->updatesState()
+                                   ? " with result " + std::to_string(index)
+                                   : std::string(" (only kernels that update "
+                                                 "state do)"));
   }
   return success();
 }

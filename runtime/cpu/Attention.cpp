@@ -2,13 +2,15 @@
 //
 // Work items are (example, head, block of queries). Each item computes its
 // logits block with one single-threaded GEMM, masks and exponentiates it in
-// place while it is in cache, multiplies by V with a second GEMM straight into
-// the output, and divides each output row by its softmax sum.
+// place while it is in cache (and drops probabilities in a training step),
+// multiplies by V with a second GEMM straight into the output, and divides
+// each output row by its softmax sum.
 //
 //===----------------------------------------------------------------------===//
 
 #include "runtime/cpu/Gemm.h"
 #include "runtime/cpu/Kernels.h"
+#include "runtime/cpu/RandomScale.h"
 #include "runtime/cpu/Simd.h"
 
 #include <omp.h>
@@ -34,8 +36,9 @@ struct AttentionShape {
 /// floats and `inverseSums` kQueryBlock.
 void attendBlock(const float *q, const float *k, const float *v,
                  const int32_t *ids, float *out, const AttentionShape &shape,
-                 int32_t padId, bool causal, int64_t b, int64_t h,
-                 int64_t query0, float *logits, float *inverseSums) {
+                 int32_t padId, bool causal, const AttentionDropout &dropout,
+                 int64_t b, int64_t h, int64_t query0, float *logits,
+                 float *inverseSums) {
   const float lowest = std::numeric_limits<float>::lowest();
   int64_t seq = shape.seq, ld = shape.rowStride();
   int64_t rows = std::min(kQueryBlock, seq - query0);
@@ -81,6 +84,12 @@ void attendBlock(const float *q, const float *k, const float *v,
         std::fill(row + std::min(query + 1, keys), row + keys, lowest);
     }
     inverseSums[r] = 1.0f / simd::exponentiateRow(row, row, keys);
+    if (dropout.active()) {
+      // Drop the unnormalised weights; the row scale takes 1 / (1 - rate).
+      uint64_t first = ((b * shape.heads + h) * seq + query) * seq;
+      dropoutRun(row, row, keys, first, dropout.rate, 1.0f, dropout.uniforms);
+      inverseSums[r] /= static_cast<float>(1.0 - dropout.rate);
+    }
   }
 
   detail::GemmArgs mix;
@@ -103,7 +112,8 @@ void attendBlock(const float *q, const float *k, const float *v,
 
 void attention(const float *q, const float *k, const float *v,
                const int32_t *ids, float *out, int64_t batch, int64_t seq,
-               int64_t heads, int64_t headDim, int32_t padId, bool causal) {
+               int64_t heads, int64_t headDim, int32_t padId, bool causal,
+               const AttentionDropout &dropout) {
   AttentionShape shape{batch, seq, heads, headDim};
   int64_t queryBlocks = (seq + kQueryBlock - 1) / kQueryBlock;
   int64_t items = batch * heads * queryBlocks;
@@ -120,8 +130,8 @@ void attention(const float *q, const float *k, const float *v,
         int64_t b = item / (heads * queryBlocks);
         int64_t h = item / queryBlocks % heads;
         int64_t query0 = item % queryBlocks * kQueryBlock;
-        attendBlock(q, k, v, ids, out, shape, padId, causal, b, h, query0,
-                    logits.data(), inverseSums.data());
+        attendBlock(q, k, v, ids, out, shape, padId, causal, dropout, b, h,
+                    query0, logits.data(), inverseSums.data());
       });
   }
   errors.rethrow();

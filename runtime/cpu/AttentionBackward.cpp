@@ -3,12 +3,15 @@
 // Work items are (example, head) pairs, so that each item owns its slices of
 // dK and dV and adds the contributions of its query blocks in order. Per
 // block of queries the probabilities are recomputed as in the forward (one
-// GEMM, mask, exponentiate, normalise), then four GEMMs give dV += P^T dO,
-// dP = dO V^T, dQ = dS K and dK += dS^T Q with dS computed in place of dP.
+// GEMM, mask, exponentiate, normalise; in a training step the dropped
+// probabilities P' beside them), then four GEMMs give dV += P'^T dO,
+// dP' = dO V^T, dQ = dS K and dK += dS^T Q with dS computed in place of dP'
+// (through dP = dP' o mask / (1 - rate), the mask drawn again).
 //
 //===----------------------------------------------------------------------===//
 
 #include "runtime/cpu/Gemm.h"
+#include "runtime/cpu/RandomScale.h"
 #include "runtime/cpu/Simd.h"
 #include "runtime/cpu/TransformerGradients.h"
 
@@ -34,6 +37,7 @@ struct Problem {
   int64_t seq, heads, headDim;
   int32_t padId;
   bool causal;
+  AttentionDropout dropout;
   int64_t rowStride() const { return heads * headDim; }
 };
 
@@ -66,9 +70,10 @@ void zeroRows(float *p, int64_t rows, int64_t cols, int64_t ld) {
 }
 
 /// One block of queries of one (example, head); `probs` and `grads` hold
-/// kQueryBlock * seq floats each.
+/// kQueryBlock * seq floats each, and so does `kept` (the dropped
+/// probabilities) when the dropout is active.
 void backwardBlock(const Problem &p, int64_t b, int64_t h, int64_t query0,
-                   float *probs, float *grads) {
+                   float *probs, float *grads, float *kept) {
   const float lowest = std::numeric_limits<float>::lowest();
   int64_t seq = p.seq, ld = p.rowStride(), hd = p.headDim;
   int64_t rows = std::min(kQueryBlock, seq - query0);
@@ -107,17 +112,28 @@ void backwardBlock(const Problem &p, int64_t b, int64_t h, int64_t query0,
     }
     simd::scaleRow(row, row, keys,
                    1.0f / simd::exponentiateRow(row, row, keys));
+    if (p.dropout.active())
+      dropoutRun(row, kept + r * keys, keys,
+                 ((b * p.heads + h) * seq + query) * seq, p.dropout.rate,
+                 static_cast<float>(1.0 - p.dropout.rate), p.dropout.uniforms);
   }
+  // P', which multiplied V: the probabilities themselves without dropout.
+  const float *dropped = p.dropout.active() ? kept : probs;
 
   if (p.dv)
-    product(true, false, keys, hd, rows, probs, keys, p.dout + blockOffset, ld,
-            p.dv + offset, ld, 1.0f, 1.0f);
+    product(true, false, keys, hd, rows, dropped, keys, p.dout + blockOffset,
+            ld, p.dv + offset, ld, 1.0f, 1.0f);
   if (!p.dq && !p.dk)
     return;
   product(false, true, rows, keys, hd, p.dout + blockOffset, ld, p.v + offset,
           ld, grads, keys, 1.0f, 0.0f);
   for (int64_t r = 0; r < rows; ++r) {
     float *grad = grads + r * keys;
+    // dP = dP' o mask / (1 - rate), from the same draws as P'.
+    if (p.dropout.active())
+      dropoutRun(grad, grad, keys, ((b * p.heads + h) * seq + query0 + r) * seq,
+                 p.dropout.rate, static_cast<float>(1.0 - p.dropout.rate),
+                 p.dropout.uniforms);
     // A pad query's logits are all the same constant: no gradient.
     if (isPad(query0 + r)) {
       std::fill(grad, grad + keys, 0.0f);
@@ -152,8 +168,9 @@ void attentionBackward(const float *q, const float *k, const float *v,
                        const int32_t *ids, const float *dout, float *dq,
                        float *dk, float *dv, int64_t batch, int64_t seq,
                        int64_t heads, int64_t headDim, int32_t padId,
-                       bool causal) {
-  Problem p{q, k, v, ids, dout, dq, dk, dv, seq, heads, headDim, padId, causal};
+                       bool causal, const AttentionDropout &dropout) {
+  Problem p{q,  k,   v,     ids,     dout,  dq,     dk,
+            dv, seq, heads, headDim, padId, causal, dropout};
   int64_t items = batch * heads;
   int64_t ld = p.rowStride();
   double flops = 10.0 * batch * heads * seq * seq * headDim;
@@ -161,7 +178,8 @@ void attentionBackward(const float *q, const float *k, const float *v,
   detail::ExceptionCollector errors;
 #pragma omp parallel if (parallel)
   {
-    std::vector<float> probs(kQueryBlock * seq), grads(kQueryBlock * seq);
+    std::vector<float> probs(kQueryBlock * seq), grads(kQueryBlock * seq),
+        kept(dropout.active() ? kQueryBlock * seq : 0);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t item = 0; item < items; ++item)
       errors.run([&] {
@@ -172,7 +190,8 @@ void attentionBackward(const float *q, const float *k, const float *v,
           if (grad)
             zeroRows(grad + offset, seq, headDim, ld);
         for (int64_t query0 = 0; query0 < seq; query0 += kQueryBlock)
-          backwardBlock(p, b, h, query0, probs.data(), grads.data());
+          backwardBlock(p, b, h, query0, probs.data(), grads.data(),
+                        kept.data());
       });
   }
   errors.rethrow();

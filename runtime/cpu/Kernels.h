@@ -16,6 +16,8 @@
 #ifndef MIXER_RUNTIME_CPU_KERNELS_H
 #define MIXER_RUNTIME_CPU_KERNELS_H
 
+#include "runtime/cpu/CounterRandom.h"
+
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -142,16 +144,37 @@ void toeplitzMatrix(const float *t, float *out, int64_t n);
 // Attention
 //===----------------------------------------------------------------------===//
 
+/// Training dropout on the attention probabilities: element (b, h, q, k) of
+/// the [batch, heads, seq, seq] probabilities P is kept and scaled,
+/// P' = P / (1 - rate), when uniforms.at(((b * heads + h) * seq + q) * seq +
+/// k) >= rate, and zeroed otherwise. Inactive at rate 0.
+struct AttentionDropout {
+  double rate = 0.0;
+  CounterUniforms uniforms{0, 0, 0};
+
+  /// The dropout at `rate` keyed (seed, stream) at noise counter `step`;
+  /// inactive for a negative seed (evaluation), as random_scale.
+  static AttentionDropout make(double rate, int64_t seed, int64_t stream,
+                               int64_t step) {
+    if (seed < 0)
+      return {};
+    return {rate, CounterUniforms(seed, stream, step)};
+  }
+  bool active() const { return rate > 0; }
+};
+
 /// Scaled dot-product attention core. q, k, v and out are [batch, seq, heads,
 /// headDim] (the layout the Q/K/V dense layers produce). Logits are scaled by
 /// 1/sqrt(headDim); key k of query q is masked when ids[b,q] == padId or
 /// ids[b,k] == padId (the reference's padding mask; a fully masked query row
 /// attends uniformly to every key) or, if `causal`, when k > q. Masked logits
 /// are set to the lowest finite float before the softmax. `ids` may be null
-/// (no padding mask).
+/// (no padding mask). `dropout` drops probabilities before the product with
+/// v.
 void attention(const float *q, const float *k, const float *v,
                const int32_t *ids, float *out, int64_t batch, int64_t seq,
-               int64_t heads, int64_t headDim, int32_t padId, bool causal);
+               int64_t heads, int64_t headDim, int32_t padId, bool causal,
+               const AttentionDropout &dropout = {});
 
 //===----------------------------------------------------------------------===//
 // Mixture of experts
@@ -182,9 +205,9 @@ void routeExpertsChoose(const float *probs, int32_t *tokens, float *gates,
 /// stable tie-break when `batchPrioritized`); an assignment whose position is
 /// >= capacity is dropped. Gates are the raw probabilities.
 void routeTokensChoose(const float *probs, int32_t *tokens, float *gates,
-                       int32_t *offsets, int64_t groups,
-                       int64_t tokensPerGroup, int64_t experts, int64_t k,
-                       int64_t capacity, bool batchPrioritized);
+                       int32_t *offsets, int64_t groups, int64_t tokensPerGroup,
+                       int64_t experts, int64_t k, int64_t capacity,
+                       bool batchPrioritized);
 
 /// sigma-MoE routing on raw logits [tokens, experts]: gate = sigmoid(logit);
 /// each token takes its top-k gates (ties to the lower expert index); no
@@ -202,9 +225,9 @@ void dispatch(const float *x, const int32_t *tokens, float *xd, int64_t slots,
 /// w2 [experts, f, d], b1 [experts, f], b2 [experts, d]; biases may be null.
 /// Rows of empty slots (tokens[i] < 0) are left as zeros.
 void experts(const float *xd, const int32_t *tokens, const int32_t *offsets,
-             const float *w1, const float *b1, const float *w2,
-             const float *b2, float *yd, int64_t numExperts, int64_t slots,
-             int64_t d, int64_t f, Activation act);
+             const float *w1, const float *b1, const float *w2, const float *b2,
+             float *yd, int64_t numExperts, int64_t slots, int64_t d, int64_t f,
+             Activation act);
 
 /// out[t,:] = sum over entries i with tokens[i] == t of gates[i] * yd[i,:];
 /// tokens that no entry names get zeros. out is [numTokens, d].

@@ -22,6 +22,13 @@ namespace mixer::cpu {
 void randomScale(const float *x, float *y, int64_t n, bool dropout, double rate,
                  const CounterUniforms &uniforms);
 
+/// Inverted dropout of a run of n values whose element indices start at
+/// `first`: y[i] = uniforms.at(first + i) >= rate ? x[i] / keep : 0 (keep
+/// is 1 - rate, or 1 when the caller scales later). Single-threaded, for
+/// kernels that drop within their own work items; y may alias x.
+void dropoutRun(const float *x, float *y, int64_t n, uint64_t first,
+                double rate, float keep, const CounterUniforms &uniforms);
+
 } // namespace mixer::cpu
 
 #endif // MIXER_RUNTIME_CPU_RANDOMSCALE_H

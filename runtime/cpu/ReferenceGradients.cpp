@@ -1,6 +1,7 @@
 //===- ReferenceGradients.cpp - Plain twins of the gradient kernels -------===//
 
 #include "runtime/cpu/ReferenceGradients.h"
+#include "runtime/cpu/ReferenceKernels.h"
 
 #include <algorithm>
 #include <cmath>
@@ -202,12 +203,12 @@ void attentionBackward(const float *q, const float *k, const float *v,
                        const int32_t *ids, const float *dout, float *dq,
                        float *dk, float *dv, int64_t batch, int64_t seq,
                        int64_t heads, int64_t headDim, int32_t padId,
-                       bool causal) {
+                       bool causal, const AttentionDropout &dropout) {
   const double lowest = std::numeric_limits<float>::lowest();
   const double scale = 1.0 / std::sqrt(static_cast<double>(headDim));
   int64_t ld = heads * headDim;
   std::vector<double> probs(seq * seq), gq(seq * headDim), gk(seq * headDim),
-      gv(seq * headDim);
+      gv(seq * headDim), factors(seq);
   std::vector<char> masked(seq * seq);
   for (int64_t b = 0; b < batch; ++b)
     for (int64_t h = 0; h < heads; ++h) {
@@ -235,22 +236,28 @@ void attentionBackward(const float *q, const float *k, const float *v,
         double sum = 0.0;
         for (int64_t j = 0; j < seq; ++j)
           sum += p[j] = std::exp(p[j] - rowMax);
-        for (int64_t j = 0; j < seq; ++j)
+        for (int64_t j = 0; j < seq; ++j) {
           p[j] /= sum;
-        // out_i = sum_j P_ij v_j, and the softmax correction dO_i . out_i.
+          factors[j] = attentionDropoutFactor(
+              dropout, ((b * heads + h) * seq + i) * seq + j);
+        }
+        // out_i = sum_j P'_ij v_j with P' = P * factor, and the softmax
+        // correction dO_i . out_i = sum_j P_ij dP_ij.
         double correction = 0.0;
         for (int64_t c = 0; c < headDim; ++c) {
           double out = 0.0;
           for (int64_t j = 0; j < seq; ++j)
-            out += p[j] * at(v, j, c);
+            out += p[j] * factors[j] * at(v, j, c);
           correction += at(dout, i, c) * out;
         }
         for (int64_t j = 0; j < seq; ++j) {
+          // dP_ij = factor_j * dO_i . v_j.
           double dp = 0.0;
           for (int64_t c = 0; c < headDim; ++c) {
             dp += at(dout, i, c) * at(v, j, c);
-            gv[j * headDim + c] += p[j] * at(dout, i, c);
+            gv[j * headDim + c] += p[j] * factors[j] * at(dout, i, c);
           }
+          dp *= factors[j];
           double ds = masked[i * seq + j] ? 0.0 : p[j] * (dp - correction);
           for (int64_t c = 0; c < headDim; ++c) {
             gq[i * headDim + c] += ds * scale * at(k, j, c);

@@ -48,12 +48,13 @@ void embedBackward(const int32_t *ids, const int32_t *typeIds, const float *dy,
                    int64_t typeVocab, bool accumulate);
 
 /// See mixer::cpu::attentionBackward: full rows of probabilities, with the
-/// softmax correction taken as rowsum(dO o O) from the recomputed output.
+/// softmax correction taken as rowsum(dO o O) from the recomputed output
+/// (the dropped probabilities' output under `dropout`).
 void attentionBackward(const float *q, const float *k, const float *v,
                        const int32_t *ids, const float *dout, float *dq,
                        float *dk, float *dv, int64_t batch, int64_t seq,
                        int64_t heads, int64_t headDim, int32_t padId,
-                       bool causal);
+                       bool causal, const AttentionDropout &dropout = {});
 
 /// See mixer::cpu::softmaxCrossEntropy.
 float softmaxCrossEntropy(const float *logits, const int32_t *labels,

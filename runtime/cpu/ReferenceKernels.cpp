@@ -278,9 +278,17 @@ void toeplitzMatrix(const float *t, float *out, int64_t n) {
       out[r * n + c] = t[(n - 1) + c - r];
 }
 
+double attentionDropoutFactor(const AttentionDropout &dropout, uint64_t index) {
+  if (!dropout.active())
+    return 1.0;
+  return dropout.uniforms.at(index) >= dropout.rate ? 1.0 / (1.0 - dropout.rate)
+                                                    : 0.0;
+}
+
 void attention(const float *q, const float *k, const float *v,
                const int32_t *ids, float *out, int64_t batch, int64_t seq,
-               int64_t heads, int64_t headDim, int32_t padId, bool causal) {
+               int64_t heads, int64_t headDim, int32_t padId, bool causal,
+               const AttentionDropout &dropout) {
   const double lowest = std::numeric_limits<float>::lowest();
   int64_t ld = heads * headDim;
   std::vector<double> logits(seq);
@@ -307,10 +315,15 @@ void attention(const float *q, const float *k, const float *v,
           l = std::exp(l - rowMax);
           sum += l;
         }
+        // P' = P * mask / (1 - rate), element (b, h, i, j).
+        for (int64_t j = 0; j < seq; ++j)
+          logits[j] = logits[j] / sum *
+                      attentionDropoutFactor(
+                          dropout, ((b * heads + h) * seq + i) * seq + j);
         for (int64_t c = 0; c < headDim; ++c) {
           double value = 0.0;
           for (int64_t j = 0; j < seq; ++j)
-            value += logits[j] / sum * at(v, j, c);
+            value += logits[j] * at(v, j, c);
           out[(b * seq + i) * ld + h * headDim + c] = static_cast<float>(value);
         }
       }

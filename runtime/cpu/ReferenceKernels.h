@@ -82,7 +82,13 @@ void toeplitzMatrix(const float *t, float *out, int64_t n);
 /// See mixer::cpu::attention.
 void attention(const float *q, const float *k, const float *v,
                const int32_t *ids, float *out, int64_t batch, int64_t seq,
-               int64_t heads, int64_t headDim, int32_t padId, bool causal);
+               int64_t heads, int64_t headDim, int32_t padId, bool causal,
+               const AttentionDropout &dropout = {});
+
+/// The factor of element `index` of the [batch, heads, seq, seq] attention
+/// probabilities under `dropout`: 1 / (1 - rate) if kept, 0 if dropped, 1
+/// when the dropout is inactive.
+double attentionDropoutFactor(const AttentionDropout &dropout, uint64_t index);
 
 /// See mixer::cpu::routeExpertsChoose.
 void routeExpertsChoose(const float *probs, int32_t *tokens, float *gates,

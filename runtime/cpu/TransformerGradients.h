@@ -88,12 +88,14 @@ void embedBackward(const int32_t *ids, const int32_t *typeIds, const float *dy,
 /// dQ = dS K / sqrt(headDim), dK = dS^T Q / sqrt(headDim). Masked logits are
 /// constants, so they pass no gradient to Q and K; a fully masked (pad) query
 /// row attends uniformly to every key and so still passes its gradient to V.
-/// dq, dk, dv are overwritten.
+/// With `dropout` (the forward's, redrawn) P' = P o mask / (1 - rate) takes
+/// P's place in the product with V: dV = P'^T dO and dP = (dO V^T) o mask /
+/// (1 - rate) enters dS. dq, dk, dv are overwritten.
 void attentionBackward(const float *q, const float *k, const float *v,
                        const int32_t *ids, const float *dout, float *dq,
                        float *dk, float *dv, int64_t batch, int64_t seq,
                        int64_t heads, int64_t headDim, int32_t padId,
-                       bool causal);
+                       bool causal, const AttentionDropout &dropout = {});
 
 //===----------------------------------------------------------------------===//
 // Losses and head plumbing

@@ -476,20 +476,58 @@ bool readAttention(StepContext &c, int64_t &heads, int64_t &headDim,
   return true;
 }
 
+/// The probability dropout of attention and attention_grad: the attributes
+/// dropout_rate (in [0, 1)) and stream, and the operands seed and step
+/// (I32 scalars, present exactly when the rate is positive).
+struct DropoutKey {
+  double rate = 0;
+  int64_t stream = 0;
+  int64_t seed = -1, step = -1; ///< slots; -1 without dropout
+
+  bool read(StepContext &c, const Arg &seedArg, const Arg &stepArg) {
+    if (!c.attr("dropout_rate", rate) || !c.attr("stream", stream))
+      return false;
+    bool noisy = rate > 0;
+    if (!c.check(rate >= 0 && rate < 1, "attribute 'dropout_rate' " +
+                                            std::to_string(rate) +
+                                            " is outside [0, 1)") ||
+        !c.check(bool(seedArg.value) == noisy && bool(stepArg.value) == noisy,
+                 "the operands seed and step must be present exactly when "
+                 "dropout_rate > 0") ||
+        !c.shape(seedArg, DType::I32, {}) || !c.shape(stepArg, DType::I32, {}))
+      return false;
+    if (noisy) {
+      seed = seedArg.slot;
+      step = stepArg.slot;
+    }
+    return true;
+  }
+
+  /// This run's dropout: inactive without a rate or with a negative seed.
+  cpu::AttentionDropout at(ValuePointers v) const {
+    if (seed < 0)
+      return {};
+    return cpu::AttentionDropout::make(rate, *i32(v[seed]), stream,
+                                       *i32(v[step]));
+  }
+};
+
 Expected<StepFunction> prepareAttention(StepContext &c) {
   const Arg &q = c.in(0), &k = c.in(1), &val = c.in(2), &ids = c.in(3),
             &y = c.out(0);
   int64_t heads, headDim;
   int32_t pad;
   bool causal;
+  DropoutKey dropout;
   if (!readAttention(c, heads, headDim, pad, causal) ||
+      !dropout.read(c, c.in(4), c.in(5)) ||
       !c.shape(y, DType::F32, q.value->shape))
     return c.takeError();
   int64_t batch = q.dim(0), seq = q.dim(1);
   return StepFunction([=, a = q.slot, b = k.slot, cc = val.slot, i = ids.slot,
                        o = y.slot](ValuePointers v) {
     cpu::attention(f32(v[a]), f32(v[b]), f32(v[cc]), i32(v[i]), f32(v[o]),
-                   batch, seq, heads, headDim, pad, causal);
+                   batch, seq, heads, headDim, pad, causal, dropout.at(v));
   });
 }
 
@@ -1115,7 +1153,9 @@ Expected<StepFunction> prepareAttentionGrad(StepContext &c) {
   int64_t heads, headDim;
   int32_t pad;
   bool causal;
+  DropoutKey dropout;
   if (!readAttention(c, heads, headDim, pad, causal) ||
+      !dropout.read(c, c.in(5), c.in(6)) ||
       !c.shape(dout, DType::F32, q.value->shape) ||
       !c.shape(c.out(0), DType::F32, q.value->shape) ||
       !c.shape(c.out(1), DType::F32, q.value->shape) ||
@@ -1127,7 +1167,7 @@ Expected<StepFunction> prepareAttentionGrad(StepContext &c) {
                        ov = c.out(2).slot](ValuePointers v) {
     cpu::attentionBackward(f32(v[a]), f32(v[b]), f32(v[cc]), i32(v[i]),
                            f32(v[g]), f32(v[oq]), f32(v[ok]), f32(v[ov]), batch,
-                           seq, heads, headDim, pad, causal);
+                           seq, heads, headDim, pad, causal, dropout.at(v));
   });
 }
 
@@ -1334,6 +1374,59 @@ Expected<StepFunction> prepareDropExperts(StepContext &c) {
   });
 }
 
+/// Reads the attribute micro_steps (>= 1) and checks the operand micro_step
+/// (an I32 scalar, which counts the micro-steps of an update from 0).
+bool readMicroSteps(StepContext &c, const Arg &microStep, int64_t &microSteps) {
+  return c.attr("micro_steps", microSteps) &&
+         c.check(microSteps >= 1, "attribute 'micro_steps' must be at least 1, "
+                                  "not " +
+                                      std::to_string(microSteps)) &&
+         c.shape(microStep, DType::I32, {});
+}
+
+/// The value of input `micro_step`, checked against `microSteps`.
+int32_t microStepOf(ValuePointers v, int64_t slot, int64_t microSteps) {
+  int32_t micro = *i32(v[slot]);
+  if (micro < 0 || micro >= microSteps)
+    throw cpu::KernelError{"input 'micro_step' is " + std::to_string(micro) +
+                           " but an update has " + std::to_string(microSteps) +
+                           " micro-steps, counted from 0"};
+  return micro;
+}
+
+Expected<StepFunction> prepareNoiseCounter(StepContext &c) {
+  const Arg &step = c.in(0), &micro = c.in(1), &y = c.out(0);
+  int64_t microSteps;
+  if (!c.shape(step, DType::I32, {}) || !readMicroSteps(c, micro, microSteps) ||
+      !c.shape(y, DType::I32, {}))
+    return c.takeError();
+  return StepFunction([=, s = step.slot, m = micro.slot,
+                       o = y.slot](ValuePointers v) {
+    // The counter word is 32 bits: wrap rather than overflow.
+    uint32_t counter =
+        static_cast<uint32_t>(*i32(v[s])) * static_cast<uint32_t>(microSteps) +
+        static_cast<uint32_t>(microStepOf(v, m, microSteps));
+    *i32(v[o]) = static_cast<int32_t>(counter);
+  });
+}
+
+Expected<StepFunction> prepareAccumulateGradient(StepContext &c) {
+  const Arg &grad = c.in(0), &micro = c.in(1), &accum = c.out(0),
+            &average = c.out(1);
+  int64_t microSteps;
+  if (!c.minRank(grad, DType::F32, 0) ||
+      !readMicroSteps(c, micro, microSteps) ||
+      !c.shape(accum, DType::F32, grad.value->shape) ||
+      !c.shape(average, DType::F32, grad.value->shape))
+    return c.takeError();
+  int64_t n = grad.value->numel;
+  return StepFunction([=, g = grad.slot, m = micro.slot, a = accum.slot,
+                       o = average.slot](ValuePointers v) {
+    train::accumulateGradient(f32(v[a]), f32(v[g]), f32(v[o]), n,
+                              microStepOf(v, m, microSteps), microSteps);
+  });
+}
+
 Expected<StepFunction> prepareGlobalNorm(StepContext &c) {
   const Arg &norm = c.out(0);
   std::vector<std::pair<int64_t, int64_t>> tensors; // (slot, elements)
@@ -1354,11 +1447,17 @@ Expected<StepFunction> prepareGlobalNorm(StepContext &c) {
 }
 
 Expected<StepFunction> prepareAdamW(StepContext &c) {
-  const Arg &grad = c.in(0), &lr = c.in(1), &step = c.in(2), &norm = c.in(3);
+  const Arg &grad = c.in(0), &lr = c.in(1), &step = c.in(2), &norm = c.in(3),
+            &micro = c.in(4);
   const Arg &param = c.out(0), &m = c.out(1), &v = c.out(2);
   train::AdamWConfig config;
   double maxNorm;
-  if (!c.attr("b1", config.b1) || !c.attr("b2", config.b2) ||
+  int64_t microSteps;
+  if (!readMicroSteps(c, micro, microSteps) ||
+      !c.check(bool(micro.value) == (microSteps > 1),
+               "the operand micro_step must be present exactly when "
+               "micro_steps > 1") ||
+      !c.attr("b1", config.b1) || !c.attr("b2", config.b2) ||
       !c.attr("eps", config.eps) ||
       !c.attr("weight_decay", config.weightDecay) ||
       !c.attr("max_norm", maxNorm) || !c.minRank(param, DType::F32, 0) ||
@@ -1377,8 +1476,11 @@ Expected<StepFunction> prepareAdamW(StepContext &c) {
     return c.takeError();
   int64_t n = param.value->numel;
   return StepFunction([=, g = grad.slot, l = lr.slot, s = step.slot,
-                       gn = norm.slot, p = param.slot, ms = m.slot,
-                       vs = v.slot](ValuePointers values) {
+                       gn = norm.slot, mi = micro.slot, p = param.slot,
+                       ms = m.slot, vs = v.slot](ValuePointers values) {
+    // Only the last micro-step of an update applies it.
+    if (microSteps > 1 && microStepOf(values, mi, microSteps) != microSteps - 1)
+      return;
     int32_t applied = *i32(values[s]);
     if (applied < 0)
       throw cpu::KernelError{"input 'step' is " + std::to_string(applied) +
@@ -1411,7 +1513,10 @@ const KernelEntry kKernels[] = {
     {"linear_mix", {"x", "ws", "wh"}, {"y"}, prepareLinearMix},
     {"spectral_mix", {"x"}, {"y"}, prepareSpectralMix},
     {"structured_mix", {"x", "vs", "vh"}, {"y"}, prepareStructuredMix},
-    {"attention", {"q", "k", "v", "ids?"}, {"out"}, prepareAttention},
+    {"attention",
+     {"q", "k", "v", "ids?", "seed?", "step?"},
+     {"out"},
+     prepareAttention},
     {"route_experts_choose",
      {"probs"},
      {"tokens", "gates", "offsets"},
@@ -1475,7 +1580,7 @@ const KernelEntry kKernels[] = {
      {"dword", "dpos", "dtype"},
      prepareEmbedGrad},
     {"attention_grad",
-     {"q", "k", "v", "ids?", "dout"},
+     {"q", "k", "v", "ids?", "dout", "seed?", "step?"},
      {"dq", "dk", "dv"},
      prepareAttentionGrad},
     {"dispatch_grad", {"dxd", "tokens"}, {"dx"}, prepareDispatchGrad},
@@ -1517,9 +1622,14 @@ const KernelEntry kKernels[] = {
      prepareRouterLossGrad<cpu::entropyRegularizerGrad>},
     {"random_scale", {"x", "seed", "step"}, {"y"}, prepareRandomScale},
     {"drop_experts", {"x", "seed", "step"}, {"y"}, prepareDropExperts},
+    {"noise_counter", {"step", "micro_step"}, {"y"}, prepareNoiseCounter},
+    {"accumulate_gradient",
+     {"grad", "micro_step"},
+     {"accumulator", "average"},
+     prepareAccumulateGradient},
     {"global_norm", {"grads..."}, {"norm"}, prepareGlobalNorm},
     {"adamw",
-     {"grad", "learning_rate", "step", "norm?"},
+     {"grad", "learning_rate", "step", "norm?", "micro_step?"},
      {"param", "adam_m", "adam_v"},
      prepareAdamW},
 };

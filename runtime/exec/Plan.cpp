@@ -291,6 +291,9 @@ bool PlanParser::parseTraining(const json &root) {
       !readNumber(*training, "learning_rate", "training", info.learningRate) ||
       !readInt(*training, "warmup_steps", "training", info.warmupSteps) ||
       !readInt(*training, "total_steps", "training", info.totalSteps) ||
+      (training->contains("gradient_accumulation_steps") &&
+       !readInt(*training, "gradient_accumulation_steps", "training",
+                info.microSteps)) ||
       !readArray(root, "state", "", state) ||
       !parseTensorTable(*state, "state", plan.state))
     return false;
@@ -299,6 +302,10 @@ bool PlanParser::parseTraining(const json &root) {
     return fail("training", "the schedule needs learning_rate >= 0, "
                             "warmup_steps >= 0 and total_steps > "
                             "warmup_steps");
+  if (info.microSteps < 1)
+    return fail("training", "gradient_accumulation_steps must be at least 1, "
+                            "not " +
+                                std::to_string(info.microSteps));
   plan.training = info;
   return true;
 }
@@ -513,15 +520,14 @@ bool PlanParser::checkStepValues(const Step &step, const std::string &where) {
     StorageKind storage = plan.values[id].storage;
     bool persistent =
         storage == StorageKind::Param || storage == StorageKind::State;
-    if (step.signature->updatesState ? !persistent
-                                     : storage != StorageKind::Arena)
+    bool state = step.signature->isStateResult(r);
+    if (state ? !persistent : storage != StorageKind::Arena)
       return fail(where, "result " + std::to_string(r) + " writes value " +
                              std::to_string(id) + ", which is " +
                              storageName(storage) +
-                             (step.signature->updatesState
-                                  ? "; this kernel updates parameters or "
-                                    "optimizer state in place"
-                                  : "; results must live in the arena"));
+                             (state ? "; this kernel updates parameters or "
+                                      "optimizer state in place"
+                                    : "; results must live in the arena"));
     for (size_t o = 0; o < r; ++o)
       if (overlap(id, step.results[o]))
         return fail(where, "result " + std::to_string(r) + " (" + range(id) +

@@ -83,6 +83,9 @@ struct TrainingInfo {
   double learningRate = 0.0; ///< peak, reached at the end of warm-up
   int64_t warmupSteps = 0;
   int64_t totalSteps = 0;
+  /// Micro-steps (runs on consecutive micro-batches) per update: the
+  /// training setting gradient_accumulation_steps, 1 when absent.
+  int64_t microSteps = 1;
 };
 
 struct OutputInfo {

@@ -9,6 +9,7 @@
 #ifndef MIXER_RUNTIME_SUPPORT_KERNELSIGNATURES_H
 #define MIXER_RUNTIME_SUPPORT_KERNELSIGNATURES_H
 
+#include <cstddef>
 #include <initializer_list>
 #include <string_view>
 
@@ -22,9 +23,17 @@ struct KernelSignature {
   int numOperands; ///< or kVariadic
   int numResults;
   std::initializer_list<std::string_view> attributes;
-  /// The results are parameters or optimizer state updated in place (read
-  /// and written), not fresh arena buffers.
-  bool updatesState = false;
+  /// The leading `stateResults` results are parameters or optimizer state
+  /// updated in place (read and written); the others are fresh arena
+  /// buffers.
+  int stateResults = 0;
+
+  /// Whether the kernel writes parameters or optimizer state.
+  bool updatesState() const { return stateResults > 0; }
+  /// Whether result `index` is updated in place rather than a fresh buffer.
+  bool isStateResult(size_t index) const {
+    return index < static_cast<size_t>(stateResults);
+  }
 };
 
 inline const KernelSignature kKernelSignatures[] = {
@@ -39,7 +48,10 @@ inline const KernelSignature kKernelSignatures[] = {
     {"linear_mix", 3, 1, {}},
     {"spectral_mix", 1, 1, {"hartley", "algorithm"}},
     {"structured_mix", 3, 1, {"toeplitz", "algorithm"}},
-    {"attention", 4, 1, {"num_heads", "head_dim", "pad_id", "causal"}},
+    {"attention",
+     6,
+     1,
+     {"num_heads", "head_dim", "pad_id", "causal", "dropout_rate", "stream"}},
     {"route_experts_choose", 1, 3, {"groups", "tokens_per_group", "capacity"}},
     {"route_tokens_choose",
      1,
@@ -74,7 +86,10 @@ inline const KernelSignature kKernelSignatures[] = {
     {"linear_mix_grad", 4, 3, {}},
     {"structured_mix_grad", 4, 3, {"toeplitz"}},
     {"embed_grad", 3, 3, {}},
-    {"attention_grad", 5, 3, {"num_heads", "head_dim", "pad_id", "causal"}},
+    {"attention_grad",
+     7,
+     3,
+     {"num_heads", "head_dim", "pad_id", "causal", "dropout_rate", "stream"}},
     {"dispatch_grad", 2, 1, {}},
     {"combine_grad", 4, 2, {}},
     {"experts_grad", 7, 5, {"activation"}},
@@ -88,12 +103,14 @@ inline const KernelSignature kKernelSignatures[] = {
     // Training step: regularisation noise and the optimizer update.
     {"random_scale", 3, 1, {"kind", "rate", "stream"}},
     {"drop_experts", 3, 1, {"rate", "stream", "gradient"}},
+    {"noise_counter", 2, 1, {"micro_steps"}},
+    {"accumulate_gradient", 2, 2, {"micro_steps"}, /*stateResults=*/1},
     {"global_norm", kVariadic, 1, {}},
     {"adamw",
-     4,
+     5,
      3,
-     {"b1", "b2", "eps", "weight_decay", "max_norm"},
-     /*updatesState=*/true},
+     {"b1", "b2", "eps", "weight_decay", "max_norm", "micro_steps"},
+     /*stateResults=*/3},
 };
 
 /// The signature of `name`, or null if no kernel has that name.

@@ -149,4 +149,18 @@ void averageGradients(const std::vector<Values> &tensors, int64_t microSteps) {
   }
 }
 
+void accumulateGradient(float *accum, const float *grad, float *average,
+                        int64_t n, int64_t microStep, int64_t microSteps) {
+  assert(microStep >= 0 && microStep < microSteps &&
+         "accumulateGradient outside the update's micro-steps");
+  const float count = static_cast<float>(microSteps);
+  const bool last = microStep == microSteps - 1;
+#pragma omp parallel for simd schedule(static) if (n >= kParallelValues)
+  for (int64_t i = 0; i < n; ++i) {
+    float sum = accum[i] + grad[i];
+    average[i] = sum / count;
+    accum[i] = last ? 0.0f : sum;
+  }
+}
+
 } // namespace mixer::train

@@ -75,6 +75,15 @@ void accumulate(float *dst, const float *src, int64_t n);
 /// over that many micro-steps with accumulate.
 void averageGradients(const std::vector<Values> &tensors, int64_t microSteps);
 
+/// Micro-step `microStep` (0-based) of an update of `microSteps` >= 2, over
+/// n values: with s = accum + grad,
+///   average = s / microSteps (correctly rounded)
+///   accum   = microStep == microSteps - 1 ? 0 : s
+/// so that on the last micro-step `average` is the mean gradient of the
+/// update and the accumulator is zero for the next one.
+void accumulateGradient(float *accum, const float *grad, float *average,
+                        int64_t n, int64_t microStep, int64_t microSteps);
+
 } // namespace mixer::train
 
 #endif // MIXER_RUNTIME_TRAIN_OPTIMIZER_H

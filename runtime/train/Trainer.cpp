@@ -96,9 +96,10 @@ class ClassificationSource : public BatchSource {
 public:
   ClassificationSource(const data::ClassificationData &examples,
                        int64_t batchSize, int64_t seqLength, uint64_t seed,
-                       int32_t padId)
+                       int32_t padId, int64_t microSteps)
       : examples(examples), batchSize(batchSize), seqLength(seqLength),
-        seed(seed), padId(padId), batchesPerEpoch(examples.size() / batchSize) {
+        seed(seed), padId(padId),
+        batchesPerEpoch(examples.size() / batchSize / microSteps * microSteps) {
     order = examples.epochOrder(seed, epoch);
   }
 
@@ -185,9 +186,9 @@ std::unique_ptr<BatchSource> makeLmSource(data::LmStream stream,
 std::unique_ptr<BatchSource>
 makeClassificationSource(const data::ClassificationData &data,
                          int64_t batchSize, int64_t seqLength, uint64_t seed,
-                         int32_t padId) {
+                         int32_t padId, int64_t microSteps) {
   return std::make_unique<ClassificationSource>(data, batchSize, seqLength,
-                                                seed, padId);
+                                                seed, padId, microSteps);
 }
 
 std::vector<io::HostTensor> zeroOptimizerState(const exec::Plan &plan) {
@@ -210,6 +211,10 @@ TrainingSession::start(const exec::Plan &plan,
   if (!plan.updatesParameters())
     return Status::error(plan.path + ": not a training plan; compile the "
                                      "model with mixc --train");
+  if (plan.training->microSteps > 1 && plan.findInput("micro_step") < 0)
+    return Status::error(plan.path + ": accumulates gradients over " +
+                         std::to_string(plan.training->microSteps) +
+                         " micro-steps but has no 'micro_step' input");
   Expected<exec::Executor> executor = exec::Executor::create(plan);
   if (!executor)
     return executor.takeStatus();
@@ -292,29 +297,42 @@ Status TrainingSession::train(BatchSource &data, const TrainOptions &options) {
       lossOutputs.push_back(i);
   }
 
+  const int64_t microSteps = plan.training->microSteps;
   while (applied < options.steps) {
     auto start = std::chrono::steady_clock::now();
     double lr = learningRate(options.schedule, applied);
-    std::vector<io::HostTensor> inputs = data.next();
-    inputs.push_back(floatScalar("learning_rate", static_cast<float>(lr)));
-    inputs.push_back(int32Scalar("step", static_cast<int32_t>(applied)));
-    inputs.push_back(int32Scalar("seed", options.seed));
-    if (Status status = runner.bindInputs(
-            inputs, "batch of step " + std::to_string(applied + 1),
-            /*allowExtra=*/true);
-        !status)
-      return status;
-    if (Status status = runner.run(); !status)
-      return status;
-    ++applied;
-
     StepReport report;
-    report.step = applied;
+    report.step = applied + 1;
     report.learningRate = lr;
-    report.tokens = data.lastTokens();
-    std::vector<io::HostTensor> outputs = runner.outputs();
     for (int64_t i : lossOutputs)
-      report.metrics.emplace_back(outputs[i].name, outputs[i].as<float>()[0]);
+      report.metrics.emplace_back(plan.outputs[i].name, 0.0);
+    // One update: the plan accumulates the gradients of its micro-steps and
+    // applies their mean on the last one.
+    for (int64_t micro = 0; micro < microSteps; ++micro) {
+      std::vector<io::HostTensor> inputs = data.next();
+      inputs.push_back(floatScalar("learning_rate", static_cast<float>(lr)));
+      inputs.push_back(int32Scalar("step", static_cast<int32_t>(applied)));
+      inputs.push_back(int32Scalar("micro_step", static_cast<int32_t>(micro)));
+      inputs.push_back(int32Scalar("seed", options.seed));
+      std::string what = "batch of step " + std::to_string(applied + 1);
+      if (microSteps > 1)
+        what += ", micro-step " + std::to_string(micro);
+      if (Status status = runner.bindInputs(inputs, what, /*allowExtra=*/true);
+          !status)
+        return status;
+      if (Status status = runner.run(); !status)
+        return status;
+      report.tokens += data.lastTokens();
+      std::vector<io::HostTensor> outputs = runner.outputs();
+      for (size_t m = 0; m < lossOutputs.size(); ++m)
+        report.metrics[m].second += outputs[lossOutputs[m]].as<float>()[0];
+    }
+    ++applied;
+    // The mean over the micro-batches (of equal size): the loss of the
+    // update's whole batch.
+    for (auto &metric : report.metrics)
+      metric.second /= static_cast<double>(microSteps);
+
     for (const auto &[name, value] : report.metrics)
       if (name == "loss" && !std::isfinite(value))
         return Status::error("the loss of step " + std::to_string(applied) +
@@ -351,6 +369,7 @@ Expected<std::vector<io::HostTensor>>
 evaluateBatch(exec::Executor &executor, std::vector<io::HostTensor> inputs) {
   inputs.push_back(floatScalar("learning_rate", 0.0f));
   inputs.push_back(int32Scalar("step", 0));
+  inputs.push_back(int32Scalar("micro_step", 0));
   // A negative seed turns the training noise off.
   inputs.push_back(int32Scalar("seed", -1));
   if (Status status =

@@ -2,12 +2,14 @@
 //
 // A training plan (mixc --train) runs one whole update per execution: the
 // forward pass, the losses, the backward pass and AdamW on the parameters
-// and optimizer state it holds in place. The loop feeds it batches, the
-// learning rate of the schedule, the step and the run's seed, logs the loss
-// components, and saves checkpoints that a later run resumes from exactly:
-// every input of a step is a function of (checkpoint, seed, step, data
-// position), so N steps, a resume and N more steps give the bits of 2N
-// steps in one go.
+// and optimizer state it holds in place; with gradient accumulation, one
+// micro-step of an update per execution, k executions on consecutive
+// micro-batches per update. The loop feeds it batches, the learning rate of
+// the schedule, the step, the micro-step and the run's seed, logs the loss
+// components, and saves checkpoints (between updates, where the
+// accumulators are zero) that a later run resumes from exactly: every input
+// of a step is a function of (checkpoint, seed, step, data position), so N
+// steps, a resume and N more steps give the bits of 2N steps in one go.
 //
 //===----------------------------------------------------------------------===//
 
@@ -55,22 +57,24 @@ std::unique_ptr<BatchSource> makeMlmSource(data::MlmBatcher batcher,
 std::unique_ptr<BatchSource> makeLmSource(data::LmStream stream, int32_t padId);
 
 /// Fine-tuning batches: epoch after epoch, the examples in the order
-/// ClassificationData::epochOrder(seed, epoch) gives, in full batches (a
-/// last partial batch of an epoch is left out, so that every training
-/// example weighs the same in a step).
+/// ClassificationData::epochOrder(seed, epoch) gives, in full batches and
+/// full updates of `microSteps` batches (the examples of an epoch that do
+/// not fill them are left out, so that every training example weighs the
+/// same in an update and updates do not span epochs).
 std::unique_ptr<BatchSource>
 makeClassificationSource(const data::ClassificationData &data,
                          int64_t batchSize, int64_t seqLength, uint64_t seed,
-                         int32_t padId);
+                         int32_t padId, int64_t microSteps = 1);
 
 /// What one update reports.
 struct StepReport {
   int64_t step = 0; ///< updates applied, this one included
   double learningRate = 0;
-  /// The loss and its components ("*_loss" outputs), in plan order.
+  /// The loss and its components ("*_loss" outputs), in plan order; with
+  /// gradient accumulation their means over the update's micro-batches.
   std::vector<std::pair<std::string, double>> metrics;
   double seconds = 0; ///< wall time of the update
-  int64_t tokens = 0; ///< non-pad tokens of its batch
+  int64_t tokens = 0; ///< non-pad tokens of its batches
 };
 
 struct TrainOptions {
@@ -131,9 +135,9 @@ private:
 /// Zero tensors for every entry of the plan's optimizer state table.
 std::vector<io::HostTensor> zeroOptimizerState(const exec::Plan &plan);
 
-/// Binds `inputs` with the evaluation settings (no dropout, learning rate
-/// and step 0) and runs the forward part of a training plan; returns its
-/// outputs.
+/// Binds `inputs` with the evaluation settings (no dropout, learning rate,
+/// step and micro-step 0) and runs the forward part of a training plan;
+/// returns its outputs.
 Expected<std::vector<io::HostTensor>>
 evaluateBatch(exec::Executor &executor, std::vector<io::HostTensor> inputs);
 

@@ -10,6 +10,10 @@ graph the autodiff pass built and its backward kernels), so agreement checks
 the gradients end to end.
 
     gradcheck.py ARTIFACT MODEL.json --mixer-run build/bin/mixer-run --batch 2
+
+An artifact compiled with `mixc --noise` also takes the training noise's key:
+--noise-key SEED STEP gives it, so that the loss is differentiated under that
+one fixed draw of the dropout masks.
 """
 
 from __future__ import annotations
@@ -76,6 +80,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eps", type=float, default=1e-5)
     parser.add_argument("--rtol", type=float, default=2e-2)
+    parser.add_argument("--noise-key", type=int, nargs=2,
+                        metavar=("SEED", "STEP"))
     args = parser.parse_args()
 
     cfg = mixer_ref.load_config(args.model)
@@ -84,8 +90,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         batch_path = work / "batch.safetensors"
-        mixer_ref.write_safetensors(batch_path,
-                                    training_batch(cfg, args.batch, args.seed))
+        tensors = training_batch(cfg, args.batch, args.seed)
+        if args.noise_key:
+            tensors["seed"] = np.array(args.noise_key[0], dtype=np.int32)
+            tensors["step"] = np.array(args.noise_key[1], dtype=np.int32)
+        mixer_ref.write_safetensors(batch_path, tensors)
         outputs = run(args.mixer_run, args.artifact, weights, batch_path, work)
         # Half along the gradient (a derivative well above the float32 noise
         # of the loss), half random (so that a gradient wrong in direction

@@ -68,6 +68,58 @@ func.func @forward(%step: tensor<i32> {mixer.input = "step"},
 
 // -----
 
+// Gradient accumulation over 2 micro-steps: the micro-step becomes an input,
+// every parameter gets an accumulator after its moments, and each gradient
+// goes through accumulate_gradient; the global norm measures the averages,
+// which the updates apply (on the last micro-step); the new accumulators are
+// returned as updates after their parameter's.
+// CHECK-LABEL: func.func @forward
+// CHECK-SAME: (%[[W:.*]]: tensor<8x2xf32> {mixer.param = "w"}, %[[B:.*]]: tensor<2xf32> {mixer.param = "b"},
+// CHECK-SAME: %[[LR:.*]]: tensor<f32> {mixer.input = "learning_rate"}, %[[STEP:.*]]: tensor<i32> {mixer.input = "step"}, %[[MICRO:.*]]: tensor<i32> {mixer.input = "micro_step"},
+// CHECK-SAME: %[[MW:.*]]: tensor<8x2xf32> {mixer.init = {kind = "zeros"}, mixer.state = "adam_m/w"},
+// CHECK-SAME: %[[VW:.*]]: tensor<8x2xf32> {mixer.init = {kind = "zeros"}, mixer.state = "adam_v/w"},
+// CHECK-SAME: %[[AW:.*]]: tensor<8x2xf32> {mixer.init = {kind = "zeros"}, mixer.state = "grad_accum/w"},
+// CHECK-SAME: %[[MB:.*]]: tensor<2xf32> {mixer.init = {kind = "zeros"}, mixer.state = "adam_m/b"},
+// CHECK-SAME: %[[VB:.*]]: tensor<2xf32> {mixer.init = {kind = "zeros"}, mixer.state = "adam_v/b"},
+// CHECK-SAME: %[[AB:.*]]: tensor<2xf32> {mixer.init = {kind = "zeros"}, mixer.state = "grad_accum/b"})
+// CHECK-SAME: -> (tensor<f32>, tensor<8x2xf32> {mixer.update = "w"}, tensor<8x2xf32> {mixer.update = "adam_m/w"}, tensor<8x2xf32> {mixer.update = "adam_v/w"}, tensor<8x2xf32> {mixer.update = "grad_accum/w"},
+// CHECK-SAME: tensor<2xf32> {mixer.update = "b"}, tensor<2xf32> {mixer.update = "adam_m/b"}, tensor<2xf32> {mixer.update = "adam_v/b"}, tensor<2xf32> {mixer.update = "grad_accum/b"})
+// CHECK: %[[DW:.*]] = mixer.fill 2.000000e+00 : tensor<8x2xf32>
+// CHECK: %[[DB:.*]] = mixer.fill 3.000000e+00 : tensor<2xf32>
+// CHECK: %[[AW1:.*]], %[[GW:.*]] = mixer.accumulate_gradient %[[AW]], %[[DW]], %[[MICRO]] {micro_steps = 2 : i64} : tensor<8x2xf32>
+// CHECK-NEXT: %[[AB1:.*]], %[[GB:.*]] = mixer.accumulate_gradient %[[AB]], %[[DB]], %[[MICRO]] {micro_steps = 2 : i64} : tensor<2xf32>
+// CHECK-NEXT: %[[N:.*]] = mixer.global_norm %[[GW]], %[[GB]] : tensor<8x2xf32>, tensor<2xf32>
+// CHECK-NEXT: %[[W1:.*]], %[[MW1:.*]], %[[VW1:.*]] = mixer.adamw %[[W]], %[[MW]], %[[VW]], %[[GW]], %[[LR]], %[[STEP]] norm %[[N]] micro_step %[[MICRO]] {b1 = 9.000000e-01 : f64, b2 = 0.99899999999999999 : f64, eps = 9.9999999999999995E-7 : f64, max_norm = 1.500000e+00 : f64, micro_steps = 2 : i64, weight_decay = 0.000000e+00 : f64} : tensor<8x2xf32>
+// CHECK-NEXT: %[[B1:.*]], %[[MB1:.*]], %[[VB1:.*]] = mixer.adamw %[[B]], %[[MB]], %[[VB]], %[[GB]], %[[LR]], %[[STEP]] norm %[[N]] micro_step %[[MICRO]] {{.*}} : tensor<2xf32>
+// CHECK-NEXT: return %{{.*}}, %[[W1]], %[[MW1]], %[[VW1]], %[[AW1]], %[[B1]], %[[MB1]], %[[VB1]], %[[AB1]]
+func.func @forward(%w: tensor<8x2xf32> {mixer.param = "w"},
+                   %b: tensor<2xf32> {mixer.param = "b"})
+    -> (tensor<f32>, tensor<8x2xf32>, tensor<2xf32>)
+    attributes {mixer.outputs = ["loss", "grad/w", "grad/b"],
+                mixer.training = {learning_rate = 1.0e-3 : f64, warmup_steps = 10 : i64, total_steps = 100 : i64,
+                                  b1 = 0.9 : f64, b2 = 0.999 : f64, eps = 1.0e-6 : f64,
+                                  weight_decay = 0.0 : f64, clip_grad_norm = 1.5 : f64,
+                                  gradient_accumulation_steps = 2 : i64}} {
+  %l = mixer.fill 0.5 : tensor<f32>
+  %dw = mixer.fill 2.0 : tensor<8x2xf32>
+  %db = mixer.fill 3.0 : tensor<2xf32>
+  return %l, %dw, %db : tensor<f32>, tensor<8x2xf32>, tensor<2xf32>
+}
+
+// -----
+
+// expected-error @+1 {{mixer.training 'gradient_accumulation_steps' must be an integer >= 1}}
+func.func @forward(%w: tensor<2xf32> {mixer.param = "w"}) -> (tensor<f32>, tensor<2xf32>)
+    attributes {mixer.outputs = ["loss", "grad/w"],
+                mixer.training = {b1 = 0.9 : f64, b2 = 0.999 : f64, eps = 1.0e-6 : f64, weight_decay = 0.01 : f64,
+                                  clip_grad_norm = 0.0 : f64, gradient_accumulation_steps = 0 : i64}} {
+  %l = mixer.fill 0.5 : tensor<f32>
+  %dw = mixer.fill 2.0 : tensor<2xf32>
+  return %l, %dw : tensor<f32>, tensor<2xf32>
+}
+
+// -----
+
 // expected-error @+1 {{no optimizer settings (mixer.training) to apply}}
 func.func @forward(%w: tensor<2xf32> {mixer.param = "w"}) -> (tensor<f32>, tensor<2xf32>)
     attributes {mixer.outputs = ["loss", "grad/w"]} {

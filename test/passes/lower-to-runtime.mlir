@@ -64,7 +64,7 @@ func.func @unselected_algorithm(%x: tensor<2x8x16xf32>) -> tensor<2x8x16xf32> {
 // CHECK: mixrt.kernel "random_scale" ins(%[[W]], %[[SEED]], %[[STEP]] : memref<4x2xf32>, memref<i32>, memref<i32>) outs(%[[Y]] : memref<4x2xf32>) params {kind = "dropout", rate = 1.000000e-01 : f64, stream = 2 : i64}
 // CHECK: %[[N:.*]] = mixrt.alloc : memref<f32>
 // CHECK: mixrt.kernel "global_norm" ins(%[[Y]] : memref<4x2xf32>) outs(%[[N]] : memref<f32>) params {}
-// CHECK: mixrt.kernel "adamw" ins(%[[Y]], %[[LR]], %[[STEP]], %[[N]] : memref<4x2xf32>, memref<f32>, memref<i32>, memref<f32>) outs(%[[W]], %[[M]], %[[V]] : memref<4x2xf32>, memref<4x2xf32>, memref<4x2xf32>) params {b1 = 9.000000e-01 : f64, b2 = 0.99899999999999999 : f64, eps = 9.9999999999999995E-7 : f64, max_norm = 1.000000e+00 : f64, weight_decay = 1.000000e-02 : f64}
+// CHECK: mixrt.kernel "adamw" ins(%[[Y]], %[[LR]], %[[STEP]], %[[N]], %{{.*}} : memref<4x2xf32>, memref<f32>, memref<i32>, memref<f32>, memref<0xf32>) outs(%[[W]], %[[M]], %[[V]] : memref<4x2xf32>, memref<4x2xf32>, memref<4x2xf32>) params {b1 = 9.000000e-01 : f64, b2 = 0.99899999999999999 : f64, eps = 9.9999999999999995E-7 : f64, max_norm = 1.000000e+00 : f64, micro_steps = 1 : i64, weight_decay = 1.000000e-02 : f64}
 // CHECK-NEXT: return %[[Y]] : memref<4x2xf32>
 func.func @training_step(%w: tensor<4x2xf32> {mixer.param = "w"},
                          %m: tensor<4x2xf32> {mixer.state = "adam_m/w"},
@@ -76,6 +76,37 @@ func.func @training_step(%w: tensor<4x2xf32> {mixer.param = "w"},
   %n = mixer.global_norm %y : tensor<4x2xf32>
   %w1, %m1, %v1 = mixer.adamw %w, %m, %v, %y, %lr, %step norm %n {b1 = 0.9 : f64, b2 = 0.999 : f64, eps = 1.0e-6 : f64, weight_decay = 0.01 : f64, max_norm = 1.0 : f64} : tensor<4x2xf32>
   return %y, %w1, %m1, %v1 : tensor<4x2xf32>, tensor<4x2xf32>, tensor<4x2xf32>, tensor<4x2xf32>
+}
+
+// -----
+
+// Gradient accumulation: the noise counter of the micro-step keys the
+// attention dropout; accumulate_gradient updates its accumulator in place
+// and writes the average to the arena, where the update reads it.
+// CHECK-LABEL: func.func @accumulating_step
+// CHECK-SAME: (%[[W:arg0]]: memref<2x3x4xf32> {mixer.param = "w"}, %[[M:arg1]]: memref<2x3x4xf32> {mixer.state = "adam_m/w"}, %[[V:arg2]]: memref<2x3x4xf32> {mixer.state = "adam_v/w"},
+// CHECK-SAME: %[[ACC:arg3]]: memref<2x3x4xf32> {mixer.state = "grad_accum/w"}, %[[IDS:arg4]]: memref<2x3xi32>, %[[SEED:arg5]]: memref<i32>, %[[STEP:arg6]]: memref<i32>, %[[MICRO:arg7]]: memref<i32>, %[[LR:arg8]]: memref<f32>)
+// CHECK: %[[C:.*]] = mixrt.alloc : memref<i32>
+// CHECK: mixrt.kernel "noise_counter" ins(%[[STEP]], %[[MICRO]] : memref<i32>, memref<i32>) outs(%[[C]] : memref<i32>) params {micro_steps = 2 : i64}
+// CHECK: %[[A:.*]] = mixrt.alloc : memref<2x3x4xf32>
+// CHECK: mixrt.kernel "attention" ins(%[[W]], %[[W]], %[[W]], %[[IDS]], %[[SEED]], %[[C]] : memref<2x3x4xf32>, memref<2x3x4xf32>, memref<2x3x4xf32>, memref<2x3xi32>, memref<i32>, memref<i32>) outs(%[[A]] : memref<2x3x4xf32>) params {causal = false, dropout_rate = 1.000000e-01 : f64, head_dim = 2 : i64, num_heads = 2 : i64, pad_id = 0 : i64, stream = 3 : i64}
+// CHECK: %[[AVG:.*]] = mixrt.alloc : memref<2x3x4xf32>
+// CHECK: mixrt.kernel "accumulate_gradient" ins(%[[A]], %[[MICRO]] : memref<2x3x4xf32>, memref<i32>) outs(%[[ACC]], %[[AVG]] : memref<2x3x4xf32>, memref<2x3x4xf32>) params {micro_steps = 2 : i64}
+// CHECK: mixrt.kernel "adamw" ins(%[[AVG]], %[[LR]], %[[STEP]], %{{.*}}, %[[MICRO]] : {{.*}}) outs(%[[W]], %[[M]], %[[V]] : {{.*}}) params {{{.*}}micro_steps = 2 : i64
+// CHECK-NEXT: return
+func.func @accumulating_step(%w: tensor<2x3x4xf32> {mixer.param = "w"},
+                             %m: tensor<2x3x4xf32> {mixer.state = "adam_m/w"},
+                             %v: tensor<2x3x4xf32> {mixer.state = "adam_v/w"},
+                             %acc: tensor<2x3x4xf32> {mixer.state = "grad_accum/w"},
+                             %ids: tensor<2x3xi32>, %seed: tensor<i32>, %step: tensor<i32>,
+                             %micro: tensor<i32>, %lr: tensor<f32>)
+    -> (tensor<2x3x4xf32> {mixer.update = "w"}, tensor<2x3x4xf32> {mixer.update = "adam_m/w"},
+        tensor<2x3x4xf32> {mixer.update = "adam_v/w"}, tensor<2x3x4xf32> {mixer.update = "grad_accum/w"}) {
+  %c = mixer.noise_counter %step, %micro {micro_steps = 2 : i64}
+  %a = mixer.attention %w, %w, %w, %ids noise %seed, %c {num_heads = 2, head_dim = 2, pad_id = 0, dropout_rate = 0.1 : f64, dropout_stream = 3} : (tensor<2x3x4xf32>, tensor<2x3x4xf32>, tensor<2x3x4xf32>, tensor<2x3xi32>, tensor<i32>, tensor<i32>) -> tensor<2x3x4xf32>
+  %acc1, %avg = mixer.accumulate_gradient %acc, %a, %micro {micro_steps = 2 : i64} : tensor<2x3x4xf32>
+  %w1, %m1, %v1 = mixer.adamw %w, %m, %v, %avg, %lr, %step micro_step %micro {b1 = 0.9 : f64, b2 = 0.999 : f64, eps = 1.0e-6 : f64, weight_decay = 0.01 : f64, max_norm = 0.0 : f64, micro_steps = 2 : i64} : tensor<2x3x4xf32>
+  return %w1, %m1, %v1, %acc1 : tensor<2x3x4xf32>, tensor<2x3x4xf32>, tensor<2x3x4xf32>, tensor<2x3x4xf32>
 }
 
 // -----

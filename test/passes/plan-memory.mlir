@@ -66,6 +66,6 @@ func.func @update_in_place(%w: memref<256xf32>, %m: memref<256xf32>, %v: memref<
                            %lr: memref<f32>, %step: memref<i32>, %none: memref<0xf32>) {
   %g = mixrt.alloc : memref<256xf32>
   mixrt.kernel "softmax" ins(%w : memref<256xf32>) outs(%g : memref<256xf32>) params {}
-  mixrt.kernel "adamw" ins(%g, %lr, %step, %none : memref<256xf32>, memref<f32>, memref<i32>, memref<0xf32>) outs(%w, %m, %v : memref<256xf32>, memref<256xf32>, memref<256xf32>) params {b1 = 0.9, b2 = 0.999, eps = 1.0e-6, weight_decay = 0.01, max_norm = 0.0}
+  mixrt.kernel "adamw" ins(%g, %lr, %step, %none, %none : memref<256xf32>, memref<f32>, memref<i32>, memref<0xf32>, memref<0xf32>) outs(%w, %m, %v : memref<256xf32>, memref<256xf32>, memref<256xf32>) params {b1 = 0.9, b2 = 0.999, eps = 1.0e-6, weight_decay = 0.01, max_norm = 0.0, micro_steps = 1}
   return
 }

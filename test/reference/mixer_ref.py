@@ -305,7 +305,8 @@ def write_safetensors(path: Union[str, Path], tensors: dict) -> None:
     codes = {np.dtype(v): k for k, v in _SAFETENSORS_DTYPES.items()}
     header, chunks, offset = {}, [], 0
     for name, value in tensors.items():
-        arr = np.ascontiguousarray(value)
+        # ascontiguousarray makes scalars 1-d; the reshape keeps them 0-d.
+        arr = np.ascontiguousarray(value).reshape(np.shape(value))
         dtype = arr.dtype.newbyteorder("<")
         if dtype not in codes:
             raise ValueError(f"{path}: tensor '{name}' has unsupported dtype "

@@ -55,7 +55,8 @@ def main() -> int:
         assert kind == "param", "the first result is the parameter"
         assert [storage(r) for r in step["results"][1:]] == [
             ("state", 2 * k), ("state", 2 * k + 1)], "the moments of P"
-        grad, lr, count, norm = step["operands"]
+        grad, lr, count, norm, micro = step["operands"]
+        assert micro == -1, "no micro-step without gradient accumulation"
         assert values[grad]["shape"] == params[k]["shape"], "gradient shape"
         assert storage(lr) == ("input", inputs["learning_rate"])
         assert storage(count) == ("input", inputs["step"])

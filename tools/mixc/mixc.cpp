@@ -1,7 +1,8 @@
 //===- mixc.cpp - the mixer compiler --------------------------------------===//
 //
 //   mixc model.json -o model.mxa [--target cpu] [--batch N] [--seq S]
-//        [--outputs sequence_output,pooled_output] [--train [--optimizer none]]
+//        [--outputs sequence_output,pooled_output]
+//        [--train [--optimizer none [--noise]]]
 //   mixc model.json --emit=<stage>
 //
 // Parses and validates the model, builds the mixer dialect, runs the pipeline
@@ -75,6 +76,12 @@ cl::opt<Optimizer> optimizer(
                clEnumValN(Optimizer::None, "none",
                           "no update and no dropout: return the gradient of "
                           "every parameter as grad/<name>")));
+cl::opt<bool>
+    noise("noise",
+          cl::desc("with --train --optimizer=none: keep the training noise "
+                   "(dropout, router jitter; inputs seed and step), to check "
+                   "gradients under one fixed draw"),
+          cl::init(false));
 cl::list<std::string>
     outputs("outputs", cl::CommaSeparated,
             cl::desc("outputs to compute (default: all the model's heads)"),
@@ -155,6 +162,11 @@ int main(int argc, char **argv) {
     llvm::errs() << "mixc: --batch must be >= 1 and --seq >= 0\n";
     return kInputError;
   }
+  if (noise && !(train && optimizer == Optimizer::None)) {
+    llvm::errs() << "mixc: --noise needs --train --optimizer=none (a training "
+                    "step always has its noise)\n";
+    return kInputError;
+  }
 
   mixer::Expected<mixer::ModelConfig> config = mixer::parseModelFile(inputPath);
   if (!config) {
@@ -174,6 +186,7 @@ int main(int argc, char **argv) {
   build.sourcePath = inputPath.getValue();
   build.training = train;
   build.trainingStep = train && optimizer == Optimizer::AdamW;
+  build.noise = noise;
   OwningOpRef<ModuleOp> module =
       mixer::buildModelModule(context, *config, build);
   if (!module)

@@ -516,19 +516,22 @@ int runFinetune(const Args &args) {
   int64_t classes = classificationClasses(plan);
   data::ClassificationData train = check(data::ClassificationData::load(
       requireFlag(args, "--train", "FILE (JSONL)"), tokenizer, classes));
-  int64_t perEpoch = train.size() / plan.batch;
+  // Updates per epoch, each of microSteps batches.
+  int64_t microSteps = plan.training->microSteps;
+  int64_t perEpoch = train.size() / plan.batch / microSteps;
   if (perEpoch == 0)
-    throw RuntimeFailure{args.get("--train") + ": " +
-                         std::to_string(train.size()) +
-                         " examples do not fill one batch of " +
-                         std::to_string(labels.shape[0])};
+    throw RuntimeFailure{
+        args.get("--train") + ": " + std::to_string(train.size()) +
+        " examples do not fill one update of " + std::to_string(microSteps) +
+        " x " + std::to_string(labels.shape[0])};
   std::optional<data::ClassificationData> dev;
   if (args.has("--eval"))
     dev = check(
         data::ClassificationData::load(args.get("--eval"), tokenizer, classes));
 
   std::unique_ptr<train::BatchSource> data = train::makeClassificationSource(
-      train, plan.batch, plan.seq, seed, static_cast<int32_t>(plan.padId));
+      train, plan.batch, plan.seq, seed, static_cast<int32_t>(plan.padId),
+      microSteps);
   // The classification head is new: drawn, not taken from --init.
   train::TrainingSession session = openSession(args, plan, *data, seed, [&] {
     return initialParameters(args, plan, seed, "classification/");

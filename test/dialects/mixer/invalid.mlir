@@ -267,6 +267,38 @@ func.func @adamw_clipping_without_norm(%w: tensor<4xf32>, %lr: tensor<f32>, %s: 
 
 // -----
 
+func.func @adamw_micro_steps_without_micro_step(%w: tensor<4xf32>, %lr: tensor<f32>, %s: tensor<i32>) {
+  // expected-error @+1 {{takes a micro_step operand exactly when micro_steps > 1}}
+  %a, %b, %c = mixer.adamw %w, %w, %w, %w, %lr, %s {b1 = 0.9 : f64, b2 = 0.999 : f64, eps = 1.0e-6 : f64, weight_decay = 0.01 : f64, max_norm = 0.0 : f64, micro_steps = 2 : i64} : tensor<4xf32>
+  return
+}
+
+// -----
+
+func.func @accumulate_one_micro_step(%g: tensor<4xf32>, %s: tensor<i32>) {
+  // expected-error @+1 {{attribute 'micro_steps' failed to satisfy constraint}}
+  %a, %b = mixer.accumulate_gradient %g, %g, %s {micro_steps = 1 : i64} : tensor<4xf32>
+  return
+}
+
+// -----
+
+func.func @attention_dropout_without_key(%q: tensor<2x8x16xf32>, %ids: tensor<2x8xi32>) {
+  // expected-error @+1 {{takes the noise operands seed and step exactly when it has a dropout_rate}}
+  %a = mixer.attention %q, %q, %q, %ids {num_heads = 2, head_dim = 8, pad_id = 0, dropout_rate = 0.1 : f64, dropout_stream = 0} : (tensor<2x8x16xf32>, tensor<2x8x16xf32>, tensor<2x8x16xf32>, tensor<2x8xi32>) -> tensor<2x8x16xf32>
+  return
+}
+
+// -----
+
+func.func @attention_dropout_rate_one(%q: tensor<2x8x16xf32>, %ids: tensor<2x8xi32>, %k: tensor<i32>) {
+  // expected-error @+1 {{dropout_rate must be in [0, 1), got 1}}
+  %a = mixer.attention %q, %q, %q, %ids noise %k, %k {num_heads = 2, head_dim = 8, pad_id = 0, dropout_rate = 1.0 : f64, dropout_stream = 0} : (tensor<2x8x16xf32>, tensor<2x8x16xf32>, tensor<2x8x16xf32>, tensor<2x8xi32>, tensor<i32>, tensor<i32>) -> tensor<2x8x16xf32>
+  return
+}
+
+// -----
+
 func.func @adamw_b2_one(%w: tensor<4xf32>, %lr: tensor<f32>, %s: tensor<i32>) {
   // expected-error @+1 {{b1 and b2 must be in [0, 1)}}
   %a, %b, %c = mixer.adamw %w, %w, %w, %w, %lr, %s {b1 = 0.9 : f64, b2 = 1.0 : f64, eps = 1.0e-6 : f64, weight_decay = 0.01 : f64, max_norm = 0.0 : f64} : tensor<4xf32>
@@ -293,7 +325,7 @@ func.func @adamw_negative_decay(%w: tensor<4xf32>, %lr: tensor<f32>, %s: tensor<
 
 func.func @adamw_moment_shape(%w: tensor<4xf32>, %m: tensor<2x2xf32>, %lr: tensor<f32>, %s: tensor<i32>) {
   // expected-error @+1 {{failed to verify that all of {param, adam_m, adam_v, grad, new_param, new_adam_m, new_adam_v} have same type}}
-  %a, %b, %c = "mixer.adamw"(%w, %m, %w, %w, %lr, %s) {b1 = 0.9 : f64, b2 = 0.999 : f64, eps = 1.0e-6 : f64, weight_decay = 0.01 : f64, max_norm = 0.0 : f64} : (tensor<4xf32>, tensor<2x2xf32>, tensor<4xf32>, tensor<4xf32>, tensor<f32>, tensor<i32>) -> (tensor<4xf32>, tensor<4xf32>, tensor<4xf32>)
+  %a, %b, %c = "mixer.adamw"(%w, %m, %w, %w, %lr, %s) {b1 = 0.9 : f64, b2 = 0.999 : f64, eps = 1.0e-6 : f64, weight_decay = 0.01 : f64, max_norm = 0.0 : f64, operandSegmentSizes = array<i32: 1, 1, 1, 1, 1, 1, 0, 0>} : (tensor<4xf32>, tensor<2x2xf32>, tensor<4xf32>, tensor<4xf32>, tensor<f32>, tensor<i32>) -> (tensor<4xf32>, tensor<4xf32>, tensor<4xf32>)
   return
 }
 

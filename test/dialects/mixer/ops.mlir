@@ -141,6 +141,26 @@ func.func @training_step(%x: tensor<2x8x16xf32>, %seed: tensor<i32>, %step: tens
   return %d, %j, %w_, %m_, %v_, %y : tensor<2x8x16xf32>, tensor<2x8x16xf32>, tensor<16x4xf32>, tensor<16x4xf32>, tensor<16x4xf32>, tensor<2x8x16xf32>
 }
 
+// Gradient accumulation: the micro-step's noise counter keys the attention
+// dropout; the average feeds an update that only the last micro-step applies.
+// CHECK-LABEL: func.func @accumulating_step
+func.func @accumulating_step(%x: tensor<2x8x16xf32>, %ids: tensor<2x8xi32>, %seed: tensor<i32>,
+    %step: tensor<i32>, %micro: tensor<i32>, %w: tensor<16x4xf32>, %acc: tensor<16x4xf32>,
+    %g: tensor<16x4xf32>, %lr: tensor<f32>)
+    -> (tensor<2x8x16xf32>, tensor<2x8x16xf32>, tensor<16x4xf32>, tensor<16x4xf32>, tensor<16x4xf32>) {
+  // CHECK: %[[C:.*]] = mixer.noise_counter %{{.*}}, %{{.*}} {micro_steps = 2 : i64}
+  %c = mixer.noise_counter %step, %micro {micro_steps = 2 : i64}
+  // CHECK: mixer.attention {{.*}} noise %{{.*}}, %[[C]] {dropout_rate = 1.000000e-01 : f64, dropout_stream = 1 : i64, head_dim = 8 : i64, num_heads = 2 : i64, pad_id = 0 : i64}
+  %a = mixer.attention %x, %x, %x, %ids noise %seed, %c {num_heads = 2, head_dim = 8, pad_id = 0, dropout_rate = 0.1 : f64, dropout_stream = 1} : (tensor<2x8x16xf32>, tensor<2x8x16xf32>, tensor<2x8x16xf32>, tensor<2x8xi32>, tensor<i32>, tensor<i32>) -> tensor<2x8x16xf32>
+  // CHECK: mixer.attention_grad {{.*}} noise %{{.*}}, %[[C]] {dropout_rate = 1.000000e-01 : f64, dropout_stream = 1 : i64
+  %dq, %dk, %dv = mixer.attention_grad %x, %x, %x, %ids, %a noise %seed, %c {num_heads = 2, head_dim = 8, pad_id = 0, dropout_rate = 0.1 : f64, dropout_stream = 1} : (tensor<2x8x16xf32>, tensor<2x8x16xf32>, tensor<2x8x16xf32>, tensor<2x8xi32>, tensor<2x8x16xf32>, tensor<i32>, tensor<i32>) -> (tensor<2x8x16xf32>, tensor<2x8x16xf32>, tensor<2x8x16xf32>)
+  // CHECK: %[[ACC:.*]], %[[AVG:.*]] = mixer.accumulate_gradient %{{.*}}, %{{.*}}, %{{.*}} {micro_steps = 2 : i64} : tensor<16x4xf32>
+  %acc1, %avg = mixer.accumulate_gradient %acc, %g, %micro {micro_steps = 2 : i64} : tensor<16x4xf32>
+  // CHECK: mixer.adamw %{{.*}}, %{{.*}}, %{{.*}}, %[[AVG]], %{{.*}}, %{{.*}} micro_step %{{.*}} {{{.*}}micro_steps = 2 : i64
+  %w_, %m_, %v_ = mixer.adamw %w, %w, %w, %avg, %lr, %step micro_step %micro {b1 = 0.9 : f64, b2 = 0.999 : f64, eps = 1.0e-6 : f64, weight_decay = 0.0 : f64, max_norm = 0.0 : f64, micro_steps = 2 : i64} : tensor<16x4xf32>
+  return %a, %dq, %w_, %acc1, %avg : tensor<2x8x16xf32>, tensor<2x8x16xf32>, tensor<16x4xf32>, tensor<16x4xf32>, tensor<16x4xf32>
+}
+
 // The predicted class of each row, for evaluation metrics.
 // CHECK-LABEL: func.func @argmax
 func.func @argmax(%logits: tensor<6x10xf32>) -> tensor<6xi32> {

@@ -50,8 +50,16 @@ func.func @variadic_kernel_without_operands(%n: memref<f32>) {
 
 func.func @update_into_arena(%g: memref<4xf32>, %lr: memref<f32>, %step: memref<i32>, %none: memref<0xf32>, %m: memref<4xf32>, %v: memref<4xf32>) {
   %w = mixrt.alloc : memref<4xf32>
-  // expected-error @+1 {{kernel 'adamw' updates parameters or state in place: its results must be function arguments}}
-  mixrt.kernel "adamw" ins(%g, %lr, %step, %none : memref<4xf32>, memref<f32>, memref<i32>, memref<0xf32>) outs(%w, %m, %v : memref<4xf32>, memref<4xf32>, memref<4xf32>) params {b1 = 0.9, b2 = 0.999, eps = 1.0e-6, weight_decay = 0.01, max_norm = 0.0}
+  // expected-error @+1 {{kernel 'adamw' updates parameters or state in place: its result 0 must be a function argument}}
+  mixrt.kernel "adamw" ins(%g, %lr, %step, %none, %none : memref<4xf32>, memref<f32>, memref<i32>, memref<0xf32>, memref<0xf32>) outs(%w, %m, %v : memref<4xf32>, memref<4xf32>, memref<4xf32>) params {b1 = 0.9, b2 = 0.999, eps = 1.0e-6, weight_decay = 0.01, max_norm = 0.0, micro_steps = 1}
+  return
+}
+
+// -----
+
+func.func @average_into_argument(%g: memref<4xf32>, %micro: memref<i32>, %acc: memref<4xf32>, %avg: memref<4xf32>) {
+  // expected-error @+1 {{kernel 'accumulate_gradient' cannot write a function argument with result 1}}
+  mixrt.kernel "accumulate_gradient" ins(%g, %micro : memref<4xf32>, memref<i32>) outs(%acc, %avg : memref<4xf32>, memref<4xf32>) params {micro_steps = 2}
   return
 }
 

@@ -14,15 +14,19 @@ func.func @kernel_calls(%x: memref<16x16xf32>, %w: memref<16x32xf32>) -> memref<
 }
 
 // Variadic kernels take any number of operands; kernels that update state
-// write function arguments.
+// write function arguments with their state results (accumulate_gradient's
+// first) and the arena with the others.
 // CHECK-LABEL: func.func @training_kernels
 func.func @training_kernels(%w: memref<16x4xf32>, %m: memref<16x4xf32>, %v: memref<16x4xf32>,
-    %b: memref<4xf32>, %lr: memref<f32>, %step: memref<i32>) {
+    %b: memref<4xf32>, %lr: memref<f32>, %step: memref<i32>, %acc: memref<16x4xf32>, %micro: memref<i32>) {
   %g = mixrt.alloc {offset = 0} : memref<16x4xf32>
   %n = mixrt.alloc {offset = 256} : memref<f32>
+  %avg = mixrt.alloc {offset = 320} : memref<16x4xf32>
+  // CHECK: mixrt.kernel "accumulate_gradient" ins(%{{.*}}, %arg7 : memref<16x4xf32>, memref<i32>) outs(%arg6, %{{.*}} : memref<16x4xf32>, memref<16x4xf32>) params {micro_steps = 2 : i64}
+  mixrt.kernel "accumulate_gradient" ins(%g, %micro : memref<16x4xf32>, memref<i32>) outs(%acc, %avg : memref<16x4xf32>, memref<16x4xf32>) params {micro_steps = 2}
   // CHECK: mixrt.kernel "global_norm" ins(%{{.*}}, %{{.*}}, %{{.*}} : memref<16x4xf32>, memref<4xf32>, memref<16x4xf32>) outs(%{{.*}} : memref<f32>) params {}
-  mixrt.kernel "global_norm" ins(%g, %b, %w : memref<16x4xf32>, memref<4xf32>, memref<16x4xf32>) outs(%n : memref<f32>) params {}
+  mixrt.kernel "global_norm" ins(%avg, %b, %w : memref<16x4xf32>, memref<4xf32>, memref<16x4xf32>) outs(%n : memref<f32>) params {}
   // CHECK: mixrt.kernel "adamw" ins({{.*}}) outs(%arg0, %arg1, %arg2 : memref<16x4xf32>, memref<16x4xf32>, memref<16x4xf32>)
-  mixrt.kernel "adamw" ins(%g, %lr, %step, %n : memref<16x4xf32>, memref<f32>, memref<i32>, memref<f32>) outs(%w, %m, %v : memref<16x4xf32>, memref<16x4xf32>, memref<16x4xf32>) params {b1 = 0.9, b2 = 0.999, eps = 1.0e-6, weight_decay = 0.01, max_norm = 1.0}
+  mixrt.kernel "adamw" ins(%avg, %lr, %step, %n, %micro : memref<16x4xf32>, memref<f32>, memref<i32>, memref<f32>, memref<i32>) outs(%w, %m, %v : memref<16x4xf32>, memref<16x4xf32>, memref<16x4xf32>) params {b1 = 0.9, b2 = 0.999, eps = 1.0e-6, weight_decay = 0.01, max_norm = 1.0, micro_steps = 2}
   return
 }

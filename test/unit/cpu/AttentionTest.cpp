@@ -135,6 +135,100 @@ TEST(AttentionTest, ScalesLogitsByInverseSqrtHeadDim) {
   EXPECT_NEAR(out[1], 6.0f, 1e-6);
 }
 
+TEST(AttentionTest, MatchesReferenceWithDropout) {
+  for (const AttentionShape &s : kShapes)
+    for (int idsKind = 0; idsKind < 3; ++idsKind)
+      for (bool causal : {false, true})
+        for (double rate : {0.1, 0.5}) {
+          auto q = randomFloats(s.size(), 1, -2.0f, 2.0f);
+          auto k = randomFloats(s.size(), 2, -2.0f, 2.0f);
+          auto v = randomFloats(s.size(), 3);
+          std::vector<int32_t> ids =
+              paddedIds(s, std::max<int64_t>(s.seq / 3, 1), idsKind == 2);
+          const int32_t *idsPtr = idsKind == 0 ? nullptr : ids.data();
+          AttentionDropout dropout = AttentionDropout::make(rate, 7, 3, 11);
+          std::vector<float> out(s.size()), expected(s.size());
+          attention(q.data(), k.data(), v.data(), idsPtr, out.data(), s.batch,
+                    s.seq, s.heads, s.headDim, kPad, causal, dropout);
+          reference::attention(q.data(), k.data(), v.data(), idsPtr,
+                               expected.data(), s.batch, s.seq, s.heads,
+                               s.headDim, kPad, causal, dropout);
+          const char *idsName[] = {"none", "padded", "all-pad example"};
+          expectClose(out, expected, kRelTol,
+                      describe(s, idsName[idsKind], causal) +
+                          " dropout=" + std::to_string(rate));
+        }
+}
+
+TEST(AttentionTest, HandComputedDropout) {
+  // Two heads of headDim 1, seq 3, q = k = 0: every probability is 1/3, so
+  // output (i, h) = sum_j keep(h, i, j) v[j, h] / (3 (1 - rate)), where
+  // keep(h, i, j) = [u(i0 + j) >= rate] for the element index
+  // i0 = (h * 3 + i) * 3 of the [1, 2, 3, 3] probabilities.
+  const double rate = 0.4;
+  std::vector<float> q(6, 0.0f), k(6, 0.0f), v = {1, 10, 2, 20, 6, 60};
+  std::vector<float> out(6);
+  AttentionDropout dropout = AttentionDropout::make(rate, 123, 4, 9);
+  attention(q.data(), k.data(), v.data(), nullptr, out.data(), 1, 3, 2, 1, kPad,
+            false, dropout);
+  CounterUniforms u(123, 4, 9);
+  int dropped = 0;
+  for (int h = 0; h < 2; ++h)
+    for (int i = 0; i < 3; ++i) {
+      double sum = 0;
+      for (int j = 0; j < 3; ++j) {
+        bool keep = u.at((h * 3 + i) * 3 + j) >= rate;
+        dropped += !keep;
+        sum += keep ? v[j * 2 + h] : 0.0;
+      }
+      EXPECT_NEAR(out[i * 2 + h], sum / (3 * (1 - rate)), 1e-5)
+          << "query " << i << " head " << h;
+    }
+  // The draw of this key drops some of the 18 probabilities, not all.
+  EXPECT_GT(dropped, 0);
+  EXPECT_LT(dropped, 18);
+}
+
+TEST(AttentionTest, NoDropoutAtRateZeroOrForANegativeSeed) {
+  const AttentionShape s{2, 130, 2, 8};
+  auto q = randomFloats(s.size(), 4);
+  auto k = randomFloats(s.size(), 5);
+  auto v = randomFloats(s.size(), 6);
+  auto ids = paddedIds(s, 40, false);
+  auto run = [&](const AttentionDropout &dropout) {
+    std::vector<float> out(s.size());
+    attention(q.data(), k.data(), v.data(), ids.data(), out.data(), s.batch,
+              s.seq, s.heads, s.headDim, kPad, true, dropout);
+    return out;
+  };
+  std::vector<float> plain = run({});
+  EXPECT_FALSE(AttentionDropout::make(0.3, -1, 2, 5).active());
+  test::expectBitwiseEqual(run(AttentionDropout::make(0.3, -1, 2, 5)), plain,
+                           "negative seed");
+  test::expectBitwiseEqual(run(AttentionDropout::make(0.0, 4, 2, 5)), plain,
+                           "rate 0");
+  // Another step draws another mask.
+  std::vector<float> step5 = run(AttentionDropout::make(0.3, 4, 2, 5));
+  EXPECT_NE(step5, plain);
+  EXPECT_NE(step5, run(AttentionDropout::make(0.3, 4, 2, 6)));
+}
+
+TEST(AttentionTest, DropoutThreadCountDoesNotChangeBits) {
+  const AttentionShape s{2, 150, 3, 16};
+  auto q = randomFloats(s.size(), 7);
+  auto k = randomFloats(s.size(), 8);
+  auto v = randomFloats(s.size(), 9);
+  auto ids = paddedIds(s, 40, false);
+  test::expectThreadCountIndependent(
+      s.size(),
+      [&](float *out) {
+        attention(q.data(), k.data(), v.data(), ids.data(), out, s.batch, s.seq,
+                  s.heads, s.headDim, kPad, false,
+                  AttentionDropout::make(0.2, 1, 0, 3));
+      },
+      "attention with dropout");
+}
+
 TEST(AttentionTest, ThreadCountDoesNotChangeBits) {
   const AttentionShape s{2, 150, 3, 16};
   auto q = randomFloats(s.size(), 7);

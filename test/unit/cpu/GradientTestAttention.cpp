@@ -165,20 +165,98 @@ TEST(AttentionBackwardTest, ReferenceMatchesFiniteDifferences) {
   }
 }
 
+TEST(AttentionBackwardTest, MatchesReferenceWithDropout) {
+  for (const Shape &s : kShapes)
+    for (int idsKind = 0; idsKind < 3; ++idsKind)
+      for (bool causal : {false, true}) {
+        Inputs in = makeInputs(s, 1);
+        std::vector<int32_t> ids =
+            paddedIds(s, std::max<int64_t>(s.seq / 3, 1), idsKind == 2);
+        const int32_t *idsPtr = idsKind == 0 ? nullptr : ids.data();
+        AttentionDropout dropout = AttentionDropout::make(0.3, 5, 2, 17);
+        std::vector<float> dq(s.size()), dk(s.size()), dv(s.size());
+        std::vector<float> dqRef(s.size()), dkRef(s.size()), dvRef(s.size());
+        attentionBackward(in.q.data(), in.k.data(), in.v.data(), idsPtr,
+                          in.dout.data(), dq.data(), dk.data(), dv.data(),
+                          s.batch, s.seq, s.heads, s.headDim, kPad, causal,
+                          dropout);
+        reference::attentionBackward(in.q.data(), in.k.data(), in.v.data(),
+                                     idsPtr, in.dout.data(), dqRef.data(),
+                                     dkRef.data(), dvRef.data(), s.batch, s.seq,
+                                     s.heads, s.headDim, kPad, causal, dropout);
+        std::string what =
+            "attentionBackward with dropout seq=" + std::to_string(s.seq) +
+            " heads=" + std::to_string(s.heads) + " ids=" + kIdsNames[idsKind] +
+            " causal=" + std::to_string(causal);
+        expectClose(dq, dqRef, kAttentionRelTol, what + " dq");
+        expectClose(dk, dkRef, kAttentionRelTol, what + " dk");
+        expectClose(dv, dvRef, kAttentionRelTol, what + " dv");
+      }
+}
+
+TEST(AttentionBackwardTest, NoDropoutAtRateZeroOrForANegativeSeed) {
+  const Shape s{2, 140, 2, 8};
+  Inputs in = makeInputs(s, 61);
+  std::vector<int32_t> ids = paddedIds(s, 50, false);
+  auto run = [&](const AttentionDropout &dropout) {
+    std::vector<float> grads(3 * s.size());
+    float *g = grads.data();
+    attentionBackward(in.q.data(), in.k.data(), in.v.data(), ids.data(),
+                      in.dout.data(), g, g + s.size(), g + 2 * s.size(),
+                      s.batch, s.seq, s.heads, s.headDim, kPad, true, dropout);
+    return grads;
+  };
+  std::vector<float> plain = run({});
+  test::expectBitwiseEqual(run(AttentionDropout::make(0.3, -2, 1, 4)), plain,
+                           "negative seed");
+  test::expectBitwiseEqual(run(AttentionDropout::make(0.0, 3, 1, 4)), plain,
+                           "rate 0");
+  EXPECT_NE(run(AttentionDropout::make(0.3, 3, 1, 4)), plain);
+}
+
+TEST(AttentionBackwardTest, ReferenceWithDropoutMatchesFiniteDifferences) {
+  // The mask is fixed by the key, so the dropped attention is a smooth
+  // function of Q, K and V.
+  const Shape s{3, 5, 2, 3};
+  std::vector<int32_t> ids = paddedIds(s, 2, true);
+  AttentionDropout dropout = AttentionDropout::make(0.4, 9, 1, 2);
+  for (bool causal : {false, true}) {
+    Inputs in = makeInputs(s, 71);
+    std::vector<float> dq(s.size()), dk(s.size()), dv(s.size()), out(s.size());
+    reference::attentionBackward(in.q.data(), in.k.data(), in.v.data(),
+                                 ids.data(), in.dout.data(), dq.data(),
+                                 dk.data(), dv.data(), s.batch, s.seq, s.heads,
+                                 s.headDim, kPad, causal, dropout);
+    auto objective = [&] {
+      reference::attention(in.q.data(), in.k.data(), in.v.data(), ids.data(),
+                           out.data(), s.batch, s.seq, s.heads, s.headDim, kPad,
+                           causal, dropout);
+      return test::dot(in.dout, out);
+    };
+    std::string what = "attention dropout causal=" + std::to_string(causal);
+    test::expectGradientMatchesDifferences(in.q, dq, objective, what + " dq");
+    test::expectGradientMatchesDifferences(in.k, dk, objective, what + " dk");
+    test::expectGradientMatchesDifferences(in.v, dv, objective, what + " dv");
+  }
+}
+
 TEST(AttentionBackwardTest, ThreadCountDoesNotChangeBits) {
   const Shape s{2, 200, 2, 16};
   Inputs in = makeInputs(s, 51);
   std::vector<int32_t> ids = paddedIds(s, 60, false);
   int64_t n = s.size();
   for (bool causal : {false, true})
-    test::expectThreadCountIndependent(
-        3 * n,
-        [&](float *out) {
-          attentionBackward(in.q.data(), in.k.data(), in.v.data(), ids.data(),
-                            in.dout.data(), out, out + n, out + 2 * n, s.batch,
-                            s.seq, s.heads, s.headDim, kPad, causal);
-        },
-        "attentionBackward causal=" + std::to_string(causal));
+    for (double rate : {0.0, 0.25})
+      test::expectThreadCountIndependent(
+          3 * n,
+          [&](float *out) {
+            attentionBackward(in.q.data(), in.k.data(), in.v.data(), ids.data(),
+                              in.dout.data(), out, out + n, out + 2 * n,
+                              s.batch, s.seq, s.heads, s.headDim, kPad, causal,
+                              AttentionDropout::make(rate, 3, 0, 8));
+          },
+          "attentionBackward causal=" + std::to_string(causal) +
+              " dropout=" + std::to_string(rate));
 }
 
 } // namespace

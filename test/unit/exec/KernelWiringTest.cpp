@@ -281,13 +281,13 @@ TEST(KernelWiringTest, AttentionWithPaddingAndCausalMasks) {
   int64_t padded = b.arena({batch, seq, width});
   int64_t causal = b.arena({batch, seq, width});
   int64_t open = b.arena({batch, seq, width});
-  json attrs = {
-      {"num_heads", heads}, {"head_dim", hd}, {"pad_id", 0}, {"causal", false}};
-  b.step("attention", {q, k, v, ids}, {padded}, attrs);
+  json attrs = {{"num_heads", heads}, {"head_dim", hd},      {"pad_id", 0},
+                {"causal", false},    {"dropout_rate", 0.0}, {"stream", 0}};
+  b.step("attention", {q, k, v, ids, -1, -1}, {padded}, attrs);
   attrs["causal"] = true;
-  b.step("attention", {q, k, v, ids}, {causal}, attrs);
+  b.step("attention", {q, k, v, ids, -1, -1}, {causal}, attrs);
   attrs["causal"] = false;
-  b.step("attention", {q, k, v, -1}, {open}, attrs);
+  b.step("attention", {q, k, v, -1, -1, -1}, {open}, attrs);
   b.output("padded", padded);
   b.output("causal", causal);
   b.output("open", open);

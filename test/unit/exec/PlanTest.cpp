@@ -308,12 +308,13 @@ json trainingPlan() {
   int64_t step = b.input("step", {});
   int64_t grad = b.arena({4});
   b.step("scale", {w}, {grad}, {{"factor", 2.0}});
-  b.step("adamw", {grad, lr, step, -1}, {w, m, v},
+  b.step("adamw", {grad, lr, step, -1, -1}, {w, m, v},
          {{"b1", 0.9},
           {"b2", 0.999},
           {"eps", 1e-6},
           {"weight_decay", 0.01},
-          {"max_norm", 0.0}});
+          {"max_norm", 0.0},
+          {"micro_steps", 1}});
   return b.plan;
 }
 

@@ -463,11 +463,13 @@ TEST(TrainingKernelWiringTest, AttentionGradWithPaddingAndCausalMasks) {
   int64_t dq = b.arena({batch, seq, width});
   int64_t dk = b.arena({batch, seq, width});
   int64_t dv = b.arena({batch, seq, width});
-  b.step("attention_grad", {q, k, v, ids, dout}, {dq, dk, dv},
+  b.step("attention_grad", {q, k, v, ids, dout, -1, -1}, {dq, dk, dv},
          {{"num_heads", heads},
           {"head_dim", hd},
           {"pad_id", 0},
-          {"causal", true}});
+          {"causal", true},
+          {"dropout_rate", 0.0},
+          {"stream", 0}});
   b.output("dq", dq);
   b.output("dk", dk);
   b.output("dv", dv);
@@ -744,12 +746,13 @@ json adamwPlan(double maxNorm) {
   int64_t norm = b.arena({});
   b.step("scale", {w}, {grad}, {{"factor", 1.0}});
   b.step("global_norm", {grad}, {norm});
-  b.step("adamw", {grad, lr, step, maxNorm > 0 ? norm : -1}, {w, m, v},
+  b.step("adamw", {grad, lr, step, maxNorm > 0 ? norm : -1, -1}, {w, m, v},
          {{"b1", 0.9},
           {"b2", 0.999},
           {"eps", 1e-6},
           {"weight_decay", 0.01},
-          {"max_norm", maxNorm}});
+          {"max_norm", maxNorm},
+          {"micro_steps", 1}});
   b.output("norm", norm);
   return b.plan;
 }
@@ -838,6 +841,129 @@ TEST(TrainingKernelWiringTest, AdamWRefusesANegativeStep) {
                                   "is -1"),
             std::string::npos)
       << status.message();
+}
+
+/// One parameter w [2] trained with gradient accumulation over two
+/// micro-steps: the gradient is the input g; its average, clipped to global
+/// norm 2.5, feeds AdamW (lr 0.1, b1 0.9, b2 0.999, eps 1e-6, no weight
+/// decay). Outputs the average and its norm.
+json accumulationPlan() {
+  PlanBuilder b;
+  int64_t w = b.param("w", {2});
+  int64_t m = b.state("adam_m/w", {2});
+  int64_t v = b.state("adam_v/w", {2});
+  int64_t accum = b.state("grad_accum/w", {2});
+  b.plan["training"]["gradient_accumulation_steps"] = 2;
+  int64_t g = b.input("g", {2}, false, "F32");
+  int64_t lr = b.input("learning_rate", {}, false, "F32");
+  int64_t step = b.input("step", {});
+  int64_t micro = b.input("micro_step", {});
+  int64_t average = b.arena({2});
+  int64_t norm = b.arena({});
+  b.step("accumulate_gradient", {g, micro}, {accum, average},
+         {{"micro_steps", 2}});
+  b.step("global_norm", {average}, {norm});
+  b.step("adamw", {average, lr, step, norm, micro}, {w, m, v},
+         {{"b1", 0.9},
+          {"b2", 0.999},
+          {"eps", 1e-6},
+          {"weight_decay", 0.0},
+          {"max_norm", 2.5},
+          {"micro_steps", 2}});
+  b.output("average", average);
+  b.output("norm", norm);
+  return b.plan;
+}
+
+TEST(TrainingKernelWiringTest, AccumulatesMicroStepsAndClipsTheAverage) {
+  json plan = accumulationPlan();
+  Expected<Plan> parsed = Plan::parse(plan.dump(), "accumulate.mxa");
+  ASSERT_TRUE(parsed.ok()) << parsed.message();
+  EXPECT_EQ(parsed->training->microSteps, 2);
+  Expected<Executor> executor = Executor::create(*parsed);
+  ASSERT_TRUE(executor.ok()) << executor.message();
+  io::HostTensor w = randomTensor("w", {2}, 0);
+  w.as<float>()[0] = 1.0f;
+  w.as<float>()[1] = -1.0f;
+  ASSERT_TRUE(executor->bindParams({w}, "params").ok());
+  ASSERT_TRUE(executor->bindState(zeroState(plan), "state").ok());
+  auto run = [&](float g0, float g1, int64_t micro) {
+    io::HostTensor g = randomTensor("g", {2}, 0);
+    g.as<float>()[0] = g0;
+    g.as<float>()[1] = g1;
+    Status status = executor->bindInputs({g, scalarF32("learning_rate", 0.1f),
+                                          intTensor("step", {}, {0}),
+                                          intTensor("micro_step", {}, {micro})},
+                                         "inputs");
+    EXPECT_TRUE(status.ok()) << status.message();
+    return executor->run();
+  };
+  auto values = [](const io::HostTensor &t) {
+    return std::vector<float>(t.as<float>(), t.as<float>() + t.numel());
+  };
+
+  // Micro-step 0, g = (6, 0): the accumulator takes it, the parameter and
+  // the moments stay; the average (3, 0) has norm 3.
+  ASSERT_TRUE(run(6.0f, 0.0f, 0).ok());
+  EXPECT_EQ(values(executor->params()[0]), (std::vector<float>{1.0f, -1.0f}));
+  EXPECT_EQ(values(executor->state()[0]), (std::vector<float>{0.0f, 0.0f}));
+  EXPECT_EQ(values(executor->state()[1]), (std::vector<float>{0.0f, 0.0f}));
+  EXPECT_EQ(values(executor->state()[2]), (std::vector<float>{6.0f, 0.0f}));
+  std::vector<io::HostTensor> out = executor->outputs();
+  EXPECT_EQ(values(out[1]), (std::vector<float>{3.0f}));
+
+  // Micro-step 1, g = (0, 8): average (3, 4), norm 5 > 2.5, so the update
+  // uses g = (1.5, 2). Update 1: m = 0.1 g = (0.15, 0.2), v = 0.001 g^2 =
+  // (0.00225, 0.004), m^ = g, sqrt(v^) = |g|, and
+  // w = (1 - 0.1 * 1.5 / (1.5 + 1e-6), -1 - 0.1 * 2 / (2 + 1e-6))
+  //   = (0.9000000666667, -1.0999999500000). The accumulator is zero again.
+  ASSERT_TRUE(run(0.0f, 8.0f, 1).ok());
+  out = executor->outputs();
+  EXPECT_EQ(values(out[0]), (std::vector<float>{3.0f, 4.0f}));
+  EXPECT_EQ(values(out[1]), (std::vector<float>{5.0f}));
+  expectNear(values(executor->params()[0]), {0.9000000666667, -1.0999999500000},
+             1e-6, "w");
+  expectNear(values(executor->state()[0]), {0.15, 0.2}, 1e-6, "adam_m");
+  expectNear(values(executor->state()[1]), {0.00225, 0.004}, 1e-8, "adam_v");
+  EXPECT_EQ(values(executor->state()[2]), (std::vector<float>{0.0f, 0.0f}));
+
+  // A micro-step outside the update is refused.
+  Status status = run(1.0f, 1.0f, 2);
+  ASSERT_FALSE(status.ok());
+  EXPECT_NE(status.message().find("accumulate.mxa: steps[0] "
+                                  "(accumulate_gradient): input 'micro_step' "
+                                  "is 2 but an update has 2 micro-steps"),
+            std::string::npos)
+      << status.message();
+}
+
+TEST(TrainingKernelWiringTest, NoiseCounterCountsMicroStepsAndWraps) {
+  PlanBuilder b;
+  int64_t step = b.input("step", {});
+  int64_t micro = b.input("micro_step", {});
+  int64_t counter = b.arena({}, "I32");
+  b.step("noise_counter", {step, micro}, {counter}, {{"micro_steps", 3}});
+  b.output("counter", counter);
+  Expected<Plan> parsed = Plan::parse(b.plan.dump(), "counter.mxa");
+  ASSERT_TRUE(parsed.ok()) << parsed.message();
+  Expected<Executor> executor = Executor::create(*parsed);
+  ASSERT_TRUE(executor.ok()) << executor.message();
+  ASSERT_TRUE(executor->bindParams({}, "params").ok());
+  auto counterAt = [&](int64_t s, int64_t m) {
+    EXPECT_TRUE(executor
+                    ->bindInputs({intTensor("step", {}, {s}),
+                                  intTensor("micro_step", {}, {m})},
+                                 "inputs")
+                    .ok());
+    Status status = executor->run();
+    EXPECT_TRUE(status.ok()) << status.message();
+    return executor->outputs()[0].as<int32_t>()[0];
+  };
+  // 5 * 3 + 2 = 17; (2^31 - 1) * 3 + 1 = 6442450942 = 2^32 + 2147483646,
+  // which wraps to 2147483646.
+  EXPECT_EQ(counterAt(5, 2), 17);
+  EXPECT_EQ(counterAt(0, 0), 0);
+  EXPECT_EQ(counterAt(2147483647, 1), 2147483646);
 }
 
 /// y = random_scale(x) for x = ones(n), at the given seed and step.

@@ -522,6 +522,34 @@ inline const InvalidCase kInvalidCases[] = {
 })json",
      "m.json:6:32: /training/dropout_rate: must be in [0, 1), got 1",
      SchemaVerdict::Rejects},
+    {"training_attention_dropout_rate_one", R"json({
+  "name": "m",
+  "embeddings": {"vocab_size": 64, "max_seq_length": 8},
+  "d_model": 16, "num_layers": 4, "d_ff": 32,
+  "mixing": {"kind": "linear"},
+  "training": {"attention_dropout_rate": 1}
+})json",
+     "m.json:6:42: /training/attention_dropout_rate: must be in [0, 1), got 1",
+     SchemaVerdict::Rejects},
+    {"training_gradient_accumulation_zero", R"json({
+  "name": "m",
+  "embeddings": {"vocab_size": 64, "max_seq_length": 8},
+  "d_model": 16, "num_layers": 4, "d_ff": 32,
+  "mixing": {"kind": "linear"},
+  "training": {"gradient_accumulation_steps": 0}
+})json",
+     "m.json:6:47: /training/gradient_accumulation_steps: must be >= 1, got 0",
+     SchemaVerdict::Rejects},
+    {"training_gradient_accumulation_fraction", R"json({
+  "name": "m",
+  "embeddings": {"vocab_size": 64, "max_seq_length": 8},
+  "d_model": 16, "num_layers": 4, "d_ff": 32,
+  "mixing": {"kind": "linear"},
+  "training": {"gradient_accumulation_steps": 1.5}
+})json",
+     "m.json:6:47: /training/gradient_accumulation_steps: expected an integer, "
+     "got 1.5",
+     SchemaVerdict::Rejects},
     {"training_b2_negative", R"json({
   "name": "m",
   "embeddings": {"vocab_size": 64, "max_seq_length": 8},

@@ -166,6 +166,7 @@ TEST(ModelParserTest, TrainingDefaults) {
   EXPECT_EQ(t.weightDecay, 0.01);
   EXPECT_EQ(t.clipGradNorm, 0.0);
   EXPECT_EQ(t.dropoutRate, 0.1);
+  EXPECT_EQ(t.attentionDropoutRate, 0.1);
   EXPECT_EQ(t.expertDropoutRate, 0.1);
   EXPECT_EQ(t.jitterNoise, 0.0);
   // Spec 11.1 and the sigma-MoE WikiText-103 small recipe.
@@ -173,6 +174,7 @@ TEST(ModelParserTest, TrainingDefaults) {
   EXPECT_EQ(t.auxiliaryLossFactor, 0.01);
   EXPECT_EQ(t.entropyRegularizationFactor, 1e-4);
   EXPECT_EQ(t.sigmaMoeExpertDropout, 0.05);
+  EXPECT_EQ(t.gradientAccumulationSteps, 1);
 }
 
 TEST(ModelParserTest, TrainingReadsEveryKey) {
@@ -184,8 +186,10 @@ TEST(ModelParserTest, TrainingReadsEveryKey) {
     "training": {"learning_rate": 1e-5, "warmup_steps": 50,
                  "total_steps": 500, "b1": 0.8, "b2": 0.99, "eps": 1e-8,
                  "weight_decay": 0.1, "clip_grad_norm": 1.5,
-                 "dropout_rate": 0.2, "expert_dropout_rate": 0.25,
-                 "jitter_noise": 0.05, "router_z_loss_factor": 0.001,
+                 "dropout_rate": 0.2, "attention_dropout_rate": 0.15,
+                 "expert_dropout_rate": 0.25, "jitter_noise": 0.05,
+                 "gradient_accumulation_steps": 4,
+                 "router_z_loss_factor": 0.001,
                  "auxiliary_loss_factor": 0.5,
                  "entropy_regularization_factor": 0.002,
                  "sigma_moe_expert_dropout": 0.125}
@@ -200,12 +204,14 @@ TEST(ModelParserTest, TrainingReadsEveryKey) {
   EXPECT_EQ(t.weightDecay, 0.1);
   EXPECT_EQ(t.clipGradNorm, 1.5);
   EXPECT_EQ(t.dropoutRate, 0.2);
+  EXPECT_EQ(t.attentionDropoutRate, 0.15);
   EXPECT_EQ(t.expertDropoutRate, 0.25);
   EXPECT_EQ(t.jitterNoise, 0.05);
   EXPECT_EQ(t.routerZLossFactor, 0.001);
   EXPECT_EQ(t.auxiliaryLossFactor, 0.5);
   EXPECT_EQ(t.entropyRegularizationFactor, 0.002);
   EXPECT_EQ(t.sigmaMoeExpertDropout, 0.125);
+  EXPECT_EQ(t.gradientAccumulationSteps, 4);
 }
 
 TEST(ModelParserTest, MoeDefaults) {

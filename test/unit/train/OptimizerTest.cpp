@@ -235,5 +235,38 @@ TEST(OptimizerTest, AccumulationIsThreadCountIndependent) {
   expectBitwiseEqual(one, dst, "accumulated gradients against a plain loop");
 }
 
+TEST(OptimizerTest, AccumulateGradientAveragesOnTheLastMicroStep) {
+  // Three micro-steps with gradients (1, -1), (2, 0.5), (4, 0.25): running
+  // sums (1, -1), (3, -0.5), (7, -0.25); each average is the sum / 3; the
+  // last micro-step leaves the accumulator at zero.
+  std::vector<float> accum = {0.0f, 0.0f}, average(2);
+  std::vector<float> g0 = {1.0f, -1.0f}, g1 = {2.0f, 0.5f}, g2 = {4.0f, 0.25f};
+  accumulateGradient(accum.data(), g0.data(), average.data(), 2, 0, 3);
+  EXPECT_EQ(accum, (std::vector<float>{1.0f, -1.0f}));
+  EXPECT_EQ(average, (std::vector<float>{1.0f / 3.0f, -1.0f / 3.0f}));
+  accumulateGradient(accum.data(), g1.data(), average.data(), 2, 1, 3);
+  EXPECT_EQ(accum, (std::vector<float>{3.0f, -0.5f}));
+  EXPECT_EQ(average, (std::vector<float>{1.0f, -0.5f / 3.0f}));
+  accumulateGradient(accum.data(), g2.data(), average.data(), 2, 2, 3);
+  EXPECT_EQ(accum, (std::vector<float>{0.0f, 0.0f}));
+  EXPECT_EQ(average, (std::vector<float>{7.0f / 3.0f, -0.25f / 3.0f}));
+}
+
+TEST(OptimizerTest, AccumulateGradientIsThreadCountIndependent) {
+  const int64_t n = (1 << 16) + 5;
+  std::vector<float> grad = randomFloats(n, 7);
+  auto run = [&](int threads, int64_t microStep) {
+    ScopedThreads scoped(threads);
+    std::vector<float> accum = randomFloats(n, 8), average(n);
+    accumulateGradient(accum.data(), grad.data(), average.data(), n, microStep,
+                       4);
+    accum.insert(accum.end(), average.begin(), average.end());
+    return accum;
+  };
+  for (int64_t microStep : {0, 3})
+    expectBitwiseEqual(run(1, microStep), run(2, microStep),
+                       "accumulator and average");
+}
+
 } // namespace
 } // namespace mixer::train
