@@ -13,6 +13,7 @@ void randomScale(const float *x, float *y, int64_t n, bool dropout, double rate,
   // u is a multiple of 2^-24, so u >= rate exactly when u >= this float.
   const float keepFrom = static_cast<float>(std::ceil(rate * 0x1p24) * 0x1p-24);
   const float keep = static_cast<float>(1.0 - rate);
+  // One rounding in the jitter factor, as the CUDA kernel computes it.
   const float low = 1.0f - r, width = 2.0f * r;
   constexpr int64_t kChunk = CounterUniforms::kBatchElements;
   int64_t chunks = (n + kChunk - 1) / kChunk;
@@ -28,7 +29,7 @@ void randomScale(const float *x, float *y, int64_t n, bool dropout, double rate,
         yc[k] = u[k] >= keepFrom ? xc[k] / keep : 0.0f;
     } else {
       for (int64_t k = 0; k < count; ++k)
-        yc[k] = xc[k] * (low + width * u[k]);
+        yc[k] = xc[k] * std::fma(width, u[k], low);
     }
   }
 }

@@ -5,7 +5,7 @@
 // u = (word >> 8) * 2^-24. One thread draws one counter block, hence four
 // elements. The arithmetic after the draw is pinned with round-to-nearest
 // intrinsics so that fp32 results equal the CPU kernel's bit for bit
-// (whose compiler fuses the jitter's 1 - rate + 2 rate u into one FMA).
+// (which computes the jitter factor 1 - rate + 2 rate u as one std::fma).
 //
 //===----------------------------------------------------------------------===//
 
