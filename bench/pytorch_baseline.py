@@ -20,10 +20,11 @@ the process's peak resident set. Inference times the encoder and pooler
 (sequence_output and pooled_output), like the project's own benchmarks;
 `--mlm` adds the MLM head over all positions. `--mode train` times the step
 `mixc --train` compiles: zero_grad + forward with the dropout of the model's
-`training` section (after the embedding projection, on dense feed-forward
-outputs, on expert output rows before the gates) + MLM and NSP losses on 80
-random masked positions per example + backward + AdamW with the section's
-b1, b2, eps and weight decay.
+`training` section (after the embedding projection, on the attention
+probabilities, on dense feed-forward outputs, on expert output rows before the
+gates) + MLM and NSP losses on 80 random masked positions per example and the
+MoE layers' router z-losses + backward + AdamW with the section's b1, b2, eps
+and weight decay.
 
 BLAS configuration. Debian's torch does its fp32 matmuls in the system
 `libblas.so.3`, which is OpenBLAS 0.3.21. Two settings decide its speed:
@@ -86,6 +87,8 @@ class MixerModel(torch.nn.Module):
                              f"by the baseline")
         self.cfg = cfg
         self.recipe = recipe or {}
+        # The router z-losses of the MoE layers of the current forward pass.
+        self.router_z_losses = []
         self.params = torch.nn.ParameterDict({
             name: torch.nn.Parameter(torch.empty(shape))
             for name, shape in mixer_ref.parameter_specs(cfg)})
@@ -133,7 +136,9 @@ class MixerModel(torch.nn.Module):
         k, v = project("key"), project("value")
         logits = (q @ k.transpose(-1, -2)).masked_fill(
             ~mask, torch.finfo(x.dtype).min)
-        ctx = (torch.softmax(logits, dim=-1) @ v).transpose(1, 2)
+        probs = self._dropout(torch.softmax(logits, dim=-1),
+                              "attention_dropout_rate")
+        ctx = (probs @ v).transpose(1, 2)
         w_out = p[f"{pre}/out/kernel"].reshape(heads * head_dim, d)
         return torch.addmm(p[f"{pre}/out/bias"],
                            ctx.reshape(b * s, heads * head_dim),
@@ -160,10 +165,13 @@ class MixerModel(torch.nn.Module):
         router = f"encoder/router_weights_{layer}"
         logits = torch.addmm(p[f"{router}/bias"], x, p[f"{router}/kernel"])
         if moe.router_dtype == "bfloat16":
-            probs = torch.softmax(logits.float().bfloat16().float(), dim=-1)
-            probs = probs.bfloat16().to(x.dtype)
+            logits = logits.float().bfloat16().float()
+            probs = torch.softmax(logits, dim=-1).bfloat16().to(x.dtype)
         else:
             probs = torch.softmax(logits, dim=-1)
+        if self.training:
+            self.router_z_losses.append(
+                torch.logsumexp(logits, dim=-1).square().mean())
         cf = (moe.train_capacity_factor if self.training
               else moe.eval_capacity_factor)
         groups, tokens, capacity = mixer_ref.group_shape(n, moe, cf)
@@ -263,19 +271,26 @@ class MixerModel(torch.nn.Module):
     def pretraining_loss(self, input_ids: torch.Tensor, type_ids: torch.Tensor,
                          positions: torch.Tensor, labels: torch.Tensor,
                          nsp_labels: torch.Tensor) -> torch.Tensor:
-        """Mean MLM cross-entropy at `positions` [B, P] plus mean NSP loss."""
+        """Mean MLM cross-entropy at `positions` [B, P] plus mean NSP loss
+        plus the weighted router z-losses."""
+        self.router_z_losses = []
         h = self.encode(input_ids, type_ids)
         index = positions.unsqueeze(-1).expand(-1, -1, h.shape[-1])
         mlm = F.cross_entropy(self.mlm_logits(torch.gather(h, 1, index))
                               .flatten(0, 1), labels.flatten())
         nsp = F.cross_entropy(self.classify(self.pool(h)), nsp_labels)
-        return mlm + nsp
+        loss = mlm + nsp
+        if self.router_z_losses:
+            loss = loss + self.recipe.get("router_z_loss_factor", 0.0) * \
+                torch.stack(self.router_z_losses).sum()
+        return loss
 
 
 # The `training` section's defaults (docs/dsl.md).
 RECIPE_DEFAULTS = {"b1": 0.9, "b2": 0.999, "eps": 1e-6, "weight_decay": 0.01,
                    "learning_rate": 1e-4, "dropout_rate": 0.1,
-                   "expert_dropout_rate": 0.1}
+                   "attention_dropout_rate": 0.1, "expert_dropout_rate": 0.1,
+                   "router_z_loss_factor": 1e-4}
 
 
 def training_recipe(model_path: str) -> dict:
@@ -377,6 +392,7 @@ def benchmark(model_path: str, args: argparse.Namespace) -> dict:
         record["predictions_per_example"] = predictions
         record["dropout_rate"] = recipe["dropout_rate"]
         record["expert_dropout_rate"] = recipe["expert_dropout_rate"]
+        record["attention_dropout_rate"] = recipe["attention_dropout_rate"]
     times = time_runs(step, args.warmup, args.runs)
     per_example = [1e3 * t / args.batch for t in times]
     record["ms_per_example"] = round(statistics.median(per_example), 3)
