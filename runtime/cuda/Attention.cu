@@ -580,7 +580,7 @@ Status prepare(const char *kernel, const AttentionConfig &c, Problem &p) {
   if (!(c.dropoutRate >= 0.0 && c.dropoutRate < 1.0))
     return Status::error(std::string(kernel) + ": dropout rate " +
                          std::to_string(c.dropoutRate) + " is outside [0, 1)");
-  if (c.batch * c.heads > int64_t(1) << 31 ||
+  if (c.batch * c.heads >= int64_t(1) << 31 ||
       (c.seq + kQueryTile - 1) / kQueryTile > 65535)
     return Status::error(std::string(kernel) + ": " + std::to_string(c.batch) +
                          " x " + std::to_string(c.heads) + " heads of " +
