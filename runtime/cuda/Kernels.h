@@ -155,6 +155,56 @@ Status softmaxCrossEntropy(const Bf16 *logits, const int32_t *labels,
                            cudaStream_t stream);
 
 //===----------------------------------------------------------------------===//
+// Attention (Attention.cu)
+//===----------------------------------------------------------------------===//
+
+/// The largest head dimension the attention kernels take.
+constexpr int64_t kMaxAttentionHeadDim = 128;
+
+/// Shape, masks and dropout of the attention core, as cpu::attention: q, k,
+/// v and out are [batch, seq, heads, headDim]; logits are scaled by
+/// 1/sqrt(headDim); key k of query q is masked when ids[b,k] == padId or, if
+/// `causal`, when k > q; a query whose own id is padId attends uniformly to
+/// every key. `ids` ([batch, seq] on the device) may be null: no padding
+/// mask. With dropoutRate > 0, probability (b, h, q, k) is kept, divided by
+/// 1 - rate, when the CPU's uniform of element ((b * heads + h) * seq + q) *
+/// seq + k under dropoutKey is >= rate (cpu::AttentionDropout; an executor
+/// passes rate 0 where the CPU's dropout is inactive).
+struct AttentionConfig {
+  int64_t batch = 0, seq = 0, heads = 0, headDim = 0;
+  const int32_t *ids = nullptr;
+  int32_t padId = 0;
+  bool causal = false;
+  double dropoutRate = 0.0;
+  CounterKey dropoutKey;
+};
+
+/// Attention forward without the [seq, seq] probabilities in memory (online
+/// softmax over key tiles). `lse` ([batch, heads, seq] fp32) receives each
+/// row's logsumexp of the scaled, masked logits (the backward's input), or
+/// is null.
+Status attention(const float *q, const float *k, const float *v, float *out,
+                 float *lse, const AttentionConfig &config,
+                 cudaStream_t stream);
+Status attention(const Bf16 *q, const Bf16 *k, const Bf16 *v, Bf16 *out,
+                 float *lse, const AttentionConfig &config,
+                 cudaStream_t stream);
+
+/// Gradient of attention, as cpu::attentionBackward, from the forward's
+/// output `out`, its gradient `dout` and its logsumexp `lse`: the
+/// probabilities are recomputed tile by tile, the softmax correction is
+/// rowsum(dout o out), and the dropout mask is drawn again. dq, dk and dv are
+/// overwritten; each may be null.
+Status attentionBackward(const float *q, const float *k, const float *v,
+                         const float *out, const float *dout, const float *lse,
+                         float *dq, float *dk, float *dv,
+                         const AttentionConfig &config, cudaStream_t stream);
+Status attentionBackward(const Bf16 *q, const Bf16 *k, const Bf16 *v,
+                         const Bf16 *out, const Bf16 *dout, const float *lse,
+                         Bf16 *dq, Bf16 *dk, Bf16 *dv,
+                         const AttentionConfig &config, cudaStream_t stream);
+
+//===----------------------------------------------------------------------===//
 // Training noise and optimizer
 //===----------------------------------------------------------------------===//
 

@@ -10,6 +10,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "runtime/cuda/Common.cuh"
+#include "runtime/cuda/Philox.cuh"
 
 #include <cmath>
 
@@ -17,21 +18,6 @@ namespace mixer::cuda {
 namespace {
 
 using namespace detail;
-
-/// Philox4x32-10 of `counter` under key (k0, k1).
-__device__ __forceinline__ uint4 philox4x32(uint4 c, uint32_t k0, uint32_t k1) {
-  constexpr uint32_t kM0 = 0xD2511F53u, kM1 = 0xCD9E8D57u;
-  constexpr uint32_t kW0 = 0x9E3779B9u, kW1 = 0xBB67AE85u;
-#pragma unroll
-  for (int round = 0; round < 10; ++round) {
-    uint32_t hi0 = __umulhi(kM0, c.x), lo0 = kM0 * c.x;
-    uint32_t hi1 = __umulhi(kM1, c.z), lo1 = kM1 * c.z;
-    c = make_uint4(hi1 ^ c.y ^ k0, lo1, hi0 ^ c.w ^ k1, lo0);
-    k0 += kW0;
-    k1 += kW1;
-  }
-  return c;
-}
 
 /// The scaling of one element after its draw.
 struct Scale {

@@ -5,6 +5,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "runtime/cuda/Gemm.h"
 #include "runtime/cuda/Kernels.h"
 
 #include <gtest/gtest.h>
@@ -58,6 +59,93 @@ TEST(CudaArguments, Routing) {
   expectError(
       routeSigmoidTopK(nullptr, nullptr, nullptr, nullptr, 4, 0, 1, nullptr),
       "route_sigmoid_topk: experts 0 is outside [1, 16777216]");
+}
+
+TEST(CudaArguments, Gemm) {
+  // A context touches no device until its first valid product.
+  GemmContext context(nullptr);
+  float data = 0.0f;
+  GemmProblem<float> p;
+  p.n = 3;
+  p.k = 2;
+  p.a = p.b = &data;
+  p.c = &data;
+  p.lda = 2;
+  p.ldb = 3;
+  p.ldc = 3;
+  p.m = -1;
+  expectError(context.gemm(p), "gemm: m -1 is negative");
+  p.m = 4;
+  p.lda = 1;
+  expectError(context.gemm(p), "gemm: lda 1 is less than the row length 2");
+  p.lda = 2;
+  // A transposed is stored [k, m]: its rows hold m values.
+  p.transA = true;
+  expectError(context.gemm(p), "gemm: lda 2 is less than the row length 4");
+  p.transA = false;
+  p.c = nullptr;
+  expectError(context.gemm(p), "gemm: a null A, B or C");
+}
+
+TEST(CudaArguments, GemmEpilogues) {
+  GemmContext context(nullptr);
+  Bf16 data{0};
+  GemmProblem<Bf16> p;
+  p.m = 4;
+  p.n = 12;
+  p.k = 2;
+  p.a = p.b = &data;
+  p.c = &data;
+  p.lda = 2;
+  p.ldb = 12;
+  p.ldc = 12;
+  p.epilogue = GemmEpilogue::Bias;
+  expectError(context.gemm(p), "gemm: epilogue bias needs a bias");
+  p.epilogue = GemmEpilogue::GeluAux;
+  p.aux = &data;
+  p.ldAux = 12;
+  expectError(context.gemm(p),
+              "gemm: ldAux 12 is not a multiple of 8 at least n 12");
+  p.epilogue = GemmEpilogue::BiasGradB;
+  expectError(context.gemm(p), "gemm: epilogue bias_grad_b needs a bias "
+                               "gradient");
+  float grad = 0.0f;
+  p.biasGrad = &grad;
+  p.transB = true;
+  p.ldb = 2;
+  expectError(context.gemm(p),
+              "gemm: epilogue bias_grad_b needs B untransposed");
+  p.k = 0;
+  expectError(context.gemm(p), "gemm: k is 0 for a [4, 12] product");
+  // Empty products are no-ops, even without a device.
+  p.m = 0;
+  EXPECT_TRUE(context.gemm(p).ok());
+}
+
+TEST(CudaArguments, Attention) {
+  AttentionConfig config;
+  config.batch = 2;
+  config.seq = 8;
+  config.heads = 2;
+  config.headDim = 129;
+  const float *none = nullptr;
+  expectError(attention(none, none, none, nullptr, nullptr, config, nullptr),
+              "attention: head_dim 129 is outside [1, 128]");
+  config.headDim = 64;
+  config.seq = -3;
+  expectError(attention(none, none, none, nullptr, nullptr, config, nullptr),
+              "attention: seq -3 is negative");
+  config.seq = 8;
+  config.dropoutRate = 1.0;
+  expectError(attentionBackward(none, none, none, none, none, nullptr, nullptr,
+                                nullptr, nullptr, config, nullptr),
+              "attention_backward: dropout rate 1.000000 is outside [0, 1)");
+  config.dropoutRate = 0.1;
+  float grad = 0.0f;
+  expectError(attentionBackward(none, none, none, none, none, nullptr, &grad,
+                                nullptr, nullptr, config, nullptr),
+              "attention_backward: needs the forward's output, its gradient "
+              "and the row logsumexp");
 }
 
 } // namespace
