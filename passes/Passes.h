@@ -33,6 +33,10 @@ struct PipelineOptions : mlir::PassPipelineOptions<PipelineOptions> {
   Option<std::string> target{*this, "target",
                              llvm::cl::desc("target: cpu or cuda"),
                              llvm::cl::init("cpu")};
+  Option<std::string> precision{
+      *this, "precision",
+      llvm::cl::desc("activation precision: fp32, or bf16 (cuda only)"),
+      llvm::cl::init("fp32")};
   Option<bool> training{
       *this, "training",
       llvm::cl::desc("differentiate the loss (mixer-autodiff) before fusion"),

@@ -160,7 +160,15 @@ def MixerFuseDenseActivation : Pass<"mixer-fuse-dense-activation", "mlir::func::
     // becomes
     %g = mixer.dense %x, %w, %b {activation = #mixer<activation gelu>} : ...
     ```
+
+    With `target=cuda` only the epilogues the GPU GEMM has are fused (bias,
+    `relu`, `gelu`): a `tanh` (the pooler's) stays a separate
+    `mixer.activation`.
   }];
+  let options = [
+    Option<"target", "target", "std::string", /*default=*/"\"cpu\"",
+           "target whose GEMM epilogues decide (cpu or cuda)">
+  ];
 }
 
 def MixerFuseResidualLayerNorm : Pass<"mixer-fuse-residual-layer-norm", "mlir::func::FuncOp"> {
@@ -178,11 +186,18 @@ def MixerSelectMixingAlgorithm : Pass<"mixer-select-mixing-algorithm", "mlir::fu
     target's cost model: on `cpu` the FFT wins for Fourier/Hartley mixing at
     every size, and for circulant/Toeplitz mixing once the sequence is long
     enough that O(n log n) beats the dense product (Toeplitz pays for a
-    2n-point circulant embedding). Explicit choices are kept.
+    2n-point circulant embedding). On `cuda` each candidate is timed by a
+    roofline (flops over the GEMM or FFT throughput plus bytes over memory
+    bandwidth): the FFT is memory-bound, the dense products run at the GEMM
+    rate of the precision (fp32 on the FP32 pipes, bf16 on tensor cores), so
+    at S = 512 bf16 picks the dense products and fp32 the FFT except for
+    Toeplitz. Explicit choices are kept.
   }];
   let options = [
     Option<"target", "target", "std::string", /*default=*/"\"cpu\"",
-           "target whose cost model decides (cpu or cuda)">
+           "target whose cost model decides (cpu or cuda)">,
+    Option<"precision", "precision", "std::string", /*default=*/"\"fp32\"",
+           "activation precision (fp32 or bf16), which sets the GEMM rate">
   ];
 }
 
@@ -199,6 +214,37 @@ def MixerLowerToRuntime : Pass<"mixer-lower-to-runtime", "mlir::ModuleOp"> {
     after the update.
   }];
   let dependentDialects = ["::mixer::rt::MixrtDialect"];
+}
+
+def MixrtAssignPrecision : Pass<"mixrt-assign-precision", "mlir::ModuleOp"> {
+  let summary = "Store activations in the plan's precision";
+  let description = [{
+    With `precision=bf16` (a `cuda` plan) arena buffers that hold activations
+    or their gradients become `bf16` memrefs; everything else stays as it
+    is: parameters, their gradients, optimizer state, inputs, scalars and
+    losses, and the router's logits and probabilities (routing and the router
+    losses are fp32). Which results are activations is a property of the
+    kernel: producers (`embed`, `dense`, `layer_norm`, `attention`, the mixing
+    kernels, `dispatch`, `experts`, `combine`, the activation gradients of the
+    backward kernels) write them, elementwise kernels (`activation`, `add`,
+    `softmax`, `random_scale`, ...) keep the precision of their operands, and
+    the router kernels demand fp32 operands, which keeps the elementwise
+    chain before them (and the producer it starts from) in fp32. Views take
+    the element type of the buffer they view. `fp32` changes nothing.
+
+    ```mlir
+    %h = mixrt.alloc : memref<8x16x32xf32>
+    mixrt.kernel "dense"(%x, %w, %b) -> (%h) {...}
+    // becomes
+    %h = mixrt.alloc : memref<8x16x32xbf16>
+    ```
+  }];
+  let options = [
+    Option<"target", "target", "std::string", /*default=*/"\"cpu\"",
+           "target of the plan (cpu or cuda)">,
+    Option<"precision", "precision", "std::string", /*default=*/"\"fp32\"",
+           "activation precision: fp32 or bf16 (cuda only)">
+  ];
 }
 
 def MixrtPlanMemory : Pass<"mixrt-plan-memory", "mlir::ModuleOp"> {

@@ -30,17 +30,19 @@ void mixer::buildPipeline(OpPassManager &pm, const PipelineOptions &options,
   if (beyondStop(PipelineStage::Fused))
     return;
   pm.addNestedPass<func::FuncOp>(createMixerFuseRouter());
-  pm.addNestedPass<func::FuncOp>(createMixerFuseDenseActivation());
+  pm.addNestedPass<func::FuncOp>(
+      createMixerFuseDenseActivation({options.target}));
   pm.addNestedPass<func::FuncOp>(createMixerFuseResidualLayerNorm());
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());
   if (beyondStop(PipelineStage::Selected))
     return;
   pm.addNestedPass<func::FuncOp>(
-      createMixerSelectMixingAlgorithm({options.target}));
+      createMixerSelectMixingAlgorithm({options.target, options.precision}));
   if (beyondStop(PipelineStage::Runtime))
     return;
   pm.addPass(createMixerLowerToRuntime());
+  pm.addPass(createMixrtAssignPrecision({options.target, options.precision}));
   if (beyondStop(PipelineStage::Planned))
     return;
   pm.addPass(createMixrtPlanMemory());

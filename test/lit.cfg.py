@@ -19,6 +19,12 @@ llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
 tool_dirs = [os.path.join(config.mixer_obj_root, "bin"), config.llvm_tools_dir]
 llvm_config.add_tool_substitutions(["mixc", "mixer-opt", "mixer-run"], tool_dirs)
 
+# "cuda": mixer-run can run cuda artifacts; "cuda-device": a GPU is present.
+if config.mixer_enable_cuda.upper() in ("ON", "1", "TRUE", "YES"):
+    config.available_features.add("cuda")
+if os.path.exists("/dev/nvidiactl"):
+    config.available_features.add("cuda-device")
+
 config.substitutions.append(("%models", os.path.join(config.mixer_src_root, "models")))
 config.substitutions.append(("%python", config.python3))
 config.substitutions.append(

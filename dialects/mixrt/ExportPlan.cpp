@@ -21,6 +21,8 @@ constexpr int kPlanFormatVersion = 1;
 std::string dtypeName(Type element) {
   if (element.isF32())
     return "F32";
+  if (element.isBF16())
+    return "BF16";
   if (element.isInteger(32))
     return "I32";
   return "";
@@ -183,6 +185,7 @@ FailureOr<json> PlanWriter::write(const PlanInfo &info) {
                {"compiler_version", kVersion},
                {"model", model ? model.str() : std::string()},
                {"target", info.target},
+               {"precision", info.precision},
                {"mode", info.mode},
                {"batch", ids.is_array() ? ids[0] : json(0)},
                {"seq", ids.is_array() ? ids[1] : json(0)},

@@ -12,6 +12,8 @@ namespace mixer {
 /// What the plan records besides the module itself.
 struct PlanInfo {
   std::string target = "cpu";
+  /// The activation precision: fp32, or bf16 (activation values BF16).
+  std::string precision = "fp32";
   std::string mode = "inference";
 };
 

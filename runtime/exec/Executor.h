@@ -13,6 +13,7 @@
 
 #include "runtime/exec/KernelRegistry.h"
 #include "runtime/exec/Plan.h"
+#include "runtime/exec/PlanExecutor.h"
 #include "runtime/io/Tensor.h"
 #include "runtime/support/Status.h"
 
@@ -30,12 +31,13 @@ struct Unmapper {
 };
 using MappedMemory = std::unique_ptr<uint8_t, Unmapper>;
 
-class Executor {
+/// Runs `cpu` plans on the host.
+class Executor final : public PlanExecutor {
 public:
   /// Prepares `plan` for execution (the executor keeps its own copy).
   static Expected<Executor> create(const Plan &plan);
 
-  const Plan &getPlan() const { return plan; }
+  const Plan &getPlan() const override { return plan; }
 
   /// Binds the parameters. Every plan parameter must be present with its
   /// exact shape and dtype F32; tensors the plan does not name are an error
@@ -43,12 +45,13 @@ public:
   /// of the binding (move them in). `source` (the weights file) prefixes the
   /// messages.
   Status bindParams(std::vector<io::HostTensor> tensors,
-                    const std::string &source, bool allowExtra = false);
+                    const std::string &source,
+                    bool allowExtra = false) override;
 
   /// Binds the optimizer state of a training plan, as bindParams does the
   /// parameters.
   Status bindState(std::vector<io::HostTensor> tensors,
-                   const std::string &source, bool allowExtra = false);
+                   const std::string &source, bool allowExtra = false) override;
 
   /// The bound parameters and optimizer state, in plan order; a training
   /// plan's run() updates them in place.
@@ -60,10 +63,11 @@ public:
   /// Optional inputs missing from `tensors` are zeros; tensors the plan does
   /// not name are an error unless `allowExtra`.
   Status bindInputs(const std::vector<io::HostTensor> &tensors,
-                    const std::string &source, bool allowExtra = false);
+                    const std::string &source,
+                    bool allowExtra = false) override;
 
   /// Runs every step in order. A kernel failure names the step and kernel.
-  Status run();
+  Status run() override;
 
   /// Runs only the steps up to the last one that writes an output: the
   /// forward pass and losses of a training plan, without its backward pass
@@ -71,7 +75,7 @@ public:
   Status runForward();
 
   /// Copies of the plan's outputs after run(), named as the plan says.
-  std::vector<io::HostTensor> outputs() const;
+  std::vector<io::HostTensor> outputs() const override;
 
 private:
   Executor() = default;

@@ -1,6 +1,7 @@
 //===- KernelRegistry.cpp - Plan steps bound to CPU kernels ---------------===//
 
 #include "runtime/exec/KernelRegistry.h"
+#include "runtime/exec/StepContext.h"
 
 #include "runtime/cpu/AuxiliaryLosses.h"
 #include "runtime/cpu/Kernels.h"
@@ -26,226 +27,14 @@ using io::DType;
 float *f32(void *p) { return static_cast<float *>(p); }
 int32_t *i32(void *p) { return static_cast<int32_t *>(p); }
 
-std::string describe(const std::vector<int64_t> &shape, DType dtype) {
-  return io::formatShape(shape) + " " + io::dtypeName(dtype);
-}
-
-/// Product of every dimension but the last (the rows of a last-axis op).
-int64_t leadingElements(const ValueInfo &value) {
-  int64_t rows = 1;
-  for (size_t i = 0; i + 1 < value.shape.size(); ++i)
-    rows *= value.shape[i];
-  return rows;
-}
-
-/// One operand or result of the step being prepared.
-struct Arg {
-  const ValueInfo *value = nullptr; ///< null when the operand is absent
-  std::string role;                 ///< "operand 2 (word)", for messages
-  int64_t slot = 0;                 ///< index into ValuePointers
-
-  int64_t dim(size_t i) const { return value->shape[i]; }
-};
-
-class StepContext;
-using Factory = Expected<StepFunction> (*)(StepContext &);
-
-/// A kernel's operand and result names (a trailing '?' marks an optional
-/// operand; a variadic kernel has one operand name, ending in "...", that
-/// stands for all its operands) and its factory.
+/// A kernel's operand and result names (KernelOperandNames) and its
+/// factory.
 struct KernelEntry {
   std::string_view name;
   std::initializer_list<std::string_view> operands;
   std::initializer_list<std::string_view> results;
-  Factory prepare;
+  Expected<StepFunction> (*prepare)(StepContext &);
 };
-
-/// The step being prepared: its operands and results, type checks that stop
-/// at the first problem, and attribute accessors.
-class StepContext {
-public:
-  StepContext(const Plan &plan, size_t index, const KernelEntry &entry,
-              int64_t &scratchBytes);
-
-  const Arg &in(size_t i) const { return operands[i]; }
-  size_t numOperands() const { return operands.size(); }
-  const Arg &out(size_t i) const { return results[i]; }
-
-  /// Records a message about this step; returns false.
-  bool fail(const std::string &text) {
-    message = where + ": " + text;
-    return false;
-  }
-  bool check(bool condition, const std::string &text) {
-    return condition || fail(text);
-  }
-  Status takeError() { return Status::error(std::move(message)); }
-
-  /// False (with a message) if a required operand is absent.
-  bool checkPresence(const KernelEntry &entry);
-  /// `arg` has `dtype` and exactly `rank` dimensions.
-  bool rank(const Arg &arg, DType dtype, size_t rank);
-  /// `arg` has `dtype` and at least `rank` dimensions.
-  bool minRank(const Arg &arg, DType dtype, size_t rank);
-  /// `arg` is `shape` of `dtype`; an absent optional operand passes.
-  bool shape(const Arg &arg, DType dtype, const std::vector<int64_t> &shape);
-
-  bool attr(const char *name, bool &out);
-  bool attr(const char *name, int64_t &out);
-  bool attr(const char *name, double &out);
-  bool attr(const char *name, std::string &out);
-  bool activation(const char *name, cpu::Activation &out);
-  bool algorithm(const char *name, cpu::MixAlgorithm &out);
-
-  /// Reserves `floats` of the shared scratch buffer; returns its slot.
-  int64_t scratch(int64_t floats) {
-    scratchBytes = std::max<int64_t>(scratchBytes, floats * sizeof(float));
-    return scratchIndex;
-  }
-
-private:
-  /// The attribute `name` (present: Plan::parse checked the signature).
-  const AttrValue &attrValue(const char *name) const {
-    return step.attrs.at(name);
-  }
-  bool wrongAttr(const char *name, const char *expected) {
-    return fail(std::string("attribute '") + name + "' must be " + expected);
-  }
-
-  const Step &step;
-  std::string where;
-  std::vector<Arg> operands, results;
-  std::string message;
-  int64_t &scratchBytes;
-  int64_t scratchIndex;
-};
-
-StepContext::StepContext(const Plan &plan, size_t index,
-                         const KernelEntry &entry, int64_t &scratchBytes)
-    : step(plan.steps[index]), where(describeStep(plan, index)),
-      scratchBytes(scratchBytes), scratchIndex(scratchSlot(plan)) {
-  auto makeArgs = [&](const std::vector<int64_t> &ids,
-                      std::initializer_list<std::string_view> names,
-                      const char *what, std::vector<Arg> &args) {
-    for (size_t i = 0; i < ids.size(); ++i) {
-      Arg arg;
-      int64_t id = ids[i];
-      std::string_view name = names.begin()[std::min(i, names.size() - 1)];
-      if (name.back() == '?')
-        name.remove_suffix(1);
-      arg.role = std::string(what) + " " + std::to_string(i) + " (" +
-                 std::string(name) + ")";
-      arg.value = id >= 0 ? &plan.values[id] : nullptr;
-      arg.slot = id >= 0 ? id : static_cast<int64_t>(absentSlot(plan));
-      args.push_back(std::move(arg));
-    }
-  };
-  makeArgs(step.operands, entry.operands, "operand", operands);
-  makeArgs(step.results, entry.results, "result", results);
-}
-
-bool StepContext::checkPresence(const KernelEntry &entry) {
-  for (size_t i = 0; i < operands.size(); ++i) {
-    std::string_view name =
-        entry.operands.begin()[std::min(i, entry.operands.size() - 1)];
-    if (!operands[i].value && name.back() != '?')
-      return fail(operands[i].role + " is absent (-1) but the kernel needs it");
-  }
-  return true;
-}
-
-bool StepContext::rank(const Arg &arg, DType dtype, size_t rank) {
-  return check(arg.value->dtype == dtype && arg.value->shape.size() == rank,
-               arg.role + " is " +
-                   describe(arg.value->shape, arg.value->dtype) +
-                   " but the kernel needs a rank-" + std::to_string(rank) +
-                   " " + io::dtypeName(dtype) + " tensor");
-}
-
-bool StepContext::minRank(const Arg &arg, DType dtype, size_t rank) {
-  return check(arg.value->dtype == dtype && arg.value->shape.size() >= rank,
-               arg.role + " is " +
-                   describe(arg.value->shape, arg.value->dtype) +
-                   " but the kernel needs a " + io::dtypeName(dtype) +
-                   " tensor of rank " + std::to_string(rank) + " or more");
-}
-
-bool StepContext::shape(const Arg &arg, DType dtype,
-                        const std::vector<int64_t> &shape) {
-  if (!arg.value)
-    return true;
-  return check(arg.value->dtype == dtype && arg.value->shape == shape,
-               arg.role + " is " +
-                   describe(arg.value->shape, arg.value->dtype) +
-                   " but the kernel needs " + describe(shape, dtype));
-}
-
-bool StepContext::attr(const char *name, bool &out) {
-  const auto *value = std::get_if<bool>(&attrValue(name));
-  if (!value)
-    return wrongAttr(name, "a boolean");
-  out = *value;
-  return true;
-}
-
-bool StepContext::attr(const char *name, int64_t &out) {
-  const auto *value = std::get_if<int64_t>(&attrValue(name));
-  if (!value)
-    return wrongAttr(name, "an integer");
-  out = *value;
-  return true;
-}
-
-bool StepContext::attr(const char *name, double &out) {
-  const AttrValue &value = attrValue(name);
-  if (const auto *real = std::get_if<double>(&value))
-    out = *real;
-  else if (const auto *integer = std::get_if<int64_t>(&value))
-    out = static_cast<double>(*integer);
-  else
-    return wrongAttr(name, "a number");
-  return true;
-}
-
-bool StepContext::attr(const char *name, std::string &out) {
-  const auto *value = std::get_if<std::string>(&attrValue(name));
-  if (!value)
-    return wrongAttr(name, "a string");
-  out = *value;
-  return true;
-}
-
-bool StepContext::activation(const char *name, cpu::Activation &out) {
-  std::string text;
-  if (!attr(name, text))
-    return false;
-  static const std::pair<const char *, cpu::Activation> kNames[] = {
-      {"none", cpu::Activation::None},
-      {"gelu", cpu::Activation::Gelu},
-      {"tanh", cpu::Activation::Tanh},
-      {"relu", cpu::Activation::Relu}};
-  for (const auto &[spelling, kind] : kNames) {
-    if (text == spelling) {
-      out = kind;
-      return true;
-    }
-  }
-  return wrongAttr(name,
-                   ("none, gelu, tanh or relu, not '" + text + "'").c_str());
-}
-
-bool StepContext::algorithm(const char *name, cpu::MixAlgorithm &out) {
-  std::string text;
-  if (!attr(name, text))
-    return false;
-  if (text == "fft")
-    out = cpu::MixAlgorithm::Fft;
-  else if (text == "matmul")
-    out = cpu::MixAlgorithm::Matmul;
-  else
-    return wrongAttr(name, ("fft or matmul, not '" + text + "'").c_str());
-  return true;
-}
 
 //===----------------------------------------------------------------------===//
 // Dense, normalisation and pointwise kernels
@@ -534,36 +323,6 @@ Expected<StepFunction> prepareAttention(StepContext &c) {
 //===----------------------------------------------------------------------===//
 // Mixture of experts
 //===----------------------------------------------------------------------===//
-
-/// Checks the routing results tokens I32[slots], gates F32[slots] and
-/// offsets I32[experts + 1].
-bool checkAssignments(StepContext &c, int64_t slots, int64_t experts) {
-  return c.shape(c.out(0), DType::I32, {slots}) &&
-         c.shape(c.out(1), DType::F32, {slots}) &&
-         c.shape(c.out(2), DType::I32, {experts + 1});
-}
-
-/// Reads the group attributes of the capacity routings and checks them
-/// against probs [groups * tokens_per_group, experts].
-bool readGroups(StepContext &c, int64_t &groups, int64_t &tokensPerGroup,
-                int64_t &capacity) {
-  const Arg &probs = c.in(0);
-  if (!c.attr("groups", groups) ||
-      !c.attr("tokens_per_group", tokensPerGroup) ||
-      !c.attr("capacity", capacity) || !c.rank(probs, DType::F32, 2))
-    return false;
-  return c.check(groups > 0 && tokensPerGroup >= 0 &&
-                     groups * tokensPerGroup == probs.dim(0),
-                 probs.role + " is " +
-                     describe(probs.value->shape, DType::F32) + " but groups " +
-                     std::to_string(groups) + " x tokens_per_group " +
-                     std::to_string(tokensPerGroup) + " needs " +
-                     std::to_string(groups * tokensPerGroup) + " rows") &&
-         c.check(capacity >= 0 && capacity <= tokensPerGroup,
-                 "attribute 'capacity' is " + std::to_string(capacity) +
-                     " but must lie in [0, tokens_per_group " +
-                     std::to_string(tokensPerGroup) + "]");
-}
 
 Expected<StepFunction> prepareRouteExpertsChoose(StepContext &c) {
   int64_t groups, tokensPerGroup, capacity;
@@ -1667,8 +1426,9 @@ Expected<StepFunction> prepareStep(const Plan &plan, size_t index,
   std::string where = describeStep(plan, index);
   if (!entry)
     return Status::error(where + ": the CPU runtime has no such kernel");
-  StepContext context(plan, index, *entry, scratchBytes);
-  if (!context.checkPresence(*entry))
+  StepContext context(plan, index, {entry->operands, entry->results},
+                      scratchBytes);
+  if (!context.checkPresence())
     return context.takeError();
   // Kernel state (FFT plans) is allocated here and may fail.
   try {
@@ -1682,6 +1442,13 @@ Expected<StepFunction> prepareStep(const Plan &plan, size_t index,
 
 bool isKernelImplemented(std::string_view kernel) {
   return findKernel(kernel) != nullptr;
+}
+
+std::optional<KernelOperandNames> kernelOperandNames(std::string_view kernel) {
+  const KernelEntry *entry = findKernel(kernel);
+  if (!entry)
+    return std::nullopt;
+  return KernelOperandNames{entry->operands, entry->results};
 }
 
 } // namespace mixer::exec

@@ -15,6 +15,8 @@
 
 #include <cstdint>
 #include <functional>
+#include <initializer_list>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -45,6 +47,18 @@ Expected<StepFunction> prepareStep(const Plan &plan, size_t index,
 /// True if the registry implements `kernel` with the operand and result
 /// counts of its entry in runtime/support/KernelSignatures.h.
 bool isKernelImplemented(std::string_view kernel);
+
+/// The names of a kernel's operands and results, for messages ("operand 2
+/// (word)"): a trailing '?' marks an optional operand; a variadic kernel has
+/// one operand name, ending in "...", that stands for all its operands.
+struct KernelOperandNames {
+  std::initializer_list<std::string_view> operands;
+  std::initializer_list<std::string_view> results;
+};
+
+/// The operand and result names of `kernel` (every kernel of the plan
+/// vocabulary has them), or nothing for an unknown kernel.
+std::optional<KernelOperandNames> kernelOperandNames(std::string_view kernel);
 
 } // namespace mixer::exec
 

@@ -229,9 +229,18 @@ bool PlanParser::parseHeader(const json &root) {
       !readInt(root, "arena_bytes", "", plan.arenaBytes) ||
       !readNumber(root, "flops", "", plan.flops))
     return false;
-  if (plan.target != "cpu")
+  if (plan.target != "cpu" && plan.target != "cuda")
     return fail("", "the plan targets '" + plan.target +
-                        "' but this runtime executes 'cpu' plans");
+                        "' but this runtime executes 'cpu' and 'cuda' plans");
+  // Plans written before precisions existed are fp32.
+  if (root.contains("precision") &&
+      !readString(root, "precision", "", plan.precision))
+    return false;
+  if (plan.precision != "fp32" && plan.precision != "bf16")
+    return fail("", "unknown precision '" + plan.precision +
+                        "' (expected fp32 or bf16)");
+  if (plan.target == "cpu" && plan.precision != "fp32")
+    return fail("", "a 'cpu' plan must be fp32, not " + plan.precision);
   if (plan.batch < 0 || plan.seq < 0 || plan.vocabSize < 0 ||
       plan.arenaBytes < 0 || plan.flops < 0)
     return fail("", "batch, seq, vocab_size, arena_bytes and flops must not "
@@ -352,6 +361,9 @@ bool PlanParser::parseValues(const json &array) {
         !readString(array[i], "storage", where, storage))
       return false;
     std::string type = describe(value.shape, value.dtype);
+    if (value.dtype == io::DType::BF16 && plan.precision != "bf16")
+      return fail(where, "value " + type + " is BF16 in an " + plan.precision +
+                             " plan");
     if (storage == "param" || storage == "state" || storage == "input") {
       value.storage = storage == "param"   ? StorageKind::Param
                       : storage == "state" ? StorageKind::State

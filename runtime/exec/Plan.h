@@ -113,7 +113,10 @@ struct Plan {
   int64_t formatVersion = 0;
   std::string compilerVersion;
   std::string model;
+  /// "cpu" or "cuda": which executor runs the plan.
   std::string target;
+  /// "fp32", or "bf16" (cuda only): the dtype of activation values.
+  std::string precision = "fp32";
   std::string mode;
   int64_t batch = 0;
   int64_t seq = 0;

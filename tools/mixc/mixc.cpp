@@ -1,6 +1,7 @@
 //===- mixc.cpp - the mixer compiler --------------------------------------===//
 //
-//   mixc model.json -o model.mxa [--target cpu] [--batch N] [--seq S]
+//   mixc model.json -o model.mxa [--target cpu|cuda [--precision fp32|bf16]]
+//        [--batch N] [--seq S]
 //        [--outputs sequence_output,pooled_output]
 //        [--train [--optimizer none [--noise]]]
 //   mixc model.json --emit=<stage>
@@ -53,7 +54,18 @@ cl::opt<std::string> inputPath(cl::Positional, cl::desc("<model.json>"),
                                cl::Required);
 cl::opt<std::string> outputPath("o", cl::desc("output file"),
                                 cl::value_desc("path"));
-cl::opt<std::string> target("target", cl::desc("target: cpu"), cl::init("cpu"));
+cl::opt<std::string> target("target", cl::desc("target: cpu or cuda"),
+                            cl::init("cpu"));
+
+/// The storage precision of activations.
+enum class Precision { Fp32, Bf16 };
+
+cl::opt<Precision> precision(
+    "precision", cl::desc("activation precision"), cl::init(Precision::Fp32),
+    cl::values(clEnumValN(Precision::Fp32, "fp32", "fp32 everywhere (default)"),
+               clEnumValN(Precision::Bf16, "bf16",
+                          "bf16 activations; parameters, gradients, optimizer "
+                          "state and statistics fp32 (--target cuda only)")));
 cl::opt<int64_t> batch("batch", cl::desc("batch size the artifact runs"),
                        cl::init(8));
 cl::opt<int64_t> seq("seq",
@@ -153,9 +165,15 @@ int main(int argc, char **argv) {
   registerDefaultTimingManagerCLOptions();
   cl::ParseCommandLineOptions(argc, argv, "mixer compiler\n");
 
-  if (target != "cpu") {
+  if (target != "cpu" && target != "cuda") {
     llvm::errs() << "mixc: --target " << target
-                 << " is not supported by this build (supported: cpu)\n";
+                 << " is not supported by this build (supported: cpu, cuda)\n";
+    return kInputError;
+  }
+  std::string precisionName = precision == Precision::Bf16 ? "bf16" : "fp32";
+  if (target == "cpu" && precision != Precision::Fp32) {
+    llvm::errs() << "mixc: --precision " << precisionName
+                 << " needs --target cuda: the cpu kernels are fp32\n";
     return kInputError;
   }
   if (batch < 1 || seq < 0) {
@@ -206,6 +224,7 @@ int main(int argc, char **argv) {
   }
   mixer::PipelineOptions options;
   options.target = target;
+  options.precision = precisionName;
   options.training = train;
   options.optimizer = optimizer == Optimizer::AdamW;
   mixer::buildPipeline(pm, options, stageFor(emit));
@@ -219,8 +238,8 @@ int main(int argc, char **argv) {
     return writeText(text);
   }
 
-  FailureOr<std::string> plan =
-      mixer::exportPlan(*module, {target, train ? "train" : "inference"});
+  FailureOr<std::string> plan = mixer::exportPlan(
+      *module, {target, precisionName, train ? "train" : "inference"});
   if (failed(plan))
     return kCompileError;
   if (emit == Emit::Plan)

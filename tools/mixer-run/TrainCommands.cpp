@@ -1,6 +1,7 @@
 //===- TrainCommands.cpp - mixer-run pretrain, finetune and eval ----------===//
 
 #include "tools/mixer-run/TrainCommands.h"
+#include "tools/mixer-run/Executors.h"
 
 #include "runtime/data/Tokenizer.h"
 #include "runtime/exec/Init.h"
@@ -39,6 +40,7 @@ void installStopHandlers() {
 
 exec::Plan loadTrainingPlan(const Args &args) {
   exec::Plan plan = check(exec::Plan::load(args.artifact));
+  requireCpuTarget(plan, args.command);
   if (!plan.updatesParameters())
     throw RuntimeFailure{plan.path + ": not a training artifact (mode '" +
                          plan.mode + "'); compile the model with mixc --train"};

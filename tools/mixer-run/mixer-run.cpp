@@ -8,6 +8,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "tools/mixer-run/CommandLine.h"
+#include "tools/mixer-run/Executors.h"
 #include "tools/mixer-run/TrainCommands.h"
 
 #include "mixer/Version.h"
@@ -94,18 +95,19 @@ double millisecondsSince(Clock::time_point start) {
 
 /// Binds the weights of `path`, or weights drawn with seed 0 when `path` is
 /// empty.
-void bindWeights(exec::Executor &executor, const std::string &path,
+void bindWeights(exec::PlanExecutor &executor, const std::string &path,
                  bool allowExtra) {
   const exec::Plan &plan = executor.getPlan();
   if (path.empty())
-    check(executor.bindParams(exec::initParameters(plan, 0), plan.path));
+    check(executor.bindParams(exec::initParameters(plan, 0), plan.path,
+                              /*allowExtra=*/false));
   else
     check(
         executor.bindParams(check(io::readTensorFile(path)), path, allowExtra));
   // A training plan runs from fresh optimizer state.
   if (plan.updatesParameters())
-    check(
-        executor.bindState(train::zeroOptimizerState(plan), "optimizer state"));
+    check(executor.bindState(train::zeroOptimizerState(plan), "optimizer state",
+                             /*allowExtra=*/false));
 }
 
 /// Mean, standard deviation, min and max of a float tensor.
@@ -306,10 +308,10 @@ int runInfer(const Args &args) {
                      "artifact has " +
                      std::to_string(plan.outputs.size()) +
                      " outputs; use .safetensors or .npz"};
-  exec::Executor executor = check(exec::Executor::create(plan));
+  std::unique_ptr<exec::PlanExecutor> executor = createExecutor(plan);
   double loadMs = millisecondsSince(start);
   start = Clock::now();
-  bindWeights(executor, weights, args.has("--allow-extra"));
+  bindWeights(*executor, weights, args.has("--allow-extra"));
   double weightsMs = millisecondsSince(start);
 
   std::vector<std::string> texts;
@@ -319,7 +321,7 @@ int runInfer(const Args &args) {
     std::vector<io::HostTensor> inputs;
     inputs.push_back(
         encodeTexts(plan, texts, args.get("--tokenizer"), lengths));
-    check(executor.bindInputs(inputs, "--text"));
+    check(executor->bindInputs(inputs, "--text", /*allowExtra=*/false));
   } else {
     std::string path = args.get("--input");
     std::vector<io::HostTensor> inputs = check(io::readTensorFile(path));
@@ -336,13 +338,13 @@ int runInfer(const Args &args) {
         [](const exec::InputInfo &info) { return !info.optional; });
     if (extension(path) == ".npy" && !named && required != plan.inputs.end())
       inputs.front().name = required->name;
-    check(executor.bindInputs(inputs, path));
+    check(executor->bindInputs(inputs, path, /*allowExtra=*/false));
   }
 
   start = Clock::now();
-  check(executor.run());
+  check(executor->run());
   double runMs = millisecondsSince(start);
-  std::vector<io::HostTensor> outputs = executor.outputs();
+  std::vector<io::HostTensor> outputs = executor->outputs();
   if (!output.empty())
     check(io::writeTensorFile(output, outputs));
   if (textMode)
@@ -426,16 +428,17 @@ int runBench(const Args &args, int threads) {
   if (iters == 0)
     throw UsageError{"--iters: must be at least 1"};
   exec::Plan plan = check(exec::Plan::load(args.artifact));
-  exec::Executor executor = check(exec::Executor::create(plan));
-  bindWeights(executor, args.get("--weights"), args.has("--allow-extra"));
-  check(executor.bindInputs(benchmarkInputs(plan), "random inputs"));
+  std::unique_ptr<exec::PlanExecutor> executor = createExecutor(plan);
+  bindWeights(*executor, args.get("--weights"), args.has("--allow-extra"));
+  check(executor->bindInputs(benchmarkInputs(plan), "random inputs",
+                             /*allowExtra=*/false));
 
   for (uint64_t i = 0; i < warmup; ++i)
-    check(executor.run());
+    check(executor->run());
   std::vector<double> times;
   for (uint64_t i = 0; i < iters; ++i) {
     Clock::time_point start = Clock::now();
-    check(executor.run());
+    check(executor->run());
     times.push_back(millisecondsSince(start));
   }
   std::sort(times.begin(), times.end());
@@ -448,7 +451,8 @@ int runBench(const Args &args, int threads) {
   double gflops = plan.flops / (median / 1e3) / 1e9;
   // Sampled before the GEMM measurement, whose matrices are not the model's.
   int64_t rss = peakRssBytes();
-  double peak = measureGemmPeak();
+  // The share is of the host's GEMM peak; a device's is not measured yet.
+  double peak = plan.target == "cpu" ? measureGemmPeak() : 0.0;
   double share = peak > 0 ? gflops / peak : 0;
 
   if (args.has("--json")) {

@@ -127,9 +127,50 @@ TEST(PlanTest, RejectsMissingAndMistypedTopLevelFields) {
 
 TEST(PlanTest, RejectsOtherTargets) {
   json plan = embedNormDensePlan();
+  plan["target"] = "tpu";
+  EXPECT_EQ(parseError(plan), "tiny.mxa: the plan targets 'tpu' but this "
+                              "runtime executes 'cpu' and 'cuda' plans");
+}
+
+TEST(PlanTest, ReadsTargetAndPrecision) {
+  json plan = embedNormDensePlan();
+  Expected<Plan> parsed = Plan::parse(plan.dump(), "tiny.mxa");
+  ASSERT_TRUE(parsed.ok()) << parsed.message();
+  // A plan without "precision" is fp32.
+  EXPECT_EQ(parsed->precision, "fp32");
   plan["target"] = "cuda";
-  EXPECT_EQ(parseError(plan), "tiny.mxa: the plan targets 'cuda' but this "
-                              "runtime executes 'cpu' plans");
+  plan["precision"] = "bf16";
+  plan["values"].back()["dtype"] = "BF16";
+  parsed = Plan::parse(plan.dump(), "tiny.mxa");
+  ASSERT_TRUE(parsed.ok()) << parsed.message();
+  EXPECT_EQ(parsed->target, "cuda");
+  EXPECT_EQ(parsed->precision, "bf16");
+  EXPECT_EQ(parsed->values.back().dtype, io::DType::BF16);
+  EXPECT_EQ(parsed->values.back().bytes, parsed->values.back().numel * 2);
+}
+
+TEST(PlanTest, RejectsBadPrecisions) {
+  json plan = embedNormDensePlan();
+  plan["precision"] = "fp8";
+  EXPECT_EQ(parseError(plan), "tiny.mxa: unknown precision 'fp8' (expected "
+                              "fp32 or bf16)");
+  plan["precision"] = "bf16";
+  EXPECT_EQ(parseError(plan), "tiny.mxa: a 'cpu' plan must be fp32, not bf16");
+  plan = embedNormDensePlan();
+  plan["target"] = "cuda";
+  plan["values"].back()["dtype"] = "BF16";
+  EXPECT_THAT(parseError(plan), HasSubstr("is BF16 in an fp32 plan"));
+}
+
+TEST(PlanTest, CpuExecutorRefusesCudaPlans) {
+  json plan = embedNormDensePlan();
+  plan["target"] = "cuda";
+  Expected<Plan> parsed = Plan::parse(plan.dump(), "tiny.mxa");
+  ASSERT_TRUE(parsed.ok()) << parsed.message();
+  Expected<Executor> executor = Executor::create(*parsed);
+  ASSERT_FALSE(executor.ok());
+  EXPECT_EQ(executor.message(), "tiny.mxa: the plan targets 'cuda'; this "
+                                "executor runs 'cpu' plans");
 }
 
 TEST(PlanTest, RejectsBadParameterEntries) {

@@ -1,0 +1,278 @@
+//===- Executor.cpp - Runs a cuda plan on a GPU ---------------------------===//
+
+#include "runtime/cuda/Executor.h"
+
+#include "runtime/exec/Binding.h"
+#include "runtime/exec/KernelRegistry.h"
+
+#include <cuda_runtime.h>
+
+namespace mixer::cuda {
+
+namespace {
+
+std::string errorText(cudaError_t error) {
+  return std::string(cudaGetErrorName(error)) + ": " +
+         cudaGetErrorString(error);
+}
+
+/// cudaMalloc of `bytes` (none for 0); false when the device is out of
+/// memory or unusable.
+cudaError_t allocate(int64_t bytes, void *&memory) {
+  memory = nullptr;
+  return bytes > 0 ? cudaMalloc(&memory, bytes) : cudaSuccess;
+}
+
+} // namespace
+
+Status checkDevice() {
+  int count = 0;
+  cudaError_t error = cudaGetDeviceCount(&count);
+  if (error != cudaSuccess)
+    return Status::error("no CUDA device (cudaGetDeviceCount: " +
+                         std::string(cudaGetErrorString(error)) + ")");
+  if (count == 0)
+    return Status::error("no CUDA device (cudaGetDeviceCount: 0 devices)");
+  return Status::success();
+}
+
+Status Executor::cudaFailure(const std::string &what, int error) const {
+  return Status::error(plan.path + ": " + what + ": " +
+                       errorText(static_cast<cudaError_t>(error)));
+}
+
+Expected<std::unique_ptr<Executor>> Executor::create(const exec::Plan &plan,
+                                                     ExecutorOptions options) {
+  if (plan.target != "cuda")
+    return Status::error(plan.path + ": the plan targets '" + plan.target +
+                         "'; the CUDA executor runs 'cuda' plans");
+  // Refused before the device is touched: what is missing is the same on
+  // every machine.
+  if (Status status = checkCudaKernels(plan); !status)
+    return status;
+  std::unique_ptr<Executor> executor(new Executor());
+  executor->plan = plan;
+  executor->options = options;
+  int64_t scratchBytes = 0;
+  for (size_t i = 0; i < plan.steps.size(); ++i) {
+    Expected<DeviceStep> step = prepareDeviceStep(plan, i, scratchBytes);
+    if (!step)
+      return step.takeStatus();
+    executor->steps.push_back(std::move(*step));
+  }
+  if (Status status = checkDevice(); !status)
+    return Status::error(plan.path + ": " + status.message());
+
+  Executor &e = *executor;
+  if (cudaError_t error =
+          cudaStreamCreateWithFlags(&e.stream, cudaStreamNonBlocking);
+      error != cudaSuccess)
+    return e.cudaFailure("cannot create a stream", error);
+  if (cudaError_t error = allocate(plan.arenaBytes, e.arena);
+      error != cudaSuccess)
+    return e.cudaFailure("cannot allocate the arena of " +
+                             std::to_string(plan.arenaBytes) + " bytes",
+                         error);
+  if (cudaError_t error = allocate(scratchBytes, e.scratch);
+      error != cudaSuccess)
+    return e.cudaFailure("cannot allocate " + std::to_string(scratchBytes) +
+                             " bytes of kernel scratch",
+                         error);
+  for (const exec::InputInfo &input : plan.inputs) {
+    e.hostInputs.emplace_back(input.numel, 0);
+    void *buffer;
+    if (cudaError_t error = allocate(input.numel * 4, buffer);
+        error != cudaSuccess)
+      return e.cudaFailure("cannot allocate input '" + input.name + "'", error);
+    e.inputBuffers.push_back(buffer);
+  }
+
+  e.device.assign(exec::numSlots(plan), nullptr);
+  e.host.assign(exec::numSlots(plan), nullptr);
+  for (size_t i = 0; i < plan.values.size(); ++i) {
+    const exec::ValueInfo &value = plan.values[i];
+    if (value.storage == exec::StorageKind::Arena) {
+      e.device[i] = static_cast<uint8_t *>(e.arena) + value.offset;
+    } else if (value.storage == exec::StorageKind::Input) {
+      e.device[i] = e.inputBuffers[value.index];
+      e.host[i] = e.hostInputs[value.index].data();
+    }
+  }
+  e.device[exec::scratchSlot(plan)] = e.scratch;
+  return executor;
+}
+
+Executor::~Executor() {
+  if (graph)
+    cudaGraphExecDestroy(graph);
+  for (std::vector<void *> *buffers :
+       {&inputBuffers, &paramBuffers, &stateBuffers})
+    for (void *buffer : *buffers)
+      cudaFree(buffer);
+  cudaFree(arena);
+  cudaFree(scratch);
+  if (stream)
+    cudaStreamDestroy(stream);
+}
+
+Status Executor::upload(const std::vector<io::HostTensor> &tensors,
+                        exec::StorageKind storage,
+                        std::vector<void *> &buffers) {
+  for (void *buffer : buffers)
+    cudaFree(buffer);
+  buffers.assign(tensors.size(), nullptr);
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const io::HostTensor &tensor = tensors[i];
+    if (cudaError_t error = allocate(tensor.data.size(), buffers[i]);
+        error != cudaSuccess)
+      return cudaFailure("cannot allocate '" + tensor.name + "'", error);
+    if (cudaError_t error =
+            cudaMemcpy(buffers[i], tensor.data.data(), tensor.data.size(),
+                       cudaMemcpyHostToDevice);
+        error != cudaSuccess)
+      return cudaFailure("cannot upload '" + tensor.name + "'", error);
+  }
+  for (size_t i = 0; i < plan.values.size(); ++i)
+    if (plan.values[i].storage == storage)
+      device[i] = buffers[plan.values[i].index];
+  // Captured graphs hold the old addresses.
+  if (graph) {
+    cudaGraphExecDestroy(graph);
+    graph = nullptr;
+  }
+  return Status::success();
+}
+
+Status Executor::bindParams(std::vector<io::HostTensor> tensors,
+                            const std::string &source, bool allowExtra) {
+  paramsBound = false;
+  std::vector<io::HostTensor> bound;
+  if (Status status = exec::bindTable(plan.params, std::move(tensors), source,
+                                      allowExtra, "parameter", bound);
+      !status)
+    return status;
+  if (Status status = upload(bound, exec::StorageKind::Param, paramBuffers);
+      !status)
+    return status;
+  paramsBound = true;
+  return Status::success();
+}
+
+Status Executor::bindState(std::vector<io::HostTensor> tensors,
+                           const std::string &source, bool allowExtra) {
+  stateBound = false;
+  std::vector<io::HostTensor> bound;
+  if (Status status = exec::bindTable(plan.state, std::move(tensors), source,
+                                      allowExtra, "state tensor", bound);
+      !status)
+    return status;
+  if (Status status = upload(bound, exec::StorageKind::State, stateBuffers);
+      !status)
+    return status;
+  stateBound = true;
+  return Status::success();
+}
+
+Status Executor::bindInputs(const std::vector<io::HostTensor> &tensors,
+                            const std::string &source, bool allowExtra) {
+  inputsBound = false;
+  if (Status status =
+          exec::bindInputBuffers(plan, tensors, source, allowExtra, hostInputs);
+      !status)
+    return status;
+  inputsBound = true;
+  return Status::success();
+}
+
+std::vector<int32_t> Executor::scalarInputs() const {
+  std::vector<int32_t> scalars;
+  for (size_t i = 0; i < plan.inputs.size(); ++i)
+    if (plan.inputs[i].numel == 1)
+      scalars.push_back(hostInputs[i][0]);
+  return scalars;
+}
+
+Status Executor::enqueueSteps() {
+  LaunchContext context{device.data(), host.data(), stream};
+  for (size_t i = 0; i < steps.size(); ++i)
+    if (Status status = steps[i](context); !status)
+      return Status::error(exec::describeStep(plan, i) + ": " +
+                           status.message());
+  return Status::success();
+}
+
+Status Executor::captureGraph() {
+  if (graph) {
+    cudaGraphExecDestroy(graph);
+    graph = nullptr;
+  }
+  if (cudaError_t error =
+          cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal);
+      error != cudaSuccess)
+    return cudaFailure("cannot capture the steps", error);
+  Status enqueued = enqueueSteps();
+  cudaGraph_t captured = nullptr;
+  cudaError_t error = cudaStreamEndCapture(stream, &captured);
+  if (!enqueued) {
+    if (captured)
+      cudaGraphDestroy(captured);
+    return enqueued;
+  }
+  if (error != cudaSuccess)
+    return cudaFailure("capturing the steps failed", error);
+  error = cudaGraphInstantiate(&graph, captured, 0);
+  cudaGraphDestroy(captured);
+  if (error != cudaSuccess)
+    return cudaFailure("cannot instantiate the graph of the steps", error);
+  capturedScalars = scalarInputs();
+  return Status::success();
+}
+
+Status Executor::run() {
+  if (!paramsBound)
+    return Status::error(plan.path + ": the parameters are not bound");
+  if (!inputsBound)
+    return Status::error(plan.path + ": the inputs are not bound");
+  if (!stateBound && !plan.state.empty())
+    return Status::error(plan.path + ": the optimizer state is not bound");
+  for (size_t i = 0; i < plan.inputs.size(); ++i)
+    if (cudaError_t error = cudaMemcpyAsync(
+            inputBuffers[i], hostInputs[i].data(), hostInputs[i].size() * 4,
+            cudaMemcpyHostToDevice, stream);
+        error != cudaSuccess)
+      return cudaFailure("cannot upload input '" + plan.inputs[i].name + "'",
+                         error);
+  if (options.cudaGraph) {
+    if (!graph || capturedScalars != scalarInputs())
+      if (Status status = captureGraph(); !status)
+        return status;
+    if (cudaError_t error = cudaGraphLaunch(graph, stream);
+        error != cudaSuccess)
+      return cudaFailure("cannot launch the graph of the steps", error);
+  } else if (Status status = enqueueSteps(); !status) {
+    return status;
+  }
+  if (cudaError_t error = cudaStreamSynchronize(stream); error != cudaSuccess)
+    return cudaFailure("running the steps failed", error);
+  return Status::success();
+}
+
+std::vector<io::HostTensor> Executor::outputs() const {
+  std::vector<io::HostTensor> tensors;
+  for (const exec::OutputInfo &output : plan.outputs) {
+    const exec::ValueInfo &value = plan.values[output.value];
+    io::HostTensor tensor;
+    tensor.name = output.name;
+    tensor.dtype = value.dtype;
+    tensor.shape = value.shape;
+    tensor.data.assign(value.bytes, 0);
+    // Parameter outputs before bindParams have no storage yet.
+    if (value.bytes > 0 && device[output.value])
+      cudaMemcpy(tensor.data.data(), device[output.value], value.bytes,
+                 cudaMemcpyDeviceToHost);
+    tensors.push_back(std::move(tensor));
+  }
+  return tensors;
+}
+
+} // namespace mixer::cuda

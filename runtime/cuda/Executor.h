@@ -1,0 +1,95 @@
+//===- Executor.h - Runs a cuda plan on a GPU -------------------*- C++ -*-===//
+//
+// The device counterpart of runtime/exec/Executor.h. create() refuses a plan
+// with a kernel that has no CUDA implementation (KernelTable.h) before it
+// touches the device, then allocates the plan's arena, its scratch and one
+// buffer per input on the device and prepares one step per plan step.
+// bindParams/bindState upload the tensors once; bindInputs keeps a host copy
+// that run() uploads before the steps (scalar inputs such as seed, step and
+// learning_rate are also read on the host as kernel arguments). run()
+// enqueues every step on one stream, by default as a CUDA graph: the steps
+// are captured once (cudaStreamBeginCapture ... cudaGraphInstantiate) and
+// the graph replayed; a change of a scalar input re-captures the graph, as
+// its kernel arguments change.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MIXER_RUNTIME_CUDA_EXECUTOR_H
+#define MIXER_RUNTIME_CUDA_EXECUTOR_H
+
+#include "runtime/cuda/KernelTable.h"
+#include "runtime/exec/PlanExecutor.h"
+
+#include <memory>
+#include <vector>
+
+struct CUgraphExec_st;
+
+namespace mixer::cuda {
+
+/// Success when a CUDA device is usable; otherwise "no CUDA device
+/// (cudaGetDeviceCount: <reason>)".
+Status checkDevice();
+
+struct ExecutorOptions {
+  /// Replay the steps as a CUDA graph (off: launch them one by one).
+  bool cudaGraph = true;
+};
+
+class Executor final : public exec::PlanExecutor {
+public:
+  /// Prepares a `cuda` plan on the current device.
+  static Expected<std::unique_ptr<Executor>>
+  create(const exec::Plan &plan, ExecutorOptions options = {});
+  ~Executor() override;
+  Executor(const Executor &) = delete;
+  Executor &operator=(const Executor &) = delete;
+
+  const exec::Plan &getPlan() const override { return plan; }
+  Status bindParams(std::vector<io::HostTensor> tensors,
+                    const std::string &source, bool allowExtra) override;
+  Status bindState(std::vector<io::HostTensor> tensors,
+                   const std::string &source, bool allowExtra) override;
+  Status bindInputs(const std::vector<io::HostTensor> &tensors,
+                    const std::string &source, bool allowExtra) override;
+  Status run() override;
+  std::vector<io::HostTensor> outputs() const override;
+
+private:
+  Executor() = default;
+
+  /// Uploads `tensors` into fresh device buffers and points the values of
+  /// `storage` at them.
+  Status upload(const std::vector<io::HostTensor> &tensors,
+                exec::StorageKind storage, std::vector<void *> &buffers);
+  /// Enqueues every step on the stream; the first failure names its step.
+  Status enqueueSteps();
+  /// Captures the steps into a graph and instantiates it.
+  Status captureGraph();
+  /// The scalar inputs baked into a captured graph's kernel arguments.
+  std::vector<int32_t> scalarInputs() const;
+  Status cudaFailure(const std::string &what, int error) const;
+
+  exec::Plan plan;
+  ExecutorOptions options;
+  cudaStream_t stream = nullptr;
+  /// Device allocations, freed at destruction.
+  void *arena = nullptr;
+  void *scratch = nullptr;
+  std::vector<void *> inputBuffers, paramBuffers, stateBuffers;
+  /// Host copies of the inputs (4-byte words, as the CPU executor's).
+  std::vector<std::vector<int32_t>> hostInputs;
+  /// Device and host address per value slot (LaunchContext).
+  std::vector<void *> device;
+  std::vector<const void *> host;
+  std::vector<DeviceStep> steps;
+  CUgraphExec_st *graph = nullptr;
+  std::vector<int32_t> capturedScalars;
+  bool paramsBound = false;
+  bool stateBound = false;
+  bool inputsBound = false;
+};
+
+} // namespace mixer::cuda
+
+#endif // MIXER_RUNTIME_CUDA_EXECUTOR_H

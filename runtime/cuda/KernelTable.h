@@ -1,0 +1,62 @@
+//===- KernelTable.h - Plan kernels bound to the CUDA kernels ---*- C++ -*-===//
+//
+// The CUDA executor's counterpart of runtime/exec/KernelRegistry.h: one
+// factory per plan kernel that has a CUDA implementation, mapping the step
+// onto a function of runtime/cuda/Kernels.h. A factory checks the step's
+// dtypes (F32 or BF16 activations), shapes and attributes once, at load,
+// without touching the device, and returns a callable that enqueues the
+// kernel on the executor's stream. A plan kernel with no entry is refused
+// before anything is allocated (checkCudaKernels), so that supporting a new
+// kernel means adding one entry here.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MIXER_RUNTIME_CUDA_KERNELTABLE_H
+#define MIXER_RUNTIME_CUDA_KERNELTABLE_H
+
+#include "runtime/cuda/Kernels.h"
+#include "runtime/exec/Plan.h"
+#include "runtime/support/Status.h"
+
+#include <cstdint>
+#include <functional>
+#include <string_view>
+#include <vector>
+
+namespace mixer::cuda {
+
+/// What a prepared step reads when it enqueues its kernel. Both tables are
+/// indexed like exec::ValuePointers (value ids, then the absent and scratch
+/// slots).
+struct LaunchContext {
+  /// The device address of every value; null for an absent operand.
+  void *const *device = nullptr;
+  /// The host copy of every plan input (scalars such as seed, step and
+  /// learning_rate are kernel arguments, read on the host); null elsewhere.
+  const void *const *host = nullptr;
+  cudaStream_t stream = nullptr;
+};
+
+/// A step bound to its shapes and attributes: enqueues its work and reports
+/// bad run-time inputs and launch failures.
+using DeviceStep = std::function<Status(const LaunchContext &)>;
+
+/// The plan kernels with a CUDA implementation, in table order.
+std::vector<std::string_view> cudaKernelNames();
+
+/// Whether plan kernel `kernel` has a CUDA implementation.
+bool hasCudaKernel(std::string_view kernel);
+
+/// Fails, naming the first step and every kernel of `plan` that has no CUDA
+/// implementation: "<artifact>: cuda: kernel 'dense' of step 12 has no CUDA
+/// implementation yet (...)".
+Status checkCudaKernels(const exec::Plan &plan);
+
+/// Checks step `index` of `plan` against its CUDA kernel and returns the
+/// callable; raises `scratchBytes` to the device scratch the step needs.
+Expected<DeviceStep> prepareDeviceStep(const exec::Plan &plan, size_t index,
+                                       int64_t &scratchBytes);
+
+} // namespace mixer::cuda
+
+#endif // MIXER_RUNTIME_CUDA_KERNELTABLE_H

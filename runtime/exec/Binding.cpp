@@ -1,0 +1,187 @@
+//===- Binding.cpp - Matching named tensors to a plan's tables ------------===//
+
+#include "runtime/exec/Binding.h"
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+#include <unordered_map>
+
+namespace mixer::exec {
+
+namespace {
+
+/// Messages beyond this many are summarised as a count.
+constexpr size_t kMaxProblems = 10;
+
+std::string describe(const std::vector<int64_t> &shape, io::DType dtype) {
+  return io::formatShape(shape) + " " + io::dtypeName(dtype);
+}
+
+/// One error listing every problem on its own line, each naming `source`.
+Status problemsError(const std::string &source,
+                     const std::vector<std::string> &problems) {
+  std::string message;
+  for (size_t i = 0; i < problems.size() && i < kMaxProblems; ++i)
+    message += (i ? "\n" : "") + source + ": " + problems[i];
+  if (problems.size() > kMaxProblems)
+    message += "\n" + source + ": ... and " +
+               std::to_string(problems.size() - kMaxProblems) +
+               " more problems";
+  return Status::error(message);
+}
+
+/// Indexes `tensors` by name; a name used twice is a problem.
+std::unordered_map<std::string, size_t>
+indexByName(const std::vector<io::HostTensor> &tensors,
+            std::vector<std::string> &problems) {
+  std::unordered_map<std::string, size_t> byName;
+  for (size_t i = 0; i < tensors.size(); ++i)
+    if (!byName.emplace(tensors[i].name, i).second)
+      problems.push_back("tensor '" + tensors[i].name + "' appears twice");
+  return byName;
+}
+
+/// Lists the tensors nobody used as problems, naming what was expected.
+void reportExtra(const std::vector<io::HostTensor> &tensors,
+                 const std::vector<bool> &used, const char *expected,
+                 std::vector<std::string> &problems) {
+  for (size_t i = 0; i < tensors.size(); ++i)
+    if (!used[i])
+      problems.push_back("unexpected tensor '" + tensors[i].name + "' " +
+                         describe(tensors[i].shape, tensors[i].dtype) +
+                         ": the artifact has no " + expected + " of that name");
+}
+
+} // namespace
+
+Status bindTable(const std::vector<ParamInfo> &table,
+                 std::vector<io::HostTensor> tensors, const std::string &source,
+                 bool allowExtra, const std::string &noun,
+                 std::vector<io::HostTensor> &bound) {
+  std::vector<std::string> problems;
+  std::unordered_map<std::string, size_t> byName =
+      indexByName(tensors, problems);
+  std::vector<bool> used(tensors.size());
+  std::vector<io::HostTensor> matched(table.size());
+  for (size_t i = 0; i < table.size(); ++i) {
+    const ParamInfo &entry = table[i];
+    auto it = byName.find(entry.name);
+    if (it == byName.end()) {
+      problems.push_back("missing " + noun + " '" + entry.name + "' " +
+                         describe(entry.shape, entry.dtype));
+      continue;
+    }
+    used[it->second] = true;
+    io::HostTensor &tensor = tensors[it->second];
+    std::string prefix = noun + " '" + entry.name + "' ";
+    if (tensor.dtype != entry.dtype)
+      problems.push_back(prefix + "has dtype " + io::dtypeName(tensor.dtype) +
+                         " but the artifact expects " +
+                         io::dtypeName(entry.dtype));
+    else if (tensor.shape != entry.shape)
+      problems.push_back(prefix + "has shape " + io::formatShape(tensor.shape) +
+                         " but the artifact expects " +
+                         io::formatShape(entry.shape));
+    else if (tensor.data.size() !=
+             static_cast<size_t>(entry.numel) * sizeof(float))
+      problems.push_back(prefix + "holds " +
+                         std::to_string(tensor.data.size()) + " bytes but " +
+                         describe(entry.shape, entry.dtype) + " needs " +
+                         std::to_string(entry.numel * sizeof(float)));
+    else
+      matched[i] = std::move(tensor);
+  }
+  if (!allowExtra)
+    reportExtra(tensors, used, noun.c_str(), problems);
+  if (!problems.empty())
+    return problemsError(source, problems);
+  bound = std::move(matched);
+  return Status::success();
+}
+
+Status bindInputBuffers(const Plan &plan,
+                        const std::vector<io::HostTensor> &tensors,
+                        const std::string &source, bool allowExtra,
+                        std::vector<std::vector<int32_t>> &buffers) {
+  std::vector<std::string> problems;
+  std::unordered_map<std::string, size_t> byName =
+      indexByName(tensors, problems);
+  std::vector<bool> used(tensors.size());
+  for (size_t i = 0; i < plan.inputs.size(); ++i) {
+    const InputInfo &input = plan.inputs[i];
+    std::vector<int32_t> &buffer = buffers[i];
+    auto it = byName.find(input.name);
+    if (it == byName.end()) {
+      if (input.optional)
+        std::fill(buffer.begin(), buffer.end(), 0);
+      else
+        problems.push_back("missing input '" + input.name + "' " +
+                           describe(input.shape, input.dtype));
+      continue;
+    }
+    used[it->second] = true;
+    const io::HostTensor &tensor = tensors[it->second];
+    std::string prefix = "input '" + input.name + "' ";
+    bool wide = input.dtype == io::DType::I32 && tensor.dtype == io::DType::I64;
+    if (tensor.dtype != input.dtype && !wide) {
+      problems.push_back(prefix + "has dtype " + io::dtypeName(tensor.dtype) +
+                         " but the artifact expects " +
+                         io::dtypeName(input.dtype));
+      continue;
+    }
+    if (tensor.shape != input.shape) {
+      problems.push_back(prefix + "has shape " + io::formatShape(tensor.shape) +
+                         " but the artifact expects " +
+                         io::formatShape(input.shape));
+      continue;
+    }
+    if (tensor.data.size() !=
+        static_cast<size_t>(input.numel) * io::dtypeSize(tensor.dtype)) {
+      problems.push_back(prefix + "holds " +
+                         std::to_string(tensor.data.size()) +
+                         " bytes, which does not match its shape");
+      continue;
+    }
+    if (!wide) {
+      std::memcpy(buffer.data(), tensor.data.data(), tensor.data.size());
+      continue;
+    }
+    const int64_t *values = tensor.as<int64_t>();
+    for (int64_t j = 0; j < input.numel; ++j) {
+      if (values[j] < std::numeric_limits<int32_t>::min() ||
+          values[j] > std::numeric_limits<int32_t>::max()) {
+        problems.push_back(prefix + "holds " + std::to_string(values[j]) +
+                           " at element " + std::to_string(j) +
+                           ", outside the int32 range");
+        break;
+      }
+      buffer[j] = static_cast<int32_t>(values[j]);
+    }
+  }
+  if (!allowExtra)
+    reportExtra(tensors, used, "input", problems);
+  if (!problems.empty())
+    return problemsError(source, problems);
+  return Status::success();
+}
+
+int64_t lastOutputWriter(const Plan &plan) {
+  auto sameBytes = [&](int64_t a, int64_t b) {
+    const ValueInfo &x = plan.values[a], &y = plan.values[b];
+    if (x.storage != y.storage)
+      return false;
+    if (x.storage != StorageKind::Arena)
+      return x.index == y.index;
+    return x.offset < y.offset + y.bytes && y.offset < x.offset + x.bytes;
+  };
+  int64_t last = -1;
+  for (size_t i = 0; i < plan.steps.size(); ++i)
+    for (int64_t result : plan.steps[i].results)
+      for (const OutputInfo &output : plan.outputs)
+        if (sameBytes(result, output.value))
+          last = static_cast<int64_t>(i);
+  return last;
+}
+
+} // namespace mixer::exec

@@ -1,0 +1,55 @@
+//===- PlanExecutor.h - What every executor of a plan offers ----*- C++ -*-===//
+//
+// The interface mixer-run drives for inference and benchmarks, whichever
+// target the plan names: the CPU executor (Executor.h) and the CUDA executor
+// (runtime/cuda/Executor.h) implement it. Binding checks tensors against the
+// plan; run() executes every step; outputs() copies the outputs to the host.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MIXER_RUNTIME_EXEC_PLANEXECUTOR_H
+#define MIXER_RUNTIME_EXEC_PLANEXECUTOR_H
+
+#include "runtime/exec/Plan.h"
+#include "runtime/io/Tensor.h"
+#include "runtime/support/Status.h"
+
+#include <string>
+#include <vector>
+
+namespace mixer::exec {
+
+class PlanExecutor {
+public:
+  virtual ~PlanExecutor() = default;
+
+  virtual const Plan &getPlan() const = 0;
+
+  /// Binds the parameters. Every plan parameter must be present with its
+  /// exact shape and dtype F32; tensors the plan does not name are an error
+  /// unless `allowExtra`. `source` (the weights file) prefixes the messages.
+  virtual Status bindParams(std::vector<io::HostTensor> tensors,
+                            const std::string &source, bool allowExtra) = 0;
+
+  /// Binds the optimizer state of a training plan, as bindParams does the
+  /// parameters.
+  virtual Status bindState(std::vector<io::HostTensor> tensors,
+                           const std::string &source, bool allowExtra) = 0;
+
+  /// Binds the inputs. Shapes must match exactly; I32 inputs accept I32 and
+  /// I64 (converted), F32 inputs F32. Optional inputs missing from `tensors`
+  /// are zeros; tensors the plan does not name are an error unless
+  /// `allowExtra`.
+  virtual Status bindInputs(const std::vector<io::HostTensor> &tensors,
+                            const std::string &source, bool allowExtra) = 0;
+
+  /// Runs every step in order. A kernel failure names the step and kernel.
+  virtual Status run() = 0;
+
+  /// Copies of the plan's outputs after run(), named as the plan says.
+  virtual std::vector<io::HostTensor> outputs() const = 0;
+};
+
+} // namespace mixer::exec
+
+#endif // MIXER_RUNTIME_EXEC_PLANEXECUTOR_H

@@ -1,0 +1,171 @@
+//===- StepContext.cpp - Checking a plan step against its kernel ----------===//
+
+#include "runtime/exec/StepContext.h"
+
+namespace mixer::exec {
+
+std::string describe(const std::vector<int64_t> &shape, DType dtype) {
+  return io::formatShape(shape) + " " + io::dtypeName(dtype);
+}
+
+int64_t leadingElements(const ValueInfo &value) {
+  int64_t rows = 1;
+  for (size_t i = 0; i + 1 < value.shape.size(); ++i)
+    rows *= value.shape[i];
+  return rows;
+}
+
+StepContext::StepContext(const Plan &plan, size_t index,
+                         const KernelOperandNames &names, int64_t &scratchBytes)
+    : step(plan.steps[index]), names(names), where(describeStep(plan, index)),
+      scratchBytes(scratchBytes), scratchIndex(scratchSlot(plan)) {
+  auto makeArgs = [&](const std::vector<int64_t> &ids,
+                      std::initializer_list<std::string_view> names,
+                      const char *what, std::vector<Arg> &args) {
+    for (size_t i = 0; i < ids.size(); ++i) {
+      Arg arg;
+      int64_t id = ids[i];
+      std::string_view name = names.begin()[std::min(i, names.size() - 1)];
+      if (name.back() == '?')
+        name.remove_suffix(1);
+      arg.role = std::string(what) + " " + std::to_string(i) + " (" +
+                 std::string(name) + ")";
+      arg.value = id >= 0 ? &plan.values[id] : nullptr;
+      arg.slot = id >= 0 ? id : static_cast<int64_t>(absentSlot(plan));
+      args.push_back(std::move(arg));
+    }
+  };
+  makeArgs(step.operands, names.operands, "operand", operands);
+  makeArgs(step.results, names.results, "result", results);
+}
+
+bool StepContext::checkPresence() {
+  for (size_t i = 0; i < operands.size(); ++i) {
+    std::string_view name =
+        names.operands.begin()[std::min(i, names.operands.size() - 1)];
+    if (!operands[i].value && name.back() != '?')
+      return fail(operands[i].role + " is absent (-1) but the kernel needs it");
+  }
+  return true;
+}
+
+bool StepContext::rank(const Arg &arg, DType dtype, size_t rank) {
+  return check(arg.value->dtype == dtype && arg.value->shape.size() == rank,
+               arg.role + " is " +
+                   describe(arg.value->shape, arg.value->dtype) +
+                   " but the kernel needs a rank-" + std::to_string(rank) +
+                   " " + io::dtypeName(dtype) + " tensor");
+}
+
+bool StepContext::minRank(const Arg &arg, DType dtype, size_t rank) {
+  return check(arg.value->dtype == dtype && arg.value->shape.size() >= rank,
+               arg.role + " is " +
+                   describe(arg.value->shape, arg.value->dtype) +
+                   " but the kernel needs a " + io::dtypeName(dtype) +
+                   " tensor of rank " + std::to_string(rank) + " or more");
+}
+
+bool StepContext::shape(const Arg &arg, DType dtype,
+                        const std::vector<int64_t> &shape) {
+  if (!arg.value)
+    return true;
+  return check(arg.value->dtype == dtype && arg.value->shape == shape,
+               arg.role + " is " +
+                   describe(arg.value->shape, arg.value->dtype) +
+                   " but the kernel needs " + describe(shape, dtype));
+}
+
+bool StepContext::attr(const char *name, bool &out) {
+  const auto *value = std::get_if<bool>(&attrValue(name));
+  if (!value)
+    return wrongAttr(name, "a boolean");
+  out = *value;
+  return true;
+}
+
+bool StepContext::attr(const char *name, int64_t &out) {
+  const auto *value = std::get_if<int64_t>(&attrValue(name));
+  if (!value)
+    return wrongAttr(name, "an integer");
+  out = *value;
+  return true;
+}
+
+bool StepContext::attr(const char *name, double &out) {
+  const AttrValue &value = attrValue(name);
+  if (const auto *real = std::get_if<double>(&value))
+    out = *real;
+  else if (const auto *integer = std::get_if<int64_t>(&value))
+    out = static_cast<double>(*integer);
+  else
+    return wrongAttr(name, "a number");
+  return true;
+}
+
+bool StepContext::attr(const char *name, std::string &out) {
+  const auto *value = std::get_if<std::string>(&attrValue(name));
+  if (!value)
+    return wrongAttr(name, "a string");
+  out = *value;
+  return true;
+}
+
+bool StepContext::activation(const char *name, cpu::Activation &out) {
+  std::string text;
+  if (!attr(name, text))
+    return false;
+  static const std::pair<const char *, cpu::Activation> kNames[] = {
+      {"none", cpu::Activation::None},
+      {"gelu", cpu::Activation::Gelu},
+      {"tanh", cpu::Activation::Tanh},
+      {"relu", cpu::Activation::Relu}};
+  for (const auto &[spelling, kind] : kNames) {
+    if (text == spelling) {
+      out = kind;
+      return true;
+    }
+  }
+  return wrongAttr(name,
+                   ("none, gelu, tanh or relu, not '" + text + "'").c_str());
+}
+
+bool StepContext::algorithm(const char *name, cpu::MixAlgorithm &out) {
+  std::string text;
+  if (!attr(name, text))
+    return false;
+  if (text == "fft")
+    out = cpu::MixAlgorithm::Fft;
+  else if (text == "matmul")
+    out = cpu::MixAlgorithm::Matmul;
+  else
+    return wrongAttr(name, ("fft or matmul, not '" + text + "'").c_str());
+  return true;
+}
+
+bool checkAssignments(StepContext &c, int64_t slots, int64_t experts) {
+  return c.shape(c.out(0), DType::I32, {slots}) &&
+         c.shape(c.out(1), DType::F32, {slots}) &&
+         c.shape(c.out(2), DType::I32, {experts + 1});
+}
+
+bool readGroups(StepContext &c, int64_t &groups, int64_t &tokensPerGroup,
+                int64_t &capacity) {
+  const Arg &probs = c.in(0);
+  if (!c.attr("groups", groups) ||
+      !c.attr("tokens_per_group", tokensPerGroup) ||
+      !c.attr("capacity", capacity) || !c.rank(probs, DType::F32, 2))
+    return false;
+  return c.check(groups > 0 && tokensPerGroup >= 0 &&
+                     groups * tokensPerGroup == probs.dim(0),
+                 probs.role + " is " +
+                     describe(probs.value->shape, DType::F32) + " but groups " +
+                     std::to_string(groups) + " x tokens_per_group " +
+                     std::to_string(tokensPerGroup) + " needs " +
+                     std::to_string(groups * tokensPerGroup) + " rows") &&
+         c.check(capacity >= 0 && capacity <= tokensPerGroup,
+                 "attribute 'capacity' is " + std::to_string(capacity) +
+                     " but must lie in [0, tokens_per_group " +
+                     std::to_string(tokensPerGroup) + "]");
+}
+
+} // namespace mixer::exec

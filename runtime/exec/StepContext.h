@@ -1,0 +1,115 @@
+//===- StepContext.h - Checking a plan step against its kernel --*- C++ -*-===//
+//
+// What every backend's kernel table needs to prepare a step: the step's
+// operands and results with their roles ("operand 2 (word)"), type checks
+// that stop at the first problem with a message naming the artifact and the
+// step, and typed attribute accessors. The CPU registry
+// (KernelRegistry.cpp) and the CUDA kernel table build on it.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MIXER_RUNTIME_EXEC_STEPCONTEXT_H
+#define MIXER_RUNTIME_EXEC_STEPCONTEXT_H
+
+#include "runtime/cpu/Kernels.h"
+#include "runtime/exec/KernelRegistry.h"
+#include "runtime/exec/Plan.h"
+#include "runtime/support/Status.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace mixer::exec {
+
+using io::DType;
+
+/// "[2, 3] F32", the spelling of a tensor type in messages.
+std::string describe(const std::vector<int64_t> &shape, DType dtype);
+
+/// Product of every dimension but the last (the rows of a last-axis op).
+int64_t leadingElements(const ValueInfo &value);
+
+/// One operand or result of the step being prepared.
+struct Arg {
+  const ValueInfo *value = nullptr; ///< null when the operand is absent
+  std::string role;                 ///< "operand 2 (word)", for messages
+  int64_t slot = 0;                 ///< index into ValuePointers
+
+  int64_t dim(size_t i) const { return value->shape[i]; }
+};
+
+/// The step being prepared: its operands and results, type checks that stop
+/// at the first problem, and attribute accessors.
+class StepContext {
+public:
+  StepContext(const Plan &plan, size_t index, const KernelOperandNames &names,
+              int64_t &scratchBytes);
+
+  const Arg &in(size_t i) const { return operands[i]; }
+  size_t numOperands() const { return operands.size(); }
+  const Arg &out(size_t i) const { return results[i]; }
+
+  /// Records a message about this step; returns false.
+  bool fail(const std::string &text) {
+    message = where + ": " + text;
+    return false;
+  }
+  bool check(bool condition, const std::string &text) {
+    return condition || fail(text);
+  }
+  Status takeError() { return Status::error(std::move(message)); }
+
+  /// False (with a message) if a required operand is absent.
+  bool checkPresence();
+  /// `arg` has `dtype` and exactly `rank` dimensions.
+  bool rank(const Arg &arg, DType dtype, size_t rank);
+  /// `arg` has `dtype` and at least `rank` dimensions.
+  bool minRank(const Arg &arg, DType dtype, size_t rank);
+  /// `arg` is `shape` of `dtype`; an absent optional operand passes.
+  bool shape(const Arg &arg, DType dtype, const std::vector<int64_t> &shape);
+
+  bool attr(const char *name, bool &out);
+  bool attr(const char *name, int64_t &out);
+  bool attr(const char *name, double &out);
+  bool attr(const char *name, std::string &out);
+  bool activation(const char *name, cpu::Activation &out);
+  bool algorithm(const char *name, cpu::MixAlgorithm &out);
+
+  /// Reserves `floats` of the shared scratch buffer; returns its slot.
+  int64_t scratch(int64_t floats) {
+    scratchBytes = std::max<int64_t>(scratchBytes, floats * sizeof(float));
+    return scratchIndex;
+  }
+
+private:
+  /// The attribute `name` (present: Plan::parse checked the signature).
+  const AttrValue &attrValue(const char *name) const {
+    return step.attrs.at(name);
+  }
+  bool wrongAttr(const char *name, const char *expected) {
+    return fail(std::string("attribute '") + name + "' must be " + expected);
+  }
+
+  const Step &step;
+  KernelOperandNames names;
+  std::string where;
+  std::vector<Arg> operands, results;
+  std::string message;
+  int64_t &scratchBytes;
+  int64_t scratchIndex;
+};
+
+/// Checks the routing results tokens I32[slots], gates F32[slots] and
+/// offsets I32[experts + 1].
+bool checkAssignments(StepContext &c, int64_t slots, int64_t experts);
+
+/// Reads the group attributes of the capacity routings and checks them
+/// against probs [groups * tokens_per_group, experts] (operand 0).
+bool readGroups(StepContext &c, int64_t &groups, int64_t &tokensPerGroup,
+                int64_t &capacity);
+
+} // namespace mixer::exec
+
+#endif // MIXER_RUNTIME_EXEC_STEPCONTEXT_H

@@ -1,0 +1,18 @@
+// RUN: mixer-opt %s --mixer-fuse-dense-activation=target=cuda | FileCheck %s
+
+// The GPU GEMM's epilogues apply ReLU and GELU; tanh has none, so the
+// pooler's tanh stays a separate activation on cuda (the CPU fuses it).
+// CHECK-LABEL: func.func @epilogues
+// CHECK: mixer.dense {{.*}} {activation = #mixer<activation gelu>}
+// CHECK: mixer.dense {{.*}} {activation = #mixer<activation relu>}
+// CHECK: %[[P:.*]] = mixer.dense %{{.*}}, %{{.*}} :
+// CHECK: mixer.activation tanh %[[P]]
+func.func @epilogues(%x: tensor<8x16xf32>, %w: tensor<16x16xf32>) -> (tensor<8x16xf32>, tensor<8x16xf32>, tensor<8x16xf32>) {
+  %a = mixer.dense %x, %w : (tensor<8x16xf32>, tensor<16x16xf32>) -> tensor<8x16xf32>
+  %ga = mixer.activation gelu %a : tensor<8x16xf32>
+  %b = mixer.dense %x, %w : (tensor<8x16xf32>, tensor<16x16xf32>) -> tensor<8x16xf32>
+  %rb = mixer.activation relu %b : tensor<8x16xf32>
+  %c = mixer.dense %x, %w : (tensor<8x16xf32>, tensor<16x16xf32>) -> tensor<8x16xf32>
+  %tc = mixer.activation tanh %c : tensor<8x16xf32>
+  return %ga, %rb, %tc : tensor<8x16xf32>, tensor<8x16xf32>, tensor<8x16xf32>
+}

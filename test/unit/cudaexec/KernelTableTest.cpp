@@ -1,0 +1,202 @@
+//===- KernelTableTest.cpp - The CUDA kernel table and plan checks --------===//
+//
+// What the CUDA executor decides before it touches a device: which plan
+// kernels have a CUDA implementation, the refusal of a plan with one that has
+// none, and the per-step dtype, shape and operand checks. No GPU needed.
+//
+//===----------------------------------------------------------------------===//
+
+#include "runtime/cuda/KernelTable.h"
+#include "runtime/cuda/Executor.h"
+#include "runtime/exec/KernelRegistry.h"
+
+#include "test/unit/exec/PlanBuilder.h"
+
+#include <gmock/gmock.h>
+
+using namespace mixer;
+using namespace mixer::exec::test;
+using ::testing::ElementsAre;
+using ::testing::StartsWith;
+
+namespace {
+
+/// A cuda plan: x [4, 8] (an F32 input) -> layer_norm -> `kernel` -> y.
+PlanBuilder normThen(const std::string &kernel, json attrs = json::object(),
+                     const std::string &dtype = "F32") {
+  PlanBuilder b;
+  b.plan["target"] = "cuda";
+  if (dtype == "BF16")
+    b.plan["precision"] = "bf16";
+  int64_t x = b.input("x", {4, 8}, false, "F32");
+  int64_t scale = b.param("scale", {8}), bias = b.param("bias", {8});
+  int64_t h = b.arena({4, 8}, dtype), y = b.arena({4, 8}, dtype);
+  // Only the first step's operand types matter to the kernel check.
+  b.step("layer_norm", {x, -1, scale, bias}, {h}, {{"epsilon", 1e-6}});
+  b.step(kernel, {h}, {y}, attrs);
+  b.output("y", y);
+  return b;
+}
+
+exec::Plan parse(const PlanBuilder &b) {
+  Expected<exec::Plan> plan = exec::Plan::parse(b.plan.dump(), "tiny.mxa");
+  EXPECT_TRUE(plan.ok()) << plan.message();
+  return plan.ok() ? *plan : exec::Plan();
+}
+
+/// The message of preparing step `index` of `b`'s plan for the device.
+std::string prepareError(const PlanBuilder &b, size_t index) {
+  exec::Plan plan = parse(b);
+  int64_t scratch = 0;
+  Expected<cuda::DeviceStep> step =
+      cuda::prepareDeviceStep(plan, index, scratch);
+  EXPECT_FALSE(step.ok()) << "the step was prepared";
+  return step.ok() ? std::string() : step.message();
+}
+
+TEST(CudaKernelTableTest, WiresTheKernelsOfKernelsH) {
+  EXPECT_THAT(cuda::cudaKernelNames(),
+              ElementsAre("layer_norm", "layer_norm_grad", "activation",
+                          "activation_grad", "softmax", "softmax_grad",
+                          "softmax_cross_entropy", "route_tokens_choose",
+                          "route_sigmoid_topk", "random_scale", "global_norm",
+                          "adamw"));
+  EXPECT_TRUE(cuda::hasCudaKernel("layer_norm"));
+  EXPECT_FALSE(cuda::hasCudaKernel("dense"));
+  EXPECT_FALSE(cuda::hasCudaKernel("no_such_kernel"));
+}
+
+TEST(CudaKernelTableTest, EveryEntryIsAPlanKernel) {
+  for (std::string_view name : cuda::cudaKernelNames()) {
+    EXPECT_NE(findKernelSignature(name), nullptr) << name;
+    EXPECT_TRUE(exec::kernelOperandNames(name).has_value()) << name;
+  }
+}
+
+TEST(CudaKernelTableTest, RefusesAPlanWithAMissingKernel) {
+  PlanBuilder b = normThen("softmax");
+  int64_t w = b.param("w", {8, 8});
+  int64_t d1 = b.arena({4, 8}), d2 = b.arena({4, 8});
+  int64_t y = b.plan["outputs"][0]["value"];
+  b.step("dense", {y, w, -1}, {d1},
+         {{"activation", "none"}, {"transpose_w", false}});
+  b.step("dense", {d1, w, -1}, {d2},
+         {{"activation", "none"}, {"transpose_w", false}});
+  exec::Plan plan = parse(b);
+  const char *expected = "tiny.mxa: cuda: kernel 'dense' of step 2 has no "
+                         "CUDA implementation yet (2 of 4 steps lack one: "
+                         "dense)";
+  Status status = cuda::checkCudaKernels(plan);
+  EXPECT_EQ(status.message(), expected);
+  // The executor refuses it before it looks for a device.
+  Expected<std::unique_ptr<cuda::Executor>> executor =
+      cuda::Executor::create(plan);
+  ASSERT_FALSE(executor.ok());
+  EXPECT_EQ(executor.message(), expected);
+  int64_t scratch = 0;
+  EXPECT_EQ(cuda::prepareDeviceStep(plan, 2, scratch).message(),
+            "tiny.mxa: cuda: kernel 'dense' of step 2 has no CUDA "
+            "implementation yet");
+}
+
+TEST(CudaKernelTableTest, AcceptsAPlanOfWiredKernels) {
+  exec::Plan plan = parse(normThen("softmax"));
+  EXPECT_TRUE(cuda::checkCudaKernels(plan).ok());
+  for (size_t i = 0; i < plan.steps.size(); ++i) {
+    int64_t scratch = 0;
+    Expected<cuda::DeviceStep> step = cuda::prepareDeviceStep(plan, i, scratch);
+    EXPECT_TRUE(step.ok()) << step.message();
+  }
+}
+
+TEST(CudaKernelTableTest, PreparesBf16Activations) {
+  PlanBuilder b;
+  b.plan["target"] = "cuda";
+  b.plan["precision"] = "bf16";
+  int64_t scale = b.param("scale", {8}), bias = b.param("bias", {8});
+  int64_t x = b.arena({4, 8}, "BF16"), y = b.arena({4, 8}, "BF16");
+  b.step("layer_norm", {x, -1, scale, bias}, {y}, {{"epsilon", 1e-6}});
+  exec::Plan plan = parse(b);
+  int64_t scratch = 0;
+  Expected<cuda::DeviceStep> step = cuda::prepareDeviceStep(plan, 0, scratch);
+  EXPECT_TRUE(step.ok()) << step.message();
+}
+
+TEST(CudaKernelTableTest, RefusesMixedActivationTypes) {
+  PlanBuilder b;
+  b.plan["target"] = "cuda";
+  b.plan["precision"] = "bf16";
+  int64_t scale = b.param("scale", {8}), bias = b.param("bias", {8});
+  int64_t x = b.arena({4, 8}, "BF16"), y = b.arena({4, 8}, "F32");
+  b.step("layer_norm", {x, -1, scale, bias}, {y}, {{"epsilon", 1e-6}});
+  EXPECT_EQ(prepareError(b, 0), "tiny.mxa: steps[0] (layer_norm): result 0 "
+                                "(y) is [4, 8] F32 but the kernel needs [4, "
+                                "8] BF16");
+  b.plan["values"][x]["dtype"] = "I32";
+  EXPECT_EQ(prepareError(b, 0), "tiny.mxa: steps[0] (layer_norm): operand 0 "
+                                "(x) is [4, 8] I32 but the CUDA kernel needs "
+                                "F32 or BF16");
+}
+
+TEST(CudaKernelTableTest, RefusesActivationsWithoutAKernel) {
+  EXPECT_EQ(prepareError(normThen("activation", {{"kind", "tanh"}}), 1),
+            "tiny.mxa: steps[1] (activation): activation 'tanh' has no CUDA "
+            "implementation yet (only gelu)");
+}
+
+TEST(CudaKernelTableTest, ReadsNoiseKeysFromInputsOnly) {
+  PlanBuilder b;
+  b.plan["target"] = "cuda";
+  int64_t seed = b.input("seed", {});
+  int64_t x = b.arena({4, 8}), step = b.arena({}, "I32"), y = b.arena({4, 8});
+  b.step("random_scale", {x, seed, step}, {y},
+         {{"kind", "dropout"}, {"rate", 0.1}, {"stream", 1}});
+  EXPECT_EQ(prepareError(b, 0),
+            "tiny.mxa: steps[0] (random_scale): operand 2 (step) must be a "
+            "plan input: the CUDA kernel reads it on the host");
+}
+
+TEST(CudaKernelTableTest, RefusesGradientAccumulation) {
+  PlanBuilder b;
+  b.plan["target"] = "cuda";
+  int64_t p = b.param("p", {4});
+  int64_t m = b.state("adam_m/p", {4}), v = b.state("adam_v/p", {4});
+  int64_t lr = b.input("learning_rate", {}, false, "F32");
+  int64_t step = b.input("step", {}), micro = b.input("micro_step", {});
+  int64_t g = b.arena({4});
+  b.step("adamw", {g, lr, step, -1, micro}, {p, m, v},
+         {{"b1", 0.9},
+          {"b2", 0.999},
+          {"eps", 1e-6},
+          {"weight_decay", 0.0},
+          {"max_norm", 0.0},
+          {"micro_steps", 2}});
+  EXPECT_EQ(prepareError(b, 0), "tiny.mxa: steps[0] (adamw): gradient "
+                                "accumulation (micro_steps 2) has no CUDA "
+                                "implementation yet");
+}
+
+TEST(CudaKernelTableTest, ExecutorRunsCudaPlansOnly) {
+  PlanBuilder b = normThen("softmax");
+  b.plan["target"] = "cpu";
+  Expected<std::unique_ptr<cuda::Executor>> executor =
+      cuda::Executor::create(parse(b));
+  ASSERT_FALSE(executor.ok());
+  EXPECT_EQ(executor.message(), "tiny.mxa: the plan targets 'cpu'; the CUDA "
+                                "executor runs 'cuda' plans");
+}
+
+TEST(CudaKernelTableTest, NamesTheMissingDevice) {
+  Status status = cuda::checkDevice();
+  if (status.ok())
+    GTEST_SKIP() << "a CUDA device is present";
+  EXPECT_THAT(status.message(),
+              StartsWith("no CUDA device (cudaGetDeviceCount: "));
+  Expected<std::unique_ptr<cuda::Executor>> executor =
+      cuda::Executor::create(parse(normThen("softmax")));
+  ASSERT_FALSE(executor.ok());
+  EXPECT_THAT(executor.message(),
+              StartsWith("tiny.mxa: no CUDA device (cudaGetDeviceCount: "));
+}
+
+} // namespace

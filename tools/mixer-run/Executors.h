@@ -1,0 +1,25 @@
+//===- Executors.h - The executor for a plan's target -----------*- C++ -*-===//
+
+#ifndef MIXER_TOOLS_MIXER_RUN_EXECUTORS_H
+#define MIXER_TOOLS_MIXER_RUN_EXECUTORS_H
+
+#include "runtime/exec/PlanExecutor.h"
+
+#include <memory>
+#include <string>
+
+namespace mixer::run {
+
+/// The executor of `plan`'s target: the CPU executor for `cpu` plans, the
+/// CUDA executor for `cuda` plans. Throws a RuntimeFailure with one line when
+/// the target cannot run here (no CUDA device, a build without CUDA) or the
+/// plan cannot be prepared.
+std::unique_ptr<exec::PlanExecutor> createExecutor(const exec::Plan &plan);
+
+/// Throws a RuntimeFailure unless `command` can run `plan`: the training
+/// commands drive the CPU executor only so far.
+void requireCpuTarget(const exec::Plan &plan, const std::string &command);
+
+} // namespace mixer::run
+
+#endif // MIXER_TOOLS_MIXER_RUN_EXECUTORS_H
