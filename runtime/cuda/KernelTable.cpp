@@ -3,11 +3,13 @@
 #include "runtime/cuda/KernelTable.h"
 
 #include "runtime/cuda/ExecutorKernels.h"
+#include "runtime/cuda/Gemm.h"
 #include "runtime/exec/StepContext.h"
 
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <climits>
 #include <cmath>
 #include <set>
 #include <string>
@@ -49,13 +51,15 @@ bool hostScalar(StepContext &c, const Arg &arg, DType dtype) {
                             "on the host");
 }
 
-/// Only GELU has a CUDA kernel so far (the bias + GELU epilogue kernel).
-bool geluOnly(StepContext &c) {
+/// Reads the activation `kind`: GELU (the bias + GELU kernels) or tanh.
+bool geluOrTanh(StepContext &c, bool &gelu) {
   std::string kind;
-  return c.attr("kind", kind) &&
-         c.check(kind == "gelu", "activation '" + kind +
-                                     "' has no CUDA implementation yet (only "
-                                     "gelu)");
+  if (!c.attr("kind", kind))
+    return false;
+  gelu = kind == "gelu";
+  return c.check(gelu || kind == "tanh",
+                 "activation '" + kind +
+                     "' has no CUDA implementation yet (only gelu and tanh)");
 }
 
 Status copyOf(const void *from, void *to, int64_t bytes, cudaStream_t stream) {
@@ -135,16 +139,18 @@ Expected<DeviceStep> prepareLayerNormGrad(StepContext &c) {
 Expected<DeviceStep> prepareActivation(StepContext &c) {
   const Arg &x = c.in(0), &y = c.out(0);
   DType dtype;
-  if (!geluOnly(c) || !activationType(c, x, dtype) || !c.minRank(x, dtype, 1) ||
-      !c.shape(y, dtype, x.value->shape))
+  bool gelu;
+  if (!geluOrTanh(c, gelu) || !activationType(c, x, dtype) ||
+      !c.minRank(x, dtype, 1) || !c.shape(y, dtype, x.value->shape))
     return c.takeError();
   int64_t rows = exec::leadingElements(*x.value), cols = x.value->shape.back();
   bool bf16 = dtype == DType::BF16;
   return DeviceStep([=, a = x.slot, o = y.slot](const LaunchContext &ctx) {
     return byPrecision(bf16, [&](auto *tag) {
       using T = std::remove_pointer_t<decltype(tag)>;
-      return biasGelu(as<T>(ctx.device[a]), nullptr, as<T>(ctx.device[o]), rows,
-                      cols, ctx.stream);
+      T *in = as<T>(ctx.device[a]), *out = as<T>(ctx.device[o]);
+      return gelu ? biasGelu(in, nullptr, out, rows, cols, ctx.stream)
+                  : tanhForward(in, out, rows * cols, ctx.stream);
     });
   });
 }
@@ -152,7 +158,8 @@ Expected<DeviceStep> prepareActivation(StepContext &c) {
 Expected<DeviceStep> prepareActivationGrad(StepContext &c) {
   const Arg &preact = c.in(0), &dy = c.in(1), &dx = c.out(0);
   DType dtype;
-  if (!geluOnly(c) || !activationType(c, preact, dtype) ||
+  bool gelu;
+  if (!geluOrTanh(c, gelu) || !activationType(c, preact, dtype) ||
       !c.minRank(preact, dtype, 1) ||
       !c.shape(dy, dtype, preact.value->shape) ||
       !c.shape(dx, dtype, preact.value->shape))
@@ -165,9 +172,11 @@ Expected<DeviceStep> prepareActivationGrad(StepContext &c) {
         void *const *v = ctx.device;
         return byPrecision(bf16, [&](auto *tag) {
           using T = std::remove_pointer_t<decltype(tag)>;
-          return biasGeluBackward(as<T>(v[p]), nullptr, as<T>(v[g]),
-                                  as<T>(v[o]), nullptr, rows, cols,
-                                  /*accumulate=*/false, ctx.stream);
+          return gelu ? biasGeluBackward(as<T>(v[p]), nullptr, as<T>(v[g]),
+                                         as<T>(v[o]), nullptr, rows, cols,
+                                         /*accumulate=*/false, ctx.stream)
+                      : tanhBackward(as<T>(v[p]), as<T>(v[g]), as<T>(v[o]),
+                                     rows * cols, ctx.stream);
         });
       });
 }
@@ -400,6 +409,583 @@ Expected<DeviceStep> prepareAdamW(StepContext &c) {
   });
 }
 
+//===----------------------------------------------------------------------===//
+// Matrix products
+//===----------------------------------------------------------------------===//
+
+/// Floats of scratch from `offset` on, rounded up to 256 bytes (cuBLASLt's
+/// preferred alignment).
+int64_t alignedFloats(int64_t floats) { return (floats + 63) / 64 * 64; }
+
+/// The fp32 view of an activation operand: the value itself in an fp32 step,
+/// else its widened copy at `scratch` (bf16 is storage only, the product
+/// runs on the widened values).
+Expected<const float *> widened(bool bf16, void *value, float *scratch,
+                                int64_t n, cudaStream_t stream) {
+  if (!bf16)
+    return static_cast<const float *>(value);
+  if (Status status = widenBf16(as<Bf16>(value), scratch, n, stream); !status)
+    return status;
+  return static_cast<const float *>(scratch);
+}
+
+Expected<DeviceStep> prepareDense(StepContext &c) {
+  const Arg &x = c.in(0), &w = c.in(1), &bias = c.in(2), &y = c.out(0);
+  bool transpose;
+  std::string activation;
+  DType dtype;
+  if (!c.attr("transpose_w", transpose) || !c.attr("activation", activation) ||
+      !activationType(c, x, dtype) || !c.minRank(x, dtype, 1) ||
+      !c.rank(w, DType::F32, 2))
+    return c.takeError();
+  bool gelu = activation == "gelu";
+  int64_t k = x.value->shape.back();
+  int64_t n = transpose ? w.dim(0) : w.dim(1);
+  std::vector<int64_t> outShape = x.value->shape;
+  outShape.back() = n;
+  if (!c.check(gelu || activation == "none",
+               "activation '" + activation +
+                   "' has no cuBLASLt epilogue (only none and gelu)") ||
+      !c.check((transpose ? w.dim(1) : w.dim(0)) == k,
+               w.role + " is " + exec::describe(w.value->shape, DType::F32) +
+                   " but operand 0 (x) has " + std::to_string(k) +
+                   " features") ||
+      !c.shape(bias, DType::F32, {n}) || !c.shape(y, dtype, outShape))
+    return c.takeError();
+  int64_t m = exec::leadingElements(*x.value);
+  bool bf16 = dtype == DType::BF16;
+  // bf16: x widened, then the fp32 result before it is rounded.
+  int64_t resultOffset = alignedFloats(m * k);
+  int64_t scratch = bf16 ? c.scratch(resultOffset + m * n) : 0;
+  GemmEpilogue epilogue = gelu         ? GemmEpilogue::Gelu
+                          : bias.value ? GemmEpilogue::Bias
+                                       : GemmEpilogue::None;
+  return DeviceStep([=, a = x.slot, b = w.slot, bb = bias.slot,
+                     o = y.slot](const LaunchContext &ctx) -> Status {
+    void *const *v = ctx.device;
+    float *work = bf16 ? as<float>(v[scratch]) : nullptr;
+    Expected<const float *> input =
+        widened(bf16, v[a], work, m * k, ctx.stream);
+    if (!input)
+      return input.takeStatus();
+    GemmProblem<float> p;
+    p.transB = transpose;
+    p.m = m, p.n = n, p.k = k;
+    p.a = *input, p.lda = k;
+    p.b = as<float>(v[b]), p.ldb = transpose ? k : n;
+    p.c = bf16 ? work + resultOffset : as<float>(v[o]), p.ldc = n;
+    p.epilogue = epilogue;
+    p.bias = as<float>(v[bb]);
+    if (Status status = ctx.gemm->gemm(p); !status)
+      return status;
+    return bf16 ? narrowToBf16(p.c, as<Bf16>(v[o]), m * n, ctx.stream)
+                : Status::success();
+  });
+}
+
+Expected<DeviceStep> prepareDenseWeightGrad(StepContext &c) {
+  const Arg &x = c.in(0), &dy = c.in(1), &dw = c.out(0);
+  bool transpose;
+  DType dtype;
+  if (!c.attr("transpose_w", transpose) || !activationType(c, x, dtype) ||
+      !c.minRank(x, dtype, 1) || !c.minRank(dy, dtype, 1))
+    return c.takeError();
+  int64_t m = exec::leadingElements(*x.value), k = x.value->shape.back(),
+          n = dy.value->shape.back();
+  std::vector<int64_t> dyShape = x.value->shape;
+  dyShape.back() = n;
+  if (!c.shape(dy, dtype, dyShape) ||
+      !c.shape(dw, DType::F32,
+               transpose ? std::vector<int64_t>{n, k}
+                         : std::vector<int64_t>{k, n}))
+    return c.takeError();
+  bool bf16 = dtype == DType::BF16;
+  int64_t dyOffset = alignedFloats(m * k);
+  int64_t scratch = bf16 ? c.scratch(dyOffset + m * n) : 0;
+  return DeviceStep([=, a = x.slot, g = dy.slot,
+                     o = dw.slot](const LaunchContext &ctx) -> Status {
+    void *const *v = ctx.device;
+    float *work = bf16 ? as<float>(v[scratch]) : nullptr;
+    Expected<const float *> xs = widened(bf16, v[a], work, m * k, ctx.stream);
+    if (!xs)
+      return xs.takeStatus();
+    Expected<const float *> dys =
+        widened(bf16, v[g], work + dyOffset, m * n, ctx.stream);
+    if (!dys)
+      return dys.takeStatus();
+    // dW [k, n] = x^T dy, or its transpose [n, k] = dy^T x.
+    GemmProblem<float> p;
+    p.transA = true;
+    p.m = transpose ? n : k, p.n = transpose ? k : n, p.k = m;
+    p.a = transpose ? *dys : *xs, p.lda = transpose ? n : k;
+    p.b = transpose ? *xs : *dys, p.ldb = transpose ? k : n;
+    p.c = as<float>(v[o]), p.ldc = p.n;
+    return ctx.gemm->gemm(p);
+  });
+}
+
+Expected<DeviceStep> prepareReduceRows(StepContext &c) {
+  const Arg &dy = c.in(0), &db = c.out(0);
+  DType dtype;
+  if (!activationType(c, dy, dtype) || !c.minRank(dy, dtype, 1) ||
+      !c.shape(db, DType::F32, {dy.value->shape.back()}))
+    return c.takeError();
+  int64_t rows = exec::leadingElements(*dy.value),
+          cols = dy.value->shape.back();
+  bool bf16 = dtype == DType::BF16;
+  return DeviceStep([=, g = dy.slot, o = db.slot](const LaunchContext &ctx) {
+    return byPrecision(bf16, [&](auto *tag) {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      return columnSum(as<T>(ctx.device[g]), as<float>(ctx.device[o]), rows,
+                       cols, ctx.stream);
+    });
+  });
+}
+
+//===----------------------------------------------------------------------===//
+// Attention
+//===----------------------------------------------------------------------===//
+
+/// The attributes and operands shared by attention and attention_grad: q, k,
+/// v [B, S, H*hd] (operands 0-2), ids I32[B, S]? (3), and the dropout's seed
+/// and step (host scalars, present exactly when dropout_rate > 0).
+struct AttentionStep {
+  AttentionConfig config;
+  double rate = 0;
+  int64_t stream = 0;
+  int64_t ids = 0, seed = -1, step = -1;
+  bool bf16 = false;
+
+  bool read(StepContext &c, const Arg &seedArg, const Arg &stepArg) {
+    const Arg &q = c.in(0);
+    int64_t heads, headDim, padId;
+    bool causal;
+    DType dtype;
+    if (!c.attr("num_heads", heads) || !c.attr("head_dim", headDim) ||
+        !c.attr("pad_id", padId) || !c.attr("causal", causal) ||
+        !c.attr("dropout_rate", rate) || !c.attr("stream", stream) ||
+        !activationType(c, q, dtype) || !c.rank(q, dtype, 3))
+      return false;
+    bool noisy = rate > 0;
+    if (!c.check(heads > 0 && headDim > 0 && heads * headDim == q.dim(2),
+                 q.role + " is " + exec::describe(q.value->shape, dtype) +
+                     " but num_heads " + std::to_string(heads) +
+                     " x head_dim " + std::to_string(headDim) +
+                     " needs a last dimension of " +
+                     std::to_string(heads * headDim)) ||
+        !c.check(headDim <= kMaxAttentionHeadDim,
+                 "head_dim " + std::to_string(headDim) +
+                     " exceeds the CUDA kernel's " +
+                     std::to_string(kMaxAttentionHeadDim)) ||
+        !c.check(padId >= INT32_MIN && padId <= INT32_MAX,
+                 "attribute 'pad_id' " + std::to_string(padId) +
+                     " does not fit in int32") ||
+        !c.check(rate >= 0 && rate < 1, "attribute 'dropout_rate' " +
+                                            std::to_string(rate) +
+                                            " is outside [0, 1)") ||
+        !c.check(bool(seedArg.value) == noisy && bool(stepArg.value) == noisy,
+                 "the operands seed and step must be present exactly when "
+                 "dropout_rate > 0") ||
+        !c.shape(c.in(1), dtype, q.value->shape) ||
+        !c.shape(c.in(2), dtype, q.value->shape) ||
+        !c.shape(c.in(3), DType::I32, {q.dim(0), q.dim(1)}))
+      return false;
+    if (noisy && (!hostScalar(c, seedArg, DType::I32) ||
+                  !hostScalar(c, stepArg, DType::I32)))
+      return false;
+    config.batch = q.dim(0), config.seq = q.dim(1), config.heads = heads;
+    config.headDim = headDim;
+    config.padId = static_cast<int32_t>(padId);
+    config.causal = causal;
+    ids = c.in(3).slot;
+    if (noisy)
+      seed = seedArg.slot, step = stepArg.slot;
+    bf16 = dtype == DType::BF16;
+    return true;
+  }
+
+  /// This run's configuration: no dropout without a rate or with a negative
+  /// seed, as on the CPU.
+  AttentionConfig at(const LaunchContext &ctx) const {
+    AttentionConfig run = config;
+    run.ids = as<int32_t>(ctx.device[ids]);
+    int32_t key = seed < 0 ? -1 : hostValue<int32_t>(ctx, seed);
+    if (key >= 0) {
+      run.dropoutRate = rate;
+      run.dropoutKey = {key, stream, hostValue<int32_t>(ctx, step)};
+    }
+    return run;
+  }
+};
+
+Expected<DeviceStep> prepareAttention(StepContext &c) {
+  AttentionStep attention;
+  if (!attention.read(c, c.in(4), c.in(5)))
+    return c.takeError();
+  DType dtype = c.in(0).value->dtype;
+  if (!c.shape(c.out(0), dtype, c.in(0).value->shape))
+    return c.takeError();
+  return DeviceStep([=, q = c.in(0).slot, k = c.in(1).slot, v = c.in(2).slot,
+                     o = c.out(0).slot](const LaunchContext &ctx) {
+    void *const *d = ctx.device;
+    AttentionConfig config = attention.at(ctx);
+    return byPrecision(attention.bf16, [&](auto *tag) {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      return cuda::attention(as<T>(d[q]), as<T>(d[k]), as<T>(d[v]), as<T>(d[o]),
+                             nullptr, config, ctx.stream);
+    });
+  });
+}
+
+Expected<DeviceStep> prepareAttentionGrad(StepContext &c) {
+  AttentionStep attention;
+  if (!attention.read(c, c.in(5), c.in(6)))
+    return c.takeError();
+  const Arg &q = c.in(0);
+  DType dtype = q.value->dtype;
+  if (!c.shape(c.in(4), dtype, q.value->shape) ||
+      !c.shape(c.out(0), dtype, q.value->shape) ||
+      !c.shape(c.out(1), dtype, q.value->shape) ||
+      !c.shape(c.out(2), dtype, q.value->shape))
+    return c.takeError();
+  // The forward's output and row logsumexp, recomputed into the scratch.
+  const AttentionConfig &shape = attention.config;
+  int64_t outOffset = alignedFloats(shape.batch * shape.heads * shape.seq);
+  int64_t scratch = c.scratch(outOffset + q.value->numel);
+  return DeviceStep([=, qs = q.slot, ks = c.in(1).slot, vs = c.in(2).slot,
+                     g = c.in(4).slot, oq = c.out(0).slot, ok = c.out(1).slot,
+                     ov = c.out(2).slot](const LaunchContext &ctx) {
+    void *const *d = ctx.device;
+    AttentionConfig config = attention.at(ctx);
+    float *lse = as<float>(d[scratch]);
+    return byPrecision(attention.bf16, [&](auto *tag) -> Status {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      T *out = reinterpret_cast<T *>(lse + outOffset);
+      if (Status status =
+              cuda::attention(as<T>(d[qs]), as<T>(d[ks]), as<T>(d[vs]), out,
+                              lse, config, ctx.stream);
+          !status)
+        return status;
+      return attentionBackward(as<T>(d[qs]), as<T>(d[ks]), as<T>(d[vs]), out,
+                               as<T>(d[g]), lse, as<T>(d[oq]), as<T>(d[ok]),
+                               as<T>(d[ov]), config, ctx.stream);
+    });
+  });
+}
+
+//===----------------------------------------------------------------------===//
+// Embeddings and the head's plumbing
+//===----------------------------------------------------------------------===//
+
+/// Checks ids I32[B, S], type_ids? I32[B, S] and the tables word [V, D],
+/// pos [1, S' >= S, D], type [TV, D] (F32) of an embedding or its gradient.
+bool checkEmbedding(StepContext &c, const Arg &ids, const Arg &typeIds,
+                    const Arg &word, const Arg &pos, const Arg &type) {
+  if (!c.rank(ids, DType::I32, 2) || !c.rank(word, DType::F32, 2) ||
+      !c.rank(pos, DType::F32, 3) || !c.rank(type, DType::F32, 2))
+    return false;
+  int64_t seq = ids.dim(1), width = word.dim(1);
+  return c.shape(typeIds, DType::I32, {ids.dim(0), seq}) &&
+         c.check(pos.dim(0) == 1 && pos.dim(1) >= seq && pos.dim(2) == width,
+                 pos.role + " is " +
+                     exec::describe(pos.value->shape, DType::F32) +
+                     " but the kernel needs [1, S, " + std::to_string(width) +
+                     "] with S >= " + std::to_string(seq)) &&
+         c.shape(type, DType::F32, {type.dim(0), width});
+}
+
+Expected<DeviceStep> prepareEmbed(StepContext &c) {
+  const Arg &ids = c.in(0), &typeIds = c.in(1), &word = c.in(2), &pos = c.in(3),
+            &type = c.in(4), &y = c.out(0);
+  DType dtype;
+  if (!checkEmbedding(c, ids, typeIds, word, pos, type) ||
+      !activationType(c, y, dtype) ||
+      !c.shape(y, dtype, {ids.dim(0), ids.dim(1), word.dim(1)}))
+    return c.takeError();
+  int64_t batch = ids.dim(0), seq = ids.dim(1), width = word.dim(1),
+          vocab = word.dim(0), typeVocab = type.dim(0);
+  bool bf16 = dtype == DType::BF16;
+  return DeviceStep([=, i = ids.slot, t = typeIds.slot, w = word.slot,
+                     p = pos.slot, tt = type.slot,
+                     o = y.slot](const LaunchContext &ctx) {
+    void *const *v = ctx.device;
+    return byPrecision(bf16, [&](auto *tag) {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      return embedSum(as<int32_t>(v[i]), as<int32_t>(v[t]), as<float>(v[w]),
+                      as<float>(v[p]), as<float>(v[tt]), as<T>(v[o]), batch,
+                      seq, width, vocab, typeVocab, ctx.stream);
+    });
+  });
+}
+
+Expected<DeviceStep> prepareEmbedGrad(StepContext &c) {
+  const Arg &ids = c.in(0), &typeIds = c.in(1), &dy = c.in(2),
+            &dword = c.out(0), &dpos = c.out(1), &dtype = c.out(2);
+  DType dyType;
+  if (!checkEmbedding(c, ids, typeIds, dword, dpos, dtype) ||
+      !activationType(c, dy, dyType) ||
+      !c.shape(dy, dyType, {ids.dim(0), ids.dim(1), dword.dim(1)}))
+    return c.takeError();
+  int64_t batch = ids.dim(0), seq = ids.dim(1), width = dword.dim(1),
+          vocab = dword.dim(0), posRows = dpos.dim(1), typeVocab = dtype.dim(0);
+  int64_t scratch =
+      c.scratch(vocab + posRows + typeVocab + 3 + 3 * batch * seq);
+  bool bf16 = dyType == DType::BF16;
+  return DeviceStep([=, i = ids.slot, t = typeIds.slot, g = dy.slot,
+                     w = dword.slot, p = dpos.slot,
+                     tt = dtype.slot](const LaunchContext &ctx) {
+    void *const *v = ctx.device;
+    return byPrecision(bf16, [&](auto *tag) {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      return embedBackward(as<int32_t>(v[i]), as<int32_t>(v[t]), as<T>(v[g]),
+                           as<float>(v[w]), as<float>(v[p]), as<float>(v[tt]),
+                           batch, seq, width, vocab, posRows, typeVocab,
+                           as<int32_t>(v[scratch]), ctx.stream);
+    });
+  });
+}
+
+/// Reads `index` and checks `sequence` [B, S, D] and `rows` [B, D] of a
+/// position slice or its gradient (both of one activation dtype).
+bool checkTakePosition(StepContext &c, const Arg &sequence, const Arg &rows,
+                       int64_t &index, DType &dtype) {
+  if (!c.attr("index", index) || !activationType(c, sequence, dtype) ||
+      !c.rank(sequence, dtype, 3))
+    return false;
+  int64_t seq = sequence.dim(1);
+  return c.check(index >= 0 && index < seq,
+                 "attribute 'index' is " + std::to_string(index) +
+                     " but the sequence has " + std::to_string(seq) +
+                     " positions") &&
+         c.shape(rows, dtype, {sequence.dim(0), sequence.dim(2)});
+}
+
+Expected<DeviceStep> prepareTakePosition(StepContext &c) {
+  const Arg &x = c.in(0), &y = c.out(0);
+  int64_t index;
+  DType dtype;
+  if (!checkTakePosition(c, x, y, index, dtype))
+    return c.takeError();
+  int64_t batch = x.dim(0), seq = x.dim(1), d = x.dim(2);
+  bool bf16 = dtype == DType::BF16;
+  return DeviceStep([=, a = x.slot, o = y.slot](const LaunchContext &ctx) {
+    return byPrecision(bf16, [&](auto *tag) {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      return takePosition(as<T>(ctx.device[a]), as<T>(ctx.device[o]), batch,
+                          seq, d, index, ctx.stream);
+    });
+  });
+}
+
+Expected<DeviceStep> prepareTakePositionGrad(StepContext &c) {
+  const Arg &dy = c.in(0), &dx = c.out(0);
+  int64_t index;
+  DType dtype;
+  if (!checkTakePosition(c, dx, dy, index, dtype))
+    return c.takeError();
+  int64_t batch = dx.dim(0), seq = dx.dim(1), d = dx.dim(2);
+  bool bf16 = dtype == DType::BF16;
+  return DeviceStep([=, g = dy.slot, o = dx.slot](const LaunchContext &ctx) {
+    return byPrecision(bf16, [&](auto *tag) {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      return takePositionBackward(as<T>(ctx.device[g]), as<T>(ctx.device[o]),
+                                  batch, seq, d, index, ctx.stream);
+    });
+  });
+}
+
+/// Checks x [B, S, D] (`tokens`), positions I32[B, P] and rows [B*P, D]
+/// (`rows`) of a masked-LM gather or its gradient.
+bool checkGather(StepContext &c, const Arg &tokens, const Arg &positions,
+                 const Arg &rows, DType &dtype) {
+  if (!activationType(c, tokens, dtype) || !c.rank(tokens, dtype, 3) ||
+      !c.rank(positions, DType::I32, 2))
+    return false;
+  return c.check(positions.dim(0) == tokens.dim(0),
+                 positions.role + " is " +
+                     exec::describe(positions.value->shape, DType::I32) +
+                     " but the batch is " + std::to_string(tokens.dim(0))) &&
+         c.shape(rows, dtype,
+                 {tokens.dim(0) * positions.dim(1), tokens.dim(2)});
+}
+
+Expected<DeviceStep> prepareGatherPositions(StepContext &c) {
+  const Arg &x = c.in(0), &positions = c.in(1), &y = c.out(0);
+  DType dtype;
+  if (!checkGather(c, x, positions, y, dtype))
+    return c.takeError();
+  int64_t batch = x.dim(0), seq = x.dim(1), d = x.dim(2),
+          count = positions.dim(1);
+  bool bf16 = dtype == DType::BF16;
+  return DeviceStep([=, a = x.slot, p = positions.slot,
+                     o = y.slot](const LaunchContext &ctx) {
+    void *const *v = ctx.device;
+    return byPrecision(bf16, [&](auto *tag) {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      return gatherPositions(as<T>(v[a]), as<int32_t>(v[p]), as<T>(v[o]), batch,
+                             seq, d, count, ctx.stream);
+    });
+  });
+}
+
+Expected<DeviceStep> prepareGatherPositionsGrad(StepContext &c) {
+  const Arg &dy = c.in(0), &positions = c.in(1), &dx = c.out(0);
+  DType dtype;
+  if (!checkGather(c, dx, positions, dy, dtype))
+    return c.takeError();
+  int64_t batch = dx.dim(0), seq = dx.dim(1), d = dx.dim(2),
+          count = positions.dim(1);
+  bool bf16 = dtype == DType::BF16;
+  return DeviceStep([=, g = dy.slot, p = positions.slot,
+                     o = dx.slot](const LaunchContext &ctx) {
+    void *const *v = ctx.device;
+    return byPrecision(bf16, [&](auto *tag) {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      return gatherPositionsBackward(as<T>(v[g]), as<int32_t>(v[p]),
+                                     as<T>(v[o]), batch, seq, d, count,
+                                     ctx.stream);
+    });
+  });
+}
+
+//===----------------------------------------------------------------------===//
+// Elementwise arithmetic, scalars and losses
+//===----------------------------------------------------------------------===//
+
+/// y = op(a, b) over operands and result of one shape and activation dtype.
+Expected<DeviceStep> prepareBinary(StepContext &c, BinaryOp op) {
+  const Arg &a = c.in(0), &b = c.in(1), &y = c.out(0);
+  DType dtype;
+  if (!activationType(c, a, dtype) || !c.minRank(a, dtype, 0) ||
+      !c.shape(b, dtype, a.value->shape) || !c.shape(y, dtype, a.value->shape))
+    return c.takeError();
+  int64_t n = a.value->numel;
+  bool bf16 = dtype == DType::BF16;
+  return DeviceStep([=, l = a.slot, r = b.slot,
+                     o = y.slot](const LaunchContext &ctx) {
+    void *const *v = ctx.device;
+    return byPrecision(bf16, [&](auto *tag) {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      return binary(as<T>(v[l]), as<T>(v[r]), as<T>(v[o]), n, op, ctx.stream);
+    });
+  });
+}
+
+Expected<DeviceStep> prepareAdd(StepContext &c) {
+  return prepareBinary(c, BinaryOp::Add);
+}
+Expected<DeviceStep> prepareMultiply(StepContext &c) {
+  return prepareBinary(c, BinaryOp::Multiply);
+}
+Expected<DeviceStep> prepareDivide(StepContext &c) {
+  return prepareBinary(c, BinaryOp::Divide);
+}
+
+Expected<DeviceStep> prepareFill(StepContext &c) {
+  const Arg &y = c.out(0);
+  double value;
+  if (!c.attr("value", value) || !c.minRank(y, DType::F32, 0))
+    return c.takeError();
+  int64_t n = y.value->numel;
+  float fill = static_cast<float>(value);
+  return DeviceStep([=, o = y.slot](const LaunchContext &ctx) {
+    return fillValues(as<float>(ctx.device[o]), n, fill, ctx.stream);
+  });
+}
+
+Expected<DeviceStep> prepareBroadcast(StepContext &c) {
+  const Arg &x = c.in(0), &y = c.out(0);
+  if (!c.rank(x, DType::F32, 0) || !c.minRank(y, DType::F32, 0))
+    return c.takeError();
+  int64_t n = y.value->numel;
+  return DeviceStep([=, a = x.slot, o = y.slot](const LaunchContext &ctx) {
+    return broadcastScalar(as<float>(ctx.device[a]), as<float>(ctx.device[o]),
+                           n, ctx.stream);
+  });
+}
+
+Expected<DeviceStep> prepareReduceSum(StepContext &c) {
+  const Arg &x = c.in(0), &y = c.out(0);
+  if (!c.minRank(x, DType::F32, 0) || !c.shape(y, DType::F32, {}))
+    return c.takeError();
+  int64_t n = x.value->numel;
+  return DeviceStep([=, a = x.slot, o = y.slot](const LaunchContext &ctx) {
+    return sumValues(as<float>(ctx.device[a]), as<float>(ctx.device[o]), n,
+                     ctx.stream);
+  });
+}
+
+Expected<DeviceStep> prepareScale(StepContext &c) {
+  const Arg &x = c.in(0), &y = c.out(0);
+  double factor;
+  if (!c.attr("factor", factor) || !c.minRank(x, DType::F32, 0) ||
+      !c.shape(y, DType::F32, x.value->shape))
+    return c.takeError();
+  int64_t n = x.value->numel;
+  float f = static_cast<float>(factor);
+  return DeviceStep([=, a = x.slot, o = y.slot](const LaunchContext &ctx) {
+    return scaleValues(as<float>(ctx.device[a]), as<float>(ctx.device[o]), n, f,
+                       ctx.stream);
+  });
+}
+
+Expected<DeviceStep> prepareLabelMask(StepContext &c) {
+  const Arg &labels = c.in(0), &y = c.out(0);
+  if (!c.minRank(labels, DType::I32, 0) ||
+      !c.shape(y, DType::F32, labels.value->shape))
+    return c.takeError();
+  int64_t n = labels.value->numel;
+  return DeviceStep([=, a = labels.slot, o = y.slot](const LaunchContext &ctx) {
+    return labelMask(as<int32_t>(ctx.device[a]), as<float>(ctx.device[o]), n,
+                     ctx.stream);
+  });
+}
+
+Expected<DeviceStep> prepareArgmax(StepContext &c) {
+  const Arg &x = c.in(0), &y = c.out(0);
+  DType dtype;
+  if (!activationType(c, x, dtype) || !c.minRank(x, dtype, 1))
+    return c.takeError();
+  std::vector<int64_t> rows(x.value->shape.begin(), x.value->shape.end() - 1);
+  int64_t n = exec::leadingElements(*x.value), cols = x.value->shape.back();
+  if (!c.shape(y, DType::I32, rows) ||
+      !c.check(cols > 0, "cannot take the argmax of empty rows"))
+    return c.takeError();
+  bool bf16 = dtype == DType::BF16;
+  return DeviceStep([=, a = x.slot, o = y.slot](const LaunchContext &ctx) {
+    return byPrecision(bf16, [&](auto *tag) {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      return argmaxRows(as<T>(ctx.device[a]), as<int32_t>(ctx.device[o]), n,
+                        cols, ctx.stream);
+    });
+  });
+}
+
+Expected<DeviceStep> prepareSoftmaxCrossEntropyGrad(StepContext &c) {
+  const Arg &logits = c.in(0), &labels = c.in(1), &dloss = c.in(2),
+            &weights = c.in(3), &dlogits = c.out(0);
+  DType dtype;
+  if (!activationType(c, logits, dtype) || !c.rank(logits, dtype, 2) ||
+      !c.shape(labels, DType::I32, {logits.dim(0)}) ||
+      !c.shape(weights, DType::F32, {logits.dim(0)}) ||
+      !c.shape(dloss, DType::F32, {}) ||
+      !c.shape(dlogits, dtype, logits.value->shape))
+    return c.takeError();
+  int64_t rows = logits.dim(0), classes = logits.dim(1);
+  bool bf16 = dtype == DType::BF16;
+  return DeviceStep([=, z = logits.slot, l = labels.slot, s = dloss.slot,
+                     w = weights.slot,
+                     o = dlogits.slot](const LaunchContext &ctx) {
+    void *const *v = ctx.device;
+    return byPrecision(bf16, [&](auto *tag) {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      return softmaxCrossEntropyGrad(as<T>(v[z]), as<int32_t>(v[l]),
+                                     as<float>(v[w]), as<float>(v[s]),
+                                     as<T>(v[o]), rows, classes, ctx.stream);
+    });
+  });
+}
+
 struct TableEntry {
   std::string_view name;
   Expected<DeviceStep> (*prepare)(StepContext &);
@@ -407,13 +993,34 @@ struct TableEntry {
 
 /// Every plan kernel with a CUDA implementation.
 const TableEntry kTable[] = {
+    {"embed", prepareEmbed},
+    {"dense", prepareDense},
     {"layer_norm", prepareLayerNorm},
     {"layer_norm_grad", prepareLayerNormGrad},
     {"activation", prepareActivation},
-    {"activation_grad", prepareActivationGrad},
+    {"add", prepareAdd},
     {"softmax", prepareSoftmax},
+    {"take_position", prepareTakePosition},
+    {"attention", prepareAttention},
     {"softmax_grad", prepareSoftmaxGrad},
+    {"fill", prepareFill},
+    {"broadcast", prepareBroadcast},
+    {"reduce_sum", prepareReduceSum},
+    {"multiply", prepareMultiply},
+    {"divide", prepareDivide},
+    {"scale", prepareScale},
+    {"label_mask", prepareLabelMask},
+    {"argmax", prepareArgmax},
+    {"gather_positions", prepareGatherPositions},
     {"softmax_cross_entropy", prepareSoftmaxCrossEntropy},
+    {"activation_grad", prepareActivationGrad},
+    {"dense_weight_grad", prepareDenseWeightGrad},
+    {"reduce_rows", prepareReduceRows},
+    {"take_position_grad", prepareTakePositionGrad},
+    {"embed_grad", prepareEmbedGrad},
+    {"attention_grad", prepareAttentionGrad},
+    {"gather_positions_grad", prepareGatherPositionsGrad},
+    {"softmax_cross_entropy_grad", prepareSoftmaxCrossEntropyGrad},
     {"route_tokens_choose", prepareRouteTokensChoose},
     {"route_sigmoid_topk", prepareRouteSigmoidTopK},
     {"random_scale", prepareRandomScale},

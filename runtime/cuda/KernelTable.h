@@ -25,6 +25,8 @@
 
 namespace mixer::cuda {
 
+class GemmContext;
+
 /// What a prepared step reads when it enqueues its kernel. Both tables are
 /// indexed like exec::ValuePointers (value ids, then the absent and scratch
 /// slots).
@@ -35,6 +37,8 @@ struct LaunchContext {
   /// learning_rate are kernel arguments, read on the host); null elsewhere.
   const void *const *host = nullptr;
   cudaStream_t stream = nullptr;
+  /// The matrix products of the executor's stream.
+  GemmContext *gemm = nullptr;
 };
 
 /// A step bound to its shapes and attributes: enqueues its work and reports

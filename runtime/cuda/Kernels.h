@@ -154,6 +154,18 @@ Status softmaxCrossEntropy(const Bf16 *logits, const int32_t *labels,
                            int64_t rows, int64_t classes, float lossScale,
                            cudaStream_t stream);
 
+/// The gradient alone with the loss scale in device memory (*lossScale, one
+/// float: the plan's dloss, a value of the training step): dlogits as
+/// softmaxCrossEntropy computes it, no loss.
+Status softmaxCrossEntropyGrad(const float *logits, const int32_t *labels,
+                               const float *weights, const float *lossScale,
+                               float *dlogits, int64_t rows, int64_t classes,
+                               cudaStream_t stream);
+Status softmaxCrossEntropyGrad(const Bf16 *logits, const int32_t *labels,
+                               const float *weights, const float *lossScale,
+                               Bf16 *dlogits, int64_t rows, int64_t classes,
+                               cudaStream_t stream);
+
 //===----------------------------------------------------------------------===//
 // Attention (Attention.cu)
 //===----------------------------------------------------------------------===//

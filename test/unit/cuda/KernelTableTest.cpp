@@ -14,6 +14,8 @@
 
 #include <gmock/gmock.h>
 
+#include <cstdlib>
+
 using namespace mixer;
 using namespace mixer::exec::test;
 using ::testing::ElementsAre;
@@ -56,13 +58,19 @@ std::string prepareError(const PlanBuilder &b, size_t index) {
 
 TEST(CudaKernelTableTest, WiresTheKernelsOfKernelsH) {
   EXPECT_THAT(cuda::cudaKernelNames(),
-              ElementsAre("layer_norm", "layer_norm_grad", "activation",
-                          "activation_grad", "softmax", "softmax_grad",
-                          "softmax_cross_entropy", "route_tokens_choose",
-                          "route_sigmoid_topk", "random_scale", "global_norm",
-                          "adamw"));
-  EXPECT_TRUE(cuda::hasCudaKernel("layer_norm"));
-  EXPECT_FALSE(cuda::hasCudaKernel("dense"));
+              ElementsAre("embed", "dense", "layer_norm", "layer_norm_grad",
+                          "activation", "add", "softmax", "take_position",
+                          "attention", "softmax_grad", "fill", "broadcast",
+                          "reduce_sum", "multiply", "divide", "scale",
+                          "label_mask", "argmax", "gather_positions",
+                          "softmax_cross_entropy", "activation_grad",
+                          "dense_weight_grad", "reduce_rows",
+                          "take_position_grad", "embed_grad", "attention_grad",
+                          "gather_positions_grad", "softmax_cross_entropy_grad",
+                          "route_tokens_choose", "route_sigmoid_topk",
+                          "random_scale", "global_norm", "adamw"));
+  EXPECT_TRUE(cuda::hasCudaKernel("dense"));
+  EXPECT_FALSE(cuda::hasCudaKernel("linear_mix"));
   EXPECT_FALSE(cuda::hasCudaKernel("no_such_kernel"));
 }
 
@@ -75,17 +83,14 @@ TEST(CudaKernelTableTest, EveryEntryIsAPlanKernel) {
 
 TEST(CudaKernelTableTest, RefusesAPlanWithAMissingKernel) {
   PlanBuilder b = normThen("softmax");
-  int64_t w = b.param("w", {8, 8});
-  int64_t d1 = b.arena({4, 8}), d2 = b.arena({4, 8});
-  int64_t y = b.plan["outputs"][0]["value"];
-  b.step("dense", {y, w, -1}, {d1},
-         {{"activation", "none"}, {"transpose_w", false}});
-  b.step("dense", {d1, w, -1}, {d2},
-         {{"activation", "none"}, {"transpose_w", false}});
+  int64_t ws = b.param("ws", {4, 4}), wh = b.param("wh", {8, 8});
+  int64_t d1 = b.arena({1, 4, 8}), d2 = b.arena({1, 4, 8});
+  b.step("linear_mix", {d1, ws, wh}, {d2});
+  b.step("linear_mix", {d2, ws, wh}, {d1});
   exec::Plan plan = parse(b);
-  const char *expected = "tiny.mxa: cuda: kernel 'dense' of step 2 has no "
-                         "CUDA implementation yet (2 of 4 steps lack one: "
-                         "dense)";
+  const char *expected = "tiny.mxa: cuda: kernel 'linear_mix' of step 2 has "
+                         "no CUDA implementation yet (2 of 4 steps lack one: "
+                         "linear_mix)";
   Status status = cuda::checkCudaKernels(plan);
   EXPECT_EQ(status.message(), expected);
   // The executor refuses it before it looks for a device.
@@ -95,7 +100,7 @@ TEST(CudaKernelTableTest, RefusesAPlanWithAMissingKernel) {
   EXPECT_EQ(executor.message(), expected);
   int64_t scratch = 0;
   EXPECT_EQ(cuda::prepareDeviceStep(plan, 2, scratch).message(),
-            "tiny.mxa: cuda: kernel 'dense' of step 2 has no CUDA "
+            "tiny.mxa: cuda: kernel 'linear_mix' of step 2 has no CUDA "
             "implementation yet");
 }
 
@@ -139,9 +144,62 @@ TEST(CudaKernelTableTest, RefusesMixedActivationTypes) {
 }
 
 TEST(CudaKernelTableTest, RefusesActivationsWithoutAKernel) {
-  EXPECT_EQ(prepareError(normThen("activation", {{"kind", "tanh"}}), 1),
-            "tiny.mxa: steps[1] (activation): activation 'tanh' has no CUDA "
-            "implementation yet (only gelu)");
+  EXPECT_EQ(prepareError(normThen("activation", {{"kind", "relu"}}), 1),
+            "tiny.mxa: steps[1] (activation): activation 'relu' has no CUDA "
+            "implementation yet (only gelu and tanh)");
+  PlanBuilder b = normThen("softmax");
+  int64_t w = b.param("w", {8, 8});
+  int64_t y = b.plan["outputs"][0]["value"], z = b.arena({4, 8});
+  b.step("dense", {y, w, -1}, {z},
+         {{"activation", "relu"}, {"transpose_w", false}});
+  EXPECT_EQ(prepareError(b, 2), "tiny.mxa: steps[2] (dense): activation "
+                                "'relu' has no cuBLASLt epilogue (only none "
+                                "and gelu)");
+}
+
+/// A dropout attention step over q = k = v [2, 4, 8] whose seed and step are
+/// the given values.
+PlanBuilder attentionWith(int64_t headDim, bool seedIsInput) {
+  PlanBuilder b;
+  b.plan["target"] = "cuda";
+  int64_t ids = b.input("ids", {2, 4});
+  int64_t seed = seedIsInput ? b.input("seed", {}) : b.arena({}, "I32");
+  int64_t step = b.input("step", {});
+  int64_t q = b.arena({2, 4, 8}), y = b.arena({2, 4, 8});
+  b.step("attention", {q, q, q, ids, seed, step}, {y},
+         {{"num_heads", 8 / headDim},
+          {"head_dim", headDim},
+          {"pad_id", 0},
+          {"causal", false},
+          {"dropout_rate", 0.1},
+          {"stream", 1}});
+  return b;
+}
+
+TEST(CudaKernelTableTest, ChecksAttention) {
+  exec::Plan plan = parse(attentionWith(4, true));
+  int64_t scratch = 0;
+  Expected<cuda::DeviceStep> step = cuda::prepareDeviceStep(plan, 0, scratch);
+  EXPECT_TRUE(step.ok()) << step.message();
+  EXPECT_EQ(prepareError(attentionWith(4, false), 0),
+            "tiny.mxa: steps[0] (attention): operand 4 (seed) must be a plan "
+            "input: the CUDA kernel reads it on the host");
+}
+
+TEST(CudaKernelTableTest, ReservesScratchForTheBf16Products) {
+  PlanBuilder b;
+  b.plan["target"] = "cuda";
+  b.plan["precision"] = "bf16";
+  int64_t w = b.param("w", {8, 3});
+  int64_t x = b.arena({5, 8}, "BF16"), y = b.arena({5, 3}, "BF16");
+  b.step("dense", {x, w, -1}, {y},
+         {{"activation", "gelu"}, {"transpose_w", false}});
+  exec::Plan plan = parse(b);
+  int64_t scratch = 0;
+  Expected<cuda::DeviceStep> step = cuda::prepareDeviceStep(plan, 0, scratch);
+  ASSERT_TRUE(step.ok()) << step.message();
+  // x widened (40 floats, aligned to 64) and the fp32 result (15 floats).
+  EXPECT_EQ(scratch, (64 + 15) * 4);
 }
 
 TEST(CudaKernelTableTest, ReadsNoiseKeysFromInputsOnly) {
@@ -200,3 +258,28 @@ TEST(CudaKernelTableTest, NamesTheMissingDevice) {
 }
 
 } // namespace
+
+/// The cuda plans mixc compiles (bert_tiny: inference and the training step,
+/// fp32 and bf16; CTest's MixerCudaBertTinyPlans passes their folder in
+/// MIXER_CUDA_PLANS): every kernel has a CUDA implementation and every step
+/// prepares, which is all the executor checks before it needs a device.
+TEST(CudaPlanFileTest, WiresEveryStep) {
+  const char *folder = std::getenv("MIXER_CUDA_PLANS");
+  if (!folder)
+    GTEST_SKIP() << "MIXER_CUDA_PLANS is not set";
+  for (const char *name :
+       {"infer.mxa", "infer-bf16.mxa", "train.mxa", "train-bf16.mxa"}) {
+    Expected<exec::Plan> plan =
+        exec::Plan::load(std::string(folder) + "/" + name);
+    ASSERT_TRUE(plan.ok()) << plan.message();
+    EXPECT_EQ(plan->target, "cuda");
+    Status wired = cuda::checkCudaKernels(*plan);
+    EXPECT_TRUE(wired.ok()) << wired.message();
+    int64_t scratch = 0;
+    for (size_t i = 0; i < plan->steps.size(); ++i) {
+      Expected<cuda::DeviceStep> step =
+          cuda::prepareDeviceStep(*plan, i, scratch);
+      EXPECT_TRUE(step.ok()) << step.message();
+    }
+  }
+}
