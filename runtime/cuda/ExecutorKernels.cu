@@ -51,6 +51,16 @@ __global__ void __launch_bounds__(1)
   *y = static_cast<float>(sum);
 }
 
+__global__ void __launch_bounds__(1)
+    squaredErrorKernel(const float *p, const float *t, float *loss, int64_t n) {
+  double total = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    float error = p[i] - t[i];
+    total += static_cast<double>(error) * error;
+  }
+  *loss = static_cast<float>(total);
+}
+
 template <typename D>
 __global__ void __launch_bounds__(kBlockThreads)
     argmaxKernel(const D *x, int32_t *y, int64_t rows, int64_t cols) {
@@ -185,6 +195,25 @@ Status labelMask(const int32_t *labels, float *y, int64_t n,
   return forEach("label_mask", n, stream, [=] __device__(int64_t i) {
     y[i] = labels[i] >= 0 ? 1.0f : 0.0f;
   });
+}
+
+Status roundToBf16Values(const float *x, float *y, int64_t n,
+                         cudaStream_t stream) {
+  return forEach("round_bf16", n, stream, [=] __device__(int64_t i) {
+    uint32_t bits = __float_as_uint(x[i]);
+    uint32_t rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) & 0xffff0000u;
+    bool isNan = (bits & 0x7fffffffu) > 0x7f800000u;
+    y[i] =
+        __uint_as_float(isNan ? (bits | 0x00400000u) & 0xffff0000u : rounded);
+  });
+}
+
+Status squaredError(const float *prediction, const float *target, float *loss,
+                    int64_t n, cudaStream_t stream) {
+  if (Status s = requireNonNegative("squared_error", "n", n); !s.ok())
+    return s;
+  squaredErrorKernel<<<1, 1, 0, stream>>>(prediction, target, loss, n);
+  return launched("squared_error");
 }
 
 template <typename T>

@@ -45,6 +45,15 @@ Status scaleValues(const float *x, float *y, int64_t n, float factor,
 Status labelMask(const int32_t *labels, float *y, int64_t n,
                  cudaStream_t stream);
 
+/// y[i] = x[i] rounded to the nearest bf16 value (ties to even; NaNs only
+/// quieted), kept as a float (`round_bf16`, cpu::roundToBf16's bits).
+Status roundToBf16Values(const float *x, float *y, int64_t n,
+                         cudaStream_t stream);
+/// *loss = float(sum over i of double(p[i] - t[i])^2, in index order)
+/// (`squared_error`, cpu::squaredError).
+Status squaredError(const float *prediction, const float *target, float *loss,
+                    int64_t n, cudaStream_t stream);
+
 /// The elementwise binary plan kernels.
 enum class BinaryOp { Add, Multiply, Divide };
 /// y[i] = op(a[i], b[i]) in fp32 over n values (`add`, `multiply`,

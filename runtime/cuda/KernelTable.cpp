@@ -542,6 +542,127 @@ Expected<DeviceStep> prepareReduceRows(StepContext &c) {
   });
 }
 
+/// A product of packed row-major matrices: C [m, n] = op(A) op(B) + beta C.
+GemmProblem<float> packed(bool transA, bool transB, int64_t m, int64_t n,
+                          int64_t k, const float *a, const float *b, float *c,
+                          float beta = 0.0f) {
+  GemmProblem<float> p;
+  p.transA = transA, p.transB = transB;
+  p.m = m, p.n = n, p.k = k;
+  p.a = a, p.lda = transA ? m : k;
+  p.b = b, p.ldb = transB ? k : n;
+  p.c = c, p.ldc = n;
+  p.beta = beta;
+  return p;
+}
+
+/// The same product for every example: C[e] = op(A) op(B[e]) with A shared.
+GemmProblem<float> sharedLeft(GemmProblem<float> p, int64_t batch) {
+  p.batch = batch;
+  p.strideB = p.k * p.n;
+  p.strideC = p.m * p.n;
+  return p;
+}
+
+/// Checks x [B, S, D] (activations), ws [S, S] and wh [D, D] (F32) and
+/// `more`, values shaped like x, of a linear mixing step.
+bool checkLinearMix(StepContext &c, DType &dtype,
+                    std::initializer_list<const Arg *> more) {
+  const Arg &x = c.in(0);
+  if (!activationType(c, x, dtype) || !c.rank(x, dtype, 3) ||
+      !c.shape(c.in(1), DType::F32, {x.dim(1), x.dim(1)}) ||
+      !c.shape(c.in(2), DType::F32, {x.dim(2), x.dim(2)}))
+    return false;
+  for (const Arg *arg : more)
+    if (!c.shape(*arg, dtype, x.value->shape))
+      return false;
+  return true;
+}
+
+Expected<DeviceStep> prepareLinearMix(StepContext &c) {
+  const Arg &x = c.in(0), &y = c.out(0);
+  DType dtype;
+  if (!checkLinearMix(c, dtype, {&y}))
+    return c.takeError();
+  int64_t batch = x.dim(0), seq = x.dim(1), d = x.dim(2);
+  int64_t n = x.value->numel, block = alignedFloats(n);
+  bool bf16 = dtype == DType::BF16;
+  // X W_h, then (bf16) the widened x and the fp32 result.
+  int64_t scratch = c.scratch(bf16 ? 3 * block : block);
+  return DeviceStep([=, a = x.slot, s = c.in(1).slot, h = c.in(2).slot,
+                     o = y.slot](const LaunchContext &ctx) -> Status {
+    void *const *v = ctx.device;
+    float *work = as<float>(v[scratch]);
+    float *xw = work, *xs = work + block, *ys = work + 2 * block;
+    Expected<const float *> input = widened(bf16, v[a], xs, n, ctx.stream);
+    if (!input)
+      return input.takeStatus();
+    float *out = bf16 ? ys : as<float>(v[o]);
+    // Y[b] = W_s (X[b] W_h).
+    if (Status status = ctx.gemm->gemm(packed(false, false, batch * seq, d, d,
+                                              *input, as<float>(v[h]), xw));
+        !status)
+      return status;
+    if (Status status = ctx.gemm->gemm(sharedLeft(
+            packed(false, false, seq, d, seq, as<float>(v[s]), xw, out),
+            batch));
+        !status)
+      return status;
+    return bf16 ? narrowToBf16(out, as<Bf16>(v[o]), n, ctx.stream)
+                : Status::success();
+  });
+}
+
+Expected<DeviceStep> prepareLinearMixGrad(StepContext &c) {
+  const Arg &x = c.in(0), &dy = c.in(3), &dx = c.out(0);
+  DType dtype;
+  if (!checkLinearMix(c, dtype, {&dy, &dx}) ||
+      !c.shape(c.out(1), DType::F32, {x.dim(1), x.dim(1)}) ||
+      !c.shape(c.out(2), DType::F32, {x.dim(2), x.dim(2)}))
+    return c.takeError();
+  int64_t batch = x.dim(0), seq = x.dim(1), d = x.dim(2);
+  int64_t n = x.value->numel, block = alignedFloats(n);
+  bool bf16 = dtype == DType::BF16;
+  // X W_h, W_s X, W_s^T dY, then (bf16) the widened x and dy and fp32 dx.
+  int64_t scratch = c.scratch((bf16 ? 6 : 3) * block);
+  return DeviceStep([=, a = x.slot, s = c.in(1).slot, h = c.in(2).slot,
+                     g = dy.slot, o = dx.slot, os = c.out(1).slot,
+                     oh = c.out(2).slot](const LaunchContext &ctx) -> Status {
+    void *const *v = ctx.device;
+    float *work = as<float>(v[scratch]);
+    float *xw = work, *wx = work + block, *wg = work + 2 * block;
+    Expected<const float *> xs =
+        widened(bf16, v[a], work + 3 * block, n, ctx.stream);
+    if (!xs)
+      return xs.takeStatus();
+    Expected<const float *> gs =
+        widened(bf16, v[g], work + 4 * block, n, ctx.stream);
+    if (!gs)
+      return gs.takeStatus();
+    const float *wsP = as<float>(v[s]), *whP = as<float>(v[h]);
+    float *dxOut = bf16 ? work + 5 * block : as<float>(v[o]);
+    float *dws = as<float>(v[os]);
+    std::vector<GemmProblem<float>> products = {
+        // X W_h and W_s X.
+        packed(false, false, batch * seq, d, d, *xs, whP, xw),
+        sharedLeft(packed(false, false, seq, d, seq, wsP, *xs, wx), batch),
+        // dW_h = sum_b (W_s X[b])^T dY[b], one product over all rows.
+        packed(true, false, d, d, batch * seq, wx, *gs, as<float>(v[oh])),
+        // dX[b] = W_s^T dY[b] W_h^T.
+        sharedLeft(packed(true, false, seq, d, seq, wsP, *gs, wg), batch),
+        packed(false, true, batch * seq, d, d, wg, whP, dxOut)};
+    // dW_s = sum_b dY[b] (X[b] W_h)^T, added example by example.
+    for (int64_t b = 0; b < batch; ++b)
+      products.push_back(packed(false, true, seq, seq, d, *gs + b * seq * d,
+                                xw + b * seq * d, dws, b ? 1.0f : 0.0f));
+    for (const GemmProblem<float> &product : products)
+      if (Status status = ctx.gemm->gemm(product); !status)
+        return status;
+    return bf16 ? narrowToBf16(dxOut, as<Bf16>(v[o]), n, ctx.stream)
+                : Status::success();
+  });
+}
+
 //===----------------------------------------------------------------------===//
 // Attention
 //===----------------------------------------------------------------------===//
@@ -941,6 +1062,31 @@ Expected<DeviceStep> prepareLabelMask(StepContext &c) {
   });
 }
 
+Expected<DeviceStep> prepareRoundBf16(StepContext &c) {
+  const Arg &x = c.in(0), &y = c.out(0);
+  if (!c.minRank(x, DType::F32, 0) || !c.shape(y, DType::F32, x.value->shape))
+    return c.takeError();
+  int64_t n = x.value->numel;
+  return DeviceStep([=, a = x.slot, o = y.slot](const LaunchContext &ctx) {
+    return roundToBf16Values(as<float>(ctx.device[a]), as<float>(ctx.device[o]),
+                             n, ctx.stream);
+  });
+}
+
+Expected<DeviceStep> prepareSquaredError(StepContext &c) {
+  const Arg &pred = c.in(0), &target = c.in(1), &loss = c.out(0);
+  if (!c.minRank(pred, DType::F32, 0) ||
+      !c.shape(target, DType::F32, pred.value->shape) ||
+      !c.shape(loss, DType::F32, {}))
+    return c.takeError();
+  int64_t n = pred.value->numel;
+  return DeviceStep([=, p = pred.slot, t = target.slot,
+                     o = loss.slot](const LaunchContext &ctx) {
+    return squaredError(as<float>(ctx.device[p]), as<float>(ctx.device[t]),
+                        as<float>(ctx.device[o]), n, ctx.stream);
+  });
+}
+
 Expected<DeviceStep> prepareArgmax(StepContext &c) {
   const Arg &x = c.in(0), &y = c.out(0);
   DType dtype;
@@ -1000,7 +1146,9 @@ const TableEntry kTable[] = {
     {"activation", prepareActivation},
     {"add", prepareAdd},
     {"softmax", prepareSoftmax},
+    {"round_bf16", prepareRoundBf16},
     {"take_position", prepareTakePosition},
+    {"linear_mix", prepareLinearMix},
     {"attention", prepareAttention},
     {"softmax_grad", prepareSoftmaxGrad},
     {"fill", prepareFill},
@@ -1013,10 +1161,12 @@ const TableEntry kTable[] = {
     {"argmax", prepareArgmax},
     {"gather_positions", prepareGatherPositions},
     {"softmax_cross_entropy", prepareSoftmaxCrossEntropy},
+    {"squared_error", prepareSquaredError},
     {"activation_grad", prepareActivationGrad},
     {"dense_weight_grad", prepareDenseWeightGrad},
     {"reduce_rows", prepareReduceRows},
     {"take_position_grad", prepareTakePositionGrad},
+    {"linear_mix_grad", prepareLinearMixGrad},
     {"embed_grad", prepareEmbedGrad},
     {"attention_grad", prepareAttentionGrad},
     {"gather_positions_grad", prepareGatherPositionsGrad},

@@ -12,7 +12,9 @@
 
 #include "test/unit/exec/PlanBuilder.h"
 
+#include <cmath>
 #include <cstdio>
+#include <memory>
 
 using namespace mixer;
 using namespace mixer::exec::test;
@@ -99,6 +101,89 @@ TEST_P(CudaExecutorTest, MatchesTheCpuExecutorAcrossSteps) {
 }
 
 INSTANTIATE_TEST_SUITE_P(GraphOrNot, CudaExecutorTest, ::testing::Bool());
+
+/// The products and attention of a training step: dense with the GELU
+/// epilogue, linear mixing, attention over padded tokens, and their
+/// gradients (linear_mix_grad, dense_weight_grad, reduce_rows,
+/// attention_grad).
+PlanBuilder productsPlan() {
+  PlanBuilder b;
+  int64_t x = b.input("x", {2, 4, 8}, false, "F32"),
+          ids = b.input("ids", {2, 4});
+  int64_t w = b.param("w", {8, 8}), bias = b.param("bias", {8}),
+          ws = b.param("ws", {4, 4}), wh = b.param("wh", {8, 8});
+  auto act = [&] { return b.arena({2, 4, 8}); };
+  int64_t h = act(), m = act(), a = act(), dh = act(), dq = act(), dk = act(),
+          dv = act();
+  int64_t dws = b.arena({4, 4}), dwh = b.arena({8, 8}), dw = b.arena({8, 8}),
+          db = b.arena({8});
+  json attention = {{"num_heads", 2},  {"head_dim", 4},       {"pad_id", 0},
+                    {"causal", false}, {"dropout_rate", 0.0}, {"stream", 1}};
+  b.step("dense", {x, w, bias}, {h},
+         {{"activation", "gelu"}, {"transpose_w", false}});
+  b.step("linear_mix", {h, ws, wh}, {m});
+  b.step("attention", {m, m, m, ids, -1, -1}, {a}, attention);
+  b.step("linear_mix_grad", {h, ws, wh, a}, {dh, dws, dwh});
+  b.step("dense_weight_grad", {x, dh}, {dw}, {{"transpose_w", false}});
+  b.step("reduce_rows", {dh}, {db});
+  b.step("attention_grad", {m, m, m, ids, a, -1, -1}, {dq, dk, dv}, attention);
+  for (auto [name, value] : {std::pair<const char *, int64_t>{"a", a},
+                             {"dh", dh},
+                             {"dws", dws},
+                             {"dwh", dwh},
+                             {"dw", dw},
+                             {"db", db},
+                             {"dq", dq},
+                             {"dk", dk},
+                             {"dv", dv}})
+    b.output(name, value);
+  return b;
+}
+
+TEST(CudaExecutorProductsTest, MatchesTheCpuExecutor) {
+  std::vector<io::HostTensor> weights = {
+      randomTensor("w", {8, 8}, 4), randomTensor("bias", {8}, 5),
+      randomTensor("ws", {4, 4}, 6), randomTensor("wh", {8, 8}, 7)};
+  std::vector<io::HostTensor> in = {
+      randomTensor("x", {2, 4, 8}, 8, -2.0f, 2.0f),
+      intTensor("ids", {2, 4}, {5, 6, 7, 0, 9, 0, 4, 4})};
+  std::vector<std::vector<io::HostTensor>> outputs;
+  for (const char *target : {"cpu", "cuda"}) {
+    PlanBuilder b = productsPlan();
+    b.plan["target"] = target;
+    Expected<exec::Plan> plan =
+        exec::Plan::parse(b.plan.dump(), "products.mxa");
+    ASSERT_TRUE(plan.ok()) << plan.message();
+    std::unique_ptr<exec::PlanExecutor> executor;
+    if (std::string(target) == "cpu") {
+      Expected<exec::Executor> cpu = exec::Executor::create(*plan);
+      ASSERT_TRUE(cpu.ok()) << cpu.message();
+      executor = std::make_unique<exec::Executor>(std::move(*cpu));
+    } else {
+      Expected<std::unique_ptr<cuda::Executor>> gpu =
+          cuda::Executor::create(*plan);
+      ASSERT_TRUE(gpu.ok()) << gpu.message();
+      executor = std::move(*gpu);
+    }
+    ASSERT_TRUE(executor->bindParams(weights, "params", false).ok());
+    ASSERT_TRUE(executor->bindInputs(in, "inputs", false).ok());
+    Status status = executor->run();
+    ASSERT_TRUE(status.ok()) << status.message();
+    outputs.push_back(executor->outputs());
+  }
+  for (size_t i = 0; i < outputs[0].size(); ++i) {
+    SCOPED_TRACE(outputs[0][i].name);
+    const io::HostTensor &cpu = outputs[0][i], &gpu = outputs[1][i];
+    std::vector<float> c(cpu.as<float>(), cpu.as<float>() + cpu.numel()),
+        g(gpu.as<float>(), gpu.as<float>() + gpu.numel());
+    float largest = 0;
+    for (float v : c)
+      largest = std::max(largest, std::fabs(v));
+    ASSERT_EQ(g.size(), c.size());
+    for (size_t j = 0; j < c.size(); ++j)
+      EXPECT_NEAR(g[j], c[j], 1e-4f * largest) << "element " << j;
+  }
+}
 
 } // namespace
 

@@ -16,6 +16,7 @@
 #include "runtime/cpu/TransformerGradients.h"
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 namespace mixer::cuda::test {
@@ -195,6 +196,35 @@ TEST(CudaScalarKernels, FollowTheCpuKernels) {
   DeviceArray<float> mask(4);
   ASSERT_OK(labelMask(labels.get(), mask.get(), 4, nullptr));
   EXPECT_EQ(mask.read(), (std::vector<float>{0, 1, 1, 0}));
+}
+
+float fromBits(uint32_t bits) {
+  float value;
+  std::memcpy(&value, &bits, sizeof value);
+  return value;
+}
+
+TEST(CudaRoundBf16, MatchesTheCpuBits) {
+  float inf = std::numeric_limits<float>::infinity();
+  std::vector<float> x = randomFloats(500, 16, -100.0f, 100.0f);
+  // Ties (to even, both ways), the largest finite value, infinities, NaN.
+  for (uint32_t bits : {0x3f808000u, 0x3f818000u, 0x7f7fffffu, 0x7fc00001u})
+    x.push_back(fromBits(bits));
+  x.push_back(inf);
+  x.push_back(-inf);
+  std::vector<float> expected(x.size());
+  cpu::roundToBf16(x.data(), expected.data(), x.size());
+  DeviceArray<float> dX(x), y(x.size());
+  ASSERT_OK(roundToBf16Values(dX.get(), y.get(), x.size(), nullptr));
+  expectBitwiseEqual(y.read(), expected, "round_bf16");
+}
+
+TEST(CudaSquaredError, MatchesTheCpuBitForBit) {
+  std::vector<float> p = randomFloats(257, 17), t = randomFloats(257, 18);
+  DeviceArray<float> dP(p), dT(t), loss(1);
+  ASSERT_OK(squaredError(dP.get(), dT.get(), loss.get(), 257, nullptr));
+  EXPECT_EQ(loss.read()[0],
+            cpu::squaredError(p.data(), t.data(), 257, nullptr, 1.0f));
 }
 
 TEST(CudaColumnSum, IsTheBiasGradient) {
