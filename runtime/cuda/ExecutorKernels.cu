@@ -122,6 +122,54 @@ __global__ void __launch_bounds__(kBlockThreads)
   }
 }
 
+/// out[t, c] from the slots of token t in slot order (start/order of
+/// sortByKeyKernel), each scaled by its gate (1 without gates).
+template <typename D>
+__global__ void __launch_bounds__(kBlockThreads)
+    combineKernel(const int32_t *start, const int32_t *order, const D *yd,
+                  const float *gates, D *out, int64_t numTokens, int64_t d) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+       i < numTokens * d; i += int64_t(gridDim.x) * blockDim.x) {
+    int64_t t = i / d, c = i % d;
+    float sum = 0.0f;
+    for (int32_t j = start[t]; j < start[t + 1]; ++j) {
+      int64_t slot = order[j];
+      float term =
+          __fmul_rn(gates ? gates[slot] : 1.0f, load(yd, slot * d + c));
+      sum = j == start[t] ? term : __fadd_rn(sum, term);
+    }
+    store(out, i, sum);
+  }
+}
+
+template <typename D>
+__global__ void __launch_bounds__(kBlockThreads)
+    gateDotKernel(const D *yd, const int32_t *tokens, const D *dout,
+                  float *dgates, int64_t slots, int64_t numTokens, int64_t d) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < slots;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    int64_t t = tokens[i];
+    float dot = 0.0f;
+    if (t >= numTokens)
+      dot = __int_as_float(0x7fc00000);
+    else if (t >= 0)
+      for (int64_t c = 0; c < d; ++c)
+        dot += load(dout, t * d + c) * load(yd, i * d + c);
+    dgates[i] = dot;
+  }
+}
+
+__global__ void __launch_bounds__(kBlockThreads)
+    scatterGateKernel(const int32_t *tokens, const int32_t *offsets,
+                      const float *dgates, float *dscores, int64_t numTokens,
+                      int64_t experts) {
+  for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < experts;
+       e += int64_t(gridDim.x) * blockDim.x)
+    for (int32_t i = offsets[e]; i < offsets[e + 1]; ++i)
+      if (tokens[i] >= 0 && tokens[i] < numTokens)
+        dscores[int64_t(tokens[i]) * experts + e] = dgates[i];
+}
+
 struct IdKey {
   const int32_t *ids;
   __device__ int64_t operator()(int64_t t) const { return ids ? ids[t] : 0; }
@@ -365,6 +413,72 @@ Status embedBackward(const int32_t *ids, const int32_t *typeIds, const T *dy,
 }
 
 template <typename T>
+Status dispatchRows(const T *x, const int32_t *tokens, T *xd, int64_t slots,
+                    int64_t numTokens, int64_t d, cudaStream_t stream) {
+  auto in = device(x);
+  auto out = device(xd);
+  return forEach("dispatch", slots * d, stream, [=] __device__(int64_t i) {
+    int64_t t = tokens[i / d];
+    store(out, i,
+          t < 0           ? 0.0f
+          : t < numTokens ? load(in, t * d + i % d)
+                          : __int_as_float(0x7fc00000));
+  });
+}
+
+template <typename T>
+Status combineRows(const T *yd, const int32_t *tokens, const float *gates,
+                   T *out, int64_t slots, int64_t numTokens, int64_t d,
+                   int32_t *scratch, cudaStream_t stream) {
+  const char *kernel = "combine";
+  if (Status s = requireNonNegative(kernel, "tokens", numTokens);
+      !s.ok() || numTokens * d == 0)
+    return s;
+  int32_t *start = scratch, *order = scratch + numTokens + 1;
+  sortByKeyKernel<<<1, 1, 0, stream>>>(IdKey{tokens}, slots, numTokens, start,
+                                       order);
+  combineKernel<<<gridFor(numTokens * d), kBlockThreads, 0, stream>>>(
+      start, order, device(yd), gates, device(out), numTokens, d);
+  return launchStatus(kernel);
+}
+
+template <typename T>
+Status combineBackward(const T *yd, const int32_t *tokens, const float *gates,
+                       const T *dout, T *dyd, float *dgates, int64_t slots,
+                       int64_t numTokens, int64_t d, cudaStream_t stream) {
+  auto upstream = device(dout);
+  auto out = device(dyd);
+  if (Status s = forEach(
+          "combine_grad", slots * d, stream,
+          [=] __device__(int64_t i) {
+            int64_t slot = i / d, t = tokens[slot];
+            store(out, i,
+                  t < 0           ? 0.0f
+                  : t < numTokens ? load(upstream, t * d + i % d) * gates[slot]
+                                  : __int_as_float(0x7fc00000));
+          });
+      !s.ok() || slots == 0)
+    return s;
+  gateDotKernel<<<gridFor(slots), kBlockThreads, 0, stream>>>(
+      device(yd), tokens, upstream, dgates, slots, numTokens, d);
+  return launchStatus("combine_grad");
+}
+
+Status scatterGateGrad(const int32_t *tokens, const int32_t *offsets,
+                       const float *dgates, float *dscores, int64_t numTokens,
+                       int64_t experts, cudaStream_t stream) {
+  const char *kernel = "scatter_gate_grad";
+  if (numTokens * experts == 0)
+    return Status::success();
+  if (cudaMemsetAsync(dscores, 0, numTokens * experts * sizeof(float),
+                      stream) != cudaSuccess)
+    return launchStatus(kernel);
+  scatterGateKernel<<<gridFor(experts), kBlockThreads, 0, stream>>>(
+      tokens, offsets, dgates, dscores, numTokens, experts);
+  return launchStatus(kernel);
+}
+
+template <typename T>
 Status columnSum(const T *dy, float *db, int64_t rows, int64_t cols,
                  cudaStream_t stream) {
   return columnSums(
@@ -397,7 +511,16 @@ Status columnSum(const T *dy, float *db, int64_t rows, int64_t cols,
                                 float *, float *, float *, int64_t, int64_t,   \
                                 int64_t, int64_t, int64_t, int64_t, int32_t *, \
                                 cudaStream_t);                                 \
-  template Status columnSum(const T *, float *, int64_t, int64_t, cudaStream_t);
+  template Status columnSum(const T *, float *, int64_t, int64_t,              \
+                            cudaStream_t);                                     \
+  template Status dispatchRows(const T *, const int32_t *, T *, int64_t,       \
+                               int64_t, int64_t, cudaStream_t);                \
+  template Status combineRows(const T *, const int32_t *, const float *, T *,  \
+                              int64_t, int64_t, int64_t, int32_t *,            \
+                              cudaStream_t);                                   \
+  template Status combineBackward(const T *, const int32_t *, const float *,   \
+                                  const T *, T *, float *, int64_t, int64_t,   \
+                                  int64_t, cudaStream_t);
 MIXER_INSTANTIATE(float)
 MIXER_INSTANTIATE(Bf16)
 #undef MIXER_INSTANTIATE

@@ -120,6 +120,34 @@ Status embedBackward(const int32_t *ids, const int32_t *typeIds, const T *dy,
                      int64_t seq, int64_t d, int64_t vocab, int64_t posRows,
                      int64_t typeVocab, int32_t *scratch, cudaStream_t stream);
 
+/// xd[i, :] = x[tokens[i], :] over the slots, 0 for an empty slot (token
+/// -1) (`dispatch`); a token outside [-1, numTokens) gives a NaN row.
+template <typename T>
+Status dispatchRows(const T *x, const int32_t *tokens, T *xd, int64_t slots,
+                    int64_t numTokens, int64_t d, cudaStream_t stream);
+/// out[t, :] = the sum over the slots i of token t, in slot order, of
+/// gates[i] * yd[i, :] (cpu::combine: the first term is the product, each
+/// further one added), 0 for a token without slots (`combine`; with null
+/// gates the plain sum, `dispatch_grad`). The slots are ordered by a
+/// counting sort in `scratch` (numTokens + 1 + slots ints).
+template <typename T>
+Status combineRows(const T *yd, const int32_t *tokens, const float *gates,
+                   T *out, int64_t slots, int64_t numTokens, int64_t d,
+                   int32_t *scratch, cudaStream_t stream);
+/// dyd[i, :] = gates[i] * dout[tokens[i], :] and dgates[i] = the dot product
+/// of dout[tokens[i], :] and yd[i, :] in fp32 in column order; 0 for an empty
+/// slot (`combine_grad`).
+template <typename T>
+Status combineBackward(const T *yd, const int32_t *tokens, const float *gates,
+                       const T *dout, T *dyd, float *dgates, int64_t slots,
+                       int64_t numTokens, int64_t d, cudaStream_t stream);
+/// dscores [numTokens, experts] = 0 except dscores[tokens[i], e] =
+/// dgates[i] for the slots i of expert e (offsets[e] <= i < offsets[e + 1])
+/// (`scatter_gate_grad`).
+Status scatterGateGrad(const int32_t *tokens, const int32_t *offsets,
+                       const float *dgates, float *dscores, int64_t numTokens,
+                       int64_t experts, cudaStream_t stream);
+
 /// db[c] = the column sums of dy [rows, cols] in fp32, in a fixed order
 /// (`reduce_rows`, the bias gradient).
 template <typename T>

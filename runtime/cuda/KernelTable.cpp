@@ -289,6 +289,116 @@ Expected<DeviceStep> prepareRouteSigmoidTopK(StepContext &c) {
 }
 
 //===----------------------------------------------------------------------===//
+// Mixture-of-experts gathers and scatters
+//===----------------------------------------------------------------------===//
+
+Expected<DeviceStep> prepareDispatch(StepContext &c) {
+  const Arg &x = c.in(0), &tokens = c.in(1), &y = c.out(0);
+  DType dtype;
+  if (!activationType(c, x, dtype) || !c.rank(x, dtype, 2) ||
+      !c.rank(tokens, DType::I32, 1))
+    return c.takeError();
+  int64_t slots = tokens.dim(0), numTokens = x.dim(0), d = x.dim(1);
+  if (!c.shape(y, dtype, {slots, d}))
+    return c.takeError();
+  bool bf16 = dtype == DType::BF16;
+  return DeviceStep(
+      [=, a = x.slot, t = tokens.slot, o = y.slot](const LaunchContext &ctx) {
+        void *const *v = ctx.device;
+        return byPrecision(bf16, [&](auto *tag) {
+          using T = std::remove_pointer_t<decltype(tag)>;
+          return dispatchRows(as<T>(v[a]), as<int32_t>(v[t]), as<T>(v[o]),
+                              slots, numTokens, d, ctx.stream);
+        });
+      });
+}
+
+/// Checks the slot rows `rows` [A, D], tokens I32[A], the optional gates
+/// F32[A] and the token rows `tokenRows` [N, D] of a combine (or of the
+/// gradient of a dispatch).
+bool checkCombine(StepContext &c, const Arg &rows, const Arg &tokens,
+                  const Arg *gates, const Arg &tokenRows, DType &dtype) {
+  if (!activationType(c, rows, dtype) || !c.rank(rows, dtype, 2) ||
+      !c.rank(tokenRows, dtype, 2))
+    return false;
+  int64_t slots = rows.dim(0);
+  return c.shape(tokens, DType::I32, {slots}) &&
+         (!gates || c.shape(*gates, DType::F32, {slots})) &&
+         c.shape(tokenRows, dtype, {tokenRows.dim(0), rows.dim(1)});
+}
+
+/// combine (with gates) and dispatch_grad (without): the slot rows summed
+/// into their tokens' rows.
+Expected<DeviceStep> prepareCombineRows(StepContext &c, bool withGates) {
+  const Arg &yd = c.in(0), &tokens = c.in(1), &y = c.out(0);
+  DType dtype;
+  if (!checkCombine(c, yd, tokens, withGates ? &c.in(2) : nullptr, y, dtype))
+    return c.takeError();
+  int64_t slots = yd.dim(0), d = yd.dim(1), numTokens = y.dim(0);
+  int64_t scratch = c.scratch(numTokens + 1 + slots);
+  int64_t gates = withGates ? c.in(2).slot : -1;
+  bool bf16 = dtype == DType::BF16;
+  return DeviceStep(
+      [=, a = yd.slot, t = tokens.slot, o = y.slot](const LaunchContext &ctx) {
+        void *const *v = ctx.device;
+        return byPrecision(bf16, [&](auto *tag) {
+          using T = std::remove_pointer_t<decltype(tag)>;
+          return combineRows(as<T>(v[a]), as<int32_t>(v[t]),
+                             gates < 0 ? nullptr : as<float>(v[gates]),
+                             as<T>(v[o]), slots, numTokens, d,
+                             as<int32_t>(v[scratch]), ctx.stream);
+        });
+      });
+}
+
+Expected<DeviceStep> prepareCombine(StepContext &c) {
+  return prepareCombineRows(c, /*withGates=*/true);
+}
+Expected<DeviceStep> prepareDispatchGrad(StepContext &c) {
+  return prepareCombineRows(c, /*withGates=*/false);
+}
+
+Expected<DeviceStep> prepareCombineGrad(StepContext &c) {
+  const Arg &yd = c.in(0), &tokens = c.in(1), &gates = c.in(2), &dout = c.in(3),
+            &dyd = c.out(0), &dgates = c.out(1);
+  DType dtype;
+  if (!checkCombine(c, yd, tokens, &gates, dout, dtype) ||
+      !c.shape(dyd, dtype, yd.value->shape) ||
+      !c.shape(dgates, DType::F32, {yd.dim(0)}))
+    return c.takeError();
+  int64_t slots = yd.dim(0), d = yd.dim(1), numTokens = dout.dim(0);
+  bool bf16 = dtype == DType::BF16;
+  return DeviceStep([=, a = yd.slot, t = tokens.slot, g = gates.slot,
+                     go = dout.slot, o = dyd.slot,
+                     og = dgates.slot](const LaunchContext &ctx) {
+    void *const *v = ctx.device;
+    return byPrecision(bf16, [&](auto *tag) {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      return combineBackward(as<T>(v[a]), as<int32_t>(v[t]), as<float>(v[g]),
+                             as<T>(v[go]), as<T>(v[o]), as<float>(v[og]), slots,
+                             numTokens, d, ctx.stream);
+    });
+  });
+}
+
+Expected<DeviceStep> prepareScatterGateGrad(StepContext &c) {
+  const Arg &tokens = c.in(0), &offsets = c.in(1), &dgates = c.in(2),
+            &dscores = c.out(0);
+  if (!c.rank(tokens, DType::I32, 1) || !c.rank(dscores, DType::F32, 2) ||
+      !c.shape(offsets, DType::I32, {dscores.dim(1) + 1}) ||
+      !c.shape(dgates, DType::F32, {tokens.dim(0)}))
+    return c.takeError();
+  int64_t numTokens = dscores.dim(0), experts = dscores.dim(1);
+  return DeviceStep([=, t = tokens.slot, o = offsets.slot, g = dgates.slot,
+                     r = dscores.slot](const LaunchContext &ctx) {
+    void *const *v = ctx.device;
+    return scatterGateGrad(as<int32_t>(v[t]), as<int32_t>(v[o]),
+                           as<float>(v[g]), as<float>(v[r]), numTokens, experts,
+                           ctx.stream);
+  });
+}
+
+//===----------------------------------------------------------------------===//
 // Training noise and the optimizer
 //===----------------------------------------------------------------------===//
 
@@ -1171,6 +1281,11 @@ const TableEntry kTable[] = {
     {"attention_grad", prepareAttentionGrad},
     {"gather_positions_grad", prepareGatherPositionsGrad},
     {"softmax_cross_entropy_grad", prepareSoftmaxCrossEntropyGrad},
+    {"dispatch", prepareDispatch},
+    {"combine", prepareCombine},
+    {"dispatch_grad", prepareDispatchGrad},
+    {"combine_grad", prepareCombineGrad},
+    {"scatter_gate_grad", prepareScatterGateGrad},
     {"route_tokens_choose", prepareRouteTokensChoose},
     {"route_sigmoid_topk", prepareRouteSigmoidTopK},
     {"random_scale", prepareRandomScale},

@@ -11,6 +11,7 @@
 #include "runtime/cuda/ExecutorKernels.h"
 #include "CudaTestUtil.h"
 #include "runtime/cpu/Kernels.h"
+#include "runtime/cpu/MixingMoeGradients.h"
 #include "runtime/cpu/ReferenceGradients.h"
 #include "runtime/cpu/ReferenceKernels.h"
 #include "runtime/cpu/TransformerGradients.h"
@@ -265,6 +266,63 @@ TEST(CudaCrossEntropyGrad, ReadsTheLossScaleOnTheDevice) {
                                     dWeights.get(), scale.get(), grad.get(),
                                     rows, classes, nullptr));
   expectClose(grad.read(), expected, kRelTol, "cross-entropy gradient");
+}
+
+/// Slots of 3 experts with 3 slots each over 5 tokens: token 1 in two
+/// experts, token 3 in none, empty slots (-1).
+struct Slots {
+  int64_t numTokens = 5, slots = 9, experts = 3, d = 21;
+  std::vector<int32_t> tokens = {0, 1, -1, 4, 1, 2, -1, 0, -1};
+  std::vector<int32_t> offsets = {0, 3, 6, 9};
+  std::vector<float> gates = randomFloats(slots, 19, 0.1f, 1.0f);
+};
+
+TEST(CudaMoeRows, DispatchAndCombineMatchTheCpu) {
+  Slots s;
+  std::vector<float> x = randomFloats(s.numTokens * s.d, 20),
+                     yd = randomFloats(s.slots * s.d, 21),
+                     dout = randomFloats(s.numTokens * s.d, 22);
+  std::vector<float> xd(s.slots * s.d), out(s.numTokens * s.d),
+      dx(s.numTokens * s.d), dyd(s.slots * s.d), dgates(s.slots);
+  cpu::dispatch(x.data(), s.tokens.data(), xd.data(), s.slots, s.d);
+  cpu::combine(yd.data(), s.tokens.data(), s.gates.data(), out.data(), s.slots,
+               s.numTokens, s.d);
+  cpu::dispatchBackward(yd.data(), s.tokens.data(), dx.data(), s.slots,
+                        s.numTokens, s.d);
+  cpu::combineBackward(yd.data(), s.tokens.data(), s.gates.data(), dout.data(),
+                       dyd.data(), dgates.data(), s.slots, s.numTokens, s.d);
+  DeviceArray<int32_t> tokens(s.tokens), scratch(s.numTokens + 1 + s.slots);
+  DeviceArray<float> dX(x), dYd(yd), dDout(dout), gates(s.gates),
+      gXd(xd.size(), 7.0f), gOut(out.size(), 7.0f), gDx(dx.size(), 7.0f),
+      gDyd(dyd.size(), 7.0f), gDgates(s.slots, 7.0f);
+  ASSERT_OK(dispatchRows(dX.get(), tokens.get(), gXd.get(), s.slots,
+                         s.numTokens, s.d, nullptr));
+  ASSERT_OK(combineRows(dYd.get(), tokens.get(), gates.get(), gOut.get(),
+                        s.slots, s.numTokens, s.d, scratch.get(), nullptr));
+  ASSERT_OK(combineRows(dYd.get(), tokens.get(), nullptr, gDx.get(), s.slots,
+                        s.numTokens, s.d, scratch.get(), nullptr));
+  ASSERT_OK(combineBackward(dYd.get(), tokens.get(), gates.get(), dDout.get(),
+                            gDyd.get(), gDgates.get(), s.slots, s.numTokens,
+                            s.d, nullptr));
+  expectBitwiseEqual(gXd.read(), xd, "dispatch");
+  expectClose(gOut.read(), out, kRelTol, "combine");
+  expectBitwiseEqual(gDx.read(), dx, "dispatch gradient");
+  expectBitwiseEqual(gDyd.read(), dyd, "combine gradient");
+  expectClose(gDgates.read(), dgates, kRelTol, "gate gradient");
+}
+
+TEST(CudaScatterGateGrad, MatchesTheCpu) {
+  Slots s;
+  std::vector<float> dgates = randomFloats(s.slots, 23);
+  std::vector<float> expected(s.numTokens * s.experts);
+  cpu::routerGateBackward(cpu::Routing::ExpertsChoose, nullptr, s.tokens.data(),
+                          s.offsets.data(), dgates.data(), expected.data(),
+                          s.numTokens, s.experts);
+  DeviceArray<int32_t> tokens(s.tokens), offsets(s.offsets);
+  DeviceArray<float> dDgates(dgates), scores(expected.size(), 7.0f);
+  ASSERT_OK(scatterGateGrad(tokens.get(), offsets.get(), dDgates.get(),
+                            scores.get(), s.numTokens, s.experts, nullptr));
+  expectBitwiseEqual(scores.read(), expected, "scatter_gate_grad");
 }
 
 } // namespace

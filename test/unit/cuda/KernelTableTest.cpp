@@ -59,19 +59,20 @@ std::string prepareError(const PlanBuilder &b, size_t index) {
 TEST(CudaKernelTableTest, WiresTheKernelsOfKernelsH) {
   EXPECT_THAT(
       cuda::cudaKernelNames(),
-      ElementsAre("embed", "dense", "layer_norm", "layer_norm_grad",
-                  "activation", "add", "softmax", "round_bf16", "take_position",
-                  "linear_mix", "attention", "softmax_grad", "fill",
-                  "broadcast", "reduce_sum", "multiply", "divide", "scale",
-                  "label_mask", "argmax", "gather_positions",
-                  "softmax_cross_entropy", "squared_error", "activation_grad",
-                  "dense_weight_grad", "reduce_rows", "take_position_grad",
-                  "linear_mix_grad", "embed_grad", "attention_grad",
-                  "gather_positions_grad", "softmax_cross_entropy_grad",
-                  "route_tokens_choose", "route_sigmoid_topk", "random_scale",
-                  "global_norm", "adamw"));
+      ElementsAre(
+          "embed", "dense", "layer_norm", "layer_norm_grad", "activation",
+          "add", "softmax", "round_bf16", "take_position", "linear_mix",
+          "attention", "softmax_grad", "fill", "broadcast", "reduce_sum",
+          "multiply", "divide", "scale", "label_mask", "argmax",
+          "gather_positions", "softmax_cross_entropy", "squared_error",
+          "activation_grad", "dense_weight_grad", "reduce_rows",
+          "take_position_grad", "linear_mix_grad", "embed_grad",
+          "attention_grad", "gather_positions_grad",
+          "softmax_cross_entropy_grad", "dispatch", "combine", "dispatch_grad",
+          "combine_grad", "scatter_gate_grad", "route_tokens_choose",
+          "route_sigmoid_topk", "random_scale", "global_norm", "adamw"));
   EXPECT_TRUE(cuda::hasCudaKernel("dense"));
-  EXPECT_FALSE(cuda::hasCudaKernel("dispatch"));
+  EXPECT_FALSE(cuda::hasCudaKernel("experts"));
   EXPECT_FALSE(cuda::hasCudaKernel("no_such_kernel"));
 }
 
@@ -84,15 +85,14 @@ TEST(CudaKernelTableTest, EveryEntryIsAPlanKernel) {
 
 TEST(CudaKernelTableTest, RefusesAPlanWithAMissingKernel) {
   PlanBuilder b = normThen("softmax");
-  int64_t x = b.plan["outputs"][0]["value"];
-  int64_t tokens = b.arena({3}, "I32"), d1 = b.arena({3, 8}),
-          d2 = b.arena({3, 8});
-  b.step("dispatch", {x, tokens}, {d1});
-  b.step("dispatch", {x, tokens}, {d2});
+  int64_t d1 = b.arena({1, 4, 8}), d2 = b.arena({1, 4, 8});
+  json attrs = {{"hartley", false}, {"algorithm", "fft"}};
+  b.step("spectral_mix", {d1}, {d2}, attrs);
+  b.step("spectral_mix", {d2}, {d1}, attrs);
   exec::Plan plan = parse(b);
-  const char *expected = "tiny.mxa: cuda: kernel 'dispatch' of step 2 has "
-                         "no CUDA implementation yet (2 of 4 steps lack one: "
-                         "dispatch)";
+  const char *expected = "tiny.mxa: cuda: kernel 'spectral_mix' of step 2 "
+                         "has no CUDA implementation yet (2 of 4 steps lack "
+                         "one: spectral_mix)";
   Status status = cuda::checkCudaKernels(plan);
   EXPECT_EQ(status.message(), expected);
   // The executor refuses it before it looks for a device.
@@ -102,7 +102,7 @@ TEST(CudaKernelTableTest, RefusesAPlanWithAMissingKernel) {
   EXPECT_EQ(executor.message(), expected);
   int64_t scratch = 0;
   EXPECT_EQ(cuda::prepareDeviceStep(plan, 2, scratch).message(),
-            "tiny.mxa: cuda: kernel 'dispatch' of step 2 has no CUDA "
+            "tiny.mxa: cuda: kernel 'spectral_mix' of step 2 has no CUDA "
             "implementation yet");
 }
 
