@@ -61,6 +61,62 @@ __global__ void __launch_bounds__(1)
   *loss = static_cast<float>(total);
 }
 
+/// The row's maximum, and the sum of exp(x - maximum) in index order
+/// (written to `exps` when not null).
+__device__ float2 rowExpSum(const float *row, int64_t n, float *exps) {
+  float rowMax = -INFINITY;
+  for (int64_t e = 0; e < n; ++e)
+    rowMax = fmaxf(rowMax, row[e]);
+  float sum = 0.0f;
+  for (int64_t e = 0; e < n; ++e) {
+    float v = expf(row[e] - rowMax);
+    if (exps)
+      exps[e] = v;
+    sum += v;
+  }
+  return make_float2(rowMax, sum);
+}
+
+__global__ void __launch_bounds__(kBlockThreads)
+    zLossRowsKernel(const float *logits, double *squares, int64_t numTokens,
+                    int64_t experts) {
+  for (int64_t t = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+       t < numTokens; t += int64_t(gridDim.x) * blockDim.x) {
+    float2 stats = rowExpSum(logits + t * experts, experts, nullptr);
+    double lse = stats.x + log(static_cast<double>(stats.y));
+    squares[t] = lse * lse;
+  }
+}
+
+/// The CPU's order: each block of 256 tokens summed in token order, then the
+/// blocks in order.
+__global__ void __launch_bounds__(1)
+    zLossSumKernel(const double *squares, float *loss, int64_t numTokens) {
+  double sum = 0.0;
+  for (int64_t begin = 0; begin < numTokens; begin += 256) {
+    double partial = 0.0;
+    for (int64_t t = begin; t < min(numTokens, begin + 256); ++t)
+      partial += squares[t];
+    sum += partial;
+  }
+  *loss = static_cast<float>(sum / numTokens);
+}
+
+__global__ void __launch_bounds__(kBlockThreads)
+    zLossGradKernel(const float *logits, const float *dloss, float *dlogits,
+                    int64_t numTokens, int64_t experts) {
+  for (int64_t t = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+       t < numTokens; t += int64_t(gridDim.x) * blockDim.x) {
+    float *grad = dlogits + t * experts;
+    float2 stats = rowExpSum(logits + t * experts, experts, grad);
+    double lse = stats.x + log(static_cast<double>(stats.y));
+    double scale = 2.0 * *dloss / numTokens;
+    float factor = static_cast<float>(scale * lse / stats.y);
+    for (int64_t e = 0; e < experts; ++e)
+      grad[e] *= factor;
+  }
+}
+
 template <typename D>
 __global__ void __launch_bounds__(kBlockThreads)
     argmaxKernel(const D *x, int32_t *y, int64_t rows, int64_t cols) {
@@ -262,6 +318,29 @@ Status squaredError(const float *prediction, const float *target, float *loss,
     return s;
   squaredErrorKernel<<<1, 1, 0, stream>>>(prediction, target, loss, n);
   return launched("squared_error");
+}
+
+Status routerZLoss(const float *logits, float *loss, int64_t numTokens,
+                   int64_t experts, double *scratch, cudaStream_t stream) {
+  const char *kernel = "router_z_loss";
+  if (Status s = requireNonNegative(kernel, "tokens", numTokens); !s.ok())
+    return s;
+  if (numTokens > 0)
+    zLossRowsKernel<<<gridFor(numTokens), kBlockThreads, 0, stream>>>(
+        logits, scratch, numTokens, experts);
+  zLossSumKernel<<<1, 1, 0, stream>>>(scratch, loss, numTokens);
+  return launchStatus(kernel);
+}
+
+Status routerZLossGrad(const float *logits, const float *dloss, float *dlogits,
+                       int64_t numTokens, int64_t experts,
+                       cudaStream_t stream) {
+  if (Status s = requireNonNegative("router_z_loss_grad", "tokens", numTokens);
+      !s.ok() || numTokens == 0)
+    return s;
+  zLossGradKernel<<<gridFor(numTokens), kBlockThreads, 0, stream>>>(
+      logits, dloss, dlogits, numTokens, experts);
+  return launchStatus("router_z_loss_grad");
 }
 
 template <typename T>

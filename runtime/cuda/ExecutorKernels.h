@@ -3,8 +3,9 @@
 // Small device kernels that adapt the plan's value types to the kernel
 // library's (Kernels.h), and the plan kernels too simple for a family of
 // their own: scalar arithmetic of the losses, the head plumbing (position
-// slices and gathers), the embedding sum and its gradient, tanh, argmax and
-// the bf16 conversions around the fp32 products. Each follows the CPU kernel
+// slices and gathers), the embedding sum and its gradient, the MoE gathers
+// and scatters, tanh, argmax and the bf16 conversions around the fp32
+// products. Each follows the CPU kernel
 // of the same plan name (runtime/exec/KernelRegistry.cpp) and enqueues on
 // `stream`. Activation operands come as float or Bf16 (explicitly
 // instantiated); scalars, masks and parameter gradients are float.
@@ -53,6 +54,17 @@ Status roundToBf16Values(const float *x, float *y, int64_t n,
 /// (`squared_error`, cpu::squaredError).
 Status squaredError(const float *prediction, const float *target, float *loss,
                     int64_t n, cudaStream_t stream);
+
+/// *loss = the mean over the tokens of lse_t^2, lse_t the logsumexp of row t
+/// of logits [numTokens, experts] (`router_z_loss`, cpu::routerZLoss: the
+/// squares added in double in blocks of 256 tokens, then the blocks in
+/// order). `scratch` holds numTokens doubles.
+Status routerZLoss(const float *logits, float *loss, int64_t numTokens,
+                   int64_t experts, double *scratch, cudaStream_t stream);
+/// dlogits[t, e] = *dloss * 2 * lse_t * softmax(logits[t])_e / numTokens
+/// (`router_z_loss_grad`, cpu::routerZLossGrad); may alias logits.
+Status routerZLossGrad(const float *logits, const float *dloss, float *dlogits,
+                       int64_t numTokens, int64_t experts, cudaStream_t stream);
 
 /// The elementwise binary plan kernels.
 enum class BinaryOp { Add, Multiply, Divide };

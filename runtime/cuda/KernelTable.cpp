@@ -1197,6 +1197,35 @@ Expected<DeviceStep> prepareSquaredError(StepContext &c) {
   });
 }
 
+Expected<DeviceStep> prepareRouterZLoss(StepContext &c) {
+  const Arg &logits = c.in(0), &loss = c.out(0);
+  if (!c.rank(logits, DType::F32, 2) || !c.shape(loss, DType::F32, {}))
+    return c.takeError();
+  int64_t numTokens = logits.dim(0), experts = logits.dim(1);
+  // The squares of the row logsumexps, in double.
+  int64_t scratch = c.scratch(2 * numTokens);
+  return DeviceStep(
+      [=, z = logits.slot, o = loss.slot](const LaunchContext &ctx) {
+        void *const *v = ctx.device;
+        return routerZLoss(as<float>(v[z]), as<float>(v[o]), numTokens, experts,
+                           as<double>(v[scratch]), ctx.stream);
+      });
+}
+
+Expected<DeviceStep> prepareRouterZLossGrad(StepContext &c) {
+  const Arg &logits = c.in(0), &dloss = c.in(1), &dlogits = c.out(0);
+  if (!c.rank(logits, DType::F32, 2) || !c.shape(dloss, DType::F32, {}) ||
+      !c.shape(dlogits, DType::F32, logits.value->shape))
+    return c.takeError();
+  int64_t numTokens = logits.dim(0), experts = logits.dim(1);
+  return DeviceStep([=, z = logits.slot, s = dloss.slot,
+                     o = dlogits.slot](const LaunchContext &ctx) {
+    void *const *v = ctx.device;
+    return routerZLossGrad(as<float>(v[z]), as<float>(v[s]), as<float>(v[o]),
+                           numTokens, experts, ctx.stream);
+  });
+}
+
 Expected<DeviceStep> prepareArgmax(StepContext &c) {
   const Arg &x = c.in(0), &y = c.out(0);
   DType dtype;
@@ -1272,6 +1301,7 @@ const TableEntry kTable[] = {
     {"gather_positions", prepareGatherPositions},
     {"softmax_cross_entropy", prepareSoftmaxCrossEntropy},
     {"squared_error", prepareSquaredError},
+    {"router_z_loss", prepareRouterZLoss},
     {"activation_grad", prepareActivationGrad},
     {"dense_weight_grad", prepareDenseWeightGrad},
     {"reduce_rows", prepareReduceRows},
@@ -1281,6 +1311,7 @@ const TableEntry kTable[] = {
     {"attention_grad", prepareAttentionGrad},
     {"gather_positions_grad", prepareGatherPositionsGrad},
     {"softmax_cross_entropy_grad", prepareSoftmaxCrossEntropyGrad},
+    {"router_z_loss_grad", prepareRouterZLossGrad},
     {"dispatch", prepareDispatch},
     {"combine", prepareCombine},
     {"dispatch_grad", prepareDispatchGrad},

@@ -12,6 +12,7 @@
 #include "CudaTestUtil.h"
 #include "runtime/cpu/Kernels.h"
 #include "runtime/cpu/MixingMoeGradients.h"
+#include "runtime/cpu/ReferenceAuxiliaryLosses.h"
 #include "runtime/cpu/ReferenceGradients.h"
 #include "runtime/cpu/ReferenceKernels.h"
 #include "runtime/cpu/TransformerGradients.h"
@@ -323,6 +324,27 @@ TEST(CudaScatterGateGrad, MatchesTheCpu) {
   ASSERT_OK(scatterGateGrad(tokens.get(), offsets.get(), dDgates.get(),
                             scores.get(), s.numTokens, s.experts, nullptr));
   expectBitwiseEqual(scores.read(), expected, "scatter_gate_grad");
+}
+
+TEST(CudaRouterZLoss, MatchesTheReference) {
+  // More than one block of 256 tokens.
+  int64_t numTokens = 300, experts = 7;
+  std::vector<float> logits =
+      randomFloats(numTokens * experts, 24, -4.0f, 4.0f);
+  float expected =
+      cpu::reference::routerZLoss(logits.data(), numTokens, experts);
+  std::vector<float> grad(logits.size());
+  cpu::reference::routerZLossGrad(logits.data(), numTokens, experts, 0.75f,
+                                  grad.data());
+  DeviceArray<float> dLogits(logits), loss(1), dloss(std::vector<float>{0.75f}),
+      gGrad(logits.size());
+  DeviceArray<double> scratch(numTokens);
+  ASSERT_OK(routerZLoss(dLogits.get(), loss.get(), numTokens, experts,
+                        scratch.get(), nullptr));
+  ASSERT_OK(routerZLossGrad(dLogits.get(), dloss.get(), gGrad.get(), numTokens,
+                            experts, nullptr));
+  EXPECT_NEAR(loss.read()[0], expected, kRelTol * std::fabs(expected));
+  expectClose(gGrad.read(), grad, kRelTol, "z-loss gradient");
 }
 
 } // namespace

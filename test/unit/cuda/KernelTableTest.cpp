@@ -65,12 +65,13 @@ TEST(CudaKernelTableTest, WiresTheKernelsOfKernelsH) {
           "attention", "softmax_grad", "fill", "broadcast", "reduce_sum",
           "multiply", "divide", "scale", "label_mask", "argmax",
           "gather_positions", "softmax_cross_entropy", "squared_error",
-          "activation_grad", "dense_weight_grad", "reduce_rows",
-          "take_position_grad", "linear_mix_grad", "embed_grad",
+          "router_z_loss", "activation_grad", "dense_weight_grad",
+          "reduce_rows", "take_position_grad", "linear_mix_grad", "embed_grad",
           "attention_grad", "gather_positions_grad",
-          "softmax_cross_entropy_grad", "dispatch", "combine", "dispatch_grad",
-          "combine_grad", "scatter_gate_grad", "route_tokens_choose",
-          "route_sigmoid_topk", "random_scale", "global_norm", "adamw"));
+          "softmax_cross_entropy_grad", "router_z_loss_grad", "dispatch",
+          "combine", "dispatch_grad", "combine_grad", "scatter_gate_grad",
+          "route_tokens_choose", "route_sigmoid_topk", "random_scale",
+          "global_norm", "adamw"));
   EXPECT_TRUE(cuda::hasCudaKernel("dense"));
   EXPECT_FALSE(cuda::hasCudaKernel("experts"));
   EXPECT_FALSE(cuda::hasCudaKernel("no_such_kernel"));
