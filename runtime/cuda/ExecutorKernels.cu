@@ -491,6 +491,14 @@ Status embedBackward(const int32_t *ids, const int32_t *typeIds, const T *dy,
   return table(IdKey{typeIds}, typeVocab, dtype);
 }
 
+Status zeroEmptySlots(const int32_t *tokens, float *rows, int64_t slots,
+                      int64_t d, cudaStream_t stream) {
+  return forEach("experts", slots * d, stream, [=] __device__(int64_t i) {
+    if (tokens[i / d] < 0)
+      rows[i] = 0.0f;
+  });
+}
+
 template <typename T>
 Status dispatchRows(const T *x, const int32_t *tokens, T *xd, int64_t slots,
                     int64_t numTokens, int64_t d, cudaStream_t stream) {

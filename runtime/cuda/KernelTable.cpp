@@ -289,116 +289,6 @@ Expected<DeviceStep> prepareRouteSigmoidTopK(StepContext &c) {
 }
 
 //===----------------------------------------------------------------------===//
-// Mixture-of-experts gathers and scatters
-//===----------------------------------------------------------------------===//
-
-Expected<DeviceStep> prepareDispatch(StepContext &c) {
-  const Arg &x = c.in(0), &tokens = c.in(1), &y = c.out(0);
-  DType dtype;
-  if (!activationType(c, x, dtype) || !c.rank(x, dtype, 2) ||
-      !c.rank(tokens, DType::I32, 1))
-    return c.takeError();
-  int64_t slots = tokens.dim(0), numTokens = x.dim(0), d = x.dim(1);
-  if (!c.shape(y, dtype, {slots, d}))
-    return c.takeError();
-  bool bf16 = dtype == DType::BF16;
-  return DeviceStep(
-      [=, a = x.slot, t = tokens.slot, o = y.slot](const LaunchContext &ctx) {
-        void *const *v = ctx.device;
-        return byPrecision(bf16, [&](auto *tag) {
-          using T = std::remove_pointer_t<decltype(tag)>;
-          return dispatchRows(as<T>(v[a]), as<int32_t>(v[t]), as<T>(v[o]),
-                              slots, numTokens, d, ctx.stream);
-        });
-      });
-}
-
-/// Checks the slot rows `rows` [A, D], tokens I32[A], the optional gates
-/// F32[A] and the token rows `tokenRows` [N, D] of a combine (or of the
-/// gradient of a dispatch).
-bool checkCombine(StepContext &c, const Arg &rows, const Arg &tokens,
-                  const Arg *gates, const Arg &tokenRows, DType &dtype) {
-  if (!activationType(c, rows, dtype) || !c.rank(rows, dtype, 2) ||
-      !c.rank(tokenRows, dtype, 2))
-    return false;
-  int64_t slots = rows.dim(0);
-  return c.shape(tokens, DType::I32, {slots}) &&
-         (!gates || c.shape(*gates, DType::F32, {slots})) &&
-         c.shape(tokenRows, dtype, {tokenRows.dim(0), rows.dim(1)});
-}
-
-/// combine (with gates) and dispatch_grad (without): the slot rows summed
-/// into their tokens' rows.
-Expected<DeviceStep> prepareCombineRows(StepContext &c, bool withGates) {
-  const Arg &yd = c.in(0), &tokens = c.in(1), &y = c.out(0);
-  DType dtype;
-  if (!checkCombine(c, yd, tokens, withGates ? &c.in(2) : nullptr, y, dtype))
-    return c.takeError();
-  int64_t slots = yd.dim(0), d = yd.dim(1), numTokens = y.dim(0);
-  int64_t scratch = c.scratch(numTokens + 1 + slots);
-  int64_t gates = withGates ? c.in(2).slot : -1;
-  bool bf16 = dtype == DType::BF16;
-  return DeviceStep(
-      [=, a = yd.slot, t = tokens.slot, o = y.slot](const LaunchContext &ctx) {
-        void *const *v = ctx.device;
-        return byPrecision(bf16, [&](auto *tag) {
-          using T = std::remove_pointer_t<decltype(tag)>;
-          return combineRows(as<T>(v[a]), as<int32_t>(v[t]),
-                             gates < 0 ? nullptr : as<float>(v[gates]),
-                             as<T>(v[o]), slots, numTokens, d,
-                             as<int32_t>(v[scratch]), ctx.stream);
-        });
-      });
-}
-
-Expected<DeviceStep> prepareCombine(StepContext &c) {
-  return prepareCombineRows(c, /*withGates=*/true);
-}
-Expected<DeviceStep> prepareDispatchGrad(StepContext &c) {
-  return prepareCombineRows(c, /*withGates=*/false);
-}
-
-Expected<DeviceStep> prepareCombineGrad(StepContext &c) {
-  const Arg &yd = c.in(0), &tokens = c.in(1), &gates = c.in(2), &dout = c.in(3),
-            &dyd = c.out(0), &dgates = c.out(1);
-  DType dtype;
-  if (!checkCombine(c, yd, tokens, &gates, dout, dtype) ||
-      !c.shape(dyd, dtype, yd.value->shape) ||
-      !c.shape(dgates, DType::F32, {yd.dim(0)}))
-    return c.takeError();
-  int64_t slots = yd.dim(0), d = yd.dim(1), numTokens = dout.dim(0);
-  bool bf16 = dtype == DType::BF16;
-  return DeviceStep([=, a = yd.slot, t = tokens.slot, g = gates.slot,
-                     go = dout.slot, o = dyd.slot,
-                     og = dgates.slot](const LaunchContext &ctx) {
-    void *const *v = ctx.device;
-    return byPrecision(bf16, [&](auto *tag) {
-      using T = std::remove_pointer_t<decltype(tag)>;
-      return combineBackward(as<T>(v[a]), as<int32_t>(v[t]), as<float>(v[g]),
-                             as<T>(v[go]), as<T>(v[o]), as<float>(v[og]), slots,
-                             numTokens, d, ctx.stream);
-    });
-  });
-}
-
-Expected<DeviceStep> prepareScatterGateGrad(StepContext &c) {
-  const Arg &tokens = c.in(0), &offsets = c.in(1), &dgates = c.in(2),
-            &dscores = c.out(0);
-  if (!c.rank(tokens, DType::I32, 1) || !c.rank(dscores, DType::F32, 2) ||
-      !c.shape(offsets, DType::I32, {dscores.dim(1) + 1}) ||
-      !c.shape(dgates, DType::F32, {tokens.dim(0)}))
-    return c.takeError();
-  int64_t numTokens = dscores.dim(0), experts = dscores.dim(1);
-  return DeviceStep([=, t = tokens.slot, o = offsets.slot, g = dgates.slot,
-                     r = dscores.slot](const LaunchContext &ctx) {
-    void *const *v = ctx.device;
-    return scatterGateGrad(as<int32_t>(v[t]), as<int32_t>(v[o]),
-                           as<float>(v[g]), as<float>(v[r]), numTokens, experts,
-                           ctx.stream);
-  });
-}
-
-//===----------------------------------------------------------------------===//
 // Training noise and the optimizer
 //===----------------------------------------------------------------------===//
 
@@ -1271,6 +1161,188 @@ Expected<DeviceStep> prepareSoftmaxCrossEntropyGrad(StepContext &c) {
   });
 }
 
+//===----------------------------------------------------------------------===//
+// Mixture of experts: the experts, gathers and scatters
+//===----------------------------------------------------------------------===//
+
+Expected<DeviceStep> prepareDispatch(StepContext &c) {
+  const Arg &x = c.in(0), &tokens = c.in(1), &y = c.out(0);
+  DType dtype;
+  if (!activationType(c, x, dtype) || !c.rank(x, dtype, 2) ||
+      !c.rank(tokens, DType::I32, 1))
+    return c.takeError();
+  int64_t slots = tokens.dim(0), numTokens = x.dim(0), d = x.dim(1);
+  if (!c.shape(y, dtype, {slots, d}))
+    return c.takeError();
+  bool bf16 = dtype == DType::BF16;
+  return DeviceStep(
+      [=, a = x.slot, t = tokens.slot, o = y.slot](const LaunchContext &ctx) {
+        void *const *v = ctx.device;
+        return byPrecision(bf16, [&](auto *tag) {
+          using T = std::remove_pointer_t<decltype(tag)>;
+          return dispatchRows(as<T>(v[a]), as<int32_t>(v[t]), as<T>(v[o]),
+                              slots, numTokens, d, ctx.stream);
+        });
+      });
+}
+
+/// Checks the slot rows `rows` [A, D], tokens I32[A], the optional gates
+/// F32[A] and the token rows `tokenRows` [N, D] of a combine (or of the
+/// gradient of a dispatch).
+bool checkCombine(StepContext &c, const Arg &rows, const Arg &tokens,
+                  const Arg *gates, const Arg &tokenRows, DType &dtype) {
+  if (!activationType(c, rows, dtype) || !c.rank(rows, dtype, 2) ||
+      !c.rank(tokenRows, dtype, 2))
+    return false;
+  int64_t slots = rows.dim(0);
+  return c.shape(tokens, DType::I32, {slots}) &&
+         (!gates || c.shape(*gates, DType::F32, {slots})) &&
+         c.shape(tokenRows, dtype, {tokenRows.dim(0), rows.dim(1)});
+}
+
+/// combine (with gates) and dispatch_grad (without): the slot rows summed
+/// into their tokens' rows.
+Expected<DeviceStep> prepareCombineRows(StepContext &c, bool withGates) {
+  const Arg &yd = c.in(0), &tokens = c.in(1), &y = c.out(0);
+  DType dtype;
+  if (!checkCombine(c, yd, tokens, withGates ? &c.in(2) : nullptr, y, dtype))
+    return c.takeError();
+  int64_t slots = yd.dim(0), d = yd.dim(1), numTokens = y.dim(0);
+  int64_t scratch = c.scratch(numTokens + 1 + slots);
+  int64_t gates = withGates ? c.in(2).slot : -1;
+  bool bf16 = dtype == DType::BF16;
+  return DeviceStep(
+      [=, a = yd.slot, t = tokens.slot, o = y.slot](const LaunchContext &ctx) {
+        void *const *v = ctx.device;
+        return byPrecision(bf16, [&](auto *tag) {
+          using T = std::remove_pointer_t<decltype(tag)>;
+          return combineRows(as<T>(v[a]), as<int32_t>(v[t]),
+                             gates < 0 ? nullptr : as<float>(v[gates]),
+                             as<T>(v[o]), slots, numTokens, d,
+                             as<int32_t>(v[scratch]), ctx.stream);
+        });
+      });
+}
+
+Expected<DeviceStep> prepareCombine(StepContext &c) {
+  return prepareCombineRows(c, /*withGates=*/true);
+}
+Expected<DeviceStep> prepareDispatchGrad(StepContext &c) {
+  return prepareCombineRows(c, /*withGates=*/false);
+}
+
+Expected<DeviceStep> prepareCombineGrad(StepContext &c) {
+  const Arg &yd = c.in(0), &tokens = c.in(1), &gates = c.in(2), &dout = c.in(3),
+            &dyd = c.out(0), &dgates = c.out(1);
+  DType dtype;
+  if (!checkCombine(c, yd, tokens, &gates, dout, dtype) ||
+      !c.shape(dyd, dtype, yd.value->shape) ||
+      !c.shape(dgates, DType::F32, {yd.dim(0)}))
+    return c.takeError();
+  int64_t slots = yd.dim(0), d = yd.dim(1), numTokens = dout.dim(0);
+  bool bf16 = dtype == DType::BF16;
+  return DeviceStep([=, a = yd.slot, t = tokens.slot, g = gates.slot,
+                     go = dout.slot, o = dyd.slot,
+                     og = dgates.slot](const LaunchContext &ctx) {
+    void *const *v = ctx.device;
+    return byPrecision(bf16, [&](auto *tag) {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      return combineBackward(as<T>(v[a]), as<int32_t>(v[t]), as<float>(v[g]),
+                             as<T>(v[go]), as<T>(v[o]), as<float>(v[og]), slots,
+                             numTokens, d, ctx.stream);
+    });
+  });
+}
+
+/// The experts of a capacity routing (route_experts_choose or
+/// route_tokens_choose: every expert owns the same number of consecutive
+/// slots), one strided batch of products per layer. The empty slots' rows
+/// are zeroed afterwards, as the CPU kernel leaves them.
+Expected<DeviceStep> prepareExperts(StepContext &c) {
+  const Arg &xd = c.in(0), &tokens = c.in(1), &offsets = c.in(2), &w1 = c.in(3),
+            &b1 = c.in(4), &w2 = c.in(5), &b2 = c.in(6), &y = c.out(0);
+  std::string activation;
+  DType dtype;
+  if (!c.attr("activation", activation) || !activationType(c, xd, dtype) ||
+      !c.rank(xd, dtype, 2) || !c.rank(w1, DType::F32, 3))
+    return c.takeError();
+  int64_t slots = xd.dim(0), d = xd.dim(1), experts = w1.dim(0), f = w1.dim(2);
+  bool gelu = activation == "gelu";
+  if (!c.check(gelu || activation == "none",
+               "activation '" + activation +
+                   "' has no cuBLASLt epilogue (only none and gelu)") ||
+      !c.shape(tokens, DType::I32, {slots}) ||
+      !c.shape(offsets, DType::I32, {experts + 1}) ||
+      !c.shape(w1, DType::F32, {experts, d, f}) ||
+      !c.shape(b1, DType::F32, {experts, f}) ||
+      !c.shape(w2, DType::F32, {experts, f, d}) ||
+      !c.shape(b2, DType::F32, {experts, d}) ||
+      !c.shape(y, dtype, {slots, d}) ||
+      !c.check(experts > 0 && slots % experts == 0,
+               std::to_string(slots) + " slots do not split evenly over " +
+                   std::to_string(experts) + " experts"))
+    return c.takeError();
+  int64_t rows = slots / experts;
+  bool bf16 = dtype == DType::BF16;
+  // The hidden layer, then (bf16) the widened xd and the fp32 result.
+  int64_t hiddenFloats = alignedFloats(slots * f),
+          rowFloats = alignedFloats(slots * d);
+  int64_t scratch = c.scratch(hiddenFloats + (bf16 ? 2 * rowFloats : 0));
+  GemmEpilogue first = gelu       ? GemmEpilogue::Gelu
+                       : b1.value ? GemmEpilogue::Bias
+                                  : GemmEpilogue::None;
+  GemmEpilogue second = b2.value ? GemmEpilogue::Bias : GemmEpilogue::None;
+  return DeviceStep([=, a = xd.slot, t = tokens.slot, k1 = w1.slot,
+                     c1 = b1.slot, k2 = w2.slot, c2 = b2.slot,
+                     o = y.slot](const LaunchContext &ctx) -> Status {
+    void *const *v = ctx.device;
+    float *hidden = as<float>(v[scratch]);
+    float *xs = hidden + hiddenFloats, *ys = xs + rowFloats;
+    Expected<const float *> input =
+        widened(bf16, v[a], xs, slots * d, ctx.stream);
+    if (!input)
+      return input.takeStatus();
+    float *out = bf16 ? ys : as<float>(v[o]);
+    // Per expert e: rows [e * rows, (e + 1) * rows).
+    GemmProblem<float> up =
+        packed(false, false, rows, f, d, *input, as<float>(v[k1]), hidden);
+    up.batch = experts;
+    up.strideA = rows * d, up.strideB = d * f, up.strideC = rows * f;
+    up.epilogue = first, up.bias = as<float>(v[c1]), up.strideBias = f;
+    GemmProblem<float> down =
+        packed(false, false, rows, d, f, hidden, as<float>(v[k2]), out);
+    down.batch = experts;
+    down.strideA = rows * f, down.strideB = f * d, down.strideC = rows * d;
+    down.epilogue = second, down.bias = as<float>(v[c2]), down.strideBias = d;
+    for (const GemmProblem<float> &product : {up, down})
+      if (Status status = ctx.gemm->gemm(product); !status)
+        return status;
+    if (Status status =
+            zeroEmptySlots(as<int32_t>(v[t]), out, slots, d, ctx.stream);
+        !status)
+      return status;
+    return bf16 ? narrowToBf16(out, as<Bf16>(v[o]), slots * d, ctx.stream)
+                : Status::success();
+  });
+}
+
+Expected<DeviceStep> prepareScatterGateGrad(StepContext &c) {
+  const Arg &tokens = c.in(0), &offsets = c.in(1), &dgates = c.in(2),
+            &dscores = c.out(0);
+  if (!c.rank(tokens, DType::I32, 1) || !c.rank(dscores, DType::F32, 2) ||
+      !c.shape(offsets, DType::I32, {dscores.dim(1) + 1}) ||
+      !c.shape(dgates, DType::F32, {tokens.dim(0)}))
+    return c.takeError();
+  int64_t numTokens = dscores.dim(0), experts = dscores.dim(1);
+  return DeviceStep([=, t = tokens.slot, o = offsets.slot, g = dgates.slot,
+                     r = dscores.slot](const LaunchContext &ctx) {
+    void *const *v = ctx.device;
+    return scatterGateGrad(as<int32_t>(v[t]), as<int32_t>(v[o]),
+                           as<float>(v[g]), as<float>(v[r]), numTokens, experts,
+                           ctx.stream);
+  });
+}
+
 struct TableEntry {
   std::string_view name;
   Expected<DeviceStep> (*prepare)(StepContext &);
@@ -1313,6 +1385,7 @@ const TableEntry kTable[] = {
     {"softmax_cross_entropy_grad", prepareSoftmaxCrossEntropyGrad},
     {"router_z_loss_grad", prepareRouterZLossGrad},
     {"dispatch", prepareDispatch},
+    {"experts", prepareExperts},
     {"combine", prepareCombine},
     {"dispatch_grad", prepareDispatchGrad},
     {"combine_grad", prepareCombineGrad},
@@ -1329,6 +1402,29 @@ const TableEntry *findEntry(std::string_view kernel) {
     if (entry.name == kernel)
       return &entry;
   return nullptr;
+}
+
+/// The experts of step `index` run as one strided batch per layer, which
+/// needs the offsets of a capacity routing (the same slot count for every
+/// expert); σ-MoE's top-k routing gives each expert a data-dependent count.
+Status checkCapacityLayout(const exec::Plan &plan, size_t index) {
+  int64_t offsets = plan.steps[index].operands[2];
+  for (size_t i = 0; i < index; ++i) {
+    const exec::Step &step = plan.steps[i];
+    if (std::find(step.results.begin(), step.results.end(), offsets) ==
+        step.results.end())
+      continue;
+    if (step.kernel == "route_experts_choose" ||
+        step.kernel == "route_tokens_choose")
+      return Status::success();
+    return Status::error(exec::describeStep(plan, index) +
+                         ": the CUDA experts need the offsets of a capacity "
+                         "routing, not of '" +
+                         step.kernel + "' (step " + std::to_string(i) + ")");
+  }
+  return Status::error(exec::describeStep(plan, index) +
+                       ": the CUDA experts need the offsets of a capacity "
+                       "routing, and no step computes operand 2 (offsets)");
 }
 
 } // namespace
@@ -1381,6 +1477,9 @@ Expected<DeviceStep> prepareDeviceStep(const exec::Plan &plan, size_t index,
   StepContext context(plan, index, *names, scratchBytes);
   if (!context.checkPresence())
     return context.takeError();
+  if (step.kernel == "experts")
+    if (Status status = checkCapacityLayout(plan, index); !status)
+      return status;
   return entry->prepare(context);
 }
 

@@ -3,8 +3,11 @@
 // Runs one plan on both executors (as a cpu and as a cuda plan) and compares
 // the outputs: LayerNorm, GELU and softmax to 1e-5 relative to the largest
 // value, the dropout mask exactly (the same Philox draws). The noise key is a
-// plan input, so a new step must re-capture the CUDA graph. Without a usable
-// device the binary prints why and exits 77 (skipped).
+// plan input, so a new step must re-capture the CUDA graph. Plans of the
+// products and attention (dense, linear mixing, attention and their
+// gradients) and of a tokens-choose MoE layer (experts, gathers, scatters)
+// agree with the CPU executor to 1e-4. Without a usable device the binary
+// prints why and exits 77 (skipped).
 //
 //===----------------------------------------------------------------------===//
 
@@ -140,19 +143,15 @@ PlanBuilder productsPlan() {
   return b;
 }
 
-TEST(CudaExecutorProductsTest, MatchesTheCpuExecutor) {
-  std::vector<io::HostTensor> weights = {
-      randomTensor("w", {8, 8}, 4), randomTensor("bias", {8}, 5),
-      randomTensor("ws", {4, 4}, 6), randomTensor("wh", {8, 8}, 7)};
-  std::vector<io::HostTensor> in = {
-      randomTensor("x", {2, 4, 8}, 8, -2.0f, 2.0f),
-      intTensor("ids", {2, 4}, {5, 6, 7, 0, 9, 0, 4, 4})};
+/// Runs the plan of `b` as a cpu and as a cuda plan with the same weights
+/// and inputs and compares every output (1e-4 relative to its largest value).
+void expectSameOutputs(PlanBuilder b,
+                       const std::vector<io::HostTensor> &weights,
+                       const std::vector<io::HostTensor> &in) {
   std::vector<std::vector<io::HostTensor>> outputs;
   for (const char *target : {"cpu", "cuda"}) {
-    PlanBuilder b = productsPlan();
     b.plan["target"] = target;
-    Expected<exec::Plan> plan =
-        exec::Plan::parse(b.plan.dump(), "products.mxa");
+    Expected<exec::Plan> plan = exec::Plan::parse(b.plan.dump(), "plan.mxa");
     ASSERT_TRUE(plan.ok()) << plan.message();
     std::unique_ptr<exec::PlanExecutor> executor;
     if (std::string(target) == "cpu") {
@@ -183,6 +182,61 @@ TEST(CudaExecutorProductsTest, MatchesTheCpuExecutor) {
     for (size_t j = 0; j < c.size(); ++j)
       EXPECT_NEAR(g[j], c[j], 1e-4f * largest) << "element " << j;
   }
+}
+
+TEST(CudaExecutorProductsTest, MatchesTheCpuExecutor) {
+  expectSameOutputs(productsPlan(),
+                    {randomTensor("w", {8, 8}, 4), randomTensor("bias", {8}, 5),
+                     randomTensor("ws", {4, 4}, 6),
+                     randomTensor("wh", {8, 8}, 7)},
+                    {randomTensor("x", {2, 4, 8}, 8, -2.0f, 2.0f),
+                     intTensor("ids", {2, 4}, {5, 6, 7, 0, 9, 0, 4, 4})});
+}
+
+/// A tokens-choose MoE layer over 8 tokens and 2 experts of capacity 3 (so
+/// some tokens are dropped and some slots may stay empty), with the
+/// gradients of its gathers and scatters.
+PlanBuilder moePlan() {
+  PlanBuilder b;
+  int64_t x = b.input("x", {8, 4}, false, "F32"),
+          probs = b.input("probs", {8, 2}, false, "F32"),
+          dout = b.input("dout", {8, 4}, false, "F32");
+  int64_t w1 = b.param("w1", {2, 4, 6}), b1 = b.param("b1", {2, 6}),
+          w2 = b.param("w2", {2, 6, 4}), b2 = b.param("b2", {2, 4});
+  int64_t tokens = b.arena({6}, "I32"), gates = b.arena({6}),
+          offsets = b.arena({3}, "I32");
+  int64_t xd = b.arena({6, 4}), yd = b.arena({6, 4}), out = b.arena({8, 4}),
+          dyd = b.arena({6, 4}), dgates = b.arena({6}), dx = b.arena({8, 4}),
+          dscores = b.arena({8, 2});
+  b.step("route_tokens_choose", {probs}, {tokens, gates, offsets},
+         {{"groups", 1},
+          {"tokens_per_group", 8},
+          {"k", 1},
+          {"capacity", 3},
+          {"batch_prioritized", false}});
+  b.step("dispatch", {x, tokens}, {xd});
+  b.step("experts", {xd, tokens, offsets, w1, b1, w2, b2}, {yd},
+         {{"activation", "gelu"}});
+  b.step("combine", {yd, tokens, gates}, {out});
+  b.step("combine_grad", {yd, tokens, gates, dout}, {dyd, dgates});
+  b.step("dispatch_grad", {dyd, tokens}, {dx});
+  b.step("scatter_gate_grad", {tokens, offsets, dgates}, {dscores});
+  for (auto [name, value] : {std::pair<const char *, int64_t>{"out", out},
+                             {"dyd", dyd},
+                             {"dx", dx},
+                             {"dscores", dscores}})
+    b.output(name, value);
+  return b;
+}
+
+TEST(CudaExecutorMoeTest, MatchesTheCpuExecutor) {
+  expectSameOutputs(
+      moePlan(),
+      {randomTensor("w1", {2, 4, 6}, 9), randomTensor("b1", {2, 6}, 10),
+       randomTensor("w2", {2, 6, 4}, 11), randomTensor("b2", {2, 4}, 12)},
+      {randomTensor("x", {8, 4}, 13),
+       randomTensor("probs", {8, 2}, 14, 0.0f, 1.0f),
+       randomTensor("dout", {8, 4}, 15)});
 }
 
 } // namespace

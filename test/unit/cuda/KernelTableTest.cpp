@@ -69,11 +69,11 @@ TEST(CudaKernelTableTest, WiresTheKernelsOfKernelsH) {
           "reduce_rows", "take_position_grad", "linear_mix_grad", "embed_grad",
           "attention_grad", "gather_positions_grad",
           "softmax_cross_entropy_grad", "router_z_loss_grad", "dispatch",
-          "combine", "dispatch_grad", "combine_grad", "scatter_gate_grad",
-          "route_tokens_choose", "route_sigmoid_topk", "random_scale",
-          "global_norm", "adamw"));
+          "experts", "combine", "dispatch_grad", "combine_grad",
+          "scatter_gate_grad", "route_tokens_choose", "route_sigmoid_topk",
+          "random_scale", "global_norm", "adamw"));
   EXPECT_TRUE(cuda::hasCudaKernel("dense"));
-  EXPECT_FALSE(cuda::hasCudaKernel("experts"));
+  EXPECT_FALSE(cuda::hasCudaKernel("experts_grad"));
   EXPECT_FALSE(cuda::hasCudaKernel("no_such_kernel"));
 }
 
@@ -203,6 +203,37 @@ TEST(CudaKernelTableTest, ReservesScratchForTheBf16Products) {
   ASSERT_TRUE(step.ok()) << step.message();
   // x widened (40 floats, aligned to 64) and the fp32 result (15 floats).
   EXPECT_EQ(scratch, (64 + 15) * 4);
+}
+
+/// probs [8, 2] -> `routing` -> experts over 8 slots (2 experts x capacity
+/// 4, or 8 tokens x top-1).
+PlanBuilder expertsAfter(const std::string &routing, json attrs) {
+  PlanBuilder b;
+  b.plan["target"] = "cuda";
+  int64_t probs = b.input("probs", {8, 2}, false, "F32");
+  int64_t w1 = b.param("w1", {2, 4, 6}), w2 = b.param("w2", {2, 6, 4});
+  int64_t tokens = b.arena({8}, "I32"), gates = b.arena({8}),
+          offsets = b.arena({3}, "I32");
+  int64_t xd = b.arena({8, 4}), yd = b.arena({8, 4});
+  b.step(routing, {probs}, {tokens, gates, offsets}, attrs);
+  b.step("experts", {xd, tokens, offsets, w1, -1, w2, -1}, {yd},
+         {{"activation", "gelu"}});
+  return b;
+}
+
+TEST(CudaKernelTableTest, RunsTheExpertsOfCapacityRoutingsOnly) {
+  exec::Plan plan = parse(
+      expertsAfter("route_tokens_choose", {{"groups", 1},
+                                           {"tokens_per_group", 8},
+                                           {"k", 1},
+                                           {"capacity", 4},
+                                           {"batch_prioritized", false}}));
+  int64_t scratch = 0;
+  Expected<cuda::DeviceStep> step = cuda::prepareDeviceStep(plan, 1, scratch);
+  EXPECT_TRUE(step.ok()) << step.message();
+  EXPECT_EQ(prepareError(expertsAfter("route_sigmoid_topk", {{"k", 1}}), 1),
+            "tiny.mxa: steps[1] (experts): the CUDA experts need the offsets "
+            "of a capacity routing, not of 'route_sigmoid_topk' (step 0)");
 }
 
 TEST(CudaKernelTableTest, ReadsNoiseKeysFromInputsOnly) {
