@@ -246,6 +246,23 @@ Expected<DeviceStep> prepareSoftmaxCrossEntropy(StepContext &c) {
 // Routing
 //===----------------------------------------------------------------------===//
 
+Expected<DeviceStep> prepareRouteExpertsChoose(StepContext &c) {
+  int64_t groups, tokensPerGroup, capacity;
+  if (!exec::readGroups(c, groups, tokensPerGroup, capacity))
+    return c.takeError();
+  int64_t experts = c.in(0).dim(1);
+  if (!exec::checkAssignments(c, experts * groups * capacity, experts))
+    return c.takeError();
+  return DeviceStep([=, p = c.in(0).slot, t = c.out(0).slot, g = c.out(1).slot,
+                     o = c.out(2).slot](const LaunchContext &ctx) {
+    void *const *v = ctx.device;
+    // The plan's probabilities: no softmax (no logits).
+    return routeExpertsChoose(nullptr, as<float>(v[p]), as<int32_t>(v[t]),
+                              as<float>(v[g]), as<int32_t>(v[o]), groups,
+                              tokensPerGroup, experts, capacity, ctx.stream);
+  });
+}
+
 Expected<DeviceStep> prepareRouteTokensChoose(StepContext &c) {
   int64_t groups, tokensPerGroup, capacity, k;
   bool prioritized;
@@ -1390,6 +1407,7 @@ const TableEntry kTable[] = {
     {"dispatch_grad", prepareDispatchGrad},
     {"combine_grad", prepareCombineGrad},
     {"scatter_gate_grad", prepareScatterGateGrad},
+    {"route_experts_choose", prepareRouteExpertsChoose},
     {"route_tokens_choose", prepareRouteTokensChoose},
     {"route_sigmoid_topk", prepareRouteSigmoidTopK},
     {"random_scale", prepareRandomScale},

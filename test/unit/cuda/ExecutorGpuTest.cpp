@@ -5,7 +5,7 @@
 // value, the dropout mask exactly (the same Philox draws). The noise key is a
 // plan input, so a new step must re-capture the CUDA graph. Plans of the
 // products and attention (dense, linear mixing, attention and their
-// gradients) and of a tokens-choose MoE layer (experts, gathers, scatters)
+// gradients) and of MoE layers (routing, experts, gathers, scatters)
 // agree with the CPU executor to 1e-4. Without a usable device the binary
 // prints why and exits 77 (skipped).
 //
@@ -193,10 +193,10 @@ TEST(CudaExecutorProductsTest, MatchesTheCpuExecutor) {
                      intTensor("ids", {2, 4}, {5, 6, 7, 0, 9, 0, 4, 4})});
 }
 
-/// A tokens-choose MoE layer over 8 tokens and 2 experts of capacity 3 (so
-/// some tokens are dropped and some slots may stay empty), with the
-/// gradients of its gathers and scatters.
-PlanBuilder moePlan() {
+/// A MoE layer over 8 tokens and 2 experts of capacity 3 routed by `routing`
+/// (tokens choose: some tokens dropped and some slots may stay empty), with
+/// the gradients of its gathers and scatters.
+PlanBuilder moePlan(const std::string &routing, json attrs) {
   PlanBuilder b;
   int64_t x = b.input("x", {8, 4}, false, "F32"),
           probs = b.input("probs", {8, 2}, false, "F32"),
@@ -208,12 +208,7 @@ PlanBuilder moePlan() {
   int64_t xd = b.arena({6, 4}), yd = b.arena({6, 4}), out = b.arena({8, 4}),
           dyd = b.arena({6, 4}), dgates = b.arena({6}), dx = b.arena({8, 4}),
           dscores = b.arena({8, 2});
-  b.step("route_tokens_choose", {probs}, {tokens, gates, offsets},
-         {{"groups", 1},
-          {"tokens_per_group", 8},
-          {"k", 1},
-          {"capacity", 3},
-          {"batch_prioritized", false}});
+  b.step(routing, {probs}, {tokens, gates, offsets}, attrs);
   b.step("dispatch", {x, tokens}, {xd});
   b.step("experts", {xd, tokens, offsets, w1, b1, w2, b2}, {yd},
          {{"activation", "gelu"}});
@@ -230,13 +225,22 @@ PlanBuilder moePlan() {
 }
 
 TEST(CudaExecutorMoeTest, MatchesTheCpuExecutor) {
-  expectSameOutputs(
-      moePlan(),
-      {randomTensor("w1", {2, 4, 6}, 9), randomTensor("b1", {2, 6}, 10),
-       randomTensor("w2", {2, 6, 4}, 11), randomTensor("b2", {2, 4}, 12)},
-      {randomTensor("x", {8, 4}, 13),
-       randomTensor("probs", {8, 2}, 14, 0.0f, 1.0f),
-       randomTensor("dout", {8, 4}, 15)});
+  json groups = {{"groups", 1}, {"tokens_per_group", 8}, {"capacity", 3}};
+  json tokensChoose = groups;
+  tokensChoose["k"] = 1;
+  tokensChoose["batch_prioritized"] = false;
+  for (auto [routing, attrs] :
+       {std::pair<const char *, json>{"route_tokens_choose", tokensChoose},
+        {"route_experts_choose", groups}}) {
+    SCOPED_TRACE(routing);
+    expectSameOutputs(
+        moePlan(routing, attrs),
+        {randomTensor("w1", {2, 4, 6}, 9), randomTensor("b1", {2, 6}, 10),
+         randomTensor("w2", {2, 6, 4}, 11), randomTensor("b2", {2, 4}, 12)},
+        {randomTensor("x", {8, 4}, 13),
+         randomTensor("probs", {8, 2}, 14, 0.0f, 1.0f),
+         randomTensor("dout", {8, 4}, 15)});
+  }
 }
 
 } // namespace

@@ -70,8 +70,8 @@ TEST(CudaKernelTableTest, WiresTheKernelsOfKernelsH) {
           "attention_grad", "gather_positions_grad",
           "softmax_cross_entropy_grad", "router_z_loss_grad", "dispatch",
           "experts", "combine", "dispatch_grad", "combine_grad",
-          "scatter_gate_grad", "route_tokens_choose", "route_sigmoid_topk",
-          "random_scale", "global_norm", "adamw"));
+          "scatter_gate_grad", "route_experts_choose", "route_tokens_choose",
+          "route_sigmoid_topk", "random_scale", "global_norm", "adamw"));
   EXPECT_TRUE(cuda::hasCudaKernel("dense"));
   EXPECT_FALSE(cuda::hasCudaKernel("experts_grad"));
   EXPECT_FALSE(cuda::hasCudaKernel("no_such_kernel"));
