@@ -467,13 +467,15 @@ Expected<DeviceStep> prepareDense(StepContext &c) {
                w.role + " is " + exec::describe(w.value->shape, DType::F32) +
                    " but operand 0 (x) has " + std::to_string(k) +
                    " features") ||
-      !c.shape(bias, DType::F32, {n}) || !c.shape(y, dtype, outShape))
+      !c.shape(bias, DType::F32, {n}) ||
+      // A bf16 step may write F32 (the router's logits).
+      !c.shape(y, y.value->dtype == DType::F32 ? DType::F32 : dtype, outShape))
     return c.takeError();
   int64_t m = exec::leadingElements(*x.value);
-  bool bf16 = dtype == DType::BF16;
+  bool bf16 = dtype == DType::BF16, narrow = y.value->dtype == DType::BF16;
   // bf16: x widened, then the fp32 result before it is rounded.
   int64_t resultOffset = alignedFloats(m * k);
-  int64_t scratch = bf16 ? c.scratch(resultOffset + m * n) : 0;
+  int64_t scratch = bf16 ? c.scratch(resultOffset + (narrow ? m * n : 0)) : 0;
   GemmEpilogue epilogue = gelu         ? GemmEpilogue::Gelu
                           : bias.value ? GemmEpilogue::Bias
                                        : GemmEpilogue::None;
@@ -490,13 +492,13 @@ Expected<DeviceStep> prepareDense(StepContext &c) {
     p.m = m, p.n = n, p.k = k;
     p.a = *input, p.lda = k;
     p.b = as<float>(v[b]), p.ldb = transpose ? k : n;
-    p.c = bf16 ? work + resultOffset : as<float>(v[o]), p.ldc = n;
+    p.c = narrow ? work + resultOffset : as<float>(v[o]), p.ldc = n;
     p.epilogue = epilogue;
     p.bias = as<float>(v[bb]);
     if (Status status = ctx.gemm->gemm(p); !status)
       return status;
-    return bf16 ? narrowToBf16(p.c, as<Bf16>(v[o]), m * n, ctx.stream)
-                : Status::success();
+    return narrow ? narrowToBf16(p.c, as<Bf16>(v[o]), m * n, ctx.stream)
+                  : Status::success();
   });
 }
 

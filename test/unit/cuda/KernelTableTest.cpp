@@ -203,6 +203,13 @@ TEST(CudaKernelTableTest, ReservesScratchForTheBf16Products) {
   ASSERT_TRUE(step.ok()) << step.message();
   // x widened (40 floats, aligned to 64) and the fp32 result (15 floats).
   EXPECT_EQ(scratch, (64 + 15) * 4);
+  // An F32 result (the router's logits) is written directly.
+  b.plan["values"][y]["dtype"] = "F32";
+  plan = parse(b);
+  scratch = 0;
+  step = cuda::prepareDeviceStep(plan, 0, scratch);
+  ASSERT_TRUE(step.ok()) << step.message();
+  EXPECT_EQ(scratch, 64 * 4);
 }
 
 /// probs [8, 2] -> `routing` -> experts over 8 slots (2 experts x capacity
@@ -293,18 +300,26 @@ TEST(CudaKernelTableTest, NamesTheMissingDevice) {
 
 } // namespace
 
-/// The cuda plans mixc compiles (bert_tiny: inference and the training step,
-/// fp32 and bf16; CTest's MixerCudaBertTinyPlans passes their folder in
-/// MIXER_CUDA_PLANS): every kernel has a CUDA implementation and every step
-/// prepares, which is all the executor checks before it needs a device.
+/// The cuda plans mixc compiles (CTest's MixerCudaTinyPlans passes their
+/// folder in MIXER_CUDA_PLANS): bert_tiny's inference and training step and
+/// the inference of the capacity-routed MoE models, fp32 and bf16. Every
+/// kernel has a CUDA implementation and every step prepares, which is all the
+/// executor checks before it needs a device.
 TEST(CudaPlanFileTest, WiresEveryStep) {
   const char *folder = std::getenv("MIXER_CUDA_PLANS");
   if (!folder)
     GTEST_SKIP() << "MIXER_CUDA_PLANS is not set";
-  for (const char *name :
-       {"infer.mxa", "infer-bf16.mxa", "train.mxa", "train-bf16.mxa"}) {
+  std::vector<std::string> names;
+  for (const char *precision : {"fp32", "bf16"}) {
+    names.push_back(std::string("bert_tiny-train-") + precision);
+    for (const char *model : {"bert_tiny", "sparse_mixer_tiny",
+                              "fast_sparse_mixer_tiny", "tokens_choose_tiny"})
+      names.push_back(std::string(model) + "-infer-" + precision);
+  }
+  for (const std::string &name : names) {
+    SCOPED_TRACE(name);
     Expected<exec::Plan> plan =
-        exec::Plan::load(std::string(folder) + "/" + name);
+        exec::Plan::load(std::string(folder) + "/" + name + ".mxa");
     ASSERT_TRUE(plan.ok()) << plan.message();
     EXPECT_EQ(plan->target, "cuda");
     Status wired = cuda::checkCudaKernels(*plan);
