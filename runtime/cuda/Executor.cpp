@@ -68,6 +68,10 @@ Expected<std::unique_ptr<Executor>> Executor::create(const exec::Plan &plan,
           cudaStreamCreateWithFlags(&e.stream, cudaStreamNonBlocking);
       error != cudaSuccess)
     return e.cudaFailure("cannot create a stream", error);
+  e.gemm = std::make_unique<GemmContext>(e.stream);
+  // Not inside the first run's graph capture.
+  if (Status status = e.gemm->prepare(); !status)
+    return Status::error(plan.path + ": " + status.message());
   if (cudaError_t error = allocate(plan.arenaBytes, e.arena);
       error != cudaSuccess)
     return e.cudaFailure("cannot allocate the arena of " +
@@ -105,6 +109,8 @@ Expected<std::unique_ptr<Executor>> Executor::create(const exec::Plan &plan,
 Executor::~Executor() {
   if (graph)
     cudaGraphExecDestroy(graph);
+  // The cuBLASLt handle before the stream it serves.
+  gemm.reset();
   for (std::vector<void *> *buffers :
        {&inputBuffers, &paramBuffers, &stateBuffers})
     for (void *buffer : *buffers)
@@ -193,7 +199,7 @@ std::vector<int32_t> Executor::scalarInputs() const {
 }
 
 Status Executor::enqueueSteps() {
-  LaunchContext context{device.data(), host.data(), stream};
+  LaunchContext context{device.data(), host.data(), stream, gemm.get()};
   for (size_t i = 0; i < steps.size(); ++i)
     if (Status status = steps[i](context); !status)
       return Status::error(exec::describeStep(plan, i) + ": " +

@@ -17,6 +17,7 @@
 #ifndef MIXER_RUNTIME_CUDA_EXECUTOR_H
 #define MIXER_RUNTIME_CUDA_EXECUTOR_H
 
+#include "runtime/cuda/Gemm.h"
 #include "runtime/cuda/KernelTable.h"
 #include "runtime/exec/PlanExecutor.h"
 
@@ -73,6 +74,7 @@ private:
   exec::Plan plan;
   ExecutorOptions options;
   cudaStream_t stream = nullptr;
+  std::unique_ptr<GemmContext> gemm;
   /// Device allocations, freed at destruction.
   void *arena = nullptr;
   void *scratch = nullptr;

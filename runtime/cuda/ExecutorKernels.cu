@@ -1,12 +1,16 @@
 //===- ExecutorKernels.cu - Glue kernels of the CUDA executor -------------===//
 
+#include "runtime/cuda/Common.cuh"
 #include "runtime/cuda/ExecutorKernels.h"
 
 #include <cuda_runtime.h>
 
+#include <cmath>
 #include <string>
 
 namespace mixer::cuda {
+
+using namespace detail;
 
 namespace {
 
@@ -21,13 +25,225 @@ __global__ void __launch_bounds__(1)
   *scale = total >= maxNorm ? static_cast<float>(maxNorm / total) : 1.0f;
 }
 
-Status launched(const char *kernel) {
-  cudaError_t error = cudaGetLastError();
-  if (error == cudaSuccess)
-    return Status::success();
-  return Status::error(std::string(kernel) +
-                       ": launch failed: " + cudaGetErrorString(error));
+/// y[i] = f(i) over n values, a grid-stride loop.
+template <typename F>
+__global__ void __launch_bounds__(kBlockThreads)
+    elementwiseKernel(int64_t n, F f) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    f(i);
 }
+
+/// Runs f(i) for i in [0, n) and reports the launch as `kernel`.
+template <typename F>
+Status forEach(const char *kernel, int64_t n, cudaStream_t stream, F f) {
+  if (Status s = requireNonNegative(kernel, "n", n); !s.ok() || n == 0)
+    return s;
+  elementwiseKernel<<<gridFor(n), kBlockThreads, 0, stream>>>(n, f);
+  return launchStatus(kernel);
+}
+
+__global__ void __launch_bounds__(1)
+    sumValuesKernel(const float *x, float *y, int64_t n) {
+  double sum = 0.0;
+  for (int64_t i = 0; i < n; ++i)
+    sum += x[i];
+  *y = static_cast<float>(sum);
+}
+
+__global__ void __launch_bounds__(1)
+    squaredErrorKernel(const float *p, const float *t, float *loss, int64_t n) {
+  double total = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    float error = p[i] - t[i];
+    total += static_cast<double>(error) * error;
+  }
+  *loss = static_cast<float>(total);
+}
+
+/// The row's maximum, and the sum of exp(x - maximum) in index order
+/// (written to `exps` when not null).
+__device__ float2 rowExpSum(const float *row, int64_t n, float *exps) {
+  float rowMax = -INFINITY;
+  for (int64_t e = 0; e < n; ++e)
+    rowMax = fmaxf(rowMax, row[e]);
+  float sum = 0.0f;
+  for (int64_t e = 0; e < n; ++e) {
+    float v = expf(row[e] - rowMax);
+    if (exps)
+      exps[e] = v;
+    sum += v;
+  }
+  return make_float2(rowMax, sum);
+}
+
+__global__ void __launch_bounds__(kBlockThreads)
+    zLossRowsKernel(const float *logits, double *squares, int64_t numTokens,
+                    int64_t experts) {
+  for (int64_t t = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+       t < numTokens; t += int64_t(gridDim.x) * blockDim.x) {
+    float2 stats = rowExpSum(logits + t * experts, experts, nullptr);
+    double lse = stats.x + log(static_cast<double>(stats.y));
+    squares[t] = lse * lse;
+  }
+}
+
+/// The CPU's order: each block of 256 tokens summed in token order, then the
+/// blocks in order.
+__global__ void __launch_bounds__(1)
+    zLossSumKernel(const double *squares, float *loss, int64_t numTokens) {
+  double sum = 0.0;
+  for (int64_t begin = 0; begin < numTokens; begin += 256) {
+    double partial = 0.0;
+    for (int64_t t = begin; t < min(numTokens, begin + 256); ++t)
+      partial += squares[t];
+    sum += partial;
+  }
+  *loss = static_cast<float>(sum / numTokens);
+}
+
+__global__ void __launch_bounds__(kBlockThreads)
+    zLossGradKernel(const float *logits, const float *dloss, float *dlogits,
+                    int64_t numTokens, int64_t experts) {
+  for (int64_t t = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+       t < numTokens; t += int64_t(gridDim.x) * blockDim.x) {
+    float *grad = dlogits + t * experts;
+    float2 stats = rowExpSum(logits + t * experts, experts, grad);
+    double lse = stats.x + log(static_cast<double>(stats.y));
+    double scale = 2.0 * *dloss / numTokens;
+    float factor = static_cast<float>(scale * lse / stats.y);
+    for (int64_t e = 0; e < experts; ++e)
+      grad[e] *= factor;
+  }
+}
+
+template <typename D>
+__global__ void __launch_bounds__(kBlockThreads)
+    argmaxKernel(const D *x, int32_t *y, int64_t rows, int64_t cols) {
+  for (int64_t r = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; r < rows;
+       r += int64_t(gridDim.x) * blockDim.x) {
+    int64_t best = 0;
+    float bestValue = load(x, r * cols);
+    for (int64_t c = 1; c < cols; ++c) {
+      float v = load(x, r * cols + c);
+      if (bestValue < v) {
+        best = c;
+        bestValue = v;
+      }
+    }
+    y[r] = static_cast<int32_t>(best);
+  }
+}
+
+/// Counting sort of the tokens by key (one thread): start[k] .. start[k + 1]
+/// index the tokens with key k in `order`, in token order. Keys outside
+/// [0, numKeys) are left out.
+template <typename Key>
+__global__ void __launch_bounds__(1)
+    sortByKeyKernel(Key key, int64_t tokens, int64_t numKeys, int32_t *start,
+                    int32_t *order) {
+  for (int64_t k = 0; k <= numKeys; ++k)
+    start[k] = 0;
+  for (int64_t t = 0; t < tokens; ++t) {
+    int64_t k = key(t);
+    if (k >= 0 && k < numKeys)
+      ++start[k + 1];
+  }
+  for (int64_t k = 0; k < numKeys; ++k)
+    start[k + 1] += start[k];
+  // start[k] serves as the running position, then is restored.
+  for (int64_t t = 0; t < tokens; ++t) {
+    int64_t k = key(t);
+    if (k >= 0 && k < numKeys)
+      order[start[k]++] = static_cast<int32_t>(t);
+  }
+  for (int64_t k = numKeys; k > 0; --k)
+    start[k] = start[k - 1];
+  start[0] = 0;
+}
+
+/// out[k, c] = float(sum in double of src[order[i], c] over the tokens of
+/// key k, in token order), one thread per (k, c).
+template <typename D>
+__global__ void __launch_bounds__(kBlockThreads)
+    sumByKeyKernel(const int32_t *start, const int32_t *order, const D *src,
+                   float *out, int64_t numKeys, int64_t d) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+       i < numKeys * d; i += int64_t(gridDim.x) * blockDim.x) {
+    int64_t k = i / d, c = i % d;
+    double sum = 0.0;
+    for (int32_t j = start[k]; j < start[k + 1]; ++j)
+      sum += load(src, int64_t(order[j]) * d + c);
+    out[i] = static_cast<float>(sum);
+  }
+}
+
+/// out[t, c] from the slots of token t in slot order (start/order of
+/// sortByKeyKernel), each scaled by its gate (1 without gates).
+template <typename D>
+__global__ void __launch_bounds__(kBlockThreads)
+    combineKernel(const int32_t *start, const int32_t *order, const D *yd,
+                  const float *gates, D *out, int64_t numTokens, int64_t d) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+       i < numTokens * d; i += int64_t(gridDim.x) * blockDim.x) {
+    int64_t t = i / d, c = i % d;
+    float sum = 0.0f;
+    for (int32_t j = start[t]; j < start[t + 1]; ++j) {
+      int64_t slot = order[j];
+      float term =
+          __fmul_rn(gates ? gates[slot] : 1.0f, load(yd, slot * d + c));
+      sum = j == start[t] ? term : __fadd_rn(sum, term);
+    }
+    store(out, i, sum);
+  }
+}
+
+template <typename D>
+__global__ void __launch_bounds__(kBlockThreads)
+    gateDotKernel(const D *yd, const int32_t *tokens, const D *dout,
+                  float *dgates, int64_t slots, int64_t numTokens, int64_t d) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < slots;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    int64_t t = tokens[i];
+    float dot = 0.0f;
+    if (t >= numTokens)
+      dot = __int_as_float(0x7fc00000);
+    else if (t >= 0)
+      for (int64_t c = 0; c < d; ++c)
+        dot += load(dout, t * d + c) * load(yd, i * d + c);
+    dgates[i] = dot;
+  }
+}
+
+__global__ void __launch_bounds__(kBlockThreads)
+    scatterGateKernel(const int32_t *tokens, const int32_t *offsets,
+                      const float *dgates, float *dscores, int64_t numTokens,
+                      int64_t experts) {
+  for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < experts;
+       e += int64_t(gridDim.x) * blockDim.x)
+    for (int32_t i = offsets[e]; i < offsets[e + 1]; ++i)
+      if (tokens[i] >= 0 && tokens[i] < numTokens)
+        dscores[int64_t(tokens[i]) * experts + e] = dgates[i];
+}
+
+struct IdKey {
+  const int32_t *ids;
+  __device__ int64_t operator()(int64_t t) const { return ids ? ids[t] : 0; }
+};
+struct PositionKey {
+  int64_t seq;
+  __device__ int64_t operator()(int64_t t) const { return t % seq; }
+};
+
+template <typename D> struct ColumnTerm {
+  const D *dy;
+  int64_t cols;
+  __device__ float2 operator()(int64_t r, int64_t c) const {
+    return make_float2(load(dy, r * cols + c), 0.0f);
+  }
+};
+
+Status launched(const char *kernel) { return launchStatus(kernel); }
 
 } // namespace
 
@@ -41,5 +257,359 @@ Status clipFactor(const float *norm, double maxNorm, float *scale,
   clipFactorKernel<<<1, 1, 0, stream>>>(norm, maxNorm, scale);
   return launched("clipFactor");
 }
+
+Status widenBf16(const Bf16 *x, float *y, int64_t n, cudaStream_t stream) {
+  auto in = device(x);
+  return forEach("widenBf16", n, stream,
+                 [=] __device__(int64_t i) { y[i] = load(in, i); });
+}
+
+Status narrowToBf16(const float *x, Bf16 *y, int64_t n, cudaStream_t stream) {
+  auto out = device(y);
+  return forEach("narrowToBf16", n, stream,
+                 [=] __device__(int64_t i) { store(out, i, x[i]); });
+}
+
+Status fillValues(float *y, int64_t n, float value, cudaStream_t stream) {
+  return forEach("fill", n, stream,
+                 [=] __device__(int64_t i) { y[i] = value; });
+}
+
+Status broadcastScalar(const float *x, float *y, int64_t n,
+                       cudaStream_t stream) {
+  return forEach("broadcast", n, stream,
+                 [=] __device__(int64_t i) { y[i] = *x; });
+}
+
+Status sumValues(const float *x, float *y, int64_t n, cudaStream_t stream) {
+  if (Status s = requireNonNegative("reduce_sum", "n", n); !s.ok())
+    return s;
+  sumValuesKernel<<<1, 1, 0, stream>>>(x, y, n);
+  return launched("reduce_sum");
+}
+
+Status scaleValues(const float *x, float *y, int64_t n, float factor,
+                   cudaStream_t stream) {
+  return forEach("scale", n, stream,
+                 [=] __device__(int64_t i) { y[i] = x[i] * factor; });
+}
+
+Status labelMask(const int32_t *labels, float *y, int64_t n,
+                 cudaStream_t stream) {
+  return forEach("label_mask", n, stream, [=] __device__(int64_t i) {
+    y[i] = labels[i] >= 0 ? 1.0f : 0.0f;
+  });
+}
+
+Status roundToBf16Values(const float *x, float *y, int64_t n,
+                         cudaStream_t stream) {
+  return forEach("round_bf16", n, stream, [=] __device__(int64_t i) {
+    uint32_t bits = __float_as_uint(x[i]);
+    uint32_t rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) & 0xffff0000u;
+    bool isNan = (bits & 0x7fffffffu) > 0x7f800000u;
+    y[i] =
+        __uint_as_float(isNan ? (bits | 0x00400000u) & 0xffff0000u : rounded);
+  });
+}
+
+Status squaredError(const float *prediction, const float *target, float *loss,
+                    int64_t n, cudaStream_t stream) {
+  if (Status s = requireNonNegative("squared_error", "n", n); !s.ok())
+    return s;
+  squaredErrorKernel<<<1, 1, 0, stream>>>(prediction, target, loss, n);
+  return launched("squared_error");
+}
+
+Status routerZLoss(const float *logits, float *loss, int64_t numTokens,
+                   int64_t experts, double *scratch, cudaStream_t stream) {
+  const char *kernel = "router_z_loss";
+  if (Status s = requireNonNegative(kernel, "tokens", numTokens); !s.ok())
+    return s;
+  if (numTokens > 0)
+    zLossRowsKernel<<<gridFor(numTokens), kBlockThreads, 0, stream>>>(
+        logits, scratch, numTokens, experts);
+  zLossSumKernel<<<1, 1, 0, stream>>>(scratch, loss, numTokens);
+  return launchStatus(kernel);
+}
+
+Status routerZLossGrad(const float *logits, const float *dloss, float *dlogits,
+                       int64_t numTokens, int64_t experts,
+                       cudaStream_t stream) {
+  if (Status s = requireNonNegative("router_z_loss_grad", "tokens", numTokens);
+      !s.ok() || numTokens == 0)
+    return s;
+  zLossGradKernel<<<gridFor(numTokens), kBlockThreads, 0, stream>>>(
+      logits, dloss, dlogits, numTokens, experts);
+  return launchStatus("router_z_loss_grad");
+}
+
+template <typename T>
+Status binary(const T *a, const T *b, T *y, int64_t n, BinaryOp op,
+              cudaStream_t stream) {
+  auto l = device(a), r = device(b);
+  auto out = device(y);
+  return forEach("binary", n, stream, [=] __device__(int64_t i) {
+    float u = load(l, i), v = load(r, i);
+    store(out, i,
+          op == BinaryOp::Add        ? __fadd_rn(u, v)
+          : op == BinaryOp::Multiply ? __fmul_rn(u, v)
+                                     : __fdiv_rn(u, v));
+  });
+}
+
+template <typename T>
+Status tanhForward(const T *x, T *y, int64_t n, cudaStream_t stream) {
+  auto in = device(x);
+  auto out = device(y);
+  return forEach("tanh", n, stream, [=] __device__(int64_t i) {
+    store(out, i, tanhf(load(in, i)));
+  });
+}
+
+template <typename T>
+Status tanhBackward(const T *x, const T *dy, T *dx, int64_t n,
+                    cudaStream_t stream) {
+  auto in = device(x), g = device(dy);
+  auto out = device(dx);
+  return forEach("tanh_backward", n, stream, [=] __device__(int64_t i) {
+    float e = expf(-2.0f * fabsf(load(in, i)));
+    float denominator = 1.0f + e;
+    store(out, i, load(g, i) * (4.0f * e / (denominator * denominator)));
+  });
+}
+
+template <typename T>
+Status argmaxRows(const T *x, int32_t *y, int64_t rows, int64_t cols,
+                  cudaStream_t stream) {
+  if (Status s = requireNonNegative("argmax", "rows", rows); !s.ok())
+    return s;
+  if (cols <= 0)
+    return Status::error("argmax: rows need at least one column");
+  if (rows == 0)
+    return Status::success();
+  argmaxKernel<<<gridFor(rows), kBlockThreads, 0, stream>>>(device(x), y, rows,
+                                                            cols);
+  return launched("argmax");
+}
+
+template <typename T>
+Status takePosition(const T *x, T *y, int64_t batch, int64_t seq, int64_t d,
+                    int64_t index, cudaStream_t stream) {
+  auto in = device(x);
+  auto out = device(y);
+  return forEach("take_position", batch * d, stream, [=] __device__(int64_t i) {
+    int64_t b = i / d, c = i % d;
+    out[i] = in[(b * seq + index) * d + c];
+  });
+}
+
+template <typename T>
+Status takePositionBackward(const T *dy, T *dx, int64_t batch, int64_t seq,
+                            int64_t d, int64_t index, cudaStream_t stream) {
+  auto in = device(dy);
+  auto out = device(dx);
+  return forEach("take_position_grad", batch * seq * d, stream,
+                 [=] __device__(int64_t i) {
+                   int64_t b = i / (seq * d), s = i / d % seq, c = i % d;
+                   store(out, i, s == index ? load(in, b * d + c) : 0.0f);
+                 });
+}
+
+template <typename T>
+Status gatherPositions(const T *x, const int32_t *positions, T *y,
+                       int64_t batch, int64_t seq, int64_t d, int64_t count,
+                       cudaStream_t stream) {
+  auto in = device(x);
+  auto out = device(y);
+  return forEach(
+      "gather_positions", batch * count * d, stream, [=] __device__(int64_t i) {
+        int64_t row = i / d, c = i % d;
+        int64_t p = positions[row];
+        store(out, i,
+              p >= 0 && p < seq ? load(in, (row / count * seq + p) * d + c)
+                                : __int_as_float(0x7fc00000));
+      });
+}
+
+template <typename T>
+Status gatherPositionsBackward(const T *dy, const int32_t *positions, T *dx,
+                               int64_t batch, int64_t seq, int64_t d,
+                               int64_t count, cudaStream_t stream) {
+  auto in = device(dy);
+  auto out = device(dx);
+  return forEach("gather_positions_grad", batch * seq * d, stream,
+                 [=] __device__(int64_t i) {
+                   int64_t b = i / (seq * d), s = i / d % seq, c = i % d;
+                   float sum = 0.0f;
+                   for (int64_t p = 0; p < count; ++p)
+                     if (positions[b * count + p] == s)
+                       sum += load(in, (b * count + p) * d + c);
+                   store(out, i, sum);
+                 });
+}
+
+template <typename T>
+Status embedSum(const int32_t *ids, const int32_t *typeIds, const float *word,
+                const float *pos, const float *type, T *y, int64_t batch,
+                int64_t seq, int64_t d, int64_t vocab, int64_t typeVocab,
+                cudaStream_t stream) {
+  auto out = device(y);
+  return forEach("embed", batch * seq * d, stream, [=] __device__(int64_t i) {
+    int64_t t = i / d, c = i % d;
+    int64_t id = ids[t], typeId = typeIds ? typeIds[t] : 0;
+    float v =
+        id >= 0 && id < vocab && typeId >= 0 && typeId < typeVocab
+            ? word[id * d + c] + pos[t % seq * d + c] + type[typeId * d + c]
+            : __int_as_float(0x7fc00000);
+    store(out, i, v);
+  });
+}
+
+template <typename T>
+Status embedBackward(const int32_t *ids, const int32_t *typeIds, const T *dy,
+                     float *dword, float *dpos, float *dtype, int64_t batch,
+                     int64_t seq, int64_t d, int64_t vocab, int64_t posRows,
+                     int64_t typeVocab, int32_t *scratch, cudaStream_t stream) {
+  const char *kernel = "embed_grad";
+  int64_t tokens = batch * seq;
+  auto src = device(dy);
+  // One table after the other, each with its own start and order arrays.
+  auto table = [&](auto key, int64_t numKeys, float *out) -> Status {
+    if (!out || numKeys * d == 0)
+      return Status::success();
+    int32_t *start = scratch, *order = scratch + numKeys + 1;
+    scratch = order + tokens;
+    sortByKeyKernel<<<1, 1, 0, stream>>>(key, tokens, numKeys, start, order);
+    sumByKeyKernel<<<gridFor(numKeys * d), kBlockThreads, 0, stream>>>(
+        start, order, src, out, numKeys, d);
+    return launchStatus(kernel);
+  };
+  if (Status s = table(IdKey{ids}, vocab, dword); !s.ok())
+    return s;
+  if (Status s = table(PositionKey{seq}, posRows, dpos); !s.ok())
+    return s;
+  return table(IdKey{typeIds}, typeVocab, dtype);
+}
+
+Status zeroEmptySlots(const int32_t *tokens, float *rows, int64_t slots,
+                      int64_t d, cudaStream_t stream) {
+  return forEach("experts", slots * d, stream, [=] __device__(int64_t i) {
+    if (tokens[i / d] < 0)
+      rows[i] = 0.0f;
+  });
+}
+
+template <typename T>
+Status dispatchRows(const T *x, const int32_t *tokens, T *xd, int64_t slots,
+                    int64_t numTokens, int64_t d, cudaStream_t stream) {
+  auto in = device(x);
+  auto out = device(xd);
+  return forEach("dispatch", slots * d, stream, [=] __device__(int64_t i) {
+    int64_t t = tokens[i / d];
+    store(out, i,
+          t < 0           ? 0.0f
+          : t < numTokens ? load(in, t * d + i % d)
+                          : __int_as_float(0x7fc00000));
+  });
+}
+
+template <typename T>
+Status combineRows(const T *yd, const int32_t *tokens, const float *gates,
+                   T *out, int64_t slots, int64_t numTokens, int64_t d,
+                   int32_t *scratch, cudaStream_t stream) {
+  const char *kernel = "combine";
+  if (Status s = requireNonNegative(kernel, "tokens", numTokens);
+      !s.ok() || numTokens * d == 0)
+    return s;
+  int32_t *start = scratch, *order = scratch + numTokens + 1;
+  sortByKeyKernel<<<1, 1, 0, stream>>>(IdKey{tokens}, slots, numTokens, start,
+                                       order);
+  combineKernel<<<gridFor(numTokens * d), kBlockThreads, 0, stream>>>(
+      start, order, device(yd), gates, device(out), numTokens, d);
+  return launchStatus(kernel);
+}
+
+template <typename T>
+Status combineBackward(const T *yd, const int32_t *tokens, const float *gates,
+                       const T *dout, T *dyd, float *dgates, int64_t slots,
+                       int64_t numTokens, int64_t d, cudaStream_t stream) {
+  auto upstream = device(dout);
+  auto out = device(dyd);
+  if (Status s = forEach(
+          "combine_grad", slots * d, stream,
+          [=] __device__(int64_t i) {
+            int64_t slot = i / d, t = tokens[slot];
+            store(out, i,
+                  t < 0           ? 0.0f
+                  : t < numTokens ? load(upstream, t * d + i % d) * gates[slot]
+                                  : __int_as_float(0x7fc00000));
+          });
+      !s.ok() || slots == 0)
+    return s;
+  gateDotKernel<<<gridFor(slots), kBlockThreads, 0, stream>>>(
+      device(yd), tokens, upstream, dgates, slots, numTokens, d);
+  return launchStatus("combine_grad");
+}
+
+Status scatterGateGrad(const int32_t *tokens, const int32_t *offsets,
+                       const float *dgates, float *dscores, int64_t numTokens,
+                       int64_t experts, cudaStream_t stream) {
+  const char *kernel = "scatter_gate_grad";
+  if (numTokens * experts == 0)
+    return Status::success();
+  if (cudaMemsetAsync(dscores, 0, numTokens * experts * sizeof(float),
+                      stream) != cudaSuccess)
+    return launchStatus(kernel);
+  scatterGateKernel<<<gridFor(experts), kBlockThreads, 0, stream>>>(
+      tokens, offsets, dgates, dscores, numTokens, experts);
+  return launchStatus(kernel);
+}
+
+template <typename T>
+Status columnSum(const T *dy, float *db, int64_t rows, int64_t cols,
+                 cudaStream_t stream) {
+  return columnSums(
+      "reduce_rows",
+      ColumnTerm<typename DeviceStorage<T>::type>{device(dy), cols}, rows, cols,
+      db, nullptr, /*accumulate=*/false, stream);
+}
+
+#define MIXER_INSTANTIATE(T)                                                   \
+  template Status binary(const T *, const T *, T *, int64_t, BinaryOp,         \
+                         cudaStream_t);                                        \
+  template Status tanhForward(const T *, T *, int64_t, cudaStream_t);          \
+  template Status tanhBackward(const T *, const T *, T *, int64_t,             \
+                               cudaStream_t);                                  \
+  template Status argmaxRows(const T *, int32_t *, int64_t, int64_t,           \
+                             cudaStream_t);                                    \
+  template Status takePosition(const T *, T *, int64_t, int64_t, int64_t,      \
+                               int64_t, cudaStream_t);                         \
+  template Status takePositionBackward(const T *, T *, int64_t, int64_t,       \
+                                       int64_t, int64_t, cudaStream_t);        \
+  template Status gatherPositions(const T *, const int32_t *, T *, int64_t,    \
+                                  int64_t, int64_t, int64_t, cudaStream_t);    \
+  template Status gatherPositionsBackward(const T *, const int32_t *, T *,     \
+                                          int64_t, int64_t, int64_t, int64_t,  \
+                                          cudaStream_t);                       \
+  template Status embedSum(const int32_t *, const int32_t *, const float *,    \
+                           const float *, const float *, T *, int64_t,         \
+                           int64_t, int64_t, int64_t, int64_t, cudaStream_t);  \
+  template Status embedBackward(const int32_t *, const int32_t *, const T *,   \
+                                float *, float *, float *, int64_t, int64_t,   \
+                                int64_t, int64_t, int64_t, int64_t, int32_t *, \
+                                cudaStream_t);                                 \
+  template Status columnSum(const T *, float *, int64_t, int64_t,              \
+                            cudaStream_t);                                     \
+  template Status dispatchRows(const T *, const int32_t *, T *, int64_t,       \
+                               int64_t, int64_t, cudaStream_t);                \
+  template Status combineRows(const T *, const int32_t *, const float *, T *,  \
+                              int64_t, int64_t, int64_t, int32_t *,            \
+                              cudaStream_t);                                   \
+  template Status combineBackward(const T *, const int32_t *, const float *,   \
+                                  const T *, T *, float *, int64_t, int64_t,   \
+                                  int64_t, cudaStream_t);
+MIXER_INSTANTIATE(float)
+MIXER_INSTANTIATE(Bf16)
+#undef MIXER_INSTANTIATE
 
 } // namespace mixer::cuda

@@ -1,9 +1,14 @@
 //===- ExecutorKernels.h - Glue kernels of the CUDA executor ----*- C++ -*-===//
 //
 // Small device kernels that adapt the plan's value types to the kernel
-// library's (Kernels.h): the plan's norm is an F32 scalar where globalNorm
-// writes a double, and the clipping factor comes from that F32 scalar as
-// the CPU executor computes it. One thread each; they enqueue on `stream`.
+// library's (Kernels.h), and the plan kernels too simple for a family of
+// their own: scalar arithmetic of the losses, the head plumbing (position
+// slices and gathers), the embedding sum and its gradient, the MoE gathers
+// and scatters, tanh, argmax and the bf16 conversions around the fp32
+// products. Each follows the CPU kernel
+// of the same plan name (runtime/exec/KernelRegistry.cpp) and enqueues on
+// `stream`. Activation operands come as float or Bf16 (explicitly
+// instantiated); scalars, masks and parameter gradients are float.
 //
 //===----------------------------------------------------------------------===//
 
@@ -21,6 +26,150 @@ Status narrowToFloat(const double *in, float *out, cudaStream_t stream);
 /// else 1: the CPU adamw kernel's clipping factor, bit for bit.
 Status clipFactor(const float *norm, double maxNorm, float *scale,
                   cudaStream_t stream);
+
+/// y[i] = float(x[i]) over n values (exact).
+Status widenBf16(const Bf16 *x, float *y, int64_t n, cudaStream_t stream);
+/// y[i] = bf16(x[i]), nearest, ties to even.
+Status narrowToBf16(const float *x, Bf16 *y, int64_t n, cudaStream_t stream);
+
+/// y[i] = value over n floats (`fill`).
+Status fillValues(float *y, int64_t n, float value, cudaStream_t stream);
+/// y[i] = *x over n floats (`broadcast`).
+Status broadcastScalar(const float *x, float *y, int64_t n,
+                       cudaStream_t stream);
+/// *y = float(sum of x in index order, in double) (`reduce_sum`).
+Status sumValues(const float *x, float *y, int64_t n, cudaStream_t stream);
+/// y[i] = x[i] * factor (`scale`).
+Status scaleValues(const float *x, float *y, int64_t n, float factor,
+                   cudaStream_t stream);
+/// y[i] = labels[i] >= 0 ? 1 : 0 (`label_mask`).
+Status labelMask(const int32_t *labels, float *y, int64_t n,
+                 cudaStream_t stream);
+
+/// y[i] = x[i] rounded to the nearest bf16 value (ties to even; NaNs only
+/// quieted), kept as a float (`round_bf16`, cpu::roundToBf16's bits).
+Status roundToBf16Values(const float *x, float *y, int64_t n,
+                         cudaStream_t stream);
+/// *loss = float(sum over i of double(p[i] - t[i])^2, in index order)
+/// (`squared_error`, cpu::squaredError).
+Status squaredError(const float *prediction, const float *target, float *loss,
+                    int64_t n, cudaStream_t stream);
+
+/// *loss = the mean over the tokens of lse_t^2, lse_t the logsumexp of row t
+/// of logits [numTokens, experts] (`router_z_loss`, cpu::routerZLoss: the
+/// squares added in double in blocks of 256 tokens, then the blocks in
+/// order). `scratch` holds numTokens doubles.
+Status routerZLoss(const float *logits, float *loss, int64_t numTokens,
+                   int64_t experts, double *scratch, cudaStream_t stream);
+/// dlogits[t, e] = *dloss * 2 * lse_t * softmax(logits[t])_e / numTokens
+/// (`router_z_loss_grad`, cpu::routerZLossGrad); may alias logits.
+Status routerZLossGrad(const float *logits, const float *dloss, float *dlogits,
+                       int64_t numTokens, int64_t experts, cudaStream_t stream);
+
+/// The elementwise binary plan kernels.
+enum class BinaryOp { Add, Multiply, Divide };
+/// y[i] = op(a[i], b[i]) in fp32 over n values (`add`, `multiply`,
+/// `divide`); y may alias a or b.
+template <typename T>
+Status binary(const T *a, const T *b, T *y, int64_t n, BinaryOp op,
+              cudaStream_t stream);
+
+/// y = tanh(x) over n values (`activation` with kind tanh).
+template <typename T>
+Status tanhForward(const T *x, T *y, int64_t n, cudaStream_t stream);
+/// dx = dy * tanh'(x) from the pre-activation x, tanh'(x) = 4e / (1 + e)^2
+/// with e = exp(-2|x|) as the CPU computes it (`activation_grad`, tanh).
+template <typename T>
+Status tanhBackward(const T *x, const T *dy, T *dx, int64_t n,
+                    cudaStream_t stream);
+
+/// y[r] = the index of the first maximum of row r of [rows, cols]
+/// (`argmax`: std::max_element's order, so NaN never replaces a maximum).
+template <typename T>
+Status argmaxRows(const T *x, int32_t *y, int64_t rows, int64_t cols,
+                  cudaStream_t stream);
+
+/// y[b, :] = x[b, index, :] of [batch, seq, d] (`take_position`).
+template <typename T>
+Status takePosition(const T *x, T *y, int64_t batch, int64_t seq, int64_t d,
+                    int64_t index, cudaStream_t stream);
+/// dx = 0 except dx[b, index, :] = dy[b, :] (`take_position_grad`).
+template <typename T>
+Status takePositionBackward(const T *dy, T *dx, int64_t batch, int64_t seq,
+                            int64_t d, int64_t index, cudaStream_t stream);
+
+/// y[b * count + p, :] = x[b, positions[b, p], :] (`gather_positions`); a
+/// position outside [0, seq) gives a NaN row.
+template <typename T>
+Status gatherPositions(const T *x, const int32_t *positions, T *y,
+                       int64_t batch, int64_t seq, int64_t d, int64_t count,
+                       cudaStream_t stream);
+/// dx[b, s, :] = the sum over p with positions[b, p] == s of dy[b * count +
+/// p, :], added in p order from 0 (`gather_positions_grad`); positions
+/// outside [0, seq) add nothing.
+template <typename T>
+Status gatherPositionsBackward(const T *dy, const int32_t *positions, T *dx,
+                               int64_t batch, int64_t seq, int64_t d,
+                               int64_t count, cudaStream_t stream);
+
+/// y[b, s, :] = word[ids] + pos[s] + type[typeIds] (`embed` without the
+/// LayerNorm, cpu::embed's order; typeIds may be null: type 0). An id
+/// outside its table gives a NaN row.
+template <typename T>
+Status embedSum(const int32_t *ids, const int32_t *typeIds, const float *word,
+                const float *pos, const float *type, T *y, int64_t batch,
+                int64_t seq, int64_t d, int64_t vocab, int64_t typeVocab,
+                cudaStream_t stream);
+
+/// The gradients of embedSum (`embed_grad`), as cpu::embedBackward: each
+/// table row is the sum in double, in token order, of the rows of dy whose
+/// token uses it, rounded once. The tokens are ordered by a counting sort
+/// per table in `scratch` (vocab + posRows + typeVocab + 3 + 3 * batch * seq
+/// ints). Ids outside their table add nothing.
+template <typename T>
+Status embedBackward(const int32_t *ids, const int32_t *typeIds, const T *dy,
+                     float *dword, float *dpos, float *dtype, int64_t batch,
+                     int64_t seq, int64_t d, int64_t vocab, int64_t posRows,
+                     int64_t typeVocab, int32_t *scratch, cudaStream_t stream);
+
+/// rows[i, :] = 0 for every empty slot (tokens[i] < 0) of [slots, d]: the
+/// rows the experts leave zero.
+Status zeroEmptySlots(const int32_t *tokens, float *rows, int64_t slots,
+                      int64_t d, cudaStream_t stream);
+
+/// xd[i, :] = x[tokens[i], :] over the slots, 0 for an empty slot (token
+/// -1) (`dispatch`); a token outside [-1, numTokens) gives a NaN row.
+template <typename T>
+Status dispatchRows(const T *x, const int32_t *tokens, T *xd, int64_t slots,
+                    int64_t numTokens, int64_t d, cudaStream_t stream);
+/// out[t, :] = the sum over the slots i of token t, in slot order, of
+/// gates[i] * yd[i, :] (cpu::combine: the first term is the product, each
+/// further one added), 0 for a token without slots (`combine`; with null
+/// gates the plain sum, `dispatch_grad`). The slots are ordered by a
+/// counting sort in `scratch` (numTokens + 1 + slots ints).
+template <typename T>
+Status combineRows(const T *yd, const int32_t *tokens, const float *gates,
+                   T *out, int64_t slots, int64_t numTokens, int64_t d,
+                   int32_t *scratch, cudaStream_t stream);
+/// dyd[i, :] = gates[i] * dout[tokens[i], :] and dgates[i] = the dot product
+/// of dout[tokens[i], :] and yd[i, :] in fp32 in column order; 0 for an empty
+/// slot (`combine_grad`).
+template <typename T>
+Status combineBackward(const T *yd, const int32_t *tokens, const float *gates,
+                       const T *dout, T *dyd, float *dgates, int64_t slots,
+                       int64_t numTokens, int64_t d, cudaStream_t stream);
+/// dscores [numTokens, experts] = 0 except dscores[tokens[i], e] =
+/// dgates[i] for the slots i of expert e (offsets[e] <= i < offsets[e + 1])
+/// (`scatter_gate_grad`).
+Status scatterGateGrad(const int32_t *tokens, const int32_t *offsets,
+                       const float *dgates, float *dscores, int64_t numTokens,
+                       int64_t experts, cudaStream_t stream);
+
+/// db[c] = the column sums of dy [rows, cols] in fp32, in a fixed order
+/// (`reduce_rows`, the bias gradient).
+template <typename T>
+Status columnSum(const T *dy, float *db, int64_t rows, int64_t cols,
+                 cudaStream_t stream);
 
 } // namespace mixer::cuda
 

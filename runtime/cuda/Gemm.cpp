@@ -165,28 +165,35 @@ using Layout = Owned<cublasLtMatrixLayout_t, cublasLtMatrixLayoutDestroy>;
 using Preference =
     Owned<cublasLtMatmulPreference_t, cublasLtMatmulPreferenceDestroy>;
 
+/// Creates the handle and the workspace unless they exist.
+Status createHandle(GemmContext::State &state) {
+  if (state.handle)
+    return Status::success();
+  if (cublasStatus_t st = cublasLtCreate(&state.handle);
+      st != CUBLAS_STATUS_SUCCESS) {
+    state.handle = nullptr;
+    return cublasError("cublasLtCreate", st);
+  }
+  if (state.workspaceBytes) {
+    cudaError_t err =
+        cudaMallocAsync(&state.workspace, state.workspaceBytes, state.stream);
+    if (err != cudaSuccess) {
+      state.workspace = nullptr;
+      return argumentError("cannot allocate the " +
+                           std::to_string(state.workspaceBytes) +
+                           " byte workspace: " + cudaGetErrorString(err));
+    }
+  }
+  return Status::success();
+}
+
 template <typename T>
 Status run(GemmContext::State &state, const GemmProblem<T> &p) {
   Status s = validate(p);
   if (!s.ok() || p.m == 0 || p.n == 0 || p.batch == 0)
     return s;
-  if (!state.handle) {
-    if (cublasStatus_t st = cublasLtCreate(&state.handle);
-        st != CUBLAS_STATUS_SUCCESS) {
-      state.handle = nullptr;
-      return cublasError("cublasLtCreate", st);
-    }
-    if (state.workspaceBytes) {
-      cudaError_t err =
-          cudaMallocAsync(&state.workspace, state.workspaceBytes, state.stream);
-      if (err != cudaSuccess) {
-        state.workspace = nullptr;
-        return argumentError("cannot allocate the " +
-                             std::to_string(state.workspaceBytes) +
-                             " byte workspace: " + cudaGetErrorString(err));
-      }
-    }
-  }
+  if (Status created = createHandle(state); !created.ok())
+    return created;
 
   constexpr bool isFloat = std::is_same_v<T, float>;
   cudaDataType_t type = isFloat ? CUDA_R_32F : CUDA_R_16BF;
@@ -361,6 +368,8 @@ GemmContext::~GemmContext() {
   if (state->handle)
     cublasLtDestroy(state->handle);
 }
+
+Status GemmContext::prepare() { return createHandle(*state); }
 
 Status GemmContext::gemm(const GemmProblem<float> &problem) {
   return run(*state, problem);

@@ -105,6 +105,10 @@ public:
   GemmContext(const GemmContext &) = delete;
   GemmContext &operator=(const GemmContext &) = delete;
 
+  /// Creates the handle and the workspace now rather than at the first
+  /// product (which may be inside a graph capture).
+  Status prepare();
+
   /// Enqueues the product on the context's stream. Bad arguments are
   /// reported before anything is enqueued; a problem cuBLASLt has no
   /// algorithm for is an error naming the epilogue and shape.

@@ -3,11 +3,13 @@
 #include "runtime/cuda/KernelTable.h"
 
 #include "runtime/cuda/ExecutorKernels.h"
+#include "runtime/cuda/Gemm.h"
 #include "runtime/exec/StepContext.h"
 
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <climits>
 #include <cmath>
 #include <set>
 #include <string>
@@ -49,13 +51,15 @@ bool hostScalar(StepContext &c, const Arg &arg, DType dtype) {
                             "on the host");
 }
 
-/// Only GELU has a CUDA kernel so far (the bias + GELU epilogue kernel).
-bool geluOnly(StepContext &c) {
+/// Reads the activation `kind`: GELU (the bias + GELU kernels) or tanh.
+bool geluOrTanh(StepContext &c, bool &gelu) {
   std::string kind;
-  return c.attr("kind", kind) &&
-         c.check(kind == "gelu", "activation '" + kind +
-                                     "' has no CUDA implementation yet (only "
-                                     "gelu)");
+  if (!c.attr("kind", kind))
+    return false;
+  gelu = kind == "gelu";
+  return c.check(gelu || kind == "tanh",
+                 "activation '" + kind +
+                     "' has no CUDA implementation yet (only gelu and tanh)");
 }
 
 Status copyOf(const void *from, void *to, int64_t bytes, cudaStream_t stream) {
@@ -135,16 +139,18 @@ Expected<DeviceStep> prepareLayerNormGrad(StepContext &c) {
 Expected<DeviceStep> prepareActivation(StepContext &c) {
   const Arg &x = c.in(0), &y = c.out(0);
   DType dtype;
-  if (!geluOnly(c) || !activationType(c, x, dtype) || !c.minRank(x, dtype, 1) ||
-      !c.shape(y, dtype, x.value->shape))
+  bool gelu;
+  if (!geluOrTanh(c, gelu) || !activationType(c, x, dtype) ||
+      !c.minRank(x, dtype, 1) || !c.shape(y, dtype, x.value->shape))
     return c.takeError();
   int64_t rows = exec::leadingElements(*x.value), cols = x.value->shape.back();
   bool bf16 = dtype == DType::BF16;
   return DeviceStep([=, a = x.slot, o = y.slot](const LaunchContext &ctx) {
     return byPrecision(bf16, [&](auto *tag) {
       using T = std::remove_pointer_t<decltype(tag)>;
-      return biasGelu(as<T>(ctx.device[a]), nullptr, as<T>(ctx.device[o]), rows,
-                      cols, ctx.stream);
+      T *in = as<T>(ctx.device[a]), *out = as<T>(ctx.device[o]);
+      return gelu ? biasGelu(in, nullptr, out, rows, cols, ctx.stream)
+                  : tanhForward(in, out, rows * cols, ctx.stream);
     });
   });
 }
@@ -152,7 +158,8 @@ Expected<DeviceStep> prepareActivation(StepContext &c) {
 Expected<DeviceStep> prepareActivationGrad(StepContext &c) {
   const Arg &preact = c.in(0), &dy = c.in(1), &dx = c.out(0);
   DType dtype;
-  if (!geluOnly(c) || !activationType(c, preact, dtype) ||
+  bool gelu;
+  if (!geluOrTanh(c, gelu) || !activationType(c, preact, dtype) ||
       !c.minRank(preact, dtype, 1) ||
       !c.shape(dy, dtype, preact.value->shape) ||
       !c.shape(dx, dtype, preact.value->shape))
@@ -165,9 +172,11 @@ Expected<DeviceStep> prepareActivationGrad(StepContext &c) {
         void *const *v = ctx.device;
         return byPrecision(bf16, [&](auto *tag) {
           using T = std::remove_pointer_t<decltype(tag)>;
-          return biasGeluBackward(as<T>(v[p]), nullptr, as<T>(v[g]),
-                                  as<T>(v[o]), nullptr, rows, cols,
-                                  /*accumulate=*/false, ctx.stream);
+          return gelu ? biasGeluBackward(as<T>(v[p]), nullptr, as<T>(v[g]),
+                                         as<T>(v[o]), nullptr, rows, cols,
+                                         /*accumulate=*/false, ctx.stream)
+                      : tanhBackward(as<T>(v[p]), as<T>(v[g]), as<T>(v[o]),
+                                     rows * cols, ctx.stream);
         });
       });
 }
@@ -236,6 +245,23 @@ Expected<DeviceStep> prepareSoftmaxCrossEntropy(StepContext &c) {
 //===----------------------------------------------------------------------===//
 // Routing
 //===----------------------------------------------------------------------===//
+
+Expected<DeviceStep> prepareRouteExpertsChoose(StepContext &c) {
+  int64_t groups, tokensPerGroup, capacity;
+  if (!exec::readGroups(c, groups, tokensPerGroup, capacity))
+    return c.takeError();
+  int64_t experts = c.in(0).dim(1);
+  if (!exec::checkAssignments(c, experts * groups * capacity, experts))
+    return c.takeError();
+  return DeviceStep([=, p = c.in(0).slot, t = c.out(0).slot, g = c.out(1).slot,
+                     o = c.out(2).slot](const LaunchContext &ctx) {
+    void *const *v = ctx.device;
+    // The plan's probabilities: no softmax (no logits).
+    return routeExpertsChoose(nullptr, as<float>(v[p]), as<int32_t>(v[t]),
+                              as<float>(v[g]), as<int32_t>(v[o]), groups,
+                              tokensPerGroup, experts, capacity, ctx.stream);
+  });
+}
 
 Expected<DeviceStep> prepareRouteTokensChoose(StepContext &c) {
   int64_t groups, tokensPerGroup, capacity, k;
@@ -400,6 +426,942 @@ Expected<DeviceStep> prepareAdamW(StepContext &c) {
   });
 }
 
+//===----------------------------------------------------------------------===//
+// Matrix products
+//===----------------------------------------------------------------------===//
+
+/// Floats of scratch from `offset` on, rounded up to 256 bytes (cuBLASLt's
+/// preferred alignment).
+int64_t alignedFloats(int64_t floats) { return (floats + 63) / 64 * 64; }
+
+/// The fp32 view of an activation operand: the value itself in an fp32 step,
+/// else its widened copy at `scratch` (bf16 is storage only, the product
+/// runs on the widened values).
+Expected<const float *> widened(bool bf16, void *value, float *scratch,
+                                int64_t n, cudaStream_t stream) {
+  if (!bf16)
+    return static_cast<const float *>(value);
+  if (Status status = widenBf16(as<Bf16>(value), scratch, n, stream); !status)
+    return status;
+  return static_cast<const float *>(scratch);
+}
+
+Expected<DeviceStep> prepareDense(StepContext &c) {
+  const Arg &x = c.in(0), &w = c.in(1), &bias = c.in(2), &y = c.out(0);
+  bool transpose;
+  std::string activation;
+  DType dtype;
+  if (!c.attr("transpose_w", transpose) || !c.attr("activation", activation) ||
+      !activationType(c, x, dtype) || !c.minRank(x, dtype, 1) ||
+      !c.rank(w, DType::F32, 2))
+    return c.takeError();
+  bool gelu = activation == "gelu";
+  int64_t k = x.value->shape.back();
+  int64_t n = transpose ? w.dim(0) : w.dim(1);
+  std::vector<int64_t> outShape = x.value->shape;
+  outShape.back() = n;
+  if (!c.check(gelu || activation == "none",
+               "activation '" + activation +
+                   "' has no cuBLASLt epilogue (only none and gelu)") ||
+      !c.check((transpose ? w.dim(1) : w.dim(0)) == k,
+               w.role + " is " + exec::describe(w.value->shape, DType::F32) +
+                   " but operand 0 (x) has " + std::to_string(k) +
+                   " features") ||
+      !c.shape(bias, DType::F32, {n}) ||
+      // A bf16 step may write F32 (the router's logits).
+      !c.shape(y, y.value->dtype == DType::F32 ? DType::F32 : dtype, outShape))
+    return c.takeError();
+  int64_t m = exec::leadingElements(*x.value);
+  bool bf16 = dtype == DType::BF16, narrow = y.value->dtype == DType::BF16;
+  // bf16: x widened, then the fp32 result before it is rounded.
+  int64_t resultOffset = alignedFloats(m * k);
+  int64_t scratch = bf16 ? c.scratch(resultOffset + (narrow ? m * n : 0)) : 0;
+  GemmEpilogue epilogue = gelu         ? GemmEpilogue::Gelu
+                          : bias.value ? GemmEpilogue::Bias
+                                       : GemmEpilogue::None;
+  return DeviceStep([=, a = x.slot, b = w.slot, bb = bias.slot,
+                     o = y.slot](const LaunchContext &ctx) -> Status {
+    void *const *v = ctx.device;
+    float *work = bf16 ? as<float>(v[scratch]) : nullptr;
+    Expected<const float *> input =
+        widened(bf16, v[a], work, m * k, ctx.stream);
+    if (!input)
+      return input.takeStatus();
+    GemmProblem<float> p;
+    p.transB = transpose;
+    p.m = m, p.n = n, p.k = k;
+    p.a = *input, p.lda = k;
+    p.b = as<float>(v[b]), p.ldb = transpose ? k : n;
+    p.c = narrow ? work + resultOffset : as<float>(v[o]), p.ldc = n;
+    p.epilogue = epilogue;
+    p.bias = as<float>(v[bb]);
+    if (Status status = ctx.gemm->gemm(p); !status)
+      return status;
+    return narrow ? narrowToBf16(p.c, as<Bf16>(v[o]), m * n, ctx.stream)
+                  : Status::success();
+  });
+}
+
+Expected<DeviceStep> prepareDenseWeightGrad(StepContext &c) {
+  const Arg &x = c.in(0), &dy = c.in(1), &dw = c.out(0);
+  bool transpose;
+  DType dtype;
+  if (!c.attr("transpose_w", transpose) || !activationType(c, x, dtype) ||
+      !c.minRank(x, dtype, 1) || !c.minRank(dy, dtype, 1))
+    return c.takeError();
+  int64_t m = exec::leadingElements(*x.value), k = x.value->shape.back(),
+          n = dy.value->shape.back();
+  std::vector<int64_t> dyShape = x.value->shape;
+  dyShape.back() = n;
+  if (!c.shape(dy, dtype, dyShape) ||
+      !c.shape(dw, DType::F32,
+               transpose ? std::vector<int64_t>{n, k}
+                         : std::vector<int64_t>{k, n}))
+    return c.takeError();
+  bool bf16 = dtype == DType::BF16;
+  int64_t dyOffset = alignedFloats(m * k);
+  int64_t scratch = bf16 ? c.scratch(dyOffset + m * n) : 0;
+  return DeviceStep([=, a = x.slot, g = dy.slot,
+                     o = dw.slot](const LaunchContext &ctx) -> Status {
+    void *const *v = ctx.device;
+    float *work = bf16 ? as<float>(v[scratch]) : nullptr;
+    Expected<const float *> xs = widened(bf16, v[a], work, m * k, ctx.stream);
+    if (!xs)
+      return xs.takeStatus();
+    Expected<const float *> dys =
+        widened(bf16, v[g], work + dyOffset, m * n, ctx.stream);
+    if (!dys)
+      return dys.takeStatus();
+    // dW [k, n] = x^T dy, or its transpose [n, k] = dy^T x.
+    GemmProblem<float> p;
+    p.transA = true;
+    p.m = transpose ? n : k, p.n = transpose ? k : n, p.k = m;
+    p.a = transpose ? *dys : *xs, p.lda = transpose ? n : k;
+    p.b = transpose ? *xs : *dys, p.ldb = transpose ? k : n;
+    p.c = as<float>(v[o]), p.ldc = p.n;
+    return ctx.gemm->gemm(p);
+  });
+}
+
+Expected<DeviceStep> prepareReduceRows(StepContext &c) {
+  const Arg &dy = c.in(0), &db = c.out(0);
+  DType dtype;
+  if (!activationType(c, dy, dtype) || !c.minRank(dy, dtype, 1) ||
+      !c.shape(db, DType::F32, {dy.value->shape.back()}))
+    return c.takeError();
+  int64_t rows = exec::leadingElements(*dy.value),
+          cols = dy.value->shape.back();
+  bool bf16 = dtype == DType::BF16;
+  return DeviceStep([=, g = dy.slot, o = db.slot](const LaunchContext &ctx) {
+    return byPrecision(bf16, [&](auto *tag) {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      return columnSum(as<T>(ctx.device[g]), as<float>(ctx.device[o]), rows,
+                       cols, ctx.stream);
+    });
+  });
+}
+
+/// A product of packed row-major matrices: C [m, n] = op(A) op(B) + beta C.
+GemmProblem<float> packed(bool transA, bool transB, int64_t m, int64_t n,
+                          int64_t k, const float *a, const float *b, float *c,
+                          float beta = 0.0f) {
+  GemmProblem<float> p;
+  p.transA = transA, p.transB = transB;
+  p.m = m, p.n = n, p.k = k;
+  p.a = a, p.lda = transA ? m : k;
+  p.b = b, p.ldb = transB ? k : n;
+  p.c = c, p.ldc = n;
+  p.beta = beta;
+  return p;
+}
+
+/// The same product for every example: C[e] = op(A) op(B[e]) with A shared.
+GemmProblem<float> sharedLeft(GemmProblem<float> p, int64_t batch) {
+  p.batch = batch;
+  p.strideB = p.k * p.n;
+  p.strideC = p.m * p.n;
+  return p;
+}
+
+/// Checks x [B, S, D] (activations), ws [S, S] and wh [D, D] (F32) and
+/// `more`, values shaped like x, of a linear mixing step.
+bool checkLinearMix(StepContext &c, DType &dtype,
+                    std::initializer_list<const Arg *> more) {
+  const Arg &x = c.in(0);
+  if (!activationType(c, x, dtype) || !c.rank(x, dtype, 3) ||
+      !c.shape(c.in(1), DType::F32, {x.dim(1), x.dim(1)}) ||
+      !c.shape(c.in(2), DType::F32, {x.dim(2), x.dim(2)}))
+    return false;
+  for (const Arg *arg : more)
+    if (!c.shape(*arg, dtype, x.value->shape))
+      return false;
+  return true;
+}
+
+Expected<DeviceStep> prepareLinearMix(StepContext &c) {
+  const Arg &x = c.in(0), &y = c.out(0);
+  DType dtype;
+  if (!checkLinearMix(c, dtype, {&y}))
+    return c.takeError();
+  int64_t batch = x.dim(0), seq = x.dim(1), d = x.dim(2);
+  int64_t n = x.value->numel, block = alignedFloats(n);
+  bool bf16 = dtype == DType::BF16;
+  // X W_h, then (bf16) the widened x and the fp32 result.
+  int64_t scratch = c.scratch(bf16 ? 3 * block : block);
+  return DeviceStep([=, a = x.slot, s = c.in(1).slot, h = c.in(2).slot,
+                     o = y.slot](const LaunchContext &ctx) -> Status {
+    void *const *v = ctx.device;
+    float *work = as<float>(v[scratch]);
+    float *xw = work, *xs = work + block, *ys = work + 2 * block;
+    Expected<const float *> input = widened(bf16, v[a], xs, n, ctx.stream);
+    if (!input)
+      return input.takeStatus();
+    float *out = bf16 ? ys : as<float>(v[o]);
+    // Y[b] = W_s (X[b] W_h).
+    if (Status status = ctx.gemm->gemm(packed(false, false, batch * seq, d, d,
+                                              *input, as<float>(v[h]), xw));
+        !status)
+      return status;
+    if (Status status = ctx.gemm->gemm(sharedLeft(
+            packed(false, false, seq, d, seq, as<float>(v[s]), xw, out),
+            batch));
+        !status)
+      return status;
+    return bf16 ? narrowToBf16(out, as<Bf16>(v[o]), n, ctx.stream)
+                : Status::success();
+  });
+}
+
+Expected<DeviceStep> prepareLinearMixGrad(StepContext &c) {
+  const Arg &x = c.in(0), &dy = c.in(3), &dx = c.out(0);
+  DType dtype;
+  if (!checkLinearMix(c, dtype, {&dy, &dx}) ||
+      !c.shape(c.out(1), DType::F32, {x.dim(1), x.dim(1)}) ||
+      !c.shape(c.out(2), DType::F32, {x.dim(2), x.dim(2)}))
+    return c.takeError();
+  int64_t batch = x.dim(0), seq = x.dim(1), d = x.dim(2);
+  int64_t n = x.value->numel, block = alignedFloats(n);
+  bool bf16 = dtype == DType::BF16;
+  // X W_h, W_s X, W_s^T dY, then (bf16) the widened x and dy and fp32 dx.
+  int64_t scratch = c.scratch((bf16 ? 6 : 3) * block);
+  return DeviceStep([=, a = x.slot, s = c.in(1).slot, h = c.in(2).slot,
+                     g = dy.slot, o = dx.slot, os = c.out(1).slot,
+                     oh = c.out(2).slot](const LaunchContext &ctx) -> Status {
+    void *const *v = ctx.device;
+    float *work = as<float>(v[scratch]);
+    float *xw = work, *wx = work + block, *wg = work + 2 * block;
+    Expected<const float *> xs =
+        widened(bf16, v[a], work + 3 * block, n, ctx.stream);
+    if (!xs)
+      return xs.takeStatus();
+    Expected<const float *> gs =
+        widened(bf16, v[g], work + 4 * block, n, ctx.stream);
+    if (!gs)
+      return gs.takeStatus();
+    const float *wsP = as<float>(v[s]), *whP = as<float>(v[h]);
+    float *dxOut = bf16 ? work + 5 * block : as<float>(v[o]);
+    float *dws = as<float>(v[os]);
+    std::vector<GemmProblem<float>> products = {
+        // X W_h and W_s X.
+        packed(false, false, batch * seq, d, d, *xs, whP, xw),
+        sharedLeft(packed(false, false, seq, d, seq, wsP, *xs, wx), batch),
+        // dW_h = sum_b (W_s X[b])^T dY[b], one product over all rows.
+        packed(true, false, d, d, batch * seq, wx, *gs, as<float>(v[oh])),
+        // dX[b] = W_s^T dY[b] W_h^T.
+        sharedLeft(packed(true, false, seq, d, seq, wsP, *gs, wg), batch),
+        packed(false, true, batch * seq, d, d, wg, whP, dxOut)};
+    // dW_s = sum_b dY[b] (X[b] W_h)^T, added example by example.
+    for (int64_t b = 0; b < batch; ++b)
+      products.push_back(packed(false, true, seq, seq, d, *gs + b * seq * d,
+                                xw + b * seq * d, dws, b ? 1.0f : 0.0f));
+    for (const GemmProblem<float> &product : products)
+      if (Status status = ctx.gemm->gemm(product); !status)
+        return status;
+    return bf16 ? narrowToBf16(dxOut, as<Bf16>(v[o]), n, ctx.stream)
+                : Status::success();
+  });
+}
+
+//===----------------------------------------------------------------------===//
+// Attention
+//===----------------------------------------------------------------------===//
+
+/// The attributes and operands shared by attention and attention_grad: q, k,
+/// v [B, S, H*hd] (operands 0-2), ids I32[B, S]? (3), and the dropout's seed
+/// and step (host scalars, present exactly when dropout_rate > 0).
+struct AttentionStep {
+  AttentionConfig config;
+  double rate = 0;
+  int64_t stream = 0;
+  int64_t ids = 0, seed = -1, step = -1;
+  bool bf16 = false;
+
+  bool read(StepContext &c, const Arg &seedArg, const Arg &stepArg) {
+    const Arg &q = c.in(0);
+    int64_t heads, headDim, padId;
+    bool causal;
+    DType dtype;
+    if (!c.attr("num_heads", heads) || !c.attr("head_dim", headDim) ||
+        !c.attr("pad_id", padId) || !c.attr("causal", causal) ||
+        !c.attr("dropout_rate", rate) || !c.attr("stream", stream) ||
+        !activationType(c, q, dtype) || !c.rank(q, dtype, 3))
+      return false;
+    bool noisy = rate > 0;
+    if (!c.check(heads > 0 && headDim > 0 && heads * headDim == q.dim(2),
+                 q.role + " is " + exec::describe(q.value->shape, dtype) +
+                     " but num_heads " + std::to_string(heads) +
+                     " x head_dim " + std::to_string(headDim) +
+                     " needs a last dimension of " +
+                     std::to_string(heads * headDim)) ||
+        !c.check(headDim <= kMaxAttentionHeadDim,
+                 "head_dim " + std::to_string(headDim) +
+                     " exceeds the CUDA kernel's " +
+                     std::to_string(kMaxAttentionHeadDim)) ||
+        !c.check(padId >= INT32_MIN && padId <= INT32_MAX,
+                 "attribute 'pad_id' " + std::to_string(padId) +
+                     " does not fit in int32") ||
+        !c.check(rate >= 0 && rate < 1, "attribute 'dropout_rate' " +
+                                            std::to_string(rate) +
+                                            " is outside [0, 1)") ||
+        !c.check(bool(seedArg.value) == noisy && bool(stepArg.value) == noisy,
+                 "the operands seed and step must be present exactly when "
+                 "dropout_rate > 0") ||
+        !c.shape(c.in(1), dtype, q.value->shape) ||
+        !c.shape(c.in(2), dtype, q.value->shape) ||
+        !c.shape(c.in(3), DType::I32, {q.dim(0), q.dim(1)}))
+      return false;
+    if (noisy && (!hostScalar(c, seedArg, DType::I32) ||
+                  !hostScalar(c, stepArg, DType::I32)))
+      return false;
+    config.batch = q.dim(0), config.seq = q.dim(1), config.heads = heads;
+    config.headDim = headDim;
+    config.padId = static_cast<int32_t>(padId);
+    config.causal = causal;
+    ids = c.in(3).slot;
+    if (noisy)
+      seed = seedArg.slot, step = stepArg.slot;
+    bf16 = dtype == DType::BF16;
+    return true;
+  }
+
+  /// This run's configuration: no dropout without a rate or with a negative
+  /// seed, as on the CPU.
+  AttentionConfig at(const LaunchContext &ctx) const {
+    AttentionConfig run = config;
+    run.ids = as<int32_t>(ctx.device[ids]);
+    int32_t key = seed < 0 ? -1 : hostValue<int32_t>(ctx, seed);
+    if (key >= 0) {
+      run.dropoutRate = rate;
+      run.dropoutKey = {key, stream, hostValue<int32_t>(ctx, step)};
+    }
+    return run;
+  }
+};
+
+Expected<DeviceStep> prepareAttention(StepContext &c) {
+  AttentionStep attention;
+  if (!attention.read(c, c.in(4), c.in(5)))
+    return c.takeError();
+  DType dtype = c.in(0).value->dtype;
+  if (!c.shape(c.out(0), dtype, c.in(0).value->shape))
+    return c.takeError();
+  return DeviceStep([=, q = c.in(0).slot, k = c.in(1).slot, v = c.in(2).slot,
+                     o = c.out(0).slot](const LaunchContext &ctx) {
+    void *const *d = ctx.device;
+    AttentionConfig config = attention.at(ctx);
+    return byPrecision(attention.bf16, [&](auto *tag) {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      return cuda::attention(as<T>(d[q]), as<T>(d[k]), as<T>(d[v]), as<T>(d[o]),
+                             nullptr, config, ctx.stream);
+    });
+  });
+}
+
+Expected<DeviceStep> prepareAttentionGrad(StepContext &c) {
+  AttentionStep attention;
+  if (!attention.read(c, c.in(5), c.in(6)))
+    return c.takeError();
+  const Arg &q = c.in(0);
+  DType dtype = q.value->dtype;
+  if (!c.shape(c.in(4), dtype, q.value->shape) ||
+      !c.shape(c.out(0), dtype, q.value->shape) ||
+      !c.shape(c.out(1), dtype, q.value->shape) ||
+      !c.shape(c.out(2), dtype, q.value->shape))
+    return c.takeError();
+  // The forward's output and row logsumexp, recomputed into the scratch.
+  const AttentionConfig &shape = attention.config;
+  int64_t outOffset = alignedFloats(shape.batch * shape.heads * shape.seq);
+  int64_t scratch = c.scratch(outOffset + q.value->numel);
+  return DeviceStep([=, qs = q.slot, ks = c.in(1).slot, vs = c.in(2).slot,
+                     g = c.in(4).slot, oq = c.out(0).slot, ok = c.out(1).slot,
+                     ov = c.out(2).slot](const LaunchContext &ctx) {
+    void *const *d = ctx.device;
+    AttentionConfig config = attention.at(ctx);
+    float *lse = as<float>(d[scratch]);
+    return byPrecision(attention.bf16, [&](auto *tag) -> Status {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      T *out = reinterpret_cast<T *>(lse + outOffset);
+      if (Status status =
+              cuda::attention(as<T>(d[qs]), as<T>(d[ks]), as<T>(d[vs]), out,
+                              lse, config, ctx.stream);
+          !status)
+        return status;
+      return attentionBackward(as<T>(d[qs]), as<T>(d[ks]), as<T>(d[vs]), out,
+                               as<T>(d[g]), lse, as<T>(d[oq]), as<T>(d[ok]),
+                               as<T>(d[ov]), config, ctx.stream);
+    });
+  });
+}
+
+//===----------------------------------------------------------------------===//
+// Embeddings and the head's plumbing
+//===----------------------------------------------------------------------===//
+
+/// Checks ids I32[B, S], type_ids? I32[B, S] and the tables word [V, D],
+/// pos [1, S' >= S, D], type [TV, D] (F32) of an embedding or its gradient.
+bool checkEmbedding(StepContext &c, const Arg &ids, const Arg &typeIds,
+                    const Arg &word, const Arg &pos, const Arg &type) {
+  if (!c.rank(ids, DType::I32, 2) || !c.rank(word, DType::F32, 2) ||
+      !c.rank(pos, DType::F32, 3) || !c.rank(type, DType::F32, 2))
+    return false;
+  int64_t seq = ids.dim(1), width = word.dim(1);
+  return c.shape(typeIds, DType::I32, {ids.dim(0), seq}) &&
+         c.check(pos.dim(0) == 1 && pos.dim(1) >= seq && pos.dim(2) == width,
+                 pos.role + " is " +
+                     exec::describe(pos.value->shape, DType::F32) +
+                     " but the kernel needs [1, S, " + std::to_string(width) +
+                     "] with S >= " + std::to_string(seq)) &&
+         c.shape(type, DType::F32, {type.dim(0), width});
+}
+
+Expected<DeviceStep> prepareEmbed(StepContext &c) {
+  const Arg &ids = c.in(0), &typeIds = c.in(1), &word = c.in(2), &pos = c.in(3),
+            &type = c.in(4), &y = c.out(0);
+  DType dtype;
+  if (!checkEmbedding(c, ids, typeIds, word, pos, type) ||
+      !activationType(c, y, dtype) ||
+      !c.shape(y, dtype, {ids.dim(0), ids.dim(1), word.dim(1)}))
+    return c.takeError();
+  int64_t batch = ids.dim(0), seq = ids.dim(1), width = word.dim(1),
+          vocab = word.dim(0), typeVocab = type.dim(0);
+  bool bf16 = dtype == DType::BF16;
+  return DeviceStep([=, i = ids.slot, t = typeIds.slot, w = word.slot,
+                     p = pos.slot, tt = type.slot,
+                     o = y.slot](const LaunchContext &ctx) {
+    void *const *v = ctx.device;
+    return byPrecision(bf16, [&](auto *tag) {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      return embedSum(as<int32_t>(v[i]), as<int32_t>(v[t]), as<float>(v[w]),
+                      as<float>(v[p]), as<float>(v[tt]), as<T>(v[o]), batch,
+                      seq, width, vocab, typeVocab, ctx.stream);
+    });
+  });
+}
+
+Expected<DeviceStep> prepareEmbedGrad(StepContext &c) {
+  const Arg &ids = c.in(0), &typeIds = c.in(1), &dy = c.in(2),
+            &dword = c.out(0), &dpos = c.out(1), &dtype = c.out(2);
+  DType dyType;
+  if (!checkEmbedding(c, ids, typeIds, dword, dpos, dtype) ||
+      !activationType(c, dy, dyType) ||
+      !c.shape(dy, dyType, {ids.dim(0), ids.dim(1), dword.dim(1)}))
+    return c.takeError();
+  int64_t batch = ids.dim(0), seq = ids.dim(1), width = dword.dim(1),
+          vocab = dword.dim(0), posRows = dpos.dim(1), typeVocab = dtype.dim(0);
+  int64_t scratch =
+      c.scratch(vocab + posRows + typeVocab + 3 + 3 * batch * seq);
+  bool bf16 = dyType == DType::BF16;
+  return DeviceStep([=, i = ids.slot, t = typeIds.slot, g = dy.slot,
+                     w = dword.slot, p = dpos.slot,
+                     tt = dtype.slot](const LaunchContext &ctx) {
+    void *const *v = ctx.device;
+    return byPrecision(bf16, [&](auto *tag) {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      return embedBackward(as<int32_t>(v[i]), as<int32_t>(v[t]), as<T>(v[g]),
+                           as<float>(v[w]), as<float>(v[p]), as<float>(v[tt]),
+                           batch, seq, width, vocab, posRows, typeVocab,
+                           as<int32_t>(v[scratch]), ctx.stream);
+    });
+  });
+}
+
+/// Reads `index` and checks `sequence` [B, S, D] and `rows` [B, D] of a
+/// position slice or its gradient (both of one activation dtype).
+bool checkTakePosition(StepContext &c, const Arg &sequence, const Arg &rows,
+                       int64_t &index, DType &dtype) {
+  if (!c.attr("index", index) || !activationType(c, sequence, dtype) ||
+      !c.rank(sequence, dtype, 3))
+    return false;
+  int64_t seq = sequence.dim(1);
+  return c.check(index >= 0 && index < seq,
+                 "attribute 'index' is " + std::to_string(index) +
+                     " but the sequence has " + std::to_string(seq) +
+                     " positions") &&
+         c.shape(rows, dtype, {sequence.dim(0), sequence.dim(2)});
+}
+
+Expected<DeviceStep> prepareTakePosition(StepContext &c) {
+  const Arg &x = c.in(0), &y = c.out(0);
+  int64_t index;
+  DType dtype;
+  if (!checkTakePosition(c, x, y, index, dtype))
+    return c.takeError();
+  int64_t batch = x.dim(0), seq = x.dim(1), d = x.dim(2);
+  bool bf16 = dtype == DType::BF16;
+  return DeviceStep([=, a = x.slot, o = y.slot](const LaunchContext &ctx) {
+    return byPrecision(bf16, [&](auto *tag) {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      return takePosition(as<T>(ctx.device[a]), as<T>(ctx.device[o]), batch,
+                          seq, d, index, ctx.stream);
+    });
+  });
+}
+
+Expected<DeviceStep> prepareTakePositionGrad(StepContext &c) {
+  const Arg &dy = c.in(0), &dx = c.out(0);
+  int64_t index;
+  DType dtype;
+  if (!checkTakePosition(c, dx, dy, index, dtype))
+    return c.takeError();
+  int64_t batch = dx.dim(0), seq = dx.dim(1), d = dx.dim(2);
+  bool bf16 = dtype == DType::BF16;
+  return DeviceStep([=, g = dy.slot, o = dx.slot](const LaunchContext &ctx) {
+    return byPrecision(bf16, [&](auto *tag) {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      return takePositionBackward(as<T>(ctx.device[g]), as<T>(ctx.device[o]),
+                                  batch, seq, d, index, ctx.stream);
+    });
+  });
+}
+
+/// Checks x [B, S, D] (`tokens`), positions I32[B, P] and rows [B*P, D]
+/// (`rows`) of a masked-LM gather or its gradient.
+bool checkGather(StepContext &c, const Arg &tokens, const Arg &positions,
+                 const Arg &rows, DType &dtype) {
+  if (!activationType(c, tokens, dtype) || !c.rank(tokens, dtype, 3) ||
+      !c.rank(positions, DType::I32, 2))
+    return false;
+  return c.check(positions.dim(0) == tokens.dim(0),
+                 positions.role + " is " +
+                     exec::describe(positions.value->shape, DType::I32) +
+                     " but the batch is " + std::to_string(tokens.dim(0))) &&
+         c.shape(rows, dtype,
+                 {tokens.dim(0) * positions.dim(1), tokens.dim(2)});
+}
+
+Expected<DeviceStep> prepareGatherPositions(StepContext &c) {
+  const Arg &x = c.in(0), &positions = c.in(1), &y = c.out(0);
+  DType dtype;
+  if (!checkGather(c, x, positions, y, dtype))
+    return c.takeError();
+  int64_t batch = x.dim(0), seq = x.dim(1), d = x.dim(2),
+          count = positions.dim(1);
+  bool bf16 = dtype == DType::BF16;
+  return DeviceStep([=, a = x.slot, p = positions.slot,
+                     o = y.slot](const LaunchContext &ctx) {
+    void *const *v = ctx.device;
+    return byPrecision(bf16, [&](auto *tag) {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      return gatherPositions(as<T>(v[a]), as<int32_t>(v[p]), as<T>(v[o]), batch,
+                             seq, d, count, ctx.stream);
+    });
+  });
+}
+
+Expected<DeviceStep> prepareGatherPositionsGrad(StepContext &c) {
+  const Arg &dy = c.in(0), &positions = c.in(1), &dx = c.out(0);
+  DType dtype;
+  if (!checkGather(c, dx, positions, dy, dtype))
+    return c.takeError();
+  int64_t batch = dx.dim(0), seq = dx.dim(1), d = dx.dim(2),
+          count = positions.dim(1);
+  bool bf16 = dtype == DType::BF16;
+  return DeviceStep([=, g = dy.slot, p = positions.slot,
+                     o = dx.slot](const LaunchContext &ctx) {
+    void *const *v = ctx.device;
+    return byPrecision(bf16, [&](auto *tag) {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      return gatherPositionsBackward(as<T>(v[g]), as<int32_t>(v[p]),
+                                     as<T>(v[o]), batch, seq, d, count,
+                                     ctx.stream);
+    });
+  });
+}
+
+//===----------------------------------------------------------------------===//
+// Elementwise arithmetic, scalars and losses
+//===----------------------------------------------------------------------===//
+
+/// y = op(a, b) over operands and result of one shape and activation dtype.
+Expected<DeviceStep> prepareBinary(StepContext &c, BinaryOp op) {
+  const Arg &a = c.in(0), &b = c.in(1), &y = c.out(0);
+  DType dtype;
+  if (!activationType(c, a, dtype) || !c.minRank(a, dtype, 0) ||
+      !c.shape(b, dtype, a.value->shape) || !c.shape(y, dtype, a.value->shape))
+    return c.takeError();
+  int64_t n = a.value->numel;
+  bool bf16 = dtype == DType::BF16;
+  return DeviceStep([=, l = a.slot, r = b.slot,
+                     o = y.slot](const LaunchContext &ctx) {
+    void *const *v = ctx.device;
+    return byPrecision(bf16, [&](auto *tag) {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      return binary(as<T>(v[l]), as<T>(v[r]), as<T>(v[o]), n, op, ctx.stream);
+    });
+  });
+}
+
+Expected<DeviceStep> prepareAdd(StepContext &c) {
+  return prepareBinary(c, BinaryOp::Add);
+}
+Expected<DeviceStep> prepareMultiply(StepContext &c) {
+  return prepareBinary(c, BinaryOp::Multiply);
+}
+Expected<DeviceStep> prepareDivide(StepContext &c) {
+  return prepareBinary(c, BinaryOp::Divide);
+}
+
+Expected<DeviceStep> prepareFill(StepContext &c) {
+  const Arg &y = c.out(0);
+  double value;
+  if (!c.attr("value", value) || !c.minRank(y, DType::F32, 0))
+    return c.takeError();
+  int64_t n = y.value->numel;
+  float fill = static_cast<float>(value);
+  return DeviceStep([=, o = y.slot](const LaunchContext &ctx) {
+    return fillValues(as<float>(ctx.device[o]), n, fill, ctx.stream);
+  });
+}
+
+Expected<DeviceStep> prepareBroadcast(StepContext &c) {
+  const Arg &x = c.in(0), &y = c.out(0);
+  if (!c.rank(x, DType::F32, 0) || !c.minRank(y, DType::F32, 0))
+    return c.takeError();
+  int64_t n = y.value->numel;
+  return DeviceStep([=, a = x.slot, o = y.slot](const LaunchContext &ctx) {
+    return broadcastScalar(as<float>(ctx.device[a]), as<float>(ctx.device[o]),
+                           n, ctx.stream);
+  });
+}
+
+Expected<DeviceStep> prepareReduceSum(StepContext &c) {
+  const Arg &x = c.in(0), &y = c.out(0);
+  if (!c.minRank(x, DType::F32, 0) || !c.shape(y, DType::F32, {}))
+    return c.takeError();
+  int64_t n = x.value->numel;
+  return DeviceStep([=, a = x.slot, o = y.slot](const LaunchContext &ctx) {
+    return sumValues(as<float>(ctx.device[a]), as<float>(ctx.device[o]), n,
+                     ctx.stream);
+  });
+}
+
+Expected<DeviceStep> prepareScale(StepContext &c) {
+  const Arg &x = c.in(0), &y = c.out(0);
+  double factor;
+  if (!c.attr("factor", factor) || !c.minRank(x, DType::F32, 0) ||
+      !c.shape(y, DType::F32, x.value->shape))
+    return c.takeError();
+  int64_t n = x.value->numel;
+  float f = static_cast<float>(factor);
+  return DeviceStep([=, a = x.slot, o = y.slot](const LaunchContext &ctx) {
+    return scaleValues(as<float>(ctx.device[a]), as<float>(ctx.device[o]), n, f,
+                       ctx.stream);
+  });
+}
+
+Expected<DeviceStep> prepareLabelMask(StepContext &c) {
+  const Arg &labels = c.in(0), &y = c.out(0);
+  if (!c.minRank(labels, DType::I32, 0) ||
+      !c.shape(y, DType::F32, labels.value->shape))
+    return c.takeError();
+  int64_t n = labels.value->numel;
+  return DeviceStep([=, a = labels.slot, o = y.slot](const LaunchContext &ctx) {
+    return labelMask(as<int32_t>(ctx.device[a]), as<float>(ctx.device[o]), n,
+                     ctx.stream);
+  });
+}
+
+Expected<DeviceStep> prepareRoundBf16(StepContext &c) {
+  const Arg &x = c.in(0), &y = c.out(0);
+  if (!c.minRank(x, DType::F32, 0) || !c.shape(y, DType::F32, x.value->shape))
+    return c.takeError();
+  int64_t n = x.value->numel;
+  return DeviceStep([=, a = x.slot, o = y.slot](const LaunchContext &ctx) {
+    return roundToBf16Values(as<float>(ctx.device[a]), as<float>(ctx.device[o]),
+                             n, ctx.stream);
+  });
+}
+
+Expected<DeviceStep> prepareSquaredError(StepContext &c) {
+  const Arg &pred = c.in(0), &target = c.in(1), &loss = c.out(0);
+  if (!c.minRank(pred, DType::F32, 0) ||
+      !c.shape(target, DType::F32, pred.value->shape) ||
+      !c.shape(loss, DType::F32, {}))
+    return c.takeError();
+  int64_t n = pred.value->numel;
+  return DeviceStep([=, p = pred.slot, t = target.slot,
+                     o = loss.slot](const LaunchContext &ctx) {
+    return squaredError(as<float>(ctx.device[p]), as<float>(ctx.device[t]),
+                        as<float>(ctx.device[o]), n, ctx.stream);
+  });
+}
+
+Expected<DeviceStep> prepareRouterZLoss(StepContext &c) {
+  const Arg &logits = c.in(0), &loss = c.out(0);
+  if (!c.rank(logits, DType::F32, 2) || !c.shape(loss, DType::F32, {}))
+    return c.takeError();
+  int64_t numTokens = logits.dim(0), experts = logits.dim(1);
+  // The squares of the row logsumexps, in double.
+  int64_t scratch = c.scratch(2 * numTokens);
+  return DeviceStep(
+      [=, z = logits.slot, o = loss.slot](const LaunchContext &ctx) {
+        void *const *v = ctx.device;
+        return routerZLoss(as<float>(v[z]), as<float>(v[o]), numTokens, experts,
+                           as<double>(v[scratch]), ctx.stream);
+      });
+}
+
+Expected<DeviceStep> prepareRouterZLossGrad(StepContext &c) {
+  const Arg &logits = c.in(0), &dloss = c.in(1), &dlogits = c.out(0);
+  if (!c.rank(logits, DType::F32, 2) || !c.shape(dloss, DType::F32, {}) ||
+      !c.shape(dlogits, DType::F32, logits.value->shape))
+    return c.takeError();
+  int64_t numTokens = logits.dim(0), experts = logits.dim(1);
+  return DeviceStep([=, z = logits.slot, s = dloss.slot,
+                     o = dlogits.slot](const LaunchContext &ctx) {
+    void *const *v = ctx.device;
+    return routerZLossGrad(as<float>(v[z]), as<float>(v[s]), as<float>(v[o]),
+                           numTokens, experts, ctx.stream);
+  });
+}
+
+Expected<DeviceStep> prepareArgmax(StepContext &c) {
+  const Arg &x = c.in(0), &y = c.out(0);
+  DType dtype;
+  if (!activationType(c, x, dtype) || !c.minRank(x, dtype, 1))
+    return c.takeError();
+  std::vector<int64_t> rows(x.value->shape.begin(), x.value->shape.end() - 1);
+  int64_t n = exec::leadingElements(*x.value), cols = x.value->shape.back();
+  if (!c.shape(y, DType::I32, rows) ||
+      !c.check(cols > 0, "cannot take the argmax of empty rows"))
+    return c.takeError();
+  bool bf16 = dtype == DType::BF16;
+  return DeviceStep([=, a = x.slot, o = y.slot](const LaunchContext &ctx) {
+    return byPrecision(bf16, [&](auto *tag) {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      return argmaxRows(as<T>(ctx.device[a]), as<int32_t>(ctx.device[o]), n,
+                        cols, ctx.stream);
+    });
+  });
+}
+
+Expected<DeviceStep> prepareSoftmaxCrossEntropyGrad(StepContext &c) {
+  const Arg &logits = c.in(0), &labels = c.in(1), &dloss = c.in(2),
+            &weights = c.in(3), &dlogits = c.out(0);
+  DType dtype;
+  if (!activationType(c, logits, dtype) || !c.rank(logits, dtype, 2) ||
+      !c.shape(labels, DType::I32, {logits.dim(0)}) ||
+      !c.shape(weights, DType::F32, {logits.dim(0)}) ||
+      !c.shape(dloss, DType::F32, {}) ||
+      !c.shape(dlogits, dtype, logits.value->shape))
+    return c.takeError();
+  int64_t rows = logits.dim(0), classes = logits.dim(1);
+  bool bf16 = dtype == DType::BF16;
+  return DeviceStep([=, z = logits.slot, l = labels.slot, s = dloss.slot,
+                     w = weights.slot,
+                     o = dlogits.slot](const LaunchContext &ctx) {
+    void *const *v = ctx.device;
+    return byPrecision(bf16, [&](auto *tag) {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      return softmaxCrossEntropyGrad(as<T>(v[z]), as<int32_t>(v[l]),
+                                     as<float>(v[w]), as<float>(v[s]),
+                                     as<T>(v[o]), rows, classes, ctx.stream);
+    });
+  });
+}
+
+//===----------------------------------------------------------------------===//
+// Mixture of experts: the experts, gathers and scatters
+//===----------------------------------------------------------------------===//
+
+Expected<DeviceStep> prepareDispatch(StepContext &c) {
+  const Arg &x = c.in(0), &tokens = c.in(1), &y = c.out(0);
+  DType dtype;
+  if (!activationType(c, x, dtype) || !c.rank(x, dtype, 2) ||
+      !c.rank(tokens, DType::I32, 1))
+    return c.takeError();
+  int64_t slots = tokens.dim(0), numTokens = x.dim(0), d = x.dim(1);
+  if (!c.shape(y, dtype, {slots, d}))
+    return c.takeError();
+  bool bf16 = dtype == DType::BF16;
+  return DeviceStep(
+      [=, a = x.slot, t = tokens.slot, o = y.slot](const LaunchContext &ctx) {
+        void *const *v = ctx.device;
+        return byPrecision(bf16, [&](auto *tag) {
+          using T = std::remove_pointer_t<decltype(tag)>;
+          return dispatchRows(as<T>(v[a]), as<int32_t>(v[t]), as<T>(v[o]),
+                              slots, numTokens, d, ctx.stream);
+        });
+      });
+}
+
+/// Checks the slot rows `rows` [A, D], tokens I32[A], the optional gates
+/// F32[A] and the token rows `tokenRows` [N, D] of a combine (or of the
+/// gradient of a dispatch).
+bool checkCombine(StepContext &c, const Arg &rows, const Arg &tokens,
+                  const Arg *gates, const Arg &tokenRows, DType &dtype) {
+  if (!activationType(c, rows, dtype) || !c.rank(rows, dtype, 2) ||
+      !c.rank(tokenRows, dtype, 2))
+    return false;
+  int64_t slots = rows.dim(0);
+  return c.shape(tokens, DType::I32, {slots}) &&
+         (!gates || c.shape(*gates, DType::F32, {slots})) &&
+         c.shape(tokenRows, dtype, {tokenRows.dim(0), rows.dim(1)});
+}
+
+/// combine (with gates) and dispatch_grad (without): the slot rows summed
+/// into their tokens' rows.
+Expected<DeviceStep> prepareCombineRows(StepContext &c, bool withGates) {
+  const Arg &yd = c.in(0), &tokens = c.in(1), &y = c.out(0);
+  DType dtype;
+  if (!checkCombine(c, yd, tokens, withGates ? &c.in(2) : nullptr, y, dtype))
+    return c.takeError();
+  int64_t slots = yd.dim(0), d = yd.dim(1), numTokens = y.dim(0);
+  int64_t scratch = c.scratch(numTokens + 1 + slots);
+  int64_t gates = withGates ? c.in(2).slot : -1;
+  bool bf16 = dtype == DType::BF16;
+  return DeviceStep(
+      [=, a = yd.slot, t = tokens.slot, o = y.slot](const LaunchContext &ctx) {
+        void *const *v = ctx.device;
+        return byPrecision(bf16, [&](auto *tag) {
+          using T = std::remove_pointer_t<decltype(tag)>;
+          return combineRows(as<T>(v[a]), as<int32_t>(v[t]),
+                             gates < 0 ? nullptr : as<float>(v[gates]),
+                             as<T>(v[o]), slots, numTokens, d,
+                             as<int32_t>(v[scratch]), ctx.stream);
+        });
+      });
+}
+
+Expected<DeviceStep> prepareCombine(StepContext &c) {
+  return prepareCombineRows(c, /*withGates=*/true);
+}
+Expected<DeviceStep> prepareDispatchGrad(StepContext &c) {
+  return prepareCombineRows(c, /*withGates=*/false);
+}
+
+Expected<DeviceStep> prepareCombineGrad(StepContext &c) {
+  const Arg &yd = c.in(0), &tokens = c.in(1), &gates = c.in(2), &dout = c.in(3),
+            &dyd = c.out(0), &dgates = c.out(1);
+  DType dtype;
+  if (!checkCombine(c, yd, tokens, &gates, dout, dtype) ||
+      !c.shape(dyd, dtype, yd.value->shape) ||
+      !c.shape(dgates, DType::F32, {yd.dim(0)}))
+    return c.takeError();
+  int64_t slots = yd.dim(0), d = yd.dim(1), numTokens = dout.dim(0);
+  bool bf16 = dtype == DType::BF16;
+  return DeviceStep([=, a = yd.slot, t = tokens.slot, g = gates.slot,
+                     go = dout.slot, o = dyd.slot,
+                     og = dgates.slot](const LaunchContext &ctx) {
+    void *const *v = ctx.device;
+    return byPrecision(bf16, [&](auto *tag) {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      return combineBackward(as<T>(v[a]), as<int32_t>(v[t]), as<float>(v[g]),
+                             as<T>(v[go]), as<T>(v[o]), as<float>(v[og]), slots,
+                             numTokens, d, ctx.stream);
+    });
+  });
+}
+
+/// The experts of a capacity routing (route_experts_choose or
+/// route_tokens_choose: every expert owns the same number of consecutive
+/// slots), one strided batch of products per layer. The empty slots' rows
+/// are zeroed afterwards, as the CPU kernel leaves them.
+Expected<DeviceStep> prepareExperts(StepContext &c) {
+  const Arg &xd = c.in(0), &tokens = c.in(1), &offsets = c.in(2), &w1 = c.in(3),
+            &b1 = c.in(4), &w2 = c.in(5), &b2 = c.in(6), &y = c.out(0);
+  std::string activation;
+  DType dtype;
+  if (!c.attr("activation", activation) || !activationType(c, xd, dtype) ||
+      !c.rank(xd, dtype, 2) || !c.rank(w1, DType::F32, 3))
+    return c.takeError();
+  int64_t slots = xd.dim(0), d = xd.dim(1), experts = w1.dim(0), f = w1.dim(2);
+  bool gelu = activation == "gelu";
+  if (!c.check(gelu || activation == "none",
+               "activation '" + activation +
+                   "' has no cuBLASLt epilogue (only none and gelu)") ||
+      !c.shape(tokens, DType::I32, {slots}) ||
+      !c.shape(offsets, DType::I32, {experts + 1}) ||
+      !c.shape(w1, DType::F32, {experts, d, f}) ||
+      !c.shape(b1, DType::F32, {experts, f}) ||
+      !c.shape(w2, DType::F32, {experts, f, d}) ||
+      !c.shape(b2, DType::F32, {experts, d}) ||
+      !c.shape(y, dtype, {slots, d}) ||
+      !c.check(experts > 0 && slots % experts == 0,
+               std::to_string(slots) + " slots do not split evenly over " +
+                   std::to_string(experts) + " experts"))
+    return c.takeError();
+  int64_t rows = slots / experts;
+  bool bf16 = dtype == DType::BF16;
+  // The hidden layer, then (bf16) the widened xd and the fp32 result.
+  int64_t hiddenFloats = alignedFloats(slots * f),
+          rowFloats = alignedFloats(slots * d);
+  int64_t scratch = c.scratch(hiddenFloats + (bf16 ? 2 * rowFloats : 0));
+  GemmEpilogue first = gelu       ? GemmEpilogue::Gelu
+                       : b1.value ? GemmEpilogue::Bias
+                                  : GemmEpilogue::None;
+  GemmEpilogue second = b2.value ? GemmEpilogue::Bias : GemmEpilogue::None;
+  return DeviceStep([=, a = xd.slot, t = tokens.slot, k1 = w1.slot,
+                     c1 = b1.slot, k2 = w2.slot, c2 = b2.slot,
+                     o = y.slot](const LaunchContext &ctx) -> Status {
+    void *const *v = ctx.device;
+    float *hidden = as<float>(v[scratch]);
+    float *xs = hidden + hiddenFloats, *ys = xs + rowFloats;
+    Expected<const float *> input =
+        widened(bf16, v[a], xs, slots * d, ctx.stream);
+    if (!input)
+      return input.takeStatus();
+    float *out = bf16 ? ys : as<float>(v[o]);
+    // Per expert e: rows [e * rows, (e + 1) * rows).
+    GemmProblem<float> up =
+        packed(false, false, rows, f, d, *input, as<float>(v[k1]), hidden);
+    up.batch = experts;
+    up.strideA = rows * d, up.strideB = d * f, up.strideC = rows * f;
+    up.epilogue = first, up.bias = as<float>(v[c1]), up.strideBias = f;
+    GemmProblem<float> down =
+        packed(false, false, rows, d, f, hidden, as<float>(v[k2]), out);
+    down.batch = experts;
+    down.strideA = rows * f, down.strideB = f * d, down.strideC = rows * d;
+    down.epilogue = second, down.bias = as<float>(v[c2]), down.strideBias = d;
+    for (const GemmProblem<float> &product : {up, down})
+      if (Status status = ctx.gemm->gemm(product); !status)
+        return status;
+    if (Status status =
+            zeroEmptySlots(as<int32_t>(v[t]), out, slots, d, ctx.stream);
+        !status)
+      return status;
+    return bf16 ? narrowToBf16(out, as<Bf16>(v[o]), slots * d, ctx.stream)
+                : Status::success();
+  });
+}
+
+Expected<DeviceStep> prepareScatterGateGrad(StepContext &c) {
+  const Arg &tokens = c.in(0), &offsets = c.in(1), &dgates = c.in(2),
+            &dscores = c.out(0);
+  if (!c.rank(tokens, DType::I32, 1) || !c.rank(dscores, DType::F32, 2) ||
+      !c.shape(offsets, DType::I32, {dscores.dim(1) + 1}) ||
+      !c.shape(dgates, DType::F32, {tokens.dim(0)}))
+    return c.takeError();
+  int64_t numTokens = dscores.dim(0), experts = dscores.dim(1);
+  return DeviceStep([=, t = tokens.slot, o = offsets.slot, g = dgates.slot,
+                     r = dscores.slot](const LaunchContext &ctx) {
+    void *const *v = ctx.device;
+    return scatterGateGrad(as<int32_t>(v[t]), as<int32_t>(v[o]),
+                           as<float>(v[g]), as<float>(v[r]), numTokens, experts,
+                           ctx.stream);
+  });
+}
+
 struct TableEntry {
   std::string_view name;
   Expected<DeviceStep> (*prepare)(StepContext &);
@@ -407,13 +1369,47 @@ struct TableEntry {
 
 /// Every plan kernel with a CUDA implementation.
 const TableEntry kTable[] = {
+    {"embed", prepareEmbed},
+    {"dense", prepareDense},
     {"layer_norm", prepareLayerNorm},
     {"layer_norm_grad", prepareLayerNormGrad},
     {"activation", prepareActivation},
-    {"activation_grad", prepareActivationGrad},
+    {"add", prepareAdd},
     {"softmax", prepareSoftmax},
+    {"round_bf16", prepareRoundBf16},
+    {"take_position", prepareTakePosition},
+    {"linear_mix", prepareLinearMix},
+    {"attention", prepareAttention},
     {"softmax_grad", prepareSoftmaxGrad},
+    {"fill", prepareFill},
+    {"broadcast", prepareBroadcast},
+    {"reduce_sum", prepareReduceSum},
+    {"multiply", prepareMultiply},
+    {"divide", prepareDivide},
+    {"scale", prepareScale},
+    {"label_mask", prepareLabelMask},
+    {"argmax", prepareArgmax},
+    {"gather_positions", prepareGatherPositions},
     {"softmax_cross_entropy", prepareSoftmaxCrossEntropy},
+    {"squared_error", prepareSquaredError},
+    {"router_z_loss", prepareRouterZLoss},
+    {"activation_grad", prepareActivationGrad},
+    {"dense_weight_grad", prepareDenseWeightGrad},
+    {"reduce_rows", prepareReduceRows},
+    {"take_position_grad", prepareTakePositionGrad},
+    {"linear_mix_grad", prepareLinearMixGrad},
+    {"embed_grad", prepareEmbedGrad},
+    {"attention_grad", prepareAttentionGrad},
+    {"gather_positions_grad", prepareGatherPositionsGrad},
+    {"softmax_cross_entropy_grad", prepareSoftmaxCrossEntropyGrad},
+    {"router_z_loss_grad", prepareRouterZLossGrad},
+    {"dispatch", prepareDispatch},
+    {"experts", prepareExperts},
+    {"combine", prepareCombine},
+    {"dispatch_grad", prepareDispatchGrad},
+    {"combine_grad", prepareCombineGrad},
+    {"scatter_gate_grad", prepareScatterGateGrad},
+    {"route_experts_choose", prepareRouteExpertsChoose},
     {"route_tokens_choose", prepareRouteTokensChoose},
     {"route_sigmoid_topk", prepareRouteSigmoidTopK},
     {"random_scale", prepareRandomScale},
@@ -426,6 +1422,29 @@ const TableEntry *findEntry(std::string_view kernel) {
     if (entry.name == kernel)
       return &entry;
   return nullptr;
+}
+
+/// The experts of step `index` run as one strided batch per layer, which
+/// needs the offsets of a capacity routing (the same slot count for every
+/// expert); σ-MoE's top-k routing gives each expert a data-dependent count.
+Status checkCapacityLayout(const exec::Plan &plan, size_t index) {
+  int64_t offsets = plan.steps[index].operands[2];
+  for (size_t i = 0; i < index; ++i) {
+    const exec::Step &step = plan.steps[i];
+    if (std::find(step.results.begin(), step.results.end(), offsets) ==
+        step.results.end())
+      continue;
+    if (step.kernel == "route_experts_choose" ||
+        step.kernel == "route_tokens_choose")
+      return Status::success();
+    return Status::error(exec::describeStep(plan, index) +
+                         ": the CUDA experts need the offsets of a capacity "
+                         "routing, not of '" +
+                         step.kernel + "' (step " + std::to_string(i) + ")");
+  }
+  return Status::error(exec::describeStep(plan, index) +
+                       ": the CUDA experts need the offsets of a capacity "
+                       "routing, and no step computes operand 2 (offsets)");
 }
 
 } // namespace
@@ -478,6 +1497,9 @@ Expected<DeviceStep> prepareDeviceStep(const exec::Plan &plan, size_t index,
   StepContext context(plan, index, *names, scratchBytes);
   if (!context.checkPresence())
     return context.takeError();
+  if (step.kernel == "experts")
+    if (Status status = checkCapacityLayout(plan, index); !status)
+      return status;
   return entry->prepare(context);
 }
 

@@ -25,6 +25,8 @@
 
 namespace mixer::cuda {
 
+class GemmContext;
+
 /// What a prepared step reads when it enqueues its kernel. Both tables are
 /// indexed like exec::ValuePointers (value ids, then the absent and scratch
 /// slots).
@@ -35,6 +37,8 @@ struct LaunchContext {
   /// learning_rate are kernel arguments, read on the host); null elsewhere.
   const void *const *host = nullptr;
   cudaStream_t stream = nullptr;
+  /// The matrix products of the executor's stream.
+  GemmContext *gemm = nullptr;
 };
 
 /// A step bound to its shapes and attributes: enqueues its work and reports
@@ -48,8 +52,8 @@ std::vector<std::string_view> cudaKernelNames();
 bool hasCudaKernel(std::string_view kernel);
 
 /// Fails, naming the first step and every kernel of `plan` that has no CUDA
-/// implementation: "<artifact>: cuda: kernel 'dense' of step 12 has no CUDA
-/// implementation yet (...)".
+/// implementation: "<artifact>: cuda: kernel 'spectral_mix' of step 3 has no
+/// CUDA implementation yet (...)".
 Status checkCudaKernels(const exec::Plan &plan);
 
 /// Checks step `index` of `plan` against its CUDA kernel and returns the

@@ -154,6 +154,18 @@ Status softmaxCrossEntropy(const Bf16 *logits, const int32_t *labels,
                            int64_t rows, int64_t classes, float lossScale,
                            cudaStream_t stream);
 
+/// The gradient alone with the loss scale in device memory (*lossScale, one
+/// float: the plan's dloss, a value of the training step): dlogits as
+/// softmaxCrossEntropy computes it, no loss.
+Status softmaxCrossEntropyGrad(const float *logits, const int32_t *labels,
+                               const float *weights, const float *lossScale,
+                               float *dlogits, int64_t rows, int64_t classes,
+                               cudaStream_t stream);
+Status softmaxCrossEntropyGrad(const Bf16 *logits, const int32_t *labels,
+                               const float *weights, const float *lossScale,
+                               Bf16 *dlogits, int64_t rows, int64_t classes,
+                               cudaStream_t stream);
+
 //===----------------------------------------------------------------------===//
 // Attention (Attention.cu)
 //===----------------------------------------------------------------------===//
@@ -247,9 +259,11 @@ Status clipScale(const double *norm, double maxNorm, float *scale,
 /// of logits [groups*tokensPerGroup, experts] (written out for the router
 /// losses and the backward pass), then as cpu::routeExpertsChoose on those
 /// probs: expert e of group g takes its `capacity` highest-probability tokens
-/// in descending order, ties to the lower token index. Requires capacity <=
-/// tokensPerGroup and 8 * tokensPerGroup (rounded up to a power of two) bytes
-/// of shared memory per block.
+/// in descending order, ties to the lower token index. Without logits (null)
+/// `probs` are the given probabilities, only read (the plan's
+/// route_experts_choose). Requires capacity <= tokensPerGroup and 8 *
+/// tokensPerGroup (rounded up to a power of two) bytes of shared memory per
+/// block.
 Status routeExpertsChoose(const float *logits, float *probs, int32_t *tokens,
                           float *gates, int32_t *offsets, int64_t groups,
                           int64_t tokensPerGroup, int64_t experts,

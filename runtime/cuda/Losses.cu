@@ -58,7 +58,8 @@ template <typename T>
 __global__ void __launch_bounds__(kBlockThreads)
     crossEntropyKernel(const T *logits, const int32_t *labels,
                        const float *weights, T *dlogits, double *rowLoss,
-                       int64_t classes, float lossScale) {
+                       int64_t classes, float lossScale,
+                       const float *deviceScale) {
   __shared__ float scratch[kBlockWarps];
   int64_t row = blockIdx.x;
   const T *x = logits + row * classes;
@@ -83,7 +84,7 @@ __global__ void __launch_bounds__(kBlockThreads)
         weight * (log(static_cast<double>(stats.y)) + stats.x - labelLogit);
   if (!grad)
     return;
-  float gradScale = lossScale * weight;
+  float gradScale = (deviceScale ? *deviceScale : lossScale) * weight;
   float factor = gradScale / stats.y;
   for (int64_t i = threadIdx.x; i < classes; i += kBlockThreads) {
     float g = expf(load(x, i) - stats.x) * factor;
@@ -138,7 +139,7 @@ template <typename T>
 Status crossEntropyImpl(const T *logits, const int32_t *labels,
                         const float *weights, T *dlogits, float *loss,
                         int64_t rows, int64_t classes, float lossScale,
-                        cudaStream_t stream) {
+                        const float *deviceScale, cudaStream_t stream) {
   const char *kernel = "softmax_cross_entropy";
   Status s = checkRows(kernel, rows, classes, "classes");
   if (!s.ok())
@@ -152,10 +153,12 @@ Status crossEntropyImpl(const T *logits, const int32_t *labels,
     crossEntropyKernel<<<static_cast<unsigned>(rows), kBlockThreads, 0,
                          stream>>>(device(logits), labels, weights,
                                    device(dlogits), rowLoss.as<double>(),
-                                   classes, lossScale);
+                                   classes, lossScale, deviceScale);
     if (!(s = launchStatus(kernel)).ok())
       return s;
   }
+  if (!loss)
+    return Status::success();
   sumRowsKernel<<<1, kBlockThreads, 0, stream>>>(rowLoss.as<double>(), rows,
                                                  loss);
   return launchStatus(kernel);
@@ -188,7 +191,7 @@ Status softmaxCrossEntropy(const float *logits, const int32_t *labels,
                            int64_t rows, int64_t classes, float lossScale,
                            cudaStream_t stream) {
   return crossEntropyImpl(logits, labels, weights, dlogits, loss, rows, classes,
-                          lossScale, stream);
+                          lossScale, nullptr, stream);
 }
 
 Status softmaxCrossEntropy(const Bf16 *logits, const int32_t *labels,
@@ -196,7 +199,23 @@ Status softmaxCrossEntropy(const Bf16 *logits, const int32_t *labels,
                            int64_t rows, int64_t classes, float lossScale,
                            cudaStream_t stream) {
   return crossEntropyImpl(logits, labels, weights, dlogits, loss, rows, classes,
-                          lossScale, stream);
+                          lossScale, nullptr, stream);
+}
+
+Status softmaxCrossEntropyGrad(const float *logits, const int32_t *labels,
+                               const float *weights, const float *lossScale,
+                               float *dlogits, int64_t rows, int64_t classes,
+                               cudaStream_t stream) {
+  return crossEntropyImpl(logits, labels, weights, dlogits, nullptr, rows,
+                          classes, 1.0f, lossScale, stream);
+}
+
+Status softmaxCrossEntropyGrad(const Bf16 *logits, const int32_t *labels,
+                               const float *weights, const float *lossScale,
+                               Bf16 *dlogits, int64_t rows, int64_t classes,
+                               cudaStream_t stream) {
+  return crossEntropyImpl(logits, labels, weights, dlogits, nullptr, rows,
+                          classes, 1.0f, lossScale, stream);
 }
 
 } // namespace mixer::cuda

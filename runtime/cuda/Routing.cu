@@ -134,8 +134,20 @@ __device__ void placeStable(int length, int experts, int *counts, int *base,
   }
 }
 
-/// Block (e, g): the router softmax of group g's tokens for expert e, then
-/// expert e's top-capacity tokens of the group.
+/// Element e of the softmax of `row` (max-subtracted).
+__device__ float rowSoftmax(const float *row, int experts, int e) {
+  float maximum = -INFINITY;
+  for (int j = 0; j < experts; ++j)
+    maximum = fmaxf(maximum, row[j]);
+  float sum = 0.0f;
+  for (int j = 0; j < experts; ++j)
+    sum += expf(row[j] - maximum);
+  return expf(row[e] - maximum) / sum;
+}
+
+/// Block (e, g): the router softmax of group g's tokens for expert e (or the
+/// given probabilities without logits), then expert e's top-capacity tokens
+/// of the group.
 __global__ void __launch_bounds__(kRouteThreads)
     expertsChooseKernel(const float *logits, float *probs, int32_t *tokens,
                         float *gates, int32_t *offsets, int64_t groups,
@@ -148,15 +160,12 @@ __global__ void __launch_bounds__(kRouteThreads)
   for (int t = threadIdx.x; t < sortSize; t += kRouteThreads) {
     uint64_t key = 0;
     if (t < tokensPerGroup) {
-      const float *row = logits + (firstToken + t) * experts;
-      float maximum = -INFINITY;
-      for (int j = 0; j < experts; ++j)
-        maximum = fmaxf(maximum, row[j]);
-      float sum = 0.0f;
-      for (int j = 0; j < experts; ++j)
-        sum += expf(row[j] - maximum);
-      float p = expf(row[e] - maximum) / sum;
-      probs[(firstToken + t) * experts + e] = p;
+      float *at = probs + (firstToken + t) * experts + e;
+      float p =
+          logits ? rowSoftmax(logits + (firstToken + t) * experts, experts, e)
+                 : *at;
+      if (logits)
+        *at = p;
       key = rankKey(p, t);
     }
     keys[t] = key;

@@ -3,8 +3,11 @@
 // Runs one plan on both executors (as a cpu and as a cuda plan) and compares
 // the outputs: LayerNorm, GELU and softmax to 1e-5 relative to the largest
 // value, the dropout mask exactly (the same Philox draws). The noise key is a
-// plan input, so a new step must re-capture the CUDA graph. Without a usable
-// device the binary prints why and exits 77 (skipped).
+// plan input, so a new step must re-capture the CUDA graph. Plans of the
+// products and attention (dense, linear mixing, attention and their
+// gradients) and of MoE layers (routing, experts, gathers, scatters)
+// agree with the CPU executor to 1e-4. Without a usable device the binary
+// prints why and exits 77 (skipped).
 //
 //===----------------------------------------------------------------------===//
 
@@ -12,7 +15,9 @@
 
 #include "test/unit/exec/PlanBuilder.h"
 
+#include <cmath>
 #include <cstdio>
+#include <memory>
 
 using namespace mixer;
 using namespace mixer::exec::test;
@@ -99,6 +104,144 @@ TEST_P(CudaExecutorTest, MatchesTheCpuExecutorAcrossSteps) {
 }
 
 INSTANTIATE_TEST_SUITE_P(GraphOrNot, CudaExecutorTest, ::testing::Bool());
+
+/// The products and attention of a training step: dense with the GELU
+/// epilogue, linear mixing, attention over padded tokens, and their
+/// gradients (linear_mix_grad, dense_weight_grad, reduce_rows,
+/// attention_grad).
+PlanBuilder productsPlan() {
+  PlanBuilder b;
+  int64_t x = b.input("x", {2, 4, 8}, false, "F32"),
+          ids = b.input("ids", {2, 4});
+  int64_t w = b.param("w", {8, 8}), bias = b.param("bias", {8}),
+          ws = b.param("ws", {4, 4}), wh = b.param("wh", {8, 8});
+  auto act = [&] { return b.arena({2, 4, 8}); };
+  int64_t h = act(), m = act(), a = act(), dh = act(), dq = act(), dk = act(),
+          dv = act();
+  int64_t dws = b.arena({4, 4}), dwh = b.arena({8, 8}), dw = b.arena({8, 8}),
+          db = b.arena({8});
+  json attention = {{"num_heads", 2},  {"head_dim", 4},       {"pad_id", 0},
+                    {"causal", false}, {"dropout_rate", 0.0}, {"stream", 1}};
+  b.step("dense", {x, w, bias}, {h},
+         {{"activation", "gelu"}, {"transpose_w", false}});
+  b.step("linear_mix", {h, ws, wh}, {m});
+  b.step("attention", {m, m, m, ids, -1, -1}, {a}, attention);
+  b.step("linear_mix_grad", {h, ws, wh, a}, {dh, dws, dwh});
+  b.step("dense_weight_grad", {x, dh}, {dw}, {{"transpose_w", false}});
+  b.step("reduce_rows", {dh}, {db});
+  b.step("attention_grad", {m, m, m, ids, a, -1, -1}, {dq, dk, dv}, attention);
+  for (auto [name, value] : {std::pair<const char *, int64_t>{"a", a},
+                             {"dh", dh},
+                             {"dws", dws},
+                             {"dwh", dwh},
+                             {"dw", dw},
+                             {"db", db},
+                             {"dq", dq},
+                             {"dk", dk},
+                             {"dv", dv}})
+    b.output(name, value);
+  return b;
+}
+
+/// Runs the plan of `b` as a cpu and as a cuda plan with the same weights
+/// and inputs and compares every output (1e-4 relative to its largest value).
+void expectSameOutputs(PlanBuilder b,
+                       const std::vector<io::HostTensor> &weights,
+                       const std::vector<io::HostTensor> &in) {
+  std::vector<std::vector<io::HostTensor>> outputs;
+  for (const char *target : {"cpu", "cuda"}) {
+    b.plan["target"] = target;
+    Expected<exec::Plan> plan = exec::Plan::parse(b.plan.dump(), "plan.mxa");
+    ASSERT_TRUE(plan.ok()) << plan.message();
+    std::unique_ptr<exec::PlanExecutor> executor;
+    if (std::string(target) == "cpu") {
+      Expected<exec::Executor> cpu = exec::Executor::create(*plan);
+      ASSERT_TRUE(cpu.ok()) << cpu.message();
+      executor = std::make_unique<exec::Executor>(std::move(*cpu));
+    } else {
+      Expected<std::unique_ptr<cuda::Executor>> gpu =
+          cuda::Executor::create(*plan);
+      ASSERT_TRUE(gpu.ok()) << gpu.message();
+      executor = std::move(*gpu);
+    }
+    ASSERT_TRUE(executor->bindParams(weights, "params", false).ok());
+    ASSERT_TRUE(executor->bindInputs(in, "inputs", false).ok());
+    Status status = executor->run();
+    ASSERT_TRUE(status.ok()) << status.message();
+    outputs.push_back(executor->outputs());
+  }
+  for (size_t i = 0; i < outputs[0].size(); ++i) {
+    SCOPED_TRACE(outputs[0][i].name);
+    const io::HostTensor &cpu = outputs[0][i], &gpu = outputs[1][i];
+    std::vector<float> c(cpu.as<float>(), cpu.as<float>() + cpu.numel()),
+        g(gpu.as<float>(), gpu.as<float>() + gpu.numel());
+    float largest = 0;
+    for (float v : c)
+      largest = std::max(largest, std::fabs(v));
+    ASSERT_EQ(g.size(), c.size());
+    for (size_t j = 0; j < c.size(); ++j)
+      EXPECT_NEAR(g[j], c[j], 1e-4f * largest) << "element " << j;
+  }
+}
+
+TEST(CudaExecutorProductsTest, MatchesTheCpuExecutor) {
+  expectSameOutputs(productsPlan(),
+                    {randomTensor("w", {8, 8}, 4), randomTensor("bias", {8}, 5),
+                     randomTensor("ws", {4, 4}, 6),
+                     randomTensor("wh", {8, 8}, 7)},
+                    {randomTensor("x", {2, 4, 8}, 8, -2.0f, 2.0f),
+                     intTensor("ids", {2, 4}, {5, 6, 7, 0, 9, 0, 4, 4})});
+}
+
+/// A MoE layer over 8 tokens and 2 experts of capacity 3 routed by `routing`
+/// (tokens choose: some tokens dropped and some slots may stay empty), with
+/// the gradients of its gathers and scatters.
+PlanBuilder moePlan(const std::string &routing, json attrs) {
+  PlanBuilder b;
+  int64_t x = b.input("x", {8, 4}, false, "F32"),
+          probs = b.input("probs", {8, 2}, false, "F32"),
+          dout = b.input("dout", {8, 4}, false, "F32");
+  int64_t w1 = b.param("w1", {2, 4, 6}), b1 = b.param("b1", {2, 6}),
+          w2 = b.param("w2", {2, 6, 4}), b2 = b.param("b2", {2, 4});
+  int64_t tokens = b.arena({6}, "I32"), gates = b.arena({6}),
+          offsets = b.arena({3}, "I32");
+  int64_t xd = b.arena({6, 4}), yd = b.arena({6, 4}), out = b.arena({8, 4}),
+          dyd = b.arena({6, 4}), dgates = b.arena({6}), dx = b.arena({8, 4}),
+          dscores = b.arena({8, 2});
+  b.step(routing, {probs}, {tokens, gates, offsets}, attrs);
+  b.step("dispatch", {x, tokens}, {xd});
+  b.step("experts", {xd, tokens, offsets, w1, b1, w2, b2}, {yd},
+         {{"activation", "gelu"}});
+  b.step("combine", {yd, tokens, gates}, {out});
+  b.step("combine_grad", {yd, tokens, gates, dout}, {dyd, dgates});
+  b.step("dispatch_grad", {dyd, tokens}, {dx});
+  b.step("scatter_gate_grad", {tokens, offsets, dgates}, {dscores});
+  for (auto [name, value] : {std::pair<const char *, int64_t>{"out", out},
+                             {"dyd", dyd},
+                             {"dx", dx},
+                             {"dscores", dscores}})
+    b.output(name, value);
+  return b;
+}
+
+TEST(CudaExecutorMoeTest, MatchesTheCpuExecutor) {
+  json groups = {{"groups", 1}, {"tokens_per_group", 8}, {"capacity", 3}};
+  json tokensChoose = groups;
+  tokensChoose["k"] = 1;
+  tokensChoose["batch_prioritized"] = false;
+  for (auto [routing, attrs] :
+       {std::pair<const char *, json>{"route_tokens_choose", tokensChoose},
+        {"route_experts_choose", groups}}) {
+    SCOPED_TRACE(routing);
+    expectSameOutputs(
+        moePlan(routing, attrs),
+        {randomTensor("w1", {2, 4, 6}, 9), randomTensor("b1", {2, 6}, 10),
+         randomTensor("w2", {2, 6, 4}, 11), randomTensor("b2", {2, 4}, 12)},
+        {randomTensor("x", {8, 4}, 13),
+         randomTensor("probs", {8, 2}, 14, 0.0f, 1.0f),
+         randomTensor("dout", {8, 4}, 15)});
+  }
+}
 
 } // namespace
 

@@ -14,6 +14,8 @@
 
 #include <gmock/gmock.h>
 
+#include <cstdlib>
+
 using namespace mixer;
 using namespace mixer::exec::test;
 using ::testing::ElementsAre;
@@ -55,14 +57,23 @@ std::string prepareError(const PlanBuilder &b, size_t index) {
 }
 
 TEST(CudaKernelTableTest, WiresTheKernelsOfKernelsH) {
-  EXPECT_THAT(cuda::cudaKernelNames(),
-              ElementsAre("layer_norm", "layer_norm_grad", "activation",
-                          "activation_grad", "softmax", "softmax_grad",
-                          "softmax_cross_entropy", "route_tokens_choose",
-                          "route_sigmoid_topk", "random_scale", "global_norm",
-                          "adamw"));
-  EXPECT_TRUE(cuda::hasCudaKernel("layer_norm"));
-  EXPECT_FALSE(cuda::hasCudaKernel("dense"));
+  EXPECT_THAT(
+      cuda::cudaKernelNames(),
+      ElementsAre(
+          "embed", "dense", "layer_norm", "layer_norm_grad", "activation",
+          "add", "softmax", "round_bf16", "take_position", "linear_mix",
+          "attention", "softmax_grad", "fill", "broadcast", "reduce_sum",
+          "multiply", "divide", "scale", "label_mask", "argmax",
+          "gather_positions", "softmax_cross_entropy", "squared_error",
+          "router_z_loss", "activation_grad", "dense_weight_grad",
+          "reduce_rows", "take_position_grad", "linear_mix_grad", "embed_grad",
+          "attention_grad", "gather_positions_grad",
+          "softmax_cross_entropy_grad", "router_z_loss_grad", "dispatch",
+          "experts", "combine", "dispatch_grad", "combine_grad",
+          "scatter_gate_grad", "route_experts_choose", "route_tokens_choose",
+          "route_sigmoid_topk", "random_scale", "global_norm", "adamw"));
+  EXPECT_TRUE(cuda::hasCudaKernel("dense"));
+  EXPECT_FALSE(cuda::hasCudaKernel("experts_grad"));
   EXPECT_FALSE(cuda::hasCudaKernel("no_such_kernel"));
 }
 
@@ -75,17 +86,14 @@ TEST(CudaKernelTableTest, EveryEntryIsAPlanKernel) {
 
 TEST(CudaKernelTableTest, RefusesAPlanWithAMissingKernel) {
   PlanBuilder b = normThen("softmax");
-  int64_t w = b.param("w", {8, 8});
-  int64_t d1 = b.arena({4, 8}), d2 = b.arena({4, 8});
-  int64_t y = b.plan["outputs"][0]["value"];
-  b.step("dense", {y, w, -1}, {d1},
-         {{"activation", "none"}, {"transpose_w", false}});
-  b.step("dense", {d1, w, -1}, {d2},
-         {{"activation", "none"}, {"transpose_w", false}});
+  int64_t d1 = b.arena({1, 4, 8}), d2 = b.arena({1, 4, 8});
+  json attrs = {{"hartley", false}, {"algorithm", "fft"}};
+  b.step("spectral_mix", {d1}, {d2}, attrs);
+  b.step("spectral_mix", {d2}, {d1}, attrs);
   exec::Plan plan = parse(b);
-  const char *expected = "tiny.mxa: cuda: kernel 'dense' of step 2 has no "
-                         "CUDA implementation yet (2 of 4 steps lack one: "
-                         "dense)";
+  const char *expected = "tiny.mxa: cuda: kernel 'spectral_mix' of step 2 "
+                         "has no CUDA implementation yet (2 of 4 steps lack "
+                         "one: spectral_mix)";
   Status status = cuda::checkCudaKernels(plan);
   EXPECT_EQ(status.message(), expected);
   // The executor refuses it before it looks for a device.
@@ -95,7 +103,7 @@ TEST(CudaKernelTableTest, RefusesAPlanWithAMissingKernel) {
   EXPECT_EQ(executor.message(), expected);
   int64_t scratch = 0;
   EXPECT_EQ(cuda::prepareDeviceStep(plan, 2, scratch).message(),
-            "tiny.mxa: cuda: kernel 'dense' of step 2 has no CUDA "
+            "tiny.mxa: cuda: kernel 'spectral_mix' of step 2 has no CUDA "
             "implementation yet");
 }
 
@@ -139,9 +147,100 @@ TEST(CudaKernelTableTest, RefusesMixedActivationTypes) {
 }
 
 TEST(CudaKernelTableTest, RefusesActivationsWithoutAKernel) {
-  EXPECT_EQ(prepareError(normThen("activation", {{"kind", "tanh"}}), 1),
-            "tiny.mxa: steps[1] (activation): activation 'tanh' has no CUDA "
-            "implementation yet (only gelu)");
+  EXPECT_EQ(prepareError(normThen("activation", {{"kind", "relu"}}), 1),
+            "tiny.mxa: steps[1] (activation): activation 'relu' has no CUDA "
+            "implementation yet (only gelu and tanh)");
+  PlanBuilder b = normThen("softmax");
+  int64_t w = b.param("w", {8, 8});
+  int64_t y = b.plan["outputs"][0]["value"], z = b.arena({4, 8});
+  b.step("dense", {y, w, -1}, {z},
+         {{"activation", "relu"}, {"transpose_w", false}});
+  EXPECT_EQ(prepareError(b, 2), "tiny.mxa: steps[2] (dense): activation "
+                                "'relu' has no cuBLASLt epilogue (only none "
+                                "and gelu)");
+}
+
+/// A dropout attention step over q = k = v [2, 4, 8] whose seed and step are
+/// the given values.
+PlanBuilder attentionWith(int64_t headDim, bool seedIsInput) {
+  PlanBuilder b;
+  b.plan["target"] = "cuda";
+  int64_t ids = b.input("ids", {2, 4});
+  int64_t seed = seedIsInput ? b.input("seed", {}) : b.arena({}, "I32");
+  int64_t step = b.input("step", {});
+  int64_t q = b.arena({2, 4, 8}), y = b.arena({2, 4, 8});
+  b.step("attention", {q, q, q, ids, seed, step}, {y},
+         {{"num_heads", 8 / headDim},
+          {"head_dim", headDim},
+          {"pad_id", 0},
+          {"causal", false},
+          {"dropout_rate", 0.1},
+          {"stream", 1}});
+  return b;
+}
+
+TEST(CudaKernelTableTest, ChecksAttention) {
+  exec::Plan plan = parse(attentionWith(4, true));
+  int64_t scratch = 0;
+  Expected<cuda::DeviceStep> step = cuda::prepareDeviceStep(plan, 0, scratch);
+  EXPECT_TRUE(step.ok()) << step.message();
+  EXPECT_EQ(prepareError(attentionWith(4, false), 0),
+            "tiny.mxa: steps[0] (attention): operand 4 (seed) must be a plan "
+            "input: the CUDA kernel reads it on the host");
+}
+
+TEST(CudaKernelTableTest, ReservesScratchForTheBf16Products) {
+  PlanBuilder b;
+  b.plan["target"] = "cuda";
+  b.plan["precision"] = "bf16";
+  int64_t w = b.param("w", {8, 3});
+  int64_t x = b.arena({5, 8}, "BF16"), y = b.arena({5, 3}, "BF16");
+  b.step("dense", {x, w, -1}, {y},
+         {{"activation", "gelu"}, {"transpose_w", false}});
+  exec::Plan plan = parse(b);
+  int64_t scratch = 0;
+  Expected<cuda::DeviceStep> step = cuda::prepareDeviceStep(plan, 0, scratch);
+  ASSERT_TRUE(step.ok()) << step.message();
+  // x widened (40 floats, aligned to 64) and the fp32 result (15 floats).
+  EXPECT_EQ(scratch, (64 + 15) * 4);
+  // An F32 result (the router's logits) is written directly.
+  b.plan["values"][y]["dtype"] = "F32";
+  plan = parse(b);
+  scratch = 0;
+  step = cuda::prepareDeviceStep(plan, 0, scratch);
+  ASSERT_TRUE(step.ok()) << step.message();
+  EXPECT_EQ(scratch, 64 * 4);
+}
+
+/// probs [8, 2] -> `routing` -> experts over 8 slots (2 experts x capacity
+/// 4, or 8 tokens x top-1).
+PlanBuilder expertsAfter(const std::string &routing, json attrs) {
+  PlanBuilder b;
+  b.plan["target"] = "cuda";
+  int64_t probs = b.input("probs", {8, 2}, false, "F32");
+  int64_t w1 = b.param("w1", {2, 4, 6}), w2 = b.param("w2", {2, 6, 4});
+  int64_t tokens = b.arena({8}, "I32"), gates = b.arena({8}),
+          offsets = b.arena({3}, "I32");
+  int64_t xd = b.arena({8, 4}), yd = b.arena({8, 4});
+  b.step(routing, {probs}, {tokens, gates, offsets}, attrs);
+  b.step("experts", {xd, tokens, offsets, w1, -1, w2, -1}, {yd},
+         {{"activation", "gelu"}});
+  return b;
+}
+
+TEST(CudaKernelTableTest, RunsTheExpertsOfCapacityRoutingsOnly) {
+  exec::Plan plan = parse(
+      expertsAfter("route_tokens_choose", {{"groups", 1},
+                                           {"tokens_per_group", 8},
+                                           {"k", 1},
+                                           {"capacity", 4},
+                                           {"batch_prioritized", false}}));
+  int64_t scratch = 0;
+  Expected<cuda::DeviceStep> step = cuda::prepareDeviceStep(plan, 1, scratch);
+  EXPECT_TRUE(step.ok()) << step.message();
+  EXPECT_EQ(prepareError(expertsAfter("route_sigmoid_topk", {{"k", 1}}), 1),
+            "tiny.mxa: steps[1] (experts): the CUDA experts need the offsets "
+            "of a capacity routing, not of 'route_sigmoid_topk' (step 0)");
 }
 
 TEST(CudaKernelTableTest, ReadsNoiseKeysFromInputsOnly) {
@@ -200,3 +299,36 @@ TEST(CudaKernelTableTest, NamesTheMissingDevice) {
 }
 
 } // namespace
+
+/// The cuda plans mixc compiles (CTest's MixerCudaTinyPlans passes their
+/// folder in MIXER_CUDA_PLANS): bert_tiny's inference and training step and
+/// the inference of the capacity-routed MoE models, fp32 and bf16. Every
+/// kernel has a CUDA implementation and every step prepares, which is all the
+/// executor checks before it needs a device.
+TEST(CudaPlanFileTest, WiresEveryStep) {
+  const char *folder = std::getenv("MIXER_CUDA_PLANS");
+  if (!folder)
+    GTEST_SKIP() << "MIXER_CUDA_PLANS is not set";
+  std::vector<std::string> names;
+  for (const char *precision : {"fp32", "bf16"}) {
+    names.push_back(std::string("bert_tiny-train-") + precision);
+    for (const char *model : {"bert_tiny", "sparse_mixer_tiny",
+                              "fast_sparse_mixer_tiny", "tokens_choose_tiny"})
+      names.push_back(std::string(model) + "-infer-" + precision);
+  }
+  for (const std::string &name : names) {
+    SCOPED_TRACE(name);
+    Expected<exec::Plan> plan =
+        exec::Plan::load(std::string(folder) + "/" + name + ".mxa");
+    ASSERT_TRUE(plan.ok()) << plan.message();
+    EXPECT_EQ(plan->target, "cuda");
+    Status wired = cuda::checkCudaKernels(*plan);
+    EXPECT_TRUE(wired.ok()) << wired.message();
+    int64_t scratch = 0;
+    for (size_t i = 0; i < plan->steps.size(); ++i) {
+      Expected<cuda::DeviceStep> step =
+          cuda::prepareDeviceStep(*plan, i, scratch);
+      EXPECT_TRUE(step.ok()) << step.message();
+    }
+  }
+}

@@ -69,6 +69,13 @@ TEST(CudaRouteExpertsChoose, MatchesReferenceOnItsProbabilities) {
           c.capacity);
       expectSameTable({dTokens.read(), dGates.read(), dOffsets.read()},
                       expected, 0.0, what);
+      // Given the probabilities (no logits), the same table.
+      ASSERT_OK(routeExpertsChoose(
+          nullptr, dProbs.get(), dTokens.get(), dGates.get(), dOffsets.get(),
+          c.groups, c.tokensPerGroup, c.experts, c.capacity, nullptr));
+      expectSameTable({dTokens.read(), dGates.read(), dOffsets.read()},
+                      expected, 0.0, what + " from probs");
+      EXPECT_EQ(dProbs.read(), probs) << what << ": probs were written";
     }
 }
 
