@@ -1273,33 +1273,58 @@ Expected<DeviceStep> prepareCombineGrad(StepContext &c) {
   });
 }
 
+/// Reads the activation (none or gelu) of `experts` or `experts_grad` and
+/// checks xd [slots, D] (`dtype`), tokens I32[slots], offsets I32[E + 1] and
+/// the fp32 weights w1 [E, D, F], b1 [E, F], w2 [E, F, D] of a capacity
+/// routing (every expert owns slots / E consecutive slots).
+bool checkExperts(StepContext &c, bool &gelu, DType &dtype) {
+  const Arg &xd = c.in(0), &tokens = c.in(1), &offsets = c.in(2), &w1 = c.in(3),
+            &b1 = c.in(4), &w2 = c.in(5);
+  std::string activation;
+  if (!c.attr("activation", activation) || !activationType(c, xd, dtype) ||
+      !c.rank(xd, dtype, 2) || !c.rank(w1, DType::F32, 3))
+    return false;
+  int64_t slots = xd.dim(0), d = xd.dim(1), experts = w1.dim(0), f = w1.dim(2);
+  gelu = activation == "gelu";
+  return c.check(gelu || activation == "none",
+                 "activation '" + activation +
+                     "' has no cuBLASLt epilogue (only none and gelu)") &&
+         c.shape(tokens, DType::I32, {slots}) &&
+         c.shape(offsets, DType::I32, {experts + 1}) &&
+         c.shape(w1, DType::F32, {experts, d, f}) &&
+         c.shape(b1, DType::F32, {experts, f}) &&
+         c.shape(w2, DType::F32, {experts, f, d}) &&
+         c.check(experts > 0 && slots % experts == 0,
+                 std::to_string(slots) + " slots do not split evenly over " +
+                     std::to_string(experts) + " experts");
+}
+
+/// The first layer of every expert, rows slot rows each, as one strided
+/// batch: out = xs w1[e] (+ b1[e]), then GELU when `epilogue` says so.
+GemmProblem<float> expertsUp(int64_t experts, int64_t rows, int64_t d,
+                             int64_t f, const float *xs, const float *w1,
+                             const float *b1, float *out,
+                             GemmEpilogue epilogue) {
+  GemmProblem<float> up = packed(false, false, rows, f, d, xs, w1, out);
+  up.batch = experts;
+  up.strideA = rows * d, up.strideB = d * f, up.strideC = rows * f;
+  up.epilogue = epilogue, up.bias = b1, up.strideBias = f;
+  return up;
+}
+
 /// The experts of a capacity routing (route_experts_choose or
 /// route_tokens_choose: every expert owns the same number of consecutive
 /// slots), one strided batch of products per layer. The empty slots' rows
 /// are zeroed afterwards, as the CPU kernel leaves them.
 Expected<DeviceStep> prepareExperts(StepContext &c) {
-  const Arg &xd = c.in(0), &tokens = c.in(1), &offsets = c.in(2), &w1 = c.in(3),
-            &b1 = c.in(4), &w2 = c.in(5), &b2 = c.in(6), &y = c.out(0);
-  std::string activation;
+  const Arg &xd = c.in(0), &tokens = c.in(1), &w1 = c.in(3), &b1 = c.in(4),
+            &w2 = c.in(5), &b2 = c.in(6), &y = c.out(0);
+  bool gelu;
   DType dtype;
-  if (!c.attr("activation", activation) || !activationType(c, xd, dtype) ||
-      !c.rank(xd, dtype, 2) || !c.rank(w1, DType::F32, 3))
+  if (!checkExperts(c, gelu, dtype))
     return c.takeError();
   int64_t slots = xd.dim(0), d = xd.dim(1), experts = w1.dim(0), f = w1.dim(2);
-  bool gelu = activation == "gelu";
-  if (!c.check(gelu || activation == "none",
-               "activation '" + activation +
-                   "' has no cuBLASLt epilogue (only none and gelu)") ||
-      !c.shape(tokens, DType::I32, {slots}) ||
-      !c.shape(offsets, DType::I32, {experts + 1}) ||
-      !c.shape(w1, DType::F32, {experts, d, f}) ||
-      !c.shape(b1, DType::F32, {experts, f}) ||
-      !c.shape(w2, DType::F32, {experts, f, d}) ||
-      !c.shape(b2, DType::F32, {experts, d}) ||
-      !c.shape(y, dtype, {slots, d}) ||
-      !c.check(experts > 0 && slots % experts == 0,
-               std::to_string(slots) + " slots do not split evenly over " +
-                   std::to_string(experts) + " experts"))
+  if (!c.shape(b2, DType::F32, {experts, d}) || !c.shape(y, dtype, {slots, d}))
     return c.takeError();
   int64_t rows = slots / experts;
   bool bf16 = dtype == DType::BF16;
@@ -1324,10 +1349,8 @@ Expected<DeviceStep> prepareExperts(StepContext &c) {
     float *out = bf16 ? ys : as<float>(v[o]);
     // Per expert e: rows [e * rows, (e + 1) * rows).
     GemmProblem<float> up =
-        packed(false, false, rows, f, d, *input, as<float>(v[k1]), hidden);
-    up.batch = experts;
-    up.strideA = rows * d, up.strideB = d * f, up.strideC = rows * f;
-    up.epilogue = first, up.bias = as<float>(v[c1]), up.strideBias = f;
+        expertsUp(experts, rows, d, f, *input, as<float>(v[k1]),
+                  as<float>(v[c1]), hidden, first);
     GemmProblem<float> down =
         packed(false, false, rows, d, f, hidden, as<float>(v[k2]), out);
     down.batch = experts;
@@ -1341,6 +1364,102 @@ Expected<DeviceStep> prepareExperts(StepContext &c) {
         !status)
       return status;
     return bf16 ? narrowToBf16(out, as<Bf16>(v[o]), slots * d, ctx.stream)
+                : Status::success();
+  });
+}
+
+/// The gradient of `experts` (cpu::expertsBackwardRecompute): the
+/// pre-activations P = xd w1 + b1 are recomputed, then per expert e, with the
+/// empty slots' rows of dyd zeroed (the CPU kernel skips them),
+///   dP = (dyd w2^T) * act'(P),  dxd = dP w1^T,
+///   dw1 = xd^T dP,  dw2 = act(P)^T dyd,
+/// each a strided batch over the experts; db1 and db2 are the column sums of
+/// dP and dyd over each expert's rows.
+Expected<DeviceStep> prepareExpertsGrad(StepContext &c) {
+  const Arg &xd = c.in(0), &tokens = c.in(1), &w1 = c.in(3), &b1 = c.in(4),
+            &w2 = c.in(5), &dyd = c.in(6);
+  bool gelu;
+  DType dtype;
+  if (!checkExperts(c, gelu, dtype))
+    return c.takeError();
+  int64_t slots = xd.dim(0), d = xd.dim(1), experts = w1.dim(0), f = w1.dim(2);
+  if (!c.shape(dyd, dtype, {slots, d}) ||
+      !c.shape(c.out(0), dtype, {slots, d}) ||
+      !c.shape(c.out(1), DType::F32, {experts, d, f}) ||
+      !c.shape(c.out(2), DType::F32, {experts, f}) ||
+      !c.shape(c.out(3), DType::F32, {experts, f, d}) ||
+      !c.shape(c.out(4), DType::F32, {experts, d}))
+    return c.takeError();
+  int64_t rows = slots / experts;
+  bool bf16 = dtype == DType::BF16;
+  // P (then act(P)), dP, the fp32 dyd, then (bf16) the widened xd and the
+  // fp32 dxd.
+  int64_t hiddenFloats = alignedFloats(slots * f),
+          rowFloats = alignedFloats(slots * d);
+  int64_t scratch =
+      c.scratch(2 * hiddenFloats + rowFloats + (bf16 ? 2 * rowFloats : 0));
+  GemmEpilogue first = b1.value ? GemmEpilogue::Bias : GemmEpilogue::None;
+  return DeviceStep([=, a = xd.slot, t = tokens.slot, k1 = w1.slot,
+                     c1 = b1.slot, k2 = w2.slot, g = dyd.slot,
+                     r0 = c.out(0).slot, r1 = c.out(1).slot, r2 = c.out(2).slot,
+                     r3 = c.out(3).slot,
+                     r4 = c.out(4).slot](const LaunchContext &ctx) -> Status {
+    void *const *v = ctx.device;
+    float *preact = as<float>(v[scratch]), *dpreact = preact + hiddenFloats;
+    float *dys = dpreact + hiddenFloats, *xs = dys + rowFloats,
+          *dxs = xs + rowFloats;
+    const int32_t *slotTokens = as<int32_t>(v[t]);
+    Status status =
+        bf16 ? widenBf16(as<Bf16>(v[g]), dys, slots * d, ctx.stream)
+             : copyOf(v[g], dys, slots * d * sizeof(float), ctx.stream);
+    if (!status ||
+        !(status = zeroEmptySlots(slotTokens, dys, slots, d, ctx.stream)))
+      return status;
+    Expected<const float *> input =
+        widened(bf16, v[a], xs, slots * d, ctx.stream);
+    if (!input)
+      return input.takeStatus();
+    const float *wUp = as<float>(v[k1]), *wDown = as<float>(v[k2]);
+    float *dxd = bf16 ? dxs : as<float>(v[r0]);
+    GemmProblem<float> up = expertsUp(experts, rows, d, f, *input, wUp,
+                                      as<float>(v[c1]), preact, first);
+    // dH = dyd w2^T [rows, f].
+    GemmProblem<float> dh =
+        packed(false, true, rows, f, d, dys, wDown, dpreact);
+    dh.batch = experts;
+    dh.strideA = rows * d, dh.strideB = f * d, dh.strideC = rows * f;
+    for (const GemmProblem<float> &product : {up, dh})
+      if (!(status = ctx.gemm->gemm(product)))
+        return status;
+    // dP = dH * GELU'(P), then P becomes H = GELU(P), both in place.
+    if (gelu &&
+        (!(status = biasGeluBackward(preact, nullptr, dpreact, dpreact, nullptr,
+                                     slots, f, false, ctx.stream)) ||
+         !(status = biasGelu(preact, nullptr, preact, slots, f, ctx.stream))))
+      return status;
+    // dxd = dP w1^T [rows, d].
+    GemmProblem<float> dx = packed(false, true, rows, d, f, dpreact, wUp, dxd);
+    dx.batch = experts;
+    dx.strideA = rows * f, dx.strideB = d * f, dx.strideC = rows * d;
+    // dw1 = xd^T dP [d, f], dw2 = H^T dyd [f, d].
+    GemmProblem<float> dw1 =
+        packed(true, false, d, f, rows, *input, dpreact, as<float>(v[r1]));
+    dw1.batch = experts;
+    dw1.strideA = rows * d, dw1.strideB = rows * f, dw1.strideC = d * f;
+    GemmProblem<float> dw2 =
+        packed(true, false, f, d, rows, preact, dys, as<float>(v[r3]));
+    dw2.batch = experts;
+    dw2.strideA = rows * f, dw2.strideB = rows * d, dw2.strideC = f * d;
+    for (const GemmProblem<float> &product : {dx, dw1, dw2})
+      if (!(status = ctx.gemm->gemm(product)))
+        return status;
+    for (int64_t e = 0; e < experts; ++e)
+      if (!(status = columnSum(dpreact + e * rows * f, as<float>(v[r2]) + e * f,
+                               rows, f, ctx.stream)) ||
+          !(status = columnSum(dys + e * rows * d, as<float>(v[r4]) + e * d,
+                               rows, d, ctx.stream)))
+        return status;
+    return bf16 ? narrowToBf16(dxs, as<Bf16>(v[r0]), slots * d, ctx.stream)
                 : Status::success();
   });
 }
@@ -1405,6 +1524,7 @@ const TableEntry kTable[] = {
     {"router_z_loss_grad", prepareRouterZLossGrad},
     {"dispatch", prepareDispatch},
     {"experts", prepareExperts},
+    {"experts_grad", prepareExpertsGrad},
     {"combine", prepareCombine},
     {"dispatch_grad", prepareDispatchGrad},
     {"combine_grad", prepareCombineGrad},
@@ -1497,7 +1617,7 @@ Expected<DeviceStep> prepareDeviceStep(const exec::Plan &plan, size_t index,
   StepContext context(plan, index, *names, scratchBytes);
   if (!context.checkPresence())
     return context.takeError();
-  if (step.kernel == "experts")
+  if (step.kernel == "experts" || step.kernel == "experts_grad")
     if (Status status = checkCapacityLayout(plan, index); !status)
       return status;
   return entry->prepare(context);

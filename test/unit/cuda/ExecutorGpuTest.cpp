@@ -5,7 +5,8 @@
 // value, the dropout mask exactly (the same Philox draws). The noise key is a
 // plan input, so a new step must re-capture the CUDA graph. Plans of the
 // products and attention (dense, linear mixing, attention and their
-// gradients) and of MoE layers (routing, experts, gathers, scatters)
+// gradients) and of MoE layers (routing, experts, gathers, scatters and
+// their gradients)
 // agree with the CPU executor to 1e-4. Without a usable device the binary
 // prints why and exits 77 (skipped).
 //
@@ -195,7 +196,7 @@ TEST(CudaExecutorProductsTest, MatchesTheCpuExecutor) {
 
 /// A MoE layer over 8 tokens and 2 experts of capacity 3 routed by `routing`
 /// (tokens choose: some tokens dropped and some slots may stay empty), with
-/// the gradients of its gathers and scatters.
+/// the gradients of its gathers, scatters and experts.
 PlanBuilder moePlan(const std::string &routing, json attrs) {
   PlanBuilder b;
   int64_t x = b.input("x", {8, 4}, false, "F32"),
@@ -207,7 +208,9 @@ PlanBuilder moePlan(const std::string &routing, json attrs) {
           offsets = b.arena({3}, "I32");
   int64_t xd = b.arena({6, 4}), yd = b.arena({6, 4}), out = b.arena({8, 4}),
           dyd = b.arena({6, 4}), dgates = b.arena({6}), dx = b.arena({8, 4}),
-          dscores = b.arena({8, 2});
+          dscores = b.arena({8, 2}), dxd = b.arena({6, 4}),
+          dw1 = b.arena({2, 4, 6}), db1 = b.arena({2, 6}),
+          dw2 = b.arena({2, 6, 4}), db2 = b.arena({2, 4});
   b.step(routing, {probs}, {tokens, gates, offsets}, attrs);
   b.step("dispatch", {x, tokens}, {xd});
   b.step("experts", {xd, tokens, offsets, w1, b1, w2, b2}, {yd},
@@ -216,10 +219,17 @@ PlanBuilder moePlan(const std::string &routing, json attrs) {
   b.step("combine_grad", {yd, tokens, gates, dout}, {dyd, dgates});
   b.step("dispatch_grad", {dyd, tokens}, {dx});
   b.step("scatter_gate_grad", {tokens, offsets, dgates}, {dscores});
+  b.step("experts_grad", {xd, tokens, offsets, w1, b1, w2, dyd},
+         {dxd, dw1, db1, dw2, db2}, {{"activation", "gelu"}});
   for (auto [name, value] : {std::pair<const char *, int64_t>{"out", out},
                              {"dyd", dyd},
                              {"dx", dx},
-                             {"dscores", dscores}})
+                             {"dscores", dscores},
+                             {"dxd", dxd},
+                             {"dw1", dw1},
+                             {"db1", db1},
+                             {"dw2", dw2},
+                             {"db2", db2}})
     b.output(name, value);
   return b;
 }

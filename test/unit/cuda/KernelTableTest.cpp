@@ -69,11 +69,11 @@ TEST(CudaKernelTableTest, WiresTheKernelsOfKernelsH) {
           "reduce_rows", "take_position_grad", "linear_mix_grad", "embed_grad",
           "attention_grad", "gather_positions_grad",
           "softmax_cross_entropy_grad", "router_z_loss_grad", "dispatch",
-          "experts", "combine", "dispatch_grad", "combine_grad",
+          "experts", "experts_grad", "combine", "dispatch_grad", "combine_grad",
           "scatter_gate_grad", "route_experts_choose", "route_tokens_choose",
           "route_sigmoid_topk", "random_scale", "global_norm", "adamw"));
   EXPECT_TRUE(cuda::hasCudaKernel("dense"));
-  EXPECT_FALSE(cuda::hasCudaKernel("experts_grad"));
+  EXPECT_FALSE(cuda::hasCudaKernel("spectral_mix"));
   EXPECT_FALSE(cuda::hasCudaKernel("no_such_kernel"));
 }
 
@@ -213,7 +213,7 @@ TEST(CudaKernelTableTest, ReservesScratchForTheBf16Products) {
 }
 
 /// probs [8, 2] -> `routing` -> experts over 8 slots (2 experts x capacity
-/// 4, or 8 tokens x top-1).
+/// 4, or 8 tokens x top-1) -> experts_grad.
 PlanBuilder expertsAfter(const std::string &routing, json attrs) {
   PlanBuilder b;
   b.plan["target"] = "cuda";
@@ -221,10 +221,14 @@ PlanBuilder expertsAfter(const std::string &routing, json attrs) {
   int64_t w1 = b.param("w1", {2, 4, 6}), w2 = b.param("w2", {2, 6, 4});
   int64_t tokens = b.arena({8}, "I32"), gates = b.arena({8}),
           offsets = b.arena({3}, "I32");
-  int64_t xd = b.arena({8, 4}), yd = b.arena({8, 4});
+  int64_t xd = b.arena({8, 4}), yd = b.arena({8, 4}), dxd = b.arena({8, 4}),
+          dw1 = b.arena({2, 4, 6}), db1 = b.arena({2, 6}),
+          dw2 = b.arena({2, 6, 4}), db2 = b.arena({2, 4});
   b.step(routing, {probs}, {tokens, gates, offsets}, attrs);
   b.step("experts", {xd, tokens, offsets, w1, -1, w2, -1}, {yd},
          {{"activation", "gelu"}});
+  b.step("experts_grad", {xd, tokens, offsets, w1, -1, w2, yd},
+         {dxd, dw1, db1, dw2, db2}, {{"activation", "gelu"}});
   return b;
 }
 
@@ -236,11 +240,19 @@ TEST(CudaKernelTableTest, RunsTheExpertsOfCapacityRoutingsOnly) {
                                            {"capacity", 4},
                                            {"batch_prioritized", false}}));
   int64_t scratch = 0;
-  Expected<cuda::DeviceStep> step = cuda::prepareDeviceStep(plan, 1, scratch);
-  EXPECT_TRUE(step.ok()) << step.message();
-  EXPECT_EQ(prepareError(expertsAfter("route_sigmoid_topk", {{"k", 1}}), 1),
+  for (size_t index : {1, 2}) {
+    Expected<cuda::DeviceStep> step =
+        cuda::prepareDeviceStep(plan, index, scratch);
+    EXPECT_TRUE(step.ok()) << step.message();
+  }
+  PlanBuilder topK = expertsAfter("route_sigmoid_topk", {{"k", 1}});
+  EXPECT_EQ(prepareError(topK, 1),
             "tiny.mxa: steps[1] (experts): the CUDA experts need the offsets "
             "of a capacity routing, not of 'route_sigmoid_topk' (step 0)");
+  EXPECT_EQ(prepareError(topK, 2),
+            "tiny.mxa: steps[2] (experts_grad): the CUDA experts need the "
+            "offsets of a capacity routing, not of 'route_sigmoid_topk' "
+            "(step 0)");
 }
 
 TEST(CudaKernelTableTest, ReadsNoiseKeysFromInputsOnly) {
