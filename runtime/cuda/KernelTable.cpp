@@ -468,21 +468,24 @@ Expected<DeviceStep> prepareDense(StepContext &c) {
                    " but operand 0 (x) has " + std::to_string(k) +
                    " features") ||
       !c.shape(bias, DType::F32, {n}) ||
-      // A bf16 step may write F32 (the router's logits).
-      !c.shape(y, y.value->dtype == DType::F32 ? DType::F32 : dtype, outShape))
+      // A bf16 plan mixes precisions around the router: its logits are F32,
+      // and the gradient of its input is BF16 from F32 logit gradients.
+      !c.shape(y, y.value->dtype == DType::BF16 ? DType::BF16 : DType::F32,
+               outShape))
     return c.takeError();
   int64_t m = exec::leadingElements(*x.value);
   bool bf16 = dtype == DType::BF16, narrow = y.value->dtype == DType::BF16;
-  // bf16: x widened, then the fp32 result before it is rounded.
-  int64_t resultOffset = alignedFloats(m * k);
-  int64_t scratch = bf16 ? c.scratch(resultOffset + (narrow ? m * n : 0)) : 0;
+  // bf16 x widened, then the fp32 result of a bf16 y before it is rounded.
+  int64_t resultOffset = bf16 ? alignedFloats(m * k) : 0;
+  int64_t scratch =
+      bf16 || narrow ? c.scratch(resultOffset + (narrow ? m * n : 0)) : 0;
   GemmEpilogue epilogue = gelu         ? GemmEpilogue::Gelu
                           : bias.value ? GemmEpilogue::Bias
                                        : GemmEpilogue::None;
   return DeviceStep([=, a = x.slot, b = w.slot, bb = bias.slot,
                      o = y.slot](const LaunchContext &ctx) -> Status {
     void *const *v = ctx.device;
-    float *work = bf16 ? as<float>(v[scratch]) : nullptr;
+    float *work = bf16 || narrow ? as<float>(v[scratch]) : nullptr;
     Expected<const float *> input =
         widened(bf16, v[a], work, m * k, ctx.stream);
     if (!input)
@@ -505,31 +508,35 @@ Expected<DeviceStep> prepareDense(StepContext &c) {
 Expected<DeviceStep> prepareDenseWeightGrad(StepContext &c) {
   const Arg &x = c.in(0), &dy = c.in(1), &dw = c.out(0);
   bool transpose;
-  DType dtype;
-  if (!c.attr("transpose_w", transpose) || !activationType(c, x, dtype) ||
-      !c.minRank(x, dtype, 1) || !c.minRank(dy, dtype, 1))
+  // x and dy each F32 or BF16: in a bf16 plan the router's logit gradients
+  // are F32 and its input BF16.
+  DType xType, dyType;
+  if (!c.attr("transpose_w", transpose) || !activationType(c, x, xType) ||
+      !c.minRank(x, xType, 1) || !activationType(c, dy, dyType) ||
+      !c.minRank(dy, dyType, 1))
     return c.takeError();
   int64_t m = exec::leadingElements(*x.value), k = x.value->shape.back(),
           n = dy.value->shape.back();
   std::vector<int64_t> dyShape = x.value->shape;
   dyShape.back() = n;
-  if (!c.shape(dy, dtype, dyShape) ||
+  if (!c.shape(dy, dyType, dyShape) ||
       !c.shape(dw, DType::F32,
                transpose ? std::vector<int64_t>{n, k}
                          : std::vector<int64_t>{k, n}))
     return c.takeError();
-  bool bf16 = dtype == DType::BF16;
-  int64_t dyOffset = alignedFloats(m * k);
-  int64_t scratch = bf16 ? c.scratch(dyOffset + m * n) : 0;
+  bool xBf16 = xType == DType::BF16, dyBf16 = dyType == DType::BF16;
+  int64_t dyOffset = xBf16 ? alignedFloats(m * k) : 0;
+  int64_t scratch =
+      xBf16 || dyBf16 ? c.scratch(dyOffset + (dyBf16 ? m * n : 0)) : 0;
   return DeviceStep([=, a = x.slot, g = dy.slot,
                      o = dw.slot](const LaunchContext &ctx) -> Status {
     void *const *v = ctx.device;
-    float *work = bf16 ? as<float>(v[scratch]) : nullptr;
-    Expected<const float *> xs = widened(bf16, v[a], work, m * k, ctx.stream);
+    float *work = xBf16 || dyBf16 ? as<float>(v[scratch]) : nullptr;
+    Expected<const float *> xs = widened(xBf16, v[a], work, m * k, ctx.stream);
     if (!xs)
       return xs.takeStatus();
     Expected<const float *> dys =
-        widened(bf16, v[g], work + dyOffset, m * n, ctx.stream);
+        widened(dyBf16, v[g], work + dyOffset, m * n, ctx.stream);
     if (!dys)
       return dys.takeStatus();
     // dW [k, n] = x^T dy, or its transpose [n, k] = dy^T x.
