@@ -275,6 +275,24 @@ Status fillValues(float *y, int64_t n, float value, cudaStream_t stream) {
                  [=] __device__(int64_t i) { y[i] = value; });
 }
 
+Status storeCounter(int32_t *y, int32_t value, cudaStream_t stream) {
+  return forEach("noise_counter", 1, stream,
+                 [=] __device__(int64_t) { *y = value; });
+}
+
+Status accumulateGradient(float *accum, const float *grad, float *average,
+                          int64_t n, int64_t microStep, int64_t microSteps,
+                          cudaStream_t stream) {
+  float count = static_cast<float>(microSteps);
+  bool last = microStep == microSteps - 1;
+  return forEach("accumulate_gradient", n, stream, [=] __device__(int64_t i) {
+    // __fdiv_rn: the correctly rounded quotient whatever the build flags.
+    float sum = __fadd_rn(accum[i], grad[i]);
+    average[i] = __fdiv_rn(sum, count);
+    accum[i] = last ? 0.0f : sum;
+  });
+}
+
 Status broadcastScalar(const float *x, float *y, int64_t n,
                        cudaStream_t stream) {
   return forEach("broadcast", n, stream,

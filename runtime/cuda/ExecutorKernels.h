@@ -34,6 +34,17 @@ Status narrowToBf16(const float *x, Bf16 *y, int64_t n, cudaStream_t stream);
 
 /// y[i] = value over n floats (`fill`).
 Status fillValues(float *y, int64_t n, float value, cudaStream_t stream);
+
+/// *y = value, one I32 (`noise_counter`, whose counter the host computes).
+Status storeCounter(int32_t *y, int32_t value, cudaStream_t stream);
+
+/// Micro-step `microStep` of `microSteps` over n values, as
+/// train::accumulateGradient: with s = accum + grad, average = s / microSteps
+/// (correctly rounded) and accum = s, or 0 on the last micro-step
+/// (`accumulate_gradient`).
+Status accumulateGradient(float *accum, const float *grad, float *average,
+                          int64_t n, int64_t microStep, int64_t microSteps,
+                          cudaStream_t stream);
 /// y[i] = *x over n floats (`broadcast`).
 Status broadcastScalar(const float *x, float *y, int64_t n,
                        cudaStream_t stream);

@@ -372,6 +372,70 @@ Expected<DeviceStep> prepareGlobalNorm(StepContext &c) {
   });
 }
 
+/// Reads the attribute micro_steps (>= 1) and checks the operand
+/// micro_step, an I32 plan input counting an update's micro-steps from 0,
+/// when present.
+bool readMicroSteps(StepContext &c, const Arg &microStep, int64_t &microSteps) {
+  return c.attr("micro_steps", microSteps) &&
+         c.check(microSteps >= 1, "attribute 'micro_steps' must be at least 1, "
+                                  "not " +
+                                      std::to_string(microSteps)) &&
+         (!microStep.value || hostScalar(c, microStep, DType::I32));
+}
+
+/// The host value of input micro_step at `slot`, checked against
+/// `microSteps`.
+Expected<int32_t> microStepOf(const LaunchContext &ctx, int64_t slot,
+                              int64_t microSteps) {
+  int32_t micro = hostValue<int32_t>(ctx, slot);
+  if (micro < 0 || micro >= microSteps)
+    return Status::error("input 'micro_step' is " + std::to_string(micro) +
+                         " but an update has " + std::to_string(microSteps) +
+                         " micro-steps, counted from 0");
+  return micro;
+}
+
+Expected<DeviceStep> prepareNoiseCounter(StepContext &c) {
+  const Arg &step = c.in(0), &micro = c.in(1), &y = c.out(0);
+  int64_t microSteps;
+  if (!hostScalar(c, step, DType::I32) ||
+      !readMicroSteps(c, micro, microSteps) || !c.shape(y, DType::I32, {}))
+    return c.takeError();
+  return DeviceStep([=, s = step.slot, m = micro.slot,
+                     o = y.slot](const LaunchContext &ctx) -> Status {
+    Expected<int32_t> index = microStepOf(ctx, m, microSteps);
+    if (!index)
+      return index.takeStatus();
+    // The counter word is 32 bits: wrap rather than overflow.
+    uint32_t counter = static_cast<uint32_t>(hostValue<int32_t>(ctx, s)) *
+                           static_cast<uint32_t>(microSteps) +
+                       static_cast<uint32_t>(*index);
+    return storeCounter(as<int32_t>(ctx.device[o]),
+                        static_cast<int32_t>(counter), ctx.stream);
+  });
+}
+
+Expected<DeviceStep> prepareAccumulateGradient(StepContext &c) {
+  const Arg &grad = c.in(0), &micro = c.in(1), &accum = c.out(0),
+            &average = c.out(1);
+  int64_t microSteps;
+  if (!c.minRank(grad, DType::F32, 0) ||
+      !readMicroSteps(c, micro, microSteps) ||
+      !c.shape(accum, DType::F32, grad.value->shape) ||
+      !c.shape(average, DType::F32, grad.value->shape))
+    return c.takeError();
+  int64_t n = grad.value->numel;
+  return DeviceStep([=, g = grad.slot, m = micro.slot, a = accum.slot,
+                     o = average.slot](const LaunchContext &ctx) -> Status {
+    Expected<int32_t> index = microStepOf(ctx, m, microSteps);
+    if (!index)
+      return index.takeStatus();
+    void *const *v = ctx.device;
+    return accumulateGradient(as<float>(v[a]), as<float>(v[g]), as<float>(v[o]),
+                              n, *index, microSteps, ctx.stream);
+  });
+}
+
 Expected<DeviceStep> prepareAdamW(StepContext &c) {
   const Arg &grad = c.in(0), &lr = c.in(1), &step = c.in(2), &norm = c.in(3),
             &micro = c.in(4);
@@ -379,11 +443,10 @@ Expected<DeviceStep> prepareAdamW(StepContext &c) {
   train::AdamWConfig config;
   double maxNorm;
   int64_t microSteps;
-  if (!c.attr("micro_steps", microSteps) ||
-      !c.check(microSteps == 1 && !micro.value,
-               "gradient accumulation (micro_steps " +
-                   std::to_string(microSteps) +
-                   ") has no CUDA implementation yet") ||
+  if (!readMicroSteps(c, micro, microSteps) ||
+      !c.check(bool(micro.value) == (microSteps > 1),
+               "the operand micro_step must be present exactly when "
+               "micro_steps > 1") ||
       !c.attr("b1", config.b1) || !c.attr("b2", config.b2) ||
       !c.attr("eps", config.eps) ||
       !c.attr("weight_decay", config.weightDecay) ||
@@ -404,9 +467,17 @@ Expected<DeviceStep> prepareAdamW(StepContext &c) {
   int64_t n = param.value->numel;
   int64_t factor = c.scratch(1);
   return DeviceStep([=, g = grad.slot, l = lr.slot, s = step.slot,
-                     gn = norm.slot, p = param.slot, ms = m.slot,
-                     vs = v.slot](const LaunchContext &ctx) {
+                     gn = norm.slot, mi = micro.slot, p = param.slot,
+                     ms = m.slot, vs = v.slot](const LaunchContext &ctx) {
     void *const *d = ctx.device;
+    // Only the last micro-step of an update applies it.
+    if (microSteps > 1) {
+      Expected<int32_t> index = microStepOf(ctx, mi, microSteps);
+      if (!index)
+        return index.takeStatus();
+      if (*index != microSteps - 1)
+        return Status::success();
+    }
     int32_t applied = hostValue<int32_t>(ctx, s);
     if (applied < 0)
       return Status::error("input 'step' is " + std::to_string(applied) +
@@ -1540,6 +1611,8 @@ const TableEntry kTable[] = {
     {"route_tokens_choose", prepareRouteTokensChoose},
     {"route_sigmoid_topk", prepareRouteSigmoidTopK},
     {"random_scale", prepareRandomScale},
+    {"noise_counter", prepareNoiseCounter},
+    {"accumulate_gradient", prepareAccumulateGradient},
     {"global_norm", prepareGlobalNorm},
     {"adamw", prepareAdamW},
 };

@@ -5,9 +5,10 @@
 // value, the dropout mask exactly (the same Philox draws). The noise key is a
 // plan input, so a new step must re-capture the CUDA graph. Plans of the
 // products and attention (dense, linear mixing, attention and their
-// gradients) and of MoE layers (routing, experts, gathers, scatters and
-// their gradients)
-// agree with the CPU executor to 1e-4. Without a usable device the binary
+// gradients), of MoE layers (routing, experts, gathers, scatters and their
+// gradients) and of gradient accumulation (noise_counter,
+// accumulate_gradient, adamw over micro-steps) agree with the CPU executor to
+// 1e-4. Without a usable device the binary
 // prints why and exits 77 (skipped).
 //
 //===----------------------------------------------------------------------===//
@@ -250,6 +251,51 @@ TEST(CudaExecutorMoeTest, MatchesTheCpuExecutor) {
         {randomTensor("x", {8, 4}, 13),
          randomTensor("probs", {8, 2}, 14, 0.0f, 1.0f),
          randomTensor("dout", {8, 4}, 15)});
+  }
+}
+
+/// One micro-step of gradient accumulation: noise_counter, then
+/// accumulate_gradient into a parameter-held accumulator and adamw, which
+/// applies the average only on the last of 3 micro-steps.
+PlanBuilder microStepPlan() {
+  PlanBuilder b;
+  int64_t grad = b.input("grad", {10}, false, "F32"),
+          lr = b.input("learning_rate", {}, false, "F32"),
+          step = b.input("step", {}), micro = b.input("micro_step", {});
+  int64_t p = b.param("p", {10}), accum = b.param("accum", {10}),
+          m = b.param("m", {10}), v = b.param("v", {10});
+  int64_t counter = b.arena({}, "I32"), average = b.arena({10});
+  json micro3 = {{"micro_steps", 3}};
+  b.step("noise_counter", {step, micro}, {counter}, micro3);
+  b.step("accumulate_gradient", {grad, micro}, {accum, average}, micro3);
+  b.step("adamw", {average, lr, step, -1, micro}, {p, m, v},
+         {{"b1", 0.9},
+          {"b2", 0.999},
+          {"eps", 1e-6},
+          {"weight_decay", 0.01},
+          {"max_norm", 0.0},
+          {"micro_steps", 3}});
+  for (auto [name, value] :
+       {std::pair<const char *, int64_t>{"counter", counter},
+        {"accum", accum},
+        {"average", average},
+        {"p", p},
+        {"m", m},
+        {"v", v}})
+    b.output(name, value);
+  return b;
+}
+
+TEST(CudaExecutorMicroStepTest, MatchesTheCpuExecutor) {
+  for (int64_t micro : {0, 2}) {
+    SCOPED_TRACE(micro);
+    io::HostTensor lr = randomTensor("learning_rate", {}, 16, 0.01f, 0.02f);
+    expectSameOutputs(
+        microStepPlan(),
+        {randomTensor("p", {10}, 17), randomTensor("accum", {10}, 18),
+         randomTensor("m", {10}, 20), randomTensor("v", {10}, 21, 0.0f, 1.0f)},
+        {randomTensor("grad", {10}, 19), lr, intTensor("step", {}, {5}),
+         intTensor("micro_step", {}, {micro})});
   }
 }
 

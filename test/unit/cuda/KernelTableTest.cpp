@@ -71,7 +71,8 @@ TEST(CudaKernelTableTest, WiresTheKernelsOfKernelsH) {
           "softmax_cross_entropy_grad", "router_z_loss_grad", "dispatch",
           "experts", "experts_grad", "combine", "dispatch_grad", "combine_grad",
           "scatter_gate_grad", "route_experts_choose", "route_tokens_choose",
-          "route_sigmoid_topk", "random_scale", "global_norm", "adamw"));
+          "route_sigmoid_topk", "random_scale", "noise_counter",
+          "accumulate_gradient", "global_norm", "adamw"));
   EXPECT_TRUE(cuda::hasCudaKernel("dense"));
   EXPECT_FALSE(cuda::hasCudaKernel("spectral_mix"));
   EXPECT_FALSE(cuda::hasCudaKernel("no_such_kernel"));
@@ -267,24 +268,53 @@ TEST(CudaKernelTableTest, ReadsNoiseKeysFromInputsOnly) {
             "plan input: the CUDA kernel reads it on the host");
 }
 
-TEST(CudaKernelTableTest, RefusesGradientAccumulation) {
+/// accumulate_gradient then adamw over p [4] with `microSteps` micro-steps;
+/// adamw's operand micro_step only `withMicro`.
+PlanBuilder accumulatedAdamW(int64_t microSteps, bool withMicro) {
   PlanBuilder b;
   b.plan["target"] = "cuda";
-  int64_t p = b.param("p", {4});
+  int64_t p = b.param("p", {4}), accum = b.param("accum", {4});
   int64_t m = b.state("adam_m/p", {4}), v = b.state("adam_v/p", {4});
   int64_t lr = b.input("learning_rate", {}, false, "F32");
   int64_t step = b.input("step", {}), micro = b.input("micro_step", {});
-  int64_t g = b.arena({4});
-  b.step("adamw", {g, lr, step, -1, micro}, {p, m, v},
+  int64_t g = b.arena({4}), average = b.arena({4});
+  b.step("accumulate_gradient", {g, micro}, {accum, average},
+         {{"micro_steps", microSteps}});
+  b.step("adamw", {average, lr, step, -1, withMicro ? micro : -1}, {p, m, v},
          {{"b1", 0.9},
           {"b2", 0.999},
           {"eps", 1e-6},
           {"weight_decay", 0.0},
           {"max_norm", 0.0},
-          {"micro_steps", 2}});
-  EXPECT_EQ(prepareError(b, 0), "tiny.mxa: steps[0] (adamw): gradient "
-                                "accumulation (micro_steps 2) has no CUDA "
-                                "implementation yet");
+          {"micro_steps", microSteps}});
+  return b;
+}
+
+TEST(CudaKernelTableTest, AccumulatesGradientsOverMicroSteps) {
+  exec::Plan plan = parse(accumulatedAdamW(2, true));
+  int64_t scratch = 0;
+  for (size_t index : {0, 1}) {
+    Expected<cuda::DeviceStep> step =
+        cuda::prepareDeviceStep(plan, index, scratch);
+    EXPECT_TRUE(step.ok()) << step.message();
+  }
+  EXPECT_EQ(prepareError(accumulatedAdamW(2, false), 1),
+            "tiny.mxa: steps[1] (adamw): the operand micro_step must be "
+            "present exactly when micro_steps > 1");
+  EXPECT_EQ(prepareError(accumulatedAdamW(0, true), 0),
+            "tiny.mxa: steps[0] (accumulate_gradient): attribute "
+            "'micro_steps' must be at least 1, not 0");
+}
+
+TEST(CudaKernelTableTest, ReadsMicroStepsFromInputsOnly) {
+  PlanBuilder b;
+  b.plan["target"] = "cuda";
+  int64_t step = b.input("step", {});
+  int64_t micro = b.arena({}, "I32"), counter = b.arena({}, "I32");
+  b.step("noise_counter", {step, micro}, {counter}, {{"micro_steps", 2}});
+  EXPECT_EQ(prepareError(b, 0),
+            "tiny.mxa: steps[0] (noise_counter): operand 1 (micro_step) must "
+            "be a plan input: the CUDA kernel reads it on the host");
 }
 
 TEST(CudaKernelTableTest, ExecutorRunsCudaPlansOnly) {
