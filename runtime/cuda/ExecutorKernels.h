@@ -176,6 +176,23 @@ Status scatterGateGrad(const int32_t *tokens, const int32_t *offsets,
                        const float *dgates, float *dscores, int64_t numTokens,
                        int64_t experts, cudaStream_t stream);
 
+/// The load-balancing loss of probs [groups * tokensPerGroup, experts]
+/// (`load_balancing_loss`, cpu::loadBalancingLoss: per group and expert the
+/// fraction f of top-k choices times the mean probability P, their mean times
+/// experts^2, summed in double in the CPU's order). `scratch` holds
+/// groups * experts doubles.
+Status loadBalancingLoss(const float *probs, float *loss, int64_t groups,
+                         int64_t tokensPerGroup, int64_t experts, int64_t k,
+                         double *scratch, cudaStream_t stream);
+/// Its gradient (`load_balancing_loss_grad`, cpu::loadBalancingLossGrad,
+/// the top-k choices held constant): every token of group g gets
+/// float(dloss * experts / (groups * tokensPerGroup^2) * count[g, e]), dloss
+/// read on the device. `scratch` holds groups * experts floats.
+Status loadBalancingLossGrad(const float *probs, const float *dloss,
+                             float *dprobs, int64_t groups,
+                             int64_t tokensPerGroup, int64_t experts, int64_t k,
+                             float *scratch, cudaStream_t stream);
+
 /// db[c] = the column sums of dy [rows, cols] in fp32, in a fixed order
 /// (`reduce_rows`, the bias gradient).
 template <typename T>

@@ -1199,6 +1199,51 @@ Expected<DeviceStep> prepareRouterZLoss(StepContext &c) {
       });
 }
 
+/// Checks probs F32[N, E] (at least one of each) and the groups and k of a
+/// load-balancing step.
+bool checkLoadBalancingProbs(StepContext &c, int64_t &groups, int64_t &k) {
+  const Arg &probs = c.in(0);
+  return c.rank(probs, DType::F32, 2) &&
+         c.check(probs.dim(0) > 0 && probs.dim(1) > 0,
+                 probs.role + " must have at least one token and expert") &&
+         exec::checkLoadBalancing(c, probs, groups, k);
+}
+
+Expected<DeviceStep> prepareLoadBalancingLoss(StepContext &c) {
+  const Arg &probs = c.in(0), &loss = c.out(0);
+  int64_t groups, k;
+  if (!checkLoadBalancingProbs(c, groups, k) || !c.shape(loss, DType::F32, {}))
+    return c.takeError();
+  int64_t perGroup = probs.dim(0) / groups, experts = probs.dim(1);
+  // The (group, expert) terms, in double.
+  int64_t scratch = c.scratch(2 * groups * experts);
+  return DeviceStep([=, p = probs.slot,
+                     o = loss.slot](const LaunchContext &ctx) {
+    void *const *v = ctx.device;
+    return loadBalancingLoss(as<float>(v[p]), as<float>(v[o]), groups, perGroup,
+                             experts, k, as<double>(v[scratch]), ctx.stream);
+  });
+}
+
+Expected<DeviceStep> prepareLoadBalancingLossGrad(StepContext &c) {
+  const Arg &probs = c.in(0), &dloss = c.in(1), &dprobs = c.out(0);
+  int64_t groups, k;
+  if (!checkLoadBalancingProbs(c, groups, k) ||
+      !c.shape(dloss, DType::F32, {}) ||
+      !c.shape(dprobs, DType::F32, probs.value->shape))
+    return c.takeError();
+  int64_t perGroup = probs.dim(0) / groups, experts = probs.dim(1);
+  // The gradient row of every group.
+  int64_t scratch = c.scratch(groups * experts);
+  return DeviceStep([=, p = probs.slot, s = dloss.slot,
+                     o = dprobs.slot](const LaunchContext &ctx) {
+    void *const *v = ctx.device;
+    return loadBalancingLossGrad(as<float>(v[p]), as<float>(v[s]),
+                                 as<float>(v[o]), groups, perGroup, experts, k,
+                                 as<float>(v[scratch]), ctx.stream);
+  });
+}
+
 Expected<DeviceStep> prepareRouterZLossGrad(StepContext &c) {
   const Arg &logits = c.in(0), &dloss = c.in(1), &dlogits = c.out(0);
   if (!c.rank(logits, DType::F32, 2) || !c.shape(dloss, DType::F32, {}) ||
@@ -1600,6 +1645,8 @@ const TableEntry kTable[] = {
     {"gather_positions_grad", prepareGatherPositionsGrad},
     {"softmax_cross_entropy_grad", prepareSoftmaxCrossEntropyGrad},
     {"router_z_loss_grad", prepareRouterZLossGrad},
+    {"load_balancing_loss", prepareLoadBalancingLoss},
+    {"load_balancing_loss_grad", prepareLoadBalancingLossGrad},
     {"dispatch", prepareDispatch},
     {"experts", prepareExperts},
     {"experts_grad", prepareExpertsGrad},

@@ -68,7 +68,8 @@ TEST(CudaKernelTableTest, WiresTheKernelsOfKernelsH) {
           "router_z_loss", "activation_grad", "dense_weight_grad",
           "reduce_rows", "take_position_grad", "linear_mix_grad", "embed_grad",
           "attention_grad", "gather_positions_grad",
-          "softmax_cross_entropy_grad", "router_z_loss_grad", "dispatch",
+          "softmax_cross_entropy_grad", "router_z_loss_grad",
+          "load_balancing_loss", "load_balancing_loss_grad", "dispatch",
           "experts", "experts_grad", "combine", "dispatch_grad", "combine_grad",
           "scatter_gate_grad", "route_experts_choose", "route_tokens_choose",
           "route_sigmoid_topk", "random_scale", "noise_counter",
@@ -343,8 +344,9 @@ TEST(CudaKernelTableTest, NamesTheMissingDevice) {
 } // namespace
 
 /// The cuda plans mixc compiles (CTest's MixerCudaTinyPlans passes their
-/// folder in MIXER_CUDA_PLANS): bert_tiny's inference and training step and
-/// the inference of the capacity-routed MoE models, fp32 and bf16. Every
+/// folder in MIXER_CUDA_PLANS): the inference of bert_tiny and the
+/// capacity-routed MoE models and the training steps of bert_tiny,
+/// sparse_mixer_tiny and tokens_choose_tiny, fp32 and bf16. Every
 /// kernel has a CUDA implementation and every step prepares, which is all the
 /// executor checks before it needs a device.
 TEST(CudaPlanFileTest, WiresEveryStep) {
@@ -353,7 +355,8 @@ TEST(CudaPlanFileTest, WiresEveryStep) {
     GTEST_SKIP() << "MIXER_CUDA_PLANS is not set";
   std::vector<std::string> names;
   for (const char *precision : {"fp32", "bf16"}) {
-    for (const char *model : {"bert_tiny", "sparse_mixer_tiny"})
+    for (const char *model :
+         {"bert_tiny", "sparse_mixer_tiny", "tokens_choose_tiny"})
       names.push_back(std::string(model) + "-train-" + precision);
     for (const char *model : {"bert_tiny", "sparse_mixer_tiny",
                               "fast_sparse_mixer_tiny", "tokens_choose_tiny"})
