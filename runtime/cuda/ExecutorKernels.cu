@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <string>
+#include <type_traits>
 
 namespace mixer::cuda {
 
@@ -100,6 +101,65 @@ __global__ void __launch_bounds__(1)
     sum += partial;
   }
   *loss = static_cast<float>(sum / numTokens);
+}
+
+/// Whether expert e of `row` is among its k largest values, ties to the
+/// lower index (cpu::loadBalancingLoss's top-k choices).
+__device__ bool inTopK(const float *row, int64_t experts, int64_t e,
+                       int64_t k) {
+  int64_t ahead = 0;
+  for (int64_t j = 0; j < experts; ++j)
+    ahead += j < e ? row[j] >= row[e] : j > e && row[j] > row[e];
+  return ahead < k;
+}
+
+/// Per (group, expert), a thread: how many of the group's tokens choose the
+/// expert among their top k. The loss (`out` double) writes f * P, the
+/// fraction of choices times the mean probability, the probabilities summed
+/// in double in the CPU's blocks of 256 tokens; the gradient (`out` float)
+/// float(dloss * experts / (groups * tokensPerGroup^2) * count).
+template <typename Out>
+__global__ void __launch_bounds__(kBlockThreads)
+    loadBalancingKernel(const float *probs, int64_t groups,
+                        int64_t tokensPerGroup, int64_t experts, int64_t k,
+                        const float *dloss, Out *out) {
+  constexpr bool loss = std::is_same_v<Out, double>;
+  int64_t pair = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (pair >= groups * experts)
+    return;
+  int64_t g = pair / experts, e = pair % experts;
+  const float *first = probs + g * tokensPerGroup * experts;
+  int64_t count = 0;
+  double probSum = 0.0;
+  for (int64_t begin = 0; begin < tokensPerGroup; begin += 256) {
+    double partial = 0.0;
+    int64_t end = min(tokensPerGroup, begin + 256);
+    for (int64_t t = begin; t < end; ++t) {
+      const float *row = first + t * experts;
+      count += inTopK(row, experts, e, k);
+      if constexpr (loss)
+        partial += row[e];
+    }
+    probSum += partial;
+  }
+  if constexpr (loss)
+    out[pair] =
+        static_cast<double>(count) / tokensPerGroup * probSum / tokensPerGroup;
+  else
+    out[pair] = static_cast<float>(
+        static_cast<double>(*dloss) * experts /
+        (static_cast<double>(groups) * tokensPerGroup * tokensPerGroup) *
+        count);
+}
+
+/// The terms summed in (group, expert) order: mean times experts^2.
+__global__ void __launch_bounds__(1)
+    loadBalancingSumKernel(const double *terms, float *loss, int64_t pairs,
+                           int64_t experts) {
+  double sum = 0.0;
+  for (int64_t i = 0; i < pairs; ++i)
+    sum += terms[i];
+  *loss = static_cast<float>(sum / pairs * experts * experts);
 }
 
 __global__ void __launch_bounds__(kBlockThreads)
@@ -275,6 +335,24 @@ Status fillValues(float *y, int64_t n, float value, cudaStream_t stream) {
                  [=] __device__(int64_t i) { y[i] = value; });
 }
 
+Status storeCounter(int32_t *y, int32_t value, cudaStream_t stream) {
+  return forEach("noise_counter", 1, stream,
+                 [=] __device__(int64_t) { *y = value; });
+}
+
+Status accumulateGradient(float *accum, const float *grad, float *average,
+                          int64_t n, int64_t microStep, int64_t microSteps,
+                          cudaStream_t stream) {
+  float count = static_cast<float>(microSteps);
+  bool last = microStep == microSteps - 1;
+  return forEach("accumulate_gradient", n, stream, [=] __device__(int64_t i) {
+    // __fdiv_rn: the correctly rounded quotient whatever the build flags.
+    float sum = __fadd_rn(accum[i], grad[i]);
+    average[i] = __fdiv_rn(sum, count);
+    accum[i] = last ? 0.0f : sum;
+  });
+}
+
 Status broadcastScalar(const float *x, float *y, int64_t n,
                        cudaStream_t stream) {
   return forEach("broadcast", n, stream,
@@ -341,6 +419,41 @@ Status routerZLossGrad(const float *logits, const float *dloss, float *dlogits,
   zLossGradKernel<<<gridFor(numTokens), kBlockThreads, 0, stream>>>(
       logits, dloss, dlogits, numTokens, experts);
   return launchStatus("router_z_loss_grad");
+}
+
+Status loadBalancingLoss(const float *probs, float *loss, int64_t groups,
+                         int64_t tokensPerGroup, int64_t experts, int64_t k,
+                         double *scratch, cudaStream_t stream) {
+  const char *kernel = "load_balancing_loss";
+  int64_t pairs = groups * experts;
+  if (Status s = requireNonNegative(kernel, "pairs", pairs); !s.ok())
+    return s;
+  if (pairs > 0)
+    loadBalancingKernel<<<gridFor(pairs), kBlockThreads, 0, stream>>>(
+        probs, groups, tokensPerGroup, experts, k, nullptr, scratch);
+  loadBalancingSumKernel<<<1, 1, 0, stream>>>(scratch, loss, pairs, experts);
+  return launchStatus(kernel);
+}
+
+Status loadBalancingLossGrad(const float *probs, const float *dloss,
+                             float *dprobs, int64_t groups,
+                             int64_t tokensPerGroup, int64_t experts, int64_t k,
+                             float *scratch, cudaStream_t stream) {
+  const char *kernel = "load_balancing_loss_grad";
+  int64_t pairs = groups * experts;
+  if (Status s = requireNonNegative(kernel, "pairs", pairs);
+      !s.ok() || pairs == 0)
+    return s;
+  loadBalancingKernel<<<gridFor(pairs), kBlockThreads, 0, stream>>>(
+      probs, groups, tokensPerGroup, experts, k, dloss, scratch);
+  if (Status s = launchStatus(kernel); !s.ok())
+    return s;
+  // Every token of a group gets its group's row.
+  return forEach(kernel, groups * tokensPerGroup * experts, stream,
+                 [=] __device__(int64_t i) {
+                   int64_t t = i / experts, e = i % experts;
+                   dprobs[i] = scratch[t / tokensPerGroup * experts + e];
+                 });
 }
 
 template <typename T>

@@ -34,6 +34,17 @@ Status narrowToBf16(const float *x, Bf16 *y, int64_t n, cudaStream_t stream);
 
 /// y[i] = value over n floats (`fill`).
 Status fillValues(float *y, int64_t n, float value, cudaStream_t stream);
+
+/// *y = value, one I32 (`noise_counter`, whose counter the host computes).
+Status storeCounter(int32_t *y, int32_t value, cudaStream_t stream);
+
+/// Micro-step `microStep` of `microSteps` over n values, as
+/// train::accumulateGradient: with s = accum + grad, average = s / microSteps
+/// (correctly rounded) and accum = s, or 0 on the last micro-step
+/// (`accumulate_gradient`).
+Status accumulateGradient(float *accum, const float *grad, float *average,
+                          int64_t n, int64_t microStep, int64_t microSteps,
+                          cudaStream_t stream);
 /// y[i] = *x over n floats (`broadcast`).
 Status broadcastScalar(const float *x, float *y, int64_t n,
                        cudaStream_t stream);
@@ -164,6 +175,23 @@ Status combineBackward(const T *yd, const int32_t *tokens, const float *gates,
 Status scatterGateGrad(const int32_t *tokens, const int32_t *offsets,
                        const float *dgates, float *dscores, int64_t numTokens,
                        int64_t experts, cudaStream_t stream);
+
+/// The load-balancing loss of probs [groups * tokensPerGroup, experts]
+/// (`load_balancing_loss`, cpu::loadBalancingLoss: per group and expert the
+/// fraction f of top-k choices times the mean probability P, their mean times
+/// experts^2, summed in double in the CPU's order). `scratch` holds
+/// groups * experts doubles.
+Status loadBalancingLoss(const float *probs, float *loss, int64_t groups,
+                         int64_t tokensPerGroup, int64_t experts, int64_t k,
+                         double *scratch, cudaStream_t stream);
+/// Its gradient (`load_balancing_loss_grad`, cpu::loadBalancingLossGrad,
+/// the top-k choices held constant): every token of group g gets
+/// float(dloss * experts / (groups * tokensPerGroup^2) * count[g, e]), dloss
+/// read on the device. `scratch` holds groups * experts floats.
+Status loadBalancingLossGrad(const float *probs, const float *dloss,
+                             float *dprobs, int64_t groups,
+                             int64_t tokensPerGroup, int64_t experts, int64_t k,
+                             float *scratch, cudaStream_t stream);
 
 /// db[c] = the column sums of dy [rows, cols] in fp32, in a fixed order
 /// (`reduce_rows`, the bias gradient).

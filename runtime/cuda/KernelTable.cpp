@@ -372,6 +372,70 @@ Expected<DeviceStep> prepareGlobalNorm(StepContext &c) {
   });
 }
 
+/// Reads the attribute micro_steps (>= 1) and checks the operand
+/// micro_step, an I32 plan input counting an update's micro-steps from 0,
+/// when present.
+bool readMicroSteps(StepContext &c, const Arg &microStep, int64_t &microSteps) {
+  return c.attr("micro_steps", microSteps) &&
+         c.check(microSteps >= 1, "attribute 'micro_steps' must be at least 1, "
+                                  "not " +
+                                      std::to_string(microSteps)) &&
+         (!microStep.value || hostScalar(c, microStep, DType::I32));
+}
+
+/// The host value of input micro_step at `slot`, checked against
+/// `microSteps`.
+Expected<int32_t> microStepOf(const LaunchContext &ctx, int64_t slot,
+                              int64_t microSteps) {
+  int32_t micro = hostValue<int32_t>(ctx, slot);
+  if (micro < 0 || micro >= microSteps)
+    return Status::error("input 'micro_step' is " + std::to_string(micro) +
+                         " but an update has " + std::to_string(microSteps) +
+                         " micro-steps, counted from 0");
+  return micro;
+}
+
+Expected<DeviceStep> prepareNoiseCounter(StepContext &c) {
+  const Arg &step = c.in(0), &micro = c.in(1), &y = c.out(0);
+  int64_t microSteps;
+  if (!hostScalar(c, step, DType::I32) ||
+      !readMicroSteps(c, micro, microSteps) || !c.shape(y, DType::I32, {}))
+    return c.takeError();
+  return DeviceStep([=, s = step.slot, m = micro.slot,
+                     o = y.slot](const LaunchContext &ctx) -> Status {
+    Expected<int32_t> index = microStepOf(ctx, m, microSteps);
+    if (!index)
+      return index.takeStatus();
+    // The counter word is 32 bits: wrap rather than overflow.
+    uint32_t counter = static_cast<uint32_t>(hostValue<int32_t>(ctx, s)) *
+                           static_cast<uint32_t>(microSteps) +
+                       static_cast<uint32_t>(*index);
+    return storeCounter(as<int32_t>(ctx.device[o]),
+                        static_cast<int32_t>(counter), ctx.stream);
+  });
+}
+
+Expected<DeviceStep> prepareAccumulateGradient(StepContext &c) {
+  const Arg &grad = c.in(0), &micro = c.in(1), &accum = c.out(0),
+            &average = c.out(1);
+  int64_t microSteps;
+  if (!c.minRank(grad, DType::F32, 0) ||
+      !readMicroSteps(c, micro, microSteps) ||
+      !c.shape(accum, DType::F32, grad.value->shape) ||
+      !c.shape(average, DType::F32, grad.value->shape))
+    return c.takeError();
+  int64_t n = grad.value->numel;
+  return DeviceStep([=, g = grad.slot, m = micro.slot, a = accum.slot,
+                     o = average.slot](const LaunchContext &ctx) -> Status {
+    Expected<int32_t> index = microStepOf(ctx, m, microSteps);
+    if (!index)
+      return index.takeStatus();
+    void *const *v = ctx.device;
+    return accumulateGradient(as<float>(v[a]), as<float>(v[g]), as<float>(v[o]),
+                              n, *index, microSteps, ctx.stream);
+  });
+}
+
 Expected<DeviceStep> prepareAdamW(StepContext &c) {
   const Arg &grad = c.in(0), &lr = c.in(1), &step = c.in(2), &norm = c.in(3),
             &micro = c.in(4);
@@ -379,11 +443,10 @@ Expected<DeviceStep> prepareAdamW(StepContext &c) {
   train::AdamWConfig config;
   double maxNorm;
   int64_t microSteps;
-  if (!c.attr("micro_steps", microSteps) ||
-      !c.check(microSteps == 1 && !micro.value,
-               "gradient accumulation (micro_steps " +
-                   std::to_string(microSteps) +
-                   ") has no CUDA implementation yet") ||
+  if (!readMicroSteps(c, micro, microSteps) ||
+      !c.check(bool(micro.value) == (microSteps > 1),
+               "the operand micro_step must be present exactly when "
+               "micro_steps > 1") ||
       !c.attr("b1", config.b1) || !c.attr("b2", config.b2) ||
       !c.attr("eps", config.eps) ||
       !c.attr("weight_decay", config.weightDecay) ||
@@ -404,9 +467,17 @@ Expected<DeviceStep> prepareAdamW(StepContext &c) {
   int64_t n = param.value->numel;
   int64_t factor = c.scratch(1);
   return DeviceStep([=, g = grad.slot, l = lr.slot, s = step.slot,
-                     gn = norm.slot, p = param.slot, ms = m.slot,
-                     vs = v.slot](const LaunchContext &ctx) {
+                     gn = norm.slot, mi = micro.slot, p = param.slot,
+                     ms = m.slot, vs = v.slot](const LaunchContext &ctx) {
     void *const *d = ctx.device;
+    // Only the last micro-step of an update applies it.
+    if (microSteps > 1) {
+      Expected<int32_t> index = microStepOf(ctx, mi, microSteps);
+      if (!index)
+        return index.takeStatus();
+      if (*index != microSteps - 1)
+        return Status::success();
+    }
     int32_t applied = hostValue<int32_t>(ctx, s);
     if (applied < 0)
       return Status::error("input 'step' is " + std::to_string(applied) +
@@ -468,21 +539,24 @@ Expected<DeviceStep> prepareDense(StepContext &c) {
                    " but operand 0 (x) has " + std::to_string(k) +
                    " features") ||
       !c.shape(bias, DType::F32, {n}) ||
-      // A bf16 step may write F32 (the router's logits).
-      !c.shape(y, y.value->dtype == DType::F32 ? DType::F32 : dtype, outShape))
+      // A bf16 plan mixes precisions around the router: its logits are F32,
+      // and the gradient of its input is BF16 from F32 logit gradients.
+      !c.shape(y, y.value->dtype == DType::BF16 ? DType::BF16 : DType::F32,
+               outShape))
     return c.takeError();
   int64_t m = exec::leadingElements(*x.value);
   bool bf16 = dtype == DType::BF16, narrow = y.value->dtype == DType::BF16;
-  // bf16: x widened, then the fp32 result before it is rounded.
-  int64_t resultOffset = alignedFloats(m * k);
-  int64_t scratch = bf16 ? c.scratch(resultOffset + (narrow ? m * n : 0)) : 0;
+  // bf16 x widened, then the fp32 result of a bf16 y before it is rounded.
+  int64_t resultOffset = bf16 ? alignedFloats(m * k) : 0;
+  int64_t scratch =
+      bf16 || narrow ? c.scratch(resultOffset + (narrow ? m * n : 0)) : 0;
   GemmEpilogue epilogue = gelu         ? GemmEpilogue::Gelu
                           : bias.value ? GemmEpilogue::Bias
                                        : GemmEpilogue::None;
   return DeviceStep([=, a = x.slot, b = w.slot, bb = bias.slot,
                      o = y.slot](const LaunchContext &ctx) -> Status {
     void *const *v = ctx.device;
-    float *work = bf16 ? as<float>(v[scratch]) : nullptr;
+    float *work = bf16 || narrow ? as<float>(v[scratch]) : nullptr;
     Expected<const float *> input =
         widened(bf16, v[a], work, m * k, ctx.stream);
     if (!input)
@@ -505,31 +579,35 @@ Expected<DeviceStep> prepareDense(StepContext &c) {
 Expected<DeviceStep> prepareDenseWeightGrad(StepContext &c) {
   const Arg &x = c.in(0), &dy = c.in(1), &dw = c.out(0);
   bool transpose;
-  DType dtype;
-  if (!c.attr("transpose_w", transpose) || !activationType(c, x, dtype) ||
-      !c.minRank(x, dtype, 1) || !c.minRank(dy, dtype, 1))
+  // x and dy each F32 or BF16: in a bf16 plan the router's logit gradients
+  // are F32 and its input BF16.
+  DType xType, dyType;
+  if (!c.attr("transpose_w", transpose) || !activationType(c, x, xType) ||
+      !c.minRank(x, xType, 1) || !activationType(c, dy, dyType) ||
+      !c.minRank(dy, dyType, 1))
     return c.takeError();
   int64_t m = exec::leadingElements(*x.value), k = x.value->shape.back(),
           n = dy.value->shape.back();
   std::vector<int64_t> dyShape = x.value->shape;
   dyShape.back() = n;
-  if (!c.shape(dy, dtype, dyShape) ||
+  if (!c.shape(dy, dyType, dyShape) ||
       !c.shape(dw, DType::F32,
                transpose ? std::vector<int64_t>{n, k}
                          : std::vector<int64_t>{k, n}))
     return c.takeError();
-  bool bf16 = dtype == DType::BF16;
-  int64_t dyOffset = alignedFloats(m * k);
-  int64_t scratch = bf16 ? c.scratch(dyOffset + m * n) : 0;
+  bool xBf16 = xType == DType::BF16, dyBf16 = dyType == DType::BF16;
+  int64_t dyOffset = xBf16 ? alignedFloats(m * k) : 0;
+  int64_t scratch =
+      xBf16 || dyBf16 ? c.scratch(dyOffset + (dyBf16 ? m * n : 0)) : 0;
   return DeviceStep([=, a = x.slot, g = dy.slot,
                      o = dw.slot](const LaunchContext &ctx) -> Status {
     void *const *v = ctx.device;
-    float *work = bf16 ? as<float>(v[scratch]) : nullptr;
-    Expected<const float *> xs = widened(bf16, v[a], work, m * k, ctx.stream);
+    float *work = xBf16 || dyBf16 ? as<float>(v[scratch]) : nullptr;
+    Expected<const float *> xs = widened(xBf16, v[a], work, m * k, ctx.stream);
     if (!xs)
       return xs.takeStatus();
     Expected<const float *> dys =
-        widened(bf16, v[g], work + dyOffset, m * n, ctx.stream);
+        widened(dyBf16, v[g], work + dyOffset, m * n, ctx.stream);
     if (!dys)
       return dys.takeStatus();
     // dW [k, n] = x^T dy, or its transpose [n, k] = dy^T x.
@@ -1121,6 +1199,51 @@ Expected<DeviceStep> prepareRouterZLoss(StepContext &c) {
       });
 }
 
+/// Checks probs F32[N, E] (at least one of each) and the groups and k of a
+/// load-balancing step.
+bool checkLoadBalancingProbs(StepContext &c, int64_t &groups, int64_t &k) {
+  const Arg &probs = c.in(0);
+  return c.rank(probs, DType::F32, 2) &&
+         c.check(probs.dim(0) > 0 && probs.dim(1) > 0,
+                 probs.role + " must have at least one token and expert") &&
+         exec::checkLoadBalancing(c, probs, groups, k);
+}
+
+Expected<DeviceStep> prepareLoadBalancingLoss(StepContext &c) {
+  const Arg &probs = c.in(0), &loss = c.out(0);
+  int64_t groups, k;
+  if (!checkLoadBalancingProbs(c, groups, k) || !c.shape(loss, DType::F32, {}))
+    return c.takeError();
+  int64_t perGroup = probs.dim(0) / groups, experts = probs.dim(1);
+  // The (group, expert) terms, in double.
+  int64_t scratch = c.scratch(2 * groups * experts);
+  return DeviceStep([=, p = probs.slot,
+                     o = loss.slot](const LaunchContext &ctx) {
+    void *const *v = ctx.device;
+    return loadBalancingLoss(as<float>(v[p]), as<float>(v[o]), groups, perGroup,
+                             experts, k, as<double>(v[scratch]), ctx.stream);
+  });
+}
+
+Expected<DeviceStep> prepareLoadBalancingLossGrad(StepContext &c) {
+  const Arg &probs = c.in(0), &dloss = c.in(1), &dprobs = c.out(0);
+  int64_t groups, k;
+  if (!checkLoadBalancingProbs(c, groups, k) ||
+      !c.shape(dloss, DType::F32, {}) ||
+      !c.shape(dprobs, DType::F32, probs.value->shape))
+    return c.takeError();
+  int64_t perGroup = probs.dim(0) / groups, experts = probs.dim(1);
+  // The gradient row of every group.
+  int64_t scratch = c.scratch(groups * experts);
+  return DeviceStep([=, p = probs.slot, s = dloss.slot,
+                     o = dprobs.slot](const LaunchContext &ctx) {
+    void *const *v = ctx.device;
+    return loadBalancingLossGrad(as<float>(v[p]), as<float>(v[s]),
+                                 as<float>(v[o]), groups, perGroup, experts, k,
+                                 as<float>(v[scratch]), ctx.stream);
+  });
+}
+
 Expected<DeviceStep> prepareRouterZLossGrad(StepContext &c) {
   const Arg &logits = c.in(0), &dloss = c.in(1), &dlogits = c.out(0);
   if (!c.rank(logits, DType::F32, 2) || !c.shape(dloss, DType::F32, {}) ||
@@ -1273,33 +1396,58 @@ Expected<DeviceStep> prepareCombineGrad(StepContext &c) {
   });
 }
 
+/// Reads the activation (none or gelu) of `experts` or `experts_grad` and
+/// checks xd [slots, D] (`dtype`), tokens I32[slots], offsets I32[E + 1] and
+/// the fp32 weights w1 [E, D, F], b1 [E, F], w2 [E, F, D] of a capacity
+/// routing (every expert owns slots / E consecutive slots).
+bool checkExperts(StepContext &c, bool &gelu, DType &dtype) {
+  const Arg &xd = c.in(0), &tokens = c.in(1), &offsets = c.in(2), &w1 = c.in(3),
+            &b1 = c.in(4), &w2 = c.in(5);
+  std::string activation;
+  if (!c.attr("activation", activation) || !activationType(c, xd, dtype) ||
+      !c.rank(xd, dtype, 2) || !c.rank(w1, DType::F32, 3))
+    return false;
+  int64_t slots = xd.dim(0), d = xd.dim(1), experts = w1.dim(0), f = w1.dim(2);
+  gelu = activation == "gelu";
+  return c.check(gelu || activation == "none",
+                 "activation '" + activation +
+                     "' has no cuBLASLt epilogue (only none and gelu)") &&
+         c.shape(tokens, DType::I32, {slots}) &&
+         c.shape(offsets, DType::I32, {experts + 1}) &&
+         c.shape(w1, DType::F32, {experts, d, f}) &&
+         c.shape(b1, DType::F32, {experts, f}) &&
+         c.shape(w2, DType::F32, {experts, f, d}) &&
+         c.check(experts > 0 && slots % experts == 0,
+                 std::to_string(slots) + " slots do not split evenly over " +
+                     std::to_string(experts) + " experts");
+}
+
+/// The first layer of every expert, rows slot rows each, as one strided
+/// batch: out = xs w1[e] (+ b1[e]), then GELU when `epilogue` says so.
+GemmProblem<float> expertsUp(int64_t experts, int64_t rows, int64_t d,
+                             int64_t f, const float *xs, const float *w1,
+                             const float *b1, float *out,
+                             GemmEpilogue epilogue) {
+  GemmProblem<float> up = packed(false, false, rows, f, d, xs, w1, out);
+  up.batch = experts;
+  up.strideA = rows * d, up.strideB = d * f, up.strideC = rows * f;
+  up.epilogue = epilogue, up.bias = b1, up.strideBias = f;
+  return up;
+}
+
 /// The experts of a capacity routing (route_experts_choose or
 /// route_tokens_choose: every expert owns the same number of consecutive
 /// slots), one strided batch of products per layer. The empty slots' rows
 /// are zeroed afterwards, as the CPU kernel leaves them.
 Expected<DeviceStep> prepareExperts(StepContext &c) {
-  const Arg &xd = c.in(0), &tokens = c.in(1), &offsets = c.in(2), &w1 = c.in(3),
-            &b1 = c.in(4), &w2 = c.in(5), &b2 = c.in(6), &y = c.out(0);
-  std::string activation;
+  const Arg &xd = c.in(0), &tokens = c.in(1), &w1 = c.in(3), &b1 = c.in(4),
+            &w2 = c.in(5), &b2 = c.in(6), &y = c.out(0);
+  bool gelu;
   DType dtype;
-  if (!c.attr("activation", activation) || !activationType(c, xd, dtype) ||
-      !c.rank(xd, dtype, 2) || !c.rank(w1, DType::F32, 3))
+  if (!checkExperts(c, gelu, dtype))
     return c.takeError();
   int64_t slots = xd.dim(0), d = xd.dim(1), experts = w1.dim(0), f = w1.dim(2);
-  bool gelu = activation == "gelu";
-  if (!c.check(gelu || activation == "none",
-               "activation '" + activation +
-                   "' has no cuBLASLt epilogue (only none and gelu)") ||
-      !c.shape(tokens, DType::I32, {slots}) ||
-      !c.shape(offsets, DType::I32, {experts + 1}) ||
-      !c.shape(w1, DType::F32, {experts, d, f}) ||
-      !c.shape(b1, DType::F32, {experts, f}) ||
-      !c.shape(w2, DType::F32, {experts, f, d}) ||
-      !c.shape(b2, DType::F32, {experts, d}) ||
-      !c.shape(y, dtype, {slots, d}) ||
-      !c.check(experts > 0 && slots % experts == 0,
-               std::to_string(slots) + " slots do not split evenly over " +
-                   std::to_string(experts) + " experts"))
+  if (!c.shape(b2, DType::F32, {experts, d}) || !c.shape(y, dtype, {slots, d}))
     return c.takeError();
   int64_t rows = slots / experts;
   bool bf16 = dtype == DType::BF16;
@@ -1324,10 +1472,8 @@ Expected<DeviceStep> prepareExperts(StepContext &c) {
     float *out = bf16 ? ys : as<float>(v[o]);
     // Per expert e: rows [e * rows, (e + 1) * rows).
     GemmProblem<float> up =
-        packed(false, false, rows, f, d, *input, as<float>(v[k1]), hidden);
-    up.batch = experts;
-    up.strideA = rows * d, up.strideB = d * f, up.strideC = rows * f;
-    up.epilogue = first, up.bias = as<float>(v[c1]), up.strideBias = f;
+        expertsUp(experts, rows, d, f, *input, as<float>(v[k1]),
+                  as<float>(v[c1]), hidden, first);
     GemmProblem<float> down =
         packed(false, false, rows, d, f, hidden, as<float>(v[k2]), out);
     down.batch = experts;
@@ -1341,6 +1487,102 @@ Expected<DeviceStep> prepareExperts(StepContext &c) {
         !status)
       return status;
     return bf16 ? narrowToBf16(out, as<Bf16>(v[o]), slots * d, ctx.stream)
+                : Status::success();
+  });
+}
+
+/// The gradient of `experts` (cpu::expertsBackwardRecompute): the
+/// pre-activations P = xd w1 + b1 are recomputed, then per expert e, with the
+/// empty slots' rows of dyd zeroed (the CPU kernel skips them),
+///   dP = (dyd w2^T) * act'(P),  dxd = dP w1^T,
+///   dw1 = xd^T dP,  dw2 = act(P)^T dyd,
+/// each a strided batch over the experts; db1 and db2 are the column sums of
+/// dP and dyd over each expert's rows.
+Expected<DeviceStep> prepareExpertsGrad(StepContext &c) {
+  const Arg &xd = c.in(0), &tokens = c.in(1), &w1 = c.in(3), &b1 = c.in(4),
+            &w2 = c.in(5), &dyd = c.in(6);
+  bool gelu;
+  DType dtype;
+  if (!checkExperts(c, gelu, dtype))
+    return c.takeError();
+  int64_t slots = xd.dim(0), d = xd.dim(1), experts = w1.dim(0), f = w1.dim(2);
+  if (!c.shape(dyd, dtype, {slots, d}) ||
+      !c.shape(c.out(0), dtype, {slots, d}) ||
+      !c.shape(c.out(1), DType::F32, {experts, d, f}) ||
+      !c.shape(c.out(2), DType::F32, {experts, f}) ||
+      !c.shape(c.out(3), DType::F32, {experts, f, d}) ||
+      !c.shape(c.out(4), DType::F32, {experts, d}))
+    return c.takeError();
+  int64_t rows = slots / experts;
+  bool bf16 = dtype == DType::BF16;
+  // P (then act(P)), dP, the fp32 dyd, then (bf16) the widened xd and the
+  // fp32 dxd.
+  int64_t hiddenFloats = alignedFloats(slots * f),
+          rowFloats = alignedFloats(slots * d);
+  int64_t scratch =
+      c.scratch(2 * hiddenFloats + rowFloats + (bf16 ? 2 * rowFloats : 0));
+  GemmEpilogue first = b1.value ? GemmEpilogue::Bias : GemmEpilogue::None;
+  return DeviceStep([=, a = xd.slot, t = tokens.slot, k1 = w1.slot,
+                     c1 = b1.slot, k2 = w2.slot, g = dyd.slot,
+                     r0 = c.out(0).slot, r1 = c.out(1).slot, r2 = c.out(2).slot,
+                     r3 = c.out(3).slot,
+                     r4 = c.out(4).slot](const LaunchContext &ctx) -> Status {
+    void *const *v = ctx.device;
+    float *preact = as<float>(v[scratch]), *dpreact = preact + hiddenFloats;
+    float *dys = dpreact + hiddenFloats, *xs = dys + rowFloats,
+          *dxs = xs + rowFloats;
+    const int32_t *slotTokens = as<int32_t>(v[t]);
+    Status status =
+        bf16 ? widenBf16(as<Bf16>(v[g]), dys, slots * d, ctx.stream)
+             : copyOf(v[g], dys, slots * d * sizeof(float), ctx.stream);
+    if (!status ||
+        !(status = zeroEmptySlots(slotTokens, dys, slots, d, ctx.stream)))
+      return status;
+    Expected<const float *> input =
+        widened(bf16, v[a], xs, slots * d, ctx.stream);
+    if (!input)
+      return input.takeStatus();
+    const float *wUp = as<float>(v[k1]), *wDown = as<float>(v[k2]);
+    float *dxd = bf16 ? dxs : as<float>(v[r0]);
+    GemmProblem<float> up = expertsUp(experts, rows, d, f, *input, wUp,
+                                      as<float>(v[c1]), preact, first);
+    // dH = dyd w2^T [rows, f].
+    GemmProblem<float> dh =
+        packed(false, true, rows, f, d, dys, wDown, dpreact);
+    dh.batch = experts;
+    dh.strideA = rows * d, dh.strideB = f * d, dh.strideC = rows * f;
+    for (const GemmProblem<float> &product : {up, dh})
+      if (!(status = ctx.gemm->gemm(product)))
+        return status;
+    // dP = dH * GELU'(P), then P becomes H = GELU(P), both in place.
+    if (gelu &&
+        (!(status = biasGeluBackward(preact, nullptr, dpreact, dpreact, nullptr,
+                                     slots, f, false, ctx.stream)) ||
+         !(status = biasGelu(preact, nullptr, preact, slots, f, ctx.stream))))
+      return status;
+    // dxd = dP w1^T [rows, d].
+    GemmProblem<float> dx = packed(false, true, rows, d, f, dpreact, wUp, dxd);
+    dx.batch = experts;
+    dx.strideA = rows * f, dx.strideB = d * f, dx.strideC = rows * d;
+    // dw1 = xd^T dP [d, f], dw2 = H^T dyd [f, d].
+    GemmProblem<float> dw1 =
+        packed(true, false, d, f, rows, *input, dpreact, as<float>(v[r1]));
+    dw1.batch = experts;
+    dw1.strideA = rows * d, dw1.strideB = rows * f, dw1.strideC = d * f;
+    GemmProblem<float> dw2 =
+        packed(true, false, f, d, rows, preact, dys, as<float>(v[r3]));
+    dw2.batch = experts;
+    dw2.strideA = rows * f, dw2.strideB = rows * d, dw2.strideC = f * d;
+    for (const GemmProblem<float> &product : {dx, dw1, dw2})
+      if (!(status = ctx.gemm->gemm(product)))
+        return status;
+    for (int64_t e = 0; e < experts; ++e)
+      if (!(status = columnSum(dpreact + e * rows * f, as<float>(v[r2]) + e * f,
+                               rows, f, ctx.stream)) ||
+          !(status = columnSum(dys + e * rows * d, as<float>(v[r4]) + e * d,
+                               rows, d, ctx.stream)))
+        return status;
+    return bf16 ? narrowToBf16(dxs, as<Bf16>(v[r0]), slots * d, ctx.stream)
                 : Status::success();
   });
 }
@@ -1403,8 +1645,11 @@ const TableEntry kTable[] = {
     {"gather_positions_grad", prepareGatherPositionsGrad},
     {"softmax_cross_entropy_grad", prepareSoftmaxCrossEntropyGrad},
     {"router_z_loss_grad", prepareRouterZLossGrad},
+    {"load_balancing_loss", prepareLoadBalancingLoss},
+    {"load_balancing_loss_grad", prepareLoadBalancingLossGrad},
     {"dispatch", prepareDispatch},
     {"experts", prepareExperts},
+    {"experts_grad", prepareExpertsGrad},
     {"combine", prepareCombine},
     {"dispatch_grad", prepareDispatchGrad},
     {"combine_grad", prepareCombineGrad},
@@ -1413,6 +1658,8 @@ const TableEntry kTable[] = {
     {"route_tokens_choose", prepareRouteTokensChoose},
     {"route_sigmoid_topk", prepareRouteSigmoidTopK},
     {"random_scale", prepareRandomScale},
+    {"noise_counter", prepareNoiseCounter},
+    {"accumulate_gradient", prepareAccumulateGradient},
     {"global_norm", prepareGlobalNorm},
     {"adamw", prepareAdamW},
 };
@@ -1497,7 +1744,7 @@ Expected<DeviceStep> prepareDeviceStep(const exec::Plan &plan, size_t index,
   StepContext context(plan, index, *names, scratchBytes);
   if (!context.checkPresence())
     return context.takeError();
-  if (step.kernel == "experts")
+  if (step.kernel == "experts" || step.kernel == "experts_grad")
     if (Status status = checkCapacityLayout(plan, index); !status)
       return status;
   return entry->prepare(context);

@@ -676,20 +676,6 @@ Expected<StepFunction> prepareRouterLossGrad(StepContext &c) {
       });
 }
 
-/// Checks the groups and k of a load-balancing step on probs [N, E].
-bool checkLoadBalancing(StepContext &c, const Arg &probs, int64_t &groups,
-                        int64_t &k) {
-  if (!c.attr("groups", groups) || !c.attr("k", k))
-    return false;
-  return c.check(groups > 0 && probs.dim(0) % groups == 0,
-                 "attribute 'groups' " + std::to_string(groups) +
-                     " does not divide the " + std::to_string(probs.dim(0)) +
-                     " tokens") &&
-         c.check(k > 0 && k <= probs.dim(1),
-                 "attribute 'k' " + std::to_string(k) + " is outside [1, " +
-                     std::to_string(probs.dim(1)) + "] (the experts)");
-}
-
 Expected<StepFunction> prepareLoadBalancingLoss(StepContext &c) {
   const Arg &probs = c.in(0), &loss = c.out(0);
   int64_t groups, k;

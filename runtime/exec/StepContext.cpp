@@ -148,6 +148,19 @@ bool checkAssignments(StepContext &c, int64_t slots, int64_t experts) {
          c.shape(c.out(2), DType::I32, {experts + 1});
 }
 
+bool checkLoadBalancing(StepContext &c, const Arg &probs, int64_t &groups,
+                        int64_t &k) {
+  if (!c.attr("groups", groups) || !c.attr("k", k))
+    return false;
+  return c.check(groups > 0 && probs.dim(0) % groups == 0,
+                 "attribute 'groups' " + std::to_string(groups) +
+                     " does not divide the " + std::to_string(probs.dim(0)) +
+                     " tokens") &&
+         c.check(k > 0 && k <= probs.dim(1),
+                 "attribute 'k' " + std::to_string(k) + " is outside [1, " +
+                     std::to_string(probs.dim(1)) + "] (the experts)");
+}
+
 bool readGroups(StepContext &c, int64_t &groups, int64_t &tokensPerGroup,
                 int64_t &capacity) {
   const Arg &probs = c.in(0);

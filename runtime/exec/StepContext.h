@@ -105,6 +105,11 @@ private:
 /// offsets I32[experts + 1].
 bool checkAssignments(StepContext &c, int64_t slots, int64_t experts);
 
+/// Reads and checks the groups and k of a load-balancing step on probs
+/// [N, E].
+bool checkLoadBalancing(StepContext &c, const Arg &probs, int64_t &groups,
+                        int64_t &k);
+
 /// Reads the group attributes of the capacity routings and checks them
 /// against probs [groups * tokens_per_group, experts] (operand 0).
 bool readGroups(StepContext &c, int64_t &groups, int64_t &tokensPerGroup,

@@ -5,8 +5,10 @@
 // value, the dropout mask exactly (the same Philox draws). The noise key is a
 // plan input, so a new step must re-capture the CUDA graph. Plans of the
 // products and attention (dense, linear mixing, attention and their
-// gradients) and of MoE layers (routing, experts, gathers, scatters)
-// agree with the CPU executor to 1e-4. Without a usable device the binary
+// gradients), of MoE layers (routing, experts, gathers, scatters and their
+// gradients) and of gradient accumulation (noise_counter,
+// accumulate_gradient, adamw over micro-steps) agree with the CPU executor to
+// 1e-4. Without a usable device the binary
 // prints why and exits 77 (skipped).
 //
 //===----------------------------------------------------------------------===//
@@ -195,7 +197,7 @@ TEST(CudaExecutorProductsTest, MatchesTheCpuExecutor) {
 
 /// A MoE layer over 8 tokens and 2 experts of capacity 3 routed by `routing`
 /// (tokens choose: some tokens dropped and some slots may stay empty), with
-/// the gradients of its gathers and scatters.
+/// the gradients of its gathers, scatters and experts.
 PlanBuilder moePlan(const std::string &routing, json attrs) {
   PlanBuilder b;
   int64_t x = b.input("x", {8, 4}, false, "F32"),
@@ -207,7 +209,9 @@ PlanBuilder moePlan(const std::string &routing, json attrs) {
           offsets = b.arena({3}, "I32");
   int64_t xd = b.arena({6, 4}), yd = b.arena({6, 4}), out = b.arena({8, 4}),
           dyd = b.arena({6, 4}), dgates = b.arena({6}), dx = b.arena({8, 4}),
-          dscores = b.arena({8, 2});
+          dscores = b.arena({8, 2}), dxd = b.arena({6, 4}),
+          dw1 = b.arena({2, 4, 6}), db1 = b.arena({2, 6}),
+          dw2 = b.arena({2, 6, 4}), db2 = b.arena({2, 4});
   b.step(routing, {probs}, {tokens, gates, offsets}, attrs);
   b.step("dispatch", {x, tokens}, {xd});
   b.step("experts", {xd, tokens, offsets, w1, b1, w2, b2}, {yd},
@@ -216,10 +220,17 @@ PlanBuilder moePlan(const std::string &routing, json attrs) {
   b.step("combine_grad", {yd, tokens, gates, dout}, {dyd, dgates});
   b.step("dispatch_grad", {dyd, tokens}, {dx});
   b.step("scatter_gate_grad", {tokens, offsets, dgates}, {dscores});
+  b.step("experts_grad", {xd, tokens, offsets, w1, b1, w2, dyd},
+         {dxd, dw1, db1, dw2, db2}, {{"activation", "gelu"}});
   for (auto [name, value] : {std::pair<const char *, int64_t>{"out", out},
                              {"dyd", dyd},
                              {"dx", dx},
-                             {"dscores", dscores}})
+                             {"dscores", dscores},
+                             {"dxd", dxd},
+                             {"dw1", dw1},
+                             {"db1", db1},
+                             {"dw2", dw2},
+                             {"db2", db2}})
     b.output(name, value);
   return b;
 }
@@ -240,6 +251,51 @@ TEST(CudaExecutorMoeTest, MatchesTheCpuExecutor) {
         {randomTensor("x", {8, 4}, 13),
          randomTensor("probs", {8, 2}, 14, 0.0f, 1.0f),
          randomTensor("dout", {8, 4}, 15)});
+  }
+}
+
+/// One micro-step of gradient accumulation: noise_counter, then
+/// accumulate_gradient into a parameter-held accumulator and adamw, which
+/// applies the average only on the last of 3 micro-steps.
+PlanBuilder microStepPlan() {
+  PlanBuilder b;
+  int64_t grad = b.input("grad", {10}, false, "F32"),
+          lr = b.input("learning_rate", {}, false, "F32"),
+          step = b.input("step", {}), micro = b.input("micro_step", {});
+  int64_t p = b.param("p", {10}), accum = b.param("accum", {10}),
+          m = b.param("m", {10}), v = b.param("v", {10});
+  int64_t counter = b.arena({}, "I32"), average = b.arena({10});
+  json micro3 = {{"micro_steps", 3}};
+  b.step("noise_counter", {step, micro}, {counter}, micro3);
+  b.step("accumulate_gradient", {grad, micro}, {accum, average}, micro3);
+  b.step("adamw", {average, lr, step, -1, micro}, {p, m, v},
+         {{"b1", 0.9},
+          {"b2", 0.999},
+          {"eps", 1e-6},
+          {"weight_decay", 0.01},
+          {"max_norm", 0.0},
+          {"micro_steps", 3}});
+  for (auto [name, value] :
+       {std::pair<const char *, int64_t>{"counter", counter},
+        {"accum", accum},
+        {"average", average},
+        {"p", p},
+        {"m", m},
+        {"v", v}})
+    b.output(name, value);
+  return b;
+}
+
+TEST(CudaExecutorMicroStepTest, MatchesTheCpuExecutor) {
+  for (int64_t micro : {0, 2}) {
+    SCOPED_TRACE(micro);
+    io::HostTensor lr = randomTensor("learning_rate", {}, 16, 0.01f, 0.02f);
+    expectSameOutputs(
+        microStepPlan(),
+        {randomTensor("p", {10}, 17), randomTensor("accum", {10}, 18),
+         randomTensor("m", {10}, 20), randomTensor("v", {10}, 21, 0.0f, 1.0f)},
+        {randomTensor("grad", {10}, 19), lr, intTensor("step", {}, {5}),
+         intTensor("micro_step", {}, {micro})});
   }
 }
 

@@ -3,13 +3,14 @@
 // The executor's glue kernels (runtime/cuda/ExecutorKernels.h) against the
 // CPU kernels of the same plan names and their plain references: the
 // embedding sum and its gradient, the head's gathers, argmax, tanh, the
-// scalar arithmetic, the bias gradient and the cross-entropy gradient with a
-// device loss scale.
+// scalar arithmetic, the bias gradient, the cross-entropy gradient with a
+// device loss scale and the load-balancing loss with its gradient.
 //
 //===----------------------------------------------------------------------===//
 
 #include "runtime/cuda/ExecutorKernels.h"
 #include "CudaTestUtil.h"
+#include "runtime/cpu/AuxiliaryLosses.h"
 #include "runtime/cpu/Kernels.h"
 #include "runtime/cpu/MixingMoeGradients.h"
 #include "runtime/cpu/ReferenceAuxiliaryLosses.h"
@@ -345,6 +346,37 @@ TEST(CudaRouterZLoss, MatchesTheReference) {
                             experts, nullptr));
   EXPECT_NEAR(loss.read()[0], expected, kRelTol * std::fabs(expected));
   expectClose(gGrad.read(), grad, kRelTol, "z-loss gradient");
+}
+
+TEST(CudaLoadBalancingLoss, MatchesTheCpuKernelAndTheReference) {
+  // Two groups of more than one block of 256 tokens; probabilities on a
+  // coarse grid, so that rows hold ties (the lower expert wins).
+  int64_t groups = 2, perGroup = 300, experts = 6, k = 2;
+  std::vector<float> probs =
+      randomFloats(groups * perGroup * experts, 25, 0.0f, 1.0f);
+  for (float &p : probs)
+    p = std::round(p * 8.0f) / 8.0f;
+  float cpuLoss =
+            cpu::loadBalancingLoss(probs.data(), groups, perGroup, experts, k),
+        expected = cpu::reference::loadBalancingLoss(probs.data(), groups,
+                                                     perGroup, experts, k);
+  std::vector<float> cpuGrad(probs.size()), grad(probs.size());
+  cpu::loadBalancingLossGrad(probs.data(), groups, perGroup, experts, k, 0.5f,
+                             cpuGrad.data());
+  cpu::reference::loadBalancingLossGrad(probs.data(), groups, perGroup, experts,
+                                        k, 0.5f, grad.data());
+  DeviceArray<float> dProbs(probs), loss(1), dloss(std::vector<float>{0.5f}),
+      gGrad(probs.size(), 7.0f), rows(groups * experts);
+  DeviceArray<double> terms(groups * experts);
+  ASSERT_OK(loadBalancingLoss(dProbs.get(), loss.get(), groups, perGroup,
+                              experts, k, terms.get(), nullptr));
+  ASSERT_OK(loadBalancingLossGrad(dProbs.get(), dloss.get(), gGrad.get(),
+                                  groups, perGroup, experts, k, rows.get(),
+                                  nullptr));
+  EXPECT_EQ(loss.read()[0], cpuLoss);
+  EXPECT_NEAR(loss.read()[0], expected, kRelTol * std::fabs(expected));
+  expectBitwiseEqual(gGrad.read(), cpuGrad, "load-balancing gradient");
+  expectClose(gGrad.read(), grad, kRelTol, "load-balancing gradient");
 }
 
 } // namespace

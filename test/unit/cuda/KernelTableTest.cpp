@@ -68,12 +68,14 @@ TEST(CudaKernelTableTest, WiresTheKernelsOfKernelsH) {
           "router_z_loss", "activation_grad", "dense_weight_grad",
           "reduce_rows", "take_position_grad", "linear_mix_grad", "embed_grad",
           "attention_grad", "gather_positions_grad",
-          "softmax_cross_entropy_grad", "router_z_loss_grad", "dispatch",
-          "experts", "combine", "dispatch_grad", "combine_grad",
+          "softmax_cross_entropy_grad", "router_z_loss_grad",
+          "load_balancing_loss", "load_balancing_loss_grad", "dispatch",
+          "experts", "experts_grad", "combine", "dispatch_grad", "combine_grad",
           "scatter_gate_grad", "route_experts_choose", "route_tokens_choose",
-          "route_sigmoid_topk", "random_scale", "global_norm", "adamw"));
+          "route_sigmoid_topk", "random_scale", "noise_counter",
+          "accumulate_gradient", "global_norm", "adamw"));
   EXPECT_TRUE(cuda::hasCudaKernel("dense"));
-  EXPECT_FALSE(cuda::hasCudaKernel("experts_grad"));
+  EXPECT_FALSE(cuda::hasCudaKernel("spectral_mix"));
   EXPECT_FALSE(cuda::hasCudaKernel("no_such_kernel"));
 }
 
@@ -213,7 +215,7 @@ TEST(CudaKernelTableTest, ReservesScratchForTheBf16Products) {
 }
 
 /// probs [8, 2] -> `routing` -> experts over 8 slots (2 experts x capacity
-/// 4, or 8 tokens x top-1).
+/// 4, or 8 tokens x top-1) -> experts_grad.
 PlanBuilder expertsAfter(const std::string &routing, json attrs) {
   PlanBuilder b;
   b.plan["target"] = "cuda";
@@ -221,10 +223,14 @@ PlanBuilder expertsAfter(const std::string &routing, json attrs) {
   int64_t w1 = b.param("w1", {2, 4, 6}), w2 = b.param("w2", {2, 6, 4});
   int64_t tokens = b.arena({8}, "I32"), gates = b.arena({8}),
           offsets = b.arena({3}, "I32");
-  int64_t xd = b.arena({8, 4}), yd = b.arena({8, 4});
+  int64_t xd = b.arena({8, 4}), yd = b.arena({8, 4}), dxd = b.arena({8, 4}),
+          dw1 = b.arena({2, 4, 6}), db1 = b.arena({2, 6}),
+          dw2 = b.arena({2, 6, 4}), db2 = b.arena({2, 4});
   b.step(routing, {probs}, {tokens, gates, offsets}, attrs);
   b.step("experts", {xd, tokens, offsets, w1, -1, w2, -1}, {yd},
          {{"activation", "gelu"}});
+  b.step("experts_grad", {xd, tokens, offsets, w1, -1, w2, yd},
+         {dxd, dw1, db1, dw2, db2}, {{"activation", "gelu"}});
   return b;
 }
 
@@ -236,11 +242,19 @@ TEST(CudaKernelTableTest, RunsTheExpertsOfCapacityRoutingsOnly) {
                                            {"capacity", 4},
                                            {"batch_prioritized", false}}));
   int64_t scratch = 0;
-  Expected<cuda::DeviceStep> step = cuda::prepareDeviceStep(plan, 1, scratch);
-  EXPECT_TRUE(step.ok()) << step.message();
-  EXPECT_EQ(prepareError(expertsAfter("route_sigmoid_topk", {{"k", 1}}), 1),
+  for (size_t index : {1, 2}) {
+    Expected<cuda::DeviceStep> step =
+        cuda::prepareDeviceStep(plan, index, scratch);
+    EXPECT_TRUE(step.ok()) << step.message();
+  }
+  PlanBuilder topK = expertsAfter("route_sigmoid_topk", {{"k", 1}});
+  EXPECT_EQ(prepareError(topK, 1),
             "tiny.mxa: steps[1] (experts): the CUDA experts need the offsets "
             "of a capacity routing, not of 'route_sigmoid_topk' (step 0)");
+  EXPECT_EQ(prepareError(topK, 2),
+            "tiny.mxa: steps[2] (experts_grad): the CUDA experts need the "
+            "offsets of a capacity routing, not of 'route_sigmoid_topk' "
+            "(step 0)");
 }
 
 TEST(CudaKernelTableTest, ReadsNoiseKeysFromInputsOnly) {
@@ -255,24 +269,53 @@ TEST(CudaKernelTableTest, ReadsNoiseKeysFromInputsOnly) {
             "plan input: the CUDA kernel reads it on the host");
 }
 
-TEST(CudaKernelTableTest, RefusesGradientAccumulation) {
+/// accumulate_gradient then adamw over p [4] with `microSteps` micro-steps;
+/// adamw's operand micro_step only `withMicro`.
+PlanBuilder accumulatedAdamW(int64_t microSteps, bool withMicro) {
   PlanBuilder b;
   b.plan["target"] = "cuda";
-  int64_t p = b.param("p", {4});
+  int64_t p = b.param("p", {4}), accum = b.param("accum", {4});
   int64_t m = b.state("adam_m/p", {4}), v = b.state("adam_v/p", {4});
   int64_t lr = b.input("learning_rate", {}, false, "F32");
   int64_t step = b.input("step", {}), micro = b.input("micro_step", {});
-  int64_t g = b.arena({4});
-  b.step("adamw", {g, lr, step, -1, micro}, {p, m, v},
+  int64_t g = b.arena({4}), average = b.arena({4});
+  b.step("accumulate_gradient", {g, micro}, {accum, average},
+         {{"micro_steps", microSteps}});
+  b.step("adamw", {average, lr, step, -1, withMicro ? micro : -1}, {p, m, v},
          {{"b1", 0.9},
           {"b2", 0.999},
           {"eps", 1e-6},
           {"weight_decay", 0.0},
           {"max_norm", 0.0},
-          {"micro_steps", 2}});
-  EXPECT_EQ(prepareError(b, 0), "tiny.mxa: steps[0] (adamw): gradient "
-                                "accumulation (micro_steps 2) has no CUDA "
-                                "implementation yet");
+          {"micro_steps", microSteps}});
+  return b;
+}
+
+TEST(CudaKernelTableTest, AccumulatesGradientsOverMicroSteps) {
+  exec::Plan plan = parse(accumulatedAdamW(2, true));
+  int64_t scratch = 0;
+  for (size_t index : {0, 1}) {
+    Expected<cuda::DeviceStep> step =
+        cuda::prepareDeviceStep(plan, index, scratch);
+    EXPECT_TRUE(step.ok()) << step.message();
+  }
+  EXPECT_EQ(prepareError(accumulatedAdamW(2, false), 1),
+            "tiny.mxa: steps[1] (adamw): the operand micro_step must be "
+            "present exactly when micro_steps > 1");
+  EXPECT_EQ(prepareError(accumulatedAdamW(0, true), 0),
+            "tiny.mxa: steps[0] (accumulate_gradient): attribute "
+            "'micro_steps' must be at least 1, not 0");
+}
+
+TEST(CudaKernelTableTest, ReadsMicroStepsFromInputsOnly) {
+  PlanBuilder b;
+  b.plan["target"] = "cuda";
+  int64_t step = b.input("step", {});
+  int64_t micro = b.arena({}, "I32"), counter = b.arena({}, "I32");
+  b.step("noise_counter", {step, micro}, {counter}, {{"micro_steps", 2}});
+  EXPECT_EQ(prepareError(b, 0),
+            "tiny.mxa: steps[0] (noise_counter): operand 1 (micro_step) must "
+            "be a plan input: the CUDA kernel reads it on the host");
 }
 
 TEST(CudaKernelTableTest, ExecutorRunsCudaPlansOnly) {
@@ -301,8 +344,9 @@ TEST(CudaKernelTableTest, NamesTheMissingDevice) {
 } // namespace
 
 /// The cuda plans mixc compiles (CTest's MixerCudaTinyPlans passes their
-/// folder in MIXER_CUDA_PLANS): bert_tiny's inference and training step and
-/// the inference of the capacity-routed MoE models, fp32 and bf16. Every
+/// folder in MIXER_CUDA_PLANS): the inference of bert_tiny and the
+/// capacity-routed MoE models and the training steps of bert_tiny,
+/// sparse_mixer_tiny and tokens_choose_tiny, fp32 and bf16. Every
 /// kernel has a CUDA implementation and every step prepares, which is all the
 /// executor checks before it needs a device.
 TEST(CudaPlanFileTest, WiresEveryStep) {
@@ -311,7 +355,9 @@ TEST(CudaPlanFileTest, WiresEveryStep) {
     GTEST_SKIP() << "MIXER_CUDA_PLANS is not set";
   std::vector<std::string> names;
   for (const char *precision : {"fp32", "bf16"}) {
-    names.push_back(std::string("bert_tiny-train-") + precision);
+    for (const char *model :
+         {"bert_tiny", "sparse_mixer_tiny", "tokens_choose_tiny"})
+      names.push_back(std::string(model) + "-train-" + precision);
     for (const char *model : {"bert_tiny", "sparse_mixer_tiny",
                               "fast_sparse_mixer_tiny", "tokens_choose_tiny"})
       names.push_back(std::string(model) + "-infer-" + precision);
