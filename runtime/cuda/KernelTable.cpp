@@ -372,14 +372,10 @@ Expected<DeviceStep> prepareGlobalNorm(StepContext &c) {
   });
 }
 
-/// Reads the attribute micro_steps (>= 1) and checks the operand
-/// micro_step, an I32 plan input counting an update's micro-steps from 0,
-/// when present.
+/// Reads the attribute micro_steps and checks the operand micro_step, when
+/// present: an I32 plan input counting an update's micro-steps from 0.
 bool readMicroSteps(StepContext &c, const Arg &microStep, int64_t &microSteps) {
-  return c.attr("micro_steps", microSteps) &&
-         c.check(microSteps >= 1, "attribute 'micro_steps' must be at least 1, "
-                                  "not " +
-                                      std::to_string(microSteps)) &&
+  return exec::readMicroSteps(c, microSteps) &&
          (!microStep.value || hostScalar(c, microStep, DType::I32));
 }
 
@@ -443,26 +439,9 @@ Expected<DeviceStep> prepareAdamW(StepContext &c) {
   train::AdamWConfig config;
   double maxNorm;
   int64_t microSteps;
-  if (!readMicroSteps(c, micro, microSteps) ||
-      !c.check(bool(micro.value) == (microSteps > 1),
-               "the operand micro_step must be present exactly when "
-               "micro_steps > 1") ||
-      !c.attr("b1", config.b1) || !c.attr("b2", config.b2) ||
-      !c.attr("eps", config.eps) ||
-      !c.attr("weight_decay", config.weightDecay) ||
-      !c.attr("max_norm", maxNorm) || !c.minRank(param, DType::F32, 0) ||
-      !c.shape(grad, DType::F32, param.value->shape) ||
-      !c.shape(m, DType::F32, param.value->shape) ||
-      !c.shape(v, DType::F32, param.value->shape) ||
+  if (!checkAdamW(c, config, maxNorm, microSteps) ||
       !hostScalar(c, lr, DType::F32) || !hostScalar(c, step, DType::I32) ||
-      !c.shape(norm, DType::F32, {}))
-    return c.takeError();
-  if (Status valid = train::validateAdamW(config); !valid)
-    return c.fail(valid.message()), c.takeError();
-  if (!c.check(maxNorm >= 0 && std::isfinite(maxNorm),
-               "attribute 'max_norm' must be finite and non-negative") ||
-      !c.check(maxNorm == 0 || norm.value,
-               "clipping (max_norm > 0) needs the norm operand"))
+      (micro.value && !hostScalar(c, micro, DType::I32)))
     return c.takeError();
   int64_t n = param.value->numel;
   int64_t factor = c.scratch(1);

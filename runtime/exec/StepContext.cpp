@@ -2,6 +2,8 @@
 
 #include "runtime/exec/StepContext.h"
 
+#include <cmath>
+
 namespace mixer::exec {
 
 std::string describe(const std::vector<int64_t> &shape, DType dtype) {
@@ -159,6 +161,38 @@ bool checkLoadBalancing(StepContext &c, const Arg &probs, int64_t &groups,
          c.check(k > 0 && k <= probs.dim(1),
                  "attribute 'k' " + std::to_string(k) + " is outside [1, " +
                      std::to_string(probs.dim(1)) + "] (the experts)");
+}
+
+bool readMicroSteps(StepContext &c, int64_t &microSteps) {
+  return c.attr("micro_steps", microSteps) &&
+         c.check(microSteps >= 1, "attribute 'micro_steps' must be at least 1, "
+                                  "not " +
+                                      std::to_string(microSteps));
+}
+
+bool checkAdamW(StepContext &c, train::AdamWConfig &config, double &maxNorm,
+                int64_t &microSteps) {
+  const Arg &grad = c.in(0), &norm = c.in(3), &micro = c.in(4);
+  const Arg &param = c.out(0), &m = c.out(1), &v = c.out(2);
+  if (!readMicroSteps(c, microSteps) ||
+      !c.check(bool(micro.value) == (microSteps > 1),
+               "the operand micro_step must be present exactly when "
+               "micro_steps > 1") ||
+      !c.attr("b1", config.b1) || !c.attr("b2", config.b2) ||
+      !c.attr("eps", config.eps) ||
+      !c.attr("weight_decay", config.weightDecay) ||
+      !c.attr("max_norm", maxNorm) || !c.minRank(param, DType::F32, 0) ||
+      !c.shape(grad, DType::F32, param.value->shape) ||
+      !c.shape(m, DType::F32, param.value->shape) ||
+      !c.shape(v, DType::F32, param.value->shape) ||
+      !c.shape(norm, DType::F32, {}))
+    return false;
+  if (Status valid = train::validateAdamW(config); !valid)
+    return c.fail(valid.message()), false;
+  return c.check(maxNorm >= 0 && std::isfinite(maxNorm),
+                 "attribute 'max_norm' must be finite and non-negative") &&
+         c.check(maxNorm == 0 || norm.value,
+                 "clipping (max_norm > 0) needs the norm operand");
 }
 
 bool readGroups(StepContext &c, int64_t &groups, int64_t &tokensPerGroup,

@@ -15,6 +15,7 @@
 #include "runtime/exec/KernelRegistry.h"
 #include "runtime/exec/Plan.h"
 #include "runtime/support/Status.h"
+#include "runtime/train/Optimizer.h"
 
 #include <algorithm>
 #include <cstdint>
@@ -109,6 +110,19 @@ bool checkAssignments(StepContext &c, int64_t slots, int64_t experts);
 /// [N, E].
 bool checkLoadBalancing(StepContext &c, const Arg &probs, int64_t &groups,
                         int64_t &k);
+
+/// Reads the attribute micro_steps: the micro-steps of one update, at least
+/// 1. Each executor checks the micro_step operand where it reads it.
+bool readMicroSteps(StepContext &c, int64_t &microSteps);
+
+/// Reads and checks what every executor's adamw step shares: the attributes
+/// (b1, b2, eps, weight_decay, max_norm, micro_steps), grad (operand 0) and
+/// the results param, adam_m, adam_v of one F32 shape, the norm (operand 3)
+/// an F32 scalar when present and required for clipping, and micro_step
+/// (operand 4) present exactly when micro_steps > 1. The learning rate, step
+/// and micro_step scalars are checked by the executor that reads them.
+bool checkAdamW(StepContext &c, train::AdamWConfig &config, double &maxNorm,
+                int64_t &microSteps);
 
 /// Reads the group attributes of the capacity routings and checks them
 /// against probs [groups * tokens_per_group, experts] (operand 0).
