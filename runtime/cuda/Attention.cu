@@ -116,32 +116,43 @@ __device__ void loadTile(float *dst, const T *src, int64_t row0, int rows,
   }
 }
 
-/// acc[i][j] = sum_d a[ty + 16 i][d] * b[tx + 16 j][d] over D columns, both
-/// with row stride D + 1.
-template <int RI, int CJ, int D>
-__device__ __forceinline__ void dotsABt(float (&acc)[RI][CJ], const float *a,
-                                        const float *b) {
+/// acc[i][j] += sum_x A[ty + 16 i][x] * B[x][tx + 16 j] over X, where
+/// A[r][x] = a[r * aRow + x * aCol] and B[x][c] = b[c * bRow + x * bCol]: the
+/// strides express A·B, A·Bᵀ and Aᵀ·B over shared-memory tiles.
+template <int RI, int CJ, int X>
+__device__ __forceinline__ void accumulateProduct(float (&acc)[RI][CJ],
+                                                  const float *a, int aRow,
+                                                  int aCol, const float *b,
+                                                  int bRow, int bCol) {
   int tx = threadIdx.x % kSide, ty = threadIdx.x / kSide;
-#pragma unroll
-  for (int i = 0; i < RI; ++i)
-#pragma unroll
-    for (int j = 0; j < CJ; ++j)
-      acc[i][j] = 0.0f;
 #pragma unroll 4
-  for (int d = 0; d < D; ++d) {
+  for (int x = 0; x < X; ++x) {
     float av[RI], bv[CJ];
 #pragma unroll
     for (int i = 0; i < RI; ++i)
-      av[i] = a[(ty + kSide * i) * (D + 1) + d];
+      av[i] = a[(ty + kSide * i) * aRow + x * aCol];
 #pragma unroll
     for (int j = 0; j < CJ; ++j)
-      bv[j] = b[(tx + kSide * j) * (D + 1) + d];
+      bv[j] = b[(tx + kSide * j) * bRow + x * bCol];
 #pragma unroll
     for (int i = 0; i < RI; ++i)
 #pragma unroll
       for (int j = 0; j < CJ; ++j)
         acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
   }
+}
+
+/// acc[i][j] = sum_d a[ty + 16 i][d] * b[tx + 16 j][d] over D columns, both
+/// with row stride D + 1.
+template <int RI, int CJ, int D>
+__device__ __forceinline__ void dotsABt(float (&acc)[RI][CJ], const float *a,
+                                        const float *b) {
+#pragma unroll
+  for (int i = 0; i < RI; ++i)
+#pragma unroll
+    for (int j = 0; j < CJ; ++j)
+      acc[i][j] = 0.0f;
+  accumulateProduct<RI, CJ, D>(acc, a, D + 1, 1, b, D + 1, 1);
 }
 
 /// acc[i][j] += sum_x a[ty + 16 i][x] * b[x][tx + 16 j] over X, row strides
@@ -150,22 +161,7 @@ template <int RI, int CJ, int X>
 __device__ __forceinline__ void accumulateAB(float (&acc)[RI][CJ],
                                              const float *a, int lda,
                                              const float *b, int ldb) {
-  int tx = threadIdx.x % kSide, ty = threadIdx.x / kSide;
-#pragma unroll 4
-  for (int x = 0; x < X; ++x) {
-    float av[RI], bv[CJ];
-#pragma unroll
-    for (int i = 0; i < RI; ++i)
-      av[i] = a[(ty + kSide * i) * lda + x];
-#pragma unroll
-    for (int j = 0; j < CJ; ++j)
-      bv[j] = b[x * ldb + tx + kSide * j];
-#pragma unroll
-    for (int i = 0; i < RI; ++i)
-#pragma unroll
-      for (int j = 0; j < CJ; ++j)
-        acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
-  }
+  accumulateProduct<RI, CJ, X>(acc, a, lda, 1, b, 1, ldb);
 }
 
 /// acc[i][j] += sum_x a[x][ty + 16 i] * b[x][tx + 16 j] over X, row strides
@@ -174,22 +170,7 @@ template <int RI, int CJ, int X>
 __device__ __forceinline__ void accumulateAtB(float (&acc)[RI][CJ],
                                               const float *a, int lda,
                                               const float *b, int ldb) {
-  int tx = threadIdx.x % kSide, ty = threadIdx.x / kSide;
-#pragma unroll 4
-  for (int x = 0; x < X; ++x) {
-    float av[RI], bv[CJ];
-#pragma unroll
-    for (int i = 0; i < RI; ++i)
-      av[i] = a[x * lda + ty + kSide * i];
-#pragma unroll
-    for (int j = 0; j < CJ; ++j)
-      bv[j] = b[x * ldb + tx + kSide * j];
-#pragma unroll
-    for (int i = 0; i < RI; ++i)
-#pragma unroll
-      for (int j = 0; j < CJ; ++j)
-        acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
-  }
+  accumulateProduct<RI, CJ, X>(acc, a, 1, lda, b, 1, ldb);
 }
 
 /// Reduction over the 16 lanes that own one row (a half warp), in a fixed
