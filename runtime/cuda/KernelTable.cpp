@@ -311,22 +311,13 @@ Expected<DeviceStep> prepareRouteSigmoidTopK(StepContext &c) {
 
 Expected<DeviceStep> prepareRandomScale(StepContext &c) {
   const Arg &x = c.in(0), &seed = c.in(1), &step = c.in(2), &y = c.out(0);
-  std::string kind;
+  bool dropout;
   double rate;
   int64_t stream;
   DType dtype;
-  if (!c.attr("kind", kind) || !c.attr("rate", rate) ||
-      !c.attr("stream", stream) || !activationType(c, x, dtype) ||
-      !hostScalar(c, seed, DType::I32) || !hostScalar(c, step, DType::I32) ||
-      !c.shape(y, dtype, x.value->shape))
-    return c.takeError();
-  bool dropout = kind == "dropout";
-  if (!c.check(dropout || kind == "jitter",
-               "attribute 'kind' must be \"dropout\" or \"jitter\", not \"" +
-                   kind + "\"") ||
-      !c.check(dropout ? rate >= 0 && rate < 1 : rate >= 0 && rate <= 1,
-               "attribute 'rate' " + std::to_string(rate) + " is outside " +
-                   (dropout ? "[0, 1)" : "[0, 1]")))
+  if (!readRandomScale(c, dropout, rate, stream) ||
+      !activationType(c, x, dtype) || !hostScalar(c, seed, DType::I32) ||
+      !hostScalar(c, step, DType::I32) || !c.shape(y, dtype, x.value->shape))
     return c.takeError();
   int64_t n = x.value->numel, bytes = x.value->bytes;
   bool bf16 = dtype == DType::BF16;

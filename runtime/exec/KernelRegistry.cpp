@@ -1059,21 +1059,12 @@ Expected<StepFunction> prepareRouteGrad(StepContext &c) {
 
 Expected<StepFunction> prepareRandomScale(StepContext &c) {
   const Arg &x = c.in(0), &seed = c.in(1), &step = c.in(2), &y = c.out(0);
-  std::string kind;
+  bool dropout;
   double rate;
   int64_t stream;
-  if (!c.attr("kind", kind) || !c.attr("rate", rate) ||
-      !c.attr("stream", stream) || !c.minRank(x, DType::F32, 0) ||
-      !c.shape(seed, DType::I32, {}) || !c.shape(step, DType::I32, {}) ||
-      !c.shape(y, DType::F32, x.value->shape))
-    return c.takeError();
-  bool dropout = kind == "dropout";
-  if (!c.check(dropout || kind == "jitter",
-               "attribute 'kind' must be \"dropout\" or \"jitter\", not \"" +
-                   kind + "\"") ||
-      !c.check(dropout ? rate >= 0 && rate < 1 : rate >= 0 && rate <= 1,
-               "attribute 'rate' " + std::to_string(rate) + " is outside " +
-                   (dropout ? "[0, 1)" : "[0, 1]")))
+  if (!readRandomScale(c, dropout, rate, stream) ||
+      !c.minRank(x, DType::F32, 0) || !c.shape(seed, DType::I32, {}) ||
+      !c.shape(step, DType::I32, {}) || !c.shape(y, DType::F32, x.value->shape))
     return c.takeError();
   int64_t n = x.value->numel;
   return StepFunction([=, a = x.slot, k = seed.slot, s = step.slot,

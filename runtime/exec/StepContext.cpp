@@ -163,6 +163,21 @@ bool checkLoadBalancing(StepContext &c, const Arg &probs, int64_t &groups,
                      std::to_string(probs.dim(1)) + "] (the experts)");
 }
 
+bool readRandomScale(StepContext &c, bool &dropout, double &rate,
+                     int64_t &stream) {
+  std::string kind;
+  if (!c.attr("kind", kind) || !c.attr("rate", rate) ||
+      !c.attr("stream", stream))
+    return false;
+  dropout = kind == "dropout";
+  return c.check(dropout || kind == "jitter",
+                 "attribute 'kind' must be \"dropout\" or \"jitter\", not \"" +
+                     kind + "\"") &&
+         c.check(dropout ? rate >= 0 && rate < 1 : rate >= 0 && rate <= 1,
+                 "attribute 'rate' " + std::to_string(rate) + " is outside " +
+                     (dropout ? "[0, 1)" : "[0, 1]"));
+}
+
 bool readMicroSteps(StepContext &c, int64_t &microSteps) {
   return c.attr("micro_steps", microSteps) &&
          c.check(microSteps >= 1, "attribute 'micro_steps' must be at least 1, "

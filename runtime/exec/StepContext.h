@@ -111,6 +111,12 @@ bool checkAssignments(StepContext &c, int64_t slots, int64_t experts);
 bool checkLoadBalancing(StepContext &c, const Arg &probs, int64_t &groups,
                         int64_t &k);
 
+/// Reads and checks the attributes of a random_scale step: `kind` "dropout"
+/// or "jitter" (sets `dropout`), `rate` in [0, 1) for dropout and [0, 1]
+/// for jitter, and `stream`.
+bool readRandomScale(StepContext &c, bool &dropout, double &rate,
+                     int64_t &stream);
+
 /// Reads the attribute micro_steps: the micro-steps of one update, at least
 /// 1. Each executor checks the micro_step operand where it reads it.
 bool readMicroSteps(StepContext &c, int64_t &microSteps);
