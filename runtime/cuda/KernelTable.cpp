@@ -375,10 +375,8 @@ bool readMicroSteps(StepContext &c, const Arg &microStep, int64_t &microSteps) {
 Expected<int32_t> microStepOf(const LaunchContext &ctx, int64_t slot,
                               int64_t microSteps) {
   int32_t micro = hostValue<int32_t>(ctx, slot);
-  if (micro < 0 || micro >= microSteps)
-    return Status::error("input 'micro_step' is " + std::to_string(micro) +
-                         " but an update has " + std::to_string(microSteps) +
-                         " micro-steps, counted from 0");
+  if (Status valid = exec::checkMicroStep(micro, microSteps); !valid)
+    return valid;
   return micro;
 }
 
@@ -393,12 +391,10 @@ Expected<DeviceStep> prepareNoiseCounter(StepContext &c) {
     Expected<int32_t> index = microStepOf(ctx, m, microSteps);
     if (!index)
       return index.takeStatus();
-    // The counter word is 32 bits: wrap rather than overflow.
-    uint32_t counter = static_cast<uint32_t>(hostValue<int32_t>(ctx, s)) *
-                           static_cast<uint32_t>(microSteps) +
-                       static_cast<uint32_t>(*index);
-    return storeCounter(as<int32_t>(ctx.device[o]),
-                        static_cast<int32_t>(counter), ctx.stream);
+    return storeCounter(
+        as<int32_t>(ctx.device[o]),
+        exec::noiseCounter(hostValue<int32_t>(ctx, s), microSteps, *index),
+        ctx.stream);
   });
 }
 

@@ -1120,10 +1120,8 @@ bool readMicroSteps(StepContext &c, const Arg &microStep, int64_t &microSteps) {
 /// The value of input `micro_step`, checked against `microSteps`.
 int32_t microStepOf(ValuePointers v, int64_t slot, int64_t microSteps) {
   int32_t micro = *i32(v[slot]);
-  if (micro < 0 || micro >= microSteps)
-    throw cpu::KernelError{"input 'micro_step' is " + std::to_string(micro) +
-                           " but an update has " + std::to_string(microSteps) +
-                           " micro-steps, counted from 0"};
+  if (Status valid = checkMicroStep(micro, microSteps); !valid)
+    throw cpu::KernelError{valid.message()};
   return micro;
 }
 
@@ -1133,14 +1131,11 @@ Expected<StepFunction> prepareNoiseCounter(StepContext &c) {
   if (!c.shape(step, DType::I32, {}) || !readMicroSteps(c, micro, microSteps) ||
       !c.shape(y, DType::I32, {}))
     return c.takeError();
-  return StepFunction([=, s = step.slot, m = micro.slot,
-                       o = y.slot](ValuePointers v) {
-    // The counter word is 32 bits: wrap rather than overflow.
-    uint32_t counter =
-        static_cast<uint32_t>(*i32(v[s])) * static_cast<uint32_t>(microSteps) +
-        static_cast<uint32_t>(microStepOf(v, m, microSteps));
-    *i32(v[o]) = static_cast<int32_t>(counter);
-  });
+  return StepFunction(
+      [=, s = step.slot, m = micro.slot, o = y.slot](ValuePointers v) {
+        *i32(v[o]) =
+            noiseCounter(*i32(v[s]), microSteps, microStepOf(v, m, microSteps));
+      });
 }
 
 Expected<StepFunction> prepareAccumulateGradient(StepContext &c) {

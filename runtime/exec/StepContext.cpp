@@ -185,6 +185,21 @@ bool readMicroSteps(StepContext &c, int64_t &microSteps) {
                                       std::to_string(microSteps));
 }
 
+Status checkMicroStep(int32_t microStep, int64_t microSteps) {
+  if (microStep >= 0 && microStep < microSteps)
+    return Status::success();
+  return Status::error("input 'micro_step' is " + std::to_string(microStep) +
+                       " but an update has " + std::to_string(microSteps) +
+                       " micro-steps, counted from 0");
+}
+
+int32_t noiseCounter(int32_t step, int64_t microSteps, int32_t microStep) {
+  uint32_t counter =
+      static_cast<uint32_t>(step) * static_cast<uint32_t>(microSteps) +
+      static_cast<uint32_t>(microStep);
+  return static_cast<int32_t>(counter);
+}
+
 bool checkAdamW(StepContext &c, train::AdamWConfig &config, double &maxNorm,
                 int64_t &microSteps) {
   const Arg &grad = c.in(0), &norm = c.in(3), &micro = c.in(4);

@@ -121,6 +121,15 @@ bool readRandomScale(StepContext &c, bool &dropout, double &rate,
 /// 1. Each executor checks the micro_step operand where it reads it.
 bool readMicroSteps(StepContext &c, int64_t &microSteps);
 
+/// Checks a micro_step input value against the update's micro-steps
+/// (counted from 0).
+Status checkMicroStep(int32_t microStep, int64_t microSteps);
+
+/// The noise counter of micro-step `microStep` of the update after `step`
+/// updates: step * microSteps + microStep, wrapping as the 32-bit counter
+/// word does.
+int32_t noiseCounter(int32_t step, int64_t microSteps, int32_t microStep);
+
 /// Reads and checks what every executor's adamw step shares: the attributes
 /// (b1, b2, eps, weight_decay, max_norm, micro_steps), grad (operand 0) and
 /// the results param, adam_m, adam_v of one F32 shape, the norm (operand 3)
