@@ -50,12 +50,14 @@ enum class Emit {
   Artifact
 };
 
+cl::OptionCategory mixcCategory("mixc options");
+
 cl::opt<std::string> inputPath(cl::Positional, cl::desc("<model.json>"),
-                               cl::Required);
+                               cl::Required, cl::cat(mixcCategory));
 cl::opt<std::string> outputPath("o", cl::desc("output file"),
-                                cl::value_desc("path"));
+                                cl::value_desc("path"), cl::cat(mixcCategory));
 cl::opt<std::string> target("target", cl::desc("target: cpu or cuda"),
-                            cl::init("cpu"));
+                            cl::init("cpu"), cl::cat(mixcCategory));
 
 /// The storage precision of activations.
 enum class Precision { Fp32, Bf16 };
@@ -65,17 +67,18 @@ cl::opt<Precision> precision(
     cl::values(clEnumValN(Precision::Fp32, "fp32", "fp32 everywhere (default)"),
                clEnumValN(Precision::Bf16, "bf16",
                           "bf16 activations; parameters, gradients, optimizer "
-                          "state and statistics fp32 (--target cuda only)")));
+                          "state and statistics fp32 (--target cuda only)")),
+    cl::cat(mixcCategory));
 cl::opt<int64_t> batch("batch", cl::desc("batch size the artifact runs"),
-                       cl::init(8));
+                       cl::init(8), cl::cat(mixcCategory));
 cl::opt<int64_t> seq("seq",
                      cl::desc("sequence length (default: max_seq_length)"),
-                     cl::init(0));
+                     cl::init(0), cl::cat(mixcCategory));
 cl::opt<bool> train("train",
                     cl::desc("compile the training step: forward with "
                              "dropout, losses, backward and the AdamW update "
                              "of every parameter"),
-                    cl::init(false));
+                    cl::init(false), cl::cat(mixcCategory));
 
 /// What a training artifact does with the gradients.
 enum class Optimizer { AdamW, None };
@@ -87,17 +90,18 @@ cl::opt<Optimizer> optimizer(
                           "update every parameter in place (default)"),
                clEnumValN(Optimizer::None, "none",
                           "no update and no dropout: return the gradient of "
-                          "every parameter as grad/<name>")));
+                          "every parameter as grad/<name>")),
+    cl::cat(mixcCategory));
 cl::opt<bool>
     noise("noise",
           cl::desc("with --train --optimizer=none: keep the training noise "
                    "(dropout, router jitter; inputs seed and step), to check "
                    "gradients under one fixed draw"),
-          cl::init(false));
+          cl::init(false), cl::cat(mixcCategory));
 cl::list<std::string>
     outputs("outputs", cl::CommaSeparated,
             cl::desc("outputs to compute (default: all the model's heads)"),
-            cl::value_desc("name,..."));
+            cl::value_desc("name,..."), cl::cat(mixcCategory));
 cl::opt<Emit> emit(
     "emit", cl::desc("what to write"), cl::init(Emit::Artifact),
     cl::values(
@@ -111,7 +115,8 @@ cl::opt<Emit> emit(
         clEnumValN(Emit::Runtime, "runtime", "after lowering to mixrt"),
         clEnumValN(Emit::Planned, "planned", "mixrt with arena offsets"),
         clEnumValN(Emit::Plan, "plan", "the runtime plan as JSON"),
-        clEnumValN(Emit::Artifact, "artifact", "the .mxa artifact (default)")));
+        clEnumValN(Emit::Artifact, "artifact", "the .mxa artifact (default)")),
+    cl::cat(mixcCategory));
 
 constexpr int kInputError = 2;
 constexpr int kCompileError = 1;
@@ -153,6 +158,17 @@ int writeText(const std::string &text) {
   return 0;
 }
 
+/// Leaves mixc's own options and MLIR's (--mlir-print-ir-after-all, ...) in
+/// --help; the options every LLVM backend registers stay in --help-hidden.
+void hideForeignOptions() {
+  for (auto &[name, option] : cl::getRegisteredOptions()) {
+    bool ours = llvm::is_contained(option->Categories, &mixcCategory);
+    if (!ours && !name.starts_with("mlir-") && name != "help" &&
+        name != "version")
+      option->setHiddenFlag(cl::Hidden);
+  }
+}
+
 } // namespace
 
 int main(int argc, char **argv) {
@@ -163,6 +179,7 @@ int main(int argc, char **argv) {
   registerMLIRContextCLOptions();
   registerPassManagerCLOptions();
   registerDefaultTimingManagerCLOptions();
+  hideForeignOptions();
   cl::ParseCommandLineOptions(argc, argv, "mixer compiler\n");
 
   if (target != "cpu" && target != "cuda") {
