@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""PyTorch eager baseline for the mixer models (CPU, fp32).
+"""PyTorch baseline for the mixer models (CPU or CUDA; eager or compiled).
 
 Reads the same model JSON as `mixc` and runs the model the way a competent
 PyTorch user would write it: plain tensor ops, a per-expert top-C over the
@@ -9,11 +9,18 @@ matmul for all experts and an `index_add` combine. Supported: linear,
 fourier, hartley, identity and attention mixing, dense feed-forward,
 experts-choose MoE.
 
-Usage (with /usr/bin/python3, Debian's python3-torch 1.13):
+Usage (with /usr/bin/python3, Debian's python3-torch 1.13, on the CPU; any
+PyTorch 2 on a GPU):
 
     bench/pytorch_baseline.py models/sparse_mixer_base.json [more.json ...] \
         [--batch 8] [--seq 512] [--runs 5] [--warmup 2] [--threads 2] \
-        [--mode inference|train] [--mlm]
+        [--mode inference|train] [--mlm] \
+        [--device cpu|cuda] [--dtype fp32|bf16] [--compile]
+
+`--dtype bf16` runs the step under `torch.autocast` to bfloat16: matrix
+products in bf16 with fp32 master weights, LayerNorm, softmax and losses in
+fp32, as `mixc --precision bf16` does. `--compile` wraps the step's model
+calls in `torch.compile` (PyTorch 2); its compilation happens in the warm-up.
 
 Prints one JSON line per model with the median milliseconds per example and
 the process's peak resident set. Inference times the encoder and pooler
@@ -49,6 +56,7 @@ thread count, so a run in the wrong setting is visible.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import json
 import math
@@ -134,8 +142,8 @@ class MixerModel(torch.nn.Module):
 
         q = project("query") / math.sqrt(head_dim)
         k, v = project("key"), project("value")
-        logits = (q @ k.transpose(-1, -2)).masked_fill(
-            ~mask, torch.finfo(x.dtype).min)
+        logits = q @ k.transpose(-1, -2)
+        logits = logits.masked_fill(~mask, torch.finfo(logits.dtype).min)
         probs = self._dropout(torch.softmax(logits, dim=-1),
                               "attention_dropout_rate")
         ctx = (probs @ v).transpose(1, 2)
@@ -154,7 +162,8 @@ class MixerModel(torch.nn.Module):
             return torch.matmul(self.params[f"{pre}/input_kernel"],
                                 x @ self.params[f"{pre}/hidden_kernel"])
         if kind in ("fourier", "hartley"):
-            spectrum = torch.fft.fft2(x, dim=(-2, -1))
+            # cuFFT and pocketfft have no bf16 transforms.
+            spectrum = torch.fft.fft2(x.float(), dim=(-2, -1))
             return (spectrum.real - spectrum.imag if kind == "hartley"
                     else spectrum.real)
         return x
@@ -183,7 +192,8 @@ class MixerModel(torch.nn.Module):
         gates, idx = torch.sort(per_expert, dim=-1, descending=True,
                                 stable=True)
         gates, idx = gates[..., :capacity], idx[..., :capacity]  # [G, E, C]
-        idx = idx + (torch.arange(groups) * tokens).view(groups, 1, 1)
+        idx = idx + (torch.arange(groups, device=x.device) * tokens).view(
+            groups, 1, 1)
         rows = idx.transpose(0, 1).reshape(-1)  # expert-major [E*G*C]
         xe = x.index_select(0, rows).view(experts, groups * capacity, d)
         pre = f"encoder/expert_{layer}"
@@ -194,7 +204,9 @@ class MixerModel(torch.nn.Module):
                            p[f"{pre}/output/kernel"])
         ye = self._dropout(ye, "expert_dropout_rate")
         ye = ye * gates.transpose(0, 1).reshape(experts, groups * capacity, 1)
-        return torch.zeros_like(x).index_add(0, rows, ye.reshape(-1, d))
+        # Under autocast the products are bf16 and x (a LayerNorm output) fp32.
+        return torch.zeros_like(x).index_add(0, rows,
+                                             ye.reshape(-1, d).to(x.dtype))
 
     def _feed_forward(self, layer: int, x: torch.Tensor) -> torch.Tensor:
         if self.cfg.is_moe_layer(layer):
@@ -222,7 +234,8 @@ class MixerModel(torch.nn.Module):
         valid = input_ids != cfg.pad_id
         mask = valid[:, None, :, None] & valid[:, None, None, :]
         if cfg.causal:
-            mask = mask & torch.ones(seq, seq, dtype=torch.bool).tril()
+            mask = mask & torch.ones(seq, seq, dtype=torch.bool,
+                                     device=input_ids.device).tril()
         for layer in range(cfg.num_layers):
             block = f"encoder/encoder_{layer}"
             mix_ln = f"{block}/mixing_layer_norm"
@@ -338,34 +351,61 @@ def random_inputs(cfg: mixer_ref.ModelConfig, batch: int, seq: int,
     return ids, types
 
 
-def time_runs(step, warmup: int, runs: int) -> list:
-    """Wall-clock seconds of `runs` calls after `warmup` untimed calls."""
+def time_runs(step, warmup: int, runs: int, device: torch.device) -> list:
+    """Wall-clock seconds of `runs` calls after `warmup` untimed calls, each
+    waited for on the device."""
+    def finish() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
     for _ in range(warmup):
         step()
+    finish()
     times = []
     for _ in range(runs):
         start = time.perf_counter()
         step()
+        finish()
         times.append(time.perf_counter() - start)
     return times
+
+
+def compiled(function, enabled: bool):
+    """`function` through torch.compile when `enabled`."""
+    if not enabled:
+        return function
+    if not hasattr(torch, "compile"):
+        raise SystemExit(f"pytorch_baseline: --compile needs PyTorch 2 "
+                         f"(this is {torch.__version__})")
+    return torch.compile(function)
 
 
 def benchmark(model_path: str, args: argparse.Namespace) -> dict:
     """Times one model; returns its JSON record."""
     cfg = mixer_ref.load_config(model_path)
     recipe = training_recipe(model_path)
+    device = torch.device(args.device)
     model = MixerModel(cfg, recipe)
     model.init_random(args.seed)
+    model.to(device)
     gen = torch.Generator().manual_seed(args.seed)
-    ids, types = random_inputs(cfg, args.batch, args.seq, gen)
+    ids, types = (t.to(device) for t in
+                  random_inputs(cfg, args.batch, args.seq, gen))
     record = {"model": cfg.name, "mode": args.mode, "batch": args.batch,
-              "seq": args.seq, "threads": torch.get_num_threads()}
+              "seq": args.seq, "threads": torch.get_num_threads(),
+              "device": (torch.cuda.get_device_name(device)
+                         if device.type == "cuda" else "cpu"),
+              "dtype": args.dtype, "compiled": args.compile}
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) \
+        if args.dtype == "bf16" else contextlib.nullcontext
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     if args.mode == "inference":
         model.eval()
+        forward = compiled(model, args.compile)
 
         def step() -> None:
-            with torch.no_grad():
-                model(ids, types, mlm=args.mlm)
+            with torch.no_grad(), autocast():
+                forward(ids, types, mlm=args.mlm)
         record["outputs"] = ["sequence_output", "pooled_output"] + (
             ["mlm_logits"] if args.mlm else [])
     else:
@@ -383,21 +423,27 @@ def benchmark(model_path: str, args: argparse.Namespace) -> dict:
         labels = torch.randint(0, cfg.vocab_size, positions.shape,
                                generator=gen)
         nsp_labels = torch.randint(0, 2, (args.batch,), generator=gen)
+        positions, labels, nsp_labels = (
+            t.to(device) for t in (positions, labels, nsp_labels))
+        loss_of = compiled(model.pretraining_loss, args.compile)
 
         def step() -> None:
             optimizer.zero_grad(set_to_none=True)
-            model.pretraining_loss(ids, types, positions, labels,
-                                   nsp_labels).backward()
+            with autocast():
+                loss = loss_of(ids, types, positions, labels, nsp_labels)
+            loss.backward()
             optimizer.step()
         record["predictions_per_example"] = predictions
         record["dropout_rate"] = recipe["dropout_rate"]
         record["expert_dropout_rate"] = recipe["expert_dropout_rate"]
         record["attention_dropout_rate"] = recipe["attention_dropout_rate"]
-    times = time_runs(step, args.warmup, args.runs)
+    times = time_runs(step, args.warmup, args.runs, device)
     per_example = [1e3 * t / args.batch for t in times]
     record["ms_per_example"] = round(statistics.median(per_example), 3)
     record["runs_ms_per_example"] = [round(t, 3) for t in per_example]
     record["peak_rss_bytes"] = peak_rss_bytes()
+    if device.type == "cuda":
+        record["peak_device_bytes"] = torch.cuda.max_memory_allocated(device)
     return record
 
 
@@ -434,10 +480,16 @@ def main(argv: Optional[list] = None) -> int:
                         help="include the MLM head in inference timings")
     parser.add_argument("--blas", choices=("openmp", "system"),
                         default="openmp",
-                        help="re-execute with the OpenMP OpenBLAS (default) "
-                             "or keep the environment as it is")
+                        help="on the CPU: re-execute with the OpenMP OpenBLAS "
+                             "(default) or keep the environment as it is")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32",
+                        help="bf16: autocast matrix products to bfloat16")
+    parser.add_argument("--compile", action="store_true",
+                        help="time the step through torch.compile")
     args = parser.parse_args(argv)
-    if args.blas == "openmp" and os.environ.get(CONFIGURED_FLAG) != "1":
+    if args.device == "cpu" and args.blas == "openmp" and \
+            os.environ.get(CONFIGURED_FLAG) != "1":
         reexec_with_blas_setup(args.threads)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)

@@ -87,6 +87,24 @@ class BaselineMatchesReferenceTest(unittest.TestCase):
         self.assertGreater(np.abs(model.params[kernel].detach().numpy()
                                   - weights[kernel]).max(), 0.0)
 
+    def test_bf16_autocast_stays_near_fp32(self):
+        # The GPU benchmark's bf16 mode, run on the CPU: the same model under
+        # autocast, within bf16 rounding of the fp32 reference.
+        for name in ("bert_tiny.json", "sparse_mixer_tiny.json"):
+            with self.subTest(model=name):
+                cfg, weights, model, batch, ids, types = self.build(name)
+                model.eval()
+                with torch.no_grad(), torch.autocast("cpu",
+                                                     dtype=torch.bfloat16):
+                    out = model(ids, types)["sequence_output"].float()
+                want = ref.forward(cfg, weights, **batch)["sequence_output"]
+                error = np.linalg.norm(out.numpy() - want) / \
+                    np.linalg.norm(want)
+                # bf16 keeps 8 bits of mantissa: the products did round, by
+                # about 2^-9 per element.
+                self.assertLess(error, 2e-2)
+                self.assertGreater(error, 1e-4)
+
     def test_unsupported_models_are_rejected(self):
         for name in ("circulant_tiny.json", "tokens_choose_tiny.json",
                      "sigma_moe_tiny.json"):
@@ -104,6 +122,8 @@ class BaselineMatchesReferenceTest(unittest.TestCase):
                          ("bert_tiny", "inference", 2))
         self.assertEqual(len(record["runs_ms_per_example"]), 2)
         self.assertGreater(record["ms_per_example"], 0.0)
+        self.assertEqual((record["device"], record["dtype"],
+                          record["compiled"]), ("cpu", "fp32", False))
 
 
 if __name__ == "__main__":
