@@ -103,12 +103,12 @@ Expected<std::unique_ptr<Executor>> Executor::create(const exec::Plan &plan,
     }
   }
   e.device[exec::scratchSlot(plan)] = e.scratch;
+  e.forwardSteps = exec::lastOutputWriter(plan) + 1;
   return executor;
 }
 
 Executor::~Executor() {
-  if (graph)
-    cudaGraphExecDestroy(graph);
+  dropGraphs();
   // The cuBLASLt handle before the stream it serves.
   gemm.reset();
   for (std::vector<void *> *buffers :
@@ -141,12 +141,16 @@ Status Executor::upload(const std::vector<io::HostTensor> &tensors,
   for (size_t i = 0; i < plan.values.size(); ++i)
     if (plan.values[i].storage == storage)
       device[i] = buffers[plan.values[i].index];
-  // Captured graphs hold the old addresses.
-  if (graph) {
-    cudaGraphExecDestroy(graph);
-    graph = nullptr;
-  }
+  dropGraphs();
   return Status::success();
+}
+
+void Executor::dropGraphs() {
+  for (CapturedGraph *captured : {&graph, &forwardGraph}) {
+    if (captured->exec)
+      cudaGraphExecDestroy(captured->exec);
+    captured->exec = nullptr;
+  }
 }
 
 Status Executor::bindParams(std::vector<io::HostTensor> tensors,
@@ -198,25 +202,25 @@ std::vector<int32_t> Executor::scalarInputs() const {
   return scalars;
 }
 
-Status Executor::enqueueSteps() {
+Status Executor::enqueueSteps(size_t count) {
   LaunchContext context{device.data(), host.data(), stream, gemm.get()};
-  for (size_t i = 0; i < steps.size(); ++i)
+  for (size_t i = 0; i < count; ++i)
     if (Status status = steps[i](context); !status)
       return Status::error(exec::describeStep(plan, i) + ": " +
                            status.message());
   return Status::success();
 }
 
-Status Executor::captureGraph() {
-  if (graph) {
-    cudaGraphExecDestroy(graph);
-    graph = nullptr;
+Status Executor::captureGraph(size_t count, CapturedGraph &replay) {
+  if (replay.exec) {
+    cudaGraphExecDestroy(replay.exec);
+    replay.exec = nullptr;
   }
   if (cudaError_t error =
           cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal);
       error != cudaSuccess)
     return cudaFailure("cannot capture the steps", error);
-  Status enqueued = enqueueSteps();
+  Status enqueued = enqueueSteps(count);
   cudaGraph_t captured = nullptr;
   cudaError_t error = cudaStreamEndCapture(stream, &captured);
   if (!enqueued) {
@@ -226,15 +230,19 @@ Status Executor::captureGraph() {
   }
   if (error != cudaSuccess)
     return cudaFailure("capturing the steps failed", error);
-  error = cudaGraphInstantiate(&graph, captured, 0);
+  error = cudaGraphInstantiate(&replay.exec, captured, 0);
   cudaGraphDestroy(captured);
   if (error != cudaSuccess)
     return cudaFailure("cannot instantiate the graph of the steps", error);
-  capturedScalars = scalarInputs();
+  replay.scalars = scalarInputs();
   return Status::success();
 }
 
-Status Executor::run() {
+Status Executor::run() { return runSteps(steps.size(), graph); }
+
+Status Executor::runForward() { return runSteps(forwardSteps, forwardGraph); }
+
+Status Executor::runSteps(size_t count, CapturedGraph &replay) {
   if (!paramsBound)
     return Status::error(plan.path + ": the parameters are not bound");
   if (!inputsBound)
@@ -249,13 +257,13 @@ Status Executor::run() {
       return cudaFailure("cannot upload input '" + plan.inputs[i].name + "'",
                          error);
   if (options.cudaGraph) {
-    if (!graph || capturedScalars != scalarInputs())
-      if (Status status = captureGraph(); !status)
+    if (!replay.exec || replay.scalars != scalarInputs())
+      if (Status status = captureGraph(count, replay); !status)
         return status;
-    if (cudaError_t error = cudaGraphLaunch(graph, stream);
+    if (cudaError_t error = cudaGraphLaunch(replay.exec, stream);
         error != cudaSuccess)
       return cudaFailure("cannot launch the graph of the steps", error);
-  } else if (Status status = enqueueSteps(); !status) {
+  } else if (Status status = enqueueSteps(count); !status) {
     return status;
   }
   if (cudaError_t error = cudaStreamSynchronize(stream); error != cudaSuccess)
@@ -279,6 +287,38 @@ std::vector<io::HostTensor> Executor::outputs() const {
     tensors.push_back(std::move(tensor));
   }
   return tensors;
+}
+
+Expected<std::vector<io::HostTensor>>
+Executor::download(const std::vector<exec::ParamInfo> &table,
+                   const std::vector<void *> &buffers) const {
+  std::vector<io::HostTensor> tensors;
+  tensors.reserve(buffers.size());
+  for (size_t i = 0; i < buffers.size(); ++i) {
+    const exec::ParamInfo &entry = table[i];
+    io::HostTensor tensor;
+    tensor.name = entry.name;
+    tensor.dtype = entry.dtype;
+    tensor.shape = entry.shape;
+    tensor.data.resize(entry.numel * io::dtypeSize(entry.dtype));
+    if (cudaError_t error =
+            cudaMemcpyAsync(tensor.data.data(), buffers[i], tensor.data.size(),
+                            cudaMemcpyDeviceToHost, stream);
+        error != cudaSuccess)
+      return cudaFailure("cannot copy '" + entry.name + "' to the host", error);
+    tensors.push_back(std::move(tensor));
+  }
+  if (cudaError_t error = cudaStreamSynchronize(stream); error != cudaSuccess)
+    return cudaFailure("copying tensors to the host failed", error);
+  return tensors;
+}
+
+Expected<std::vector<io::HostTensor>> Executor::copyParams() const {
+  return download(plan.params, paramBuffers);
+}
+
+Expected<std::vector<io::HostTensor>> Executor::copyState() const {
+  return download(plan.state, stateBuffers);
 }
 
 } // namespace mixer::cuda

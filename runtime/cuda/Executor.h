@@ -10,7 +10,8 @@
 // enqueues every step on one stream, by default as a CUDA graph: the steps
 // are captured once (cudaStreamBeginCapture ... cudaGraphInstantiate) and
 // the graph replayed; a change of a scalar input re-captures the graph, as
-// its kernel arguments change.
+// its kernel arguments change. runForward() keeps a graph of its own.
+// copyParams/copyState copy the device tensors back to the host.
 //
 //===----------------------------------------------------------------------===//
 
@@ -54,19 +55,39 @@ public:
   Status bindInputs(const std::vector<io::HostTensor> &tensors,
                     const std::string &source, bool allowExtra) override;
   Status run() override;
+  Status runForward() override;
   std::vector<io::HostTensor> outputs() const override;
+  Expected<std::vector<io::HostTensor>> copyParams() const override;
+  Expected<std::vector<io::HostTensor>> copyState() const override;
 
 private:
+  /// An instantiated graph of the leading steps and the scalar inputs baked
+  /// into its kernel arguments.
+  struct CapturedGraph {
+    CUgraphExec_st *exec = nullptr;
+    std::vector<int32_t> scalars;
+  };
+
   Executor() = default;
 
   /// Uploads `tensors` into fresh device buffers and points the values of
   /// `storage` at them.
   Status upload(const std::vector<io::HostTensor> &tensors,
                 exec::StorageKind storage, std::vector<void *> &buffers);
-  /// Enqueues every step on the stream; the first failure names its step.
-  Status enqueueSteps();
-  /// Captures the steps into a graph and instantiates it.
-  Status captureGraph();
+  /// Copies `buffers`, bound to the entries of `table`, to the host.
+  Expected<std::vector<io::HostTensor>>
+  download(const std::vector<exec::ParamInfo> &table,
+           const std::vector<void *> &buffers) const;
+  /// Uploads the inputs and runs the first `count` steps, replaying
+  /// `replay` when the executor uses graphs.
+  Status runSteps(size_t count, CapturedGraph &replay);
+  /// Enqueues the first `count` steps on the stream; the first failure
+  /// names its step.
+  Status enqueueSteps(size_t count);
+  /// Captures the first `count` steps into `replay` and instantiates it.
+  Status captureGraph(size_t count, CapturedGraph &replay);
+  /// Destroys the captured graphs (they hold the bound addresses).
+  void dropGraphs();
   /// The scalar inputs baked into a captured graph's kernel arguments.
   std::vector<int32_t> scalarInputs() const;
   Status cudaFailure(const std::string &what, int error) const;
@@ -85,8 +106,9 @@ private:
   std::vector<void *> device;
   std::vector<const void *> host;
   std::vector<DeviceStep> steps;
-  CUgraphExec_st *graph = nullptr;
-  std::vector<int32_t> capturedScalars;
+  /// Number of leading steps runForward() runs.
+  size_t forwardSteps = 0;
+  CapturedGraph graph, forwardGraph;
   bool paramsBound = false;
   bool stateBound = false;
   bool inputsBound = false;

@@ -51,6 +51,55 @@ bool hostScalar(StepContext &c, const Arg &arg, DType dtype) {
                             "on the host");
 }
 
+/// The noise counter of a noise kernel (random_scale, attention), formed on
+/// the host: the plan input step, or with gradient accumulation the result
+/// of a noise_counter step, exec::noiseCounter of its inputs step and
+/// micro_step.
+struct HostCounter {
+  int64_t step = 0;       ///< slot of input step
+  int64_t microStep = -1; ///< slot of input micro_step; -1: the counter is step
+  int64_t microSteps = 1;
+
+  /// This run's counter. A noise_counter step runs before its readers and
+  /// has checked micro_step.
+  int32_t at(const LaunchContext &ctx) const {
+    int32_t applied = hostValue<int32_t>(ctx, step);
+    if (microStep < 0)
+      return applied;
+    return exec::noiseCounter(applied, microSteps,
+                              hostValue<int32_t>(ctx, microStep));
+  }
+};
+
+bool readNoiseCounter(StepContext &c, HostCounter &counter);
+
+/// Reads `arg`, the counter operand of a noise kernel: an I32 scalar that is
+/// a plan input or the result of a noise_counter step, whose inputs the
+/// kernel reads on the host instead.
+bool noiseCounterOf(StepContext &c, const Arg &arg, HostCounter &counter) {
+  if (!c.shape(arg, DType::I32, {}))
+    return false;
+  if (arg.value->storage == exec::StorageKind::Input) {
+    counter = HostCounter{arg.slot};
+    return true;
+  }
+  const exec::Plan &plan = c.getPlan();
+  int64_t index = c.producer(arg);
+  if (index < 0 || plan.steps[index].kernel != "noise_counter")
+    return c.fail(arg.role +
+                  " must be a plan input or the result of a noise_counter "
+                  "step: the CUDA kernel reads it on the host");
+  int64_t scratchBytes = 0;
+  StepContext source(plan, index, *exec::kernelOperandNames("noise_counter"),
+                     scratchBytes);
+  if (!source.checkPresence() || !readNoiseCounter(source, counter))
+    return c.fail(arg.role +
+                  " comes from a noise_counter step the CUDA "
+                  "kernel cannot read: " +
+                  source.takeError().message());
+  return true;
+}
+
 /// Reads the activation `kind`: GELU (the bias + GELU kernels) or tanh.
 bool geluOrTanh(StepContext &c, bool &gelu) {
   std::string kind;
@@ -315,26 +364,27 @@ Expected<DeviceStep> prepareRandomScale(StepContext &c) {
   double rate;
   int64_t stream;
   DType dtype;
+  HostCounter counter;
   if (!readRandomScale(c, dropout, rate, stream) ||
       !activationType(c, x, dtype) || !hostScalar(c, seed, DType::I32) ||
-      !hostScalar(c, step, DType::I32) || !c.shape(y, dtype, x.value->shape))
+      !noiseCounterOf(c, step, counter) || !c.shape(y, dtype, x.value->shape))
     return c.takeError();
   int64_t n = x.value->numel, bytes = x.value->bytes;
   bool bf16 = dtype == DType::BF16;
-  return DeviceStep([=, a = x.slot, k = seed.slot, s = step.slot,
-                     o = y.slot](const LaunchContext &ctx) {
-    void *const *v = ctx.device;
-    int32_t key = hostValue<int32_t>(ctx, k);
-    // A negative seed evaluates: no noise.
-    if (key < 0)
-      return copyOf(v[a], v[o], bytes, ctx.stream);
-    CounterKey counter{key, stream, hostValue<int32_t>(ctx, s)};
-    return byPrecision(bf16, [&](auto *tag) {
-      using T = std::remove_pointer_t<decltype(tag)>;
-      return randomScale(as<T>(v[a]), as<T>(v[o]), n, dropout, rate, counter,
-                         ctx.stream);
-    });
-  });
+  return DeviceStep(
+      [=, a = x.slot, k = seed.slot, o = y.slot](const LaunchContext &ctx) {
+        void *const *v = ctx.device;
+        int32_t key = hostValue<int32_t>(ctx, k);
+        // A negative seed evaluates: no noise.
+        if (key < 0)
+          return copyOf(v[a], v[o], bytes, ctx.stream);
+        CounterKey draws{key, stream, counter.at(ctx)};
+        return byPrecision(bf16, [&](auto *tag) {
+          using T = std::remove_pointer_t<decltype(tag)>;
+          return randomScale(as<T>(v[a]), as<T>(v[o]), n, dropout, rate, draws,
+                             ctx.stream);
+        });
+      });
 }
 
 Expected<DeviceStep> prepareGlobalNorm(StepContext &c) {
@@ -380,21 +430,29 @@ Expected<int32_t> microStepOf(const LaunchContext &ctx, int64_t slot,
   return micro;
 }
 
-Expected<DeviceStep> prepareNoiseCounter(StepContext &c) {
-  const Arg &step = c.in(0), &micro = c.in(1), &y = c.out(0);
-  int64_t microSteps;
+/// Checks the operands step and micro_step (plan inputs) and the result of
+/// the noise_counter step `c` prepares; `counter` forms its value.
+bool readNoiseCounter(StepContext &c, HostCounter &counter) {
+  const Arg &step = c.in(0), &micro = c.in(1);
   if (!hostScalar(c, step, DType::I32) ||
-      !readMicroSteps(c, micro, microSteps) || !c.shape(y, DType::I32, {}))
+      !readMicroSteps(c, micro, counter.microSteps) ||
+      !c.shape(c.out(0), DType::I32, {}))
+    return false;
+  counter.step = step.slot, counter.microStep = micro.slot;
+  return true;
+}
+
+Expected<DeviceStep> prepareNoiseCounter(StepContext &c) {
+  HostCounter counter;
+  if (!readNoiseCounter(c, counter))
     return c.takeError();
-  return DeviceStep([=, s = step.slot, m = micro.slot,
-                     o = y.slot](const LaunchContext &ctx) -> Status {
-    Expected<int32_t> index = microStepOf(ctx, m, microSteps);
+  return DeviceStep([=, o = c.out(0).slot](const LaunchContext &ctx) -> Status {
+    Expected<int32_t> index =
+        microStepOf(ctx, counter.microStep, counter.microSteps);
     if (!index)
       return index.takeStatus();
-    return storeCounter(
-        as<int32_t>(ctx.device[o]),
-        exec::noiseCounter(hostValue<int32_t>(ctx, s), microSteps, *index),
-        ctx.stream);
+    return storeCounter(as<int32_t>(ctx.device[o]), counter.at(ctx),
+                        ctx.stream);
   });
 }
 
@@ -737,7 +795,8 @@ struct AttentionStep {
   AttentionConfig config;
   double rate = 0;
   int64_t stream = 0;
-  int64_t ids = 0, seed = -1, step = -1;
+  int64_t ids = 0, seed = -1;
+  HostCounter counter;
   bool bf16 = false;
 
   bool read(StepContext &c, const Arg &seedArg, const Arg &stepArg) {
@@ -775,7 +834,7 @@ struct AttentionStep {
         !c.shape(c.in(3), DType::I32, {q.dim(0), q.dim(1)}))
       return false;
     if (noisy && (!hostScalar(c, seedArg, DType::I32) ||
-                  !hostScalar(c, stepArg, DType::I32)))
+                  !noiseCounterOf(c, stepArg, counter)))
       return false;
     config.batch = q.dim(0), config.seq = q.dim(1), config.heads = heads;
     config.headDim = headDim;
@@ -783,7 +842,7 @@ struct AttentionStep {
     config.causal = causal;
     ids = c.in(3).slot;
     if (noisy)
-      seed = seedArg.slot, step = stepArg.slot;
+      seed = seedArg.slot;
     bf16 = dtype == DType::BF16;
     return true;
   }
@@ -796,7 +855,7 @@ struct AttentionStep {
     int32_t key = seed < 0 ? -1 : hostValue<int32_t>(ctx, seed);
     if (key >= 0) {
       run.dropoutRate = rate;
-      run.dropoutKey = {key, stream, hostValue<int32_t>(ctx, step)};
+      run.dropoutKey = {key, stream, counter.at(ctx)};
     }
     return run;
   }

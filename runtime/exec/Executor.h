@@ -72,10 +72,18 @@ public:
   /// Runs only the steps up to the last one that writes an output: the
   /// forward pass and losses of a training plan, without its backward pass
   /// and update (evaluation).
-  Status runForward();
+  Status runForward() override;
 
   /// Copies of the plan's outputs after run(), named as the plan says.
   std::vector<io::HostTensor> outputs() const override;
+
+  /// Copies of params() and state().
+  Expected<std::vector<io::HostTensor>> copyParams() const override {
+    return paramTensors;
+  }
+  Expected<std::vector<io::HostTensor>> copyState() const override {
+    return stateTensors;
+  }
 
 private:
   Executor() = default;

@@ -1,9 +1,11 @@
 //===- PlanExecutor.h - What every executor of a plan offers ----*- C++ -*-===//
 //
-// The interface mixer-run drives for inference and benchmarks, whichever
-// target the plan names: the CPU executor (Executor.h) and the CUDA executor
-// (runtime/cuda/Executor.h) implement it. Binding checks tensors against the
-// plan; run() executes every step; outputs() copies the outputs to the host.
+// The interface mixer-run drives for inference, benchmarks and training,
+// whichever target the plan names: the CPU executor (Executor.h) and the CUDA
+// executor (runtime/cuda/Executor.h) implement it. Binding checks tensors
+// against the plan; run() executes every step (runForward() the forward part
+// of a training plan); outputs(), copyParams() and copyState() copy results,
+// parameters and optimizer state to the host.
 //
 //===----------------------------------------------------------------------===//
 
@@ -46,8 +48,18 @@ public:
   /// Runs every step in order. A kernel failure names the step and kernel.
   virtual Status run() = 0;
 
+  /// Runs only the steps up to the last one that writes an output: the
+  /// forward pass and losses of a training plan, without its backward pass
+  /// and update (evaluation).
+  virtual Status runForward() = 0;
+
   /// Copies of the plan's outputs after run(), named as the plan says.
   virtual std::vector<io::HostTensor> outputs() const = 0;
+
+  /// Copies of the bound parameters and optimizer state, in plan order, as
+  /// a training plan's runs have left them (checkpoints).
+  virtual Expected<std::vector<io::HostTensor>> copyParams() const = 0;
+  virtual Expected<std::vector<io::HostTensor>> copyState() const = 0;
 };
 
 } // namespace mixer::exec

@@ -19,8 +19,9 @@ int64_t leadingElements(const ValueInfo &value) {
 
 StepContext::StepContext(const Plan &plan, size_t index,
                          const KernelOperandNames &names, int64_t &scratchBytes)
-    : step(plan.steps[index]), names(names), where(describeStep(plan, index)),
-      scratchBytes(scratchBytes), scratchIndex(scratchSlot(plan)) {
+    : plan(plan), index(index), step(plan.steps[index]), names(names),
+      where(describeStep(plan, index)), scratchBytes(scratchBytes),
+      scratchIndex(scratchSlot(plan)) {
   auto makeArgs = [&](const std::vector<int64_t> &ids,
                       std::initializer_list<std::string_view> names,
                       const char *what, std::vector<Arg> &args) {
@@ -39,6 +40,15 @@ StepContext::StepContext(const Plan &plan, size_t index,
   };
   makeArgs(step.operands, names.operands, "operand", operands);
   makeArgs(step.results, names.results, "result", results);
+}
+
+int64_t StepContext::producer(const Arg &arg) const {
+  for (size_t i = index; i-- > 0;) {
+    const std::vector<int64_t> &written = plan.steps[i].results;
+    if (std::find(written.begin(), written.end(), arg.slot) != written.end())
+      return static_cast<int64_t>(i);
+  }
+  return -1;
 }
 
 bool StepContext::checkPresence() {

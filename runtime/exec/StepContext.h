@@ -52,6 +52,11 @@ public:
   size_t numOperands() const { return operands.size(); }
   const Arg &out(size_t i) const { return results[i]; }
 
+  const Plan &getPlan() const { return plan; }
+  /// The index of the last step before this one that writes `arg`'s value,
+  /// or -1 when none does (a plan input, a parameter).
+  int64_t producer(const Arg &arg) const;
+
   /// Records a message about this step; returns false.
   bool fail(const std::string &text) {
     message = where + ": " + text;
@@ -93,6 +98,8 @@ private:
     return fail(std::string("attribute '") + name + "' must be " + expected);
   }
 
+  const Plan &plan;
+  size_t index;
   const Step &step;
   KernelOperandNames names;
   std::string where;

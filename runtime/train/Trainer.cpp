@@ -205,9 +205,10 @@ std::vector<io::HostTensor> zeroOptimizerState(const exec::Plan &plan) {
 }
 
 Expected<TrainingSession>
-TrainingSession::start(const exec::Plan &plan,
+TrainingSession::start(std::unique_ptr<exec::PlanExecutor> executor,
                        std::vector<io::HostTensor> params,
                        const std::string &source) {
+  const exec::Plan &plan = executor->getPlan();
   if (!plan.updatesParameters())
     return Status::error(plan.path + ": not a training plan; compile the "
                                      "model with mixc --train");
@@ -215,22 +216,23 @@ TrainingSession::start(const exec::Plan &plan,
     return Status::error(plan.path + ": accumulates gradients over " +
                          std::to_string(plan.training->microSteps) +
                          " micro-steps but has no 'micro_step' input");
-  Expected<exec::Executor> executor = exec::Executor::create(plan);
-  if (!executor)
-    return executor.takeStatus();
-  if (Status status = executor->bindParams(std::move(params), source); !status)
-    return status;
-  if (Status status =
-          executor->bindState(zeroOptimizerState(plan), "optimizer state");
+  if (Status status = executor->bindParams(std::move(params), source,
+                                           /*allowExtra=*/false);
       !status)
     return status;
-  return TrainingSession(std::move(*executor), 0);
+  if (Status status =
+          executor->bindState(zeroOptimizerState(plan), "optimizer state",
+                              /*allowExtra=*/false);
+      !status)
+    return status;
+  return TrainingSession(std::move(executor), 0);
 }
 
-Expected<TrainingSession> TrainingSession::resume(const exec::Plan &plan,
-                                                  const std::string &dir,
-                                                  BatchSource &data,
-                                                  int32_t &seed) {
+Expected<TrainingSession>
+TrainingSession::resume(std::unique_ptr<exec::PlanExecutor> executor,
+                        const std::string &dir, BatchSource &data,
+                        int32_t &seed) {
+  const exec::Plan &plan = executor->getPlan();
   Expected<TrainingState> saved = loadCheckpoint(dir);
   if (!saved)
     return saved.takeStatus();
@@ -247,11 +249,13 @@ Expected<TrainingSession> TrainingSession::resume(const exec::Plan &plan,
                          "the tensors of " +
                          plan.path + " (another model or optimizer?)");
   Expected<TrainingSession> session =
-      start(plan, std::move(saved->params), where + "/params.safetensors");
+      start(std::move(executor), std::move(saved->params),
+            where + "/params.safetensors");
   if (!session)
     return session.takeStatus();
-  if (Status status = session->runner.bindState(
-          std::move(saved->optimizerState), where + "/optimizer.safetensors");
+  if (Status status = session->runner->bindState(
+          std::move(saved->optimizerState), where + "/optimizer.safetensors",
+          /*allowExtra=*/false);
       !status)
     return status;
   if (Status status = data.seek(progress["data"]); !status)
@@ -263,19 +267,25 @@ Expected<TrainingSession> TrainingSession::resume(const exec::Plan &plan,
 
 Status TrainingSession::save(const TrainOptions &options,
                              const BatchSource &data) {
+  Expected<std::vector<io::HostTensor>> params = runner->copyParams();
+  if (!params)
+    return params.takeStatus();
+  Expected<std::vector<io::HostTensor>> optimizerState = runner->copyState();
+  if (!optimizerState)
+    return optimizerState.takeStatus();
   TrainingState state;
   state.step = applied;
-  state.params = runner.params();
-  state.optimizerState = runner.state();
-  state.progress = {{"model", runner.getPlan().model},
-                    {"tensors_crc64", tensorTablesChecksum(runner.getPlan())},
+  state.params = std::move(*params);
+  state.optimizerState = std::move(*optimizerState);
+  state.progress = {{"model", runner->getPlan().model},
+                    {"tensors_crc64", tensorTablesChecksum(runner->getPlan())},
                     {"seed", options.seed},
                     {"data", data.position()}};
   return saveCheckpoint(options.checkpointDir, state, options.keepLast);
 }
 
 Status TrainingSession::train(BatchSource &data, const TrainOptions &options) {
-  const exec::Plan &plan = runner.getPlan();
+  const exec::Plan &plan = runner->getPlan();
   if (Status valid = validateSchedule(options.schedule); !valid)
     return valid;
   if (options.seed < 0)
@@ -317,13 +327,13 @@ Status TrainingSession::train(BatchSource &data, const TrainOptions &options) {
       std::string what = "batch of step " + std::to_string(applied + 1);
       if (microSteps > 1)
         what += ", micro-step " + std::to_string(micro);
-      if (Status status = runner.bindInputs(inputs, what, /*allowExtra=*/true);
+      if (Status status = runner->bindInputs(inputs, what, /*allowExtra=*/true);
           !status)
         return status;
-      if (Status status = runner.run(); !status)
+      if (Status status = runner->run(); !status)
         return status;
       report.tokens += data.lastTokens();
-      std::vector<io::HostTensor> outputs = runner.outputs();
+      std::vector<io::HostTensor> outputs = runner->outputs();
       for (size_t m = 0; m < lossOutputs.size(); ++m)
         report.metrics[m].second += outputs[lossOutputs[m]].as<float>()[0];
     }
@@ -366,7 +376,8 @@ Status TrainingSession::train(BatchSource &data, const TrainOptions &options) {
 }
 
 Expected<std::vector<io::HostTensor>>
-evaluateBatch(exec::Executor &executor, std::vector<io::HostTensor> inputs) {
+evaluateBatch(exec::PlanExecutor &executor,
+              std::vector<io::HostTensor> inputs) {
   inputs.push_back(floatScalar("learning_rate", 0.0f));
   inputs.push_back(int32Scalar("step", 0));
   inputs.push_back(int32Scalar("micro_step", 0));

@@ -19,7 +19,7 @@
 #include "runtime/data/ClassificationData.h"
 #include "runtime/data/LmStream.h"
 #include "runtime/data/MlmBatcher.h"
-#include "runtime/exec/Executor.h"
+#include "runtime/exec/PlanExecutor.h"
 #include "runtime/train/LearningRate.h"
 
 #include <nlohmann/json.hpp>
@@ -92,23 +92,23 @@ struct TrainOptions {
   std::function<bool()> stopRequested;
 };
 
-/// A training plan's executor with its parameters, optimizer state and
-/// step.
+/// A training plan's executor (either target's) with its parameters,
+/// optimizer state and step.
 class TrainingSession {
 public:
-  /// Starts at step 0 from `params` with zero optimizer state. The plan
-  /// must be a training plan (mixc --train).
-  static Expected<TrainingSession> start(const exec::Plan &plan,
-                                         std::vector<io::HostTensor> params,
-                                         const std::string &source);
+  /// Starts at step 0 from `params` with zero optimizer state on
+  /// `executor`, whose plan must be a training plan (mixc --train).
+  static Expected<TrainingSession>
+  start(std::unique_ptr<exec::PlanExecutor> executor,
+        std::vector<io::HostTensor> params, const std::string &source);
 
-  /// Continues from the latest checkpoint in `dir`: parameters, optimizer
-  /// state and step, and moves `data` to the saved position. The
-  /// checkpoint must come from a plan with the same parameters; `seed`
-  /// receives the run's seed.
-  static Expected<TrainingSession> resume(const exec::Plan &plan,
-                                          const std::string &dir,
-                                          BatchSource &data, int32_t &seed);
+  /// Continues on `executor` from the latest checkpoint in `dir`:
+  /// parameters, optimizer state and step, and moves `data` to the saved
+  /// position. The checkpoint must come from a plan with the same
+  /// parameters; `seed` receives the run's seed.
+  static Expected<TrainingSession>
+  resume(std::unique_ptr<exec::PlanExecutor> executor, const std::string &dir,
+         BatchSource &data, int32_t &seed);
 
   /// Applies updates until options.steps are applied (or a stop request),
   /// saving checkpoints and appending one line per update to the metrics
@@ -118,17 +118,17 @@ public:
   Status train(BatchSource &data, const TrainOptions &options);
 
   int64_t step() const { return applied; }
-  const exec::Executor &executor() const { return runner; }
+  const exec::PlanExecutor &executor() const { return *runner; }
   /// For evaluation between updates (evaluateBatch).
-  exec::Executor &executor() { return runner; }
+  exec::PlanExecutor &executor() { return *runner; }
 
 private:
-  TrainingSession(exec::Executor runner, int64_t applied)
+  TrainingSession(std::unique_ptr<exec::PlanExecutor> runner, int64_t applied)
       : runner(std::move(runner)), applied(applied) {}
 
   Status save(const TrainOptions &options, const BatchSource &data);
 
-  exec::Executor runner;
+  std::unique_ptr<exec::PlanExecutor> runner;
   int64_t applied = 0;
 };
 
@@ -139,7 +139,7 @@ std::vector<io::HostTensor> zeroOptimizerState(const exec::Plan &plan);
 /// step and micro-step 0) and runs the forward part of a training plan;
 /// returns its outputs.
 Expected<std::vector<io::HostTensor>>
-evaluateBatch(exec::Executor &executor, std::vector<io::HostTensor> inputs);
+evaluateBatch(exec::PlanExecutor &executor, std::vector<io::HostTensor> inputs);
 
 } // namespace mixer::train
 

@@ -12,10 +12,9 @@
 
 namespace mixer::run {
 
-namespace {
-
-/// Throws unless a CUDA device can run the cuda plan `plan`.
-void requireDevice(const exec::Plan &plan) {
+void requireTarget(const exec::Plan &plan) {
+  if (plan.target != "cuda")
+    return;
 #ifdef MIXER_HAVE_CUDA
   if (Status status = cuda::checkDevice(); !status)
     throw RuntimeFailure{status.message() + " to run " + plan.path +
@@ -26,28 +25,16 @@ void requireDevice(const exec::Plan &plan) {
 #endif
 }
 
-} // namespace
-
 std::unique_ptr<exec::PlanExecutor> createExecutor(const exec::Plan &plan) {
   if (plan.target != "cuda")
     return std::make_unique<exec::Executor>(
         check(exec::Executor::create(plan)));
-  requireDevice(plan);
+  requireTarget(plan);
 #ifdef MIXER_HAVE_CUDA
   return check(cuda::Executor::create(plan));
 #else
   return nullptr;
 #endif
-}
-
-void requireCpuTarget(const exec::Plan &plan, const std::string &command) {
-  if (plan.target == "cpu")
-    return;
-  requireDevice(plan);
-  throw RuntimeFailure{command +
-                       " runs cpu artifacts only so far (the CUDA "
-                       "executor runs infer and bench); " +
-                       plan.path + " is a " + plan.target + " artifact"};
 }
 
 } // namespace mixer::run

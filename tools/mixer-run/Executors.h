@@ -16,9 +16,11 @@ namespace mixer::run {
 /// plan cannot be prepared.
 std::unique_ptr<exec::PlanExecutor> createExecutor(const exec::Plan &plan);
 
-/// Throws a RuntimeFailure unless `command` can run `plan`: the training
-/// commands drive the CPU executor only so far.
-void requireCpuTarget(const exec::Plan &plan, const std::string &command);
+/// Throws a RuntimeFailure with one line unless this machine can run
+/// `plan`'s target: a cuda plan needs a build with CUDA and a usable device.
+/// Commands call it before they read their data, so that the reason comes
+/// first.
+void requireTarget(const exec::Plan &plan);
 
 } // namespace mixer::run
 

@@ -40,7 +40,7 @@ void installStopHandlers() {
 
 exec::Plan loadTrainingPlan(const Args &args) {
   exec::Plan plan = check(exec::Plan::load(args.artifact));
-  requireCpuTarget(plan, args.command);
+  requireTarget(plan);
   if (!plan.updatesParameters())
     throw RuntimeFailure{plan.path + ": not a training artifact (mode '" +
                          plan.mode + "'); compile the model with mixc --train"};
@@ -207,8 +207,9 @@ private:
   double tokens = 0;
 };
 
-/// Starts a session: resumed from --checkpoint-dir when --resume finds a
-/// checkpoint there, else fresh from `params()`.
+/// Starts a session on the executor of the plan's target: resumed from
+/// --checkpoint-dir when --resume finds a checkpoint there, else fresh from
+/// `params()`.
 template <typename MakeParams>
 train::TrainingSession openSession(const Args &args, const exec::Plan &plan,
                                    train::BatchSource &data, int32_t &seed,
@@ -220,8 +221,8 @@ train::TrainingSession openSession(const Args &args, const exec::Plan &plan,
     std::vector<int64_t> steps = check(train::listCheckpoints(dir));
     if (!steps.empty()) {
       int32_t saved = seed;
-      train::TrainingSession session =
-          check(train::TrainingSession::resume(plan, dir, data, saved));
+      train::TrainingSession session = check(train::TrainingSession::resume(
+          createExecutor(plan), dir, data, saved));
       if (args.has("--seed") && saved != seed)
         throw UsageError{"--seed " + std::to_string(seed) +
                          " differs from the resumed run's seed " +
@@ -234,7 +235,8 @@ train::TrainingSession openSession(const Args &args, const exec::Plan &plan,
     std::fprintf(stderr, "no checkpoint in %s yet: starting at step 0\n",
                  dir.c_str());
   }
-  return check(train::TrainingSession::start(plan, params(), plan.path));
+  return check(
+      train::TrainingSession::start(createExecutor(plan), params(), plan.path));
 }
 
 train::TrainOptions trainOptions(const Args &args, int64_t steps,
@@ -305,7 +307,7 @@ const io::HostTensor &output(const exec::Plan &plan,
 /// Accuracy, F1 (of class 1 for two classes, else the mean over classes)
 /// or the mean squared error, the mean loss and the majority-class rate of
 /// `examples` under the session's current parameters.
-json evaluateClassification(exec::Executor &executor,
+json evaluateClassification(exec::PlanExecutor &executor,
                             const data::ClassificationData &examples) {
   const exec::Plan &plan = executor.getPlan();
   int64_t batchSize = plan.batch, seq = plan.seq;
@@ -381,7 +383,7 @@ json evaluateClassification(exec::Executor &executor,
 /// and perplexity, and the mean losses over `batches` batches of the
 /// corpus, with the accuracy of always answering the most frequent label
 /// as the baseline.
-json evaluatePretraining(exec::Executor &executor, train::BatchSource &data,
+json evaluatePretraining(exec::PlanExecutor &executor, train::BatchSource &data,
                          int64_t batches) {
   const exec::Plan &plan = executor.getPlan();
   bool causal = plan.findOutput("causal_lm_predictions") >= 0;
@@ -564,19 +566,20 @@ int runFinetune(const Args &args) {
 int runEval(const Args &args) {
   exec::Plan plan = loadTrainingPlan(args);
   data::Tokenizer tokenizer = loadTokenizer(args, plan);
-  exec::Executor executor = check(exec::Executor::create(plan));
+  std::unique_ptr<exec::PlanExecutor> executor = createExecutor(plan);
   std::string weights =
       requireFlag(args, "--weights", "FILE or checkpoint directory");
-  check(executor.bindParams(loadWeights(weights), weights,
-                            /*allowExtra=*/true));
-  check(executor.bindState(train::zeroOptimizerState(plan), "optimizer state"));
+  check(executor->bindParams(loadWeights(weights), weights,
+                             /*allowExtra=*/true));
+  check(executor->bindState(train::zeroOptimizerState(plan), "optimizer state",
+                            /*allowExtra=*/false));
   if (args.has("--data") == args.has("--corpus"))
     throw UsageError{"give either --data FILE (JSONL, classification) or "
                      "--corpus FILE (text, pre-training)"};
   json result;
   if (args.has("--data")) {
     result = evaluateClassification(
-        executor,
+        *executor,
         check(data::ClassificationData::load(args.get("--data"), tokenizer,
                                              classificationClasses(plan))));
   } else {
@@ -585,7 +588,7 @@ int runEval(const Args &args) {
     uint64_t batches = parseCount(args, "--batches", 20);
     if (batches == 0)
       throw UsageError{"--batches: must be at least 1"};
-    result = evaluatePretraining(executor, *data, batches);
+    result = evaluatePretraining(*executor, *data, batches);
   }
   printJsonOrTable(args, result);
   return 0;

@@ -8,18 +8,26 @@
 // gradients), of MoE layers (routing, experts, gathers, scatters and their
 // gradients) and of gradient accumulation (noise_counter,
 // accumulate_gradient, adamw over micro-steps) agree with the CPU executor to
-// 1e-4. Without a usable device the binary
-// prints why and exits 77 (skipped).
+// 1e-4. The training loop (train::TrainingSession) over the tiny training
+// plans that mixc compiles (MIXER_CUDA_PLANS) gives the CPU executor's losses
+// and parameters on the CUDA executor, with gradient accumulation too, and a
+// resumed CUDA run the bits of an uninterrupted one. Without a usable device
+// the binary prints why and exits 77 (skipped).
 //
 //===----------------------------------------------------------------------===//
 
 #include "runtime/cuda/Executor.h"
+#include "runtime/exec/Init.h"
+#include "runtime/train/Trainer.h"
 
 #include "test/unit/exec/PlanBuilder.h"
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 #include <memory>
+#include <random>
 
 using namespace mixer;
 using namespace mixer::exec::test;
@@ -298,6 +306,236 @@ TEST(CudaExecutorMicroStepTest, MatchesTheCpuExecutor) {
          intTensor("micro_step", {}, {micro})});
   }
 }
+
+/// MLM + NSP batches for a training plan's inputs, each a function of its
+/// number only: rows of tokens (some padded), two segments, masked
+/// positions with labels (the last two slots unused, -1) and random
+/// next-sentence labels.
+class SyntheticBatches : public train::BatchSource {
+public:
+  explicit SyntheticBatches(const exec::Plan &plan) : plan(plan) {}
+
+  std::vector<io::HostTensor> next() override {
+    std::mt19937 random(static_cast<uint32_t>(1000 + batch++));
+    int64_t rows = plan.batch, seq = plan.seq;
+    int64_t slots = plan.inputs[plan.findInput("masked_lm_positions")].shape[1];
+    auto draw = [&](int64_t lo, int64_t hi) {
+      return std::uniform_int_distribution<int64_t>(lo, hi - 1)(random);
+    };
+    std::vector<int64_t> ids, types, positions, labels, next;
+    tokens = 0;
+    for (int64_t r = 0; r < rows; ++r) {
+      int64_t length = seq - r % 3;
+      tokens += length;
+      for (int64_t t = 0; t < seq; ++t) {
+        ids.push_back(t < length ? draw(4, plan.vocabSize) : plan.padId);
+        types.push_back(t < length && 2 * t >= length ? 1 : 0);
+      }
+      for (int64_t p = 0; p < slots; ++p) {
+        positions.push_back(draw(1, length));
+        labels.push_back(p < slots - 2 ? draw(4, plan.vocabSize) : -1);
+      }
+      next.push_back(draw(0, 2));
+    }
+    return {intTensor("input_ids", {rows, seq}, ids),
+            intTensor("type_ids", {rows, seq}, types),
+            intTensor("masked_lm_positions", {rows, slots}, positions),
+            intTensor("masked_lm_ids", {rows, slots}, labels),
+            intTensor("next_sentence_labels", {rows}, next)};
+  }
+  json position() const override { return {{"batch", batch}}; }
+  Status seek(const json &position) override {
+    batch = position["batch"].get<int64_t>();
+    return Status::success();
+  }
+  int64_t lastTokens() const override { return tokens; }
+
+private:
+  const exec::Plan &plan;
+  int64_t batch = 0;
+  int64_t tokens = 0;
+};
+
+/// The tiny training plan `name` (e.g. "bert_tiny-train-fp32") compiled by
+/// ctest's MixerCudaTinyPlansCompile into MIXER_CUDA_PLANS.
+Expected<exec::Plan> tinyPlan(const std::string &name) {
+  return exec::Plan::load(std::string(std::getenv("MIXER_CUDA_PLANS")) + "/" +
+                          name + ".mxa");
+}
+
+/// The executor of `plan`'s target.
+std::unique_ptr<exec::PlanExecutor> executorFor(const exec::Plan &plan) {
+  if (plan.target == "cpu") {
+    Expected<exec::Executor> cpu = exec::Executor::create(plan);
+    EXPECT_TRUE(cpu.ok()) << cpu.message();
+    return cpu.ok() ? std::make_unique<exec::Executor>(std::move(*cpu))
+                    : nullptr;
+  }
+  Expected<std::unique_ptr<cuda::Executor>> gpu = cuda::Executor::create(plan);
+  EXPECT_TRUE(gpu.ok()) << gpu.message();
+  return gpu.ok() ? std::move(*gpu) : nullptr;
+}
+
+/// A learning rate large enough that the updates dominate what rounding
+/// does to them (parameters of about 0.02 move by about 0.01 per update).
+train::TrainOptions trainOptions(int64_t steps,
+                                 std::vector<train::StepReport> &reports) {
+  train::TrainOptions options;
+  options.steps = steps;
+  options.schedule = {1e-2, 0, 100};
+  options.seed = 7;
+  options.onStep = [&reports](const train::StepReport &report) {
+    reports.push_back(report);
+  };
+  return options;
+}
+
+struct TrainedRun {
+  std::vector<train::StepReport> reports;
+  std::vector<io::HostTensor> params, state;
+  /// The outputs of an evaluation batch after the last update.
+  std::vector<io::HostTensor> evaluation;
+};
+
+/// `steps` updates of `plan` from `params` on the executor of its target.
+void runTraining(const exec::Plan &plan, std::vector<io::HostTensor> params,
+                 int64_t steps, TrainedRun &run) {
+  SyntheticBatches data(plan);
+  Expected<train::TrainingSession> session = train::TrainingSession::start(
+      executorFor(plan), std::move(params), "params");
+  ASSERT_TRUE(session.ok()) << session.message();
+  Status status = session->train(data, trainOptions(steps, run.reports));
+  ASSERT_TRUE(status.ok()) << status.message();
+  ASSERT_EQ(session->step(), steps);
+  Expected<std::vector<io::HostTensor>> trained =
+      session->executor().copyParams();
+  Expected<std::vector<io::HostTensor>> state = session->executor().copyState();
+  ASSERT_TRUE(trained.ok() && state.ok());
+  run.params = std::move(*trained);
+  run.state = std::move(*state);
+  Expected<std::vector<io::HostTensor>> evaluation =
+      train::evaluateBatch(session->executor(), data.next());
+  ASSERT_TRUE(evaluation.ok()) << evaluation.message();
+  run.evaluation = std::move(*evaluation);
+}
+
+/// Every scalar "*loss" tensor of `gpu` within 1e-4 relative of `cpu`.
+void expectSameLosses(const std::vector<io::HostTensor> &gpu,
+                      const std::vector<io::HostTensor> &cpu) {
+  ASSERT_EQ(gpu.size(), cpu.size());
+  for (size_t i = 0; i < cpu.size(); ++i) {
+    if (cpu[i].name.find("loss") == std::string::npos)
+      continue;
+    float c = cpu[i].as<float>()[0], g = gpu[i].as<float>()[0];
+    EXPECT_NEAR(g, c, 1e-4 * std::fabs(c)) << cpu[i].name;
+  }
+}
+
+class CudaTrainingTest : public ::testing::TestWithParam<const char *> {
+protected:
+  void SetUp() override {
+    if (!std::getenv("MIXER_CUDA_PLANS"))
+      GTEST_SKIP() << "MIXER_CUDA_PLANS is not set";
+  }
+};
+
+TEST_P(CudaTrainingTest, MatchesTheCpuExecutor) {
+  std::string model = GetParam();
+  Expected<exec::Plan> cpuPlan = tinyPlan(model + "-train-cpu");
+  Expected<exec::Plan> gpuPlan = tinyPlan(model + "-train-fp32");
+  ASSERT_TRUE(cpuPlan.ok()) << cpuPlan.message();
+  ASSERT_TRUE(gpuPlan.ok()) << gpuPlan.message();
+  std::vector<io::HostTensor> params = exec::initParameters(*cpuPlan, 1);
+  TrainedRun cpu, gpu;
+  runTraining(*cpuPlan, params, 3, cpu);
+  runTraining(*gpuPlan, params, 3, gpu);
+  ASSERT_EQ(gpu.reports.size(), cpu.reports.size());
+  for (size_t step = 0; step < cpu.reports.size(); ++step) {
+    SCOPED_TRACE("update " + std::to_string(step + 1));
+    const auto &c = cpu.reports[step].metrics, &g = gpu.reports[step].metrics;
+    ASSERT_EQ(g.size(), c.size());
+    for (size_t m = 0; m < c.size(); ++m) {
+      EXPECT_EQ(g[m].first, c[m].first);
+      EXPECT_NEAR(g[m].second, c[m].second, 1e-4 * std::fabs(c[m].second))
+          << c[m].first;
+    }
+  }
+  // Relative to the largest parameter (the LayerNorm scales, about 1): the
+  // gradients of some biases are zero but for rounding, which AdamW
+  // amplifies into differences far below the updates.
+  float largest = 0;
+  for (const io::HostTensor &tensor : cpu.params)
+    for (int64_t i = 0; i < tensor.numel(); ++i)
+      largest = std::max(largest, std::fabs(tensor.as<float>()[i]));
+  ASSERT_EQ(gpu.params.size(), cpu.params.size());
+  for (size_t t = 0; t < cpu.params.size(); ++t) {
+    const io::HostTensor &c = cpu.params[t], &g = gpu.params[t];
+    ASSERT_EQ(g.name, c.name);
+    ASSERT_EQ(g.numel(), c.numel());
+    for (int64_t i = 0; i < c.numel(); ++i)
+      ASSERT_NEAR(g.as<float>()[i], c.as<float>()[i], 1e-4f * largest)
+          << c.name << " element " << i;
+  }
+  SCOPED_TRACE("evaluation");
+  expectSameLosses(gpu.evaluation, cpu.evaluation);
+}
+
+TEST_P(CudaTrainingTest, ResumesBitForBit) {
+  std::string model = GetParam();
+  Expected<exec::Plan> plan = tinyPlan(model + "-train-fp32");
+  ASSERT_TRUE(plan.ok()) << plan.message();
+  std::vector<io::HostTensor> params = exec::initParameters(*plan, 1);
+  TrainedRun straight;
+  runTraining(*plan, params, 4, straight);
+
+  std::string dir = ::testing::TempDir() + "/mixer-cuda-resume-" + model;
+  std::filesystem::remove_all(dir);
+  std::vector<train::StepReport> reports;
+  {
+    SyntheticBatches data(*plan);
+    Expected<train::TrainingSession> first =
+        train::TrainingSession::start(executorFor(*plan), params, "params");
+    ASSERT_TRUE(first.ok()) << first.message();
+    train::TrainOptions options = trainOptions(2, reports);
+    options.checkpointDir = dir;
+    Status status = first->train(data, options);
+    ASSERT_TRUE(status.ok()) << status.message();
+  }
+  SyntheticBatches data(*plan);
+  int32_t seed = 0;
+  Expected<train::TrainingSession> resumed =
+      train::TrainingSession::resume(executorFor(*plan), dir, data, seed);
+  ASSERT_TRUE(resumed.ok()) << resumed.message();
+  EXPECT_EQ(resumed->step(), 2);
+  EXPECT_EQ(seed, 7);
+  Status status = resumed->train(data, trainOptions(4, reports));
+  ASSERT_TRUE(status.ok()) << status.message();
+  std::filesystem::remove_all(dir);
+
+  ASSERT_EQ(reports.size(), straight.reports.size());
+  for (size_t step = 0; step < reports.size(); ++step)
+    for (size_t m = 0; m < reports[step].metrics.size(); ++m)
+      EXPECT_EQ(reports[step].metrics[m].second,
+                straight.reports[step].metrics[m].second)
+          << "update " << step + 1 << ", " << reports[step].metrics[m].first;
+  Expected<std::vector<io::HostTensor>> endParams =
+      resumed->executor().copyParams();
+  Expected<std::vector<io::HostTensor>> endState =
+      resumed->executor().copyState();
+  ASSERT_TRUE(endParams.ok() && endState.ok());
+  for (auto [got, want] : {std::pair{&*endParams, &straight.params},
+                           std::pair{&*endState, &straight.state}}) {
+    ASSERT_EQ(got->size(), want->size());
+    for (size_t t = 0; t < want->size(); ++t)
+      EXPECT_EQ((*got)[t].data, (*want)[t].data) << (*want)[t].name;
+  }
+}
+
+// sparse_mixer_accumulation_tiny: sparse_mixer_tiny with 2 micro-steps per
+// update and dropout everywhere (noise counters from noise_counter).
+INSTANTIATE_TEST_SUITE_P(TinyModels, CudaTrainingTest,
+                         ::testing::Values("bert_tiny", "sparse_mixer_tiny",
+                                           "sparse_mixer_accumulation_tiny"));
 
 } // namespace
 

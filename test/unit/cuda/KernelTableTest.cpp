@@ -266,7 +266,51 @@ TEST(CudaKernelTableTest, ReadsNoiseKeysFromInputsOnly) {
          {{"kind", "dropout"}, {"rate", 0.1}, {"stream", 1}});
   EXPECT_EQ(prepareError(b, 0),
             "tiny.mxa: steps[0] (random_scale): operand 2 (step) must be a "
-            "plan input: the CUDA kernel reads it on the host");
+            "plan input or the result of a noise_counter step: the CUDA "
+            "kernel reads it on the host");
+}
+
+/// noise_counter (micro_step an input unless `microInArena`), then dropout
+/// on x [2, 4, 4] and dropout of attention probabilities over it, both
+/// keyed by the counter.
+PlanBuilder countedNoise(bool microInArena) {
+  PlanBuilder b;
+  b.plan["target"] = "cuda";
+  int64_t seed = b.input("seed", {}), step = b.input("step", {});
+  int64_t micro = microInArena ? b.arena({}, "I32") : b.input("micro_step", {});
+  int64_t x = b.input("x", {2, 4, 4}, false, "F32"),
+          ids = b.input("ids", {2, 4});
+  int64_t counter = b.arena({}, "I32"), y = b.arena({2, 4, 4}),
+          a = b.arena({2, 4, 4});
+  b.step("noise_counter", {step, micro}, {counter}, {{"micro_steps", 2}});
+  b.step("random_scale", {x, seed, counter}, {y},
+         {{"kind", "dropout"}, {"rate", 0.1}, {"stream", 1}});
+  b.step("attention", {y, y, y, ids, seed, counter}, {a},
+         {{"num_heads", 2},
+          {"head_dim", 2},
+          {"pad_id", 0},
+          {"causal", false},
+          {"dropout_rate", 0.1},
+          {"stream", 2}});
+  b.output("a", a);
+  return b;
+}
+
+TEST(CudaKernelTableTest, ReadsNoiseCountersOfMicroStepsOnTheHost) {
+  exec::Plan plan = parse(countedNoise(false));
+  int64_t scratch = 0;
+  for (size_t index : {0, 1, 2}) {
+    Expected<cuda::DeviceStep> step =
+        cuda::prepareDeviceStep(plan, index, scratch);
+    EXPECT_TRUE(step.ok()) << step.message();
+  }
+  for (size_t index : {1, 2})
+    EXPECT_THAT(prepareError(countedNoise(true), index),
+                ::testing::EndsWith(
+                    "(step) comes from a noise_counter step the CUDA kernel "
+                    "cannot read: tiny.mxa: steps[0] (noise_counter): operand "
+                    "1 (micro_step) must be a plan input: the CUDA kernel "
+                    "reads it on the host"));
 }
 
 /// accumulate_gradient then adamw over p [4] with `microSteps` micro-steps;
@@ -356,7 +400,8 @@ TEST(CudaPlanFileTest, WiresEveryStep) {
   std::vector<std::string> names;
   for (const char *precision : {"fp32", "bf16"}) {
     for (const char *model :
-         {"bert_tiny", "sparse_mixer_tiny", "tokens_choose_tiny"})
+         {"bert_tiny", "sparse_mixer_tiny", "tokens_choose_tiny",
+          "sparse_mixer_accumulation_tiny"})
       names.push_back(std::string(model) + "-train-" + precision);
     for (const char *model : {"bert_tiny", "sparse_mixer_tiny",
                               "fast_sparse_mixer_tiny", "tokens_choose_tiny"})
