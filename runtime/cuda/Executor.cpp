@@ -212,10 +212,6 @@ Status Executor::enqueueSteps(size_t count) {
 }
 
 Status Executor::captureGraph(size_t count, CapturedGraph &replay) {
-  if (replay.exec) {
-    cudaGraphExecDestroy(replay.exec);
-    replay.exec = nullptr;
-  }
   if (cudaError_t error =
           cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal);
       error != cudaSuccess)
@@ -230,11 +226,26 @@ Status Executor::captureGraph(size_t count, CapturedGraph &replay) {
   }
   if (error != cudaSuccess)
     return cudaFailure("capturing the steps failed", error);
+  replay.scalars = scalarInputs();
+  // New scalar inputs (a training step's step, learning rate, seed) change
+  // only kernel arguments: updating the instantiated graph in place is much
+  // cheaper than instantiating it again, which stays the fallback.
+  if (replay.exec) {
+    cudaGraphExecUpdateResultInfo update;
+    if (cudaGraphExecUpdate(replay.exec, captured, &update) == cudaSuccess) {
+      cudaGraphDestroy(captured);
+      return Status::success();
+    }
+    // Refused (e.g. by the pool allocations of some steps): clear the error
+    // it leaves and instantiate afresh.
+    cudaGetLastError();
+    cudaGraphExecDestroy(replay.exec);
+    replay.exec = nullptr;
+  }
   error = cudaGraphInstantiate(&replay.exec, captured, 0);
   cudaGraphDestroy(captured);
   if (error != cudaSuccess)
     return cudaFailure("cannot instantiate the graph of the steps", error);
-  replay.scalars = scalarInputs();
   return Status::success();
 }
 

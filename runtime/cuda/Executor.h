@@ -84,7 +84,8 @@ private:
   /// Enqueues the first `count` steps on the stream; the first failure
   /// names its step.
   Status enqueueSteps(size_t count);
-  /// Captures the first `count` steps into `replay` and instantiates it.
+  /// Captures the first `count` steps into `replay`: updates its instantiated
+  /// graph in place when CUDA allows, else instantiates it.
   Status captureGraph(size_t count, CapturedGraph &replay);
   /// Destroys the captured graphs (they hold the bound addresses).
   void dropGraphs();
