@@ -64,14 +64,15 @@ Weights randomWeights(const Layout &l, int64_t d, int64_t f, uint32_t seed) {
 }
 
 /// The references on the dispatched rows: yd, then dxd, dw1, db1, dw2, db2.
-struct Expected {
+struct References {
   std::vector<float> yd, dxd, dw1, db1, dw2, db2;
 };
 
-Expected reference(const Layout &l, const std::vector<float> &xd,
-                   const Weights &w, bool biases, const std::vector<float> &dyd,
-                   int64_t d, int64_t f, ExpertActivation act) {
-  Expected r{
+References reference(const Layout &l, const std::vector<float> &xd,
+                     const Weights &w, bool biases,
+                     const std::vector<float> &dyd, int64_t d, int64_t f,
+                     ExpertActivation act) {
+  References r{
       std::vector<float>(l.slots * d),       std::vector<float>(l.slots * d),
       std::vector<float>(l.experts * d * f), std::vector<float>(l.experts * f),
       std::vector<float>(l.experts * f * d), std::vector<float>(l.experts * d)};
@@ -96,7 +97,7 @@ template <typename T>
 void expectGrouped(const Layout &l, const std::vector<float> &x,
                    const Weights &w, bool biases, const std::vector<float> &dyd,
                    int64_t d, int64_t f, ExpertActivation act, bool gather,
-                   const Expected &expected, double tol,
+                   const References &expected, double tol,
                    const std::string &what) {
   auto toT = [](const std::vector<float> &v) {
     if constexpr (std::is_same_v<T, Bf16>)
@@ -170,7 +171,7 @@ TEST(CudaGroupedExperts, MatchesTheReferences) {
         std::vector<float> xd(l.slots * c.d);
         cpu::reference::dispatch(x.data(), l.tokens.data(), xd.data(), l.slots,
                                  c.d);
-        Expected expected = reference(l, xd, w, biases, dyd, c.d, c.f, act);
+        References expected = reference(l, xd, w, biases, dyd, c.d, c.f, act);
         expectGrouped<float>(l, xd, w, biases, dyd, c.d, c.f, act, false,
                              expected, 1e-5, what);
         // The dispatch fused into the loads: the same results from x.
@@ -178,7 +179,7 @@ TEST(CudaGroupedExperts, MatchesTheReferences) {
                              expected, 1e-5, what + " gathered");
         // bf16 activations: the references on the rounded inputs.
         std::vector<float> xb = roundedToBf16(xd), dydb = roundedToBf16(dyd);
-        Expected rounded = reference(l, xb, w, biases, dydb, c.d, c.f, act);
+        References rounded = reference(l, xb, w, biases, dydb, c.d, c.f, act);
         expectGrouped<Bf16>(l, xb, w, biases, dydb, c.d, c.f, act, false,
                             rounded, kBf16Tol, what + " bf16");
       }
