@@ -278,12 +278,19 @@ __global__ void __launch_bounds__(kBlockThreads)
 __global__ void __launch_bounds__(kBlockThreads)
     scatterGateKernel(const int32_t *tokens, const int32_t *offsets,
                       const float *dgates, float *dscores, int64_t numTokens,
-                      int64_t experts) {
+                      int64_t experts, const float *sigmoidLogits) {
   for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < experts;
        e += int64_t(gridDim.x) * blockDim.x)
     for (int32_t i = offsets[e]; i < offsets[e + 1]; ++i)
-      if (tokens[i] >= 0 && tokens[i] < numTokens)
-        dscores[int64_t(tokens[i]) * experts + e] = dgates[i];
+      if (tokens[i] >= 0 && tokens[i] < numTokens) {
+        int64_t at = int64_t(tokens[i]) * experts + e;
+        float grad = dgates[i];
+        if (sigmoidLogits) {
+          float x = sigmoidLogits[at];
+          grad *= 1.0f / (1.0f + expf(-x)) * (1.0f / (1.0f + expf(x)));
+        }
+        dscores[at] = grad;
+      }
 }
 
 struct IdKey {
@@ -666,7 +673,8 @@ Status combineBackward(const T *yd, const int32_t *tokens, const float *gates,
 
 Status scatterGateGrad(const int32_t *tokens, const int32_t *offsets,
                        const float *dgates, float *dscores, int64_t numTokens,
-                       int64_t experts, cudaStream_t stream) {
+                       int64_t experts, cudaStream_t stream,
+                       const float *sigmoidLogits) {
   const char *kernel = "scatter_gate_grad";
   if (numTokens * experts == 0)
     return Status::success();
@@ -674,7 +682,7 @@ Status scatterGateGrad(const int32_t *tokens, const int32_t *offsets,
                       stream) != cudaSuccess)
     return launchStatus(kernel);
   scatterGateKernel<<<gridFor(experts), kBlockThreads, 0, stream>>>(
-      tokens, offsets, dgates, dscores, numTokens, experts);
+      tokens, offsets, dgates, dscores, numTokens, experts, sigmoidLogits);
   return launchStatus(kernel);
 }
 

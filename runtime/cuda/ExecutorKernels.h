@@ -171,10 +171,13 @@ Status combineBackward(const T *yd, const int32_t *tokens, const float *gates,
                        int64_t numTokens, int64_t d, cudaStream_t stream);
 /// dscores [numTokens, experts] = 0 except dscores[tokens[i], e] =
 /// dgates[i] for the slots i of expert e (offsets[e] <= i < offsets[e + 1])
-/// (`scatter_gate_grad`).
+/// (`scatter_gate_grad`). With `sigmoidLogits` ([numTokens, experts], not
+/// null) each value is times sigmoid'(logit) = sigmoid(x) sigmoid(-x): the
+/// gate gradient of sigmoid top-k routing (cpu::routerGateBackward).
 Status scatterGateGrad(const int32_t *tokens, const int32_t *offsets,
                        const float *dgates, float *dscores, int64_t numTokens,
-                       int64_t experts, cudaStream_t stream);
+                       int64_t experts, cudaStream_t stream,
+                       const float *sigmoidLogits = nullptr);
 
 /// The load-balancing loss of probs [groups * tokensPerGroup, experts]
 /// (`load_balancing_loss`, cpu::loadBalancingLoss: per group and expert the

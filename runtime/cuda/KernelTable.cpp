@@ -1629,6 +1629,220 @@ Expected<DeviceStep> prepareScatterGateGrad(StepContext &c) {
   });
 }
 
+//===----------------------------------------------------------------------===//
+// Router training: expert dropout, the entropy regulariser, gate gradients
+//===----------------------------------------------------------------------===//
+
+Expected<DeviceStep> prepareDropExperts(StepContext &c) {
+  const Arg &x = c.in(0), &seed = c.in(1), &step = c.in(2), &y = c.out(0);
+  double rate;
+  int64_t stream;
+  bool gradient;
+  HostCounter counter;
+  if (!exec::readDropExperts(c, rate, stream, gradient) ||
+      !c.rank(x, DType::F32, 2) || !hostScalar(c, seed, DType::I32) ||
+      !noiseCounterOf(c, step, counter) ||
+      !c.shape(y, DType::F32, x.value->shape))
+    return c.takeError();
+  int64_t n = x.value->numel, bytes = x.value->bytes;
+  // Dropped experts lose the top-k forward and pass no gradient back.
+  float fill = gradient ? 0.0f : -INFINITY;
+  return DeviceStep([=, a = x.slot, k = seed.slot,
+                     o = y.slot](const LaunchContext &ctx) {
+    void *const *v = ctx.device;
+    int32_t key = hostValue<int32_t>(ctx, k);
+    // A negative seed evaluates: every expert stays.
+    if (key < 0)
+      return copyOf(v[a], v[o], bytes, ctx.stream);
+    return dropExperts(as<float>(v[a]), as<float>(v[o]), n, rate, fill,
+                       CounterKey{key, stream, counter.at(ctx)}, ctx.stream);
+  });
+}
+
+/// Checks router logits F32[N, E] with at least one token and expert.
+bool checkRouterLogits(StepContext &c, const Arg &logits) {
+  return c.rank(logits, DType::F32, 2) &&
+         c.check(logits.dim(0) > 0 && logits.dim(1) > 0,
+                 logits.role + " must have at least one token and expert");
+}
+
+Expected<DeviceStep> prepareEntropyRegularizer(StepContext &c) {
+  const Arg &logits = c.in(0), &loss = c.out(0);
+  if (!checkRouterLogits(c, logits) || !c.shape(loss, DType::F32, {}))
+    return c.takeError();
+  int64_t numTokens = logits.dim(0), experts = logits.dim(1);
+  // The row logsumexps and the column log-means, in double.
+  int64_t scratch = c.scratch(2 * (numTokens + experts));
+  return DeviceStep(
+      [=, z = logits.slot, o = loss.slot](const LaunchContext &ctx) {
+        void *const *v = ctx.device;
+        return entropyRegularizer(as<float>(v[z]), as<float>(v[o]), numTokens,
+                                  experts, as<double>(v[scratch]), ctx.stream);
+      });
+}
+
+Expected<DeviceStep> prepareEntropyRegularizerGrad(StepContext &c) {
+  const Arg &logits = c.in(0), &dloss = c.in(1), &dlogits = c.out(0);
+  if (!checkRouterLogits(c, logits) || !c.shape(dloss, DType::F32, {}) ||
+      !c.shape(dlogits, DType::F32, logits.value->shape))
+    return c.takeError();
+  int64_t numTokens = logits.dim(0), experts = logits.dim(1);
+  int64_t scratch = c.scratch(2 * (numTokens + experts));
+  return DeviceStep([=, z = logits.slot, s = dloss.slot,
+                     o = dlogits.slot](const LaunchContext &ctx) {
+    void *const *v = ctx.device;
+    return entropyRegularizerGrad(as<float>(v[z]), as<float>(v[s]),
+                                  as<float>(v[o]), numTokens, experts,
+                                  as<double>(v[scratch]), ctx.stream);
+  });
+}
+
+/// The gradient of the router logits from the gate gradients: scattered to
+/// their (token, expert) entries, times sigmoid' for sigmoid top-k routing;
+/// the capacity routings gate with softmax probabilities, so their gradient
+/// then goes back through the softmax, recomputed into the scratch.
+Expected<DeviceStep> prepareRouteGrad(StepContext &c) {
+  const Arg &logits = c.in(0), &tokens = c.in(1), &offsets = c.in(2),
+            &dgates = c.in(3), &dlogits = c.out(0);
+  cpu::Routing routing;
+  if (!exec::readRouting(c, routing) || !c.rank(tokens, DType::I32, 1) ||
+      !c.rank(dlogits, DType::F32, 2) ||
+      !c.shape(offsets, DType::I32, {dlogits.dim(1) + 1}) ||
+      !c.shape(dgates, DType::F32, {tokens.dim(0)}) ||
+      !c.shape(logits, DType::F32, dlogits.value->shape))
+    return c.takeError();
+  int64_t numTokens = dlogits.dim(0), experts = dlogits.dim(1);
+  bool sigmoid = routing == cpu::Routing::SigmoidTopK;
+  int64_t scratch = sigmoid ? 0 : c.scratch(numTokens * experts);
+  return DeviceStep([=, z = logits.slot, t = tokens.slot, o = offsets.slot,
+                     g = dgates.slot,
+                     r = dlogits.slot](const LaunchContext &ctx) -> Status {
+    void *const *v = ctx.device;
+    const float *scores = as<float>(v[z]);
+    float *out = as<float>(v[r]);
+    Status status = scatterGateGrad(as<int32_t>(v[t]), as<int32_t>(v[o]),
+                                    as<float>(v[g]), out, numTokens, experts,
+                                    ctx.stream, sigmoid ? scores : nullptr);
+    if (!status || sigmoid)
+      return status;
+    float *probs = as<float>(v[scratch]);
+    if (!(status = softmax(scores, probs, numTokens, experts, ctx.stream)))
+      return status;
+    return softmaxBackward(probs, out, out, numTokens, experts, ctx.stream);
+  });
+}
+
+//===----------------------------------------------------------------------===//
+// Grouped experts: any routing's offsets
+//===----------------------------------------------------------------------===//
+
+/// Reads the activation of grouped experts: none, relu or gelu.
+bool expertActivation(StepContext &c, ExpertActivation &act) {
+  cpu::Activation kind;
+  if (!c.activation("activation", kind))
+    return false;
+  act = kind == cpu::Activation::Relu   ? ExpertActivation::Relu
+        : kind == cpu::Activation::Gelu ? ExpertActivation::Gelu
+                                        : ExpertActivation::None;
+  return c.check(kind != cpu::Activation::Tanh,
+                 "activation 'tanh' has no grouped-experts epilogue (only "
+                 "none, relu and gelu)");
+}
+
+/// Reads the activation and checks xd [slots, D] (`dtype`), tokens
+/// I32[slots], offsets I32[E + 1] and the fp32 weights w1 [E, D, F], b1
+/// [E, F], w2 [E, F, D] of `experts` or `experts_grad` on grouped experts.
+/// The layout's device arrays are set at launch.
+bool checkGroupedExperts(StepContext &c, GroupedExperts &g, DType &dtype) {
+  const Arg &xd = c.in(0), &tokens = c.in(1), &offsets = c.in(2), &w1 = c.in(3),
+            &b1 = c.in(4), &w2 = c.in(5);
+  if (!expertActivation(c, g.activation) || !activationType(c, xd, dtype) ||
+      !c.rank(xd, dtype, 2) || !c.rank(tokens, DType::I32, 1) ||
+      !c.rank(w1, DType::F32, 3))
+    return false;
+  g.slots = tokens.dim(0), g.d = xd.dim(1), g.experts = w1.dim(0),
+  g.f = w1.dim(2);
+  return c.shape(xd, dtype, {g.slots, g.d}) &&
+         c.shape(offsets, DType::I32, {g.experts + 1}) &&
+         c.shape(w1, DType::F32, {g.experts, g.d, g.f}) &&
+         c.shape(b1, DType::F32, {g.experts, g.f}) &&
+         c.shape(w2, DType::F32, {g.experts, g.f, g.d}) &&
+         c.check(g.d > 0 && g.f > 0,
+                 w1.role + " is " +
+                     exec::describe(w1.value->shape, DType::F32) +
+                     " but the experts need at least "
+                     "one input and one hidden unit");
+}
+
+/// The layout `g` over the device arrays of the step's tokens and offsets.
+GroupedExperts grouped(GroupedExperts g, const LaunchContext &ctx,
+                       int64_t tokens, int64_t offsets) {
+  g.tokens = as<int32_t>(ctx.device[tokens]);
+  g.offsets = as<int32_t>(ctx.device[offsets]);
+  return g;
+}
+
+/// `experts` whose slot counts are known only on the device (sigma-MoE's
+/// top-k routing): the grouped kernels, one launch per layer.
+Expected<DeviceStep> prepareGroupedExperts(StepContext &c) {
+  const Arg &xd = c.in(0), &tokens = c.in(1), &offsets = c.in(2), &w1 = c.in(3),
+            &b1 = c.in(4), &w2 = c.in(5), &b2 = c.in(6), &y = c.out(0);
+  GroupedExperts g;
+  DType dtype;
+  if (!checkGroupedExperts(c, g, dtype) ||
+      !c.shape(b2, DType::F32, {g.experts, g.d}) ||
+      !c.shape(y, dtype, {g.slots, g.d}))
+    return c.takeError();
+  // The hidden layer.
+  int64_t scratch = c.scratch(g.slots * g.f);
+  bool bf16 = dtype == DType::BF16;
+  return DeviceStep([=, a = xd.slot, t = tokens.slot, o = offsets.slot,
+                     k1 = w1.slot, c1 = b1.slot, k2 = w2.slot, c2 = b2.slot,
+                     r = y.slot](const LaunchContext &ctx) {
+    void *const *v = ctx.device;
+    return byPrecision(bf16, [&](auto *tag) {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      return groupedExperts(as<T>(v[a]), as<float>(v[k1]), as<float>(v[c1]),
+                            as<float>(v[k2]), as<float>(v[c2]), as<T>(v[r]),
+                            as<float>(v[scratch]), grouped(g, ctx, t, o),
+                            ctx.stream);
+    });
+  });
+}
+
+Expected<DeviceStep> prepareGroupedExpertsGrad(StepContext &c) {
+  const Arg &xd = c.in(0), &tokens = c.in(1), &offsets = c.in(2), &w1 = c.in(3),
+            &b1 = c.in(4), &w2 = c.in(5), &dyd = c.in(6);
+  GroupedExperts g;
+  DType dtype;
+  if (!checkGroupedExperts(c, g, dtype) ||
+      !c.shape(dyd, dtype, {g.slots, g.d}) ||
+      !c.shape(c.out(0), dtype, {g.slots, g.d}) ||
+      !c.shape(c.out(1), DType::F32, {g.experts, g.d, g.f}) ||
+      !c.shape(c.out(2), DType::F32, {g.experts, g.f}) ||
+      !c.shape(c.out(3), DType::F32, {g.experts, g.f, g.d}) ||
+      !c.shape(c.out(4), DType::F32, {g.experts, g.d}))
+    return c.takeError();
+  // The recomputed pre-activations P and their gradient dP.
+  int64_t scratch = c.scratch(2 * g.slots * g.f);
+  bool bf16 = dtype == DType::BF16;
+  return DeviceStep([=, a = xd.slot, t = tokens.slot, o = offsets.slot,
+                     k1 = w1.slot, c1 = b1.slot, k2 = w2.slot, gy = dyd.slot,
+                     r0 = c.out(0).slot, r1 = c.out(1).slot, r2 = c.out(2).slot,
+                     r3 = c.out(3).slot,
+                     r4 = c.out(4).slot](const LaunchContext &ctx) {
+    void *const *v = ctx.device;
+    return byPrecision(bf16, [&](auto *tag) {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      return groupedExpertsBackward(
+          as<T>(v[a]), as<float>(v[k1]), as<float>(v[c1]), as<float>(v[k2]),
+          as<T>(v[gy]), as<T>(v[r0]), as<float>(v[r1]), as<float>(v[r2]),
+          as<float>(v[r3]), as<float>(v[r4]), as<float>(v[scratch]),
+          grouped(g, ctx, t, o), ctx.stream);
+    });
+  });
+}
+
 struct TableEntry {
   std::string_view name;
   Expected<DeviceStep> (*prepare)(StepContext &);
@@ -1687,6 +1901,10 @@ const TableEntry kTable[] = {
     {"accumulate_gradient", prepareAccumulateGradient},
     {"global_norm", prepareGlobalNorm},
     {"adamw", prepareAdamW},
+    {"drop_experts", prepareDropExperts},
+    {"entropy_regularizer", prepareEntropyRegularizer},
+    {"entropy_regularizer_grad", prepareEntropyRegularizerGrad},
+    {"route_grad", prepareRouteGrad},
 };
 
 const TableEntry *findEntry(std::string_view kernel) {
@@ -1696,27 +1914,21 @@ const TableEntry *findEntry(std::string_view kernel) {
   return nullptr;
 }
 
-/// The experts of step `index` run as one strided batch per layer, which
-/// needs the offsets of a capacity routing (the same slot count for every
-/// expert); σ-MoE's top-k routing gives each expert a data-dependent count.
-Status checkCapacityLayout(const exec::Plan &plan, size_t index) {
+/// Whether the offsets of experts step `index` come from a capacity routing
+/// (route_experts_choose or route_tokens_choose: every expert owns the same
+/// number of slots), whose experts run as strided cuBLASLt batches; any other
+/// offsets (sigma-MoE's top-k routing, a plan input) take the grouped
+/// kernels.
+bool capacityLayout(const exec::Plan &plan, size_t index) {
   int64_t offsets = plan.steps[index].operands[2];
   for (size_t i = 0; i < index; ++i) {
     const exec::Step &step = plan.steps[i];
-    if (std::find(step.results.begin(), step.results.end(), offsets) ==
+    if (std::find(step.results.begin(), step.results.end(), offsets) !=
         step.results.end())
-      continue;
-    if (step.kernel == "route_experts_choose" ||
-        step.kernel == "route_tokens_choose")
-      return Status::success();
-    return Status::error(exec::describeStep(plan, index) +
-                         ": the CUDA experts need the offsets of a capacity "
-                         "routing, not of '" +
-                         step.kernel + "' (step " + std::to_string(i) + ")");
+      return step.kernel == "route_experts_choose" ||
+             step.kernel == "route_tokens_choose";
   }
-  return Status::error(exec::describeStep(plan, index) +
-                       ": the CUDA experts need the offsets of a capacity "
-                       "routing, and no step computes operand 2 (offsets)");
+  return false;
 }
 
 } // namespace
@@ -1769,9 +1981,10 @@ Expected<DeviceStep> prepareDeviceStep(const exec::Plan &plan, size_t index,
   StepContext context(plan, index, *names, scratchBytes);
   if (!context.checkPresence())
     return context.takeError();
-  if (step.kernel == "experts" || step.kernel == "experts_grad")
-    if (Status status = checkCapacityLayout(plan, index); !status)
-      return status;
+  if ((step.kernel == "experts" || step.kernel == "experts_grad") &&
+      !capacityLayout(plan, index))
+    return step.kernel == "experts" ? prepareGroupedExperts(context)
+                                    : prepareGroupedExpertsGrad(context);
   return entry->prepare(context);
 }
 

@@ -286,6 +286,90 @@ Status routeSigmoidTopK(const float *logits, int32_t *tokens, float *gates,
                         int32_t *offsets, int64_t numTokens, int64_t experts,
                         int64_t k, cudaStream_t stream);
 
+//===----------------------------------------------------------------------===//
+// sigma-MoE router training (SigmaMoe.cu)
+//===----------------------------------------------------------------------===//
+
+/// Expert dropout over n router values (cpu::expertDropout): y[i] = fill
+/// when the counter-based uniform of element i under `key` is < rate (the
+/// CPU's draws, so the same experts drop), else x[i]. The forward fills -inf
+/// (a dropped expert loses the top-k), the gradient 0. rate in [0, 1); y may
+/// alias x.
+Status dropExperts(const float *x, float *y, int64_t n, double rate, float fill,
+                   CounterKey key, cudaStream_t stream);
+
+/// *loss = the negative entropy sum_e p_e log p_e of the batch mean p of the
+/// token softmaxes of logits [numTokens, experts] (cpu::entropyRegularizer:
+/// log p from the column maxima of the log-softmax, sums in double).
+/// `scratch` holds numTokens + experts doubles.
+Status entropyRegularizer(const float *logits, float *loss, int64_t numTokens,
+                          int64_t experts, double *scratch,
+                          cudaStream_t stream);
+
+/// Its gradient (cpu::entropyRegularizerGrad) with the loss gradient *dloss
+/// read on the device: dlogits[t, e] = dloss / numTokens * s_e (log p_e -
+/// sum_j s_j log p_j), s the softmax of row t. dlogits must not alias
+/// logits; `scratch` as for entropyRegularizer.
+Status entropyRegularizerGrad(const float *logits, const float *dloss,
+                              float *dlogits, int64_t numTokens,
+                              int64_t experts, double *scratch,
+                              cudaStream_t stream);
+
+//===----------------------------------------------------------------------===//
+// Grouped experts (GroupedExperts.cu)
+//===----------------------------------------------------------------------===//
+
+/// The activation between the two layers of an expert.
+enum class ExpertActivation : int { None, Relu, Gelu };
+
+/// The slot layout of grouped experts: expert e owns the slots offsets[e] ..
+/// offsets[e + 1] (device arrays; any counts, as sigma-MoE's top-k routing
+/// gives them). A slot whose token is negative is empty: its output rows are
+/// zero and it adds nothing to a gradient. Slot i reads row i of x [slots,
+/// d], or, with `gather`, row tokens[i] of x [numTokens, d]: the dispatch
+/// fused into the operand loads (a token >= numTokens reads as an empty
+/// slot).
+struct GroupedExperts {
+  const int32_t *tokens = nullptr;
+  const int32_t *offsets = nullptr;
+  int64_t slots = 0, experts = 0, d = 0, f = 0;
+  ExpertActivation activation = ExpertActivation::None;
+  bool gather = false;
+  int64_t numTokens = 0;
+};
+
+/// yd [slots, d] = act(x w1[e] + b1[e]) w2[e] + b2[e] over the slots of every
+/// expert e (cpu::experts), w1 [experts, d, f], w2 [experts, f, d], b1
+/// [experts, f] and b2 [experts, d] (either bias may be null); fp32
+/// products. One launch per layer covers every expert: the row tiles are
+/// found on the device from the offsets, nothing synchronises (a CUDA graph
+/// can hold it). `hidden` holds slots * f floats.
+Status groupedExperts(const float *x, const float *w1, const float *b1,
+                      const float *w2, const float *b2, float *yd,
+                      float *hidden, const GroupedExperts &layout,
+                      cudaStream_t stream);
+Status groupedExperts(const Bf16 *x, const float *w1, const float *b1,
+                      const float *w2, const float *b2, Bf16 *yd, float *hidden,
+                      const GroupedExperts &layout, cudaStream_t stream);
+
+/// The gradient of groupedExperts (cpu::expertsBackwardRecompute): with the
+/// pre-activations P = x w1 + b1 recomputed, dP = (dyd w2^T) * act'(P),
+/// dxd = dP w1^T [slots, d] (one row per slot, also when gathering), and per
+/// expert, summed over its slots in slot order, dw1 = x^T dP, db1 = the
+/// column sums of dP, dw2 = act(P)^T dyd, db2 = the column sums of dyd (all
+/// overwritten; an expert without slots gets zeros). `scratch` holds
+/// 2 * slots * f floats.
+Status groupedExpertsBackward(const float *x, const float *w1, const float *b1,
+                              const float *w2, const float *dyd, float *dxd,
+                              float *dw1, float *db1, float *dw2, float *db2,
+                              float *scratch, const GroupedExperts &layout,
+                              cudaStream_t stream);
+Status groupedExpertsBackward(const Bf16 *x, const float *w1, const float *b1,
+                              const float *w2, const Bf16 *dyd, Bf16 *dxd,
+                              float *dw1, float *db1, float *dw2, float *db2,
+                              float *scratch, const GroupedExperts &layout,
+                              cudaStream_t stream);
+
 } // namespace mixer::cuda
 
 #endif // MIXER_RUNTIME_CUDA_KERNELS_H

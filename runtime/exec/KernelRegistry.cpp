@@ -1016,22 +1016,9 @@ Expected<StepFunction> prepareScatterGateGrad(StepContext &c) {
 Expected<StepFunction> prepareRouteGrad(StepContext &c) {
   const Arg &logits = c.in(0), &tokens = c.in(1), &offsets = c.in(2),
             &dgates = c.in(3), &dlogits = c.out(0);
-  std::string name;
-  if (!c.attr("routing", name))
-    return c.takeError();
   cpu::Routing routing;
-  if (name == "experts_choose")
-    routing = cpu::Routing::ExpertsChoose;
-  else if (name == "tokens_choose")
-    routing = cpu::Routing::TokensChoose;
-  else if (name == "sigmoid_topk")
-    routing = cpu::Routing::SigmoidTopK;
-  else {
-    c.fail("attribute 'routing' must be experts_choose, tokens_choose or "
-           "sigmoid_topk, not '" +
-           name + "'");
+  if (!readRouting(c, routing))
     return c.takeError();
-  }
   if (!checkGateGrad(c, tokens, offsets, dgates, dlogits) ||
       !c.shape(logits, DType::F32, dlogits.value->shape))
     return c.takeError();
@@ -1085,14 +1072,9 @@ Expected<StepFunction> prepareDropExperts(StepContext &c) {
   double rate;
   int64_t stream;
   bool gradient;
-  if (!c.attr("rate", rate) || !c.attr("stream", stream) ||
-      !c.attr("gradient", gradient) || !c.rank(x, DType::F32, 2) ||
-      !c.shape(seed, DType::I32, {}) || !c.shape(step, DType::I32, {}) ||
-      !c.shape(y, DType::F32, x.value->shape))
-    return c.takeError();
-  if (!c.check(rate >= 0 && rate < 1, "attribute 'rate' " +
-                                          std::to_string(rate) +
-                                          " is outside [0, 1)"))
+  if (!readDropExperts(c, rate, stream, gradient) ||
+      !c.rank(x, DType::F32, 2) || !c.shape(seed, DType::I32, {}) ||
+      !c.shape(step, DType::I32, {}) || !c.shape(y, DType::F32, x.value->shape))
     return c.takeError();
   int64_t n = x.value->numel;
   // Dropped experts lose the top-k forward and pass no gradient back.

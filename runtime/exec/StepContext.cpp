@@ -188,6 +188,33 @@ bool readRandomScale(StepContext &c, bool &dropout, double &rate,
                      (dropout ? "[0, 1)" : "[0, 1]"));
 }
 
+bool readDropExperts(StepContext &c, double &rate, int64_t &stream,
+                     bool &gradient) {
+  return c.attr("rate", rate) && c.attr("stream", stream) &&
+         c.attr("gradient", gradient) &&
+         c.check(rate >= 0 && rate < 1, "attribute 'rate' " +
+                                            std::to_string(rate) +
+                                            " is outside [0, 1)");
+}
+
+bool readRouting(StepContext &c, cpu::Routing &routing) {
+  std::string name;
+  if (!c.attr("routing", name))
+    return false;
+  static const std::pair<const char *, cpu::Routing> kNames[] = {
+      {"experts_choose", cpu::Routing::ExpertsChoose},
+      {"tokens_choose", cpu::Routing::TokensChoose},
+      {"sigmoid_topk", cpu::Routing::SigmoidTopK}};
+  for (const auto &[spelling, kind] : kNames)
+    if (name == spelling) {
+      routing = kind;
+      return true;
+    }
+  return c.fail("attribute 'routing' must be experts_choose, tokens_choose or "
+                "sigmoid_topk, not '" +
+                name + "'");
+}
+
 bool readMicroSteps(StepContext &c, int64_t &microSteps) {
   return c.attr("micro_steps", microSteps) &&
          c.check(microSteps >= 1, "attribute 'micro_steps' must be at least 1, "

@@ -124,6 +124,16 @@ bool checkLoadBalancing(StepContext &c, const Arg &probs, int64_t &groups,
 bool readRandomScale(StepContext &c, bool &dropout, double &rate,
                      int64_t &stream);
 
+/// Reads and checks the attributes of a drop_experts step: `rate` in [0, 1),
+/// `stream` and `gradient` (the gradient fills dropped experts with 0, the
+/// forward with -inf).
+bool readDropExperts(StepContext &c, double &rate, int64_t &stream,
+                     bool &gradient);
+
+/// Reads the attribute `routing` of a route_grad step: experts_choose,
+/// tokens_choose or sigmoid_topk.
+bool readRouting(StepContext &c, cpu::Routing &routing);
+
 /// Reads the attribute micro_steps: the micro-steps of one update, at least
 /// 1. Each executor checks the micro_step operand where it reads it.
 bool readMicroSteps(StepContext &c, int64_t &microSteps);

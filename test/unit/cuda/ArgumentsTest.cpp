@@ -148,5 +148,39 @@ TEST(CudaArguments, Attention) {
               "and the row logsumexp");
 }
 
+TEST(CudaArguments, SigmaMoe) {
+  for (double rate : {-0.1, 1.0})
+    expectError(dropExperts(nullptr, nullptr, 4, rate, 0.0f, {}, nullptr),
+                "drop_experts: rate " + std::to_string(rate) +
+                    " is outside [0, 1)");
+  expectError(entropyRegularizer(nullptr, nullptr, 0, 4, nullptr, nullptr),
+              "entropy_regularizer: 0 tokens and 4 experts, but at least one "
+              "of each is needed");
+  expectError(
+      entropyRegularizerGrad(nullptr, nullptr, nullptr, 3, 0, nullptr, nullptr),
+      "entropy_regularizer_grad: 3 tokens and 0 experts, but at least one of "
+      "each is needed");
+  GroupedExperts g;
+  g.slots = 4, g.experts = 2, g.d = 3, g.f = 0;
+  expectError(groupedExperts(static_cast<const float *>(nullptr), nullptr,
+                             nullptr, nullptr, nullptr,
+                             static_cast<float *>(nullptr), nullptr, g,
+                             nullptr),
+              "experts: the widths 3 x 0 must be at least 1");
+  g.f = 2, g.experts = 70000;
+  expectError(groupedExpertsBackward(static_cast<const Bf16 *>(nullptr),
+                                     nullptr, nullptr, nullptr, nullptr,
+                                     nullptr, nullptr, nullptr, nullptr,
+                                     nullptr, nullptr, g, nullptr),
+              "experts_grad: 4 slots, 70000 experts or the widths 3 x 2 "
+              "exceed the grid limits");
+  g.experts = 2, g.slots = -1;
+  expectError(groupedExperts(static_cast<const float *>(nullptr), nullptr,
+                             nullptr, nullptr, nullptr,
+                             static_cast<float *>(nullptr), nullptr, g,
+                             nullptr),
+              "experts: slots -1 is negative");
+}
+
 } // namespace
 } // namespace mixer::cuda

@@ -6,7 +6,8 @@
 // plan input, so a new step must re-capture the CUDA graph. Plans of the
 // products and attention (dense, linear mixing, attention and their
 // gradients), of MoE layers (routing, experts, gathers, scatters and their
-// gradients) and of gradient accumulation (noise_counter,
+// gradients), of a sigma-MoE layer (expert dropout, the entropy regulariser,
+// grouped experts, route_grad) and of gradient accumulation (noise_counter,
 // accumulate_gradient, adamw over micro-steps) agree with the CPU executor to
 // 1e-4. The training loop (train::TrainingSession) over the tiny training
 // plans that mixc compiles (MIXER_CUDA_PLANS) gives the CPU executor's losses
@@ -217,9 +218,10 @@ PlanBuilder moePlan(const std::string &routing, json attrs) {
           offsets = b.arena({3}, "I32");
   int64_t xd = b.arena({6, 4}), yd = b.arena({6, 4}), out = b.arena({8, 4}),
           dyd = b.arena({6, 4}), dgates = b.arena({6}), dx = b.arena({8, 4}),
-          dscores = b.arena({8, 2}), dxd = b.arena({6, 4}),
-          dw1 = b.arena({2, 4, 6}), db1 = b.arena({2, 6}),
-          dw2 = b.arena({2, 6, 4}), db2 = b.arena({2, 4});
+          dscores = b.arena({8, 2}), dlogits = b.arena({8, 2}),
+          dxd = b.arena({6, 4}), dw1 = b.arena({2, 4, 6}),
+          db1 = b.arena({2, 6}), dw2 = b.arena({2, 6, 4}),
+          db2 = b.arena({2, 4});
   b.step(routing, {probs}, {tokens, gates, offsets}, attrs);
   b.step("dispatch", {x, tokens}, {xd});
   b.step("experts", {xd, tokens, offsets, w1, b1, w2, b2}, {yd},
@@ -228,12 +230,17 @@ PlanBuilder moePlan(const std::string &routing, json attrs) {
   b.step("combine_grad", {yd, tokens, gates, dout}, {dyd, dgates});
   b.step("dispatch_grad", {dyd, tokens}, {dx});
   b.step("scatter_gate_grad", {tokens, offsets, dgates}, {dscores});
+  // The probabilities taken for logits: back through their softmax.
+  b.step("route_grad", {probs, tokens, offsets, dgates}, {dlogits},
+         {{"routing", routing == "route_tokens_choose" ? "tokens_choose"
+                                                       : "experts_choose"}});
   b.step("experts_grad", {xd, tokens, offsets, w1, b1, w2, dyd},
          {dxd, dw1, db1, dw2, db2}, {{"activation", "gelu"}});
   for (auto [name, value] : {std::pair<const char *, int64_t>{"out", out},
                              {"dyd", dyd},
                              {"dx", dx},
                              {"dscores", dscores},
+                             {"dlogits", dlogits},
                              {"dxd", dxd},
                              {"dw1", dw1},
                              {"db1", db1},
@@ -259,6 +266,68 @@ TEST(CudaExecutorMoeTest, MatchesTheCpuExecutor) {
         {randomTensor("x", {8, 4}, 13),
          randomTensor("probs", {8, 2}, 14, 0.0f, 1.0f),
          randomTensor("dout", {8, 4}, 15)});
+  }
+}
+
+/// A sigma-MoE layer over 12 tokens and 4 experts (top-2 of sigmoid gates,
+/// expert dropout before the top-k, ReLU experts without biases as the
+/// models use) with the entropy regulariser and every gradient.
+PlanBuilder sigmaMoePlan() {
+  PlanBuilder b;
+  int64_t x = b.input("x", {12, 6}, false, "F32"),
+          logits = b.input("logits", {12, 4}, false, "F32"),
+          dout = b.input("dout", {12, 6}, false, "F32"),
+          dloss = b.input("dloss", {}, false, "F32"),
+          seed = b.input("seed", {}), step = b.input("step", {});
+  int64_t w1 = b.param("w1", {4, 6, 5}), w2 = b.param("w2", {4, 5, 6});
+  int64_t loss = b.arena({}), dropped = b.arena({12, 4}),
+          tokens = b.arena({24}, "I32"), gates = b.arena({24}),
+          offsets = b.arena({5}, "I32"), xd = b.arena({24, 6}),
+          yd = b.arena({24, 6}), out = b.arena({12, 6}), dyd = b.arena({24, 6}),
+          dgates = b.arena({24}), dxd = b.arena({24, 6}),
+          dw1 = b.arena({4, 6, 5}), db1 = b.arena({4, 5}),
+          dw2 = b.arena({4, 5, 6}), db2 = b.arena({4, 6}),
+          dx = b.arena({12, 6}), dscores = b.arena({12, 4}),
+          dlogits = b.arena({12, 4}), dentropy = b.arena({12, 4});
+  json drop = {{"rate", 0.3}, {"stream", 5}, {"gradient", false}};
+  json relu = {{"activation", "relu"}};
+  b.step("entropy_regularizer", {logits}, {loss});
+  b.step("drop_experts", {logits, seed, step}, {dropped}, drop);
+  b.step("route_sigmoid_topk", {dropped}, {tokens, gates, offsets}, {{"k", 2}});
+  b.step("dispatch", {x, tokens}, {xd});
+  b.step("experts", {xd, tokens, offsets, w1, -1, w2, -1}, {yd}, relu);
+  b.step("combine", {yd, tokens, gates}, {out});
+  b.step("combine_grad", {yd, tokens, gates, dout}, {dyd, dgates});
+  b.step("experts_grad", {xd, tokens, offsets, w1, -1, w2, dyd},
+         {dxd, dw1, db1, dw2, db2}, relu);
+  b.step("dispatch_grad", {dxd, tokens}, {dx});
+  b.step("route_grad", {dropped, tokens, offsets, dgates}, {dscores},
+         {{"routing", "sigmoid_topk"}});
+  drop["gradient"] = true;
+  b.step("drop_experts", {dscores, seed, step}, {dlogits}, drop);
+  b.step("entropy_regularizer_grad", {logits, dloss}, {dentropy});
+  for (auto [name, value] : {std::pair<const char *, int64_t>{"loss", loss},
+                             {"out", out},
+                             {"dx", dx},
+                             {"dw1", dw1},
+                             {"db1", db1},
+                             {"dw2", dw2},
+                             {"db2", db2},
+                             {"dlogits", dlogits},
+                             {"dentropy", dentropy}})
+    b.output(name, value);
+  return b;
+}
+
+TEST(CudaExecutorSigmaMoeTest, MatchesTheCpuExecutor) {
+  for (int32_t seed : {-1, 7}) {
+    SCOPED_TRACE(seed);
+    expectSameOutputs(
+        sigmaMoePlan(),
+        {randomTensor("w1", {4, 6, 5}, 30), randomTensor("w2", {4, 5, 6}, 31)},
+        {randomTensor("x", {12, 6}, 32), randomTensor("logits", {12, 4}, 33),
+         randomTensor("dout", {12, 6}, 34), randomTensor("dloss", {}, 35),
+         intTensor("seed", {}, {seed}), intTensor("step", {}, {3})});
   }
 }
 

@@ -73,7 +73,8 @@ TEST(CudaKernelTableTest, WiresTheKernelsOfKernelsH) {
           "experts", "experts_grad", "combine", "dispatch_grad", "combine_grad",
           "scatter_gate_grad", "route_experts_choose", "route_tokens_choose",
           "route_sigmoid_topk", "random_scale", "noise_counter",
-          "accumulate_gradient", "global_norm", "adamw"));
+          "accumulate_gradient", "global_norm", "adamw", "drop_experts",
+          "entropy_regularizer", "entropy_regularizer_grad", "route_grad"));
   EXPECT_TRUE(cuda::hasCudaKernel("dense"));
   EXPECT_FALSE(cuda::hasCudaKernel("spectral_mix"));
   EXPECT_FALSE(cuda::hasCudaKernel("no_such_kernel"));
@@ -234,7 +235,9 @@ PlanBuilder expertsAfter(const std::string &routing, json attrs) {
   return b;
 }
 
-TEST(CudaKernelTableTest, RunsTheExpertsOfCapacityRoutingsOnly) {
+TEST(CudaKernelTableTest, ChoosesTheExpertsKernelsByRouting) {
+  // A capacity routing: strided batches, which need bf16-widening scratch
+  // only in bf16 plans; P, dP, dyd [8, 6 | 4] aligned to 64 floats each.
   exec::Plan plan = parse(
       expertsAfter("route_tokens_choose", {{"groups", 1},
                                            {"tokens_per_group", 8},
@@ -247,14 +250,22 @@ TEST(CudaKernelTableTest, RunsTheExpertsOfCapacityRoutingsOnly) {
         cuda::prepareDeviceStep(plan, index, scratch);
     EXPECT_TRUE(step.ok()) << step.message();
   }
-  PlanBuilder topK = expertsAfter("route_sigmoid_topk", {{"k", 1}});
-  EXPECT_EQ(prepareError(topK, 1),
-            "tiny.mxa: steps[1] (experts): the CUDA experts need the offsets "
-            "of a capacity routing, not of 'route_sigmoid_topk' (step 0)");
-  EXPECT_EQ(prepareError(topK, 2),
-            "tiny.mxa: steps[2] (experts_grad): the CUDA experts need the "
-            "offsets of a capacity routing, not of 'route_sigmoid_topk' "
-            "(step 0)");
+  EXPECT_EQ(scratch, 3 * 64 * 4);
+  // Sigmoid top-k: the grouped kernels, whose scratch is P and dP alone.
+  plan = parse(expertsAfter("route_sigmoid_topk", {{"k", 1}}));
+  scratch = 0;
+  for (size_t index : {1, 2}) {
+    Expected<cuda::DeviceStep> step =
+        cuda::prepareDeviceStep(plan, index, scratch);
+    EXPECT_TRUE(step.ok()) << step.message();
+  }
+  EXPECT_EQ(scratch, 2 * 8 * 6 * 4);
+  // The grouped epilogues know no tanh.
+  PlanBuilder tanh = expertsAfter("route_sigmoid_topk", {{"k", 1}});
+  tanh.plan["steps"][1]["attrs"]["activation"] = "tanh";
+  EXPECT_EQ(prepareError(tanh, 1),
+            "tiny.mxa: steps[1] (experts): activation 'tanh' has no "
+            "grouped-experts epilogue (only none, relu and gelu)");
 }
 
 TEST(CudaKernelTableTest, ReadsNoiseKeysFromInputsOnly) {
@@ -388,9 +399,9 @@ TEST(CudaKernelTableTest, NamesTheMissingDevice) {
 } // namespace
 
 /// The cuda plans mixc compiles (CTest's MixerCudaTinyPlans passes their
-/// folder in MIXER_CUDA_PLANS): the inference of bert_tiny and the
-/// capacity-routed MoE models and the training steps of bert_tiny,
-/// sparse_mixer_tiny and tokens_choose_tiny, fp32 and bf16. Every
+/// folder in MIXER_CUDA_PLANS): the inference and training steps of
+/// bert_tiny, the MoE models and sparse_mixer_tiny with gradient
+/// accumulation, fp32 and bf16. Every
 /// kernel has a CUDA implementation and every step prepares, which is all the
 /// executor checks before it needs a device.
 TEST(CudaPlanFileTest, WiresEveryStep) {
@@ -401,10 +412,11 @@ TEST(CudaPlanFileTest, WiresEveryStep) {
   for (const char *precision : {"fp32", "bf16"}) {
     for (const char *model :
          {"bert_tiny", "sparse_mixer_tiny", "tokens_choose_tiny",
-          "sparse_mixer_accumulation_tiny"})
+          "sigma_moe_tiny", "sparse_mixer_accumulation_tiny"})
       names.push_back(std::string(model) + "-train-" + precision);
-    for (const char *model : {"bert_tiny", "sparse_mixer_tiny",
-                              "fast_sparse_mixer_tiny", "tokens_choose_tiny"})
+    for (const char *model :
+         {"bert_tiny", "sparse_mixer_tiny", "fast_sparse_mixer_tiny",
+          "tokens_choose_tiny", "sigma_moe_tiny"})
       names.push_back(std::string(model) + "-infer-" + precision);
   }
   for (const std::string &name : names) {
