@@ -411,8 +411,9 @@ TEST(CudaPlanFileTest, WiresEveryStep) {
   std::vector<std::string> names;
   for (const char *precision : {"fp32", "bf16"}) {
     for (const char *model :
-         {"bert_tiny", "sparse_mixer_tiny", "tokens_choose_tiny",
-          "sigma_moe_tiny", "sparse_mixer_accumulation_tiny"})
+         {"bert_tiny", "sparse_mixer_tiny", "fast_sparse_mixer_tiny",
+          "tokens_choose_tiny", "sigma_moe_tiny",
+          "sparse_mixer_accumulation_tiny"})
       names.push_back(std::string(model) + "-train-" + precision);
     for (const char *model :
          {"bert_tiny", "sparse_mixer_tiny", "fast_sparse_mixer_tiny",
