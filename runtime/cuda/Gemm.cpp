@@ -59,7 +59,8 @@ Status cublasError(const char *call, cublasStatus_t status) {
 }
 
 /// Checks the problem against Gemm.h's contract; no device access.
-template <typename T> Status validate(const GemmProblem<T> &p) {
+template <typename T, typename Out>
+Status validate(const GemmProblem<T, Out> &p) {
   for (auto [what, value] : {std::pair<const char *, int64_t>{"m", p.m},
                              {"n", p.n},
                              {"k", p.k},
@@ -187,8 +188,8 @@ Status createHandle(GemmContext::State &state) {
   return Status::success();
 }
 
-template <typename T>
-Status run(GemmContext::State &state, const GemmProblem<T> &p) {
+template <typename T, typename Out>
+Status run(GemmContext::State &state, const GemmProblem<T, Out> &p) {
   Status s = validate(p);
   if (!s.ok() || p.m == 0 || p.n == 0 || p.batch == 0)
     return s;
@@ -196,7 +197,9 @@ Status run(GemmContext::State &state, const GemmProblem<T> &p) {
     return created;
 
   constexpr bool isFloat = std::is_same_v<T, float>;
+  constexpr bool floatOut = std::is_same_v<Out, float>;
   cudaDataType_t type = isFloat ? CUDA_R_32F : CUDA_R_16BF;
+  cudaDataType_t outType = floatOut ? CUDA_R_32F : CUDA_R_16BF;
   cublasComputeType_t compute = isFloat && p.allowTf32
                                     ? CUBLAS_COMPUTE_32F_FAST_TF32
                                     : CUBLAS_COMPUTE_32F;
@@ -262,8 +265,9 @@ Status run(GemmContext::State &state, const GemmProblem<T> &p) {
                           LayoutSpec{&layoutB, p.transA ? p.m : p.k,
                                      p.transA ? p.k : p.m, p.lda, p.strideA},
                           LayoutSpec{&layoutC, ltM, ltN, p.ldc, p.strideC}}) {
-    st = cublasLtMatrixLayoutCreate(&spec.layout->value, type, spec.rows,
-                                    spec.cols, spec.ld);
+    st = cublasLtMatrixLayoutCreate(&spec.layout->value,
+                                    spec.layout == &layoutC ? outType : type,
+                                    spec.rows, spec.cols, spec.ld);
     if (st != CUBLAS_STATUS_SUCCESS)
       return cublasError("cublasLtMatrixLayoutCreate", st);
     if (p.batch > 1) {
@@ -280,12 +284,13 @@ Status run(GemmContext::State &state, const GemmProblem<T> &p) {
     }
   }
 
-  int64_t size = sizeof(T);
+  int64_t size = sizeof(T), outSize = sizeof(Out);
   uint32_t alignA = alignment(p.b, p.strideB * size);
   uint32_t alignB = alignment(p.a, p.strideA * size);
-  uint32_t alignC = alignment(p.c, p.strideC * size);
+  uint32_t alignC = alignment(p.c, p.strideC * outSize);
   std::vector<int64_t> key = {
       isFloat,
+      floatOut,
       compute,
       p.transA,
       p.transB,
@@ -307,7 +312,7 @@ Status run(GemmContext::State &state, const GemmProblem<T> &p) {
       alignB,
       alignC,
       alignment(vector, p.strideBias * 4),
-      alignment(usesAux ? p.aux : nullptr, p.strideAux * size),
+      alignment(usesAux ? p.aux : nullptr, p.strideAux * outSize),
       p.beta != 0.0f};
   auto found = state.algorithms.find(key);
   if (found == state.algorithms.end()) {
@@ -337,7 +342,10 @@ Status run(GemmContext::State &state, const GemmProblem<T> &p) {
     if (st != CUBLAS_STATUS_SUCCESS || count == 0)
       return argumentError(
           std::string("no cuBLASLt algorithm for epilogue ") +
-          epilogueName(p.epilogue) + " on a " + (isFloat ? "fp32" : "bf16") +
+          epilogueName(p.epilogue) + " on a " +
+          (isFloat    ? "fp32"
+           : floatOut ? "bf16 (fp32 out)"
+                      : "bf16") +
           " [" + std::to_string(p.m) + ", " + std::to_string(p.k) + "] x [" +
           std::to_string(p.k) + ", " + std::to_string(p.n) + "] product" +
           (p.batch > 1 ? " batched " + std::to_string(p.batch) + " times"
@@ -376,6 +384,10 @@ Status GemmContext::gemm(const GemmProblem<float> &problem) {
 }
 
 Status GemmContext::gemm(const GemmProblem<Bf16> &problem) {
+  return run(*state, problem);
+}
+
+Status GemmContext::gemm(const GemmProblem<Bf16, float> &problem) {
   return run(*state, problem);
 }
 

@@ -14,8 +14,9 @@
 // indexed by the columns of our C (bias[n], the bias gradients).
 //
 // Precision: fp32 products run in fp32 (CUBLAS_COMPUTE_32F, no TF32 unless
-// asked for); bf16 products read and write bf16 and accumulate in fp32. Biases
-// and bias gradients are fp32 in both cases.
+// asked for); bf16 products read bf16 on the tensor cores, accumulate in fp32
+// and write bf16, or fp32 (weight gradients, the router's logits). Biases and
+// bias gradients are fp32 in every case.
 //
 // Determinism: a context chooses one algorithm per problem (shape, layouts,
 // epilogue and the alignment of every pointer) and keeps it, with a fixed
@@ -59,8 +60,9 @@ enum class GemmEpilogue : int32_t {
 /// [m, k] and op(B) [k, n], repeated over `batch` matrices: product i reads
 /// A + i*strideA, B + i*strideB, C + i*strideC (a stride of 0 shares the
 /// operand, e.g. W_s for every example), and the bias, the bias gradient and
-/// aux at i*strideBias and i*strideAux. T is float or Bf16.
-template <typename T> struct GemmProblem {
+/// aux at i*strideBias and i*strideAux. T, the type of A and B, is float or
+/// Bf16; Out, the type of C and aux, is T or, for Bf16 operands, float.
+template <typename T, typename Out = T> struct GemmProblem {
   bool transA = false;
   bool transB = false;
   int64_t m = 0, n = 0, k = 0;
@@ -68,7 +70,7 @@ template <typename T> struct GemmProblem {
   int64_t lda = 0;
   const T *b = nullptr;
   int64_t ldb = 0;
-  T *c = nullptr;
+  Out *c = nullptr;
   int64_t ldc = 0;
   float alpha = 1.0f;
   float beta = 0.0f;
@@ -82,7 +84,7 @@ template <typename T> struct GemmProblem {
   int64_t strideBias = 0;
   /// [m, n] with leading dimension ldAux (a multiple of 8, at least n):
   /// written by GeluAux, read by DGelu.
-  T *aux = nullptr;
+  Out *aux = nullptr;
   int64_t ldAux = 0;
   int64_t strideAux = 0;
   /// fp32 only: let the product round its inputs to TF32 on tensor cores
@@ -114,6 +116,7 @@ public:
   /// algorithm for is an error naming the epilogue and shape.
   Status gemm(const GemmProblem<float> &problem);
   Status gemm(const GemmProblem<Bf16> &problem);
+  Status gemm(const GemmProblem<Bf16, float> &problem);
 
   cudaStream_t stream() const;
 

@@ -541,6 +541,26 @@ Expected<const float *> widened(bool bf16, void *value, float *scratch,
   return static_cast<const float *>(scratch);
 }
 
+/// Floats of scratch holding `n` bf16 values, aligned as alignedFloats.
+int64_t bf16Floats(int64_t n) { return alignedFloats((n + 1) / 2); }
+
+/// The product of a dense step: y [m, n] = epilogue(x [m, k] · w + bias), w
+/// [k, n] or, transposed, [n, k].
+template <typename T, typename Out>
+GemmProblem<T, Out>
+denseProduct(const T *x, const T *w, Out *y, const float *bias, int64_t m,
+             int64_t n, int64_t k, bool transpose, GemmEpilogue epilogue) {
+  GemmProblem<T, Out> p;
+  p.transB = transpose;
+  p.m = m, p.n = n, p.k = k;
+  p.a = x, p.lda = k;
+  p.b = w, p.ldb = transpose ? k : n;
+  p.c = y, p.ldc = n;
+  p.epilogue = epilogue;
+  p.bias = bias;
+  return p;
+}
+
 Expected<DeviceStep> prepareDense(StepContext &c) {
   const Arg &x = c.in(0), &w = c.in(1), &bias = c.in(2), &y = c.out(0);
   bool transpose;
@@ -569,33 +589,46 @@ Expected<DeviceStep> prepareDense(StepContext &c) {
                outShape))
     return c.takeError();
   int64_t m = exec::leadingElements(*x.value);
-  bool bf16 = dtype == DType::BF16, narrow = y.value->dtype == DType::BF16;
-  // bf16 x widened, then the fp32 result of a bf16 y before it is rounded.
-  int64_t resultOffset = bf16 ? alignedFloats(m * k) : 0;
-  int64_t scratch =
-      bf16 || narrow ? c.scratch(resultOffset + (narrow ? m * n : 0)) : 0;
+  bool narrow = y.value->dtype == DType::BF16;
   GemmEpilogue epilogue = gelu         ? GemmEpilogue::Gelu
                           : bias.value ? GemmEpilogue::Bias
                                        : GemmEpilogue::None;
+  if (dtype == DType::BF16) {
+    // Tensor cores: bf16 x times the weight rounded to bf16 in the scratch
+    // (the fp32 master stays), fp32 accumulation, a bf16 or fp32 y.
+    int64_t scratch = c.scratch(bf16Floats(k * n));
+    return DeviceStep([=, a = x.slot, b = w.slot, bb = bias.slot,
+                       o = y.slot](const LaunchContext &ctx) -> Status {
+      void *const *v = ctx.device;
+      Bf16 *weight = as<Bf16>(v[scratch]);
+      if (Status status =
+              narrowToBf16(as<float>(v[b]), weight, k * n, ctx.stream);
+          !status)
+        return status;
+      const Bf16 *input = as<Bf16>(v[a]);
+      const float *biasValues = as<float>(v[bb]);
+      if (narrow)
+        return ctx.gemm->gemm(denseProduct(input, weight, as<Bf16>(v[o]),
+                                           biasValues, m, n, k, transpose,
+                                           epilogue));
+      return ctx.gemm->gemm(denseProduct(input, weight, as<float>(v[o]),
+                                         biasValues, m, n, k, transpose,
+                                         epilogue));
+    });
+  }
+  // An fp32 x: an fp32 product, rounded once into a bf16 y (the gradient of
+  // the router's input from its F32 logit gradients).
+  int64_t scratch = narrow ? c.scratch(m * n) : 0;
   return DeviceStep([=, a = x.slot, b = w.slot, bb = bias.slot,
                      o = y.slot](const LaunchContext &ctx) -> Status {
     void *const *v = ctx.device;
-    float *work = bf16 || narrow ? as<float>(v[scratch]) : nullptr;
-    Expected<const float *> input =
-        widened(bf16, v[a], work, m * k, ctx.stream);
-    if (!input)
-      return input.takeStatus();
-    GemmProblem<float> p;
-    p.transB = transpose;
-    p.m = m, p.n = n, p.k = k;
-    p.a = *input, p.lda = k;
-    p.b = as<float>(v[b]), p.ldb = transpose ? k : n;
-    p.c = narrow ? work + resultOffset : as<float>(v[o]), p.ldc = n;
-    p.epilogue = epilogue;
-    p.bias = as<float>(v[bb]);
-    if (Status status = ctx.gemm->gemm(p); !status)
+    float *out = narrow ? as<float>(v[scratch]) : as<float>(v[o]);
+    if (Status status = ctx.gemm->gemm(
+            denseProduct(as<float>(v[a]), as<float>(v[b]), out,
+                         as<float>(v[bb]), m, n, k, transpose, epilogue));
+        !status)
       return status;
-    return narrow ? narrowToBf16(p.c, as<Bf16>(v[o]), m * n, ctx.stream)
+    return narrow ? narrowToBf16(out, as<Bf16>(v[o]), m * n, ctx.stream)
                   : Status::success();
   });
 }
@@ -620,6 +653,27 @@ Expected<DeviceStep> prepareDenseWeightGrad(StepContext &c) {
                          : std::vector<int64_t>{k, n}))
     return c.takeError();
   bool xBf16 = xType == DType::BF16, dyBf16 = dyType == DType::BF16;
+  // dW [k, n] = x^T dy, or its transpose [n, k] = dy^T x.
+  auto product = [=](const auto *xs, const auto *dys, float *out) {
+    using T = std::remove_const_t<std::remove_pointer_t<decltype(xs)>>;
+    GemmProblem<T, float> p;
+    p.transA = true;
+    p.m = transpose ? n : k, p.n = transpose ? k : n, p.k = m;
+    p.a = transpose ? dys : xs, p.lda = transpose ? n : k;
+    p.b = transpose ? xs : dys, p.ldb = transpose ? k : n;
+    p.c = out, p.ldc = p.n;
+    return p;
+  };
+  if (xBf16 && dyBf16)
+    // Tensor cores: bf16 operands, the fp32 gradient accumulated in fp32.
+    return DeviceStep([=, a = x.slot, g = dy.slot,
+                       o = dw.slot](const LaunchContext &ctx) -> Status {
+      void *const *v = ctx.device;
+      return ctx.gemm->gemm(
+          product(as<Bf16>(v[a]), as<Bf16>(v[g]), as<float>(v[o])));
+    });
+  // Mixed precisions (the router: bf16 input, F32 logit gradients) widen the
+  // bf16 operand and run in fp32.
   int64_t dyOffset = xBf16 ? alignedFloats(m * k) : 0;
   int64_t scratch =
       xBf16 || dyBf16 ? c.scratch(dyOffset + (dyBf16 ? m * n : 0)) : 0;
@@ -634,14 +688,7 @@ Expected<DeviceStep> prepareDenseWeightGrad(StepContext &c) {
         widened(dyBf16, v[g], work + dyOffset, m * n, ctx.stream);
     if (!dys)
       return dys.takeStatus();
-    // dW [k, n] = x^T dy, or its transpose [n, k] = dy^T x.
-    GemmProblem<float> p;
-    p.transA = true;
-    p.m = transpose ? n : k, p.n = transpose ? k : n, p.k = m;
-    p.a = transpose ? *dys : *xs, p.lda = transpose ? n : k;
-    p.b = transpose ? *xs : *dys, p.ldb = transpose ? k : n;
-    p.c = as<float>(v[o]), p.ldc = p.n;
-    return ctx.gemm->gemm(p);
+    return ctx.gemm->gemm(product(*xs, *dys, as<float>(v[o])));
   });
 }
 
@@ -664,10 +711,11 @@ Expected<DeviceStep> prepareReduceRows(StepContext &c) {
 }
 
 /// A product of packed row-major matrices: C [m, n] = op(A) op(B) + beta C.
-GemmProblem<float> packed(bool transA, bool transB, int64_t m, int64_t n,
-                          int64_t k, const float *a, const float *b, float *c,
-                          float beta = 0.0f) {
-  GemmProblem<float> p;
+template <typename T, typename Out>
+GemmProblem<T, Out> packed(bool transA, bool transB, int64_t m, int64_t n,
+                           int64_t k, const T *a, const T *b, Out *c,
+                           float beta = 0.0f) {
+  GemmProblem<T, Out> p;
   p.transA = transA, p.transB = transB;
   p.m = m, p.n = n, p.k = k;
   p.a = a, p.lda = transA ? m : k;
@@ -678,7 +726,7 @@ GemmProblem<float> packed(bool transA, bool transB, int64_t m, int64_t n,
 }
 
 /// The same product for every example: C[e] = op(A) op(B[e]) with A shared.
-GemmProblem<float> sharedLeft(GemmProblem<float> p, int64_t batch) {
+template <typename Problem> Problem sharedLeft(Problem p, int64_t batch) {
   p.batch = batch;
   p.strideB = p.k * p.n;
   p.strideC = p.m * p.n;
@@ -700,37 +748,98 @@ bool checkLinearMix(StepContext &c, DType &dtype,
   return true;
 }
 
+/// Y[b] = W_s (X[b] W_h) over every example, with xw [B*S, D] the scratch
+/// for X W_h. T: float, or Bf16 on the tensor cores with fp32 accumulation.
+template <typename T>
+Status linearMix(const LaunchContext &ctx, const T *x, const T *ws, const T *wh,
+                 T *xw, T *y, int64_t batch, int64_t seq, int64_t d) {
+  if (Status status =
+          ctx.gemm->gemm(packed(false, false, batch * seq, d, d, x, wh, xw));
+      !status)
+    return status;
+  return ctx.gemm->gemm(
+      sharedLeft(packed(false, false, seq, d, seq, ws, xw, y), batch));
+}
+
+/// The gradients of linearMix: dX[b] = W_s^T dY[b] W_h^T, dW_h = sum_b
+/// (W_s X[b])^T dY[b] and dW_s = sum_b dY[b] (X[b] W_h)^T (fp32, added
+/// example by example in order); xw, wx and wg are [B*S, D] scratch.
+template <typename T>
+Status linearMixGrad(const LaunchContext &ctx, const T *x, const T *ws,
+                     const T *wh, const T *dy, T *dx, float *dws, float *dwh,
+                     T *xw, T *wx, T *wg, int64_t batch, int64_t seq,
+                     int64_t d) {
+  int64_t rows = batch * seq;
+  for (Status status :
+       {ctx.gemm->gemm(packed(false, false, rows, d, d, x, wh, xw)),
+        ctx.gemm->gemm(
+            sharedLeft(packed(false, false, seq, d, seq, ws, x, wx), batch)),
+        ctx.gemm->gemm(packed(true, false, d, d, rows, wx, dy, dwh)),
+        ctx.gemm->gemm(
+            sharedLeft(packed(true, false, seq, d, seq, ws, dy, wg), batch)),
+        ctx.gemm->gemm(packed(false, true, rows, d, d, wg, wh, dx))})
+    if (!status)
+      return status;
+  for (int64_t b = 0; b < batch; ++b)
+    if (Status status =
+            ctx.gemm->gemm(packed(false, true, seq, seq, d, dy + b * seq * d,
+                                  xw + b * seq * d, dws, b ? 1.0f : 0.0f));
+        !status)
+      return status;
+  return Status::success();
+}
+
+/// A bf16 linear mixing step's W_s [S, S] and W_h [D, D] rounded to bf16 in
+/// the scratch, and the scratch after them.
+struct Bf16MixingWeights {
+  Bf16 *ws, *wh, *rest;
+};
+
+Expected<Bf16MixingWeights> narrowMixingWeights(const LaunchContext &ctx,
+                                                void *ws, void *wh, Bf16 *work,
+                                                int64_t seq, int64_t d) {
+  // bf16Floats(n) floats hold 2 * bf16Floats(n) bf16 values.
+  Bf16MixingWeights weights{work, work + 2 * bf16Floats(seq * seq), nullptr};
+  weights.rest = weights.wh + 2 * bf16Floats(d * d);
+  if (Status status =
+          narrowToBf16(as<float>(ws), weights.ws, seq * seq, ctx.stream);
+      !status)
+    return status;
+  if (Status status =
+          narrowToBf16(as<float>(wh), weights.wh, d * d, ctx.stream);
+      !status)
+    return status;
+  return weights;
+}
+
+/// Scratch floats of narrowMixingWeights.
+int64_t mixingWeightFloats(int64_t seq, int64_t d) {
+  return bf16Floats(seq * seq) + bf16Floats(d * d);
+}
+
 Expected<DeviceStep> prepareLinearMix(StepContext &c) {
   const Arg &x = c.in(0), &y = c.out(0);
   DType dtype;
   if (!checkLinearMix(c, dtype, {&y}))
     return c.takeError();
   int64_t batch = x.dim(0), seq = x.dim(1), d = x.dim(2);
-  int64_t n = x.value->numel, block = alignedFloats(n);
+  int64_t n = x.value->numel;
   bool bf16 = dtype == DType::BF16;
-  // X W_h, then (bf16) the widened x and the fp32 result.
-  int64_t scratch = c.scratch(bf16 ? 3 * block : block);
+  // bf16: W_s and W_h rounded to bf16, then X W_h; fp32: X W_h.
+  int64_t scratch = c.scratch(bf16 ? mixingWeightFloats(seq, d) + bf16Floats(n)
+                                   : alignedFloats(n));
   return DeviceStep([=, a = x.slot, s = c.in(1).slot, h = c.in(2).slot,
                      o = y.slot](const LaunchContext &ctx) -> Status {
     void *const *v = ctx.device;
-    float *work = as<float>(v[scratch]);
-    float *xw = work, *xs = work + block, *ys = work + 2 * block;
-    Expected<const float *> input = widened(bf16, v[a], xs, n, ctx.stream);
-    if (!input)
-      return input.takeStatus();
-    float *out = bf16 ? ys : as<float>(v[o]);
-    // Y[b] = W_s (X[b] W_h).
-    if (Status status = ctx.gemm->gemm(packed(false, false, batch * seq, d, d,
-                                              *input, as<float>(v[h]), xw));
-        !status)
-      return status;
-    if (Status status = ctx.gemm->gemm(sharedLeft(
-            packed(false, false, seq, d, seq, as<float>(v[s]), xw, out),
-            batch));
-        !status)
-      return status;
-    return bf16 ? narrowToBf16(out, as<Bf16>(v[o]), n, ctx.stream)
-                : Status::success();
+    if (!bf16)
+      return linearMix(ctx, as<float>(v[a]), as<float>(v[s]), as<float>(v[h]),
+                       as<float>(v[scratch]), as<float>(v[o]), batch, seq, d);
+    Expected<Bf16MixingWeights> w =
+        narrowMixingWeights(ctx, v[s], v[h], as<Bf16>(v[scratch]), seq, d);
+    if (!w)
+      return w.takeStatus();
+    return linearMix(ctx, as<Bf16>(v[a]), w->ws, w->wh, w->rest, as<Bf16>(v[o]),
+                     batch, seq, d);
   });
 }
 
@@ -742,45 +851,33 @@ Expected<DeviceStep> prepareLinearMixGrad(StepContext &c) {
       !c.shape(c.out(2), DType::F32, {x.dim(2), x.dim(2)}))
     return c.takeError();
   int64_t batch = x.dim(0), seq = x.dim(1), d = x.dim(2);
-  int64_t n = x.value->numel, block = alignedFloats(n);
+  int64_t n = x.value->numel;
   bool bf16 = dtype == DType::BF16;
-  // X W_h, W_s X, W_s^T dY, then (bf16) the widened x and dy and fp32 dx.
-  int64_t scratch = c.scratch((bf16 ? 6 : 3) * block);
+  // (bf16: W_s and W_h rounded to bf16), then X W_h, W_s X and W_s^T dY.
+  int64_t block = bf16 ? bf16Floats(n) : alignedFloats(n);
+  int64_t scratch =
+      c.scratch((bf16 ? mixingWeightFloats(seq, d) : 0) + 3 * block);
   return DeviceStep([=, a = x.slot, s = c.in(1).slot, h = c.in(2).slot,
                      g = dy.slot, o = dx.slot, os = c.out(1).slot,
                      oh = c.out(2).slot](const LaunchContext &ctx) -> Status {
     void *const *v = ctx.device;
-    float *work = as<float>(v[scratch]);
-    float *xw = work, *wx = work + block, *wg = work + 2 * block;
-    Expected<const float *> xs =
-        widened(bf16, v[a], work + 3 * block, n, ctx.stream);
-    if (!xs)
-      return xs.takeStatus();
-    Expected<const float *> gs =
-        widened(bf16, v[g], work + 4 * block, n, ctx.stream);
-    if (!gs)
-      return gs.takeStatus();
-    const float *wsP = as<float>(v[s]), *whP = as<float>(v[h]);
-    float *dxOut = bf16 ? work + 5 * block : as<float>(v[o]);
-    float *dws = as<float>(v[os]);
-    std::vector<GemmProblem<float>> products = {
-        // X W_h and W_s X.
-        packed(false, false, batch * seq, d, d, *xs, whP, xw),
-        sharedLeft(packed(false, false, seq, d, seq, wsP, *xs, wx), batch),
-        // dW_h = sum_b (W_s X[b])^T dY[b], one product over all rows.
-        packed(true, false, d, d, batch * seq, wx, *gs, as<float>(v[oh])),
-        // dX[b] = W_s^T dY[b] W_h^T.
-        sharedLeft(packed(true, false, seq, d, seq, wsP, *gs, wg), batch),
-        packed(false, true, batch * seq, d, d, wg, whP, dxOut)};
-    // dW_s = sum_b dY[b] (X[b] W_h)^T, added example by example.
-    for (int64_t b = 0; b < batch; ++b)
-      products.push_back(packed(false, true, seq, seq, d, *gs + b * seq * d,
-                                xw + b * seq * d, dws, b ? 1.0f : 0.0f));
-    for (const GemmProblem<float> &product : products)
-      if (Status status = ctx.gemm->gemm(product); !status)
-        return status;
-    return bf16 ? narrowToBf16(dxOut, as<Bf16>(v[o]), n, ctx.stream)
-                : Status::success();
+    float *dws = as<float>(v[os]), *dwh = as<float>(v[oh]);
+    if (!bf16) {
+      float *work = as<float>(v[scratch]);
+      return linearMixGrad(ctx, as<float>(v[a]), as<float>(v[s]),
+                           as<float>(v[h]), as<float>(v[g]), as<float>(v[o]),
+                           dws, dwh, work, work + block, work + 2 * block,
+                           batch, seq, d);
+    }
+    Expected<Bf16MixingWeights> w =
+        narrowMixingWeights(ctx, v[s], v[h], as<Bf16>(v[scratch]), seq, d);
+    if (!w)
+      return w.takeStatus();
+    // block floats hold 2 * block bf16 values.
+    Bf16 *work = w->rest;
+    return linearMixGrad(ctx, as<Bf16>(v[a]), w->ws, w->wh, as<Bf16>(v[g]),
+                         as<Bf16>(v[o]), dws, dwh, work, work + 2 * block,
+                         work + 4 * block, batch, seq, d);
   });
 }
 

@@ -549,6 +549,40 @@ TEST_P(CudaTrainingTest, MatchesTheCpuExecutor) {
   expectSameLosses(gpu.evaluation, cpu.evaluation);
 }
 
+/// The bf16 training step (bf16 activations on the tensor cores, fp32
+/// master weights, optimizer state and statistics) tracks the fp32 CPU
+/// step: every metric of 3 updates and of an evaluation batch within 2e-2
+/// relative, bf16's documented tolerance (8 significant bits per operand,
+/// fp32 accumulation).
+TEST_P(CudaTrainingTest, Bf16TracksTheCpuExecutor) {
+  std::string model = GetParam();
+  Expected<exec::Plan> cpuPlan = tinyPlan(model + "-train-cpu");
+  Expected<exec::Plan> gpuPlan = tinyPlan(model + "-train-bf16");
+  ASSERT_TRUE(cpuPlan.ok()) << cpuPlan.message();
+  ASSERT_TRUE(gpuPlan.ok()) << gpuPlan.message();
+  std::vector<io::HostTensor> params = exec::initParameters(*cpuPlan, 1);
+  TrainedRun cpu, gpu;
+  runTraining(*cpuPlan, params, 3, cpu);
+  runTraining(*gpuPlan, params, 3, gpu);
+  ASSERT_EQ(gpu.reports.size(), cpu.reports.size());
+  for (size_t step = 0; step < cpu.reports.size(); ++step) {
+    SCOPED_TRACE("update " + std::to_string(step + 1));
+    const auto &c = cpu.reports[step].metrics, &g = gpu.reports[step].metrics;
+    ASSERT_EQ(g.size(), c.size());
+    for (size_t m = 0; m < c.size(); ++m)
+      if (c[m].first.find("loss") != std::string::npos)
+        EXPECT_NEAR(g[m].second, c[m].second, 2e-2 * std::fabs(c[m].second))
+            << c[m].first;
+  }
+  ASSERT_EQ(gpu.evaluation.size(), cpu.evaluation.size());
+  for (size_t i = 0; i < cpu.evaluation.size(); ++i)
+    if (cpu.evaluation[i].name == "loss") {
+      float c = cpu.evaluation[i].as<float>()[0],
+            g = gpu.evaluation[i].as<float>()[0];
+      EXPECT_NEAR(g, c, 2e-2 * std::fabs(c));
+    }
+}
+
 TEST_P(CudaTrainingTest, ResumesBitForBit) {
   std::string model = GetParam();
   Expected<exec::Plan> plan = tinyPlan(model + "-train-fp32");

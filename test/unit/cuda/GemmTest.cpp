@@ -285,5 +285,38 @@ TEST(CudaGemm, Bf16AccumulatesInFp32) {
   expectClose(fromBf16(dAux.read()), pre, kBf16Tol, "bf16 gemm aux");
 }
 
+TEST(CudaGemm, Bf16OperandsWriteAnFp32WeightGradient) {
+  // dW [k, n] = X^T dY from bf16 X [m, k] and dY [m, n] (the weight gradient
+  // of a bf16 plan): products of bf16 values are exact in fp32, so only the
+  // fp32 accumulation rounds.
+  GemmContext context(nullptr);
+  int64_t m = 70, k = 24, n = 40;
+  auto x = roundedToBf16(randomFloats(m * k, 19, -2.0f, 2.0f));
+  auto dy = roundedToBf16(randomFloats(m * n, 20, -2.0f, 2.0f));
+  std::vector<float> want(k * n);
+  for (int64_t i = 0; i < k; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      double sum = 0;
+      for (int64_t r = 0; r < m; ++r)
+        sum += double(x[r * k + i]) * dy[r * n + j];
+      want[i * n + j] = static_cast<float>(sum);
+    }
+  DeviceArray<Bf16> dX(toBf16(x)), dDy(toBf16(dy));
+  DeviceArray<float> dW(k * n);
+  GemmProblem<Bf16, float> p;
+  p.transA = true;
+  p.m = k;
+  p.n = n;
+  p.k = m;
+  p.a = dX.get();
+  p.lda = k;
+  p.b = dDy.get();
+  p.ldb = n;
+  p.c = dW.get();
+  p.ldc = n;
+  ASSERT_OK(context.gemm(p));
+  expectClose(dW.read(), want, kRelTol, "bf16 operands, fp32 result");
+}
+
 } // namespace
 } // namespace mixer::cuda::test

@@ -200,19 +200,34 @@ TEST(CudaKernelTableTest, ReservesScratchForTheBf16Products) {
   int64_t x = b.arena({5, 8}, "BF16"), y = b.arena({5, 3}, "BF16");
   b.step("dense", {x, w, -1}, {y},
          {{"activation", "gelu"}, {"transpose_w", false}});
-  exec::Plan plan = parse(b);
-  int64_t scratch = 0;
-  Expected<cuda::DeviceStep> step = cuda::prepareDeviceStep(plan, 0, scratch);
-  ASSERT_TRUE(step.ok()) << step.message();
-  // x widened (40 floats, aligned to 64) and the fp32 result (15 floats).
-  EXPECT_EQ(scratch, (64 + 15) * 4);
-  // An F32 result (the router's logits) is written directly.
+  auto scratchOf = [&](PlanBuilder &builder) {
+    exec::Plan plan = parse(builder);
+    int64_t scratch = 0;
+    Expected<cuda::DeviceStep> step = cuda::prepareDeviceStep(plan, 0, scratch);
+    EXPECT_TRUE(step.ok()) << step.message();
+    return scratch;
+  };
+  // The tensor cores read the weight rounded to bf16: 24 values in 12
+  // floats, aligned to 64 floats; x and y are used in place.
+  EXPECT_EQ(scratchOf(b), 64 * 4);
+  // An F32 result (the router's logits) likewise.
   b.plan["values"][y]["dtype"] = "F32";
-  plan = parse(b);
-  scratch = 0;
-  step = cuda::prepareDeviceStep(plan, 0, scratch);
-  ASSERT_TRUE(step.ok()) << step.message();
-  EXPECT_EQ(scratch, 64 * 4);
+  EXPECT_EQ(scratchOf(b), 64 * 4);
+  // An F32 x with a BF16 y (the router input's gradient): an fp32 product
+  // into 15 floats, rounded once.
+  b.plan["values"][x]["dtype"] = "F32";
+  b.plan["values"][y]["dtype"] = "BF16";
+  EXPECT_EQ(scratchOf(b), 15 * 4);
+
+  // Linear mixing over x [2, 4, 8]: W_s (16 values) and W_h (64) rounded to
+  // bf16, then X W_h (64 values), each block aligned to 64 floats.
+  PlanBuilder mix;
+  mix.plan["target"] = "cuda";
+  mix.plan["precision"] = "bf16";
+  int64_t ws = mix.param("ws", {4, 4}), wh = mix.param("wh", {8, 8});
+  int64_t mx = mix.arena({2, 4, 8}, "BF16"), my = mix.arena({2, 4, 8}, "BF16");
+  mix.step("linear_mix", {mx, ws, wh}, {my});
+  EXPECT_EQ(scratchOf(mix), 3 * 64 * 4);
 }
 
 /// probs [8, 2] -> `routing` -> experts over 8 slots (2 experts x capacity
