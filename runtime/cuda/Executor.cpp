@@ -103,13 +103,21 @@ Expected<std::unique_ptr<Executor>> Executor::create(const exec::Plan &plan,
     }
   }
   e.device[exec::scratchSlot(plan)] = e.scratch;
+  // The steps' own device resources, made before the first run's capture.
+  LaunchContext context{e.device.data(), e.host.data(), e.stream, e.gemm.get()};
+  for (size_t i = 0; i < e.steps.size(); ++i)
+    if (Status status = e.steps[i].setup(context); !status)
+      return Status::error(exec::describeStep(plan, i) + ": " +
+                           status.message());
   return executor;
 }
 
 Executor::~Executor() {
   if (graph)
     cudaGraphExecDestroy(graph);
-  // The cuBLASLt handle before the stream it serves.
+  // The steps' cuFFT plans and matrices and the cuBLASLt handle before the
+  // stream they serve.
+  steps.clear();
   gemm.reset();
   for (std::vector<void *> *buffers :
        {&inputBuffers, &paramBuffers, &stateBuffers})

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <climits>
 #include <cmath>
+#include <memory>
 #include <set>
 #include <string>
 
@@ -605,26 +606,23 @@ Expected<DeviceStep> prepareReduceRows(StepContext &c) {
   });
 }
 
-/// A product of packed row-major matrices: C [m, n] = op(A) op(B) + beta C.
-GemmProblem<float> packed(bool transA, bool transB, int64_t m, int64_t n,
-                          int64_t k, const float *a, const float *b, float *c,
-                          float beta = 0.0f) {
-  GemmProblem<float> p;
-  p.transA = transA, p.transB = transB;
-  p.m = m, p.n = n, p.k = k;
-  p.a = a, p.lda = transA ? m : k;
-  p.b = b, p.ldb = transB ? k : n;
-  p.c = c, p.ldc = n;
-  p.beta = beta;
-  return p;
+/// The fp32 buffer a step computes activation `value` into: the value itself
+/// in an fp32 step, else `scratch`, rounded into the value by `narrowed`.
+float *resultBuffer(bool bf16, void *value, float *scratch) {
+  return bf16 ? scratch : static_cast<float *>(value);
 }
 
-/// The same product for every example: C[e] = op(A) op(B[e]) with A shared.
-GemmProblem<float> sharedLeft(GemmProblem<float> p, int64_t batch) {
-  p.batch = batch;
-  p.strideB = p.k * p.n;
-  p.strideC = p.m * p.n;
-  return p;
+/// Block `index` of blocks of `size` floats in a bf16 step's scratch `work`;
+/// null without scratch (an fp32 step that needs none).
+float *blockOf(float *work, int64_t index, int64_t size) {
+  return work ? work + index * size : nullptr;
+}
+
+/// Rounds the fp32 `result` of a bf16 step into its activation `value`.
+Status narrowed(bool bf16, const float *result, void *value, int64_t n,
+                cudaStream_t stream) {
+  return bf16 ? narrowToBf16(result, as<Bf16>(value), n, stream)
+              : Status::success();
 }
 
 /// Checks x [B, S, D] (activations), ws [S, S] and wh [D, D] (F32) and
@@ -656,23 +654,18 @@ Expected<DeviceStep> prepareLinearMix(StepContext &c) {
                      o = y.slot](const LaunchContext &ctx) -> Status {
     void *const *v = ctx.device;
     float *work = as<float>(v[scratch]);
-    float *xw = work, *xs = work + block, *ys = work + 2 * block;
-    Expected<const float *> input = widened(bf16, v[a], xs, n, ctx.stream);
+    Expected<const float *> input =
+        widened(bf16, v[a], work + block, n, ctx.stream);
     if (!input)
       return input.takeStatus();
-    float *out = bf16 ? ys : as<float>(v[o]);
+    float *out = resultBuffer(bf16, v[o], work + 2 * block);
     // Y[b] = W_s (X[b] W_h).
-    if (Status status = ctx.gemm->gemm(packed(false, false, batch * seq, d, d,
-                                              *input, as<float>(v[h]), xw));
+    if (Status status =
+            twoSidedMix(*ctx.gemm, *input, as<float>(v[s]), as<float>(v[h]),
+                        /*transposeRight=*/false, out, work, batch, seq, d);
         !status)
       return status;
-    if (Status status = ctx.gemm->gemm(sharedLeft(
-            packed(false, false, seq, d, seq, as<float>(v[s]), xw, out),
-            batch));
-        !status)
-      return status;
-    return bf16 ? narrowToBf16(out, as<Bf16>(v[o]), n, ctx.stream)
-                : Status::success();
+    return narrowed(bf16, out, v[o], n, ctx.stream);
   });
 }
 
@@ -693,7 +686,6 @@ Expected<DeviceStep> prepareLinearMixGrad(StepContext &c) {
                      oh = c.out(2).slot](const LaunchContext &ctx) -> Status {
     void *const *v = ctx.device;
     float *work = as<float>(v[scratch]);
-    float *xw = work, *wx = work + block, *wg = work + 2 * block;
     Expected<const float *> xs =
         widened(bf16, v[a], work + 3 * block, n, ctx.stream);
     if (!xs)
@@ -702,27 +694,142 @@ Expected<DeviceStep> prepareLinearMixGrad(StepContext &c) {
         widened(bf16, v[g], work + 4 * block, n, ctx.stream);
     if (!gs)
       return gs.takeStatus();
-    const float *wsP = as<float>(v[s]), *whP = as<float>(v[h]);
-    float *dxOut = bf16 ? work + 5 * block : as<float>(v[o]);
-    float *dws = as<float>(v[os]);
-    std::vector<GemmProblem<float>> products = {
-        // X W_h and W_s X.
-        packed(false, false, batch * seq, d, d, *xs, whP, xw),
-        sharedLeft(packed(false, false, seq, d, seq, wsP, *xs, wx), batch),
-        // dW_h = sum_b (W_s X[b])^T dY[b], one product over all rows.
-        packed(true, false, d, d, batch * seq, wx, *gs, as<float>(v[oh])),
-        // dX[b] = W_s^T dY[b] W_h^T.
-        sharedLeft(packed(true, false, seq, d, seq, wsP, *gs, wg), batch),
-        packed(false, true, batch * seq, d, d, wg, whP, dxOut)};
-    // dW_s = sum_b dY[b] (X[b] W_h)^T, added example by example.
-    for (int64_t b = 0; b < batch; ++b)
-      products.push_back(packed(false, true, seq, seq, d, *gs + b * seq * d,
-                                xw + b * seq * d, dws, b ? 1.0f : 0.0f));
-    for (const GemmProblem<float> &product : products)
-      if (Status status = ctx.gemm->gemm(product); !status)
-        return status;
-    return bf16 ? narrowToBf16(dxOut, as<Bf16>(v[o]), n, ctx.stream)
-                : Status::success();
+    float *dxOut = resultBuffer(bf16, v[o], work + 5 * block);
+    if (Status status = twoSidedMixBackward(
+            *ctx.gemm, *xs, as<float>(v[s]), as<float>(v[h]),
+            /*transposeRight=*/false, *gs, dxOut, as<float>(v[os]),
+            as<float>(v[oh]), work, work + block, work + 2 * block, batch, seq,
+            d);
+        !status)
+      return status;
+    return narrowed(bf16, dxOut, v[o], n, ctx.stream);
+  });
+}
+
+/// Reads the `algorithm` of a spectral or structured mixing step.
+bool mixAlgorithm(StepContext &c, MixAlgorithm &algorithm) {
+  cpu::MixAlgorithm planned;
+  if (!c.algorithm("algorithm", planned))
+    return false;
+  algorithm = planned == cpu::MixAlgorithm::Fft ? MixAlgorithm::Fft
+                                                : MixAlgorithm::Matmul;
+  return true;
+}
+
+Expected<DeviceStep> prepareSpectralMix(StepContext &c) {
+  const Arg &x = c.in(0), &y = c.out(0);
+  bool hartley;
+  MixAlgorithm algorithm;
+  DType dtype;
+  if (!c.attr("hartley", hartley) || !mixAlgorithm(c, algorithm) ||
+      !activationType(c, x, dtype) || !c.rank(x, dtype, 3) ||
+      !c.shape(y, dtype, x.value->shape))
+    return c.takeError();
+  int64_t n = x.value->numel, block = alignedFloats(n);
+  bool bf16 = dtype == DType::BF16;
+  // (bf16) the widened x and the fp32 result.
+  int64_t scratch = bf16 ? c.scratch(2 * block) : 0;
+  auto mix = std::make_shared<SpectralMix>(x.dim(0), x.dim(1), x.dim(2),
+                                           hartley, algorithm);
+  return DeviceStep(
+      [=, a = x.slot, o = y.slot](const LaunchContext &ctx) -> Status {
+        void *const *v = ctx.device;
+        float *work = bf16 ? as<float>(v[scratch]) : nullptr;
+        Expected<const float *> input =
+            widened(bf16, v[a], work, n, ctx.stream);
+        if (!input)
+          return input.takeStatus();
+        float *out = resultBuffer(bf16, v[o], blockOf(work, 1, block));
+        if (Status status = mix->run(*input, out, *ctx.gemm); !status)
+          return status;
+        return narrowed(bf16, out, v[o], n, ctx.stream);
+      },
+      [mix](const LaunchContext &ctx) { return mix->prepare(ctx.stream); });
+}
+
+/// Checks x [B, S, D] (activations), vs [S] and vh [D] (F32; [2S - 1] and
+/// [2D - 1] for Toeplitz mixing) and `more`, values shaped like x, of a
+/// structured mixing step.
+bool checkStructuredMix(StepContext &c, bool &toeplitz, DType &dtype,
+                        std::initializer_list<const Arg *> more) {
+  const Arg &x = c.in(0);
+  if (!c.attr("toeplitz", toeplitz) || !activationType(c, x, dtype) ||
+      !c.rank(x, dtype, 3) ||
+      !c.shape(c.in(1), DType::F32, {toeplitz ? 2 * x.dim(1) - 1 : x.dim(1)}) ||
+      !c.shape(c.in(2), DType::F32, {toeplitz ? 2 * x.dim(2) - 1 : x.dim(2)}))
+    return false;
+  for (const Arg *arg : more)
+    if (!c.shape(*arg, dtype, x.value->shape))
+      return false;
+  return true;
+}
+
+Expected<DeviceStep> prepareStructuredMix(StepContext &c) {
+  const Arg &x = c.in(0), &y = c.out(0);
+  bool toeplitz;
+  MixAlgorithm algorithm;
+  DType dtype;
+  if (!checkStructuredMix(c, toeplitz, dtype, {&y}) ||
+      !mixAlgorithm(c, algorithm))
+    return c.takeError();
+  int64_t n = x.value->numel, block = alignedFloats(n);
+  bool bf16 = dtype == DType::BF16;
+  // (bf16) the widened x and the fp32 result.
+  int64_t scratch = bf16 ? c.scratch(2 * block) : 0;
+  auto mix = std::make_shared<StructuredMix>(x.dim(0), x.dim(1), x.dim(2),
+                                             toeplitz, algorithm);
+  return DeviceStep(
+      [=, a = x.slot, s = c.in(1).slot, h = c.in(2).slot,
+       o = y.slot](const LaunchContext &ctx) -> Status {
+        void *const *v = ctx.device;
+        float *work = bf16 ? as<float>(v[scratch]) : nullptr;
+        Expected<const float *> input =
+            widened(bf16, v[a], work, n, ctx.stream);
+        if (!input)
+          return input.takeStatus();
+        float *out = resultBuffer(bf16, v[o], blockOf(work, 1, block));
+        if (Status status = mix->run(*input, as<float>(v[s]), as<float>(v[h]),
+                                     out, *ctx.gemm);
+            !status)
+          return status;
+        return narrowed(bf16, out, v[o], n, ctx.stream);
+      },
+      [mix](const LaunchContext &) { return mix->prepare(); });
+}
+
+Expected<DeviceStep> prepareStructuredMixGrad(StepContext &c) {
+  const Arg &x = c.in(0), &vs = c.in(1), &vh = c.in(2), &dy = c.in(3),
+            &dx = c.out(0);
+  bool toeplitz;
+  DType dtype;
+  if (!checkStructuredMix(c, toeplitz, dtype, {&dy, &dx}) ||
+      !c.shape(c.out(1), DType::F32, vs.value->shape) ||
+      !c.shape(c.out(2), DType::F32, vh.value->shape))
+    return c.takeError();
+  int64_t batch = x.dim(0), seq = x.dim(1), d = x.dim(2);
+  int64_t n = x.value->numel, block = alignedFloats(n);
+  bool bf16 = dtype == DType::BF16;
+  // (bf16) the widened x and dy and the fp32 dx.
+  int64_t scratch = bf16 ? c.scratch(3 * block) : 0;
+  return DeviceStep([=, a = x.slot, s = vs.slot, h = vh.slot, g = dy.slot,
+                     o = dx.slot, os = c.out(1).slot,
+                     oh = c.out(2).slot](const LaunchContext &ctx) -> Status {
+    void *const *v = ctx.device;
+    float *work = bf16 ? as<float>(v[scratch]) : nullptr;
+    Expected<const float *> xs = widened(bf16, v[a], work, n, ctx.stream);
+    if (!xs)
+      return xs.takeStatus();
+    Expected<const float *> gs =
+        widened(bf16, v[g], blockOf(work, 1, block), n, ctx.stream);
+    if (!gs)
+      return gs.takeStatus();
+    float *dxOut = resultBuffer(bf16, v[o], blockOf(work, 2, block));
+    if (Status status = structuredMixBackward(
+            *xs, as<float>(v[s]), as<float>(v[h]), *gs, dxOut, as<float>(v[os]),
+            as<float>(v[oh]), batch, seq, d, toeplitz, *ctx.gemm);
+        !status)
+      return status;
+    return narrowed(bf16, dxOut, v[o], n, ctx.stream);
   });
 }
 
@@ -1628,6 +1735,9 @@ const TableEntry kTable[] = {
     {"accumulate_gradient", prepareAccumulateGradient},
     {"global_norm", prepareGlobalNorm},
     {"adamw", prepareAdamW},
+    {"spectral_mix", prepareSpectralMix},
+    {"structured_mix", prepareStructuredMix},
+    {"structured_mix_grad", prepareStructuredMixGrad},
 };
 
 const TableEntry *findEntry(std::string_view kernel) {

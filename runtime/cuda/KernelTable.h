@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <functional>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace mixer::cuda {
@@ -42,8 +43,29 @@ struct LaunchContext {
 };
 
 /// A step bound to its shapes and attributes: enqueues its work and reports
-/// bad run-time inputs and launch failures.
-using DeviceStep = std::function<Status(const LaunchContext &)>;
+/// bad run-time inputs and launch failures. A step with device resources of
+/// its own (cuFFT plans, constant matrices) also has a setup, which the
+/// executor calls once it has a device and a stream, before the first launch
+/// and outside graph capture.
+class DeviceStep {
+public:
+  using Launch = std::function<Status(const LaunchContext &)>;
+
+  DeviceStep(Launch launch, Launch setup = nullptr)
+      : launch(std::move(launch)), setupDevice(std::move(setup)) {}
+
+  /// Enqueues the step's work.
+  Status operator()(const LaunchContext &context) const {
+    return launch(context);
+  }
+  /// Makes the step's device resources; success for a step without any.
+  Status setup(const LaunchContext &context) const {
+    return setupDevice ? setupDevice(context) : Status::success();
+  }
+
+private:
+  Launch launch, setupDevice;
+};
 
 /// The plan kernels with a CUDA implementation, in table order.
 std::vector<std::string_view> cudaKernelNames();

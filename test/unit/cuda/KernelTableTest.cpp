@@ -73,9 +73,11 @@ TEST(CudaKernelTableTest, WiresTheKernelsOfKernelsH) {
           "experts", "experts_grad", "combine", "dispatch_grad", "combine_grad",
           "scatter_gate_grad", "route_experts_choose", "route_tokens_choose",
           "route_sigmoid_topk", "random_scale", "noise_counter",
-          "accumulate_gradient", "global_norm", "adamw"));
+          "accumulate_gradient", "global_norm", "adamw", "spectral_mix",
+          "structured_mix", "structured_mix_grad"));
   EXPECT_TRUE(cuda::hasCudaKernel("dense"));
-  EXPECT_FALSE(cuda::hasCudaKernel("spectral_mix"));
+  EXPECT_TRUE(cuda::hasCudaKernel("spectral_mix"));
+  EXPECT_FALSE(cuda::hasCudaKernel("entropy_regularizer"));
   EXPECT_FALSE(cuda::hasCudaKernel("no_such_kernel"));
 }
 
@@ -88,14 +90,13 @@ TEST(CudaKernelTableTest, EveryEntryIsAPlanKernel) {
 
 TEST(CudaKernelTableTest, RefusesAPlanWithAMissingKernel) {
   PlanBuilder b = normThen("softmax");
-  int64_t d1 = b.arena({1, 4, 8}), d2 = b.arena({1, 4, 8});
-  json attrs = {{"hartley", false}, {"algorithm", "fft"}};
-  b.step("spectral_mix", {d1}, {d2}, attrs);
-  b.step("spectral_mix", {d2}, {d1}, attrs);
+  int64_t d1 = b.arena({4, 8}), d2 = b.arena({}), d3 = b.arena({});
+  b.step("entropy_regularizer", {d1}, {d2});
+  b.step("entropy_regularizer", {d1}, {d3});
   exec::Plan plan = parse(b);
-  const char *expected = "tiny.mxa: cuda: kernel 'spectral_mix' of step 2 "
-                         "has no CUDA implementation yet (2 of 4 steps lack "
-                         "one: spectral_mix)";
+  const char *expected = "tiny.mxa: cuda: kernel 'entropy_regularizer' of "
+                         "step 2 has no CUDA implementation yet (2 of 4 steps "
+                         "lack one: entropy_regularizer)";
   Status status = cuda::checkCudaKernels(plan);
   EXPECT_EQ(status.message(), expected);
   // The executor refuses it before it looks for a device.
@@ -105,8 +106,8 @@ TEST(CudaKernelTableTest, RefusesAPlanWithAMissingKernel) {
   EXPECT_EQ(executor.message(), expected);
   int64_t scratch = 0;
   EXPECT_EQ(cuda::prepareDeviceStep(plan, 2, scratch).message(),
-            "tiny.mxa: cuda: kernel 'spectral_mix' of step 2 has no CUDA "
-            "implementation yet");
+            "tiny.mxa: cuda: kernel 'entropy_regularizer' of step 2 has no "
+            "CUDA implementation yet");
 }
 
 TEST(CudaKernelTableTest, AcceptsAPlanOfWiredKernels) {
@@ -318,6 +319,72 @@ TEST(CudaKernelTableTest, ReadsMicroStepsFromInputsOnly) {
             "be a plan input: the CUDA kernel reads it on the host");
 }
 
+/// x [3, 5, 7] of `dtype` -> spectral_mix (fourier and hartley) and
+/// structured_mix (circulant and Toeplitz) by `algorithm` -> the structured
+/// gradients.
+PlanBuilder mixingPlan(const std::string &algorithm, const std::string &dtype) {
+  PlanBuilder b;
+  b.plan["target"] = "cuda";
+  if (dtype == "BF16")
+    b.plan["precision"] = "bf16";
+  auto act = [&] { return b.arena({3, 5, 7}, dtype); };
+  int64_t x = act();
+  for (bool hartley : {false, true})
+    b.step("spectral_mix", {x}, {act()},
+           {{"hartley", hartley}, {"algorithm", algorithm}});
+  for (bool toeplitz : {false, true}) {
+    std::string kind = toeplitz ? "toeplitz" : "circulant";
+    int64_t vs = b.param(kind + "/vs", {toeplitz ? 9 : 5}),
+            vh = b.param(kind + "/vh", {toeplitz ? 13 : 7});
+    int64_t y = act();
+    b.step("structured_mix", {x, vs, vh}, {y},
+           {{"toeplitz", toeplitz}, {"algorithm", algorithm}});
+    b.step("structured_mix_grad", {x, vs, vh, y},
+           {act(), b.arena({toeplitz ? 9 : 5}), b.arena({toeplitz ? 13 : 7})},
+           {{"toeplitz", toeplitz}});
+  }
+  return b;
+}
+
+// The tiny models' plans pick one algorithm per mixer; both are prepared here.
+TEST(CudaKernelTableTest, PreparesEveryMixingAlgorithm) {
+  for (const char *algorithm : {"fft", "matmul"})
+    for (const char *dtype : {"F32", "BF16"}) {
+      SCOPED_TRACE(std::string(algorithm) + " " + dtype);
+      exec::Plan plan = parse(mixingPlan(algorithm, dtype));
+      ASSERT_EQ(plan.steps.size(), 6u);
+      int64_t scratch = 0;
+      for (size_t i = 0; i < plan.steps.size(); ++i) {
+        Expected<cuda::DeviceStep> step =
+            cuda::prepareDeviceStep(plan, i, scratch);
+        EXPECT_TRUE(step.ok()) << step.message();
+      }
+      // bf16 steps widen into the scratch: x and dy, and the fp32 dx (105
+      // floats each, aligned to 128); fp32 steps need none.
+      EXPECT_EQ(scratch, std::string(dtype) == "BF16" ? 3 * 128 * 4 : 0);
+    }
+}
+
+TEST(CudaKernelTableTest, ChecksTheMixingKernels) {
+  PlanBuilder b;
+  b.plan["target"] = "cuda";
+  b.plan["precision"] = "bf16";
+  int64_t x = b.arena({3, 5, 7}, "BF16"), y = b.arena({3, 5, 7}, "BF16"),
+          z = b.arena({3, 5, 7});
+  // The Toeplitz hidden kernel needs 2 * 7 - 1 entries.
+  int64_t vs = b.param("vs", {9}), vh = b.param("vh", {7});
+  b.step("structured_mix", {x, vs, vh}, {y},
+         {{"toeplitz", true}, {"algorithm", "fft"}});
+  b.step("spectral_mix", {x}, {z},
+         {{"hartley", false}, {"algorithm", "matmul"}});
+  EXPECT_EQ(prepareError(b, 0),
+            "tiny.mxa: steps[0] (structured_mix): operand 2 (vh) is [7] F32 "
+            "but the kernel needs [13] F32");
+  EXPECT_EQ(prepareError(b, 1),
+            "tiny.mxa: steps[1] (spectral_mix): result 0 (y) is [3, 5, 7] "
+            "F32 but the kernel needs [3, 5, 7] BF16");
+}
+
 TEST(CudaKernelTableTest, ExecutorRunsCudaPlansOnly) {
   PlanBuilder b = normThen("softmax");
   b.plan["target"] = "cpu";
@@ -346,7 +413,8 @@ TEST(CudaKernelTableTest, NamesTheMissingDevice) {
 /// The cuda plans mixc compiles (CTest's MixerCudaTinyPlans passes their
 /// folder in MIXER_CUDA_PLANS): the inference of bert_tiny and the
 /// capacity-routed MoE models and the training steps of bert_tiny,
-/// sparse_mixer_tiny and tokens_choose_tiny, fp32 and bf16. Every
+/// sparse_mixer_tiny and tokens_choose_tiny, and both of FNet and of the
+/// Hartley, circulant and Toeplitz mixers, fp32 and bf16. Every
 /// kernel has a CUDA implementation and every step prepares, which is all the
 /// executor checks before it needs a device.
 TEST(CudaPlanFileTest, WiresEveryStep) {
@@ -356,10 +424,13 @@ TEST(CudaPlanFileTest, WiresEveryStep) {
   std::vector<std::string> names;
   for (const char *precision : {"fp32", "bf16"}) {
     for (const char *model :
-         {"bert_tiny", "sparse_mixer_tiny", "tokens_choose_tiny"})
+         {"bert_tiny", "sparse_mixer_tiny", "tokens_choose_tiny", "fnet_tiny",
+          "hartley_tiny", "circulant_tiny", "toeplitz_tiny"})
       names.push_back(std::string(model) + "-train-" + precision);
-    for (const char *model : {"bert_tiny", "sparse_mixer_tiny",
-                              "fast_sparse_mixer_tiny", "tokens_choose_tiny"})
+    for (const char *model :
+         {"bert_tiny", "sparse_mixer_tiny", "fast_sparse_mixer_tiny",
+          "tokens_choose_tiny", "fnet_tiny", "hartley_tiny", "circulant_tiny",
+          "toeplitz_tiny"})
       names.push_back(std::string(model) + "-infer-" + precision);
   }
   for (const std::string &name : names) {
