@@ -249,46 +249,36 @@ public:
                                                   static_cast<int>(batch)));
         !status)
       return status;
+    this->type = type;
     made = true;
     return Status::success();
   }
 
-  /// The plan on `stream`, or an error if it was never made.
-  Expected<cufftHandle> on(const char *kernel, cudaStream_t stream) const {
-    if (!made)
-      return Status::error(std::string(kernel) +
-                           ": the cuFFT plan was not prepared");
+  /// Whether make() succeeded.
+  bool ready() const { return made; }
+
+  /// Executes the plan on `stream`: real to complex forward (`in` real), or
+  /// complex to real inverse (`in` complex).
+  Status execute(const char *kernel, void *in, void *out,
+                 cudaStream_t stream) const {
     if (Status status = cufftStatus(kernel, "cufftSetStream",
                                     cufftSetStream(handle, stream));
         !status)
       return status;
-    return handle;
+    if (type == CUFFT_R2C)
+      return cufftStatus(kernel, "cufftExecR2C",
+                         cufftExecR2C(handle, static_cast<cufftReal *>(in),
+                                      static_cast<cufftComplex *>(out)));
+    return cufftStatus(kernel, "cufftExecC2R",
+                       cufftExecC2R(handle, static_cast<cufftComplex *>(in),
+                                    static_cast<cufftReal *>(out)));
   }
 
 private:
   cufftHandle handle = 0;
+  cufftType type = CUFFT_R2C;
   bool made = false;
 };
-
-Status forward(const char *kernel, const FftPlan &plan, float *in, float2 *out,
-               cudaStream_t stream) {
-  Expected<cufftHandle> handle = plan.on(kernel, stream);
-  if (!handle)
-    return handle.takeStatus();
-  return cufftStatus(
-      kernel, "cufftExecR2C",
-      cufftExecR2C(*handle, in, reinterpret_cast<cufftComplex *>(out)));
-}
-
-Status inverse(const char *kernel, const FftPlan &plan, float2 *in, float *out,
-               cudaStream_t stream) {
-  Expected<cufftHandle> handle = plan.on(kernel, stream);
-  if (!handle)
-    return handle.takeStatus();
-  return cufftStatus(
-      kernel, "cufftExecC2R",
-      cufftExecC2R(*handle, reinterpret_cast<cufftComplex *>(in), out));
-}
 
 /// Slices of one temporary allocation, each starting on a 256-byte boundary
 /// (what cuFFT and cuBLASLt prefer).
@@ -307,8 +297,11 @@ private:
 };
 
 /// The smallest length >= n whose prime factors are all at most 7 (the
-/// lengths cuFFT transforms fastest).
+/// lengths cuFFT transforms fastest); n itself when n < 1 (a shape that
+/// prepare() and run() refuse).
 int64_t smoothLength(int64_t n) {
+  if (n < 1)
+    return n;
   for (int64_t m = n;; ++m) {
     int64_t rest = m;
     for (int64_t p : {2, 3, 5, 7})
@@ -415,12 +408,13 @@ Status SpectralMix::run(const float *x, float *y, GemmContext &gemm) const {
   const Impl &s = *impl;
   if (Status status = requirePositive(kernel, s.batch, s.seq, s.d); !status)
     return status;
+  bool fft = s.algorithm == MixAlgorithm::Fft;
+  if (fft ? !s.plan.ready() : !s.matrices)
+    return Status::error(std::string(kernel) + ": prepare() has not made the " +
+                         (fft ? "cuFFT plan" : "DFT matrices"));
   cudaStream_t stream = gemm.stream();
   int64_t n = s.batch * s.seq * s.d;
-  if (s.algorithm == MixAlgorithm::Matmul) {
-    if (!s.matrices)
-      return Status::error(std::string(kernel) +
-                           ": the DFT matrices were not prepared");
+  if (!fft) {
     StreamBuffer products(2 * n * sizeof(float), stream);
     if (!products.error().empty())
       return Status::error(std::string(kernel) + ": " + products.error());
@@ -457,7 +451,7 @@ Status SpectralMix::run(const float *x, float *y, GemmContext &gemm) const {
     return Status::error(std::string(kernel) +
                          ": copy failed: " + cudaGetErrorString(err));
   float2 *z = reinterpret_cast<float2 *>(base + spectrum);
-  if (Status status = forward(kernel, s.plan, base + real, z, stream); !status)
+  if (Status status = s.plan.execute(kernel, base + real, z, stream); !status)
     return status;
   spectralOutputKernel<<<gridFor(n), kBlockThreads, 0, stream>>>(
       z, y, s.batch, s.seq, s.d, s.hartley ? -1.0f : 0.0f);
@@ -518,9 +512,12 @@ Status StructuredMix::run(const float *x, const float *vs, const float *vh,
   if (Status status = requirePositive("structured_mix", s.batch, s.seq, s.d);
       !status)
     return status;
-  return s.algorithm == MixAlgorithm::Fft
-             ? s.runFft(x, vs, vh, y, gemm.stream())
-             : s.runMatmul(x, vs, vh, y, gemm);
+  if (s.algorithm == MixAlgorithm::Matmul)
+    return s.runMatmul(x, vs, vh, y, gemm);
+  if (!s.hiddenKernel.ready())
+    return Status::error(
+        "structured_mix: prepare() has not made the cuFFT plans");
+  return s.runFft(x, vs, vh, y, gemm.stream());
 }
 
 Status StructuredMix::Impl::runFft(const float *x, const float *vs,
@@ -549,12 +546,12 @@ Status StructuredMix::Impl::runFft(const float *x, const float *vs,
       vh, base + hiddenSignal, d, cols, toeplitz);
   if (Status status = launchStatus(kernel); !status)
     return status;
-  if (Status status = forward(kernel, seqKernel, base + seqSignal,
-                              complex(seqHalf), stream);
+  if (Status status =
+          seqKernel.execute(kernel, base + seqSignal, complex(seqHalf), stream);
       !status)
     return status;
-  if (Status status = forward(kernel, hiddenKernel, base + hiddenSignal,
-                              complex(hiddenHalf), stream);
+  if (Status status = hiddenKernel.execute(kernel, base + hiddenSignal,
+                                           complex(hiddenHalf), stream);
       !status)
     return status;
 
@@ -564,7 +561,7 @@ Status StructuredMix::Impl::runFft(const float *x, const float *vs,
   if (Status status = launchStatus(kernel); !status)
     return status;
   if (Status status =
-          forward(kernel, grid, base + real, complex(spectrum), stream);
+          grid.execute(kernel, base + real, complex(spectrum), stream);
       !status)
     return status;
   spectrumProductKernel<<<gridFor(batch * rows * half), kBlockThreads, 0,
@@ -574,7 +571,7 @@ Status StructuredMix::Impl::runFft(const float *x, const float *vs,
   if (Status status = launchStatus(kernel); !status)
     return status;
   if (Status status =
-          inverse(kernel, gridInverse, complex(spectrum), base + real, stream);
+          gridInverse.execute(kernel, complex(spectrum), base + real, stream);
       !status)
     return status;
   mixCropKernel<<<gridFor(batch * seq * d), kBlockThreads, 0, stream>>>(
