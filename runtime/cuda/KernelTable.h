@@ -74,8 +74,8 @@ std::vector<std::string_view> cudaKernelNames();
 bool hasCudaKernel(std::string_view kernel);
 
 /// Fails, naming the first step and every kernel of `plan` that has no CUDA
-/// implementation: "<artifact>: cuda: kernel 'spectral_mix' of step 3 has no
-/// CUDA implementation yet (...)".
+/// implementation: "<artifact>: cuda: kernel 'entropy_regularizer' of step 3
+/// has no CUDA implementation yet (...)".
 Status checkCudaKernels(const exec::Plan &plan);
 
 /// Checks step `index` of `plan` against its CUDA kernel and returns the
