@@ -46,10 +46,6 @@ Expected<std::unique_ptr<Executor>> Executor::create(const exec::Plan &plan,
   if (plan.target != "cuda")
     return Status::error(plan.path + ": the plan targets '" + plan.target +
                          "'; the CUDA executor runs 'cuda' plans");
-  // Refused before the device is touched: what is missing is the same on
-  // every machine.
-  if (Status status = checkCudaKernels(plan); !status)
-    return status;
   std::unique_ptr<Executor> executor(new Executor());
   executor->plan = plan;
   executor->options = options;
@@ -104,12 +100,20 @@ Expected<std::unique_ptr<Executor>> Executor::create(const exec::Plan &plan,
   }
   e.device[exec::scratchSlot(plan)] = e.scratch;
   e.forwardSteps = exec::lastOutputWriter(plan) + 1;
+  // The steps' own device resources, made before the first run's capture.
+  LaunchContext context{e.device.data(), e.host.data(), e.stream, e.gemm.get()};
+  for (size_t i = 0; i < e.steps.size(); ++i)
+    if (Status status = e.steps[i].setup(context); !status)
+      return Status::error(exec::describeStep(plan, i) + ": " +
+                           status.message());
   return executor;
 }
 
 Executor::~Executor() {
   dropGraphs();
-  // The cuBLASLt handle before the stream it serves.
+  // The steps' cuFFT plans and matrices and the cuBLASLt handle before the
+  // stream they serve.
+  steps.clear();
   gemm.reset();
   for (std::vector<void *> *buffers :
        {&inputBuffers, &paramBuffers, &stateBuffers})

@@ -3,7 +3,9 @@
 // The device counterpart of runtime/exec/Executor.h. create() refuses a plan
 // with a kernel that has no CUDA implementation (KernelTable.h) before it
 // touches the device, then allocates the plan's arena, its scratch and one
-// buffer per input on the device and prepares one step per plan step.
+// buffer per input on the device and prepares one step per plan step; the
+// steps with device resources of their own (cuFFT plans, DFT matrices) make
+// them last, before any graph capture.
 // bindParams/bindState upload the tensors once; bindInputs keeps a host copy
 // that run() uploads before the steps (scalar inputs such as seed, step and
 // learning_rate are also read on the host as kernel arguments). run()

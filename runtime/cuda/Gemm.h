@@ -92,6 +92,30 @@ template <typename T, typename Out = T> struct GemmProblem {
   bool allowTf32 = false;
 };
 
+/// A product of packed row-major matrices: C [m, n] = op(A) op(B) + beta C.
+template <typename T, typename Out>
+GemmProblem<T, Out> packed(bool transA, bool transB, int64_t m, int64_t n,
+                           int64_t k, const T *a, const T *b, Out *c,
+                           float beta = 0.0f) {
+  GemmProblem<T, Out> p;
+  p.transA = transA, p.transB = transB;
+  p.m = m, p.n = n, p.k = k;
+  p.a = a, p.lda = transA ? m : k;
+  p.b = b, p.ldb = transB ? k : n;
+  p.c = c, p.ldc = n;
+  p.beta = beta;
+  return p;
+}
+
+/// The same product for every example: C[e] = op(A) op(B[e]) with A shared
+/// and B[e], C[e] packed one after the other.
+template <typename Problem> Problem sharedLeft(Problem p, int64_t batch) {
+  p.batch = batch;
+  p.strideB = p.k * p.n;
+  p.strideC = p.m * p.n;
+  return p;
+}
+
 /// The cuBLASLt handle, workspace and chosen algorithms of one stream. The
 /// handle and the workspace are created by the first product, so creating a
 /// context touches no device. Not thread-safe: one context per stream, used

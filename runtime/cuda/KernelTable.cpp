@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <climits>
 #include <cmath>
+#include <memory>
 #include <set>
 #include <string>
 
@@ -710,27 +711,23 @@ Expected<DeviceStep> prepareReduceRows(StepContext &c) {
   });
 }
 
-/// A product of packed row-major matrices: C [m, n] = op(A) op(B) + beta C.
-template <typename T, typename Out>
-GemmProblem<T, Out> packed(bool transA, bool transB, int64_t m, int64_t n,
-                           int64_t k, const T *a, const T *b, Out *c,
-                           float beta = 0.0f) {
-  GemmProblem<T, Out> p;
-  p.transA = transA, p.transB = transB;
-  p.m = m, p.n = n, p.k = k;
-  p.a = a, p.lda = transA ? m : k;
-  p.b = b, p.ldb = transB ? k : n;
-  p.c = c, p.ldc = n;
-  p.beta = beta;
-  return p;
+/// The fp32 buffer a step computes activation `value` into: the value itself
+/// in an fp32 step, else `scratch`, rounded into the value by `narrowed`.
+float *resultBuffer(bool bf16, void *value, float *scratch) {
+  return bf16 ? scratch : static_cast<float *>(value);
 }
 
-/// The same product for every example: C[e] = op(A) op(B[e]) with A shared.
-template <typename Problem> Problem sharedLeft(Problem p, int64_t batch) {
-  p.batch = batch;
-  p.strideB = p.k * p.n;
-  p.strideC = p.m * p.n;
-  return p;
+/// Block `index` of blocks of `size` floats in a bf16 step's scratch `work`;
+/// null without scratch (an fp32 step that needs none).
+float *blockOf(float *work, int64_t index, int64_t size) {
+  return work ? work + index * size : nullptr;
+}
+
+/// Rounds the fp32 `result` of a bf16 step into its activation `value`.
+Status narrowed(bool bf16, const float *result, void *value, int64_t n,
+                cudaStream_t stream) {
+  return bf16 ? narrowToBf16(result, as<Bf16>(value), n, stream)
+              : Status::success();
 }
 
 /// Checks x [B, S, D] (activations), ws [S, S] and wh [D, D] (F32) and
@@ -746,47 +743,6 @@ bool checkLinearMix(StepContext &c, DType &dtype,
     if (!c.shape(*arg, dtype, x.value->shape))
       return false;
   return true;
-}
-
-/// Y[b] = W_s (X[b] W_h) over every example, with xw [B*S, D] the scratch
-/// for X W_h. T: float, or Bf16 on the tensor cores with fp32 accumulation.
-template <typename T>
-Status linearMix(const LaunchContext &ctx, const T *x, const T *ws, const T *wh,
-                 T *xw, T *y, int64_t batch, int64_t seq, int64_t d) {
-  if (Status status =
-          ctx.gemm->gemm(packed(false, false, batch * seq, d, d, x, wh, xw));
-      !status)
-    return status;
-  return ctx.gemm->gemm(
-      sharedLeft(packed(false, false, seq, d, seq, ws, xw, y), batch));
-}
-
-/// The gradients of linearMix: dX[b] = W_s^T dY[b] W_h^T, dW_h = sum_b
-/// (W_s X[b])^T dY[b] and dW_s = sum_b dY[b] (X[b] W_h)^T (fp32, added
-/// example by example in order); xw, wx and wg are [B*S, D] scratch.
-template <typename T>
-Status linearMixGrad(const LaunchContext &ctx, const T *x, const T *ws,
-                     const T *wh, const T *dy, T *dx, float *dws, float *dwh,
-                     T *xw, T *wx, T *wg, int64_t batch, int64_t seq,
-                     int64_t d) {
-  int64_t rows = batch * seq;
-  for (Status status :
-       {ctx.gemm->gemm(packed(false, false, rows, d, d, x, wh, xw)),
-        ctx.gemm->gemm(
-            sharedLeft(packed(false, false, seq, d, seq, ws, x, wx), batch)),
-        ctx.gemm->gemm(packed(true, false, d, d, rows, wx, dy, dwh)),
-        ctx.gemm->gemm(
-            sharedLeft(packed(true, false, seq, d, seq, ws, dy, wg), batch)),
-        ctx.gemm->gemm(packed(false, true, rows, d, d, wg, wh, dx))})
-    if (!status)
-      return status;
-  for (int64_t b = 0; b < batch; ++b)
-    if (Status status =
-            ctx.gemm->gemm(packed(false, true, seq, seq, d, dy + b * seq * d,
-                                  xw + b * seq * d, dws, b ? 1.0f : 0.0f));
-        !status)
-      return status;
-  return Status::success();
 }
 
 /// A bf16 linear mixing step's W_s [S, S] and W_h [D, D] rounded to bf16 in
@@ -832,14 +788,16 @@ Expected<DeviceStep> prepareLinearMix(StepContext &c) {
                      o = y.slot](const LaunchContext &ctx) -> Status {
     void *const *v = ctx.device;
     if (!bf16)
-      return linearMix(ctx, as<float>(v[a]), as<float>(v[s]), as<float>(v[h]),
-                       as<float>(v[scratch]), as<float>(v[o]), batch, seq, d);
+      return twoSidedMix(*ctx.gemm, as<float>(v[a]), as<float>(v[s]),
+                         as<float>(v[h]), /*transposeRight=*/false,
+                         as<float>(v[o]), as<float>(v[scratch]), batch, seq, d);
     Expected<Bf16MixingWeights> w =
         narrowMixingWeights(ctx, v[s], v[h], as<Bf16>(v[scratch]), seq, d);
     if (!w)
       return w.takeStatus();
-    return linearMix(ctx, as<Bf16>(v[a]), w->ws, w->wh, w->rest, as<Bf16>(v[o]),
-                     batch, seq, d);
+    return twoSidedMix(*ctx.gemm, as<Bf16>(v[a]), w->ws, w->wh,
+                       /*transposeRight=*/false, as<Bf16>(v[o]), w->rest, batch,
+                       seq, d);
   });
 }
 
@@ -864,10 +822,10 @@ Expected<DeviceStep> prepareLinearMixGrad(StepContext &c) {
     float *dws = as<float>(v[os]), *dwh = as<float>(v[oh]);
     if (!bf16) {
       float *work = as<float>(v[scratch]);
-      return linearMixGrad(ctx, as<float>(v[a]), as<float>(v[s]),
-                           as<float>(v[h]), as<float>(v[g]), as<float>(v[o]),
-                           dws, dwh, work, work + block, work + 2 * block,
-                           batch, seq, d);
+      return twoSidedMixBackward(
+          *ctx.gemm, as<float>(v[a]), as<float>(v[s]), as<float>(v[h]),
+          /*transposeRight=*/false, as<float>(v[g]), as<float>(v[o]), dws, dwh,
+          work, work + block, work + 2 * block, batch, seq, d);
     }
     Expected<Bf16MixingWeights> w =
         narrowMixingWeights(ctx, v[s], v[h], as<Bf16>(v[scratch]), seq, d);
@@ -875,9 +833,137 @@ Expected<DeviceStep> prepareLinearMixGrad(StepContext &c) {
       return w.takeStatus();
     // block floats hold 2 * block bf16 values.
     Bf16 *work = w->rest;
-    return linearMixGrad(ctx, as<Bf16>(v[a]), w->ws, w->wh, as<Bf16>(v[g]),
-                         as<Bf16>(v[o]), dws, dwh, work, work + 2 * block,
-                         work + 4 * block, batch, seq, d);
+    return twoSidedMixBackward(*ctx.gemm, as<Bf16>(v[a]), w->ws, w->wh,
+                               /*transposeRight=*/false, as<Bf16>(v[g]),
+                               as<Bf16>(v[o]), dws, dwh, work, work + 2 * block,
+                               work + 4 * block, batch, seq, d);
+  });
+}
+
+/// Reads the `algorithm` of a spectral or structured mixing step.
+bool mixAlgorithm(StepContext &c, MixAlgorithm &algorithm) {
+  cpu::MixAlgorithm planned;
+  if (!c.algorithm("algorithm", planned))
+    return false;
+  algorithm = planned == cpu::MixAlgorithm::Fft ? MixAlgorithm::Fft
+                                                : MixAlgorithm::Matmul;
+  return true;
+}
+
+Expected<DeviceStep> prepareSpectralMix(StepContext &c) {
+  const Arg &x = c.in(0), &y = c.out(0);
+  bool hartley;
+  MixAlgorithm algorithm;
+  DType dtype;
+  if (!c.attr("hartley", hartley) || !mixAlgorithm(c, algorithm) ||
+      !activationType(c, x, dtype) || !c.rank(x, dtype, 3) ||
+      !c.shape(y, dtype, x.value->shape))
+    return c.takeError();
+  int64_t n = x.value->numel, block = alignedFloats(n);
+  bool bf16 = dtype == DType::BF16;
+  // (bf16) the widened x and the fp32 result.
+  int64_t scratch = bf16 ? c.scratch(2 * block) : 0;
+  auto mix = std::make_shared<SpectralMix>(x.dim(0), x.dim(1), x.dim(2),
+                                           hartley, algorithm);
+  return DeviceStep(
+      [=, a = x.slot, o = y.slot](const LaunchContext &ctx) -> Status {
+        void *const *v = ctx.device;
+        float *work = bf16 ? as<float>(v[scratch]) : nullptr;
+        Expected<const float *> input =
+            widened(bf16, v[a], work, n, ctx.stream);
+        if (!input)
+          return input.takeStatus();
+        float *out = resultBuffer(bf16, v[o], blockOf(work, 1, block));
+        if (Status status = mix->run(*input, out, *ctx.gemm); !status)
+          return status;
+        return narrowed(bf16, out, v[o], n, ctx.stream);
+      },
+      [mix](const LaunchContext &ctx) { return mix->prepare(ctx.stream); });
+}
+
+/// Checks x [B, S, D] (activations), vs [S] and vh [D] (F32; [2S - 1] and
+/// [2D - 1] for Toeplitz mixing) and `more`, values shaped like x, of a
+/// structured mixing step.
+bool checkStructuredMix(StepContext &c, bool &toeplitz, DType &dtype,
+                        std::initializer_list<const Arg *> more) {
+  const Arg &x = c.in(0);
+  if (!c.attr("toeplitz", toeplitz) || !activationType(c, x, dtype) ||
+      !c.rank(x, dtype, 3) ||
+      !c.shape(c.in(1), DType::F32, {toeplitz ? 2 * x.dim(1) - 1 : x.dim(1)}) ||
+      !c.shape(c.in(2), DType::F32, {toeplitz ? 2 * x.dim(2) - 1 : x.dim(2)}))
+    return false;
+  for (const Arg *arg : more)
+    if (!c.shape(*arg, dtype, x.value->shape))
+      return false;
+  return true;
+}
+
+Expected<DeviceStep> prepareStructuredMix(StepContext &c) {
+  const Arg &x = c.in(0), &y = c.out(0);
+  bool toeplitz;
+  MixAlgorithm algorithm;
+  DType dtype;
+  if (!checkStructuredMix(c, toeplitz, dtype, {&y}) ||
+      !mixAlgorithm(c, algorithm))
+    return c.takeError();
+  int64_t n = x.value->numel, block = alignedFloats(n);
+  bool bf16 = dtype == DType::BF16;
+  // (bf16) the widened x and the fp32 result.
+  int64_t scratch = bf16 ? c.scratch(2 * block) : 0;
+  auto mix = std::make_shared<StructuredMix>(x.dim(0), x.dim(1), x.dim(2),
+                                             toeplitz, algorithm);
+  return DeviceStep(
+      [=, a = x.slot, s = c.in(1).slot, h = c.in(2).slot,
+       o = y.slot](const LaunchContext &ctx) -> Status {
+        void *const *v = ctx.device;
+        float *work = bf16 ? as<float>(v[scratch]) : nullptr;
+        Expected<const float *> input =
+            widened(bf16, v[a], work, n, ctx.stream);
+        if (!input)
+          return input.takeStatus();
+        float *out = resultBuffer(bf16, v[o], blockOf(work, 1, block));
+        if (Status status = mix->run(*input, as<float>(v[s]), as<float>(v[h]),
+                                     out, *ctx.gemm);
+            !status)
+          return status;
+        return narrowed(bf16, out, v[o], n, ctx.stream);
+      },
+      [mix](const LaunchContext &) { return mix->prepare(); });
+}
+
+Expected<DeviceStep> prepareStructuredMixGrad(StepContext &c) {
+  const Arg &x = c.in(0), &vs = c.in(1), &vh = c.in(2), &dy = c.in(3),
+            &dx = c.out(0);
+  bool toeplitz;
+  DType dtype;
+  if (!checkStructuredMix(c, toeplitz, dtype, {&dy, &dx}) ||
+      !c.shape(c.out(1), DType::F32, vs.value->shape) ||
+      !c.shape(c.out(2), DType::F32, vh.value->shape))
+    return c.takeError();
+  int64_t batch = x.dim(0), seq = x.dim(1), d = x.dim(2);
+  int64_t n = x.value->numel, block = alignedFloats(n);
+  bool bf16 = dtype == DType::BF16;
+  // (bf16) the widened x and dy and the fp32 dx.
+  int64_t scratch = bf16 ? c.scratch(3 * block) : 0;
+  return DeviceStep([=, a = x.slot, s = vs.slot, h = vh.slot, g = dy.slot,
+                     o = dx.slot, os = c.out(1).slot,
+                     oh = c.out(2).slot](const LaunchContext &ctx) -> Status {
+    void *const *v = ctx.device;
+    float *work = bf16 ? as<float>(v[scratch]) : nullptr;
+    Expected<const float *> xs = widened(bf16, v[a], work, n, ctx.stream);
+    if (!xs)
+      return xs.takeStatus();
+    Expected<const float *> gs =
+        widened(bf16, v[g], blockOf(work, 1, block), n, ctx.stream);
+    if (!gs)
+      return gs.takeStatus();
+    float *dxOut = resultBuffer(bf16, v[o], blockOf(work, 2, block));
+    if (Status status = structuredMixBackward(
+            *xs, as<float>(v[s]), as<float>(v[h]), *gs, dxOut, as<float>(v[os]),
+            as<float>(v[oh]), batch, seq, d, toeplitz, *ctx.gemm);
+        !status)
+      return status;
+    return narrowed(bf16, dxOut, v[o], n, ctx.stream);
   });
 }
 
@@ -2002,6 +2088,9 @@ const TableEntry kTable[] = {
     {"entropy_regularizer", prepareEntropyRegularizer},
     {"entropy_regularizer_grad", prepareEntropyRegularizerGrad},
     {"route_grad", prepareRouteGrad},
+    {"spectral_mix", prepareSpectralMix},
+    {"structured_mix", prepareStructuredMix},
+    {"structured_mix_grad", prepareStructuredMixGrad},
 };
 
 const TableEntry *findEntry(std::string_view kernel) {
@@ -2035,34 +2124,6 @@ std::vector<std::string_view> cudaKernelNames() {
   for (const TableEntry &entry : kTable)
     names.push_back(entry.name);
   return names;
-}
-
-bool hasCudaKernel(std::string_view kernel) {
-  return findEntry(kernel) != nullptr;
-}
-
-Status checkCudaKernels(const exec::Plan &plan) {
-  std::vector<std::string> missing;
-  size_t first = plan.steps.size(), count = 0;
-  for (size_t i = 0; i < plan.steps.size(); ++i) {
-    const std::string &kernel = plan.steps[i].kernel;
-    if (hasCudaKernel(kernel))
-      continue;
-    first = std::min(first, i);
-    ++count;
-    if (std::find(missing.begin(), missing.end(), kernel) == missing.end())
-      missing.push_back(kernel);
-  }
-  if (missing.empty())
-    return Status::success();
-  std::string list;
-  for (const std::string &kernel : missing)
-    list += (list.empty() ? "" : ", ") + kernel;
-  return Status::error(
-      plan.path + ": cuda: kernel '" + plan.steps[first].kernel + "' of step " +
-      std::to_string(first) + " has no CUDA implementation yet (" +
-      std::to_string(count) + " of " + std::to_string(plan.steps.size()) +
-      " steps lack one: " + list + ")");
 }
 
 Expected<DeviceStep> prepareDeviceStep(const exec::Plan &plan, size_t index,

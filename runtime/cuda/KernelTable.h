@@ -5,9 +5,8 @@
 // onto a function of runtime/cuda/Kernels.h. A factory checks the step's
 // dtypes (F32 or BF16 activations), shapes and attributes once, at load,
 // without touching the device, and returns a callable that enqueues the
-// kernel on the executor's stream. A plan kernel with no entry is refused
-// before anything is allocated (checkCudaKernels), so that supporting a new
-// kernel means adding one entry here.
+// kernel on the executor's stream. Every plan kernel of
+// runtime/support/KernelSignatures.h has an entry (KernelTableTest checks it).
 //
 //===----------------------------------------------------------------------===//
 
@@ -21,6 +20,7 @@
 #include <cstdint>
 #include <functional>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace mixer::cuda {
@@ -42,19 +42,32 @@ struct LaunchContext {
 };
 
 /// A step bound to its shapes and attributes: enqueues its work and reports
-/// bad run-time inputs and launch failures.
-using DeviceStep = std::function<Status(const LaunchContext &)>;
+/// bad run-time inputs and launch failures. A step with device resources of
+/// its own (cuFFT plans, constant matrices) also has a setup, which the
+/// executor calls once it has a device and a stream, before the first launch
+/// and outside graph capture.
+class DeviceStep {
+public:
+  using Launch = std::function<Status(const LaunchContext &)>;
+
+  DeviceStep(Launch launch, Launch setup = nullptr)
+      : launch(std::move(launch)), setupDevice(std::move(setup)) {}
+
+  /// Enqueues the step's work.
+  Status operator()(const LaunchContext &context) const {
+    return launch(context);
+  }
+  /// Makes the step's device resources; success for a step without any.
+  Status setup(const LaunchContext &context) const {
+    return setupDevice ? setupDevice(context) : Status::success();
+  }
+
+private:
+  Launch launch, setupDevice;
+};
 
 /// The plan kernels with a CUDA implementation, in table order.
 std::vector<std::string_view> cudaKernelNames();
-
-/// Whether plan kernel `kernel` has a CUDA implementation.
-bool hasCudaKernel(std::string_view kernel);
-
-/// Fails, naming the first step and every kernel of `plan` that has no CUDA
-/// implementation: "<artifact>: cuda: kernel 'spectral_mix' of step 3 has no
-/// CUDA implementation yet (...)".
-Status checkCudaKernels(const exec::Plan &plan);
 
 /// Checks step `index` of `plan` against its CUDA kernel and returns the
 /// callable; raises `scratchBytes` to the device scratch the step needs.

@@ -29,6 +29,7 @@
 #include "runtime/train/Optimizer.h"
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 struct CUstream_st;
@@ -369,6 +370,123 @@ Status groupedExpertsBackward(const Bf16 *x, const float *w1, const float *b1,
                               float *dw1, float *db1, float *dw2, float *db2,
                               float *scratch, const GroupedExperts &layout,
                               cudaStream_t stream);
+
+//===----------------------------------------------------------------------===//
+// Token mixing (Mixing.cu)
+//===----------------------------------------------------------------------===//
+
+class GemmContext;
+
+/// How spectral and structured mixing are computed: a plan step's
+/// `algorithm` (cpu::MixAlgorithm).
+enum class MixAlgorithm : int32_t { Fft, Matmul };
+
+/// Y[b] = L X[b] op(R) for X [batch, seq, d], L [seq, seq] and R [d, d]
+/// (device matrices; op(R) = R^T when `transposeRight`), as the CPU's
+/// two-sided mixing: X op(R) over all batch*seq rows into `work` [batch, seq,
+/// d], then one strided batch sharing L. Linear mixing (L = W_s, R = W_h) and
+/// the matmul algorithm of structured mixing. T is float, or Bf16 on the
+/// tensor cores with fp32 accumulation (X op(R) stored in bf16). Enqueued on
+/// gemm's stream.
+template <typename T>
+Status twoSidedMix(GemmContext &gemm, const T *x, const T *left, const T *right,
+                   bool transposeRight, T *y, T *work, int64_t batch,
+                   int64_t seq, int64_t d);
+
+/// Gradient of twoSidedMix, all results overwritten:
+///   dX[b] = L^T dY[b] op(R)^T,
+///   dL = sum_b dY[b] (X[b] op(R))^T, added example by example in order,
+///   dR = sum_b (L X[b])^T dY[b] (the gradient of op(R)), transposed into
+///        the gradient of R itself when `transposeRight`.
+/// dL and dR are fp32 for either T. `xRight`, `leftX` and `leftDy` ([batch,
+/// seq, d] each) receive X op(R), L X and L^T dY on the way.
+template <typename T>
+Status twoSidedMixBackward(GemmContext &gemm, const T *x, const T *left,
+                           const T *right, bool transposeRight, const T *dy,
+                           T *dx, float *dLeft, float *dRight, T *xRight,
+                           T *leftX, T *leftDy, int64_t batch, int64_t seq,
+                           int64_t d);
+
+/// Fourier mixing Y = Re(F_seq X F_d) of X [batch, seq, d], or Hartley mixing
+/// Re - Im of the same 2-D DFT (F[j,k] = exp(-2 pi i j k / n)), as
+/// cpu::SpectralMix, in fp32:
+///   Fft: one batched 2-D real-to-complex cuFFT transform of a copy of X (the
+///   columns above d/2 read from the Hermitian mirror);
+///   Matmul: [P1 | P2] = X [C_d | S_d] (Hartley [C_d + S_d | C_d - S_d]) over
+///   all rows, then Y[b] = C_s P1[b] - S_s P2[b] (Hartley + S_s P2[b]) as
+///   strided batches, C and S the cosine and sine matrices.
+/// The mixing is self-adjoint (the matrices are symmetric): its input
+/// gradient is run() on dY. Temporaries come from the stream-ordered pool.
+class SpectralMix {
+public:
+  /// Touches no device.
+  SpectralMix(int64_t batch, int64_t seq, int64_t d, bool hartley,
+              MixAlgorithm algorithm);
+  ~SpectralMix();
+  SpectralMix(const SpectralMix &) = delete;
+  SpectralMix &operator=(const SpectralMix &) = delete;
+
+  /// Makes the device resources once: the cuFFT plan (and its work area), or
+  /// the real DFT matrices, built on `stream`. Must come before run() and
+  /// outside graph capture (it allocates device memory); later calls do
+  /// nothing.
+  Status prepare(cudaStream_t stream);
+  /// y = mix(x) on gemm's stream; y must not overlap x.
+  Status run(const float *x, float *y, GemmContext &gemm) const;
+
+  struct Impl;
+
+private:
+  std::unique_ptr<Impl> impl;
+};
+
+/// Circulant mixing Y[b] = Circ(v_s) X[b] Circ(v_h)^T with Circ(v)[r,c] =
+/// v[(r - c) mod n] (vs [seq], vh [d]), or Toeplitz mixing with Toep(t)[r,c]
+/// = t[(n - 1) + c - r] (vs [2 seq - 1], vh [2 d - 1]), as cpu::StructuredMix,
+/// in fp32:
+///   Fft: a 2-D circular convolution by cuFFT on a [rows, cols] grid, [seq,
+///   d] for circulant mixing and, for Toeplitz mixing, the smallest lengths
+///   >= 2 seq - 1 and >= 2 d - 1 with no prime factor above 7, X zero-padded
+///   and each kernel embedded in a circulant vector of that length;
+///   Matmul: the dense matrices expanded from vs and vh at every run (they
+///   are parameters), then twoSidedMix.
+/// Temporaries come from the stream-ordered pool.
+class StructuredMix {
+public:
+  /// Touches no device.
+  StructuredMix(int64_t batch, int64_t seq, int64_t d, bool toeplitz,
+                MixAlgorithm algorithm);
+  ~StructuredMix();
+  StructuredMix(const StructuredMix &) = delete;
+  StructuredMix &operator=(const StructuredMix &) = delete;
+
+  /// Makes the cuFFT plans of the Fft algorithm once (nothing for Matmul):
+  /// before run() and outside graph capture; later calls do nothing.
+  Status prepare();
+  /// y = mix(x) on gemm's stream; y must not overlap x.
+  Status run(const float *x, const float *vs, const float *vh, float *y,
+             GemmContext &gemm) const;
+  /// The transform grid of the Fft algorithm.
+  int64_t fftRows() const;
+  int64_t fftCols() const;
+
+  struct Impl;
+
+private:
+  std::unique_ptr<Impl> impl;
+};
+
+/// Gradient of StructuredMix (either algorithm: both compute the same map),
+/// as cpu::StructuredMixBackward, in fp32 on gemm's stream: with A and B the
+/// dense sequence and hidden matrices, twoSidedMixBackward gives dX (written)
+/// and dA, dB, which are folded onto the kernels: dvs[j] (dvh[j]) is the sum,
+/// in row order in double, of the entries of dA (dB) built from v[j] (a
+/// circulant wrap-around diagonal, or a Toeplitz diagonal). dvs and dvh are
+/// overwritten. Temporaries come from the stream-ordered pool.
+Status structuredMixBackward(const float *x, const float *vs, const float *vh,
+                             const float *dy, float *dx, float *dvs, float *dvh,
+                             int64_t batch, int64_t seq, int64_t d,
+                             bool toeplitz, GemmContext &gemm);
 
 } // namespace mixer::cuda
 

@@ -182,5 +182,51 @@ TEST(CudaArguments, SigmaMoe) {
               "experts: slots -1 is negative");
 }
 
+TEST(CudaArguments, Mixing) {
+  GemmContext gemm(nullptr);
+  for (MixAlgorithm algorithm : {MixAlgorithm::Fft, MixAlgorithm::Matmul}) {
+    SpectralMix spectral(2, 0, 4, false, algorithm);
+    expectError(spectral.prepare(nullptr),
+                "spectral_mix: shape [2, 0, 4] must be positive");
+    StructuredMix structured(2, 3, -1, true, algorithm);
+    expectError(structured.prepare(),
+                "structured_mix: shape [2, 3, -1] must be positive");
+  }
+  // Running before prepare() made the device resources.
+  expectError(
+      SpectralMix(2, 3, 4, true, MixAlgorithm::Fft).run(nullptr, nullptr, gemm),
+      "spectral_mix: prepare() has not made the cuFFT plan");
+  expectError(SpectralMix(2, 3, 4, false, MixAlgorithm::Matmul)
+                  .run(nullptr, nullptr, gemm),
+              "spectral_mix: prepare() has not made the DFT matrices");
+  expectError(StructuredMix(2, 3, 4, false, MixAlgorithm::Fft)
+                  .run(nullptr, nullptr, nullptr, nullptr, gemm),
+              "structured_mix: prepare() has not made the cuFFT plans");
+  expectError(structuredMixBackward(nullptr, nullptr, nullptr, nullptr, nullptr,
+                                    nullptr, nullptr, 0, 3, 4, false, gemm),
+              "structured_mix_grad: shape [0, 3, 4] must be positive");
+}
+
+TEST(CudaArguments, StructuredMixTransformGrid) {
+  // Circulant mixing transforms the [seq, d] grid itself.
+  StructuredMix circulant(1, 11, 13, false, MixAlgorithm::Fft);
+  EXPECT_EQ(circulant.fftRows(), 11);
+  EXPECT_EQ(circulant.fftCols(), 13);
+  // Toeplitz mixing: the smallest length >= 2n - 1 without a prime factor
+  // above 7.
+  for (auto [n, length] : {std::pair<int64_t, int64_t>{1, 1},
+                           {5, 9},
+                           {7, 14},
+                           {12, 24},
+                           {16, 32},
+                           {27, 54},
+                           {71, 144},
+                           {128, 256}}) {
+    StructuredMix toeplitz(1, n, 4, true, MixAlgorithm::Fft);
+    EXPECT_EQ(toeplitz.fftRows(), length) << n;
+    EXPECT_EQ(toeplitz.fftCols(), 7);
+  }
+}
+
 } // namespace
 } // namespace mixer::cuda

@@ -7,13 +7,14 @@
 // products and attention (dense, linear mixing, attention and their
 // gradients), of MoE layers (routing, experts, gathers, scatters and their
 // gradients), of a sigma-MoE layer (expert dropout, the entropy regulariser,
-// grouped experts, route_grad) and of gradient accumulation (noise_counter,
-// accumulate_gradient, adamw over micro-steps) agree with the CPU executor to
-// 1e-4. The training loop (train::TrainingSession) over the tiny training
-// plans that mixc compiles (MIXER_CUDA_PLANS) gives the CPU executor's losses
-// and parameters on the CUDA executor, with gradient accumulation too, and a
-// resumed CUDA run the bits of an uninterrupted one. Without a usable device
-// the binary prints why and exits 77 (skipped).
+// grouped experts, route_grad), of gradient accumulation (noise_counter,
+// accumulate_gradient, adamw over micro-steps) and of the spectral and
+// structured mixers by both algorithms with their gradients agree with the
+// CPU executor to 1e-4. The training loop (train::TrainingSession) over the
+// tiny training plans that mixc compiles (MIXER_CUDA_PLANS) gives the CPU
+// executor's losses and parameters on the CUDA executor, with gradient
+// accumulation too, and a resumed CUDA run the bits of an uninterrupted one.
+// Without a usable device the binary prints why and exits 77 (skipped).
 //
 //===----------------------------------------------------------------------===//
 
@@ -328,6 +329,52 @@ TEST(CudaExecutorSigmaMoeTest, MatchesTheCpuExecutor) {
         {randomTensor("x", {12, 6}, 32), randomTensor("logits", {12, 4}, 33),
          randomTensor("dout", {12, 6}, 34), randomTensor("dloss", {}, 35),
          intTensor("seed", {}, {seed}), intTensor("step", {}, {3})});
+  }
+}
+
+/// The spectral and structured mixers of FNet-style plans by `algorithm`:
+/// Fourier and Hartley mixing (whose gradient is the same step on dY),
+/// circulant and Toeplitz mixing and their gradients, over x [2, 5, 6]. The
+/// executor makes the cuFFT plans and DFT matrices before the first run.
+PlanBuilder mixingPlan(const std::string &algorithm) {
+  PlanBuilder b;
+  int64_t x = b.input("x", {2, 5, 6}, false, "F32"),
+          dy = b.input("dy", {2, 5, 6}, false, "F32");
+  for (bool hartley : {false, true}) {
+    int64_t y = b.arena({2, 5, 6});
+    b.step("spectral_mix", {x}, {y},
+           {{"hartley", hartley}, {"algorithm", algorithm}});
+    b.output(hartley ? "hartley" : "fourier", y);
+  }
+  for (bool toeplitz : {false, true}) {
+    std::string kind = toeplitz ? "toeplitz" : "circulant";
+    int64_t seqLength = toeplitz ? 9 : 5, hiddenLength = toeplitz ? 11 : 6;
+    int64_t vs = b.param(kind + "/vs", {seqLength}),
+            vh = b.param(kind + "/vh", {hiddenLength});
+    int64_t y = b.arena({2, 5, 6}), dx = b.arena({2, 5, 6}),
+            dvs = b.arena({seqLength}), dvh = b.arena({hiddenLength});
+    b.step("structured_mix", {x, vs, vh}, {y},
+           {{"toeplitz", toeplitz}, {"algorithm", algorithm}});
+    b.step("structured_mix_grad", {x, vs, vh, dy}, {dx, dvs, dvh},
+           {{"toeplitz", toeplitz}});
+    b.output(kind, y);
+    b.output(kind + "/dx", dx);
+    b.output(kind + "/dvs", dvs);
+    b.output(kind + "/dvh", dvh);
+  }
+  return b;
+}
+
+TEST(CudaExecutorMixingTest, MatchesTheCpuExecutor) {
+  for (const char *algorithm : {"fft", "matmul"}) {
+    SCOPED_TRACE(algorithm);
+    expectSameOutputs(
+        mixingPlan(algorithm),
+        {randomTensor("circulant/vs", {5}, 22),
+         randomTensor("circulant/vh", {6}, 23),
+         randomTensor("toeplitz/vs", {9}, 24),
+         randomTensor("toeplitz/vh", {11}, 25)},
+        {randomTensor("x", {2, 5, 6}, 26), randomTensor("dy", {2, 5, 6}, 27)});
   }
 }
 

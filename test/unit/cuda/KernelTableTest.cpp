@@ -18,7 +18,7 @@
 
 using namespace mixer;
 using namespace mixer::exec::test;
-using ::testing::ElementsAre;
+using ::testing::Contains;
 using ::testing::StartsWith;
 
 namespace {
@@ -56,63 +56,19 @@ std::string prepareError(const PlanBuilder &b, size_t index) {
   return step.ok() ? std::string() : step.message();
 }
 
-TEST(CudaKernelTableTest, WiresTheKernelsOfKernelsH) {
-  EXPECT_THAT(
-      cuda::cudaKernelNames(),
-      ElementsAre(
-          "embed", "dense", "layer_norm", "layer_norm_grad", "activation",
-          "add", "softmax", "round_bf16", "take_position", "linear_mix",
-          "attention", "softmax_grad", "fill", "broadcast", "reduce_sum",
-          "multiply", "divide", "scale", "label_mask", "argmax",
-          "gather_positions", "softmax_cross_entropy", "squared_error",
-          "router_z_loss", "activation_grad", "dense_weight_grad",
-          "reduce_rows", "take_position_grad", "linear_mix_grad", "embed_grad",
-          "attention_grad", "gather_positions_grad",
-          "softmax_cross_entropy_grad", "router_z_loss_grad",
-          "load_balancing_loss", "load_balancing_loss_grad", "dispatch",
-          "experts", "experts_grad", "combine", "dispatch_grad", "combine_grad",
-          "scatter_gate_grad", "route_experts_choose", "route_tokens_choose",
-          "route_sigmoid_topk", "random_scale", "noise_counter",
-          "accumulate_gradient", "global_norm", "adamw", "drop_experts",
-          "entropy_regularizer", "entropy_regularizer_grad", "route_grad"));
-  EXPECT_TRUE(cuda::hasCudaKernel("dense"));
-  EXPECT_FALSE(cuda::hasCudaKernel("spectral_mix"));
-  EXPECT_FALSE(cuda::hasCudaKernel("no_such_kernel"));
-}
-
-TEST(CudaKernelTableTest, EveryEntryIsAPlanKernel) {
-  for (std::string_view name : cuda::cudaKernelNames()) {
+TEST(CudaKernelTableTest, WiresEveryPlanKernelOnce) {
+  std::vector<std::string_view> names = cuda::cudaKernelNames();
+  for (std::string_view name : names) {
     EXPECT_NE(findKernelSignature(name), nullptr) << name;
     EXPECT_TRUE(exec::kernelOperandNames(name).has_value()) << name;
+    EXPECT_EQ(std::count(names.begin(), names.end(), name), 1) << name;
   }
-}
-
-TEST(CudaKernelTableTest, RefusesAPlanWithAMissingKernel) {
-  PlanBuilder b = normThen("softmax");
-  int64_t d1 = b.arena({1, 4, 8}), d2 = b.arena({1, 4, 8});
-  json attrs = {{"hartley", false}, {"algorithm", "fft"}};
-  b.step("spectral_mix", {d1}, {d2}, attrs);
-  b.step("spectral_mix", {d2}, {d1}, attrs);
-  exec::Plan plan = parse(b);
-  const char *expected = "tiny.mxa: cuda: kernel 'spectral_mix' of step 2 "
-                         "has no CUDA implementation yet (2 of 4 steps lack "
-                         "one: spectral_mix)";
-  Status status = cuda::checkCudaKernels(plan);
-  EXPECT_EQ(status.message(), expected);
-  // The executor refuses it before it looks for a device.
-  Expected<std::unique_ptr<cuda::Executor>> executor =
-      cuda::Executor::create(plan);
-  ASSERT_FALSE(executor.ok());
-  EXPECT_EQ(executor.message(), expected);
-  int64_t scratch = 0;
-  EXPECT_EQ(cuda::prepareDeviceStep(plan, 2, scratch).message(),
-            "tiny.mxa: cuda: kernel 'spectral_mix' of step 2 has no CUDA "
-            "implementation yet");
+  for (const KernelSignature &signature : kKernelSignatures)
+    EXPECT_THAT(names, Contains(signature.name)) << signature.name;
 }
 
 TEST(CudaKernelTableTest, AcceptsAPlanOfWiredKernels) {
   exec::Plan plan = parse(normThen("softmax"));
-  EXPECT_TRUE(cuda::checkCudaKernels(plan).ok());
   for (size_t i = 0; i < plan.steps.size(); ++i) {
     int64_t scratch = 0;
     Expected<cuda::DeviceStep> step = cuda::prepareDeviceStep(plan, i, scratch);
@@ -388,6 +344,72 @@ TEST(CudaKernelTableTest, ReadsMicroStepsFromInputsOnly) {
             "be a plan input: the CUDA kernel reads it on the host");
 }
 
+/// x [3, 5, 7] of `dtype` -> spectral_mix (fourier and hartley) and
+/// structured_mix (circulant and Toeplitz) by `algorithm` -> the structured
+/// gradients.
+PlanBuilder mixingPlan(const std::string &algorithm, const std::string &dtype) {
+  PlanBuilder b;
+  b.plan["target"] = "cuda";
+  if (dtype == "BF16")
+    b.plan["precision"] = "bf16";
+  auto act = [&] { return b.arena({3, 5, 7}, dtype); };
+  int64_t x = act();
+  for (bool hartley : {false, true})
+    b.step("spectral_mix", {x}, {act()},
+           {{"hartley", hartley}, {"algorithm", algorithm}});
+  for (bool toeplitz : {false, true}) {
+    std::string kind = toeplitz ? "toeplitz" : "circulant";
+    int64_t vs = b.param(kind + "/vs", {toeplitz ? 9 : 5}),
+            vh = b.param(kind + "/vh", {toeplitz ? 13 : 7});
+    int64_t y = act();
+    b.step("structured_mix", {x, vs, vh}, {y},
+           {{"toeplitz", toeplitz}, {"algorithm", algorithm}});
+    b.step("structured_mix_grad", {x, vs, vh, y},
+           {act(), b.arena({toeplitz ? 9 : 5}), b.arena({toeplitz ? 13 : 7})},
+           {{"toeplitz", toeplitz}});
+  }
+  return b;
+}
+
+// The tiny models' plans pick one algorithm per mixer; both are prepared here.
+TEST(CudaKernelTableTest, PreparesEveryMixingAlgorithm) {
+  for (const char *algorithm : {"fft", "matmul"})
+    for (const char *dtype : {"F32", "BF16"}) {
+      SCOPED_TRACE(std::string(algorithm) + " " + dtype);
+      exec::Plan plan = parse(mixingPlan(algorithm, dtype));
+      ASSERT_EQ(plan.steps.size(), 6u);
+      int64_t scratch = 0;
+      for (size_t i = 0; i < plan.steps.size(); ++i) {
+        Expected<cuda::DeviceStep> step =
+            cuda::prepareDeviceStep(plan, i, scratch);
+        EXPECT_TRUE(step.ok()) << step.message();
+      }
+      // bf16 steps widen into the scratch: x and dy, and the fp32 dx (105
+      // floats each, aligned to 128); fp32 steps need none.
+      EXPECT_EQ(scratch, std::string(dtype) == "BF16" ? 3 * 128 * 4 : 0);
+    }
+}
+
+TEST(CudaKernelTableTest, ChecksTheMixingKernels) {
+  PlanBuilder b;
+  b.plan["target"] = "cuda";
+  b.plan["precision"] = "bf16";
+  int64_t x = b.arena({3, 5, 7}, "BF16"), y = b.arena({3, 5, 7}, "BF16"),
+          z = b.arena({3, 5, 7});
+  // The Toeplitz hidden kernel needs 2 * 7 - 1 entries.
+  int64_t vs = b.param("vs", {9}), vh = b.param("vh", {7});
+  b.step("structured_mix", {x, vs, vh}, {y},
+         {{"toeplitz", true}, {"algorithm", "fft"}});
+  b.step("spectral_mix", {x}, {z},
+         {{"hartley", false}, {"algorithm", "matmul"}});
+  EXPECT_EQ(prepareError(b, 0),
+            "tiny.mxa: steps[0] (structured_mix): operand 2 (vh) is [7] F32 "
+            "but the kernel needs [13] F32");
+  EXPECT_EQ(prepareError(b, 1),
+            "tiny.mxa: steps[1] (spectral_mix): result 0 (y) is [3, 5, 7] "
+            "F32 but the kernel needs [3, 5, 7] BF16");
+}
+
 TEST(CudaKernelTableTest, ExecutorRunsCudaPlansOnly) {
   PlanBuilder b = normThen("softmax");
   b.plan["target"] = "cpu";
@@ -415,8 +437,8 @@ TEST(CudaKernelTableTest, NamesTheMissingDevice) {
 
 /// The cuda plans mixc compiles (CTest's MixerCudaTinyPlans passes their
 /// folder in MIXER_CUDA_PLANS): the inference and training steps of
-/// bert_tiny, the MoE models and sparse_mixer_tiny with gradient
-/// accumulation, fp32 and bf16. Every
+/// bert_tiny, the MoE models, the spectral and structured mixers and
+/// sparse_mixer_tiny with gradient accumulation, fp32 and bf16. Every
 /// kernel has a CUDA implementation and every step prepares, which is all the
 /// executor checks before it needs a device.
 TEST(CudaPlanFileTest, WiresEveryStep) {
@@ -427,12 +449,13 @@ TEST(CudaPlanFileTest, WiresEveryStep) {
   for (const char *precision : {"fp32", "bf16"}) {
     for (const char *model :
          {"bert_tiny", "sparse_mixer_tiny", "fast_sparse_mixer_tiny",
-          "tokens_choose_tiny", "sigma_moe_tiny",
-          "sparse_mixer_accumulation_tiny"})
+          "tokens_choose_tiny", "sigma_moe_tiny", "fnet_tiny", "hartley_tiny",
+          "circulant_tiny", "toeplitz_tiny", "sparse_mixer_accumulation_tiny"})
       names.push_back(std::string(model) + "-train-" + precision);
     for (const char *model :
          {"bert_tiny", "sparse_mixer_tiny", "fast_sparse_mixer_tiny",
-          "tokens_choose_tiny", "sigma_moe_tiny"})
+          "tokens_choose_tiny", "sigma_moe_tiny", "fnet_tiny", "hartley_tiny",
+          "circulant_tiny", "toeplitz_tiny"})
       names.push_back(std::string(model) + "-infer-" + precision);
   }
   for (const std::string &name : names) {
@@ -441,8 +464,6 @@ TEST(CudaPlanFileTest, WiresEveryStep) {
         exec::Plan::load(std::string(folder) + "/" + name + ".mxa");
     ASSERT_TRUE(plan.ok()) << plan.message();
     EXPECT_EQ(plan->target, "cuda");
-    Status wired = cuda::checkCudaKernels(*plan);
-    EXPECT_TRUE(wired.ok()) << wired.message();
     int64_t scratch = 0;
     for (size_t i = 0; i < plan->steps.size(); ++i) {
       Expected<cuda::DeviceStep> step =
