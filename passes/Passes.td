@@ -247,6 +247,33 @@ def MixrtAssignPrecision : Pass<"mixrt-assign-precision", "mlir::ModuleOp"> {
   ];
 }
 
+def MixrtFuseExpertGather : Pass<"mixrt-fuse-expert-gather", "mlir::func::FuncOp"> {
+  let summary = "Fuse the MoE dispatch into the experts' operand loads";
+  let description = [{
+    With `target=cuda`, a `dispatch` of the token rows x [T, D] into the slot
+    rows xd [slots, D] whose result only `experts` and `experts_grad` read
+    (as their first operand, with the dispatch's tokens) disappears with its
+    buffer: those kernels read x itself and get `gather = true`, gathering
+    row tokens[i] for slot i in their operand loads (empty slots, token -1,
+    read zeros). A dispatch whose result anything else reads stays, as does
+    one whose x has another element type than its result, or whose x a
+    later kernel writes in place. Other targets are left as they are: the
+    CPU experts read dispatched rows.
+
+    ```mlir
+    %xd = mixrt.alloc : memref<16x8xf32>
+    mixrt.kernel "dispatch" ins(%x, %t : memref<8x8xf32>, memref<16xi32>) outs(%xd : memref<16x8xf32>) params {}
+    mixrt.kernel "experts" ins(%xd, %t, %o, ...) outs(%yd : ...) params {activation = "gelu"}
+    // becomes
+    mixrt.kernel "experts" ins(%x, %t, %o, ...) outs(%yd : ...) params {activation = "gelu", gather = true}
+    ```
+  }];
+  let options = [
+    Option<"target", "target", "std::string", /*default=*/"\"cpu\"",
+           "target whose experts kernels decide (cpu or cuda)">
+  ];
+}
+
 def MixrtPlanMemory : Pass<"mixrt-plan-memory", "mlir::ModuleOp"> {
   let summary = "Assign arena offsets to buffers by liveness";
   let description = [{

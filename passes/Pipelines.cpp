@@ -43,6 +43,7 @@ void mixer::buildPipeline(OpPassManager &pm, const PipelineOptions &options,
     return;
   pm.addPass(createMixerLowerToRuntime());
   pm.addPass(createMixrtAssignPrecision({options.target, options.precision}));
+  pm.addNestedPass<func::FuncOp>(createMixrtFuseExpertGather({options.target}));
   if (beyondStop(PipelineStage::Planned))
     return;
   pm.addPass(createMixrtPlanMemory());

@@ -59,10 +59,7 @@ LogicalResult KernelOp::verify() {
                 << getInputs().size() << " and " << getOutputs().size();
   }
   for (NamedAttribute attr : getParams()) {
-    if (llvm::none_of(signature->attributes, [&](std::string_view name) {
-          return llvm::StringRef(name.data(), name.size()) ==
-                 attr.getName().strref();
-        }))
+    if (!signature->hasAttribute(attr.getName().strref()))
       return emitOpError() << "kernel '" << getCallee()
                            << "' has no attribute '"
                            << attr.getName().getValue() << "'";

@@ -1604,23 +1604,40 @@ Expected<DeviceStep> prepareCombineGrad(StepContext &c) {
   });
 }
 
-/// Reads the activation (none or gelu) of `experts` or `experts_grad` and
-/// checks xd [slots, D] (`dtype`), tokens I32[slots], offsets I32[E + 1] and
-/// the fp32 weights w1 [E, D, F], b1 [E, F], w2 [E, F, D] of a capacity
-/// routing (every expert owns slots / E consecutive slots).
-bool checkExperts(StepContext &c, bool &gelu, DType &dtype) {
-  const Arg &xd = c.in(0), &tokens = c.in(1), &offsets = c.in(2), &w1 = c.in(3),
+/// Reads the optional attribute `gather` of `experts` or `experts_grad` and
+/// checks their rows x (`dtype`) and tokens I32[slots]: x is the slot rows
+/// [slots, D], or, with `gather`, the token rows [T, D] (any T >= 1) that
+/// the tokens index, the dispatch fused into the experts.
+bool checkExpertRows(StepContext &c, bool &gather, DType &dtype) {
+  const Arg &x = c.in(0), &tokens = c.in(1);
+  if (!c.optionalAttr("gather", gather) || !activationType(c, x, dtype) ||
+      !c.rank(x, dtype, 2) || !c.rank(tokens, DType::I32, 1))
+    return false;
+  if (gather)
+    return c.check(x.dim(0) >= 1,
+                   x.role + " is " + exec::describe(x.value->shape, dtype) +
+                       " but gathering experts need at least one token row");
+  return c.shape(x, dtype, {tokens.dim(0), x.dim(1)});
+}
+
+/// Reads the activation (none or gelu) and `gather` of `experts` or
+/// `experts_grad` and checks x (see checkExpertRows), tokens I32[slots],
+/// offsets I32[E + 1] and the fp32 weights w1 [E, D, F], b1 [E, F], w2 [E,
+/// F, D] of a capacity routing (every expert owns slots / E consecutive
+/// slots).
+bool checkExperts(StepContext &c, bool &gelu, bool &gather, DType &dtype) {
+  const Arg &x = c.in(0), &tokens = c.in(1), &offsets = c.in(2), &w1 = c.in(3),
             &b1 = c.in(4), &w2 = c.in(5);
   std::string activation;
-  if (!c.attr("activation", activation) || !activationType(c, xd, dtype) ||
-      !c.rank(xd, dtype, 2) || !c.rank(w1, DType::F32, 3))
+  if (!c.attr("activation", activation) || !checkExpertRows(c, gather, dtype) ||
+      !c.rank(w1, DType::F32, 3))
     return false;
-  int64_t slots = xd.dim(0), d = xd.dim(1), experts = w1.dim(0), f = w1.dim(2);
+  int64_t slots = tokens.dim(0), d = x.dim(1), experts = w1.dim(0),
+          f = w1.dim(2);
   gelu = activation == "gelu";
   return c.check(gelu || activation == "none",
                  "activation '" + activation +
                      "' has no cuBLASLt epilogue (only none and gelu)") &&
-         c.shape(tokens, DType::I32, {slots}) &&
          c.shape(offsets, DType::I32, {experts + 1}) &&
          c.shape(w1, DType::F32, {experts, d, f}) &&
          c.shape(b1, DType::F32, {experts, f}) &&
@@ -1643,38 +1660,64 @@ GemmProblem<float> expertsUp(int64_t experts, int64_t rows, int64_t d,
   return up;
 }
 
+/// The slot rows xd [slots, d] of a capacity experts step in fp32: x itself,
+/// or with `gather` its rows tokens[i] gathered by the dispatch kernel into
+/// `gathered`; bf16 rows widened into `xs`.
+Expected<const float *> slotRows(bool gather, bool bf16, void *x,
+                                 const int32_t *tokens, void *gathered,
+                                 float *xs, int64_t slots, int64_t numTokens,
+                                 int64_t d, cudaStream_t stream) {
+  if (gather) {
+    Status status = byPrecision(bf16, [&](auto *tag) {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      return dispatchRows(as<T>(x), tokens, as<T>(gathered), slots, numTokens,
+                          d, stream);
+    });
+    if (!status)
+      return status;
+    x = gathered;
+  }
+  return widened(bf16, x, xs, slots * d, stream);
+}
+
 /// The experts of a capacity routing (route_experts_choose or
 /// route_tokens_choose: every expert owns the same number of consecutive
-/// slots), one strided batch of products per layer. The empty slots' rows
-/// are zeroed afterwards, as the CPU kernel leaves them.
+/// slots), one strided batch of products per layer over the slot rows
+/// (gathered first when the step gathers). The empty slots' rows are zeroed
+/// afterwards, as the CPU kernel leaves them.
 Expected<DeviceStep> prepareExperts(StepContext &c) {
-  const Arg &xd = c.in(0), &tokens = c.in(1), &w1 = c.in(3), &b1 = c.in(4),
+  const Arg &x = c.in(0), &tokens = c.in(1), &w1 = c.in(3), &b1 = c.in(4),
             &w2 = c.in(5), &b2 = c.in(6), &y = c.out(0);
-  bool gelu;
+  bool gelu, gather;
   DType dtype;
-  if (!checkExperts(c, gelu, dtype))
+  if (!checkExperts(c, gelu, gather, dtype))
     return c.takeError();
-  int64_t slots = xd.dim(0), d = xd.dim(1), experts = w1.dim(0), f = w1.dim(2);
+  int64_t slots = tokens.dim(0), numTokens = x.dim(0), d = x.dim(1),
+          experts = w1.dim(0), f = w1.dim(2);
   if (!c.shape(b2, DType::F32, {experts, d}) || !c.shape(y, dtype, {slots, d}))
     return c.takeError();
   int64_t rows = slots / experts;
   bool bf16 = dtype == DType::BF16;
-  // The hidden layer, then (bf16) the widened xd and the fp32 result.
+  // The hidden layer, then (bf16) the widened xd and the fp32 result, then
+  // (gather) the gathered xd.
   int64_t hiddenFloats = alignedFloats(slots * f),
           rowFloats = alignedFloats(slots * d);
-  int64_t scratch = c.scratch(hiddenFloats + (bf16 ? 2 * rowFloats : 0));
+  int64_t scratch = c.scratch(hiddenFloats + (bf16 ? 2 * rowFloats : 0) +
+                              (gather ? rowFloats : 0));
   GemmEpilogue first = gelu       ? GemmEpilogue::Gelu
                        : b1.value ? GemmEpilogue::Bias
                                   : GemmEpilogue::None;
   GemmEpilogue second = b2.value ? GemmEpilogue::Bias : GemmEpilogue::None;
-  return DeviceStep([=, a = xd.slot, t = tokens.slot, k1 = w1.slot,
-                     c1 = b1.slot, k2 = w2.slot, c2 = b2.slot,
+  return DeviceStep([=, a = x.slot, t = tokens.slot, k1 = w1.slot, c1 = b1.slot,
+                     k2 = w2.slot, c2 = b2.slot,
                      o = y.slot](const LaunchContext &ctx) -> Status {
     void *const *v = ctx.device;
     float *hidden = as<float>(v[scratch]);
     float *xs = hidden + hiddenFloats, *ys = xs + rowFloats;
+    float *gathered = hidden + hiddenFloats + (bf16 ? 2 * rowFloats : 0);
     Expected<const float *> input =
-        widened(bf16, v[a], xs, slots * d, ctx.stream);
+        slotRows(gather, bf16, v[a], as<int32_t>(v[t]), gathered, xs, slots,
+                 numTokens, d, ctx.stream);
     if (!input)
       return input.takeStatus();
     float *out = bf16 ? ys : as<float>(v[o]);
@@ -1705,15 +1748,17 @@ Expected<DeviceStep> prepareExperts(StepContext &c) {
 ///   dP = (dyd w2^T) * act'(P),  dxd = dP w1^T,
 ///   dw1 = xd^T dP,  dw2 = act(P)^T dyd,
 /// each a strided batch over the experts; db1 and db2 are the column sums of
-/// dP and dyd over each expert's rows.
+/// dP and dyd over each expert's rows. A gathering step gathers xd first;
+/// dxd stays one row per slot.
 Expected<DeviceStep> prepareExpertsGrad(StepContext &c) {
-  const Arg &xd = c.in(0), &tokens = c.in(1), &w1 = c.in(3), &b1 = c.in(4),
+  const Arg &x = c.in(0), &tokens = c.in(1), &w1 = c.in(3), &b1 = c.in(4),
             &w2 = c.in(5), &dyd = c.in(6);
-  bool gelu;
+  bool gelu, gather;
   DType dtype;
-  if (!checkExperts(c, gelu, dtype))
+  if (!checkExperts(c, gelu, gather, dtype))
     return c.takeError();
-  int64_t slots = xd.dim(0), d = xd.dim(1), experts = w1.dim(0), f = w1.dim(2);
+  int64_t slots = tokens.dim(0), numTokens = x.dim(0), d = x.dim(1),
+          experts = w1.dim(0), f = w1.dim(2);
   if (!c.shape(dyd, dtype, {slots, d}) ||
       !c.shape(c.out(0), dtype, {slots, d}) ||
       !c.shape(c.out(1), DType::F32, {experts, d, f}) ||
@@ -1724,21 +1769,22 @@ Expected<DeviceStep> prepareExpertsGrad(StepContext &c) {
   int64_t rows = slots / experts;
   bool bf16 = dtype == DType::BF16;
   // P (then act(P)), dP, the fp32 dyd, then (bf16) the widened xd and the
-  // fp32 dxd.
+  // fp32 dxd, then (gather) the gathered xd.
   int64_t hiddenFloats = alignedFloats(slots * f),
           rowFloats = alignedFloats(slots * d);
   int64_t scratch =
-      c.scratch(2 * hiddenFloats + rowFloats + (bf16 ? 2 * rowFloats : 0));
+      c.scratch(2 * hiddenFloats + rowFloats + (bf16 ? 2 * rowFloats : 0) +
+                (gather ? rowFloats : 0));
   GemmEpilogue first = b1.value ? GemmEpilogue::Bias : GemmEpilogue::None;
-  return DeviceStep([=, a = xd.slot, t = tokens.slot, k1 = w1.slot,
-                     c1 = b1.slot, k2 = w2.slot, g = dyd.slot,
-                     r0 = c.out(0).slot, r1 = c.out(1).slot, r2 = c.out(2).slot,
-                     r3 = c.out(3).slot,
+  return DeviceStep([=, a = x.slot, t = tokens.slot, k1 = w1.slot, c1 = b1.slot,
+                     k2 = w2.slot, g = dyd.slot, r0 = c.out(0).slot,
+                     r1 = c.out(1).slot, r2 = c.out(2).slot, r3 = c.out(3).slot,
                      r4 = c.out(4).slot](const LaunchContext &ctx) -> Status {
     void *const *v = ctx.device;
     float *preact = as<float>(v[scratch]), *dpreact = preact + hiddenFloats;
     float *dys = dpreact + hiddenFloats, *xs = dys + rowFloats,
           *dxs = xs + rowFloats;
+    float *gathered = dys + rowFloats + (bf16 ? 2 * rowFloats : 0);
     const int32_t *slotTokens = as<int32_t>(v[t]);
     Status status =
         bf16 ? widenBf16(as<Bf16>(v[g]), dys, slots * d, ctx.stream)
@@ -1747,7 +1793,8 @@ Expected<DeviceStep> prepareExpertsGrad(StepContext &c) {
         !(status = zeroEmptySlots(slotTokens, dys, slots, d, ctx.stream)))
       return status;
     Expected<const float *> input =
-        widened(bf16, v[a], xs, slots * d, ctx.stream);
+        slotRows(gather, bf16, v[a], slotTokens, gathered, xs, slots, numTokens,
+                 d, ctx.stream);
     if (!input)
       return input.takeStatus();
     const float *wUp = as<float>(v[k1]), *wDown = as<float>(v[k2]);
@@ -1932,21 +1979,20 @@ bool expertActivation(StepContext &c, ExpertActivation &act) {
                  "none, relu and gelu)");
 }
 
-/// Reads the activation and checks xd [slots, D] (`dtype`), tokens
-/// I32[slots], offsets I32[E + 1] and the fp32 weights w1 [E, D, F], b1
-/// [E, F], w2 [E, F, D] of `experts` or `experts_grad` on grouped experts.
-/// The layout's device arrays are set at launch.
+/// Reads the activation and `gather` and checks x (see checkExpertRows),
+/// tokens I32[slots], offsets I32[E + 1] and the fp32 weights w1 [E, D, F],
+/// b1 [E, F], w2 [E, F, D] of `experts` or `experts_grad` on grouped
+/// experts, which gather in their operand loads. The layout's device arrays
+/// are set at launch.
 bool checkGroupedExperts(StepContext &c, GroupedExperts &g, DType &dtype) {
-  const Arg &xd = c.in(0), &tokens = c.in(1), &offsets = c.in(2), &w1 = c.in(3),
+  const Arg &x = c.in(0), &tokens = c.in(1), &offsets = c.in(2), &w1 = c.in(3),
             &b1 = c.in(4), &w2 = c.in(5);
-  if (!expertActivation(c, g.activation) || !activationType(c, xd, dtype) ||
-      !c.rank(xd, dtype, 2) || !c.rank(tokens, DType::I32, 1) ||
-      !c.rank(w1, DType::F32, 3))
+  if (!expertActivation(c, g.activation) ||
+      !checkExpertRows(c, g.gather, dtype) || !c.rank(w1, DType::F32, 3))
     return false;
-  g.slots = tokens.dim(0), g.d = xd.dim(1), g.experts = w1.dim(0),
-  g.f = w1.dim(2);
-  return c.shape(xd, dtype, {g.slots, g.d}) &&
-         c.shape(offsets, DType::I32, {g.experts + 1}) &&
+  g.slots = tokens.dim(0), g.d = x.dim(1), g.experts = w1.dim(0),
+  g.f = w1.dim(2), g.numTokens = x.dim(0);
+  return c.shape(offsets, DType::I32, {g.experts + 1}) &&
          c.shape(w1, DType::F32, {g.experts, g.d, g.f}) &&
          c.shape(b1, DType::F32, {g.experts, g.f}) &&
          c.shape(w2, DType::F32, {g.experts, g.f, g.d}) &&
@@ -1966,9 +2012,10 @@ GroupedExperts grouped(GroupedExperts g, const LaunchContext &ctx,
 }
 
 /// `experts` whose slot counts are known only on the device (sigma-MoE's
-/// top-k routing): the grouped kernels, one launch per layer.
+/// top-k routing): the grouped kernels, one launch per layer, gathering the
+/// token rows in their loads when the step gathers.
 Expected<DeviceStep> prepareGroupedExperts(StepContext &c) {
-  const Arg &xd = c.in(0), &tokens = c.in(1), &offsets = c.in(2), &w1 = c.in(3),
+  const Arg &x = c.in(0), &tokens = c.in(1), &offsets = c.in(2), &w1 = c.in(3),
             &b1 = c.in(4), &w2 = c.in(5), &b2 = c.in(6), &y = c.out(0);
   GroupedExperts g;
   DType dtype;
@@ -1979,7 +2026,7 @@ Expected<DeviceStep> prepareGroupedExperts(StepContext &c) {
   // The hidden layer.
   int64_t scratch = c.scratch(g.slots * g.f);
   bool bf16 = dtype == DType::BF16;
-  return DeviceStep([=, a = xd.slot, t = tokens.slot, o = offsets.slot,
+  return DeviceStep([=, a = x.slot, t = tokens.slot, o = offsets.slot,
                      k1 = w1.slot, c1 = b1.slot, k2 = w2.slot, c2 = b2.slot,
                      r = y.slot](const LaunchContext &ctx) {
     void *const *v = ctx.device;
@@ -1994,7 +2041,7 @@ Expected<DeviceStep> prepareGroupedExperts(StepContext &c) {
 }
 
 Expected<DeviceStep> prepareGroupedExpertsGrad(StepContext &c) {
-  const Arg &xd = c.in(0), &tokens = c.in(1), &offsets = c.in(2), &w1 = c.in(3),
+  const Arg &x = c.in(0), &tokens = c.in(1), &offsets = c.in(2), &w1 = c.in(3),
             &b1 = c.in(4), &w2 = c.in(5), &dyd = c.in(6);
   GroupedExperts g;
   DType dtype;
@@ -2009,7 +2056,7 @@ Expected<DeviceStep> prepareGroupedExpertsGrad(StepContext &c) {
   // The recomputed pre-activations P and their gradient dP.
   int64_t scratch = c.scratch(2 * g.slots * g.f);
   bool bf16 = dtype == DType::BF16;
-  return DeviceStep([=, a = xd.slot, t = tokens.slot, o = offsets.slot,
+  return DeviceStep([=, a = x.slot, t = tokens.slot, o = offsets.slot,
                      k1 = w1.slot, c1 = b1.slot, k2 = w2.slot, gy = dyd.slot,
                      r0 = c.out(0).slot, r1 = c.out(1).slot, r2 = c.out(2).slot,
                      r3 = c.out(3).slot,

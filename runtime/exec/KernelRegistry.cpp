@@ -390,12 +390,23 @@ Expected<StepFunction> prepareDispatch(StepContext &c) {
       });
 }
 
+/// Refuses the gathered form of experts and experts_grad (operand 0 the
+/// token rows), which only the CUDA plans use.
+bool checkNotGathered(StepContext &c) {
+  bool gather;
+  return c.optionalAttr("gather", gather) &&
+         c.check(!gather, "attribute 'gather' (the dispatch fused into the "
+                          "experts, as cuda plans have it) has no CPU "
+                          "implementation");
+}
+
 Expected<StepFunction> prepareExperts(StepContext &c) {
   const Arg &xd = c.in(0), &tokens = c.in(1), &offsets = c.in(2), &w1 = c.in(3),
             &b1 = c.in(4), &w2 = c.in(5), &b2 = c.in(6), &y = c.out(0);
   cpu::Activation act;
-  if (!c.activation("activation", act) || !c.rank(xd, DType::F32, 2) ||
-      !c.rank(offsets, DType::I32, 1) || !c.rank(w1, DType::F32, 3))
+  if (!checkNotGathered(c) || !c.activation("activation", act) ||
+      !c.rank(xd, DType::F32, 2) || !c.rank(offsets, DType::I32, 1) ||
+      !c.rank(w1, DType::F32, 3))
     return c.takeError();
   int64_t slots = xd.dim(0), d = xd.dim(1), experts = w1.dim(0), f = w1.dim(2);
   if (!c.shape(tokens, DType::I32, {slots}) ||
@@ -958,8 +969,8 @@ Expected<StepFunction> prepareExpertsGrad(StepContext &c) {
   const Arg &xd = c.in(0), &tokens = c.in(1), &offsets = c.in(2), &w1 = c.in(3),
             &b1 = c.in(4), &w2 = c.in(5), &dyd = c.in(6);
   cpu::Activation act;
-  if (!c.activation("activation", act) || !c.rank(xd, DType::F32, 2) ||
-      !c.rank(w1, DType::F32, 3))
+  if (!checkNotGathered(c) || !c.activation("activation", act) ||
+      !c.rank(xd, DType::F32, 2) || !c.rank(w1, DType::F32, 3))
     return c.takeError();
   int64_t slots = xd.dim(0), d = xd.dim(1), experts = w1.dim(0), f = w1.dim(2);
   if (!c.shape(tokens, DType::I32, {slots}) ||

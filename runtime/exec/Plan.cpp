@@ -474,9 +474,7 @@ bool PlanParser::parseStep(const json &entry, size_t index) {
     return false;
 
   for (auto it = attrs->begin(); it != attrs->end(); ++it) {
-    const std::initializer_list<std::string_view> &known =
-        step.signature->attributes;
-    if (std::find(known.begin(), known.end(), it.key()) == known.end())
+    if (!step.signature->hasAttribute(it.key()))
       return fail(where, "unknown attribute '" + it.key() + "'");
     const json &value = it.value();
     if (value.is_boolean())

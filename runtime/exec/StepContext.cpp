@@ -95,6 +95,11 @@ bool StepContext::attr(const char *name, bool &out) {
   return true;
 }
 
+bool StepContext::optionalAttr(const char *name, bool &out) {
+  out = false;
+  return !step.attrs.count(name) || attr(name, out);
+}
+
 bool StepContext::attr(const char *name, int64_t &out) {
   const auto *value = std::get_if<int64_t>(&attrValue(name));
   if (!value)

@@ -77,6 +77,9 @@ public:
   bool shape(const Arg &arg, DType dtype, const std::vector<int64_t> &shape);
 
   bool attr(const char *name, bool &out);
+  /// The optional boolean attribute `name`: false when the step leaves it
+  /// out.
+  bool optionalAttr(const char *name, bool &out);
   bool attr(const char *name, int64_t &out);
   bool attr(const char *name, double &out);
   bool attr(const char *name, std::string &out);

@@ -27,7 +27,19 @@ struct KernelSignature {
   /// updated in place (read and written); the others are fresh arena
   /// buffers.
   int stateResults = 0;
+  /// Attributes a step may leave out (a boolean reads as false when absent).
+  std::initializer_list<std::string_view> optionalAttributes = {};
 
+  /// Whether `attribute` is one of the kernel's attributes, required or
+  /// optional.
+  bool hasAttribute(std::string_view attribute) const {
+    for (std::initializer_list<std::string_view> names :
+         {attributes, optionalAttributes})
+      for (std::string_view name : names)
+        if (name == attribute)
+          return true;
+    return false;
+  }
   /// Whether the kernel writes parameters or optimizer state.
   bool updatesState() const { return stateResults > 0; }
   /// Whether result `index` is updated in place rather than a fresh buffer.
@@ -59,7 +71,9 @@ inline const KernelSignature kKernelSignatures[] = {
      {"groups", "tokens_per_group", "k", "capacity", "batch_prioritized"}},
     {"route_sigmoid_topk", 1, 3, {"k"}},
     {"dispatch", 2, 1, {}},
-    {"experts", 7, 1, {"activation"}},
+    // `gather`: operand 0 is the token rows, read through the tokens (the
+    // dispatch fused into the experts' loads; CUDA only).
+    {"experts", 7, 1, {"activation"}, 0, {"gather"}},
     {"combine", 3, 1, {}},
     // Scalar arithmetic and losses.
     {"fill", 0, 1, {"value"}},
@@ -92,7 +106,7 @@ inline const KernelSignature kKernelSignatures[] = {
      {"num_heads", "head_dim", "pad_id", "causal", "dropout_rate", "stream"}},
     {"dispatch_grad", 2, 1, {}},
     {"combine_grad", 4, 2, {}},
-    {"experts_grad", 7, 5, {"activation"}},
+    {"experts_grad", 7, 5, {"activation"}, 0, {"gather"}},
     {"scatter_gate_grad", 3, 1, {}},
     {"route_grad", 4, 1, {"routing"}},
     {"gather_positions_grad", 2, 1, {}},

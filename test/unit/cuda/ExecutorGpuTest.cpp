@@ -7,14 +7,16 @@
 // products and attention (dense, linear mixing, attention and their
 // gradients), of MoE layers (routing, experts, gathers, scatters and their
 // gradients), of a sigma-MoE layer (expert dropout, the entropy regulariser,
-// grouped experts, route_grad), of gradient accumulation (noise_counter,
-// accumulate_gradient, adamw over micro-steps) and of the spectral and
-// structured mixers by both algorithms with their gradients agree with the
-// CPU executor to 1e-4. The training loop (train::TrainingSession) over the
-// tiny training plans that mixc compiles (MIXER_CUDA_PLANS) gives the CPU
-// executor's losses and parameters on the CUDA executor, with gradient
-// accumulation too, and a resumed CUDA run the bits of an uninterrupted one.
-// Without a usable device the binary prints why and exits 77 (skipped).
+// grouped experts, route_grad), of both MoE layers with the dispatch fused
+// into the experts on the device (`gather`, against the CPU's dispatch), of
+// gradient accumulation (noise_counter, accumulate_gradient, adamw over
+// micro-steps) and of the spectral and structured mixers by both algorithms
+// with their gradients agree with the CPU executor to 1e-4. The training loop
+// (train::TrainingSession) over the tiny training plans that mixc compiles
+// (MIXER_CUDA_PLANS) gives the CPU executor's losses and parameters on the
+// CUDA executor, with gradient accumulation too, and a resumed CUDA run the
+// bits of an uninterrupted one. Without a usable device the binary prints why
+// and exits 77 (skipped).
 //
 //===----------------------------------------------------------------------===//
 
@@ -24,6 +26,7 @@
 
 #include "test/unit/exec/PlanBuilder.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -155,13 +158,16 @@ PlanBuilder productsPlan() {
   return b;
 }
 
-/// Runs the plan of `b` as a cpu and as a cuda plan with the same weights
-/// and inputs and compares every output (1e-4 relative to its largest value).
-void expectSameOutputs(PlanBuilder b,
+/// Runs `cpuPlan` as a cpu plan and `cudaPlan` (the same computation, with
+/// the same parameters, inputs and outputs) as a cuda plan with the same
+/// weights and inputs and compares every output (1e-4 relative to its
+/// largest value).
+void expectSameOutputs(PlanBuilder cpuPlan, PlanBuilder cudaPlan,
                        const std::vector<io::HostTensor> &weights,
                        const std::vector<io::HostTensor> &in) {
   std::vector<std::vector<io::HostTensor>> outputs;
   for (const char *target : {"cpu", "cuda"}) {
+    PlanBuilder &b = std::string(target) == "cpu" ? cpuPlan : cudaPlan;
     b.plan["target"] = target;
     Expected<exec::Plan> plan = exec::Plan::parse(b.plan.dump(), "plan.mxa");
     ASSERT_TRUE(plan.ok()) << plan.message();
@@ -194,6 +200,35 @@ void expectSameOutputs(PlanBuilder b,
     for (size_t j = 0; j < c.size(); ++j)
       EXPECT_NEAR(g[j], c[j], 1e-4f * largest) << "element " << j;
   }
+}
+
+/// The plan of `b` on both executors.
+void expectSameOutputs(const PlanBuilder &b,
+                       const std::vector<io::HostTensor> &weights,
+                       const std::vector<io::HostTensor> &in) {
+  expectSameOutputs(b, b, weights, in);
+}
+
+/// `b` with its dispatch fused into the experts as mixrt-fuse-expert-gather
+/// does it: the dispatch step goes, and experts and experts_grad read the
+/// token rows with `gather`.
+PlanBuilder gathering(PlanBuilder b) {
+  json &steps = b.plan["steps"];
+  auto dispatch = std::find_if(steps.begin(), steps.end(), [](const json &s) {
+    return s["kernel"] == "dispatch";
+  });
+  EXPECT_NE(dispatch, steps.end()) << "the plan has no dispatch";
+  if (dispatch == steps.end())
+    return b;
+  json x = (*dispatch)["operands"][0], xd = (*dispatch)["results"][0];
+  steps.erase(dispatch);
+  for (json &step : steps)
+    if ((step["kernel"] == "experts" || step["kernel"] == "experts_grad") &&
+        step["operands"][0] == xd) {
+      step["operands"][0] = x;
+      step["attrs"]["gather"] = true;
+    }
+  return b;
 }
 
 TEST(CudaExecutorProductsTest, MatchesTheCpuExecutor) {
@@ -260,13 +295,18 @@ TEST(CudaExecutorMoeTest, MatchesTheCpuExecutor) {
        {std::pair<const char *, json>{"route_tokens_choose", tokensChoose},
         {"route_experts_choose", groups}}) {
     SCOPED_TRACE(routing);
-    expectSameOutputs(
-        moePlan(routing, attrs),
-        {randomTensor("w1", {2, 4, 6}, 9), randomTensor("b1", {2, 6}, 10),
-         randomTensor("w2", {2, 6, 4}, 11), randomTensor("b2", {2, 4}, 12)},
-        {randomTensor("x", {8, 4}, 13),
-         randomTensor("probs", {8, 2}, 14, 0.0f, 1.0f),
-         randomTensor("dout", {8, 4}, 15)});
+    std::vector<io::HostTensor> weights = {
+        randomTensor("w1", {2, 4, 6}, 9), randomTensor("b1", {2, 6}, 10),
+        randomTensor("w2", {2, 6, 4}, 11), randomTensor("b2", {2, 4}, 12)};
+    std::vector<io::HostTensor> in = {
+        randomTensor("x", {8, 4}, 13),
+        randomTensor("probs", {8, 2}, 14, 0.0f, 1.0f),
+        randomTensor("dout", {8, 4}, 15)};
+    expectSameOutputs(moePlan(routing, attrs), weights, in);
+    // The capacity experts gather their 6 slot rows from the 8 tokens.
+    SCOPED_TRACE("gathering");
+    expectSameOutputs(moePlan(routing, attrs),
+                      gathering(moePlan(routing, attrs)), weights, in);
   }
 }
 
@@ -321,15 +361,19 @@ PlanBuilder sigmaMoePlan() {
 }
 
 TEST(CudaExecutorSigmaMoeTest, MatchesTheCpuExecutor) {
-  for (int32_t seed : {-1, 7}) {
-    SCOPED_TRACE(seed);
-    expectSameOutputs(
-        sigmaMoePlan(),
-        {randomTensor("w1", {4, 6, 5}, 30), randomTensor("w2", {4, 5, 6}, 31)},
-        {randomTensor("x", {12, 6}, 32), randomTensor("logits", {12, 4}, 33),
-         randomTensor("dout", {12, 6}, 34), randomTensor("dloss", {}, 35),
-         intTensor("seed", {}, {seed}), intTensor("step", {}, {3})});
-  }
+  for (int32_t seed : {-1, 7})
+    for (bool gather : {false, true}) {
+      SCOPED_TRACE(std::to_string(seed) + (gather ? " gathering" : ""));
+      // Gathering, the grouped kernels read the 24 slots' rows from the 12
+      // tokens in their loads.
+      expectSameOutputs(
+          sigmaMoePlan(), gather ? gathering(sigmaMoePlan()) : sigmaMoePlan(),
+          {randomTensor("w1", {4, 6, 5}, 30),
+           randomTensor("w2", {4, 5, 6}, 31)},
+          {randomTensor("x", {12, 6}, 32), randomTensor("logits", {12, 4}, 33),
+           randomTensor("dout", {12, 6}, 34), randomTensor("dloss", {}, 35),
+           intTensor("seed", {}, {seed}), intTensor("step", {}, {3})});
+    }
 }
 
 /// The spectral and structured mixers of FNet-style plans by `algorithm`:

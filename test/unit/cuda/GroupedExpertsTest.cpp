@@ -182,6 +182,9 @@ TEST(CudaGroupedExperts, MatchesTheReferences) {
         References rounded = reference(l, xb, w, biases, dydb, c.d, c.f, act);
         expectGrouped<Bf16>(l, xb, w, biases, dydb, c.d, c.f, act, false,
                             rounded, kBf16Tol, what + " bf16");
+        // Gathering bf16 token rows: the rounded token rows dispatch to xb.
+        expectGrouped<Bf16>(l, roundedToBf16(x), w, biases, dydb, c.d, c.f, act,
+                            true, rounded, kBf16Tol, what + " bf16 gathered");
       }
 }
 

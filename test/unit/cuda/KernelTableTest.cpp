@@ -239,6 +239,91 @@ TEST(CudaKernelTableTest, ChoosesTheExpertsKernelsByRouting) {
             "grouped-experts epilogue (only none, relu and gelu)");
 }
 
+/// expertsAfter with the dispatch fused in: experts and experts_grad read
+/// the token rows x `rows` through the tokens (`gather`).
+PlanBuilder gatheringExpertsAfter(const std::string &routing, json attrs,
+                                  const std::vector<int64_t> &rows = {5, 4}) {
+  PlanBuilder b = expertsAfter(routing, std::move(attrs));
+  int64_t x = b.arena(rows);
+  for (size_t index : {1, 2}) {
+    b.plan["steps"][index]["operands"][0] = x;
+    b.plan["steps"][index]["attrs"]["gather"] = true;
+  }
+  return b;
+}
+
+/// The scratch bytes of preparing steps 1 and 2 of `b`'s plan, or -1 when
+/// one fails.
+int64_t expertsScratch(const PlanBuilder &b) {
+  exec::Plan plan = parse(b);
+  int64_t scratch = 0;
+  for (size_t index : {1, 2}) {
+    Expected<cuda::DeviceStep> step =
+        cuda::prepareDeviceStep(plan, index, scratch);
+    EXPECT_TRUE(step.ok()) << step.message();
+    if (!step.ok())
+      return -1;
+  }
+  return scratch;
+}
+
+TEST(CudaKernelTableTest, PreparesGatheringExperts) {
+  json capacity = {{"groups", 1},
+                   {"tokens_per_group", 8},
+                   {"k", 1},
+                   {"capacity", 4},
+                   {"batch_prioritized", false}};
+  // A capacity routing gathers the 8 slot rows [8, 4] (aligned to 64
+  // floats) into scratch after P, dP and dyd.
+  EXPECT_EQ(
+      expertsScratch(gatheringExpertsAfter("route_tokens_choose", capacity)),
+      4 * 64 * 4);
+  // Any number of token rows, fewer or more than the slots.
+  EXPECT_EQ(expertsScratch(gatheringExpertsAfter("route_tokens_choose",
+                                                 capacity, {12, 4})),
+            4 * 64 * 4);
+  // The grouped kernels gather in their loads: P and dP alone.
+  EXPECT_EQ(
+      expertsScratch(gatheringExpertsAfter("route_sigmoid_topk", {{"k", 1}})),
+      2 * 8 * 6 * 4);
+  // An explicit `gather = false` is the slot rows' form.
+  PlanBuilder slotRows = expertsAfter("route_sigmoid_topk", {{"k", 1}});
+  slotRows.plan["steps"][1]["attrs"]["gather"] = false;
+  EXPECT_EQ(expertsScratch(slotRows), 2 * 8 * 6 * 4);
+}
+
+TEST(CudaKernelTableTest, ChecksTheRowsOfGatheringExperts) {
+  json capacity = {{"groups", 1},
+                   {"tokens_per_group", 8},
+                   {"k", 1},
+                   {"capacity", 4},
+                   {"batch_prioritized", false}};
+  for (const char *routing : {"route_tokens_choose", "route_sigmoid_topk"}) {
+    SCOPED_TRACE(routing);
+    json attrs = std::string(routing) == "route_sigmoid_topk" ? json{{"k", 1}}
+                                                              : capacity;
+    // The token rows' width is the experts' input width.
+    EXPECT_EQ(prepareError(gatheringExpertsAfter(routing, attrs, {5, 3}), 1),
+              "tiny.mxa: steps[1] (experts): operand 3 (w1) is [2, 4, 6] F32 "
+              "but the kernel needs [2, 3, 6] F32");
+    EXPECT_EQ(
+        prepareError(gatheringExpertsAfter(routing, attrs, {5, 4, 1}), 2),
+        "tiny.mxa: steps[2] (experts_grad): operand 0 (xd) is [5, 4, 1] F32 "
+        "but the kernel needs a rank-2 F32 tensor");
+    // Without `gather` operand 0 must be the slot rows.
+    PlanBuilder slotRows = gatheringExpertsAfter(routing, attrs);
+    slotRows.plan["steps"][1]["attrs"]["gather"] = false;
+    EXPECT_EQ(prepareError(slotRows, 1),
+              "tiny.mxa: steps[1] (experts): operand 0 (xd) is [5, 4] F32 "
+              "but the kernel needs [8, 4] F32");
+    PlanBuilder notBoolean = gatheringExpertsAfter(routing, attrs);
+    notBoolean.plan["steps"][2]["attrs"]["gather"] = 1;
+    EXPECT_EQ(prepareError(notBoolean, 2),
+              "tiny.mxa: steps[2] (experts_grad): attribute 'gather' must be "
+              "a boolean");
+  }
+}
+
 TEST(CudaKernelTableTest, ReadsNoiseKeysFromInputsOnly) {
   PlanBuilder b;
   b.plan["target"] = "cuda";

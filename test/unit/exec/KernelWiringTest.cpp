@@ -376,6 +376,50 @@ TEST(KernelWiringTest, SigmoidTopKExpertsPipeline) {
   expectNear(floats(out[0]), expected, kTol, "y");
 }
 
+/// The CPU experts read dispatched rows: a step with the dispatch fused in
+/// (`gather`, the form only cuda plans have) is refused when it is
+/// prepared, naming the step; `gather = false` is the ordinary form.
+TEST(KernelWiringTest, RefusesGatheringExperts) {
+  constexpr int tokens = 3, slots = 4, experts = 2, d = 3, f = 2;
+  PlanBuilder b;
+  int64_t x = b.param("x", {tokens, d});
+  int64_t w1 = b.param("w1", {experts, d, f});
+  int64_t w2 = b.param("w2", {experts, f, d});
+  int64_t assigned = b.arena({slots}, "I32");
+  int64_t offsets = b.arena({experts + 1}, "I32");
+  int64_t yd = b.arena({slots, d}), dxd = b.arena({slots, d});
+  int64_t dw1 = b.arena({experts, d, f}), db1 = b.arena({experts, f});
+  int64_t dw2 = b.arena({experts, f, d}), db2 = b.arena({experts, d});
+  json gather = {{"activation", "relu"}, {"gather", true}};
+  b.step("experts", {x, assigned, offsets, w1, -1, w2, -1}, {yd}, gather);
+  b.step("experts_grad", {x, assigned, offsets, w1, -1, w2, yd},
+         {dxd, dw1, db1, dw2, db2}, gather);
+  b.output("y", yd);
+  Expected<Plan> plan = Plan::parse(b.plan.dump(), "moe.mxa");
+  ASSERT_TRUE(plan.ok()) << plan.message();
+  const char *kernels[] = {"experts", "experts_grad"};
+  for (size_t index : {0, 1}) {
+    int64_t scratch = 0;
+    Expected<StepFunction> step = prepareStep(*plan, index, scratch);
+    ASSERT_FALSE(step.ok());
+    EXPECT_EQ(step.message(),
+              "moe.mxa: steps[" + std::to_string(index) + "] (" +
+                  kernels[index] +
+                  "): attribute 'gather' (the dispatch fused into the "
+                  "experts, as cuda plans have it) has no CPU "
+                  "implementation");
+  }
+  // Without gathering, operand 0 is checked as the slot rows.
+  b.plan["steps"][0]["attrs"]["gather"] = false;
+  plan = Plan::parse(b.plan.dump(), "moe.mxa");
+  ASSERT_TRUE(plan.ok()) << plan.message();
+  int64_t scratch = 0;
+  Expected<StepFunction> step = prepareStep(*plan, 0, scratch);
+  ASSERT_FALSE(step.ok());
+  EXPECT_EQ(step.message(), "moe.mxa: steps[0] (experts): operand 1 (tokens) "
+                            "is [4] I32 but the kernel needs [3] I32");
+}
+
 /// Builds route -> dispatch -> experts (GELU, with biases) -> combine for a
 /// capacity routing and returns the plan.
 json capacityPipeline(const char *kernel, json attrs, int tokens, int experts,

@@ -321,6 +321,12 @@ TEST(PlanTest, RejectsMissingUnknownAndMistypedAttributes) {
   EXPECT_EQ(parseError(plan),
             "tiny.mxa: steps[1] (layer_norm): unknown attribute 'momentum'");
 
+  // `gather` is optional for the experts kernels only.
+  plan = embedNormDensePlan();
+  plan["steps"][1]["attrs"]["gather"] = true;
+  EXPECT_EQ(parseError(plan),
+            "tiny.mxa: steps[1] (layer_norm): unknown attribute 'gather'");
+
   plan = embedNormDensePlan();
   plan["steps"][1]["attrs"]["epsilon"] = json::array();
   EXPECT_EQ(parseError(plan),
