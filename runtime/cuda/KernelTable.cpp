@@ -128,18 +128,12 @@ Status copyOf(const void *from, void *to, int64_t bytes, cudaStream_t stream) {
 Expected<DeviceStep> prepareLayerNorm(StepContext &c) {
   const Arg &x = c.in(0), &residual = c.in(1), &scale = c.in(2),
             &bias = c.in(3), &y = c.out(0);
-  double epsilon;
+  float eps;
+  int64_t rows, cols;
   DType dtype;
-  if (!c.attr("epsilon", epsilon) || !activationType(c, x, dtype) ||
-      !c.minRank(x, dtype, 1))
+  if (!activationType(c, x, dtype) ||
+      !exec::checkLayerNorm(c, dtype, {&y}, {&scale, &bias}, eps, rows, cols))
     return c.takeError();
-  int64_t cols = x.value->shape.back();
-  if (!c.shape(residual, dtype, x.value->shape) ||
-      !c.shape(scale, DType::F32, {cols}) ||
-      !c.shape(bias, DType::F32, {cols}) || !c.shape(y, dtype, x.value->shape))
-    return c.takeError();
-  int64_t rows = exec::leadingElements(*x.value);
-  float eps = static_cast<float>(epsilon);
   bool bf16 = dtype == DType::BF16;
   return DeviceStep([=, a = x.slot, r = residual.slot, s = scale.slot,
                      b = bias.slot, o = y.slot](const LaunchContext &ctx) {
@@ -156,21 +150,13 @@ Expected<DeviceStep> prepareLayerNorm(StepContext &c) {
 Expected<DeviceStep> prepareLayerNormGrad(StepContext &c) {
   const Arg &x = c.in(0), &residual = c.in(1), &scale = c.in(2), &dy = c.in(3),
             &dx = c.out(0), &dscale = c.out(1), &dbias = c.out(2);
-  double epsilon;
+  float eps;
+  int64_t rows, cols;
   DType dtype;
-  if (!c.attr("epsilon", epsilon) || !activationType(c, x, dtype) ||
-      !c.minRank(x, dtype, 1))
+  if (!activationType(c, x, dtype) ||
+      !exec::checkLayerNorm(c, dtype, {&dy, &dx}, {&scale, &dscale, &dbias},
+                            eps, rows, cols))
     return c.takeError();
-  int64_t cols = x.value->shape.back();
-  if (!c.shape(residual, dtype, x.value->shape) ||
-      !c.shape(scale, DType::F32, {cols}) ||
-      !c.shape(dy, dtype, x.value->shape) ||
-      !c.shape(dx, dtype, x.value->shape) ||
-      !c.shape(dscale, DType::F32, {cols}) ||
-      !c.shape(dbias, DType::F32, {cols}))
-    return c.takeError();
-  int64_t rows = exec::leadingElements(*x.value);
-  float eps = static_cast<float>(epsilon);
   bool bf16 = dtype == DType::BF16;
   return DeviceStep([=, a = x.slot, r = residual.slot, s = scale.slot,
                      g = dy.slot, o = dx.slot, os = dscale.slot,
@@ -190,10 +176,10 @@ Expected<DeviceStep> prepareActivation(StepContext &c) {
   const Arg &x = c.in(0), &y = c.out(0);
   DType dtype;
   bool gelu;
+  int64_t rows, cols;
   if (!geluOrTanh(c, gelu) || !activationType(c, x, dtype) ||
-      !c.minRank(x, dtype, 1) || !c.shape(y, dtype, x.value->shape))
+      !exec::checkRows(c, x, dtype, {&y}, rows, cols))
     return c.takeError();
-  int64_t rows = exec::leadingElements(*x.value), cols = x.value->shape.back();
   bool bf16 = dtype == DType::BF16;
   return DeviceStep([=, a = x.slot, o = y.slot](const LaunchContext &ctx) {
     return byPrecision(bf16, [&](auto *tag) {
@@ -209,13 +195,10 @@ Expected<DeviceStep> prepareActivationGrad(StepContext &c) {
   const Arg &preact = c.in(0), &dy = c.in(1), &dx = c.out(0);
   DType dtype;
   bool gelu;
+  int64_t rows, cols;
   if (!geluOrTanh(c, gelu) || !activationType(c, preact, dtype) ||
-      !c.minRank(preact, dtype, 1) ||
-      !c.shape(dy, dtype, preact.value->shape) ||
-      !c.shape(dx, dtype, preact.value->shape))
+      !exec::checkRows(c, preact, dtype, {&dy, &dx}, rows, cols))
     return c.takeError();
-  int64_t rows = exec::leadingElements(*preact.value),
-          cols = preact.value->shape.back();
   bool bf16 = dtype == DType::BF16;
   return DeviceStep(
       [=, p = preact.slot, g = dy.slot, o = dx.slot](const LaunchContext &ctx) {
@@ -234,10 +217,10 @@ Expected<DeviceStep> prepareActivationGrad(StepContext &c) {
 Expected<DeviceStep> prepareSoftmax(StepContext &c) {
   const Arg &x = c.in(0), &y = c.out(0);
   DType dtype;
-  if (!activationType(c, x, dtype) || !c.minRank(x, dtype, 1) ||
-      !c.shape(y, dtype, x.value->shape))
+  int64_t rows, cols;
+  if (!activationType(c, x, dtype) ||
+      !exec::checkRows(c, x, dtype, {&y}, rows, cols))
     return c.takeError();
-  int64_t rows = exec::leadingElements(*x.value), cols = x.value->shape.back();
   bool bf16 = dtype == DType::BF16;
   return DeviceStep([=, a = x.slot, o = y.slot](const LaunchContext &ctx) {
     return byPrecision(bf16, [&](auto *tag) {
@@ -251,11 +234,10 @@ Expected<DeviceStep> prepareSoftmax(StepContext &c) {
 Expected<DeviceStep> prepareSoftmaxGrad(StepContext &c) {
   const Arg &y = c.in(0), &dy = c.in(1), &dx = c.out(0);
   DType dtype;
-  if (!activationType(c, y, dtype) || !c.minRank(y, dtype, 1) ||
-      !c.shape(dy, dtype, y.value->shape) ||
-      !c.shape(dx, dtype, y.value->shape))
+  int64_t rows, cols;
+  if (!activationType(c, y, dtype) ||
+      !exec::checkRows(c, y, dtype, {&dy, &dx}, rows, cols))
     return c.takeError();
-  int64_t rows = exec::leadingElements(*y.value), cols = y.value->shape.back();
   bool bf16 = dtype == DType::BF16;
   return DeviceStep(
       [=, p = y.slot, g = dy.slot, o = dx.slot](const LaunchContext &ctx) {
@@ -272,9 +254,8 @@ Expected<DeviceStep> prepareSoftmaxCrossEntropy(StepContext &c) {
   const Arg &logits = c.in(0), &labels = c.in(1), &weights = c.in(2),
             &loss = c.out(0);
   DType dtype;
-  if (!activationType(c, logits, dtype) || !c.rank(logits, dtype, 2) ||
-      !c.shape(labels, DType::I32, {logits.dim(0)}) ||
-      !c.shape(weights, DType::F32, {logits.dim(0)}) ||
+  if (!activationType(c, logits, dtype) ||
+      !exec::checkCrossEntropy(c, logits, labels, weights, dtype) ||
       !c.shape(loss, DType::F32, {}))
     return c.takeError();
   int64_t rows = logits.dim(0), classes = logits.dim(1);
@@ -730,21 +711,6 @@ Status narrowed(bool bf16, const float *result, void *value, int64_t n,
               : Status::success();
 }
 
-/// Checks x [B, S, D] (activations), ws [S, S] and wh [D, D] (F32) and
-/// `more`, values shaped like x, of a linear mixing step.
-bool checkLinearMix(StepContext &c, DType &dtype,
-                    std::initializer_list<const Arg *> more) {
-  const Arg &x = c.in(0);
-  if (!activationType(c, x, dtype) || !c.rank(x, dtype, 3) ||
-      !c.shape(c.in(1), DType::F32, {x.dim(1), x.dim(1)}) ||
-      !c.shape(c.in(2), DType::F32, {x.dim(2), x.dim(2)}))
-    return false;
-  for (const Arg *arg : more)
-    if (!c.shape(*arg, dtype, x.value->shape))
-      return false;
-  return true;
-}
-
 /// A bf16 linear mixing step's W_s [S, S] and W_h [D, D] rounded to bf16 in
 /// the scratch, and the scratch after them.
 struct Bf16MixingWeights {
@@ -776,7 +742,7 @@ int64_t mixingWeightFloats(int64_t seq, int64_t d) {
 Expected<DeviceStep> prepareLinearMix(StepContext &c) {
   const Arg &x = c.in(0), &y = c.out(0);
   DType dtype;
-  if (!checkLinearMix(c, dtype, {&y}))
+  if (!activationType(c, x, dtype) || !exec::checkLinearMix(c, dtype, {&y}))
     return c.takeError();
   int64_t batch = x.dim(0), seq = x.dim(1), d = x.dim(2);
   int64_t n = x.value->numel;
@@ -804,7 +770,8 @@ Expected<DeviceStep> prepareLinearMix(StepContext &c) {
 Expected<DeviceStep> prepareLinearMixGrad(StepContext &c) {
   const Arg &x = c.in(0), &dy = c.in(3), &dx = c.out(0);
   DType dtype;
-  if (!checkLinearMix(c, dtype, {&dy, &dx}) ||
+  if (!activationType(c, x, dtype) ||
+      !exec::checkLinearMix(c, dtype, {&dy, &dx}) ||
       !c.shape(c.out(1), DType::F32, {x.dim(1), x.dim(1)}) ||
       !c.shape(c.out(2), DType::F32, {x.dim(2), x.dim(2)}))
     return c.takeError();
@@ -881,29 +848,13 @@ Expected<DeviceStep> prepareSpectralMix(StepContext &c) {
       [mix](const LaunchContext &ctx) { return mix->prepare(ctx.stream); });
 }
 
-/// Checks x [B, S, D] (activations), vs [S] and vh [D] (F32; [2S - 1] and
-/// [2D - 1] for Toeplitz mixing) and `more`, values shaped like x, of a
-/// structured mixing step.
-bool checkStructuredMix(StepContext &c, bool &toeplitz, DType &dtype,
-                        std::initializer_list<const Arg *> more) {
-  const Arg &x = c.in(0);
-  if (!c.attr("toeplitz", toeplitz) || !activationType(c, x, dtype) ||
-      !c.rank(x, dtype, 3) ||
-      !c.shape(c.in(1), DType::F32, {toeplitz ? 2 * x.dim(1) - 1 : x.dim(1)}) ||
-      !c.shape(c.in(2), DType::F32, {toeplitz ? 2 * x.dim(2) - 1 : x.dim(2)}))
-    return false;
-  for (const Arg *arg : more)
-    if (!c.shape(*arg, dtype, x.value->shape))
-      return false;
-  return true;
-}
-
 Expected<DeviceStep> prepareStructuredMix(StepContext &c) {
   const Arg &x = c.in(0), &y = c.out(0);
   bool toeplitz;
   MixAlgorithm algorithm;
   DType dtype;
-  if (!checkStructuredMix(c, toeplitz, dtype, {&y}) ||
+  if (!activationType(c, x, dtype) ||
+      !exec::checkStructuredMix(c, dtype, {&y}, toeplitz) ||
       !mixAlgorithm(c, algorithm))
     return c.takeError();
   int64_t n = x.value->numel, block = alignedFloats(n);
@@ -936,7 +887,8 @@ Expected<DeviceStep> prepareStructuredMixGrad(StepContext &c) {
             &dx = c.out(0);
   bool toeplitz;
   DType dtype;
-  if (!checkStructuredMix(c, toeplitz, dtype, {&dy, &dx}) ||
+  if (!activationType(c, x, dtype) ||
+      !exec::checkStructuredMix(c, dtype, {&dy, &dx}, toeplitz) ||
       !c.shape(c.out(1), DType::F32, vs.value->shape) ||
       !c.shape(c.out(2), DType::F32, vh.value->shape))
     return c.takeError();
@@ -1103,28 +1055,11 @@ Expected<DeviceStep> prepareAttentionGrad(StepContext &c) {
 // Embeddings and the head's plumbing
 //===----------------------------------------------------------------------===//
 
-/// Checks ids I32[B, S], type_ids? I32[B, S] and the tables word [V, D],
-/// pos [1, S' >= S, D], type [TV, D] (F32) of an embedding or its gradient.
-bool checkEmbedding(StepContext &c, const Arg &ids, const Arg &typeIds,
-                    const Arg &word, const Arg &pos, const Arg &type) {
-  if (!c.rank(ids, DType::I32, 2) || !c.rank(word, DType::F32, 2) ||
-      !c.rank(pos, DType::F32, 3) || !c.rank(type, DType::F32, 2))
-    return false;
-  int64_t seq = ids.dim(1), width = word.dim(1);
-  return c.shape(typeIds, DType::I32, {ids.dim(0), seq}) &&
-         c.check(pos.dim(0) == 1 && pos.dim(1) >= seq && pos.dim(2) == width,
-                 pos.role + " is " +
-                     exec::describe(pos.value->shape, DType::F32) +
-                     " but the kernel needs [1, S, " + std::to_string(width) +
-                     "] with S >= " + std::to_string(seq)) &&
-         c.shape(type, DType::F32, {type.dim(0), width});
-}
-
 Expected<DeviceStep> prepareEmbed(StepContext &c) {
   const Arg &ids = c.in(0), &typeIds = c.in(1), &word = c.in(2), &pos = c.in(3),
             &type = c.in(4), &y = c.out(0);
   DType dtype;
-  if (!checkEmbedding(c, ids, typeIds, word, pos, type) ||
+  if (!exec::checkEmbedding(c, ids, typeIds, word, pos, type) ||
       !activationType(c, y, dtype) ||
       !c.shape(y, dtype, {ids.dim(0), ids.dim(1), word.dim(1)}))
     return c.takeError();
@@ -1148,7 +1083,7 @@ Expected<DeviceStep> prepareEmbedGrad(StepContext &c) {
   const Arg &ids = c.in(0), &typeIds = c.in(1), &dy = c.in(2),
             &dword = c.out(0), &dpos = c.out(1), &dtype = c.out(2);
   DType dyType;
-  if (!checkEmbedding(c, ids, typeIds, dword, dpos, dtype) ||
+  if (!exec::checkEmbedding(c, ids, typeIds, dword, dpos, dtype) ||
       !activationType(c, dy, dyType) ||
       !c.shape(dy, dyType, {ids.dim(0), ids.dim(1), dword.dim(1)}))
     return c.takeError();
@@ -1171,26 +1106,12 @@ Expected<DeviceStep> prepareEmbedGrad(StepContext &c) {
   });
 }
 
-/// Reads `index` and checks `sequence` [B, S, D] and `rows` [B, D] of a
-/// position slice or its gradient (both of one activation dtype).
-bool checkTakePosition(StepContext &c, const Arg &sequence, const Arg &rows,
-                       int64_t &index, DType &dtype) {
-  if (!c.attr("index", index) || !activationType(c, sequence, dtype) ||
-      !c.rank(sequence, dtype, 3))
-    return false;
-  int64_t seq = sequence.dim(1);
-  return c.check(index >= 0 && index < seq,
-                 "attribute 'index' is " + std::to_string(index) +
-                     " but the sequence has " + std::to_string(seq) +
-                     " positions") &&
-         c.shape(rows, dtype, {sequence.dim(0), sequence.dim(2)});
-}
-
 Expected<DeviceStep> prepareTakePosition(StepContext &c) {
   const Arg &x = c.in(0), &y = c.out(0);
   int64_t index;
   DType dtype;
-  if (!checkTakePosition(c, x, y, index, dtype))
+  if (!activationType(c, x, dtype) ||
+      !exec::checkTakePosition(c, x, y, dtype, index))
     return c.takeError();
   int64_t batch = x.dim(0), seq = x.dim(1), d = x.dim(2);
   bool bf16 = dtype == DType::BF16;
@@ -1207,7 +1128,8 @@ Expected<DeviceStep> prepareTakePositionGrad(StepContext &c) {
   const Arg &dy = c.in(0), &dx = c.out(0);
   int64_t index;
   DType dtype;
-  if (!checkTakePosition(c, dx, dy, index, dtype))
+  if (!activationType(c, dx, dtype) ||
+      !exec::checkTakePosition(c, dx, dy, dtype, index))
     return c.takeError();
   int64_t batch = dx.dim(0), seq = dx.dim(1), d = dx.dim(2);
   bool bf16 = dtype == DType::BF16;
@@ -1220,25 +1142,11 @@ Expected<DeviceStep> prepareTakePositionGrad(StepContext &c) {
   });
 }
 
-/// Checks x [B, S, D] (`tokens`), positions I32[B, P] and rows [B*P, D]
-/// (`rows`) of a masked-LM gather or its gradient.
-bool checkGather(StepContext &c, const Arg &tokens, const Arg &positions,
-                 const Arg &rows, DType &dtype) {
-  if (!activationType(c, tokens, dtype) || !c.rank(tokens, dtype, 3) ||
-      !c.rank(positions, DType::I32, 2))
-    return false;
-  return c.check(positions.dim(0) == tokens.dim(0),
-                 positions.role + " is " +
-                     exec::describe(positions.value->shape, DType::I32) +
-                     " but the batch is " + std::to_string(tokens.dim(0))) &&
-         c.shape(rows, dtype,
-                 {tokens.dim(0) * positions.dim(1), tokens.dim(2)});
-}
-
 Expected<DeviceStep> prepareGatherPositions(StepContext &c) {
   const Arg &x = c.in(0), &positions = c.in(1), &y = c.out(0);
   DType dtype;
-  if (!checkGather(c, x, positions, y, dtype))
+  if (!activationType(c, x, dtype) ||
+      !exec::checkGather(c, x, positions, y, dtype))
     return c.takeError();
   int64_t batch = x.dim(0), seq = x.dim(1), d = x.dim(2),
           count = positions.dim(1);
@@ -1257,7 +1165,8 @@ Expected<DeviceStep> prepareGatherPositions(StepContext &c) {
 Expected<DeviceStep> prepareGatherPositionsGrad(StepContext &c) {
   const Arg &dy = c.in(0), &positions = c.in(1), &dx = c.out(0);
   DType dtype;
-  if (!checkGather(c, dx, positions, dy, dtype))
+  if (!activationType(c, dx, dtype) ||
+      !exec::checkGather(c, dx, positions, dy, dtype))
     return c.takeError();
   int64_t batch = dx.dim(0), seq = dx.dim(1), d = dx.dim(2),
           count = positions.dim(1);
@@ -1407,20 +1316,12 @@ Expected<DeviceStep> prepareRouterZLoss(StepContext &c) {
       });
 }
 
-/// Checks probs F32[N, E] (at least one of each) and the groups and k of a
-/// load-balancing step.
-bool checkLoadBalancingProbs(StepContext &c, int64_t &groups, int64_t &k) {
-  const Arg &probs = c.in(0);
-  return c.rank(probs, DType::F32, 2) &&
-         c.check(probs.dim(0) > 0 && probs.dim(1) > 0,
-                 probs.role + " must have at least one token and expert") &&
-         exec::checkLoadBalancing(c, probs, groups, k);
-}
-
 Expected<DeviceStep> prepareLoadBalancingLoss(StepContext &c) {
   const Arg &probs = c.in(0), &loss = c.out(0);
   int64_t groups, k;
-  if (!checkLoadBalancingProbs(c, groups, k) || !c.shape(loss, DType::F32, {}))
+  if (!exec::checkRouterScores(c, c.in(0)) ||
+      !exec::checkLoadBalancing(c, c.in(0), groups, k) ||
+      !c.shape(loss, DType::F32, {}))
     return c.takeError();
   int64_t perGroup = probs.dim(0) / groups, experts = probs.dim(1);
   // The (group, expert) terms, in double.
@@ -1436,7 +1337,8 @@ Expected<DeviceStep> prepareLoadBalancingLoss(StepContext &c) {
 Expected<DeviceStep> prepareLoadBalancingLossGrad(StepContext &c) {
   const Arg &probs = c.in(0), &dloss = c.in(1), &dprobs = c.out(0);
   int64_t groups, k;
-  if (!checkLoadBalancingProbs(c, groups, k) ||
+  if (!exec::checkRouterScores(c, c.in(0)) ||
+      !exec::checkLoadBalancing(c, c.in(0), groups, k) ||
       !c.shape(dloss, DType::F32, {}) ||
       !c.shape(dprobs, DType::F32, probs.value->shape))
     return c.takeError();
@@ -1490,9 +1392,8 @@ Expected<DeviceStep> prepareSoftmaxCrossEntropyGrad(StepContext &c) {
   const Arg &logits = c.in(0), &labels = c.in(1), &dloss = c.in(2),
             &weights = c.in(3), &dlogits = c.out(0);
   DType dtype;
-  if (!activationType(c, logits, dtype) || !c.rank(logits, dtype, 2) ||
-      !c.shape(labels, DType::I32, {logits.dim(0)}) ||
-      !c.shape(weights, DType::F32, {logits.dim(0)}) ||
+  if (!activationType(c, logits, dtype) ||
+      !exec::checkCrossEntropy(c, logits, labels, weights, dtype) ||
       !c.shape(dloss, DType::F32, {}) ||
       !c.shape(dlogits, dtype, logits.value->shape))
     return c.takeError();
@@ -1536,26 +1437,14 @@ Expected<DeviceStep> prepareDispatch(StepContext &c) {
       });
 }
 
-/// Checks the slot rows `rows` [A, D], tokens I32[A], the optional gates
-/// F32[A] and the token rows `tokenRows` [N, D] of a combine (or of the
-/// gradient of a dispatch).
-bool checkCombine(StepContext &c, const Arg &rows, const Arg &tokens,
-                  const Arg *gates, const Arg &tokenRows, DType &dtype) {
-  if (!activationType(c, rows, dtype) || !c.rank(rows, dtype, 2) ||
-      !c.rank(tokenRows, dtype, 2))
-    return false;
-  int64_t slots = rows.dim(0);
-  return c.shape(tokens, DType::I32, {slots}) &&
-         (!gates || c.shape(*gates, DType::F32, {slots})) &&
-         c.shape(tokenRows, dtype, {tokenRows.dim(0), rows.dim(1)});
-}
-
 /// combine (with gates) and dispatch_grad (without): the slot rows summed
 /// into their tokens' rows.
 Expected<DeviceStep> prepareCombineRows(StepContext &c, bool withGates) {
   const Arg &yd = c.in(0), &tokens = c.in(1), &y = c.out(0);
   DType dtype;
-  if (!checkCombine(c, yd, tokens, withGates ? &c.in(2) : nullptr, y, dtype))
+  if (!activationType(c, yd, dtype) ||
+      !exec::checkCombine(c, yd, tokens, withGates ? &c.in(2) : nullptr, y,
+                          dtype))
     return c.takeError();
   int64_t slots = yd.dim(0), d = yd.dim(1), numTokens = y.dim(0);
   int64_t scratch = c.scratch(numTokens + 1 + slots);
@@ -1585,7 +1474,8 @@ Expected<DeviceStep> prepareCombineGrad(StepContext &c) {
   const Arg &yd = c.in(0), &tokens = c.in(1), &gates = c.in(2), &dout = c.in(3),
             &dyd = c.out(0), &dgates = c.out(1);
   DType dtype;
-  if (!checkCombine(c, yd, tokens, &gates, dout, dtype) ||
+  if (!activationType(c, yd, dtype) ||
+      !exec::checkCombine(c, yd, tokens, &gates, dout, dtype) ||
       !c.shape(dyd, dtype, yd.value->shape) ||
       !c.shape(dgates, DType::F32, {yd.dim(0)}))
     return c.takeError();
@@ -1845,9 +1735,7 @@ Expected<DeviceStep> prepareExpertsGrad(StepContext &c) {
 Expected<DeviceStep> prepareScatterGateGrad(StepContext &c) {
   const Arg &tokens = c.in(0), &offsets = c.in(1), &dgates = c.in(2),
             &dscores = c.out(0);
-  if (!c.rank(tokens, DType::I32, 1) || !c.rank(dscores, DType::F32, 2) ||
-      !c.shape(offsets, DType::I32, {dscores.dim(1) + 1}) ||
-      !c.shape(dgates, DType::F32, {tokens.dim(0)}))
+  if (!exec::checkGateGrad(c, tokens, offsets, dgates, dscores))
     return c.takeError();
   int64_t numTokens = dscores.dim(0), experts = dscores.dim(1);
   return DeviceStep([=, t = tokens.slot, o = offsets.slot, g = dgates.slot,
@@ -1889,16 +1777,9 @@ Expected<DeviceStep> prepareDropExperts(StepContext &c) {
   });
 }
 
-/// Checks router logits F32[N, E] with at least one token and expert.
-bool checkRouterLogits(StepContext &c, const Arg &logits) {
-  return c.rank(logits, DType::F32, 2) &&
-         c.check(logits.dim(0) > 0 && logits.dim(1) > 0,
-                 logits.role + " must have at least one token and expert");
-}
-
 Expected<DeviceStep> prepareEntropyRegularizer(StepContext &c) {
   const Arg &logits = c.in(0), &loss = c.out(0);
-  if (!checkRouterLogits(c, logits) || !c.shape(loss, DType::F32, {}))
+  if (!exec::checkRouterScores(c, logits) || !c.shape(loss, DType::F32, {}))
     return c.takeError();
   int64_t numTokens = logits.dim(0), experts = logits.dim(1);
   // The row logsumexps and the column log-means, in double.
@@ -1913,7 +1794,7 @@ Expected<DeviceStep> prepareEntropyRegularizer(StepContext &c) {
 
 Expected<DeviceStep> prepareEntropyRegularizerGrad(StepContext &c) {
   const Arg &logits = c.in(0), &dloss = c.in(1), &dlogits = c.out(0);
-  if (!checkRouterLogits(c, logits) || !c.shape(dloss, DType::F32, {}) ||
+  if (!exec::checkRouterScores(c, logits) || !c.shape(dloss, DType::F32, {}) ||
       !c.shape(dlogits, DType::F32, logits.value->shape))
     return c.takeError();
   int64_t numTokens = logits.dim(0), experts = logits.dim(1);
@@ -1935,10 +1816,8 @@ Expected<DeviceStep> prepareRouteGrad(StepContext &c) {
   const Arg &logits = c.in(0), &tokens = c.in(1), &offsets = c.in(2),
             &dgates = c.in(3), &dlogits = c.out(0);
   cpu::Routing routing;
-  if (!exec::readRouting(c, routing) || !c.rank(tokens, DType::I32, 1) ||
-      !c.rank(dlogits, DType::F32, 2) ||
-      !c.shape(offsets, DType::I32, {dlogits.dim(1) + 1}) ||
-      !c.shape(dgates, DType::F32, {tokens.dim(0)}) ||
+  if (!exec::readRouting(c, routing) ||
+      !exec::checkGateGrad(c, tokens, offsets, dgates, dlogits) ||
       !c.shape(logits, DType::F32, dlogits.value->shape))
     return c.takeError();
   int64_t numTokens = dlogits.dim(0), experts = dlogits.dim(1);

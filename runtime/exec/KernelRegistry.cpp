@@ -43,19 +43,11 @@ struct KernelEntry {
 Expected<StepFunction> prepareEmbed(StepContext &c) {
   const Arg &ids = c.in(0), &typeIds = c.in(1), &word = c.in(2), &pos = c.in(3),
             &type = c.in(4), &y = c.out(0);
-  if (!c.rank(ids, DType::I32, 2) || !c.rank(word, DType::F32, 2) ||
-      !c.rank(pos, DType::F32, 3) || !c.rank(type, DType::F32, 2))
+  if (!checkEmbedding(c, ids, typeIds, word, pos, type) ||
+      !c.shape(y, DType::F32, {ids.dim(0), ids.dim(1), word.dim(1)}))
     return c.takeError();
   int64_t batch = ids.dim(0), seq = ids.dim(1), vocab = word.dim(0),
           width = word.dim(1), typeVocab = type.dim(0);
-  if (!c.shape(typeIds, DType::I32, {batch, seq}) ||
-      !c.check(pos.dim(0) == 1 && pos.dim(1) >= seq && pos.dim(2) == width,
-               pos.role + " is " + describe(pos.value->shape, DType::F32) +
-                   " but the kernel needs [1, S, " + std::to_string(width) +
-                   "] with S >= " + std::to_string(seq)) ||
-      !c.shape(type, DType::F32, {typeVocab, width}) ||
-      !c.shape(y, DType::F32, {batch, seq, width}))
-    return c.takeError();
   return StepFunction([=, i = ids.slot, t = typeIds.slot, w = word.slot,
                        p = pos.slot, tt = type.slot,
                        o = y.slot](ValuePointers v) {
@@ -93,17 +85,10 @@ Expected<StepFunction> prepareDense(StepContext &c) {
 Expected<StepFunction> prepareLayerNorm(StepContext &c) {
   const Arg &x = c.in(0), &residual = c.in(1), &scale = c.in(2),
             &bias = c.in(3), &y = c.out(0);
-  double epsilon;
-  if (!c.attr("epsilon", epsilon) || !c.minRank(x, DType::F32, 1))
+  float eps;
+  int64_t rows, cols;
+  if (!checkLayerNorm(c, DType::F32, {&y}, {&scale, &bias}, eps, rows, cols))
     return c.takeError();
-  int64_t cols = x.value->shape.back();
-  if (!c.shape(residual, DType::F32, x.value->shape) ||
-      !c.shape(scale, DType::F32, {cols}) ||
-      !c.shape(bias, DType::F32, {cols}) ||
-      !c.shape(y, DType::F32, x.value->shape))
-    return c.takeError();
-  int64_t rows = leadingElements(*x.value);
-  float eps = static_cast<float>(epsilon);
   return StepFunction([=, a = x.slot, r = residual.slot, s = scale.slot,
                        b = bias.slot, o = y.slot](ValuePointers v) {
     cpu::layerNorm(f32(v[a]), f32(v[r]), f32(v[s]), f32(v[b]), f32(v[o]), rows,
@@ -136,9 +121,9 @@ Expected<StepFunction> prepareAdd(StepContext &c) {
 
 Expected<StepFunction> prepareSoftmax(StepContext &c) {
   const Arg &x = c.in(0), &y = c.out(0);
-  if (!c.minRank(x, DType::F32, 1) || !c.shape(y, DType::F32, x.value->shape))
+  int64_t rows, cols;
+  if (!checkRows(c, x, DType::F32, {&y}, rows, cols))
     return c.takeError();
-  int64_t rows = leadingElements(*x.value), cols = x.value->shape.back();
   return StepFunction([=, a = x.slot, o = y.slot](ValuePointers v) {
     cpu::softmax(f32(v[a]), f32(v[o]), rows, cols);
   });
@@ -154,24 +139,10 @@ Expected<StepFunction> prepareRoundBf16(StepContext &c) {
   });
 }
 
-/// Reads `index` and checks `sequence` [B, S, D] and `rows` [B, D] of a
-/// position slice (or of its gradient).
-bool checkTakePosition(StepContext &c, const Arg &sequence, const Arg &rows,
-                       int64_t &index) {
-  if (!c.attr("index", index) || !c.rank(sequence, DType::F32, 3))
-    return false;
-  int64_t seq = sequence.dim(1);
-  return c.check(index >= 0 && index < seq,
-                 "attribute 'index' is " + std::to_string(index) +
-                     " but the sequence has " + std::to_string(seq) +
-                     " positions") &&
-         c.shape(rows, DType::F32, {sequence.dim(0), sequence.dim(2)});
-}
-
 Expected<StepFunction> prepareTakePosition(StepContext &c) {
   const Arg &x = c.in(0), &y = c.out(0);
   int64_t index;
-  if (!checkTakePosition(c, x, y, index))
+  if (!checkTakePosition(c, x, y, DType::F32, index))
     return c.takeError();
   int64_t batch = x.dim(0), seq = x.dim(1), d = x.dim(2);
   return StepFunction([=, a = x.slot, o = y.slot](ValuePointers v) {
@@ -185,13 +156,9 @@ Expected<StepFunction> prepareTakePosition(StepContext &c) {
 
 Expected<StepFunction> prepareLinearMix(StepContext &c) {
   const Arg &x = c.in(0), &ws = c.in(1), &wh = c.in(2), &y = c.out(0);
-  if (!c.rank(x, DType::F32, 3))
+  if (!checkLinearMix(c, DType::F32, {&y}))
     return c.takeError();
   int64_t batch = x.dim(0), seq = x.dim(1), d = x.dim(2);
-  if (!c.shape(ws, DType::F32, {seq, seq}) ||
-      !c.shape(wh, DType::F32, {d, d}) ||
-      !c.shape(y, DType::F32, x.value->shape))
-    return c.takeError();
   int64_t scratch = c.scratch(batch * seq * d);
   return StepFunction(
       [=, a = x.slot, s = ws.slot, h = wh.slot, o = y.slot](ValuePointers v) {
@@ -218,14 +185,10 @@ Expected<StepFunction> prepareStructuredMix(StepContext &c) {
   const Arg &x = c.in(0), &vs = c.in(1), &vh = c.in(2), &y = c.out(0);
   bool toeplitz;
   cpu::MixAlgorithm algorithm;
-  if (!c.attr("toeplitz", toeplitz) || !c.algorithm("algorithm", algorithm) ||
-      !c.rank(x, DType::F32, 3))
+  if (!checkStructuredMix(c, DType::F32, {&y}, toeplitz) ||
+      !c.algorithm("algorithm", algorithm))
     return c.takeError();
   int64_t seq = x.dim(1), d = x.dim(2);
-  if (!c.shape(vs, DType::F32, {toeplitz ? 2 * seq - 1 : seq}) ||
-      !c.shape(vh, DType::F32, {toeplitz ? 2 * d - 1 : d}) ||
-      !c.shape(y, DType::F32, x.value->shape))
-    return c.takeError();
   auto mix = std::make_shared<cpu::StructuredMix>(x.dim(0), seq, d, toeplitz,
                                                   algorithm);
   return StepFunction(
@@ -427,13 +390,9 @@ Expected<StepFunction> prepareExperts(StepContext &c) {
 
 Expected<StepFunction> prepareCombine(StepContext &c) {
   const Arg &yd = c.in(0), &tokens = c.in(1), &gates = c.in(2), &y = c.out(0);
-  if (!c.rank(yd, DType::F32, 2) || !c.rank(y, DType::F32, 2))
+  if (!checkCombine(c, yd, tokens, &gates, y, DType::F32))
     return c.takeError();
   int64_t slots = yd.dim(0), d = yd.dim(1), numTokens = y.dim(0);
-  if (!c.shape(tokens, DType::I32, {slots}) ||
-      !c.shape(gates, DType::F32, {slots}) ||
-      !c.shape(y, DType::F32, {numTokens, d}))
-    return c.takeError();
   return StepFunction([=, a = yd.slot, t = tokens.slot, g = gates.slot,
                        o = y.slot](ValuePointers v) {
     cpu::combine(f32(v[a]), i32(v[t]), f32(v[g]), f32(v[o]), slots, numTokens,
@@ -557,23 +516,9 @@ Expected<StepFunction> prepareLabelMask(StepContext &c) {
   });
 }
 
-/// Checks x [B, S, D] (`tokens`), positions I32[B, P] and rows [B*P, D]
-/// (`rows`) of a masked-LM gather or its gradient.
-bool checkGather(StepContext &c, const Arg &tokens, const Arg &positions,
-                 const Arg &rows) {
-  if (!c.rank(tokens, DType::F32, 3) || !c.rank(positions, DType::I32, 2))
-    return false;
-  return c.check(positions.dim(0) == tokens.dim(0),
-                 positions.role + " is " +
-                     describe(positions.value->shape, DType::I32) +
-                     " but the batch is " + std::to_string(tokens.dim(0))) &&
-         c.shape(rows, DType::F32,
-                 {tokens.dim(0) * positions.dim(1), tokens.dim(2)});
-}
-
 Expected<StepFunction> prepareGatherPositions(StepContext &c) {
   const Arg &x = c.in(0), &positions = c.in(1), &y = c.out(0);
-  if (!checkGather(c, x, positions, y))
+  if (!checkGather(c, x, positions, y, DType::F32))
     return c.takeError();
   int64_t batch = x.dim(0), seq = x.dim(1), d = x.dim(2),
           count = positions.dim(1);
@@ -585,7 +530,7 @@ Expected<StepFunction> prepareGatherPositions(StepContext &c) {
 
 Expected<StepFunction> prepareGatherPositionsGrad(StepContext &c) {
   const Arg &dy = c.in(0), &positions = c.in(1), &dx = c.out(0);
-  if (!checkGather(c, dx, positions, dy))
+  if (!checkGather(c, dx, positions, dy, DType::F32))
     return c.takeError();
   int64_t batch = dx.dim(0), seq = dx.dim(1), d = dx.dim(2),
           count = positions.dim(1);
@@ -596,18 +541,10 @@ Expected<StepFunction> prepareGatherPositionsGrad(StepContext &c) {
       });
 }
 
-/// Checks logits [R, C], labels I32[R] and the optional weights [R].
-bool checkCrossEntropy(StepContext &c, const Arg &logits, const Arg &labels,
-                       const Arg &weights) {
-  return c.rank(logits, DType::F32, 2) &&
-         c.shape(labels, DType::I32, {logits.dim(0)}) &&
-         c.shape(weights, DType::F32, {logits.dim(0)});
-}
-
 Expected<StepFunction> prepareSoftmaxCrossEntropy(StepContext &c) {
   const Arg &logits = c.in(0), &labels = c.in(1), &weights = c.in(2),
             &loss = c.out(0);
-  if (!checkCrossEntropy(c, logits, labels, weights) ||
+  if (!checkCrossEntropy(c, logits, labels, weights, DType::F32) ||
       !c.shape(loss, DType::F32, {}))
     return c.takeError();
   int64_t rows = logits.dim(0), classes = logits.dim(1);
@@ -621,7 +558,7 @@ Expected<StepFunction> prepareSoftmaxCrossEntropy(StepContext &c) {
 Expected<StepFunction> prepareSoftmaxCrossEntropyGrad(StepContext &c) {
   const Arg &logits = c.in(0), &labels = c.in(1), &dloss = c.in(2),
             &weights = c.in(3), &dlogits = c.out(0);
-  if (!checkCrossEntropy(c, logits, labels, weights) ||
+  if (!checkCrossEntropy(c, logits, labels, weights, DType::F32) ||
       !c.shape(dloss, DType::F32, {}) ||
       !c.shape(dlogits, DType::F32, logits.value->shape))
     return c.takeError();
@@ -649,16 +586,6 @@ Expected<StepFunction> prepareSquaredError(StepContext &c) {
 //===----------------------------------------------------------------------===//
 // Router losses and their gradients
 //===----------------------------------------------------------------------===//
-
-/// Checks router scores [N, E] with at least one token and expert, and the
-/// gradient result `dscores` (when given) of the same shape.
-bool checkRouterScores(StepContext &c, const Arg &scores,
-                       const Arg *dscores = nullptr) {
-  return c.rank(scores, DType::F32, 2) &&
-         c.check(scores.dim(0) > 0 && scores.dim(1) > 0,
-                 scores.role + " must have at least one token and expert") &&
-         (!dscores || c.shape(*dscores, DType::F32, scores.value->shape));
-}
 
 /// The loss of a router loss kernel `loss(scores, tokens, experts)`.
 template <float (*Loss)(const float *, int64_t, int64_t)>
@@ -771,19 +698,11 @@ Expected<StepFunction> prepareReduceRows(StepContext &c) {
 Expected<StepFunction> prepareLayerNormGrad(StepContext &c) {
   const Arg &x = c.in(0), &residual = c.in(1), &scale = c.in(2), &dy = c.in(3),
             &dx = c.out(0), &dscale = c.out(1), &dbias = c.out(2);
-  double epsilon;
-  if (!c.attr("epsilon", epsilon) || !c.minRank(x, DType::F32, 1))
+  float eps;
+  int64_t rows, cols;
+  if (!checkLayerNorm(c, DType::F32, {&dy, &dx}, {&scale, &dscale, &dbias}, eps,
+                      rows, cols))
     return c.takeError();
-  int64_t cols = x.value->shape.back();
-  if (!c.shape(residual, DType::F32, x.value->shape) ||
-      !c.shape(scale, DType::F32, {cols}) ||
-      !c.shape(dy, DType::F32, x.value->shape) ||
-      !c.shape(dx, DType::F32, x.value->shape) ||
-      !c.shape(dscale, DType::F32, {cols}) ||
-      !c.shape(dbias, DType::F32, {cols}))
-    return c.takeError();
-  int64_t rows = leadingElements(*x.value);
-  float eps = static_cast<float>(epsilon);
   return StepFunction([=, a = x.slot, r = residual.slot, s = scale.slot,
                        g = dy.slot, o = dx.slot, os = dscale.slot,
                        ob = dbias.slot](ValuePointers v) {
@@ -795,11 +714,9 @@ Expected<StepFunction> prepareLayerNormGrad(StepContext &c) {
 
 Expected<StepFunction> prepareSoftmaxGrad(StepContext &c) {
   const Arg &y = c.in(0), &dy = c.in(1), &dx = c.out(0);
-  if (!c.minRank(y, DType::F32, 1) ||
-      !c.shape(dy, DType::F32, y.value->shape) ||
-      !c.shape(dx, DType::F32, y.value->shape))
+  int64_t rows, cols;
+  if (!checkRows(c, y, DType::F32, {&dy, &dx}, rows, cols))
     return c.takeError();
-  int64_t rows = leadingElements(*y.value), cols = y.value->shape.back();
   return StepFunction(
       [=, p = y.slot, g = dy.slot, o = dx.slot](ValuePointers v) {
         cpu::softmaxBackward(f32(v[p]), f32(v[g]), f32(v[o]), rows, cols);
@@ -809,7 +726,7 @@ Expected<StepFunction> prepareSoftmaxGrad(StepContext &c) {
 Expected<StepFunction> prepareTakePositionGrad(StepContext &c) {
   const Arg &dy = c.in(0), &dx = c.out(0);
   int64_t index;
-  if (!checkTakePosition(c, dx, dy, index))
+  if (!checkTakePosition(c, dx, dy, DType::F32, index))
     return c.takeError();
   int64_t batch = dx.dim(0), seq = dx.dim(1), d = dx.dim(2);
   return StepFunction([=, g = dy.slot, o = dx.slot](ValuePointers v) {
@@ -828,16 +745,11 @@ Expected<StepFunction> prepareTakePositionGrad(StepContext &c) {
 Expected<StepFunction> prepareLinearMixGrad(StepContext &c) {
   const Arg &x = c.in(0), &ws = c.in(1), &wh = c.in(2), &dy = c.in(3),
             &dx = c.out(0), &dws = c.out(1), &dwh = c.out(2);
-  if (!c.rank(x, DType::F32, 3))
+  if (!checkLinearMix(c, DType::F32, {&dy, &dx}) ||
+      !c.shape(dws, DType::F32, ws.value->shape) ||
+      !c.shape(dwh, DType::F32, wh.value->shape))
     return c.takeError();
   int64_t batch = x.dim(0), seq = x.dim(1), d = x.dim(2);
-  if (!c.shape(ws, DType::F32, {seq, seq}) ||
-      !c.shape(wh, DType::F32, {d, d}) ||
-      !c.shape(dy, DType::F32, x.value->shape) ||
-      !c.shape(dx, DType::F32, x.value->shape) ||
-      !c.shape(dws, DType::F32, {seq, seq}) ||
-      !c.shape(dwh, DType::F32, {d, d}))
-    return c.takeError();
   int64_t scratch = c.scratch(batch * seq * d);
   return StepFunction([=, a = x.slot, s = ws.slot, h = wh.slot, g = dy.slot,
                        o = dx.slot, os = dws.slot,
@@ -852,16 +764,11 @@ Expected<StepFunction> prepareStructuredMixGrad(StepContext &c) {
   const Arg &x = c.in(0), &vs = c.in(1), &vh = c.in(2), &dy = c.in(3),
             &dx = c.out(0), &dvs = c.out(1), &dvh = c.out(2);
   bool toeplitz;
-  if (!c.attr("toeplitz", toeplitz) || !c.rank(x, DType::F32, 3))
+  if (!checkStructuredMix(c, DType::F32, {&dy, &dx}, toeplitz) ||
+      !c.shape(dvs, DType::F32, vs.value->shape) ||
+      !c.shape(dvh, DType::F32, vh.value->shape))
     return c.takeError();
   int64_t seq = x.dim(1), d = x.dim(2);
-  std::vector<int64_t> seqShape = {toeplitz ? 2 * seq - 1 : seq},
-                       dShape = {toeplitz ? 2 * d - 1 : d};
-  if (!c.shape(vs, DType::F32, seqShape) || !c.shape(vh, DType::F32, dShape) ||
-      !c.shape(dy, DType::F32, x.value->shape) ||
-      !c.shape(dx, DType::F32, x.value->shape) ||
-      !c.shape(dvs, DType::F32, seqShape) || !c.shape(dvh, DType::F32, dShape))
-    return c.takeError();
   auto mix =
       std::make_shared<cpu::StructuredMixBackward>(x.dim(0), seq, d, toeplitz);
   return StepFunction([mix, a = x.slot, s = vs.slot, h = vh.slot, g = dy.slot,
@@ -879,21 +786,11 @@ Expected<StepFunction> prepareStructuredMixGrad(StepContext &c) {
 Expected<StepFunction> prepareEmbedGrad(StepContext &c) {
   const Arg &ids = c.in(0), &typeIds = c.in(1), &dy = c.in(2),
             &dword = c.out(0), &dpos = c.out(1), &dtype = c.out(2);
-  if (!c.rank(ids, DType::I32, 2) || !c.rank(dy, DType::F32, 3) ||
-      !c.rank(dword, DType::F32, 2) || !c.rank(dpos, DType::F32, 3) ||
-      !c.rank(dtype, DType::F32, 2))
+  if (!checkEmbedding(c, ids, typeIds, dword, dpos, dtype) ||
+      !c.shape(dy, DType::F32, {ids.dim(0), ids.dim(1), dword.dim(1)}))
     return c.takeError();
-  int64_t batch = ids.dim(0), seq = ids.dim(1), width = dy.dim(2),
+  int64_t batch = ids.dim(0), seq = ids.dim(1), width = dword.dim(1),
           vocab = dword.dim(0), posRows = dpos.dim(1), typeVocab = dtype.dim(0);
-  if (!c.shape(typeIds, DType::I32, {batch, seq}) ||
-      !c.shape(dy, DType::F32, {batch, seq, width}) ||
-      !c.shape(dword, DType::F32, {vocab, width}) ||
-      !c.check(dpos.dim(0) == 1 && posRows >= seq && dpos.dim(2) == width,
-               dpos.role + " is " + describe(dpos.value->shape, DType::F32) +
-                   " but the kernel needs [1, S, " + std::to_string(width) +
-                   "] with S >= " + std::to_string(seq)) ||
-      !c.shape(dtype, DType::F32, {typeVocab, width}))
-    return c.takeError();
   return StepFunction([=, i = ids.slot, t = typeIds.slot, g = dy.slot,
                        w = dword.slot, p = dpos.slot,
                        tt = dtype.slot](ValuePointers v) {
@@ -933,12 +830,9 @@ Expected<StepFunction> prepareAttentionGrad(StepContext &c) {
 
 Expected<StepFunction> prepareDispatchGrad(StepContext &c) {
   const Arg &dxd = c.in(0), &tokens = c.in(1), &dx = c.out(0);
-  if (!c.rank(dxd, DType::F32, 2) || !c.rank(dx, DType::F32, 2))
+  if (!checkCombine(c, dxd, tokens, nullptr, dx, DType::F32))
     return c.takeError();
   int64_t slots = dxd.dim(0), d = dxd.dim(1), numTokens = dx.dim(0);
-  if (!c.shape(tokens, DType::I32, {slots}) ||
-      !c.shape(dx, DType::F32, {numTokens, d}))
-    return c.takeError();
   return StepFunction([=, g = dxd.slot, t = tokens.slot,
                        o = dx.slot](ValuePointers v) {
     cpu::dispatchBackward(f32(v[g]), i32(v[t]), f32(v[o]), slots, numTokens, d);
@@ -948,15 +842,11 @@ Expected<StepFunction> prepareDispatchGrad(StepContext &c) {
 Expected<StepFunction> prepareCombineGrad(StepContext &c) {
   const Arg &yd = c.in(0), &tokens = c.in(1), &gates = c.in(2), &dout = c.in(3),
             &dyd = c.out(0), &dgates = c.out(1);
-  if (!c.rank(yd, DType::F32, 2) || !c.rank(dout, DType::F32, 2))
+  if (!checkCombine(c, yd, tokens, &gates, dout, DType::F32) ||
+      !c.shape(dyd, DType::F32, yd.value->shape) ||
+      !c.shape(dgates, DType::F32, {yd.dim(0)}))
     return c.takeError();
   int64_t slots = yd.dim(0), d = yd.dim(1), numTokens = dout.dim(0);
-  if (!c.shape(tokens, DType::I32, {slots}) ||
-      !c.shape(gates, DType::F32, {slots}) ||
-      !c.shape(dout, DType::F32, {numTokens, d}) ||
-      !c.shape(dyd, DType::F32, {slots, d}) ||
-      !c.shape(dgates, DType::F32, {slots}))
-    return c.takeError();
   return StepFunction([=, a = yd.slot, t = tokens.slot, g = gates.slot,
                        go = dout.slot, o = dyd.slot,
                        og = dgates.slot](ValuePointers v) {
@@ -998,16 +888,6 @@ Expected<StepFunction> prepareExpertsGrad(StepContext &c) {
         f32(v[g]), f32(v[r0]), f32(v[r1]), f32(v[r2]), f32(v[r3]), f32(v[r4]),
         f32(v[scratch]), experts, slots, d, f, act, /*accumulate=*/false);
   });
-}
-
-/// Checks tokens I32[slots], offsets I32[experts + 1] and dgates F32[slots]
-/// of a gate gradient whose result is `scores` [N, experts].
-bool checkGateGrad(StepContext &c, const Arg &tokens, const Arg &offsets,
-                   const Arg &dgates, const Arg &scores) {
-  if (!c.rank(tokens, DType::I32, 1) || !c.rank(scores, DType::F32, 2))
-    return false;
-  return c.shape(offsets, DType::I32, {scores.dim(1) + 1}) &&
-         c.shape(dgates, DType::F32, {tokens.dim(0)});
 }
 
 Expected<StepFunction> prepareScatterGateGrad(StepContext &c) {

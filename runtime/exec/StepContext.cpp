@@ -287,4 +287,134 @@ bool readGroups(StepContext &c, int64_t &groups, int64_t &tokensPerGroup,
                      std::to_string(tokensPerGroup) + "]");
 }
 
+bool checkRows(StepContext &c, const Arg &x, DType act,
+               std::initializer_list<const Arg *> likeX, int64_t &rows,
+               int64_t &cols) {
+  if (!c.minRank(x, act, 1))
+    return false;
+  for (const Arg *arg : likeX)
+    if (!c.shape(*arg, act, x.value->shape))
+      return false;
+  rows = leadingElements(*x.value), cols = x.value->shape.back();
+  return true;
+}
+
+bool checkLayerNorm(StepContext &c, DType act,
+                    std::initializer_list<const Arg *> likeX,
+                    std::initializer_list<const Arg *> perColumn,
+                    float &epsilon, int64_t &rows, int64_t &cols) {
+  const Arg &x = c.in(0);
+  double value;
+  if (!c.attr("epsilon", value) || !c.minRank(x, act, 1))
+    return false;
+  cols = x.value->shape.back();
+  if (!c.shape(c.in(1), act, x.value->shape))
+    return false;
+  for (const Arg *arg : perColumn)
+    if (!c.shape(*arg, DType::F32, {cols}))
+      return false;
+  for (const Arg *arg : likeX)
+    if (!c.shape(*arg, act, x.value->shape))
+      return false;
+  rows = leadingElements(*x.value);
+  epsilon = static_cast<float>(value);
+  return true;
+}
+
+bool checkEmbedding(StepContext &c, const Arg &ids, const Arg &typeIds,
+                    const Arg &word, const Arg &pos, const Arg &type) {
+  if (!c.rank(ids, DType::I32, 2) || !c.rank(word, DType::F32, 2) ||
+      !c.rank(pos, DType::F32, 3) || !c.rank(type, DType::F32, 2))
+    return false;
+  int64_t seq = ids.dim(1), width = word.dim(1);
+  return c.shape(typeIds, DType::I32, {ids.dim(0), seq}) &&
+         c.check(pos.dim(0) == 1 && pos.dim(1) >= seq && pos.dim(2) == width,
+                 pos.role + " is " + describe(pos.value->shape, DType::F32) +
+                     " but the kernel needs [1, S, " + std::to_string(width) +
+                     "] with S >= " + std::to_string(seq)) &&
+         c.shape(type, DType::F32, {type.dim(0), width});
+}
+
+bool checkTakePosition(StepContext &c, const Arg &sequence, const Arg &rows,
+                       DType act, int64_t &index) {
+  if (!c.attr("index", index) || !c.rank(sequence, act, 3))
+    return false;
+  int64_t seq = sequence.dim(1);
+  return c.check(index >= 0 && index < seq,
+                 "attribute 'index' is " + std::to_string(index) +
+                     " but the sequence has " + std::to_string(seq) +
+                     " positions") &&
+         c.shape(rows, act, {sequence.dim(0), sequence.dim(2)});
+}
+
+bool checkGather(StepContext &c, const Arg &tokens, const Arg &positions,
+                 const Arg &rows, DType act) {
+  if (!c.rank(tokens, act, 3) || !c.rank(positions, DType::I32, 2))
+    return false;
+  return c.check(positions.dim(0) == tokens.dim(0),
+                 positions.role + " is " +
+                     describe(positions.value->shape, DType::I32) +
+                     " but the batch is " + std::to_string(tokens.dim(0))) &&
+         c.shape(rows, act, {tokens.dim(0) * positions.dim(1), tokens.dim(2)});
+}
+
+bool checkCrossEntropy(StepContext &c, const Arg &logits, const Arg &labels,
+                       const Arg &weights, DType act) {
+  return c.rank(logits, act, 2) &&
+         c.shape(labels, DType::I32, {logits.dim(0)}) &&
+         c.shape(weights, DType::F32, {logits.dim(0)});
+}
+
+bool checkRouterScores(StepContext &c, const Arg &scores, const Arg *dscores) {
+  return c.rank(scores, DType::F32, 2) &&
+         c.check(scores.dim(0) > 0 && scores.dim(1) > 0,
+                 scores.role + " must have at least one token and expert") &&
+         (!dscores || c.shape(*dscores, DType::F32, scores.value->shape));
+}
+
+bool checkGateGrad(StepContext &c, const Arg &tokens, const Arg &offsets,
+                   const Arg &dgates, const Arg &scores) {
+  if (!c.rank(tokens, DType::I32, 1) || !c.rank(scores, DType::F32, 2))
+    return false;
+  return c.shape(offsets, DType::I32, {scores.dim(1) + 1}) &&
+         c.shape(dgates, DType::F32, {tokens.dim(0)});
+}
+
+bool checkCombine(StepContext &c, const Arg &rows, const Arg &tokens,
+                  const Arg *gates, const Arg &tokenRows, DType act) {
+  if (!c.rank(rows, act, 2) || !c.rank(tokenRows, act, 2))
+    return false;
+  int64_t slots = rows.dim(0);
+  return c.shape(tokens, DType::I32, {slots}) &&
+         (!gates || c.shape(*gates, DType::F32, {slots})) &&
+         c.shape(tokenRows, act, {tokenRows.dim(0), rows.dim(1)});
+}
+
+bool checkLinearMix(StepContext &c, DType act,
+                    std::initializer_list<const Arg *> likeX) {
+  const Arg &x = c.in(0);
+  if (!c.rank(x, act, 3) ||
+      !c.shape(c.in(1), DType::F32, {x.dim(1), x.dim(1)}) ||
+      !c.shape(c.in(2), DType::F32, {x.dim(2), x.dim(2)}))
+    return false;
+  for (const Arg *arg : likeX)
+    if (!c.shape(*arg, act, x.value->shape))
+      return false;
+  return true;
+}
+
+bool checkStructuredMix(StepContext &c, DType act,
+                        std::initializer_list<const Arg *> likeX,
+                        bool &toeplitz) {
+  const Arg &x = c.in(0);
+  if (!c.attr("toeplitz", toeplitz) || !c.rank(x, act, 3) ||
+      !c.shape(c.in(1), DType::F32, {toeplitz ? 2 * x.dim(1) - 1 : x.dim(1)}) ||
+      !c.shape(c.in(2), DType::F32, {toeplitz ? 2 * x.dim(2) - 1 : x.dim(2)}))
+    return false;
+  for (const Arg *arg : likeX)
+    if (!c.shape(*arg, act, x.value->shape))
+      return false;
+  return true;
+}
+
 } // namespace mixer::exec

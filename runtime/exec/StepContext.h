@@ -164,6 +164,75 @@ bool checkAdamW(StepContext &c, train::AdamWConfig &config, double &maxNorm,
 bool readGroups(StepContext &c, int64_t &groups, int64_t &tokensPerGroup,
                 int64_t &capacity);
 
+//===----------------------------------------------------------------------===//
+// Operand checks of plan kernels, shared by the CPU registry and the CUDA
+// table. `act` is the dtype of the step's activations: F32 on the CPU, F32 or
+// BF16 in a cuda plan (the table finds it from the plan's precision).
+//===----------------------------------------------------------------------===//
+
+/// Checks a row-wise step on `x` [..., C] of dtype `act` (softmax and
+/// activations and their gradients): every value of `likeX` has x's shape
+/// and dtype. Sets the rows (the leading elements) and the columns C.
+bool checkRows(StepContext &c, const Arg &x, DType act,
+               std::initializer_list<const Arg *> likeX, int64_t &rows,
+               int64_t &cols);
+
+/// Checks layer_norm and layer_norm_grad: the attribute epsilon, x [..., C]
+/// (operand 0) with the residual (operand 1, optional) and `likeX`, and
+/// the F32 [C] vectors `perColumn` (scale, bias, their gradients).
+bool checkLayerNorm(StepContext &c, DType act,
+                    std::initializer_list<const Arg *> likeX,
+                    std::initializer_list<const Arg *> perColumn,
+                    float &epsilon, int64_t &rows, int64_t &cols);
+
+/// Checks ids I32[B, S], type_ids? I32[B, S] and the tables word [V, D],
+/// pos [1, S' >= S, D], type [TV, D] (F32) of an embedding or its gradient.
+bool checkEmbedding(StepContext &c, const Arg &ids, const Arg &typeIds,
+                    const Arg &word, const Arg &pos, const Arg &type);
+
+/// Reads `index` and checks `sequence` [B, S, D] and `rows` [B, D] of a
+/// position slice or its gradient.
+bool checkTakePosition(StepContext &c, const Arg &sequence, const Arg &rows,
+                       DType act, int64_t &index);
+
+/// Checks x [B, S, D] (`tokens`), positions I32[B, P] and rows [B*P, D]
+/// (`rows`) of a masked-LM gather or its gradient.
+bool checkGather(StepContext &c, const Arg &tokens, const Arg &positions,
+                 const Arg &rows, DType act);
+
+/// Checks logits [R, C], labels I32[R] and the optional weights F32[R] of a
+/// cross-entropy step or its gradient.
+bool checkCrossEntropy(StepContext &c, const Arg &logits, const Arg &labels,
+                       const Arg &weights, DType act);
+
+/// Checks router scores F32[N, E] with at least one token and expert, and
+/// the gradient result `dscores` (when given) of the same shape.
+bool checkRouterScores(StepContext &c, const Arg &scores,
+                       const Arg *dscores = nullptr);
+
+/// Checks tokens I32[slots], offsets I32[experts + 1] and dgates F32[slots]
+/// of a gate gradient whose result is `scores` F32[N, experts].
+bool checkGateGrad(StepContext &c, const Arg &tokens, const Arg &offsets,
+                   const Arg &dgates, const Arg &scores);
+
+/// Checks the slot rows `rows` [A, D], tokens I32[A], the optional gates
+/// F32[A] and the token rows `tokenRows` [N, D] of a combine (or of the
+/// gradient of a dispatch).
+bool checkCombine(StepContext &c, const Arg &rows, const Arg &tokens,
+                  const Arg *gates, const Arg &tokenRows, DType act);
+
+/// Checks x [B, S, D] (operand 0), ws F32[S, S] and wh F32[D, D] (operands
+/// 1, 2) and `likeX` of a linear mixing step or its gradient.
+bool checkLinearMix(StepContext &c, DType act,
+                    std::initializer_list<const Arg *> likeX);
+
+/// Reads `toeplitz` and checks x [B, S, D] (operand 0), vs F32[S] and vh
+/// F32[D] (operands 1, 2; [2S - 1] and [2D - 1] for Toeplitz mixing) and
+/// `likeX` of a structured mixing step or its gradient.
+bool checkStructuredMix(StepContext &c, DType act,
+                        std::initializer_list<const Arg *> likeX,
+                        bool &toeplitz);
+
 } // namespace mixer::exec
 
 #endif // MIXER_RUNTIME_EXEC_STEPCONTEXT_H
