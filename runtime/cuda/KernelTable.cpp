@@ -711,6 +711,22 @@ Status narrowed(bool bf16, const float *result, void *value, int64_t n,
               : Status::success();
 }
 
+/// Runs `mix(input, output)` in fp32 from activation `x` into activation `y`
+/// (n values each): on them directly in an fp32 step; a bf16 step widens x
+/// into block 0 of `work` (blocks of `block` floats) and rounds the result
+/// from block 1 into y.
+template <typename Mix>
+Status inFp32(bool bf16, void *x, void *y, float *work, int64_t n,
+              int64_t block, cudaStream_t stream, Mix &&mix) {
+  Expected<const float *> input = widened(bf16, x, work, n, stream);
+  if (!input)
+    return input.takeStatus();
+  float *out = resultBuffer(bf16, y, blockOf(work, 1, block));
+  if (Status status = mix(*input, out); !status)
+    return status;
+  return narrowed(bf16, out, y, n, stream);
+}
+
 /// A bf16 linear mixing step's W_s [S, S] and W_h [D, D] rounded to bf16 in
 /// the scratch, and the scratch after them.
 struct Bf16MixingWeights {
@@ -836,14 +852,10 @@ Expected<DeviceStep> prepareSpectralMix(StepContext &c) {
       [=, a = x.slot, o = y.slot](const LaunchContext &ctx) -> Status {
         void *const *v = ctx.device;
         float *work = bf16 ? as<float>(v[scratch]) : nullptr;
-        Expected<const float *> input =
-            widened(bf16, v[a], work, n, ctx.stream);
-        if (!input)
-          return input.takeStatus();
-        float *out = resultBuffer(bf16, v[o], blockOf(work, 1, block));
-        if (Status status = mix->run(*input, out, *ctx.gemm); !status)
-          return status;
-        return narrowed(bf16, out, v[o], n, ctx.stream);
+        return inFp32(bf16, v[a], v[o], work, n, block, ctx.stream,
+                      [&](const float *in, float *out) {
+                        return mix->run(in, out, *ctx.gemm);
+                      });
       },
       [mix](const LaunchContext &ctx) { return mix->prepare(ctx.stream); });
 }
@@ -868,16 +880,11 @@ Expected<DeviceStep> prepareStructuredMix(StepContext &c) {
        o = y.slot](const LaunchContext &ctx) -> Status {
         void *const *v = ctx.device;
         float *work = bf16 ? as<float>(v[scratch]) : nullptr;
-        Expected<const float *> input =
-            widened(bf16, v[a], work, n, ctx.stream);
-        if (!input)
-          return input.takeStatus();
-        float *out = resultBuffer(bf16, v[o], blockOf(work, 1, block));
-        if (Status status = mix->run(*input, as<float>(v[s]), as<float>(v[h]),
-                                     out, *ctx.gemm);
-            !status)
-          return status;
-        return narrowed(bf16, out, v[o], n, ctx.stream);
+        return inFp32(bf16, v[a], v[o], work, n, block, ctx.stream,
+                      [&](const float *in, float *out) {
+                        return mix->run(in, as<float>(v[s]), as<float>(v[h]),
+                                        out, *ctx.gemm);
+                      });
       },
       [mix](const LaunchContext &) { return mix->prepare(); });
 }

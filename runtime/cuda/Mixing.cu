@@ -195,6 +195,18 @@ __global__ void __launch_bounds__(kBlockThreads)
 // Helpers
 //===----------------------------------------------------------------------===//
 
+/// The dense sequence [seq, seq] and hidden [d, d] matrices of the mixing
+/// kernels vs and vh, at `left` and `right`.
+Status expandKernels(const char *kernel, const float *vs, const float *vh,
+                     float *left, float *right, int64_t seq, int64_t d,
+                     bool toeplitz, cudaStream_t stream) {
+  structuredMatrixKernel<<<gridFor(seq * seq), kBlockThreads, 0, stream>>>(
+      vs, left, seq, toeplitz);
+  structuredMatrixKernel<<<gridFor(d * d), kBlockThreads, 0, stream>>>(
+      vh, right, d, toeplitz);
+  return launchStatus(kernel);
+}
+
 /// Fails unless every size is positive.
 Status requirePositive(const char *kernel, int64_t batch, int64_t seq,
                        int64_t d) {
@@ -613,11 +625,9 @@ Status StructuredMix::Impl::runMatmul(const float *x, const float *vs,
   if (!buffer.error().empty())
     return Status::error(std::string(kernel) + ": " + buffer.error());
   float *base = buffer.as<float>();
-  structuredMatrixKernel<<<gridFor(seq * seq), kBlockThreads, 0, stream>>>(
-      vs, base + left, seq, toeplitz);
-  structuredMatrixKernel<<<gridFor(d * d), kBlockThreads, 0, stream>>>(
-      vh, base + right, d, toeplitz);
-  if (Status status = launchStatus(kernel); !status)
+  if (Status status = expandKernels(kernel, vs, vh, base + left, base + right,
+                                    seq, d, toeplitz, stream);
+      !status)
     return status;
   return twoSidedMix(gemm, x, base + left, base + right,
                      /*transposeRight=*/true, y, base + work, batch, seq, d);
@@ -644,11 +654,9 @@ Status structuredMixBackward(const float *x, const float *vs, const float *vh,
   if (!buffer.error().empty())
     return Status::error(std::string(kernel) + ": " + buffer.error());
   float *base = buffer.as<float>();
-  structuredMatrixKernel<<<gridFor(seq * seq), kBlockThreads, 0, stream>>>(
-      vs, base + left, seq, toeplitz);
-  structuredMatrixKernel<<<gridFor(d * d), kBlockThreads, 0, stream>>>(
-      vh, base + right, d, toeplitz);
-  if (Status status = launchStatus(kernel); !status)
+  if (Status status = expandKernels(kernel, vs, vh, base + left, base + right,
+                                    seq, d, toeplitz, stream);
+      !status)
     return status;
   if (Status status = twoSidedMixBackward(
           gemm, x, base + left, base + right, /*transposeRight=*/true, dy, dx,

@@ -48,6 +48,29 @@ __device__ __forceinline__ uint32_t counterBits(uint64_t i, uint32_t seed,
   return word >> 8;
 }
 
+/// Calls f(i, bits) for every element i < n with its 24 random bits under
+/// key (seed, stream) at `step`, one Philox block of four elements per
+/// thread of a grid-stride loop over `threads`-thread blocks.
+template <int threads, typename F>
+__device__ __forceinline__ void forEachCounterBits(int64_t n, uint32_t seed,
+                                                   uint32_t stream,
+                                                   uint32_t step, F f) {
+  int64_t blocks = (n + 3) / 4;
+  for (int64_t b = int64_t(blockIdx.x) * threads + threadIdx.x; b < blocks;
+       b += int64_t(gridDim.x) * threads) {
+    uint4 words = philox4x32(
+        make_uint4(static_cast<uint32_t>(b),
+                   static_cast<uint32_t>(static_cast<uint64_t>(b) >> 32), step,
+                   0u),
+        seed, stream);
+    uint32_t w[4] = {words.x, words.y, words.z, words.w};
+#pragma unroll
+    for (int k = 0; k < 4; ++k)
+      if (4 * b + k < n)
+        f(4 * b + k, w[k] >> 8);
+  }
+}
+
 } // namespace mixer::cuda::detail
 
 #endif // MIXER_RUNTIME_CUDA_PHILOX_CUH

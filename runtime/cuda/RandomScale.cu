@@ -24,8 +24,8 @@ struct Scale {
   bool dropout;
   float keepFrom, keep; // dropout: u >= keepFrom keeps x / keep
   float low, width;     // jitter: x * fma(width, u, low)
-  __device__ float operator()(float x, uint32_t word) const {
-    float u = static_cast<float>(word >> 8) * 0x1p-24f;
+  __device__ float operator()(float x, uint32_t bits) const {
+    float u = static_cast<float>(bits) * 0x1p-24f;
     if (dropout)
       return u >= keepFrom ? __fdiv_rn(x, keep) : 0.0f;
     return __fmul_rn(x, __fmaf_rn(width, u, low));
@@ -36,22 +36,9 @@ template <typename T>
 __global__ void __launch_bounds__(kBlockThreads)
     randomScaleKernel(const T *x, T *y, int64_t n, Scale scale, uint32_t seed,
                       uint32_t stream, uint32_t step) {
-  int64_t blocks = (n + 3) / 4;
-  for (int64_t b = int64_t(blockIdx.x) * kBlockThreads + threadIdx.x;
-       b < blocks; b += int64_t(gridDim.x) * kBlockThreads) {
-    uint4 words = philox4x32(
-        make_uint4(static_cast<uint32_t>(b),
-                   static_cast<uint32_t>(static_cast<uint64_t>(b) >> 32), step,
-                   0u),
-        seed, stream);
-    uint32_t w[4] = {words.x, words.y, words.z, words.w};
-#pragma unroll
-    for (int k = 0; k < 4; ++k) {
-      int64_t i = 4 * b + k;
-      if (i < n)
-        store(y, i, scale(load(x, i), w[k]));
-    }
-  }
+  forEachCounterBits<kBlockThreads>(
+      n, seed, stream, step,
+      [&](int64_t i, uint32_t bits) { store(y, i, scale(load(x, i), bits)); });
 }
 
 template <typename T>

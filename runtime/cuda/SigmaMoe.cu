@@ -24,22 +24,9 @@ __global__ void __launch_bounds__(kBlockThreads)
     dropExpertsKernel(const float *x, float *y, int64_t n, uint32_t dropBelow,
                       float fill, uint32_t seed, uint32_t stream,
                       uint32_t step) {
-  int64_t blocks = (n + 3) / 4;
-  for (int64_t b = int64_t(blockIdx.x) * kBlockThreads + threadIdx.x;
-       b < blocks; b += int64_t(gridDim.x) * kBlockThreads) {
-    uint4 words = philox4x32(
-        make_uint4(static_cast<uint32_t>(b),
-                   static_cast<uint32_t>(static_cast<uint64_t>(b) >> 32), step,
-                   0u),
-        seed, stream);
-    uint32_t w[4] = {words.x, words.y, words.z, words.w};
-#pragma unroll
-    for (int k = 0; k < 4; ++k) {
-      int64_t i = 4 * b + k;
-      if (i < n)
-        y[i] = (w[k] >> 8) < dropBelow ? fill : x[i];
-    }
-  }
+  forEachCounterBits<kBlockThreads>(
+      n, seed, stream, step,
+      [&](int64_t i, uint32_t bits) { y[i] = bits < dropBelow ? fill : x[i]; });
 }
 
 /// lse[t] = float(max + log(sum of expf(x - max))) of row t, kept in double
