@@ -258,24 +258,26 @@ TEST(CudaExecutorProductsTest, MatchesTheCpuExecutor) {
                      intTensor("ids", {2, 4}, {5, 6, 7, 0, 9, 0, 4, 4})});
 }
 
-/// A MoE layer over 8 tokens and 2 experts of capacity 3 routed by `routing`
-/// (tokens choose: some tokens dropped and some slots may stay empty), with
-/// the gradients of its gathers, scatters and experts.
-PlanBuilder moePlan(const std::string &routing, json attrs) {
+/// A MoE layer over 8 tokens of width d and 2 experts of hidden width f (4
+/// and 6 unless given) and capacity 3 routed by `routing` (tokens choose:
+/// some tokens dropped and some slots may stay empty), with the gradients of
+/// its gathers, scatters and experts.
+PlanBuilder moePlan(const std::string &routing, json attrs, int64_t d = 4,
+                    int64_t f = 6) {
   PlanBuilder b;
-  int64_t x = b.input("x", {8, 4}, false, "F32"),
+  int64_t x = b.input("x", {8, d}, false, "F32"),
           probs = b.input("probs", {8, 2}, false, "F32"),
-          dout = b.input("dout", {8, 4}, false, "F32");
-  int64_t w1 = b.param("w1", {2, 4, 6}), b1 = b.param("b1", {2, 6}),
-          w2 = b.param("w2", {2, 6, 4}), b2 = b.param("b2", {2, 4});
+          dout = b.input("dout", {8, d}, false, "F32");
+  int64_t w1 = b.param("w1", {2, d, f}), b1 = b.param("b1", {2, f}),
+          w2 = b.param("w2", {2, f, d}), b2 = b.param("b2", {2, d});
   int64_t tokens = b.arena({6}, "I32"), gates = b.arena({6}),
           offsets = b.arena({3}, "I32");
-  int64_t xd = b.arena({6, 4}), yd = b.arena({6, 4}), out = b.arena({8, 4}),
-          dyd = b.arena({6, 4}), dgates = b.arena({6}), dx = b.arena({8, 4}),
+  int64_t xd = b.arena({6, d}), yd = b.arena({6, d}), out = b.arena({8, d}),
+          dyd = b.arena({6, d}), dgates = b.arena({6}), dx = b.arena({8, d}),
           dscores = b.arena({8, 2}), dlogits = b.arena({8, 2}),
-          dxd = b.arena({6, 4}), dw1 = b.arena({2, 4, 6}),
-          db1 = b.arena({2, 6}), dw2 = b.arena({2, 6, 4}),
-          db2 = b.arena({2, 4});
+          dxd = b.arena({6, d}), dw1 = b.arena({2, d, f}),
+          db1 = b.arena({2, f}), dw2 = b.arena({2, f, d}),
+          db2 = b.arena({2, d});
   b.step(routing, {probs}, {tokens, gates, offsets}, attrs);
   b.step("dispatch", {x, tokens}, {xd});
   b.step("experts", {xd, tokens, offsets, w1, b1, w2, b2}, {yd},
@@ -389,7 +391,10 @@ TEST(CudaExecutorMoeTest, Bf16CapacityExpertsTrackTheCpuExecutor) {
   // copies of x and dout, xd, yd, the combined rows and their gradients)
   // against the fp32 CPU executor: products on the tensor cores with the
   // weights rounded to bf16, so 2e-2 relative to each output's largest
-  // value (8 significant bits per operand, fp32 accumulation).
+  // value (8 significant bits per operand, fp32 accumulation). Width 8 and
+  // hidden width 16 keep every bf16 row and expert block 16-byte aligned,
+  // as the compiled plans' are.
+  int64_t d = 8, f = 16;
   json groups = {{"groups", 1}, {"tokens_per_group", 8}, {"capacity", 3}};
   json tokensChoose = groups;
   tokensChoose["k"] = 1;
@@ -402,15 +407,15 @@ TEST(CudaExecutorMoeTest, Bf16CapacityExpertsTrackTheCpuExecutor) {
         {"route_experts_choose", groups}}) {
     SCOPED_TRACE(routing);
     std::vector<io::HostTensor> weights = {
-        randomTensor("w1", {2, 4, 6}, 16), randomTensor("b1", {2, 6}, 17),
-        randomTensor("w2", {2, 6, 4}, 18), randomTensor("b2", {2, 4}, 19),
-        identity("eye", 4)};
+        randomTensor("w1", {2, d, f}, 16), randomTensor("b1", {2, f}, 17),
+        randomTensor("w2", {2, f, d}, 18), randomTensor("b2", {2, d}, 19),
+        identity("eye", d)};
     std::vector<io::HostTensor> in = {
-        randomTensor("x", {8, 4}, 20),
+        randomTensor("x", {8, d}, 20),
         randomTensor("probs", {8, 2}, 21, 0.0f, 1.0f),
-        randomTensor("dout", {8, 4}, 22)};
+        randomTensor("dout", {8, d}, 22)};
     PlanBuilder plan =
-        throughIdentity(moePlan(routing, attrs), {"x", "dout"}, 4);
+        throughIdentity(moePlan(routing, attrs, d, f), {"x", "dout"}, d);
     expectSameOutputs(plan, withBf16Activations(plan, rows), weights, in,
                       2e-2f);
     // The capacity experts gather their 6 bf16 slot rows from the 8 tokens.
