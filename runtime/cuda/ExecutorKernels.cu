@@ -611,11 +611,13 @@ Status embedBackward(const int32_t *ids, const int32_t *typeIds, const T *dy,
   return table(IdKey{typeIds}, typeVocab, dtype);
 }
 
-Status zeroEmptySlots(const int32_t *tokens, float *rows, int64_t slots,
-                      int64_t d, cudaStream_t stream) {
+template <typename T>
+Status zeroEmptySlots(const int32_t *tokens, T *rows, int64_t slots, int64_t d,
+                      cudaStream_t stream) {
+  auto out = device(rows);
   return forEach("experts", slots * d, stream, [=] __device__(int64_t i) {
     if (tokens[i / d] < 0)
-      rows[i] = 0.0f;
+      store(out, i, 0.0f);
   });
 }
 
@@ -721,6 +723,8 @@ Status columnSum(const T *dy, float *db, int64_t rows, int64_t cols,
                                 cudaStream_t);                                 \
   template Status columnSum(const T *, float *, int64_t, int64_t,              \
                             cudaStream_t);                                     \
+  template Status zeroEmptySlots(const int32_t *, T *, int64_t, int64_t,       \
+                                 cudaStream_t);                                \
   template Status dispatchRows(const T *, const int32_t *, T *, int64_t,       \
                                int64_t, int64_t, cudaStream_t);                \
   template Status combineRows(const T *, const int32_t *, const float *, T *,  \

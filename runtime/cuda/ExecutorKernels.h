@@ -145,8 +145,9 @@ Status embedBackward(const int32_t *ids, const int32_t *typeIds, const T *dy,
 
 /// rows[i, :] = 0 for every empty slot (tokens[i] < 0) of [slots, d]: the
 /// rows the experts leave zero.
-Status zeroEmptySlots(const int32_t *tokens, float *rows, int64_t slots,
-                      int64_t d, cudaStream_t stream);
+template <typename T>
+Status zeroEmptySlots(const int32_t *tokens, T *rows, int64_t slots, int64_t d,
+                      cudaStream_t stream);
 
 /// xd[i, :] = x[tokens[i], :] over the slots, 0 for an empty slot (token
 /// -1) (`dispatch`); a token outside [-1, numTokens) gives a NaN row.

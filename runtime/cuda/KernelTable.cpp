@@ -14,6 +14,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <type_traits>
 
 namespace mixer::cuda {
 
@@ -1544,44 +1545,92 @@ bool checkExperts(StepContext &c, bool &gelu, bool &gather, DType &dtype) {
                      std::to_string(experts) + " experts");
 }
 
+/// Floats of scratch holding `n` activation values, bf16 or fp32, aligned as
+/// alignedFloats.
+int64_t activationFloats(bool bf16, int64_t n) {
+  return bf16 ? bf16Floats(n) : alignedFloats(n);
+}
+
+/// Consecutive blocks of a step's scratch, each sized by activationFloats:
+/// taken in the order the step's reservation adds them up.
+class ScratchBlocks {
+public:
+  explicit ScratchBlocks(void *scratch) : next(static_cast<float *>(scratch)) {}
+
+  /// The next block, holding `n` values of T.
+  template <typename T> T *take(int64_t n) {
+    T *block = reinterpret_cast<T *>(next);
+    next += activationFloats(std::is_same_v<T, Bf16>, n);
+    return block;
+  }
+
+private:
+  float *next;
+};
+
+/// The weights w1 [E, D, F] and w2 [E, F, D] of capacity experts as their
+/// products read them.
+template <typename T> struct ExpertWeights { const T *up, *down; };
+
+/// The fp32 masters w1 and w2 (n values each) for products over T: the
+/// masters themselves, or for bf16 activations the masters rounded to bf16
+/// into the next two blocks of the scratch at every run.
+template <typename T>
+Expected<ExpertWeights<T>> expertWeights(void *w1, void *w2, int64_t n,
+                                         ScratchBlocks &scratch,
+                                         cudaStream_t stream) {
+  if constexpr (std::is_same_v<T, float>) {
+    return ExpertWeights<T>{as<float>(w1), as<float>(w2)};
+  } else {
+    Bf16 *up = scratch.take<Bf16>(n), *down = scratch.take<Bf16>(n);
+    Status status = narrowToBf16(as<float>(w1), up, n, stream);
+    if (!status || !(status = narrowToBf16(as<float>(w2), down, n, stream)))
+      return status;
+    return ExpertWeights<T>{up, down};
+  }
+}
+
+/// Scratch floats of expertWeights.
+int64_t expertWeightFloats(bool bf16, int64_t n) {
+  return bf16 ? 2 * bf16Floats(n) : 0;
+}
+
 /// The first layer of every expert, rows slot rows each, as one strided
 /// batch: out = xs w1[e] (+ b1[e]), then GELU when `epilogue` says so.
-GemmProblem<float> expertsUp(int64_t experts, int64_t rows, int64_t d,
-                             int64_t f, const float *xs, const float *w1,
-                             const float *b1, float *out,
-                             GemmEpilogue epilogue) {
-  GemmProblem<float> up = packed(false, false, rows, f, d, xs, w1, out);
+template <typename T>
+GemmProblem<T> expertsUp(int64_t experts, int64_t rows, int64_t d, int64_t f,
+                         const T *xs, const T *w1, const float *b1, T *out,
+                         GemmEpilogue epilogue) {
+  GemmProblem<T> up = packed(false, false, rows, f, d, xs, w1, out);
   up.batch = experts;
   up.strideA = rows * d, up.strideB = d * f, up.strideC = rows * f;
   up.epilogue = epilogue, up.bias = b1, up.strideBias = f;
   return up;
 }
 
-/// The slot rows xd [slots, d] of a capacity experts step in fp32: x itself,
-/// or with `gather` its rows tokens[i] gathered by the dispatch kernel into
-/// `gathered`; bf16 rows widened into `xs`.
-Expected<const float *> slotRows(bool gather, bool bf16, void *x,
-                                 const int32_t *tokens, void *gathered,
-                                 float *xs, int64_t slots, int64_t numTokens,
-                                 int64_t d, cudaStream_t stream) {
-  if (gather) {
-    Status status = byPrecision(bf16, [&](auto *tag) {
-      using T = std::remove_pointer_t<decltype(tag)>;
-      return dispatchRows(as<T>(x), tokens, as<T>(gathered), slots, numTokens,
-                          d, stream);
-    });
-    if (!status)
-      return status;
-    x = gathered;
-  }
-  return widened(bf16, x, xs, slots * d, stream);
+/// The slot rows xd [slots, d] of a capacity experts step: x itself, or with
+/// `gather` its rows tokens[i] gathered by the dispatch kernel into
+/// `gathered`.
+template <typename T>
+Expected<const T *> slotRows(bool gather, const T *x, const int32_t *tokens,
+                             T *gathered, int64_t slots, int64_t numTokens,
+                             int64_t d, cudaStream_t stream) {
+  if (!gather)
+    return x;
+  if (Status status =
+          dispatchRows(x, tokens, gathered, slots, numTokens, d, stream);
+      !status)
+    return status;
+  return static_cast<const T *>(gathered);
 }
 
 /// The experts of a capacity routing (route_experts_choose or
 /// route_tokens_choose: every expert owns the same number of consecutive
 /// slots), one strided batch of products per layer over the slot rows
-/// (gathered first when the step gathers). The empty slots' rows are zeroed
-/// afterwards, as the CPU kernel leaves them.
+/// (gathered first when the step gathers). bf16 activations run on the
+/// tensor cores with the weights rounded to bf16, the hidden layer in bf16.
+/// The empty slots' rows are zeroed afterwards, as the CPU kernel leaves
+/// them.
 Expected<DeviceStep> prepareExperts(StepContext &c) {
   const Arg &x = c.in(0), &tokens = c.in(1), &w1 = c.in(3), &b1 = c.in(4),
             &w2 = c.in(5), &b2 = c.in(6), &y = c.out(0);
@@ -1595,12 +1644,11 @@ Expected<DeviceStep> prepareExperts(StepContext &c) {
     return c.takeError();
   int64_t rows = slots / experts;
   bool bf16 = dtype == DType::BF16;
-  // The hidden layer, then (bf16) the widened xd and the fp32 result, then
-  // (gather) the gathered xd.
-  int64_t hiddenFloats = alignedFloats(slots * f),
-          rowFloats = alignedFloats(slots * d);
-  int64_t scratch = c.scratch(hiddenFloats + (bf16 ? 2 * rowFloats : 0) +
-                              (gather ? rowFloats : 0));
+  // (bf16) w1 and w2 rounded to bf16, the hidden layer, then (gather) the
+  // gathered xd.
+  int64_t scratch = c.scratch(expertWeightFloats(bf16, experts * d * f) +
+                              activationFloats(bf16, slots * f) +
+                              (gather ? activationFloats(bf16, slots * d) : 0));
   GemmEpilogue first = gelu       ? GemmEpilogue::Gelu
                        : b1.value ? GemmEpilogue::Bias
                                   : GemmEpilogue::None;
@@ -1609,44 +1657,48 @@ Expected<DeviceStep> prepareExperts(StepContext &c) {
                      k2 = w2.slot, c2 = b2.slot,
                      o = y.slot](const LaunchContext &ctx) -> Status {
     void *const *v = ctx.device;
-    float *hidden = as<float>(v[scratch]);
-    float *xs = hidden + hiddenFloats, *ys = xs + rowFloats;
-    float *gathered = hidden + hiddenFloats + (bf16 ? 2 * rowFloats : 0);
-    Expected<const float *> input =
-        slotRows(gather, bf16, v[a], as<int32_t>(v[t]), gathered, xs, slots,
-                 numTokens, d, ctx.stream);
-    if (!input)
-      return input.takeStatus();
-    float *out = bf16 ? ys : as<float>(v[o]);
-    // Per expert e: rows [e * rows, (e + 1) * rows).
-    GemmProblem<float> up =
-        expertsUp(experts, rows, d, f, *input, as<float>(v[k1]),
-                  as<float>(v[c1]), hidden, first);
-    GemmProblem<float> down =
-        packed(false, false, rows, d, f, hidden, as<float>(v[k2]), out);
-    down.batch = experts;
-    down.strideA = rows * f, down.strideB = f * d, down.strideC = rows * d;
-    down.epilogue = second, down.bias = as<float>(v[c2]), down.strideBias = d;
-    for (const GemmProblem<float> &product : {up, down})
-      if (Status status = ctx.gemm->gemm(product); !status)
-        return status;
-    if (Status status =
-            zeroEmptySlots(as<int32_t>(v[t]), out, slots, d, ctx.stream);
-        !status)
-      return status;
-    return bf16 ? narrowToBf16(out, as<Bf16>(v[o]), slots * d, ctx.stream)
-                : Status::success();
+    return byPrecision(bf16, [&](auto *tag) -> Status {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      ScratchBlocks blocks(v[scratch]);
+      Expected<ExpertWeights<T>> w =
+          expertWeights<T>(v[k1], v[k2], experts * d * f, blocks, ctx.stream);
+      if (!w)
+        return w.takeStatus();
+      T *hidden = blocks.take<T>(slots * f);
+      const int32_t *slotTokens = as<int32_t>(v[t]);
+      Expected<const T *> input =
+          slotRows(gather, as<T>(v[a]), slotTokens,
+                   gather ? blocks.take<T>(slots * d) : nullptr, slots,
+                   numTokens, d, ctx.stream);
+      if (!input)
+        return input.takeStatus();
+      T *out = as<T>(v[o]);
+      // Per expert e: rows [e * rows, (e + 1) * rows).
+      GemmProblem<T> up = expertsUp(experts, rows, d, f, *input, w->up,
+                                    as<float>(v[c1]), hidden, first);
+      GemmProblem<T> down =
+          packed(false, false, rows, d, f, hidden, w->down, out);
+      down.batch = experts;
+      down.strideA = rows * f, down.strideB = f * d, down.strideC = rows * d;
+      down.epilogue = second, down.bias = as<float>(v[c2]), down.strideBias = d;
+      for (const GemmProblem<T> &product : {up, down})
+        if (Status status = ctx.gemm->gemm(product); !status)
+          return status;
+      return zeroEmptySlots(slotTokens, out, slots, d, ctx.stream);
+    });
   });
 }
 
 /// The gradient of `experts` (cpu::expertsBackwardRecompute): the
 /// pre-activations P = xd w1 + b1 are recomputed, then per expert e, with the
-/// empty slots' rows of dyd zeroed (the CPU kernel skips them),
+/// empty slots' rows of dyd zeroed in a copy (the CPU kernel skips them),
 ///   dP = (dyd w2^T) * act'(P),  dxd = dP w1^T,
 ///   dw1 = xd^T dP,  dw2 = act(P)^T dyd,
 /// each a strided batch over the experts; db1 and db2 are the column sums of
 /// dP and dyd over each expert's rows. A gathering step gathers xd first;
-/// dxd stays one row per slot.
+/// dxd stays one row per slot. bf16 activations run on the tensor cores as
+/// in `experts`, with P, dP and act(P) in bf16 and the weight gradients
+/// accumulated into the fp32 results.
 Expected<DeviceStep> prepareExpertsGrad(StepContext &c) {
   const Arg &x = c.in(0), &tokens = c.in(1), &w1 = c.in(3), &b1 = c.in(4),
             &w2 = c.in(5), &dyd = c.in(6);
@@ -1665,77 +1717,82 @@ Expected<DeviceStep> prepareExpertsGrad(StepContext &c) {
     return c.takeError();
   int64_t rows = slots / experts;
   bool bf16 = dtype == DType::BF16;
-  // P (then act(P)), dP, the fp32 dyd, then (bf16) the widened xd and the
-  // fp32 dxd, then (gather) the gathered xd.
-  int64_t hiddenFloats = alignedFloats(slots * f),
-          rowFloats = alignedFloats(slots * d);
-  int64_t scratch =
-      c.scratch(2 * hiddenFloats + rowFloats + (bf16 ? 2 * rowFloats : 0) +
-                (gather ? rowFloats : 0));
+  // (bf16) w1 and w2 rounded to bf16, P (then act(P)), dP, dyd with the
+  // empty slots' rows zeroed, then (gather) the gathered xd.
+  int64_t rowFloats = activationFloats(bf16, slots * d);
+  int64_t scratch = c.scratch(expertWeightFloats(bf16, experts * d * f) +
+                              2 * activationFloats(bf16, slots * f) +
+                              rowFloats + (gather ? rowFloats : 0));
   GemmEpilogue first = b1.value ? GemmEpilogue::Bias : GemmEpilogue::None;
   return DeviceStep([=, a = x.slot, t = tokens.slot, k1 = w1.slot, c1 = b1.slot,
                      k2 = w2.slot, g = dyd.slot, r0 = c.out(0).slot,
                      r1 = c.out(1).slot, r2 = c.out(2).slot, r3 = c.out(3).slot,
                      r4 = c.out(4).slot](const LaunchContext &ctx) -> Status {
     void *const *v = ctx.device;
-    float *preact = as<float>(v[scratch]), *dpreact = preact + hiddenFloats;
-    float *dys = dpreact + hiddenFloats, *xs = dys + rowFloats,
-          *dxs = xs + rowFloats;
-    float *gathered = dys + rowFloats + (bf16 ? 2 * rowFloats : 0);
-    const int32_t *slotTokens = as<int32_t>(v[t]);
-    Status status =
-        bf16 ? widenBf16(as<Bf16>(v[g]), dys, slots * d, ctx.stream)
-             : copyOf(v[g], dys, slots * d * sizeof(float), ctx.stream);
-    if (!status ||
-        !(status = zeroEmptySlots(slotTokens, dys, slots, d, ctx.stream)))
-      return status;
-    Expected<const float *> input =
-        slotRows(gather, bf16, v[a], slotTokens, gathered, xs, slots, numTokens,
-                 d, ctx.stream);
-    if (!input)
-      return input.takeStatus();
-    const float *wUp = as<float>(v[k1]), *wDown = as<float>(v[k2]);
-    float *dxd = bf16 ? dxs : as<float>(v[r0]);
-    GemmProblem<float> up = expertsUp(experts, rows, d, f, *input, wUp,
-                                      as<float>(v[c1]), preact, first);
-    // dH = dyd w2^T [rows, f].
-    GemmProblem<float> dh =
-        packed(false, true, rows, f, d, dys, wDown, dpreact);
-    dh.batch = experts;
-    dh.strideA = rows * d, dh.strideB = f * d, dh.strideC = rows * f;
-    for (const GemmProblem<float> &product : {up, dh})
-      if (!(status = ctx.gemm->gemm(product)))
+    return byPrecision(bf16, [&](auto *tag) -> Status {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      ScratchBlocks blocks(v[scratch]);
+      Expected<ExpertWeights<T>> w =
+          expertWeights<T>(v[k1], v[k2], experts * d * f, blocks, ctx.stream);
+      if (!w)
+        return w.takeStatus();
+      T *preact = blocks.take<T>(slots * f),
+        *dpreact = blocks.take<T>(slots * f), *dys = blocks.take<T>(slots * d);
+      const int32_t *slotTokens = as<int32_t>(v[t]);
+      Status status = copyOf(v[g], dys, slots * d * sizeof(T), ctx.stream);
+      if (!status ||
+          !(status = zeroEmptySlots(slotTokens, dys, slots, d, ctx.stream)))
         return status;
-    // dP = dH * GELU'(P), then P becomes H = GELU(P), both in place.
-    if (gelu &&
-        (!(status = biasGeluBackward(preact, nullptr, dpreact, dpreact, nullptr,
-                                     slots, f, false, ctx.stream)) ||
-         !(status = biasGelu(preact, nullptr, preact, slots, f, ctx.stream))))
-      return status;
-    // dxd = dP w1^T [rows, d].
-    GemmProblem<float> dx = packed(false, true, rows, d, f, dpreact, wUp, dxd);
-    dx.batch = experts;
-    dx.strideA = rows * f, dx.strideB = d * f, dx.strideC = rows * d;
-    // dw1 = xd^T dP [d, f], dw2 = H^T dyd [f, d].
-    GemmProblem<float> dw1 =
-        packed(true, false, d, f, rows, *input, dpreact, as<float>(v[r1]));
-    dw1.batch = experts;
-    dw1.strideA = rows * d, dw1.strideB = rows * f, dw1.strideC = d * f;
-    GemmProblem<float> dw2 =
-        packed(true, false, f, d, rows, preact, dys, as<float>(v[r3]));
-    dw2.batch = experts;
-    dw2.strideA = rows * f, dw2.strideB = rows * d, dw2.strideC = f * d;
-    for (const GemmProblem<float> &product : {dx, dw1, dw2})
-      if (!(status = ctx.gemm->gemm(product)))
+      Expected<const T *> input =
+          slotRows(gather, as<T>(v[a]), slotTokens,
+                   gather ? blocks.take<T>(slots * d) : nullptr, slots,
+                   numTokens, d, ctx.stream);
+      if (!input)
+        return input.takeStatus();
+      GemmProblem<T> up = expertsUp(experts, rows, d, f, *input, w->up,
+                                    as<float>(v[c1]), preact, first);
+      // dH = dyd w2^T [rows, f].
+      GemmProblem<T> dh =
+          packed(false, true, rows, f, d, dys, w->down, dpreact);
+      dh.batch = experts;
+      dh.strideA = rows * d, dh.strideB = f * d, dh.strideC = rows * f;
+      for (const GemmProblem<T> &product : {up, dh})
+        if (!(status = ctx.gemm->gemm(product)))
+          return status;
+      // dP = dH * GELU'(P), then P becomes H = GELU(P), both in place.
+      if (gelu &&
+          (!(status = biasGeluBackward(preact, nullptr, dpreact, dpreact,
+                                       nullptr, slots, f, false, ctx.stream)) ||
+           !(status = biasGelu(preact, nullptr, preact, slots, f, ctx.stream))))
         return status;
-    for (int64_t e = 0; e < experts; ++e)
-      if (!(status = columnSum(dpreact + e * rows * f, as<float>(v[r2]) + e * f,
-                               rows, f, ctx.stream)) ||
-          !(status = columnSum(dys + e * rows * d, as<float>(v[r4]) + e * d,
-                               rows, d, ctx.stream)))
+      // dxd = dP w1^T [rows, d].
+      GemmProblem<T> dx =
+          packed(false, true, rows, d, f, dpreact, w->up, as<T>(v[r0]));
+      dx.batch = experts;
+      dx.strideA = rows * f, dx.strideB = d * f, dx.strideC = rows * d;
+      if (!(status = ctx.gemm->gemm(dx)))
         return status;
-    return bf16 ? narrowToBf16(dxs, as<Bf16>(v[r0]), slots * d, ctx.stream)
-                : Status::success();
+      // dw1 = xd^T dP [d, f], dw2 = H^T dyd [f, d], accumulated in fp32.
+      GemmProblem<T, float> dw1 =
+          packed(true, false, d, f, rows, *input, dpreact, as<float>(v[r1]));
+      dw1.batch = experts;
+      dw1.strideA = rows * d, dw1.strideB = rows * f, dw1.strideC = d * f;
+      GemmProblem<T, float> dw2 =
+          packed(true, false, f, d, rows, preact, dys, as<float>(v[r3]));
+      dw2.batch = experts;
+      dw2.strideA = rows * f, dw2.strideB = rows * d, dw2.strideC = f * d;
+      for (const GemmProblem<T, float> &product : {dw1, dw2})
+        if (!(status = ctx.gemm->gemm(product)))
+          return status;
+      for (int64_t e = 0; e < experts; ++e)
+        if (!(status =
+                  columnSum(dpreact + e * rows * f, as<float>(v[r2]) + e * f,
+                            rows, f, ctx.stream)) ||
+            !(status = columnSum(dys + e * rows * d, as<float>(v[r4]) + e * d,
+                                 rows, d, ctx.stream)))
+          return status;
+      return Status::success();
+    });
   });
 }
 

@@ -11,7 +11,9 @@
 // into the experts on the device (`gather`, against the CPU's dispatch), of
 // gradient accumulation (noise_counter, accumulate_gradient, adamw over
 // micro-steps) and of the spectral and structured mixers by both algorithms
-// with their gradients agree with the CPU executor to 1e-4. The training loop
+// with their gradients agree with the CPU executor to 1e-4; the MoE layers
+// with bf16 token and slot rows (the capacity experts on the tensor cores)
+// agree with the fp32 CPU executor to 2e-2. The training loop
 // (train::TrainingSession) over the tiny training plans that mixc compiles
 // (MIXER_CUDA_PLANS) gives the CPU executor's losses and parameters on the
 // CUDA executor, with gradient accumulation too, and a resumed CUDA run the
@@ -30,9 +32,11 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <memory>
 #include <random>
+#include <set>
 
 using namespace mixer;
 using namespace mixer::exec::test;
@@ -158,13 +162,29 @@ PlanBuilder productsPlan() {
   return b;
 }
 
+/// The values of an F32 or BF16 host tensor as floats (bf16 widens
+/// exactly: its bits are the top half of the float's).
+std::vector<float> floatsOf(const io::HostTensor &tensor) {
+  std::vector<float> values(tensor.numel());
+  for (int64_t i = 0; i < tensor.numel(); ++i) {
+    if (tensor.dtype != io::DType::BF16) {
+      values[i] = tensor.as<float>()[i];
+      continue;
+    }
+    uint32_t bits = uint32_t(tensor.as<uint16_t>()[i]) << 16;
+    std::memcpy(&values[i], &bits, sizeof(float));
+  }
+  return values;
+}
+
 /// Runs `cpuPlan` as a cpu plan and `cudaPlan` (the same computation, with
 /// the same parameters, inputs and outputs) as a cuda plan with the same
-/// weights and inputs and compares every output (1e-4 relative to its
-/// largest value).
+/// weights and inputs and compares every output (F32, or BF16 from a bf16
+/// plan) within `tolerance` relative to its largest value.
 void expectSameOutputs(PlanBuilder cpuPlan, PlanBuilder cudaPlan,
                        const std::vector<io::HostTensor> &weights,
-                       const std::vector<io::HostTensor> &in) {
+                       const std::vector<io::HostTensor> &in,
+                       float tolerance = 1e-4f) {
   std::vector<std::vector<io::HostTensor>> outputs;
   for (const char *target : {"cpu", "cuda"}) {
     PlanBuilder &b = std::string(target) == "cpu" ? cpuPlan : cudaPlan;
@@ -190,15 +210,13 @@ void expectSameOutputs(PlanBuilder cpuPlan, PlanBuilder cudaPlan,
   }
   for (size_t i = 0; i < outputs[0].size(); ++i) {
     SCOPED_TRACE(outputs[0][i].name);
-    const io::HostTensor &cpu = outputs[0][i], &gpu = outputs[1][i];
-    std::vector<float> c(cpu.as<float>(), cpu.as<float>() + cpu.numel()),
-        g(gpu.as<float>(), gpu.as<float>() + gpu.numel());
+    std::vector<float> c = floatsOf(outputs[0][i]), g = floatsOf(outputs[1][i]);
     float largest = 0;
     for (float v : c)
       largest = std::max(largest, std::fabs(v));
     ASSERT_EQ(g.size(), c.size());
     for (size_t j = 0; j < c.size(); ++j)
-      EXPECT_NEAR(g[j], c[j], 1e-4f * largest) << "element " << j;
+      EXPECT_NEAR(g[j], c[j], tolerance * largest) << "element " << j;
   }
 }
 
@@ -240,24 +258,26 @@ TEST(CudaExecutorProductsTest, MatchesTheCpuExecutor) {
                      intTensor("ids", {2, 4}, {5, 6, 7, 0, 9, 0, 4, 4})});
 }
 
-/// A MoE layer over 8 tokens and 2 experts of capacity 3 routed by `routing`
-/// (tokens choose: some tokens dropped and some slots may stay empty), with
-/// the gradients of its gathers, scatters and experts.
-PlanBuilder moePlan(const std::string &routing, json attrs) {
+/// A MoE layer over 8 tokens of width d and 2 experts of hidden width f (4
+/// and 6 unless given) and capacity 3 routed by `routing` (tokens choose:
+/// some tokens dropped and some slots may stay empty), with the gradients of
+/// its gathers, scatters and experts.
+PlanBuilder moePlan(const std::string &routing, json attrs, int64_t d = 4,
+                    int64_t f = 6) {
   PlanBuilder b;
-  int64_t x = b.input("x", {8, 4}, false, "F32"),
+  int64_t x = b.input("x", {8, d}, false, "F32"),
           probs = b.input("probs", {8, 2}, false, "F32"),
-          dout = b.input("dout", {8, 4}, false, "F32");
-  int64_t w1 = b.param("w1", {2, 4, 6}), b1 = b.param("b1", {2, 6}),
-          w2 = b.param("w2", {2, 6, 4}), b2 = b.param("b2", {2, 4});
+          dout = b.input("dout", {8, d}, false, "F32");
+  int64_t w1 = b.param("w1", {2, d, f}), b1 = b.param("b1", {2, f}),
+          w2 = b.param("w2", {2, f, d}), b2 = b.param("b2", {2, d});
   int64_t tokens = b.arena({6}, "I32"), gates = b.arena({6}),
           offsets = b.arena({3}, "I32");
-  int64_t xd = b.arena({6, 4}), yd = b.arena({6, 4}), out = b.arena({8, 4}),
-          dyd = b.arena({6, 4}), dgates = b.arena({6}), dx = b.arena({8, 4}),
+  int64_t xd = b.arena({6, d}), yd = b.arena({6, d}), out = b.arena({8, d}),
+          dyd = b.arena({6, d}), dgates = b.arena({6}), dx = b.arena({8, d}),
           dscores = b.arena({8, 2}), dlogits = b.arena({8, 2}),
-          dxd = b.arena({6, 4}), dw1 = b.arena({2, 4, 6}),
-          db1 = b.arena({2, 6}), dw2 = b.arena({2, 6, 4}),
-          db2 = b.arena({2, 4});
+          dxd = b.arena({6, d}), dw1 = b.arena({2, d, f}),
+          db1 = b.arena({2, f}), dw2 = b.arena({2, f, d}),
+          db2 = b.arena({2, d});
   b.step(routing, {probs}, {tokens, gates, offsets}, attrs);
   b.step("dispatch", {x, tokens}, {xd});
   b.step("experts", {xd, tokens, offsets, w1, b1, w2, b2}, {yd},
@@ -307,6 +327,101 @@ TEST(CudaExecutorMoeTest, MatchesTheCpuExecutor) {
     SCOPED_TRACE("gathering");
     expectSameOutputs(moePlan(routing, attrs),
                       gathering(moePlan(routing, attrs)), weights, in);
+  }
+}
+
+/// `b` with its F32 inputs `names` [rows, width] entering through `dense`
+/// steps with the identity weight `eye` [width, width] (exact in fp32): the
+/// way F32 inputs become activations of a bf16 plan.
+PlanBuilder throughIdentity(PlanBuilder b,
+                            const std::vector<std::string> &names,
+                            int64_t width) {
+  int64_t eye = b.param("eye", {width, width});
+  json copies = json::array();
+  for (const std::string &name : names) {
+    json &values = b.plan["values"];
+    auto input = std::find_if(values.begin(), values.end(), [&](json &v) {
+      return v["storage"] == "input" &&
+             b.plan["inputs"][v["index"].get<size_t>()]["name"] == name;
+    });
+    EXPECT_NE(input, values.end()) << "the plan has no input " << name;
+    if (input == values.end())
+      return b;
+    int64_t from = input - values.begin();
+    int64_t copy = b.arena((*input)["shape"].get<std::vector<int64_t>>());
+    for (json &step : b.plan["steps"])
+      for (json &operand : step["operands"])
+        if (operand == from)
+          operand = copy;
+    copies.push_back(
+        {{"kernel", "dense"},
+         {"operands", {from, eye, -1}},
+         {"results", {copy}},
+         {"attrs", {{"activation", "none"}, {"transpose_w", false}}}});
+  }
+  json &steps = b.plan["steps"];
+  steps.insert(steps.begin(), copies.begin(), copies.end());
+  return b;
+}
+
+/// An identity matrix [n, n] named `name`.
+io::HostTensor identity(const std::string &name, int64_t n) {
+  io::HostTensor eye;
+  eye.name = name;
+  eye.shape = {n, n};
+  eye.data.resize(n * n * sizeof(float));
+  for (int64_t i = 0; i < n * n; ++i)
+    eye.as<float>()[i] = i / n == i % n ? 1.0f : 0.0f;
+  return eye;
+}
+
+/// `b` as a bf16 plan whose activations are BF16: the first result of every
+/// step of `kernels`.
+PlanBuilder withBf16Activations(PlanBuilder b,
+                                const std::set<std::string> &kernels) {
+  b.plan["precision"] = "bf16";
+  for (const json &step : b.plan["steps"])
+    if (kernels.count(step["kernel"].get<std::string>()))
+      b.plan["values"][step["results"][0].get<int64_t>()]["dtype"] = "BF16";
+  return b;
+}
+
+TEST(CudaExecutorMoeTest, Bf16CapacityExpertsTrackTheCpuExecutor) {
+  // The MoE layer of moePlan with bf16 token and slot rows (the identity
+  // copies of x and dout, xd, yd, the combined rows and their gradients)
+  // against the fp32 CPU executor: products on the tensor cores with the
+  // weights rounded to bf16, so 2e-2 relative to each output's largest
+  // value (8 significant bits per operand, fp32 accumulation). Width 8 and
+  // hidden width 16 keep every bf16 row and expert block 16-byte aligned,
+  // as the compiled plans' are.
+  int64_t d = 8, f = 16;
+  json groups = {{"groups", 1}, {"tokens_per_group", 8}, {"capacity", 3}};
+  json tokensChoose = groups;
+  tokensChoose["k"] = 1;
+  tokensChoose["batch_prioritized"] = false;
+  std::set<std::string> rows = {"dense",       "dispatch",     "experts",
+                                "combine",     "combine_grad", "dispatch_grad",
+                                "experts_grad"};
+  for (auto [routing, attrs] :
+       {std::pair<const char *, json>{"route_tokens_choose", tokensChoose},
+        {"route_experts_choose", groups}}) {
+    SCOPED_TRACE(routing);
+    std::vector<io::HostTensor> weights = {
+        randomTensor("w1", {2, d, f}, 16), randomTensor("b1", {2, f}, 17),
+        randomTensor("w2", {2, f, d}, 18), randomTensor("b2", {2, d}, 19),
+        identity("eye", d)};
+    std::vector<io::HostTensor> in = {
+        randomTensor("x", {8, d}, 20),
+        randomTensor("probs", {8, 2}, 21, 0.0f, 1.0f),
+        randomTensor("dout", {8, d}, 22)};
+    PlanBuilder plan =
+        throughIdentity(moePlan(routing, attrs, d, f), {"x", "dout"}, d);
+    expectSameOutputs(plan, withBf16Activations(plan, rows), weights, in,
+                      2e-2f);
+    // The capacity experts gather their 6 bf16 slot rows from the 8 tokens.
+    SCOPED_TRACE("gathering");
+    expectSameOutputs(plan, withBf16Activations(gathering(plan), rows), weights,
+                      in, 2e-2f);
   }
 }
 

@@ -186,18 +186,20 @@ TEST(CudaKernelTableTest, ReservesScratchForTheBf16Products) {
   EXPECT_EQ(scratchOf(mix), 3 * 64 * 4);
 }
 
-/// probs [8, 2] -> `routing` -> experts over 8 slots (2 experts x capacity
-/// 4, or 8 tokens x top-1) -> experts_grad.
-PlanBuilder expertsAfter(const std::string &routing, json attrs) {
+/// probs [8, 2] -> `routing` -> experts of width d and hidden width f (4
+/// and 6 unless given) over 8 slots (2 experts x capacity 4, or 8 tokens x
+/// top-1) -> experts_grad.
+PlanBuilder expertsAfter(const std::string &routing, json attrs, int64_t d = 4,
+                         int64_t f = 6) {
   PlanBuilder b;
   b.plan["target"] = "cuda";
   int64_t probs = b.input("probs", {8, 2}, false, "F32");
-  int64_t w1 = b.param("w1", {2, 4, 6}), w2 = b.param("w2", {2, 6, 4});
+  int64_t w1 = b.param("w1", {2, d, f}), w2 = b.param("w2", {2, f, d});
   int64_t tokens = b.arena({8}, "I32"), gates = b.arena({8}),
           offsets = b.arena({3}, "I32");
-  int64_t xd = b.arena({8, 4}), yd = b.arena({8, 4}), dxd = b.arena({8, 4}),
-          dw1 = b.arena({2, 4, 6}), db1 = b.arena({2, 6}),
-          dw2 = b.arena({2, 6, 4}), db2 = b.arena({2, 4});
+  int64_t xd = b.arena({8, d}), yd = b.arena({8, d}), dxd = b.arena({8, d}),
+          dw1 = b.arena({2, d, f}), db1 = b.arena({2, f}),
+          dw2 = b.arena({2, f, d}), db2 = b.arena({2, d});
   b.step(routing, {probs}, {tokens, gates, offsets}, attrs);
   b.step("experts", {xd, tokens, offsets, w1, -1, w2, -1}, {yd},
          {{"activation", "gelu"}});
@@ -239,17 +241,21 @@ TEST(CudaKernelTableTest, ChoosesTheExpertsKernelsByRouting) {
             "grouped-experts epilogue (only none, relu and gelu)");
 }
 
-/// expertsAfter with the dispatch fused in: experts and experts_grad read
-/// the token rows x `rows` through the tokens (`gather`).
-PlanBuilder gatheringExpertsAfter(const std::string &routing, json attrs,
-                                  const std::vector<int64_t> &rows = {5, 4}) {
-  PlanBuilder b = expertsAfter(routing, std::move(attrs));
+/// `b` (of expertsAfter) with the dispatch fused in: experts and
+/// experts_grad read the token rows x `rows` through the tokens (`gather`).
+PlanBuilder gathering(PlanBuilder b, const std::vector<int64_t> &rows) {
   int64_t x = b.arena(rows);
   for (size_t index : {1, 2}) {
     b.plan["steps"][index]["operands"][0] = x;
     b.plan["steps"][index]["attrs"]["gather"] = true;
   }
   return b;
+}
+
+/// expertsAfter with the dispatch fused in (see gathering).
+PlanBuilder gatheringExpertsAfter(const std::string &routing, json attrs,
+                                  const std::vector<int64_t> &rows = {5, 4}) {
+  return gathering(expertsAfter(routing, std::move(attrs)), rows);
 }
 
 /// The scratch bytes of preparing steps 1 and 2 of `b`'s plan, or -1 when
@@ -290,6 +296,66 @@ TEST(CudaKernelTableTest, PreparesGatheringExperts) {
   PlanBuilder slotRows = expertsAfter("route_sigmoid_topk", {{"k", 1}});
   slotRows.plan["steps"][1]["attrs"]["gather"] = false;
   EXPECT_EQ(expertsScratch(slotRows), 2 * 8 * 6 * 4);
+}
+
+/// `b` as a bf16 plan: the rows, results and slot gradients of its experts
+/// and experts_grad steps BF16, the weights and their gradients F32.
+PlanBuilder withBf16Experts(PlanBuilder b) {
+  b.plan["precision"] = "bf16";
+  for (const json &step : b.plan["steps"]) {
+    if (step["kernel"] == "experts") {
+      b.plan["values"][step["operands"][0].get<int64_t>()]["dtype"] = "BF16";
+      b.plan["values"][step["results"][0].get<int64_t>()]["dtype"] = "BF16";
+    } else if (step["kernel"] == "experts_grad") {
+      b.plan["values"][step["operands"][6].get<int64_t>()]["dtype"] = "BF16";
+      b.plan["values"][step["results"][0].get<int64_t>()]["dtype"] = "BF16";
+    }
+  }
+  return b;
+}
+
+/// The scratch bytes of preparing step `index` of `b`'s plan alone.
+int64_t stepScratch(const PlanBuilder &b, size_t index) {
+  exec::Plan plan = parse(b);
+  int64_t scratch = 0;
+  Expected<cuda::DeviceStep> step =
+      cuda::prepareDeviceStep(plan, index, scratch);
+  EXPECT_TRUE(step.ok()) << step.message();
+  return step.ok() ? scratch : -1;
+}
+
+TEST(CudaKernelTableTest, ReservesScratchForBf16CapacityExperts) {
+  json capacity = {{"groups", 1},
+                   {"tokens_per_group", 8},
+                   {"k", 1},
+                   {"capacity", 4},
+                   {"batch_prioritized", false}};
+  // Width 8, hidden width 40, 8 slots: fp32 keeps the hidden layer [8, 40]
+  // (320 floats); the gradient P, dP and the zeroed copy of dyd [8, 8] (64
+  // floats).
+  PlanBuilder fp32 = expertsAfter("route_tokens_choose", capacity, 8, 40);
+  EXPECT_EQ(stepScratch(fp32, 1), 320 * 4);
+  EXPECT_EQ(stepScratch(fp32, 2), (2 * 320 + 64) * 4);
+  // bf16 on the tensor cores: w1 and w2 (640 values each) rounded to bf16 in
+  // 320 floats each; then the bf16 hidden layer (320 values in 160 floats,
+  // aligned to 192), or P, dP and the zeroed bf16 copy of dyd (64 values in
+  // 32 floats, aligned to 64); xd, yd and dxd in place.
+  PlanBuilder bf16 = withBf16Experts(fp32);
+  EXPECT_EQ(stepScratch(bf16, 1), (2 * 320 + 192) * 4);
+  EXPECT_EQ(stepScratch(bf16, 2), (2 * 320 + 2 * 192 + 64) * 4);
+  // Gathering from bf16 token rows [5, 8] adds the bf16 slot rows [8, 8].
+  PlanBuilder gathered = withBf16Experts(
+      gathering(expertsAfter("route_tokens_choose", capacity, 8, 40), {5, 8}));
+  EXPECT_EQ(stepScratch(gathered, 1), (2 * 320 + 192 + 64) * 4);
+  EXPECT_EQ(stepScratch(gathered, 2), (2 * 320 + 2 * 192 + 2 * 64) * 4);
+  // The weights' gradients stay F32.
+  PlanBuilder bf16Gradient =
+      withBf16Experts(expertsAfter("route_tokens_choose", capacity));
+  bf16Gradient.plan["values"][bf16Gradient.plan["steps"][2]["results"][1]
+                                  .get<int64_t>()]["dtype"] = "BF16";
+  EXPECT_EQ(prepareError(bf16Gradient, 2),
+            "tiny.mxa: steps[2] (experts_grad): result 1 (dw1) is [2, 4, 6] "
+            "BF16 but the kernel needs [2, 4, 6] F32");
 }
 
 TEST(CudaKernelTableTest, ChecksTheRowsOfGatheringExperts) {
