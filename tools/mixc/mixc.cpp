@@ -52,6 +52,13 @@ enum class Emit {
 
 cl::OptionCategory mixcCategory("mixc options");
 
+/// MLIR's flags stay out of the option list (see main) but work.
+cl::extrahelp mlirFlags(
+    "\nMLIR's debugging flags are accepted too: --mlir-print-ir-after-all,\n"
+    "--mlir-print-ir-before=<pass>, --mlir-timing, "
+    "--mlir-pass-pipeline-crash-reproducer=<file>,\n"
+    "--mlir-print-debuginfo (docs/passes.md, \"Debugging\").\n");
+
 cl::opt<std::string> inputPath(cl::Positional, cl::desc("<model.json>"),
                                cl::Required, cl::cat(mixcCategory));
 cl::opt<std::string> outputPath("o", cl::desc("output file"),
@@ -158,17 +165,6 @@ int writeText(const std::string &text) {
   return 0;
 }
 
-/// Leaves mixc's own options and MLIR's (--mlir-print-ir-after-all, ...) in
-/// --help; the options every LLVM backend registers stay in --help-hidden.
-void hideForeignOptions() {
-  for (auto &[name, option] : cl::getRegisteredOptions()) {
-    bool ours = llvm::is_contained(option->Categories, &mixcCategory);
-    if (!ours && !name.starts_with("mlir-") && name != "help" &&
-        name != "version")
-      option->setHiddenFlag(cl::Hidden);
-  }
-}
-
 } // namespace
 
 int main(int argc, char **argv) {
@@ -179,7 +175,9 @@ int main(int argc, char **argv) {
   registerMLIRContextCLOptions();
   registerPassManagerCLOptions();
   registerDefaultTimingManagerCLOptions();
-  hideForeignOptions();
+  // --help lists mixc's options, not those of MLIR and of every LLVM
+  // backend linked in (they still parse).
+  cl::HideUnrelatedOptions(mixcCategory);
   cl::ParseCommandLineOptions(argc, argv, "mixer compiler\n");
 
   if (target != "cpu" && target != "cuda") {
