@@ -443,10 +443,8 @@ Expected<DeviceStep> prepareAccumulateGradient(StepContext &c) {
   const Arg &grad = c.in(0), &micro = c.in(1), &accum = c.out(0),
             &average = c.out(1);
   int64_t microSteps;
-  if (!c.minRank(grad, DType::F32, 0) ||
-      !readMicroSteps(c, micro, microSteps) ||
-      !c.shape(accum, DType::F32, grad.value->shape) ||
-      !c.shape(average, DType::F32, grad.value->shape))
+  if (!exec::checkAccumulateGradient(c, microSteps) ||
+      !hostScalar(c, micro, DType::I32))
     return c.takeError();
   int64_t n = grad.value->numel;
   return DeviceStep([=, g = grad.slot, m = micro.slot, a = accum.slot,

@@ -1015,10 +1015,8 @@ Expected<StepFunction> prepareAccumulateGradient(StepContext &c) {
   const Arg &grad = c.in(0), &micro = c.in(1), &accum = c.out(0),
             &average = c.out(1);
   int64_t microSteps;
-  if (!c.minRank(grad, DType::F32, 0) ||
-      !readMicroSteps(c, micro, microSteps) ||
-      !c.shape(accum, DType::F32, grad.value->shape) ||
-      !c.shape(average, DType::F32, grad.value->shape))
+  if (!checkAccumulateGradient(c, microSteps) ||
+      !c.shape(micro, DType::I32, {}))
     return c.takeError();
   int64_t n = grad.value->numel;
   return StepFunction([=, g = grad.slot, m = micro.slot, a = accum.slot,

@@ -235,6 +235,13 @@ Status checkMicroStep(int32_t microStep, int64_t microSteps) {
                        " micro-steps, counted from 0");
 }
 
+bool checkAccumulateGradient(StepContext &c, int64_t &microSteps) {
+  const Arg &grad = c.in(0);
+  return readMicroSteps(c, microSteps) && c.minRank(grad, DType::F32, 0) &&
+         c.shape(c.out(0), DType::F32, grad.value->shape) &&
+         c.shape(c.out(1), DType::F32, grad.value->shape);
+}
+
 int32_t noiseCounter(int32_t step, int64_t microSteps, int32_t microStep) {
   uint32_t counter =
       static_cast<uint32_t>(step) * static_cast<uint32_t>(microSteps) +

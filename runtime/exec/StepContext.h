@@ -141,6 +141,12 @@ bool readRouting(StepContext &c, cpu::Routing &routing);
 /// 1. Each executor checks the micro_step operand where it reads it.
 bool readMicroSteps(StepContext &c, int64_t &microSteps);
 
+/// Checks what every executor's accumulate_gradient step shares: the
+/// attribute micro_steps, grad (operand 0) and the results accumulator and
+/// average of its F32 shape. The micro_step operand is checked by the
+/// executor that reads it.
+bool checkAccumulateGradient(StepContext &c, int64_t &microSteps);
+
 /// Checks a micro_step input value against the update's micro-steps
 /// (counted from 0).
 Status checkMicroStep(int32_t microStep, int64_t microSteps);

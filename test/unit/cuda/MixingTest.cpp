@@ -47,39 +47,29 @@ std::vector<float> runSpectral(SpectralMix &mix, GemmContext &gemm,
   return y.read();
 }
 
-TEST(CudaMixing, SpectralMixMatchesReference) {
+/// The plan's spectral gradient step is the same mixing applied to dY, so
+/// one kernel serves both references: the forward and its adjoint.
+TEST(CudaMixing, SpectralMixAndGradientMatchReferences) {
+  using Reference =
+      void (*)(const float *, float *, int64_t, int64_t, int64_t, bool);
   GemmContext gemm(nullptr);
-  for (const Shape &s : kShapes)
-    for (bool hartley : {false, true})
-      for (MixAlgorithm algorithm : kAlgorithms) {
-        std::string what =
-            describe(s, hartley ? "hartley" : "fourier", algorithm);
-        SCOPED_TRACE(what);
-        int64_t n = s.batch * s.seq * s.d;
-        std::vector<float> x = randomFloats(n, 1, -2.0f, 2.0f), expected(n);
-        cpu::reference::spectralMix(x.data(), expected.data(), s.batch, s.seq,
-                                    s.d, hartley);
-        SpectralMix mix(s.batch, s.seq, s.d, hartley, algorithm);
-        expectClose(runSpectral(mix, gemm, x), expected, kMixTol, what);
-      }
-}
-
-TEST(CudaMixing, SpectralGradientMatchesReference) {
-  GemmContext gemm(nullptr);
-  for (const Shape &s : kShapes)
-    for (bool hartley : {false, true})
-      for (MixAlgorithm algorithm : kAlgorithms) {
-        std::string what =
-            describe(s, hartley ? "hartley" : "fourier", algorithm);
-        SCOPED_TRACE(what);
-        int64_t n = s.batch * s.seq * s.d;
-        std::vector<float> dy = randomFloats(n, 2), expected(n);
-        cpu::reference::spectralMixBackward(dy.data(), expected.data(), s.batch,
-                                            s.seq, s.d, hartley);
-        // The plan's gradient step is the same mixing applied to dY.
-        SpectralMix mix(s.batch, s.seq, s.d, hartley, algorithm);
-        expectClose(runSpectral(mix, gemm, dy), expected, kMixTol, what);
-      }
+  for (auto [name, reference] :
+       {std::pair<const char *, Reference>{"forward",
+                                           cpu::reference::spectralMix},
+        {"gradient", cpu::reference::spectralMixBackward}})
+    for (const Shape &s : kShapes)
+      for (bool hartley : {false, true})
+        for (MixAlgorithm algorithm : kAlgorithms) {
+          std::string what =
+              std::string(name) + " " +
+              describe(s, hartley ? "hartley" : "fourier", algorithm);
+          SCOPED_TRACE(what);
+          int64_t n = s.batch * s.seq * s.d;
+          std::vector<float> x = randomFloats(n, 1, -2.0f, 2.0f), expected(n);
+          reference(x.data(), expected.data(), s.batch, s.seq, s.d, hartley);
+          SpectralMix mix(s.batch, s.seq, s.d, hartley, algorithm);
+          expectClose(runSpectral(mix, gemm, x), expected, kMixTol, what);
+        }
 }
 
 TEST(CudaMixing, SpectralMixRepeatsBitForBit) {
