@@ -280,11 +280,9 @@ Expected<DeviceStep> prepareSoftmaxCrossEntropy(StepContext &c) {
 
 Expected<DeviceStep> prepareRouteExpertsChoose(StepContext &c) {
   int64_t groups, tokensPerGroup, capacity;
-  if (!exec::readGroups(c, groups, tokensPerGroup, capacity))
+  if (!exec::checkRouteExpertsChoose(c, groups, tokensPerGroup, capacity))
     return c.takeError();
   int64_t experts = c.in(0).dim(1);
-  if (!exec::checkAssignments(c, experts * groups * capacity, experts))
-    return c.takeError();
   return DeviceStep([=, p = c.in(0).slot, t = c.out(0).slot, g = c.out(1).slot,
                      o = c.out(2).slot](const LaunchContext &ctx) {
     void *const *v = ctx.device;
@@ -298,16 +296,10 @@ Expected<DeviceStep> prepareRouteExpertsChoose(StepContext &c) {
 Expected<DeviceStep> prepareRouteTokensChoose(StepContext &c) {
   int64_t groups, tokensPerGroup, capacity, k;
   bool prioritized;
-  if (!exec::readGroups(c, groups, tokensPerGroup, capacity) ||
-      !c.attr("k", k) || !c.attr("batch_prioritized", prioritized))
+  if (!exec::checkRouteTokensChoose(c, groups, tokensPerGroup, capacity, k,
+                                    prioritized))
     return c.takeError();
   int64_t experts = c.in(0).dim(1);
-  if (!c.check(k >= 1 && k <= experts, "attribute 'k' is " + std::to_string(k) +
-                                           " but must lie in [1, " +
-                                           std::to_string(experts) +
-                                           " experts]") ||
-      !exec::checkAssignments(c, experts * groups * capacity, experts))
-    return c.takeError();
   return DeviceStep([=, p = c.in(0).slot, t = c.out(0).slot, g = c.out(1).slot,
                      o = c.out(2).slot](const LaunchContext &ctx) {
     void *const *v = ctx.device;
@@ -320,15 +312,9 @@ Expected<DeviceStep> prepareRouteTokensChoose(StepContext &c) {
 Expected<DeviceStep> prepareRouteSigmoidTopK(StepContext &c) {
   const Arg &logits = c.in(0);
   int64_t k;
-  if (!c.attr("k", k) || !c.rank(logits, DType::F32, 2))
+  if (!exec::checkRouteSigmoidTopK(c, k))
     return c.takeError();
   int64_t tokens = logits.dim(0), experts = logits.dim(1);
-  if (!c.check(k >= 1 && k <= experts, "attribute 'k' is " + std::to_string(k) +
-                                           " but must lie in [1, " +
-                                           std::to_string(experts) +
-                                           " experts]") ||
-      !exec::checkAssignments(c, tokens * k, experts))
-    return c.takeError();
   return DeviceStep([=, p = logits.slot, t = c.out(0).slot, g = c.out(1).slot,
                      o = c.out(2).slot](const LaunchContext &ctx) {
     void *const *v = ctx.device;
@@ -1377,12 +1363,8 @@ Expected<DeviceStep> prepareRouterZLossGrad(StepContext &c) {
 Expected<DeviceStep> prepareArgmax(StepContext &c) {
   const Arg &x = c.in(0), &y = c.out(0);
   DType dtype;
-  if (!activationType(c, x, dtype) || !c.minRank(x, dtype, 1))
-    return c.takeError();
-  std::vector<int64_t> rows(x.value->shape.begin(), x.value->shape.end() - 1);
-  int64_t n = exec::leadingElements(*x.value), cols = x.value->shape.back();
-  if (!c.shape(y, DType::I32, rows) ||
-      !c.check(cols > 0, "cannot take the argmax of empty rows"))
+  int64_t n, cols;
+  if (!activationType(c, x, dtype) || !exec::checkArgmax(c, dtype, n, cols))
     return c.takeError();
   bool bf16 = dtype == DType::BF16;
   return DeviceStep([=, a = x.slot, o = y.slot](const LaunchContext &ctx) {

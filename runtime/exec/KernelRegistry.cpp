@@ -289,11 +289,9 @@ Expected<StepFunction> prepareAttention(StepContext &c) {
 
 Expected<StepFunction> prepareRouteExpertsChoose(StepContext &c) {
   int64_t groups, tokensPerGroup, capacity;
-  if (!readGroups(c, groups, tokensPerGroup, capacity))
+  if (!checkRouteExpertsChoose(c, groups, tokensPerGroup, capacity))
     return c.takeError();
   int64_t experts = c.in(0).dim(1);
-  if (!checkAssignments(c, experts * groups * capacity, experts))
-    return c.takeError();
   return StepFunction([=, p = c.in(0).slot, t = c.out(0).slot,
                        g = c.out(1).slot, o = c.out(2).slot](ValuePointers v) {
     cpu::routeExpertsChoose(f32(v[p]), i32(v[t]), f32(v[g]), i32(v[o]), groups,
@@ -304,16 +302,10 @@ Expected<StepFunction> prepareRouteExpertsChoose(StepContext &c) {
 Expected<StepFunction> prepareRouteTokensChoose(StepContext &c) {
   int64_t groups, tokensPerGroup, capacity, k;
   bool prioritized;
-  if (!readGroups(c, groups, tokensPerGroup, capacity) || !c.attr("k", k) ||
-      !c.attr("batch_prioritized", prioritized))
+  if (!checkRouteTokensChoose(c, groups, tokensPerGroup, capacity, k,
+                              prioritized))
     return c.takeError();
   int64_t experts = c.in(0).dim(1);
-  if (!c.check(k >= 1 && k <= experts, "attribute 'k' is " + std::to_string(k) +
-                                           " but must lie in [1, " +
-                                           std::to_string(experts) +
-                                           " experts]") ||
-      !checkAssignments(c, experts * groups * capacity, experts))
-    return c.takeError();
   return StepFunction([=, p = c.in(0).slot, t = c.out(0).slot,
                        g = c.out(1).slot, o = c.out(2).slot](ValuePointers v) {
     cpu::routeTokensChoose(f32(v[p]), i32(v[t]), f32(v[g]), i32(v[o]), groups,
@@ -324,15 +316,9 @@ Expected<StepFunction> prepareRouteTokensChoose(StepContext &c) {
 Expected<StepFunction> prepareRouteSigmoidTopK(StepContext &c) {
   const Arg &logits = c.in(0);
   int64_t k;
-  if (!c.attr("k", k) || !c.rank(logits, DType::F32, 2))
+  if (!checkRouteSigmoidTopK(c, k))
     return c.takeError();
   int64_t tokens = logits.dim(0), experts = logits.dim(1);
-  if (!c.check(k >= 1 && k <= experts, "attribute 'k' is " + std::to_string(k) +
-                                           " but must lie in [1, " +
-                                           std::to_string(experts) +
-                                           " experts]") ||
-      !checkAssignments(c, tokens * k, experts))
-    return c.takeError();
   return StepFunction([=, p = logits.slot, t = c.out(0).slot, g = c.out(1).slot,
                        o = c.out(2).slot](ValuePointers v) {
     cpu::routeSigmoidTopK(f32(v[p]), i32(v[t]), f32(v[g]), i32(v[o]), tokens,
@@ -483,13 +469,8 @@ Expected<StepFunction> prepareScale(StepContext &c) {
 
 Expected<StepFunction> prepareArgmax(StepContext &c) {
   const Arg &x = c.in(0), &y = c.out(0);
-  if (!c.minRank(x, DType::F32, 1))
-    return c.takeError();
-  std::vector<int64_t> rows(x.value->shape.begin(), x.value->shape.end() - 1);
-  if (!c.shape(y, DType::I32, rows))
-    return c.takeError();
-  int64_t n = leadingElements(*x.value), cols = x.value->shape.back();
-  if (!c.check(cols > 0, "cannot take the argmax of empty rows"))
+  int64_t n, cols;
+  if (!checkArgmax(c, DType::F32, n, cols))
     return c.takeError();
   return StepFunction([=, a = x.slot, o = y.slot](ValuePointers v) {
     const float *in = f32(v[a]);

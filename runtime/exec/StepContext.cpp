@@ -294,6 +294,53 @@ bool readGroups(StepContext &c, int64_t &groups, int64_t &tokensPerGroup,
                      std::to_string(tokensPerGroup) + "]");
 }
 
+namespace {
+/// Reads k in [1, experts].
+bool readTopK(StepContext &c, int64_t experts, int64_t &k) {
+  return c.attr("k", k) && c.check(k >= 1 && k <= experts,
+                                   "attribute 'k' is " + std::to_string(k) +
+                                       " but must lie in [1, " +
+                                       std::to_string(experts) + " experts]");
+}
+} // namespace
+
+bool checkRouteExpertsChoose(StepContext &c, int64_t &groups,
+                             int64_t &tokensPerGroup, int64_t &capacity) {
+  if (!readGroups(c, groups, tokensPerGroup, capacity))
+    return false;
+  int64_t experts = c.in(0).dim(1);
+  return checkAssignments(c, experts * groups * capacity, experts);
+}
+
+bool checkRouteTokensChoose(StepContext &c, int64_t &groups,
+                            int64_t &tokensPerGroup, int64_t &capacity,
+                            int64_t &k, bool &prioritized) {
+  if (!readGroups(c, groups, tokensPerGroup, capacity) ||
+      !c.attr("batch_prioritized", prioritized))
+    return false;
+  int64_t experts = c.in(0).dim(1);
+  return readTopK(c, experts, k) &&
+         checkAssignments(c, experts * groups * capacity, experts);
+}
+
+bool checkRouteSigmoidTopK(StepContext &c, int64_t &k) {
+  const Arg &logits = c.in(0);
+  if (!c.rank(logits, DType::F32, 2))
+    return false;
+  return readTopK(c, logits.dim(1), k) &&
+         checkAssignments(c, logits.dim(0) * k, logits.dim(1));
+}
+
+bool checkArgmax(StepContext &c, DType act, int64_t &rows, int64_t &cols) {
+  const Arg &x = c.in(0);
+  if (!c.minRank(x, act, 1))
+    return false;
+  rows = leadingElements(*x.value), cols = x.value->shape.back();
+  return c.shape(c.out(0), DType::I32,
+                 {x.value->shape.begin(), x.value->shape.end() - 1}) &&
+         c.check(cols > 0, "cannot take the argmax of empty rows");
+}
+
 bool checkRows(StepContext &c, const Arg &x, DType act,
                std::initializer_list<const Arg *> likeX, int64_t &rows,
                int64_t &cols) {

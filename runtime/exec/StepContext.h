@@ -170,11 +170,30 @@ bool checkAdamW(StepContext &c, train::AdamWConfig &config, double &maxNorm,
 bool readGroups(StepContext &c, int64_t &groups, int64_t &tokensPerGroup,
                 int64_t &capacity);
 
+/// Reads and checks route_experts_choose: the group attributes, probs and
+/// the assignments of every expert's capacity slots in every group.
+bool checkRouteExpertsChoose(StepContext &c, int64_t &groups,
+                             int64_t &tokensPerGroup, int64_t &capacity);
+
+/// Reads and checks route_tokens_choose: as route_experts_choose, and k in
+/// [1, experts] and batch_prioritized.
+bool checkRouteTokensChoose(StepContext &c, int64_t &groups,
+                            int64_t &tokensPerGroup, int64_t &capacity,
+                            int64_t &k, bool &prioritized);
+
+/// Reads and checks route_sigmoid_topk: logits F32[N, E], k in [1, E] and
+/// the assignments of N * k slots.
+bool checkRouteSigmoidTopK(StepContext &c, int64_t &k);
+
 //===----------------------------------------------------------------------===//
 // Operand checks of plan kernels, shared by the CPU registry and the CUDA
 // table. `act` is the dtype of the step's activations: F32 on the CPU, F32 or
 // BF16 in a cuda plan (the table finds it from the plan's precision).
 //===----------------------------------------------------------------------===//
+
+/// Checks argmax: x [..., C] of dtype `act` with C > 0 and y I32[...]. Sets
+/// the rows and columns.
+bool checkArgmax(StepContext &c, DType act, int64_t &rows, int64_t &cols);
 
 /// Checks a row-wise step on `x` [..., C] of dtype `act` (softmax and
 /// activations and their gradients): every value of `likeX` has x's shape
