@@ -35,4 +35,21 @@ double learningRate(const LearningRateSchedule &schedule, int64_t step) {
   return schedule.base * warmup * (1.0 - std::fmod(progress, 1.0));
 }
 
+double highestLearningRate(const LearningRateSchedule &schedule,
+                           int64_t firstStep, int64_t lastStep) {
+  if (lastStep <= firstStep)
+    return 0.0;
+  // The warm-up rises to the peak at step warmupSteps.
+  if (lastStep <= schedule.warmupSteps)
+    return learningRate(schedule, lastStep - 1);
+  if (firstStep <= schedule.warmupSteps)
+    return schedule.base;
+  // Past the warm-up the rate falls, back to the peak at each restart.
+  int64_t decaySteps = schedule.totalSteps - schedule.warmupSteps;
+  int64_t sinceRestart = (firstStep - schedule.warmupSteps) % decaySteps;
+  int64_t nextRestart = firstStep + (decaySteps - sinceRestart) % decaySteps;
+  return nextRestart < lastStep ? schedule.base
+                                : learningRate(schedule, firstStep);
+}
+
 } // namespace mixer::train

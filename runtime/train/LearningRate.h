@@ -33,6 +33,12 @@ Status validateSchedule(const LearningRateSchedule &schedule);
 /// starts over: step = totalSteps gives base again.
 double learningRate(const LearningRateSchedule &schedule, int64_t step);
 
+/// The highest learning rate that the updates at steps [firstStep, lastStep)
+/// of a valid schedule use (0 for an empty run): below `schedule.base` when
+/// the run ends inside the warm-up or lies within one decay.
+double highestLearningRate(const LearningRateSchedule &schedule,
+                           int64_t firstStep, int64_t lastStep);
+
 } // namespace mixer::train
 
 #endif // MIXER_RUNTIME_TRAIN_LEARNINGRATE_H

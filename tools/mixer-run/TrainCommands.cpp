@@ -148,6 +148,26 @@ train::LearningRateSchedule schedule(const Args &args, const exec::Plan &plan,
   return result;
 }
 
+/// Says once, before the first update, when a run of the updates at steps
+/// [first, last) ends inside the warm-up: its learning rate never reaches the
+/// peak, and the loss barely moves, which otherwise looks like a model that
+/// does not learn.
+void noteRunEndsInWarmup(const train::LearningRateSchedule &lr, int64_t first,
+                         int64_t last, const char *lengthFlag) {
+  if (first >= last || last > lr.warmupSteps || !(lr.base > 0))
+    return;
+  double highest = train::highestLearningRate(lr, first, last);
+  std::fprintf(stderr,
+               "note: this run ends at step %lld, inside the %lld-step "
+               "warm-up: the learning rate rises only to %.3g, %.2g %% of its "
+               "peak %.3g. --warmup-steps N shortens the warm-up (below "
+               "--total-steps, now %lld); %s runs longer\n",
+               static_cast<long long>(last),
+               static_cast<long long>(lr.warmupSteps), highest,
+               100.0 * highest / lr.base, lr.base,
+               static_cast<long long>(lr.totalSteps), lengthFlag);
+}
+
 /// A one-line display of the run: redrawn in place on a terminal, plain
 /// lines (about 20 per run) otherwise.
 class Progress {
@@ -502,6 +522,7 @@ int runPretrain(const Args &args) {
   });
   train::LearningRateSchedule lr = schedule(
       args, plan, plan.training->totalSteps, plan.training->warmupSteps);
+  noteRunEndsInWarmup(lr, session.step(), steps, "--steps N");
   Progress progress(session.step(), steps);
   installStopHandlers();
   check(session.train(*data, trainOptions(args, steps, lr, seed, progress)));
@@ -542,6 +563,7 @@ int runFinetune(const Args &args) {
   });
   int64_t total = perEpoch * epochs;
   train::LearningRateSchedule lr = schedule(args, plan, total, total / 10);
+  noteRunEndsInWarmup(lr, session.step(), total, "--epochs N");
   Progress progress(session.step(), total);
   installStopHandlers();
   train::TrainOptions options = trainOptions(args, total, lr, seed, progress);

@@ -10,6 +10,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <utility>
 #include <vector>
 
 namespace mixer::train {
@@ -60,6 +62,25 @@ TEST(LearningRateTest, DecayRestartsPastTotal) {
   // decay repeats with period total - warmup = 4.
   expectRates({1.0, 2, 6}, {6, 7, 9, 10, 13}, {1, 0.75, 0.25, 1, 0.25});
   expectRates({2.0, 0, 4}, {4, 5, 8}, {2, 1.5, 2});
+}
+
+TEST(LearningRateTest, HighestRateOfARun) {
+  // Against the largest rate of every step of the run, for runs that end
+  // before, at and past the end of a 4-step warm-up, and for resumed runs
+  // within one decay and across a restart.
+  LearningRateSchedule schedule{2.0, 4, 10};
+  for (auto [first, last] : std::vector<std::pair<int64_t, int64_t>>{
+           {0, 1}, {0, 3}, {0, 4}, {0, 5}, {2, 4}, {3, 12}, {6, 9}, {6, 10},
+           {6, 11}, {10, 17}, {11, 20}}) {
+    double highest = 0;
+    for (int64_t step = first; step < last; ++step)
+      highest = std::max(highest, learningRate(schedule, step));
+    EXPECT_DOUBLE_EQ(highestLearningRate(schedule, first, last), highest)
+        << "steps [" << first << ", " << last << ")";
+  }
+  EXPECT_DOUBLE_EQ(highestLearningRate(schedule, 0, 3), 1.0);
+  EXPECT_EQ(highestLearningRate(schedule, 5, 5), 0.0);
+  EXPECT_EQ(highestLearningRate({2.0, 0, 4}, 0, 1), 2.0);
 }
 
 TEST(LearningRateTest, ValidatesSchedule) {
