@@ -69,9 +69,18 @@ TEST(LearningRateTest, HighestRateOfARun) {
   // before, at and past the end of a 4-step warm-up, and for resumed runs
   // within one decay and across a restart.
   LearningRateSchedule schedule{2.0, 4, 10};
-  for (auto [first, last] : std::vector<std::pair<int64_t, int64_t>>{
-           {0, 1}, {0, 3}, {0, 4}, {0, 5}, {2, 4}, {3, 12}, {6, 9}, {6, 10},
-           {6, 11}, {10, 17}, {11, 20}}) {
+  for (auto [first, last] :
+       std::vector<std::pair<int64_t, int64_t>>{{0, 1},
+                                                {0, 3},
+                                                {0, 4},
+                                                {0, 5},
+                                                {2, 4},
+                                                {3, 12},
+                                                {6, 9},
+                                                {6, 10},
+                                                {6, 11},
+                                                {10, 17},
+                                                {11, 20}}) {
     double highest = 0;
     for (int64_t step = first; step < last; ++step)
       highest = std::max(highest, learningRate(schedule, step));
