@@ -5,7 +5,10 @@
 
 #include <atomic>
 #include <cerrno>
+#include <climits>
+#include <cstdlib>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 namespace mixer::io {
@@ -33,31 +36,26 @@ bool writeAll(int fd, const std::string &bytes) {
   return true;
 }
 
-} // namespace
-
-Status syncDirectory(const std::string &dir) {
-  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+/// Writes `bytes` to an existing target that is not a regular file (a
+/// character device, a FIFO, a socket), which renaming over would replace.
+Status writeThrough(const std::string &path, const std::string &bytes) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
   if (fd < 0)
-    return detail::fileError(dir, "cannot open the directory to sync it: ",
-                             detail::errnoText(errno));
-  int synced = ::fsync(fd);
-  int err = errno;
-  ::close(fd);
-  if (synced != 0)
     return detail::fileError(
-        dir, "cannot sync the directory: ", detail::errnoText(err));
+        path, "cannot open for writing: ", detail::errnoText(errno));
+  bool written = writeAll(fd, bytes);
+  int err = errno;
+  if (::close(fd) != 0 && written) {
+    written = false;
+    err = errno;
+  }
+  if (!written)
+    return detail::fileError(path, "cannot write: ", detail::errnoText(err));
   return Status::success();
 }
 
-Expected<std::string> readFile(const std::string &path) {
-  auto file = detail::MappedFile::open(path);
-  if (!file)
-    return file.takeStatus();
-  return std::string(reinterpret_cast<const char *>(file->data()),
-                     file->size());
-}
-
-Status writeFileAtomic(const std::string &path, const std::string &bytes) {
+/// Writes `bytes` to a temporary file next to `path` and renames it over it.
+Status writeByRename(const std::string &path, const std::string &bytes) {
   // The temporary lives next to the target so that rename() stays within one
   // file system and is atomic; pid and counter make its name unique.
   static std::atomic<unsigned> counter{0};
@@ -88,6 +86,48 @@ Status writeFileAtomic(const std::string &path, const std::string &bytes) {
   if (::rename(temp.c_str(), path.c_str()) != 0)
     return fail("cannot rename temporary file over the target");
   return syncDirectory(parentDirectory(path));
+}
+
+} // namespace
+
+Status syncDirectory(const std::string &dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0)
+    return detail::fileError(dir, "cannot open the directory to sync it: ",
+                             detail::errnoText(errno));
+  int synced = ::fsync(fd);
+  int err = errno;
+  ::close(fd);
+  if (synced != 0)
+    return detail::fileError(
+        dir, "cannot sync the directory: ", detail::errnoText(err));
+  return Status::success();
+}
+
+Expected<std::string> readFile(const std::string &path) {
+  auto file = detail::MappedFile::open(path);
+  if (!file)
+    return file.takeStatus();
+  return std::string(reinterpret_cast<const char *>(file->data()),
+                     file->size());
+}
+
+Status writeFileAtomic(const std::string &path, const std::string &bytes) {
+  struct stat target;
+  if (::stat(path.c_str(), &target) != 0 || S_ISDIR(target.st_mode))
+    return writeByRename(path, bytes);
+  if (!S_ISREG(target.st_mode))
+    return writeThrough(path, bytes);
+  // A link to a regular file (such as /dev/stdout redirected to one) stays
+  // a link: the file it leads to is replaced.
+  struct stat link;
+  if (::lstat(path.c_str(), &link) != 0 || !S_ISLNK(link.st_mode))
+    return writeByRename(path, bytes);
+  char resolved[PATH_MAX];
+  if (!::realpath(path.c_str(), resolved))
+    return detail::fileError(
+        path, "cannot resolve the link: ", detail::errnoText(errno));
+  return writeByRename(resolved, bytes);
 }
 
 } // namespace mixer::io

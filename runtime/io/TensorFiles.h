@@ -53,7 +53,10 @@ Status writeTensorFile(const std::string &path,
                        const std::vector<HostTensor> &tensors);
 
 /// Writes `bytes` to `path` atomically (temporary file, fsync, rename, fsync
-/// of the directory).
+/// of the directory); through a link, to the regular file it leads to. An
+/// existing target that is not a regular file (a character device such as
+/// /dev/null, a FIFO, /dev/stdout on a pipe) is written through, never
+/// replaced.
 Status writeFileAtomic(const std::string &path, const std::string &bytes);
 /// Flushes a directory's entries (creations, renames) to disk.
 Status syncDirectory(const std::string &dir);

@@ -6,7 +6,10 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
+
+#include <thread>
 
 using namespace mixer::io;
 using namespace mixer::io::test;
@@ -42,6 +45,53 @@ TEST_F(FileTest, ReplacesAnExistingFileAtomically) {
   EXPECT_EQ(std::string(buffer, n > 0 ? n : 0), "old content");
   EXPECT_EQ(readBytes(path), "new");
   EXPECT_EQ(listing(), (std::vector<std::string>{"model.safetensors"}));
+}
+
+TEST_F(FileTest, WritesThroughAFifo) {
+  // Renaming over the FIFO would replace the pipe with a file; the reader
+  // gets the bytes and the FIFO stays.
+  std::string fifo = file("pipe");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  std::string received;
+  std::thread reader([&] { received = readBytes(fifo); });
+  Status s = writeFileAtomic(fifo, "through the pipe");
+  reader.join();
+  ASSERT_TRUE(s.ok()) << s.message();
+  EXPECT_EQ(received, "through the pipe");
+  struct stat st;
+  ASSERT_EQ(::lstat(fifo.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISFIFO(st.st_mode));
+  EXPECT_EQ(listing(), (std::vector<std::string>{"pipe"}));
+}
+
+TEST_F(FileTest, WritesThroughACharacterDevice) {
+  // A null device of the test's own: writing to it must not replace it.
+  std::string device = file("null");
+  if (::mknod(device.c_str(), S_IFCHR | 0666, ::makedev(1, 3)) != 0)
+    GTEST_SKIP() << "cannot create a character device here (mknod needs "
+                    "CAP_MKNOD): "
+                 << std::strerror(errno);
+  Status s = writeFileAtomic(device, "discarded");
+  ASSERT_TRUE(s.ok()) << s.message();
+  struct stat st;
+  ASSERT_EQ(::lstat(device.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISCHR(st.st_mode));
+  EXPECT_EQ(st.st_rdev, ::makedev(1, 3));
+  EXPECT_EQ(listing(), (std::vector<std::string>{"null"}));
+}
+
+TEST_F(FileTest, ReplacesTheFileALinkLeadsTo) {
+  std::string target = file("weights-v2.safetensors");
+  std::string link = file("latest.safetensors");
+  writeBytes(target, "old");
+  ASSERT_EQ(::symlink("weights-v2.safetensors", link.c_str()), 0);
+  ASSERT_TRUE(writeFileAtomic(link, "new").ok());
+  struct stat st;
+  ASSERT_EQ(::lstat(link.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISLNK(st.st_mode));
+  EXPECT_EQ(readBytes(target), "new");
+  EXPECT_EQ(listing(), (std::vector<std::string>{"latest.safetensors",
+                                                 "weights-v2.safetensors"}));
 }
 
 TEST_F(FileTest, FailedWriteLeavesNoTemporaryFile) {
