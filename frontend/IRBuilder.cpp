@@ -44,7 +44,10 @@ private:
   RankedTensorType f32(ArrayRef<int64_t> shape) {
     return RankedTensorType::get(shape, builder.getF32Type());
   }
-  /// Appends a function argument with the given attributes.
+  /// Appends an entry block argument with the given attributes; the
+  /// function's type and argument attributes are set once, at the end, as
+  /// setting them per argument interns a new type and attribute array each
+  /// time (memory quadratic in the number of arguments).
   Value addArgument(Type type, const std::string &name,
                     ArrayRef<NamedAttribute> attrs);
   /// Adds a model input argument named `name`.
@@ -117,6 +120,8 @@ private:
   /// layer order: z-losses and load-balancing losses of capacity layers,
   /// entropy regularisers of sigma-MoE layers.
   SmallVector<Value> zLosses, balanceLosses, entropyLosses;
+  /// The attributes of each entry block argument, in order.
+  SmallVector<Attribute> argumentAttrs;
   int64_t streams = 0;
   int64_t batch = 0, seq = 0;
 };
@@ -137,11 +142,8 @@ Value ModelEmitter::param(const std::string &name, ArrayRef<int64_t> shape,
 
 Value ModelEmitter::addArgument(Type type, const std::string &name,
                                 ArrayRef<NamedAttribute> attrs) {
-  unsigned index = func.getNumArguments();
-  if (failed(func.insertArgument(index, type, builder.getDictionaryAttr(attrs),
-                                 loc(name))))
-    llvm_unreachable("appending a function argument cannot fail");
-  return func.getArgument(index);
+  argumentAttrs.push_back(builder.getDictionaryAttr(attrs));
+  return func.getBody().front().addArgument(type, loc(name));
 }
 
 Value ModelEmitter::dense(Location at, Value input, Value weight,
@@ -616,6 +618,7 @@ OwningOpRef<ModuleOp> ModelEmitter::emit() {
   func::ReturnOp::create(builder, fileLoc, results);
   func.setType(builder.getFunctionType(body->getArgumentTypes(),
                                        ValueRange(results).getTypes()));
+  func.setAllArgAttrs(argumentAttrs);
   func->setAttr("mixer.outputs", builder.getArrayAttr(names));
   func->setAttr("mixer.model", builder.getStringAttr(config.name));
   func->setAttr("mixer.pad_id", builder.getI64IntegerAttr(emb.padId));

@@ -56,8 +56,11 @@ private:
   /// The model input `name` of type `type`, added when the function lacks
   /// it (the IR builder adds `step` when the forward pass has noise).
   FailureOr<Value> input(StringRef name, Type type);
-  /// Appends a zero-initialised optimizer state argument named `name`.
-  Value state(Type type, StringRef name);
+  /// Appends the zero-initialised optimizer state arguments of `params`
+  /// (m, v and with accumulation the gradient sum of each) in one go:
+  /// appending them one at a time would intern a new function type per
+  /// argument, memory quadratic in the parameters.
+  void addState(MutableArrayRef<Parameter> params, bool accumulate);
 
   func::FuncOp func;
   OpBuilder builder;
@@ -108,13 +111,36 @@ FailureOr<Value> OptimizerBuilder::input(StringRef name, Type type) {
       {builder.getNamedAttr("mixer.input", builder.getStringAttr(name))}));
 }
 
-Value OptimizerBuilder::state(Type type, StringRef name) {
-  return addArgument(
-      type, NameLoc::get(builder.getStringAttr(name)),
-      {builder.getNamedAttr("mixer.state", builder.getStringAttr(name)),
-       builder.getNamedAttr("mixer.init",
-                            builder.getDictionaryAttr(builder.getNamedAttr(
-                                "kind", builder.getStringAttr("zeros"))))});
+void OptimizerBuilder::addState(MutableArrayRef<Parameter> params,
+                                bool accumulate) {
+  SmallVector<Type> types;
+  SmallVector<DictionaryAttr> attrs;
+  SmallVector<Location> locs;
+  DictionaryAttr zeros = builder.getDictionaryAttr(
+      builder.getNamedAttr("kind", builder.getStringAttr("zeros")));
+  auto add = [&](Type type, StringRef name) {
+    types.push_back(type);
+    attrs.push_back(builder.getDictionaryAttr(
+        {builder.getNamedAttr("mixer.state", builder.getStringAttr(name)),
+         builder.getNamedAttr("mixer.init", zeros)}));
+    locs.push_back(NameLoc::get(builder.getStringAttr(name)));
+  };
+  for (const Parameter &param : params) {
+    add(param.arg.getType(), param.mName);
+    add(param.arg.getType(), param.vName);
+    if (accumulate)
+      add(param.arg.getType(), param.accumName);
+  }
+  unsigned next = func.getNumArguments();
+  SmallVector<unsigned> atEnd(types.size(), next);
+  if (failed(func.insertArguments(atEnd, types, attrs, locs)))
+    llvm_unreachable("appending function arguments cannot fail");
+  for (Parameter &param : params) {
+    param.m = func.getArgument(next++);
+    param.v = func.getArgument(next++);
+    if (accumulate)
+      param.accum = func.getArgument(next++);
+  }
 }
 
 LogicalResult OptimizerBuilder::run() {
@@ -176,12 +202,7 @@ LogicalResult OptimizerBuilder::run() {
       accumulate ? input("micro_step", i32Scalar) : FailureOr<Value>(Value());
   if (failed(learningRate) || failed(step) || failed(microStep))
     return failure();
-  for (Parameter &param : params) {
-    param.m = state(param.arg.getType(), param.mName);
-    param.v = state(param.arg.getType(), param.vName);
-    if (accumulate)
-      param.accum = state(param.arg.getType(), param.accumName);
-  }
+  addState(params, accumulate);
 
   builder.setInsertionPoint(ret);
   SmallVector<DictionaryAttr> resultAttrs(results.size(),

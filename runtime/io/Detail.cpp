@@ -57,22 +57,74 @@ MappedFile::~MappedFile() {
     ::munmap(const_cast<uint8_t *>(bytes), length);
 }
 
+namespace {
+
+using Json = nlohmann::ordered_json;
+
+/// Builds the document as the library's own DOM parser does and notes the
+/// first key repeated at the top level. Its parse callback would do the
+/// same, but then rescans an object's members each time one of them ends,
+/// which is quadratic in the members (a plan's thousands of steps).
+class DuplicateKeySax {
+public:
+  explicit DuplicateKeySax(Json &out) : dom(out) {}
+
+  bool null() { return dom.null(); }
+  bool boolean(bool value) { return dom.boolean(value); }
+  bool number_integer(Json::number_integer_t value) {
+    return dom.number_integer(value);
+  }
+  bool number_unsigned(Json::number_unsigned_t value) {
+    return dom.number_unsigned(value);
+  }
+  bool number_float(Json::number_float_t value, const Json::string_t &text) {
+    return dom.number_float(value, text);
+  }
+  bool string(Json::string_t &value) { return dom.string(value); }
+  bool binary(Json::binary_t &value) { return dom.binary(value); }
+  bool start_object(std::size_t members) {
+    ++depth;
+    return dom.start_object(members);
+  }
+  bool key(Json::string_t &name) {
+    if (depth == 1 && duplicate.empty() && !seen.insert(name).second)
+      duplicate = name;
+    return dom.key(name);
+  }
+  bool end_object() {
+    --depth;
+    return dom.end_object();
+  }
+  bool start_array(std::size_t elements) {
+    ++depth;
+    return dom.start_array(elements);
+  }
+  bool end_array() {
+    --depth;
+    return dom.end_array();
+  }
+  template <typename Exception>
+  bool parse_error(std::size_t position, const std::string &token,
+                   const Exception &error) {
+    return dom.parse_error(position, token, error);
+  }
+
+  std::string duplicate;
+
+private:
+  nlohmann::detail::json_sax_dom_parser<Json> dom;
+  int depth = 0;
+  std::set<std::string> seen;
+};
+
+} // namespace
+
 Status parseJson(const std::string &path, const char *what, const char *begin,
                  const char *end, nlohmann::ordered_json &out,
                  bool rejectDuplicateKeys) {
-  using Json = nlohmann::ordered_json;
-  std::string duplicate;
-  std::set<std::string> seen;
-  Json::parser_callback_t callback = [&](int depth, Json::parse_event_t event,
-                                         Json &parsed) {
-    if (rejectDuplicateKeys && depth == 1 &&
-        event == Json::parse_event_t::key && duplicate.empty() &&
-        !seen.insert(parsed.get<std::string>()).second)
-      duplicate = parsed.get<std::string>();
-    return true;
-  };
+  DuplicateKeySax sax(out);
   try {
-    out = Json::parse(begin, end, callback);
+    Json::sax_parse(begin, end, &sax);
   } catch (const Json::exception &e) {
     // Drop the "[json.exception.parse_error.101] " prefix.
     std::string reason = e.what();
@@ -81,8 +133,8 @@ Status parseJson(const std::string &path, const char *what, const char *begin,
       reason.erase(0, bracket + 2);
     return fileError(path, what, " is not valid JSON: ", reason);
   }
-  if (!duplicate.empty())
-    return fileError(path, what, " has the key '", duplicate, "' twice");
+  if (rejectDuplicateKeys && !sax.duplicate.empty())
+    return fileError(path, what, " has the key '", sax.duplicate, "' twice");
   return Status::success();
 }
 
