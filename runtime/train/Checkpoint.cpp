@@ -130,19 +130,6 @@ bool isTemporary(const std::string &name) {
          name.rfind(kLatestTempPrefix, 0) == 0;
 }
 
-/// Removes the leftovers of interrupted saves. Failures are ignored: the
-/// leftovers are never read, so they only cost disk space.
-void removeTemporaries(const std::string &dir) {
-  std::error_code ec;
-  std::vector<fs::path> stale;
-  for (fs::directory_iterator it(dir, ec), end; !ec && it != end;
-       it.increment(ec))
-    if (isTemporary(it->path().filename().string()))
-      stale.push_back(it->path());
-  for (const fs::path &path : stale)
-    fs::remove_all(path, ec);
-}
-
 /// Succeeds when `dir` is a directory, creating it (and making its entry
 /// durable) if it does not exist.
 Status prepareDirectory(const std::string &dir) {
@@ -372,7 +359,7 @@ std::string newestIntactHint(const std::string &dir,
     for (auto it = steps->rbegin(); it != steps->rend(); ++it)
       if ((!below || *it < *below) && verifyStep(dir, *it))
         return "; " + stepName(*it) +
-               " is the newest intact one (load it with --resume-step " +
+               " is the newest intact one (resume from it with --resume-step " +
                std::to_string(*it) + ")";
   return std::string("; no ") + (below ? "older " : "") +
          "intact checkpoint exists in " + dir;
@@ -398,7 +385,34 @@ Expected<TrainingState> loadStep(const std::string &dir, int64_t step) {
   return state;
 }
 
+/// Loads the newest intact step when no `latest` was ever committed: a save
+/// interrupted between renaming its step into place and writing the first
+/// `latest` leaves a whole checkpoint that nothing points to yet.
+Expected<TrainingState> loadNewestIntact(const std::string &dir) {
+  auto steps = listCheckpoints(dir);
+  if (!steps)
+    return steps.takeStatus();
+  for (auto it = steps->rbegin(); it != steps->rend(); ++it)
+    if (verifyStep(dir, *it))
+      return loadStep(dir, *it);
+  return error(join(dir, kLatestFile),
+               "no such file, and no intact checkpoint exists in " + dir);
+}
+
 } // namespace
+
+/// Removes the leftovers of interrupted saves. Failures are ignored: the
+/// leftovers are never read, so they only cost disk space.
+void removeInterruptedSaves(const std::string &dir) {
+  std::error_code ec;
+  std::vector<fs::path> stale;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end;
+       it.increment(ec))
+    if (isTemporary(it->path().filename().string()))
+      stale.push_back(it->path());
+  for (const fs::path &path : stale)
+    fs::remove_all(path, ec);
+}
 
 Status saveCheckpoint(const std::string &dir, const TrainingState &state,
                       int keepLast) {
@@ -410,7 +424,7 @@ Status saveCheckpoint(const std::string &dir, const TrainingState &state,
                           " must be at least 1");
   if (Status s = prepareDirectory(dir); !s)
     return s;
-  removeTemporaries(dir);
+  removeInterruptedSaves(dir);
 
   std::string name = stepName(state.step);
   std::string target = join(dir, name);
@@ -445,6 +459,9 @@ Expected<TrainingState> loadCheckpoint(const std::string &dir,
     return error(dir,
                  "no checkpoint of negative step " + std::to_string(*step));
   if (!step) {
+    std::error_code ec;
+    if (!fs::exists(join(dir, kLatestFile), ec))
+      return loadNewestIntact(dir);
     auto latest = readLatest(dir);
     if (!latest)
       return Status::error(latest.message() + newestIntactHint(dir, {}));

@@ -54,13 +54,18 @@ struct TrainingState {
 Status saveCheckpoint(const std::string &dir, const TrainingState &state,
                       int keepLast = 3);
 
-/// Loads the step `latest` names, or `step` when given. The sizes and
-/// CRC-64s that state.json records are checked before the tensor files are
-/// parsed; a missing, truncated or corrupt checkpoint is refused with a
-/// message naming the file and what is wrong, and naming the newest older
-/// step that is intact, if any.
+/// Loads the step `latest` names, or `step` when given; without `latest`
+/// (a save interrupted before the first one was written), the newest intact
+/// step. The sizes and CRC-64s that state.json records are checked before
+/// the tensor files are parsed; a missing, truncated or corrupt checkpoint
+/// is refused with a message naming the file and what is wrong, and naming
+/// the newest older step that is intact, if any.
 Expected<TrainingState> loadCheckpoint(const std::string &dir,
                                        std::optional<int64_t> step = {});
+
+/// Removes what interrupted saves left in `dir` (temporary step
+/// directories, temporary `latest` files); they are never read.
+void removeInterruptedSaves(const std::string &dir);
 
 /// The steps of the checkpoint directories in `dir`, ascending (whether
 /// intact or not; temporary directories are not listed).

@@ -230,10 +230,11 @@ TrainingSession::start(std::unique_ptr<exec::PlanExecutor> executor,
 
 Expected<TrainingSession>
 TrainingSession::resume(std::unique_ptr<exec::PlanExecutor> executor,
-                        const std::string &dir, BatchSource &data,
-                        int32_t &seed) {
+                        const std::string &dir, std::optional<int64_t> step,
+                        BatchSource &data, int32_t &seed) {
   const exec::Plan &plan = executor->getPlan();
-  Expected<TrainingState> saved = loadCheckpoint(dir);
+  removeInterruptedSaves(dir);
+  Expected<TrainingState> saved = loadCheckpoint(dir, step);
   if (!saved)
     return saved.takeStatus();
   const json &progress = saved->progress;

@@ -26,6 +26,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -102,13 +103,14 @@ public:
   start(std::unique_ptr<exec::PlanExecutor> executor,
         std::vector<io::HostTensor> params, const std::string &source);
 
-  /// Continues on `executor` from the latest checkpoint in `dir`:
-  /// parameters, optimizer state and step, and moves `data` to the saved
-  /// position. The checkpoint must come from a plan with the same
+  /// Continues on `executor` from the latest checkpoint in `dir` (or from
+  /// `step` when given): parameters, optimizer state and step, and moves
+  /// `data` to the saved position. What interrupted saves left in `dir` is
+  /// removed first. The checkpoint must come from a plan with the same
   /// parameters; `seed` receives the run's seed.
   static Expected<TrainingSession>
   resume(std::unique_ptr<exec::PlanExecutor> executor, const std::string &dir,
-         BatchSource &data, int32_t &seed);
+         std::optional<int64_t> step, BatchSource &data, int32_t &seed);
 
   /// Applies updates until options.steps are applied (or a stop request),
   /// saving checkpoints and appending one line per update to the metrics

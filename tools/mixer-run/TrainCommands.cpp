@@ -235,14 +235,26 @@ train::TrainingSession openSession(const Args &args, const exec::Plan &plan,
                                    train::BatchSource &data, int32_t &seed,
                                    MakeParams params) {
   std::string dir = args.get("--checkpoint-dir");
-  if (args.has("--resume")) {
+  std::optional<int64_t> step;
+  if (args.has("--resume-step"))
+    step = static_cast<int64_t>(parseCount(args, "--resume-step", 0));
+  if (args.has("--resume") || step) {
     if (dir.empty())
       throw UsageError{"--resume needs --checkpoint-dir"};
+    std::error_code ec;
+    if (!step && !std::filesystem::exists(dir, ec)) {
+      std::fprintf(stderr,
+                   "no checkpoint directory %s yet: starting at step 0 (it "
+                   "is created at the first checkpoint)\n",
+                   dir.c_str());
+      return check(train::TrainingSession::start(createExecutor(plan), params(),
+                                                 plan.path));
+    }
     std::vector<int64_t> steps = check(train::listCheckpoints(dir));
-    if (!steps.empty()) {
+    if (!steps.empty() || step) {
       int32_t saved = seed;
       train::TrainingSession session = check(train::TrainingSession::resume(
-          createExecutor(plan), dir, data, saved));
+          createExecutor(plan), dir, step, data, saved));
       if (args.has("--seed") && saved != seed)
         throw UsageError{"--seed " + std::to_string(seed) +
                          " differs from the resumed run's seed " +

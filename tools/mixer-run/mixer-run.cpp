@@ -513,6 +513,7 @@ std::vector<FlagSpec> withTrainingRunFlags(std::vector<FlagSpec> own) {
                          {"--checkpoint-every", nullptr, true, false},
                          {"--keep", nullptr, true, false},
                          {"--resume", nullptr, false, false},
+                         {"--resume-step", nullptr, true, false},
                          {"--log", nullptr, true, false},
                          {"--lr", nullptr, true, false},
                          {"--warmup-steps", nullptr, true, false},
@@ -620,6 +621,7 @@ const std::vector<Command> &commands() {
        "  --keep N               checkpoints kept (default 3)\n"
        "  --resume               continue from DIR's latest checkpoint: the\n"
        "                         same bits as a run that never stopped\n"
+       "  --resume-step N        continue from DIR/step_<N> instead\n"
        "  --log FILE             append one JSON line per update "
        "(metrics.jsonl)\n"
        "  --lr X, --warmup-steps N, --total-steps N\n"

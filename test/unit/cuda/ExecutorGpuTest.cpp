@@ -803,7 +803,7 @@ TEST_P(CudaTrainingTest, ResumesBitForBit) {
   SyntheticBatches data(*plan);
   int32_t seed = 0;
   Expected<train::TrainingSession> resumed =
-      train::TrainingSession::resume(executorFor(*plan), dir, data, seed);
+      train::TrainingSession::resume(executorFor(*plan), dir, {}, data, seed);
   ASSERT_TRUE(resumed.ok()) << resumed.message();
   EXPECT_EQ(resumed->step(), 2);
   EXPECT_EQ(seed, 7);

@@ -102,7 +102,8 @@ protected:
     expectSameState(*state, makeState(expectedStep));
   }
   std::string hint100() const {
-    return "; step_100 is the newest intact one (load it with --resume-step "
+    return "; step_100 is the newest intact one (resume from it with "
+           "--resume-step "
            "100)";
   }
 };
@@ -277,8 +278,8 @@ TEST_F(CheckpointTest, RefusesARecordOfAnotherStepOrFormat) {
   // A step directory renamed by hand.
   fs::rename(inCkpt("step_100"), inCkpt("step_150"));
   std::string state = inCkpt("step_150/state.json");
-  std::string hint50 =
-      "; step_50 is the newest intact one (load it with --resume-step 50)";
+  std::string hint50 = "; step_50 is the newest intact one (resume from it "
+                       "with --resume-step 50)";
   EXPECT_EQ(loadError(150), state +
                                 ": records step 100 but lies in step_150: "
                                 "the checkpoint is corrupt" +
@@ -372,13 +373,34 @@ TEST_F(CheckpointTest, ResavingReplacesACorruptStep) {
   expectLoads(200);
 }
 
-TEST_F(CheckpointTest, CrashBeforeTheFirstLatestNamesTheIntactStep) {
+TEST_F(CheckpointTest, WithoutLatestLoadsTheNewestIntactStep) {
+  // A crash after the first step directory was renamed into place but
+  // before `latest` was written: that step is whole, and it is loaded.
   save(100);
   fs::remove(inCkpt("latest"));
+  expectLoads(100);
+
+  // Without `latest`, a corrupt newer step is passed over.
+  save(200);
+  fs::remove(inCkpt("latest"));
+  fs::resize_file(inCkpt("step_200/params.safetensors"), 16);
+  expectLoads(100);
+
+  fs::resize_file(inCkpt("step_100/params.safetensors"), 16);
   EXPECT_EQ(loadError(), inCkpt("latest") +
-                             ": no such file, so no checkpoint was committed" +
-                             hint100());
-  expectLoads(100, 100);
+                             ": no such file, and no intact checkpoint "
+                             "exists in " +
+                             ckpt());
+}
+
+TEST_F(CheckpointTest, RemovesWhatInterruptedSavesLeft) {
+  save(100);
+  std::string stale = inCkpt(".step_200.tmp-999999999");
+  ASSERT_TRUE(fs::create_directory(stale));
+  writeBytes(stale + "/params.safetensors", "half");
+  writeBytes(inCkpt("latest.tmp.999999999.0"), "step_2");
+  removeInterruptedSaves(ckpt());
+  EXPECT_EQ(ckptListing(), (std::vector<std::string>{"latest", "step_100"}));
 }
 
 TEST_F(CheckpointTest, RefusesALatestPointerThatNamesNoStep) {
