@@ -99,8 +99,12 @@ Status forEachZipMember(const std::string &path, const uint8_t *bytes,
   uint32_t directoryOffset = loadLE<uint32_t>(record + 16);
   if (count == 0xFFFF || directorySize == kMax32 || directoryOffset == kMax32)
     return zip64Error(path, "the archive");
-  if (disk != 0 || directoryDisk != 0 || diskCount != count)
+  if (disk != 0 || directoryDisk != 0)
     return fileError(path, "multi-disk ZIP archives are not supported");
+  if (diskCount != count)
+    return fileError(path, "the end record counts ", diskCount,
+                     " entries on its disk but ", count,
+                     " in all, in a single-disk archive");
   if (directoryOffset > end || directorySize > end - directoryOffset)
     return fileError(path, "central directory (", directorySize,
                      " bytes at offset ", directoryOffset,

@@ -54,8 +54,8 @@ data::Tokenizer loadTokenizer(const Args &args, const exec::Plan &plan) {
   data::Tokenizer tokenizer = check(data::Tokenizer::load(path));
   if (Status status = tokenizer.checkMatches(plan.vocabSize, plan.padId);
       !status)
-    throw RuntimeFailure{path + ": " + status.message() + " (model '" +
-                         plan.model + "' of " + plan.path + ")"};
+    throw RuntimeFailure{status.message() + " (model '" + plan.model + "' of " +
+                         plan.path + ")"};
   return tokenizer;
 }
 

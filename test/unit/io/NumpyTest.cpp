@@ -263,6 +263,22 @@ TEST_F(NumpyTest, RejectsCorruptArchives) {
   expectNpzError(path, "the archive uses ZIP64 records, which are not "
                        "supported");
 
+  // Entry counts of the end record (on this disk, in all) that disagree:
+  // inconsistent, not a multi-disk archive.
+  for (char onDisk : {'\x00', '\x02'}) {
+    std::string miscounted = good;
+    miscounted[end + 8] = onDisk;
+    writeBytes(path, miscounted);
+    expectNpzError(path, "the end record counts " +
+                             std::to_string(int(onDisk)) +
+                             " entries on its disk but 1 in all, in a "
+                             "single-disk archive");
+  }
+  std::string otherDisk = good;
+  otherDisk[end + 4] = '\x01';
+  writeBytes(path, otherDisk);
+  expectNpzError(path, "multi-disk ZIP archives are not supported");
+
   std::string badDirectory = good;
   badDirectory[directory + 3] = '\x09';
   writeBytes(path, badDirectory);
