@@ -15,12 +15,7 @@ bool isContinuationByte(unsigned char c) { return (c & 0xC0) == 0x80; }
 /// Walks a text keeping line and column in step with the byte offset.
 class Cursor {
 public:
-  /// Starts past a UTF-8 byte order mark, which the JSON parser skips too;
-  /// it takes no column.
-  explicit Cursor(std::string_view text) : text(text) {
-    if (text.substr(0, 3) == "\xEF\xBB\xBF")
-      loc.offset = 3;
-  }
+  explicit Cursor(std::string_view text) : text(text) {}
 
   bool atEnd() const { return loc.offset >= text.size(); }
   char peek() const { return atEnd() ? '\0' : text[loc.offset]; }

@@ -523,8 +523,13 @@ void ModelReader::readRoot() {
                       "heads", "training"});
   std::string schema;
   obj.string("$schema", schema, false);
-  if (obj.string("name", config.name, true) && config.name.empty())
-    diags.atValue("/name", "must not be empty");
+  if (obj.string("name", config.name, true)) {
+    if (config.name.empty())
+      diags.atValue("/name", "must not be empty");
+    else if (std::any_of(config.name.begin(), config.name.end(),
+                         [](unsigned char c) { return c < 0x20 || c == 0x7F; }))
+      diags.atValue("/name", "must not contain control characters");
+  }
   obj.enumeration("dtype", config.dtype, kDtypes);
   readObject(obj, "embeddings", true, &ModelReader::readEmbeddings);
   obj.integer("d_model", config.dModel, 1, true);
@@ -922,6 +927,18 @@ Status syntaxError(const std::string &text, const std::string &fileName) {
 
 Expected<ModelConfig> parseModelText(const std::string &text,
                                      const std::string &fileName) {
+  // The parser would skip a leading byte order mark and stop at a NUL byte,
+  // accepting text that is not JSON.
+  if (text.rfind("\xEF\xBB\xBF", 0) == 0)
+    return Status::error(fileName +
+                         ":1:1: the file starts with a UTF-8 byte order "
+                         "mark, which JSON does not allow; save it without");
+  if (size_t nul = text.find('\0'); nul != std::string::npos) {
+    SourceLocation loc = locateOffset(text, nul);
+    return Status::error(fileName + ":" + std::to_string(loc.line) + ":" +
+                         std::to_string(loc.column) +
+                         ": a NUL byte, which JSON text cannot contain");
+  }
   json root = json::parse(text, /*cb=*/nullptr, /*allow_exceptions=*/false);
   if (root.is_discarded())
     return syntaxError(text, fileName);

@@ -2,9 +2,11 @@
 
 #include "runtime/io/Detail.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <fcntl.h>
 #include <set>
+#include <string_view>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <system_error>
@@ -122,6 +124,14 @@ private:
 Status parseJson(const std::string &path, const char *what, const char *begin,
                  const char *end, nlohmann::ordered_json &out,
                  bool rejectDuplicateKeys) {
+  // The parser would skip a leading byte order mark and stop at a NUL byte,
+  // accepting text that is not JSON.
+  if (end - begin >= 3 && std::string_view(begin, 3) == "\xEF\xBB\xBF")
+    return fileError(path, what,
+                     " starts with a UTF-8 byte order mark, which JSON does "
+                     "not allow");
+  if (const char *nul = std::find(begin, end, '\0'); nul != end)
+    return fileError(path, what, " has a NUL byte at offset ", nul - begin);
   DuplicateKeySax sax(out);
   try {
     Json::sax_parse(begin, end, &sax);

@@ -59,12 +59,6 @@ TEST(JsonLocatorTest, ColumnsCountCharacters) {
   EXPECT_EQ(at(locateOffset("ab\ncd\xC3\xA9x", 7)), "2:4");
 }
 
-TEST(JsonLocatorTest, ByteOrderMarkIsSkipped) {
-  JsonLocator loc("\xEF\xBB\xBF{\"a\": 1}");
-  EXPECT_EQ(at(loc.valueLocation("")), "1:1");
-  EXPECT_EQ(at(loc.valueLocation("/a")), "1:7");
-}
-
 TEST(JsonLocatorTest, DuplicateKeys) {
   JsonLocator loc("{\"a\": 1,\n \"a\": {\"b\": 2}}");
   ASSERT_EQ(loc.duplicateKeys().size(), 1u);

@@ -59,6 +59,34 @@ INSTANTIATE_TEST_SUITE_P(Cases, ValidModelTest,
                            return std::string(info.param.name);
                          });
 
+TEST(ModelParserTest, RefusesWhatTheJsonParserWouldSkip) {
+  // A byte order mark, a NUL byte after the document, and a control
+  // character in the name, which would reach the artifact.
+  const std::string model = R"json({
+  "name": "m",
+  "embeddings": {"vocab_size": 64, "max_seq_length": 8},
+  "d_model": 16, "num_layers": 2, "d_ff": 32,
+  "mixing": {"kind": "linear"}
+})json";
+  parseOk(model);
+  Expected<ModelConfig> bom = parseModelText("\xEF\xBB\xBF" + model, "m.json");
+  ASSERT_FALSE(bom.ok());
+  EXPECT_EQ(bom.message(), "m.json:1:1: the file starts with a UTF-8 byte "
+                           "order mark, which JSON does not allow; save it "
+                           "without");
+  Expected<ModelConfig> nul =
+      parseModelText(model + std::string("\n\0", 2), "m.json");
+  ASSERT_FALSE(nul.ok());
+  EXPECT_EQ(nul.message(),
+            "m.json:7:1: a NUL byte, which JSON text cannot contain");
+  std::string controlName = model;
+  controlName.replace(controlName.find("\"m\""), 3, "\"m\\u0000\"");
+  Expected<ModelConfig> control = parseModelText(controlName, "m.json");
+  ASSERT_FALSE(control.ok());
+  EXPECT_EQ(control.message(),
+            "m.json:2:11: /name: must not contain control characters");
+}
+
 TEST(ModelParserTest, FillsDefaults) {
   ModelConfig m = parseOk(R"json({
     "name": "m",

@@ -165,6 +165,16 @@ TEST_F(SafetensorsTest, RejectsAHeaderThatIsNotJson) {
   expectError(craft("{\"\xff\xfe\": 1}"), "UTF-8");
 }
 
+TEST_F(SafetensorsTest, RejectsWhatTheJsonParserWouldSkip) {
+  const std::string header =
+      R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})";
+  expectError(craft("\xEF\xBB\xBF" + header, "abcd"),
+              "header starts with a UTF-8 byte order mark");
+  expectError(craft(header + std::string("\0\0", 2), "abcd"),
+              "header has a NUL byte at offset " +
+                  std::to_string(header.size()));
+}
+
 TEST_F(SafetensorsTest, RejectsAHeaderThatIsNotAnObject) {
   expectError(craft("[1, 2]"), "header must be a JSON object, not array");
 }
