@@ -68,6 +68,11 @@ Expected<Tokenizer> Tokenizer::load(const std::string &path) {
 
 Expected<std::vector<int32_t>>
 Tokenizer::encode(const std::string &text, const std::string &where) const {
+  if (text.size() > kMaxTextBytes)
+    return Status::error(where + ": a text of " + std::to_string(text.size()) +
+                         " bytes, above the " + std::to_string(kMaxTextBytes) +
+                         " bytes the tokenizer takes at once (put each "
+                         "paragraph on a line of its own)");
   std::vector<int> pieces;
   auto encoded = processor->Encode(text, &pieces);
   if (!encoded.ok())

@@ -56,7 +56,12 @@ public:
   /// the random replacement of masked language modelling.
   const std::vector<int32_t> &ordinaryIds() const { return ordinary; }
 
-  /// The ids of `text`; fails naming `where` (a file:line, say).
+  /// The longest text `encode` takes: SentencePiece needs memory many times
+  /// a text's size, and a corpus line is a paragraph, not a book.
+  static constexpr size_t kMaxTextBytes = size_t(1) << 20;
+
+  /// The ids of `text`; fails naming `where` (a file:line, say), also for a
+  /// text longer than kMaxTextBytes.
   Expected<std::vector<int32_t>> encode(const std::string &text,
                                         const std::string &where) const;
   /// The text of `ids` (for messages and tests).

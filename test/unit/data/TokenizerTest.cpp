@@ -49,6 +49,17 @@ TEST(TokenizerTest, EncodesLikeSentencePiece) {
   EXPECT_THAT(DataEnv::get().ids("[MASK]"), ::testing::Contains(kMask));
 }
 
+TEST(TokenizerTest, RefusesATextAboveTheLimit) {
+  Tokenizer tokenizer = loadTokenizer();
+  std::string text(Tokenizer::kMaxTextBytes + 1, 'a');
+  auto ids = tokenizer.encode(text, "corpus.txt:7");
+  ASSERT_FALSE(ids.ok());
+  EXPECT_EQ(ids.message(),
+            "corpus.txt:7: a text of 1048577 bytes, above the 1048576 bytes "
+            "the tokenizer takes at once (put each paragraph on a line of its "
+            "own)");
+}
+
 TEST(TokenizerTest, MissingSpecialPiecesNameTheModel) {
   std::string path =
       DataEnv::get().train("plain", "--pad_id=3 --unk_id=0 --bos_id=1 "
