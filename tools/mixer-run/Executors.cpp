@@ -5,6 +5,7 @@
 #include "tools/mixer-run/CommandLine.h"
 
 #include "runtime/exec/Executor.h"
+#include "runtime/exec/MemoryBudget.h"
 
 #ifdef MIXER_HAVE_CUDA
 #include "runtime/cuda/Executor.h"
@@ -26,6 +27,9 @@ void requireTarget(const exec::Plan &plan) {
 }
 
 std::unique_ptr<exec::PlanExecutor> createExecutor(const exec::Plan &plan) {
+  // The parameters are bound from a host copy; a CPU plan's activations
+  // live in host memory too.
+  check(exec::checkHostMemory(plan, 1, plan.target != "cuda"));
   if (plan.target != "cuda")
     return std::make_unique<exec::Executor>(
         check(exec::Executor::create(plan)));

@@ -14,6 +14,7 @@
 #include "mixer/Version.h"
 #include "runtime/exec/Executor.h"
 #include "runtime/exec/Init.h"
+#include "runtime/exec/MemoryBudget.h"
 #include "runtime/exec/Plan.h"
 #include "runtime/io/TensorFiles.h"
 #include "runtime/train/Trainer.h"
@@ -172,6 +173,8 @@ int runInit(const Args &args) {
   checkExtension("--output", output, {".safetensors", ".npz"});
   uint64_t seed = parseCount(args, "--seed", 0);
   exec::Plan plan = check(exec::Plan::load(args.artifact));
+  // The drawn parameters and the file's bytes are both held in memory.
+  check(exec::checkHostMemory(plan, 2, /*withArena=*/false));
   std::vector<io::HostTensor> tensors = exec::initParameters(plan, seed);
   if (extension(output) == ".safetensors")
     check(io::writeSafetensors(
