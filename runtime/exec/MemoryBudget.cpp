@@ -20,13 +20,6 @@ std::string formatBytes(double bytes) {
   return text;
 }
 
-std::string formatShape(const std::vector<int64_t> &shape) {
-  std::string text = "[";
-  for (size_t i = 0; i < shape.size(); ++i)
-    text += (i ? ", " : "") + std::to_string(shape[i]);
-  return text + "]";
-}
-
 /// Bytes of `tensors`, summed in double: a hostile plan may claim sizes
 /// whose sum overflows 64 bits.
 double tensorBytes(const std::vector<ParamInfo> &tensors) {
@@ -65,7 +58,7 @@ Status checkHostMemory(const Plan &plan, int parameterCopies, bool withArena,
                         formatBytes(params);
   if (largest)
     message +=
-        ", the largest " + largest->name + " " + formatShape(largest->shape) +
+        ", the largest " + largest->name + " " + io::formatShape(largest->shape) +
         " " +
         formatBytes(double(largest->numel) * io::dtypeSize(largest->dtype));
   if (!plan.state.empty())
