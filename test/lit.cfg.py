@@ -30,6 +30,7 @@ config.substitutions.append(("%python", config.python3))
 config.substitutions.append(
     ("%count_ops_plugin",
      os.path.join(config.mixer_obj_root, "lib", "libMixerCountOpsPlugin.so")))
+config.substitutions.append(("%mixer_obj_root", config.mixer_obj_root))
 config.substitutions.append(
     ("%ref", config.python3 + " " +
      os.path.join(config.mixer_src_root, "test", "reference", "mixer_ref.py")))

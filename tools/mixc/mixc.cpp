@@ -5,6 +5,7 @@
 //        [--outputs sequence_output,pooled_output]
 //        [--train [--optimizer none [--noise]]]
 //   mixc model.json --emit=<stage>
+//   [--load-pass-plugin=<plugin.so>]...
 //
 // Parses and validates the model, builds the mixer dialect, runs the pipeline
 // of passes/Pipelines.cpp and writes the artifact (or the IR of a stage). Input
@@ -51,6 +52,12 @@ enum class Emit {
 };
 
 cl::OptionCategory mixcCategory("mixc options");
+
+/// Plugins load before the command line is parsed (see main).
+cl::extrahelp pluginFlag(
+    "\n--load-pass-plugin=<path> loads the passes and pipeline extensions of "
+    "an MLIR pass\nplugin (docs/passes.md, \"Passes outside the tree: "
+    "plugins\").\n");
 
 /// MLIR's flags stay out of the option list (see main) but work.
 cl::extrahelp mlirFlags(
@@ -169,6 +176,12 @@ int writeText(const std::string &text) {
 
 int main(int argc, char **argv) {
   llvm::InitLLVM init(argc, argv);
+  // Before the command line is registered: the plugins' passes then work in
+  // the pass flags (--mlir-print-ir-after=<pass>).
+  if (llvm::Error error = mixer::loadPassPlugins(argc, argv)) {
+    llvm::errs() << "mixc: " << llvm::toString(std::move(error)) << "\n";
+    return kInputError;
+  }
   // Registered so that pass names work in --mlir-print-ir-before/after.
   mixer::registerMixerPassesAndPipelines();
   registerAsmPrinterCLOptions();
