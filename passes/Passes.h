@@ -23,8 +23,8 @@ namespace mixer {
 #define GEN_PASS_REGISTRATION
 #include "passes/Passes.h.inc"
 
-/// Named points of the pipeline: where `mixc --emit` stops and where plugins
-/// add passes (extension points).
+/// Named points of the pipeline: where `mixc --emit` stops, where mixc
+/// continues IR from, and where plugins add passes (extension points).
 enum class PipelineStage {
   Frontend, ///< IR as the frontend built it
   Graph,    ///< verified, canonicalized, MoE decomposed
@@ -94,6 +94,23 @@ void registerMixerDialects(mlir::DialectRegistry &registry);
 /// known to it (`--mlir-print-ir-after=<pass>`, mixer-opt's `--<pass>`). The
 /// error names the file of a plugin that does not load.
 llvm::Error loadPassPlugins(int &argc, char **argv);
+
+/// Records in `module` that it has reached `stage` under `options`, as the
+/// module attributes `mixer.stage` and `mixer.pipeline_options`; mixc
+/// continues from there.
+void recordPipelineStage(mlir::ModuleOp module, PipelineStage stage,
+                         const PipelineOptions &options);
+
+/// The stage `module` has reached: runtime, or planned once it has arena
+/// offsets, when it holds mixrt ops; else the stage it records; else frontend.
+/// Emits an error and fails for IR no stage describes: mixer and mixrt ops
+/// mixed, or a recorded stage that is unknown or that the IR has not reached.
+mlir::FailureOr<PipelineStage> detectPipelineStage(mlir::ModuleOp module);
+
+/// The pipeline options `module` records, or null if it records none. Emits an
+/// error and fails if they do not parse.
+mlir::FailureOr<std::unique_ptr<PipelineOptions>>
+recordedPipelineOptions(mlir::ModuleOp module);
 
 } // namespace mixer
 

@@ -1,12 +1,14 @@
 //===- Pipelines.cpp - the compilation pipeline ---------------------------===//
 //
 // The one definition of the pipeline, which mixc and mixer-opt both call; its
-// extension points, and the loading of the plugins that use them.
+// extension points, the loading of the plugins that use them, and the record
+// of how far a module went, from which mixc continues.
 //
 //===----------------------------------------------------------------------===//
 
 #include "passes/Passes.h"
 
+#include "mlir/IR/Builders.h"
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Pass/PassRegistry.h"
 #include "mlir/Tools/Plugins/PassPlugin.h"
@@ -33,6 +35,8 @@ std::vector<StageExtension> &stageExtensions() {
   return extensions;
 }
 
+constexpr llvm::StringLiteral kStageAttr = "mixer.stage";
+constexpr llvm::StringLiteral kOptionsAttr = "mixer.pipeline_options";
 constexpr llvm::StringLiteral kPluginFlag = "load-pass-plugin";
 
 } // namespace
@@ -163,4 +167,65 @@ llvm::Error mixer::loadPassPlugins(int &argc, char **argv) {
   argc = kept;
   argv[argc] = nullptr;
   return llvm::Error::success();
+}
+
+void mixer::recordPipelineStage(ModuleOp module, PipelineStage stage,
+                                const PipelineOptions &options) {
+  std::string printed;
+  llvm::raw_string_ostream os(printed);
+  options.print(os);
+  // print() braces the options; the record keeps the form that
+  // `--mixer-pipeline="..."` and parseFromString take.
+  Builder builder(module.getContext());
+  module->setAttr(kStageAttr,
+                  builder.getStringAttr(stringifyPipelineStage(stage)));
+  module->setAttr(
+      kOptionsAttr,
+      builder.getStringAttr(StringRef(printed).drop_front().drop_back()));
+}
+
+FailureOr<PipelineStage> mixer::detectPipelineStage(ModuleOp module) {
+  Operation *graphOp = nullptr, *runtimeOp = nullptr;
+  bool hasArena = false;
+  module.walk([&](Operation *op) {
+    if (!graphOp && isa_and_nonnull<graph::MixerDialect>(op->getDialect()))
+      graphOp = op;
+    if (!runtimeOp && isa_and_nonnull<rt::MixrtDialect>(op->getDialect()))
+      runtimeOp = op;
+    hasArena |= op->hasAttr("mixrt.arena_bytes");
+  });
+  if (graphOp && runtimeOp)
+    return graphOp->emitError()
+           << "'" << graphOp->getName()
+           << "' left in a module lowered to mixrt: a partly lowered module "
+              "cannot continue";
+  if (runtimeOp)
+    return hasArena ? PipelineStage::Planned : PipelineStage::Runtime;
+
+  auto recorded = module->getAttrOfType<StringAttr>(kStageAttr);
+  if (!recorded)
+    return PipelineStage::Frontend;
+  std::optional<PipelineStage> stage =
+      symbolizePipelineStage(recorded.getValue());
+  if (!stage)
+    return module.emitError() << kStageAttr << " names no pipeline stage: '"
+                              << recorded.getValue() << "'";
+  if (*stage > PipelineStage::Selected)
+    return module.emitError() << kStageAttr << " is '" << recorded.getValue()
+                              << "' but the module holds no mixrt op";
+  return *stage;
+}
+
+FailureOr<std::unique_ptr<mixer::PipelineOptions>>
+mixer::recordedPipelineOptions(ModuleOp module) {
+  auto recorded = module->getAttrOfType<StringAttr>(kOptionsAttr);
+  if (!recorded)
+    return std::unique_ptr<PipelineOptions>();
+  auto options = std::make_unique<PipelineOptions>();
+  std::string error;
+  llvm::raw_string_ostream errorStream(error);
+  if (failed(options->parseFromString(recorded.getValue(), errorStream)))
+    return module.emitError()
+           << kOptionsAttr << " does not parse: " << StringRef(error).trim();
+  return options;
 }
