@@ -18,6 +18,7 @@ llvm_config.use_default_substitutions()
 llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
 tool_dirs = [os.path.join(config.mixer_obj_root, "bin"), config.llvm_tools_dir]
 llvm_config.add_tool_substitutions(["mixc", "mixer-opt", "mixer-run"], tool_dirs)
+llvm_config.add_tool_substitutions(["llvm-nm"], [config.llvm_tools_dir])
 
 # "cuda": mixer-run can run cuda artifacts; "cuda-device": a GPU is present.
 if config.mixer_enable_cuda.upper() in ("ON", "1", "TRUE", "YES"):
@@ -27,9 +28,15 @@ if os.path.exists("/dev/nvidiactl"):
 
 config.substitutions.append(("%models", os.path.join(config.mixer_src_root, "models")))
 config.substitutions.append(("%python", config.python3))
-config.substitutions.append(
-    ("%count_ops_plugin",
-     os.path.join(config.mixer_obj_root, "lib", "libMixerCountOpsPlugin.so")))
+for plugin, library in [("%count_ops_plugin", "libMixerCountOpsPlugin.so"),
+                        ("%expand_gelu_plugin", "libMixerExpandGeluPlugin.so")]:
+    config.substitutions.append(
+        (plugin, os.path.join(config.mixer_obj_root, "lib", library)))
+# Building a plugin against an installed mixer, as docs/passes.md does.
+config.substitutions.append(("%mixer_obj_root", config.mixer_obj_root))
+config.substitutions.append(("%mixer_src_root", config.mixer_src_root))
+config.substitutions.append(("%cmake", config.cmake))
+config.substitutions.append(("%cxx", config.cxx_compiler))
 config.substitutions.append(
     ("%ref", config.python3 + " " +
      os.path.join(config.mixer_src_root, "test", "reference", "mixer_ref.py")))

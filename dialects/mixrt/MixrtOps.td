@@ -66,8 +66,8 @@ def Mixrt_KernelOp : Mixrt_Op<"kernel", [AttrSizedOperandSegments]> {
   let arguments = (ins StrAttr:$callee, Variadic<AnyMemRef>:$inputs,
                        Variadic<AnyMemRef>:$outputs, DictionaryAttr:$params);
   let assemblyFormat = [{
-    $callee `ins` `(` $inputs `:` type($inputs) `)` `outs` `(` $outputs `:`
-    type($outputs) `)` `params` $params attr-dict
+    $callee `ins` `(` ($inputs^ `:` type($inputs))? `)`
+    `outs` `(` ($outputs^ `:` type($outputs))? `)` `params` $params attr-dict
   }];
   let hasVerifier = 1;
 }

@@ -5,10 +5,13 @@
 //        [--outputs sequence_output,pooled_output]
 //        [--train [--optimizer none [--noise]]]
 //   mixc model.json --emit=<stage>
+//   mixc input.mlir [-o model.mxa | --emit=<stage>]
+//   [--load-pass-plugin=<plugin.so>]...
 //
 // Parses and validates the model, builds the mixer dialect, runs the pipeline
-// of passes/Pipelines.cpp and writes the artifact (or the IR of a stage). Input
-// errors exit with 2 and leave no output file.
+// of passes/Pipelines.cpp and writes the artifact (or the IR of a stage). IR
+// (.mlir) continues from the stage it has reached with the pipeline options
+// `--emit` recorded in it. Input errors exit with 2 and leave no output file.
 //
 //===----------------------------------------------------------------------===//
 
@@ -21,7 +24,9 @@
 
 #include "mlir/IR/AsmState.h"
 #include "mlir/IR/MLIRContext.h"
+#include "mlir/Parser/Parser.h"
 #include "mlir/Pass/PassManager.h"
+#include "mlir/Support/FileUtilities.h"
 #include "mlir/Support/Timing.h"
 
 #include "llvm/Support/CommandLine.h"
@@ -52,6 +57,12 @@ enum class Emit {
 
 cl::OptionCategory mixcCategory("mixc options");
 
+/// Plugins load before the command line is parsed (see main).
+cl::extrahelp pluginFlag(
+    "\n--load-pass-plugin=<path> loads the passes and pipeline extensions of "
+    "an MLIR pass\nplugin (docs/passes.md, \"Passes outside the tree: "
+    "plugins\").\n");
+
 /// MLIR's flags stay out of the option list (see main) but work.
 cl::extrahelp mlirFlags(
     "\nMLIR's debugging flags are accepted too: --mlir-print-ir-after-all,\n"
@@ -59,7 +70,8 @@ cl::extrahelp mlirFlags(
     "--mlir-pass-pipeline-crash-reproducer=<file>,\n"
     "--mlir-print-debuginfo (docs/passes.md, \"Debugging\").\n");
 
-cl::opt<std::string> inputPath(cl::Positional, cl::desc("<model.json>"),
+cl::opt<std::string> inputPath(cl::Positional,
+                               cl::desc("<model.json | input.mlir>"),
                                cl::Required, cl::cat(mixcCategory));
 cl::opt<std::string> outputPath("o", cl::desc("output file"),
                                 cl::value_desc("path"), cl::cat(mixcCategory));
@@ -145,6 +157,9 @@ mixer::PipelineStage stageFor(Emit what) {
   }
 }
 
+/// Whether the input is IR to continue rather than a model.
+bool inputIsIR() { return llvm::sys::path::extension(inputPath) == ".mlir"; }
+
 std::string defaultOutputPath() {
   llvm::SmallString<128> path(llvm::sys::path::stem(inputPath));
   path += ".mxa";
@@ -165,10 +180,73 @@ int writeText(const std::string &text) {
   return 0;
 }
 
+/// Builds the module of the model file.
+OwningOpRef<ModuleOp> buildModel(MLIRContext &context) {
+  mixer::Expected<mixer::ModelConfig> config = mixer::parseModelFile(inputPath);
+  if (!config) {
+    llvm::errs() << config.message() << "\n";
+    return nullptr;
+  }
+  mixer::BuildOptions build;
+  build.batch = batch;
+  build.seq = seq;
+  build.sourcePath = inputPath.getValue();
+  build.training = train;
+  build.trainingStep = train && optimizer == Optimizer::AdamW;
+  build.noise = noise;
+  return mixer::buildModelModule(context, *config, build);
+}
+
+/// Parses IR to continue into `module` and finds the stage it has reached;
+/// the pipeline options it records replace those of the flags in `options`.
+FailureOr<mixer::PipelineStage> parseIR(MLIRContext &context,
+                                        llvm::SourceMgr &sourceMgr,
+                                        OwningOpRef<ModuleOp> &module,
+                                        mixer::PipelineOptions &options) {
+  std::string error;
+  std::unique_ptr<llvm::MemoryBuffer> file = openInputFile(inputPath, &error);
+  if (!file) {
+    llvm::errs() << "mixc: " << error << "\n";
+    return failure();
+  }
+  sourceMgr.AddNewSourceBuffer(std::move(file), llvm::SMLoc());
+  module = parseSourceFile<ModuleOp>(sourceMgr, &context);
+  if (!module)
+    return failure();
+  FailureOr<mixer::PipelineStage> stage = mixer::detectPipelineStage(*module);
+  FailureOr<std::unique_ptr<mixer::PipelineOptions>> recorded =
+      mixer::recordedPipelineOptions(*module);
+  if (failed(stage) || failed(recorded))
+    return failure();
+  if (!*recorded)
+    return stage;
+  for (const cl::Option *flag : std::initializer_list<const cl::Option *>{
+           &target, &precision, &train, &optimizer}) {
+    if (flag->getNumOccurrences()) {
+      std::string record;
+      llvm::raw_string_ostream os(record);
+      (*recorded)->print(os);
+      llvm::errs() << "mixc: " << inputPath
+                   << " records the pipeline options it was compiled with "
+                   << record << "; --" << flag->ArgStr
+                   << " cannot change them\n";
+      return failure();
+    }
+  }
+  options.copyOptionValuesFrom(**recorded);
+  return stage;
+}
+
 } // namespace
 
 int main(int argc, char **argv) {
   llvm::InitLLVM init(argc, argv);
+  // Before the command line is registered: the plugins' passes then work in
+  // the pass flags (--mlir-print-ir-after=<pass>).
+  if (llvm::Error error = mixer::loadPassPlugins(argc, argv)) {
+    llvm::errs() << "mixc: " << llvm::toString(std::move(error)) << "\n";
+    return kInputError;
+  }
   // Registered so that pass names work in --mlir-print-ir-before/after.
   mixer::registerMixerPassesAndPipelines();
   registerAsmPrinterCLOptions();
@@ -191,6 +269,17 @@ int main(int argc, char **argv) {
                  << " needs --target cuda: the cpu kernels are fp32\n";
     return kInputError;
   }
+  if (inputIsIR()) {
+    for (const cl::Option *flag : std::initializer_list<const cl::Option *>{
+             &batch, &seq, std::addressof(outputs), &noise}) {
+      if (flag->getNumOccurrences()) {
+        llvm::errs() << "mixc: --" << flag->ArgStr
+                     << " applies to a model; the IR of " << inputPath
+                     << " was built with it\n";
+        return kInputError;
+      }
+    }
+  }
   if (batch < 1 || seq < 0) {
     llvm::errs() << "mixc: --batch must be >= 1 and --seq >= 0\n";
     return kInputError;
@@ -201,29 +290,41 @@ int main(int argc, char **argv) {
     return kInputError;
   }
 
-  mixer::Expected<mixer::ModelConfig> config = mixer::parseModelFile(inputPath);
-  if (!config) {
-    llvm::errs() << config.message() << "\n";
-    return kInputError;
-  }
-
   MLIRContext context;
+  DialectRegistry registry;
+  mixer::registerMixerDialects(registry);
+  context.appendDialectRegistry(registry);
   // Diagnostics name the model file and place; a dump of the whole module
   // after each would bury them.
   context.printOpOnDiagnostic(false);
   llvm::SourceMgr sourceMgr;
   SourceMgrDiagnosticHandler diagnostics(sourceMgr, &context);
-  mixer::BuildOptions build;
-  build.batch = batch;
-  build.seq = seq;
-  build.sourcePath = inputPath.getValue();
-  build.training = train;
-  build.trainingStep = train && optimizer == Optimizer::AdamW;
-  build.noise = noise;
-  OwningOpRef<ModuleOp> module =
-      mixer::buildModelModule(context, *config, build);
-  if (!module)
+  mixer::PipelineOptions options;
+  options.target = target;
+  options.precision = precisionName;
+  options.training = train;
+  options.optimizer = optimizer == Optimizer::AdamW;
+  OwningOpRef<ModuleOp> module;
+  std::optional<mixer::PipelineStage> reached;
+  if (inputIsIR()) {
+    FailureOr<mixer::PipelineStage> stage =
+        parseIR(context, sourceMgr, module, options);
+    if (failed(stage))
+      return kInputError;
+    reached = *stage;
+  } else {
+    module = buildModel(context);
+    if (!module)
+      return kInputError;
+  }
+  mixer::PipelineStage stopAfter = stageFor(emit);
+  if (reached && *reached > stopAfter) {
+    llvm::errs() << "mixc: " << inputPath << " is at stage "
+                 << mixer::stringifyPipelineStage(*reached)
+                 << ", past --emit=" << mixer::stringifyPipelineStage(stopAfter)
+                 << "\n";
     return kInputError;
+  }
 
   PassManager pm(&context);
   if (failed(applyPassManagerCLOptions(pm)))
@@ -237,24 +338,21 @@ int main(int argc, char **argv) {
     selection.outputs.assign(outputs.begin(), outputs.end());
     pm.addPass(mixer::createMixerSelectOutputs(selection));
   }
-  mixer::PipelineOptions options;
-  options.target = target;
-  options.precision = precisionName;
-  options.training = train;
-  options.optimizer = optimizer == Optimizer::AdamW;
-  mixer::buildPipeline(pm, options, stageFor(emit));
+  mixer::buildPipeline(pm, options, stopAfter, reached);
   if (failed(pm.run(*module)))
     return kCompileError;
 
   if (emit != Emit::Plan && emit != Emit::Artifact) {
+    mixer::recordPipelineStage(*module, stopAfter, options);
     std::string text;
     llvm::raw_string_ostream os(text);
     module->print(os);
     return writeText(text);
   }
 
-  FailureOr<std::string> plan = mixer::exportPlan(
-      *module, {target, precisionName, train ? "train" : "inference"});
+  FailureOr<std::string> plan =
+      mixer::exportPlan(*module, {options.target, options.precision,
+                                  options.training ? "train" : "inference"});
   if (failed(plan))
     return kCompileError;
   if (emit == Emit::Plan)
@@ -267,12 +365,15 @@ int main(int argc, char **argv) {
     return kCompileError;
   }
   auto summary = nlohmann::json::parse(*plan);
+  // IR without an input_ids input records batch 0.
+  int64_t examples = std::max<int64_t>(summary["batch"].get<int64_t>(), 1);
   llvm::outs() << llvm::formatv(
       "mixc: {0} -> {1}: {2} steps, {3} parameters, peak arena {4:F1} MiB "
       "({5} bytes), {6:F2} GFLOP per example\n",
-      config->name, path, summary["steps"].size(), summary["params"].size(),
+      summary["model"].get<std::string>(), path, summary["steps"].size(),
+      summary["params"].size(),
       summary["arena_bytes"].get<int64_t>() / 1048576.0,
       summary["arena_bytes"].get<int64_t>(),
-      summary["flops"].get<double>() / 1e9 / batch);
+      summary["flops"].get<double>() / 1e9 / examples);
   return 0;
 }

@@ -24,6 +24,9 @@ func.func @training_kernels(%w: memref<16x4xf32>, %m: memref<16x4xf32>, %v: memr
   %avg = mixrt.alloc {offset = 320} : memref<16x4xf32>
   // CHECK: mixrt.kernel "accumulate_gradient" ins(%{{.*}}, %arg7 : memref<16x4xf32>, memref<i32>) outs(%arg6, %{{.*}} : memref<16x4xf32>, memref<16x4xf32>) params {micro_steps = 2 : i64}
   mixrt.kernel "accumulate_gradient" ins(%g, %micro : memref<16x4xf32>, memref<i32>) outs(%acc, %avg : memref<16x4xf32>, memref<16x4xf32>) params {micro_steps = 2}
+  // A kernel without operands prints as it parses.
+  // CHECK: mixrt.kernel "fill" ins() outs(%{{.*}} : memref<f32>) params {value = 1.000000e+00 : f64}
+  mixrt.kernel "fill" ins() outs(%n : memref<f32>) params {value = 1.0 : f64}
   // CHECK: mixrt.kernel "global_norm" ins(%{{.*}}, %{{.*}}, %{{.*}} : memref<16x4xf32>, memref<4xf32>, memref<16x4xf32>) outs(%{{.*}} : memref<f32>) params {}
   mixrt.kernel "global_norm" ins(%avg, %b, %w : memref<16x4xf32>, memref<4xf32>, memref<16x4xf32>) outs(%n : memref<f32>) params {}
   // CHECK: mixrt.kernel "adamw" ins({{.*}}) outs(%arg0, %arg1, %arg2 : memref<16x4xf32>, memref<16x4xf32>, memref<16x4xf32>)
