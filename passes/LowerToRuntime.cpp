@@ -20,6 +20,7 @@ namespace mixer {
 
 using namespace mlir;
 using namespace mixer::graph;
+using mixer::Kernel;
 using mixer::rt::AllocOp;
 using mixer::rt::KernelOp;
 using mixer::rt::NoneOp;
@@ -59,7 +60,7 @@ private:
     return AllocOp::create(builder, loc, bufferType(tensorType), IntegerAttr());
   }
   /// Emits one kernel call writing fresh buffers of `resultTypes`.
-  SmallVector<Value> call(Location loc, StringRef kernel, ValueRange operands,
+  SmallVector<Value> call(Location loc, Kernel kernel, ValueRange operands,
                           TypeRange resultTypes,
                           ArrayRef<NamedAttribute> params = {}) {
     SmallVector<Value> results;
@@ -70,7 +71,7 @@ private:
     return results;
   }
   /// Emits a kernel replacing `op`'s results.
-  void replace(Operation *op, StringRef kernel, ValueRange operands,
+  void replace(Operation *op, Kernel kernel, ValueRange operands,
                ArrayRef<NamedAttribute> params = {}) {
     SmallVector<Value> results =
         call(op->getLoc(), kernel, operands, op->getResultTypes(), params);
@@ -135,14 +136,14 @@ FunctionLowering::routingParams(Operation *op, Routing routing, int64_t groups,
   return params;
 }
 
-StringRef routeKernel(Routing routing) {
+Kernel routeKernel(Routing routing) {
   switch (routing) {
   case Routing::experts_choose:
-    return "route_experts_choose";
+    return Kernel::RouteExpertsChoose;
   case Routing::tokens_choose:
-    return "route_tokens_choose";
+    return Kernel::RouteTokensChoose;
   case Routing::sigmoid_topk:
-    return "route_sigmoid_topk";
+    return Kernel::RouteSigmoidTopK;
   }
   llvm_unreachable("unknown routing");
 }
@@ -156,10 +157,10 @@ LogicalResult FunctionLowering::lowerRoute(RouteOp op) {
   if (op.getRouting() != Routing::sigmoid_topk) {
     Type scoreType = op.getLogits().getType();
     if (op.getRouterBf16())
-      scores = call(loc, "round_bf16", {scores}, {scoreType})[0];
-    scores = call(loc, "softmax", {scores}, {scoreType})[0];
+      scores = call(loc, Kernel::RoundBf16, {scores}, {scoreType})[0];
+    scores = call(loc, Kernel::Softmax, {scores}, {scoreType})[0];
     if (op.getRouterBf16())
-      scores = call(loc, "round_bf16", {scores}, {scoreType})[0];
+      scores = call(loc, Kernel::RoundBf16, {scores}, {scoreType})[0];
   }
   replace(op, routeKernel(op.getRouting()), {scores},
           routingParams(op, op.getRouting(), op.getNumGroups(),
@@ -214,7 +215,7 @@ LogicalResult FunctionLowering::lowerAdamW(AdamWOp adamw) {
     storage.push_back(*buffer);
   }
   KernelOp::create(
-      builder, adamw.getLoc(), "adamw",
+      builder, adamw.getLoc(), Kernel::AdamW,
       {lookup(adamw.getGrad()), lookup(adamw.getLearningRate()),
        lookup(adamw.getStep()), optional(adamw.getNorm()),
        optional(adamw.getMicroStep())},
@@ -238,7 +239,7 @@ FunctionLowering::lowerAccumulateGradient(AccumulateGradientOp op) {
     return failure();
   Value average = alloc(op.getLoc(), op.getAverage().getType());
   KernelOp::create(
-      builder, op.getLoc(), "accumulate_gradient",
+      builder, op.getLoc(), Kernel::AccumulateGradient,
       {lookup(op.getGrad()), lookup(op.getMicroStep())},
       {*accumulator, average},
       builder.getDictionaryAttr({attr("micro_steps", op.getMicroStepsAttr())}));
@@ -264,7 +265,7 @@ LogicalResult FunctionLowering::lowerOp(Operation *op) {
         return success();
       })
       .Case<EmbedOp>([&](EmbedOp embed) {
-        replace(embed, "embed",
+        replace(embed, Kernel::Embed,
                 {lookup(embed.getIds()), lookup(embed.getTypeIds()),
                  lookup(embed.getWord()), lookup(embed.getPosition()),
                  lookup(embed.getType())});
@@ -274,7 +275,7 @@ LogicalResult FunctionLowering::lowerOp(Operation *op) {
         int64_t n = cast<ShapedType>(dense.getType()).getShape().back();
         flops += 2.0 * numElements(dense.getInput()) * n;
         replace(
-            dense, "dense",
+            dense, Kernel::Dense,
             {lookup(dense.getInput()), lookup(dense.getWeight()),
              optional(dense.getBias())},
             {strAttr("activation", stringifyActivation(dense.getActivation())),
@@ -282,38 +283,38 @@ LogicalResult FunctionLowering::lowerOp(Operation *op) {
         return success();
       })
       .Case<LayerNormOp>([&](LayerNormOp norm) {
-        replace(norm, "layer_norm",
+        replace(norm, Kernel::LayerNorm,
                 {lookup(norm.getInput()), none(), lookup(norm.getScale()),
                  lookup(norm.getBias())},
                 {attr("epsilon", norm.getEpsilonAttr())});
         return success();
       })
       .Case<AddLayerNormOp>([&](AddLayerNormOp norm) {
-        replace(norm, "layer_norm",
+        replace(norm, Kernel::LayerNorm,
                 {lookup(norm.getInput()), lookup(norm.getResidual()),
                  lookup(norm.getScale()), lookup(norm.getBias())},
                 {attr("epsilon", norm.getEpsilonAttr())});
         return success();
       })
       .Case<ActivationOp>([&](ActivationOp activation) {
-        replace(activation, "activation", {lookup(activation.getInput())},
+        replace(activation, Kernel::Activation, {lookup(activation.getInput())},
                 {strAttr("kind", stringifyActivation(activation.getKind()))});
         return success();
       })
       .Case<AddOp>([&](AddOp add) {
-        replace(add, "add", {lookup(add.getLhs()), lookup(add.getRhs())});
+        replace(add, Kernel::Add, {lookup(add.getLhs()), lookup(add.getRhs())});
         return success();
       })
       .Case<SoftmaxOp>([&](SoftmaxOp softmax) {
-        replace(softmax, "softmax", {lookup(softmax.getInput())});
+        replace(softmax, Kernel::Softmax, {lookup(softmax.getInput())});
         return success();
       })
       .Case<RoundBf16Op>([&](RoundBf16Op round) {
-        replace(round, "round_bf16", {lookup(round.getInput())});
+        replace(round, Kernel::RoundBf16, {lookup(round.getInput())});
         return success();
       })
       .Case<TakePositionOp>([&](TakePositionOp take) {
-        replace(take, "take_position", {lookup(take.getInput())},
+        replace(take, Kernel::TakePosition, {lookup(take.getInput())},
                 {intAttr("index", take.getIndex())});
         return success();
       })
@@ -322,7 +323,7 @@ LogicalResult FunctionLowering::lowerOp(Operation *op) {
         flops +=
             2.0 * shape[0] *
             (shape[1] * shape[2] * shape[2] + shape[1] * shape[1] * shape[2]);
-        replace(mix, "linear_mix",
+        replace(mix, Kernel::LinearMix,
                 {lookup(mix.getInput()), lookup(mix.getSeqKernel()),
                  lookup(mix.getHiddenKernel())});
         return success();
@@ -332,7 +333,7 @@ LogicalResult FunctionLowering::lowerOp(Operation *op) {
           return mix.emitOpError(
               "algorithm is still auto: run mixer-select-mixing-algorithm");
         replace(
-            mix, "spectral_mix", {lookup(mix.getInput())},
+            mix, Kernel::SpectralMix, {lookup(mix.getInput())},
             {boolAttr("hartley", mix.getHartley()),
              strAttr("algorithm", stringifyMixAlgorithm(mix.getAlgorithm()))});
         return success();
@@ -342,7 +343,7 @@ LogicalResult FunctionLowering::lowerOp(Operation *op) {
           return mix.emitOpError(
               "algorithm is still auto: run mixer-select-mixing-algorithm");
         replace(
-            mix, "structured_mix",
+            mix, Kernel::StructuredMix,
             {lookup(mix.getInput()), lookup(mix.getSeqKernel()),
              lookup(mix.getHiddenKernel())},
             {boolAttr("toeplitz", mix.getToeplitz()),
@@ -359,7 +360,7 @@ LogicalResult FunctionLowering::lowerOp(Operation *op) {
             boolAttr("causal", attention.getCausal())};
         params.append(attentionDropout(attention.getDropoutRate(),
                                        attention.getDropoutStream()));
-        replace(attention, "attention",
+        replace(attention, Kernel::Attention,
                 {lookup(attention.getQuery()), lookup(attention.getKey()),
                  lookup(attention.getValue()), lookup(attention.getIds()),
                  optional(attention.getSeed()), optional(attention.getStep())},
@@ -378,14 +379,14 @@ LogicalResult FunctionLowering::lowerOp(Operation *op) {
       })
       .Case<RouteOp>([&](RouteOp route) { return lowerRoute(route); })
       .Case<DispatchOp>([&](DispatchOp dispatch) {
-        replace(dispatch, "dispatch",
+        replace(dispatch, Kernel::Dispatch,
                 {lookup(dispatch.getInput()), lookup(dispatch.getTokens())});
         return success();
       })
       .Case<ExpertsOp>([&](ExpertsOp experts) {
         ArrayRef<int64_t> w1 = shapeOf(experts.getW1());
         flops += 4.0 * shapeOf(experts.getInput())[0] * w1[1] * w1[2];
-        replace(experts, "experts",
+        replace(experts, Kernel::Experts,
                 {lookup(experts.getInput()), lookup(experts.getTokens()),
                  lookup(experts.getOffsets()), lookup(experts.getW1()),
                  optional(experts.getB1()), lookup(experts.getW2()),
@@ -395,14 +396,14 @@ LogicalResult FunctionLowering::lowerOp(Operation *op) {
         return success();
       })
       .Case<CombineOp>([&](CombineOp combine) {
-        replace(combine, "combine",
+        replace(combine, Kernel::Combine,
                 {lookup(combine.getInput()), lookup(combine.getTokens()),
                  lookup(combine.getGates())});
         return success();
       })
       // Scalar arithmetic and losses.
       .Case<FillOp>([&](FillOp fill) {
-        replace(fill, "fill", {}, {attr("value", fill.getValueAttr())});
+        replace(fill, Kernel::Fill, {}, {attr("value", fill.getValueAttr())});
         return success();
       })
       .Case<BroadcastOp, ReduceSumOp, MultiplyOp, DivideOp, SoftmaxGradOp,
@@ -415,11 +416,12 @@ LogicalResult FunctionLowering::lowerOp(Operation *op) {
             SmallVector<Value> operands;
             for (Value operand : op->getOperands())
               operands.push_back(lookup(operand));
-            replace(op, op->getName().stripDialect(), operands);
+            replace(op, mixer::findKernel(op->getName().stripDialect())->kernel,
+                    operands);
             return success();
           })
       .Case<ScaleOp>([&](ScaleOp scale) {
-        replace(scale, "scale", {lookup(scale.getInput())},
+        replace(scale, Kernel::Scale, {lookup(scale.getInput())},
                 {attr("factor", scale.getFactorAttr())});
         return success();
       })
@@ -427,26 +429,27 @@ LogicalResult FunctionLowering::lowerOp(Operation *op) {
         SmallVector<Value> operands;
         for (Value operand : op->getOperands())
           operands.push_back(lookup(operand));
-        replace(op, op->getName().stripDialect(), operands,
+        replace(op, mixer::findKernel(op->getName().stripDialect())->kernel,
+                operands,
                 {attr("groups", op->getAttr("num_groups")),
                  attr("k", op->getAttr("k"))});
         return success();
       })
       .Case<SoftmaxCrossEntropyOp>([&](SoftmaxCrossEntropyOp loss) {
-        replace(loss, "softmax_cross_entropy",
+        replace(loss, Kernel::SoftmaxCrossEntropy,
                 {lookup(loss.getLogits()), lookup(loss.getLabels()),
                  optional(loss.getWeights())});
         return success();
       })
       .Case<SoftmaxCrossEntropyGradOp>([&](SoftmaxCrossEntropyGradOp grad) {
-        replace(grad, "softmax_cross_entropy_grad",
+        replace(grad, Kernel::SoftmaxCrossEntropyGrad,
                 {lookup(grad.getLogits()), lookup(grad.getLabels()),
                  lookup(grad.getResultGrad()), optional(grad.getWeights())});
         return success();
       })
       // Backward kernels.
       .Case<ActivationGradOp>([&](ActivationGradOp grad) {
-        replace(grad, "activation_grad",
+        replace(grad, Kernel::ActivationGrad,
                 {lookup(grad.getPreactivation()), lookup(grad.getResultGrad())},
                 {strAttr("kind", stringifyActivation(grad.getKind()))});
         return success();
@@ -454,20 +457,20 @@ LogicalResult FunctionLowering::lowerOp(Operation *op) {
       .Case<DenseWeightGradOp>([&](DenseWeightGradOp grad) {
         flops += 2.0 * numElements(grad.getInput()) *
                  shapeOf(grad.getResultGrad()).back();
-        replace(grad, "dense_weight_grad",
+        replace(grad, Kernel::DenseWeightGrad,
                 {lookup(grad.getInput()), lookup(grad.getResultGrad())},
                 {boolAttr("transpose_w", grad.getTransposeWeight())});
         return success();
       })
       .Case<LayerNormGradOp>([&](LayerNormGradOp grad) {
-        replace(grad, "layer_norm_grad",
+        replace(grad, Kernel::LayerNormGrad,
                 {lookup(grad.getInput()), none(), lookup(grad.getScale()),
                  lookup(grad.getResultGrad())},
                 {attr("epsilon", grad.getEpsilonAttr())});
         return success();
       })
       .Case<TakePositionGradOp>([&](TakePositionGradOp grad) {
-        replace(grad, "take_position_grad", {lookup(grad.getResultGrad())},
+        replace(grad, Kernel::TakePositionGrad, {lookup(grad.getResultGrad())},
                 {intAttr("index", grad.getIndex())});
         return success();
       })
@@ -476,13 +479,13 @@ LogicalResult FunctionLowering::lowerOp(Operation *op) {
         flops +=
             4.0 * shape[0] *
             (shape[1] * shape[2] * shape[2] + shape[1] * shape[1] * shape[2]);
-        replace(grad, "linear_mix_grad",
+        replace(grad, Kernel::LinearMixGrad,
                 {lookup(grad.getInput()), lookup(grad.getSeqKernel()),
                  lookup(grad.getHiddenKernel()), lookup(grad.getResultGrad())});
         return success();
       })
       .Case<StructuredMixGradOp>([&](StructuredMixGradOp grad) {
-        replace(grad, "structured_mix_grad",
+        replace(grad, Kernel::StructuredMixGrad,
                 {lookup(grad.getInput()), lookup(grad.getSeqKernel()),
                  lookup(grad.getHiddenKernel()), lookup(grad.getResultGrad())},
                 {boolAttr("toeplitz", grad.getToeplitz())});
@@ -498,7 +501,7 @@ LogicalResult FunctionLowering::lowerOp(Operation *op) {
             boolAttr("causal", grad.getCausal())};
         params.append(
             attentionDropout(grad.getDropoutRate(), grad.getDropoutStream()));
-        replace(grad, "attention_grad",
+        replace(grad, Kernel::AttentionGrad,
                 {lookup(grad.getQuery()), lookup(grad.getKey()),
                  lookup(grad.getValue()), lookup(grad.getIds()),
                  lookup(grad.getResultGrad()), optional(grad.getSeed()),
@@ -511,7 +514,7 @@ LogicalResult FunctionLowering::lowerOp(Operation *op) {
         // The recomputed up-projection plus four backward products.
         flops += 10.0 * shapeOf(grad.getInput())[0] * w1[1] * w1[2];
         replace(
-            grad, "experts_grad",
+            grad, Kernel::ExpertsGrad,
             {lookup(grad.getInput()), lookup(grad.getTokens()),
              lookup(grad.getOffsets()), lookup(grad.getW1()),
              optional(grad.getB1()), lookup(grad.getW2()),
@@ -520,7 +523,7 @@ LogicalResult FunctionLowering::lowerOp(Operation *op) {
         return success();
       })
       .Case<RouteGradOp>([&](RouteGradOp grad) {
-        replace(grad, "route_grad",
+        replace(grad, Kernel::RouteGrad,
                 {lookup(grad.getLogits()), lookup(grad.getTokens()),
                  lookup(grad.getOffsets()), lookup(grad.getGatesGrad())},
                 {strAttr("routing", stringifyRouting(grad.getRouting()))});
@@ -528,7 +531,7 @@ LogicalResult FunctionLowering::lowerOp(Operation *op) {
       })
       // The training step's noise and update.
       .Case<RandomScaleOp>([&](RandomScaleOp noise) {
-        replace(noise, "random_scale",
+        replace(noise, Kernel::RandomScale,
                 {lookup(noise.getInput()), lookup(noise.getSeed()),
                  lookup(noise.getStep())},
                 {strAttr("kind", stringifyNoiseKind(noise.getKind())),
@@ -537,7 +540,7 @@ LogicalResult FunctionLowering::lowerOp(Operation *op) {
         return success();
       })
       .Case<DropExpertsOp>([&](DropExpertsOp drop) {
-        replace(drop, "drop_experts",
+        replace(drop, Kernel::DropExperts,
                 {lookup(drop.getInput()), lookup(drop.getSeed()),
                  lookup(drop.getStep())},
                 {attr("rate", drop.getRateAttr()),
@@ -546,7 +549,7 @@ LogicalResult FunctionLowering::lowerOp(Operation *op) {
         return success();
       })
       .Case<NoiseCounterOp>([&](NoiseCounterOp counter) {
-        replace(counter, "noise_counter",
+        replace(counter, Kernel::NoiseCounter,
                 {lookup(counter.getStep()), lookup(counter.getMicroStep())},
                 {attr("micro_steps", counter.getMicroStepsAttr())});
         return success();
