@@ -122,6 +122,23 @@ struct KernelInfo {
         return &attribute;
     return nullptr;
   }
+  /// Whether the kernel has the attribute `name` of `type`.
+  constexpr bool hasAttribute(std::string_view name, AttrType type) const {
+    const KernelAttribute *attribute = findAttribute(name);
+    return attribute && attribute->type == type;
+  }
+  /// Whether `names` holds every attribute the kernel requires.
+  constexpr bool
+  requiresOnly(std::initializer_list<std::string_view> names) const {
+    for (const KernelAttribute &attribute : attributes) {
+      bool given = attribute.optional;
+      for (std::string_view name : names)
+        given = given || name == attribute.name;
+      if (!given)
+        return false;
+    }
+    return true;
+  }
   /// Whether the kernel writes parameters or optimizer state.
   constexpr bool updatesState() const {
     for (const KernelValue &value : results)
