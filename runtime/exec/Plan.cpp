@@ -480,16 +480,19 @@ bool PlanParser::parseStep(const json &entry, size_t index) {
     return false;
   // Operands may be -1 (absent) where the kernel allows it; results may not.
   auto readIds = [&](const json &ids, bool areOperands,
-                     const std::initializer_list<KernelValue> &expected,
-                     bool variadic, std::vector<int64_t> &out) {
+                     std::vector<int64_t> &out) {
     const char *what = areOperands ? "operand" : "result";
-    if (variadic ? ids.empty() : ids.size() != expected.size())
+    bool variadic = areOperands && info->isVariadic();
+    size_t expected =
+        areOperands ? info->operands.size() : info->results.size();
+    if (variadic ? ids.empty() : ids.size() != expected)
       return fail(where, "has " + std::to_string(ids.size()) + " " + what +
                              "s but the kernel takes " +
                              (variadic ? std::string("at least one")
-                                       : std::to_string(expected.size())));
+                                       : std::to_string(expected)));
     for (size_t i = 0; i < ids.size(); ++i) {
-      const KernelValue &value = expected.begin()[variadic ? 0 : i];
+      const KernelValue &value =
+          areOperands ? info->operand(i) : info->result(i);
       std::string role = std::string(what) + " " + std::to_string(i);
       if (!ids[i].is_number_integer() || tooLarge(ids[i]))
         return fail(where, role + " must be an integer value id, not " +
@@ -507,9 +510,8 @@ bool PlanParser::parseStep(const json &entry, size_t index) {
     }
     return true;
   };
-  if (!readIds(*operands, true, info->operands, info->isVariadic(),
-               step.operands) ||
-      !readIds(*results, false, info->results, false, step.results))
+  if (!readIds(*operands, true, step.operands) ||
+      !readIds(*results, false, step.results))
     return false;
 
   for (auto it = attrs->begin(); it != attrs->end(); ++it) {
