@@ -132,27 +132,27 @@ int64_t lastDim(const exec::Plan &plan, int64_t value) {
 /// backward counts twice its forward; recomputation is not counted. Zero for
 /// kernels without matrix products.
 double nominalFlops(const exec::Plan &plan, const exec::Step &step) {
-  const std::string &k = step.kernel;
+  Kernel k = step.kernel;
   const std::vector<int64_t> &in = step.operands;
   auto dims = [&](int64_t value) { return plan.values[value].shape; };
-  if (k == "dense")
+  if (k == Kernel::Dense)
     return 2.0 * numel(plan, step.results[0]) * lastDim(plan, in[0]);
-  if (k == "dense_weight_grad")
+  if (k == Kernel::DenseWeightGrad)
     return 2.0 * numel(plan, in[1]) * lastDim(plan, in[0]);
-  if (k == "experts" || k == "experts_grad") {
+  if (k == Kernel::Experts || k == Kernel::ExpertsGrad) {
     std::vector<int64_t> w1 = dims(in[3]);
     double forward = 4.0 * dims(in[0])[0] * w1[1] * w1[2];
-    return k == "experts" ? forward : 2 * forward;
+    return k == Kernel::Experts ? forward : 2 * forward;
   }
-  if (k == "linear_mix" || k == "linear_mix_grad") {
+  if (k == Kernel::LinearMix || k == Kernel::LinearMixGrad) {
     std::vector<int64_t> x = dims(in[0]);
     double forward = 2.0 * x[0] * x[1] * x[2] * (x[1] + x[2]);
-    return k == "linear_mix" ? forward : 2 * forward;
+    return k == Kernel::LinearMix ? forward : 2 * forward;
   }
-  if (k == "attention" || k == "attention_grad") {
+  if (k == Kernel::Attention || k == Kernel::AttentionGrad) {
     std::vector<int64_t> q = dims(in[0]);
     double forward = 4.0 * q[0] * q[1] * q[1] * q[2];
-    return k == "attention" ? forward : 2 * forward;
+    return k == Kernel::Attention ? forward : 2 * forward;
   }
   return 0.0;
 }
@@ -240,8 +240,9 @@ int main(int argc, char **argv) {
   };
   std::map<std::string, KernelTotal> byKernel;
   for (size_t i = 0; i < steps.size(); ++i) {
-    KernelTotal &entry = byKernel[plan.steps[i].kernel];
-    entry.name = plan.steps[i].kernel;
+    std::string name(kernelName(plan.steps[i].kernel));
+    KernelTotal &entry = byKernel[name];
+    entry.name = name;
     entry.wallMs += median(wall[i]);
     entry.cpuMs += median(cpu[i]);
     entry.flops += nominalFlops(plan, plan.steps[i]);
@@ -276,7 +277,8 @@ int main(int argc, char **argv) {
       for (const auto &[name, attr] : step.attrs)
         if (const bool *flag = std::get_if<bool>(&attr))
           shapes += " " + name + "=" + (*flag ? "true" : "false");
-      std::printf("%4zu  %-24s %7.2f %8.1f  %s\n", i, step.kernel.c_str(), ms,
+      std::printf("%4zu  %-24s %7.2f %8.1f  %s\n", i,
+                  std::string(kernelName(step.kernel)).c_str(), ms,
                   flops > 0 ? flops / (ms / 1e3) / 1e9 : 0.0, shapes.c_str());
     }
   }

@@ -2,7 +2,8 @@
 //
 // Decides, per arena buffer, whether it holds an activation (stored in the
 // plan's precision) or a value that stays fp32, from the kernels that write
-// and read it (Passes.td, docs/runtime.md).
+// and read it: the result precisions and fp32 operands of
+// runtime/support/Kernels.def (Passes.td, docs/runtime.md).
 //
 //===----------------------------------------------------------------------===//
 
@@ -11,7 +12,6 @@
 #include "mlir/IR/BuiltinOps.h"
 
 #include "llvm/ADT/DenseSet.h"
-#include "llvm/ADT/StringSwitch.h"
 
 namespace mixer {
 #define GEN_PASS_DEF_MIXRTASSIGNPRECISION
@@ -19,61 +19,13 @@ namespace mixer {
 } // namespace mixer
 
 using namespace mlir;
+using mixer::KernelInfo;
+using mixer::ResultPrecision;
 using mixer::rt::AllocOp;
 using mixer::rt::KernelOp;
 using mixer::rt::ViewOp;
 
 namespace {
-
-/// How a kernel's results relate to the plan's precision.
-enum class ResultClass {
-  /// Writes activations or activation gradients in the listed results.
-  Producer,
-  /// Elementwise: result 0 keeps the precision of its floating operands.
-  Follower,
-  /// Every result stays fp32 (losses, parameter gradients, routing, ...).
-  Fp32,
-};
-
-ResultClass classify(StringRef kernel) {
-  return llvm::StringSwitch<ResultClass>(kernel)
-      .Cases({"embed", "dense", "layer_norm", "attention", "linear_mix",
-              "spectral_mix", "structured_mix", "dispatch", "experts",
-              "combine", "gather_positions"},
-             ResultClass::Producer)
-      .Cases({"activation_grad", "layer_norm_grad", "linear_mix_grad",
-              "structured_mix_grad", "attention_grad", "dispatch_grad",
-              "combine_grad", "experts_grad", "gather_positions_grad",
-              "take_position_grad", "softmax_cross_entropy_grad"},
-             ResultClass::Producer)
-      .Cases({"activation", "add", "softmax", "softmax_grad", "random_scale",
-              "take_position", "scale"},
-             ResultClass::Follower)
-      .Default(ResultClass::Fp32);
-}
-
-/// Whether result `index` of a producer holds an activation: the first
-/// result, and the three input gradients of attention. The other results
-/// of backward kernels are parameter gradients or gate gradients.
-bool producesActivation(StringRef kernel, unsigned index) {
-  return index == 0 || (kernel == "attention_grad" && index < 3);
-}
-
-/// Whether operand `index` of `kernel` must be fp32: the router's logits and
-/// probabilities (routing, router losses, expert dropout, the router's own
-/// bf16 rounding) and every operand of the optimizer.
-bool demandsFp32(StringRef kernel, unsigned index) {
-  return llvm::StringSwitch<bool>(kernel)
-      .Cases({"route_experts_choose", "route_tokens_choose",
-              "route_sigmoid_topk", "router_z_loss", "load_balancing_loss",
-              "entropy_regularizer", "drop_experts", "route_grad",
-              "router_z_loss_grad", "load_balancing_loss_grad",
-              "entropy_regularizer_grad", "round_bf16", "accumulate_gradient",
-              "adamw"},
-             index == 0)
-      .Case("global_norm", true)
-      .Default(false);
-}
 
 /// The arena buffer `value` lives in (through views), or null.
 AllocOp storageOf(Value value) {
@@ -92,9 +44,10 @@ public:
   explicit PrecisionAssignment(func::FuncOp func) : func(func) {
     func.walk([&](KernelOp kernel) {
       kernels.push_back(kernel);
-      for (Value output : kernel.getOutputs())
+      for (auto [index, output] : llvm::enumerate(kernel.getOutputs()))
         if (AllocOp alloc = storageOf(output))
-          writer[alloc] = kernel;
+          writer[alloc] = {kernel,
+                           kernel.getKernelInfo().result(index).precision};
     });
   }
 
@@ -113,9 +66,16 @@ private:
               bool &changed);
   void retype(const llvm::DenseSet<Operation *> &lowered);
 
+  /// A kernel writing a buffer, and the precision of the result that does.
+  struct Write {
+    KernelOp kernel;
+    ResultPrecision precision = ResultPrecision::Fp32;
+  };
+
   func::FuncOp func;
   SmallVector<KernelOp> kernels;
-  DenseMap<Operation *, KernelOp> writer;
+  /// The last write of each buffer.
+  DenseMap<Operation *, Write> writer;
   llvm::DenseSet<Operation *> fp32;
 };
 
@@ -127,10 +87,7 @@ llvm::DenseSet<Operation *> PrecisionAssignment::candidates() const {
   };
   // Program order: a follower sees the decisions about its operands.
   for (KernelOp kernel : kernels) {
-    StringRef name = kernel.getCallee();
-    ResultClass kind = classify(name);
-    if (kind == ResultClass::Fp32)
-      continue;
+    const KernelInfo &info = kernel.getKernelInfo();
     bool operandsLowered = llvm::all_of(kernel.getInputs(), [&](Value in) {
       return !isFloatBuffer(in) || isLowered(in);
     });
@@ -138,8 +95,9 @@ llvm::DenseSet<Operation *> PrecisionAssignment::candidates() const {
       AllocOp alloc = storageOf(output);
       if (!alloc || !isFloatBuffer(output) || fp32.contains(alloc))
         continue;
-      if (kind == ResultClass::Producer ? producesActivation(name, index)
-                                        : index == 0 && operandsLowered)
+      ResultPrecision precision = info.result(index).precision;
+      if (precision == ResultPrecision::Activation ||
+          (precision == ResultPrecision::FollowsOperands && operandsLowered))
         lowered.insert(alloc);
     }
   }
@@ -155,9 +113,9 @@ void PrecisionAssignment::demand(Value operand,
   changed = true;
   // An elementwise chain before an fp32 reader runs in fp32 back to the
   // producer that starts it.
-  KernelOp producer = writer.lookup(alloc);
-  if (producer && classify(producer.getCallee()) == ResultClass::Follower)
-    for (Value in : producer.getInputs())
+  Write write = writer.lookup(alloc);
+  if (write.precision == ResultPrecision::FollowsOperands)
+    for (Value in : write.kernel.getInputs())
       demand(in, lowered, changed);
 }
 
@@ -166,7 +124,7 @@ bool PrecisionAssignment::addDemands(
   bool changed = false;
   for (KernelOp kernel : kernels)
     for (auto [index, operand] : llvm::enumerate(kernel.getInputs()))
-      if (demandsFp32(kernel.getCallee(), index))
+      if (kernel.getKernelInfo().operand(index).fp32)
         demand(operand, lowered, changed);
   return changed;
 }

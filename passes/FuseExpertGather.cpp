@@ -30,8 +30,8 @@ Value storageOf(Value value) {
 }
 
 bool isExperts(KernelOp kernel) {
-  return kernel.getCallee() == "experts" ||
-         kernel.getCallee() == "experts_grad";
+  return kernel.getKernel() == mixer::Kernel::Experts ||
+         kernel.getKernel() == mixer::Kernel::ExpertsGrad;
 }
 
 /// The experts and experts_grad steps that can read the token rows of
@@ -82,7 +82,7 @@ struct FuseExpertGatherPass
       return;
     SmallVector<KernelOp> dispatches;
     getOperation().walk([&](KernelOp kernel) {
-      if (kernel.getCallee() == "dispatch")
+      if (kernel.getKernel() == mixer::Kernel::Dispatch)
         dispatches.push_back(kernel);
     });
     Builder builder(&getContext());

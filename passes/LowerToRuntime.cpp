@@ -20,6 +20,7 @@ namespace mixer {
 
 using namespace mlir;
 using namespace mixer::graph;
+using mixer::Kernel;
 using mixer::rt::AllocOp;
 using mixer::rt::KernelOp;
 using mixer::rt::NoneOp;
@@ -30,10 +31,6 @@ namespace {
 MemRefType bufferType(Type tensorType) {
   auto tensor = cast<RankedTensorType>(tensorType);
   return MemRefType::get(tensor.getShape(), tensor.getElementType());
-}
-
-int64_t numElements(Value value) {
-  return cast<ShapedType>(value.getType()).getNumElements();
 }
 
 /// Lowers one function body; `flops` accumulates the model's matmul flops.
@@ -59,7 +56,7 @@ private:
     return AllocOp::create(builder, loc, bufferType(tensorType), IntegerAttr());
   }
   /// Emits one kernel call writing fresh buffers of `resultTypes`.
-  SmallVector<Value> call(Location loc, StringRef kernel, ValueRange operands,
+  SmallVector<Value> call(Location loc, Kernel kernel, ValueRange operands,
                           TypeRange resultTypes,
                           ArrayRef<NamedAttribute> params = {}) {
     SmallVector<Value> results;
@@ -70,36 +67,43 @@ private:
     return results;
   }
   /// Emits a kernel replacing `op`'s results.
-  void replace(Operation *op, StringRef kernel, ValueRange operands,
+  void replace(Operation *op, Kernel kernel, ValueRange operands,
                ArrayRef<NamedAttribute> params = {}) {
     SmallVector<Value> results =
         call(op->getLoc(), kernel, operands, op->getResultTypes(), params);
     for (auto [tensor, buffer] : llvm::zip(op->getResults(), results))
       buffers[tensor] = buffer;
   }
-  NamedAttribute attr(StringRef name, Attribute value) {
-    return builder.getNamedAttr(name, value);
-  }
   NamedAttribute intAttr(StringRef name, int64_t value) {
-    return attr(name, builder.getI64IntegerAttr(value));
+    return builder.getNamedAttr(name, builder.getI64IntegerAttr(value));
   }
   NamedAttribute boolAttr(StringRef name, bool value) {
-    return attr(name, builder.getBoolAttr(value));
-  }
-  NamedAttribute strAttr(StringRef name, StringRef value) {
-    return attr(name, builder.getStringAttr(value));
+    return builder.getNamedAttr(name, builder.getBoolAttr(value));
   }
 
   LogicalResult lowerOp(Operation *op);
+  /// Lowers an op that one kernel runs operand for operand.
+  LogicalResult lowerKernelOp(KernelOpInterface op,
+                              ArrayRef<NamedAttribute> defaults = {}) {
+    return lowerToKernel(op, op.getKernel(), op.getKernelOperands(), defaults);
+  }
+  /// Replaces `op` by `kernel` reading `operands` (tensors, null where
+  /// absent) with the op's attributes (kernelParams).
+  LogicalResult lowerToKernel(Operation *op, Kernel kernel,
+                              ArrayRef<Value> operands,
+                              ArrayRef<NamedAttribute> defaults = {});
+  /// The attributes of `kernel` that runs `op`: the op's attributes by name
+  /// (renamed where a KernelOpInterface op says so), unit attributes as
+  /// booleans (absent: false), enums as their strings, and `defaults` for
+  /// those the op leaves out.
+  FailureOr<DictionaryAttr> kernelParams(Operation *op, Kernel kernel,
+                                         ArrayRef<NamedAttribute> defaults);
   LogicalResult lowerRoute(RouteOp op);
   LogicalResult lowerAdamW(AdamWOp op);
   LogicalResult lowerAccumulateGradient(AccumulateGradientOp op);
   /// The storage of `updated`, a function argument that `update` writes in
   /// place; fails if it is not one or is read after the update.
   FailureOr<Value> updatedStorage(Operation *update, Value updated);
-  /// The attributes of attention's probability dropout (rate 0 without).
-  SmallVector<NamedAttribute> attentionDropout(std::optional<APFloat> rate,
-                                               std::optional<uint64_t> stream);
   /// Appends the lowered form of one result of the function to `results`,
   /// or checks that an update result (`mixer.update`) was computed in place.
   LogicalResult lowerResult(unsigned index, Value value,
@@ -135,14 +139,14 @@ FunctionLowering::routingParams(Operation *op, Routing routing, int64_t groups,
   return params;
 }
 
-StringRef routeKernel(Routing routing) {
+Kernel routeKernel(Routing routing) {
   switch (routing) {
   case Routing::experts_choose:
-    return "route_experts_choose";
+    return Kernel::RouteExpertsChoose;
   case Routing::tokens_choose:
-    return "route_tokens_choose";
+    return Kernel::RouteTokensChoose;
   case Routing::sigmoid_topk:
-    return "route_sigmoid_topk";
+    return Kernel::RouteSigmoidTopK;
   }
   llvm_unreachable("unknown routing");
 }
@@ -156,10 +160,10 @@ LogicalResult FunctionLowering::lowerRoute(RouteOp op) {
   if (op.getRouting() != Routing::sigmoid_topk) {
     Type scoreType = op.getLogits().getType();
     if (op.getRouterBf16())
-      scores = call(loc, "round_bf16", {scores}, {scoreType})[0];
-    scores = call(loc, "softmax", {scores}, {scoreType})[0];
+      scores = call(loc, Kernel::RoundBf16, {scores}, {scoreType})[0];
+    scores = call(loc, Kernel::Softmax, {scores}, {scoreType})[0];
     if (op.getRouterBf16())
-      scores = call(loc, "round_bf16", {scores}, {scoreType})[0];
+      scores = call(loc, Kernel::RoundBf16, {scores}, {scoreType})[0];
   }
   replace(op, routeKernel(op.getRouting()), {scores},
           routingParams(op, op.getRouting(), op.getNumGroups(),
@@ -213,18 +217,14 @@ LogicalResult FunctionLowering::lowerAdamW(AdamWOp adamw) {
       return failure();
     storage.push_back(*buffer);
   }
-  KernelOp::create(
-      builder, adamw.getLoc(), "adamw",
-      {lookup(adamw.getGrad()), lookup(adamw.getLearningRate()),
-       lookup(adamw.getStep()), optional(adamw.getNorm()),
-       optional(adamw.getMicroStep())},
-      storage,
-      builder.getDictionaryAttr(
-          {attr("b1", adamw.getB1Attr()), attr("b2", adamw.getB2Attr()),
-           attr("eps", adamw.getEpsAttr()),
-           attr("weight_decay", adamw.getWeightDecayAttr()),
-           attr("max_norm", adamw.getMaxNormAttr()),
-           attr("micro_steps", adamw.getMicroStepsAttr())}));
+  FailureOr<DictionaryAttr> params = kernelParams(adamw, Kernel::AdamW, {});
+  if (failed(params))
+    return failure();
+  KernelOp::create(builder, adamw.getLoc(), Kernel::AdamW,
+                   {lookup(adamw.getGrad()), lookup(adamw.getLearningRate()),
+                    lookup(adamw.getStep()), optional(adamw.getNorm()),
+                    optional(adamw.getMicroStep())},
+                   storage, *params);
   for (auto [result, buffer] : llvm::zip(adamw.getResults(), storage))
     buffers[result] = buffer;
   return success();
@@ -234,28 +234,82 @@ LogicalResult FunctionLowering::lowerAdamW(AdamWOp adamw) {
 LogicalResult
 FunctionLowering::lowerAccumulateGradient(AccumulateGradientOp op) {
   FailureOr<Value> accumulator = updatedStorage(op, op.getAccumulator());
-  if (failed(accumulator))
+  FailureOr<DictionaryAttr> params =
+      kernelParams(op, Kernel::AccumulateGradient, {});
+  if (failed(accumulator) || failed(params))
     return failure();
   Value average = alloc(op.getLoc(), op.getAverage().getType());
-  KernelOp::create(
-      builder, op.getLoc(), "accumulate_gradient",
-      {lookup(op.getGrad()), lookup(op.getMicroStep())},
-      {*accumulator, average},
-      builder.getDictionaryAttr({attr("micro_steps", op.getMicroStepsAttr())}));
+  KernelOp::create(builder, op.getLoc(), Kernel::AccumulateGradient,
+                   {lookup(op.getGrad()), lookup(op.getMicroStep())},
+                   {*accumulator, average}, *params);
   buffers[op.getNewAccumulator()] = *accumulator;
   buffers[op.getAverage()] = average;
   return success();
 }
 
-SmallVector<NamedAttribute>
-FunctionLowering::attentionDropout(std::optional<APFloat> rate,
-                                   std::optional<uint64_t> stream) {
-  return {attr("dropout_rate",
-               builder.getF64FloatAttr(rate ? rate->convertToDouble() : 0.0)),
-          intAttr("stream", stream.value_or(0))};
+/// The string of an enum attribute, or nothing for another attribute.
+std::optional<StringRef> stringifyEnumAttr(Attribute value) {
+  return llvm::TypeSwitch<Attribute, std::optional<StringRef>>(value)
+      .Case<ActivationAttr, MixAlgorithmAttr, NoiseKindAttr, RoutingAttr>(
+          [](auto attr) { return stringifyEnum(attr.getValue()); })
+      .Default(std::nullopt);
+}
+
+FailureOr<DictionaryAttr>
+FunctionLowering::kernelParams(Operation *op, Kernel kernel,
+                               ArrayRef<NamedAttribute> defaults) {
+  const mixer::KernelInfo &info = mixer::kernelInfo(kernel);
+  auto kernelOp = dyn_cast<KernelOpInterface>(op);
+  NamedAttrList params;
+  for (StringAttr opName : op->getName().getAttributeNames()) {
+    Attribute value = op->getAttr(opName);
+    if (!value || opName == "operandSegmentSizes")
+      continue;
+    StringRef name =
+        kernelOp ? kernelOp.getKernelAttributeName(opName) : opName.strref();
+    const mixer::KernelAttribute *attribute = info.findAttribute(name);
+    if (!attribute)
+      return op->emitOpError()
+             << "has the attribute '" << opName.strref() << "', which kernel '"
+             << info.name << "' does not take";
+    if (isa<UnitAttr>(value))
+      value = builder.getBoolAttr(true);
+    else if (std::optional<StringRef> string = stringifyEnumAttr(value))
+      value = builder.getStringAttr(*string);
+    params.set(name, value);
+  }
+  for (NamedAttribute fallback : defaults)
+    if (!params.get(fallback.getName()))
+      params.push_back(fallback);
+  for (const mixer::KernelAttribute &attribute : info.attributes) {
+    if (attribute.optional || params.get(attribute.name))
+      continue;
+    if (attribute.type != mixer::AttrType::Bool)
+      return op->emitOpError()
+             << "has no value for the attribute '" << attribute.name
+             << "' of kernel '" << info.name << "'";
+    params.set(attribute.name, builder.getBoolAttr(false));
+  }
+  return params.getDictionary(op->getContext());
+}
+
+LogicalResult
+FunctionLowering::lowerToKernel(Operation *op, Kernel kernel,
+                                ArrayRef<Value> operands,
+                                ArrayRef<NamedAttribute> defaults) {
+  FailureOr<DictionaryAttr> params = kernelParams(op, kernel, defaults);
+  if (failed(params))
+    return failure();
+  SmallVector<Value> inputs;
+  for (Value operand : operands)
+    inputs.push_back(optional(operand));
+  replace(op, kernel, inputs, params->getValue());
+  return success();
 }
 
 LogicalResult FunctionLowering::lowerOp(Operation *op) {
+  if (auto counted = dyn_cast<FlopCountOpInterface>(op))
+    flops += counted.getFlops();
   return llvm::TypeSwitch<Operation *, LogicalResult>(op)
       .Case<ReshapeOp>([&](ReshapeOp reshape) {
         buffers[reshape.getResult()] = ViewOp::create(
@@ -263,108 +317,29 @@ LogicalResult FunctionLowering::lowerOp(Operation *op) {
             lookup(reshape.getInput()));
         return success();
       })
-      .Case<EmbedOp>([&](EmbedOp embed) {
-        replace(embed, "embed",
-                {lookup(embed.getIds()), lookup(embed.getTypeIds()),
-                 lookup(embed.getWord()), lookup(embed.getPosition()),
-                 lookup(embed.getType())});
-        return success();
-      })
-      .Case<DenseOp>([&](DenseOp dense) {
-        int64_t n = cast<ShapedType>(dense.getType()).getShape().back();
-        flops += 2.0 * numElements(dense.getInput()) * n;
-        replace(
-            dense, "dense",
-            {lookup(dense.getInput()), lookup(dense.getWeight()),
-             optional(dense.getBias())},
-            {strAttr("activation", stringifyActivation(dense.getActivation())),
-             boolAttr("transpose_w", dense.getTransposeWeight())});
-        return success();
-      })
+      // The kernels of LayerNorm without a residual add take it absent.
       .Case<LayerNormOp>([&](LayerNormOp norm) {
-        replace(norm, "layer_norm",
-                {lookup(norm.getInput()), none(), lookup(norm.getScale()),
-                 lookup(norm.getBias())},
-                {attr("epsilon", norm.getEpsilonAttr())});
-        return success();
+        return lowerToKernel(
+            norm, Kernel::LayerNorm,
+            {norm.getInput(), Value(), norm.getScale(), norm.getBias()});
       })
-      .Case<AddLayerNormOp>([&](AddLayerNormOp norm) {
-        replace(norm, "layer_norm",
-                {lookup(norm.getInput()), lookup(norm.getResidual()),
-                 lookup(norm.getScale()), lookup(norm.getBias())},
-                {attr("epsilon", norm.getEpsilonAttr())});
-        return success();
+      .Case<LayerNormGradOp>([&](LayerNormGradOp grad) {
+        return lowerToKernel(
+            grad, Kernel::LayerNormGrad,
+            {grad.getInput(), Value(), grad.getScale(), grad.getResultGrad()});
       })
-      .Case<ActivationOp>([&](ActivationOp activation) {
-        replace(activation, "activation", {lookup(activation.getInput())},
-                {strAttr("kind", stringifyActivation(activation.getKind()))});
-        return success();
-      })
-      .Case<AddOp>([&](AddOp add) {
-        replace(add, "add", {lookup(add.getLhs()), lookup(add.getRhs())});
-        return success();
-      })
-      .Case<SoftmaxOp>([&](SoftmaxOp softmax) {
-        replace(softmax, "softmax", {lookup(softmax.getInput())});
-        return success();
-      })
-      .Case<RoundBf16Op>([&](RoundBf16Op round) {
-        replace(round, "round_bf16", {lookup(round.getInput())});
-        return success();
-      })
-      .Case<TakePositionOp>([&](TakePositionOp take) {
-        replace(take, "take_position", {lookup(take.getInput())},
-                {intAttr("index", take.getIndex())});
-        return success();
-      })
-      .Case<LinearMixOp>([&](LinearMixOp mix) {
-        ArrayRef<int64_t> shape = shapeOf(mix.getInput());
-        flops +=
-            2.0 * shape[0] *
-            (shape[1] * shape[2] * shape[2] + shape[1] * shape[1] * shape[2]);
-        replace(mix, "linear_mix",
-                {lookup(mix.getInput()), lookup(mix.getSeqKernel()),
-                 lookup(mix.getHiddenKernel())});
-        return success();
-      })
-      .Case<SpectralMixOp>([&](SpectralMixOp mix) -> LogicalResult {
+      .Case<SpectralMixOp, StructuredMixOp>([&](auto mix) -> LogicalResult {
         if (mix.getAlgorithm() == MixAlgorithm::automatic)
           return mix.emitOpError(
               "algorithm is still auto: run mixer-select-mixing-algorithm");
-        replace(
-            mix, "spectral_mix", {lookup(mix.getInput())},
-            {boolAttr("hartley", mix.getHartley()),
-             strAttr("algorithm", stringifyMixAlgorithm(mix.getAlgorithm()))});
-        return success();
+        return lowerKernelOp(mix);
       })
-      .Case<StructuredMixOp>([&](StructuredMixOp mix) -> LogicalResult {
-        if (mix.getAlgorithm() == MixAlgorithm::automatic)
-          return mix.emitOpError(
-              "algorithm is still auto: run mixer-select-mixing-algorithm");
-        replace(
-            mix, "structured_mix",
-            {lookup(mix.getInput()), lookup(mix.getSeqKernel()),
-             lookup(mix.getHiddenKernel())},
-            {boolAttr("toeplitz", mix.getToeplitz()),
-             strAttr("algorithm", stringifyMixAlgorithm(mix.getAlgorithm()))});
-        return success();
-      })
-      .Case<AttentionOp>([&](AttentionOp attention) {
-        ArrayRef<int64_t> shape = shapeOf(attention.getQuery());
-        flops += 4.0 * shape[0] * shape[1] * shape[1] * shape[2];
-        SmallVector<NamedAttribute> params = {
-            intAttr("num_heads", attention.getNumHeads()),
-            intAttr("head_dim", attention.getHeadDim()),
-            intAttr("pad_id", attention.getPadId()),
-            boolAttr("causal", attention.getCausal())};
-        params.append(attentionDropout(attention.getDropoutRate(),
-                                       attention.getDropoutStream()));
-        replace(attention, "attention",
-                {lookup(attention.getQuery()), lookup(attention.getKey()),
-                 lookup(attention.getValue()), lookup(attention.getIds()),
-                 optional(attention.getSeed()), optional(attention.getStep())},
-                params);
-        return success();
+      // Attention without probability dropout has rate 0.
+      .Case<AttentionOp, AttentionGradOp>([&](auto attention) {
+        return lowerKernelOp(
+            attention,
+            {builder.getNamedAttr("dropout_rate", builder.getF64FloatAttr(0.0)),
+             intAttr("stream", 0)});
       })
       .Case<SelectExpertsOp>([&](SelectExpertsOp select) {
         int64_t tokens = shapeOf(select.getProbs())[0];
@@ -377,180 +352,6 @@ LogicalResult FunctionLowering::lowerOp(Operation *op) {
         return success();
       })
       .Case<RouteOp>([&](RouteOp route) { return lowerRoute(route); })
-      .Case<DispatchOp>([&](DispatchOp dispatch) {
-        replace(dispatch, "dispatch",
-                {lookup(dispatch.getInput()), lookup(dispatch.getTokens())});
-        return success();
-      })
-      .Case<ExpertsOp>([&](ExpertsOp experts) {
-        ArrayRef<int64_t> w1 = shapeOf(experts.getW1());
-        flops += 4.0 * shapeOf(experts.getInput())[0] * w1[1] * w1[2];
-        replace(experts, "experts",
-                {lookup(experts.getInput()), lookup(experts.getTokens()),
-                 lookup(experts.getOffsets()), lookup(experts.getW1()),
-                 optional(experts.getB1()), lookup(experts.getW2()),
-                 optional(experts.getB2())},
-                {strAttr("activation",
-                         stringifyActivation(experts.getActivation()))});
-        return success();
-      })
-      .Case<CombineOp>([&](CombineOp combine) {
-        replace(combine, "combine",
-                {lookup(combine.getInput()), lookup(combine.getTokens()),
-                 lookup(combine.getGates())});
-        return success();
-      })
-      // Scalar arithmetic and losses.
-      .Case<FillOp>([&](FillOp fill) {
-        replace(fill, "fill", {}, {attr("value", fill.getValueAttr())});
-        return success();
-      })
-      .Case<BroadcastOp, ReduceSumOp, MultiplyOp, DivideOp, SoftmaxGradOp,
-            ReduceRowsOp, DispatchGradOp, CombineGradOp, ScatterGateGradOp,
-            GatherPositionsOp, GatherPositionsGradOp, SquaredErrorOp,
-            EmbedGradOp, LabelMaskOp, GlobalNormOp, ArgmaxOp, RouterZLossOp,
-            RouterZLossGradOp, EntropyRegularizerOp, EntropyRegularizerGradOp>(
-          [&](Operation *op) {
-            // Kernels named after the op, taking its operands in order.
-            SmallVector<Value> operands;
-            for (Value operand : op->getOperands())
-              operands.push_back(lookup(operand));
-            replace(op, op->getName().stripDialect(), operands);
-            return success();
-          })
-      .Case<ScaleOp>([&](ScaleOp scale) {
-        replace(scale, "scale", {lookup(scale.getInput())},
-                {attr("factor", scale.getFactorAttr())});
-        return success();
-      })
-      .Case<LoadBalancingLossOp, LoadBalancingLossGradOp>([&](Operation *op) {
-        SmallVector<Value> operands;
-        for (Value operand : op->getOperands())
-          operands.push_back(lookup(operand));
-        replace(op, op->getName().stripDialect(), operands,
-                {attr("groups", op->getAttr("num_groups")),
-                 attr("k", op->getAttr("k"))});
-        return success();
-      })
-      .Case<SoftmaxCrossEntropyOp>([&](SoftmaxCrossEntropyOp loss) {
-        replace(loss, "softmax_cross_entropy",
-                {lookup(loss.getLogits()), lookup(loss.getLabels()),
-                 optional(loss.getWeights())});
-        return success();
-      })
-      .Case<SoftmaxCrossEntropyGradOp>([&](SoftmaxCrossEntropyGradOp grad) {
-        replace(grad, "softmax_cross_entropy_grad",
-                {lookup(grad.getLogits()), lookup(grad.getLabels()),
-                 lookup(grad.getResultGrad()), optional(grad.getWeights())});
-        return success();
-      })
-      // Backward kernels.
-      .Case<ActivationGradOp>([&](ActivationGradOp grad) {
-        replace(grad, "activation_grad",
-                {lookup(grad.getPreactivation()), lookup(grad.getResultGrad())},
-                {strAttr("kind", stringifyActivation(grad.getKind()))});
-        return success();
-      })
-      .Case<DenseWeightGradOp>([&](DenseWeightGradOp grad) {
-        flops += 2.0 * numElements(grad.getInput()) *
-                 shapeOf(grad.getResultGrad()).back();
-        replace(grad, "dense_weight_grad",
-                {lookup(grad.getInput()), lookup(grad.getResultGrad())},
-                {boolAttr("transpose_w", grad.getTransposeWeight())});
-        return success();
-      })
-      .Case<LayerNormGradOp>([&](LayerNormGradOp grad) {
-        replace(grad, "layer_norm_grad",
-                {lookup(grad.getInput()), none(), lookup(grad.getScale()),
-                 lookup(grad.getResultGrad())},
-                {attr("epsilon", grad.getEpsilonAttr())});
-        return success();
-      })
-      .Case<TakePositionGradOp>([&](TakePositionGradOp grad) {
-        replace(grad, "take_position_grad", {lookup(grad.getResultGrad())},
-                {intAttr("index", grad.getIndex())});
-        return success();
-      })
-      .Case<LinearMixGradOp>([&](LinearMixGradOp grad) {
-        ArrayRef<int64_t> shape = shapeOf(grad.getInput());
-        flops +=
-            4.0 * shape[0] *
-            (shape[1] * shape[2] * shape[2] + shape[1] * shape[1] * shape[2]);
-        replace(grad, "linear_mix_grad",
-                {lookup(grad.getInput()), lookup(grad.getSeqKernel()),
-                 lookup(grad.getHiddenKernel()), lookup(grad.getResultGrad())});
-        return success();
-      })
-      .Case<StructuredMixGradOp>([&](StructuredMixGradOp grad) {
-        replace(grad, "structured_mix_grad",
-                {lookup(grad.getInput()), lookup(grad.getSeqKernel()),
-                 lookup(grad.getHiddenKernel()), lookup(grad.getResultGrad())},
-                {boolAttr("toeplitz", grad.getToeplitz())});
-        return success();
-      })
-      .Case<AttentionGradOp>([&](AttentionGradOp grad) {
-        ArrayRef<int64_t> shape = shapeOf(grad.getQuery());
-        flops += 8.0 * shape[0] * shape[1] * shape[1] * shape[2];
-        SmallVector<NamedAttribute> params = {
-            intAttr("num_heads", grad.getNumHeads()),
-            intAttr("head_dim", grad.getHeadDim()),
-            intAttr("pad_id", grad.getPadId()),
-            boolAttr("causal", grad.getCausal())};
-        params.append(
-            attentionDropout(grad.getDropoutRate(), grad.getDropoutStream()));
-        replace(grad, "attention_grad",
-                {lookup(grad.getQuery()), lookup(grad.getKey()),
-                 lookup(grad.getValue()), lookup(grad.getIds()),
-                 lookup(grad.getResultGrad()), optional(grad.getSeed()),
-                 optional(grad.getStep())},
-                params);
-        return success();
-      })
-      .Case<ExpertsGradOp>([&](ExpertsGradOp grad) {
-        ArrayRef<int64_t> w1 = shapeOf(grad.getW1());
-        // The recomputed up-projection plus four backward products.
-        flops += 10.0 * shapeOf(grad.getInput())[0] * w1[1] * w1[2];
-        replace(
-            grad, "experts_grad",
-            {lookup(grad.getInput()), lookup(grad.getTokens()),
-             lookup(grad.getOffsets()), lookup(grad.getW1()),
-             optional(grad.getB1()), lookup(grad.getW2()),
-             lookup(grad.getResultGrad())},
-            {strAttr("activation", stringifyActivation(grad.getActivation()))});
-        return success();
-      })
-      .Case<RouteGradOp>([&](RouteGradOp grad) {
-        replace(grad, "route_grad",
-                {lookup(grad.getLogits()), lookup(grad.getTokens()),
-                 lookup(grad.getOffsets()), lookup(grad.getGatesGrad())},
-                {strAttr("routing", stringifyRouting(grad.getRouting()))});
-        return success();
-      })
-      // The training step's noise and update.
-      .Case<RandomScaleOp>([&](RandomScaleOp noise) {
-        replace(noise, "random_scale",
-                {lookup(noise.getInput()), lookup(noise.getSeed()),
-                 lookup(noise.getStep())},
-                {strAttr("kind", stringifyNoiseKind(noise.getKind())),
-                 attr("rate", noise.getRateAttr()),
-                 attr("stream", noise.getStreamAttr())});
-        return success();
-      })
-      .Case<DropExpertsOp>([&](DropExpertsOp drop) {
-        replace(drop, "drop_experts",
-                {lookup(drop.getInput()), lookup(drop.getSeed()),
-                 lookup(drop.getStep())},
-                {attr("rate", drop.getRateAttr()),
-                 attr("stream", drop.getStreamAttr()),
-                 boolAttr("gradient", drop.getGradient())});
-        return success();
-      })
-      .Case<NoiseCounterOp>([&](NoiseCounterOp counter) {
-        replace(counter, "noise_counter",
-                {lookup(counter.getStep()), lookup(counter.getMicroStep())},
-                {attr("micro_steps", counter.getMicroStepsAttr())});
-        return success();
-      })
       .Case<AccumulateGradientOp>(
           [&](AccumulateGradientOp op) { return lowerAccumulateGradient(op); })
       .Case<AdamWOp>([&](AdamWOp adamw) { return lowerAdamW(adamw); })
@@ -558,6 +359,8 @@ LogicalResult FunctionLowering::lowerOp(Operation *op) {
         return moe->emitOpError("must be decomposed (mixer-decompose-moe) "
                                 "before lowering to the runtime");
       })
+      .Case<KernelOpInterface>(
+          [&](KernelOpInterface op) { return lowerKernelOp(op); })
       .Default([&](Operation *other) {
         return other->emitOpError("has no runtime lowering");
       });

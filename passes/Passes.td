@@ -205,9 +205,15 @@ def MixerLowerToRuntime : Pass<"mixer-lower-to-runtime", "mlir::ModuleOp"> {
   let summary = "Lower the mixer graph to runtime kernel calls on buffers";
   let description = [{
     Every tensor becomes a buffer (`mixrt.alloc`, or a `mixrt.view` for
-    reshapes), every op one or more `mixrt.kernel` calls of the runtime's
-    kernel table, the function arguments memrefs. Also records the model's
-    FLOP count (`mixrt.flops`) on the function. Results marked
+    reshapes), every op one or more `mixrt.kernel` calls of the plan kernels
+    (runtime/support/Kernels.def), the function arguments memrefs. An op
+    whose definition names its kernel (`let kernel`, Mixer_KernelOpInterface)
+    becomes that kernel with its operands in order (`mixrt.none` for an
+    absent optional one) and its attributes by name; the other ops are
+    lowered by hand: the routings, LayerNorm without a residual, attention's
+    dropout defaults, mixing with an unselected algorithm (an error), the
+    in-place updates. Also records the model's FLOP count (`mixrt.flops`,
+    from Mixer_FlopCountOpInterface) on the function. Results marked
     `mixer.update` (see `mixer-apply-optimizer`) leave the function's
     results: their `adamw` kernel writes the parameter or state argument
     in place, which the pass allows only when nothing reads that argument
@@ -224,12 +230,13 @@ def MixrtAssignPrecision : Pass<"mixrt-assign-precision", "mlir::ModuleOp"> {
     is: parameters, their gradients, optimizer state, inputs, scalars and
     losses, and the router's logits and probabilities (routing and the router
     losses are fp32). Which results are activations is a property of the
-    kernel: producers (`embed`, `dense`, `layer_norm`, `attention`, the mixing
-    kernels, `dispatch`, `experts`, `combine`, the activation gradients of the
-    backward kernels) write them, elementwise kernels (`activation`, `add`,
-    `softmax`, `random_scale`, ...) keep the precision of their operands, and
-    the router kernels demand fp32 operands, which keeps the elementwise
-    chain before them (and the producer it starts from) in fp32. Views take
+    kernel, stated in runtime/support/Kernels.def: producers (`embed`,
+    `dense`, `layer_norm`, `attention`, the mixing kernels, `dispatch`,
+    `experts`, `combine`, the activation gradients of the backward kernels)
+    write them, elementwise kernels (`activation`, `add`, `softmax`,
+    `random_scale`, ...) keep the precision of their operands, and the router
+    kernels demand fp32 operands, which keeps the elementwise chain before
+    them (and the producer it starts from) in fp32. Views take
     the element type of the buffer they view. `fp32` changes nothing.
 
     ```mlir

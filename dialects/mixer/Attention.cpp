@@ -24,6 +24,11 @@ LogicalResult AttentionOp::verify() {
   return expectShape(*this, getResult(), q, "result");
 }
 
+double AttentionOp::getFlops() {
+  ArrayRef<int64_t> shape = shapeOf(getQuery());
+  return 4.0 * shape[0] * shape[1] * shape[1] * shape[2];
+}
+
 LogicalResult
 AttentionOp::buildGradients(OpBuilder &builder, ValueRange resultGrads,
                             SmallVectorImpl<Value> &operandGrads) {

@@ -7,7 +7,8 @@ include "dialects/mixer/MixerBase.td"
 include "mlir/Interfaces/SideEffectInterfaces.td"
 
 def Mixer_AttentionOp : Mixer_Op<"attention", [Pure, AttrSizedOperandSegments,
-    DeclareOpInterfaceMethods<Mixer_GradientOpInterface>]> {
+    DeclareOpInterfaceMethods<Mixer_GradientOpInterface>,
+    DeclareOpInterfaceMethods<Mixer_FlopCountOpInterface>]> {
   let summary = "multi-head scaled dot-product attention core";
   let description = [{
     Queries, keys and values are `[B, S, H·hd]` (heads-major within the last
@@ -40,6 +41,8 @@ def Mixer_AttentionOp : Mixer_Op<"attention", [Pure, AttrSizedOperandSegments,
     functional-type(operands, results)
   }];
   let hasVerifier = 1;
+  let kernel = "Attention";
+  let kernelAttributeNames = [["dropout_stream", "stream"]];
 }
 
 #endif // MIXER_ATTENTIONOPS_TD

@@ -28,6 +28,11 @@ LogicalResult DenseOp::verify() {
   return expectShape(*this, getResult(), out, "result");
 }
 
+double DenseOp::getFlops() {
+  int64_t n = shapeOf(getResult()).back();
+  return 2.0 * cast<ShapedType>(getInput().getType()).getNumElements() * n;
+}
+
 /// Checks scale/bias of a LayerNorm over the last axis of `input`.
 static LogicalResult verifyNormParams(Operation *op, Value input, Value scale,
                                       Value bias, Value result) {

@@ -7,7 +7,9 @@ include "dialects/mixer/MixerBase.td"
 include "mlir/Interfaces/SideEffectInterfaces.td"
 include "mlir/Interfaces/InferTypeOpInterface.td"
 
-def Mixer_DenseOp : Mixer_Op<"dense", [Pure, DeclareOpInterfaceMethods<Mixer_GradientOpInterface>]> {
+def Mixer_DenseOp : Mixer_Op<"dense", [Pure,
+    DeclareOpInterfaceMethods<Mixer_GradientOpInterface>,
+    DeclareOpInterfaceMethods<Mixer_FlopCountOpInterface>]> {
   let summary = "affine map over the last axis with an optional fused activation";
   let description = [{
     `result = activation(input · W + bias)` contracting the last axis of the
@@ -29,6 +31,8 @@ def Mixer_DenseOp : Mixer_Op<"dense", [Pure, DeclareOpInterfaceMethods<Mixer_Gra
     $input `,` $weight (`,` $bias^)? attr-dict `:` functional-type(operands, results)
   }];
   let hasVerifier = 1;
+  let kernel = "Dense";
+  let kernelAttributeNames = [["transpose_weight", "transpose_w"]];
 }
 
 def Mixer_LayerNormOp : Mixer_Op<"layer_norm", [Pure, DeclareOpInterfaceMethods<Mixer_GradientOpInterface>]> {
@@ -60,6 +64,7 @@ def Mixer_AddLayerNormOp : Mixer_Op<"add_layer_norm", [Pure]> {
     functional-type(operands, results)
   }];
   let hasVerifier = 1;
+  let kernel = "LayerNorm";
 }
 
 def Mixer_ActivationOp : Mixer_Op<"activation",
@@ -69,6 +74,7 @@ def Mixer_ActivationOp : Mixer_Op<"activation",
   let results = (outs Mixer_F32Tensor:$result);
   let assemblyFormat = "$kind $input attr-dict `:` type($input)";
   let hasFolder = 1;
+  let kernel = "Activation";
 }
 
 def Mixer_AddOp : Mixer_Op<"add",
@@ -77,6 +83,7 @@ def Mixer_AddOp : Mixer_Op<"add",
   let arguments = (ins Mixer_F32Tensor:$lhs, Mixer_F32Tensor:$rhs);
   let results = (outs Mixer_F32Tensor:$result);
   let assemblyFormat = "$lhs `,` $rhs attr-dict `:` type($result)";
+  let kernel = "Add";
 }
 
 def Mixer_SoftmaxOp : Mixer_Op<"softmax",
@@ -85,6 +92,7 @@ def Mixer_SoftmaxOp : Mixer_Op<"softmax",
   let arguments = (ins Mixer_F32Tensor:$input);
   let results = (outs Mixer_F32Tensor:$result);
   let assemblyFormat = "$input attr-dict `:` type($input)";
+  let kernel = "Softmax";
 }
 
 def Mixer_RoundBf16Op : Mixer_Op<"round_bf16",
@@ -94,6 +102,7 @@ def Mixer_RoundBf16Op : Mixer_Op<"round_bf16",
   let arguments = (ins Mixer_F32Tensor:$input);
   let results = (outs Mixer_F32Tensor:$result);
   let assemblyFormat = "$input attr-dict `:` type($input)";
+  let kernel = "RoundBf16";
 }
 
 def Mixer_ReshapeOp : Mixer_Op<"reshape", [Pure, DeclareOpInterfaceMethods<Mixer_GradientOpInterface>]> {
@@ -113,6 +122,7 @@ def Mixer_TakePositionOp : Mixer_Op<"take_position", [Pure, DeclareOpInterfaceMe
   let results = (outs Mixer_F32Tensor:$result);
   let assemblyFormat = "$input `[` $index `]` attr-dict `:` type($input) `to` type($result)";
   let hasVerifier = 1;
+  let kernel = "TakePosition";
 }
 
 def Mixer_ReduceSumOp : Mixer_Op<"reduce_sum",
@@ -121,6 +131,7 @@ def Mixer_ReduceSumOp : Mixer_Op<"reduce_sum",
   let arguments = (ins Mixer_F32Tensor:$input);
   let results = (outs 0DTensorOf<[F32]>:$result);
   let assemblyFormat = "$input attr-dict `:` type($input) `to` type($result)";
+  let kernel = "ReduceSum";
 }
 
 def Mixer_BroadcastOp : Mixer_Op<"broadcast",
@@ -129,6 +140,7 @@ def Mixer_BroadcastOp : Mixer_Op<"broadcast",
   let arguments = (ins 0DTensorOf<[F32]>:$input);
   let results = (outs Mixer_F32Tensor:$result);
   let assemblyFormat = "$input attr-dict `:` type($input) `to` type($result)";
+  let kernel = "Broadcast";
 }
 
 #endif // MIXER_DENSEOPS_TD

@@ -26,6 +26,7 @@ def Mixer_EmbedOp : Mixer_Op<"embed", [Pure, DeclareOpInterfaceMethods<Mixer_Gra
     functional-type(operands, results)
   }];
   let hasVerifier = 1;
+  let kernel = "Embed";
 }
 
 #endif // MIXER_EMBEDDINGOPS_TD

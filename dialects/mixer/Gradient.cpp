@@ -23,6 +23,11 @@ LogicalResult DenseWeightGradOp::verify() {
   return expectShape(*this, getResult(), {k, n}, "result");
 }
 
+double DenseWeightGradOp::getFlops() {
+  return 2.0 * cast<ShapedType>(getInput().getType()).getNumElements() *
+         shapeOf(getResultGrad()).back();
+}
+
 LogicalResult ReduceRowsOp::verify() {
   if (shapeOf(getInput()).empty())
     return emitOpError("input must have rank >= 1");
@@ -69,6 +74,12 @@ LogicalResult LinearMixGradOp::verify() {
                      "hidden_kernel_grad");
 }
 
+double LinearMixGradOp::getFlops() {
+  ArrayRef<int64_t> shape = shapeOf(getInput());
+  return 4.0 * shape[0] *
+         (shape[1] * shape[2] * shape[2] + shape[1] * shape[1] * shape[2]);
+}
+
 LogicalResult EmbedGradOp::verify() {
   if (failed(expectRank(*this, getIds(), 2, "ids")) ||
       failed(expectShape(*this, getTypeIds(), shapeOf(getIds()), "type_ids")) ||
@@ -113,6 +124,11 @@ LogicalResult AttentionGradOp::verify() {
     return failure();
   return expectAttentionDropout(*this, getSeed(), getStep(), getDropoutRate(),
                                 getDropoutStream());
+}
+
+double AttentionGradOp::getFlops() {
+  ArrayRef<int64_t> shape = shapeOf(getQuery());
+  return 8.0 * shape[0] * shape[1] * shape[1] * shape[2];
 }
 
 LogicalResult StructuredMixGradOp::verify() {
@@ -183,6 +199,12 @@ LogicalResult ExpertsGradOp::verify() {
   if (getB1())
     return expectShape(*this, getB1(), {experts, hidden}, "b1");
   return success();
+}
+
+/// The recomputed up-projection plus four backward products.
+double ExpertsGradOp::getFlops() {
+  ArrayRef<int64_t> w1 = shapeOf(getW1());
+  return 10.0 * shapeOf(getInput())[0] * w1[1] * w1[2];
 }
 
 /// The assignment-table operands shared by the router gradients: returns

@@ -17,6 +17,7 @@ def Mixer_FillOp : Mixer_Op<"fill", [Pure]> {
   let arguments = (ins F64Attr:$value);
   let results = (outs Mixer_F32Tensor:$result);
   let assemblyFormat = "$value attr-dict `:` type($result)";
+  let kernel = "Fill";
 }
 
 def Mixer_ActivationGradOp : Mixer_Op<"activation_grad", [Pure,
@@ -28,9 +29,11 @@ def Mixer_ActivationGradOp : Mixer_Op<"activation_grad", [Pure,
   let assemblyFormat = [{
     $kind $preactivation `,` $result_grad attr-dict `:` type($result)
   }];
+  let kernel = "ActivationGrad";
 }
 
-def Mixer_DenseWeightGradOp : Mixer_Op<"dense_weight_grad", [Pure]> {
+def Mixer_DenseWeightGradOp : Mixer_Op<"dense_weight_grad", [Pure,
+    DeclareOpInterfaceMethods<Mixer_FlopCountOpInterface>]> {
   let summary = "weight gradient of mixer.dense: inputᵀ · result_grad";
   let description = [{
     Contracts every leading axis of `input [..., K]` and `result_grad
@@ -44,6 +47,8 @@ def Mixer_DenseWeightGradOp : Mixer_Op<"dense_weight_grad", [Pure]> {
     $input `,` $result_grad attr-dict `:` functional-type(operands, results)
   }];
   let hasVerifier = 1;
+  let kernel = "DenseWeightGrad";
+  let kernelAttributeNames = [["transpose_weight", "transpose_w"]];
 }
 
 def Mixer_ReduceRowsOp : Mixer_Op<"reduce_rows", [Pure]> {
@@ -52,6 +57,7 @@ def Mixer_ReduceRowsOp : Mixer_Op<"reduce_rows", [Pure]> {
   let results = (outs Mixer_F32Tensor:$result);
   let assemblyFormat = "$input attr-dict `:` functional-type(operands, results)";
   let hasVerifier = 1;
+  let kernel = "ReduceRows";
 }
 
 def Mixer_LayerNormGradOp : Mixer_Op<"layer_norm_grad", [Pure]> {
@@ -73,6 +79,7 @@ def Mixer_SoftmaxGradOp : Mixer_Op<"softmax_grad", [Pure,
   let arguments = (ins Mixer_F32Tensor:$output, Mixer_F32Tensor:$result_grad);
   let results = (outs Mixer_F32Tensor:$result);
   let assemblyFormat = "$output `,` $result_grad attr-dict `:` type($result)";
+  let kernel = "SoftmaxGrad";
 }
 
 def Mixer_TakePositionGradOp : Mixer_Op<"take_position_grad", [Pure]> {
@@ -84,9 +91,11 @@ def Mixer_TakePositionGradOp : Mixer_Op<"take_position_grad", [Pure]> {
     $result_grad `[` $index `]` attr-dict `:` type($result_grad) `to` type($result)
   }];
   let hasVerifier = 1;
+  let kernel = "TakePositionGrad";
 }
 
-def Mixer_LinearMixGradOp : Mixer_Op<"linear_mix_grad", [Pure]> {
+def Mixer_LinearMixGradOp : Mixer_Op<"linear_mix_grad", [Pure,
+    DeclareOpInterfaceMethods<Mixer_FlopCountOpInterface>]> {
   let summary = "gradients of mixer.linear_mix (input, seq_kernel, hidden_kernel)";
   let arguments = (ins Mixer_F32Tensor:$input, Mixer_F32Tensor:$seq_kernel,
                        Mixer_F32Tensor:$hidden_kernel,
@@ -99,6 +108,7 @@ def Mixer_LinearMixGradOp : Mixer_Op<"linear_mix_grad", [Pure]> {
     functional-type(operands, results)
   }];
   let hasVerifier = 1;
+  let kernel = "LinearMixGrad";
 }
 
 def Mixer_EmbedGradOp : Mixer_Op<"embed_grad", [Pure]> {
@@ -117,10 +127,12 @@ def Mixer_EmbedGradOp : Mixer_Op<"embed_grad", [Pure]> {
     functional-type(operands, results)
   }];
   let hasVerifier = 1;
+  let kernel = "EmbedGrad";
 }
 
 def Mixer_AttentionGradOp : Mixer_Op<"attention_grad", [Pure,
-    AttrSizedOperandSegments]> {
+    AttrSizedOperandSegments,
+    DeclareOpInterfaceMethods<Mixer_FlopCountOpInterface>]> {
   let summary = "gradients of mixer.attention (query, key, value)";
   let description = [{
     Recomputes the attention probabilities from the queries and keys, and
@@ -145,6 +157,8 @@ def Mixer_AttentionGradOp : Mixer_Op<"attention_grad", [Pure,
     (`noise` $seed^ `,` $step)? attr-dict `:` functional-type(operands, results)
   }];
   let hasVerifier = 1;
+  let kernel = "AttentionGrad";
+  let kernelAttributeNames = [["dropout_stream", "stream"]];
 }
 
 def Mixer_StructuredMixGradOp : Mixer_Op<"structured_mix_grad", [Pure]> {
@@ -160,6 +174,7 @@ def Mixer_StructuredMixGradOp : Mixer_Op<"structured_mix_grad", [Pure]> {
     functional-type(operands, results)
   }];
   let hasVerifier = 1;
+  let kernel = "StructuredMixGrad";
 }
 
 //===----------------------------------------------------------------------===//
@@ -175,6 +190,7 @@ def Mixer_DispatchGradOp : Mixer_Op<"dispatch_grad", [Pure]> {
     $result_grad `,` $tokens attr-dict `:` functional-type(operands, results)
   }];
   let hasVerifier = 1;
+  let kernel = "DispatchGrad";
 }
 
 def Mixer_CombineGradOp : Mixer_Op<"combine_grad", [Pure]> {
@@ -191,9 +207,11 @@ def Mixer_CombineGradOp : Mixer_Op<"combine_grad", [Pure]> {
     functional-type(operands, results)
   }];
   let hasVerifier = 1;
+  let kernel = "CombineGrad";
 }
 
-def Mixer_ExpertsGradOp : Mixer_Op<"experts_grad", [Pure]> {
+def Mixer_ExpertsGradOp : Mixer_Op<"experts_grad", [Pure,
+    DeclareOpInterfaceMethods<Mixer_FlopCountOpInterface>]> {
   let summary = "gradients of mixer.experts (slot rows and expert weights)";
   let description = [{
     Recomputes each expert's hidden pre-activations from its slot rows (one
@@ -214,6 +232,7 @@ def Mixer_ExpertsGradOp : Mixer_Op<"experts_grad", [Pure]> {
     $result_grad attr-dict `:` functional-type(operands, results)
   }];
   let hasVerifier = 1;
+  let kernel = "ExpertsGrad";
 }
 
 def Mixer_ScatterGateGradOp : Mixer_Op<"scatter_gate_grad", [Pure]> {
@@ -230,6 +249,7 @@ def Mixer_ScatterGateGradOp : Mixer_Op<"scatter_gate_grad", [Pure]> {
     functional-type(operands, results)
   }];
   let hasVerifier = 1;
+  let kernel = "ScatterGateGrad";
 }
 
 def Mixer_RouteGradOp : Mixer_Op<"route_grad", [Pure]> {
@@ -248,6 +268,7 @@ def Mixer_RouteGradOp : Mixer_Op<"route_grad", [Pure]> {
     functional-type(operands, results)
   }];
   let hasVerifier = 1;
+  let kernel = "RouteGrad";
 }
 
 /// Gradient of a router loss with respect to its `[N, E]` operand, scaled by
@@ -261,9 +282,13 @@ class Mixer_RouterLossGradOp<string mnemonic, string summaryText>
 }
 
 def Mixer_RouterZLossGradOp : Mixer_RouterLossGradOp<"router_z_loss_grad",
-    "gradient of mixer.router_z_loss: 2·lse_t·softmax(logits[t]) / N">;
+    "gradient of mixer.router_z_loss: 2·lse_t·softmax(logits[t]) / N"> {
+  let kernel = "RouterZLossGrad";
+}
 def Mixer_EntropyRegularizerGradOp : Mixer_RouterLossGradOp<
-    "entropy_regularizer_grad", "gradient of mixer.entropy_regularizer">;
+    "entropy_regularizer_grad", "gradient of mixer.entropy_regularizer"> {
+  let kernel = "EntropyRegularizerGrad";
+}
 
 def Mixer_LoadBalancingLossGradOp : Mixer_Op<"load_balancing_loss_grad", [Pure,
     AllTypesMatch<["probs", "result"]>]> {
@@ -277,6 +302,8 @@ def Mixer_LoadBalancingLossGradOp : Mixer_Op<"load_balancing_loss_grad", [Pure,
                        ConfinedAttr<I64Attr, [IntPositive]>:$k);
   let results = (outs Mixer_F32Tensor:$result);
   let assemblyFormat = "$probs `,` $result_grad attr-dict `:` type($result)";
+  let kernel = "LoadBalancingLossGrad";
+  let kernelAttributeNames = [["num_groups", "groups"]];
 }
 
 #endif // MIXER_GRADIENTOPS_TD

@@ -15,8 +15,12 @@ class Mixer_BinaryOp<string mnemonic, string summaryText>
   let assemblyFormat = "$lhs `,` $rhs attr-dict `:` type($result)";
 }
 
-def Mixer_MultiplyOp : Mixer_BinaryOp<"multiply", "elementwise product">;
-def Mixer_DivideOp : Mixer_BinaryOp<"divide", "elementwise quotient (loss normalisation)">;
+def Mixer_MultiplyOp : Mixer_BinaryOp<"multiply", "elementwise product"> {
+  let kernel = "Multiply";
+}
+def Mixer_DivideOp : Mixer_BinaryOp<"divide", "elementwise quotient (loss normalisation)"> {
+  let kernel = "Divide";
+}
 
 def Mixer_ScaleOp : Mixer_Op<"scale", [Pure, SameOperandsAndResultType,
     DeclareOpInterfaceMethods<Mixer_GradientOpInterface>]> {
@@ -24,6 +28,7 @@ def Mixer_ScaleOp : Mixer_Op<"scale", [Pure, SameOperandsAndResultType,
   let arguments = (ins Mixer_F32Tensor:$input, F64Attr:$factor);
   let results = (outs Mixer_F32Tensor:$result);
   let assemblyFormat = "$input `by` $factor attr-dict `:` type($result)";
+  let kernel = "Scale";
 }
 
 def Mixer_GatherPositionsOp : Mixer_Op<"gather_positions", [Pure,
@@ -39,6 +44,7 @@ def Mixer_GatherPositionsOp : Mixer_Op<"gather_positions", [Pure,
     $input `,` $positions attr-dict `:` functional-type(operands, results)
   }];
   let hasVerifier = 1;
+  let kernel = "GatherPositions";
 }
 
 def Mixer_GatherPositionsGradOp : Mixer_Op<"gather_positions_grad", [Pure]> {
@@ -49,6 +55,7 @@ def Mixer_GatherPositionsGradOp : Mixer_Op<"gather_positions_grad", [Pure]> {
     $result_grad `,` $positions attr-dict `:` functional-type(operands, results)
   }];
   let hasVerifier = 1;
+  let kernel = "GatherPositionsGrad";
 }
 
 def Mixer_SoftmaxCrossEntropyOp : Mixer_Op<"softmax_cross_entropy", [Pure,
@@ -66,6 +73,7 @@ def Mixer_SoftmaxCrossEntropyOp : Mixer_Op<"softmax_cross_entropy", [Pure,
     functional-type(operands, results)
   }];
   let hasVerifier = 1;
+  let kernel = "SoftmaxCrossEntropy";
 }
 
 def Mixer_SoftmaxCrossEntropyGradOp : Mixer_Op<"softmax_cross_entropy_grad",
@@ -79,6 +87,7 @@ def Mixer_SoftmaxCrossEntropyGradOp : Mixer_Op<"softmax_cross_entropy_grad",
     $logits `,` $labels `,` $result_grad (`weights` $weights^)? attr-dict `:`
     functional-type(operands, results)
   }];
+  let kernel = "SoftmaxCrossEntropyGrad";
 }
 
 def Mixer_SquaredErrorOp : Mixer_Op<"squared_error", [Pure,
@@ -90,6 +99,7 @@ def Mixer_SquaredErrorOp : Mixer_Op<"squared_error", [Pure,
     $prediction `,` $target attr-dict `:` functional-type(operands, results)
   }];
   let hasVerifier = 1;
+  let kernel = "SquaredError";
 }
 
 def Mixer_LabelMaskOp : Mixer_Op<"label_mask", [Pure,
@@ -103,6 +113,7 @@ def Mixer_LabelMaskOp : Mixer_Op<"label_mask", [Pure,
   let results = (outs Mixer_F32Tensor:$result);
   let assemblyFormat = "$labels attr-dict `:` type($labels) `to` type($result)";
   let hasVerifier = 1;
+  let kernel = "LabelMask";
 }
 
 def Mixer_ArgmaxOp : Mixer_Op<"argmax", [Pure]> {
@@ -116,6 +127,7 @@ def Mixer_ArgmaxOp : Mixer_Op<"argmax", [Pure]> {
   let results = (outs Mixer_I32Tensor:$result);
   let assemblyFormat = "$input attr-dict `:` type($input) `to` type($result)";
   let hasVerifier = 1;
+  let kernel = "Argmax";
 }
 
 #endif // MIXER_LOSSOPS_TD

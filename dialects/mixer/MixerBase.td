@@ -6,6 +6,7 @@
 include "mlir/IR/OpBase.td"
 include "mlir/IR/EnumAttr.td"
 include "dialects/mixer/GradientInterface.td"
+include "dialects/mixer/KernelInterface.td"
 
 def Mixer_Dialect : Dialect {
   let name = "mixer";
@@ -53,8 +54,71 @@ def Mixer_NoiseKind : I32EnumAttr<"NoiseKind",
 }
 def Mixer_NoiseKindAttr : EnumAttr<Mixer_Dialect, Mixer_NoiseKind, "noise">;
 
-class Mixer_Op<string mnemonic, list<Trait> traits = []>
-    : Op<Mixer_Dialect, mnemonic, traits>;
+/// A mixer op. An op that one plan kernel runs operand for operand sets
+/// `kernel` to the kernel's enumerator (mixer::Kernel, from
+/// runtime/support/Kernels.def) and lists in `kernelAttributeNames` the
+/// [op name, kernel name] pairs of attributes the kernel names differently:
+/// the op then implements Mixer_KernelOpInterface, and the C++ compiler checks
+/// that the op has the kernel's operands and attributes (of the kernel's
+/// types) and every attribute the kernel requires. Ops lowered by hand (the
+/// kernel depends on the op, or takes other operands) leave `kernel` empty.
+class Mixer_Op<string mnemonic, list<Trait> props = []>
+    : Op<Mixer_Dialect, mnemonic, props> {
+  string kernel = "";
+  list<list<string>> kernelAttributeNames = [];
+
+  // What the kernel checks read off `arguments`: the number of ODS operands,
+  // and per attribute its kernel name and kernel type.
+  int odsOperandCount = !foldl(0, !range(!size(arguments)), count, i,
+      !if(!initialized(!getdagarg<TypeConstraint>(arguments, i)),
+          !add(count, 1), count));
+  list<string> odsAttributeNames = !foldl([]<string>,
+      !range(!size(arguments)), names, i,
+      !if(!initialized(!getdagarg<Attr>(arguments, i)),
+          !listconcat(names, [!getdagname(arguments, i)]), names));
+  list<string> kernelAttributes = !foreach(name, odsAttributeNames,
+      !foldl(name, kernelAttributeNames, renamed, pair,
+             !if(!eq(pair[0], name), pair[1], renamed)));
+  list<string> kernelAttributeTypes = !foreach(name, odsAttributeNames,
+      !foldl("String", [["UnitAttr", "Bool"], ["BoolAttr", "Bool"],
+                        ["IntegerAttr", "Int"], ["FloatAttr", "Real"]],
+             type, storage,
+             !if(!ne(!find(!getdagarg<Attr>(arguments, name).storageType,
+                           storage[0]), -1),
+                 storage[1], type)));
+
+  let traits = !listconcat(props, !if(!empty(kernel), [],
+      [DeclareOpInterfaceMethods<Mixer_KernelOpInterface>]));
+  defvar kernelEnumerator = "::mixer::Kernel::" # kernel;
+  defvar where = "mixer." # mnemonic # " (kernel " # kernel # "): ";
+  defvar info = "::mixer::kernelInfo(" # kernelEnumerator # ")";
+  let extraClassDefinition = !if(!empty(kernel), "", [{
+    ::mixer::Kernel $cppClass::getKernel() { return }] # kernelEnumerator # [{; }
+
+    ::llvm::StringRef $cppClass::getKernelAttributeName(::llvm::StringRef name) {
+    }] # !interleave(!foreach(pair, kernelAttributeNames,
+        "if (name == \"" # pair[0] # "\") return \"" # pair[1] # "\";"),
+        "\n") # [{
+      return name;
+    }
+
+    ::llvm::SmallVector<::mlir::Value> $cppClass::getKernelOperands() {
+      return ::mixer::graph::kernelOperands(*this, }] # odsOperandCount # [{);
+    }
+
+    static_assert(}] # info # ".operands.size() == " # odsOperandCount # [{,
+                  "}] # where # [{the op's operands are not the kernel's");
+    static_assert(}] # info # ".requiresOnly({" #
+        !interleave(!foreach(name, kernelAttributes, "\"" # name # "\""),
+                    ", ") # [{}),
+                  "}] # where # [{the op lacks an attribute the kernel requires");
+    }] # !interleave(!foreach(i, !range(!size(kernelAttributes)),
+        "static_assert(" # info # ".hasAttribute(\"" # kernelAttributes[i] #
+        "\", ::mixer::AttrType::" # kernelAttributeTypes[i] # "), \"" #
+        where # "the kernel has no attribute " # kernelAttributes[i] #
+        " of the type of " # odsAttributeNames[i] # "\");"),
+        "\n"));
+}
 
 def Mixer_F32Tensor : RankedTensorOf<[F32]>;
 def Mixer_I32Tensor : RankedTensorOf<[I32]>;

@@ -12,6 +12,7 @@ using namespace mlir;
 using namespace mixer::graph;
 
 #include "dialects/mixer/GradientInterface.cpp.inc"
+#include "dialects/mixer/KernelInterface.cpp.inc"
 #include "dialects/mixer/MixerDialect.cpp.inc"
 #include "dialects/mixer/MixerEnums.cpp.inc"
 #define GET_ATTRDEF_CLASSES

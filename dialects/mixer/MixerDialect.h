@@ -11,8 +11,9 @@
 #include "mlir/Interfaces/InferTypeOpInterface.h"
 #include "mlir/Interfaces/SideEffectInterfaces.h"
 
-#include "dialects/mixer/MixerDialect.h.inc"
 #include "dialects/mixer/GradientInterface.h.inc"
+#include "dialects/mixer/KernelInterface.h"
+#include "dialects/mixer/MixerDialect.h.inc"
 #include "dialects/mixer/MixerEnums.h.inc"
 
 #define GET_ATTRDEF_CLASSES

@@ -23,6 +23,12 @@ LogicalResult LinearMixOp::verify() {
   return expectShape(*this, getHiddenKernel(), {width, width}, "hidden_kernel");
 }
 
+double LinearMixOp::getFlops() {
+  ArrayRef<int64_t> shape = shapeOf(getInput());
+  return 2.0 * shape[0] *
+         (shape[1] * shape[2] * shape[2] + shape[1] * shape[1] * shape[2]);
+}
+
 LogicalResult SpectralMixOp::verify() {
   return verifyMixingInput(*this, getInput(), getResult());
 }

@@ -6,7 +6,9 @@
 include "dialects/mixer/MixerBase.td"
 include "mlir/Interfaces/SideEffectInterfaces.td"
 
-def Mixer_LinearMixOp : Mixer_Op<"linear_mix", [Pure, DeclareOpInterfaceMethods<Mixer_GradientOpInterface>]> {
+def Mixer_LinearMixOp : Mixer_Op<"linear_mix", [Pure,
+    DeclareOpInterfaceMethods<Mixer_GradientOpInterface>,
+    DeclareOpInterfaceMethods<Mixer_FlopCountOpInterface>]> {
   let summary = "learned dense mixing along both axes (Sparse Mixer)";
   let description = [{
     `result[b] = W_s · input[b] · W_h` with `W_s: [S, S]` and `W_h: [D, D]`,
@@ -20,6 +22,7 @@ def Mixer_LinearMixOp : Mixer_Op<"linear_mix", [Pure, DeclareOpInterfaceMethods<
     functional-type(operands, results)
   }];
   let hasVerifier = 1;
+  let kernel = "LinearMix";
 }
 
 def Mixer_SpectralMixOp : Mixer_Op<"spectral_mix", [Pure, DeclareOpInterfaceMethods<Mixer_GradientOpInterface>]> {
@@ -35,6 +38,7 @@ def Mixer_SpectralMixOp : Mixer_Op<"spectral_mix", [Pure, DeclareOpInterfaceMeth
   let results = (outs Mixer_F32Tensor:$result);
   let assemblyFormat = "$input attr-dict `:` functional-type(operands, results)";
   let hasVerifier = 1;
+  let kernel = "SpectralMix";
 }
 
 def Mixer_StructuredMixOp : Mixer_Op<"structured_mix", [Pure, DeclareOpInterfaceMethods<Mixer_GradientOpInterface>]> {
@@ -55,6 +59,7 @@ def Mixer_StructuredMixOp : Mixer_Op<"structured_mix", [Pure, DeclareOpInterface
     functional-type(operands, results)
   }];
   let hasVerifier = 1;
+  let kernel = "StructuredMix";
 }
 
 #endif // MIXER_MIXINGOPS_TD

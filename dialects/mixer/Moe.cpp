@@ -227,6 +227,11 @@ LogicalResult ExpertsOp::verify() {
   return expectShape(*this, getResult(), {slots, width}, "result");
 }
 
+double ExpertsOp::getFlops() {
+  ArrayRef<int64_t> w1 = shapeOf(getW1());
+  return 4.0 * shapeOf(getInput())[0] * w1[1] * w1[2];
+}
+
 LogicalResult CombineOp::verify() {
   if (failed(expectRank(*this, getInput(), 2, "input")) ||
       failed(expectRank(*this, getResult(), 2, "result")))

@@ -107,6 +107,7 @@ def Mixer_RouterZLossOp : Mixer_Op<"router_z_loss", [Pure,
   let results = (outs Mixer_F32Scalar:$result);
   let assemblyFormat = "$logits attr-dict `:` type($logits)";
   let hasVerifier = 1;
+  let kernel = "RouterZLoss";
 }
 
 def Mixer_LoadBalancingLossOp : Mixer_Op<"load_balancing_loss", [Pure,
@@ -125,6 +126,8 @@ def Mixer_LoadBalancingLossOp : Mixer_Op<"load_balancing_loss", [Pure,
   let results = (outs Mixer_F32Scalar:$result);
   let assemblyFormat = "$probs attr-dict `:` type($probs)";
   let hasVerifier = 1;
+  let kernel = "LoadBalancingLoss";
+  let kernelAttributeNames = [["num_groups", "groups"]];
 }
 
 def Mixer_EntropyRegularizerOp : Mixer_Op<"entropy_regularizer", [Pure,
@@ -138,6 +141,7 @@ def Mixer_EntropyRegularizerOp : Mixer_Op<"entropy_regularizer", [Pure,
   let results = (outs Mixer_F32Scalar:$result);
   let assemblyFormat = "$logits attr-dict `:` type($logits)";
   let hasVerifier = 1;
+  let kernel = "EntropyRegularizer";
 }
 
 def Mixer_SelectExpertsOp : Mixer_Op<"select_experts", [Pure, DeclareOpInterfaceMethods<Mixer_GradientOpInterface>]> {
@@ -167,10 +171,13 @@ def Mixer_DispatchOp : Mixer_Op<"dispatch", [Pure, DeclareOpInterfaceMethods<Mix
   let results = (outs Mixer_F32Tensor:$result);
   let assemblyFormat = "$input `,` $tokens attr-dict `:` functional-type(operands, results)";
   let hasVerifier = 1;
+  let kernel = "Dispatch";
 }
 
 def Mixer_ExpertsOp : Mixer_Op<"experts",
-    [Pure, AttrSizedOperandSegments, DeclareOpInterfaceMethods<Mixer_GradientOpInterface>]> {
+    [Pure, AttrSizedOperandSegments,
+     DeclareOpInterfaceMethods<Mixer_GradientOpInterface>,
+     DeclareOpInterfaceMethods<Mixer_FlopCountOpInterface>]> {
   let summary = "per-expert two-layer feed-forward over each expert's slots";
   let arguments = (ins Mixer_F32Tensor:$input, Mixer_I32Tensor:$tokens, Mixer_I32Tensor:$offsets,
                        Mixer_F32Tensor:$w1, Optional<Mixer_F32Tensor>:$b1, Mixer_F32Tensor:$w2,
@@ -181,6 +188,7 @@ def Mixer_ExpertsOp : Mixer_Op<"experts",
     attr-dict `:` functional-type(operands, results)
   }];
   let hasVerifier = 1;
+  let kernel = "Experts";
 }
 
 def Mixer_CombineOp : Mixer_Op<"combine", [Pure, DeclareOpInterfaceMethods<Mixer_GradientOpInterface>]> {
@@ -191,6 +199,7 @@ def Mixer_CombineOp : Mixer_Op<"combine", [Pure, DeclareOpInterfaceMethods<Mixer
     $input `,` $tokens `,` $gates attr-dict `:` functional-type(operands, results)
   }];
   let hasVerifier = 1;
+  let kernel = "Combine";
 }
 
 #endif // MIXER_MOEOPS_TD

@@ -39,6 +39,7 @@ def Mixer_RandomScaleOp : Mixer_Op<"random_scale", [Pure,
     $kind $input `,` $seed `,` $step attr-dict `:` type($result)
   }];
   let hasVerifier = 1;
+  let kernel = "RandomScale";
 }
 
 def Mixer_DropExpertsOp : Mixer_Op<"drop_experts", [Pure,
@@ -64,6 +65,7 @@ def Mixer_DropExpertsOp : Mixer_Op<"drop_experts", [Pure,
   let results = (outs Mixer_F32Tensor:$result);
   let assemblyFormat = "$input `,` $seed `,` $step attr-dict `:` type($result)";
   let hasVerifier = 1;
+  let kernel = "DropExperts";
 }
 
 def Mixer_NoiseCounterOp : Mixer_Op<"noise_counter", [Pure]> {
@@ -82,6 +84,7 @@ def Mixer_NoiseCounterOp : Mixer_Op<"noise_counter", [Pure]> {
                        ConfinedAttr<I64Attr, [IntMinValue<2>]>:$micro_steps);
   let results = (outs Mixer_I32Scalar:$result);
   let assemblyFormat = "$step `,` $micro_step attr-dict";
+  let kernel = "NoiseCounter";
 }
 
 def Mixer_AccumulateGradientOp : Mixer_Op<"accumulate_gradient", [Pure,
@@ -128,6 +131,7 @@ def Mixer_GlobalNormOp : Mixer_Op<"global_norm", [Pure]> {
   let results = (outs Mixer_F32Scalar:$result);
   let assemblyFormat = "$inputs attr-dict `:` type($inputs)";
   let hasVerifier = 1;
+  let kernel = "GlobalNorm";
 }
 
 def Mixer_AdamWOp : Mixer_Op<"adamw", [Pure, AttrSizedOperandSegments,

@@ -1,7 +1,6 @@
 //===- MixrtDialect.cpp - runtime-level dialect ---------------------------===//
 
 #include "dialects/mixrt/MixrtDialect.h"
-#include "runtime/support/KernelSignatures.h"
 
 #include "mlir/IR/Builders.h"
 
@@ -38,32 +37,86 @@ LogicalResult ViewOp::verify() {
   return success();
 }
 
+/// Whether `value` is a step attribute of `attribute`'s type.
+static bool hasKernelType(Attribute value,
+                          const mixer::KernelAttribute &attribute) {
+  switch (attribute.type) {
+  case mixer::AttrType::Bool:
+    return isa<BoolAttr>(value);
+  case mixer::AttrType::Int: {
+    auto integer = dyn_cast<IntegerAttr>(value);
+    return integer && integer.getType().isSignlessInteger(64);
+  }
+  case mixer::AttrType::Real: {
+    auto real = dyn_cast<FloatAttr>(value);
+    return real && real.getType().isF64();
+  }
+  case mixer::AttrType::String: {
+    auto string = dyn_cast<StringAttr>(value);
+    return string && attribute.allows(string.getValue());
+  }
+  }
+  return false;
+}
+
+/// The attribute type `attribute` needs, for messages.
+static std::string describeKernelType(const mixer::KernelAttribute &attribute) {
+  switch (attribute.type) {
+  case mixer::AttrType::Bool:
+    return "a bool";
+  case mixer::AttrType::Int:
+    return "an i64";
+  case mixer::AttrType::Real:
+    return "an f64";
+  case mixer::AttrType::String:
+    break;
+  }
+  std::string text = "one of";
+  for (std::string_view value : *attribute.values)
+    text += " \"" + std::string(value) + "\"";
+  return text;
+}
+
 LogicalResult KernelOp::verify() {
-  const mixer::KernelSignature *signature =
-      mixer::findKernelSignature(getCallee().str());
-  if (!signature)
+  const mixer::KernelInfo *info = mixer::findKernel(getCallee());
+  if (!info)
     return emitOpError() << "unknown kernel '" << getCallee() << "'";
-  int numOperands = static_cast<int>(getInputs().size());
-  bool operandsFit = signature->numOperands == mixer::kVariadic
-                         ? numOperands >= 1
-                         : numOperands == signature->numOperands;
-  if (!operandsFit ||
-      static_cast<int>(getOutputs().size()) != signature->numResults) {
+  size_t numOperands = getInputs().size();
+  bool operandsFit = info->isVariadic() ? numOperands >= 1
+                                        : numOperands == info->operands.size();
+  if (!operandsFit || getOutputs().size() != info->results.size()) {
     InFlightDiagnostic diag = emitOpError()
                               << "kernel '" << getCallee() << "' takes ";
-    if (signature->numOperands == mixer::kVariadic)
+    if (info->isVariadic())
       diag << "one or more";
     else
-      diag << signature->numOperands;
-    return diag << " operands and " << signature->numResults << " results, got "
+      diag << info->operands.size();
+    return diag << " operands and " << info->results.size() << " results, got "
                 << getInputs().size() << " and " << getOutputs().size();
   }
+  for (auto [index, input] : llvm::enumerate(getInputs()))
+    if (input.getDefiningOp<NoneOp>() && !info->operand(index).optional)
+      return emitOpError() << "kernel '" << getCallee() << "' needs operand "
+                           << index << " (" << info->operand(index).name
+                           << "), which is mixrt.none";
   for (NamedAttribute attr : getParams()) {
-    if (!signature->hasAttribute(attr.getName().strref()))
+    const mixer::KernelAttribute *attribute =
+        info->findAttribute(attr.getName().strref());
+    if (!attribute)
       return emitOpError() << "kernel '" << getCallee()
                            << "' has no attribute '"
                            << attr.getName().getValue() << "'";
+    if (!hasKernelType(attr.getValue(), *attribute))
+      return emitOpError() << "kernel '" << getCallee() << "' attribute '"
+                           << attr.getName().getValue() << "' must be "
+                           << describeKernelType(*attribute) << ", not "
+                           << attr.getValue();
   }
+  for (const mixer::KernelAttribute &attribute : info->attributes)
+    if (!attribute.optional && !getParams().get(attribute.name))
+      return emitOpError() << "kernel '" << getCallee()
+                           << "' needs the attribute '" << attribute.name
+                           << "'";
   // The state results of a kernel that updates parameters or optimizer
   // state are the storage the function's arguments are bound to, never an
   // arena buffer; every other result is in the arena and leaves the
@@ -73,7 +126,7 @@ LogicalResult KernelOp::verify() {
     Value storage = output;
     while (auto view = storage.getDefiningOp<ViewOp>())
       storage = view.getSource();
-    bool state = signature->isStateResult(index);
+    bool state = info->result(index).state;
     if (state && !argument)
       return emitOpError() << "kernel '" << getCallee()
                            << "' updates parameters or state in place: its "
@@ -82,7 +135,7 @@ LogicalResult KernelOp::verify() {
     if (!state && isa<BlockArgument>(storage))
       return emitOpError() << "kernel '" << getCallee()
                            << "' cannot write a function argument"
-                           << (signature->updatesState()
+                           << (info->updatesState()
                                    ? " with result " + std::to_string(index)
                                    : std::string(" (only kernels that update "
                                                  "state do)"));

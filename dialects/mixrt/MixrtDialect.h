@@ -10,6 +10,8 @@
 #include "mlir/IR/OpImplementation.h"
 #include "mlir/Interfaces/SideEffectInterfaces.h"
 
+#include "runtime/support/KernelVocabulary.h"
+
 #include "dialects/mixrt/MixrtDialect.h.inc"
 
 #define GET_OP_CLASSES

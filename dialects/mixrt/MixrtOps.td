@@ -54,9 +54,12 @@ def Mixrt_NoneOp : Mixrt_Op<"none", [Pure]> {
 def Mixrt_KernelOp : Mixrt_Op<"kernel", [AttrSizedOperandSegments]> {
   let summary = "call of a runtime kernel";
   let description = [{
-    Reads `ins`, writes `outs`. The kernel name and operand counts must be
-    those of the runtime's kernel table (runtime/support/KernelSignatures.h);
-    `params` holds the kernel's attributes.
+    Reads `ins`, writes `outs`. The callee is a kernel of the plan kernel
+    vocabulary (runtime/support/Kernels.def), whose operands and results
+    the op has in number, with `mixrt.none` only for optional operands;
+    `params` holds the kernel's attributes, each of its type (bool, i64,
+    f64, or a string of the allowed values), all the required ones among
+    them.
 
     ```mlir
     mixrt.kernel "dense" ins(%x, %w, %b : memref<16x16xf32>, memref<16x32xf32>, memref<32xf32>)
@@ -68,6 +71,21 @@ def Mixrt_KernelOp : Mixrt_Op<"kernel", [AttrSizedOperandSegments]> {
   let assemblyFormat = [{
     $callee `ins` `(` ($inputs^ `:` type($inputs))? `)`
     `outs` `(` ($outputs^ `:` type($outputs))? `)` `params` $params attr-dict
+  }];
+  let builders = [
+    OpBuilder<(ins "::mixer::Kernel":$kernel, "::mlir::ValueRange":$inputs,
+                   "::mlir::ValueRange":$outputs,
+                   "::mlir::DictionaryAttr":$params), [{
+      build($_builder, $_state, ::mixer::kernelName(kernel), inputs, outputs,
+            params);
+    }]>
+  ];
+  let extraClassDeclaration = [{
+    /// The kernel called; the op verifies that its callee names one.
+    const ::mixer::KernelInfo &getKernelInfo() {
+      return *::mixer::findKernel(getCallee());
+    }
+    ::mixer::Kernel getKernel() { return getKernelInfo().kernel; }
   }];
   let hasVerifier = 1;
 }

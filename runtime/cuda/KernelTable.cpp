@@ -87,14 +87,13 @@ bool noiseCounterOf(StepContext &c, const Arg &arg, HostCounter &counter) {
   }
   const exec::Plan &plan = c.getPlan();
   int64_t index = c.producer(arg);
-  if (index < 0 || plan.steps[index].kernel != "noise_counter")
+  if (index < 0 || plan.steps[index].kernel != Kernel::NoiseCounter)
     return c.fail(arg.role +
                   " must be a plan input or the result of a noise_counter "
                   "step: the CUDA kernel reads it on the host");
   int64_t scratchBytes = 0;
-  StepContext source(plan, index, *exec::kernelOperandNames("noise_counter"),
-                     scratchBytes);
-  if (!source.checkPresence() || !readNoiseCounter(source, counter))
+  StepContext source(plan, index, scratchBytes);
+  if (!readNoiseCounter(source, counter))
     return c.fail(arg.role +
                   " comes from a noise_counter step the CUDA "
                   "kernel cannot read: " +
@@ -104,9 +103,7 @@ bool noiseCounterOf(StepContext &c, const Arg &arg, HostCounter &counter) {
 
 /// Reads the activation `kind`: GELU (the bias + GELU kernels) or tanh.
 bool geluOrTanh(StepContext &c, bool &gelu) {
-  std::string kind;
-  if (!c.attr("kind", kind))
-    return false;
+  const std::string &kind = c.stringAttr("kind");
   gelu = kind == "gelu";
   return c.check(gelu || kind == "tanh",
                  "activation '" + kind +
@@ -530,11 +527,10 @@ denseProduct(const T *x, const T *w, Out *y, const float *bias, int64_t m,
 
 Expected<DeviceStep> prepareDense(StepContext &c) {
   const Arg &x = c.in(0), &w = c.in(1), &bias = c.in(2), &y = c.out(0);
-  bool transpose;
-  std::string activation;
+  bool transpose = c.boolAttr("transpose_w");
+  const std::string &activation = c.stringAttr("activation");
   DType dtype;
-  if (!c.attr("transpose_w", transpose) || !c.attr("activation", activation) ||
-      !activationType(c, x, dtype) || !c.minRank(x, dtype, 1) ||
+  if (!activationType(c, x, dtype) || !c.minRank(x, dtype, 1) ||
       !c.rank(w, DType::F32, 2))
     return c.takeError();
   bool gelu = activation == "gelu";
@@ -602,13 +598,12 @@ Expected<DeviceStep> prepareDense(StepContext &c) {
 
 Expected<DeviceStep> prepareDenseWeightGrad(StepContext &c) {
   const Arg &x = c.in(0), &dy = c.in(1), &dw = c.out(0);
-  bool transpose;
+  bool transpose = c.boolAttr("transpose_w");
   // x and dy each F32 or BF16: in a bf16 plan the router's logit gradients
   // are F32 and its input BF16.
   DType xType, dyType;
-  if (!c.attr("transpose_w", transpose) || !activationType(c, x, xType) ||
-      !c.minRank(x, xType, 1) || !activationType(c, dy, dyType) ||
-      !c.minRank(dy, dyType, 1))
+  if (!activationType(c, x, xType) || !c.minRank(x, xType, 1) ||
+      !activationType(c, dy, dyType) || !c.minRank(dy, dyType, 1))
     return c.takeError();
   int64_t m = exec::leadingElements(*x.value), k = x.value->shape.back(),
           n = dy.value->shape.back();
@@ -808,23 +803,19 @@ Expected<DeviceStep> prepareLinearMixGrad(StepContext &c) {
   });
 }
 
-/// Reads the `algorithm` of a spectral or structured mixing step.
-bool mixAlgorithm(StepContext &c, MixAlgorithm &algorithm) {
-  cpu::MixAlgorithm planned;
-  if (!c.algorithm("algorithm", planned))
-    return false;
-  algorithm = planned == cpu::MixAlgorithm::Fft ? MixAlgorithm::Fft
-                                                : MixAlgorithm::Matmul;
-  return true;
+/// The `algorithm` of a spectral or structured mixing step.
+MixAlgorithm mixAlgorithm(const StepContext &c) {
+  return c.algorithm("algorithm") == cpu::MixAlgorithm::Fft
+             ? MixAlgorithm::Fft
+             : MixAlgorithm::Matmul;
 }
 
 Expected<DeviceStep> prepareSpectralMix(StepContext &c) {
   const Arg &x = c.in(0), &y = c.out(0);
-  bool hartley;
-  MixAlgorithm algorithm;
+  bool hartley = c.boolAttr("hartley");
+  MixAlgorithm algorithm = mixAlgorithm(c);
   DType dtype;
-  if (!c.attr("hartley", hartley) || !mixAlgorithm(c, algorithm) ||
-      !activationType(c, x, dtype) || !c.rank(x, dtype, 3) ||
+  if (!activationType(c, x, dtype) || !c.rank(x, dtype, 3) ||
       !c.shape(y, dtype, x.value->shape))
     return c.takeError();
   int64_t n = x.value->numel, block = alignedFloats(n);
@@ -848,11 +839,10 @@ Expected<DeviceStep> prepareSpectralMix(StepContext &c) {
 Expected<DeviceStep> prepareStructuredMix(StepContext &c) {
   const Arg &x = c.in(0), &y = c.out(0);
   bool toeplitz;
-  MixAlgorithm algorithm;
+  MixAlgorithm algorithm = mixAlgorithm(c);
   DType dtype;
   if (!activationType(c, x, dtype) ||
-      !exec::checkStructuredMix(c, dtype, {&y}, toeplitz) ||
-      !mixAlgorithm(c, algorithm))
+      !exec::checkStructuredMix(c, dtype, {&y}, toeplitz))
     return c.takeError();
   int64_t n = x.value->numel, block = alignedFloats(n);
   bool bf16 = dtype == DType::BF16;
@@ -928,13 +918,12 @@ struct AttentionStep {
 
   bool read(StepContext &c, const Arg &seedArg, const Arg &stepArg) {
     const Arg &q = c.in(0);
-    int64_t heads, headDim, padId;
-    bool causal;
+    int64_t heads = c.intAttr("num_heads"), headDim = c.intAttr("head_dim"),
+            padId = c.intAttr("pad_id");
+    bool causal = c.boolAttr("causal");
+    rate = c.realAttr("dropout_rate"), stream = c.intAttr("stream");
     DType dtype;
-    if (!c.attr("num_heads", heads) || !c.attr("head_dim", headDim) ||
-        !c.attr("pad_id", padId) || !c.attr("causal", causal) ||
-        !c.attr("dropout_rate", rate) || !c.attr("stream", stream) ||
-        !activationType(c, q, dtype) || !c.rank(q, dtype, 3))
+    if (!activationType(c, q, dtype) || !c.rank(q, dtype, 3))
       return false;
     bool noisy = rate > 0;
     if (!c.check(heads > 0 && headDim > 0 && heads * headDim == q.dim(2),
@@ -1210,8 +1199,8 @@ Expected<DeviceStep> prepareDivide(StepContext &c) {
 
 Expected<DeviceStep> prepareFill(StepContext &c) {
   const Arg &y = c.out(0);
-  double value;
-  if (!c.attr("value", value) || !c.minRank(y, DType::F32, 0))
+  double value = c.realAttr("value");
+  if (!c.minRank(y, DType::F32, 0))
     return c.takeError();
   int64_t n = y.value->numel;
   float fill = static_cast<float>(value);
@@ -1244,9 +1233,8 @@ Expected<DeviceStep> prepareReduceSum(StepContext &c) {
 
 Expected<DeviceStep> prepareScale(StepContext &c) {
   const Arg &x = c.in(0), &y = c.out(0);
-  double factor;
-  if (!c.attr("factor", factor) || !c.minRank(x, DType::F32, 0) ||
-      !c.shape(y, DType::F32, x.value->shape))
+  double factor = c.realAttr("factor");
+  if (!c.minRank(x, DType::F32, 0) || !c.shape(y, DType::F32, x.value->shape))
     return c.takeError();
   int64_t n = x.value->numel;
   float f = static_cast<float>(factor);
@@ -1488,8 +1476,9 @@ Expected<DeviceStep> prepareCombineGrad(StepContext &c) {
 /// the tokens index, the dispatch fused into the experts.
 bool checkExpertRows(StepContext &c, bool &gather, DType &dtype) {
   const Arg &x = c.in(0), &tokens = c.in(1);
-  if (!c.optionalAttr("gather", gather) || !activationType(c, x, dtype) ||
-      !c.rank(x, dtype, 2) || !c.rank(tokens, DType::I32, 1))
+  gather = c.boolAttr("gather");
+  if (!activationType(c, x, dtype) || !c.rank(x, dtype, 2) ||
+      !c.rank(tokens, DType::I32, 1))
     return false;
   if (gather)
     return c.check(x.dim(0) >= 1,
@@ -1506,9 +1495,8 @@ bool checkExpertRows(StepContext &c, bool &gather, DType &dtype) {
 bool checkExperts(StepContext &c, bool &gelu, bool &gather, DType &dtype) {
   const Arg &x = c.in(0), &tokens = c.in(1), &offsets = c.in(2), &w1 = c.in(3),
             &b1 = c.in(4), &w2 = c.in(5);
-  std::string activation;
-  if (!c.attr("activation", activation) || !checkExpertRows(c, gather, dtype) ||
-      !c.rank(w1, DType::F32, 3))
+  const std::string &activation = c.stringAttr("activation");
+  if (!checkExpertRows(c, gather, dtype) || !c.rank(w1, DType::F32, 3))
     return false;
   int64_t slots = tokens.dim(0), d = x.dim(1), experts = w1.dim(0),
           f = w1.dim(2);
@@ -1859,9 +1847,8 @@ Expected<DeviceStep> prepareEntropyRegularizerGrad(StepContext &c) {
 Expected<DeviceStep> prepareRouteGrad(StepContext &c) {
   const Arg &logits = c.in(0), &tokens = c.in(1), &offsets = c.in(2),
             &dgates = c.in(3), &dlogits = c.out(0);
-  cpu::Routing routing;
-  if (!exec::readRouting(c, routing) ||
-      !exec::checkGateGrad(c, tokens, offsets, dgates, dlogits) ||
+  cpu::Routing routing = exec::readRouting(c);
+  if (!exec::checkGateGrad(c, tokens, offsets, dgates, dlogits) ||
       !c.shape(logits, DType::F32, dlogits.value->shape))
     return c.takeError();
   int64_t numTokens = dlogits.dim(0), experts = dlogits.dim(1);
@@ -1891,9 +1878,7 @@ Expected<DeviceStep> prepareRouteGrad(StepContext &c) {
 
 /// Reads the activation of grouped experts: none, relu or gelu.
 bool expertActivation(StepContext &c, ExpertActivation &act) {
-  cpu::Activation kind;
-  if (!c.activation("activation", kind))
-    return false;
+  cpu::Activation kind = c.activation("activation");
   act = kind == cpu::Activation::Relu   ? ExpertActivation::Relu
         : kind == cpu::Activation::Gelu ? ExpertActivation::Gelu
                                         : ExpertActivation::None;
@@ -1997,75 +1982,75 @@ Expected<DeviceStep> prepareGroupedExpertsGrad(StepContext &c) {
 }
 
 struct TableEntry {
-  std::string_view name;
+  Kernel kernel;
   Expected<DeviceStep> (*prepare)(StepContext &);
 };
 
 /// Every plan kernel with a CUDA implementation.
 const TableEntry kTable[] = {
-    {"embed", prepareEmbed},
-    {"dense", prepareDense},
-    {"layer_norm", prepareLayerNorm},
-    {"layer_norm_grad", prepareLayerNormGrad},
-    {"activation", prepareActivation},
-    {"add", prepareAdd},
-    {"softmax", prepareSoftmax},
-    {"round_bf16", prepareRoundBf16},
-    {"take_position", prepareTakePosition},
-    {"linear_mix", prepareLinearMix},
-    {"attention", prepareAttention},
-    {"softmax_grad", prepareSoftmaxGrad},
-    {"fill", prepareFill},
-    {"broadcast", prepareBroadcast},
-    {"reduce_sum", prepareReduceSum},
-    {"multiply", prepareMultiply},
-    {"divide", prepareDivide},
-    {"scale", prepareScale},
-    {"label_mask", prepareLabelMask},
-    {"argmax", prepareArgmax},
-    {"gather_positions", prepareGatherPositions},
-    {"softmax_cross_entropy", prepareSoftmaxCrossEntropy},
-    {"squared_error", prepareSquaredError},
-    {"router_z_loss", prepareRouterZLoss},
-    {"activation_grad", prepareActivationGrad},
-    {"dense_weight_grad", prepareDenseWeightGrad},
-    {"reduce_rows", prepareReduceRows},
-    {"take_position_grad", prepareTakePositionGrad},
-    {"linear_mix_grad", prepareLinearMixGrad},
-    {"embed_grad", prepareEmbedGrad},
-    {"attention_grad", prepareAttentionGrad},
-    {"gather_positions_grad", prepareGatherPositionsGrad},
-    {"softmax_cross_entropy_grad", prepareSoftmaxCrossEntropyGrad},
-    {"router_z_loss_grad", prepareRouterZLossGrad},
-    {"load_balancing_loss", prepareLoadBalancingLoss},
-    {"load_balancing_loss_grad", prepareLoadBalancingLossGrad},
-    {"dispatch", prepareDispatch},
-    {"experts", prepareExperts},
-    {"experts_grad", prepareExpertsGrad},
-    {"combine", prepareCombine},
-    {"dispatch_grad", prepareDispatchGrad},
-    {"combine_grad", prepareCombineGrad},
-    {"scatter_gate_grad", prepareScatterGateGrad},
-    {"route_experts_choose", prepareRouteExpertsChoose},
-    {"route_tokens_choose", prepareRouteTokensChoose},
-    {"route_sigmoid_topk", prepareRouteSigmoidTopK},
-    {"random_scale", prepareRandomScale},
-    {"noise_counter", prepareNoiseCounter},
-    {"accumulate_gradient", prepareAccumulateGradient},
-    {"global_norm", prepareGlobalNorm},
-    {"adamw", prepareAdamW},
-    {"drop_experts", prepareDropExperts},
-    {"entropy_regularizer", prepareEntropyRegularizer},
-    {"entropy_regularizer_grad", prepareEntropyRegularizerGrad},
-    {"route_grad", prepareRouteGrad},
-    {"spectral_mix", prepareSpectralMix},
-    {"structured_mix", prepareStructuredMix},
-    {"structured_mix_grad", prepareStructuredMixGrad},
+    {Kernel::Embed, prepareEmbed},
+    {Kernel::Dense, prepareDense},
+    {Kernel::LayerNorm, prepareLayerNorm},
+    {Kernel::LayerNormGrad, prepareLayerNormGrad},
+    {Kernel::Activation, prepareActivation},
+    {Kernel::Add, prepareAdd},
+    {Kernel::Softmax, prepareSoftmax},
+    {Kernel::RoundBf16, prepareRoundBf16},
+    {Kernel::TakePosition, prepareTakePosition},
+    {Kernel::LinearMix, prepareLinearMix},
+    {Kernel::Attention, prepareAttention},
+    {Kernel::SoftmaxGrad, prepareSoftmaxGrad},
+    {Kernel::Fill, prepareFill},
+    {Kernel::Broadcast, prepareBroadcast},
+    {Kernel::ReduceSum, prepareReduceSum},
+    {Kernel::Multiply, prepareMultiply},
+    {Kernel::Divide, prepareDivide},
+    {Kernel::Scale, prepareScale},
+    {Kernel::LabelMask, prepareLabelMask},
+    {Kernel::Argmax, prepareArgmax},
+    {Kernel::GatherPositions, prepareGatherPositions},
+    {Kernel::SoftmaxCrossEntropy, prepareSoftmaxCrossEntropy},
+    {Kernel::SquaredError, prepareSquaredError},
+    {Kernel::RouterZLoss, prepareRouterZLoss},
+    {Kernel::ActivationGrad, prepareActivationGrad},
+    {Kernel::DenseWeightGrad, prepareDenseWeightGrad},
+    {Kernel::ReduceRows, prepareReduceRows},
+    {Kernel::TakePositionGrad, prepareTakePositionGrad},
+    {Kernel::LinearMixGrad, prepareLinearMixGrad},
+    {Kernel::EmbedGrad, prepareEmbedGrad},
+    {Kernel::AttentionGrad, prepareAttentionGrad},
+    {Kernel::GatherPositionsGrad, prepareGatherPositionsGrad},
+    {Kernel::SoftmaxCrossEntropyGrad, prepareSoftmaxCrossEntropyGrad},
+    {Kernel::RouterZLossGrad, prepareRouterZLossGrad},
+    {Kernel::LoadBalancingLoss, prepareLoadBalancingLoss},
+    {Kernel::LoadBalancingLossGrad, prepareLoadBalancingLossGrad},
+    {Kernel::Dispatch, prepareDispatch},
+    {Kernel::Experts, prepareExperts},
+    {Kernel::ExpertsGrad, prepareExpertsGrad},
+    {Kernel::Combine, prepareCombine},
+    {Kernel::DispatchGrad, prepareDispatchGrad},
+    {Kernel::CombineGrad, prepareCombineGrad},
+    {Kernel::ScatterGateGrad, prepareScatterGateGrad},
+    {Kernel::RouteExpertsChoose, prepareRouteExpertsChoose},
+    {Kernel::RouteTokensChoose, prepareRouteTokensChoose},
+    {Kernel::RouteSigmoidTopK, prepareRouteSigmoidTopK},
+    {Kernel::RandomScale, prepareRandomScale},
+    {Kernel::NoiseCounter, prepareNoiseCounter},
+    {Kernel::AccumulateGradient, prepareAccumulateGradient},
+    {Kernel::GlobalNorm, prepareGlobalNorm},
+    {Kernel::AdamW, prepareAdamW},
+    {Kernel::DropExperts, prepareDropExperts},
+    {Kernel::EntropyRegularizer, prepareEntropyRegularizer},
+    {Kernel::EntropyRegularizerGrad, prepareEntropyRegularizerGrad},
+    {Kernel::RouteGrad, prepareRouteGrad},
+    {Kernel::SpectralMix, prepareSpectralMix},
+    {Kernel::StructuredMix, prepareStructuredMix},
+    {Kernel::StructuredMixGrad, prepareStructuredMixGrad},
 };
 
-const TableEntry *findEntry(std::string_view kernel) {
+const TableEntry *findEntry(Kernel kernel) {
   for (const TableEntry &entry : kTable)
-    if (entry.name == kernel)
+    if (entry.kernel == kernel)
       return &entry;
   return nullptr;
 }
@@ -2081,38 +2066,35 @@ bool capacityLayout(const exec::Plan &plan, size_t index) {
     const exec::Step &step = plan.steps[i];
     if (std::find(step.results.begin(), step.results.end(), offsets) !=
         step.results.end())
-      return step.kernel == "route_experts_choose" ||
-             step.kernel == "route_tokens_choose";
+      return step.kernel == Kernel::RouteExpertsChoose ||
+             step.kernel == Kernel::RouteTokensChoose;
   }
   return false;
 }
 
 } // namespace
 
-std::vector<std::string_view> cudaKernelNames() {
-  std::vector<std::string_view> names;
+std::vector<Kernel> cudaKernels() {
+  std::vector<Kernel> kernels;
   for (const TableEntry &entry : kTable)
-    names.push_back(entry.name);
-  return names;
+    kernels.push_back(entry.kernel);
+  return kernels;
 }
 
 Expected<DeviceStep> prepareDeviceStep(const exec::Plan &plan, size_t index,
                                        int64_t &scratchBytes) {
   const exec::Step &step = plan.steps[index];
   const TableEntry *entry = findEntry(step.kernel);
-  std::optional<exec::KernelOperandNames> names =
-      exec::kernelOperandNames(step.kernel);
-  if (!entry || !names)
-    return Status::error(plan.path + ": cuda: kernel '" + step.kernel +
-                         "' of step " + std::to_string(index) +
+  if (!entry)
+    return Status::error(plan.path + ": cuda: kernel '" +
+                         std::string(kernelName(step.kernel)) + "' of step " +
+                         std::to_string(index) +
                          " has no CUDA implementation yet");
-  StepContext context(plan, index, *names, scratchBytes);
-  if (!context.checkPresence())
-    return context.takeError();
-  if ((step.kernel == "experts" || step.kernel == "experts_grad") &&
+  StepContext context(plan, index, scratchBytes);
+  if ((step.kernel == Kernel::Experts || step.kernel == Kernel::ExpertsGrad) &&
       !capacityLayout(plan, index))
-    return step.kernel == "experts" ? prepareGroupedExperts(context)
-                                    : prepareGroupedExpertsGrad(context);
+    return step.kernel == Kernel::Experts ? prepareGroupedExperts(context)
+                                          : prepareGroupedExpertsGrad(context);
   return entry->prepare(context);
 }
 

@@ -6,7 +6,7 @@
 // dtypes (F32 or BF16 activations), shapes and attributes once, at load,
 // without touching the device, and returns a callable that enqueues the
 // kernel on the executor's stream. Every plan kernel of
-// runtime/support/KernelSignatures.h has an entry (KernelTableTest checks it).
+// runtime/support/Kernels.def has an entry (KernelTableTest checks it).
 //
 //===----------------------------------------------------------------------===//
 
@@ -19,7 +19,6 @@
 
 #include <cstdint>
 #include <functional>
-#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -67,7 +66,7 @@ private:
 };
 
 /// The plan kernels with a CUDA implementation, in table order.
-std::vector<std::string_view> cudaKernelNames();
+std::vector<Kernel> cudaKernels();
 
 /// Checks step `index` of `plan` against its CUDA kernel and returns the
 /// callable; raises `scratchBytes` to the device scratch the step needs.

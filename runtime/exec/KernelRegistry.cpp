@@ -27,12 +27,8 @@ using io::DType;
 float *f32(void *p) { return static_cast<float *>(p); }
 int32_t *i32(void *p) { return static_cast<int32_t *>(p); }
 
-/// A kernel's operand and result names (KernelOperandNames) and its
-/// factory.
 struct KernelEntry {
-  std::string_view name;
-  std::initializer_list<std::string_view> operands;
-  std::initializer_list<std::string_view> results;
+  Kernel kernel;
   Expected<StepFunction> (*prepare)(StepContext &);
 };
 
@@ -58,10 +54,9 @@ Expected<StepFunction> prepareEmbed(StepContext &c) {
 
 Expected<StepFunction> prepareDense(StepContext &c) {
   const Arg &x = c.in(0), &w = c.in(1), &bias = c.in(2), &y = c.out(0);
-  bool transpose;
-  cpu::Activation act;
-  if (!c.attr("transpose_w", transpose) || !c.activation("activation", act) ||
-      !c.minRank(x, DType::F32, 1) || !c.rank(w, DType::F32, 2))
+  bool transpose = c.boolAttr("transpose_w");
+  cpu::Activation act = c.activation("activation");
+  if (!c.minRank(x, DType::F32, 1) || !c.rank(w, DType::F32, 2))
     return c.takeError();
   int64_t k = x.value->shape.back();
   int64_t n = transpose ? w.dim(0) : w.dim(1);
@@ -98,9 +93,8 @@ Expected<StepFunction> prepareLayerNorm(StepContext &c) {
 
 Expected<StepFunction> prepareActivation(StepContext &c) {
   const Arg &x = c.in(0), &y = c.out(0);
-  cpu::Activation act;
-  if (!c.activation("kind", act) || !c.minRank(x, DType::F32, 0) ||
-      !c.shape(y, DType::F32, x.value->shape))
+  cpu::Activation act = c.activation("kind");
+  if (!c.minRank(x, DType::F32, 0) || !c.shape(y, DType::F32, x.value->shape))
     return c.takeError();
   int64_t n = x.value->numel;
   return StepFunction([=, a = x.slot, o = y.slot](ValuePointers v) {
@@ -169,10 +163,9 @@ Expected<StepFunction> prepareLinearMix(StepContext &c) {
 
 Expected<StepFunction> prepareSpectralMix(StepContext &c) {
   const Arg &x = c.in(0), &y = c.out(0);
-  bool hartley;
-  cpu::MixAlgorithm algorithm;
-  if (!c.attr("hartley", hartley) || !c.algorithm("algorithm", algorithm) ||
-      !c.rank(x, DType::F32, 3) || !c.shape(y, DType::F32, x.value->shape))
+  bool hartley = c.boolAttr("hartley");
+  cpu::MixAlgorithm algorithm = c.algorithm("algorithm");
+  if (!c.rank(x, DType::F32, 3) || !c.shape(y, DType::F32, x.value->shape))
     return c.takeError();
   auto mix = std::make_shared<cpu::SpectralMix>(x.dim(0), x.dim(1), x.dim(2),
                                                 hartley, algorithm);
@@ -184,10 +177,9 @@ Expected<StepFunction> prepareSpectralMix(StepContext &c) {
 Expected<StepFunction> prepareStructuredMix(StepContext &c) {
   const Arg &x = c.in(0), &vs = c.in(1), &vh = c.in(2), &y = c.out(0);
   bool toeplitz;
-  cpu::MixAlgorithm algorithm;
-  if (!checkStructuredMix(c, DType::F32, {&y}, toeplitz) ||
-      !c.algorithm("algorithm", algorithm))
+  if (!checkStructuredMix(c, DType::F32, {&y}, toeplitz))
     return c.takeError();
+  cpu::MixAlgorithm algorithm = c.algorithm("algorithm");
   int64_t seq = x.dim(1), d = x.dim(2);
   auto mix = std::make_shared<cpu::StructuredMix>(x.dim(0), seq, d, toeplitz,
                                                   algorithm);
@@ -206,10 +198,10 @@ Expected<StepFunction> prepareStructuredMix(StepContext &c) {
 bool readAttention(StepContext &c, int64_t &heads, int64_t &headDim,
                    int32_t &pad, bool &causal) {
   const Arg &q = c.in(0);
-  int64_t padId;
-  if (!c.attr("num_heads", heads) || !c.attr("head_dim", headDim) ||
-      !c.attr("pad_id", padId) || !c.attr("causal", causal) ||
-      !c.rank(q, DType::F32, 3))
+  heads = c.intAttr("num_heads"), headDim = c.intAttr("head_dim");
+  int64_t padId = c.intAttr("pad_id");
+  causal = c.boolAttr("causal");
+  if (!c.rank(q, DType::F32, 3))
     return false;
   if (!c.check(heads > 0 && headDim > 0 && heads * headDim == q.dim(2),
                q.role + " is " + describe(q.value->shape, DType::F32) +
@@ -237,8 +229,7 @@ struct DropoutKey {
   int64_t seed = -1, step = -1; ///< slots; -1 without dropout
 
   bool read(StepContext &c, const Arg &seedArg, const Arg &stepArg) {
-    if (!c.attr("dropout_rate", rate) || !c.attr("stream", stream))
-      return false;
+    rate = c.realAttr("dropout_rate"), stream = c.intAttr("stream");
     bool noisy = rate > 0;
     if (!c.check(rate >= 0 && rate < 1, "attribute 'dropout_rate' " +
                                             std::to_string(rate) +
@@ -342,20 +333,18 @@ Expected<StepFunction> prepareDispatch(StepContext &c) {
 /// Refuses the gathered form of experts and experts_grad (operand 0 the
 /// token rows), which only the CUDA plans use.
 bool checkNotGathered(StepContext &c) {
-  bool gather;
-  return c.optionalAttr("gather", gather) &&
-         c.check(!gather, "attribute 'gather' (the dispatch fused into the "
-                          "experts, as cuda plans have it) has no CPU "
-                          "implementation");
+  return c.check(!c.boolAttr("gather"),
+                 "attribute 'gather' (the dispatch fused into the "
+                 "experts, as cuda plans have it) has no CPU "
+                 "implementation");
 }
 
 Expected<StepFunction> prepareExperts(StepContext &c) {
   const Arg &xd = c.in(0), &tokens = c.in(1), &offsets = c.in(2), &w1 = c.in(3),
             &b1 = c.in(4), &w2 = c.in(5), &b2 = c.in(6), &y = c.out(0);
-  cpu::Activation act;
-  if (!checkNotGathered(c) || !c.activation("activation", act) ||
-      !c.rank(xd, DType::F32, 2) || !c.rank(offsets, DType::I32, 1) ||
-      !c.rank(w1, DType::F32, 3))
+  cpu::Activation act = c.activation("activation");
+  if (!checkNotGathered(c) || !c.rank(xd, DType::F32, 2) ||
+      !c.rank(offsets, DType::I32, 1) || !c.rank(w1, DType::F32, 3))
     return c.takeError();
   int64_t slots = xd.dim(0), d = xd.dim(1), experts = w1.dim(0), f = w1.dim(2);
   if (!c.shape(tokens, DType::I32, {slots}) ||
@@ -392,8 +381,8 @@ Expected<StepFunction> prepareCombine(StepContext &c) {
 
 Expected<StepFunction> prepareFill(StepContext &c) {
   const Arg &y = c.out(0);
-  double value;
-  if (!c.attr("value", value) || !c.minRank(y, DType::F32, 0))
+  double value = c.realAttr("value");
+  if (!c.minRank(y, DType::F32, 0))
     return c.takeError();
   int64_t n = y.value->numel;
   float fillValue = static_cast<float>(value);
@@ -453,9 +442,8 @@ Expected<StepFunction> prepareDivide(StepContext &c) {
 
 Expected<StepFunction> prepareScale(StepContext &c) {
   const Arg &x = c.in(0), &y = c.out(0);
-  double factor;
-  if (!c.attr("factor", factor) || !c.minRank(x, DType::F32, 0) ||
-      !c.shape(y, DType::F32, x.value->shape))
+  double factor = c.realAttr("factor");
+  if (!c.minRank(x, DType::F32, 0) || !c.shape(y, DType::F32, x.value->shape))
     return c.takeError();
   int64_t n = x.value->numel;
   float f = static_cast<float>(factor);
@@ -630,8 +618,8 @@ Expected<StepFunction> prepareLoadBalancingLossGrad(StepContext &c) {
 
 Expected<StepFunction> prepareActivationGrad(StepContext &c) {
   const Arg &preact = c.in(0), &dy = c.in(1), &dx = c.out(0);
-  cpu::Activation act;
-  if (!c.activation("kind", act) || !c.minRank(preact, DType::F32, 0) ||
+  cpu::Activation act = c.activation("kind");
+  if (!c.minRank(preact, DType::F32, 0) ||
       !c.shape(dy, DType::F32, preact.value->shape) ||
       !c.shape(dx, DType::F32, preact.value->shape))
     return c.takeError();
@@ -644,9 +632,8 @@ Expected<StepFunction> prepareActivationGrad(StepContext &c) {
 
 Expected<StepFunction> prepareDenseWeightGrad(StepContext &c) {
   const Arg &x = c.in(0), &dy = c.in(1), &dw = c.out(0);
-  bool transpose;
-  if (!c.attr("transpose_w", transpose) || !c.minRank(x, DType::F32, 1) ||
-      !c.minRank(dy, DType::F32, 1))
+  bool transpose = c.boolAttr("transpose_w");
+  if (!c.minRank(x, DType::F32, 1) || !c.minRank(dy, DType::F32, 1))
     return c.takeError();
   int64_t m = leadingElements(*x.value), k = x.value->shape.back(),
           n = dy.value->shape.back();
@@ -839,9 +826,9 @@ Expected<StepFunction> prepareCombineGrad(StepContext &c) {
 Expected<StepFunction> prepareExpertsGrad(StepContext &c) {
   const Arg &xd = c.in(0), &tokens = c.in(1), &offsets = c.in(2), &w1 = c.in(3),
             &b1 = c.in(4), &w2 = c.in(5), &dyd = c.in(6);
-  cpu::Activation act;
-  if (!checkNotGathered(c) || !c.activation("activation", act) ||
-      !c.rank(xd, DType::F32, 2) || !c.rank(w1, DType::F32, 3))
+  cpu::Activation act = c.activation("activation");
+  if (!checkNotGathered(c) || !c.rank(xd, DType::F32, 2) ||
+      !c.rank(w1, DType::F32, 3))
     return c.takeError();
   int64_t slots = xd.dim(0), d = xd.dim(1), experts = w1.dim(0), f = w1.dim(2);
   if (!c.shape(tokens, DType::I32, {slots}) ||
@@ -888,9 +875,7 @@ Expected<StepFunction> prepareScatterGateGrad(StepContext &c) {
 Expected<StepFunction> prepareRouteGrad(StepContext &c) {
   const Arg &logits = c.in(0), &tokens = c.in(1), &offsets = c.in(2),
             &dgates = c.in(3), &dlogits = c.out(0);
-  cpu::Routing routing;
-  if (!readRouting(c, routing))
-    return c.takeError();
+  cpu::Routing routing = readRouting(c);
   if (!checkGateGrad(c, tokens, offsets, dgates, dlogits) ||
       !c.shape(logits, DType::F32, dlogits.value->shape))
     return c.takeError();
@@ -1061,157 +1046,72 @@ Expected<StepFunction> prepareAdamW(StepContext &c) {
   });
 }
 
+/// Every plan kernel with its factory.
 const KernelEntry kKernels[] = {
-    {"embed", {"ids", "type_ids?", "word", "pos", "type"}, {"y"}, prepareEmbed},
-    {"dense", {"x", "w", "bias?"}, {"y"}, prepareDense},
-    {"layer_norm",
-     {"x", "residual?", "scale", "bias"},
-     {"y"},
-     prepareLayerNorm},
-    {"activation", {"x"}, {"y"}, prepareActivation},
-    {"add", {"a", "b"}, {"y"}, prepareAdd},
-    {"softmax", {"x"}, {"y"}, prepareSoftmax},
-    {"round_bf16", {"x"}, {"y"}, prepareRoundBf16},
-    {"take_position", {"x"}, {"y"}, prepareTakePosition},
-    {"linear_mix", {"x", "ws", "wh"}, {"y"}, prepareLinearMix},
-    {"spectral_mix", {"x"}, {"y"}, prepareSpectralMix},
-    {"structured_mix", {"x", "vs", "vh"}, {"y"}, prepareStructuredMix},
-    {"attention",
-     {"q", "k", "v", "ids?", "seed?", "step?"},
-     {"out"},
-     prepareAttention},
-    {"route_experts_choose",
-     {"probs"},
-     {"tokens", "gates", "offsets"},
-     prepareRouteExpertsChoose},
-    {"route_tokens_choose",
-     {"probs"},
-     {"tokens", "gates", "offsets"},
-     prepareRouteTokensChoose},
-    {"route_sigmoid_topk",
-     {"logits"},
-     {"tokens", "gates", "offsets"},
-     prepareRouteSigmoidTopK},
-    {"dispatch", {"x", "tokens"}, {"xd"}, prepareDispatch},
-    {"experts",
-     {"xd", "tokens", "offsets", "w1", "b1?", "w2", "b2?"},
-     {"yd"},
-     prepareExperts},
-    {"combine", {"yd", "tokens", "gates"}, {"out"}, prepareCombine},
-    {"fill", {}, {"y"}, prepareFill},
-    {"broadcast", {"x"}, {"y"}, prepareBroadcast},
-    {"reduce_sum", {"x"}, {"y"}, prepareReduceSum},
-    {"multiply", {"a", "b"}, {"y"}, prepareMultiply},
-    {"divide", {"a", "b"}, {"y"}, prepareDivide},
-    {"scale", {"x"}, {"y"}, prepareScale},
-    {"label_mask", {"labels"}, {"y"}, prepareLabelMask},
-    {"argmax", {"x"}, {"y"}, prepareArgmax},
-    {"gather_positions", {"x", "positions"}, {"y"}, prepareGatherPositions},
-    {"softmax_cross_entropy",
-     {"logits", "labels", "weights?"},
-     {"loss"},
-     prepareSoftmaxCrossEntropy},
-    {"squared_error", {"prediction", "target"}, {"loss"}, prepareSquaredError},
-    {"router_z_loss",
-     {"logits"},
-     {"loss"},
-     prepareRouterLoss<cpu::routerZLoss>},
-    {"load_balancing_loss", {"probs"}, {"loss"}, prepareLoadBalancingLoss},
-    {"entropy_regularizer",
-     {"logits"},
-     {"loss"},
-     prepareRouterLoss<cpu::entropyRegularizer>},
-    {"activation_grad", {"preactivation", "dy"}, {"dx"}, prepareActivationGrad},
-    {"dense_weight_grad", {"x", "dy"}, {"dw"}, prepareDenseWeightGrad},
-    {"reduce_rows", {"dy"}, {"db"}, prepareReduceRows},
-    {"layer_norm_grad",
-     {"x", "residual?", "scale", "dy"},
-     {"dx", "dscale", "dbias"},
-     prepareLayerNormGrad},
-    {"softmax_grad", {"y", "dy"}, {"dx"}, prepareSoftmaxGrad},
-    {"take_position_grad", {"dy"}, {"dx"}, prepareTakePositionGrad},
-    {"linear_mix_grad",
-     {"x", "ws", "wh", "dy"},
-     {"dx", "dws", "dwh"},
-     prepareLinearMixGrad},
-    {"structured_mix_grad",
-     {"x", "vs", "vh", "dy"},
-     {"dx", "dvs", "dvh"},
-     prepareStructuredMixGrad},
-    {"embed_grad",
-     {"ids", "type_ids?", "dy"},
-     {"dword", "dpos", "dtype"},
-     prepareEmbedGrad},
-    {"attention_grad",
-     {"q", "k", "v", "ids?", "dout", "seed?", "step?"},
-     {"dq", "dk", "dv"},
-     prepareAttentionGrad},
-    {"dispatch_grad", {"dxd", "tokens"}, {"dx"}, prepareDispatchGrad},
-    {"combine_grad",
-     {"yd", "tokens", "gates", "dout"},
-     {"dyd", "dgates"},
-     prepareCombineGrad},
-    {"experts_grad",
-     {"xd", "tokens", "offsets", "w1", "b1?", "w2", "dyd"},
-     {"dxd", "dw1", "db1", "dw2", "db2"},
-     prepareExpertsGrad},
-    {"scatter_gate_grad",
-     {"tokens", "offsets", "dgates"},
-     {"dscores"},
-     prepareScatterGateGrad},
-    {"route_grad",
-     {"logits", "tokens", "offsets", "dgates"},
-     {"dlogits"},
-     prepareRouteGrad},
-    {"gather_positions_grad",
-     {"dy", "positions"},
-     {"dx"},
-     prepareGatherPositionsGrad},
-    {"softmax_cross_entropy_grad",
-     {"logits", "labels", "dloss", "weights?"},
-     {"dlogits"},
-     prepareSoftmaxCrossEntropyGrad},
-    {"router_z_loss_grad",
-     {"logits", "dloss"},
-     {"dlogits"},
-     prepareRouterLossGrad<cpu::routerZLossGrad>},
-    {"load_balancing_loss_grad",
-     {"probs", "dloss"},
-     {"dprobs"},
-     prepareLoadBalancingLossGrad},
-    {"entropy_regularizer_grad",
-     {"logits", "dloss"},
-     {"dlogits"},
+    {Kernel::Embed, prepareEmbed},
+    {Kernel::Dense, prepareDense},
+    {Kernel::LayerNorm, prepareLayerNorm},
+    {Kernel::Activation, prepareActivation},
+    {Kernel::Add, prepareAdd},
+    {Kernel::Softmax, prepareSoftmax},
+    {Kernel::RoundBf16, prepareRoundBf16},
+    {Kernel::TakePosition, prepareTakePosition},
+    {Kernel::LinearMix, prepareLinearMix},
+    {Kernel::SpectralMix, prepareSpectralMix},
+    {Kernel::StructuredMix, prepareStructuredMix},
+    {Kernel::Attention, prepareAttention},
+    {Kernel::RouteExpertsChoose, prepareRouteExpertsChoose},
+    {Kernel::RouteTokensChoose, prepareRouteTokensChoose},
+    {Kernel::RouteSigmoidTopK, prepareRouteSigmoidTopK},
+    {Kernel::Dispatch, prepareDispatch},
+    {Kernel::Experts, prepareExperts},
+    {Kernel::Combine, prepareCombine},
+    {Kernel::Fill, prepareFill},
+    {Kernel::Broadcast, prepareBroadcast},
+    {Kernel::ReduceSum, prepareReduceSum},
+    {Kernel::Multiply, prepareMultiply},
+    {Kernel::Divide, prepareDivide},
+    {Kernel::Scale, prepareScale},
+    {Kernel::LabelMask, prepareLabelMask},
+    {Kernel::Argmax, prepareArgmax},
+    {Kernel::GatherPositions, prepareGatherPositions},
+    {Kernel::SoftmaxCrossEntropy, prepareSoftmaxCrossEntropy},
+    {Kernel::SquaredError, prepareSquaredError},
+    {Kernel::RouterZLoss, prepareRouterLoss<cpu::routerZLoss>},
+    {Kernel::LoadBalancingLoss, prepareLoadBalancingLoss},
+    {Kernel::EntropyRegularizer, prepareRouterLoss<cpu::entropyRegularizer>},
+    {Kernel::ActivationGrad, prepareActivationGrad},
+    {Kernel::DenseWeightGrad, prepareDenseWeightGrad},
+    {Kernel::ReduceRows, prepareReduceRows},
+    {Kernel::LayerNormGrad, prepareLayerNormGrad},
+    {Kernel::SoftmaxGrad, prepareSoftmaxGrad},
+    {Kernel::TakePositionGrad, prepareTakePositionGrad},
+    {Kernel::LinearMixGrad, prepareLinearMixGrad},
+    {Kernel::StructuredMixGrad, prepareStructuredMixGrad},
+    {Kernel::EmbedGrad, prepareEmbedGrad},
+    {Kernel::AttentionGrad, prepareAttentionGrad},
+    {Kernel::DispatchGrad, prepareDispatchGrad},
+    {Kernel::CombineGrad, prepareCombineGrad},
+    {Kernel::ExpertsGrad, prepareExpertsGrad},
+    {Kernel::ScatterGateGrad, prepareScatterGateGrad},
+    {Kernel::RouteGrad, prepareRouteGrad},
+    {Kernel::GatherPositionsGrad, prepareGatherPositionsGrad},
+    {Kernel::SoftmaxCrossEntropyGrad, prepareSoftmaxCrossEntropyGrad},
+    {Kernel::RouterZLossGrad, prepareRouterLossGrad<cpu::routerZLossGrad>},
+    {Kernel::LoadBalancingLossGrad, prepareLoadBalancingLossGrad},
+    {Kernel::EntropyRegularizerGrad,
      prepareRouterLossGrad<cpu::entropyRegularizerGrad>},
-    {"random_scale", {"x", "seed", "step"}, {"y"}, prepareRandomScale},
-    {"drop_experts", {"x", "seed", "step"}, {"y"}, prepareDropExperts},
-    {"noise_counter", {"step", "micro_step"}, {"y"}, prepareNoiseCounter},
-    {"accumulate_gradient",
-     {"grad", "micro_step"},
-     {"accumulator", "average"},
-     prepareAccumulateGradient},
-    {"global_norm", {"grads..."}, {"norm"}, prepareGlobalNorm},
-    {"adamw",
-     {"grad", "learning_rate", "step", "norm?", "micro_step?"},
-     {"param", "adam_m", "adam_v"},
-     prepareAdamW},
+    {Kernel::RandomScale, prepareRandomScale},
+    {Kernel::DropExperts, prepareDropExperts},
+    {Kernel::NoiseCounter, prepareNoiseCounter},
+    {Kernel::AccumulateGradient, prepareAccumulateGradient},
+    {Kernel::GlobalNorm, prepareGlobalNorm},
+    {Kernel::AdamW, prepareAdamW},
 };
 
-/// The registry entry of `kernel` whose operand and result counts match the
-/// shared kernel table, or null.
-const KernelEntry *findKernel(std::string_view kernel) {
-  const KernelSignature *signature = findKernelSignature(kernel);
-  if (!signature)
-    return nullptr;
+const KernelEntry *findEntry(Kernel kernel) {
   for (const KernelEntry &entry : kKernels)
-    if (entry.name == kernel &&
-        (signature->numOperands == kVariadic
-             ? entry.operands.size() == 1 &&
-                   entry.operands.begin()->substr(
-                       entry.operands.begin()->size() - 3) == "..."
-             : entry.operands.size() ==
-                   static_cast<size_t>(signature->numOperands)) &&
-        entry.results.size() == static_cast<size_t>(signature->numResults))
+    if (entry.kernel == kernel)
       return &entry;
   return nullptr;
 }
@@ -1220,20 +1120,16 @@ const KernelEntry *findKernel(std::string_view kernel) {
 
 std::string describeStep(const Plan &plan, size_t index) {
   return plan.path + ": steps[" + std::to_string(index) + "] (" +
-         plan.steps[index].kernel + ")";
+         std::string(kernelName(plan.steps[index].kernel)) + ")";
 }
 
 Expected<StepFunction> prepareStep(const Plan &plan, size_t index,
                                    int64_t &scratchBytes) {
-  const Step &step = plan.steps[index];
-  const KernelEntry *entry = findKernel(step.kernel);
+  const KernelEntry *entry = findEntry(plan.steps[index].kernel);
   std::string where = describeStep(plan, index);
   if (!entry)
     return Status::error(where + ": the CPU runtime has no such kernel");
-  StepContext context(plan, index, {entry->operands, entry->results},
-                      scratchBytes);
-  if (!context.checkPresence())
-    return context.takeError();
+  StepContext context(plan, index, scratchBytes);
   // Kernel state (FFT plans) is allocated here and may fail.
   try {
     return entry->prepare(context);
@@ -1244,15 +1140,11 @@ Expected<StepFunction> prepareStep(const Plan &plan, size_t index,
   }
 }
 
-bool isKernelImplemented(std::string_view kernel) {
-  return findKernel(kernel) != nullptr;
-}
-
-std::optional<KernelOperandNames> kernelOperandNames(std::string_view kernel) {
-  const KernelEntry *entry = findKernel(kernel);
-  if (!entry)
-    return std::nullopt;
-  return KernelOperandNames{entry->operands, entry->results};
+std::vector<Kernel> cpuKernels() {
+  std::vector<Kernel> kernels;
+  for (const KernelEntry &entry : kKernels)
+    kernels.push_back(entry.kernel);
+  return kernels;
 }
 
 } // namespace mixer::exec

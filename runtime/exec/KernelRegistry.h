@@ -1,9 +1,9 @@
 //===- KernelRegistry.h - Plan steps bound to CPU kernels -------*- C++ -*-===//
 //
-// One factory per kernel of docs/runtime.md: it checks the step's operand and
-// result dtypes and shapes and its attributes once, at load, constructs the
-// kernel's state (FFT plans), reserves its scratch, and returns a callable
-// that only reads value pointers and calls the kernel.
+// One factory per kernel of runtime/support/Kernels.def: it checks the step's
+// operand and result dtypes and shapes and its attributes once, at load,
+// constructs the kernel's state (FFT plans), reserves its scratch, and
+// returns a callable that only reads value pointers and calls the kernel.
 //
 //===----------------------------------------------------------------------===//
 
@@ -15,10 +15,8 @@
 
 #include <cstdint>
 #include <functional>
-#include <initializer_list>
-#include <optional>
 #include <string>
-#include <string_view>
+#include <vector>
 
 namespace mixer::exec {
 
@@ -44,21 +42,9 @@ std::string describeStep(const Plan &plan, size_t index);
 Expected<StepFunction> prepareStep(const Plan &plan, size_t index,
                                    int64_t &scratchBytes);
 
-/// True if the registry implements `kernel` with the operand and result
-/// counts of its entry in runtime/support/KernelSignatures.h.
-bool isKernelImplemented(std::string_view kernel);
-
-/// The names of a kernel's operands and results, for messages ("operand 2
-/// (word)"): a trailing '?' marks an optional operand; a variadic kernel has
-/// one operand name, ending in "...", that stands for all its operands.
-struct KernelOperandNames {
-  std::initializer_list<std::string_view> operands;
-  std::initializer_list<std::string_view> results;
-};
-
-/// The operand and result names of `kernel` (every kernel of the plan
-/// vocabulary has them), or nothing for an unknown kernel.
-std::optional<KernelOperandNames> kernelOperandNames(std::string_view kernel);
+/// The plan kernels the registry implements, in table order
+/// (KernelRegistryTest checks that this is each kernel of Kernels.def once).
+std::vector<Kernel> cpuKernels();
 
 } // namespace mixer::exec
 

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <optional>
 #include <set>
 #include <tuple>
 #include <utility>
@@ -41,9 +42,43 @@ bool tooLarge(const json &value) {
              static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
 }
 
-/// Kernels whose result may share bytes with an operand (documented in
-/// runtime/cpu/Kernels.h).
-bool mayAlias(const std::string &kernel) { return kernel == "layer_norm"; }
+/// `value` as an attribute of `attribute`'s type, or nothing when it has
+/// another type or, for a string, is not one of the allowed values.
+std::optional<AttrValue> readAttribute(const KernelAttribute &attribute,
+                                       const json &value) {
+  switch (attribute.type) {
+  case AttrType::Bool:
+    if (value.is_boolean())
+      return value.get<bool>();
+    break;
+  case AttrType::Int:
+    if (value.is_number_integer() && !tooLarge(value))
+      return value.get<int64_t>();
+    break;
+  case AttrType::Real:
+    if (value.is_number())
+      return value.get<double>();
+    break;
+  case AttrType::String:
+    if (value.is_string() && attribute.allows(value.get<std::string>()))
+      return value.get<std::string>();
+    break;
+  }
+  return std::nullopt;
+}
+
+/// "a boolean", ..., or for a string attribute its values: "fft or matmul".
+std::string describeAllowed(const KernelAttribute &attribute) {
+  if (attribute.type != AttrType::String)
+    return std::string(describeAttrType(attribute.type));
+  std::string text;
+  for (size_t i = 0; i < attribute.values->size; ++i) {
+    if (i > 0)
+      text += i + 1 == attribute.values->size ? " or " : ", ";
+    text += attribute.values->values[i];
+  }
+  return text;
+}
 
 /// Reads the plan JSON into a Plan, stopping at the first problem; the
 /// message then names the artifact and the place.
@@ -427,72 +462,73 @@ bool PlanParser::parseSteps(const json &array) {
 bool PlanParser::parseStep(const json &entry, size_t index) {
   std::string where = "steps[" + std::to_string(index) + "]";
   Step step;
+  std::string kernel;
   if (!entry.is_object())
     return fail(where, "must be an object");
-  if (!readString(entry, "kernel", where, step.kernel))
+  if (!readString(entry, "kernel", where, kernel))
     return false;
-  step.signature = findKernelSignature(step.kernel);
-  if (!step.signature)
-    return fail(where, "unknown kernel '" + step.kernel + "'");
-  where += " (" + step.kernel + ")";
+  const KernelInfo *info = findKernel(kernel);
+  if (!info)
+    return fail(where, "unknown kernel '" + kernel + "'");
+  step.kernel = info->kernel;
+  where += " (" + kernel + ")";
 
   const json *operands, *results, *attrs;
   if (!readArray(entry, "operands", where, operands) ||
       !readArray(entry, "results", where, results) ||
       !readObject(entry, "attrs", where, attrs))
     return false;
-  // Operands may be -1 (absent); results may not.
-  auto readIds = [&](const json &ids, const char *what, int expected,
-                     bool mayBeAbsent, std::vector<int64_t> &out) {
-    if (expected == kVariadic ? ids.empty()
-                              : ids.size() != static_cast<size_t>(expected))
-      return fail(where,
-                  "has " + std::to_string(ids.size()) + " " + what +
-                      "s but the kernel takes " +
-                      (expected == kVariadic ? std::string("at least one")
-                                             : std::to_string(expected)));
+  // Operands may be -1 (absent) where the kernel allows it; results may not.
+  auto readIds = [&](const json &ids, bool areOperands,
+                     std::vector<int64_t> &out) {
+    const char *what = areOperands ? "operand" : "result";
+    bool variadic = areOperands && info->isVariadic();
+    size_t expected =
+        areOperands ? info->operands.size() : info->results.size();
+    if (variadic ? ids.empty() : ids.size() != expected)
+      return fail(where, "has " + std::to_string(ids.size()) + " " + what +
+                             "s but the kernel takes " +
+                             (variadic ? std::string("at least one")
+                                       : std::to_string(expected)));
     for (size_t i = 0; i < ids.size(); ++i) {
+      const KernelValue &value =
+          areOperands ? info->operand(i) : info->result(i);
+      std::string role = std::string(what) + " " + std::to_string(i);
       if (!ids[i].is_number_integer() || tooLarge(ids[i]))
-        return fail(where, std::string(what) + " " + std::to_string(i) +
-                               " must be an integer value id, not " +
+        return fail(where, role + " must be an integer value id, not " +
                                ids[i].dump());
       int64_t id = ids[i].get<int64_t>();
-      bool absent = mayBeAbsent && id == -1;
+      bool absent = areOperands && id == -1;
+      if (absent && !value.optional)
+        return fail(where, role + " (" + std::string(value.name) +
+                               ") is absent (-1) but the kernel needs it");
       if (!absent && (id < 0 || static_cast<size_t>(id) >= plan.values.size()))
-        return fail(where, std::string(what) + " " + std::to_string(i) +
-                               " refers to value " + std::to_string(id) +
+        return fail(where, role + " refers to value " + std::to_string(id) +
                                " but the plan has " +
                                std::to_string(plan.values.size()) + " values");
       out.push_back(id);
     }
     return true;
   };
-  if (!readIds(*operands, "operand", step.signature->numOperands, true,
-               step.operands) ||
-      !readIds(*results, "result", step.signature->numResults, false,
-               step.results))
+  if (!readIds(*operands, true, step.operands) ||
+      !readIds(*results, false, step.results))
     return false;
 
   for (auto it = attrs->begin(); it != attrs->end(); ++it) {
-    if (!step.signature->hasAttribute(it.key()))
+    const KernelAttribute *attribute = info->findAttribute(it.key());
+    if (!attribute)
       return fail(where, "unknown attribute '" + it.key() + "'");
-    const json &value = it.value();
-    if (value.is_boolean())
-      step.attrs[it.key()] = value.get<bool>();
-    else if (value.is_number_integer() && !tooLarge(value))
-      step.attrs[it.key()] = value.get<int64_t>();
-    else if (value.is_number())
-      step.attrs[it.key()] = value.get<double>();
-    else if (value.is_string())
-      step.attrs[it.key()] = value.get<std::string>();
-    else
-      return fail(where, "attribute '" + it.key() +
-                             "' must be a boolean, number or string, not " +
-                             value.dump());
+    std::optional<AttrValue> value = readAttribute(*attribute, it.value());
+    if (!value)
+      return fail(where, "attribute '" + it.key() + "' must be " +
+                             describeAllowed(*attribute) + ", not " +
+                             it.value().dump());
+    step.attrs[it.key()] = std::move(*value);
   }
-  for (std::string_view name : step.signature->attributes)
-    if (!step.attrs.count(std::string(name)))
-      return fail(where, "missing attribute '" + std::string(name) + "'");
+  for (const KernelAttribute &attribute : info->attributes)
+    if (!attribute.optional && !step.attrs.count(std::string(attribute.name)))
+      return fail(where,
+                  "missing attribute '" + std::string(attribute.name) + "'");
   if (!checkStepValues(step, where))
     return false;
   plan.steps.push_back(std::move(step));
@@ -530,7 +566,7 @@ bool PlanParser::checkStepValues(const Step &step, const std::string &where) {
     StorageKind storage = plan.values[id].storage;
     bool persistent =
         storage == StorageKind::Param || storage == StorageKind::State;
-    bool state = step.signature->isStateResult(r);
+    bool state = step.info().result(r).state;
     if (state ? !persistent : storage != StorageKind::Arena)
       return fail(where, "result " + std::to_string(r) + " writes value " +
                              std::to_string(id) + ", which is " +
@@ -543,10 +579,9 @@ bool PlanParser::checkStepValues(const Step &step, const std::string &where) {
         return fail(where, "result " + std::to_string(r) + " (" + range(id) +
                                ") overlaps result " + std::to_string(o) + " (" +
                                range(step.results[o]) + ")");
-    if (mayAlias(step.kernel))
-      continue;
     for (size_t o = 0; o < step.operands.size(); ++o)
-      if (step.operands[o] >= 0 && overlap(id, step.operands[o]))
+      if (step.operands[o] >= 0 && !step.info().mayAlias(r, o) &&
+          overlap(id, step.operands[o]))
         return fail(where, "result " + std::to_string(r) + " (" + range(id) +
                                ") overlaps operand " + std::to_string(o) +
                                " (" + range(step.operands[o]) + ")");

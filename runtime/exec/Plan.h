@@ -6,7 +6,7 @@
 // executor relies on once, at load, so that running a plan needs no further
 // checks: value references in range, storage consistent with the parameter
 // and input tables, arena slices inside the arena, known kernels with the
-// operand, result and attribute sets of runtime/support/KernelSignatures.h.
+// operands, results and typed attributes of runtime/support/Kernels.def.
 // Every message names the artifact and the offending place.
 //
 //===----------------------------------------------------------------------===//
@@ -15,7 +15,7 @@
 #define MIXER_RUNTIME_EXEC_PLAN_H
 
 #include "runtime/io/Tensor.h"
-#include "runtime/support/KernelSignatures.h"
+#include "runtime/support/KernelVocabulary.h"
 #include "runtime/support/Status.h"
 
 #include <cstdint>
@@ -93,17 +93,18 @@ struct OutputInfo {
   int64_t value = -1;
 };
 
-/// A step attribute: JSON booleans, integers, other numbers and strings.
+/// A step attribute, of the kernel's type for it (Kernels.def): a Bool, Int,
+/// Real (double, also when the plan spells an integer) or String.
 using AttrValue = std::variant<bool, int64_t, double, std::string>;
 
 struct Step {
-  std::string kernel;
-  /// The kernel's entry of the shared kernel table.
-  const KernelSignature *signature = nullptr;
+  Kernel kernel = Kernel::Embed;
   /// Indices into Plan::values; -1 marks an absent optional operand.
   std::vector<int64_t> operands;
   std::vector<int64_t> results;
   std::map<std::string, AttrValue> attrs;
+
+  const KernelInfo &info() const { return kernelInfo(kernel); }
 };
 
 /// A parsed and validated execution plan.

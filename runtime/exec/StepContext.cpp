@@ -17,29 +17,27 @@ int64_t leadingElements(const ValueInfo &value) {
   return rows;
 }
 
-StepContext::StepContext(const Plan &plan, size_t index,
-                         const KernelOperandNames &names, int64_t &scratchBytes)
-    : plan(plan), index(index), step(plan.steps[index]), names(names),
+StepContext::StepContext(const Plan &plan, size_t index, int64_t &scratchBytes)
+    : plan(plan), index(index), step(plan.steps[index]),
       where(describeStep(plan, index)), scratchBytes(scratchBytes),
       scratchIndex(scratchSlot(plan)) {
-  auto makeArgs = [&](const std::vector<int64_t> &ids,
-                      std::initializer_list<std::string_view> names,
-                      const char *what, std::vector<Arg> &args) {
+  const KernelInfo &info = step.info();
+  auto makeArgs = [&](const std::vector<int64_t> &ids, bool areOperands,
+                      std::vector<Arg> &args) {
     for (size_t i = 0; i < ids.size(); ++i) {
       Arg arg;
       int64_t id = ids[i];
-      std::string_view name = names.begin()[std::min(i, names.size() - 1)];
-      if (name.back() == '?')
-        name.remove_suffix(1);
-      arg.role = std::string(what) + " " + std::to_string(i) + " (" +
-                 std::string(name) + ")";
+      const KernelValue &kernelValue =
+          areOperands ? info.operand(i) : info.result(i);
+      arg.role = std::string(areOperands ? "operand " : "result ") +
+                 std::to_string(i) + " (" + std::string(kernelValue.name) + ")";
       arg.value = id >= 0 ? &plan.values[id] : nullptr;
       arg.slot = id >= 0 ? id : static_cast<int64_t>(absentSlot(plan));
       args.push_back(std::move(arg));
     }
   };
-  makeArgs(step.operands, names.operands, "operand", operands);
-  makeArgs(step.results, names.results, "result", results);
+  makeArgs(step.operands, true, operands);
+  makeArgs(step.results, false, results);
 }
 
 int64_t StepContext::producer(const Arg &arg) const {
@@ -49,16 +47,6 @@ int64_t StepContext::producer(const Arg &arg) const {
       return static_cast<int64_t>(i);
   }
   return -1;
-}
-
-bool StepContext::checkPresence() {
-  for (size_t i = 0; i < operands.size(); ++i) {
-    std::string_view name =
-        names.operands.begin()[std::min(i, names.operands.size() - 1)];
-    if (!operands[i].value && name.back() != '?')
-      return fail(operands[i].role + " is absent (-1) but the kernel needs it");
-  }
-  return true;
 }
 
 bool StepContext::rank(const Arg &arg, DType dtype, size_t rank) {
@@ -87,76 +75,79 @@ bool StepContext::shape(const Arg &arg, DType dtype,
                    " but the kernel needs " + describe(shape, dtype));
 }
 
-bool StepContext::attr(const char *name, bool &out) {
-  const auto *value = std::get_if<bool>(&attrValue(name));
-  if (!value)
-    return wrongAttr(name, "a boolean");
-  out = *value;
-  return true;
+bool StepContext::boolAttr(const char *name) const {
+  auto it = step.attrs.find(name);
+  return it != step.attrs.end() && std::get<bool>(it->second);
 }
 
-bool StepContext::optionalAttr(const char *name, bool &out) {
-  out = false;
-  return !step.attrs.count(name) || attr(name, out);
+int64_t StepContext::intAttr(const char *name) const {
+  return std::get<int64_t>(step.attrs.at(name));
 }
 
-bool StepContext::attr(const char *name, int64_t &out) {
-  const auto *value = std::get_if<int64_t>(&attrValue(name));
-  if (!value)
-    return wrongAttr(name, "an integer");
-  out = *value;
-  return true;
+double StepContext::realAttr(const char *name) const {
+  return std::get<double>(step.attrs.at(name));
 }
 
-bool StepContext::attr(const char *name, double &out) {
-  const AttrValue &value = attrValue(name);
-  if (const auto *real = std::get_if<double>(&value))
-    out = *real;
-  else if (const auto *integer = std::get_if<int64_t>(&value))
-    out = static_cast<double>(*integer);
-  else
-    return wrongAttr(name, "a number");
-  return true;
+const std::string &StepContext::stringAttr(const char *name) const {
+  return std::get<std::string>(step.attrs.at(name));
 }
 
-bool StepContext::attr(const char *name, std::string &out) {
-  const auto *value = std::get_if<std::string>(&attrValue(name));
-  if (!value)
-    return wrongAttr(name, "a string");
-  out = *value;
-  return true;
-}
+namespace {
 
-bool StepContext::activation(const char *name, cpu::Activation &out) {
-  std::string text;
-  if (!attr(name, text))
+/// The runtime's values of a string attribute, by spelling.
+template <typename Enum, size_t N>
+using Spellings = std::pair<std::string_view, Enum>[N];
+
+/// Whether `spellings` spells every value of `values` (and no other).
+template <typename Enum, size_t N>
+constexpr bool spellsEvery(const Spellings<Enum, N> &spellings,
+                           const KernelEnum &values) {
+  if (N != values.size)
     return false;
-  static const std::pair<const char *, cpu::Activation> kNames[] = {
-      {"none", cpu::Activation::None},
-      {"gelu", cpu::Activation::Gelu},
-      {"tanh", cpu::Activation::Tanh},
-      {"relu", cpu::Activation::Relu}};
-  for (const auto &[spelling, kind] : kNames) {
-    if (text == spelling) {
-      out = kind;
-      return true;
-    }
+  for (std::string_view value : values) {
+    bool spelled = false;
+    for (const auto &spelling : spellings)
+      spelled = spelled || spelling.first == value;
+    if (!spelled)
+      return false;
   }
-  return wrongAttr(name,
-                   ("none, gelu, tanh or relu, not '" + text + "'").c_str());
+  return true;
 }
 
-bool StepContext::algorithm(const char *name, cpu::MixAlgorithm &out) {
-  std::string text;
-  if (!attr(name, text))
-    return false;
-  if (text == "fft")
-    out = cpu::MixAlgorithm::Fft;
-  else if (text == "matmul")
-    out = cpu::MixAlgorithm::Matmul;
-  else
-    return wrongAttr(name, ("fft or matmul, not '" + text + "'").c_str());
-  return true;
+/// The value spelled `text`, one of the strings Plan::parse allows.
+template <typename Enum, size_t N>
+Enum spelled(const Spellings<Enum, N> &spellings, std::string_view text) {
+  size_t i = 0;
+  while (spellings[i].first != text)
+    ++i;
+  return spellings[i].second;
+}
+
+constexpr Spellings<cpu::Activation, 4> kActivations = {
+    {"none", cpu::Activation::None},
+    {"gelu", cpu::Activation::Gelu},
+    {"tanh", cpu::Activation::Tanh},
+    {"relu", cpu::Activation::Relu}};
+static_assert(spellsEvery(kActivations, ActivationKinds));
+
+constexpr Spellings<cpu::MixAlgorithm, 2> kMixAlgorithms = {
+    {"fft", cpu::MixAlgorithm::Fft}, {"matmul", cpu::MixAlgorithm::Matmul}};
+static_assert(spellsEvery(kMixAlgorithms, MixAlgorithms));
+
+constexpr Spellings<cpu::Routing, 3> kRoutings = {
+    {"experts_choose", cpu::Routing::ExpertsChoose},
+    {"tokens_choose", cpu::Routing::TokensChoose},
+    {"sigmoid_topk", cpu::Routing::SigmoidTopK}};
+static_assert(spellsEvery(kRoutings, Routings));
+
+} // namespace
+
+cpu::Activation StepContext::activation(const char *name) const {
+  return spelled(kActivations, stringAttr(name));
+}
+
+cpu::MixAlgorithm StepContext::algorithm(const char *name) const {
+  return spelled(kMixAlgorithms, stringAttr(name));
 }
 
 bool checkAssignments(StepContext &c, int64_t slots, int64_t experts) {
@@ -167,8 +158,7 @@ bool checkAssignments(StepContext &c, int64_t slots, int64_t experts) {
 
 bool checkLoadBalancing(StepContext &c, const Arg &probs, int64_t &groups,
                         int64_t &k) {
-  if (!c.attr("groups", groups) || !c.attr("k", k))
-    return false;
+  groups = c.intAttr("groups"), k = c.intAttr("k");
   return c.check(groups > 0 && probs.dim(0) % groups == 0,
                  "attribute 'groups' " + std::to_string(groups) +
                      " does not divide the " + std::to_string(probs.dim(0)) +
@@ -180,49 +170,29 @@ bool checkLoadBalancing(StepContext &c, const Arg &probs, int64_t &groups,
 
 bool readRandomScale(StepContext &c, bool &dropout, double &rate,
                      int64_t &stream) {
-  std::string kind;
-  if (!c.attr("kind", kind) || !c.attr("rate", rate) ||
-      !c.attr("stream", stream))
-    return false;
-  dropout = kind == "dropout";
-  return c.check(dropout || kind == "jitter",
-                 "attribute 'kind' must be \"dropout\" or \"jitter\", not \"" +
-                     kind + "\"") &&
-         c.check(dropout ? rate >= 0 && rate < 1 : rate >= 0 && rate <= 1,
+  dropout = c.stringAttr("kind") == "dropout";
+  rate = c.realAttr("rate"), stream = c.intAttr("stream");
+  return c.check(dropout ? rate >= 0 && rate < 1 : rate >= 0 && rate <= 1,
                  "attribute 'rate' " + std::to_string(rate) + " is outside " +
                      (dropout ? "[0, 1)" : "[0, 1]"));
 }
 
 bool readDropExperts(StepContext &c, double &rate, int64_t &stream,
                      bool &gradient) {
-  return c.attr("rate", rate) && c.attr("stream", stream) &&
-         c.attr("gradient", gradient) &&
-         c.check(rate >= 0 && rate < 1, "attribute 'rate' " +
+  rate = c.realAttr("rate"), stream = c.intAttr("stream");
+  gradient = c.boolAttr("gradient");
+  return c.check(rate >= 0 && rate < 1, "attribute 'rate' " +
                                             std::to_string(rate) +
                                             " is outside [0, 1)");
 }
 
-bool readRouting(StepContext &c, cpu::Routing &routing) {
-  std::string name;
-  if (!c.attr("routing", name))
-    return false;
-  static const std::pair<const char *, cpu::Routing> kNames[] = {
-      {"experts_choose", cpu::Routing::ExpertsChoose},
-      {"tokens_choose", cpu::Routing::TokensChoose},
-      {"sigmoid_topk", cpu::Routing::SigmoidTopK}};
-  for (const auto &[spelling, kind] : kNames)
-    if (name == spelling) {
-      routing = kind;
-      return true;
-    }
-  return c.fail("attribute 'routing' must be experts_choose, tokens_choose or "
-                "sigmoid_topk, not '" +
-                name + "'");
+cpu::Routing readRouting(const StepContext &c) {
+  return spelled(kRoutings, c.stringAttr("routing"));
 }
 
 bool readMicroSteps(StepContext &c, int64_t &microSteps) {
-  return c.attr("micro_steps", microSteps) &&
-         c.check(microSteps >= 1, "attribute 'micro_steps' must be at least 1, "
+  microSteps = c.intAttr("micro_steps");
+  return c.check(microSteps >= 1, "attribute 'micro_steps' must be at least 1, "
                                   "not " +
                                       std::to_string(microSteps));
 }
@@ -253,14 +223,15 @@ bool checkAdamW(StepContext &c, train::AdamWConfig &config, double &maxNorm,
                 int64_t &microSteps) {
   const Arg &grad = c.in(0), &norm = c.in(3), &micro = c.in(4);
   const Arg &param = c.out(0), &m = c.out(1), &v = c.out(2);
+  config.b1 = c.realAttr("b1"), config.b2 = c.realAttr("b2");
+  config.eps = c.realAttr("eps");
+  config.weightDecay = c.realAttr("weight_decay");
+  maxNorm = c.realAttr("max_norm");
   if (!readMicroSteps(c, microSteps) ||
       !c.check(bool(micro.value) == (microSteps > 1),
                "the operand micro_step must be present exactly when "
                "micro_steps > 1") ||
-      !c.attr("b1", config.b1) || !c.attr("b2", config.b2) ||
-      !c.attr("eps", config.eps) ||
-      !c.attr("weight_decay", config.weightDecay) ||
-      !c.attr("max_norm", maxNorm) || !c.minRank(param, DType::F32, 0) ||
+      !c.minRank(param, DType::F32, 0) ||
       !c.shape(grad, DType::F32, param.value->shape) ||
       !c.shape(m, DType::F32, param.value->shape) ||
       !c.shape(v, DType::F32, param.value->shape) ||
@@ -277,9 +248,10 @@ bool checkAdamW(StepContext &c, train::AdamWConfig &config, double &maxNorm,
 bool readGroups(StepContext &c, int64_t &groups, int64_t &tokensPerGroup,
                 int64_t &capacity) {
   const Arg &probs = c.in(0);
-  if (!c.attr("groups", groups) ||
-      !c.attr("tokens_per_group", tokensPerGroup) ||
-      !c.attr("capacity", capacity) || !c.rank(probs, DType::F32, 2))
+  groups = c.intAttr("groups");
+  tokensPerGroup = c.intAttr("tokens_per_group");
+  capacity = c.intAttr("capacity");
+  if (!c.rank(probs, DType::F32, 2))
     return false;
   return c.check(groups > 0 && tokensPerGroup >= 0 &&
                      groups * tokensPerGroup == probs.dim(0),
@@ -297,10 +269,11 @@ bool readGroups(StepContext &c, int64_t &groups, int64_t &tokensPerGroup,
 namespace {
 /// Reads k in [1, experts].
 bool readTopK(StepContext &c, int64_t experts, int64_t &k) {
-  return c.attr("k", k) && c.check(k >= 1 && k <= experts,
-                                   "attribute 'k' is " + std::to_string(k) +
-                                       " but must lie in [1, " +
-                                       std::to_string(experts) + " experts]");
+  k = c.intAttr("k");
+  return c.check(k >= 1 && k <= experts,
+                 "attribute 'k' is " + std::to_string(k) +
+                     " but must lie in [1, " + std::to_string(experts) +
+                     " experts]");
 }
 } // namespace
 
@@ -315,8 +288,8 @@ bool checkRouteExpertsChoose(StepContext &c, int64_t &groups,
 bool checkRouteTokensChoose(StepContext &c, int64_t &groups,
                             int64_t &tokensPerGroup, int64_t &capacity,
                             int64_t &k, bool &prioritized) {
-  if (!readGroups(c, groups, tokensPerGroup, capacity) ||
-      !c.attr("batch_prioritized", prioritized))
+  prioritized = c.boolAttr("batch_prioritized");
+  if (!readGroups(c, groups, tokensPerGroup, capacity))
     return false;
   int64_t experts = c.in(0).dim(1);
   return readTopK(c, experts, k) &&
@@ -358,8 +331,7 @@ bool checkLayerNorm(StepContext &c, DType act,
                     std::initializer_list<const Arg *> perColumn,
                     float &epsilon, int64_t &rows, int64_t &cols) {
   const Arg &x = c.in(0);
-  double value;
-  if (!c.attr("epsilon", value) || !c.minRank(x, act, 1))
+  if (!c.minRank(x, act, 1))
     return false;
   cols = x.value->shape.back();
   if (!c.shape(c.in(1), act, x.value->shape))
@@ -371,7 +343,7 @@ bool checkLayerNorm(StepContext &c, DType act,
     if (!c.shape(*arg, act, x.value->shape))
       return false;
   rows = leadingElements(*x.value);
-  epsilon = static_cast<float>(value);
+  epsilon = static_cast<float>(c.realAttr("epsilon"));
   return true;
 }
 
@@ -391,7 +363,8 @@ bool checkEmbedding(StepContext &c, const Arg &ids, const Arg &typeIds,
 
 bool checkTakePosition(StepContext &c, const Arg &sequence, const Arg &rows,
                        DType act, int64_t &index) {
-  if (!c.attr("index", index) || !c.rank(sequence, act, 3))
+  index = c.intAttr("index");
+  if (!c.rank(sequence, act, 3))
     return false;
   int64_t seq = sequence.dim(1);
   return c.check(index >= 0 && index < seq,
@@ -461,7 +434,8 @@ bool checkStructuredMix(StepContext &c, DType act,
                         std::initializer_list<const Arg *> likeX,
                         bool &toeplitz) {
   const Arg &x = c.in(0);
-  if (!c.attr("toeplitz", toeplitz) || !c.rank(x, act, 3) ||
+  toeplitz = c.boolAttr("toeplitz");
+  if (!c.rank(x, act, 3) ||
       !c.shape(c.in(1), DType::F32, {toeplitz ? 2 * x.dim(1) - 1 : x.dim(1)}) ||
       !c.shape(c.in(2), DType::F32, {toeplitz ? 2 * x.dim(2) - 1 : x.dim(2)}))
     return false;

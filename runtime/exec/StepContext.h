@@ -1,9 +1,10 @@
 //===- StepContext.h - Checking a plan step against its kernel --*- C++ -*-===//
 //
 // What every backend's kernel table needs to prepare a step: the step's
-// operands and results with their roles ("operand 2 (word)"), type checks
-// that stop at the first problem with a message naming the artifact and the
-// step, and typed attribute accessors. The CPU registry
+// operands and results with their roles ("operand 2 (word)", the names of
+// Kernels.def), type checks that stop at the first problem with a message
+// naming the artifact and the step, and the step's attributes, whose
+// presence and types Plan::parse has checked. The CPU registry
 // (KernelRegistry.cpp) and the CUDA kernel table build on it.
 //
 //===----------------------------------------------------------------------===//
@@ -14,11 +15,13 @@
 #include "runtime/cpu/Kernels.h"
 #include "runtime/exec/KernelRegistry.h"
 #include "runtime/exec/Plan.h"
+#include "runtime/support/KernelVocabulary.h"
 #include "runtime/support/Status.h"
 #include "runtime/train/Optimizer.h"
 
 #include <algorithm>
 #include <cstdint>
+#include <initializer_list>
 #include <string>
 #include <vector>
 
@@ -45,8 +48,7 @@ struct Arg {
 /// at the first problem, and attribute accessors.
 class StepContext {
 public:
-  StepContext(const Plan &plan, size_t index, const KernelOperandNames &names,
-              int64_t &scratchBytes);
+  StepContext(const Plan &plan, size_t index, int64_t &scratchBytes);
 
   const Arg &in(size_t i) const { return operands[i]; }
   size_t numOperands() const { return operands.size(); }
@@ -67,8 +69,6 @@ public:
   }
   Status takeError() { return Status::error(std::move(message)); }
 
-  /// False (with a message) if a required operand is absent.
-  bool checkPresence();
   /// `arg` has `dtype` and exactly `rank` dimensions.
   bool rank(const Arg &arg, DType dtype, size_t rank);
   /// `arg` has `dtype` and at least `rank` dimensions.
@@ -76,15 +76,15 @@ public:
   /// `arg` is `shape` of `dtype`; an absent optional operand passes.
   bool shape(const Arg &arg, DType dtype, const std::vector<int64_t> &shape);
 
-  bool attr(const char *name, bool &out);
-  /// The optional boolean attribute `name`: false when the step leaves it
-  /// out.
-  bool optionalAttr(const char *name, bool &out);
-  bool attr(const char *name, int64_t &out);
-  bool attr(const char *name, double &out);
-  bool attr(const char *name, std::string &out);
-  bool activation(const char *name, cpu::Activation &out);
-  bool algorithm(const char *name, cpu::MixAlgorithm &out);
+  /// The Bool attribute `name`; false when an optional one is left out.
+  bool boolAttr(const char *name) const;
+  int64_t intAttr(const char *name) const;
+  double realAttr(const char *name) const;
+  const std::string &stringAttr(const char *name) const;
+  /// The ActivationKinds attribute `name` as the CPU kernels' activation.
+  cpu::Activation activation(const char *name) const;
+  /// The MixAlgorithms attribute `name` as the CPU mixers' algorithm.
+  cpu::MixAlgorithm algorithm(const char *name) const;
 
   /// Reserves `floats` of the shared scratch buffer; returns its slot.
   int64_t scratch(int64_t floats) {
@@ -93,18 +93,9 @@ public:
   }
 
 private:
-  /// The attribute `name` (present: Plan::parse checked the signature).
-  const AttrValue &attrValue(const char *name) const {
-    return step.attrs.at(name);
-  }
-  bool wrongAttr(const char *name, const char *expected) {
-    return fail(std::string("attribute '") + name + "' must be " + expected);
-  }
-
   const Plan &plan;
   size_t index;
   const Step &step;
-  KernelOperandNames names;
   std::string where;
   std::vector<Arg> operands, results;
   std::string message;
@@ -121,9 +112,9 @@ bool checkAssignments(StepContext &c, int64_t slots, int64_t experts);
 bool checkLoadBalancing(StepContext &c, const Arg &probs, int64_t &groups,
                         int64_t &k);
 
-/// Reads and checks the attributes of a random_scale step: `kind` "dropout"
-/// or "jitter" (sets `dropout`), `rate` in [0, 1) for dropout and [0, 1]
-/// for jitter, and `stream`.
+/// Reads and checks the attributes of a random_scale step: `kind` (sets
+/// `dropout`), `rate` in [0, 1) for dropout and [0, 1] for jitter, and
+/// `stream`.
 bool readRandomScale(StepContext &c, bool &dropout, double &rate,
                      int64_t &stream);
 
@@ -133,9 +124,8 @@ bool readRandomScale(StepContext &c, bool &dropout, double &rate,
 bool readDropExperts(StepContext &c, double &rate, int64_t &stream,
                      bool &gradient);
 
-/// Reads the attribute `routing` of a route_grad step: experts_choose,
-/// tokens_choose or sigmoid_topk.
-bool readRouting(StepContext &c, cpu::Routing &routing);
+/// The attribute `routing` of a route_grad step.
+cpu::Routing readRouting(const StepContext &c);
 
 /// Reads the attribute micro_steps: the micro-steps of one update, at least
 /// 1. Each executor checks the micro_step operand where it reads it.

@@ -22,6 +22,44 @@ func.func @block(%x: tensor<2x8x16xf32>, %w: tensor<16x32xf32>, %s: tensor<32xf3
 
 // -----
 
+// Ops that one kernel runs take the lowering of their op definitions:
+// operands in order (an absent optional one mixrt.none), attributes by name
+// (transpose_weight is the kernel's transpose_w, dropout_stream its stream),
+// unit attributes as booleans, enums as strings; the plain LayerNorm and its
+// gradient get no residual, attention without dropout rate 0. The flops are
+// those of the matrix products: dense and dense_weight_grad 2·32·4 each,
+// attention 4·2·2·2·8, its gradient twice that.
+// CHECK-LABEL: func.func @kernel_ops
+// CHECK-SAME: mixrt.flops = 1.280000e+03
+// CHECK: %[[NONE:.*]] = mixrt.none : memref<0xf32>
+// CHECK: mixrt.kernel "dense" ins(%arg0, %arg1, %[[NONE]] : {{.*}}) outs(%{{.*}} : memref<8x4xf32>) params {activation = "none", transpose_w = true}
+// CHECK: mixrt.kernel "layer_norm" ins(%arg0, %[[NONE]], %arg2, %arg2 : {{.*}}) outs({{.*}}) params {epsilon = 9.9999999999999995E-7 : f64}
+// CHECK: mixrt.kernel "layer_norm_grad" ins(%arg0, %[[NONE]], %arg2, %arg0 : {{.*}}) outs({{.*}}) params {epsilon = 9.9999999999999995E-7 : f64}
+// CHECK: mixrt.kernel "dense_weight_grad" ins(%arg0, %arg0 : {{.*}}) outs({{.*}}) params {transpose_w = false}
+// CHECK: mixrt.kernel "random_scale" ins(%arg0, %arg4, %arg4 : {{.*}}) outs({{.*}}) params {kind = "jitter", rate = 1.000000e-01 : f64, stream = 1 : i64}
+// CHECK: mixrt.kernel "load_balancing_loss" ins(%arg3 : memref<8x4xf32>) outs({{.*}}) params {groups = 2 : i64, k = 1 : i64}
+// CHECK: mixrt.kernel "attention" ins(%arg5, %arg5, %arg5, %arg6, %[[NONE]], %[[NONE]] : {{.*}}) outs({{.*}}) params {causal = true, dropout_rate = 0.000000e+00 : f64, head_dim = 4 : i64, num_heads = 2 : i64, pad_id = 0 : i64, stream = 0 : i64}
+// CHECK: mixrt.kernel "attention_grad" ins(%arg5, %arg5, %arg5, %arg6, %arg5, %arg4, %arg4 : {{.*}}) outs({{.*}}) params {causal = false, dropout_rate = 2.000000e-01 : f64, head_dim = 4 : i64, num_heads = 2 : i64, pad_id = 0 : i64, stream = 3 : i64}
+// CHECK: mixrt.kernel "global_norm" ins(%arg0, %arg2 : memref<8x4xf32>, memref<4xf32>)
+func.func @kernel_ops(%x: tensor<8x4xf32>, %w: tensor<4x4xf32>, %s: tensor<4xf32>,
+                      %probs: tensor<8x4xf32>, %key: tensor<i32>,
+                      %q: tensor<2x2x8xf32>, %ids: tensor<2x2xi32>)
+    -> (tensor<8x4xf32>, tensor<8x4xf32>, tensor<8x4xf32>, tensor<4x4xf32>, tensor<8x4xf32>,
+        tensor<f32>, tensor<2x2x8xf32>, tensor<2x2x8xf32>, tensor<f32>) {
+  %d = mixer.dense %x, %w {transpose_weight} : (tensor<8x4xf32>, tensor<4x4xf32>) -> tensor<8x4xf32>
+  %n = mixer.layer_norm %x, %s, %s {epsilon = 1.0e-6 : f64} : (tensor<8x4xf32>, tensor<4xf32>, tensor<4xf32>) -> tensor<8x4xf32>
+  %dx, %ds, %db = mixer.layer_norm_grad %x, %s, %x {epsilon = 1.0e-6 : f64} : (tensor<8x4xf32>, tensor<4xf32>, tensor<8x4xf32>) -> (tensor<8x4xf32>, tensor<4xf32>, tensor<4xf32>)
+  %dw = mixer.dense_weight_grad %x, %x : (tensor<8x4xf32>, tensor<8x4xf32>) -> tensor<4x4xf32>
+  %j = mixer.random_scale jitter %x, %key, %key {rate = 0.1 : f64, stream = 1} : tensor<8x4xf32>
+  %l = mixer.load_balancing_loss %probs {num_groups = 2, k = 1} : tensor<8x4xf32>
+  %a = mixer.attention %q, %q, %q, %ids {num_heads = 2, head_dim = 4, pad_id = 0, causal} : (tensor<2x2x8xf32>, tensor<2x2x8xf32>, tensor<2x2x8xf32>, tensor<2x2xi32>) -> tensor<2x2x8xf32>
+  %dq, %dk, %dv = mixer.attention_grad %q, %q, %q, %ids, %q noise %key, %key {num_heads = 2, head_dim = 4, pad_id = 0, dropout_rate = 0.2 : f64, dropout_stream = 3} : (tensor<2x2x8xf32>, tensor<2x2x8xf32>, tensor<2x2x8xf32>, tensor<2x2xi32>, tensor<2x2x8xf32>, tensor<i32>, tensor<i32>) -> (tensor<2x2x8xf32>, tensor<2x2x8xf32>, tensor<2x2x8xf32>)
+  %g = mixer.global_norm %x, %s : tensor<8x4xf32>, tensor<4xf32>
+  return %d, %n, %dx, %dw, %j, %l, %a, %dq, %g : tensor<8x4xf32>, tensor<8x4xf32>, tensor<8x4xf32>, tensor<4x4xf32>, tensor<8x4xf32>, tensor<f32>, tensor<2x2x8xf32>, tensor<2x2x8xf32>, tensor<f32>
+}
+
+// -----
+
 // The fused router runs the softmax kernel and then the selection kernel on
 // the CPU.
 // CHECK-LABEL: func.func @router

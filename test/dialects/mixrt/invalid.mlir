@@ -24,6 +24,52 @@ func.func @kernel_attribute(%x: memref<4xf32>) {
 
 // -----
 
+func.func @attribute_type(%x: memref<4xf32>, %y: memref<4xf32>) {
+  %z = mixrt.alloc : memref<4xf32>
+  // expected-error @+1 {{kernel 'layer_norm' attribute 'epsilon' must be an f64, not 1 : i64}}
+  mixrt.kernel "layer_norm" ins(%x, %x, %y, %y : memref<4xf32>, memref<4xf32>, memref<4xf32>, memref<4xf32>) outs(%z : memref<4xf32>) params {epsilon = 1}
+  return
+}
+
+// -----
+
+func.func @attribute_value(%x: memref<4xf32>) {
+  %y = mixrt.alloc : memref<4xf32>
+  // expected-error @+1 {{kernel 'activation' attribute 'kind' must be one of "none" "gelu" "tanh" "relu", not "swish"}}
+  mixrt.kernel "activation" ins(%x : memref<4xf32>) outs(%y : memref<4xf32>) params {kind = "swish"}
+  return
+}
+
+// -----
+
+func.func @boolean_attribute(%x: memref<4x4xf32>, %w: memref<4x4xf32>, %none: memref<0xf32>) {
+  %y = mixrt.alloc : memref<4x4xf32>
+  // expected-error @+1 {{kernel 'dense' attribute 'transpose_w' must be a bool, not 0 : i64}}
+  mixrt.kernel "dense" ins(%x, %w, %none : memref<4x4xf32>, memref<4x4xf32>, memref<0xf32>) outs(%y : memref<4x4xf32>) params {activation = "none", transpose_w = 0}
+  return
+}
+
+// -----
+
+func.func @missing_attribute(%x: memref<4xf32>) {
+  %y = mixrt.alloc : memref<4xf32>
+  // expected-error @+1 {{kernel 'take_position' needs the attribute 'index'}}
+  mixrt.kernel "take_position" ins(%x : memref<4xf32>) outs(%y : memref<4xf32>) params {}
+  return
+}
+
+// -----
+
+func.func @absent_required_operand(%x: memref<4x4xf32>) {
+  %none = mixrt.none : memref<0xf32>
+  %y = mixrt.alloc : memref<4x4xf32>
+  // expected-error @+1 {{kernel 'dense' needs operand 1 (w), which is mixrt.none}}
+  mixrt.kernel "dense" ins(%x, %none, %none : memref<4x4xf32>, memref<0xf32>, memref<0xf32>) outs(%y : memref<4x4xf32>) params {activation = "none", transpose_w = false}
+  return
+}
+
+// -----
+
 func.func @misaligned_offset() {
   // expected-error @+1 {{offset 8 is not a multiple of 64}}
   %b = mixrt.alloc {offset = 8} : memref<4xf32>

@@ -61,7 +61,7 @@ TEST(PlanTest, ParsesEveryTable) {
   EXPECT_EQ(plan->values[11].bytes, 72);
 
   ASSERT_EQ(plan->steps.size(), 3u);
-  EXPECT_EQ(plan->steps[1].kernel, "layer_norm");
+  EXPECT_EQ(plan->steps[1].kernel, Kernel::LayerNorm);
   EXPECT_EQ(plan->steps[1].operands, (std::vector<int64_t>{9, -1, 3, 4}));
   EXPECT_EQ(plan->steps[1].results, (std::vector<int64_t>{10}));
   EXPECT_DOUBLE_EQ(std::get<double>(plan->steps[1].attrs.at("epsilon")), 1e-6);
@@ -308,6 +308,25 @@ TEST(PlanTest, RejectsResultsOutsideTheArenaOrOverlappingOperands) {
   plan["values"][10]["offset"] = 0;
   Expected<Plan> parsed = Plan::parse(plan.dump(), "tiny.mxa");
   EXPECT_TRUE(parsed.ok()) << parsed.message();
+
+  // ... over its x or residual (value 9), not over its scale.
+  plan = embedNormDensePlan();
+  plan["values"].push_back({{"shape", {4}},
+                            {"dtype", "F32"},
+                            {"storage", "arena"},
+                            {"offset", 128}});
+  plan["steps"][1]["operands"][2] = 12;
+  EXPECT_EQ(parseError(plan),
+            "tiny.mxa: steps[1] (layer_norm): result 0 (value 10 at arena "
+            "bytes [128, 224)) overlaps operand 2 (value 12 at arena bytes "
+            "[128, 144))");
+}
+
+TEST(PlanTest, RejectsAbsentRequiredOperands) {
+  json plan = embedNormDensePlan();
+  plan["steps"][2]["operands"][1] = -1;
+  EXPECT_EQ(parseError(plan), "tiny.mxa: steps[2] (dense): operand 1 (w) is "
+                              "absent (-1) but the kernel needs it");
 }
 
 TEST(PlanTest, RejectsMissingUnknownAndMistypedAttributes) {
@@ -331,7 +350,44 @@ TEST(PlanTest, RejectsMissingUnknownAndMistypedAttributes) {
   plan["steps"][1]["attrs"]["epsilon"] = json::array();
   EXPECT_EQ(parseError(plan),
             "tiny.mxa: steps[1] (layer_norm): attribute 'epsilon' must be a "
-            "boolean, number or string, not []");
+            "number, not []");
+
+  plan = embedNormDensePlan();
+  plan["steps"][2]["attrs"]["transpose_w"] = 1;
+  EXPECT_EQ(parseError(plan), "tiny.mxa: steps[2] (dense): attribute "
+                              "'transpose_w' must be a boolean, not 1");
+
+  plan = embedNormDensePlan();
+  plan["steps"][2]["attrs"]["activation"] = "swish";
+  EXPECT_EQ(parseError(plan),
+            "tiny.mxa: steps[2] (dense): attribute 'activation' must be none, "
+            "gelu, tanh or relu, not \"swish\"");
+
+  plan = embedNormDensePlan();
+  plan["steps"][2]["attrs"]["activation"] = 1;
+  EXPECT_EQ(parseError(plan),
+            "tiny.mxa: steps[2] (dense): attribute 'activation' must be none, "
+            "gelu, tanh or relu, not 1");
+}
+
+TEST(PlanTest, ReadsAttributesAsTheirKernelTypes) {
+  // A real attribute may be spelled as an integer; it reads as a double.
+  json plan = embedNormDensePlan();
+  plan["steps"][1]["attrs"]["epsilon"] = 1;
+  Expected<Plan> parsed = Plan::parse(plan.dump(), "tiny.mxa");
+  ASSERT_TRUE(parsed.ok()) << parsed.message();
+  EXPECT_EQ(parsed->steps[1].attrs.at("epsilon"), AttrValue(1.0));
+  EXPECT_EQ(parsed->steps[2].attrs.at("transpose_w"), AttrValue(false));
+  EXPECT_EQ(parsed->steps[2].attrs.at("activation"),
+            AttrValue(std::string("gelu")));
+
+  // An integer attribute may not be a fraction.
+  PlanBuilder b;
+  int64_t x = b.arena({2, 3, 4}), y = b.arena({2, 4});
+  b.step("take_position", {x}, {y}, {{"index", 0.5}});
+  EXPECT_EQ(parseError(b.plan),
+            "tiny.mxa: steps[0] (take_position): "
+            "attribute 'index' must be an integer, not 0.5");
 }
 
 TEST(PlanTest, RejectsBadOutputs) {
