@@ -1,14 +1,14 @@
-//===- KernelRegistry.cpp - Plan steps bound to CPU kernels ---------------===//
+//===- KernelTable.cpp - Plan steps bound to CPU kernels ------------------===//
 
-#include "runtime/exec/KernelRegistry.h"
+#include "runtime/cpu/KernelTable.h"
 #include "runtime/exec/StepContext.h"
 
 #include "runtime/cpu/AuxiliaryLosses.h"
 #include "runtime/cpu/Kernels.h"
 #include "runtime/cpu/MixingMoeGradients.h"
+#include "runtime/cpu/Optimizer.h"
 #include "runtime/cpu/RandomScale.h"
 #include "runtime/cpu/TransformerGradients.h"
-#include "runtime/train/Optimizer.h"
 
 #include <algorithm>
 #include <cmath>
@@ -18,10 +18,13 @@
 #include <new>
 #include <vector>
 
-namespace mixer::exec {
+namespace mixer::cpu {
 
 namespace {
 
+using exec::Arg;
+using exec::StepContext;
+using exec::ValuePointers;
 using io::DType;
 
 float *f32(void *p) { return static_cast<float *>(p); }
@@ -55,7 +58,7 @@ Expected<StepFunction> prepareEmbed(StepContext &c) {
 Expected<StepFunction> prepareDense(StepContext &c) {
   const Arg &x = c.in(0), &w = c.in(1), &bias = c.in(2), &y = c.out(0);
   bool transpose = c.boolAttr("transpose_w");
-  cpu::Activation act = c.activation("activation");
+  Activation act = c.activation("activation");
   if (!c.minRank(x, DType::F32, 1) || !c.rank(w, DType::F32, 2))
     return c.takeError();
   int64_t k = x.value->shape.back();
@@ -64,7 +67,7 @@ Expected<StepFunction> prepareDense(StepContext &c) {
   outShape.back() = n;
   if (!c.check(
           (transpose ? w.dim(1) : w.dim(0)) == k,
-          w.role + " is " + describe(w.value->shape, DType::F32) +
+          w.role + " is " + exec::describe(w.value->shape, DType::F32) +
               " but operand 0 (x) has " + std::to_string(k) + " features" +
               (transpose ? " (transpose_w: w is [N, K])" : " (w is [K, N])")) ||
       !c.shape(bias, DType::F32, {n}) || !c.shape(y, DType::F32, outShape))
@@ -93,7 +96,7 @@ Expected<StepFunction> prepareLayerNorm(StepContext &c) {
 
 Expected<StepFunction> prepareActivation(StepContext &c) {
   const Arg &x = c.in(0), &y = c.out(0);
-  cpu::Activation act = c.activation("kind");
+  Activation act = c.activation("kind");
   if (!c.minRank(x, DType::F32, 0) || !c.shape(y, DType::F32, x.value->shape))
     return c.takeError();
   int64_t n = x.value->numel;
@@ -164,7 +167,7 @@ Expected<StepFunction> prepareLinearMix(StepContext &c) {
 Expected<StepFunction> prepareSpectralMix(StepContext &c) {
   const Arg &x = c.in(0), &y = c.out(0);
   bool hartley = c.boolAttr("hartley");
-  cpu::MixAlgorithm algorithm = c.algorithm("algorithm");
+  MixAlgorithm algorithm = c.algorithm("algorithm");
   if (!c.rank(x, DType::F32, 3) || !c.shape(y, DType::F32, x.value->shape))
     return c.takeError();
   auto mix = std::make_shared<cpu::SpectralMix>(x.dim(0), x.dim(1), x.dim(2),
@@ -179,7 +182,7 @@ Expected<StepFunction> prepareStructuredMix(StepContext &c) {
   bool toeplitz;
   if (!checkStructuredMix(c, DType::F32, {&y}, toeplitz))
     return c.takeError();
-  cpu::MixAlgorithm algorithm = c.algorithm("algorithm");
+  MixAlgorithm algorithm = c.algorithm("algorithm");
   int64_t seq = x.dim(1), d = x.dim(2);
   auto mix = std::make_shared<cpu::StructuredMix>(x.dim(0), seq, d, toeplitz,
                                                   algorithm);
@@ -204,7 +207,7 @@ bool readAttention(StepContext &c, int64_t &heads, int64_t &headDim,
   if (!c.rank(q, DType::F32, 3))
     return false;
   if (!c.check(heads > 0 && headDim > 0 && heads * headDim == q.dim(2),
-               q.role + " is " + describe(q.value->shape, DType::F32) +
+               q.role + " is " + exec::describe(q.value->shape, DType::F32) +
                    " but num_heads " + std::to_string(heads) + " x head_dim " +
                    std::to_string(headDim) + " needs a last dimension of " +
                    std::to_string(heads * headDim)) ||
@@ -342,7 +345,7 @@ bool checkNotGathered(StepContext &c) {
 Expected<StepFunction> prepareExperts(StepContext &c) {
   const Arg &xd = c.in(0), &tokens = c.in(1), &offsets = c.in(2), &w1 = c.in(3),
             &b1 = c.in(4), &w2 = c.in(5), &b2 = c.in(6), &y = c.out(0);
-  cpu::Activation act = c.activation("activation");
+  Activation act = c.activation("activation");
   if (!checkNotGathered(c) || !c.rank(xd, DType::F32, 2) ||
       !c.rank(offsets, DType::I32, 1) || !c.rank(w1, DType::F32, 3))
     return c.takeError();
@@ -618,7 +621,7 @@ Expected<StepFunction> prepareLoadBalancingLossGrad(StepContext &c) {
 
 Expected<StepFunction> prepareActivationGrad(StepContext &c) {
   const Arg &preact = c.in(0), &dy = c.in(1), &dx = c.out(0);
-  cpu::Activation act = c.activation("kind");
+  Activation act = c.activation("kind");
   if (!c.minRank(preact, DType::F32, 0) ||
       !c.shape(dy, DType::F32, preact.value->shape) ||
       !c.shape(dx, DType::F32, preact.value->shape))
@@ -826,7 +829,7 @@ Expected<StepFunction> prepareCombineGrad(StepContext &c) {
 Expected<StepFunction> prepareExpertsGrad(StepContext &c) {
   const Arg &xd = c.in(0), &tokens = c.in(1), &offsets = c.in(2), &w1 = c.in(3),
             &b1 = c.in(4), &w2 = c.in(5), &dyd = c.in(6);
-  cpu::Activation act = c.activation("activation");
+  Activation act = c.activation("activation");
   if (!checkNotGathered(c) || !c.rank(xd, DType::F32, 2) ||
       !c.rank(w1, DType::F32, 3))
     return c.takeError();
@@ -866,7 +869,7 @@ Expected<StepFunction> prepareScatterGateGrad(StepContext &c) {
   int64_t numTokens = dscores.dim(0), experts = dscores.dim(1);
   return StepFunction([=, t = tokens.slot, o = offsets.slot, g = dgates.slot,
                        r = dscores.slot](ValuePointers v) {
-    cpu::routerGateBackward(cpu::Routing::ExpertsChoose, nullptr, i32(v[t]),
+    cpu::routerGateBackward(Routing::ExpertsChoose, nullptr, i32(v[t]),
                             i32(v[o]), f32(v[g]), f32(v[r]), numTokens,
                             experts);
   });
@@ -875,7 +878,7 @@ Expected<StepFunction> prepareScatterGateGrad(StepContext &c) {
 Expected<StepFunction> prepareRouteGrad(StepContext &c) {
   const Arg &logits = c.in(0), &tokens = c.in(1), &offsets = c.in(2),
             &dgates = c.in(3), &dlogits = c.out(0);
-  cpu::Routing routing = readRouting(c);
+  Routing routing = readRouting(c);
   if (!checkGateGrad(c, tokens, offsets, dgates, dlogits) ||
       !c.shape(logits, DType::F32, dlogits.value->shape))
     return c.takeError();
@@ -883,13 +886,13 @@ Expected<StepFunction> prepareRouteGrad(StepContext &c) {
   // The capacity routings gate with softmax probabilities: their gradient
   // goes back through a softmax recomputed into the scratch.
   int64_t scratch =
-      routing == cpu::Routing::SigmoidTopK ? 0 : c.scratch(numTokens * experts);
+      routing == Routing::SigmoidTopK ? 0 : c.scratch(numTokens * experts);
   return StepFunction([=, z = logits.slot, t = tokens.slot, o = offsets.slot,
                        g = dgates.slot, r = dlogits.slot](ValuePointers v) {
     float *out = f32(v[r]);
     cpu::routerGateBackward(routing, f32(v[z]), i32(v[t]), i32(v[o]), f32(v[g]),
                             out, numTokens, experts);
-    if (routing == cpu::Routing::SigmoidTopK)
+    if (routing == Routing::SigmoidTopK)
       return;
     float *probs = f32(v[scratch]);
     cpu::softmax(f32(v[z]), probs, numTokens, experts);
@@ -959,7 +962,7 @@ bool readMicroSteps(StepContext &c, const Arg &microStep, int64_t &microSteps) {
 /// The value of input `micro_step`, checked against `microSteps`.
 int32_t microStepOf(ValuePointers v, int64_t slot, int64_t microSteps) {
   int32_t micro = *i32(v[slot]);
-  if (Status valid = checkMicroStep(micro, microSteps); !valid)
+  if (Status valid = exec::checkMicroStep(micro, microSteps); !valid)
     throw cpu::KernelError{valid.message()};
   return micro;
 }
@@ -972,8 +975,8 @@ Expected<StepFunction> prepareNoiseCounter(StepContext &c) {
     return c.takeError();
   return StepFunction(
       [=, s = step.slot, m = micro.slot, o = y.slot](ValuePointers v) {
-        *i32(v[o]) =
-            noiseCounter(*i32(v[s]), microSteps, microStepOf(v, m, microSteps));
+        *i32(v[o]) = exec::noiseCounter(*i32(v[s]), microSteps,
+                                        microStepOf(v, m, microSteps));
       });
 }
 
@@ -987,8 +990,8 @@ Expected<StepFunction> prepareAccumulateGradient(StepContext &c) {
   int64_t n = grad.value->numel;
   return StepFunction([=, g = grad.slot, m = micro.slot, a = accum.slot,
                        o = average.slot](ValuePointers v) {
-    train::accumulateGradient(f32(v[a]), f32(v[g]), f32(v[o]), n,
-                              microStepOf(v, m, microSteps), microSteps);
+    cpu::accumulateGradient(f32(v[a]), f32(v[g]), f32(v[o]), n,
+                            microStepOf(v, m, microSteps), microSteps);
   });
 }
 
@@ -1003,11 +1006,11 @@ Expected<StepFunction> prepareGlobalNorm(StepContext &c) {
   if (!c.shape(norm, DType::F32, {}))
     return c.takeError();
   return StepFunction([=, o = norm.slot](ValuePointers v) {
-    std::vector<train::ConstValues> values;
+    std::vector<ConstValues> values;
     values.reserve(tensors.size());
     for (auto [slot, n] : tensors)
       values.emplace_back(f32(v[slot]), n);
-    *f32(v[o]) = static_cast<float>(train::globalNorm(values));
+    *f32(v[o]) = static_cast<float>(cpu::globalNorm(values));
   });
 }
 
@@ -1015,7 +1018,7 @@ Expected<StepFunction> prepareAdamW(StepContext &c) {
   const Arg &grad = c.in(0), &lr = c.in(1), &step = c.in(2), &norm = c.in(3),
             &micro = c.in(4);
   const Arg &param = c.out(0), &m = c.out(1), &v = c.out(2);
-  train::AdamWConfig config;
+  AdamWConfig config;
   double maxNorm;
   int64_t microSteps;
   if (!checkAdamW(c, config, maxNorm, microSteps) ||
@@ -1040,9 +1043,9 @@ Expected<StepFunction> prepareAdamW(StepContext &c) {
       if (total >= maxNorm)
         scale = static_cast<float>(maxNorm / total);
     }
-    train::adamwStep(f32(values[p]), f32(values[g]), f32(values[ms]),
-                     f32(values[vs]), n, *f32(values[l]), int64_t(applied) + 1,
-                     config, scale);
+    cpu::adamwStep(f32(values[p]), f32(values[g]), f32(values[ms]),
+                   f32(values[vs]), n, *f32(values[l]), int64_t(applied) + 1,
+                   config, scale);
   });
 }
 
@@ -1118,22 +1121,17 @@ const KernelEntry *findEntry(Kernel kernel) {
 
 } // namespace
 
-std::string describeStep(const Plan &plan, size_t index) {
-  return plan.path + ": steps[" + std::to_string(index) + "] (" +
-         std::string(kernelName(plan.steps[index].kernel)) + ")";
-}
-
-Expected<StepFunction> prepareStep(const Plan &plan, size_t index,
+Expected<StepFunction> prepareStep(const exec::Plan &plan, size_t index,
                                    int64_t &scratchBytes) {
   const KernelEntry *entry = findEntry(plan.steps[index].kernel);
-  std::string where = describeStep(plan, index);
+  std::string where = exec::describeStep(plan, index);
   if (!entry)
     return Status::error(where + ": the CPU runtime has no such kernel");
   StepContext context(plan, index, scratchBytes);
   // Kernel state (FFT plans) is allocated here and may fail.
   try {
     return entry->prepare(context);
-  } catch (const cpu::KernelError &error) {
+  } catch (const KernelError &error) {
     return Status::error(where + ": " + error.message);
   } catch (const std::bad_alloc &) {
     return Status::error(where + ": out of memory preparing the kernel");
@@ -1147,4 +1145,4 @@ std::vector<Kernel> cpuKernels() {
   return kernels;
 }
 
-} // namespace mixer::exec
+} // namespace mixer::cpu
