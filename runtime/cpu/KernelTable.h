@@ -5,7 +5,8 @@
 // result dtypes and shapes and its attributes once, at load (through
 // runtime/exec/StepContext.h), constructs the kernel's state (FFT plans),
 // reserves its scratch, and returns a callable that only reads value pointers
-// and calls the kernel.
+// and calls the kernel. The factories live in one file per kernel family
+// (KernelTable<Family>.cpp), beside the kernels they bind.
 //
 //===----------------------------------------------------------------------===//
 

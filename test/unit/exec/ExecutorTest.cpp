@@ -4,6 +4,7 @@
 
 #include "runtime/cpu/Executor.h"
 #include "runtime/cpu/KernelTable.h"
+#include "runtime/cpu/KernelTableFamilies.h"
 #include "runtime/support/KernelVocabulary.h"
 
 #include <gmock/gmock.h>
@@ -355,6 +356,20 @@ TEST(CpuKernelTableTest, ImplementsEveryPlanKernelOnce) {
     EXPECT_EQ(std::count(kernels.begin(), kernels.end(), info.kernel), 1)
         << info.name;
   EXPECT_EQ(kernels.size(), std::size(kKernelTable));
+}
+
+TEST(CpuKernelTableTest, EachFamilyFileBindsItsOwnFamily) {
+  std::pair<KernelFamily, std::vector<cpu::KernelEntry>> files[] = {
+      {KernelFamily::DenseNorm, cpu::denseNormKernels()},
+      {KernelFamily::Mixing, cpu::mixingKernels()},
+      {KernelFamily::Attention, cpu::attentionKernels()},
+      {KernelFamily::Moe, cpu::moeKernels()},
+      {KernelFamily::HeadsLosses, cpu::headsLossesKernels()},
+      {KernelFamily::Training, cpu::trainingKernels()}};
+  for (const auto &[family, entries] : files)
+    for (const cpu::KernelEntry &entry : entries)
+      EXPECT_EQ(kernelInfo(entry.kernel).family, family)
+          << kernelName(entry.kernel);
 }
 
 } // namespace
