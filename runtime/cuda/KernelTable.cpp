@@ -1881,7 +1881,7 @@ bool expertActivation(StepContext &c, ExpertActivation &act) {
   Activation kind = c.activation("activation");
   act = kind == Activation::Relu   ? ExpertActivation::Relu
         : kind == Activation::Gelu ? ExpertActivation::Gelu
-                                        : ExpertActivation::None;
+                                   : ExpertActivation::None;
   return c.check(kind != Activation::Tanh,
                  "activation 'tanh' has no grouped-experts epilogue (only "
                  "none, relu and gelu)");

@@ -18,7 +18,7 @@ TEST(CudaAdamW, EqualsTheCpuBitForBit) {
             randomFloats(n, static_cast<uint32_t>(10 + step), -3.0f, 3.0f);
         double lr = 1e-3 * step;
         cpu::adamwStep(param.data(), grad.data(), m.data(), v.data(), n, lr,
-                         step, config, scale);
+                       step, config, scale);
         DeviceArray<float> dGrad(grad);
         ASSERT_OK(adamwStep(dParam.get(), dGrad.get(), dM.get(), dV.get(), n,
                             lr, step, config,
