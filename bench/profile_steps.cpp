@@ -2,10 +2,12 @@
 //
 // mixer-profile A.mxa [--iters N] [--warmup N] [--steps] [--json]
 //
-// Runs an artifact (inference or training) on drawn weights and inputs and
-// times every step on its own: the per-kernel breakdown behind the figures of
-// `mixer-run bench`. Steps are prepared through the runtime's kernel registry,
-// exactly as the executor prepares them, and run in plan order on one arena.
+// Runs an artifact (inference or training, for any target) on drawn weights
+// and inputs and times every step on its own: the per-kernel breakdown behind
+// the figures of `mixer-run bench`. The plan runs on the executor of its
+// target (target::createExecutor), which tells a step observer before and
+// after each step; a CUDA executor then runs the steps one at a time and
+// reports each one's time on the device, which is the wall time kept for it.
 // Per step the median over the timed runs of its wall time and of the
 // process's CPU time (every thread; robust on a shared machine when run on
 // one thread) is kept; steps are then summed by kernel name, with the
@@ -17,10 +19,11 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "runtime/cpu/Kernels.h"
 #include "runtime/exec/Init.h"
-#include "runtime/exec/KernelRegistry.h"
 #include "runtime/exec/Plan.h"
+#include "runtime/exec/PlanExecutor.h"
+#include "runtime/target/Executors.h"
+#include "runtime/train/Trainer.h"
 
 #include <nlohmann/json.hpp>
 
@@ -34,6 +37,8 @@
 #include <cstring>
 #include <iostream>
 #include <map>
+#include <memory>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -55,11 +60,21 @@ template <typename T> T check(Expected<T> value) {
   return std::move(*value);
 }
 
-/// Fills one input buffer of 4-byte words as its name asks.
-void drawInput(const exec::Plan &plan, const exec::InputInfo &input,
-               std::mt19937 &rng, void *data) {
-  auto *ints = static_cast<int32_t *>(data);
-  auto *floats = static_cast<float *>(data);
+void check(Status status) {
+  if (!status)
+    fail(status.message());
+}
+
+/// Draws one input as its name asks.
+io::HostTensor drawInput(const exec::Plan &plan, const exec::InputInfo &input,
+                         std::mt19937 &rng) {
+  io::HostTensor tensor;
+  tensor.name = input.name;
+  tensor.dtype = input.dtype;
+  tensor.shape = input.shape;
+  tensor.data.resize(input.numel * 4);
+  auto *ints = tensor.as<int32_t>();
+  auto *floats = tensor.as<float>();
   auto uniformInts = [&](int32_t lo, int32_t hi) {
     std::uniform_int_distribution<int32_t> dist(lo, hi);
     for (int64_t i = 0; i < input.numel; ++i)
@@ -80,19 +95,8 @@ void drawInput(const exec::Plan &plan, const exec::InputInfo &input,
   } else {
     std::fill(ints, ints + input.numel, 0);
   }
+  return tensor;
 }
-
-struct Arena {
-  void *memory = nullptr;
-  explicit Arena(int64_t bytes) {
-    if (bytes > 0 && posix_memalign(&memory, 4096, bytes) != 0)
-      fail("cannot allocate " + std::to_string(bytes) + " bytes");
-    if (memory)
-      std::memset(memory, 0, bytes);
-  }
-  ~Arena() { std::free(memory); }
-  char *get() { return static_cast<char *>(memory); }
-};
 
 int64_t parseFlag(int argc, char **argv, const char *flag, int64_t fallback) {
   for (int i = 2; i + 1 < argc; ++i)
@@ -157,6 +161,33 @@ double nominalFlops(const exec::Plan &plan, const exec::Step &step) {
   return 0.0;
 }
 
+/// Keeps the wall and CPU time of every step of the recorded runs.
+class StepTimer : public exec::StepObserver {
+public:
+  explicit StepTimer(size_t steps) : wall(steps), cpu(steps) {}
+
+  /// Whether the runs that follow are recorded (not warm-up runs).
+  bool recording = false;
+  std::vector<std::vector<double>> wall, cpu;
+
+  void beforeStep(size_t index) override {
+    start = Clock::now();
+    cpuStart = cpuMilliseconds();
+  }
+  void afterStep(size_t index,
+                 std::optional<double> deviceMilliseconds) override {
+    if (!recording)
+      return;
+    cpu[index].push_back(cpuMilliseconds() - cpuStart);
+    wall[index].push_back(
+        deviceMilliseconds.value_or(millisecondsSince(start)));
+  }
+
+private:
+  Clock::time_point start;
+  double cpuStart = 0;
+};
+
 double median(std::vector<double> values) {
   std::sort(values.begin(), values.end());
   size_t n = values.size();
@@ -175,63 +206,32 @@ int main(int argc, char **argv) {
   int64_t warmup = parseFlag(argc, argv, "--warmup", 1);
   exec::Plan plan = check(exec::Plan::load(argv[1]));
 
-  Arena arena(plan.arenaBytes);
-  std::vector<io::HostTensor> params = exec::initParameters(plan, 0);
-  std::vector<std::vector<float>> state;
-  for (const exec::ParamInfo &info : plan.state)
-    state.emplace_back(info.numel, 0.0f);
+  std::unique_ptr<exec::PlanExecutor> executor =
+      check(target::createExecutor(plan));
+  check(executor->bindParams(exec::initParameters(plan, 0), "drawn weights",
+                             false));
+  if (!plan.state.empty())
+    check(executor->bindState(train::zeroOptimizerState(plan),
+                              "optimizer state", false));
   std::mt19937 rng(0);
-  std::vector<std::vector<int32_t>> inputs;
-  for (const exec::InputInfo &input : plan.inputs) {
-    inputs.emplace_back(input.numel);
-    drawInput(plan, input, rng, inputs.back().data());
-  }
+  std::vector<io::HostTensor> inputs;
+  for (const exec::InputInfo &input : plan.inputs)
+    inputs.push_back(drawInput(plan, input, rng));
+  check(executor->bindInputs(inputs, "drawn inputs", false));
 
-  std::vector<void *> pointers(exec::numSlots(plan), nullptr);
-  for (size_t i = 0; i < plan.values.size(); ++i) {
-    const exec::ValueInfo &value = plan.values[i];
-    switch (value.storage) {
-    case exec::StorageKind::Arena:
-      pointers[i] = arena.get() + value.offset;
-      break;
-    case exec::StorageKind::Param:
-      pointers[i] = params[value.index].data.data();
-      break;
-    case exec::StorageKind::State:
-      pointers[i] = state[value.index].data();
-      break;
-    case exec::StorageKind::Input:
-      pointers[i] = inputs[value.index].data();
-      break;
-    }
-  }
-  int64_t scratchBytes = 0;
-  std::vector<exec::StepFunction> steps;
-  for (size_t i = 0; i < plan.steps.size(); ++i)
-    steps.push_back(check(exec::prepareStep(plan, i, scratchBytes)));
-  Arena scratch(scratchBytes);
-  pointers[exec::scratchSlot(plan)] = scratch.get();
-
-  std::vector<std::vector<double>> wall(steps.size()), cpu(steps.size());
+  size_t numSteps = plan.steps.size();
+  StepTimer timer(numSteps);
+  executor->setObserver(&timer);
   std::vector<double> totals;
   for (int64_t run = 0; run < warmup + iters; ++run) {
+    timer.recording = run >= warmup;
     Clock::time_point runStart = Clock::now();
-    for (size_t i = 0; i < steps.size(); ++i) {
-      Clock::time_point start = Clock::now();
-      double cpuStart = cpuMilliseconds();
-      try {
-        steps[i](pointers.data());
-      } catch (const cpu::KernelError &error) {
-        fail(exec::describeStep(plan, i) + ": " + error.message);
-      }
-      if (run < warmup)
-        continue;
-      cpu[i].push_back(cpuMilliseconds() - cpuStart);
-      wall[i].push_back(millisecondsSince(start));
-    }
-    if (run >= warmup)
+    check(executor->run());
+    if (timer.recording)
       totals.push_back(millisecondsSince(runStart));
   }
+  const std::vector<std::vector<double>> &wall = timer.wall, &cpu = timer.cpu;
+  int64_t scratchBytes = executor->getScratchBytes();
 
   struct KernelTotal {
     std::string name;
@@ -239,7 +239,7 @@ int main(int argc, char **argv) {
     int steps = 0;
   };
   std::map<std::string, KernelTotal> byKernel;
-  for (size_t i = 0; i < steps.size(); ++i) {
+  for (size_t i = 0; i < numSteps; ++i) {
     std::string name(kernelName(plan.steps[i].kernel));
     KernelTotal &entry = byKernel[name];
     entry.name = name;
@@ -263,7 +263,7 @@ int main(int argc, char **argv) {
   if (hasFlag(argc, argv, "--steps")) {
     std::printf("step  kernel                      ms  GFLOP/s  shapes "
                 "(operands -> results) attrs\n");
-    for (size_t i = 0; i < steps.size(); ++i) {
+    for (size_t i = 0; i < numSteps; ++i) {
       const exec::Step &step = plan.steps[i];
       double ms = median(wall[i]);
       double flops = nominalFlops(plan, step);

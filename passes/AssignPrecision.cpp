@@ -8,6 +8,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "passes/Passes.h"
+#include "runtime/support/TargetInfo.h"
 
 #include "mlir/IR/BuiltinOps.h"
 
@@ -168,7 +169,8 @@ struct AssignPrecisionPass
     if (precision == "fp32")
       return;
     for (auto func : module.getOps<func::FuncOp>()) {
-      if (target != "cuda") {
+      const mixer::TargetInfo *info = mixer::findTarget(target);
+      if (!info || !info->bf16) {
         func.emitError() << "precision bf16 needs target cuda: the " << target
                          << " kernels store activations in fp32";
         return signalPassFailure();

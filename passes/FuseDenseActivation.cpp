@@ -1,6 +1,7 @@
 //===- FuseDenseActivation.cpp - bias + activation epilogue fusion --------===//
 
 #include "passes/Passes.h"
+#include "runtime/support/TargetInfo.h"
 
 #include "mlir/IR/PatternMatch.h"
 #include "mlir/Transforms/GreedyPatternRewriteDriver.h"
@@ -15,24 +16,17 @@ using namespace mixer::graph;
 
 namespace {
 
-/// Whether a GEMM epilogue of `target` applies `kind`: the CPU's oneDNN
-/// post-ops have every activation, cuBLASLt epilogues only ReLU and GELU.
-bool hasEpilogue(StringRef target, Activation kind) {
-  return target != "cuda" || kind == Activation::relu ||
-         kind == Activation::gelu;
-}
-
 /// activation(dense(x)) -> dense(x) {activation}.
 struct FuseActivationIntoDense : OpRewritePattern<ActivationOp> {
-  FuseActivationIntoDense(MLIRContext *context, StringRef target)
-      : OpRewritePattern(context), target(target.str()) {}
+  FuseActivationIntoDense(MLIRContext *context, const mixer::TargetInfo &target)
+      : OpRewritePattern(context), target(target) {}
 
   LogicalResult matchAndRewrite(ActivationOp activation,
                                 PatternRewriter &rewriter) const override {
     auto dense = activation.getInput().getDefiningOp<DenseOp>();
     if (!dense)
       return rewriter.notifyMatchFailure(activation, "input is not a dense");
-    if (!hasEpilogue(target, activation.getKind()))
+    if (!target.fusesDenseActivation(stringifyActivation(activation.getKind())))
       return rewriter.notifyMatchFailure(activation,
                                          "no GEMM epilogue on this target");
     if (dense.getActivation() != Activation::none)
@@ -48,7 +42,7 @@ struct FuseActivationIntoDense : OpRewritePattern<ActivationOp> {
     return success();
   }
 
-  std::string target;
+  const mixer::TargetInfo &target;
 };
 
 struct FuseDenseActivationPass
@@ -56,8 +50,15 @@ struct FuseDenseActivationPass
   using MixerFuseDenseActivationBase::MixerFuseDenseActivationBase;
 
   void runOnOperation() override {
+    const mixer::TargetInfo *info = mixer::findTarget(target);
+    if (!info) {
+      getOperation().emitError()
+          << "unknown target '" << target << "' (expected "
+          << mixer::targetNames(" or ") << ")";
+      return signalPassFailure();
+    }
     RewritePatternSet patterns(&getContext());
-    patterns.add<FuseActivationIntoDense>(&getContext(), target);
+    patterns.add<FuseActivationIntoDense>(&getContext(), *info);
     if (failed(applyPatternsGreedily(getOperation(), std::move(patterns))))
       getOperation().emitWarning("dense-activation fusion did not converge");
   }

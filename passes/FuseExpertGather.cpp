@@ -7,6 +7,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "passes/Passes.h"
+#include "runtime/support/TargetInfo.h"
 
 #include "mlir/IR/Builders.h"
 
@@ -77,8 +78,8 @@ struct FuseExpertGatherPass
   using MixrtFuseExpertGatherBase::MixrtFuseExpertGatherBase;
 
   void runOnOperation() override {
-    // Only the CUDA experts gather in their loads.
-    if (target != "cuda")
+    const mixer::TargetInfo *info = mixer::findTarget(target);
+    if (!info || !info->expertsGather)
       return;
     SmallVector<KernelOp> dispatches;
     getOperation().walk([&](KernelOp kernel) {

@@ -161,8 +161,10 @@ def MixerFuseDenseActivation : Pass<"mixer-fuse-dense-activation", "mlir::func::
     %g = mixer.dense %x, %w, %b {activation = #mixer<activation gelu>} : ...
     ```
 
-    With `target=cuda` only the epilogues the GPU GEMM has are fused (bias,
-    `relu`, `gelu`): a `tanh` (the pooler's) stays a separate
+    Only the activations the target's dense kernel applies in its GEMM
+    epilogue are fused (`TargetInfo::denseEpilogues` in
+    runtime/support/TargetInfo.h): every one on `cpu`, `gelu` on `cuda`,
+    where a `relu` or a `tanh` (the pooler's) stays a separate
     `mixer.activation`.
   }];
   let options = [

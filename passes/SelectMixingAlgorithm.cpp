@@ -2,6 +2,7 @@
 
 #include "dialects/mixer/VerifyUtils.h"
 #include "passes/Passes.h"
+#include "runtime/support/TargetInfo.h"
 
 #include <cmath>
 
@@ -44,19 +45,16 @@ struct MixShape {
   double embedding;
 };
 
-/// CPU: flops, an FFT flop weighted 4 times a GEMM flop. FFTs run far below
-/// GEMM efficiency (memory-bound butterflies, strided passes); measured on
-/// 2-core AVX-512 machines, a factor of 4 reproduces where the FFT starts to
-/// win for circulant mixing.
-MixCosts cpuCosts(const MixShape &m) {
+/// Flops, an FFT flop weighted `fftFlopWeight` GEMM flops (the CPU).
+MixCosts flopCosts(const MixShape &m, const mixer::MixingCostModel &model) {
   double scale = m.complexMatrices ? 2.0 : 1.0;
-  return {4.0 *
+  return {model.fftFlopWeight *
               fftFlops(m.embedding * m.seq, m.embedding * m.width, m.roundTrip),
           scale * denseMixFlops(m.seq, m.width)};
 }
 
-/// GPU (an H100-class device): seconds by a roofline summed per path, time =
-/// flops / throughput + bytes / bandwidth. The FFT (cuFFT, complex fp32
+/// Seconds by a roofline summed per path (the GPU), time = flops /
+/// throughput + bytes / bandwidth. The FFT (cuFFT, complex fp32
 /// whatever the storage precision) moves 16 bytes per complex element per
 /// pass, one pass per axis and transform plus the pointwise product of a
 /// round trip, and reads and writes the real input and output once. The dense
@@ -64,23 +62,20 @@ MixCosts cpuCosts(const MixShape &m) {
 /// imaginary halves) and write Y; the mixing matrices stay in L2 across the
 /// batch. fp32 GEMMs run on the FP32 pipes (keeping fp32 results; no TF32),
 /// bf16 GEMMs on tensor cores.
-MixCosts cudaCosts(const MixShape &m, bool bf16) {
-  constexpr double kBandwidth = 3.0e12;      // bytes/s of HBM
-  constexpr double kFftRate = 20.0e12;       // flop/s cuFFT sustains
-  constexpr double kGemmFp32Rate = 50.0e12;  // flop/s, FP32 pipes
-  constexpr double kGemmBf16Rate = 600.0e12; // flop/s, tensor cores
+MixCosts rooflineCosts(const MixShape &m, const mixer::MixingCostModel &model,
+                       bool bf16) {
   double element = bf16 ? 2.0 : 4.0;
   double plane = m.seq * m.width;
   double n = m.embedding * m.embedding * plane;
   double passes = m.roundTrip ? 5.0 : 2.0;
   double fft =
       fftFlops(m.embedding * m.seq, m.embedding * m.width, m.roundTrip) /
-          kFftRate +
-      (passes * 16.0 * n + 2.0 * element * plane) / kBandwidth;
+          model.fftRate +
+      (passes * 16.0 * n + 2.0 * element * plane) / model.bandwidth;
   double scale = m.complexMatrices ? 2.0 : 1.0;
   double matmul = scale * denseMixFlops(m.seq, m.width) /
-                      (bf16 ? kGemmBf16Rate : kGemmFp32Rate) +
-                  element * (2.0 + 2.0 * scale) * plane / kBandwidth;
+                      (bf16 ? model.gemmBf16Rate : model.gemmFp32Rate) +
+                  element * (2.0 + 2.0 * scale) * plane / model.bandwidth;
   return {fft, matmul};
 }
 
@@ -93,9 +88,11 @@ struct SelectMixingAlgorithmPass
   using MixerSelectMixingAlgorithmBase::MixerSelectMixingAlgorithmBase;
 
   void runOnOperation() override {
-    if (target != "cpu" && target != "cuda") {
+    const mixer::TargetInfo *info = mixer::findTarget(target);
+    if (!info) {
       getOperation().emitError()
-          << "unknown target '" << target << "' (expected cpu or cuda)";
+          << "unknown target '" << target << "' (expected "
+          << mixer::targetNames(" or ") << ")";
       return signalPassFailure();
     }
     if (precision != "fp32" && precision != "bf16") {
@@ -103,9 +100,11 @@ struct SelectMixingAlgorithmPass
           << "unknown precision '" << precision << "' (expected fp32 or bf16)";
       return signalPassFailure();
     }
+    const mixer::MixingCostModel &model = info->mixingCosts;
     auto costs = [&](const MixShape &shape) {
-      return target == "cuda" ? cudaCosts(shape, precision == "bf16")
-                              : cpuCosts(shape);
+      return model.isRoofline()
+                 ? rooflineCosts(shape, model, precision == "bf16")
+                 : flopCosts(shape, model);
     };
     getOperation().walk([&](SpectralMixOp op) {
       if (op.getAlgorithm() != MixAlgorithm::automatic)

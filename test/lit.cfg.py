@@ -17,7 +17,8 @@ config.test_exec_root = os.path.join(config.mixer_obj_root, "test")
 llvm_config.use_default_substitutions()
 llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
 tool_dirs = [os.path.join(config.mixer_obj_root, "bin"), config.llvm_tools_dir]
-llvm_config.add_tool_substitutions(["mixc", "mixer-opt", "mixer-run"], tool_dirs)
+llvm_config.add_tool_substitutions(
+    ["mixc", "mixer-opt", "mixer-run", "mixer-profile"], tool_dirs)
 llvm_config.add_tool_substitutions(["llvm-nm"], [config.llvm_tools_dir])
 
 # "cuda": mixer-run can run cuda artifacts; "cuda-device": a GPU is present.

@@ -17,22 +17,13 @@
 #define MIXER_RUNTIME_CPU_KERNELS_H
 
 #include "runtime/cpu/CounterRandom.h"
+#include "runtime/support/KernelParameters.h"
 
 #include <cstdint>
 #include <memory>
 #include <string>
 
 namespace mixer::cpu {
-
-/// Pointwise activation applied by `activation` and fused into `dense`.
-enum class Activation : int32_t { None = 0, Gelu = 1, Tanh = 2, Relu = 3 };
-
-/// Routing algorithm of an MoE layer.
-enum class Routing : int32_t {
-  ExpertsChoose = 0, ///< each expert takes its top-C tokens of the group
-  TokensChoose = 1,  ///< each token takes its top-k experts, capacity-limited
-  SigmoidTopK = 2,   ///< sigma-MoE: sigmoid gates, top-k, dropless
-};
 
 /// Thrown by kernels on bad data that the compiler cannot rule out (token ids
 /// out of the vocabulary, ...). The executor turns it into an error message.
@@ -102,9 +93,6 @@ void embed(const int32_t *ids, const int32_t *typeIds, const float *word,
 /// untransposed. `scratch` holds batch*seq*d floats.
 void linearMix(const float *x, const float *ws, const float *wh, float *y,
                float *scratch, int64_t batch, int64_t seq, int64_t d);
-
-/// How a spectral/structured mixing layer is computed.
-enum class MixAlgorithm : int32_t { Fft = 0, Matmul = 1 };
 
 /// Fourier mixing Y = Re(F_seq X F_d), or Hartley mixing Re - Im of the same
 /// 2-D DFT. Plans and scratch live in the object: create it once per shape.

@@ -3,7 +3,7 @@
 #include "runtime/cuda/Executor.h"
 
 #include "runtime/exec/Binding.h"
-#include "runtime/exec/KernelRegistry.h"
+#include "runtime/exec/SlotLayout.h"
 
 #include <cuda_runtime.h>
 
@@ -49,7 +49,7 @@ Expected<std::unique_ptr<Executor>> Executor::create(const exec::Plan &plan,
   std::unique_ptr<Executor> executor(new Executor());
   executor->plan = plan;
   executor->options = options;
-  int64_t scratchBytes = 0;
+  int64_t &scratchBytes = executor->scratchBytes;
   for (size_t i = 0; i < plan.steps.size(); ++i) {
     Expected<DeviceStep> step = prepareDeviceStep(plan, i, scratchBytes);
     if (!step)
@@ -111,6 +111,9 @@ Expected<std::unique_ptr<Executor>> Executor::create(const exec::Plan &plan,
 
 Executor::~Executor() {
   dropGraphs();
+  for (cudaEvent_t event : {stepStart, stepEnd})
+    if (event)
+      cudaEventDestroy(event);
   // The steps' cuFFT plans and matrices and the cuBLASLt handle before the
   // stream they serve.
   steps.clear();
@@ -208,10 +211,44 @@ std::vector<int32_t> Executor::scalarInputs() const {
 
 Status Executor::enqueueSteps(size_t count) {
   LaunchContext context{device.data(), host.data(), stream, gemm.get()};
-  for (size_t i = 0; i < count; ++i)
+  for (size_t i = 0; i < count; ++i) {
+    if (stepObserver)
+      if (Status status = beginObservedStep(i); !status)
+        return status;
     if (Status status = steps[i](context); !status)
       return Status::error(exec::describeStep(plan, i) + ": " +
                            status.message());
+    if (stepObserver)
+      if (Status status = endObservedStep(i); !status)
+        return status;
+  }
+  return Status::success();
+}
+
+Status Executor::beginObservedStep(size_t index) {
+  for (cudaEvent_t *event : {&stepStart, &stepEnd})
+    if (!*event)
+      if (cudaError_t error = cudaEventCreate(event); error != cudaSuccess)
+        return cudaFailure("cannot create the step events", error);
+  stepObserver->beforeStep(index);
+  if (cudaError_t error = cudaEventRecord(stepStart, stream);
+      error != cudaSuccess)
+    return cudaFailure(
+        "cannot record the start of " + exec::describeStep(plan, index), error);
+  return Status::success();
+}
+
+Status Executor::endObservedStep(size_t index) {
+  float milliseconds = 0;
+  cudaError_t error = cudaEventRecord(stepEnd, stream);
+  if (error == cudaSuccess)
+    error = cudaEventSynchronize(stepEnd);
+  if (error == cudaSuccess)
+    error = cudaEventElapsedTime(&milliseconds, stepStart, stepEnd);
+  if (error != cudaSuccess)
+    return cudaFailure("running " + exec::describeStep(plan, index) + " failed",
+                       error);
+  stepObserver->afterStep(index, milliseconds);
   return Status::success();
 }
 
@@ -271,7 +308,8 @@ Status Executor::runSteps(size_t count, CapturedGraph &replay) {
         error != cudaSuccess)
       return cudaFailure("cannot upload input '" + plan.inputs[i].name + "'",
                          error);
-  if (options.cudaGraph) {
+  // Observed steps run one at a time, each timed on its own.
+  if (options.cudaGraph && !stepObserver) {
     if (!replay.exec || replay.scalars != scalarInputs())
       if (Status status = captureGraph(count, replay); !status)
         return status;

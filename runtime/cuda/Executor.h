@@ -1,6 +1,6 @@
 //===- Executor.h - Runs a cuda plan on a GPU -------------------*- C++ -*-===//
 //
-// The device counterpart of runtime/exec/Executor.h. create() refuses a plan
+// The device counterpart of runtime/cpu/Executor.h. create() refuses a plan
 // with a kernel that has no CUDA implementation (KernelTable.h) before it
 // touches the device, then allocates the plan's arena, its scratch and one
 // buffer per input on the device and prepares one step per plan step; the
@@ -12,7 +12,9 @@
 // enqueues every step on one stream, by default as a CUDA graph: the steps
 // are captured once (cudaStreamBeginCapture ... cudaGraphInstantiate) and
 // the graph replayed; a change of a scalar input re-captures the graph, as
-// its kernel arguments change. runForward() keeps a graph of its own.
+// its kernel arguments change. runForward() keeps a graph of its own. While
+// a step observer is set, the steps run one at a time without a graph,
+// between two events whose elapsed time the observer receives.
 // copyParams/copyState copy the device tensors back to the host.
 //
 //===----------------------------------------------------------------------===//
@@ -27,6 +29,7 @@
 #include <memory>
 #include <vector>
 
+struct CUevent_st;
 struct CUgraphExec_st;
 
 namespace mixer::cuda {
@@ -50,6 +53,7 @@ public:
   Executor &operator=(const Executor &) = delete;
 
   const exec::Plan &getPlan() const override { return plan; }
+  int64_t getScratchBytes() const override { return scratchBytes; }
   Status bindParams(std::vector<io::HostTensor> tensors,
                     const std::string &source, bool allowExtra) override;
   Status bindState(std::vector<io::HostTensor> tensors,
@@ -84,8 +88,12 @@ private:
   /// `replay` when the executor uses graphs.
   Status runSteps(size_t count, CapturedGraph &replay);
   /// Enqueues the first `count` steps on the stream; the first failure
-  /// names its step.
+  /// names its step. With an observer, waits for each step and reports it.
   Status enqueueSteps(size_t count);
+  /// Records the event before step `index` and tells the observer.
+  Status beginObservedStep(size_t index);
+  /// Waits for step `index` and tells the observer its device time.
+  Status endObservedStep(size_t index);
   /// Captures the first `count` steps into `replay`: updates its instantiated
   /// graph in place when CUDA allows, else instantiates it.
   Status captureGraph(size_t count, CapturedGraph &replay);
@@ -102,6 +110,7 @@ private:
   /// Device allocations, freed at destruction.
   void *arena = nullptr;
   void *scratch = nullptr;
+  int64_t scratchBytes = 0;
   std::vector<void *> inputBuffers, paramBuffers, stateBuffers;
   /// Host copies of the inputs (4-byte words, as the CPU executor's).
   std::vector<std::vector<int32_t>> hostInputs;
@@ -112,6 +121,8 @@ private:
   /// Number of leading steps runForward() runs.
   size_t forwardSteps = 0;
   CapturedGraph graph, forwardGraph;
+  /// The events around an observed step, made at its first use.
+  CUevent_st *stepStart = nullptr, *stepEnd = nullptr;
   bool paramsBound = false;
   bool stateBound = false;
   bool inputsBound = false;

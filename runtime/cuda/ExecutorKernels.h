@@ -6,7 +6,7 @@
 // slices and gathers), the embedding sum and its gradient, the MoE gathers
 // and scatters, tanh, argmax and the bf16 conversions around the fp32
 // products. Each follows the CPU kernel
-// of the same plan name (runtime/exec/KernelRegistry.cpp) and enqueues on
+// of the same plan name (runtime/cpu/KernelTable*.cpp) and enqueues on
 // `stream`. Activation operands come as float or Bf16 (explicitly
 // instantiated); scalars, masks and parameter gradients are float.
 //
@@ -39,7 +39,7 @@ Status fillValues(float *y, int64_t n, float value, cudaStream_t stream);
 Status storeCounter(int32_t *y, int32_t value, cudaStream_t stream);
 
 /// Micro-step `microStep` of `microSteps` over n values, as
-/// train::accumulateGradient: with s = accum + grad, average = s / microSteps
+/// cpu::accumulateGradient: with s = accum + grad, average = s / microSteps
 /// (correctly rounded) and accum = s, or 0 on the last micro-step
 /// (`accumulate_gradient`).
 Status accumulateGradient(float *accum, const float *grad, float *average,

@@ -366,7 +366,7 @@ Expected<DeviceStep> prepareGlobalNorm(StepContext &c) {
   // The double sum of squares, narrowed into the plan's F32 norm.
   int64_t sum = c.scratch(2);
   return DeviceStep([=, o = norm.slot](const LaunchContext &ctx) {
-    std::vector<train::ConstValues> values;
+    std::vector<ConstValues> values;
     values.reserve(tensors.size());
     for (auto [slot, n] : tensors)
       values.emplace_back(as<float>(ctx.device[slot]), n);
@@ -445,7 +445,7 @@ Expected<DeviceStep> prepareAdamW(StepContext &c) {
   const Arg &grad = c.in(0), &lr = c.in(1), &step = c.in(2), &norm = c.in(3),
             &micro = c.in(4);
   const Arg &param = c.out(0), &m = c.out(1), &v = c.out(2);
-  train::AdamWConfig config;
+  AdamWConfig config;
   double maxNorm;
   int64_t microSteps;
   if (!checkAdamW(c, config, maxNorm, microSteps) ||
@@ -805,7 +805,7 @@ Expected<DeviceStep> prepareLinearMixGrad(StepContext &c) {
 
 /// The `algorithm` of a spectral or structured mixing step.
 MixAlgorithm mixAlgorithm(const StepContext &c) {
-  return c.algorithm("algorithm") == cpu::MixAlgorithm::Fft
+  return c.algorithm("algorithm") == mixer::MixAlgorithm::Fft
              ? MixAlgorithm::Fft
              : MixAlgorithm::Matmul;
 }
@@ -1847,12 +1847,12 @@ Expected<DeviceStep> prepareEntropyRegularizerGrad(StepContext &c) {
 Expected<DeviceStep> prepareRouteGrad(StepContext &c) {
   const Arg &logits = c.in(0), &tokens = c.in(1), &offsets = c.in(2),
             &dgates = c.in(3), &dlogits = c.out(0);
-  cpu::Routing routing = exec::readRouting(c);
+  Routing routing = exec::readRouting(c);
   if (!exec::checkGateGrad(c, tokens, offsets, dgates, dlogits) ||
       !c.shape(logits, DType::F32, dlogits.value->shape))
     return c.takeError();
   int64_t numTokens = dlogits.dim(0), experts = dlogits.dim(1);
-  bool sigmoid = routing == cpu::Routing::SigmoidTopK;
+  bool sigmoid = routing == Routing::SigmoidTopK;
   int64_t scratch = sigmoid ? 0 : c.scratch(numTokens * experts);
   return DeviceStep([=, z = logits.slot, t = tokens.slot, o = offsets.slot,
                      g = dgates.slot,
@@ -1878,11 +1878,11 @@ Expected<DeviceStep> prepareRouteGrad(StepContext &c) {
 
 /// Reads the activation of grouped experts: none, relu or gelu.
 bool expertActivation(StepContext &c, ExpertActivation &act) {
-  cpu::Activation kind = c.activation("activation");
-  act = kind == cpu::Activation::Relu   ? ExpertActivation::Relu
-        : kind == cpu::Activation::Gelu ? ExpertActivation::Gelu
-                                        : ExpertActivation::None;
-  return c.check(kind != cpu::Activation::Tanh,
+  Activation kind = c.activation("activation");
+  act = kind == Activation::Relu   ? ExpertActivation::Relu
+        : kind == Activation::Gelu ? ExpertActivation::Gelu
+                                   : ExpertActivation::None;
+  return c.check(kind != Activation::Tanh,
                  "activation 'tanh' has no grouped-experts epilogue (only "
                  "none, relu and gelu)");
 }

@@ -1,6 +1,6 @@
 //===- KernelTable.h - Plan kernels bound to the CUDA kernels ---*- C++ -*-===//
 //
-// The CUDA executor's counterpart of runtime/exec/KernelRegistry.h: one
+// The CUDA executor's counterpart of runtime/cpu/KernelTable.h: one
 // factory per plan kernel that has a CUDA implementation, mapping the step
 // onto a function of runtime/cuda/Kernels.h. A factory checks the step's
 // dtypes (F32 or BF16 activations), shapes and attributes once, at load,

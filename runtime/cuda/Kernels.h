@@ -1,7 +1,7 @@
 //===- Kernels.h - CUDA kernels of the mixer runtime ------------*- C++ -*-===//
 //
 // The CUDA twins of the CPU kernels (runtime/cpu/Kernels.h,
-// TransformerGradients.h, RandomScale.h, runtime/train/Optimizer.h) that a
+// TransformerGradients.h, RandomScale.h, Optimizer.h) that a
 // device executor calls: plain host functions taking device pointers, sizes
 // and a stream. Each enqueues its work on `stream` and returns at once; the
 // returned Status reports bad arguments (checked before anything is enqueued)
@@ -25,8 +25,8 @@
 #ifndef MIXER_RUNTIME_CUDA_KERNELS_H
 #define MIXER_RUNTIME_CUDA_KERNELS_H
 
+#include "runtime/support/KernelParameters.h"
 #include "runtime/support/Status.h"
-#include "runtime/train/Optimizer.h"
 
 #include <cstdint>
 #include <memory>
@@ -233,21 +233,21 @@ Status randomScale(const Bf16 *x, Bf16 *y, int64_t n, bool dropout, double rate,
                    CounterKey key, cudaStream_t stream);
 
 /// AdamW update number `step` of n parameters in place, bit for bit
-/// train::adamwStep (one f32 rounding per operation, no fused multiply-add).
+/// cpu::adamwStep (one f32 rounding per operation, no fused multiply-add).
 /// `gradScale` points to one device float multiplying every gradient value
 /// first (global-norm clipping), or is null for 1.
 Status adamwStep(float *param, const float *grad, float *m, float *v, int64_t n,
-                 double lr, int64_t step, const train::AdamWConfig &config,
+                 double lr, int64_t step, const AdamWConfig &config,
                  const float *gradScale, cudaStream_t stream);
 
 /// *norm (one device double) = sqrt of the sum of squares of all the values
 /// of the device tensors, summed in double in blocks whose boundaries depend
-/// only on the tensor sizes (train::globalNorm).
-Status globalNorm(const std::vector<train::ConstValues> &tensors, double *norm,
+/// only on the tensor sizes (cpu::globalNorm).
+Status globalNorm(const std::vector<ConstValues> &tensors, double *norm,
                   cudaStream_t stream);
 
 /// *scale (one device float) = float(maxNorm / *norm) when *norm >= maxNorm,
-/// else 1: the factor train::clipByGlobalNorm multiplies the gradients by,
+/// else 1: the factor cpu::clipByGlobalNorm multiplies the gradients by,
 /// for adamwStep's gradScale.
 Status clipScale(const double *norm, double maxNorm, float *scale,
                  cudaStream_t stream);
@@ -378,7 +378,7 @@ Status groupedExpertsBackward(const Bf16 *x, const float *w1, const float *b1,
 class GemmContext;
 
 /// How spectral and structured mixing are computed: a plan step's
-/// `algorithm` (cpu::MixAlgorithm).
+/// `algorithm` (mixer::MixAlgorithm).
 enum class MixAlgorithm : int32_t { Fft, Matmul };
 
 /// Y[b] = L X[b] op(R) for X [batch, seq, d], L [seq, seq] and R [d, d]

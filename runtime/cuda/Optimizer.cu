@@ -1,6 +1,6 @@
 //===- Optimizer.cu - AdamW, global norm and clipping ---------------------===//
 //
-// AdamW performs train::adamwStep's f32 sequence with explicit
+// AdamW performs cpu::adamwStep's f32 sequence with explicit
 // round-to-nearest intrinsics: one rounding per operation and no fused
 // multiply-add, whatever the compiler flags, so the GPU update equals the
 // CPU update bit for bit. The global norm sums fixed blocks of each tensor in
@@ -21,7 +21,7 @@ using namespace detail;
 constexpr int64_t kNormBlock = 1 << 14;
 
 /// The f32 constants of one AdamW step, rounded from double once on the host
-/// as train::adamwStep rounds them.
+/// as cpu::adamwStep rounds them.
 struct AdamWConstants {
   float b1, b2, oneMinusB1, oneMinusB2, correction1, correction2, eps, decay,
       rate;
@@ -85,10 +85,10 @@ __global__ void clipScaleKernel(const double *norm, double maxNorm,
 } // namespace
 
 Status adamwStep(float *param, const float *grad, float *m, float *v, int64_t n,
-                 double lr, int64_t step, const train::AdamWConfig &config,
+                 double lr, int64_t step, const AdamWConfig &config,
                  const float *gradScale, cudaStream_t stream) {
   const char *kernel = "adamw";
-  Status s = train::validateAdamW(config);
+  Status s = validateAdamW(config);
   if (!s.ok())
     return Status::error(std::string(kernel) + ": " + s.message());
   if (step < 1)
@@ -111,7 +111,7 @@ Status adamwStep(float *param, const float *grad, float *m, float *v, int64_t n,
   return launchStatus(kernel);
 }
 
-Status globalNorm(const std::vector<train::ConstValues> &tensors, double *norm,
+Status globalNorm(const std::vector<ConstValues> &tensors, double *norm,
                   cudaStream_t stream) {
   const char *kernel = "global_norm";
   int64_t count = 0;

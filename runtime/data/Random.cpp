@@ -14,7 +14,7 @@ DrawStream::DrawStream(uint64_t seed, DrawPurpose purpose, uint64_t index)
 
 uint32_t DrawStream::nextBits() {
   if (used == 4) {
-    block = exec::philox4x32(counter, key);
+    block = cpu::philox4x32(counter, key);
     ++counter[3];
     used = 0;
   }

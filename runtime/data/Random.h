@@ -12,7 +12,7 @@
 #ifndef MIXER_RUNTIME_DATA_RANDOM_H
 #define MIXER_RUNTIME_DATA_RANDOM_H
 
-#include "runtime/exec/Init.h"
+#include "runtime/cpu/CounterRandom.h"
 
 #include <cstdint>
 #include <vector>
@@ -40,9 +40,9 @@ public:
   double uniform();
 
 private:
-  exec::PhiloxKey key;
-  exec::PhiloxCounter counter;
-  exec::PhiloxCounter block{};
+  cpu::PhiloxKey key;
+  cpu::PhiloxCounter counter;
+  cpu::PhiloxCounter block{};
   int used = 4;
 };
 

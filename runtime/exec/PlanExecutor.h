@@ -5,7 +5,9 @@
 // executor (runtime/cuda/Executor.h) implement it. Binding checks tensors
 // against the plan; run() executes every step (runForward() the forward part
 // of a training plan); outputs(), copyParams() and copyState() copy results,
-// parameters and optimizer state to the host.
+// parameters and optimizer state to the host. An observer set with
+// setObserver() is told before and after every step a run executes (the
+// profiler times steps with it).
 //
 //===----------------------------------------------------------------------===//
 
@@ -16,16 +18,38 @@
 #include "runtime/io/Tensor.h"
 #include "runtime/support/Status.h"
 
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
 namespace mixer::exec {
 
+/// Told about every step of a run, in plan order.
+class StepObserver {
+public:
+  virtual ~StepObserver() = default;
+  /// Step `index` is about to be started.
+  virtual void beforeStep(size_t index) = 0;
+  /// Step `index` has completed; `deviceMilliseconds` is its time measured on
+  /// the device, for executors that run steps asynchronously.
+  virtual void afterStep(size_t index,
+                         std::optional<double> deviceMilliseconds) = 0;
+};
+
 class PlanExecutor {
 public:
   virtual ~PlanExecutor() = default;
 
+  /// Tells `observer` (null: nobody) about every step of the runs that
+  /// follow. An executor that replays captured work (CUDA graphs) runs the
+  /// steps one at a time while an observer is set, and waits for each.
+  void setObserver(StepObserver *observer) { stepObserver = observer; }
+
   virtual const Plan &getPlan() const = 0;
+
+  /// Bytes of the scratch buffer the prepared steps share.
+  virtual int64_t getScratchBytes() const = 0;
 
   /// Binds the parameters. Every plan parameter must be present with its
   /// exact shape and dtype F32; tensors the plan does not name are an error
@@ -60,6 +84,9 @@ public:
   /// a training plan's runs have left them (checkpoints).
   virtual Expected<std::vector<io::HostTensor>> copyParams() const = 0;
   virtual Expected<std::vector<io::HostTensor>> copyState() const = 0;
+
+protected:
+  StepObserver *stepObserver = nullptr;
 };
 
 } // namespace mixer::exec

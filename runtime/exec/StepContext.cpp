@@ -123,30 +123,29 @@ Enum spelled(const Spellings<Enum, N> &spellings, std::string_view text) {
   return spellings[i].second;
 }
 
-constexpr Spellings<cpu::Activation, 4> kActivations = {
-    {"none", cpu::Activation::None},
-    {"gelu", cpu::Activation::Gelu},
-    {"tanh", cpu::Activation::Tanh},
-    {"relu", cpu::Activation::Relu}};
+constexpr Spellings<Activation, 4> kActivations = {{"none", Activation::None},
+                                                   {"gelu", Activation::Gelu},
+                                                   {"tanh", Activation::Tanh},
+                                                   {"relu", Activation::Relu}};
 static_assert(spellsEvery(kActivations, ActivationKinds));
 
-constexpr Spellings<cpu::MixAlgorithm, 2> kMixAlgorithms = {
-    {"fft", cpu::MixAlgorithm::Fft}, {"matmul", cpu::MixAlgorithm::Matmul}};
+constexpr Spellings<MixAlgorithm, 2> kMixAlgorithms = {
+    {"fft", MixAlgorithm::Fft}, {"matmul", MixAlgorithm::Matmul}};
 static_assert(spellsEvery(kMixAlgorithms, MixAlgorithms));
 
-constexpr Spellings<cpu::Routing, 3> kRoutings = {
-    {"experts_choose", cpu::Routing::ExpertsChoose},
-    {"tokens_choose", cpu::Routing::TokensChoose},
-    {"sigmoid_topk", cpu::Routing::SigmoidTopK}};
+constexpr Spellings<Routing, 3> kRoutings = {
+    {"experts_choose", Routing::ExpertsChoose},
+    {"tokens_choose", Routing::TokensChoose},
+    {"sigmoid_topk", Routing::SigmoidTopK}};
 static_assert(spellsEvery(kRoutings, Routings));
 
 } // namespace
 
-cpu::Activation StepContext::activation(const char *name) const {
+Activation StepContext::activation(const char *name) const {
   return spelled(kActivations, stringAttr(name));
 }
 
-cpu::MixAlgorithm StepContext::algorithm(const char *name) const {
+MixAlgorithm StepContext::algorithm(const char *name) const {
   return spelled(kMixAlgorithms, stringAttr(name));
 }
 
@@ -186,7 +185,7 @@ bool readDropExperts(StepContext &c, double &rate, int64_t &stream,
                                             " is outside [0, 1)");
 }
 
-cpu::Routing readRouting(const StepContext &c) {
+Routing readRouting(const StepContext &c) {
   return spelled(kRoutings, c.stringAttr("routing"));
 }
 
@@ -219,7 +218,7 @@ int32_t noiseCounter(int32_t step, int64_t microSteps, int32_t microStep) {
   return static_cast<int32_t>(counter);
 }
 
-bool checkAdamW(StepContext &c, train::AdamWConfig &config, double &maxNorm,
+bool checkAdamW(StepContext &c, AdamWConfig &config, double &maxNorm,
                 int64_t &microSteps) {
   const Arg &grad = c.in(0), &norm = c.in(3), &micro = c.in(4);
   const Arg &param = c.out(0), &m = c.out(1), &v = c.out(2);
@@ -237,7 +236,7 @@ bool checkAdamW(StepContext &c, train::AdamWConfig &config, double &maxNorm,
       !c.shape(v, DType::F32, param.value->shape) ||
       !c.shape(norm, DType::F32, {}))
     return false;
-  if (Status valid = train::validateAdamW(config); !valid)
+  if (Status valid = validateAdamW(config); !valid)
     return c.fail(valid.message()), false;
   return c.check(maxNorm >= 0 && std::isfinite(maxNorm),
                  "attribute 'max_norm' must be finite and non-negative") &&

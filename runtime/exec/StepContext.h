@@ -4,20 +4,19 @@
 // operands and results with their roles ("operand 2 (word)", the names of
 // Kernels.def), type checks that stop at the first problem with a message
 // naming the artifact and the step, and the step's attributes, whose
-// presence and types Plan::parse has checked. The CPU registry
-// (KernelRegistry.cpp) and the CUDA kernel table build on it.
+// presence and types Plan::parse has checked. The CPU kernel table
+// (runtime/cpu/KernelTable.cpp) and the CUDA kernel table build on it.
 //
 //===----------------------------------------------------------------------===//
 
 #ifndef MIXER_RUNTIME_EXEC_STEPCONTEXT_H
 #define MIXER_RUNTIME_EXEC_STEPCONTEXT_H
 
-#include "runtime/cpu/Kernels.h"
-#include "runtime/exec/KernelRegistry.h"
 #include "runtime/exec/Plan.h"
+#include "runtime/exec/SlotLayout.h"
+#include "runtime/support/KernelParameters.h"
 #include "runtime/support/KernelVocabulary.h"
 #include "runtime/support/Status.h"
-#include "runtime/train/Optimizer.h"
 
 #include <algorithm>
 #include <cstdint>
@@ -81,10 +80,10 @@ public:
   int64_t intAttr(const char *name) const;
   double realAttr(const char *name) const;
   const std::string &stringAttr(const char *name) const;
-  /// The ActivationKinds attribute `name` as the CPU kernels' activation.
-  cpu::Activation activation(const char *name) const;
-  /// The MixAlgorithms attribute `name` as the CPU mixers' algorithm.
-  cpu::MixAlgorithm algorithm(const char *name) const;
+  /// The ActivationKinds attribute `name`.
+  Activation activation(const char *name) const;
+  /// The MixAlgorithms attribute `name`.
+  MixAlgorithm algorithm(const char *name) const;
 
   /// Reserves `floats` of the shared scratch buffer; returns its slot.
   int64_t scratch(int64_t floats) {
@@ -125,7 +124,7 @@ bool readDropExperts(StepContext &c, double &rate, int64_t &stream,
                      bool &gradient);
 
 /// The attribute `routing` of a route_grad step.
-cpu::Routing readRouting(const StepContext &c);
+Routing readRouting(const StepContext &c);
 
 /// Reads the attribute micro_steps: the micro-steps of one update, at least
 /// 1. Each executor checks the micro_step operand where it reads it.
@@ -152,7 +151,7 @@ int32_t noiseCounter(int32_t step, int64_t microSteps, int32_t microStep);
 /// an F32 scalar when present and required for clipping, and micro_step
 /// (operand 4) present exactly when micro_steps > 1. The learning rate, step
 /// and micro_step scalars are checked by the executor that reads them.
-bool checkAdamW(StepContext &c, train::AdamWConfig &config, double &maxNorm,
+bool checkAdamW(StepContext &c, AdamWConfig &config, double &maxNorm,
                 int64_t &microSteps);
 
 /// Reads the group attributes of the capacity routings and checks them
@@ -176,7 +175,7 @@ bool checkRouteTokensChoose(StepContext &c, int64_t &groups,
 bool checkRouteSigmoidTopK(StepContext &c, int64_t &k);
 
 //===----------------------------------------------------------------------===//
-// Operand checks of plan kernels, shared by the CPU registry and the CUDA
+// Operand checks of plan kernels, shared by the CPU and the CUDA kernel
 // table. `act` is the dtype of the step's activations: F32 on the CPU, F32 or
 // BF16 in a cuda plan (the table finds it from the plan's precision).
 //===----------------------------------------------------------------------===//

@@ -1,12 +1,16 @@
 // RUN: mixer-opt %s --mixer-fuse-dense-activation=target=cuda | FileCheck %s
+// RUN: not mixer-opt %s --mixer-fuse-dense-activation=target=tpu 2>&1 | FileCheck %s --check-prefix=BAD
 
-// The GPU GEMM's epilogues apply ReLU and GELU; tanh has none, so the
-// pooler's tanh stays a separate activation on cuda (the CPU fuses it).
+// The cuda dense kernel's cuBLASLt epilogue applies GELU only (TargetInfo):
+// a ReLU or the pooler's tanh stays a separate activation on cuda (the CPU
+// fuses both), since the CUDA executor refuses a dense with either.
 // CHECK-LABEL: func.func @epilogues
 // CHECK: mixer.dense {{.*}} {activation = #mixer<activation gelu>}
-// CHECK: mixer.dense {{.*}} {activation = #mixer<activation relu>}
+// CHECK: %[[R:.*]] = mixer.dense %{{.*}}, %{{.*}} :
+// CHECK: mixer.activation relu %[[R]]
 // CHECK: %[[P:.*]] = mixer.dense %{{.*}}, %{{.*}} :
 // CHECK: mixer.activation tanh %[[P]]
+// BAD: unknown target 'tpu' (expected cpu or cuda)
 func.func @epilogues(%x: tensor<8x16xf32>, %w: tensor<16x16xf32>) -> (tensor<8x16xf32>, tensor<8x16xf32>, tensor<8x16xf32>) {
   %a = mixer.dense %x, %w : (tensor<8x16xf32>, tensor<16x16xf32>) -> tensor<8x16xf32>
   %ga = mixer.activation gelu %a : tensor<8x16xf32>

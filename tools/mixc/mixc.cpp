@@ -21,6 +21,7 @@
 #include "passes/Passes.h"
 #include "runtime/io/Container.h"
 #include "runtime/io/TensorFiles.h"
+#include "runtime/support/TargetInfo.h"
 
 #include "mlir/IR/AsmState.h"
 #include "mlir/IR/MLIRContext.h"
@@ -258,15 +259,18 @@ int main(int argc, char **argv) {
   cl::HideUnrelatedOptions(mixcCategory);
   cl::ParseCommandLineOptions(argc, argv, "mixer compiler\n");
 
-  if (target != "cpu" && target != "cuda") {
+  const mixer::TargetInfo *targetInfo = mixer::findTarget(target);
+  if (!targetInfo) {
     llvm::errs() << "mixc: --target " << target
-                 << " is not supported by this build (supported: cpu, cuda)\n";
+                 << " is not supported by this build (supported: "
+                 << mixer::targetNames(", ") << ")\n";
     return kInputError;
   }
   std::string precisionName = precision == Precision::Bf16 ? "bf16" : "fp32";
-  if (target == "cpu" && precision != Precision::Fp32) {
+  if (!targetInfo->bf16 && precision != Precision::Fp32) {
     llvm::errs() << "mixc: --precision " << precisionName
-                 << " needs --target cuda: the cpu kernels are fp32\n";
+                 << " needs --target cuda: the " << target
+                 << " kernels are fp32\n";
     return kInputError;
   }
   if (inputIsIR()) {

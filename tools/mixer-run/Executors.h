@@ -10,14 +10,13 @@
 
 namespace mixer::run {
 
-/// The executor of `plan`'s target: the CPU executor for `cpu` plans, the
-/// CUDA executor for `cuda` plans. Throws a RuntimeFailure with one line when
-/// the target cannot run here (no CUDA device, a build without CUDA) or the
-/// plan cannot be prepared.
+/// The executor of `plan`'s target (target::createExecutor). Throws a
+/// RuntimeFailure with one line when the target cannot run here (no CUDA
+/// device, a build without CUDA) or the plan cannot be prepared.
 std::unique_ptr<exec::PlanExecutor> createExecutor(const exec::Plan &plan);
 
 /// Throws a RuntimeFailure with one line unless this machine can run
-/// `plan`'s target: a cuda plan needs a build with CUDA and a usable device.
+/// `plan`'s target (target::checkTargetAvailable).
 /// Commands call it before they read their data, so that the reason comes
 /// first.
 void requireTarget(const exec::Plan &plan);

@@ -12,7 +12,6 @@
 #include "tools/mixer-run/TrainCommands.h"
 
 #include "mixer/Version.h"
-#include "runtime/exec/Executor.h"
 #include "runtime/exec/Init.h"
 #include "runtime/exec/MemoryBudget.h"
 #include "runtime/exec/Plan.h"

@@ -34,7 +34,7 @@ TEST(CudaBiasGelu, MatchesReference) {
     std::vector<float> expected(rows * cols);
     auto pre = addBias(x, bias, cols);
     cpu::reference::activation(pre.data(), expected.data(), rows * cols,
-                               cpu::Activation::Gelu);
+                               Activation::Gelu);
     DeviceArray<float> dX(x), dBias(bias);
     // In place.
     ASSERT_OK(biasGelu(dX.get(), dBias.get(), dX.get(), rows, cols, nullptr));
@@ -43,7 +43,7 @@ TEST(CudaBiasGelu, MatchesReference) {
     auto xb = roundedToBf16(x);
     auto preb = addBias(xb, bias, cols);
     cpu::reference::activation(preb.data(), expected.data(), rows * cols,
-                               cpu::Activation::Gelu);
+                               Activation::Gelu);
     DeviceArray<Bf16> bX(toBf16(xb)), bY(rows * cols);
     ASSERT_OK(biasGelu(bX.get(), dBias.get(), bY.get(), rows, cols, nullptr));
     expectClose(fromBf16(bY.read()), expected, kBf16Tol, "bias_gelu bf16");
@@ -62,7 +62,7 @@ TEST(CudaBiasGeluBackward, MatchesReference) {
       auto pre = addBias(x, bias, cols);
       std::vector<float> dx(n);
       cpu::reference::activationBackward(pre.data(), dy.data(), dx.data(), n,
-                                         cpu::Activation::Gelu);
+                                         Activation::Gelu);
       std::vector<float> dbias(cols);
       for (int64_t c = 0; c < cols; ++c) {
         double sum = accumulate ? initial[c] : 0.0;
@@ -85,7 +85,7 @@ TEST(CudaBiasGeluBackward, Bf16WithoutBias) {
   auto dy = roundedToBf16(randomFloats(n, 8));
   std::vector<float> dx(n);
   cpu::reference::activationBackward(x.data(), dy.data(), dx.data(), n,
-                                     cpu::Activation::Gelu);
+                                     Activation::Gelu);
   DeviceArray<Bf16> dX(toBf16(x)), dDy(toBf16(dy)), gX(n);
   ASSERT_OK(biasGeluBackward(dX.get(), nullptr, dDy.get(), gX.get(), nullptr,
                              rows, cols, false, nullptr));

@@ -37,7 +37,7 @@ TEST(CudaArguments, ShapesAndRates) {
 }
 
 TEST(CudaArguments, Optimizer) {
-  train::AdamWConfig config;
+  AdamWConfig config;
   expectError(adamwStep(nullptr, nullptr, nullptr, nullptr, 4, 1e-3, 0, config,
                         nullptr, nullptr),
               "adamw: step 0 is not positive");

@@ -22,6 +22,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "runtime/cpu/Executor.h"
 #include "runtime/cuda/Executor.h"
 #include "runtime/exec/Init.h"
 #include "runtime/train/Trainer.h"
@@ -97,7 +98,7 @@ TEST_P(CudaExecutorTest, MatchesTheCpuExecutorAcrossSteps) {
   Expected<exec::Plan> plan =
       exec::Plan::parse(cpuPlan.plan.dump(), "chain.mxa");
   ASSERT_TRUE(plan.ok()) << plan.message();
-  Expected<exec::Executor> cpu = exec::Executor::create(*plan);
+  Expected<cpu::Executor> cpu = cpu::Executor::create(*plan);
   ASSERT_TRUE(cpu.ok()) << cpu.message();
   ASSERT_TRUE(cpu->bindParams(params(), "params").ok());
 
@@ -193,9 +194,9 @@ void expectSameOutputs(PlanBuilder cpuPlan, PlanBuilder cudaPlan,
     ASSERT_TRUE(plan.ok()) << plan.message();
     std::unique_ptr<exec::PlanExecutor> executor;
     if (std::string(target) == "cpu") {
-      Expected<exec::Executor> cpu = exec::Executor::create(*plan);
+      Expected<cpu::Executor> cpu = cpu::Executor::create(*plan);
       ASSERT_TRUE(cpu.ok()) << cpu.message();
-      executor = std::make_unique<exec::Executor>(std::move(*cpu));
+      executor = std::make_unique<cpu::Executor>(std::move(*cpu));
     } else {
       Expected<std::unique_ptr<cuda::Executor>> gpu =
           cuda::Executor::create(*plan);
@@ -641,9 +642,9 @@ Expected<exec::Plan> tinyPlan(const std::string &name) {
 /// The executor of `plan`'s target.
 std::unique_ptr<exec::PlanExecutor> executorFor(const exec::Plan &plan) {
   if (plan.target == "cpu") {
-    Expected<exec::Executor> cpu = exec::Executor::create(plan);
+    Expected<cpu::Executor> cpu = cpu::Executor::create(plan);
     EXPECT_TRUE(cpu.ok()) << cpu.message();
-    return cpu.ok() ? std::make_unique<exec::Executor>(std::move(*cpu))
+    return cpu.ok() ? std::make_unique<cpu::Executor>(std::move(*cpu))
                     : nullptr;
   }
   Expected<std::unique_ptr<cuda::Executor>> gpu = cuda::Executor::create(plan);

@@ -156,9 +156,9 @@ TEST(CudaTanh, MatchesTheReference) {
   std::vector<float> x = randomFloats(n, 9, -6.0f, 6.0f),
                      dy = randomFloats(n, 10);
   std::vector<float> y(n), dx(n);
-  cpu::reference::activation(x.data(), y.data(), n, cpu::Activation::Tanh);
+  cpu::reference::activation(x.data(), y.data(), n, Activation::Tanh);
   cpu::reference::activationBackward(x.data(), dy.data(), dx.data(), n,
-                                     cpu::Activation::Tanh);
+                                     Activation::Tanh);
   DeviceArray<float> dX(x), dDy(dy), gY(n), gDx(n);
   ASSERT_OK(tanhForward(dX.get(), gY.get(), n, nullptr));
   ASSERT_OK(tanhBackward(dX.get(), dDy.get(), gDx.get(), n, nullptr));
@@ -317,7 +317,7 @@ TEST(CudaScatterGateGrad, MatchesTheCpu) {
   Slots s;
   std::vector<float> dgates = randomFloats(s.slots, 23);
   std::vector<float> expected(s.numTokens * s.experts);
-  cpu::routerGateBackward(cpu::Routing::ExpertsChoose, nullptr, s.tokens.data(),
+  cpu::routerGateBackward(Routing::ExpertsChoose, nullptr, s.tokens.data(),
                           s.offsets.data(), dgates.data(), expected.data(),
                           s.numTokens, s.experts);
   DeviceArray<int32_t> tokens(s.tokens), offsets(s.offsets);

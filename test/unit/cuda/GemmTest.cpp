@@ -97,9 +97,9 @@ TEST(CudaGemm, DenseForwardEpilogues) {
     auto w = randomFloats(k * n, 6 + transposeW);
     std::vector<float> pre(m * n), gelu(m * n);
     cpu::reference::dense(x.data(), w.data(), bias.data(), pre.data(), m, k, n,
-                          transposeW, cpu::Activation::None);
+                          transposeW, Activation::None);
     cpu::reference::dense(x.data(), w.data(), bias.data(), gelu.data(), m, k, n,
-                          transposeW, cpu::Activation::Gelu);
+                          transposeW, Activation::Gelu);
     DeviceArray<float> dX(x), dW(w), dBias(bias), dY(m * n), dAux(m * n);
     GemmProblem<float> p;
     p.transB = transposeW;
@@ -142,7 +142,7 @@ TEST(CudaGemm, DenseBackwardEpilogues) {
   referenceProduct(false, true, m, hidden, out, dy.data(), out, w2.data(), out,
                    dh.data(), hidden, 1.0f, 0.0f);
   cpu::reference::activationBackward(pre.data(), dh.data(), dPre.data(),
-                                     m * hidden, cpu::Activation::Gelu);
+                                     m * hidden, Activation::Gelu);
   auto db1 = columnSums(dPre, m, hidden, hidden);
 
   DeviceArray<float> dDy(dy), dW2(w2), dAux(pre), dDPre(m * hidden),
@@ -227,7 +227,7 @@ TEST(CudaGemm, StridedBatches) {
   for (int64_t e = 0; e < experts; ++e)
     cpu::reference::dense(x.data() + e * capacity * d, w.data() + e * d * g,
                           bias.data() + e * g, y.data() + e * capacity * g,
-                          capacity, d, g, false, cpu::Activation::None);
+                          capacity, d, g, false, Activation::None);
   DeviceArray<float> dX(x), dW(w), dBias(bias), dY(y.size());
   GemmProblem<float> q;
   q.m = capacity;
@@ -258,9 +258,9 @@ TEST(CudaGemm, Bf16AccumulatesInFp32) {
   auto bias = randomFloats(n, 18);
   std::vector<float> pre(m * n), gelu(m * n);
   cpu::reference::dense(x.data(), w.data(), bias.data(), pre.data(), m, k, n,
-                        false, cpu::Activation::None);
+                        false, Activation::None);
   cpu::reference::dense(x.data(), w.data(), bias.data(), gelu.data(), m, k, n,
-                        false, cpu::Activation::Gelu);
+                        false, Activation::Gelu);
   DeviceArray<Bf16> dX(toBf16(x)), dW(toBf16(w)), dY(m * n), dAux(m * n);
   DeviceArray<float> dBias(bias);
   GemmProblem<Bf16> p;

@@ -10,14 +10,14 @@ namespace mixer::cuda::test {
 namespace {
 
 /// The reference's activation for a kernel activation.
-cpu::Activation cpuActivation(ExpertActivation act) {
+Activation cpuActivation(ExpertActivation act) {
   switch (act) {
   case ExpertActivation::Relu:
-    return cpu::Activation::Relu;
+    return Activation::Relu;
   case ExpertActivation::Gelu:
-    return cpu::Activation::Gelu;
+    return Activation::Gelu;
   default:
-    return cpu::Activation::None;
+    return Activation::None;
   }
 }
 

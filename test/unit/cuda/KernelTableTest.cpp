@@ -2,12 +2,14 @@
 //
 // What the CUDA executor decides before it touches a device: which plan
 // kernels have a CUDA implementation, the refusal of a plan with one that has
-// none, and the per-step dtype, shape and operand checks. No GPU needed.
+// none, the per-step dtype, shape and operand checks, and what TargetInfo
+// claims for the cuda target. No GPU needed.
 //
 //===----------------------------------------------------------------------===//
 
 #include "runtime/cuda/KernelTable.h"
 #include "runtime/cuda/Executor.h"
+#include "runtime/support/TargetInfo.h"
 
 #include "test/unit/exec/PlanBuilder.h"
 
@@ -202,6 +204,40 @@ PlanBuilder expertsAfter(const std::string &routing, json attrs, int64_t d = 4,
   b.step("experts_grad", {xd, tokens, offsets, w1, -1, w2, yd},
          {dxd, dw1, db1, dw2, db2}, {{"activation", "gelu"}});
   return b;
+}
+
+TEST(CudaTargetInfoTest, DenseFusesExactlyTheActivationsItClaims) {
+  const TargetInfo *cuda = findTarget("cuda");
+  ASSERT_NE(cuda, nullptr);
+  for (std::string_view kind : ActivationKinds) {
+    exec::Plan plan = parse(denseWithActivation("cuda", std::string(kind)));
+    int64_t scratch = 0;
+    Expected<cuda::DeviceStep> step = cuda::prepareDeviceStep(plan, 0, scratch);
+    EXPECT_EQ(step.ok(), kind == "none" || cuda->fusesDenseActivation(kind))
+        << kind << ": " << (step.ok() ? "prepared" : step.message());
+  }
+}
+
+TEST(CudaTargetInfoTest, ExpertsGatherAndTakeBf16AsClaimed) {
+  // The experts of a capacity routing reading the token rows [8, 4]
+  // through the routing (gather), in a bf16 plan.
+  PlanBuilder b =
+      expertsAfter("route_tokens_choose", {{"groups", 1},
+                                           {"tokens_per_group", 8},
+                                           {"k", 1},
+                                           {"capacity", 4},
+                                           {"batch_prioritized", false}});
+  b.plan["steps"][1]["attrs"]["gather"] = true;
+  exec::Plan plan = parse(b);
+  int64_t scratch = 0;
+  Expected<cuda::DeviceStep> step = cuda::prepareDeviceStep(plan, 1, scratch);
+  EXPECT_EQ(step.ok(), findTarget("cuda")->expertsGather)
+      << (step.ok() ? "prepared" : step.message());
+  PlanBuilder bf16 = normThen("softmax", json::object(), "BF16");
+  plan = parse(bf16);
+  step = cuda::prepareDeviceStep(plan, 1, scratch);
+  EXPECT_EQ(step.ok(), findTarget("cuda")->bf16)
+      << (step.ok() ? "prepared" : step.message());
 }
 
 TEST(CudaKernelTableTest, ChoosesTheExpertsKernelsByRouting) {

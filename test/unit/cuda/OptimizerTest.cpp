@@ -1,6 +1,6 @@
 //===- OptimizerTest.cpp - GPU AdamW and global norm against the CPU ------===//
 
-#include "runtime/train/Optimizer.h"
+#include "runtime/cpu/Optimizer.h"
 #include "CudaTestUtil.h"
 
 namespace mixer::cuda::test {
@@ -12,13 +12,13 @@ TEST(CudaAdamW, EqualsTheCpuBitForBit) {
       auto param = randomFloats(n, 1);
       std::vector<float> m(n, 0.0f), v(n, 0.0f);
       DeviceArray<float> dParam(param), dM(m), dV(v), dScale(1, scale);
-      train::AdamWConfig config;
+      AdamWConfig config;
       for (int64_t step = 1; step <= 3; ++step) {
         auto grad =
             randomFloats(n, static_cast<uint32_t>(10 + step), -3.0f, 3.0f);
         double lr = 1e-3 * step;
-        train::adamwStep(param.data(), grad.data(), m.data(), v.data(), n, lr,
-                         step, config, scale);
+        cpu::adamwStep(param.data(), grad.data(), m.data(), v.data(), n, lr,
+                       step, config, scale);
         DeviceArray<float> dGrad(grad);
         ASSERT_OK(adamwStep(dParam.get(), dGrad.get(), dM.get(), dV.get(), n,
                             lr, step, config,
@@ -36,15 +36,15 @@ TEST(CudaGlobalNorm, MatchesTheCpu) {
       {},
       randomFloats(40000, 2, -3.0f, 3.0f),
       randomFloats(16384, 3)};
-  std::vector<train::ConstValues> host;
+  std::vector<ConstValues> host;
   std::vector<std::unique_ptr<DeviceArray<float>>> device;
-  std::vector<train::ConstValues> onDevice;
+  std::vector<ConstValues> onDevice;
   for (const auto &t : tensors) {
     host.emplace_back(t.data(), static_cast<int64_t>(t.size()));
     device.push_back(std::make_unique<DeviceArray<float>>(t));
     onDevice.emplace_back(device.back()->get(), static_cast<int64_t>(t.size()));
   }
-  double expected = train::globalNorm(host);
+  double expected = cpu::globalNorm(host);
   DeviceArray<double> norm(1);
   ASSERT_OK(globalNorm(onDevice, norm.get(), nullptr));
   EXPECT_NEAR(norm.read()[0], expected, 1e-12 * expected);

@@ -90,7 +90,7 @@ TEST(CudaSigmoidGateGrad, MatchesTheReference) {
     std::vector<float> dgates = randomFloats(slots, 6);
     std::vector<float> expected(numTokens * experts);
     cpu::reference::routerGateBackward(
-        cpu::Routing::SigmoidTopK, logits.data(), tokens.data(), offsets.data(),
+        Routing::SigmoidTopK, logits.data(), tokens.data(), offsets.data(),
         dgates.data(), expected.data(), numTokens, experts);
     DeviceArray<int32_t> dTokens(tokens), dOffsets(offsets);
     DeviceArray<float> dLogits(logits), dDgates(dgates),

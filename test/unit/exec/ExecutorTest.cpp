@@ -2,8 +2,9 @@
 
 #include "test/unit/exec/PlanBuilder.h"
 
-#include "runtime/exec/Executor.h"
-#include "runtime/exec/KernelRegistry.h"
+#include "runtime/cpu/Executor.h"
+#include "runtime/cpu/KernelTable.h"
+#include "runtime/cpu/KernelTableFamilies.h"
 #include "runtime/support/KernelVocabulary.h"
 
 #include <gmock/gmock.h>
@@ -85,16 +86,16 @@ std::vector<double> referenceTiny(const std::vector<io::HostTensor> &p,
 /// any error.
 class ExecutorTest : public ::testing::Test {
 protected:
-  Expected<Executor> create(const json &plan) {
+  Expected<cpu::Executor> create(const json &plan) {
     path = writeArtifact(dir, "tiny.mxa", plan.dump());
     Expected<Plan> parsed = Plan::load(path);
     if (!parsed)
       return parsed.takeStatus();
-    return Executor::create(*parsed);
+    return cpu::Executor::create(*parsed);
   }
 
-  Executor ready(const json &plan) {
-    Expected<Executor> executor = create(plan);
+  cpu::Executor ready(const json &plan) {
+    Expected<cpu::Executor> executor = create(plan);
     EXPECT_TRUE(executor.ok()) << executor.message();
     Status bound = executor->bindParams(tinyParams(), "w.safetensors");
     EXPECT_TRUE(bound.ok()) << bound.message();
@@ -106,7 +107,7 @@ protected:
 };
 
 TEST_F(ExecutorTest, EmbedNormDenseMatchesAPlainReference) {
-  Executor executor = ready(embedNormDensePlan());
+  cpu::Executor executor = ready(embedNormDensePlan());
   Status bound = executor.bindInputs({intTensor("input_ids", {2, 3}, kIds),
                                       intTensor("type_ids", {2, 3}, kTypeIds)},
                                      "batch.npz");
@@ -123,7 +124,7 @@ TEST_F(ExecutorTest, EmbedNormDenseMatchesAPlainReference) {
 }
 
 TEST_F(ExecutorTest, OptionalInputsDefaultToZerosAndI64IsAccepted) {
-  Executor executor = ready(embedNormDensePlan());
+  cpu::Executor executor = ready(embedNormDensePlan());
   Status bound = executor.bindInputs(
       {intTensor("input_ids", {2, 3}, kIds, io::DType::I64)}, "batch.npz");
   ASSERT_TRUE(bound.ok()) << bound.message();
@@ -134,7 +135,7 @@ TEST_F(ExecutorTest, OptionalInputsDefaultToZerosAndI64IsAccepted) {
 }
 
 TEST_F(ExecutorTest, RebindingInputsReusesTheBuffers) {
-  Executor executor = ready(embedNormDensePlan());
+  cpu::Executor executor = ready(embedNormDensePlan());
   std::vector<int64_t> otherIds = {4, 4, 3, 0, 1, 2};
   ASSERT_TRUE(executor
                   .bindInputs({intTensor("input_ids", {2, 3}, kIds),
@@ -180,7 +181,7 @@ TEST_F(ExecutorTest, ArenaValuesMayShareStorage) {
   b.output("logits", rows);
   EXPECT_EQ(b.plan["arena_bytes"], 224);
 
-  Executor executor = ready(b.plan);
+  cpu::Executor executor = ready(b.plan);
   ASSERT_TRUE(executor
                   .bindInputs({intTensor("input_ids", {2, 3}, kIds),
                                intTensor("type_ids", {2, 3}, kTypeIds)},
@@ -207,7 +208,7 @@ TEST_F(ExecutorTest, ArenaValuesMayShareStorage) {
 }
 
 TEST_F(ExecutorTest, KernelErrorsNameTheStep) {
-  Executor executor = ready(embedNormDensePlan());
+  cpu::Executor executor = ready(embedNormDensePlan());
   ASSERT_TRUE(
       executor
           .bindInputs({intTensor("input_ids", {2, 3}, {1, 2, 3, 7, 0, 0})},
@@ -219,7 +220,7 @@ TEST_F(ExecutorTest, KernelErrorsNameTheStep) {
 }
 
 TEST_F(ExecutorTest, RunNeedsBoundParametersAndInputs) {
-  Expected<Executor> executor = create(embedNormDensePlan());
+  Expected<cpu::Executor> executor = create(embedNormDensePlan());
   ASSERT_TRUE(executor.ok()) << executor.message();
   Status ran = executor->run();
   ASSERT_FALSE(ran.ok());
@@ -231,7 +232,7 @@ TEST_F(ExecutorTest, RunNeedsBoundParametersAndInputs) {
 }
 
 TEST_F(ExecutorTest, ParameterBindingReportsEveryProblem) {
-  Expected<Executor> executor = create(embedNormDensePlan());
+  Expected<cpu::Executor> executor = create(embedNormDensePlan());
   ASSERT_TRUE(executor.ok()) << executor.message();
   std::vector<io::HostTensor> params = tinyParams();
   params.erase(params.begin() + 6); // dense/bias
@@ -255,7 +256,7 @@ TEST_F(ExecutorTest, ParameterBindingReportsEveryProblem) {
 }
 
 TEST_F(ExecutorTest, ExtraParametersAreAcceptedWhenAllowed) {
-  Expected<Executor> executor = create(embedNormDensePlan());
+  Expected<cpu::Executor> executor = create(embedNormDensePlan());
   ASSERT_TRUE(executor.ok()) << executor.message();
   std::vector<io::HostTensor> params = tinyParams();
   params.push_back(randomTensor("optimizer/step", {1}, 9));
@@ -272,7 +273,7 @@ TEST_F(ExecutorTest, ExtraParametersAreAcceptedWhenAllowed) {
 }
 
 TEST_F(ExecutorTest, ManyParameterProblemsAreSummarised) {
-  Expected<Executor> executor = create(embedNormDensePlan());
+  Expected<cpu::Executor> executor = create(embedNormDensePlan());
   ASSERT_TRUE(executor.ok()) << executor.message();
   Status bound = executor->bindParams({}, "empty.safetensors");
   ASSERT_FALSE(bound.ok());
@@ -289,7 +290,7 @@ TEST_F(ExecutorTest, ManyParameterProblemsAreSummarised) {
 }
 
 TEST_F(ExecutorTest, InputBindingChecksNamesShapesAndDtypes) {
-  Expected<Executor> executor = create(embedNormDensePlan());
+  Expected<cpu::Executor> executor = create(embedNormDensePlan());
   ASSERT_TRUE(executor.ok()) << executor.message();
   Status bound = executor->bindInputs({}, "batch.npz");
   EXPECT_EQ(bound.message(), "batch.npz: missing input 'input_ids' [2, 3] I32");
@@ -324,7 +325,7 @@ TEST_F(ExecutorTest, CreateChecksKernelShapesOnce) {
   // dense/kernel [5, 3] (a view would not do: values must match the param).
   plan["params"][5]["shape"] = {5, 3};
   plan["values"][5]["shape"] = {5, 3};
-  Expected<Executor> executor = create(plan);
+  Expected<cpu::Executor> executor = create(plan);
   ASSERT_FALSE(executor.ok());
   EXPECT_EQ(executor.message(),
             path + ": steps[2] (dense): operand 1 (w) is [5, 3] F32 but "
@@ -349,12 +350,26 @@ TEST_F(ExecutorTest, CreateChecksKernelShapesOnce) {
                         "but the kernel needs a rank-2 I32 tensor"));
 }
 
-TEST(KernelRegistryTest, ImplementsEveryPlanKernelOnce) {
-  std::vector<Kernel> kernels = cpuKernels();
+TEST(CpuKernelTableTest, ImplementsEveryPlanKernelOnce) {
+  std::vector<Kernel> kernels = cpu::cpuKernels();
   for (const KernelInfo &info : kKernelTable)
     EXPECT_EQ(std::count(kernels.begin(), kernels.end(), info.kernel), 1)
         << info.name;
   EXPECT_EQ(kernels.size(), std::size(kKernelTable));
+}
+
+TEST(CpuKernelTableTest, EachFamilyFileBindsItsOwnFamily) {
+  std::pair<KernelFamily, std::vector<cpu::KernelEntry>> files[] = {
+      {KernelFamily::DenseNorm, cpu::denseNormKernels()},
+      {KernelFamily::Mixing, cpu::mixingKernels()},
+      {KernelFamily::Attention, cpu::attentionKernels()},
+      {KernelFamily::Moe, cpu::moeKernels()},
+      {KernelFamily::HeadsLosses, cpu::headsLossesKernels()},
+      {KernelFamily::Training, cpu::trainingKernels()}};
+  for (const auto &[family, entries] : files)
+    for (const cpu::KernelEntry &entry : entries)
+      EXPECT_EQ(kernelInfo(entry.kernel).family, family)
+          << kernelName(entry.kernel);
 }
 
 } // namespace

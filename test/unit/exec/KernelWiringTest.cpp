@@ -9,7 +9,7 @@
 
 #include "test/unit/exec/PlanBuilder.h"
 
-#include "runtime/exec/Executor.h"
+#include "runtime/cpu/Executor.h"
 
 #include <algorithm>
 #include <cmath>
@@ -400,7 +400,7 @@ TEST(KernelWiringTest, RefusesGatheringExperts) {
   const char *kernels[] = {"experts", "experts_grad"};
   for (size_t index : {0, 1}) {
     int64_t scratch = 0;
-    Expected<StepFunction> step = prepareStep(*plan, index, scratch);
+    Expected<cpu::StepFunction> step = cpu::prepareStep(*plan, index, scratch);
     ASSERT_FALSE(step.ok());
     EXPECT_EQ(step.message(),
               "moe.mxa: steps[" + std::to_string(index) + "] (" +
@@ -414,7 +414,7 @@ TEST(KernelWiringTest, RefusesGatheringExperts) {
   plan = Plan::parse(b.plan.dump(), "moe.mxa");
   ASSERT_TRUE(plan.ok()) << plan.message();
   int64_t scratch = 0;
-  Expected<StepFunction> step = prepareStep(*plan, 0, scratch);
+  Expected<cpu::StepFunction> step = cpu::prepareStep(*plan, 0, scratch);
   ASSERT_FALSE(step.ok());
   EXPECT_EQ(step.message(), "moe.mxa: steps[0] (experts): operand 1 (tokens) "
                             "is [4] I32 but the kernel needs [3] I32");

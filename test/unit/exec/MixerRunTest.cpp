@@ -8,7 +8,7 @@
 
 #include "test/unit/exec/PlanBuilder.h"
 
-#include "runtime/exec/Executor.h"
+#include "runtime/cpu/Executor.h"
 #include "runtime/exec/Init.h"
 #include "runtime/io/TensorFiles.h"
 
@@ -75,7 +75,7 @@ protected:
                                            const io::HostTensor &ids) {
     Expected<Plan> plan = Plan::load(artifact);
     EXPECT_TRUE(plan.ok());
-    Expected<Executor> executor = Executor::create(*plan);
+    Expected<cpu::Executor> executor = cpu::Executor::create(*plan);
     EXPECT_TRUE(executor.ok());
     Expected<std::vector<io::HostTensor>> tensors = io::readTensorFile(weights);
     EXPECT_TRUE(tensors.ok());

@@ -10,7 +10,7 @@
 #ifndef MIXER_TEST_UNIT_EXEC_PLANBUILDER_H
 #define MIXER_TEST_UNIT_EXEC_PLANBUILDER_H
 
-#include "runtime/exec/Executor.h"
+#include "runtime/cpu/Executor.h"
 #include "runtime/exec/Plan.h"
 #include "runtime/io/Container.h"
 #include "runtime/io/Tensor.h"
@@ -230,6 +230,21 @@ inline json embedNormDensePlan() {
   return b.plan;
 }
 
+/// A `target` plan of one dense step x [6, 4] -> y [6, 5] with `activation`
+/// (TargetInfo's claims against each backend's table).
+inline PlanBuilder denseWithActivation(const std::string &target,
+                                       const std::string &activation) {
+  PlanBuilder b;
+  b.plan["target"] = target;
+  int64_t w = b.param("w", {4, 5});
+  int64_t x = b.arena({6, 4});
+  int64_t y = b.arena({6, 5});
+  b.step("dense", {x, w, -1}, {y},
+         {{"activation", activation}, {"transpose_w", false}});
+  b.output("y", y);
+  return b;
+}
+
 inline std::vector<float> floats(const io::HostTensor &tensor) {
   return std::vector<float>(tensor.as<float>(),
                             tensor.as<float>() + tensor.numel());
@@ -267,7 +282,7 @@ execute(const json &plan, std::vector<io::HostTensor> params,
     ADD_FAILURE() << parsed.message();
     return {};
   }
-  Expected<Executor> executor = Executor::create(*parsed);
+  Expected<cpu::Executor> executor = cpu::Executor::create(*parsed);
   if (!executor) {
     ADD_FAILURE() << executor.message();
     return {};

@@ -167,7 +167,7 @@ TEST(PlanTest, CpuExecutorRefusesCudaPlans) {
   plan["target"] = "cuda";
   Expected<Plan> parsed = Plan::parse(plan.dump(), "tiny.mxa");
   ASSERT_TRUE(parsed.ok()) << parsed.message();
-  Expected<Executor> executor = Executor::create(*parsed);
+  Expected<cpu::Executor> executor = cpu::Executor::create(*parsed);
   ASSERT_FALSE(executor.ok());
   EXPECT_EQ(executor.message(), "tiny.mxa: the plan targets 'cuda'; this "
                                 "executor runs 'cpu' plans");

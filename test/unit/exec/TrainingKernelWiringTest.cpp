@@ -11,7 +11,7 @@
 #include "test/unit/exec/PlanBuilder.h"
 
 #include "runtime/cpu/CounterRandom.h"
-#include "runtime/exec/Executor.h"
+#include "runtime/cpu/Executor.h"
 
 #include <algorithm>
 #include <cmath>
@@ -763,7 +763,7 @@ void checkAdamWUpdates(double maxNorm) {
   Expected<Plan> parsed = Plan::parse(plan.dump(), "adamw.mxa");
   ASSERT_TRUE(parsed.ok()) << parsed.message();
   ASSERT_TRUE(parsed->updatesParameters());
-  Expected<Executor> executor = Executor::create(*parsed);
+  Expected<cpu::Executor> executor = cpu::Executor::create(*parsed);
   ASSERT_TRUE(executor.ok()) << executor.message();
   std::vector<io::HostTensor> params = randomParams(plan, 7);
   std::vector<double> w(5), m(5, 0.0), v(5, 0.0);
@@ -820,7 +820,7 @@ TEST(TrainingKernelWiringTest, AdamWRefusesANegativeStep) {
   json plan = adamwPlan(0.0);
   Expected<Plan> parsed = Plan::parse(plan.dump(), "adamw.mxa");
   ASSERT_TRUE(parsed.ok()) << parsed.message();
-  Expected<Executor> executor = Executor::create(*parsed);
+  Expected<cpu::Executor> executor = cpu::Executor::create(*parsed);
   ASSERT_TRUE(executor.ok());
   ASSERT_TRUE(executor->bindParams(randomParams(plan, 1), "params").ok());
   ASSERT_TRUE(executor
@@ -879,7 +879,7 @@ TEST(TrainingKernelWiringTest, AccumulatesMicroStepsAndClipsTheAverage) {
   Expected<Plan> parsed = Plan::parse(plan.dump(), "accumulate.mxa");
   ASSERT_TRUE(parsed.ok()) << parsed.message();
   EXPECT_EQ(parsed->training->microSteps, 2);
-  Expected<Executor> executor = Executor::create(*parsed);
+  Expected<cpu::Executor> executor = cpu::Executor::create(*parsed);
   ASSERT_TRUE(executor.ok()) << executor.message();
   io::HostTensor w = randomTensor("w", {2}, 0);
   w.as<float>()[0] = 1.0f;
@@ -945,7 +945,7 @@ TEST(TrainingKernelWiringTest, NoiseCounterCountsMicroStepsAndWraps) {
   b.output("counter", counter);
   Expected<Plan> parsed = Plan::parse(b.plan.dump(), "counter.mxa");
   ASSERT_TRUE(parsed.ok()) << parsed.message();
-  Expected<Executor> executor = Executor::create(*parsed);
+  Expected<cpu::Executor> executor = cpu::Executor::create(*parsed);
   ASSERT_TRUE(executor.ok()) << executor.message();
   ASSERT_TRUE(executor->bindParams({}, "params").ok());
   auto counterAt = [&](int64_t s, int64_t m) {
@@ -1109,7 +1109,7 @@ TEST(TrainingKernelWiringTest, LoadBalancingLossRejectsGroupsThatDoNotDivide) {
   b.output("aux", aux);
   Expected<Plan> parsed = Plan::parse(b.plan.dump(), "training.mxa");
   ASSERT_TRUE(parsed) << parsed.message();
-  Expected<Executor> executor = Executor::create(*parsed);
+  Expected<cpu::Executor> executor = cpu::Executor::create(*parsed);
   ASSERT_FALSE(executor);
   EXPECT_NE(executor.message().find(
                 "attribute 'groups' 4 does not divide the 6 tokens"),

@@ -1,13 +1,12 @@
 //===- Optimizer.cpp - AdamW and gradient clipping ------------------------===//
 
-#include "runtime/train/Optimizer.h"
+#include "runtime/cpu/Optimizer.h"
 
 #include <algorithm>
 #include <cassert>
 #include <cmath>
-#include <sstream>
 
-namespace mixer::train {
+namespace mixer::cpu {
 
 namespace {
 
@@ -47,25 +46,6 @@ void scaleValues(float *x, int64_t n, float f) {
 }
 
 } // namespace
-
-Status validateAdamW(const AdamWConfig &config) {
-  auto fail = [](const char *name, double value, const char *requirement) {
-    std::ostringstream os;
-    os << "adamw: " << name << " " << value << " " << requirement;
-    return Status::error(os.str());
-  };
-  // Written so that NaN fails every check.
-  if (!(config.b1 >= 0.0 && config.b1 < 1.0))
-    return fail("b1", config.b1, "is not in [0, 1)");
-  if (!(config.b2 >= 0.0 && config.b2 < 1.0))
-    return fail("b2", config.b2, "is not in [0, 1)");
-  if (!(config.eps > 0.0 && std::isfinite(config.eps)))
-    return fail("eps", config.eps, "is not positive and finite");
-  if (!(config.weightDecay >= 0.0 && std::isfinite(config.weightDecay)))
-    return fail("weight_decay", config.weightDecay,
-                "is not non-negative and finite");
-  return Status::success();
-}
 
 void adamwStep(float *param, const float *grad, float *m, float *v, int64_t n,
                double lr, int64_t step, const AdamWConfig &config,
@@ -163,4 +143,4 @@ void accumulateGradient(float *accum, const float *grad, float *average,
   }
 }
 
-} // namespace mixer::train
+} // namespace mixer::cpu

@@ -10,28 +10,15 @@
 //
 //===----------------------------------------------------------------------===//
 
-#ifndef MIXER_RUNTIME_TRAIN_OPTIMIZER_H
-#define MIXER_RUNTIME_TRAIN_OPTIMIZER_H
+#ifndef MIXER_RUNTIME_CPU_OPTIMIZER_H
+#define MIXER_RUNTIME_CPU_OPTIMIZER_H
 
-#include "runtime/support/Status.h"
+#include "runtime/support/KernelParameters.h"
 
 #include <cstdint>
-#include <utility>
 #include <vector>
 
-namespace mixer::train {
-
-/// Hyper-parameters of AdamW; the defaults are the pre-training recipe's.
-struct AdamWConfig {
-  double b1 = 0.9;           ///< decay of the first moment
-  double b2 = 0.999;         ///< decay of the second moment
-  double eps = 1e-6;         ///< added to sqrt(v_hat), outside the root
-  double weightDecay = 0.01; ///< decoupled, multiplies the parameter
-};
-
-/// Success when b1 and b2 lie in [0, 1) (the bias corrections divide by
-/// 1 - b^t), eps is positive and weightDecay is finite and non-negative.
-Status validateAdamW(const AdamWConfig &config);
+namespace mixer::cpu {
 
 /// Applies update number `step` (1-based: the first update is step 1) to the
 /// `n` parameters, updating the moments `m` and `v` in place:
@@ -49,11 +36,6 @@ Status validateAdamW(const AdamWConfig &config);
 void adamwStep(float *param, const float *grad, float *m, float *v, int64_t n,
                double lr, int64_t step, const AdamWConfig &config,
                float gradScale = 1.0f);
-
-/// A read-only run of f32 values: (first element, element count).
-using ConstValues = std::pair<const float *, int64_t>;
-/// A writable run of f32 values: (first element, element count).
-using Values = std::pair<float *, int64_t>;
 
 /// The L2 norm of all the values together, sqrt(sum of squares), summed in
 /// double in an order fixed by the tensor sizes alone (not by the thread
@@ -84,6 +66,6 @@ void averageGradients(const std::vector<Values> &tensors, int64_t microSteps);
 void accumulateGradient(float *accum, const float *grad, float *average,
                         int64_t n, int64_t microStep, int64_t microSteps);
 
-} // namespace mixer::train
+} // namespace mixer::cpu
 
-#endif // MIXER_RUNTIME_TRAIN_OPTIMIZER_H
+#endif // MIXER_RUNTIME_CPU_OPTIMIZER_H

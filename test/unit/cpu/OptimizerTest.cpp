@@ -6,7 +6,7 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "runtime/train/Optimizer.h"
+#include "runtime/cpu/Optimizer.h"
 
 #include "test/unit/cpu/TestUtil.h"
 
@@ -15,7 +15,7 @@
 #include <cmath>
 #include <vector>
 
-namespace mixer::train {
+namespace mixer::cpu {
 namespace {
 
 using cpu::test::expectBitwiseEqual;
@@ -269,4 +269,4 @@ TEST(OptimizerTest, AccumulateGradientIsThreadCountIndependent) {
 }
 
 } // namespace
-} // namespace mixer::train
+} // namespace mixer::cpu

@@ -1,9 +1,8 @@
 //===- Executor.cpp - Runs an execution plan on the CPU -------------------===//
 
-#include "runtime/exec/Executor.h"
-#include "runtime/exec/Binding.h"
-
+#include "runtime/cpu/Executor.h"
 #include "runtime/cpu/Kernels.h"
+#include "runtime/exec/Binding.h"
 
 #include <sys/mman.h>
 
@@ -13,7 +12,7 @@
 #include <new>
 #include <unordered_map>
 
-namespace mixer::exec {
+namespace mixer::cpu {
 
 namespace {
 
@@ -36,7 +35,7 @@ bool allocate(int64_t bytes, MappedMemory &memory) {
 
 void Unmapper::operator()(uint8_t *memory) const { munmap(memory, size); }
 
-Expected<Executor> Executor::create(const Plan &plan) {
+Expected<Executor> Executor::create(const exec::Plan &plan) {
   if (plan.target != "cpu")
     return Status::error(plan.path + ": the plan targets '" + plan.target +
                          "'; this executor runs 'cpu' plans");
@@ -45,15 +44,15 @@ Expected<Executor> Executor::create(const Plan &plan) {
   if (!allocate(plan.arenaBytes, executor.arena))
     return Status::error(plan.path + ": cannot allocate the arena of " +
                          std::to_string(plan.arenaBytes) + " bytes");
-  for (const InputInfo &input : plan.inputs)
+  for (const exec::InputInfo &input : plan.inputs)
     executor.inputBuffers.emplace_back(input.numel, 0);
 
-  executor.pointers.assign(numSlots(plan), nullptr);
+  executor.pointers.assign(exec::numSlots(plan), nullptr);
   for (size_t i = 0; i < plan.values.size(); ++i) {
-    const ValueInfo &value = plan.values[i];
-    if (value.storage == StorageKind::Arena)
+    const exec::ValueInfo &value = plan.values[i];
+    if (value.storage == exec::StorageKind::Arena)
       executor.pointers[i] = executor.arena.get() + value.offset;
-    else if (value.storage == StorageKind::Input)
+    else if (value.storage == exec::StorageKind::Input)
       executor.pointers[i] = executor.inputBuffers[value.index].data();
   }
 
@@ -69,20 +68,20 @@ Expected<Executor> Executor::create(const Plan &plan) {
     return Status::error(plan.path + ": cannot allocate " +
                          std::to_string(scratchBytes) +
                          " bytes of kernel scratch");
-  executor.pointers[scratchSlot(plan)] = executor.scratch.get();
-  executor.forwardSteps = lastOutputWriter(plan) + 1;
+  executor.pointers[exec::scratchSlot(plan)] = executor.scratch.get();
+  executor.forwardSteps = exec::lastOutputWriter(plan) + 1;
   return executor;
 }
 
 Status Executor::bindParams(std::vector<io::HostTensor> tensors,
                             const std::string &source, bool allowExtra) {
   paramsBound = false;
-  if (Status status = bindTable(plan.params, std::move(tensors), source,
-                                allowExtra, "parameter", paramTensors);
+  if (Status status = exec::bindTable(plan.params, std::move(tensors), source,
+                                      allowExtra, "parameter", paramTensors);
       !status)
     return status;
   for (size_t i = 0; i < plan.values.size(); ++i)
-    if (plan.values[i].storage == StorageKind::Param)
+    if (plan.values[i].storage == exec::StorageKind::Param)
       pointers[i] = paramTensors[plan.values[i].index].data.data();
   paramsBound = true;
   return Status::success();
@@ -91,12 +90,12 @@ Status Executor::bindParams(std::vector<io::HostTensor> tensors,
 Status Executor::bindState(std::vector<io::HostTensor> tensors,
                            const std::string &source, bool allowExtra) {
   stateBound = false;
-  if (Status status = bindTable(plan.state, std::move(tensors), source,
-                                allowExtra, "state tensor", stateTensors);
+  if (Status status = exec::bindTable(plan.state, std::move(tensors), source,
+                                      allowExtra, "state tensor", stateTensors);
       !status)
     return status;
   for (size_t i = 0; i < plan.values.size(); ++i)
-    if (plan.values[i].storage == StorageKind::State)
+    if (plan.values[i].storage == exec::StorageKind::State)
       pointers[i] = stateTensors[plan.values[i].index].data.data();
   stateBound = true;
   return Status::success();
@@ -105,8 +104,8 @@ Status Executor::bindState(std::vector<io::HostTensor> tensors,
 Status Executor::bindInputs(const std::vector<io::HostTensor> &tensors,
                             const std::string &source, bool allowExtra) {
   inputsBound = false;
-  if (Status status =
-          bindInputBuffers(plan, tensors, source, allowExtra, inputBuffers);
+  if (Status status = exec::bindInputBuffers(plan, tensors, source, allowExtra,
+                                             inputBuffers);
       !status)
     return status;
   inputsBound = true;
@@ -126,12 +125,17 @@ Status Executor::runSteps(size_t count) {
     return Status::error(plan.path + ": the optimizer state is not bound");
   size_t i = 0;
   auto stepError = [&](const std::string &message) {
-    return Status::error(describeStep(plan, i) + ": " + message);
+    return Status::error(exec::describeStep(plan, i) + ": " + message);
   };
   try {
-    for (; i < count; ++i)
+    for (; i < count; ++i) {
+      if (stepObserver)
+        stepObserver->beforeStep(i);
       steps[i](pointers.data());
-  } catch (const cpu::KernelError &error) {
+      if (stepObserver)
+        stepObserver->afterStep(i, std::nullopt);
+    }
+  } catch (const KernelError &error) {
     return stepError(error.message);
   } catch (const std::bad_alloc &) {
     return stepError("out of memory");
@@ -142,8 +146,8 @@ Status Executor::runSteps(size_t count) {
 std::vector<io::HostTensor> Executor::outputs() const {
   std::vector<io::HostTensor> tensors;
   tensors.reserve(plan.outputs.size());
-  for (const OutputInfo &output : plan.outputs) {
-    const ValueInfo &value = plan.values[output.value];
+  for (const exec::OutputInfo &output : plan.outputs) {
+    const exec::ValueInfo &value = plan.values[output.value];
     io::HostTensor tensor;
     tensor.name = output.name;
     tensor.dtype = value.dtype;
@@ -157,4 +161,4 @@ std::vector<io::HostTensor> Executor::outputs() const {
   return tensors;
 }
 
-} // namespace mixer::exec
+} // namespace mixer::cpu

@@ -8,10 +8,10 @@
 //
 //===----------------------------------------------------------------------===//
 
-#ifndef MIXER_RUNTIME_EXEC_EXECUTOR_H
-#define MIXER_RUNTIME_EXEC_EXECUTOR_H
+#ifndef MIXER_RUNTIME_CPU_EXECUTOR_H
+#define MIXER_RUNTIME_CPU_EXECUTOR_H
 
-#include "runtime/exec/KernelRegistry.h"
+#include "runtime/cpu/KernelTable.h"
 #include "runtime/exec/Plan.h"
 #include "runtime/exec/PlanExecutor.h"
 #include "runtime/io/Tensor.h"
@@ -22,7 +22,7 @@
 #include <string>
 #include <vector>
 
-namespace mixer::exec {
+namespace mixer::cpu {
 
 /// Unmaps the executor's anonymous memory mappings.
 struct Unmapper {
@@ -32,12 +32,15 @@ struct Unmapper {
 using MappedMemory = std::unique_ptr<uint8_t, Unmapper>;
 
 /// Runs `cpu` plans on the host.
-class Executor final : public PlanExecutor {
+class Executor final : public exec::PlanExecutor {
 public:
   /// Prepares `plan` for execution (the executor keeps its own copy).
-  static Expected<Executor> create(const Plan &plan);
+  static Expected<Executor> create(const exec::Plan &plan);
 
-  const Plan &getPlan() const override { return plan; }
+  const exec::Plan &getPlan() const override { return plan; }
+  int64_t getScratchBytes() const override {
+    return scratch.get_deleter().size;
+  }
 
   /// Binds the parameters. Every plan parameter must be present with its
   /// exact shape and dtype F32; tensors the plan does not name are an error
@@ -88,7 +91,7 @@ public:
 private:
   Executor() = default;
 
-  Plan plan;
+  exec::Plan plan;
   MappedMemory arena;
   /// Scratch memory the steps share (linear mixing's intermediate product).
   MappedMemory scratch;
@@ -99,7 +102,7 @@ private:
   std::vector<io::HostTensor> paramTensors;
   std::vector<io::HostTensor> stateTensors;
   /// Data pointer per value id, then the null and scratch entries
-  /// (KernelRegistry.h).
+  /// (runtime/exec/SlotLayout.h).
   std::vector<void *> pointers;
   std::vector<StepFunction> steps;
   /// Number of leading steps runForward() runs.
@@ -111,6 +114,6 @@ private:
   bool inputsBound = false;
 };
 
-} // namespace mixer::exec
+} // namespace mixer::cpu
 
-#endif // MIXER_RUNTIME_EXEC_EXECUTOR_H
+#endif // MIXER_RUNTIME_CPU_EXECUTOR_H

@@ -1,0 +1,40 @@
+//===- KernelTable.h - Plan steps bound to CPU kernels ----------*- C++ -*-===//
+//
+// The CPU backend's kernel table: one factory per kernel of
+// runtime/support/Kernels.def. A factory checks the step's operand and
+// result dtypes and shapes and its attributes once, at load (through
+// runtime/exec/StepContext.h), constructs the kernel's state (FFT plans),
+// reserves its scratch, and returns a callable that only reads value pointers
+// and calls the kernel. The factories live in one file per kernel family
+// (KernelTable<Family>.cpp), beside the kernels they bind.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MIXER_RUNTIME_CPU_KERNELTABLE_H
+#define MIXER_RUNTIME_CPU_KERNELTABLE_H
+
+#include "runtime/exec/Plan.h"
+#include "runtime/exec/SlotLayout.h"
+#include "runtime/support/Status.h"
+
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+namespace mixer::cpu {
+
+/// A step bound to its shapes and attributes.
+using StepFunction = std::function<void(exec::ValuePointers)>;
+
+/// Checks step `index` of `plan` against its kernel and returns the callable.
+/// Raises `scratchBytes` to the scratch the step needs.
+Expected<StepFunction> prepareStep(const exec::Plan &plan, size_t index,
+                                   int64_t &scratchBytes);
+
+/// The plan kernels the table implements, in table order
+/// (CpuKernelTableTest checks that this is each kernel of Kernels.def once).
+std::vector<Kernel> cpuKernels();
+
+} // namespace mixer::cpu
+
+#endif // MIXER_RUNTIME_CPU_KERNELTABLE_H
