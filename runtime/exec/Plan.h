@@ -6,8 +6,10 @@
 // executor relies on once, at load, so that running a plan needs no further
 // checks: value references in range, storage consistent with the parameter
 // and input tables, arena slices inside the arena, known kernels with the
-// operands, results and typed attributes of runtime/support/Kernels.def.
-// Every message names the artifact and the offending place.
+// operands, results and typed attributes of runtime/support/Kernels.def,
+// every arena byte a step reads written before through the same buffer, and
+// the header consistent with the steps. Every message names the artifact and
+// the offending place.
 //
 //===----------------------------------------------------------------------===//
 
