@@ -50,11 +50,15 @@ private:
   /// time (memory quadratic in the number of arguments).
   Value addArgument(Type type, const std::string &name,
                     ArrayRef<NamedAttribute> attrs);
-  /// Adds a model input argument named `name`.
-  Value addInput(Type type, const char *name) {
-    return addArgument(
-        type, name,
-        {builder.getNamedAttr("mixer.input", builder.getStringAttr(name))});
+  /// Adds a model input argument named `name`; an optional one defaults to
+  /// zeros when an input file lacks it.
+  Value addInput(Type type, const char *name, bool optional = false) {
+    SmallVector<NamedAttribute, 2> attrs = {
+        builder.getNamedAttr("mixer.input", builder.getStringAttr(name))};
+    if (optional)
+      attrs.push_back(
+          builder.getNamedAttr("mixer.optional", builder.getUnitAttr()));
+    return addArgument(type, name, attrs);
   }
   /// Adds a parameter argument named `name`.
   Value param(const std::string &name, ArrayRef<int64_t> shape, Init init);
@@ -543,7 +547,7 @@ OwningOpRef<ModuleOp> ModelEmitter::emit() {
   builder.setInsertionPointToStart(body);
   auto ids = RankedTensorType::get({batch, seq}, builder.getI32Type());
   inputIds = addInput(ids, "input_ids");
-  typeIds = addInput(ids, "type_ids");
+  typeIds = addInput(ids, "type_ids", /*optional=*/true);
   if (options.training && (options.trainingStep || options.noise)) {
     auto scalar = RankedTensorType::get({}, builder.getI32Type());
     seed = addInput(scalar, "seed");
@@ -623,6 +627,18 @@ OwningOpRef<ModuleOp> ModelEmitter::emit() {
   func->setAttr("mixer.model", builder.getStringAttr(config.name));
   func->setAttr("mixer.pad_id", builder.getI64IntegerAttr(emb.padId));
   func->setAttr("mixer.vocab_size", builder.getI64IntegerAttr(emb.vocabSize));
+  func->setAttr("mixer.batch", builder.getI64IntegerAttr(batch));
+  func->setAttr("mixer.seq", builder.getI64IntegerAttr(seq));
+  func->setAttr(
+      "mixer.heads",
+      builder.getDictionaryAttr(
+          {builder.getNamedAttr("masked_lm", builder.getBoolAttr(heads.mlm)),
+           builder.getNamedAttr("next_sentence",
+                                builder.getBoolAttr(heads.nsp)),
+           builder.getNamedAttr("causal_lm",
+                                builder.getBoolAttr(heads.causalLm)),
+           builder.getNamedAttr("classes",
+                                builder.getI64IntegerAttr(classes))}));
   if (options.training && options.trainingStep) {
     const TrainingConfig &t = config.training;
     auto f64 = [&](const char *name, double value) {

@@ -4,6 +4,7 @@
 #include "dialects/mixrt/MixrtDialect.h"
 
 #include "mixer/Version.h"
+#include "runtime/support/PlanFormat.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 
@@ -14,9 +15,6 @@ using json = nlohmann::json;
 
 namespace mixer {
 namespace {
-
-/// The plan's format version; the runtime refuses any other.
-constexpr int kPlanFormatVersion = 1;
 
 std::string dtypeName(Type element) {
   if (element.isF32())
@@ -120,8 +118,7 @@ FailureOr<json> PlanWriter::write(const PlanInfo &info) {
     } else if (auto input =
                    func.getArgAttrOfType<StringAttr>(index, "mixer.input")) {
       entry["name"] = input.str();
-      // Token-type ids default to zeros when an input file omits them.
-      entry["optional"] = input.getValue() == "type_ids";
+      entry["optional"] = func.getArgAttr(index, "mixer.optional") != nullptr;
       argumentStorage[index] = {"input", inputs.size()};
       inputs.push_back(entry);
     } else {
@@ -130,6 +127,19 @@ FailureOr<json> PlanWriter::write(const PlanInfo &info) {
                                  "nor an input";
     }
   }
+
+  // The forward pass ends with the last step that writes a result of the
+  // function; the gradient and optimizer steps follow it.
+  auto ret = cast<func::ReturnOp>(func.getBody().front().getTerminator());
+  auto storageOf = [](Value value) {
+    while (auto view = value.getDefiningOp<rt::ViewOp>())
+      value = view.getSource();
+    return value;
+  };
+  DenseSet<Value> resultStorage;
+  for (Value value : ret.getOperands())
+    resultStorage.insert(storageOf(value));
+  int64_t forwardSteps = 0;
 
   json steps = json::array();
   for (Operation &op : func.getBody().front()) {
@@ -148,6 +158,8 @@ FailureOr<json> PlanWriter::write(const PlanInfo &info) {
       if (failed(id))
         return failure();
       results.push_back(*id);
+      if (resultStorage.contains(storageOf(result)))
+        forwardSteps = steps.size() + 1;
     }
     json attrs = json::object();
     for (NamedAttribute attr : kernel.getParams())
@@ -159,7 +171,6 @@ FailureOr<json> PlanWriter::write(const PlanInfo &info) {
   }
 
   auto names = func->getAttrOfType<ArrayAttr>("mixer.outputs");
-  auto ret = cast<func::ReturnOp>(func.getBody().front().getTerminator());
   if (!names || names.size() != ret.getNumOperands())
     return func.emitError("mixer.outputs must name every result");
   json outputs = json::array();
@@ -176,22 +187,23 @@ FailureOr<json> PlanWriter::write(const PlanInfo &info) {
   };
   auto flops = func->getAttrOfType<FloatAttr>("mixrt.flops");
   auto model = func->getAttrOfType<StringAttr>("mixer.model");
-  // The token ids are [batch, seq].
-  json ids;
-  for (const json &input : inputs)
-    if (input["name"] == "input_ids" && input["shape"].size() == 2)
-      ids = input["shape"];
+  json heads = json::object();
+  if (auto dict = func->getAttrOfType<DictionaryAttr>("mixer.heads"))
+    for (NamedAttribute attr : dict)
+      heads[attr.getName().str()] = attributeJson(attr.getValue());
   json plan = {{"format_version", kPlanFormatVersion},
                {"compiler_version", kVersion},
                {"model", model ? model.str() : std::string()},
                {"target", info.target},
                {"precision", info.precision},
                {"mode", info.mode},
-               {"batch", ids.is_array() ? ids[0] : json(0)},
-               {"seq", ids.is_array() ? ids[1] : json(0)},
+               {"batch", intAttr("mixer.batch")},
+               {"seq", intAttr("mixer.seq")},
                {"pad_id", intAttr("mixer.pad_id")},
                {"vocab_size", intAttr("mixer.vocab_size")},
                {"arena_bytes", intAttr("mixrt.arena_bytes")},
+               {"forward_steps", forwardSteps},
+               {"heads", heads},
                {"flops", flops ? flops.getValueAsDouble() : 0.0},
                {"params", params},
                {"inputs", inputs},

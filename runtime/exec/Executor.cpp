@@ -70,7 +70,7 @@ Expected<Executor> Executor::create(const Plan &plan) {
                          std::to_string(scratchBytes) +
                          " bytes of kernel scratch");
   executor.pointers[scratchSlot(plan)] = executor.scratch.get();
-  executor.forwardSteps = lastOutputWriter(plan) + 1;
+  executor.forwardSteps = plan.forwardSteps;
   return executor;
 }
 

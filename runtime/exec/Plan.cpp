@@ -111,6 +111,7 @@ private:
                       int64_t &numel, int64_t &bytes);
 
   bool parseHeader(const json &root);
+  bool parseHeads(const json &root);
   /// Reads a table of named f32 tensors with an init ("params", "state").
   bool parseTensorTable(const json &array, const char *table,
                         std::vector<ParamInfo> &out);
@@ -258,7 +259,7 @@ bool PlanParser::parseHeader(const json &root) {
                         ") is not supported: this runtime reads plan format "
                         "version " +
                         std::to_string(kPlanFormatVersion) +
-                        "; recompile the model with a matching mixc");
+                        "; recompile it with mixc");
   if (!readString(root, "compiler_version", "", plan.compilerVersion) ||
       !readString(root, "model", "", plan.model) ||
       !readString(root, "target", "", plan.target) ||
@@ -268,7 +269,8 @@ bool PlanParser::parseHeader(const json &root) {
       !readInt(root, "pad_id", "", plan.padId) ||
       !readInt(root, "vocab_size", "", plan.vocabSize) ||
       !readInt(root, "arena_bytes", "", plan.arenaBytes) ||
-      !readNumber(root, "flops", "", plan.flops))
+      !readInt(root, "forward_steps", "", plan.forwardSteps) ||
+      !readNumber(root, "flops", "", plan.flops) || !parseHeads(root))
     return false;
   if (plan.target != "cpu" && plan.target != "cuda")
     return fail("", "the plan targets '" + plan.target +
@@ -286,6 +288,34 @@ bool PlanParser::parseHeader(const json &root) {
       plan.arenaBytes < 0 || plan.flops < 0)
     return fail("", "batch, seq, vocab_size, arena_bytes and flops must not "
                     "be negative");
+  return true;
+}
+
+bool PlanParser::parseHeads(const json &root) {
+  const json *heads;
+  if (!readObject(root, "heads", "", heads))
+    return false;
+  HeadsInfo &info = plan.heads;
+  for (auto it = heads->begin(); it != heads->end(); ++it) {
+    const std::string &key = it.key();
+    bool *flag = key == "masked_lm"       ? &info.maskedLm
+                 : key == "next_sentence" ? &info.nextSentence
+                 : key == "causal_lm"     ? &info.causalLm
+                                          : nullptr;
+    if (flag) {
+      if (!it->is_boolean())
+        return fail("heads",
+                    "'" + key + "' must be a boolean, not " + it->dump());
+      *flag = it->get<bool>();
+    } else if (key == "classes") {
+      if (!it->is_number_integer() || tooLarge(*it) || it->get<int64_t>() < 0)
+        return fail("heads", "'classes' must be a non-negative integer, not " +
+                                 it->dump());
+      info.classes = it->get<int64_t>();
+    } else {
+      return fail("heads", "unknown key '" + key + "'");
+    }
+  }
   return true;
 }
 
@@ -636,6 +666,11 @@ bool PlanParser::checkHeaderAgainstPlan() {
     return fail("", "pad_id " + std::to_string(plan.padId) +
                         " is outside the vocabulary [0, " +
                         std::to_string(plan.vocabSize) + ")");
+  if (plan.forwardSteps < 0 ||
+      plan.forwardSteps > static_cast<int64_t>(plan.steps.size()))
+    return fail("", "forward_steps " + std::to_string(plan.forwardSteps) +
+                        " is outside [0, " + std::to_string(plan.steps.size()) +
+                        "], the steps of the plan");
   std::vector<int64_t> tokens = {plan.batch, plan.seq};
   for (size_t i = 0; i < plan.steps.size(); ++i) {
     const Step &step = plan.steps[i];

@@ -76,14 +76,56 @@ TEST(PlanTest, ParsesEveryTable) {
 
 TEST(PlanTest, FormatVersionMismatchNamesBothVersionsAndCompiler) {
   json plan = embedNormDensePlan();
-  plan["format_version"] = 2;
+  plan["format_version"] = 3;
   plan["compiler_version"] = "0.7.3";
   // A future format may change anything else; the version error comes first.
   plan.erase("steps");
   EXPECT_EQ(parseError(plan),
-            "tiny.mxa: plan format version 2 (written by compiler version "
+            "tiny.mxa: plan format version 3 (written by compiler version "
             "0.7.3) is not supported: this runtime reads plan format version "
-            "1; recompile the model with a matching mixc");
+            "2; recompile it with mixc");
+
+  // Version 1 plans lack forward_steps and heads.
+  plan = embedNormDensePlan();
+  plan["format_version"] = 1;
+  plan.erase("forward_steps");
+  plan.erase("heads");
+  EXPECT_EQ(parseError(plan),
+            "tiny.mxa: plan format version 1 (written by compiler version "
+            "0.1.0) is not supported: this runtime reads plan format version "
+            "2; recompile it with mixc");
+}
+
+TEST(PlanTest, ReadsTheHeadsAndTheForwardSteps) {
+  json plan = embedNormDensePlan();
+  plan["heads"] = {{"masked_lm", true},
+                   {"next_sentence", true},
+                   {"causal_lm", false},
+                   {"classes", 2}};
+  Expected<Plan> parsed = Plan::parse(plan.dump(), "tiny.mxa");
+  ASSERT_TRUE(parsed.ok()) << parsed.message();
+  EXPECT_TRUE(parsed->heads.maskedLm);
+  EXPECT_TRUE(parsed->heads.nextSentence);
+  EXPECT_FALSE(parsed->heads.causalLm);
+  EXPECT_EQ(parsed->heads.classes, 2);
+  EXPECT_EQ(parsed->forwardSteps, 3);
+
+  plan["heads"]["classes"] = -1;
+  EXPECT_EQ(parseError(plan), "tiny.mxa: heads: 'classes' must be a "
+                              "non-negative integer, not -1");
+  plan["heads"]["classes"] = 2;
+  plan["heads"]["causal_lm"] = 1;
+  EXPECT_EQ(parseError(plan),
+            "tiny.mxa: heads: 'causal_lm' must be a boolean, not 1");
+  plan["heads"] = {{"pooler", true}};
+  EXPECT_EQ(parseError(plan), "tiny.mxa: heads: unknown key 'pooler'");
+
+  plan = embedNormDensePlan();
+  plan["forward_steps"] = 4;
+  EXPECT_EQ(parseError(plan), "tiny.mxa: forward_steps 4 is outside [0, 3], "
+                              "the steps of the plan");
+  plan.erase("forward_steps");
+  EXPECT_EQ(parseError(plan), "tiny.mxa: missing 'forward_steps'");
 }
 
 TEST(PlanTest, LoadNamesTheArtifactInVersionErrors) {
@@ -263,6 +305,7 @@ TEST(PlanTest, RejectsReadsOfBuffersNoEarlierStepWrote) {
   // Without the embed step, layer_norm reads an arena buffer nothing wrote.
   json plan = embedNormDensePlan();
   plan["steps"].erase(0);
+  plan["forward_steps"] = 2;
   EXPECT_EQ(parseError(plan),
             "tiny.mxa: steps[0] (layer_norm): operand 0 reads value 9 [2, 3, "
             "4] F32 at arena offset 0, which no earlier step wrote");
@@ -285,6 +328,7 @@ TEST(PlanTest, RejectsReadsOfBuffersNoEarlierStepWrote) {
   // An output nothing wrote.
   plan = embedNormDensePlan();
   plan["steps"].erase(2);
+  plan["forward_steps"] = 2;
   EXPECT_EQ(parseError(plan),
             "tiny.mxa: outputs[0] 'y': the output reads value 11 [2, 3, 3] "
             "F32 at arena offset 256, which no earlier step wrote");
