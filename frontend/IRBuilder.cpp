@@ -53,11 +53,11 @@ private:
   /// Adds a model input argument named `name`; an optional one defaults to
   /// zeros when an input file lacks it.
   Value addInput(Type type, const char *name, bool optional = false) {
-    SmallVector<NamedAttribute, 2> attrs = {
-        builder.getNamedAttr("mixer.input", builder.getStringAttr(name))};
+    SmallVector<NamedAttribute, 2> attrs = {builder.getNamedAttr(
+        mixer::graph::kInputAttr, builder.getStringAttr(name))};
     if (optional)
-      attrs.push_back(
-          builder.getNamedAttr("mixer.optional", builder.getUnitAttr()));
+      attrs.push_back(builder.getNamedAttr(mixer::graph::kOptionalAttr,
+                                           builder.getUnitAttr()));
     return addArgument(type, name, attrs);
   }
   /// Adds a parameter argument named `name`.
@@ -139,8 +139,9 @@ Value ModelEmitter::param(const std::string &name, ArrayRef<int64_t> shape,
         builder.getNamedAttr("stddev", builder.getF64FloatAttr(init.stddev)));
   return addArgument(
       f32(shape), name,
-      {builder.getNamedAttr("mixer.param", builder.getStringAttr(name)),
-       builder.getNamedAttr("mixer.init",
+      {builder.getNamedAttr(mixer::graph::kParamAttr,
+                            builder.getStringAttr(name)),
+       builder.getNamedAttr(mixer::graph::kInitAttr,
                             builder.getDictionaryAttr(initAttrs))});
 }
 
@@ -623,14 +624,15 @@ OwningOpRef<ModuleOp> ModelEmitter::emit() {
   func.setType(builder.getFunctionType(body->getArgumentTypes(),
                                        ValueRange(results).getTypes()));
   func.setAllArgAttrs(argumentAttrs);
-  func->setAttr("mixer.outputs", builder.getArrayAttr(names));
-  func->setAttr("mixer.model", builder.getStringAttr(config.name));
-  func->setAttr("mixer.pad_id", builder.getI64IntegerAttr(emb.padId));
-  func->setAttr("mixer.vocab_size", builder.getI64IntegerAttr(emb.vocabSize));
-  func->setAttr("mixer.batch", builder.getI64IntegerAttr(batch));
-  func->setAttr("mixer.seq", builder.getI64IntegerAttr(seq));
+  func->setAttr(mixer::graph::kOutputsAttr, builder.getArrayAttr(names));
+  func->setAttr(mixer::graph::kModelAttr, builder.getStringAttr(config.name));
+  func->setAttr(mixer::graph::kPadIdAttr, builder.getI64IntegerAttr(emb.padId));
+  func->setAttr(mixer::graph::kVocabSizeAttr,
+                builder.getI64IntegerAttr(emb.vocabSize));
+  func->setAttr(mixer::graph::kBatchAttr, builder.getI64IntegerAttr(batch));
+  func->setAttr(mixer::graph::kSeqAttr, builder.getI64IntegerAttr(seq));
   func->setAttr(
-      "mixer.heads",
+      mixer::graph::kHeadsAttr,
       builder.getDictionaryAttr(
           {builder.getNamedAttr("masked_lm", builder.getBoolAttr(heads.mlm)),
            builder.getNamedAttr("next_sentence",
@@ -648,7 +650,7 @@ OwningOpRef<ModuleOp> ModelEmitter::emit() {
       return builder.getNamedAttr(name, builder.getI64IntegerAttr(value));
     };
     func->setAttr(
-        "mixer.training",
+        mixer::graph::kTrainingAttr,
         builder.getDictionaryAttr(
             {f64("learning_rate", t.learningRate),
              i64("warmup_steps", t.warmupSteps),

@@ -108,7 +108,8 @@ struct PlanMemoryPass : mixer::impl::MixrtPlanMemoryBase<PlanMemoryPass> {
       for (Interval &interval : intervals)
         interval.alloc.setOffsetAttr(
             builder.getI64IntegerAttr(interval.offset));
-      func->setAttr("mixrt.arena_bytes", builder.getI64IntegerAttr(peak));
+      func->setAttr(mixer::rt::kArenaBytesAttr,
+                    builder.getI64IntegerAttr(peak));
     }
   }
 };

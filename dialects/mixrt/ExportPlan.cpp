@@ -1,6 +1,7 @@
 //===- ExportPlan.cpp - planned mixrt module to an execution plan ---------===//
 
 #include "dialects/mixrt/ExportPlan.h"
+#include "dialects/mixer/MixerDialect.h"
 #include "dialects/mixrt/MixrtDialect.h"
 
 #include "mixer/Version.h"
@@ -102,23 +103,25 @@ FailureOr<json> PlanWriter::write(const PlanInfo &info) {
     auto addTensor = [&](StringAttr name, const char *storage, json &table) {
       entry["name"] = name.str();
       json init = json::object();
-      if (auto dict =
-              func.getArgAttrOfType<DictionaryAttr>(index, "mixer.init"))
+      if (auto dict = func.getArgAttrOfType<DictionaryAttr>(
+              index, mixer::graph::kInitAttr))
         for (NamedAttribute attr : dict)
           init[attr.getName().str()] = attributeJson(attr.getValue());
       entry["init"] = init;
       argumentStorage[index] = {storage, table.size()};
       table.push_back(entry);
     };
-    if (auto name = func.getArgAttrOfType<StringAttr>(index, "mixer.param")) {
+    if (auto name = func.getArgAttrOfType<StringAttr>(
+            index, mixer::graph::kParamAttr)) {
       addTensor(name, "param", params);
-    } else if (auto name =
-                   func.getArgAttrOfType<StringAttr>(index, "mixer.state")) {
+    } else if (auto name = func.getArgAttrOfType<StringAttr>(
+                   index, mixer::graph::kStateAttr)) {
       addTensor(name, "state", state);
-    } else if (auto input =
-                   func.getArgAttrOfType<StringAttr>(index, "mixer.input")) {
+    } else if (auto input = func.getArgAttrOfType<StringAttr>(
+                   index, mixer::graph::kInputAttr)) {
       entry["name"] = input.str();
-      entry["optional"] = func.getArgAttr(index, "mixer.optional") != nullptr;
+      entry["optional"] =
+          func.getArgAttr(index, mixer::graph::kOptionalAttr) != nullptr;
       argumentStorage[index] = {"input", inputs.size()};
       inputs.push_back(entry);
     } else {
@@ -170,7 +173,7 @@ FailureOr<json> PlanWriter::write(const PlanInfo &info) {
                      {"attrs", attrs}});
   }
 
-  auto names = func->getAttrOfType<ArrayAttr>("mixer.outputs");
+  auto names = func->getAttrOfType<ArrayAttr>(mixer::graph::kOutputsAttr);
   if (!names || names.size() != ret.getNumOperands())
     return func.emitError("mixer.outputs must name every result");
   json outputs = json::array();
@@ -185,10 +188,10 @@ FailureOr<json> PlanWriter::write(const PlanInfo &info) {
     auto attr = func->getAttrOfType<IntegerAttr>(name);
     return attr ? attr.getInt() : 0;
   };
-  auto flops = func->getAttrOfType<FloatAttr>("mixrt.flops");
-  auto model = func->getAttrOfType<StringAttr>("mixer.model");
+  auto flops = func->getAttrOfType<FloatAttr>(mixer::rt::kFlopsAttr);
+  auto model = func->getAttrOfType<StringAttr>(mixer::graph::kModelAttr);
   json heads = json::object();
-  if (auto dict = func->getAttrOfType<DictionaryAttr>("mixer.heads"))
+  if (auto dict = func->getAttrOfType<DictionaryAttr>(mixer::graph::kHeadsAttr))
     for (NamedAttribute attr : dict)
       heads[attr.getName().str()] = attributeJson(attr.getValue());
   json plan = {{"format_version", kPlanFormatVersion},
@@ -197,11 +200,11 @@ FailureOr<json> PlanWriter::write(const PlanInfo &info) {
                {"target", info.target},
                {"precision", info.precision},
                {"mode", info.mode},
-               {"batch", intAttr("mixer.batch")},
-               {"seq", intAttr("mixer.seq")},
-               {"pad_id", intAttr("mixer.pad_id")},
-               {"vocab_size", intAttr("mixer.vocab_size")},
-               {"arena_bytes", intAttr("mixrt.arena_bytes")},
+               {"batch", intAttr(mixer::graph::kBatchAttr)},
+               {"seq", intAttr(mixer::graph::kSeqAttr)},
+               {"pad_id", intAttr(mixer::graph::kPadIdAttr)},
+               {"vocab_size", intAttr(mixer::graph::kVocabSizeAttr)},
+               {"arena_bytes", intAttr(mixer::rt::kArenaBytesAttr)},
                {"forward_steps", forwardSteps},
                {"heads", heads},
                {"flops", flops ? flops.getValueAsDouble() : 0.0},
@@ -211,7 +214,8 @@ FailureOr<json> PlanWriter::write(const PlanInfo &info) {
                {"values", values},
                {"steps", steps}};
   // A training step: the optimizer's schedule and state.
-  if (auto training = func->getAttrOfType<DictionaryAttr>("mixer.training")) {
+  if (auto training =
+          func->getAttrOfType<DictionaryAttr>(mixer::graph::kTrainingAttr)) {
     json settings = json::object();
     for (NamedAttribute attr : training)
       settings[attr.getName().str()] = attributeJson(attr.getValue());

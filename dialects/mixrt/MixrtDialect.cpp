@@ -144,3 +144,19 @@ LogicalResult KernelOp::verify() {
 
 #define GET_OP_CLASSES
 #include "dialects/mixrt/MixrtOps.cpp.inc"
+
+LogicalResult MixrtDialect::verifyOperationAttribute(Operation *op,
+                                                     NamedAttribute attr) {
+  StringRef name = attr.getName().getValue();
+  if (name == kFlopsAttr) {
+    if (!isa<FloatAttr>(attr.getValue()))
+      return op->emitError() << "'" << name << "' must be a float";
+    return success();
+  }
+  if (name == kArenaBytesAttr) {
+    if (!isa<IntegerAttr>(attr.getValue()))
+      return op->emitError() << "'" << name << "' must be an integer";
+    return success();
+  }
+  return success();
+}
