@@ -50,11 +50,15 @@ private:
   /// time (memory quadratic in the number of arguments).
   Value addArgument(Type type, const std::string &name,
                     ArrayRef<NamedAttribute> attrs);
-  /// Adds a model input argument named `name`.
-  Value addInput(Type type, const char *name) {
-    return addArgument(
-        type, name,
-        {builder.getNamedAttr("mixer.input", builder.getStringAttr(name))});
+  /// Adds a model input argument named `name`; an optional one defaults to
+  /// zeros when an input file lacks it.
+  Value addInput(Type type, const char *name, bool optional = false) {
+    SmallVector<NamedAttribute, 2> attrs = {builder.getNamedAttr(
+        mixer::graph::kInputAttr, builder.getStringAttr(name))};
+    if (optional)
+      attrs.push_back(builder.getNamedAttr(mixer::graph::kOptionalAttr,
+                                           builder.getUnitAttr()));
+    return addArgument(type, name, attrs);
   }
   /// Adds a parameter argument named `name`.
   Value param(const std::string &name, ArrayRef<int64_t> shape, Init init);
@@ -135,8 +139,9 @@ Value ModelEmitter::param(const std::string &name, ArrayRef<int64_t> shape,
         builder.getNamedAttr("stddev", builder.getF64FloatAttr(init.stddev)));
   return addArgument(
       f32(shape), name,
-      {builder.getNamedAttr("mixer.param", builder.getStringAttr(name)),
-       builder.getNamedAttr("mixer.init",
+      {builder.getNamedAttr(mixer::graph::kParamAttr,
+                            builder.getStringAttr(name)),
+       builder.getNamedAttr(mixer::graph::kInitAttr,
                             builder.getDictionaryAttr(initAttrs))});
 }
 
@@ -543,7 +548,7 @@ OwningOpRef<ModuleOp> ModelEmitter::emit() {
   builder.setInsertionPointToStart(body);
   auto ids = RankedTensorType::get({batch, seq}, builder.getI32Type());
   inputIds = addInput(ids, "input_ids");
-  typeIds = addInput(ids, "type_ids");
+  typeIds = addInput(ids, "type_ids", /*optional=*/true);
   if (options.training && (options.trainingStep || options.noise)) {
     auto scalar = RankedTensorType::get({}, builder.getI32Type());
     seed = addInput(scalar, "seed");
@@ -619,10 +624,23 @@ OwningOpRef<ModuleOp> ModelEmitter::emit() {
   func.setType(builder.getFunctionType(body->getArgumentTypes(),
                                        ValueRange(results).getTypes()));
   func.setAllArgAttrs(argumentAttrs);
-  func->setAttr("mixer.outputs", builder.getArrayAttr(names));
-  func->setAttr("mixer.model", builder.getStringAttr(config.name));
-  func->setAttr("mixer.pad_id", builder.getI64IntegerAttr(emb.padId));
-  func->setAttr("mixer.vocab_size", builder.getI64IntegerAttr(emb.vocabSize));
+  func->setAttr(mixer::graph::kOutputsAttr, builder.getArrayAttr(names));
+  func->setAttr(mixer::graph::kModelAttr, builder.getStringAttr(config.name));
+  func->setAttr(mixer::graph::kPadIdAttr, builder.getI64IntegerAttr(emb.padId));
+  func->setAttr(mixer::graph::kVocabSizeAttr,
+                builder.getI64IntegerAttr(emb.vocabSize));
+  func->setAttr(mixer::graph::kBatchAttr, builder.getI64IntegerAttr(batch));
+  func->setAttr(mixer::graph::kSeqAttr, builder.getI64IntegerAttr(seq));
+  func->setAttr(
+      mixer::graph::kHeadsAttr,
+      builder.getDictionaryAttr(
+          {builder.getNamedAttr("masked_lm", builder.getBoolAttr(heads.mlm)),
+           builder.getNamedAttr("next_sentence",
+                                builder.getBoolAttr(heads.nsp)),
+           builder.getNamedAttr("causal_lm",
+                                builder.getBoolAttr(heads.causalLm)),
+           builder.getNamedAttr("classes",
+                                builder.getI64IntegerAttr(classes))}));
   if (options.training && options.trainingStep) {
     const TrainingConfig &t = config.training;
     auto f64 = [&](const char *name, double value) {
@@ -632,7 +650,7 @@ OwningOpRef<ModuleOp> ModelEmitter::emit() {
       return builder.getNamedAttr(name, builder.getI64IntegerAttr(value));
     };
     func->setAttr(
-        "mixer.training",
+        mixer::graph::kTrainingAttr,
         builder.getDictionaryAttr(
             {f64("learning_rate", t.learningRate),
              i64("warmup_steps", t.warmupSteps),

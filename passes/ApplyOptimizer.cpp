@@ -97,8 +97,8 @@ BlockArgument OptimizerBuilder::addArgument(Type type, Location loc,
 
 FailureOr<Value> OptimizerBuilder::input(StringRef name, Type type) {
   for (BlockArgument arg : func.getArguments()) {
-    auto inputName =
-        func.getArgAttrOfType<StringAttr>(arg.getArgNumber(), "mixer.input");
+    auto inputName = func.getArgAttrOfType<StringAttr>(
+        arg.getArgNumber(), mixer::graph::kInputAttr);
     if (!inputName || inputName.getValue() != name)
       continue;
     if (arg.getType() != type)
@@ -106,9 +106,10 @@ FailureOr<Value> OptimizerBuilder::input(StringRef name, Type type) {
                               << type << ", not " << arg.getType();
     return Value(arg);
   }
-  return Value(addArgument(
-      type, func.getLoc(),
-      {builder.getNamedAttr("mixer.input", builder.getStringAttr(name))}));
+  return Value(
+      addArgument(type, func.getLoc(),
+                  {builder.getNamedAttr(mixer::graph::kInputAttr,
+                                        builder.getStringAttr(name))}));
 }
 
 void OptimizerBuilder::addState(MutableArrayRef<Parameter> params,
@@ -121,8 +122,9 @@ void OptimizerBuilder::addState(MutableArrayRef<Parameter> params,
   auto add = [&](Type type, StringRef name) {
     types.push_back(type);
     attrs.push_back(builder.getDictionaryAttr(
-        {builder.getNamedAttr("mixer.state", builder.getStringAttr(name)),
-         builder.getNamedAttr("mixer.init", zeros)}));
+        {builder.getNamedAttr(mixer::graph::kStateAttr,
+                              builder.getStringAttr(name)),
+         builder.getNamedAttr(mixer::graph::kInitAttr, zeros)}));
     locs.push_back(NameLoc::get(builder.getStringAttr(name)));
   };
   for (const Parameter &param : params) {
@@ -144,7 +146,8 @@ void OptimizerBuilder::addState(MutableArrayRef<Parameter> params,
 }
 
 LogicalResult OptimizerBuilder::run() {
-  auto settings = func->getAttrOfType<DictionaryAttr>("mixer.training");
+  auto settings =
+      func->getAttrOfType<DictionaryAttr>(mixer::graph::kTrainingAttr);
   if (!settings)
     return func.emitError("no optimizer settings (mixer.training) to apply");
   FailureOr<FloatAttr> b1 = setting(settings, "b1"),
@@ -159,7 +162,7 @@ LogicalResult OptimizerBuilder::run() {
   bool accumulate = *micro > 1;
 
   // Outputs stay, gradients feed the updates.
-  auto names = func->getAttrOfType<ArrayAttr>("mixer.outputs");
+  auto names = func->getAttrOfType<ArrayAttr>(mixer::graph::kOutputsAttr);
   auto ret = cast<func::ReturnOp>(func.getBody().front().getTerminator());
   if (!names || names.size() != ret.getNumOperands())
     return func.emitError("mixer.outputs must name every result");
@@ -177,8 +180,8 @@ LogicalResult OptimizerBuilder::run() {
   }
   SmallVector<Parameter> params;
   for (BlockArgument arg : func.getArguments()) {
-    auto name =
-        func.getArgAttrOfType<StringAttr>(arg.getArgNumber(), "mixer.param");
+    auto name = func.getArgAttrOfType<StringAttr>(arg.getArgNumber(),
+                                                  mixer::graph::kParamAttr);
     if (!name)
       continue;
     Value grad = gradients.lookup(name.getValue());
@@ -209,8 +212,8 @@ LogicalResult OptimizerBuilder::run() {
                                           builder.getDictionaryAttr({}));
   auto update = [&](Value value, StringRef name) {
     results.push_back(value);
-    resultAttrs.push_back(builder.getDictionaryAttr(
-        builder.getNamedAttr("mixer.update", builder.getStringAttr(name))));
+    resultAttrs.push_back(builder.getDictionaryAttr(builder.getNamedAttr(
+        mixer::graph::kUpdateAttr, builder.getStringAttr(name))));
   };
   // The gradient of the update: this micro-batch's, or the mean over the
   // update's micro-batches, which clipping then measures.
@@ -246,7 +249,7 @@ LogicalResult OptimizerBuilder::run() {
   func.setType(builder.getFunctionType(func.getArgumentTypes(),
                                        ValueRange(results).getTypes()));
   func.setAllResultAttrs(resultAttrs);
-  func->setAttr("mixer.outputs", builder.getArrayAttr(outputNames));
+  func->setAttr(mixer::graph::kOutputsAttr, builder.getArrayAttr(outputNames));
   return success();
 }
 

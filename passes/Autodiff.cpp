@@ -43,7 +43,7 @@ int64_t outputIndex(ArrayAttr names, StringRef name) {
 }
 
 LogicalResult differentiate(func::FuncOp func) {
-  auto names = func->getAttrOfType<ArrayAttr>("mixer.outputs");
+  auto names = func->getAttrOfType<ArrayAttr>(mixer::graph::kOutputsAttr);
   int64_t lossIndex = names ? outputIndex(names, "loss") : -1;
   if (lossIndex < 0)
     return func.emitError("no output named 'loss' to differentiate");
@@ -85,8 +85,8 @@ LogicalResult differentiate(func::FuncOp func) {
   SmallVector<Value> results(ret.getOperands());
   SmallVector<Attribute> outputNames(names.begin(), names.end());
   for (BlockArgument arg : func.getArguments()) {
-    auto param =
-        func.getArgAttrOfType<StringAttr>(arg.getArgNumber(), "mixer.param");
+    auto param = func.getArgAttrOfType<StringAttr>(arg.getArgNumber(),
+                                                   mixer::graph::kParamAttr);
     if (!param)
       continue;
     Value grad = grads.lookup(arg);
@@ -100,7 +100,7 @@ LogicalResult differentiate(func::FuncOp func) {
   ret.erase();
   func.setType(builder.getFunctionType(func.getArgumentTypes(),
                                        ValueRange(results).getTypes()));
-  func->setAttr("mixer.outputs", builder.getArrayAttr(outputNames));
+  func->setAttr(mixer::graph::kOutputsAttr, builder.getArrayAttr(outputNames));
   return success();
 }
 

@@ -401,7 +401,8 @@ LogicalResult
 FunctionLowering::lowerResult(unsigned index, Value value,
                               SmallVectorImpl<Value> &results,
                               SmallVectorImpl<DictionaryAttr> &resultAttrs) {
-  auto updated = func.getResultAttrOfType<StringAttr>(index, "mixer.update");
+  auto updated =
+      func.getResultAttrOfType<StringAttr>(index, mixer::graph::kUpdateAttr);
   if (!updated) {
     results.push_back(lookup(value));
     DictionaryAttr attrs = func.getResultAttrDict(index);
@@ -414,7 +415,7 @@ FunctionLowering::lowerResult(unsigned index, Value value,
     return arg && func.getArgAttrOfType<StringAttr>(arg.getArgNumber(), kind) ==
                       updated;
   };
-  if (stored("mixer.param") || stored("mixer.state"))
+  if (stored(mixer::graph::kParamAttr) || stored(mixer::graph::kStateAttr))
     return success();
   return func.emitError() << "result " << index << " updates '"
                           << updated.getValue()
@@ -429,7 +430,7 @@ struct LowerToRuntimePass
       if (failed(lowering.run()))
         return signalPassFailure();
       func->setAttr(
-          "mixrt.flops",
+          mixer::rt::kFlopsAttr,
           FloatAttr::get(Float64Type::get(&getContext()), lowering.flops));
     }
   }

@@ -35,8 +35,6 @@ std::vector<StageExtension> &stageExtensions() {
   return extensions;
 }
 
-constexpr llvm::StringLiteral kStageAttr = "mixer.stage";
-constexpr llvm::StringLiteral kOptionsAttr = "mixer.pipeline_options";
 constexpr llvm::StringLiteral kPluginFlag = "load-pass-plugin";
 
 } // namespace
@@ -177,10 +175,10 @@ void mixer::recordPipelineStage(ModuleOp module, PipelineStage stage,
   // print() braces the options; the record keeps the form that
   // `--mixer-pipeline="..."` and parseFromString take.
   Builder builder(module.getContext());
-  module->setAttr(kStageAttr,
+  module->setAttr(mixer::graph::kStageAttr,
                   builder.getStringAttr(stringifyPipelineStage(stage)));
   module->setAttr(
-      kOptionsAttr,
+      mixer::graph::kPipelineOptionsAttr,
       builder.getStringAttr(StringRef(printed).drop_front().drop_back()));
 }
 
@@ -192,7 +190,7 @@ FailureOr<PipelineStage> mixer::detectPipelineStage(ModuleOp module) {
       graphOp = op;
     if (!runtimeOp && isa_and_nonnull<rt::MixrtDialect>(op->getDialect()))
       runtimeOp = op;
-    hasArena |= op->hasAttr("mixrt.arena_bytes");
+    hasArena |= op->hasAttr(mixer::rt::kArenaBytesAttr);
   });
   if (graphOp && runtimeOp)
     return graphOp->emitError()
@@ -202,30 +200,33 @@ FailureOr<PipelineStage> mixer::detectPipelineStage(ModuleOp module) {
   if (runtimeOp)
     return hasArena ? PipelineStage::Planned : PipelineStage::Runtime;
 
-  auto recorded = module->getAttrOfType<StringAttr>(kStageAttr);
+  auto recorded = module->getAttrOfType<StringAttr>(mixer::graph::kStageAttr);
   if (!recorded)
     return PipelineStage::Frontend;
   std::optional<PipelineStage> stage =
       symbolizePipelineStage(recorded.getValue());
   if (!stage)
-    return module.emitError() << kStageAttr << " names no pipeline stage: '"
-                              << recorded.getValue() << "'";
+    return module.emitError()
+           << mixer::graph::kStageAttr << " names no pipeline stage: '"
+           << recorded.getValue() << "'";
   if (*stage > PipelineStage::Selected)
-    return module.emitError() << kStageAttr << " is '" << recorded.getValue()
-                              << "' but the module holds no mixrt op";
+    return module.emitError()
+           << mixer::graph::kStageAttr << " is '" << recorded.getValue()
+           << "' but the module holds no mixrt op";
   return *stage;
 }
 
 FailureOr<std::unique_ptr<mixer::PipelineOptions>>
 mixer::recordedPipelineOptions(ModuleOp module) {
-  auto recorded = module->getAttrOfType<StringAttr>(kOptionsAttr);
+  auto recorded =
+      module->getAttrOfType<StringAttr>(mixer::graph::kPipelineOptionsAttr);
   if (!recorded)
     return std::unique_ptr<PipelineOptions>();
   auto options = std::make_unique<PipelineOptions>();
   std::string error;
   llvm::raw_string_ostream errorStream(error);
   if (failed(options->parseFromString(recorded.getValue(), errorStream)))
-    return module.emitError()
-           << kOptionsAttr << " does not parse: " << StringRef(error).trim();
+    return module.emitError() << mixer::graph::kPipelineOptionsAttr
+                              << " does not parse: " << StringRef(error).trim();
   return options;
 }

@@ -1,6 +1,7 @@
 //===- PlanMemory.cpp - liveness-based arena placement --------------------===//
 
 #include "passes/Passes.h"
+#include "runtime/support/PlanFormat.h"
 
 #include "mlir/IR/BuiltinOps.h"
 
@@ -17,10 +18,9 @@ using mixer::rt::ViewOp;
 
 namespace {
 
-constexpr int64_t kAlignment = 64;
-
 int64_t alignUp(int64_t bytes) {
-  return (bytes + kAlignment - 1) / kAlignment * kAlignment;
+  return (bytes + mixer::kArenaAlignment - 1) / mixer::kArenaAlignment *
+         mixer::kArenaAlignment;
 }
 
 /// One arena buffer: its byte size and the program positions it is live in.
@@ -108,7 +108,8 @@ struct PlanMemoryPass : mixer::impl::MixrtPlanMemoryBase<PlanMemoryPass> {
       for (Interval &interval : intervals)
         interval.alloc.setOffsetAttr(
             builder.getI64IntegerAttr(interval.offset));
-      func->setAttr("mixrt.arena_bytes", builder.getI64IntegerAttr(peak));
+      func->setAttr(mixer::rt::kArenaBytesAttr,
+                    builder.getI64IntegerAttr(peak));
     }
   }
 };

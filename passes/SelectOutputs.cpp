@@ -23,7 +23,8 @@ struct SelectOutputsPass
   void runOnOperation() override {
     auto func = getOperation().lookupSymbol<func::FuncOp>("forward");
     auto names =
-        func ? func->getAttrOfType<ArrayAttr>("mixer.outputs") : ArrayAttr();
+        func ? func->getAttrOfType<ArrayAttr>(mixer::graph::kOutputsAttr)
+             : ArrayAttr();
     if (!names) {
       getOperation().emitError("no @forward function with mixer.outputs");
       return signalPassFailure();
@@ -52,7 +53,7 @@ struct SelectOutputsPass
     ret.erase();
     func.setType(builder.getFunctionType(func.getArgumentTypes(),
                                          ValueRange(kept).getTypes()));
-    func->setAttr("mixer.outputs", builder.getArrayAttr(keptNames));
+    func->setAttr(mixer::graph::kOutputsAttr, builder.getArrayAttr(keptNames));
   }
 };
 

@@ -31,9 +31,9 @@ struct VerifyShapesPass : mixer::impl::MixerVerifyShapesBase<VerifyShapesPass> {
     bool failedAny = false;
     getOperation().walk([&](func::FuncOp func) {
       for (auto [index, arg] : llvm::enumerate(func.getArguments())) {
-        bool named = func.getArgAttr(index, "mixer.input") ||
-                     func.getArgAttr(index, "mixer.param") ||
-                     func.getArgAttr(index, "mixer.state");
+        bool named = func.getArgAttr(index, mixer::graph::kInputAttr) ||
+                     func.getArgAttr(index, mixer::graph::kParamAttr) ||
+                     func.getArgAttr(index, mixer::graph::kStateAttr);
         if (!named) {
           func.emitError() << "argument " << index
                            << " is neither a model input (mixer.input), a "

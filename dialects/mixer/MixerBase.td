@@ -19,6 +19,11 @@ def Mixer_Dialect : Dialect {
   }];
   let cppNamespace = "::mixer::graph";
   let useDefaultAttributePrinterParser = 1;
+  // The function-interface attributes (MixerDialect.h) are checked where
+  // they are attached.
+  let hasOperationAttrVerify = 1;
+  let hasRegionArgAttrVerify = 1;
+  let hasRegionResultAttrVerify = 1;
 }
 
 def Mixer_Activation : I32EnumAttr<"Activation", "pointwise activation", [

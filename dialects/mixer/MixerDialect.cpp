@@ -59,3 +59,74 @@ LogicalResult mixer::graph::expectRank(Operation *op, Value value, int64_t rank,
 
 #define GET_OP_CLASSES
 #include "dialects/mixer/MixerOps.cpp.inc"
+
+namespace {
+
+/// Whether `attr` is of the type the interface attribute `name` takes, and
+/// that type's description; an empty description for an unknown name.
+std::pair<bool, StringRef> checkInterfaceAttr(StringRef name, Attribute attr) {
+  auto isString = [&] { return isa<StringAttr>(attr); };
+  auto isInteger = [&] { return isa<IntegerAttr>(attr); };
+  auto isDictionary = [&] { return isa<DictionaryAttr>(attr); };
+  auto isStringArray = [&] {
+    auto array = dyn_cast<ArrayAttr>(attr);
+    return array && llvm::all_of(array, llvm::IsaPred<StringAttr>);
+  };
+  if (name == kInputAttr || name == kParamAttr || name == kStateAttr ||
+      name == kUpdateAttr || name == kModelAttr || name == kStageAttr ||
+      name == kPipelineOptionsAttr)
+    return {isString(), "a string"};
+  if (name == kInitAttr || name == kTrainingAttr || name == kHeadsAttr)
+    return {isDictionary(), "a dictionary"};
+  if (name == kOptionalAttr)
+    return {isa<UnitAttr>(attr), "a unit attribute"};
+  if (name == kOutputsAttr)
+    return {isStringArray(), "an array of strings"};
+  if (name == kBatchAttr || name == kSeqAttr || name == kPadIdAttr ||
+      name == kVocabSizeAttr)
+    return {isInteger(), "an integer"};
+  return {false, ""};
+}
+
+/// Checks `attr`, when it is an interface attribute, for its type and for
+/// being one of those allowed at `where`. Other names pass: pass plugins may
+/// annotate the IR with attributes of their own.
+LogicalResult verifyInterfaceAttr(Operation *op, NamedAttribute attr,
+                                  ArrayRef<StringRef> allowed,
+                                  StringRef where) {
+  StringRef name = attr.getName().getValue();
+  auto [ok, expected] = checkInterfaceAttr(name, attr.getValue());
+  if (expected.empty())
+    return success();
+  if (!llvm::is_contained(allowed, name))
+    return op->emitError() << "'" << name << "' is not " << where
+                           << " attribute";
+  if (!ok)
+    return op->emitError() << "'" << name << "' must be " << expected;
+  return success();
+}
+
+} // namespace
+
+LogicalResult MixerDialect::verifyRegionArgAttribute(Operation *op, unsigned,
+                                                     unsigned,
+                                                     NamedAttribute attr) {
+  return verifyInterfaceAttr(
+      op, attr, {kInputAttr, kParamAttr, kStateAttr, kInitAttr, kOptionalAttr},
+      "an argument");
+}
+
+LogicalResult MixerDialect::verifyRegionResultAttribute(Operation *op, unsigned,
+                                                        unsigned,
+                                                        NamedAttribute attr) {
+  return verifyInterfaceAttr(op, attr, {kUpdateAttr}, "a result");
+}
+
+LogicalResult MixerDialect::verifyOperationAttribute(Operation *op,
+                                                     NamedAttribute attr) {
+  return verifyInterfaceAttr(op, attr,
+                             {kOutputsAttr, kTrainingAttr, kModelAttr,
+                              kBatchAttr, kSeqAttr, kPadIdAttr, kVocabSizeAttr,
+                              kHeadsAttr, kStageAttr, kPipelineOptionsAttr},
+                             "a function or module");
+}

@@ -22,4 +22,36 @@
 #define GET_OP_CLASSES
 #include "dialects/mixer/MixerOps.h.inc"
 
+namespace mixer::graph {
+
+/// The attributes of the model function's interface, which the IR builder
+/// sets, the passes keep up to date and the plan exporter reads; the dialect
+/// verifies their types wherever they are attached.
+///
+/// On arguments: what the argument is (exactly one of input, param, state),
+/// its initialiser, whether an input file may omit it.
+inline constexpr llvm::StringLiteral kInputAttr = "mixer.input";       // string
+inline constexpr llvm::StringLiteral kParamAttr = "mixer.param";       // string
+inline constexpr llvm::StringLiteral kStateAttr = "mixer.state";       // string
+inline constexpr llvm::StringLiteral kInitAttr = "mixer.init";         // dict
+inline constexpr llvm::StringLiteral kOptionalAttr = "mixer.optional"; // unit
+/// On results: the parameter or state a result is the new value of.
+inline constexpr llvm::StringLiteral kUpdateAttr = "mixer.update"; // string
+/// On the function: result names, the training settings, and the model facts
+/// the plan header carries.
+inline constexpr llvm::StringLiteral kOutputsAttr = "mixer.outputs";   // [str]
+inline constexpr llvm::StringLiteral kTrainingAttr = "mixer.training"; // dict
+inline constexpr llvm::StringLiteral kModelAttr = "mixer.model";       // string
+inline constexpr llvm::StringLiteral kBatchAttr = "mixer.batch";       // i64
+inline constexpr llvm::StringLiteral kSeqAttr = "mixer.seq";           // i64
+inline constexpr llvm::StringLiteral kPadIdAttr = "mixer.pad_id";      // i64
+inline constexpr llvm::StringLiteral kVocabSizeAttr = "mixer.vocab_size"; // i64
+inline constexpr llvm::StringLiteral kHeadsAttr = "mixer.heads"; // dict
+/// On the module: the pipeline stage reached and the options it ran with.
+inline constexpr llvm::StringLiteral kStageAttr = "mixer.stage"; // string
+inline constexpr llvm::StringLiteral kPipelineOptionsAttr =
+    "mixer.pipeline_options"; // string
+
+} // namespace mixer::graph
+
 #endif // MIXER_DIALECTS_MIXER_MIXERDIALECT_H

@@ -1,9 +1,11 @@
 //===- ExportPlan.cpp - planned mixrt module to an execution plan ---------===//
 
 #include "dialects/mixrt/ExportPlan.h"
+#include "dialects/mixer/MixerDialect.h"
 #include "dialects/mixrt/MixrtDialect.h"
 
 #include "mixer/Version.h"
+#include "runtime/support/PlanFormat.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 
@@ -14,9 +16,6 @@ using json = nlohmann::json;
 
 namespace mixer {
 namespace {
-
-/// The plan's format version; the runtime refuses any other.
-constexpr int kPlanFormatVersion = 1;
 
 std::string dtypeName(Type element) {
   if (element.isF32())
@@ -104,24 +103,25 @@ FailureOr<json> PlanWriter::write(const PlanInfo &info) {
     auto addTensor = [&](StringAttr name, const char *storage, json &table) {
       entry["name"] = name.str();
       json init = json::object();
-      if (auto dict =
-              func.getArgAttrOfType<DictionaryAttr>(index, "mixer.init"))
+      if (auto dict = func.getArgAttrOfType<DictionaryAttr>(
+              index, mixer::graph::kInitAttr))
         for (NamedAttribute attr : dict)
           init[attr.getName().str()] = attributeJson(attr.getValue());
       entry["init"] = init;
       argumentStorage[index] = {storage, table.size()};
       table.push_back(entry);
     };
-    if (auto name = func.getArgAttrOfType<StringAttr>(index, "mixer.param")) {
+    if (auto name = func.getArgAttrOfType<StringAttr>(
+            index, mixer::graph::kParamAttr)) {
       addTensor(name, "param", params);
-    } else if (auto name =
-                   func.getArgAttrOfType<StringAttr>(index, "mixer.state")) {
+    } else if (auto name = func.getArgAttrOfType<StringAttr>(
+                   index, mixer::graph::kStateAttr)) {
       addTensor(name, "state", state);
-    } else if (auto input =
-                   func.getArgAttrOfType<StringAttr>(index, "mixer.input")) {
+    } else if (auto input = func.getArgAttrOfType<StringAttr>(
+                   index, mixer::graph::kInputAttr)) {
       entry["name"] = input.str();
-      // Token-type ids default to zeros when an input file omits them.
-      entry["optional"] = input.getValue() == "type_ids";
+      entry["optional"] =
+          func.getArgAttr(index, mixer::graph::kOptionalAttr) != nullptr;
       argumentStorage[index] = {"input", inputs.size()};
       inputs.push_back(entry);
     } else {
@@ -130,6 +130,19 @@ FailureOr<json> PlanWriter::write(const PlanInfo &info) {
                                  "nor an input";
     }
   }
+
+  // The forward pass ends with the last step that writes a result of the
+  // function; the gradient and optimizer steps follow it.
+  auto ret = cast<func::ReturnOp>(func.getBody().front().getTerminator());
+  auto storageOf = [](Value value) {
+    while (auto view = value.getDefiningOp<rt::ViewOp>())
+      value = view.getSource();
+    return value;
+  };
+  DenseSet<Value> resultStorage;
+  for (Value value : ret.getOperands())
+    resultStorage.insert(storageOf(value));
+  int64_t forwardSteps = 0;
 
   json steps = json::array();
   for (Operation &op : func.getBody().front()) {
@@ -148,6 +161,8 @@ FailureOr<json> PlanWriter::write(const PlanInfo &info) {
       if (failed(id))
         return failure();
       results.push_back(*id);
+      if (resultStorage.contains(storageOf(result)))
+        forwardSteps = steps.size() + 1;
     }
     json attrs = json::object();
     for (NamedAttribute attr : kernel.getParams())
@@ -158,8 +173,7 @@ FailureOr<json> PlanWriter::write(const PlanInfo &info) {
                      {"attrs", attrs}});
   }
 
-  auto names = func->getAttrOfType<ArrayAttr>("mixer.outputs");
-  auto ret = cast<func::ReturnOp>(func.getBody().front().getTerminator());
+  auto names = func->getAttrOfType<ArrayAttr>(mixer::graph::kOutputsAttr);
   if (!names || names.size() != ret.getNumOperands())
     return func.emitError("mixer.outputs must name every result");
   json outputs = json::array();
@@ -174,24 +188,25 @@ FailureOr<json> PlanWriter::write(const PlanInfo &info) {
     auto attr = func->getAttrOfType<IntegerAttr>(name);
     return attr ? attr.getInt() : 0;
   };
-  auto flops = func->getAttrOfType<FloatAttr>("mixrt.flops");
-  auto model = func->getAttrOfType<StringAttr>("mixer.model");
-  // The token ids are [batch, seq].
-  json ids;
-  for (const json &input : inputs)
-    if (input["name"] == "input_ids" && input["shape"].size() == 2)
-      ids = input["shape"];
+  auto flops = func->getAttrOfType<FloatAttr>(mixer::rt::kFlopsAttr);
+  auto model = func->getAttrOfType<StringAttr>(mixer::graph::kModelAttr);
+  json heads = json::object();
+  if (auto dict = func->getAttrOfType<DictionaryAttr>(mixer::graph::kHeadsAttr))
+    for (NamedAttribute attr : dict)
+      heads[attr.getName().str()] = attributeJson(attr.getValue());
   json plan = {{"format_version", kPlanFormatVersion},
                {"compiler_version", kVersion},
                {"model", model ? model.str() : std::string()},
                {"target", info.target},
                {"precision", info.precision},
                {"mode", info.mode},
-               {"batch", ids.is_array() ? ids[0] : json(0)},
-               {"seq", ids.is_array() ? ids[1] : json(0)},
-               {"pad_id", intAttr("mixer.pad_id")},
-               {"vocab_size", intAttr("mixer.vocab_size")},
-               {"arena_bytes", intAttr("mixrt.arena_bytes")},
+               {"batch", intAttr(mixer::graph::kBatchAttr)},
+               {"seq", intAttr(mixer::graph::kSeqAttr)},
+               {"pad_id", intAttr(mixer::graph::kPadIdAttr)},
+               {"vocab_size", intAttr(mixer::graph::kVocabSizeAttr)},
+               {"arena_bytes", intAttr(mixer::rt::kArenaBytesAttr)},
+               {"forward_steps", forwardSteps},
+               {"heads", heads},
                {"flops", flops ? flops.getValueAsDouble() : 0.0},
                {"params", params},
                {"inputs", inputs},
@@ -199,7 +214,8 @@ FailureOr<json> PlanWriter::write(const PlanInfo &info) {
                {"values", values},
                {"steps", steps}};
   // A training step: the optimizer's schedule and state.
-  if (auto training = func->getAttrOfType<DictionaryAttr>("mixer.training")) {
+  if (auto training =
+          func->getAttrOfType<DictionaryAttr>(mixer::graph::kTrainingAttr)) {
     json settings = json::object();
     for (NamedAttribute attr : training)
       settings[attr.getName().str()] = attributeJson(attr.getValue());

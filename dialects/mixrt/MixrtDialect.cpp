@@ -1,6 +1,7 @@
 //===- MixrtDialect.cpp - runtime-level dialect ---------------------------===//
 
 #include "dialects/mixrt/MixrtDialect.h"
+#include "runtime/support/PlanFormat.h"
 
 #include "mlir/IR/Builders.h"
 
@@ -16,13 +17,11 @@ void MixrtDialect::initialize() {
       >();
 }
 
-/// Arena offsets are aligned for full-width vector loads.
-static constexpr int64_t kArenaAlignment = 64;
-
 LogicalResult AllocOp::verify() {
-  if (auto offset = getOffset(); offset && *offset % kArenaAlignment != 0)
+  if (auto offset = getOffset();
+      offset && *offset % mixer::kArenaAlignment != 0)
     return emitOpError() << "offset " << *offset << " is not a multiple of "
-                         << kArenaAlignment;
+                         << mixer::kArenaAlignment;
   return success();
 }
 
@@ -145,3 +144,19 @@ LogicalResult KernelOp::verify() {
 
 #define GET_OP_CLASSES
 #include "dialects/mixrt/MixrtOps.cpp.inc"
+
+LogicalResult MixrtDialect::verifyOperationAttribute(Operation *op,
+                                                     NamedAttribute attr) {
+  StringRef name = attr.getName().getValue();
+  if (name == kFlopsAttr) {
+    if (!isa<FloatAttr>(attr.getValue()))
+      return op->emitError() << "'" << name << "' must be a float";
+    return success();
+  }
+  if (name == kArenaBytesAttr) {
+    if (!isa<IntegerAttr>(attr.getValue()))
+      return op->emitError() << "'" << name << "' must be an integer";
+    return success();
+  }
+  return success();
+}

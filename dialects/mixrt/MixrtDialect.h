@@ -17,4 +17,14 @@
 #define GET_OP_CLASSES
 #include "dialects/mixrt/MixrtOps.h.inc"
 
+namespace mixer::rt {
+
+/// On the function, set by the lowering and the memory planner for the plan
+/// header: the floating-point operations of one run (f64) and the arena's
+/// size in bytes (i64).
+inline constexpr llvm::StringLiteral kFlopsAttr = "mixrt.flops";
+inline constexpr llvm::StringLiteral kArenaBytesAttr = "mixrt.arena_bytes";
+
+} // namespace mixer::rt
+
 #endif // MIXER_DIALECTS_MIXRT_MIXRTDIALECT_H

@@ -17,6 +17,8 @@ def Mixrt_Dialect : Dialect {
     Function arguments are parameters and inputs; returned buffers are outputs.
   }];
   let cppNamespace = "::mixer::rt";
+  // The function attributes of MixrtDialect.h are checked where attached.
+  let hasOperationAttrVerify = 1;
 }
 
 class Mixrt_Op<string mnemonic, list<Trait> traits = []>

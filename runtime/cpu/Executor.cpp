@@ -69,7 +69,7 @@ Expected<Executor> Executor::create(const exec::Plan &plan) {
                          std::to_string(scratchBytes) +
                          " bytes of kernel scratch");
   executor.pointers[exec::scratchSlot(plan)] = executor.scratch.get();
-  executor.forwardSteps = exec::lastOutputWriter(plan) + 1;
+  executor.forwardSteps = plan.forwardSteps;
   return executor;
 }
 

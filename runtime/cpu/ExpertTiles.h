@@ -2,7 +2,9 @@
 //
 // Internal to the CPU kernels: the forward and backward expert kernels split
 // an assignment table into the same row tiles, so that the backward sees
-// exactly the products the forward computed.
+// exactly the products the forward computed. The MoE kernels check the token
+// ids and offsets of a table before indexing with them: they are arena data,
+// and a damaged plan could leave anything there.
 //
 //===----------------------------------------------------------------------===//
 
@@ -14,6 +16,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 namespace mixer::cpu::detail {
@@ -27,11 +30,35 @@ struct ExpertRows {
   int64_t expert, row0, rows;
 };
 
+/// Throws unless every token id of the table is below numTokens (negative ids
+/// mark empty slots).
+inline void checkTokens(const int32_t *tokens, int64_t slots, int64_t numTokens,
+                        const char *kernel) {
+  for (int64_t i = 0; i < slots; ++i)
+    if (tokens[i] >= numTokens)
+      throw KernelError{std::string(kernel) + ": slot " + std::to_string(i) +
+                        " names token " + std::to_string(tokens[i]) +
+                        " outside [0, " + std::to_string(numTokens) + ")"};
+}
+
+/// Throws unless the expert offsets rise from 0 and stay within the slots.
+inline void checkOffsets(const int32_t *offsets, int64_t numExperts,
+                         int64_t slots, const char *kernel) {
+  for (int64_t e = 0; e <= numExperts; ++e)
+    if (offsets[e] < (e == 0 ? 0 : offsets[e - 1]) || offsets[e] > slots)
+      throw KernelError{
+          std::string(kernel) + ": expert offset " + std::to_string(e) +
+          " is " + std::to_string(offsets[e]) +
+          ", not in ascending order within [0, " + std::to_string(slots) + "]"};
+}
+
 /// The runs of occupied slots (token >= 0) of every expert, by expert, then
-/// by slot.
+/// by slot; checks the offsets first.
 inline std::vector<ExpertRows> occupiedRuns(const int32_t *tokens,
                                             const int32_t *offsets,
-                                            int64_t numExperts) {
+                                            int64_t numExperts, int64_t slots,
+                                            const char *kernel) {
+  checkOffsets(offsets, numExperts, slots, kernel);
   std::vector<ExpertRows> runs;
   for (int64_t e = 0; e < numExperts; ++e) {
     int64_t end = offsets[e + 1];

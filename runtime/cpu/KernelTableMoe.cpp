@@ -65,12 +65,12 @@ Expected<StepFunction> prepareDispatch(StepContext &c) {
   const Arg &x = c.in(0), &tokens = c.in(1), &y = c.out(0);
   if (!c.rank(x, DType::F32, 2) || !c.rank(tokens, DType::I32, 1))
     return c.takeError();
-  int64_t slots = tokens.dim(0), d = x.dim(1);
+  int64_t slots = tokens.dim(0), numTokens = x.dim(0), d = x.dim(1);
   if (!c.shape(y, DType::F32, {slots, d}))
     return c.takeError();
   return StepFunction(
       [=, a = x.slot, t = tokens.slot, o = y.slot](ValuePointers v) {
-        cpu::dispatch(f32(v[a]), i32(v[t]), f32(v[o]), slots, d);
+        cpu::dispatch(f32(v[a]), i32(v[t]), f32(v[o]), slots, numTokens, d);
       });
 }
 

@@ -204,9 +204,10 @@ void routeSigmoidTopK(const float *logits, int32_t *tokens, float *gates,
                       int32_t *offsets, int64_t numTokens, int64_t experts,
                       int64_t k);
 
-/// xd[i,:] = x[tokens[i],:], or zeros when tokens[i] < 0. xd is [slots, d].
+/// xd[i,:] = x[tokens[i],:], or zeros when tokens[i] < 0. x is [numTokens, d],
+/// xd [slots, d]; throws KernelError for a token id of numTokens or more.
 void dispatch(const float *x, const int32_t *tokens, float *xd, int64_t slots,
-              int64_t d);
+              int64_t numTokens, int64_t d);
 
 /// Per-expert feed-forward on the dispatched rows: for the rows of expert e,
 /// yd = act(xd * w1[e] + b1[e]) * w2[e] + b2[e] with w1 [experts, d, f],

@@ -182,7 +182,8 @@ void routeSigmoidTopK(const float *logits, int32_t *tokens, float *gates,
 }
 
 void dispatch(const float *x, const int32_t *tokens, float *xd, int64_t slots,
-              int64_t d) {
+              int64_t numTokens, int64_t d) {
+  detail::checkTokens(tokens, slots, numTokens, "dispatch");
 #pragma omp parallel for schedule(static) if (slots * d >= kParallelValues)
   for (int64_t i = 0; i < slots; ++i) {
     if (tokens[i] < 0)
@@ -197,8 +198,8 @@ void experts(const float *xd, const int32_t *tokens, const int32_t *offsets,
              const float *w1, const float *b1, const float *w2, const float *b2,
              float *yd, int64_t numExperts, int64_t slots, int64_t d, int64_t f,
              Activation act) {
-  std::vector<detail::ExpertRows> tiles =
-      detail::rowTiles(detail::occupiedRuns(tokens, offsets, numExperts));
+  std::vector<detail::ExpertRows> tiles = detail::rowTiles(
+      detail::occupiedRuns(tokens, offsets, numExperts, slots, "experts"));
   for (int64_t i = 0; i < slots; ++i)
     if (tokens[i] < 0)
       std::memset(yd + i * d, 0, d * sizeof(float));
@@ -229,14 +230,10 @@ void combine(const float *yd, const int32_t *tokens, const float *gates,
              float *out, int64_t slots, int64_t numTokens, int64_t d) {
   // Entries of each token in ascending entry order (CSR).
   std::vector<int64_t> start(numTokens + 1, 0);
-  for (int64_t i = 0; i < slots; ++i) {
-    if (tokens[i] >= numTokens)
-      throw KernelError{"combine: slot " + std::to_string(i) + " names token " +
-                        std::to_string(tokens[i]) + " outside [0, " +
-                        std::to_string(numTokens) + ")"};
+  detail::checkTokens(tokens, slots, numTokens, "combine");
+  for (int64_t i = 0; i < slots; ++i)
     if (tokens[i] >= 0)
       ++start[tokens[i] + 1];
-  }
   std::partial_sum(start.begin(), start.end(), start.begin());
   std::vector<int64_t> entries(start[numTokens]);
   std::vector<int64_t> cursor(start.begin(), start.end() - 1);

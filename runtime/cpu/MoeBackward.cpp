@@ -34,6 +34,7 @@ constexpr int64_t kParallelValues = 1 << 15;
 /// Rows of an expert weight gradient per work item.
 constexpr int64_t kGradientRows = 256;
 
+using detail::checkTokens;
 using detail::ExpertRows;
 using detail::kExpertTileRows;
 using detail::occupiedRuns;
@@ -45,16 +46,6 @@ void zeroEmptyRows(const int32_t *tokens, float *rows, int64_t slots,
   for (int64_t i = 0; i < slots; ++i)
     if (tokens[i] < 0)
       std::memset(rows + i * cols, 0, cols * sizeof(float));
-}
-
-/// Throws unless every token of the table is below numTokens.
-void checkTokens(const int32_t *tokens, int64_t slots, int64_t numTokens,
-                 const char *kernel) {
-  for (int64_t i = 0; i < slots; ++i)
-    if (tokens[i] >= numTokens)
-      throw KernelError{std::string(kernel) + ": slot " + std::to_string(i) +
-                        " names token " + std::to_string(tokens[i]) +
-                        " outside [0, " + std::to_string(numTokens) + ")"};
 }
 
 /// Runs `body(item)` for item in [0, items) over the threads, dynamically,
@@ -163,7 +154,7 @@ void expertsForwardTraining(const float *xd, const int32_t *tokens,
                             int64_t slots, int64_t d, int64_t f,
                             Activation act) {
   std::vector<ExpertRows> tiles =
-      rowTiles(occupiedRuns(tokens, offsets, numExperts));
+      rowTiles(occupiedRuns(tokens, offsets, numExperts, slots, "experts"));
   zeroEmptyRows(tokens, yd, slots, d);
   zeroEmptyRows(tokens, hiddenPreact, slots, f);
   int64_t items = static_cast<int64_t>(tiles.size());
@@ -204,7 +195,8 @@ void expertsBackwardImpl(const float *xd, const int32_t *tokens,
                          float *db2, float *scratch, int64_t numExperts,
                          int64_t slots, int64_t d, int64_t f, Activation act,
                          bool accumulate) {
-  std::vector<ExpertRows> runs = occupiedRuns(tokens, offsets, numExperts);
+  std::vector<ExpertRows> runs =
+      occupiedRuns(tokens, offsets, numExperts, slots, "experts_grad");
   std::vector<ExpertRows> tiles = rowTiles(runs);
   // H = act(preact) and dP, [slots, f] each; rows of empty slots stay unread.
   float *hidden = scratch;

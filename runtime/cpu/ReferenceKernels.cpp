@@ -432,7 +432,7 @@ void routeSigmoidTopK(const float *logits, int32_t *tokens, float *gates,
 }
 
 void dispatch(const float *x, const int32_t *tokens, float *xd, int64_t slots,
-              int64_t d) {
+              int64_t /*numTokens*/, int64_t d) {
   for (int64_t i = 0; i < slots; ++i)
     for (int64_t c = 0; c < d; ++c)
       xd[i * d + c] = tokens[i] < 0 ? 0.0f : x[tokens[i] * d + c];

@@ -110,7 +110,7 @@ void routeSigmoidTopK(const float *logits, int32_t *tokens, float *gates,
 
 /// See mixer::cpu::dispatch.
 void dispatch(const float *x, const int32_t *tokens, float *xd, int64_t slots,
-              int64_t d);
+              int64_t numTokens, int64_t d);
 
 /// See mixer::cpu::experts.
 void experts(const float *xd, const int32_t *tokens, const int32_t *offsets,

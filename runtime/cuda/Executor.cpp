@@ -99,7 +99,7 @@ Expected<std::unique_ptr<Executor>> Executor::create(const exec::Plan &plan,
     }
   }
   e.device[exec::scratchSlot(plan)] = e.scratch;
-  e.forwardSteps = exec::lastOutputWriter(plan) + 1;
+  e.forwardSteps = plan.forwardSteps;
   // The steps' own device resources, made before the first run's capture.
   LaunchContext context{e.device.data(), e.host.data(), e.stream, e.gemm.get()};
   for (size_t i = 0; i < e.steps.size(); ++i)

@@ -166,22 +166,4 @@ Status bindInputBuffers(const Plan &plan,
   return Status::success();
 }
 
-int64_t lastOutputWriter(const Plan &plan) {
-  auto sameBytes = [&](int64_t a, int64_t b) {
-    const ValueInfo &x = plan.values[a], &y = plan.values[b];
-    if (x.storage != y.storage)
-      return false;
-    if (x.storage != StorageKind::Arena)
-      return x.index == y.index;
-    return x.offset < y.offset + y.bytes && y.offset < x.offset + x.bytes;
-  };
-  int64_t last = -1;
-  for (size_t i = 0; i < plan.steps.size(); ++i)
-    for (int64_t result : plan.steps[i].results)
-      for (const OutputInfo &output : plan.outputs)
-        if (sameBytes(result, output.value))
-          last = static_cast<int64_t>(i);
-  return last;
-}
-
 } // namespace mixer::exec

@@ -38,10 +38,6 @@ Status bindInputBuffers(const Plan &plan,
                         const std::string &source, bool allowExtra,
                         std::vector<std::vector<int32_t>> &buffers);
 
-/// Index of the last step that writes the storage of an output, or -1: the
-/// steps up to it are the forward pass and losses of a training plan.
-int64_t lastOutputWriter(const Plan &plan);
-
 } // namespace mixer::exec
 
 #endif // MIXER_RUNTIME_EXEC_BINDING_H

@@ -111,6 +111,7 @@ private:
                       int64_t &numel, int64_t &bytes);
 
   bool parseHeader(const json &root);
+  bool parseHeads(const json &root);
   /// Reads a table of named f32 tensors with an init ("params", "state").
   bool parseTensorTable(const json &array, const char *table,
                         std::vector<ParamInfo> &out);
@@ -121,6 +122,11 @@ private:
   bool parseStep(const json &entry, size_t index);
   bool checkStepValues(const Step &step, const std::string &where);
   bool parseOutputs(const json &array);
+  /// Checks mode, batch, seq, vocab_size and pad_id against the steps.
+  bool checkHeaderAgainstPlan();
+  /// Checks that every arena byte a step or output reads was last written
+  /// through the same buffer by an earlier step.
+  bool checkDefinedBeforeUse();
 
   Plan &plan;
   std::string message;
@@ -233,7 +239,8 @@ bool PlanParser::parse(const json &root) {
          parseInputs(*inputs) && readArray(root, "values", "", values) &&
          parseValues(*values) && readArray(root, "steps", "", steps) &&
          parseSteps(*steps) && readArray(root, "outputs", "", outputs) &&
-         parseOutputs(*outputs);
+         parseOutputs(*outputs) && checkHeaderAgainstPlan() &&
+         checkDefinedBeforeUse();
 }
 
 bool PlanParser::parseHeader(const json &root) {
@@ -252,7 +259,7 @@ bool PlanParser::parseHeader(const json &root) {
                         ") is not supported: this runtime reads plan format "
                         "version " +
                         std::to_string(kPlanFormatVersion) +
-                        "; recompile the model with a matching mixc");
+                        "; recompile it with mixc");
   if (!readString(root, "compiler_version", "", plan.compilerVersion) ||
       !readString(root, "model", "", plan.model) ||
       !readString(root, "target", "", plan.target) ||
@@ -262,7 +269,8 @@ bool PlanParser::parseHeader(const json &root) {
       !readInt(root, "pad_id", "", plan.padId) ||
       !readInt(root, "vocab_size", "", plan.vocabSize) ||
       !readInt(root, "arena_bytes", "", plan.arenaBytes) ||
-      !readNumber(root, "flops", "", plan.flops))
+      !readInt(root, "forward_steps", "", plan.forwardSteps) ||
+      !readNumber(root, "flops", "", plan.flops) || !parseHeads(root))
     return false;
   if (plan.target != "cpu" && plan.target != "cuda")
     return fail("", "the plan targets '" + plan.target +
@@ -280,6 +288,34 @@ bool PlanParser::parseHeader(const json &root) {
       plan.arenaBytes < 0 || plan.flops < 0)
     return fail("", "batch, seq, vocab_size, arena_bytes and flops must not "
                     "be negative");
+  return true;
+}
+
+bool PlanParser::parseHeads(const json &root) {
+  const json *heads;
+  if (!readObject(root, "heads", "", heads))
+    return false;
+  HeadsInfo &info = plan.heads;
+  for (auto it = heads->begin(); it != heads->end(); ++it) {
+    const std::string &key = it.key();
+    bool *flag = key == "masked_lm"       ? &info.maskedLm
+                 : key == "next_sentence" ? &info.nextSentence
+                 : key == "causal_lm"     ? &info.causalLm
+                                          : nullptr;
+    if (flag) {
+      if (!it->is_boolean())
+        return fail("heads",
+                    "'" + key + "' must be a boolean, not " + it->dump());
+      *flag = it->get<bool>();
+    } else if (key == "classes") {
+      if (!it->is_number_integer() || tooLarge(*it) || it->get<int64_t>() < 0)
+        return fail("heads", "'classes' must be a non-negative integer, not " +
+                                 it->dump());
+      info.classes = it->get<int64_t>();
+    } else {
+      return fail("heads", "unknown key '" + key + "'");
+    }
+  }
   return true;
 }
 
@@ -395,6 +431,12 @@ bool PlanParser::parseValues(const json &array) {
                         value.bytes) ||
         !readString(array[i], "storage", where, storage))
       return false;
+    // A key this runtime does not know may carry a meaning it would ignore.
+    const char *placement = storage == "arena" ? "offset" : "index";
+    for (auto it = array[i].begin(); it != array[i].end(); ++it)
+      if (it.key() != "shape" && it.key() != "dtype" && it.key() != "storage" &&
+          it.key() != placement)
+        return fail(where, "unknown key '" + it.key() + "'");
     std::string type = describe(value.shape, value.dtype);
     if (value.dtype == io::DType::BF16 && plan.precision != "bf16")
       return fail(where, "value " + type + " is BF16 in an " + plan.precision +
@@ -610,6 +652,112 @@ bool PlanParser::parseOutputs(const json &array) {
                              std::to_string(plan.values.size()) + " values");
     plan.outputs.push_back(std::move(output));
   }
+  return true;
+}
+
+bool PlanParser::checkHeaderAgainstPlan() {
+  if (plan.mode != "inference" && plan.mode != "train")
+    return fail("", "unknown mode '" + plan.mode +
+                        "' (expected inference or train)");
+  if (plan.training && plan.mode != "train")
+    return fail("",
+                "an " + plan.mode + " plan must not have training settings");
+  if (plan.vocabSize > 0 && (plan.padId < 0 || plan.padId >= plan.vocabSize))
+    return fail("", "pad_id " + std::to_string(plan.padId) +
+                        " is outside the vocabulary [0, " +
+                        std::to_string(plan.vocabSize) + ")");
+  if (plan.forwardSteps < 0 ||
+      plan.forwardSteps > static_cast<int64_t>(plan.steps.size()))
+    return fail("", "forward_steps " + std::to_string(plan.forwardSteps) +
+                        " is outside [0, " + std::to_string(plan.steps.size()) +
+                        "], the steps of the plan");
+  std::vector<int64_t> tokens = {plan.batch, plan.seq};
+  for (size_t i = 0; i < plan.steps.size(); ++i) {
+    const Step &step = plan.steps[i];
+    if (step.kernel != Kernel::Embed)
+      continue;
+    std::string where = "steps[" + std::to_string(i) + "] (embed)";
+    // Operands of another rank are the kernel's to refuse, with its message.
+    const ValueInfo &ids = plan.values[step.operands[0]];
+    const ValueInfo &word = plan.values[step.operands[2]];
+    if (ids.shape.size() == 2 && ids.shape != tokens)
+      return fail(where, "token ids " + io::formatShape(ids.shape) +
+                             " are not [batch, seq] " +
+                             io::formatShape(tokens));
+    if (word.shape.size() == 2 && word.shape[0] != plan.vocabSize)
+      return fail(where, "word embeddings " + io::formatShape(word.shape) +
+                             " do not have vocab_size " +
+                             std::to_string(plan.vocabSize) + " rows");
+  }
+  return true;
+}
+
+bool PlanParser::checkDefinedBeforeUse() {
+  // Byte ranges of the arena written so far: start -> (end, the arena offset
+  // of the buffer that wrote them). Views of one buffer share its offset.
+  std::map<int64_t, std::pair<int64_t, int64_t>> written;
+  auto write = [&](const ValueInfo &value) {
+    int64_t begin = value.offset, end = value.offset + value.bytes;
+    auto it = written.lower_bound(begin);
+    if (it != written.begin() && std::prev(it)->second.first > begin)
+      --it;
+    std::vector<std::pair<int64_t, std::pair<int64_t, int64_t>>> kept;
+    while (it != written.end() && it->first < end) {
+      auto [start, range] = *it;
+      if (start < begin)
+        kept.push_back({start, {begin, range.second}});
+      if (range.first > end)
+        kept.push_back({end, range});
+      it = written.erase(it);
+    }
+    for (const auto &entry : kept)
+      written.insert(entry);
+    written[begin] = {end, value.offset};
+  };
+  auto defined = [&](const ValueInfo &value) {
+    int64_t at = value.offset, end = value.offset + value.bytes;
+    auto it = written.upper_bound(at);
+    if (it == written.begin())
+      return at >= end;
+    --it;
+    while (at < end) {
+      if (it == written.end() || it->first > at || it->second.first <= at ||
+          it->second.second != value.offset)
+        return false;
+      at = it->second.first;
+      ++it;
+    }
+    return true;
+  };
+  auto check = [&](int64_t id, const std::string &where,
+                   const std::string &role) {
+    const ValueInfo &value = plan.values[id];
+    if (value.storage != StorageKind::Arena || value.bytes == 0 ||
+        defined(value))
+      return true;
+    return fail(where, role + " reads value " + std::to_string(id) + " " +
+                           describe(value.shape, value.dtype) +
+                           " at arena offset " + std::to_string(value.offset) +
+                           ", which no earlier step wrote");
+  };
+  for (size_t i = 0; i < plan.steps.size(); ++i) {
+    const Step &step = plan.steps[i];
+    std::string where = "steps[" + std::to_string(i) + "] (" +
+                        std::string(step.info().name) + ")";
+    for (size_t o = 0; o < step.operands.size(); ++o)
+      if (step.operands[o] >= 0 &&
+          !check(step.operands[o], where, "operand " + std::to_string(o)))
+        return false;
+    for (int64_t id : step.results)
+      if (plan.values[id].storage == StorageKind::Arena)
+        write(plan.values[id]);
+  }
+  for (size_t i = 0; i < plan.outputs.size(); ++i)
+    if (!check(plan.outputs[i].value,
+               "outputs[" + std::to_string(i) + "] '" + plan.outputs[i].name +
+                   "'",
+               "the output"))
+      return false;
   return true;
 }
 

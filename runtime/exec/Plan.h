@@ -6,8 +6,10 @@
 // executor relies on once, at load, so that running a plan needs no further
 // checks: value references in range, storage consistent with the parameter
 // and input tables, arena slices inside the arena, known kernels with the
-// operands, results and typed attributes of runtime/support/Kernels.def.
-// Every message names the artifact and the offending place.
+// operands, results and typed attributes of runtime/support/Kernels.def,
+// every arena byte a step reads written before through the same buffer, and
+// the header consistent with the steps. Every message names the artifact and
+// the offending place.
 //
 //===----------------------------------------------------------------------===//
 
@@ -16,6 +18,7 @@
 
 #include "runtime/io/Tensor.h"
 #include "runtime/support/KernelVocabulary.h"
+#include "runtime/support/PlanFormat.h"
 #include "runtime/support/Status.h"
 
 #include <cstdint>
@@ -27,12 +30,8 @@
 
 namespace mixer::exec {
 
-/// The plan format this runtime executes; artifacts of any other version are
-/// refused with a message naming both versions.
-inline constexpr int64_t kPlanFormatVersion = 1;
-
-/// The alignment of every arena slice (and of the arena itself).
-inline constexpr int64_t kArenaAlignment = 64;
+using mixer::kArenaAlignment;
+using mixer::kPlanFormatVersion;
 
 /// Where a value's bytes live. State is the optimizer state of a training
 /// plan (the AdamW moments), which persists across runs like the parameters.
@@ -88,6 +87,19 @@ struct TrainingInfo {
   int64_t microSteps = 1;
 };
 
+/// The heads of the model, which say its task: pre-training (masked LM with
+/// or without next-sentence prediction, or causal LM) or sequence
+/// classification or regression.
+struct HeadsInfo {
+  bool maskedLm = false;
+  bool nextSentence = false;
+  bool causalLm = false;
+  /// Outputs of the classifier over the pooled output: the classes of
+  /// sequence classification (1: regression), 2 for next-sentence
+  /// prediction; 0: no classifier.
+  int64_t classes = 0;
+};
+
 struct OutputInfo {
   std::string name;
   int64_t value = -1;
@@ -126,6 +138,10 @@ struct Plan {
   /// Number of token ids of the word embedding (random benchmark inputs).
   int64_t vocabSize = 0;
   int64_t arenaBytes = 0;
+  /// The steps of the forward pass, which come first: a train plan's
+  /// evaluation runs only these.
+  int64_t forwardSteps = 0;
+  HeadsInfo heads;
   /// Floating-point operations of one run over the whole batch.
   double flops = 0.0;
   std::vector<ParamInfo> params;

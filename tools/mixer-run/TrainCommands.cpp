@@ -96,10 +96,10 @@ std::vector<io::HostTensor> loadWeights(const std::string &path) {
 /// The number of outputs of the plan's classification head; fails when it
 /// has none.
 int64_t classificationClasses(const exec::Plan &plan) {
-  for (const exec::ParamInfo &param : plan.params)
-    if (param.name == "classification/output_kernel")
-      return param.shape[0];
-  throw RuntimeFailure{plan.path + ": the artifact has no classification head"};
+  if (plan.heads.classes == 0)
+    throw RuntimeFailure{plan.path +
+                         ": the artifact has no classification head"};
+  return plan.heads.classes;
 }
 
 /// The parameters a run starts from: the plan's initialisers drawn with
@@ -418,7 +418,7 @@ json evaluateClassification(exec::PlanExecutor &executor,
 json evaluatePretraining(exec::PlanExecutor &executor, train::BatchSource &data,
                          int64_t batches) {
   const exec::Plan &plan = executor.getPlan();
-  bool causal = plan.findOutput("causal_lm_predictions") >= 0;
+  bool causal = plan.heads.causalLm;
   // Predicted ids against the labels they predict (-1: not counted).
   const char *predictionsName =
       causal ? "causal_lm_predictions" : "masked_lm_predictions";
@@ -446,7 +446,7 @@ json evaluatePretraining(exec::PlanExecutor &executor, train::BatchSource &data,
       ++tokenTotal;
       ++labelCounts[label];
     }
-    if (plan.findOutput("nsp_logits") >= 0) {
+    if (plan.heads.nextSentence) {
       const io::HostTensor &logits = output(plan, outputs, "nsp_logits");
       const io::HostTensor &labels = input("next_sentence_labels");
       for (int64_t row = 0; row < labels.numel(); ++row) {
@@ -485,7 +485,7 @@ std::unique_ptr<train::BatchSource>
 pretrainingSource(const exec::Plan &plan, const Args &args,
                   const data::Tokenizer &tokenizer, uint64_t seed) {
   std::string corpus = requireFlag(args, "--corpus", "FILE (plain text)");
-  if (plan.findOutput("causal_lm_loss") >= 0) {
+  if (plan.heads.causalLm) {
     data::LmOptions options;
     options.batchSize = plan.batch;
     options.seqLength = plan.seq;

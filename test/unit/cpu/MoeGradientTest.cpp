@@ -491,7 +491,8 @@ TEST(DispatchBackwardTest, MatchesReferenceAndFiniteDifferences) {
   reference::dispatchBackward(dxd.data(), t.tokens.data(), dx.data(), t.slots(),
                               t.numTokens, d);
   auto loss = [&] {
-    reference::dispatch(x.data(), t.tokens.data(), xd.data(), t.slots(), d);
+    reference::dispatch(x.data(), t.tokens.data(), xd.data(), t.slots(),
+                        t.numTokens, d);
     return weightedSum(xd, dxd);
   };
   expectClose(dx, finiteDifferences(x, 0.125f, loss), 1e-4,

@@ -206,8 +206,9 @@ TEST(DispatchTest, GathersRowsAndZerosEmptySlots) {
   auto x = randomFloats(tokens * d, 4);
   std::vector<int32_t> slots = {3, -1, 0, 3, 4, -1};
   std::vector<float> xd(slots.size() * d, 9.0f), expected(xd.size());
-  dispatch(x.data(), slots.data(), xd.data(), slots.size(), d);
-  reference::dispatch(x.data(), slots.data(), expected.data(), slots.size(), d);
+  dispatch(x.data(), slots.data(), xd.data(), slots.size(), tokens, d);
+  reference::dispatch(x.data(), slots.data(), expected.data(), slots.size(),
+                      tokens, d);
   test::expectBitwiseEqual(xd, expected, "dispatch");
   EXPECT_EQ(xd[d], 0.0f);
   EXPECT_EQ(xd[3 * d + 2], x[3 * d + 2]);
@@ -264,6 +265,29 @@ TEST(ExpertsTest, EmptySlotsAndEmptyExperts) {
   checkExperts({4, 3, 13, {0, 1, 2, 0, 2}, {0, 0, 3, 3, 5}}, "sigmoid layout");
   // A single slot, a single expert.
   checkExperts({1, 1, 1, {0}, {0, 1}}, "single slot");
+}
+
+TEST(DispatchTest, RejectsTokensOutOfRange) {
+  // A damaged plan may leave any bits in the token table.
+  std::vector<int32_t> slots = {0, 4};
+  std::vector<float> x(4), xd(2);
+  EXPECT_THROW(dispatch(x.data(), slots.data(), xd.data(), 2, 4, 1),
+               KernelError);
+}
+
+TEST(ExpertsTest, RejectsOffsetsOutsideTheSlots) {
+  std::vector<int32_t> tokens = {0, 1};
+  std::vector<float> xd(2), w(1), yd(2);
+  for (std::vector<int32_t> offsets :
+       {std::vector<int32_t>{0, 3}, {-1, 2}, {0, 2, 1}}) {
+    int64_t numExperts = offsets.size() - 1;
+    std::vector<float> weights(numExperts);
+    EXPECT_THROW(experts(xd.data(), tokens.data(), offsets.data(),
+                         weights.data(), nullptr, weights.data(), nullptr,
+                         yd.data(), numExperts, 2, 1, 1, Activation::None),
+                 KernelError)
+        << offsets[0] << " " << offsets[1];
+  }
 }
 
 TEST(ExpertsTest, ExpertLongerThanOneTile) {
@@ -339,7 +363,7 @@ TEST(MoePipelineTest, ExpertsChooseLayerMatchesReference) {
     route(probs.data(), r.tokens.data(), r.gates.data(), r.offsets.data(),
           groups, tpg, numExperts, capacity);
     std::vector<float> xd(slots * d), yd(slots * d), out(tokens * d);
-    dispatchFn(x.data(), r.tokens.data(), xd.data(), slots, d);
+    dispatchFn(x.data(), r.tokens.data(), xd.data(), slots, tokens, d);
     expertsFn(xd.data(), r.tokens.data(), r.offsets.data(), w1.data(),
               b1.data(), w2.data(), b2.data(), yd.data(), numExperts, slots, d,
               f, Activation::Gelu);

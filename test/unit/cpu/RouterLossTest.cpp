@@ -196,8 +196,8 @@ TEST(DataMovementGoldenTest, GatherPerExampleRows) {
   std::vector<int32_t> tokens = {0, 3, 4 + 1, 4 + 2};
   std::vector<float> expected = {0, 1, 2, 9, 10, 11, -3, -4, -5, -6, -7, -8};
   std::vector<float> xd(12, 99.0f), refXd(12, 99.0f);
-  dispatch(x.data(), tokens.data(), xd.data(), 4, 3);
-  reference::dispatch(x.data(), tokens.data(), refXd.data(), 4, 3);
+  dispatch(x.data(), tokens.data(), xd.data(), 4, 8, 3);
+  reference::dispatch(x.data(), tokens.data(), refXd.data(), 4, 8, 3);
   EXPECT_EQ(xd, expected);
   EXPECT_EQ(refXd, expected);
 }

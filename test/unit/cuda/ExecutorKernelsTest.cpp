@@ -286,7 +286,8 @@ TEST(CudaMoeRows, DispatchAndCombineMatchTheCpu) {
                      dout = randomFloats(s.numTokens * s.d, 22);
   std::vector<float> xd(s.slots * s.d), out(s.numTokens * s.d),
       dx(s.numTokens * s.d), dyd(s.slots * s.d), dgates(s.slots);
-  cpu::dispatch(x.data(), s.tokens.data(), xd.data(), s.slots, s.d);
+  cpu::dispatch(x.data(), s.tokens.data(), xd.data(), s.slots, s.numTokens,
+                s.d);
   cpu::combine(yd.data(), s.tokens.data(), s.gates.data(), out.data(), s.slots,
                s.numTokens, s.d);
   cpu::dispatchBackward(yd.data(), s.tokens.data(), dx.data(), s.slots,

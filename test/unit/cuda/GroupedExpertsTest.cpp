@@ -170,7 +170,7 @@ TEST(CudaGroupedExperts, MatchesTheReferences) {
         std::vector<float> dyd = randomFloats(l.slots * c.d, 5);
         std::vector<float> xd(l.slots * c.d);
         cpu::reference::dispatch(x.data(), l.tokens.data(), xd.data(), l.slots,
-                                 c.d);
+                                 l.numTokens, c.d);
         References expected = reference(l, xd, w, biases, dyd, c.d, c.f, act);
         expectGrouped<float>(l, xd, w, biases, dyd, c.d, c.f, act, false,
                              expected, 1e-5, what);

@@ -342,11 +342,11 @@ TEST_F(ExecutorTest, CreateChecksKernelShapesOnce) {
                    "kernel needs [2, 3, 3] F32");
 
   plan = embedNormDensePlan();
-  plan["steps"][0]["operands"][0] = 10;
+  plan["steps"][0]["operands"][0] = 1;
   executor = create(plan);
   ASSERT_FALSE(executor.ok());
   EXPECT_THAT(executor.message(),
-              HasSubstr("steps[0] (embed): operand 0 (ids) is [2, 3, 4] F32 "
+              HasSubstr("steps[0] (embed): operand 0 (ids) is [1, 3, 4] F32 "
                         "but the kernel needs a rank-2 I32 tensor"));
 }
 

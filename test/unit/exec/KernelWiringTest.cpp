@@ -385,8 +385,8 @@ TEST(KernelWiringTest, RefusesGatheringExperts) {
   int64_t x = b.param("x", {tokens, d});
   int64_t w1 = b.param("w1", {experts, d, f});
   int64_t w2 = b.param("w2", {experts, f, d});
-  int64_t assigned = b.arena({slots}, "I32");
-  int64_t offsets = b.arena({experts + 1}, "I32");
+  int64_t assigned = b.input("assigned", {slots});
+  int64_t offsets = b.input("offsets", {experts + 1});
   int64_t yd = b.arena({slots, d}), dxd = b.arena({slots, d});
   int64_t dw1 = b.arena({experts, d, f}), db1 = b.arena({experts, f});
   int64_t dw2 = b.arena({experts, f, d}), db2 = b.arena({experts, d});

@@ -60,7 +60,7 @@ inline int64_t numElements(const std::vector<int64_t> &shape) {
 class PlanBuilder {
 public:
   PlanBuilder(int64_t batch = 2, int64_t seq = 3) {
-    plan = {{"format_version", 1},
+    plan = {{"format_version", kPlanFormatVersion},
             {"compiler_version", "0.1.0"},
             {"model", "tiny"},
             {"target", "cpu"},
@@ -70,6 +70,8 @@ public:
             {"pad_id", 0},
             {"vocab_size", 5},
             {"arena_bytes", 0},
+            {"forward_steps", 0},
+            {"heads", json::object()},
             {"flops", 1000.0},
             {"params", json::array()},
             {"inputs", json::array()},
@@ -141,8 +143,15 @@ public:
                              {"attrs", attrs}});
   }
 
+  /// An output; the forward pass extends to the last step writing it.
   void output(const std::string &name, int64_t value) {
     plan["outputs"].push_back({{"name", name}, {"value", value}});
+    const json &steps = plan["steps"];
+    for (size_t i = 0; i < steps.size(); ++i)
+      for (const json &result : steps[i]["results"])
+        if (result == value)
+          plan["forward_steps"] =
+              std::max<int64_t>(plan["forward_steps"].get<int64_t>(), i + 1);
   }
 
   json plan;

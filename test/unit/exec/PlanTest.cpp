@@ -76,14 +76,56 @@ TEST(PlanTest, ParsesEveryTable) {
 
 TEST(PlanTest, FormatVersionMismatchNamesBothVersionsAndCompiler) {
   json plan = embedNormDensePlan();
-  plan["format_version"] = 2;
+  plan["format_version"] = 3;
   plan["compiler_version"] = "0.7.3";
   // A future format may change anything else; the version error comes first.
   plan.erase("steps");
   EXPECT_EQ(parseError(plan),
-            "tiny.mxa: plan format version 2 (written by compiler version "
+            "tiny.mxa: plan format version 3 (written by compiler version "
             "0.7.3) is not supported: this runtime reads plan format version "
-            "1; recompile the model with a matching mixc");
+            "2; recompile it with mixc");
+
+  // Version 1 plans lack forward_steps and heads.
+  plan = embedNormDensePlan();
+  plan["format_version"] = 1;
+  plan.erase("forward_steps");
+  plan.erase("heads");
+  EXPECT_EQ(parseError(plan),
+            "tiny.mxa: plan format version 1 (written by compiler version "
+            "0.1.0) is not supported: this runtime reads plan format version "
+            "2; recompile it with mixc");
+}
+
+TEST(PlanTest, ReadsTheHeadsAndTheForwardSteps) {
+  json plan = embedNormDensePlan();
+  plan["heads"] = {{"masked_lm", true},
+                   {"next_sentence", true},
+                   {"causal_lm", false},
+                   {"classes", 2}};
+  Expected<Plan> parsed = Plan::parse(plan.dump(), "tiny.mxa");
+  ASSERT_TRUE(parsed.ok()) << parsed.message();
+  EXPECT_TRUE(parsed->heads.maskedLm);
+  EXPECT_TRUE(parsed->heads.nextSentence);
+  EXPECT_FALSE(parsed->heads.causalLm);
+  EXPECT_EQ(parsed->heads.classes, 2);
+  EXPECT_EQ(parsed->forwardSteps, 3);
+
+  plan["heads"]["classes"] = -1;
+  EXPECT_EQ(parseError(plan), "tiny.mxa: heads: 'classes' must be a "
+                              "non-negative integer, not -1");
+  plan["heads"]["classes"] = 2;
+  plan["heads"]["causal_lm"] = 1;
+  EXPECT_EQ(parseError(plan),
+            "tiny.mxa: heads: 'causal_lm' must be a boolean, not 1");
+  plan["heads"] = {{"pooler", true}};
+  EXPECT_EQ(parseError(plan), "tiny.mxa: heads: unknown key 'pooler'");
+
+  plan = embedNormDensePlan();
+  plan["forward_steps"] = 4;
+  EXPECT_EQ(parseError(plan), "tiny.mxa: forward_steps 4 is outside [0, 3], "
+                              "the steps of the plan");
+  plan.erase("forward_steps");
+  EXPECT_EQ(parseError(plan), "tiny.mxa: missing 'forward_steps'");
 }
 
 TEST(PlanTest, LoadNamesTheArtifactInVersionErrors) {
@@ -243,6 +285,95 @@ TEST(PlanTest, RejectsValuesWithBadStorage) {
   plan["values"][7]["dtype"] = "F32";
   EXPECT_THAT(parseError(plan), HasSubstr("values[7]: input value [2, 3] F32 "
                                           "does not view input 'input_ids'"));
+}
+
+TEST(PlanTest, RejectsUnknownKeysOnValues) {
+  json plan = embedNormDensePlan();
+  plan["values"][9]["offest"] = 0;
+  EXPECT_EQ(parseError(plan), "tiny.mxa: values[9]: unknown key 'offest'");
+
+  // An arena value has no index, a parameter value no offset.
+  plan = embedNormDensePlan();
+  plan["values"][9]["index"] = 0;
+  EXPECT_EQ(parseError(plan), "tiny.mxa: values[9]: unknown key 'index'");
+  plan = embedNormDensePlan();
+  plan["values"][0]["offset"] = 0;
+  EXPECT_EQ(parseError(plan), "tiny.mxa: values[0]: unknown key 'offset'");
+}
+
+TEST(PlanTest, RejectsReadsOfBuffersNoEarlierStepWrote) {
+  // Without the embed step, layer_norm reads an arena buffer nothing wrote.
+  json plan = embedNormDensePlan();
+  plan["steps"].erase(0);
+  plan["forward_steps"] = 2;
+  EXPECT_EQ(parseError(plan),
+            "tiny.mxa: steps[0] (layer_norm): operand 0 reads value 9 [2, 3, "
+            "4] F32 at arena offset 0, which no earlier step wrote");
+
+  // A step of another buffer overwrites part of h ([128, 224)) before the
+  // dense reads it.
+  plan = embedNormDensePlan();
+  plan["values"].push_back({{"shape", {2, 3, 3}},
+                            {"dtype", "F32"},
+                            {"storage", "arena"},
+                            {"offset", 192}});
+  json clobber = plan["steps"][2];
+  clobber["operands"][0] = 9;
+  clobber["results"][0] = 12;
+  plan["steps"].insert(plan["steps"].begin() + 2, clobber);
+  EXPECT_EQ(parseError(plan),
+            "tiny.mxa: steps[3] (dense): operand 0 reads value 10 [2, 3, 4] "
+            "F32 at arena offset 128, which no earlier step wrote");
+
+  // An output nothing wrote.
+  plan = embedNormDensePlan();
+  plan["steps"].erase(2);
+  plan["forward_steps"] = 2;
+  EXPECT_EQ(parseError(plan),
+            "tiny.mxa: outputs[0] 'y': the output reads value 11 [2, 3, 3] "
+            "F32 at arena offset 256, which no earlier step wrote");
+
+  // A view reads what was written through its source.
+  plan = embedNormDensePlan();
+  plan["values"].push_back(plan["values"][10]);
+  plan["values"][12]["shape"] = {6, 4};
+  plan["steps"][2]["operands"][0] = 12;
+  plan["values"][11]["shape"] = {6, 3};
+  Expected<Plan> parsed = Plan::parse(plan.dump(), "tiny.mxa");
+  EXPECT_TRUE(parsed.ok()) << parsed.message();
+}
+
+TEST(PlanTest, ChecksTheHeaderAgainstThePlan) {
+  json plan = embedNormDensePlan();
+  plan["mode"] = "eval";
+  EXPECT_EQ(parseError(plan),
+            "tiny.mxa: unknown mode 'eval' (expected inference or train)");
+
+  plan = embedNormDensePlan();
+  plan["batch"] = 4;
+  EXPECT_EQ(parseError(plan), "tiny.mxa: steps[0] (embed): token ids [2, 3] "
+                              "are not [batch, seq] [4, 3]");
+
+  plan = embedNormDensePlan();
+  plan["seq"] = 5;
+  EXPECT_EQ(parseError(plan), "tiny.mxa: steps[0] (embed): token ids [2, 3] "
+                              "are not [batch, seq] [2, 5]");
+
+  plan = embedNormDensePlan();
+  plan["vocab_size"] = 6;
+  EXPECT_EQ(parseError(plan), "tiny.mxa: steps[0] (embed): word embeddings "
+                              "[5, 4] do not have vocab_size 6 rows");
+
+  plan = embedNormDensePlan();
+  plan["pad_id"] = 5;
+  EXPECT_EQ(parseError(plan),
+            "tiny.mxa: pad_id 5 is outside the vocabulary [0, 5)");
+
+  PlanBuilder b;
+  b.state("adam/m", {2});
+  b.plan["mode"] = "inference";
+  EXPECT_EQ(parseError(b.plan),
+            "tiny.mxa: an inference plan must not have training settings");
 }
 
 TEST(PlanTest, RejectsArenaValuesOutsideTheArena) {

@@ -1,0 +1,28 @@
+//===- PlanFormat.h - Constants of the plan format ---------------*- C++
+//-*-===//
+//
+// What the compiler that writes plans and the runtime that reads them must
+// agree on beyond the kernel vocabulary: the format version and the arena
+// alignment. Header-only, below both (docs/runtime.md, "Artifact").
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MIXER_RUNTIME_SUPPORT_PLANFORMAT_H
+#define MIXER_RUNTIME_SUPPORT_PLANFORMAT_H
+
+#include <cstdint>
+
+namespace mixer {
+
+/// The plan format mixc writes and the runtime executes; artifacts of any
+/// other version are refused with a message naming both versions. Version 2
+/// added forward_steps and heads.
+inline constexpr int64_t kPlanFormatVersion = 2;
+
+/// The alignment of every arena slice (and of the arena itself), for
+/// full-width vector loads.
+inline constexpr int64_t kArenaAlignment = 64;
+
+} // namespace mixer
+
+#endif // MIXER_RUNTIME_SUPPORT_PLANFORMAT_H
