@@ -41,30 +41,9 @@ PlanBuilder normThen(const std::string &kernel, json attrs = json::object(),
   return b;
 }
 
-/// Parses `b`'s plan. Its steps stand alone, reading arena values that no
-/// step of theirs writes: `fill` steps in front write every arena value for
-/// the loader's def-before-use check and are taken out again.
-exec::Plan parse(const PlanBuilder &b) {
-  json text = b.plan;
-  json &steps = text["steps"];
-  size_t fills = 0;
-  for (size_t id = 0; id < text["values"].size(); ++id)
-    if (text["values"][id]["storage"] == "arena")
-      steps.insert(steps.begin() + fills++, json{{"kernel", "fill"},
-                                                 {"operands", json::array()},
-                                                 {"results", json::array({id})},
-                                                 {"attrs", {{"value", 0.0}}}});
-  Expected<exec::Plan> plan = exec::Plan::parse(text.dump(), "tiny.mxa");
-  EXPECT_TRUE(plan.ok()) << plan.message();
-  if (!plan.ok())
-    return exec::Plan();
-  plan->steps.erase(plan->steps.begin(), plan->steps.begin() + fills);
-  return *plan;
-}
-
 /// The message of preparing step `index` of `b`'s plan for the device.
 std::string prepareError(const PlanBuilder &b, size_t index) {
-  exec::Plan plan = parse(b);
+  exec::Plan plan = parseStandalone(b);
   int64_t scratch = 0;
   Expected<cuda::DeviceStep> step =
       cuda::prepareDeviceStep(plan, index, scratch);
@@ -81,7 +60,7 @@ TEST(CudaKernelTableTest, WiresEveryPlanKernelOnce) {
 }
 
 TEST(CudaKernelTableTest, AcceptsAPlanOfWiredKernels) {
-  exec::Plan plan = parse(normThen("softmax"));
+  exec::Plan plan = parseStandalone(normThen("softmax"));
   for (size_t i = 0; i < plan.steps.size(); ++i) {
     int64_t scratch = 0;
     Expected<cuda::DeviceStep> step = cuda::prepareDeviceStep(plan, i, scratch);
@@ -96,7 +75,7 @@ TEST(CudaKernelTableTest, PreparesBf16Activations) {
   int64_t scale = b.param("scale", {8}), bias = b.param("bias", {8});
   int64_t x = b.arena({4, 8}, "BF16"), y = b.arena({4, 8}, "BF16");
   b.step("layer_norm", {x, -1, scale, bias}, {y}, {{"epsilon", 1e-6}});
-  exec::Plan plan = parse(b);
+  exec::Plan plan = parseStandalone(b);
   int64_t scratch = 0;
   Expected<cuda::DeviceStep> step = cuda::prepareDeviceStep(plan, 0, scratch);
   EXPECT_TRUE(step.ok()) << step.message();
@@ -152,7 +131,7 @@ PlanBuilder attentionWith(int64_t headDim, bool seedIsInput) {
 }
 
 TEST(CudaKernelTableTest, ChecksAttention) {
-  exec::Plan plan = parse(attentionWith(4, true));
+  exec::Plan plan = parseStandalone(attentionWith(4, true));
   int64_t scratch = 0;
   Expected<cuda::DeviceStep> step = cuda::prepareDeviceStep(plan, 0, scratch);
   EXPECT_TRUE(step.ok()) << step.message();
@@ -170,7 +149,7 @@ TEST(CudaKernelTableTest, ReservesScratchForTheBf16Products) {
   b.step("dense", {x, w, -1}, {y},
          {{"activation", "gelu"}, {"transpose_w", false}});
   auto scratchOf = [&](PlanBuilder &builder) {
-    exec::Plan plan = parse(builder);
+    exec::Plan plan = parseStandalone(builder);
     int64_t scratch = 0;
     Expected<cuda::DeviceStep> step = cuda::prepareDeviceStep(plan, 0, scratch);
     EXPECT_TRUE(step.ok()) << step.message();
@@ -225,7 +204,8 @@ TEST(CudaTargetInfoTest, DenseFusesExactlyTheActivationsItClaims) {
   const TargetInfo *cuda = findTarget("cuda");
   ASSERT_NE(cuda, nullptr);
   for (std::string_view kind : ActivationKinds) {
-    exec::Plan plan = parse(denseWithActivation("cuda", std::string(kind)));
+    exec::Plan plan =
+        parseStandalone(denseWithActivation("cuda", std::string(kind)));
     int64_t scratch = 0;
     Expected<cuda::DeviceStep> step = cuda::prepareDeviceStep(plan, 0, scratch);
     EXPECT_EQ(step.ok(), kind == "none" || cuda->fusesDenseActivation(kind))
@@ -243,13 +223,13 @@ TEST(CudaTargetInfoTest, ExpertsGatherAndTakeBf16AsClaimed) {
                                            {"capacity", 4},
                                            {"batch_prioritized", false}});
   b.plan["steps"][1]["attrs"]["gather"] = true;
-  exec::Plan plan = parse(b);
+  exec::Plan plan = parseStandalone(b);
   int64_t scratch = 0;
   Expected<cuda::DeviceStep> step = cuda::prepareDeviceStep(plan, 1, scratch);
   EXPECT_EQ(step.ok(), findTarget("cuda")->expertsGather)
       << (step.ok() ? "prepared" : step.message());
   PlanBuilder bf16 = normThen("softmax", json::object(), "BF16");
-  plan = parse(bf16);
+  plan = parseStandalone(bf16);
   step = cuda::prepareDeviceStep(plan, 1, scratch);
   EXPECT_EQ(step.ok(), findTarget("cuda")->bf16)
       << (step.ok() ? "prepared" : step.message());
@@ -258,7 +238,7 @@ TEST(CudaTargetInfoTest, ExpertsGatherAndTakeBf16AsClaimed) {
 TEST(CudaKernelTableTest, ChoosesTheExpertsKernelsByRouting) {
   // A capacity routing: strided batches, which need bf16-widening scratch
   // only in bf16 plans; P, dP, dyd [8, 6 | 4] aligned to 64 floats each.
-  exec::Plan plan = parse(
+  exec::Plan plan = parseStandalone(
       expertsAfter("route_tokens_choose", {{"groups", 1},
                                            {"tokens_per_group", 8},
                                            {"k", 1},
@@ -272,7 +252,7 @@ TEST(CudaKernelTableTest, ChoosesTheExpertsKernelsByRouting) {
   }
   EXPECT_EQ(scratch, 3 * 64 * 4);
   // Sigmoid top-k: the grouped kernels, whose scratch is P and dP alone.
-  plan = parse(expertsAfter("route_sigmoid_topk", {{"k", 1}}));
+  plan = parseStandalone(expertsAfter("route_sigmoid_topk", {{"k", 1}}));
   scratch = 0;
   for (size_t index : {1, 2}) {
     Expected<cuda::DeviceStep> step =
@@ -308,7 +288,7 @@ PlanBuilder gatheringExpertsAfter(const std::string &routing, json attrs,
 /// The scratch bytes of preparing steps 1 and 2 of `b`'s plan, or -1 when
 /// one fails.
 int64_t expertsScratch(const PlanBuilder &b) {
-  exec::Plan plan = parse(b);
+  exec::Plan plan = parseStandalone(b);
   int64_t scratch = 0;
   for (size_t index : {1, 2}) {
     Expected<cuda::DeviceStep> step =
@@ -363,7 +343,7 @@ PlanBuilder withBf16Experts(PlanBuilder b) {
 
 /// The scratch bytes of preparing step `index` of `b`'s plan alone.
 int64_t stepScratch(const PlanBuilder &b, size_t index) {
-  exec::Plan plan = parse(b);
+  exec::Plan plan = parseStandalone(b);
   int64_t scratch = 0;
   Expected<cuda::DeviceStep> step =
       cuda::prepareDeviceStep(plan, index, scratch);
@@ -472,7 +452,7 @@ PlanBuilder countedNoise(bool microInArena) {
 }
 
 TEST(CudaKernelTableTest, ReadsNoiseCountersOfMicroStepsOnTheHost) {
-  exec::Plan plan = parse(countedNoise(false));
+  exec::Plan plan = parseStandalone(countedNoise(false));
   int64_t scratch = 0;
   for (size_t index : {0, 1, 2}) {
     Expected<cuda::DeviceStep> step =
@@ -511,7 +491,7 @@ PlanBuilder accumulatedAdamW(int64_t microSteps, bool withMicro) {
 }
 
 TEST(CudaKernelTableTest, AccumulatesGradientsOverMicroSteps) {
-  exec::Plan plan = parse(accumulatedAdamW(2, true));
+  exec::Plan plan = parseStandalone(accumulatedAdamW(2, true));
   int64_t scratch = 0;
   for (size_t index : {0, 1}) {
     Expected<cuda::DeviceStep> step =
@@ -569,7 +549,7 @@ TEST(CudaKernelTableTest, PreparesEveryMixingAlgorithm) {
   for (const char *algorithm : {"fft", "matmul"})
     for (const char *dtype : {"F32", "BF16"}) {
       SCOPED_TRACE(std::string(algorithm) + " " + dtype);
-      exec::Plan plan = parse(mixingPlan(algorithm, dtype));
+      exec::Plan plan = parseStandalone(mixingPlan(algorithm, dtype));
       ASSERT_EQ(plan.steps.size(), 6u);
       int64_t scratch = 0;
       for (size_t i = 0; i < plan.steps.size(); ++i) {
@@ -607,7 +587,7 @@ TEST(CudaKernelTableTest, ExecutorRunsCudaPlansOnly) {
   PlanBuilder b = normThen("softmax");
   b.plan["target"] = "cpu";
   Expected<std::unique_ptr<cuda::Executor>> executor =
-      cuda::Executor::create(parse(b));
+      cuda::Executor::create(parseStandalone(b));
   ASSERT_FALSE(executor.ok());
   EXPECT_EQ(executor.message(), "tiny.mxa: the plan targets 'cpu'; the CUDA "
                                 "executor runs 'cuda' plans");
@@ -620,7 +600,7 @@ TEST(CudaKernelTableTest, NamesTheMissingDevice) {
   EXPECT_THAT(status.message(),
               StartsWith("no CUDA device (cudaGetDeviceCount: "));
   Expected<std::unique_ptr<cuda::Executor>> executor =
-      cuda::Executor::create(parse(normThen("softmax")));
+      cuda::Executor::create(parseStandalone(normThen("softmax")));
   ASSERT_FALSE(executor.ok());
   EXPECT_THAT(executor.message(),
               StartsWith("tiny.mxa: no CUDA device (cudaGetDeviceCount: "));

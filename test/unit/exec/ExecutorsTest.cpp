@@ -103,7 +103,7 @@ TEST(TargetInfoTest, CpuDenseFusesExactlyTheActivationsItClaims) {
   const TargetInfo *cpu = findTarget("cpu");
   ASSERT_NE(cpu, nullptr);
   for (std::string_view kind : ActivationKinds) {
-    Plan plan = parse(denseWithActivation("cpu", std::string(kind)).plan);
+    Plan plan = parseStandalone(denseWithActivation("cpu", std::string(kind)));
     int64_t scratch = 0;
     Expected<cpu::StepFunction> step = cpu::prepareStep(plan, 0, scratch);
     EXPECT_EQ(step.ok(), kind == "none" || cpu->fusesDenseActivation(kind))
@@ -122,7 +122,7 @@ TEST(TargetInfoTest, CpuExpertsGatherOnlyIfTheyClaimTo) {
     b.step("experts", {xd, tokens, offsets, w1, -1, w2, -1}, {yd},
            {{"activation", "gelu"}, {"gather", gather}});
     b.output("y", yd);
-    Plan plan = parse(b.plan);
+    Plan plan = parseStandalone(b);
     int64_t scratch = 0;
     Expected<cpu::StepFunction> step = cpu::prepareStep(plan, 0, scratch);
     EXPECT_EQ(step.ok(), !gather || findTarget("cpu")->expertsGather)

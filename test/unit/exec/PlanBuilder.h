@@ -239,6 +239,28 @@ inline json embedNormDensePlan() {
   return b.plan;
 }
 
+/// Parses `b`'s plan, whose steps stand alone: they read arena values that no
+/// step of theirs writes. `fill` steps in front write every arena value for
+/// the loader's def-before-use check and are taken out again.
+inline Plan parseStandalone(const PlanBuilder &b) {
+  nlohmann::json text = b.plan;
+  nlohmann::json &steps = text["steps"];
+  size_t fills = 0;
+  for (size_t id = 0; id < text["values"].size(); ++id)
+    if (text["values"][id]["storage"] == "arena")
+      steps.insert(steps.begin() + fills++,
+                   nlohmann::json{{"kernel", "fill"},
+                                  {"operands", nlohmann::json::array()},
+                                  {"results", nlohmann::json::array({id})},
+                                  {"attrs", {{"value", 0.0}}}});
+  Expected<Plan> plan = Plan::parse(text.dump(), "tiny.mxa");
+  EXPECT_TRUE(plan.ok()) << plan.message();
+  if (!plan.ok())
+    return Plan();
+  plan->steps.erase(plan->steps.begin(), plan->steps.begin() + fills);
+  return *plan;
+}
+
 /// A `target` plan of one dense step x [6, 4] -> y [6, 5] with `activation`
 /// (TargetInfo's claims against each backend's table).
 inline PlanBuilder denseWithActivation(const std::string &target,
