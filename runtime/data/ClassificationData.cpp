@@ -4,6 +4,7 @@
 
 #include "runtime/data/Corpus.h"
 #include "runtime/data/Random.h"
+#include "runtime/io/JsonDepth.h"
 
 #include <nlohmann/json.hpp>
 
@@ -110,6 +111,8 @@ ClassificationData::load(const std::string &path, const Tokenizer &tokenizer,
     if (line.find_first_not_of(" \t\r") == std::string::npos)
       continue;
     std::string where = path + ":" + std::to_string(lineNumber);
+    if (Status s = io::checkJsonDepth(line, where + ": the example"); !s)
+      return s;
     json object;
     try {
       object = json::parse(line);

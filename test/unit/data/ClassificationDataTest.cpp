@@ -199,5 +199,17 @@ TEST_F(ClassificationDataTest, ErrorsNameFileLineAndProblem) {
             path + ": n_classes 0 is not positive");
 }
 
+TEST_F(ClassificationDataTest, RefusesExamplesNestedTooDeep) {
+  // Printing the label for the message would recurse once per level and
+  // exhaust the stack.
+  std::string path = DataEnv::get().file("bad.jsonl");
+  std::string nested = std::string(100000, '[') + std::string(100000, ']');
+  EXPECT_EQ(error("{\"text\": \"a\", \"label\": 0}\n"
+                  "{\"text\": \"a\", \"label\": " +
+                  nested + "}\n"),
+            path + ":2: the example nests arrays and objects deeper than 256 "
+                   "levels (at byte offset 278)");
+}
+
 } // namespace
 } // namespace mixer::data::test
