@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <limits>
 
 namespace mixer::data {
 
@@ -41,17 +42,27 @@ Expected<float> readLabel(const json &object, int64_t numClasses,
     if (!label.is_number())
       return Status::error(where + ": regression label " + label.dump() +
                            " is not a number");
-    return label.get<float>();
+    // Converting a double beyond the float range is undefined; it would
+    // make an infinite target.
+    double target = label.get<double>();
+    if (std::fabs(target) > std::numeric_limits<float>::max())
+      return Status::error(where + ": regression label " + label.dump() +
+                           " is beyond the range of 32-bit floats");
+    return static_cast<float>(target);
   }
   if (!label.is_number_integer())
     return Status::error(where + ": label " + label.dump() +
                          " is not an integer class index");
-  int64_t index = label.get<int64_t>();
-  if (index < 0 || index >= numClasses)
-    return Status::error(where + ": label " + std::to_string(index) +
+  // An unsigned value above the int64 range would wrap to a negative index.
+  bool inRange =
+      label.is_number_unsigned()
+          ? label.get<uint64_t>() < static_cast<uint64_t>(numClasses)
+          : label.get<int64_t>() >= 0 && label.get<int64_t>() < numClasses;
+  if (!inRange)
+    return Status::error(where + ": label " + label.dump() +
                          " is out of range for " + std::to_string(numClasses) +
                          " classes");
-  return static_cast<float>(index);
+  return static_cast<float>(label.get<int64_t>());
 }
 
 /// The texts of one example: "text", or "text_a" and "text_b".

@@ -2,9 +2,10 @@
 //
 // The input is a pre-training corpus for readDocuments or, built with
 // MIXER_FUZZ_JSONL, a fine-tuning JSONL file for ClassificationData::load,
-// read both for a classification head and a regression head; the batches of
-// what loads are built too. Both need a tokenizer: a small SentencePiece
-// model trained at start-up on MIXER_FUZZ_TOKENIZER_CORPUS.
+// read both for a classification head and a regression head; what loads
+// must have finite labels, and its batches are built too. Both need a
+// tokenizer: a small SentencePiece model trained at start-up on
+// MIXER_FUZZ_TOKENIZER_CORPUS.
 //
 //===----------------------------------------------------------------------===//
 
@@ -15,6 +16,7 @@
 
 #include <sentencepiece_trainer.h>
 
+#include <cmath>
 #include <optional>
 
 namespace {
@@ -53,6 +55,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *bytes, size_t size) {
       mixer::fuzz::checkErrorNames(path, examples.message());
       continue;
     }
+    for (const data::ClassificationExample &example : examples->all())
+      if (!std::isfinite(example.label))
+        fail("a loaded example has the label " + std::to_string(example.label));
     constexpr int64_t kBatchSize = 2, kSeqLength = 8;
     for (int64_t i = 0; i < examples->numBatches(kBatchSize); ++i)
       (void)examples->batch(i, kBatchSize, kSeqLength);

@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <limits>
 #include <numeric>
 
 namespace mixer::data::test {
@@ -197,6 +198,23 @@ TEST_F(ClassificationDataTest, ErrorsNameFileLineAndProblem) {
   EXPECT_EQ(error("\n\n"), path + ": no examples");
   EXPECT_EQ(error("{\"text\": \"a\", \"label\": 0}\n", 0),
             path + ": n_classes 0 is not positive");
+}
+
+TEST_F(ClassificationDataTest, RefusesLabelsOutsideTheirTypesRange) {
+  std::string path = DataEnv::get().file("bad.jsonl");
+  // Above the int64 range: named as written, not wrapped to -1.
+  EXPECT_EQ(error("{\"text\": \"a\", \"label\": 18446744073709551615}\n"),
+            path + ":1: label 18446744073709551615 is out of range for 2 "
+                   "classes");
+  // Beyond the float range: no infinite regression target.
+  EXPECT_EQ(error("{\"text\": \"a\", \"label\": -1e39}\n", 1),
+            path + ":1: regression label -1e+39 is beyond the range of 32-bit "
+                   "floats");
+  auto data = load(write("edge.jsonl", "{\"text\": \"a\", \"label\": "
+                                       "3.4028234663852886e38}\n"),
+                   1);
+  ASSERT_TRUE(data.ok()) << data.message();
+  EXPECT_EQ(data->all()[0].label, std::numeric_limits<float>::max());
 }
 
 TEST_F(ClassificationDataTest, RefusesExamplesNestedTooDeep) {
