@@ -21,13 +21,16 @@ namespace {
 
 using json = nlohmann::json;
 
-/// The parser's explanation without its "[json.exception...] parse error at
-/// line 1, column N: " preamble: the line and column are those of the
-/// JSONL line, reported by the caller.
-std::string parseProblem(const json::parse_error &error) {
+/// The parser's explanation without its "[json.exception...] " prefix and,
+/// for syntax errors, its "parse error at line 1, column N: " preamble: the
+/// line and column are those of the JSONL line, reported by the caller.
+std::string parseProblem(const json::exception &error) {
   std::string what = error.what();
+  size_t bracket = what.find("] ");
+  if (bracket != std::string::npos)
+    what.erase(0, bracket + 2);
   size_t column = what.find("column ");
-  size_t colon = what.find(": ", column == std::string::npos ? 0 : column);
+  size_t colon = column == std::string::npos ? column : what.find(": ", column);
   return colon == std::string::npos ? what : what.substr(colon + 2);
 }
 
@@ -127,7 +130,9 @@ ClassificationData::load(const std::string &path, const Tokenizer &tokenizer,
     json object;
     try {
       object = json::parse(line);
-    } catch (const json::parse_error &error) {
+    } catch (const json::exception &error) {
+      // A number beyond the double range is an out_of_range error, not a
+      // parse_error.
       return Status::error(where + ": bad JSON: " + parseProblem(error));
     }
     if (!object.is_object())

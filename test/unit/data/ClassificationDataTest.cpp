@@ -178,6 +178,8 @@ TEST_F(ClassificationDataTest, ErrorsNameFileLineAndProblem) {
   std::string path = DataEnv::get().file("bad.jsonl");
   EXPECT_THAT(error("{\"text\": \"a\", \"label\": 0}\n{\"text\": \"b\", "),
               HasSubstr(path + ":2: bad JSON: "));
+  EXPECT_EQ(error("{\"text\": \"a\", \"label\": 1e400}\n"),
+            path + ":1: bad JSON: number overflow parsing '1e400'");
   EXPECT_EQ(error("{\"text\": \"a\"}\n"), path + ":1: missing key 'label'");
   EXPECT_EQ(error("{\"sentence\": \"a\", \"label\": 0}\n"),
             path + ":1: missing key 'text' (or 'text_a' and 'text_b')");
