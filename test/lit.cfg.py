@@ -26,6 +26,10 @@ if config.mixer_enable_cuda.upper() in ("ON", "1", "TRUE", "YES"):
     config.available_features.add("cuda")
 if os.path.exists("/dev/nvidiactl"):
     config.available_features.add("cuda-device")
+# "asan": the tools are built with AddressSanitizer (MIXER_SANITIZE=1), whose
+# shadow memory reserves terabytes of address space.
+if "-fsanitize=address" in config.mixer_cxx_flags:
+    config.available_features.add("asan")
 
 config.substitutions.append(("%models", os.path.join(config.mixer_src_root, "models")))
 config.substitutions.append(("%python", config.python3))

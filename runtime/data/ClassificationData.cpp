@@ -4,6 +4,7 @@
 
 #include "runtime/data/Corpus.h"
 #include "runtime/data/Random.h"
+#include "runtime/io/JsonDepth.h"
 
 #include <nlohmann/json.hpp>
 
@@ -12,6 +13,7 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <limits>
 
 namespace mixer::data {
 
@@ -19,13 +21,16 @@ namespace {
 
 using json = nlohmann::json;
 
-/// The parser's explanation without its "[json.exception...] parse error at
-/// line 1, column N: " preamble: the line and column are those of the
-/// JSONL line, reported by the caller.
-std::string parseProblem(const json::parse_error &error) {
+/// The parser's explanation without its "[json.exception...] " prefix and,
+/// for syntax errors, its "parse error at line 1, column N: " preamble: the
+/// line and column are those of the JSONL line, reported by the caller.
+std::string parseProblem(const json::exception &error) {
   std::string what = error.what();
+  size_t bracket = what.find("] ");
+  if (bracket != std::string::npos)
+    what.erase(0, bracket + 2);
   size_t column = what.find("column ");
-  size_t colon = what.find(": ", column == std::string::npos ? 0 : column);
+  size_t colon = column == std::string::npos ? column : what.find(": ", column);
   return colon == std::string::npos ? what : what.substr(colon + 2);
 }
 
@@ -40,17 +45,27 @@ Expected<float> readLabel(const json &object, int64_t numClasses,
     if (!label.is_number())
       return Status::error(where + ": regression label " + label.dump() +
                            " is not a number");
-    return label.get<float>();
+    // Converting a double beyond the float range is undefined; it would
+    // make an infinite target.
+    double target = label.get<double>();
+    if (std::fabs(target) > std::numeric_limits<float>::max())
+      return Status::error(where + ": regression label " + label.dump() +
+                           " is beyond the range of 32-bit floats");
+    return static_cast<float>(target);
   }
   if (!label.is_number_integer())
     return Status::error(where + ": label " + label.dump() +
                          " is not an integer class index");
-  int64_t index = label.get<int64_t>();
-  if (index < 0 || index >= numClasses)
-    return Status::error(where + ": label " + std::to_string(index) +
+  // An unsigned value above the int64 range would wrap to a negative index.
+  bool inRange =
+      label.is_number_unsigned()
+          ? label.get<uint64_t>() < static_cast<uint64_t>(numClasses)
+          : label.get<int64_t>() >= 0 && label.get<int64_t>() < numClasses;
+  if (!inRange)
+    return Status::error(where + ": label " + label.dump() +
                          " is out of range for " + std::to_string(numClasses) +
                          " classes");
-  return static_cast<float>(index);
+  return static_cast<float>(label.get<int64_t>());
 }
 
 /// The texts of one example: "text", or "text_a" and "text_b".
@@ -110,10 +125,14 @@ ClassificationData::load(const std::string &path, const Tokenizer &tokenizer,
     if (line.find_first_not_of(" \t\r") == std::string::npos)
       continue;
     std::string where = path + ":" + std::to_string(lineNumber);
+    if (Status s = io::checkJsonDepth(line, where + ": the example"); !s)
+      return s;
     json object;
     try {
       object = json::parse(line);
-    } catch (const json::parse_error &error) {
+    } catch (const json::exception &error) {
+      // A number beyond the double range is an out_of_range error, not a
+      // parse_error.
       return Status::error(where + ": bad JSON: " + parseProblem(error));
     }
     if (!object.is_object())

@@ -1,6 +1,7 @@
 //===- Detail.cpp - Helpers shared by the file readers and writers --------===//
 
 #include "runtime/io/Detail.h"
+#include "runtime/io/JsonDepth.h"
 
 #include <algorithm>
 #include <cerrno>
@@ -132,6 +133,10 @@ Status parseJson(const std::string &path, const char *what, const char *begin,
                      "not allow");
   if (const char *nul = std::find(begin, end, '\0'); nul != end)
     return fileError(path, what, " has a NUL byte at offset ", nul - begin);
+  if (Status s = checkJsonDepth(std::string_view(begin, end - begin),
+                                concat(path, ": ", what));
+      !s)
+    return s;
   DuplicateKeySax sax(out);
   try {
     Json::sax_parse(begin, end, &sax);

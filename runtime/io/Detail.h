@@ -53,8 +53,9 @@ Status fileError(const std::string &path, const Ts &...parts) {
 }
 
 /// Parses `what` (e.g. "header"), the JSON text [begin, end), into `out`,
-/// keeping key order. With `rejectDuplicateKeys`, a key repeated at the top
-/// level is an error naming it (the parser would silently keep the last).
+/// keeping key order; text nested deeper than kMaxJsonDepth is refused. With
+/// `rejectDuplicateKeys`, a key repeated at the top level is an error naming it
+/// (the parser would silently keep the last).
 Status parseJson(const std::string &path, const char *what, const char *begin,
                  const char *end, nlohmann::ordered_json &out,
                  bool rejectDuplicateKeys = false);

@@ -19,6 +19,8 @@ constexpr size_t kZip64LocatorBytes = 20;
 constexpr uint32_t kMax32 = 0xFFFFFFFF;
 constexpr uint16_t kStored = 0, kDeflated = 8;
 constexpr uint16_t kFlagEncrypted = 0x1, kFlagUtf8 = 0x800;
+/// Deflate's largest expansion: a 258-byte match coded in 2 bits.
+constexpr uint64_t kMaxDeflateRatio = 1032;
 
 uint32_t crc32Of(const uint8_t *data, size_t size) {
   return static_cast<uint32_t>(::crc32_z(0, data, size));
@@ -159,6 +161,12 @@ Status forEachZipMember(const std::string &path, const uint8_t *bytes,
     const uint8_t *data = bytes + dataOffset;
     std::vector<uint8_t> inflated;
     if (member.method == kDeflated) {
+      // The recorded size is only a claim: checked against what the data
+      // can inflate to before the output is allocated.
+      if (member.size > member.compressedSize * kMaxDeflateRatio)
+        return fileError(path, where, ": ", member.compressedSize,
+                         " bytes of deflate data cannot inflate to the ",
+                         member.size, " bytes the central directory records");
       inflated.resize(member.size);
       if (Status s =
               inflateMember(path, where, data, member.compressedSize, inflated);

@@ -3,6 +3,7 @@
 #include "runtime/train/Checkpoint.h"
 
 #include "runtime/io/Container.h"
+#include "runtime/io/JsonDepth.h"
 #include "runtime/io/TensorFiles.h"
 
 #include <algorithm>
@@ -313,6 +314,8 @@ Expected<Json> verifyStep(const std::string &dir, int64_t step) {
   auto text = io::readFile(path);
   if (!text)
     return text.takeStatus();
+  if (Status s = io::checkJsonDepth(*text, path + ": the record"); !s)
+    return Status::error(s.message() + kCorrupt);
   Json record = Json::parse(*text, nullptr, /*allow_exceptions=*/false);
   if (!record.is_object())
     return error(path, std::string("not a JSON object") + kCorrupt);

@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <limits>
 #include <numeric>
 
 namespace mixer::data::test {
@@ -177,6 +178,8 @@ TEST_F(ClassificationDataTest, ErrorsNameFileLineAndProblem) {
   std::string path = DataEnv::get().file("bad.jsonl");
   EXPECT_THAT(error("{\"text\": \"a\", \"label\": 0}\n{\"text\": \"b\", "),
               HasSubstr(path + ":2: bad JSON: "));
+  EXPECT_EQ(error("{\"text\": \"a\", \"label\": 1e400}\n"),
+            path + ":1: bad JSON: number overflow parsing '1e400'");
   EXPECT_EQ(error("{\"text\": \"a\"}\n"), path + ":1: missing key 'label'");
   EXPECT_EQ(error("{\"sentence\": \"a\", \"label\": 0}\n"),
             path + ":1: missing key 'text' (or 'text_a' and 'text_b')");
@@ -197,6 +200,35 @@ TEST_F(ClassificationDataTest, ErrorsNameFileLineAndProblem) {
   EXPECT_EQ(error("\n\n"), path + ": no examples");
   EXPECT_EQ(error("{\"text\": \"a\", \"label\": 0}\n", 0),
             path + ": n_classes 0 is not positive");
+}
+
+TEST_F(ClassificationDataTest, RefusesLabelsOutsideTheirTypesRange) {
+  std::string path = DataEnv::get().file("bad.jsonl");
+  // Above the int64 range: named as written, not wrapped to -1.
+  EXPECT_EQ(error("{\"text\": \"a\", \"label\": 18446744073709551615}\n"),
+            path + ":1: label 18446744073709551615 is out of range for 2 "
+                   "classes");
+  // Beyond the float range: no infinite regression target.
+  EXPECT_EQ(error("{\"text\": \"a\", \"label\": -1e39}\n", 1),
+            path + ":1: regression label -1e+39 is beyond the range of 32-bit "
+                   "floats");
+  auto data = load(write("edge.jsonl", "{\"text\": \"a\", \"label\": "
+                                       "3.4028234663852886e38}\n"),
+                   1);
+  ASSERT_TRUE(data.ok()) << data.message();
+  EXPECT_EQ(data->all()[0].label, std::numeric_limits<float>::max());
+}
+
+TEST_F(ClassificationDataTest, RefusesExamplesNestedTooDeep) {
+  // Printing the label for the message would recurse once per level and
+  // exhaust the stack.
+  std::string path = DataEnv::get().file("bad.jsonl");
+  std::string nested = std::string(100000, '[') + std::string(100000, ']');
+  EXPECT_EQ(error("{\"text\": \"a\", \"label\": 0}\n"
+                  "{\"text\": \"a\", \"label\": " +
+                  nested + "}\n"),
+            path + ":2: the example nests arrays and objects deeper than 256 "
+                   "levels (at byte offset 278)");
 }
 
 } // namespace

@@ -6,6 +6,8 @@
 
 #include <gmock/gmock.h>
 
+#include <fstream>
+
 using namespace mixer;
 using namespace mixer::exec;
 using namespace mixer::exec::test;
@@ -620,6 +622,31 @@ TEST(PlanTest, VariadicKernelsTakeAtLeastOneOperand) {
   plan["steps"][2]["operands"] = json::array();
   EXPECT_EQ(parseError(plan), "tiny.mxa: steps[2] (global_norm): has 0 "
                               "operands but the kernel takes at least one");
+}
+
+TEST(PlanTest, LoadRefusesAHeaderNestedTooDeep) {
+  // The plan reader prints and copies JSON values recursively: this header
+  // would exhaust the stack. The container refuses it (writeContainer too,
+  // so the bytes are assembled here).
+  TempDir dir;
+  std::string header = R"({"format_version": )" + std::string(100000, '[') +
+                       std::string(100000, ']') + "}";
+  auto le = [](uint64_t value, int bytes) {
+    std::string text;
+    for (int i = 0; i < bytes; ++i)
+      text.push_back(static_cast<char>((value >> (8 * i)) & 0xFF));
+    return text;
+  };
+  std::string bytes = "MIXERMXA" + le(io::kContainerVersion, 4) +
+                      le(header.size(), 8) + header + le(0, 8);
+  bytes += le(io::crc64(bytes.data(), bytes.size()), 8);
+  std::string path = dir.file("deep.mxa");
+  std::ofstream(path, std::ios::binary) << bytes;
+  Expected<Plan> loaded = Plan::load(path);
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_EQ(loaded.message(), path + ": header nests arrays and objects "
+                                     "deeper than 256 levels (at byte offset "
+                                     "274)");
 }
 
 TEST(PlanTest, InitKindNamesMatchThePlanSpelling) {

@@ -3,6 +3,7 @@
 #include "IOTestUtil.h"
 
 #include "runtime/io/Container.h"
+#include "runtime/io/JsonDepth.h"
 
 #include <cstdio>
 
@@ -148,6 +149,19 @@ TEST_F(ContainerTest, DetectsAFlippedByte) {
                 ", computed " +
                 hex(referenceCrc64(bad.substr(0, bad.size() - 8))) +
                 "): the file is corrupt");
+}
+
+TEST_F(ContainerTest, RejectsAHeaderNestedTooDeep) {
+  // The plan reader prints and copies JSON values recursively.
+  std::string deep = R"({"steps": )" + std::string(kMaxJsonDepth, '[') +
+                     std::string(kMaxJsonDepth, ']') + "}";
+  expectError(containerBytes(1, deep, ""),
+              "header nests arrays and objects deeper than 256 levels (at "
+              "byte offset 265)");
+  Status s = writeContainer(path, {deep, ""});
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.message(), path + ": header nests arrays and objects deeper "
+                                "than 256 levels (at byte offset 265)");
 }
 
 TEST_F(ContainerTest, RejectsAHeaderThatIsNotJson) {

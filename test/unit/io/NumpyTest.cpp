@@ -286,6 +286,24 @@ TEST_F(NumpyTest, RejectsCorruptArchives) {
                            std::to_string(directory) + " is malformed");
 }
 
+TEST_F(NumpyTest, RefusesSizesDeflateCannotReach) {
+  // A deflated member recorded as 4 GiB in an archive of a few hundred
+  // bytes: refused before anything of that size is allocated.
+  std::string path = file("claims.npz");
+  ASSERT_TRUE(
+      writeNpz(path, {makeTensor<float>("x", DType::F32, {2}, {1.0f, 2.0f})})
+          .ok());
+  std::string bytes = readBytes(path);
+  size_t directory = bytes.find(std::string("PK\x01\x02", 4));
+  ASSERT_NE(directory, std::string::npos);
+  bytes.replace(directory + 10, 2, le<uint16_t>(8));
+  bytes.replace(directory + 24, 4, le<uint32_t>(0xFFFFFFFE));
+  writeBytes(path, bytes);
+  expectNpzError(path, ": member 'x.npy': 136 bytes of deflate data cannot "
+                       "inflate to the 4294967294 bytes the central "
+                       "directory records");
+}
+
 TEST_F(NumpyTest, RejectsMembersThatAreNotArrays) {
   std::string path = file("m.npz");
   ASSERT_TRUE(

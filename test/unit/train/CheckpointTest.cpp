@@ -313,6 +313,22 @@ TEST_F(CheckpointTest, RefusesARecordOfAnotherStepOrFormat) {
                                 hint50);
 }
 
+TEST_F(CheckpointTest, RefusesARecordNestedTooDeep) {
+  // Checksumming the record prints it, recursing once per level: deep
+  // enough, that would exhaust the stack.
+  save(100);
+  save(200);
+  std::string state = inCkpt("step_200/state.json");
+  writeBytes(state, "{\"format\": \"mixer-checkpoint\", \"progress\": " +
+                        std::string(100000, '[') + std::string(100000, ']') +
+                        "}");
+  EXPECT_EQ(loadError(), state +
+                             ": the record nests arrays and objects deeper "
+                             "than 256 levels (at byte offset 298): the "
+                             "checkpoint is corrupt" +
+                             hint100());
+}
+
 TEST_F(CheckpointTest, RefusesAMissingTensorFile) {
   save(100);
   std::string params = inCkpt("step_100/params.safetensors");
