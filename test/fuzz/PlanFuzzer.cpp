@@ -20,14 +20,9 @@ namespace {
 
 using mixer::fuzz::checkErrorNames;
 using mixer::fuzz::fail;
+using mixer::fuzz::kFixChecksum;
 namespace exec = mixer::exec;
 namespace io = mixer::io;
-
-#ifdef MIXER_FUZZ_FIX_CHECKSUM
-constexpr bool kFixChecksum = true;
-#else
-constexpr bool kFixChecksum = false;
-#endif
 
 /// The most bytes of arena, weights, state and inputs together of a plan the
 /// harness runs: larger ones would spend the fuzzing time in the kernels.
