@@ -77,7 +77,7 @@ Status Executor::bindParams(std::vector<io::HostTensor> tensors,
                             const std::string &source, bool allowExtra) {
   paramsBound = false;
   if (Status status = exec::bindTable(plan.params, std::move(tensors), source,
-                                      allowExtra, "parameter", paramTensors);
+                                      allowExtra, exec::kParameterNoun, paramTensors);
       !status)
     return status;
   for (size_t i = 0; i < plan.values.size(); ++i)
@@ -91,7 +91,7 @@ Status Executor::bindState(std::vector<io::HostTensor> tensors,
                            const std::string &source, bool allowExtra) {
   stateBound = false;
   if (Status status = exec::bindTable(plan.state, std::move(tensors), source,
-                                      allowExtra, "state tensor", stateTensors);
+                                      allowExtra, exec::kStateNoun, stateTensors);
       !status)
     return status;
   for (size_t i = 0; i < plan.values.size(); ++i)

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <unordered_map>
 
 namespace mixer::exec {
@@ -53,7 +54,86 @@ void reportExtra(const std::vector<io::HostTensor> &tensors,
                          ": the artifact has no " + expected + " of that name");
 }
 
+/// What a filter knows of one table entry.
+struct Expectation {
+  std::vector<int64_t> shape;
+  io::DType dtype;
+  /// The most bytes a tensor of this name can hold and still be bound.
+  int64_t maxBytes;
+};
+
+io::TensorFilter
+expectationFilter(std::unordered_map<std::string, Expectation> expectations,
+                  const std::string &source, bool allowExtra,
+                  const std::string &noun) {
+  int64_t largest = 0, total = 0;
+  for (const auto &[name, expectation] : expectations) {
+    largest = std::max(largest, expectation.maxBytes);
+    total += expectation.maxBytes;
+  }
+  auto kept = std::make_shared<int64_t>(0);
+  return [=](const io::HostTensor &header) -> Expected<bool> {
+    // Saturates: a reader may hand over a shape whose size overflows.
+    int64_t bytes = io::dtypeSize(header.dtype);
+    for (int64_t dim : header.shape)
+      bytes = dim != 0 && bytes > std::numeric_limits<int64_t>::max() / dim
+                  ? std::numeric_limits<int64_t>::max()
+                  : bytes * dim;
+    std::string claim = describe(header.shape, header.dtype) + " (" +
+                        std::to_string(bytes) + " bytes)";
+    auto it = expectations.find(header.name);
+    if (it == expectations.end()) {
+      if (allowExtra)
+        return false;
+      if (bytes > largest)
+        return problemsError(source, {"unexpected tensor '" + header.name +
+                                      "' " + claim + ": the artifact has no " +
+                                      noun + " of that name"});
+    } else if (bytes > it->second.maxBytes) {
+      return problemsError(
+          source, {noun + " '" + header.name + "' has shape " + claim +
+                   " but the artifact expects " +
+                   describe(it->second.shape, it->second.dtype)});
+    }
+    *kept += bytes;
+    if (*kept > 2 * total)
+      return problemsError(source,
+                           {"holds more than twice the " +
+                            std::to_string(total) + " bytes of the artifact's " +
+                            noun + "s; not read further"});
+    return true;
+  };
+}
+
 } // namespace
+
+io::TensorFilter tableFilter(const std::vector<ParamInfo> &table,
+                             const std::string &source, bool allowExtra,
+                             const std::string &noun) {
+  std::unordered_map<std::string, Expectation> expectations;
+  for (const ParamInfo &entry : table)
+    expectations[entry.name] = {entry.shape, entry.dtype,
+                                entry.numel * io::dtypeSize(entry.dtype)};
+  return expectationFilter(std::move(expectations), source, allowExtra, noun);
+}
+
+io::TensorFilter paramsFilter(const Plan &plan, const std::string &source,
+                              bool allowExtra) {
+  return tableFilter(plan.params, source, allowExtra, kParameterNoun);
+}
+
+io::TensorFilter inputFilter(const Plan &plan, const std::string &source,
+                             bool allowExtra) {
+  std::unordered_map<std::string, Expectation> expectations;
+  for (const InputInfo &input : plan.inputs) {
+    io::DType widest =
+        input.dtype == io::DType::I32 ? io::DType::I64 : input.dtype;
+    expectations[input.name] = {input.shape, input.dtype,
+                                input.numel * io::dtypeSize(widest)};
+  }
+  return expectationFilter(std::move(expectations), source, allowExtra,
+                           "input");
+}
 
 Status bindTable(const std::vector<ParamInfo> &table,
                  std::vector<io::HostTensor> tensors, const std::string &source,

@@ -12,6 +12,7 @@
 #include "tools/mixer-run/TrainCommands.h"
 
 #include "mixer/Version.h"
+#include "runtime/exec/Binding.h"
 #include "runtime/exec/Init.h"
 #include "runtime/exec/MemoryBudget.h"
 #include "runtime/exec/Plan.h"
@@ -102,8 +103,10 @@ void bindWeights(exec::PlanExecutor &executor, const std::string &path,
     check(executor.bindParams(exec::initParameters(plan, 0), plan.path,
                               /*allowExtra=*/false));
   else
-    check(
-        executor.bindParams(check(io::readTensorFile(path)), path, allowExtra));
+    check(executor.bindParams(
+        check(io::readTensorFile(
+            path, exec::paramsFilter(plan, path, allowExtra))),
+        path, allowExtra));
   // A training plan runs from fresh optimizer state.
   if (plan.updatesParameters())
     check(executor.bindState(train::zeroOptimizerState(plan), "optimizer state",
@@ -326,20 +329,30 @@ int runInfer(const Args &args) {
     check(executor->bindInputs(inputs, "--text", /*allowExtra=*/false));
   } else {
     std::string path = args.get("--input");
-    std::vector<io::HostTensor> inputs = check(io::readTensorFile(path));
     // A .npy array is named after its file; it feeds the first required
     // input unless its name already matches one.
-    if (inputs.empty())
-      throw RuntimeFailure{path + ": holds no tensors"};
-    bool named = std::any_of(plan.inputs.begin(), plan.inputs.end(),
-                             [&](const exec::InputInfo &info) {
-                               return info.name == inputs.front().name;
-                             });
     auto required = std::find_if(
         plan.inputs.begin(), plan.inputs.end(),
         [](const exec::InputInfo &info) { return !info.optional; });
-    if (extension(path) == ".npy" && !named && required != plan.inputs.end())
-      inputs.front().name = required->name;
+    auto inputName = [&](const std::string &name) {
+      bool named = std::any_of(
+          plan.inputs.begin(), plan.inputs.end(),
+          [&](const exec::InputInfo &info) { return info.name == name; });
+      return extension(path) == ".npy" && !named && required != plan.inputs.end()
+                 ? required->name
+                 : name;
+    };
+    io::TensorFilter filter =
+        exec::inputFilter(plan, path, /*allowExtra=*/false);
+    std::vector<io::HostTensor> inputs = check(io::readTensorFile(
+        path, [&](const io::HostTensor &header) {
+          io::HostTensor renamed{inputName(header.name), header.dtype,
+                                 header.shape, {}};
+          return filter(renamed);
+        }));
+    if (inputs.empty())
+      throw RuntimeFailure{path + ": holds no tensors"};
+    inputs.front().name = inputName(inputs.front().name);
     check(executor->bindInputs(inputs, path, /*allowExtra=*/false));
   }
 

@@ -5,6 +5,7 @@
 #include "runtime/cpu/Executor.h"
 #include "runtime/cpu/KernelTable.h"
 #include "runtime/cpu/KernelTableFamilies.h"
+#include "runtime/exec/Binding.h"
 #include "runtime/support/KernelVocabulary.h"
 
 #include <gmock/gmock.h>
@@ -287,6 +288,71 @@ TEST_F(ExecutorTest, ManyParameterProblemsAreSummarised) {
   ASSERT_FALSE(bound.ok());
   EXPECT_THAT(bound.message(), HasSubstr("\nmany.safetensors: ... and 17 more "
                                          "problems"));
+}
+
+TEST_F(ExecutorTest, FiltersRefuseFromTheHeaderWhatBindingCannotTake) {
+  Expected<Plan> loaded =
+      Plan::load(writeArtifact(dir, "tiny.mxa", embedNormDensePlan().dump()));
+  ASSERT_TRUE(loaded.ok()) << loaded.message();
+  const Plan &plan = *loaded;
+  auto header = [](const std::string &name, std::vector<int64_t> shape,
+                   io::DType dtype = io::DType::F32) {
+    return io::HostTensor{name, dtype, std::move(shape), {}};
+  };
+  auto keeps = [](const io::TensorFilter &filter, const io::HostTensor &h) {
+    Expected<bool> kept = filter(h);
+    EXPECT_TRUE(kept.ok()) << kept.message();
+    return kept.ok() && *kept;
+  };
+  auto refusal = [](const io::TensorFilter &filter, const io::HostTensor &h) {
+    Expected<bool> kept = filter(h);
+    return kept.ok() ? std::string("kept") : kept.message();
+  };
+
+  io::TensorFilter strict = exec::paramsFilter(plan, "w.safetensors", false);
+  EXPECT_TRUE(keeps(strict, header("dense/kernel", {4, 3})));
+  // Mismatches no larger than the table are read, for bindTable to list.
+  EXPECT_TRUE(keeps(strict, header("dense/kernel", {3, 4})));
+  EXPECT_TRUE(keeps(strict, header("pooler/kernel", {2, 2})));
+  EXPECT_EQ(refusal(strict, header("dense/kernel", {4000, 3})),
+            "w.safetensors: parameter 'dense/kernel' has shape [4000, 3] F32 "
+            "(48000 bytes) but the artifact expects [4, 3] F32");
+  EXPECT_EQ(refusal(strict, header("pooler/kernel", {1 << 20})),
+            "w.safetensors: unexpected tensor 'pooler/kernel' [1048576] F32 "
+            "(4194304 bytes): the artifact has no parameter of that name");
+  EXPECT_EQ(refusal(strict, header("x", {INT64_MAX, 2})),
+            "w.safetensors: unexpected tensor 'x' [9223372036854775807, 2] "
+            "F32 (9223372036854775807 bytes): the artifact has no parameter "
+            "of that name");
+
+  io::TensorFilter lenient = exec::paramsFilter(plan, "w.safetensors", true);
+  EXPECT_FALSE(keeps(lenient, header("pooler/kernel", {1 << 20})));
+
+  // Many tensors that each fit still add up to a bound.
+  io::TensorFilter repeated = exec::paramsFilter(plan, "w.safetensors", false);
+  int64_t tableBytes = 0;
+  for (const exec::ParamInfo &param : plan.params)
+    tableBytes += param.numel * 4;
+  int64_t kept = 0;
+  std::string message;
+  while (message.empty()) {
+    message = refusal(repeated, header("embedder/word", {5, 4}));
+    if (message == "kept") {
+      kept += 5 * 4 * 4;
+      message.clear();
+    }
+  }
+  EXPECT_EQ(kept, 2 * tableBytes / 80 * 80);
+  EXPECT_EQ(message, "w.safetensors: holds more than twice the " +
+                         std::to_string(tableBytes) +
+                         " bytes of the artifact's parameters; not read "
+                         "further");
+
+  io::TensorFilter inputs = exec::inputFilter(plan, "batch.npz", false);
+  EXPECT_TRUE(keeps(inputs, header("input_ids", {2, 3}, io::DType::I64)));
+  EXPECT_EQ(refusal(inputs, header("input_ids", {200, 3}, io::DType::I32)),
+            "batch.npz: input 'input_ids' has shape [200, 3] I32 (2400 bytes) "
+            "but the artifact expects [2, 3] I32");
 }
 
 TEST_F(ExecutorTest, InputBindingChecksNamesShapesAndDtypes) {
