@@ -364,7 +364,9 @@ Status Communicator::allReduceSum(const void *send, void *recv, size_t count,
   size_t mine = shareBegin(count, myRank, n);
   size_t mineCount = shareBegin(count, myRank + 1, n) - mine;
   // Reduce-scatter: rank p receives everyone's share p and sums it.
-  std::vector<uint8_t> shares(n * mineCount * elem);
+  // Kept between calls: no page faults for a repeated all-reduce.
+  std::vector<uint8_t> &shares = scratch;
+  shares.resize(n * mineCount * elem);
   Blocks scatter(n), gather(n);
   for (int p = 0; p < n; ++p) {
     size_t begin = shareBegin(count, p, n);

@@ -210,6 +210,7 @@ private:
   Options settings;
   Stats counters;
   std::optional<std::string> failed; ///< the first failure
+  std::vector<uint8_t> scratch;      ///< the all-reduce's received shares
 };
 
 /// The groups of a `dp x ep` mesh over a world of dp * ep ranks: world rank

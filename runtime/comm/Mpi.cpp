@@ -102,8 +102,12 @@ Status MpiCommunicator::transfer(const std::vector<Message> &sends,
       return s;
   std::vector<int> completed(requests.size());
   size_t remaining = requests.size();
-  // Open MPI progresses only inside MPI calls: test, then sleep a little
-  // longer each time (up to 1 ms) so that oversubscribed ranks share cores.
+  // Open MPI progresses only inside MPI calls, and a large message moves in
+  // fragments that need both sides to poll: poll without sleeping for the
+  // first kSpin of the wait, then sleep a little longer each time (up to
+  // 1 ms) so that a rank waiting for a slow peer leaves it the core.
+  constexpr auto kSpin = std::chrono::milliseconds(50);
+  auto spinUntil = Clock::now() + kSpin;
   auto pause = std::chrono::microseconds(0);
   while (remaining) {
     int count = 0;
@@ -117,6 +121,7 @@ Status MpiCommunicator::transfer(const std::vector<Message> &sends,
       break;
     remaining -= count;
     if (count > 0) {
+      spinUntil = Clock::now() + kSpin;
       pause = std::chrono::microseconds(0);
       continue;
     }
@@ -129,10 +134,11 @@ Status MpiCommunicator::transfer(const std::vector<Message> &sends,
       return timeoutError(deadline,
                           std::vector<int>(silent.begin(), silent.end()));
     }
-    if (pause.count())
-      std::this_thread::sleep_for(pause);
-    else
+    if (Clock::now() < spinUntil) {
       std::this_thread::yield();
+      continue;
+    }
+    std::this_thread::sleep_for(pause);
     pause = std::min(std::chrono::microseconds(1000),
                      pause * 2 + std::chrono::microseconds(20));
   }
