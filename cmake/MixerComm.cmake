@@ -14,6 +14,16 @@ if(MIXER_ENABLE_MPI)
   endif()
   message(STATUS "MPI communicator enabled: MPI ${MPI_C_VERSION}, "
                  "${MPIEXEC_EXECUTABLE} (mpirun tests registered)")
+  # The environment of every mpirun test (CTest and lit): loopback shared
+  # memory only, no launcher probing (plm isolated: one node, no ssh), no
+  # binding of a rank to one core, root allowed (containers), more ranks
+  # than cores. Copying single messages through CMA needs ptrace rights that
+  # containers often lack, so it is off.
+  set(MIXER_MPI_ENVIRONMENT
+    OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+    OMPI_MCA_rmaps_base_oversubscribe=1 OMPI_MCA_plm=isolated
+    OMPI_MCA_btl=self,vader OMPI_MCA_btl_vader_single_copy_mechanism=none
+    OMPI_MCA_hwloc_base_binding_policy=none)
 else()
   message(STATUS "MPI communicator disabled (no MPI found or "
                  "MIXER_ENABLE_MPI=OFF): one process only, no mpirun tests")
