@@ -78,7 +78,7 @@ Status InProcessCommunicator::transfer(const std::vector<Message> &sends,
                 box.end());
     }
   };
-  size_t received = 0; // recvs[0, received) are done; each peer's in order
+  size_t received = 0; // receives done; each peer's in order
   std::vector<bool> done(recvs.size(), false);
   while (true) {
     std::set<int> blocked; // peers with an earlier receive still pending

@@ -5,7 +5,6 @@
 #include <mpi.h>
 
 #include <algorithm>
-#include <climits>
 #include <cstdio>
 #include <set>
 #include <thread>
