@@ -26,6 +26,14 @@ if config.mixer_enable_cuda.upper() in ("ON", "1", "TRUE", "YES"):
     config.available_features.add("cuda")
 if os.path.exists("/dev/nvidiactl"):
     config.available_features.add("cuda-device")
+# "mpi": the MPI communicator is built; %mpirun starts ranks with the
+# environment the CTest mpirun tests use (cmake/MixerComm.cmake).
+if config.mixer_enable_mpi.upper() in ("ON", "1", "TRUE", "YES"):
+    config.available_features.add("mpi")
+    for setting in config.mpi_environment.split(";"):
+        name, _, value = setting.partition("=")
+        config.environment[name] = value
+    config.substitutions.append(("%mpirun", config.mpiexec))
 # "asan": the tools are built with AddressSanitizer (MIXER_SANITIZE=1), whose
 # shadow memory reserves terabytes of address space.
 if "-fsanitize=address" in config.mixer_cxx_flags:

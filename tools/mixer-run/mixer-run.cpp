@@ -12,6 +12,7 @@
 #include "tools/mixer-run/TrainCommands.h"
 
 #include "mixer/Version.h"
+#include "runtime/comm/Communicator.h"
 #include "runtime/exec/Binding.h"
 #include "runtime/exec/Init.h"
 #include "runtime/exec/MemoryBudget.h"
@@ -36,6 +37,7 @@
 #include <cstdlib>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -734,7 +736,23 @@ bool parseArgs(const Command &command, int argc, char **argv, Args &args) {
   return true;
 }
 
+/// Refuses a start by mpirun with several ranks: every plan runs in one
+/// process (a plan with a mesh, docs/runtime.md, will say how many ranks it
+/// needs). Rank 0 says why; the other ranks exit without a word.
+void checkWorld(const Args &args) {
+  std::optional<comm::Launch> launch = comm::detectLaunch();
+  if (!launch || launch->worldSize == 1)
+    return;
+  if (launch->worldRank != 0)
+    std::exit(kRuntimeFailure);
+  check(exec::Plan::load(args.artifact));
+  throw RuntimeFailure{args.artifact + " is a one-process plan (no mesh); " +
+                       "mpirun started " + std::to_string(launch->worldSize) +
+                       " ranks; run it without mpirun"};
+}
+
 int dispatch(const Args &args) {
+  checkWorld(args);
   int threads = configureThreads(args);
   if (args.command == "params")
     return runParams(args);
