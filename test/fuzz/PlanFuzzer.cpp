@@ -11,7 +11,7 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "runtime/exec/Executor.h"
+#include "runtime/cpu/Executor.h"
 #include "runtime/exec/Plan.h"
 #include "runtime/io/Container.h"
 #include "test/fuzz/FuzzSupport.h"
@@ -21,6 +21,7 @@ namespace {
 using mixer::fuzz::checkErrorNames;
 using mixer::fuzz::fail;
 using mixer::fuzz::kFixChecksum;
+namespace cpu = mixer::cpu;
 namespace exec = mixer::exec;
 namespace io = mixer::io;
 
@@ -59,7 +60,7 @@ bool zeros(const std::vector<Entry> &table, int64_t &total,
 }
 
 void createAndRun(const exec::Plan &plan) {
-  auto executor = exec::Executor::create(plan);
+  auto executor = cpu::Executor::create(plan);
   if (!executor) {
     checkErrorNames(plan.path, executor.message());
     return;
