@@ -3,6 +3,7 @@
 #include "runtime/exec/StepContext.h"
 
 #include <cmath>
+#include <stdexcept>
 
 namespace mixer::exec {
 
@@ -75,20 +76,35 @@ bool StepContext::shape(const Arg &arg, DType dtype,
                    " but the kernel needs " + describe(shape, dtype));
 }
 
+void StepContext::requireDeclared(const char *name, AttrType type) const {
+  // A kernel table that reads an attribute its kernel does not declare has a
+  // typo; an optional boolean would otherwise silently read as false.
+  if (!kernelInfo(step.kernel).hasAttribute(name, type))
+    throw std::logic_error(
+        "attribute '" + std::string(name) + "' of kernel '" +
+        std::string(kernelName(step.kernel)) + "' is read as " +
+        std::string(describeAttrType(type)) +
+        ", which Kernels.def does not declare");
+}
+
 bool StepContext::boolAttr(const char *name) const {
+  requireDeclared(name, AttrType::Bool);
   auto it = step.attrs.find(name);
   return it != step.attrs.end() && std::get<bool>(it->second);
 }
 
 int64_t StepContext::intAttr(const char *name) const {
+  requireDeclared(name, AttrType::Int);
   return std::get<int64_t>(step.attrs.at(name));
 }
 
 double StepContext::realAttr(const char *name) const {
+  requireDeclared(name, AttrType::Real);
   return std::get<double>(step.attrs.at(name));
 }
 
 const std::string &StepContext::stringAttr(const char *name) const {
+  requireDeclared(name, AttrType::String);
   return std::get<std::string>(step.attrs.at(name));
 }
 

@@ -75,6 +75,10 @@ public:
   /// `arg` is `shape` of `dtype`; an absent optional operand passes.
   bool shape(const Arg &arg, DType dtype, const std::vector<int64_t> &shape);
 
+  // The attribute readers take names the step's kernel declares with that
+  // type in Kernels.def; any other name is a bug in a kernel table and throws
+  // std::logic_error.
+
   /// The Bool attribute `name`; false when an optional one is left out.
   bool boolAttr(const char *name) const;
   int64_t intAttr(const char *name) const;
@@ -92,6 +96,9 @@ public:
   }
 
 private:
+  /// Throws unless the step's kernel declares `name` with `type`.
+  void requireDeclared(const char *name, AttrType type) const;
+
   const Plan &plan;
   size_t index;
   const Step &step;

@@ -6,6 +6,7 @@
 #include "runtime/cpu/KernelTable.h"
 #include "runtime/cpu/KernelTableFamilies.h"
 #include "runtime/exec/Binding.h"
+#include "runtime/exec/StepContext.h"
 #include "runtime/support/KernelVocabulary.h"
 
 #include <gmock/gmock.h>
@@ -353,6 +354,28 @@ TEST_F(ExecutorTest, FiltersRefuseFromTheHeaderWhatBindingCannotTake) {
   EXPECT_EQ(refusal(inputs, header("input_ids", {200, 3}, io::DType::I32)),
             "batch.npz: input 'input_ids' has shape [200, 3] I32 (2400 bytes) "
             "but the artifact expects [2, 3] I32");
+}
+
+TEST_F(ExecutorTest, AttributeReadsMustBeDeclaredInTheVocabulary) {
+  Expected<Plan> loaded =
+      Plan::load(writeArtifact(dir, "tiny.mxa", embedNormDensePlan().dump()));
+  ASSERT_TRUE(loaded.ok()) << loaded.message();
+  auto dense = std::find_if(
+      loaded->steps.begin(), loaded->steps.end(),
+      [](const Step &step) { return step.kernel == Kernel::Dense; });
+  ASSERT_NE(dense, loaded->steps.end());
+  int64_t scratch = 0;
+  StepContext context(*loaded, dense - loaded->steps.begin(), scratch);
+  EXPECT_NO_THROW((void)context.boolAttr("transpose_w"));
+  try {
+    (void)context.boolAttr("transpose");
+    ADD_FAILURE() << "a misspelt attribute was read";
+  } catch (const std::logic_error &error) {
+    EXPECT_STREQ(error.what(), "attribute 'transpose' of kernel 'dense' is "
+                               "read as a boolean, which Kernels.def does not "
+                               "declare");
+  }
+  EXPECT_THROW((void)context.intAttr("transpose_w"), std::logic_error);
 }
 
 TEST_F(ExecutorTest, InputBindingChecksNamesShapesAndDtypes) {
