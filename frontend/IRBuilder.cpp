@@ -229,9 +229,9 @@ Value ModelEmitter::emitAttention(int64_t layer, Value h) {
   Location outLoc = loc(scope + "/out");
   Value outKernel = reshape(
       outLoc, kernel(scope + "/out/kernel", {heads, headDim, d}), {width, d});
-  return dropout(outLoc,
-                 dense(outLoc, attended, outKernel, bias(scope + "/out/bias", d)),
-                 config.training.attentionOutputDropoutRate);
+  return dropout(
+      outLoc, dense(outLoc, attended, outKernel, bias(scope + "/out/bias", d)),
+      config.training.attentionOutputDropoutRate);
 }
 
 Value ModelEmitter::emitMixing(int64_t layer, Value h) {
