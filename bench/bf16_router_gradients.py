@@ -144,6 +144,7 @@ def backward_differences(tokens, seeds):
     for n in names:
         print(f"backward: {n}: relative difference median "
               f"{np.median(rel[n]):.1e}, max {np.max(rel[n]):.1e}")
+    return rel
 
 
 def main():
