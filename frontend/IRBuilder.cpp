@@ -229,7 +229,9 @@ Value ModelEmitter::emitAttention(int64_t layer, Value h) {
   Location outLoc = loc(scope + "/out");
   Value outKernel = reshape(
       outLoc, kernel(scope + "/out/kernel", {heads, headDim, d}), {width, d});
-  return dense(outLoc, attended, outKernel, bias(scope + "/out/bias", d));
+  return dropout(
+      outLoc, dense(outLoc, attended, outKernel, bias(scope + "/out/bias", d)),
+      config.training.attentionOutputDropoutRate);
 }
 
 Value ModelEmitter::emitMixing(int64_t layer, Value h) {
@@ -301,13 +303,18 @@ Value ModelEmitter::emitMoe(int64_t layer, Value h) {
   const std::string router = "encoder/router_weights_" + l;
   int64_t d = config.dModel, e = moe.numExperts, f = moe.expertDff;
   auto scalar = RankedTensorType::get({}, builder.getF32Type());
+  // The sublayer's output, with the dropout before the residual add.
+  auto output = [&](Value result) {
+    return dropout(loc(expert), result, config.training.moeOutputDropoutRate);
+  };
   if (moe.routing == RoutingKind::SigmoidTopK) {
+    double scale = moe.initScale;
     Value keys = param(expert + "/keys", {e, d, f},
-                       Init::normal(1.0 / std::sqrt(double(d))));
+                       Init::normal(scale / std::sqrt(double(d))));
     Value values = param(expert + "/values", {e, f, d},
-                         Init::normal(1.0 / std::sqrt(double(e * f))));
+                         Init::normal(scale / std::sqrt(double(e * f))));
     Value sel = param(router + "/expert_sel", {e, d},
-                      {"normal_row_renorm", 1.0 / std::sqrt(double(d))});
+                      {"normal_row_renorm", scale / std::sqrt(double(d))});
     auto [dropRate, dropStream] = noise(config.training.sigmaMoeExpertDropout);
     SmallVector<Type> lossTypes(options.training ? 1 : 0, scalar);
     auto op = SigmaMoeOp::create(
@@ -315,7 +322,7 @@ Value ModelEmitter::emitMoe(int64_t layer, Value h) {
         dropRate ? seed : Value(), dropRate ? step : Value(),
         builder.getI64IntegerAttr(moe.k), dropRate, dropStream);
     entropyLosses.append(op.getLosses().begin(), op.getLosses().end());
-    return op.getResult();
+    return output(op.getResult());
   }
   Value w1 = kernel(expert + "/intermediate/kernel", {e, d, f});
   Value b1 = bias(expert + "/intermediate/bias", {e, f});
@@ -350,7 +357,7 @@ Value ModelEmitter::emitMoe(int64_t layer, Value h) {
     if (tokensChoose)
       balanceLosses.push_back(op.getLosses()[1]);
   }
-  return op.getResult();
+  return output(op.getResult());
 }
 
 Value ModelEmitter::emitMlmLogits(Value rows) {

@@ -62,6 +62,9 @@ struct MoeConfig {
   int64_t minExpertCapacity = 4;
   int64_t maxGroupSize = 4096;
   bool routerBf16 = false; ///< router_dtype == "bfloat16"
+  /// Factor on the initial standard deviation of the sigma-MoE keys, values
+  /// and expert_sel.
+  double initScale = 1.0;
 };
 
 struct LayerConfig {
@@ -103,6 +106,11 @@ struct TrainingConfig {
   double sigmaMoeExpertDropout = 0.05;
   /// Dropout on the attention probabilities.
   double attentionDropoutRate = 0.1;
+  /// Dropout on the output of every attention sublayer, before the
+  /// residual add.
+  double attentionOutputDropoutRate = 0;
+  /// Dropout on the output of every MoE sublayer, before the residual add.
+  double moeOutputDropoutRate = 0;
   /// Micro-batches whose mean gradient makes one update.
   int64_t gradientAccumulationSteps = 1;
 };

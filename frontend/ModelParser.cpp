@@ -613,7 +613,8 @@ void ModelReader::readMoe(const json &v, const std::string &ptr) {
     return;
   obj.checkKnownKeys({"num_experts", "expert_d_ff", "routing",
                       "train_capacity_factor", "eval_capacity_factor",
-                      "min_expert_capacity", "max_group_size", "router_dtype"});
+                      "min_expert_capacity", "max_group_size", "router_dtype",
+                      "init_scale"});
   MoeConfig &m = config.moe;
   obj.integer("num_experts", m.numExperts, 1, true);
   obj.integer("expert_d_ff", m.expertDff, 1, true);
@@ -622,9 +623,15 @@ void ModelReader::readMoe(const json &v, const std::string &ptr) {
   obj.integer("min_expert_capacity", m.minExpertCapacity, 1);
   obj.integer("max_group_size", m.maxGroupSize, 1);
   obj.enumeration("router_dtype", m.routerBf16, kRouterDtypes);
+  obj.positive("init_scale", m.initScale);
   readObject(obj, "routing", false, &ModelReader::readRouting);
-  if (m.routing != RoutingKind::SigmoidTopK)
+  if (m.routing != RoutingKind::SigmoidTopK) {
+    if (obj.has("init_scale"))
+      diags.atKey(obj.pathOf("init_scale"),
+                  "only applies to sigmoid_topk routing (the sigma-MoE keys, "
+                  "values and expert_sel)");
     return;
+  }
   for (const char *key : {"train_capacity_factor", "eval_capacity_factor",
                           "min_expert_capacity", "max_group_size"})
     if (obj.has(key))
@@ -688,6 +695,8 @@ void ModelReader::readTraining(const json &v, const std::string &ptr) {
   obj.checkKnownKeys({"learning_rate", "warmup_steps", "total_steps", "b1",
                       "b2", "eps", "weight_decay", "clip_grad_norm",
                       "dropout_rate", "attention_dropout_rate",
+                      "attention_output_dropout_rate",
+                      "moe_output_dropout_rate",
                       "expert_dropout_rate", "jitter_noise",
                       "gradient_accumulation_steps", "router_z_loss_factor",
                       "auxiliary_loss_factor", "entropy_regularization_factor",
@@ -707,6 +716,9 @@ void ModelReader::readTraining(const json &v, const std::string &ptr) {
   obj.number("clip_grad_norm", t.clipGradNorm, NumberRange::atLeast(0));
   obj.number("dropout_rate", t.dropoutRate, belowOne);
   obj.number("attention_dropout_rate", t.attentionDropoutRate, belowOne);
+  obj.number("attention_output_dropout_rate", t.attentionOutputDropoutRate,
+             belowOne);
+  obj.number("moe_output_dropout_rate", t.moeOutputDropoutRate, belowOne);
   obj.number("expert_dropout_rate", t.expertDropoutRate, belowOne);
   obj.number("jitter_noise", t.jitterNoise, belowOne);
   obj.number("router_z_loss_factor", t.routerZLossFactor,

@@ -158,12 +158,8 @@ LogicalResult FunctionLowering::lowerRoute(RouteOp op) {
   Value scores = lookup(op.getLogits());
   int64_t tokens = cast<ShapedType>(scores.getType()).getShape()[0];
   if (op.getRouting() != Routing::sigmoid_topk) {
-    Type scoreType = op.getLogits().getType();
-    if (op.getRouterBf16())
-      scores = call(loc, Kernel::RoundBf16, {scores}, {scoreType})[0];
-    scores = call(loc, Kernel::Softmax, {scores}, {scoreType})[0];
-    if (op.getRouterBf16())
-      scores = call(loc, Kernel::RoundBf16, {scores}, {scoreType})[0];
+    scores = call(loc, Kernel::Softmax, {scores}, {op.getLogits().getType()},
+                  {boolAttr("bf16", op.getRouterBf16())})[0];
   }
   replace(op, routeKernel(op.getRouting()), {scores},
           routingParams(op, op.getRouting(), op.getNumGroups(),

@@ -50,8 +50,10 @@ def MixerSelectOutputs : Pass<"mixer-select-outputs", "mlir::ModuleOp"> {
 def MixerDecomposeMoe : Pass<"mixer-decompose-moe", "mlir::func::FuncOp"> {
   let summary = "Rewrite MoE layers into route → dispatch → experts → combine";
   let description = [{
-    `mixer.moe` becomes router logits (`mixer.dense`), `mixer.softmax` (with
-    `mixer.round_bf16` before and after when `router_bf16`), and
+    `mixer.moe` becomes router logits (`mixer.dense`; when `router_bf16`,
+    `mixer.round_bf16` of the input and the kernel, a bias-free product and
+    `mixer.router_logits_bf16`), `mixer.softmax` (`{bf16}` when
+    `router_bf16`), and
     `mixer.select_experts`; `mixer.sigma_moe` becomes logits against the
     transposed `expert_sel` and a sigmoid `mixer.route`. Both continue with
     `mixer.dispatch` (gather the slot rows), `mixer.experts` (per-expert
@@ -140,8 +142,8 @@ def MixerApplyOptimizer : Pass<"mixer-apply-optimizer", "mlir::ModuleOp"> {
 def MixerFuseRouter : Pass<"mixer-fuse-router", "mlir::func::FuncOp"> {
   let summary = "Fuse the router softmax into expert selection";
   let description = [{
-    `mixer.select_experts(mixer.softmax(l))` (optionally with
-    `mixer.round_bf16` on both sides of the softmax) becomes one
+    `mixer.select_experts(mixer.softmax(l))` (the bfloat16 router's softmax
+    for a `router_bf16` selection) becomes one
     `mixer.route(l)` whose kernel computes the probabilities and the top-k or
     top-C selection in one pass.
   }];

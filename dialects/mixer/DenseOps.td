@@ -89,7 +89,12 @@ def Mixer_AddOp : Mixer_Op<"add",
 def Mixer_SoftmaxOp : Mixer_Op<"softmax",
     [Pure, SameOperandsAndResultType, DeclareOpInterfaceMethods<Mixer_GradientOpInterface>]> {
   let summary = "softmax over the last axis";
-  let arguments = (ins Mixer_F32Tensor:$input);
+  let description = [{
+    With `bf16`, the bfloat16 router's softmax: every step rounded to the
+    nearest bfloat16, op by op (docs/parameters.md). Its gradient is the
+    float32 softmax gradient at the rounded probabilities.
+  }];
+  let arguments = (ins Mixer_F32Tensor:$input, UnitAttr:$bf16);
   let results = (outs Mixer_F32Tensor:$result);
   let assemblyFormat = "$input attr-dict `:` type($input)";
   let kernel = "Softmax";

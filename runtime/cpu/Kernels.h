@@ -69,6 +69,16 @@ void roundToBf16(const float *x, float *y, int64_t n);
 /// Row-wise softmax over the last axis of [rows, cols] (max-subtracted).
 void softmax(const float *x, float *y, int64_t rows, int64_t cols);
 
+/// The bfloat16 router's logits from products [rows, cols] of bfloat16
+/// operands and a bias [cols]: y = bf16(bf16(products) + bf16(bias))
+/// (bf16::routerLogit). y may alias products.
+void routerLogitsBf16(const float *products, const float *bias, float *y,
+                      int64_t rows, int64_t cols);
+
+/// The bfloat16 router's softmax of each row of [rows, cols], op by op in
+/// bfloat16 (bf16::routerSoftmaxRow). y may alias x.
+void routerSoftmaxBf16(const float *x, float *y, int64_t rows, int64_t cols);
+
 /// y[b,:] = x[b, index, :] for x of shape [batch, seq, d] (pooler input).
 void takePosition(const float *x, float *y, int64_t batch, int64_t seq,
                   int64_t d, int64_t index);

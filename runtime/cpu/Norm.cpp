@@ -9,6 +9,7 @@
 
 #include "runtime/cpu/Kernels.h"
 #include "runtime/cpu/Simd.h"
+#include "runtime/support/Bf16Router.h"
 
 #include <algorithm>
 #include <cmath>
@@ -147,6 +148,20 @@ void softmax(const float *x, float *y, int64_t rows, int64_t cols) {
     simd::scaleRow(y + r * cols, y + r * cols, cols,
                    1.0f /
                        simd::exponentiateRow(x + r * cols, y + r * cols, cols));
+}
+
+void routerLogitsBf16(const float *products, const float *bias, float *y,
+                      int64_t rows, int64_t cols) {
+#pragma omp parallel for schedule(static) if (rows * cols >= kParallelValues)
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c)
+      y[r * cols + c] = bf16::routerLogit(products[r * cols + c], bias[c]);
+}
+
+void routerSoftmaxBf16(const float *x, float *y, int64_t rows, int64_t cols) {
+#pragma omp parallel for schedule(static) if (rows * cols >= kParallelValues)
+  for (int64_t r = 0; r < rows; ++r)
+    bf16::routerSoftmaxRow(x + r * cols, y + r * cols, cols);
 }
 
 void takePosition(const float *x, float *y, int64_t batch, int64_t seq,

@@ -2,6 +2,7 @@
 
 #include "runtime/cuda/Common.cuh"
 #include "runtime/cuda/ExecutorKernels.h"
+#include "runtime/support/Bf16Router.h"
 
 #include <cuda_runtime.h>
 
@@ -388,13 +389,24 @@ Status labelMask(const int32_t *labels, float *y, int64_t n,
 
 Status roundToBf16Values(const float *x, float *y, int64_t n,
                          cudaStream_t stream) {
-  return forEach("round_bf16", n, stream, [=] __device__(int64_t i) {
-    uint32_t bits = __float_as_uint(x[i]);
-    uint32_t rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) & 0xffff0000u;
-    bool isNan = (bits & 0x7fffffffu) > 0x7f800000u;
-    y[i] =
-        __uint_as_float(isNan ? (bits | 0x00400000u) & 0xffff0000u : rounded);
-  });
+  return forEach("round_bf16", n, stream,
+                 [=] __device__(int64_t i) { y[i] = bf16::nearest(x[i]); });
+}
+
+Status routerLogitsBf16(const float *products, const float *bias, float *y,
+                        int64_t rows, int64_t cols, cudaStream_t stream) {
+  return forEach("router_logits_bf16", rows * cols, stream,
+                 [=] __device__(int64_t i) {
+                   y[i] = bf16::routerLogit(products[i], bias[i % cols]);
+                 });
+}
+
+Status routerSoftmaxBf16(const float *x, float *y, int64_t rows, int64_t cols,
+                         cudaStream_t stream) {
+  return forEach("router_softmax_bf16", rows, stream,
+                 [=] __device__(int64_t r) {
+                   bf16::routerSoftmaxRow(x + r * cols, y + r * cols, cols);
+                 });
 }
 
 Status squaredError(const float *prediction, const float *target, float *loss,

@@ -61,6 +61,16 @@ Status labelMask(const int32_t *labels, float *y, int64_t n,
 /// quieted), kept as a float (`round_bf16`, cpu::roundToBf16's bits).
 Status roundToBf16Values(const float *x, float *y, int64_t n,
                          cudaStream_t stream);
+/// The bfloat16 router's logits bf16(bf16(products) + bf16(bias)) of
+/// products [rows, cols] and bias [cols] (`router_logits_bf16`,
+/// cpu::routerLogitsBf16's bits: the same bf16::routerLogit).
+Status routerLogitsBf16(const float *products, const float *bias, float *y,
+                        int64_t rows, int64_t cols, cudaStream_t stream);
+/// The bfloat16 router's softmax of each row of x [rows, cols], a thread per
+/// row (`softmax` with `bf16`, cpu::routerSoftmaxBf16's bits: the same
+/// bf16::routerSoftmaxRow). y may alias x.
+Status routerSoftmaxBf16(const float *x, float *y, int64_t rows, int64_t cols,
+                         cudaStream_t stream);
 /// *loss = float(sum over i of double(p[i] - t[i])^2, in index order)
 /// (`squared_error`, cpu::squaredError).
 Status squaredError(const float *prediction, const float *target, float *loss,

@@ -216,6 +216,16 @@ Expected<DeviceStep> prepareSoftmax(StepContext &c) {
   const Arg &x = c.in(0), &y = c.out(0);
   DType dtype;
   int64_t rows, cols;
+  // The bfloat16 router's softmax reads and writes fp32 values.
+  if (c.boolAttr("bf16")) {
+    if (!exec::checkRows(c, x, DType::F32, {&y}, rows, cols))
+      return c.takeError();
+    return DeviceStep([=, a = x.slot, o = y.slot](const LaunchContext &ctx) {
+      return routerSoftmaxBf16(as<float>(ctx.device[a]),
+                               as<float>(ctx.device[o]), rows, cols,
+                               ctx.stream);
+    });
+  }
   if (!activationType(c, x, dtype) ||
       !exec::checkRows(c, x, dtype, {&y}, rows, cols))
     return c.takeError();
@@ -1256,14 +1266,34 @@ Expected<DeviceStep> prepareLabelMask(StepContext &c) {
   });
 }
 
+/// An fp32 x is rounded; a bf16 activation (the router's input in a bf16
+/// plan) already holds bfloat16 values and is widened.
 Expected<DeviceStep> prepareRoundBf16(StepContext &c) {
   const Arg &x = c.in(0), &y = c.out(0);
-  if (!c.minRank(x, DType::F32, 0) || !c.shape(y, DType::F32, x.value->shape))
+  DType dtype;
+  if (!activationType(c, x, dtype) || !c.minRank(x, dtype, 0) ||
+      !c.shape(y, DType::F32, x.value->shape))
     return c.takeError();
   int64_t n = x.value->numel;
+  bool widen = dtype == DType::BF16;
   return DeviceStep([=, a = x.slot, o = y.slot](const LaunchContext &ctx) {
-    return roundToBf16Values(as<float>(ctx.device[a]), as<float>(ctx.device[o]),
-                             n, ctx.stream);
+    float *out = as<float>(ctx.device[o]);
+    return widen ? widenBf16(as<Bf16>(ctx.device[a]), out, n, ctx.stream)
+                 : roundToBf16Values(as<float>(ctx.device[a]), out, n,
+                                     ctx.stream);
+  });
+}
+
+Expected<DeviceStep> prepareRouterLogitsBf16(StepContext &c) {
+  const Arg &products = c.in(0), &bias = c.in(1), &logits = c.out(0);
+  if (!exec::checkRouterLogitsBf16(c))
+    return c.takeError();
+  int64_t rows = products.dim(0), cols = products.dim(1);
+  return DeviceStep([=, p = products.slot, b = bias.slot,
+                     o = logits.slot](const LaunchContext &ctx) {
+    void *const *v = ctx.device;
+    return routerLogitsBf16(as<float>(v[p]), as<float>(v[b]), as<float>(v[o]),
+                            rows, cols, ctx.stream);
   });
 }
 
@@ -1853,6 +1883,7 @@ Expected<DeviceStep> prepareRouteGrad(StepContext &c) {
     return c.takeError();
   int64_t numTokens = dlogits.dim(0), experts = dlogits.dim(1);
   bool sigmoid = routing == Routing::SigmoidTopK;
+  bool bf16 = c.boolAttr("router_bf16");
   int64_t scratch = sigmoid ? 0 : c.scratch(numTokens * experts);
   return DeviceStep([=, z = logits.slot, t = tokens.slot, o = offsets.slot,
                      g = dgates.slot,
@@ -1866,7 +1897,10 @@ Expected<DeviceStep> prepareRouteGrad(StepContext &c) {
     if (!status || sigmoid)
       return status;
     float *probs = as<float>(v[scratch]);
-    if (!(status = softmax(scores, probs, numTokens, experts, ctx.stream)))
+    status =
+        bf16 ? routerSoftmaxBf16(scores, probs, numTokens, experts, ctx.stream)
+             : softmax(scores, probs, numTokens, experts, ctx.stream);
+    if (!status)
       return status;
     return softmaxBackward(probs, out, out, numTokens, experts, ctx.stream);
   });
@@ -1996,6 +2030,7 @@ const TableEntry kTable[] = {
     {Kernel::Add, prepareAdd},
     {Kernel::Softmax, prepareSoftmax},
     {Kernel::RoundBf16, prepareRoundBf16},
+    {Kernel::RouterLogitsBf16, prepareRouterLogitsBf16},
     {Kernel::TakePosition, prepareTakePosition},
     {Kernel::LinearMix, prepareLinearMix},
     {Kernel::Attention, prepareAttention},

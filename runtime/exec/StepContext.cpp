@@ -414,6 +414,12 @@ bool checkRouterScores(StepContext &c, const Arg &scores, const Arg *dscores) {
          (!dscores || c.shape(*dscores, DType::F32, scores.value->shape));
 }
 
+bool checkRouterLogitsBf16(StepContext &c) {
+  const Arg &products = c.in(0);
+  return checkRouterScores(c, products, &c.out(0)) &&
+         c.shape(c.in(1), DType::F32, {products.dim(1)});
+}
+
 bool checkGateGrad(StepContext &c, const Arg &tokens, const Arg &offsets,
                    const Arg &dgates, const Arg &scores) {
   if (!c.rank(tokens, DType::I32, 1) || !c.rank(scores, DType::F32, 2))

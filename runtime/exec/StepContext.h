@@ -231,6 +231,10 @@ bool checkCrossEntropy(StepContext &c, const Arg &logits, const Arg &labels,
 bool checkRouterScores(StepContext &c, const Arg &scores,
                        const Arg *dscores = nullptr);
 
+/// Checks router_logits_bf16: products F32[N, E] (router scores), bias
+/// F32[E] and logits of the products' shape.
+bool checkRouterLogitsBf16(StepContext &c);
+
 /// Checks tokens I32[slots], offsets I32[experts + 1] and dgates F32[slots]
 /// of a gate gradient whose result is `scores` F32[N, experts].
 bool checkGateGrad(StepContext &c, const Arg &tokens, const Arg &offsets,

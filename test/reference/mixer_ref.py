@@ -473,15 +473,39 @@ def group_shape(num_tokens: int, moe: MoeConfig,
     return groups, tokens, capacity
 
 
+def bfloat16_softmax(logits: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis op by op in bfloat16, in float32 arithmetic.
+
+    z = bf16(l − max l), e = bf16(exp z), s = bf16(Σ e) summed in index
+    order, p = bf16(e · (1/s)) with 1/s in float32.
+    """
+    f32 = np.float32
+    logits = np.asarray(logits, dtype=f32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        z = round_to_bfloat16(logits - logits.max(axis=-1, keepdims=True))
+    e = round_to_bfloat16(np.exp(z).astype(f32)).astype(f32)
+    total = np.cumsum(e, axis=-1, dtype=f32)[..., -1:]
+    inverse = f32(1) / round_to_bfloat16(total).astype(f32)
+    return round_to_bfloat16(e * inverse)
+
+
 def router_probabilities(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray,
                          router_dtype: str) -> np.ndarray:
-    """Softmax over experts of x·W + b; bf16-rounded if router_dtype says so.
+    """The router's probabilities over experts.
+
+    float32: softmax of x·W + b. bfloat16: x and W rounded to bfloat16, their
+    products summed in float32, the logits bf16(bf16(x·W) + bf16(b)) and the
+    bfloat16 softmax.
     """
-    logits = x @ kernel + bias
     if router_dtype == "bfloat16":
-        logits = round_to_bfloat16(logits)
-        return round_to_bfloat16(softmax(logits).astype(np.float32))
-    return softmax(logits)
+        f32 = np.float32
+        products = (round_to_bfloat16(x).astype(f32) @
+                    round_to_bfloat16(kernel).astype(f32))
+        logits = round_to_bfloat16(
+            round_to_bfloat16(products).astype(f32) +
+            round_to_bfloat16(bias).astype(f32))
+        return bfloat16_softmax(logits)
+    return softmax(x @ kernel + bias)
 
 
 def _descending_order(values: np.ndarray, axis: int = -1) -> np.ndarray:

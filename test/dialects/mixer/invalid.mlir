@@ -419,6 +419,14 @@ func.func @router_z_loss_rank(%l: tensor<2x5x4xf32>) {
 
 // -----
 
+func.func @router_logits_bf16_bias(%d: tensor<10x4xf32>, %b: tensor<5xf32>) {
+  // expected-error @+1 {{bias must have shape [4]}}
+  %l = mixer.router_logits_bf16 %d, %b : (tensor<10x4xf32>, tensor<5xf32>) -> tensor<10x4xf32>
+  return
+}
+
+// -----
+
 func.func @drop_experts_rate(%l: tensor<10x4xf32>, %k: tensor<i32>) {
   // expected-error @+1 {{rate must be in [0, 1), got 1}}
   %d = mixer.drop_experts %l, %k, %k {rate = 1.0 : f64, stream = 0} : tensor<10x4xf32>

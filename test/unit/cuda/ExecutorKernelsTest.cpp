@@ -222,6 +222,28 @@ TEST(CudaRoundBf16, MatchesTheCpuBits) {
   expectBitwiseEqual(y.read(), expected, "round_bf16");
 }
 
+TEST(CudaBf16Router, MatchesTheCpuBits) {
+  // Logits of 300 tokens over 16 experts, wide enough to underflow some
+  // probabilities, with a repeated maximum in the first row.
+  int64_t rows = 300, cols = 16;
+  std::vector<float> products = randomFloats(rows * cols, 21, -40.0f, 40.0f);
+  std::vector<float> bias = randomFloats(cols, 22, -1.0f, 1.0f);
+  products[1] = products[0];
+  bias[1] = bias[0];
+  std::vector<float> logits(products.size()), probs(products.size());
+  cpu::routerLogitsBf16(products.data(), bias.data(), logits.data(), rows,
+                        cols);
+  cpu::routerSoftmaxBf16(logits.data(), probs.data(), rows, cols);
+  DeviceArray<float> dProducts(products), dBias(bias), dLogits(rows * cols),
+      dProbs(rows * cols);
+  ASSERT_OK(routerLogitsBf16(dProducts.get(), dBias.get(), dLogits.get(), rows,
+                             cols, nullptr));
+  ASSERT_OK(
+      routerSoftmaxBf16(dLogits.get(), dProbs.get(), rows, cols, nullptr));
+  expectBitwiseEqual(dLogits.read(), logits, "router_logits_bf16");
+  expectBitwiseEqual(dProbs.read(), probs, "softmax bf16");
+}
+
 TEST(CudaSquaredError, MatchesTheCpuBitForBit) {
   std::vector<float> p = randomFloats(257, 17), t = randomFloats(257, 18);
   DeviceArray<float> dP(p), dT(t), loss(1);

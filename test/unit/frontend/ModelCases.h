@@ -418,6 +418,27 @@ inline const InvalidCase kInvalidCases[] = {
      "m.json:10:5: /moe/min_expert_capacity: not allowed with sigmoid_topk "
      "routing (dropless: no groups, no capacity)",
      SchemaVerdict::Rejects},
+    {"init_scale_with_capacity_routing", R"json({
+  "name": "m",
+  "embeddings": {"vocab_size": 64, "max_seq_length": 8},
+  "d_model": 16, "num_layers": 4, "d_ff": 32,
+  "mixing": {"kind": "linear"},
+  "moe_layers": [1, 2],
+  "moe": {"num_experts": 4, "expert_d_ff": 8, "init_scale": 0.5}
+})json",
+     "m.json:7:47: /moe/init_scale: only applies to sigmoid_topk routing (the "
+     "sigma-MoE keys, values and expert_sel)",
+     SchemaVerdict::Rejects},
+    {"init_scale_zero", R"json({
+  "name": "m",
+  "embeddings": {"vocab_size": 64, "max_seq_length": 8},
+  "d_model": 16, "num_layers": 4, "d_ff": 32,
+  "mixing": {"kind": "linear"},
+  "moe_layers": [1, 2],
+  "moe": {"num_experts": 4, "expert_d_ff": 8, "routing": {"type": "sigmoid_topk", "k": 2}, "init_scale": 0}
+})json",
+     "m.json:7:106: /moe/init_scale: must be > 0, got 0",
+     SchemaVerdict::Rejects},
     {"k_exceeds_experts", R"json({
   "name": "m",
   "embeddings": {"vocab_size": 64, "max_seq_length": 8},
@@ -585,6 +606,15 @@ inline const InvalidCase kInvalidCases[] = {
   "training": {"auxiliary_loss_factor": -1}
 })json",
      "m.json:6:41: /training/auxiliary_loss_factor: must be >= 0, got -1",
+     SchemaVerdict::Rejects},
+    {"training_moe_output_dropout_one", R"json({
+  "name": "m",
+  "embeddings": {"vocab_size": 64, "max_seq_length": 8},
+  "d_model": 16, "num_layers": 4, "d_ff": 32,
+  "mixing": {"kind": "linear"},
+  "training": {"moe_output_dropout_rate": 1}
+})json",
+     "m.json:6:43: /training/moe_output_dropout_rate: must be in [0, 1), got 1",
      SchemaVerdict::Rejects},
     {"training_sigma_dropout_one", R"json({
   "name": "m",

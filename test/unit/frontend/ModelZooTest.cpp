@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <map>
 #include <string>
@@ -247,6 +248,12 @@ TEST(ModelZooTest, SigmaMoe) {
   EXPECT_EQ(m.moe.k, 4);
   EXPECT_TRUE(m.heads.causalLm);
   EXPECT_FALSE(m.heads.pooler || m.heads.mlm || m.heads.nsp);
+  // The paper's pre-LN recipe: sqrt(2 / 16) init scale, dropout on the
+  // attention and sigma-MoE outputs, none on the attention probabilities.
+  EXPECT_DOUBLE_EQ(m.moe.initScale, std::sqrt(2.0 / 16));
+  EXPECT_EQ(m.training.attentionDropoutRate, 0.0);
+  EXPECT_EQ(m.training.attentionOutputDropoutRate, 0.1);
+  EXPECT_EQ(m.training.moeOutputDropoutRate, 0.1);
 }
 
 TEST(ModelZooTest, TinyModelsAreToySized) {
