@@ -37,7 +37,8 @@ struct Layout {
 };
 
 /// The layout of `experts`, from the routing that made its offsets.
-FailureOr<Layout> layoutOf(ExpertsOp experts, int64_t ep, int64_t localExperts) {
+FailureOr<Layout> layoutOf(ExpertsOp experts, int64_t ep,
+                           int64_t localExperts) {
   int64_t slots = shapeOf(experts.getInput())[0];
   Operation *router = experts.getOffsets().getDefiningOp();
   if (isa_and_nonnull<SelectExpertsOp>(router))
@@ -72,14 +73,13 @@ LogicalResult partition(ExpertsOp experts, func::FuncOp func, int64_t ep) {
   auto shard = b.getDictionaryAttr(
       {b.getNamedAttr("axis", b.getI64IntegerAttr(0)),
        b.getNamedAttr("mesh_axis", b.getStringAttr(kExpertGroup))});
-  for (Value weight : {experts.getW1(), experts.getB1(), experts.getW2(),
-                       experts.getB2()}) {
+  for (Value weight :
+       {experts.getW1(), experts.getB1(), experts.getW2(), experts.getB2()}) {
     if (!weight)
       continue;
     auto arg = dyn_cast<BlockArgument>(weight);
     if (!arg || arg.getOwner() != &func.getBody().front() ||
-        !func.getArgAttr(arg.getArgNumber(), kParamAttr) ||
-        !arg.hasOneUse())
+        !func.getArgAttr(arg.getArgNumber(), kParamAttr) || !arg.hasOneUse())
       return experts.emitOpError(
           "expert parameters must be parameters of the function that only "
           "this layer uses");
@@ -109,9 +109,9 @@ LogicalResult partition(ExpertsOp experts, func::FuncOp func, int64_t ep) {
   auto send = [&](Value rows) -> Value {
     if (!layout->ragged)
       return AllToAllOp::create(builder, loc, rows, group);
-    auto exchange = AllToAllVOp::create(
-        builder, loc, rowsType(rows, layout->receiveRows), offsets.getType(),
-        rows, offsets, group);
+    auto exchange =
+        AllToAllVOp::create(builder, loc, rowsType(rows, layout->receiveRows),
+                            offsets.getType(), rows, offsets, group);
     receivedOffsets = exchange.getReceivedOffsets();
     return exchange.getResult();
   };
@@ -127,11 +127,11 @@ LogicalResult partition(ExpertsOp experts, func::FuncOp func, int64_t ep) {
   auto byExpert = permute(rows, receivedOffsets, ep, localExperts);
   Value expertTokens =
       permute(tokens, receivedOffsets, ep, localExperts).getResult();
-  auto local = ExpertsOp::create(
-      builder, loc, byExpert.getResult().getType(), byExpert.getResult(),
-      expertTokens, byExpert.getGroupOffsets(), experts.getW1(),
-      experts.getB1(), experts.getW2(), experts.getB2(),
-      experts.getActivationAttr());
+  auto local = ExpertsOp::create(builder, loc, byExpert.getResult().getType(),
+                                 byExpert.getResult(), expertTokens,
+                                 byExpert.getGroupOffsets(), experts.getW1(),
+                                 experts.getB1(), experts.getW2(),
+                                 experts.getB2(), experts.getActivationAttr());
   // And back: blocks (local expert, sender) to (sender, local expert), then
   // each block to the rank it came from.
   Value bySender = permute(local.getResult(), byExpert.getPermutedOffsets(),
@@ -163,10 +163,10 @@ struct PartitionExpertsPass
     if (dp == 1 && ep == 1)
       return;
     Builder b(&getContext());
-    module->setAttr(kMeshAttr,
-                    b.getDictionaryAttr(
-                        {b.getNamedAttr("dp", b.getI64IntegerAttr(dp)),
-                         b.getNamedAttr("ep", b.getI64IntegerAttr(ep))}));
+    module->setAttr(
+        kMeshAttr,
+        b.getDictionaryAttr({b.getNamedAttr("dp", b.getI64IntegerAttr(dp)),
+                             b.getNamedAttr("ep", b.getI64IntegerAttr(ep))}));
     if (ep == 1)
       return;
     for (auto func : module.getOps<func::FuncOp>()) {

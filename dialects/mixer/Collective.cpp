@@ -17,8 +17,8 @@ int64_t Mesh::groupSize(StringRef group) const {
 }
 
 Mesh mixer::graph::meshOf(Operation *op) {
-  auto module = isa<ModuleOp>(op) ? cast<ModuleOp>(op)
-                                  : op->getParentOfType<ModuleOp>();
+  auto module =
+      isa<ModuleOp>(op) ? cast<ModuleOp>(op) : op->getParentOfType<ModuleOp>();
   Mesh mesh;
   auto recorded =
       module ? module->getAttrOfType<DictionaryAttr>(kMeshAttr) : nullptr;
@@ -44,16 +44,16 @@ FailureOr<int64_t> verifyGroup(Operation *op, StringRef group) {
     std::string names;
     for (std::string_view name : *groups->values)
       names += (names.empty() ? "" : ", ") + std::string(name);
-    return op->emitOpError() << "group must be one of " << names << ", got '"
-                             << group << "'";
+    return op->emitOpError()
+           << "group must be one of " << names << ", got '" << group << "'";
   }
   return meshOf(op).groupSize(group);
 }
 
 /// Checks offsets I32[blocks + 1] with blocks a positive multiple of
 /// `multiple`; returns the blocks.
-FailureOr<int64_t> verifyOffsets(Operation *op, Value offsets,
-                                 int64_t multiple, StringRef what) {
+FailureOr<int64_t> verifyOffsets(Operation *op, Value offsets, int64_t multiple,
+                                 StringRef what) {
   if (failed(expectRank(op, offsets, 1, what)))
     return failure();
   int64_t blocks = shapeOf(offsets)[0] - 1;
@@ -99,15 +99,14 @@ LogicalResult AllToAllVOp::verify() {
                      "received_offsets");
 }
 
-LogicalResult AllReduceOp::verify() {
-  return verifyGroup(*this, getGroup());
-}
+LogicalResult AllReduceOp::verify() { return verifyGroup(*this, getGroup()); }
 
 LogicalResult PermuteBlocksOp::verify() {
   int64_t outer = getOuter(), inner = getInner();
   if (failed(verifyRows(*this, getInput(), getResult())) ||
       failed(expectShape(*this, getResult(), shapeOf(getInput()), "result")) ||
-      failed(expectShape(*this, getOffsets(), {outer * inner + 1}, "offsets")) ||
+      failed(
+          expectShape(*this, getOffsets(), {outer * inner + 1}, "offsets")) ||
       failed(expectShape(*this, getPermutedOffsets(), {outer * inner + 1},
                          "permuted_offsets")))
     return failure();
@@ -122,8 +121,8 @@ LogicalResult PermuteBlocksOp::verify() {
 LogicalResult AllToAllOp::buildGradients(OpBuilder &builder,
                                          ValueRange resultGrads,
                                          SmallVectorImpl<Value> &operandGrads) {
-  operandGrads.push_back(AllToAllOp::create(builder, getLoc(), resultGrads[0],
-                                            getGroupAttr()));
+  operandGrads.push_back(
+      AllToAllOp::create(builder, getLoc(), resultGrads[0], getGroupAttr()));
   return success();
 }
 
@@ -143,8 +142,8 @@ AllToAllVOp::buildGradients(OpBuilder &builder, ValueRange resultGrads,
 LogicalResult
 AllReduceOp::buildGradients(OpBuilder &builder, ValueRange resultGrads,
                             SmallVectorImpl<Value> &operandGrads) {
-  operandGrads.push_back(AllReduceOp::create(builder, getLoc(), resultGrads[0],
-                                             getGroupAttr()));
+  operandGrads.push_back(
+      AllReduceOp::create(builder, getLoc(), resultGrads[0], getGroupAttr()));
   return success();
 }
 

@@ -112,11 +112,10 @@ LogicalResult verifyInterfaceAttr(Operation *op, NamedAttribute attr,
 LogicalResult MixerDialect::verifyRegionArgAttribute(Operation *op, unsigned,
                                                      unsigned,
                                                      NamedAttribute attr) {
-  return verifyInterfaceAttr(
-      op, attr,
-      {kInputAttr, kParamAttr, kStateAttr, kInitAttr, kOptionalAttr,
-       kShardAttr},
-      "an argument");
+  return verifyInterfaceAttr(op, attr,
+                             {kInputAttr, kParamAttr, kStateAttr, kInitAttr,
+                              kOptionalAttr, kShardAttr},
+                             "an argument");
 }
 
 LogicalResult MixerDialect::verifyRegionResultAttribute(Operation *op, unsigned,
@@ -133,8 +132,8 @@ LogicalResult MixerDialect::verifyOperationAttribute(Operation *op,
       auto size = dyn_cast<IntegerAttr>(entry.getValue());
       if ((entry.getName() != "dp" && entry.getName() != "ep") || !size ||
           size.getInt() < 1)
-        return op->emitError() << "'" << kMeshAttr
-                               << "' holds the positive integers dp and ep";
+        return op->emitError()
+               << "'" << kMeshAttr << "' holds the positive integers dp and ep";
     }
   }
   return verifyInterfaceAttr(op, attr,

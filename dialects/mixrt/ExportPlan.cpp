@@ -122,11 +122,10 @@ json PlanWriter::commBytes() {
     // The all-to-all keeps its own block; a ragged one may send every row
     // away; the all-reduce sends (P - 1) / P of the buffer twice.
     mixer::Kernel callee = kernel.getKernel();
-    int64_t sent = callee == mixer::Kernel::AllToAll
-                       ? size * (peers - 1) / peers
-                   : callee == mixer::Kernel::AllToAllV
-                       ? size
-                       : 2 * size * (peers - 1) / peers;
+    int64_t sent =
+        callee == mixer::Kernel::AllToAll    ? size * (peers - 1) / peers
+        : callee == mixer::Kernel::AllToAllV ? size
+                                             : 2 * size * (peers - 1) / peers;
     std::string name = kernel.getCallee().str();
     bytes[name] = bytes.value(name, int64_t(0)) + sent;
   }

@@ -37,7 +37,7 @@ bool allocate(int64_t bytes, MappedMemory &memory) {
 void Unmapper::operator()(uint8_t *memory) const { munmap(memory, size); }
 
 Expected<Executor> Executor::create(const exec::Plan &plan,
-                                   comm::Communicator *world) {
+                                    comm::Communicator *world) {
   if (plan.target != "cpu")
     return Status::error(plan.path + ": the plan targets '" + plan.target +
                          "'; this executor runs 'cpu' plans");
@@ -48,11 +48,11 @@ Expected<Executor> Executor::create(const exec::Plan &plan,
     world = executor.ownWorld.get();
   }
   if (world->size() != plan.mesh.world())
-    return Status::error(
-        plan.path + " needs " + std::to_string(plan.mesh.world()) +
-        " ranks (dp " + std::to_string(plan.mesh.dp) + " × ep " +
-        std::to_string(plan.mesh.ep) + "); the world has " +
-        std::to_string(world->size()));
+    return Status::error(plan.path + " needs " +
+                         std::to_string(plan.mesh.world()) + " ranks (dp " +
+                         std::to_string(plan.mesh.dp) + " × ep " +
+                         std::to_string(plan.mesh.ep) + "); the world has " +
+                         std::to_string(world->size()));
   Expected<comm::MeshGroups> mesh =
       comm::splitMesh(*world, plan.mesh.dp, plan.mesh.ep, plan.path + ": mesh");
   if (!mesh)

@@ -16,9 +16,9 @@ namespace {
 const std::vector<KernelEntry> &kernelTable() {
   static const std::vector<KernelEntry> table = [] {
     std::vector<KernelEntry> entries;
-    for (auto family : {denseNormKernels, mixingKernels, attentionKernels,
-                        moeKernels, headsLossesKernels, trainingKernels,
-                        collectiveKernels})
+    for (auto family :
+         {denseNormKernels, mixingKernels, attentionKernels, moeKernels,
+          headsLossesKernels, trainingKernels, collectiveKernels})
       for (const KernelEntry &entry : family())
         entries.push_back(entry);
     return entries;

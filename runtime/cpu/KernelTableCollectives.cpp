@@ -31,9 +31,8 @@ comm::Communicator *groupOf(StepContext &c, const Groups &groups) {
 
 /// `arg` holds rows of 4-byte elements (F32 or I32), at least one dimension.
 bool rows(StepContext &c, const Arg &arg) {
-  return c.check(!arg.value->shape.empty() &&
-                     (arg.value->dtype == DType::F32 ||
-                      arg.value->dtype == DType::I32),
+  return c.check(!arg.value->shape.empty() && (arg.value->dtype == DType::F32 ||
+                                               arg.value->dtype == DType::I32),
                  arg.role + " must be F32 or I32 rows, got " +
                      exec::describe(arg.value->shape, arg.value->dtype));
 }
@@ -99,8 +98,7 @@ Expected<StepFunction> prepareAllToAllV(StepContext &c, const Groups &groups) {
                    " blocks of the offsets do not divide into " +
                    std::to_string(peers) + " ranks"))
     return c.takeError();
-  int64_t perPeer = blocks / peers, sendRows = x.dim(0),
-          capacity = y.dim(0);
+  int64_t perPeer = blocks / peers, sendRows = x.dim(0), capacity = y.dim(0);
   size_t width = rowBytes(x);
   std::string label = c.label();
   return StepFunction([=, a = x.slot, f = offsets.slot, o = y.slot,

@@ -113,10 +113,10 @@ io::TensorFilter tableFilter(const std::vector<ParamInfo> &table,
   std::unordered_map<std::string, Expectation> expectations;
   for (const ParamInfo &entry : table) {
     // A file holds a sharded parameter whole.
-    int64_t shards = entry.globalShape.empty()
-                         ? 1
-                         : entry.globalShape[0] / std::max<int64_t>(
-                                                      entry.shape[0], 1);
+    int64_t shards =
+        entry.globalShape.empty()
+            ? 1
+            : entry.globalShape[0] / std::max<int64_t>(entry.shape[0], 1);
     expectations[entry.name] = {
         entry.globalShape.empty() ? entry.shape : entry.globalShape,
         entry.dtype, shards * entry.numel * io::dtypeSize(entry.dtype)};

@@ -209,8 +209,7 @@ OwningOpRef<ModuleOp> buildModel(MLIRContext &context) {
   build.world = dp * ep;
   if (dp * ep > 1) {
     mixer::Status fits = mixer::checkMesh(
-        inputPath, *config,
-        {dp, ep, batch, seq, static_cast<bool>(train)});
+        inputPath, *config, {dp, ep, batch, seq, static_cast<bool>(train)});
     if (!fits.ok()) {
       llvm::errs() << fits.message() << "\n";
       return nullptr;
@@ -315,10 +314,9 @@ int main(int argc, char **argv) {
   }
   if (dp * ep > 1) {
     if (!inputIsIR() && batch % (dp * ep) != 0) {
-      llvm::errs() << "mixc: --batch " << batch
-                   << " does not divide into the " << dp * ep
-                   << " ranks of the mesh (--dp " << dp << " × --ep " << ep
-                   << ")\n";
+      llvm::errs() << "mixc: --batch " << batch << " does not divide into the "
+                   << dp * ep << " ranks of the mesh (--dp " << dp << " × --ep "
+                   << ep << ")\n";
       return kInputError;
     }
     if (train || target != "cpu") {

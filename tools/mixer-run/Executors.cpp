@@ -12,8 +12,8 @@ void requireTarget(const exec::Plan &plan) {
   check(target::checkTargetAvailable(plan));
 }
 
-std::unique_ptr<exec::PlanExecutor>
-createExecutor(const exec::Plan &plan, comm::Communicator *world) {
+std::unique_ptr<exec::PlanExecutor> createExecutor(const exec::Plan &plan,
+                                                   comm::Communicator *world) {
   return check(target::createExecutor(plan, world));
 }
 

@@ -826,9 +826,9 @@ void checkWorld(const Args &args) {
     refuse(args.artifact + " is a parallel plan; mixer-run " + args.command +
            " runs one-process plans only (infer runs parallel ones)");
   if (ranks != world)
-    refuse(needs + (launch ? "; mpirun started " + std::to_string(ranks)
-                           : "; start it with mpirun -np " +
-                                 std::to_string(world)));
+    refuse(needs +
+           (launch ? "; mpirun started " + std::to_string(ranks)
+                   : "; start it with mpirun -np " + std::to_string(world)));
 }
 
 int dispatch(const Args &args) {

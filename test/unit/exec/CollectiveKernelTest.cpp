@@ -99,8 +99,7 @@ TEST_P(CollectiveKernelTest, AllToAllExchangesEqualBlocks) {
     for (int s = 0; s < ranks; ++s) {
       std::vector<float> sent = rankRows(s, rows);
       for (int64_t i = 0; i < perPeer * kWidth; ++i)
-        EXPECT_EQ(got[s * perPeer * kWidth + i],
-                  sent[r * perPeer * kWidth + i])
+        EXPECT_EQ(got[s * perPeer * kWidth + i], sent[r * perPeer * kWidth + i])
             << "rank " << r << " block " << s;
     }
   }
@@ -141,8 +140,7 @@ TEST_P(CollectiveKernelTest, AllToAllVExchangesRaggedBlocks) {
       for (int64_t i = r * perPeer; i < (r + 1) * perPeer; ++i) {
         expected.insert(expected.end(), sent.begin() + off[i] * kWidth,
                         sent.begin() + off[i + 1] * kWidth);
-        expectedOffsets.push_back(expectedOffsets.back() + off[i + 1] -
-                                  off[i]);
+        expectedOffsets.push_back(expectedOffsets.back() + off[i + 1] - off[i]);
       }
     }
     expected.resize(capacity * kWidth, 0.0f);
