@@ -122,15 +122,20 @@ TEST_P(CollectiveKernelTest, AllToAllVExchangesRaggedBlocks) {
   int64_t y = b.arena({capacity, kWidth});
   int64_t received = b.arena({blocks + 1}, "I32");
   b.step("all_to_all_v", {x, offsets}, {y, received}, {{"group", "ep"}});
+  // Back with the received offsets, as the gradient goes.
+  int64_t back = b.arena({rows, kWidth});
+  int64_t again = b.arena({blocks + 1}, "I32");
+  b.step("all_to_all_v", {y, received}, {back, again}, {{"group", "ep"}});
   b.output("y", y);
   b.output("received", received);
+  b.output("back", back);
   auto outputs = runOnRanks(b, ranks, [&](int rank) {
     return std::vector<io::HostTensor>{
         floatTensor("x", {rows, kWidth}, rankRows(rank, rows)),
         intTensor("offsets", {blocks + 1}, sizes(rank))};
   });
   for (int r = 0; r < ranks; ++r) {
-    ASSERT_EQ(outputs[r].size(), 2u);
+    ASSERT_EQ(outputs[r].size(), 3u);
     // The blocks r·b … r·b + b − 1 of every sender s, in sender order.
     std::vector<float> expected;
     std::vector<int64_t> expectedOffsets = {0};
@@ -150,6 +155,12 @@ TEST_P(CollectiveKernelTest, AllToAllVExchangesRaggedBlocks) {
     for (int64_t i = 0; i <= blocks; ++i)
       EXPECT_EQ(outputs[r][1].as<int32_t>()[i], expectedOffsets[i])
           << "rank " << r << " offset " << i;
+    // Every sent row is back in its place; the rows no block holds are zero.
+    std::vector<float> sent = rankRows(r, rows);
+    int64_t used = sizes(r).back() * kWidth;
+    for (int64_t i = 0; i < rows * kWidth; ++i)
+      EXPECT_EQ(outputs[r][2].as<float>()[i], i < used ? sent[i] : 0.0f)
+          << "rank " << r << " element " << i;
   }
 }
 
