@@ -9,6 +9,7 @@
 
 #include "runtime/cpu/KernelTableFamilies.h"
 
+#include "runtime/cpu/ExpertTiles.h"
 #include "runtime/cpu/Kernels.h"
 
 #include <cstring>
@@ -58,17 +59,6 @@ void check(const Status &status) {
     throw KernelError{status.message()};
 }
 
-/// The offsets of `blocks` blocks, checked to rise from 0 within `rows`.
-void checkOffsets(const int32_t *offsets, int64_t blocks, int64_t rows,
-                  const char *kernel) {
-  for (int64_t i = 0; i <= blocks; ++i)
-    if (offsets[i] < (i == 0 ? 0 : offsets[i - 1]) || offsets[i] > rows)
-      throw KernelError{std::string(kernel) + ": offset " + std::to_string(i) +
-                        " is " + std::to_string(offsets[i]) +
-                        ", not in ascending order within [0, " +
-                        std::to_string(rows) + "]"};
-}
-
 Expected<StepFunction> prepareAllToAll(StepContext &c, const Groups &groups) {
   const Arg &x = c.in(0), &y = c.out(0);
   comm::Communicator *group = groupOf(c, groups);
@@ -105,7 +95,7 @@ Expected<StepFunction> prepareAllToAllV(StepContext &c, const Groups &groups) {
                        r = received.slot](ValuePointers v) {
     const int32_t *off = i32(v[f]);
     int32_t *got = i32(v[r]);
-    checkOffsets(off, blocks, sendRows, "all_to_all_v");
+    detail::checkOffsets(off, blocks, sendRows, "all_to_all_v", "offset");
     // Each peer's block sizes first, then its rows.
     std::vector<int32_t> sizes(blocks), receivedSizes(blocks);
     for (int64_t i = 0; i < blocks; ++i)
@@ -152,7 +142,8 @@ Expected<StepFunction> preparePermuteBlocks(StepContext &c) {
   return StepFunction([=, a = x.slot, f = offsets.slot, o = y.slot,
                        p = permuted.slot, g = grouped.slot](ValuePointers v) {
     const int32_t *off = i32(v[f]);
-    checkOffsets(off, outer * inner, numRows, "permute_blocks");
+    detail::checkOffsets(off, outer * inner, numRows, "permute_blocks",
+                         "offset");
     permuteBlocks(static_cast<const uint8_t *>(v[a]), off, outer, inner,
                   numRows, width, static_cast<uint8_t *>(v[o]), i32(v[p]),
                   i32(v[g]));

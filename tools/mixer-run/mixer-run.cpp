@@ -406,7 +406,15 @@ int runInfer(const Args &args) {
   }
 
   start = Clock::now();
-  check(executor->run());
+  Status ran = executor->run();
+  // The other ranks may wait in a collective this one will not join: a
+  // failing rank ends the job.
+  if (!ran && world) {
+    std::fprintf(stderr, "mixer-run: error: rank %d: %s\n", world->rank(),
+                 ran.message().c_str());
+    world->abort(kRuntimeFailure);
+  }
+  check(ran);
   double runMs = millisecondsSince(start);
   std::vector<io::HostTensor> outputs = executor->outputs();
   if (world) {
