@@ -516,7 +516,7 @@ Value ModelEmitter::emitTrainingLoss(
 OwningOpRef<ModuleOp> ModelEmitter::emit() {
   MLIRContext *context = builder.getContext();
   context->loadDialect<MixerDialect, func::FuncDialect>();
-  batch = options.batch;
+  batch = options.batch / options.world;
   seq = options.seq ? options.seq : config.embeddings.maxSeqLength;
 
   bool needsFullLength = llvm::any_of(config.layers, [](const LayerConfig &l) {
@@ -636,7 +636,8 @@ OwningOpRef<ModuleOp> ModelEmitter::emit() {
   func->setAttr(mixer::graph::kPadIdAttr, builder.getI64IntegerAttr(emb.padId));
   func->setAttr(mixer::graph::kVocabSizeAttr,
                 builder.getI64IntegerAttr(emb.vocabSize));
-  func->setAttr(mixer::graph::kBatchAttr, builder.getI64IntegerAttr(batch));
+  func->setAttr(mixer::graph::kBatchAttr,
+                builder.getI64IntegerAttr(options.batch));
   func->setAttr(mixer::graph::kSeqAttr, builder.getI64IntegerAttr(seq));
   func->setAttr(
       mixer::graph::kHeadsAttr,

@@ -11,6 +11,7 @@
 #include "frontend/ModelParser.h"
 
 #include "frontend/JsonLocator.h"
+#include "frontend/MoeGrouping.h"
 
 #include <nlohmann/json.hpp>
 
@@ -967,6 +968,56 @@ Expected<ModelConfig> parseModelFile(const std::string &path) {
   if (in.bad())
     return Status::error(path + ": cannot read: " + std::strerror(errno));
   return parseModelText(contents.str(), path);
+}
+
+Status checkMesh(const std::string &path, const ModelConfig &config,
+                 const MeshRequest &mesh) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream contents;
+  contents << in.rdbuf();
+  std::string text = contents.str();
+  JsonLocator locator(text);
+  Diagnostics diags(path, locator);
+  bool hasMoe = std::any_of(config.layers.begin(), config.layers.end(),
+                            [](const LayerConfig &l) {
+                              return l.feedForward == FeedForwardKind::Moe;
+                            });
+  const MoeConfig &moe = config.moe;
+  if (mesh.ep > 1 && !hasMoe) {
+    diags.atKey("/moe_layers", "--ep " + std::to_string(mesh.ep) +
+                                   " shards MoE experts, but model '" +
+                                   config.name +
+                                   "' has no MoE layer (it compiles with --ep "
+                                   "1 and --dp for data parallelism)");
+  } else if (hasMoe && moe.numExperts % mesh.ep != 0) {
+    std::string valid;
+    for (int64_t ep = 1; ep <= moe.numExperts; ++ep)
+      if (moe.numExperts % ep == 0)
+        valid += (valid.empty() ? "" : ", ") + std::to_string(ep);
+    diags.atValue("/moe/num_experts", "the " + std::to_string(moe.numExperts) +
+                                          " experts do not divide into --ep " +
+                                          std::to_string(mesh.ep) +
+                                          " shards (valid --ep: " + valid +
+                                          ")");
+  } else if (hasMoe && moe.routing != RoutingKind::SigmoidTopK) {
+    int64_t seq = mesh.seq ? mesh.seq : config.embeddings.maxSeqLength;
+    int64_t tokens = mesh.batch / (mesh.dp * mesh.ep) * seq;
+    MoeGrouping g = computeMoeGrouping(moe, tokens, mesh.training);
+    if (g.capacity > g.tokensPerGroup) {
+      bool floor = moe.minExpertCapacity >= g.capacity;
+      diags.atValue(floor ? "/moe/min_expert_capacity"
+                          : (mesh.training ? "/moe/train_capacity_factor"
+                                           : "/moe/eval_capacity_factor"),
+                    "expert capacity " + std::to_string(g.capacity) +
+                        " exceeds the " + std::to_string(g.tokensPerGroup) +
+                        " tokens per group of each rank's " +
+                        std::to_string(tokens) + " tokens (--batch " +
+                        std::to_string(mesh.batch) + " over " +
+                        std::to_string(mesh.dp * mesh.ep) +
+                        " ranks); lower it or use a larger batch");
+    }
+  }
+  return diags.empty() ? Status::success() : diags.status();
 }
 
 } // namespace mixer

@@ -24,10 +24,13 @@ using io::DType;
 inline float *f32(void *p) { return static_cast<float *>(p); }
 inline int32_t *i32(void *p) { return static_cast<int32_t *>(p); }
 
-/// A plan kernel with its factory.
+/// A plan kernel with its factory; a collective's factory also takes the
+/// communicators.
 struct KernelEntry {
   Kernel kernel;
-  Expected<StepFunction> (*prepare)(StepContext &);
+  Expected<StepFunction> (*prepare)(StepContext &) = nullptr;
+  Expected<StepFunction> (*prepareCollective)(StepContext &,
+                                              const Groups &) = nullptr;
 };
 
 /// The factories of each family of Kernels.def.
@@ -37,6 +40,7 @@ std::vector<KernelEntry> attentionKernels();
 std::vector<KernelEntry> moeKernels();
 std::vector<KernelEntry> headsLossesKernels();
 std::vector<KernelEntry> trainingKernels();
+std::vector<KernelEntry> collectiveKernels();
 
 } // namespace mixer::cpu
 

@@ -228,6 +228,16 @@ void experts(const float *xd, const int32_t *tokens, const int32_t *offsets,
              float *yd, int64_t numExperts, int64_t slots, int64_t d, int64_t f,
              Activation act);
 
+/// Reorders the blocks of rows of `x` ([numRows] rows of `rowBytes` bytes)
+/// from [outer][inner] to [inner][outer]: block (i, j) holds rows
+/// [offsets[i·inner + j], offsets[i·inner + j + 1]) of x and becomes block
+/// j·outer + i of y. `permuted` [outer·inner + 1] receives y's block offsets,
+/// `grouped` [inner + 1] the rows of each inner index; rows of y past the
+/// last block are zeroed.
+void permuteBlocks(const uint8_t *x, const int32_t *offsets, int64_t outer,
+                   int64_t inner, int64_t numRows, size_t rowBytes, uint8_t *y,
+                   int32_t *permuted, int32_t *grouped);
+
 /// out[t,:] = sum over entries i with tokens[i] == t of gates[i] * yd[i,:];
 /// tokens that no entry names get zeros. out is [numTokens, d].
 void combine(const float *yd, const int32_t *tokens, const float *gates,

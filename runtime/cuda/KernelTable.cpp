@@ -2020,6 +2020,14 @@ struct TableEntry {
   Expected<DeviceStep> (*prepare)(StepContext &);
 };
 
+/// Collectives need a communicator on device buffers, which the CUDA
+/// executor does not hold yet: parallel plans run on the CPU.
+Expected<DeviceStep> prepareCollective(StepContext &c) {
+  c.fail("the CUDA executor runs no collectives yet (parallel plans need "
+         "--target cpu)");
+  return c.takeError();
+}
+
 /// Every plan kernel with a CUDA implementation.
 const TableEntry kTable[] = {
     {Kernel::Embed, prepareEmbed},
@@ -2081,6 +2089,10 @@ const TableEntry kTable[] = {
     {Kernel::SpectralMix, prepareSpectralMix},
     {Kernel::StructuredMix, prepareStructuredMix},
     {Kernel::StructuredMixGrad, prepareStructuredMixGrad},
+    {Kernel::AllToAll, prepareCollective},
+    {Kernel::AllToAllV, prepareCollective},
+    {Kernel::AllReduce, prepareCollective},
+    {Kernel::PermuteBlocks, prepareCollective},
 };
 
 const TableEntry *findEntry(Kernel kernel) {

@@ -54,6 +54,11 @@ public:
   const Arg &out(size_t i) const { return results[i]; }
 
   const Plan &getPlan() const { return plan; }
+  /// "steps[<index>] (<kernel>)": the step's label in a collective's errors.
+  std::string label() const {
+    return "steps[" + std::to_string(index) + "] (" +
+           std::string(kernelName(step.kernel)) + ")";
+  }
   /// The index of the last step before this one that writes `arg`'s value,
   /// or -1 when none does (a plan input, a parameter).
   int64_t producer(const Arg &arg) const;

@@ -13,6 +13,9 @@
 
 #include "mixer/Version.h"
 #include "runtime/comm/Communicator.h"
+#ifdef MIXER_HAVE_MPI
+#include "runtime/comm/Mpi.h"
+#endif
 #include "runtime/exec/Binding.h"
 #include "runtime/exec/Init.h"
 #include "runtime/exec/MemoryBudget.h"
@@ -97,18 +100,22 @@ double millisecondsSince(Clock::time_point start) {
 }
 
 /// Binds the weights of `path`, or weights drawn with seed 0 when `path` is
-/// empty.
+/// empty. A rank of a parallel plan (`world`) binds its shards of the file's
+/// global tensors.
 void bindWeights(exec::PlanExecutor &executor, const std::string &path,
-                 bool allowExtra) {
+                 bool allowExtra, const comm::Communicator *world = nullptr) {
   const exec::Plan &plan = executor.getPlan();
-  if (path.empty())
+  if (path.empty()) {
     check(executor.bindParams(exec::initParameters(plan, 0), plan.path,
                               /*allowExtra=*/false));
-  else
-    check(executor.bindParams(
-        check(io::readTensorFile(
-            path, exec::paramsFilter(plan, path, allowExtra))),
-        path, allowExtra));
+  } else {
+    std::vector<io::HostTensor> params = check(
+        io::readTensorFile(path, exec::paramsFilter(plan, path, allowExtra)));
+    std::vector<io::HostTensor> noInputs;
+    if (world)
+      exec::takeShards(plan, params, noInputs, world->rank());
+    check(executor.bindParams(std::move(params), path, allowExtra));
+  }
   // A training plan runs from fresh optimizer state.
   if (plan.updatesParameters())
     check(executor.bindState(train::zeroOptimizerState(plan), "optimizer state",
@@ -290,6 +297,36 @@ void printTensorSummary(const std::vector<io::HostTensor> &outputs) {
   }
 }
 
+/// The MPI world of a parallel plan (null for a one-process plan), whose
+/// size checkWorld has matched to the plan's mesh.
+std::unique_ptr<comm::Communicator> parallelWorld(const exec::Plan &plan) {
+  if (plan.mesh.world() == 1)
+    return nullptr;
+#ifdef MIXER_HAVE_MPI
+  return check(comm::createMpiWorld());
+#else
+  throw RuntimeFailure{plan.path + " is a parallel plan; this mixer-run was "
+                                   "built without MPI"};
+#endif
+}
+
+/// Every rank's outputs joined along the batch, in rank order (each rank
+/// computes its rows of every output).
+std::vector<io::HostTensor> gatherOutputs(comm::Communicator &world,
+                                          std::vector<io::HostTensor> outputs) {
+  for (io::HostTensor &output : outputs) {
+    if (output.shape.empty())
+      throw RuntimeFailure{"output '" + output.name +
+                           "' has no batch axis to gather along"};
+    std::vector<uint8_t> all(output.data.size() * world.size());
+    check(world.allGather(output.data.data(), all.data(), output.data.size(),
+                          "outputs"));
+    output.data = std::move(all);
+    output.shape[0] *= world.size();
+  }
+  return outputs;
+}
+
 int runInfer(const Args &args) {
   std::string weights = args.get("--weights");
   std::string output = args.get("--output");
@@ -315,10 +352,20 @@ int runInfer(const Args &args) {
                      "artifact has " +
                      std::to_string(plan.outputs.size()) +
                      " outputs; use .safetensors or .npz"};
-  std::unique_ptr<exec::PlanExecutor> executor = createExecutor(plan);
+  std::unique_ptr<comm::Communicator> world = parallelWorld(plan);
+  std::unique_ptr<exec::PlanExecutor> executor =
+      createExecutor(plan, world.get());
   double loadMs = millisecondsSince(start);
   start = Clock::now();
-  bindWeights(*executor, weights, args.has("--allow-extra"));
+  bindWeights(*executor, weights, args.has("--allow-extra"), world.get());
+  // Each rank binds its rows of the global batch.
+  auto bindRows = [&](std::vector<io::HostTensor> inputs,
+                      const std::string &source) {
+    std::vector<io::HostTensor> noParams;
+    if (world)
+      exec::takeShards(plan, noParams, inputs, world->rank());
+    check(executor->bindInputs(inputs, source, /*allowExtra=*/false));
+  };
   double weightsMs = millisecondsSince(start);
 
   std::vector<std::string> texts;
@@ -328,7 +375,7 @@ int runInfer(const Args &args) {
     std::vector<io::HostTensor> inputs;
     inputs.push_back(
         encodeTexts(plan, texts, args.get("--tokenizer"), lengths));
-    check(executor->bindInputs(inputs, "--text", /*allowExtra=*/false));
+    bindRows(std::move(inputs), "--text");
   } else {
     std::string path = args.get("--input");
     // A .npy array is named after its file; it feeds the first required
@@ -355,13 +402,27 @@ int runInfer(const Args &args) {
     if (inputs.empty())
       throw RuntimeFailure{path + ": holds no tensors"};
     inputs.front().name = inputName(inputs.front().name);
-    check(executor->bindInputs(inputs, path, /*allowExtra=*/false));
+    bindRows(std::move(inputs), path);
   }
 
   start = Clock::now();
-  check(executor->run());
+  Status ran = executor->run();
+  // The other ranks may wait in a collective this one will not join: a
+  // failing rank ends the job.
+  if (!ran && world) {
+    std::fprintf(stderr, "mixer-run: error: rank %d: %s\n", world->rank(),
+                 ran.message().c_str());
+    world->abort(kRuntimeFailure);
+  }
+  check(ran);
   double runMs = millisecondsSince(start);
   std::vector<io::HostTensor> outputs = executor->outputs();
+  if (world) {
+    outputs = gatherOutputs(*world, std::move(outputs));
+    // Rank 0 writes and reports for every rank.
+    if (world->rank() != 0)
+      return 0;
+  }
   if (!output.empty())
     check(io::writeTensorFile(output, outputs));
   if (textMode)
@@ -577,6 +638,10 @@ const std::vector<Command> &commands() {
        "summarised on stdout and written atomically to --output; nothing is\n"
        "written when anything fails.\n"
        "\n"
+       "A parallel artifact (mixc --dp --ep) runs under mpirun -np dp·ep:\n"
+       "every rank reads the same global weights and inputs and binds its\n"
+       "shards and rows; rank 0 gathers the outputs, reports and writes.\n"
+       "\n"
        "  --weights FILE     weights (.safetensors, .npz)\n"
        "  --input FILE       inputs (.safetensors, .npz, .npy)\n"
        "  --text SENTENCE    a sentence to encode (repeat for a batch)\n"
@@ -736,19 +801,42 @@ bool parseArgs(const Command &command, int argc, char **argv, Args &args) {
   return true;
 }
 
-/// Refuses a start by mpirun with several ranks: every plan runs in one
-/// process (a plan with a mesh, docs/runtime.md, will say how many ranks it
-/// needs). Rank 0 says why; the other ranks exit without a word.
+/// Checks the processes mpirun started against the plan's mesh: a
+/// one-process plan runs without mpirun or with one rank, a parallel plan
+/// (`infer` only, so far) with exactly its world of ranks. Rank 0 says what
+/// does not fit; the other ranks exit without a word.
 void checkWorld(const Args &args) {
   std::optional<comm::Launch> launch = comm::detectLaunch();
-  if (!launch || launch->worldSize == 1)
+  int ranks = launch ? launch->worldSize : 1;
+  bool quiet = launch && launch->worldRank != 0;
+  auto refuse = [&](const std::string &message) {
+    if (quiet)
+      std::exit(kRuntimeFailure);
+    throw RuntimeFailure{message};
+  };
+  Expected<exec::Plan> loaded = exec::Plan::load(args.artifact);
+  if (!loaded) {
+    if (ranks == 1)
+      return; // the command reports it
+    refuse(loaded.message());
+  }
+  const exec::Plan &plan = *loaded;
+  int64_t world = plan.mesh.world();
+  if (world == 1 && ranks > 1)
+    refuse(args.artifact + " is a one-process plan (no mesh); mpirun started " +
+           std::to_string(ranks) + " ranks; run it without mpirun");
+  if (world == 1 || args.command == "params")
     return;
-  if (launch->worldRank != 0)
-    std::exit(kRuntimeFailure);
-  check(exec::Plan::load(args.artifact));
-  throw RuntimeFailure{args.artifact + " is a one-process plan (no mesh); " +
-                       "mpirun started " + std::to_string(launch->worldSize) +
-                       " ranks; run it without mpirun"};
+  std::string needs = args.artifact + " needs " + std::to_string(world) +
+                      " ranks (dp " + std::to_string(plan.mesh.dp) + " × ep " +
+                      std::to_string(plan.mesh.ep) + ")";
+  if (args.command != "infer")
+    refuse(args.artifact + " is a parallel plan; mixer-run " + args.command +
+           " runs one-process plans only (infer runs parallel ones)");
+  if (ranks != world)
+    refuse(needs +
+           (launch ? "; mpirun started " + std::to_string(ranks)
+                   : "; start it with mpirun -np " + std::to_string(world)));
 }
 
 int dispatch(const Args &args) {
