@@ -238,7 +238,7 @@ TEST(ExpertsBackwardTest, MatchesReference) {
   const int64_t d = 5, f = 7;
   for (const Table &t : allTables())
     for (Activation act : {Activation::None, Activation::Gelu, Activation::Tanh,
-                           Activation::Relu})
+                           Activation::Relu, Activation::GeluErf})
       for (bool withBias : {false, true})
         for (bool accumulate : {false, true}) {
           ExpertParams p(t.experts, d, f, 57);

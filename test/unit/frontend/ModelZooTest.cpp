@@ -138,6 +138,7 @@ TEST(ModelZooTest, ParameterCounts) {
       {"tiny/toeplitz_tiny.json", 13586},
       {"tiny/tokens_choose_tiny.json", 16122},
       {"tiny/sigma_moe_tiny.json", 17132},
+      {"tiny/minilm_tiny.json", 22972},
   };
   for (const auto &[file, count] : expected) {
     SCOPED_TRACE(file);
@@ -289,6 +290,14 @@ TEST(ModelZooTest, TinyModelsFollowTheirFamilies) {
   ModelConfig bert = load("tiny/bert_tiny.json");
   EXPECT_EQ(attentionLayers(bert), range(0, 4));
   EXPECT_TRUE(moeLayers(bert).empty());
+
+  ModelConfig minilm = load("tiny/minilm_tiny.json");
+  EXPECT_EQ(attentionLayers(minilm), range(0, 4));
+  EXPECT_EQ(minilm.activation, GeluKind::Erf);
+  EXPECT_FALSE(minilm.embeddings.hiddenMappingIn);
+  EXPECT_EQ(minilm.embeddings.typeVocabSize, 2);
+  EXPECT_EQ(minilm.heads.sentencePooling, SentencePooling::Mean);
+  EXPECT_TRUE(minilm.heads.sentenceNormalize);
 
   ModelConfig fnet = load("tiny/fnet_tiny.json");
   EXPECT_EQ(fnet.biasInit, BiasInit::Normal);
