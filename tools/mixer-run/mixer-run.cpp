@@ -15,6 +15,7 @@
 #include "runtime/exec/Binding.h"
 #include "runtime/exec/Init.h"
 #include "runtime/exec/MemoryBudget.h"
+#include "runtime/data/Tokenizer.h"
 #include "runtime/exec/Plan.h"
 #include "runtime/io/TensorFiles.h"
 #include "runtime/train/Trainer.h"
@@ -22,7 +23,6 @@
 #include <nlohmann/json.hpp>
 #include <omp.h>
 #include <oneapi/dnnl/dnnl.h>
-#include <sentencepiece_processor.h>
 
 #include <sched.h>
 #include <sys/resource.h>
@@ -34,6 +34,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <iostream>
 #include <map>
 #include <random>
@@ -196,12 +197,13 @@ int runInit(const Args &args) {
 //===----------------------------------------------------------------------===//
 
 /// Token ids of `texts` as the plan's input_ids [batch, seq]: each text
-/// encoded, cut to seq tokens and padded with the plan's pad id; rows
-/// without a text are all padding. `lengths` receives the token counts
-/// before truncation.
+/// encoded as a model input row (data::Tokenizer::encodeInput: cut to seq
+/// tokens, between [CLS] and [SEP] for a WordPiece vocabulary) and padded
+/// with the plan's pad id; rows without a text are all padding. `lengths`
+/// receives the token counts before truncation.
 io::HostTensor encodeTexts(const exec::Plan &plan,
                            const std::vector<std::string> &texts,
-                           const std::string &tokenizer,
+                           const std::string &tokenizerPath,
                            std::vector<size_t> &lengths) {
   auto input = std::find_if(
       plan.inputs.begin(), plan.inputs.end(),
@@ -214,11 +216,9 @@ io::HostTensor encodeTexts(const exec::Plan &plan,
     throw RuntimeFailure{"--text: " + std::to_string(texts.size()) +
                          " sentences but the artifact's batch is " +
                          std::to_string(batch)};
-  sentencepiece::SentencePieceProcessor processor;
-  auto loaded = processor.Load(tokenizer);
-  if (!loaded.ok())
-    throw RuntimeFailure{tokenizer + ": cannot load the SentencePiece model: " +
-                         loaded.ToString()};
+  data::Tokenizer tokenizer = check(data::Tokenizer::load(tokenizerPath));
+  if (tokenizer.isWordPiece())
+    check(tokenizer.checkMatches(plan.vocabSize, plan.padId));
   io::HostTensor ids;
   ids.name = input->name;
   ids.dtype = io::DType::I32;
@@ -227,14 +227,11 @@ io::HostTensor encodeTexts(const exec::Plan &plan,
   int32_t *out = ids.as<int32_t>();
   std::fill(out, out + input->numel, static_cast<int32_t>(plan.padId));
   for (size_t b = 0; b < texts.size(); ++b) {
-    std::vector<int> pieces;
-    auto encoded = processor.Encode(texts[b], &pieces);
-    if (!encoded.ok())
-      throw RuntimeFailure{tokenizer + ": cannot encode --text " +
-                           std::to_string(b) + ": " + encoded.ToString()};
-    lengths.push_back(pieces.size());
-    size_t kept = std::min<size_t>(pieces.size(), seq);
-    std::copy(pieces.begin(), pieces.begin() + kept, out + b * seq);
+    size_t count = 0;
+    std::vector<int32_t> row = check(tokenizer.encodeInput(
+        texts[b], "--text " + std::to_string(b), seq, count));
+    lengths.push_back(count);
+    std::copy(row.begin(), row.end(), out + b * seq);
   }
   return ids;
 }
@@ -507,6 +504,33 @@ int runBench(const Args &args, int threads) {
 }
 
 //===----------------------------------------------------------------------===//
+// tokenize
+//===----------------------------------------------------------------------===//
+
+/// Prints the token ids of every line of a text file, one line each.
+int runTokenize(const Args &args) {
+  if (!args.has("--tokenizer"))
+    throw UsageError{"missing --tokenizer FILE (a vocab.txt or a "
+                     "SentencePiece model)"};
+  data::Tokenizer tokenizer = check(data::Tokenizer::load(args.get("--tokenizer")));
+  std::ifstream in(args.artifact, std::ios::binary);
+  if (!in)
+    throw RuntimeFailure{args.artifact + ": cannot read the text"};
+  std::string line, out;
+  for (size_t number = 1; std::getline(in, line); ++number) {
+    std::vector<int32_t> ids = check(tokenizer.encode(
+        line, args.artifact + ":" + std::to_string(number)));
+    out.clear();
+    for (size_t i = 0; i < ids.size(); ++i)
+      out += (i ? " " : "") + std::to_string(ids[i]);
+    std::printf("%s\n", out.c_str());
+  }
+  if (in.bad())
+    throw RuntimeFailure{args.artifact + ": cannot read the text"};
+  return 0;
+}
+
+//===----------------------------------------------------------------------===//
 // Command table and main
 //===----------------------------------------------------------------------===//
 
@@ -578,7 +602,8 @@ const std::vector<Command> &commands() {
        "  --weights FILE     weights (.safetensors, .npz)\n"
        "  --input FILE       inputs (.safetensors, .npz, .npy)\n"
        "  --text SENTENCE    a sentence to encode (repeat for a batch)\n"
-       "  --tokenizer FILE   SentencePiece model for --text\n"
+       "  --tokenizer FILE   for --text: a WordPiece vocab.txt (BERT: [CLS] ...\n"
+       "                     [SEP]) or a SentencePiece model\n"
        "  --output FILE      outputs (.safetensors, .npz, or .npy for one)\n"
        "  --allow-extra      ignore weight tensors the artifact does not use\n"
        "  --threads N        worker threads (default: OMP_NUM_THREADS, else\n"
@@ -590,6 +615,14 @@ const std::vector<Command> &commands() {
         {"--output", "-o", true, false},
         {"--allow-extra", nullptr, false, false},
         kThreadsFlag}},
+      {"tokenize",
+       "print the token ids of each line of a text",
+       "usage: mixer-run tokenize TEXT --tokenizer FILE\n"
+       "\n"
+       "Prints one line per line of TEXT: its token ids separated by spaces\n"
+       "(no [CLS] or [SEP]). FILE is a WordPiece vocab.txt or a SentencePiece\n"
+       "model, as for infer --text.\n",
+       {{"--tokenizer", nullptr, true, false}}},
       {"bench",
        "measure inference throughput",
        "usage: mixer-run bench A.mxa [--weights W] [--iters N] [--warmup N] "
@@ -730,7 +763,9 @@ bool parseArgs(const Command &command, int argc, char **argv, Args &args) {
     values.push_back(value);
   }
   if (args.artifact.empty())
-    throw UsageError{"missing the artifact (A.mxa) argument"};
+    throw UsageError{command.name == std::string("tokenize")
+                         ? "missing the text (TEXT) argument"
+                         : "missing the artifact (A.mxa) argument"};
   return true;
 }
 
@@ -748,6 +783,8 @@ int dispatch(const Args &args) {
     return runFinetune(args);
   if (args.command == "eval")
     return runEval(args);
+  if (args.command == "tokenize")
+    return runTokenize(args);
   return runBench(args, threads);
 }
 
