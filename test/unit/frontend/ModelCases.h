@@ -634,7 +634,7 @@ inline const InvalidCase kInvalidCases[] = {
   "moe_layers": [1],
   "moe": {"num_experts": 4, "expert_d_ff": 8}
 })json",
-     "m.json:4:59: /activation: \"gelu_erf\" applies to dense feed-forward "
+     "m.json:4:61: /activation: \"gelu_erf\" applies to dense feed-forward "
      "layers only, but layer 1 is an MoE layer (its experts compute the tanh "
      "GELU)",
      SchemaVerdict::Rejects},
