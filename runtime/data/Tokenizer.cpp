@@ -33,7 +33,7 @@ Tokenizer::~Tokenizer() = default;
 static Expected<Tokenizer> loadWordPiece(const std::string &path) {
   Expected<WordPiece> vocab = WordPiece::load(path);
   if (!vocab.ok())
-    return vocab.status();
+    return vocab.takeStatus();
   SpecialIds ids;
   std::string missing;
   for (auto [token, id] :

@@ -12,10 +12,11 @@
 #include "tools/mixer-run/TrainCommands.h"
 
 #include "mixer/Version.h"
+#include "runtime/convert/HuggingFaceBert.h"
+#include "runtime/data/Tokenizer.h"
 #include "runtime/exec/Binding.h"
 #include "runtime/exec/Init.h"
 #include "runtime/exec/MemoryBudget.h"
-#include "runtime/data/Tokenizer.h"
 #include "runtime/exec/Plan.h"
 #include "runtime/io/TensorFiles.h"
 #include "runtime/train/Trainer.h"
@@ -26,6 +27,7 @@
 
 #include <sched.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
@@ -34,6 +36,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <map>
@@ -504,6 +507,73 @@ int runBench(const Args &args, int threads) {
 }
 
 //===----------------------------------------------------------------------===//
+// import
+//===----------------------------------------------------------------------===//
+
+/// Maps a checkpoint of another framework to OUT/ (model.json,
+/// weights.safetensors and the files copied as they are), written into a
+/// sibling temporary directory that is renamed into place at the end.
+int runImport(const Args &args) {
+  namespace fs = std::filesystem;
+  std::string source = args.artifact;
+  if (!args.has("--output"))
+    throw UsageError{"missing -o OUT/ (the directory to create)"};
+  fs::path out = fs::path(args.get("--output")).lexically_normal();
+  if (out.filename().empty())
+    out = out.parent_path();
+  std::error_code error;
+  if (fs::exists(out, error) &&
+      !(fs::is_directory(out, error) && fs::is_empty(out, error)))
+    throw RuntimeFailure{out.string() +
+                         ": exists and is not an empty directory; nothing "
+                         "was written"};
+  if (!convert::isHuggingFaceDirectory(source))
+    throw RuntimeFailure{source + ": not a Hugging Face model directory "
+                                  "(no config.json)"};
+  convert::ImportedModel imported =
+      check(convert::importHuggingFaceBert(source));
+  fs::path staging = out;
+  staging += ".partial-" + std::to_string(::getpid());
+  fs::remove_all(staging, error);
+  auto fail = [&](const std::string &what) {
+    fs::remove_all(staging, error);
+    throw RuntimeFailure{what + "; nothing was written"};
+  };
+  if (!fs::create_directories(staging, error))
+    fail(staging.string() + ": cannot create the directory: " +
+         error.message());
+  Status status = io::writeFileAtomic((staging / "model.json").string(),
+                                      imported.model.dump(2) + "\n");
+  if (status.ok())
+    status = io::writeSafetensors((staging / "weights.safetensors").string(),
+                                  imported.weights, {{"source", source}});
+  if (!status.ok())
+    fail(status.message());
+  for (const auto &[from, name] : imported.copied)
+    if (!fs::copy_file(from, staging / name, error))
+      fail(from + ": cannot copy: " + error.message());
+  if (Status synced = io::syncDirectory(staging.string()); !synced.ok())
+    fail(synced.message());
+  fs::rename(staging, out, error);
+  if (error)
+    fail(out.string() + ": cannot rename " + staging.string() + " to it: " +
+         error.message());
+  for (const std::string &line : imported.mapped)
+    std::printf("%s\n", line.c_str());
+  int64_t values = 0;
+  for (const io::HostTensor &t : imported.weights)
+    values += t.numel();
+  std::printf("mapped %zu tensors (%lld values) of %s into %s: model.json, "
+              "weights.safetensors",
+              imported.weights.size(), static_cast<long long>(values),
+              source.c_str(), out.string().c_str());
+  for (const auto &copied : imported.copied)
+    std::printf(", %s", copied.second.c_str());
+  std::printf("\n");
+  return 0;
+}
+
+//===----------------------------------------------------------------------===//
 // tokenize
 //===----------------------------------------------------------------------===//
 
@@ -615,6 +685,21 @@ const std::vector<Command> &commands() {
         {"--output", "-o", true, false},
         {"--allow-extra", nullptr, false, false},
         kThreadsFlag}},
+      {"import",
+       "map a Hugging Face BERT checkpoint to a model and weights",
+       "usage: mixer-run import DIR -o OUT/\n"
+       "\n"
+       "Reads the Hugging Face model directory DIR (config.json,\n"
+       "model.safetensors, vocab.txt; sentence-transformers' modules.json\n"
+       "and pooling configuration when present) and writes OUT/model.json\n"
+       "(mixer's model description), OUT/weights.safetensors (the parameters\n"
+       "under mixer's names and layouts) and OUT/vocab.txt, printing each\n"
+       "mapped tensor. What cannot be mapped is refused with the file, the\n"
+       "key or tensor and the reason, and nothing is written. OUT must not\n"
+       "exist or be empty.\n"
+       "\n"
+       "  -o, --output DIR   the directory to create\n",
+       {{"--output", "-o", true, false}}},
       {"tokenize",
        "print the token ids of each line of a text",
        "usage: mixer-run tokenize TEXT --tokenizer FILE\n"
@@ -765,6 +850,8 @@ bool parseArgs(const Command &command, int argc, char **argv, Args &args) {
   if (args.artifact.empty())
     throw UsageError{command.name == std::string("tokenize")
                          ? "missing the text (TEXT) argument"
+                     : command.name == std::string("import")
+                         ? "missing the model directory (DIR) argument"
                          : "missing the artifact (A.mxa) argument"};
   return true;
 }
@@ -785,6 +872,8 @@ int dispatch(const Args &args) {
     return runEval(args);
   if (args.command == "tokenize")
     return runTokenize(args);
+  if (args.command == "import")
+    return runImport(args);
   return runBench(args, threads);
 }
 
