@@ -107,7 +107,7 @@ std::vector<float> prefilled(int64_t n, bool accumulate, uint32_t seed) {
 }
 
 std::string actName(Activation act) {
-  const char *names[] = {"none", "gelu", "tanh", "relu"};
+  const char *names[] = {"none", "gelu", "tanh", "relu", "gelu_erf"};
   return names[static_cast<int>(act)];
 }
 

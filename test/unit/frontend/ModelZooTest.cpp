@@ -54,7 +54,9 @@ std::vector<int64_t> range(int64_t begin, int64_t end) {
 int64_t countParameters(const ModelConfig &m) {
   const EmbeddingConfig &e = m.embeddings;
   int64_t d = m.dModel, de = e.dEmb, s = e.maxSeqLength, v = e.vocabSize;
-  int64_t n = (v + s + e.typeVocabSize + 2) * de + de * d + d;
+  int64_t n = (v + s + e.typeVocabSize + 2) * de;
+  if (e.hiddenMappingIn)
+    n += de * d + d;
   for (const LayerConfig &l : m.layers) {
     switch (l.mixing) {
     case MixingKind::Attention: {
