@@ -72,7 +72,8 @@ Expected<Tokenizer> Tokenizer::fromWordPiece(const std::string &path,
   return tokenizer;
 }
 
-Expected<Tokenizer> Tokenizer::load(const std::string &path) {
+Expected<Tokenizer> Tokenizer::load(const std::string &path,
+                                    bool forTraining) {
   if (path.size() >= 4 && path.compare(path.size() - 4, 4, ".txt") == 0)
     return loadWordPiece(path);
   Tokenizer tokenizer;
@@ -89,17 +90,21 @@ Expected<Tokenizer> Tokenizer::load(const std::string &path) {
   ids.unk = sp.unk_id();
   ids.bos = sp.bos_id();
   ids.eos = sp.eos_id();
+  for (auto [piece, id] :
+       {std::pair{"[CLS]", &ids.cls}, std::pair{"[SEP]", &ids.sep},
+        std::pair{"[MASK]", &ids.mask}})
+    *id = findSymbol(sp, piece);
+  if (!forTraining)
+    return tokenizer;
   if (ids.pad < 0)
     return Status::error(path + ": the SentencePiece model has no pad id; "
                                 "train it with --pad_id set");
   std::string missing;
   for (auto [piece, id] :
-       {std::pair{"[CLS]", &ids.cls}, std::pair{"[SEP]", &ids.sep},
-        std::pair{"[MASK]", &ids.mask}}) {
-    *id = findSymbol(sp, piece);
-    if (*id < 0)
+       {std::pair{"[CLS]", ids.cls}, std::pair{"[SEP]", ids.sep},
+        std::pair{"[MASK]", ids.mask}})
+    if (id < 0)
       missing += std::string(missing.empty() ? "" : ", ") + piece;
-  }
   if (!missing.empty())
     return Status::error(
         path + ": the SentencePiece model lacks " + missing +

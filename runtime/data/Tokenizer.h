@@ -45,9 +45,12 @@ struct SpecialIds {
 class Tokenizer {
 public:
   /// Loads the vocabulary or model at `path` (a WordPiece vocabulary when the
-  /// name ends in .txt). Fails, naming `path`, when it cannot be read, has no
-  /// pad id, or lacks one of [CLS], [SEP], [MASK].
-  static Expected<Tokenizer> load(const std::string &path);
+  /// name ends in .txt). Fails, naming `path`, when it cannot be read, or
+  /// lacks [PAD], [UNK], [CLS], [SEP] or [MASK] (a WordPiece vocabulary), or
+  /// for training (`forTraining`) has no pad id or lacks one of [CLS], [SEP],
+  /// [MASK] (a SentencePiece model; encoding text for inference needs none).
+  static Expected<Tokenizer> load(const std::string &path,
+                                  bool forTraining = true);
 
   /// Whether this is a WordPiece vocabulary (else a SentencePiece model).
   bool isWordPiece() const { return wordPiece != nullptr; }

@@ -219,7 +219,8 @@ io::HostTensor encodeTexts(const exec::Plan &plan,
     throw RuntimeFailure{"--text: " + std::to_string(texts.size()) +
                          " sentences but the artifact's batch is " +
                          std::to_string(batch)};
-  data::Tokenizer tokenizer = check(data::Tokenizer::load(tokenizerPath));
+  data::Tokenizer tokenizer =
+      check(data::Tokenizer::load(tokenizerPath, /*forTraining=*/false));
   if (tokenizer.isWordPiece())
     check(tokenizer.checkMatches(plan.vocabSize, plan.padId));
   io::HostTensor ids;
@@ -582,7 +583,8 @@ int runTokenize(const Args &args) {
   if (!args.has("--tokenizer"))
     throw UsageError{"missing --tokenizer FILE (a vocab.txt or a "
                      "SentencePiece model)"};
-  data::Tokenizer tokenizer = check(data::Tokenizer::load(args.get("--tokenizer")));
+  data::Tokenizer tokenizer = check(
+      data::Tokenizer::load(args.get("--tokenizer"), /*forTraining=*/false));
   std::ifstream in(args.artifact, std::ios::binary);
   if (!in)
     throw RuntimeFailure{args.artifact + ": cannot read the text"};
