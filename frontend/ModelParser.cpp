@@ -523,8 +523,8 @@ void ModelReader::readRoot() {
     return;
   obj.checkKnownKeys({"$schema", "name", "dtype", "embeddings", "d_model",
                       "num_layers", "d_ff", "layer_norm_epsilon", "norm",
-                      "bias_init", "activation", "mixing", "attention", "moe_layers", "moe",
-                      "heads", "training"});
+                      "bias_init", "activation", "mixing", "attention",
+                      "moe_layers", "moe", "heads", "training"});
   std::string schema;
   obj.string("$schema", schema, false);
   if (obj.string("name", config.name, true)) {
@@ -878,10 +878,9 @@ void ModelReader::checkAcrossObjects() {
              }),
              "is an MoE layer");
   if (config.activation == GeluKind::Erf)
-    if (std::optional<int64_t> layer =
-            firstLayer([](const LayerConfig &l) {
-              return l.feedForward == FeedForwardKind::Moe;
-            }))
+    if (std::optional<int64_t> layer = firstLayer([](const LayerConfig &l) {
+          return l.feedForward == FeedForwardKind::Moe;
+        }))
       diags.atValue("/activation",
                     "\"gelu_erf\" applies to dense feed-forward layers only, "
                     "but layer " +

@@ -21,23 +21,33 @@ namespace {
 
 /// config.json keys that do not change the computation (training
 /// hyper-parameters, bookkeeping), read and ignored.
-const std::set<std::string> kIgnoredKeys = {
-    "_name_or_path",     "architectures",
-    "attention_probs_dropout_prob", "hidden_dropout_prob",
-    "classifier_dropout", "initializer_range",
-    "gradient_checkpointing", "transformers_version",
-    "torch_dtype",       "use_cache",
-    "chunk_size_feed_forward", "output_past",
-    "bos_token_id",      "eos_token_id",
-    "id2label",          "label2id",
-    "problem_type",      "tokenizer_class",
-    "output_hidden_states", "output_attentions",
-    "return_dict",       "pruned_heads",
-    "tie_word_embeddings"};
+const std::set<std::string> kIgnoredKeys = {"_name_or_path",
+                                            "architectures",
+                                            "attention_probs_dropout_prob",
+                                            "hidden_dropout_prob",
+                                            "classifier_dropout",
+                                            "initializer_range",
+                                            "gradient_checkpointing",
+                                            "transformers_version",
+                                            "torch_dtype",
+                                            "use_cache",
+                                            "chunk_size_feed_forward",
+                                            "output_past",
+                                            "bos_token_id",
+                                            "eos_token_id",
+                                            "id2label",
+                                            "label2id",
+                                            "problem_type",
+                                            "tokenizer_class",
+                                            "output_hidden_states",
+                                            "output_attentions",
+                                            "return_dict",
+                                            "pruned_heads",
+                                            "tie_word_embeddings"};
 
 /// The architectures of config.json whose tensors we map.
-const std::set<std::string> kArchitectures = {
-    "BertModel", "BertForMaskedLM", "BertForPreTraining"};
+const std::set<std::string> kArchitectures = {"BertModel", "BertForMaskedLM",
+                                              "BertForPreTraining"};
 
 /// What config.json says about the model.
 struct BertConfig {
@@ -87,11 +97,13 @@ Expected<BertConfig> readConfig(const std::string &path) {
       error = path + ": " + text;
   };
   static const std::set<std::string> used = {
-      "model_type", "vocab_size", "hidden_size", "num_hidden_layers",
-      "num_attention_heads", "intermediate_size", "hidden_act",
-      "max_position_embeddings", "type_vocab_size", "layer_norm_eps",
-      "pad_token_id", "position_embedding_type", "is_decoder",
-      "add_cross_attention"};
+      "model_type",          "vocab_size",
+      "hidden_size",         "num_hidden_layers",
+      "num_attention_heads", "intermediate_size",
+      "hidden_act",          "max_position_embeddings",
+      "type_vocab_size",     "layer_norm_eps",
+      "pad_token_id",        "position_embedding_type",
+      "is_decoder",          "add_cross_attention"};
   for (const auto &item : config.items())
     if (!used.count(item.key()) && !kIgnoredKeys.count(item.key()))
       fail("unknown architecture key '" + item.key() +
@@ -139,8 +151,7 @@ Expected<BertConfig> readConfig(const std::string &path) {
          "\"gelu_pytorch_tanh\" (tanh approximation)");
   if (auto pos = config.find("position_embedding_type");
       pos != config.end() && *pos != "absolute")
-    fail("position_embedding_type " + pos->dump() +
-         " is not \"absolute\"");
+    fail("position_embedding_type " + pos->dump() + " is not \"absolute\"");
   for (const char *flag : {"is_decoder", "add_cross_attention"})
     if (auto it = config.find(flag); it != config.end() && *it != false)
       fail(std::string(flag) + " must be false (mixer imports encoders)");
@@ -148,11 +159,11 @@ Expected<BertConfig> readConfig(const std::string &path) {
     fail("num_attention_heads " + std::to_string(c.heads) +
          " does not divide hidden_size " + std::to_string(c.hidden));
   if (error.empty() && c.padId >= c.vocab)
-    fail("pad_token_id " + std::to_string(c.padId) + " is not below vocab_size " +
-         std::to_string(c.vocab));
-  if (error.empty() && (c.vocab == 0 || c.hidden == 0 || c.layers == 0 ||
-                        c.intermediate == 0 || c.positions == 0 ||
-                        c.typeVocab == 0))
+    fail("pad_token_id " + std::to_string(c.padId) +
+         " is not below vocab_size " + std::to_string(c.vocab));
+  if (error.empty() &&
+      (c.vocab == 0 || c.hidden == 0 || c.layers == 0 || c.intermediate == 0 ||
+       c.positions == 0 || c.typeVocab == 0))
     fail("vocab_size, hidden_size, num_hidden_layers, intermediate_size, "
          "max_position_embeddings and type_vocab_size must be positive");
   if (!error.empty())
@@ -202,8 +213,7 @@ readSentencePooling(const std::string &dir, int64_t hidden) {
     for (const auto &item : config->items()) {
       if (item.key() == "word_embedding_dimension") {
         if (item.value() != hidden)
-          return Status::error(file.string() +
-                               ": word_embedding_dimension " +
+          return Status::error(file.string() + ": word_embedding_dimension " +
                                item.value().dump() +
                                " contradicts config.json's hidden_size " +
                                std::to_string(hidden));
@@ -263,8 +273,8 @@ std::vector<Mapping> mappings(const BertConfig &c, const std::string &prefix) {
     add(source + ".bias", {d}, target + "/bias", {d});
   };
   const std::string emb = "encoder/embedder";
-  add("embeddings.word_embeddings.weight", {c.vocab, d}, emb + "/word/embedding",
-      {c.vocab, d});
+  add("embeddings.word_embeddings.weight", {c.vocab, d},
+      emb + "/word/embedding", {c.vocab, d});
   add("embeddings.position_embeddings.weight", {c.positions, d},
       emb + "/position/embedding", {1, c.positions, d});
   add("embeddings.token_type_embeddings.weight", {c.typeVocab, d},
@@ -305,20 +315,48 @@ std::vector<Mapping> mappings(const BertConfig &c, const std::string &prefix) {
 std::vector<Mapping> headMappings(const BertConfig &c) {
   int64_t d = c.hidden;
   return {
-      {"cls.predictions.transform.dense.weight", {d, d},
-       "predictions_dense/kernel", {d, d}, Layout::Transpose, false},
-      {"cls.predictions.transform.dense.bias", {d}, "predictions_dense/bias",
-       {d}, Layout::Same, false},
-      {"cls.predictions.transform.LayerNorm.weight", {d},
-       "predictions_layer_norm/scale", {d}, Layout::Same, false},
-      {"cls.predictions.transform.LayerNorm.bias", {d},
-       "predictions_layer_norm/bias", {d}, Layout::Same, false},
-      {"cls.predictions.bias", {c.vocab}, "predictions_output/output_bias",
-       {c.vocab}, Layout::Same, false},
-      {"cls.seq_relationship.weight", {2, d}, "classification/output_kernel",
-       {2, d}, Layout::Same, false},
-      {"cls.seq_relationship.bias", {2}, "classification/output_bias", {2},
-       Layout::Same, false},
+      {"cls.predictions.transform.dense.weight",
+       {d, d},
+       "predictions_dense/kernel",
+       {d, d},
+       Layout::Transpose,
+       false},
+      {"cls.predictions.transform.dense.bias",
+       {d},
+       "predictions_dense/bias",
+       {d},
+       Layout::Same,
+       false},
+      {"cls.predictions.transform.LayerNorm.weight",
+       {d},
+       "predictions_layer_norm/scale",
+       {d},
+       Layout::Same,
+       false},
+      {"cls.predictions.transform.LayerNorm.bias",
+       {d},
+       "predictions_layer_norm/bias",
+       {d},
+       Layout::Same,
+       false},
+      {"cls.predictions.bias",
+       {c.vocab},
+       "predictions_output/output_bias",
+       {c.vocab},
+       Layout::Same,
+       false},
+      {"cls.seq_relationship.weight",
+       {2, d},
+       "classification/output_kernel",
+       {2, d},
+       Layout::Same,
+       false},
+      {"cls.seq_relationship.bias",
+       {2},
+       "classification/output_bias",
+       {2},
+       Layout::Same,
+       false},
   };
 }
 
@@ -415,10 +453,10 @@ Expected<ImportedModel> importHuggingFaceBert(const std::string &dir) {
                            io::formatShape(m.sourceShape));
     used.insert(m.source);
     result.weights.push_back(mapped(t, m));
-    result.mapped.push_back(m.source + " " + io::formatShape(t.shape) + " -> " +
-                            m.target + " " + io::formatShape(m.targetShape) +
-                            (m.layout == Layout::Transpose ? " (transposed)"
-                                                           : ""));
+    result.mapped.push_back(
+        m.source + " " + io::formatShape(t.shape) + " -> " + m.target + " " +
+        io::formatShape(m.targetShape) +
+        (m.layout == Layout::Transpose ? " (transposed)" : ""));
   }
   // The decoder of the masked-LM head is the word embedding (tied); its bias
   // is cls.predictions.bias again.
@@ -459,10 +497,10 @@ Expected<ImportedModel> importHuggingFaceBert(const std::string &dir) {
     return count;
   };
   bool pooler = found["encoder/pooler/kernel"] && found["encoder/pooler/bias"];
-  int mlm = groupFound({"predictions_dense/kernel", "predictions_dense/bias",
-                        "predictions_layer_norm/scale",
-                        "predictions_layer_norm/bias",
-                        "predictions_output/output_bias"});
+  int mlm =
+      groupFound({"predictions_dense/kernel", "predictions_dense/bias",
+                  "predictions_layer_norm/scale", "predictions_layer_norm/bias",
+                  "predictions_output/output_bias"});
   int nsp = groupFound(
       {"classification/output_kernel", "classification/output_bias"});
   if (found["encoder/pooler/kernel"] != found["encoder/pooler/bias"] ||
@@ -477,8 +515,8 @@ Expected<ImportedModel> importHuggingFaceBert(const std::string &dir) {
   nlohmann::ordered_json model;
   std::string name = fs::absolute(root).lexically_normal().filename().string();
   if (name.empty())
-    name = fs::absolute(root).lexically_normal().parent_path().filename()
-               .string();
+    name =
+        fs::absolute(root).lexically_normal().parent_path().filename().string();
   model["name"] = name.empty() ? "bert" : name;
   model["embeddings"] = {{"vocab_size", c.vocab},
                          {"type_vocab_size", c.typeVocab},

@@ -79,8 +79,7 @@ void takePosition(const float *x, float *y, int64_t batch, int64_t seq,
 /// (Mean; zeros when every token is padding), then divided by its L2 norm
 /// (at least 1e-12) when `normalize`. ids may be null for Cls.
 void pool(const float *x, const int32_t *ids, float *y, int64_t batch,
-          int64_t seq, int64_t d, PoolMode mode, bool normalize,
-          int32_t padId);
+          int64_t seq, int64_t d, PoolMode mode, bool normalize, int32_t padId);
 
 //===----------------------------------------------------------------------===//
 // Embeddings

@@ -187,9 +187,9 @@ void pool(const float *x, const int32_t *ids, float *y, int64_t batch,
       sumSquares += double(out[c]) * out[c];
     }
     if (normalize)
-      simd::scaleRow(out, out, d,
-                     static_cast<float>(
-                         1.0 / std::max(std::sqrt(sumSquares), 1e-12)));
+      simd::scaleRow(
+          out, out, d,
+          static_cast<float>(1.0 / std::max(std::sqrt(sumSquares), 1e-12)));
   }
 }
 

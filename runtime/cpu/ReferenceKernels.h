@@ -61,8 +61,7 @@ void takePosition(const float *x, float *y, int64_t batch, int64_t seq,
 
 /// See mixer::cpu::pool.
 void pool(const float *x, const int32_t *ids, float *y, int64_t batch,
-          int64_t seq, int64_t d, PoolMode mode, bool normalize,
-          int32_t padId);
+          int64_t seq, int64_t d, PoolMode mode, bool normalize, int32_t padId);
 
 /// See mixer::cpu::embed (throws the same KernelError messages).
 void embed(const int32_t *ids, const int32_t *typeIds, const float *word,

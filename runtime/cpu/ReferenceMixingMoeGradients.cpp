@@ -40,7 +40,6 @@ void store(const Matrix &values, float *out, bool accumulate) {
     out[i] = static_cast<float>(values[i] + (accumulate ? out[i] : 0.0));
 }
 
-
 /// Gradients of Y[b] = L X[b] R for explicit L [seq,seq], R [d,d]: dX
 /// (written), dL and dR summed over the batch.
 void twoSidedBackward(const float *x, const Matrix &left, const Matrix &right,

@@ -145,9 +145,7 @@ inline VecF erfc(VecF z) {
 
 /// The standard normal distribution function Phi(x) = erfc(-x / sqrt 2) / 2,
 /// accurate relative to itself for negative x too.
-inline VecF normalCdf(VecF x) {
-  return 0.5f * erfc(-0.7071067811865476f * x);
-}
+inline VecF normalCdf(VecF x) { return 0.5f * erfc(-0.7071067811865476f * x); }
 
 /// Exact GELU: x * Phi(x).
 inline VecF geluErf(VecF x) { return x * normalCdf(x); }

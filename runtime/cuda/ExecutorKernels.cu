@@ -228,8 +228,7 @@ __global__ void __launch_bounds__(kBlockThreads)
   float total = blockSum(squares, scratch);
   float scale = normalize ? 1.0f / fmaxf(sqrtf(total), 1e-12f) : 1.0f;
   for (int64_t c = threadIdx.x; c < d; c += kBlockThreads)
-    store(y, b * d + c,
-          pooledValue(x, ids, b, c, seq, d, mode, padId) * scale);
+    store(y, b * d + c, pooledValue(x, ids, b, c, seq, d, mode, padId) * scale);
 }
 
 /// Counting sort of the tokens by key (one thread): start[k] .. start[k + 1]

@@ -1131,15 +1131,15 @@ Expected<DeviceStep> preparePool(StepContext &c) {
     return c.takeError();
   int64_t batch = x.dim(0), seq = x.dim(1), d = x.dim(2);
   bool bf16 = dtype == DType::BF16;
-  return DeviceStep([=, a = x.slot, t = ids.slot,
-                     o = y.slot](const LaunchContext &ctx) {
-    void *const *v = ctx.device;
-    return byPrecision(bf16, [&](auto *tag) {
-      using T = std::remove_pointer_t<decltype(tag)>;
-      return pool(as<T>(v[a]), as<int32_t>(v[t]), as<T>(v[o]), batch, seq, d,
-                  mode, normalize, padId, ctx.stream);
-    });
-  });
+  return DeviceStep(
+      [=, a = x.slot, t = ids.slot, o = y.slot](const LaunchContext &ctx) {
+        void *const *v = ctx.device;
+        return byPrecision(bf16, [&](auto *tag) {
+          using T = std::remove_pointer_t<decltype(tag)>;
+          return pool(as<T>(v[a]), as<int32_t>(v[t]), as<T>(v[o]), batch, seq,
+                      d, mode, normalize, padId, ctx.stream);
+        });
+      });
 }
 
 Expected<DeviceStep> prepareTakePositionGrad(StepContext &c) {

@@ -72,13 +72,13 @@ Expected<Tokenizer> Tokenizer::fromWordPiece(const std::string &path,
   return tokenizer;
 }
 
-Expected<Tokenizer> Tokenizer::load(const std::string &path,
-                                    bool forTraining) {
+Expected<Tokenizer> Tokenizer::load(const std::string &path, bool forTraining) {
   if (path.size() >= 4 && path.compare(path.size() - 4, 4, ".txt") == 0)
     return loadWordPiece(path);
   Tokenizer tokenizer;
   tokenizer.modelPath = path;
-  tokenizer.processor = std::make_unique<sentencepiece::SentencePieceProcessor>();
+  tokenizer.processor =
+      std::make_unique<sentencepiece::SentencePieceProcessor>();
   auto loaded = tokenizer.processor->Load(path);
   if (!loaded.ok())
     return Status::error(
@@ -148,9 +148,10 @@ std::string Tokenizer::decode(const std::vector<int32_t> &tokens) const {
   return text;
 }
 
-Expected<std::vector<int32_t>>
-Tokenizer::encodeInput(const std::string &text, const std::string &where,
-                       size_t length, size_t &count) const {
+Expected<std::vector<int32_t>> Tokenizer::encodeInput(const std::string &text,
+                                                      const std::string &where,
+                                                      size_t length,
+                                                      size_t &count) const {
   Expected<std::vector<int32_t>> pieces = encode(text, where);
   if (!pieces.ok())
     return pieces;

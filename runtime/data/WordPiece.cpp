@@ -33,11 +33,9 @@ bool inRanges(const CodePointRange (&table)[N], char32_t cp) {
 
 bool isCjk(char32_t cp) {
   return (cp >= 0x4E00 && cp <= 0x9FFF) || (cp >= 0x3400 && cp <= 0x4DBF) ||
-         (cp >= 0x20000 && cp <= 0x2A6DF) ||
-         (cp >= 0x2A700 && cp <= 0x2B73F) ||
-         (cp >= 0x2B740 && cp <= 0x2B81F) ||
-         (cp >= 0x2B820 && cp <= 0x2CEAF) || (cp >= 0xF900 && cp <= 0xFAFF) ||
-         (cp >= 0x2F800 && cp <= 0x2FA1F);
+         (cp >= 0x20000 && cp <= 0x2A6DF) || (cp >= 0x2A700 && cp <= 0x2B73F) ||
+         (cp >= 0x2B740 && cp <= 0x2B81F) || (cp >= 0x2B820 && cp <= 0x2CEAF) ||
+         (cp >= 0xF900 && cp <= 0xFAFF) || (cp >= 0x2F800 && cp <= 0x2FA1F);
 }
 
 void appendUtf8(std::string &out, char32_t cp) {
@@ -63,16 +61,18 @@ void appendUtf8(std::string &out, char32_t cp) {
 char32_t nextCodePoint(std::string_view text, size_t &i) {
   auto byte = [&](size_t k) { return static_cast<unsigned char>(text[k]); };
   unsigned char lead = byte(i);
-  int length = lead < 0x80 ? 1 : lead >= 0xC2 && lead < 0xE0 ? 2
-                               : lead >= 0xE0 && lead < 0xF0 ? 3
-                               : lead >= 0xF0 && lead < 0xF5 ? 4
-                                                             : 0;
+  int length = lead < 0x80                   ? 1
+               : lead >= 0xC2 && lead < 0xE0 ? 2
+               : lead >= 0xE0 && lead < 0xF0 ? 3
+               : lead >= 0xF0 && lead < 0xF5 ? 4
+                                             : 0;
   if (length == 1) {
     ++i;
     return lead;
   }
-  char32_t cp = length == 2 ? lead & 0x1F : length == 3 ? lead & 0x0F
-                                                        : lead & 0x07;
+  char32_t cp = length == 2   ? lead & 0x1F
+                : length == 3 ? lead & 0x0F
+                              : lead & 0x07;
   bool valid = length > 0 && i + length <= text.size();
   for (int k = 1; valid && k < length; ++k) {
     valid = (byte(i + k) & 0xC0) == 0x80;
@@ -104,11 +104,11 @@ void appendFolded(std::string &out, char32_t cp) {
     return;
   }
   const FoldedCodePoint *end = std::end(kFolded);
-  const FoldedCodePoint *it = std::lower_bound(
-      std::begin(kFolded), end, cp,
-      [](const FoldedCodePoint &f, char32_t value) {
-        return f.codePoint < value;
-      });
+  const FoldedCodePoint *it =
+      std::lower_bound(std::begin(kFolded), end, cp,
+                       [](const FoldedCodePoint &f, char32_t value) {
+                         return f.codePoint < value;
+                       });
   if (it != end && it->codePoint == cp)
     out += it->text;
   else

@@ -231,8 +231,8 @@ inline constexpr auto &kKernelTable = kernel_def::kKernels;
 /// The strings of the string attributes, by the names Kernels.def gives them.
 using kernel_def::ActivationKinds;
 using kernel_def::MixAlgorithms;
-using kernel_def::PoolModes;
 using kernel_def::NoiseKinds;
+using kernel_def::PoolModes;
 using kernel_def::Routings;
 
 constexpr const KernelInfo &kernelInfo(Kernel kernel) {

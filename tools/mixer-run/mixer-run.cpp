@@ -541,8 +541,8 @@ int runImport(const Args &args) {
     throw RuntimeFailure{what + "; nothing was written"};
   };
   if (!fs::create_directories(staging, error))
-    fail(staging.string() + ": cannot create the directory: " +
-         error.message());
+    fail(staging.string() +
+         ": cannot create the directory: " + error.message());
   Status status = io::writeFileAtomic((staging / "model.json").string(),
                                       imported.model.dump(2) + "\n");
   if (status.ok())
@@ -557,8 +557,8 @@ int runImport(const Args &args) {
     fail(synced.message());
   fs::rename(staging, out, error);
   if (error)
-    fail(out.string() + ": cannot rename " + staging.string() + " to it: " +
-         error.message());
+    fail(out.string() + ": cannot rename " + staging.string() +
+         " to it: " + error.message());
   for (const std::string &line : imported.mapped)
     std::printf("%s\n", line.c_str());
   int64_t values = 0;
@@ -590,8 +590,8 @@ int runTokenize(const Args &args) {
     throw RuntimeFailure{args.artifact + ": cannot read the text"};
   std::string line, out;
   for (size_t number = 1; std::getline(in, line); ++number) {
-    std::vector<int32_t> ids = check(tokenizer.encode(
-        line, args.artifact + ":" + std::to_string(number)));
+    std::vector<int32_t> ids = check(
+        tokenizer.encode(line, args.artifact + ":" + std::to_string(number)));
     out.clear();
     for (size_t i = 0; i < ids.size(); ++i)
       out += (i ? " " : "") + std::to_string(ids[i]);
@@ -674,7 +674,8 @@ const std::vector<Command> &commands() {
        "  --weights FILE     weights (.safetensors, .npz)\n"
        "  --input FILE       inputs (.safetensors, .npz, .npy)\n"
        "  --text SENTENCE    a sentence to encode (repeat for a batch)\n"
-       "  --tokenizer FILE   for --text: a WordPiece vocab.txt (BERT: [CLS] ...\n"
+       "  --tokenizer FILE   for --text: a WordPiece vocab.txt (BERT: [CLS] "
+       "...\n"
        "                     [SEP]) or a SentencePiece model\n"
        "  --output FILE      outputs (.safetensors, .npz, or .npy for one)\n"
        "  --allow-extra      ignore weight tensors the artifact does not use\n"

@@ -193,8 +193,8 @@ TEST(CudaPool, MatchesTheReference) {
   for (PoolMode mode : {PoolMode::Cls, PoolMode::Mean})
     for (bool normalize : {false, true}) {
       std::vector<float> expected(batch * d);
-      cpu::reference::pool(x.data(), ids.data(), expected.data(), batch, seq,
-                           d, mode, normalize, 0);
+      cpu::reference::pool(x.data(), ids.data(), expected.data(), batch, seq, d,
+                           mode, normalize, 0);
       ASSERT_OK(pool(dX.get(), dIds.get(), dY.get(), batch, seq, d, mode,
                      normalize, 0, nullptr));
       expectClose(dY.read(), expected, kRelTol, "pool");

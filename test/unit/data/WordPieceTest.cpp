@@ -43,34 +43,35 @@ TEST(WordPieceBasicTest, StripsAccents) {
   // İ (U+0130) decomposes to I + U+0307: the mark goes, I is lower-cased.
   EXPECT_EQ(WordPiece::basicTokenize("\u0130stanbul"), (Words{"istanbul"}));
   // Greek capitals lower-case letter by letter (no final-sigma rule).
-  EXPECT_EQ(WordPiece::basicTokenize("\u039f\u03a3"),
-            (Words{"\u03bf\u03c3"}));
+  EXPECT_EQ(WordPiece::basicTokenize("\u039f\u03a3"), (Words{"\u03bf\u03c3"}));
 }
 
 TEST(WordPieceBasicTest, SplitsCjkIdeographs) {
   EXPECT_EQ(WordPiece::basicTokenize("ab\u4e2d\u6587cd"),
             (Words{"ab", "\u4e2d", "\u6587", "cd"}));
   // Hangul is not split but decomposed into its jamo: 한 = ᄒ ᅡ ᆫ.
-  EXPECT_EQ(WordPiece::basicTokenize("\ud55c"),
-            (Words{"\u1112\u1161\u11ab"}));
+  EXPECT_EQ(WordPiece::basicTokenize("\ud55c"), (Words{"\u1112\u1161\u11ab"}));
 }
 
 TEST(WordPieceBasicTest, RemovesControlsAndCleansSpaces) {
   // U+0001 (Cc) and U+200B (Cf) vanish inside a word; the no-break space
   // (Zs) and the line separator (a space character) separate words.
-  EXPECT_EQ(WordPiece::basicTokenize("a\x01" "b\u200bc d\u00a0e\u2028f"),
+  EXPECT_EQ(WordPiece::basicTokenize("a\x01"
+                                     "b\u200bc d\u00a0e\u2028f"),
             (Words{"abc", "d", "e", "f"}));
   // Bytes that are not UTF-8 read as U+FFFD, which is removed; so is NUL.
-  EXPECT_EQ(WordPiece::basicTokenize(std::string("a\xff" "b\xc3", 4)),
+  EXPECT_EQ(WordPiece::basicTokenize(std::string("a\xff"
+                                                 "b\xc3",
+                                                 4)),
             (Words{"ab"}));
   EXPECT_EQ(WordPiece::basicTokenize(std::string("x\0y", 3)), (Words{"xy"}));
 }
 
 WordPiece vocabulary() {
-  auto vocab = WordPiece::fromTokens(
-      {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "un", "##aff", "##able",
-       "aff", "able", "a", "##a", ",", "hello", "##s"},
-      "test vocabulary");
+  auto vocab = WordPiece::fromTokens({"[PAD]", "[UNK]", "[CLS]", "[SEP]",
+                                      "[MASK]", "un", "##aff", "##able", "aff",
+                                      "able", "a", "##a", ",", "hello", "##s"},
+                                     "test vocabulary");
   EXPECT_TRUE(vocab.ok()) << vocab.message();
   return std::move(*vocab);
 }
@@ -139,8 +140,7 @@ TEST(WordPieceTest, TokenizerChoosesWordPieceForTxtFiles) {
   writeText(path, "[PAD]\n[UNK]\n[CLS]\n[SEP]\nhello\n");
   auto noMask = Tokenizer::load(path);
   ASSERT_FALSE(noMask.ok());
-  EXPECT_EQ(noMask.message(),
-            path + ": the WordPiece vocabulary lacks [MASK]");
+  EXPECT_EQ(noMask.message(), path + ": the WordPiece vocabulary lacks [MASK]");
   // Any other file is a SentencePiece model.
   EXPECT_FALSE(loadTokenizer().isWordPiece());
 }
