@@ -429,6 +429,10 @@ const EnumTable<NormPlacement> kNormPlacements = {{"post", NormPlacement::Post},
                                                   {"pre", NormPlacement::Pre}};
 const EnumTable<BiasInit> kBiasInits = {{"zeros", BiasInit::Zeros},
                                         {"normal", BiasInit::Normal}};
+const EnumTable<GeluKind> kActivations = {{"gelu", GeluKind::Tanh},
+                                          {"gelu_erf", GeluKind::Erf}};
+const EnumTable<SentencePooling> kPoolings = {{"cls", SentencePooling::Cls},
+                                              {"mean", SentencePooling::Mean}};
 const EnumTable<LayerLayout> kLayouts = {{"BOTTOM", LayerLayout::Bottom},
                                          {"MIDDLE", LayerLayout::Middle},
                                          {"MIXED", LayerLayout::Mixed},
@@ -520,8 +524,8 @@ void ModelReader::readRoot() {
     return;
   obj.checkKnownKeys({"$schema", "name", "dtype", "embeddings", "d_model",
                       "num_layers", "d_ff", "layer_norm_epsilon", "norm",
-                      "bias_init", "mixing", "attention", "moe_layers", "moe",
-                      "heads", "training"});
+                      "bias_init", "activation", "mixing", "attention",
+                      "moe_layers", "moe", "heads", "training"});
   std::string schema;
   obj.string("$schema", schema, false);
   if (obj.string("name", config.name, true)) {
@@ -547,6 +551,7 @@ void ModelReader::readRoot() {
   obj.positive("layer_norm_epsilon", config.layerNormEpsilon);
   obj.enumeration("norm", config.norm, kNormPlacements);
   obj.enumeration("bias_init", config.biasInit, kBiasInits);
+  obj.enumeration("activation", config.activation, kActivations);
   readObject(obj, "mixing", true, &ModelReader::readMixing);
   hasAttention = obj.has("attention");
   readObject(obj, "attention", false, &ModelReader::readAttention);
@@ -562,8 +567,8 @@ void ModelReader::readEmbeddings(const json &v, const std::string &ptr) {
   ObjectReader obj(values, v, ptr);
   if (!obj.valid())
     return;
-  obj.checkKnownKeys(
-      {"vocab_size", "type_vocab_size", "d_emb", "max_seq_length", "pad_id"});
+  obj.checkKnownKeys({"vocab_size", "type_vocab_size", "d_emb",
+                      "max_seq_length", "pad_id", "hidden_mapping_in"});
   EmbeddingConfig &e = config.embeddings;
   obj.integer("vocab_size", e.vocabSize, 1, true);
   obj.integer("type_vocab_size", e.typeVocabSize, 1);
@@ -573,6 +578,7 @@ void ModelReader::readEmbeddings(const json &v, const std::string &ptr) {
   int64_t padId = 0;
   if (obj.integer("pad_id", padId, 0))
     e.padId = static_cast<int32_t>(padId);
+  obj.boolean("hidden_mapping_in", e.hiddenMappingIn);
 }
 
 void ModelReader::readMixing(const json &v, const std::string &ptr) {
@@ -664,7 +670,8 @@ void ModelReader::readHeads(const json &v, const std::string &ptr) {
   ObjectReader obj(values, v, ptr);
   if (!obj.valid())
     return;
-  obj.checkKnownKeys({"pooler", "mlm", "nsp", "classification", "causal_lm"});
+  obj.checkKnownKeys({"pooler", "mlm", "nsp", "classification", "causal_lm",
+                      "sentence_embedding"});
   HeadsConfig &h = config.heads;
   bool poolerOk = obj.boolean("pooler", h.pooler);
   bool nspOk = obj.boolean("nsp", h.nsp);
@@ -677,6 +684,16 @@ void ModelReader::readHeads(const json &v, const std::string &ptr) {
       cls.checkKnownKeys({"num_classes"});
       classificationOk =
           cls.integer("num_classes", h.classificationClasses, 1, true);
+    }
+  }
+  if (const json *e = obj.find("sentence_embedding")) {
+    ObjectReader emb(values, *e, obj.pathOf("sentence_embedding"));
+    if (emb.valid()) {
+      emb.checkKnownKeys({"pooling", "normalize"});
+      SentencePooling pooling = SentencePooling::Mean;
+      if (emb.enumeration("pooling", pooling, kPoolings, true))
+        h.sentencePooling = pooling;
+      emb.boolean("normalize", h.sentenceNormalize);
     }
   }
   if (nspOk && h.nsp && poolerOk && !h.pooler)
@@ -810,6 +827,11 @@ void ModelReader::checkAcrossObjects() {
   EmbeddingConfig &e = config.embeddings;
   if (!hasDEmb)
     e.dEmb = config.dModel;
+  if (!e.hiddenMappingIn && e.dEmb != config.dModel)
+    diags.atValue("/embeddings/hidden_mapping_in",
+                  "false needs d_emb equal to d_model (" +
+                      std::to_string(config.dModel) + "), got d_emb " +
+                      std::to_string(e.dEmb));
   if (e.padId >= e.vocabSize)
     diags.atValue("/embeddings/pad_id",
                   "must be between 0 and vocab_size - 1 (" +
@@ -868,6 +890,15 @@ void ModelReader::checkAcrossObjects() {
                return l.feedForward == FeedForwardKind::Moe;
              }),
              "is an MoE layer");
+  if (config.activation == GeluKind::Erf)
+    if (std::optional<int64_t> layer = firstLayer([](const LayerConfig &l) {
+          return l.feedForward == FeedForwardKind::Moe;
+        }))
+      diags.atValue("/activation",
+                    "\"gelu_erf\" applies to dense feed-forward layers only, "
+                    "but layer " +
+                        std::to_string(*layer) +
+                        " is an MoE layer (its experts compute the tanh GELU)");
   requireKey(hasDff, "d_ff", firstLayer([](const LayerConfig &l) {
                return l.feedForward == FeedForwardKind::Dense;
              }),

@@ -56,7 +56,8 @@ void layerNorm(const float *x, const float *residual, const float *scale,
                const float *bias, float *y, int64_t rows, int64_t cols,
                float eps);
 
-/// y = act(x), elementwise over n values. GELU is the tanh approximation.
+/// y = act(x), elementwise over n values. Gelu is the tanh approximation,
+/// GeluErf the exact x * Phi(x).
 void activation(const float *x, float *y, int64_t n, Activation act);
 
 /// y = a + b, elementwise over n values.
@@ -82,6 +83,13 @@ void routerSoftmaxBf16(const float *x, float *y, int64_t rows, int64_t cols);
 /// y[b,:] = x[b, index, :] for x of shape [batch, seq, d] (pooler input).
 void takePosition(const float *x, float *y, int64_t batch, int64_t seq,
                   int64_t d, int64_t index);
+
+/// y[b,:] = one row per example of x [batch, seq, d]: the row at position 0
+/// (Cls) or the mean of the rows whose id in ids [batch, seq] is not padId
+/// (Mean; zeros when every token is padding), then divided by its L2 norm
+/// (at least 1e-12) when `normalize`. ids may be null for Cls.
+void pool(const float *x, const int32_t *ids, float *y, int64_t batch,
+          int64_t seq, int64_t d, PoolMode mode, bool normalize, int32_t padId);
 
 //===----------------------------------------------------------------------===//
 // Embeddings

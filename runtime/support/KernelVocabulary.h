@@ -234,6 +234,7 @@ using kernel_def::ActivationKinds;
 using kernel_def::Groups;
 using kernel_def::MixAlgorithms;
 using kernel_def::NoiseKinds;
+using kernel_def::PoolModes;
 using kernel_def::Routings;
 
 constexpr const KernelInfo &kernelInfo(Kernel kernel) {

@@ -16,6 +16,8 @@
 #ifdef MIXER_HAVE_MPI
 #include "runtime/comm/Mpi.h"
 #endif
+#include "runtime/convert/HuggingFaceBert.h"
+#include "runtime/data/Tokenizer.h"
 #include "runtime/exec/Binding.h"
 #include "runtime/exec/Init.h"
 #include "runtime/exec/MemoryBudget.h"
@@ -26,10 +28,10 @@
 #include <nlohmann/json.hpp>
 #include <omp.h>
 #include <oneapi/dnnl/dnnl.h>
-#include <sentencepiece_processor.h>
 
 #include <sched.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
@@ -38,6 +40,8 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <map>
 #include <optional>
@@ -205,12 +209,13 @@ int runInit(const Args &args) {
 //===----------------------------------------------------------------------===//
 
 /// Token ids of `texts` as the plan's input_ids [batch, seq]: each text
-/// encoded, cut to seq tokens and padded with the plan's pad id; rows
-/// without a text are all padding. `lengths` receives the token counts
-/// before truncation.
+/// encoded as a model input row (data::Tokenizer::encodeInput: cut to seq
+/// tokens, between [CLS] and [SEP] for a WordPiece vocabulary) and padded
+/// with the plan's pad id; rows without a text are all padding. `lengths`
+/// receives the token counts before truncation.
 io::HostTensor encodeTexts(const exec::Plan &plan,
                            const std::vector<std::string> &texts,
-                           const std::string &tokenizer,
+                           const std::string &tokenizerPath,
                            std::vector<size_t> &lengths) {
   auto input = std::find_if(
       plan.inputs.begin(), plan.inputs.end(),
@@ -223,11 +228,10 @@ io::HostTensor encodeTexts(const exec::Plan &plan,
     throw RuntimeFailure{"--text: " + std::to_string(texts.size()) +
                          " sentences but the artifact's batch is " +
                          std::to_string(batch)};
-  sentencepiece::SentencePieceProcessor processor;
-  auto loaded = processor.Load(tokenizer);
-  if (!loaded.ok())
-    throw RuntimeFailure{tokenizer + ": cannot load the SentencePiece model: " +
-                         loaded.ToString()};
+  data::Tokenizer tokenizer =
+      check(data::Tokenizer::load(tokenizerPath, /*forTraining=*/false));
+  if (tokenizer.isWordPiece())
+    check(tokenizer.checkMatches(plan.vocabSize, plan.padId));
   io::HostTensor ids;
   ids.name = input->name;
   ids.dtype = io::DType::I32;
@@ -236,14 +240,11 @@ io::HostTensor encodeTexts(const exec::Plan &plan,
   int32_t *out = ids.as<int32_t>();
   std::fill(out, out + input->numel, static_cast<int32_t>(plan.padId));
   for (size_t b = 0; b < texts.size(); ++b) {
-    std::vector<int> pieces;
-    auto encoded = processor.Encode(texts[b], &pieces);
-    if (!encoded.ok())
-      throw RuntimeFailure{tokenizer + ": cannot encode --text " +
-                           std::to_string(b) + ": " + encoded.ToString()};
-    lengths.push_back(pieces.size());
-    size_t kept = std::min<size_t>(pieces.size(), seq);
-    std::copy(pieces.begin(), pieces.begin() + kept, out + b * seq);
+    size_t count = 0;
+    std::vector<int32_t> row = check(tokenizer.encodeInput(
+        texts[b], "--text " + std::to_string(b), seq, count));
+    lengths.push_back(count);
+    std::copy(row.begin(), row.end(), out + b * seq);
   }
   return ids;
 }
@@ -570,6 +571,101 @@ int runBench(const Args &args, int threads) {
 }
 
 //===----------------------------------------------------------------------===//
+// import
+//===----------------------------------------------------------------------===//
+
+/// Maps a checkpoint of another framework to OUT/ (model.json,
+/// weights.safetensors and the files copied as they are), written into a
+/// sibling temporary directory that is renamed into place at the end.
+int runImport(const Args &args) {
+  namespace fs = std::filesystem;
+  std::string source = args.artifact;
+  if (!args.has("--output"))
+    throw UsageError{"missing -o OUT/ (the directory to create)"};
+  fs::path out = fs::path(args.get("--output")).lexically_normal();
+  if (out.filename().empty())
+    out = out.parent_path();
+  std::error_code error;
+  if (fs::exists(out, error) &&
+      !(fs::is_directory(out, error) && fs::is_empty(out, error)))
+    throw RuntimeFailure{out.string() +
+                         ": exists and is not an empty directory; nothing "
+                         "was written"};
+  if (!convert::isHuggingFaceDirectory(source))
+    throw RuntimeFailure{source + ": not a Hugging Face model directory "
+                                  "(no config.json)"};
+  convert::ImportedModel imported =
+      check(convert::importHuggingFaceBert(source));
+  fs::path staging = out;
+  staging += ".partial-" + std::to_string(::getpid());
+  fs::remove_all(staging, error);
+  auto fail = [&](const std::string &what) {
+    fs::remove_all(staging, error);
+    throw RuntimeFailure{what + "; nothing was written"};
+  };
+  if (!fs::create_directories(staging, error))
+    fail(staging.string() +
+         ": cannot create the directory: " + error.message());
+  Status status = io::writeFileAtomic((staging / "model.json").string(),
+                                      imported.model.dump(2) + "\n");
+  if (status.ok())
+    status = io::writeSafetensors((staging / "weights.safetensors").string(),
+                                  imported.weights, {{"source", source}});
+  if (!status.ok())
+    fail(status.message());
+  for (const auto &[from, name] : imported.copied)
+    if (!fs::copy_file(from, staging / name, error))
+      fail(from + ": cannot copy: " + error.message());
+  if (Status synced = io::syncDirectory(staging.string()); !synced.ok())
+    fail(synced.message());
+  fs::rename(staging, out, error);
+  if (error)
+    fail(out.string() + ": cannot rename " + staging.string() +
+         " to it: " + error.message());
+  for (const std::string &line : imported.mapped)
+    std::printf("%s\n", line.c_str());
+  int64_t values = 0;
+  for (const io::HostTensor &t : imported.weights)
+    values += t.numel();
+  std::printf("mapped %zu tensors (%lld values) of %s into %s: model.json, "
+              "weights.safetensors",
+              imported.weights.size(), static_cast<long long>(values),
+              source.c_str(), out.string().c_str());
+  for (const auto &copied : imported.copied)
+    std::printf(", %s", copied.second.c_str());
+  std::printf("\n");
+  return 0;
+}
+
+//===----------------------------------------------------------------------===//
+// tokenize
+//===----------------------------------------------------------------------===//
+
+/// Prints the token ids of every line of a text file, one line each.
+int runTokenize(const Args &args) {
+  if (!args.has("--tokenizer"))
+    throw UsageError{"missing --tokenizer FILE (a vocab.txt or a "
+                     "SentencePiece model)"};
+  data::Tokenizer tokenizer = check(
+      data::Tokenizer::load(args.get("--tokenizer"), /*forTraining=*/false));
+  std::ifstream in(args.artifact, std::ios::binary);
+  if (!in)
+    throw RuntimeFailure{args.artifact + ": cannot read the text"};
+  std::string line, out;
+  for (size_t number = 1; std::getline(in, line); ++number) {
+    std::vector<int32_t> ids = check(
+        tokenizer.encode(line, args.artifact + ":" + std::to_string(number)));
+    out.clear();
+    for (size_t i = 0; i < ids.size(); ++i)
+      out += (i ? " " : "") + std::to_string(ids[i]);
+    std::printf("%s\n", out.c_str());
+  }
+  if (in.bad())
+    throw RuntimeFailure{args.artifact + ": cannot read the text"};
+  return 0;
+}
+
+//===----------------------------------------------------------------------===//
 // Command table and main
 //===----------------------------------------------------------------------===//
 
@@ -645,7 +741,9 @@ const std::vector<Command> &commands() {
        "  --weights FILE     weights (.safetensors, .npz)\n"
        "  --input FILE       inputs (.safetensors, .npz, .npy)\n"
        "  --text SENTENCE    a sentence to encode (repeat for a batch)\n"
-       "  --tokenizer FILE   SentencePiece model for --text\n"
+       "  --tokenizer FILE   for --text: a WordPiece vocab.txt (BERT: [CLS] "
+       "...\n"
+       "                     [SEP]) or a SentencePiece model\n"
        "  --output FILE      outputs (.safetensors, .npz, or .npy for one)\n"
        "  --allow-extra      ignore weight tensors the artifact does not use\n"
        "  --threads N        worker threads (default: OMP_NUM_THREADS, else\n"
@@ -657,6 +755,29 @@ const std::vector<Command> &commands() {
         {"--output", "-o", true, false},
         {"--allow-extra", nullptr, false, false},
         kThreadsFlag}},
+      {"import",
+       "map a Hugging Face BERT checkpoint to a model and weights",
+       "usage: mixer-run import DIR -o OUT/\n"
+       "\n"
+       "Reads the Hugging Face model directory DIR (config.json,\n"
+       "model.safetensors, vocab.txt; sentence-transformers' modules.json\n"
+       "and pooling configuration when present) and writes OUT/model.json\n"
+       "(mixer's model description), OUT/weights.safetensors (the parameters\n"
+       "under mixer's names and layouts) and OUT/vocab.txt, printing each\n"
+       "mapped tensor. What cannot be mapped is refused with the file, the\n"
+       "key or tensor and the reason, and nothing is written. OUT must not\n"
+       "exist or be empty.\n"
+       "\n"
+       "  -o, --output DIR   the directory to create\n",
+       {{"--output", "-o", true, false}}},
+      {"tokenize",
+       "print the token ids of each line of a text",
+       "usage: mixer-run tokenize TEXT --tokenizer FILE\n"
+       "\n"
+       "Prints one line per line of TEXT: its token ids separated by spaces\n"
+       "(no [CLS] or [SEP]). FILE is a WordPiece vocab.txt or a SentencePiece\n"
+       "model, as for infer --text.\n",
+       {{"--tokenizer", nullptr, true, false}}},
       {"bench",
        "measure inference throughput",
        "usage: mixer-run bench A.mxa [--weights W] [--iters N] [--warmup N] "
@@ -797,7 +918,11 @@ bool parseArgs(const Command &command, int argc, char **argv, Args &args) {
     values.push_back(value);
   }
   if (args.artifact.empty())
-    throw UsageError{"missing the artifact (A.mxa) argument"};
+    throw UsageError{command.name == std::string("tokenize")
+                         ? "missing the text (TEXT) argument"
+                     : command.name == std::string("import")
+                         ? "missing the model directory (DIR) argument"
+                         : "missing the artifact (A.mxa) argument"};
   return true;
 }
 
@@ -854,6 +979,10 @@ int dispatch(const Args &args) {
     return runFinetune(args);
   if (args.command == "eval")
     return runEval(args);
+  if (args.command == "tokenize")
+    return runTokenize(args);
+  if (args.command == "import")
+    return runImport(args);
   return runBench(args, threads);
 }
 

@@ -546,13 +546,13 @@ TEST(PlanTest, RejectsMissingUnknownAndMistypedAttributes) {
   plan["steps"][2]["attrs"]["activation"] = "swish";
   EXPECT_EQ(parseError(plan),
             "tiny.mxa: steps[2] (dense): attribute 'activation' must be none, "
-            "gelu, tanh or relu, not \"swish\"");
+            "gelu, tanh, relu or gelu_erf, not \"swish\"");
 
   plan = embedNormDensePlan();
   plan["steps"][2]["attrs"]["activation"] = 1;
   EXPECT_EQ(parseError(plan),
             "tiny.mxa: steps[2] (dense): attribute 'activation' must be none, "
-            "gelu, tanh or relu, not 1");
+            "gelu, tanh, relu or gelu_erf, not 1");
 }
 
 TEST(PlanTest, ReadsAttributesAsTheirKernelTypes) {
