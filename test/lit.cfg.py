@@ -28,7 +28,9 @@ llvm_config.add_tool_substitutions(
 llvm_config.add_tool_substitutions(["llvm-nm"], [config.llvm_tools_dir])
 
 # "cuda": mixer-run can run cuda artifacts; "cuda-device": a GPU is present.
-if config.mixer_enable_cuda.upper() in ("ON", "1", "TRUE", "YES"):
+# The sanitized runtime is built without CUDA.
+if (config.mixer_enable_cuda.upper() in ("ON", "1", "TRUE", "YES")
+        and not sanitized_runtime):
     config.available_features.add("cuda")
 if os.path.exists("/dev/nvidiactl"):
     config.available_features.add("cuda-device")
@@ -39,7 +41,14 @@ if config.mixer_enable_mpi.upper() in ("ON", "1", "TRUE", "YES"):
     for setting in config.mpi_environment.split(";"):
         name, _, value = setting.partition("=")
         config.environment[name] = value
-    config.substitutions.append(("%mpirun", config.mpiexec))
+    # Open MPI leaks its own allocations at exit, from plugins it has
+    # already unloaded (so no suppression can name them): LeakSanitizer is off
+    # for the ranks of a sanitized runtime.
+    mpirun = config.mpiexec
+    if sanitized_runtime or "-fsanitize=address" in config.mixer_cxx_flags:
+        mpirun = ("env ASAN_OPTIONS=allow_user_poisoning=0:detect_leaks=0 " +
+                  mpirun)
+    config.substitutions.append(("%mpirun", mpirun))
 # "asan": the tools are built with AddressSanitizer (MIXER_SANITIZE=1 or
 # runtime), whose
 # shadow memory reserves terabytes of address space.
