@@ -1,6 +1,7 @@
 //===- JsonLocator.cpp - Source positions of JSON values ------------------===//
 
 #include "frontend/JsonLocator.h"
+#include "runtime/support/Utf8.h"
 
 #include <charconv>
 #include <cstdint>
@@ -54,24 +55,6 @@ private:
   std::string_view text;
   SourceLocation loc;
 };
-
-void appendUtf8(std::string &out, uint32_t cp) {
-  if (cp < 0x80) {
-    out += static_cast<char>(cp);
-  } else if (cp < 0x800) {
-    out += static_cast<char>(0xC0 | (cp >> 6));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else if (cp < 0x10000) {
-    out += static_cast<char>(0xE0 | (cp >> 12));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else {
-    out += static_cast<char>(0xF0 | (cp >> 18));
-    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  }
-}
 
 std::optional<uint32_t> readHex4(Cursor &cur) {
   uint32_t value = 0;
