@@ -55,8 +55,10 @@ def MixerDecomposeMoe : Pass<"mixer-decompose-moe", "mlir::func::FuncOp"> {
     `mixer.select_experts`; `mixer.sigma_moe` becomes logits against the
     transposed `expert_sel` and a sigmoid `mixer.route`. Both continue with
     `mixer.dispatch` (gather the slot rows), `mixer.experts` (per-expert
-    feed-forward) and `mixer.combine` (gate-weighted scatter-add), so no
-    one-hot dispatch or combine tensor is ever built. A training step's MoE
+    feed-forward, whose `layout` records the routing's slot layout: capacity
+    for `mixer.moe`, grouped for `mixer.sigma_moe`) and `mixer.combine`
+    (gate-weighted scatter-add), so no one-hot dispatch or combine tensor is
+    ever built. A training step's MoE
     noise becomes `mixer.random_scale` ops: jitter on the router's input
     (dispatch still reads the unperturbed tokens), expert dropout on the
     experts' output rows before `mixer.combine`; σ-MoE expert dropout
@@ -73,7 +75,7 @@ def MixerDecomposeMoe : Pass<"mixer-decompose-moe", "mlir::func::FuncOp"> {
     %p = mixer.softmax %l
     %t, %g, %o = mixer.select_experts %p {...}
     %xd = mixer.dispatch %x2d, %t
-    %yd = mixer.experts %xd, %t, %o, %w1 bias %b1, %w2 bias %b2 {activation = #mixer<activation gelu>}
+    %yd = mixer.experts %xd, %t, %o, %w1 bias %b1, %w2 bias %b2 {activation = #mixer<activation gelu>, layout = #mixer<expert_layout capacity>}
     %y2d = mixer.combine %yd, %t, %g
     ```
   }];

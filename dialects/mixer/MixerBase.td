@@ -42,6 +42,14 @@ def Mixer_Routing : I32EnumAttr<"Routing", "MoE routing algorithm", [
 }
 def Mixer_RoutingAttr : EnumAttr<Mixer_Dialect, Mixer_Routing, "routing">;
 
+def Mixer_ExpertLayout : I32EnumAttr<"ExpertLayout",
+    "how a routing lays out the experts' slots", [
+    I32EnumAttrCase<"capacity", 0>, I32EnumAttrCase<"grouped", 1>]> {
+  let cppNamespace = "::mixer::graph";
+  let genSpecializedAttr = 0;
+}
+def Mixer_ExpertLayoutAttr : EnumAttr<Mixer_Dialect, Mixer_ExpertLayout, "expert_layout">;
+
 def Mixer_MixAlgorithm : I32EnumAttr<"MixAlgorithm",
     "how a spectral or structured mixing layer is computed", [
     I32EnumAttrCase<"automatic", 0, "auto">, I32EnumAttrCase<"fft", 1>,

@@ -1599,7 +1599,7 @@ Expected<const T *> slotRows(bool gather, const T *x, const int32_t *tokens,
 /// tensor cores with the weights rounded to bf16, the hidden layer in bf16.
 /// The empty slots' rows are zeroed afterwards, as the CPU kernel leaves
 /// them.
-Expected<DeviceStep> prepareExperts(StepContext &c) {
+Expected<DeviceStep> prepareCapacityExperts(StepContext &c) {
   const Arg &x = c.in(0), &tokens = c.in(1), &w1 = c.in(3), &b1 = c.in(4),
             &w2 = c.in(5), &b2 = c.in(6), &y = c.out(0);
   bool gelu, gather;
@@ -1667,7 +1667,7 @@ Expected<DeviceStep> prepareExperts(StepContext &c) {
 /// dxd stays one row per slot. bf16 activations run on the tensor cores as
 /// in `experts`, with P, dP and act(P) in bf16 and the weight gradients
 /// accumulated into the fp32 results.
-Expected<DeviceStep> prepareExpertsGrad(StepContext &c) {
+Expected<DeviceStep> prepareCapacityExpertsGrad(StepContext &c) {
   const Arg &x = c.in(0), &tokens = c.in(1), &w1 = c.in(3), &b1 = c.in(4),
             &w2 = c.in(5), &dyd = c.in(6);
   bool gelu, gather;
@@ -1919,8 +1919,8 @@ GroupedExperts grouped(GroupedExperts g, const LaunchContext &ctx,
   return g;
 }
 
-/// `experts` whose slot counts are known only on the device (sigma-MoE's
-/// top-k routing): the grouped kernels, one launch per layer, gathering the
+/// `experts` of the grouped layout, whose slot counts are known only on the
+/// device (sigma-MoE's top-k routing): the grouped kernels, one launch per layer, gathering the
 /// token rows in their loads when the step gathers.
 Expected<DeviceStep> prepareGroupedExperts(StepContext &c) {
   const Arg &x = c.in(0), &tokens = c.in(1), &offsets = c.in(2), &w1 = c.in(3),
@@ -1979,6 +1979,20 @@ Expected<DeviceStep> prepareGroupedExpertsGrad(StepContext &c) {
           grouped(g, ctx, t, o), ctx.stream);
     });
   });
+}
+
+/// `experts` and `experts_grad` by the layout the plan gives them: strided
+/// batches for a capacity routing, the grouped kernels for any offsets.
+Expected<DeviceStep> prepareExperts(StepContext &c) {
+  return exec::readExpertLayout(c) == ExpertLayout::Capacity
+             ? prepareCapacityExperts(c)
+             : prepareGroupedExperts(c);
+}
+
+Expected<DeviceStep> prepareExpertsGrad(StepContext &c) {
+  return exec::readExpertLayout(c) == ExpertLayout::Capacity
+             ? prepareCapacityExpertsGrad(c)
+             : prepareGroupedExpertsGrad(c);
 }
 
 struct TableEntry {
@@ -2055,23 +2069,6 @@ const TableEntry *findEntry(Kernel kernel) {
   return nullptr;
 }
 
-/// Whether the offsets of experts step `index` come from a capacity routing
-/// (route_experts_choose or route_tokens_choose: every expert owns the same
-/// number of slots), whose experts run as strided cuBLASLt batches; any other
-/// offsets (sigma-MoE's top-k routing, a plan input) take the grouped
-/// kernels.
-bool capacityLayout(const exec::Plan &plan, size_t index) {
-  int64_t offsets = plan.steps[index].operands[2];
-  for (size_t i = 0; i < index; ++i) {
-    const exec::Step &step = plan.steps[i];
-    if (std::find(step.results.begin(), step.results.end(), offsets) !=
-        step.results.end())
-      return step.kernel == Kernel::RouteExpertsChoose ||
-             step.kernel == Kernel::RouteTokensChoose;
-  }
-  return false;
-}
-
 } // namespace
 
 std::vector<Kernel> cudaKernels() {
@@ -2091,10 +2088,6 @@ Expected<DeviceStep> prepareDeviceStep(const exec::Plan &plan, size_t index,
                          std::to_string(index) +
                          " has no CUDA implementation yet");
   StepContext context(plan, index, scratchBytes);
-  if ((step.kernel == Kernel::Experts || step.kernel == Kernel::ExpertsGrad) &&
-      !capacityLayout(plan, index))
-    return step.kernel == Kernel::Experts ? prepareGroupedExperts(context)
-                                          : prepareGroupedExpertsGrad(context);
   return entry->prepare(context);
 }
 

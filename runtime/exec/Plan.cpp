@@ -127,6 +127,9 @@ private:
   /// Checks that every arena byte a step or output reads was last written
   /// through the same buffer by an earlier step.
   bool checkDefinedBeforeUse();
+  /// Checks that experts steps of the capacity layout read the offsets of a
+  /// capacity routing step.
+  bool checkExpertLayouts();
 
   Plan &plan;
   std::string message;
@@ -240,7 +243,7 @@ bool PlanParser::parse(const json &root) {
          parseValues(*values) && readArray(root, "steps", "", steps) &&
          parseSteps(*steps) && readArray(root, "outputs", "", outputs) &&
          parseOutputs(*outputs) && checkHeaderAgainstPlan() &&
-         checkDefinedBeforeUse();
+         checkDefinedBeforeUse() && checkExpertLayouts();
 }
 
 bool PlanParser::parseHeader(const json &root) {
@@ -758,6 +761,36 @@ bool PlanParser::checkDefinedBeforeUse() {
                    "'",
                "the output"))
       return false;
+  return true;
+}
+
+bool PlanParser::checkExpertLayouts() {
+  // The kernel of the step that wrote each value.
+  std::map<int64_t, Kernel> producers;
+  for (size_t i = 0; i < plan.steps.size(); ++i) {
+    const Step &step = plan.steps[i];
+    bool capacity =
+        (step.kernel == Kernel::Experts || step.kernel == Kernel::ExpertsGrad) &&
+        std::get<std::string>(step.attrs.at("layout")) == "capacity";
+    if (capacity) {
+      int64_t offsets = step.operands[2];
+      auto producer = producers.find(offsets);
+      if (producer == producers.end() ||
+          (producer->second != Kernel::RouteExpertsChoose &&
+           producer->second != Kernel::RouteTokensChoose))
+        return fail("steps[" + std::to_string(i) + "] (" +
+                        std::string(step.info().name) + ")",
+                    "the capacity layout needs the offsets of "
+                    "route_experts_choose or route_tokens_choose, but value " +
+                        std::to_string(offsets) + " is " +
+                        (producer == producers.end()
+                             ? std::string("not a step's result")
+                             : "a result of " +
+                                   std::string(kernelName(producer->second))));
+    }
+    for (int64_t id : step.results)
+      producers[id] = step.kernel;
+  }
   return true;
 }
 

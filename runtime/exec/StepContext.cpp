@@ -139,6 +139,10 @@ constexpr Spellings<Routing, 3> kRoutings = {
     {"sigmoid_topk", Routing::SigmoidTopK}};
 static_assert(spellsEvery(kRoutings, Routings));
 
+constexpr Spellings<ExpertLayout, 2> kExpertLayouts = {
+    {"capacity", ExpertLayout::Capacity}, {"grouped", ExpertLayout::Grouped}};
+static_assert(spellsEvery(kExpertLayouts, ExpertLayouts));
+
 } // namespace
 
 Activation StepContext::activation(const char *name) const {
@@ -187,6 +191,10 @@ bool readDropExperts(StepContext &c, double &rate, int64_t &stream,
 
 Routing readRouting(const StepContext &c) {
   return spelled(kRoutings, c.stringAttr("routing"));
+}
+
+ExpertLayout readExpertLayout(const StepContext &c) {
+  return spelled(kExpertLayouts, c.stringAttr("layout"));
 }
 
 bool readMicroSteps(StepContext &c, int64_t &microSteps) {

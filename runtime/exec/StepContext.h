@@ -126,6 +126,9 @@ bool readDropExperts(StepContext &c, double &rate, int64_t &stream,
 /// The attribute `routing` of a route_grad step.
 Routing readRouting(const StepContext &c);
 
+/// The attribute `layout` of an experts or experts_grad step.
+ExpertLayout readExpertLayout(const StepContext &c);
+
 /// Reads the attribute micro_steps: the micro-steps of one update, at least
 /// 1. Each executor checks the micro_step operand where it reads it.
 bool readMicroSteps(StepContext &c, int64_t &microSteps);

@@ -230,6 +230,7 @@ inline constexpr auto &kKernelTable = kernel_def::kKernels;
 
 /// The strings of the string attributes, by the names Kernels.def gives them.
 using kernel_def::ActivationKinds;
+using kernel_def::ExpertLayouts;
 using kernel_def::MixAlgorithms;
 using kernel_def::NoiseKinds;
 using kernel_def::Routings;

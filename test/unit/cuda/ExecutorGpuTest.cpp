@@ -282,7 +282,7 @@ PlanBuilder moePlan(const std::string &routing, json attrs, int64_t d = 4,
   b.step(routing, {probs}, {tokens, gates, offsets}, attrs);
   b.step("dispatch", {x, tokens}, {xd});
   b.step("experts", {xd, tokens, offsets, w1, b1, w2, b2}, {yd},
-         {{"activation", "gelu"}});
+         {{"activation", "gelu"}, {"layout", "capacity"}});
   b.step("combine", {yd, tokens, gates}, {out});
   b.step("combine_grad", {yd, tokens, gates, dout}, {dyd, dgates});
   b.step("dispatch_grad", {dyd, tokens}, {dx});
@@ -292,7 +292,8 @@ PlanBuilder moePlan(const std::string &routing, json attrs, int64_t d = 4,
          {{"routing", routing == "route_tokens_choose" ? "tokens_choose"
                                                        : "experts_choose"}});
   b.step("experts_grad", {xd, tokens, offsets, w1, b1, w2, dyd},
-         {dxd, dw1, db1, dw2, db2}, {{"activation", "gelu"}});
+         {dxd, dw1, db1, dw2, db2},
+         {{"activation", "gelu"}, {"layout", "capacity"}});
   for (auto [name, value] : {std::pair<const char *, int64_t>{"out", out},
                              {"dyd", dyd},
                              {"dx", dx},
@@ -447,7 +448,7 @@ PlanBuilder sigmaMoePlan() {
           dx = b.arena({12, 6}), dscores = b.arena({12, 4}),
           dlogits = b.arena({12, 4}), dentropy = b.arena({12, 4});
   json drop = {{"rate", 0.3}, {"stream", 5}, {"gradient", false}};
-  json relu = {{"activation", "relu"}};
+  json relu = {{"activation", "relu"}, {"layout", "grouped"}};
   b.step("entropy_regularizer", {logits}, {loss});
   b.step("drop_experts", {logits, seed, step}, {dropped}, drop);
   b.step("route_sigmoid_topk", {dropped}, {tokens, gates, offsets}, {{"k", 2}});

@@ -178,6 +178,11 @@ TEST(CudaKernelTableTest, ReservesScratchForTheBf16Products) {
   EXPECT_EQ(scratchOf(mix), 3 * 64 * 4);
 }
 
+/// The experts layout of the routing kernel `routing`.
+const char *layoutOf(const std::string &routing) {
+  return routing == "route_sigmoid_topk" ? "grouped" : "capacity";
+}
+
 /// probs [8, 2] -> `routing` -> experts of width d and hidden width f (4
 /// and 6 unless given) over 8 slots (2 experts x capacity 4, or 8 tokens x
 /// top-1) -> experts_grad.
@@ -193,10 +198,10 @@ PlanBuilder expertsAfter(const std::string &routing, json attrs, int64_t d = 4,
           dw1 = b.arena({2, d, f}), db1 = b.arena({2, f}),
           dw2 = b.arena({2, f, d}), db2 = b.arena({2, d});
   b.step(routing, {probs}, {tokens, gates, offsets}, attrs);
-  b.step("experts", {xd, tokens, offsets, w1, -1, w2, -1}, {yd},
-         {{"activation", "gelu"}});
+  json experts = {{"activation", "gelu"}, {"layout", layoutOf(routing)}};
+  b.step("experts", {xd, tokens, offsets, w1, -1, w2, -1}, {yd}, experts);
   b.step("experts_grad", {xd, tokens, offsets, w1, -1, w2, yd},
-         {dxd, dw1, db1, dw2, db2}, {{"activation", "gelu"}});
+         {dxd, dw1, db1, dw2, db2}, experts);
   return b;
 }
 

@@ -353,7 +353,7 @@ TEST(KernelWiringTest, SigmoidTopKExpertsPipeline) {
          {{"k", k}});
   b.step("dispatch", {x, assigned}, {xd});
   b.step("experts", {xd, assigned, offsets, w1, -1, w2, -1}, {yd},
-         {{"activation", "relu"}});
+         {{"activation", "relu"}, {"layout", "grouped"}});
   b.step("combine", {yd, assigned, gates}, {y});
   b.output("y", y);
   std::vector<io::HostTensor> p = randomParams(b.plan, 80);
@@ -390,7 +390,8 @@ TEST(KernelWiringTest, RefusesGatheringExperts) {
   int64_t yd = b.arena({slots, d}), dxd = b.arena({slots, d});
   int64_t dw1 = b.arena({experts, d, f}), db1 = b.arena({experts, f});
   int64_t dw2 = b.arena({experts, f, d}), db2 = b.arena({experts, d});
-  json gather = {{"activation", "relu"}, {"gather", true}};
+  json gather = {
+      {"activation", "relu"}, {"layout", "grouped"}, {"gather", true}};
   b.step("experts", {x, assigned, offsets, w1, -1, w2, -1}, {yd}, gather);
   b.step("experts_grad", {x, assigned, offsets, w1, -1, w2, yd},
          {dxd, dw1, db1, dw2, db2}, gather);
@@ -440,7 +441,7 @@ json capacityPipeline(const char *kernel, json attrs, int tokens, int experts,
   b.step(kernel, {probs}, {assigned, gates, offsets}, attrs);
   b.step("dispatch", {x, assigned}, {xd});
   b.step("experts", {xd, assigned, offsets, w1, b1, w2, b2}, {yd},
-         {{"activation", "gelu"}});
+         {{"activation", "gelu"}, {"layout", "capacity"}});
   b.step("combine", {yd, assigned, gates}, {y});
   b.output("y", y);
   return b.plan;

@@ -7,6 +7,7 @@
 #include <gmock/gmock.h>
 
 #include <fstream>
+#include <tuple>
 
 using namespace mixer;
 using namespace mixer::exec;
@@ -501,6 +502,72 @@ TEST(PlanTest, RejectsMissingUnknownAndMistypedAttributes) {
   EXPECT_EQ(parseError(plan),
             "tiny.mxa: steps[2] (dense): attribute 'activation' must be none, "
             "gelu, tanh or relu, not 1");
+}
+
+/// An experts step whose offsets (value 5) a `routing` step writes, with
+/// the attribute `layout` unless it is null.
+json expertsAfter(const char *routing, json routingAttrs, json layout) {
+  PlanBuilder b;
+  int64_t probs = b.param("probs", {8, 2}), xd = b.param("xd", {8, 4});
+  int64_t w1 = b.param("w1", {2, 4, 6}), w2 = b.param("w2", {2, 6, 4});
+  int64_t tokens = b.arena({8}, "I32"), gates = b.arena({8}),
+          offsets = b.arena({3}, "I32"), yd = b.arena({8, 4});
+  b.step(routing, {probs}, {tokens, gates, offsets}, routingAttrs);
+  json attrs = {{"activation", "gelu"}};
+  if (!layout.is_null())
+    attrs["layout"] = layout;
+  b.step("experts", {xd, tokens, offsets, w1, -1, w2, -1}, {yd}, attrs);
+  b.output("y", yd);
+  return b.plan;
+}
+
+/// The experts layout is the compiler's to state: required, capacity or
+/// grouped, and capacity only over the offsets of a capacity routing.
+TEST(PlanTest, ChecksTheExpertsLayout) {
+  json capacity = {{"groups", 1}, {"tokens_per_group", 8}, {"capacity", 4}};
+  json topK = {{"k", 1}};
+  for (auto [routing, attrs, layout] :
+       {std::tuple<const char *, json, const char *>{"route_experts_choose",
+                                                     capacity, "capacity"},
+        {"route_experts_choose", capacity, "grouped"},
+        {"route_sigmoid_topk", topK, "grouped"}}) {
+    Expected<Plan> parsed =
+        Plan::parse(expertsAfter(routing, attrs, layout).dump(), "tiny.mxa");
+    ASSERT_TRUE(parsed.ok()) << routing << " " << layout << ": "
+                             << parsed.message();
+    EXPECT_EQ(parsed->steps[1].attrs.at("layout"),
+              AttrValue(std::string(layout)));
+  }
+
+  EXPECT_EQ(parseError(expertsAfter("route_experts_choose", capacity, {})),
+            "tiny.mxa: steps[1] (experts): missing attribute 'layout'");
+  EXPECT_EQ(
+      parseError(expertsAfter("route_experts_choose", capacity, "strided")),
+      "tiny.mxa: steps[1] (experts): attribute 'layout' must be capacity or "
+      "grouped, not \"strided\"");
+  EXPECT_EQ(parseError(expertsAfter("route_sigmoid_topk", topK, "capacity")),
+            "tiny.mxa: steps[1] (experts): the capacity layout needs the "
+            "offsets of route_experts_choose or route_tokens_choose, but "
+            "value 6 is a result of route_sigmoid_topk");
+
+  // Offsets that no step wrote (a plan input) take the grouped layout.
+  PlanBuilder b;
+  int64_t xd = b.param("xd", {8, 4}), w1 = b.param("w1", {2, 4, 6}),
+          w2 = b.param("w2", {2, 6, 4});
+  int64_t tokens = b.input("tokens", {8}), offsets = b.input("offsets", {3});
+  int64_t yd = b.arena({8, 4}), dxd = b.arena({8, 4}),
+          dw1 = b.arena({2, 4, 6}), db1 = b.arena({2, 6}),
+          dw2 = b.arena({2, 6, 4}), db2 = b.arena({2, 4});
+  b.step("experts", {xd, tokens, offsets, w1, -1, w2, -1}, {yd},
+         {{"activation", "gelu"}, {"layout", "grouped"}});
+  b.step("experts_grad", {xd, tokens, offsets, w1, -1, w2, yd},
+         {dxd, dw1, db1, dw2, db2},
+         {{"activation", "gelu"}, {"layout", "capacity"}});
+  b.output("dxd", dxd);
+  EXPECT_EQ(parseError(b.plan),
+            "tiny.mxa: steps[1] (experts_grad): the capacity layout needs "
+            "the offsets of route_experts_choose or route_tokens_choose, but "
+            "value 4 is not a step's result");
 }
 
 TEST(PlanTest, ReadsAttributesAsTheirKernelTypes) {

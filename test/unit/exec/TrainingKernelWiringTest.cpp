@@ -604,7 +604,7 @@ TEST(TrainingKernelWiringTest, ExpertsGradWithAndWithoutFirstBias) {
                results.back());
     }
     b.step("experts_grad", {xd, tokens, offsets, w1, bias, w2, dyd}, results,
-           {{"activation", "relu"}});
+           {{"activation", "relu"}, {"layout", "grouped"}});
   }
   std::vector<io::HostTensor> p = randomParams(b.plan, 130);
   const float *x = data(p, 0), *k1 = data(p, 1), *k2 = data(p, 3),
