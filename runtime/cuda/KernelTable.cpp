@@ -1920,8 +1920,8 @@ GroupedExperts grouped(GroupedExperts g, const LaunchContext &ctx,
 }
 
 /// `experts` of the grouped layout, whose slot counts are known only on the
-/// device (sigma-MoE's top-k routing): the grouped kernels, one launch per layer, gathering the
-/// token rows in their loads when the step gathers.
+/// device (sigma-MoE's top-k routing): the grouped kernels, one launch per
+/// layer, gathering the token rows in their loads when the step gathers.
 Expected<DeviceStep> prepareGroupedExperts(StepContext &c) {
   const Arg &x = c.in(0), &tokens = c.in(1), &offsets = c.in(2), &w1 = c.in(3),
             &b1 = c.in(4), &w2 = c.in(5), &b2 = c.in(6), &y = c.out(0);

@@ -770,7 +770,8 @@ bool PlanParser::checkExpertLayouts() {
   for (size_t i = 0; i < plan.steps.size(); ++i) {
     const Step &step = plan.steps[i];
     bool capacity =
-        (step.kernel == Kernel::Experts || step.kernel == Kernel::ExpertsGrad) &&
+        (step.kernel == Kernel::Experts ||
+         step.kernel == Kernel::ExpertsGrad) &&
         std::get<std::string>(step.attrs.at("layout")) == "capacity";
     if (capacity) {
       int64_t offsets = step.operands[2];

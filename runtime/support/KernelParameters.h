@@ -3,9 +3,9 @@
 //
 // The attribute values of plan kernels in the form every backend computes
 // with: the enumerations behind the string attributes of Kernels.def
-// (ActivationKinds, ExpertLayouts, MixAlgorithms, Routings) and the AdamW hyper-parameters.
-// The step checks of runtime/exec read them from a step; the CPU and CUDA
-// kernels take them as arguments.
+// (ActivationKinds, ExpertLayouts, MixAlgorithms, Routings) and the AdamW
+// hyper-parameters. The step checks of runtime/exec read them from a step; the
+// CPU and CUDA kernels take them as arguments.
 //
 //===----------------------------------------------------------------------===//
 

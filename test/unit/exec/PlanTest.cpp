@@ -533,8 +533,8 @@ TEST(PlanTest, ChecksTheExpertsLayout) {
         {"route_sigmoid_topk", topK, "grouped"}}) {
     Expected<Plan> parsed =
         Plan::parse(expertsAfter(routing, attrs, layout).dump(), "tiny.mxa");
-    ASSERT_TRUE(parsed.ok()) << routing << " " << layout << ": "
-                             << parsed.message();
+    ASSERT_TRUE(parsed.ok())
+        << routing << " " << layout << ": " << parsed.message();
     EXPECT_EQ(parsed->steps[1].attrs.at("layout"),
               AttrValue(std::string(layout)));
   }
@@ -555,9 +555,9 @@ TEST(PlanTest, ChecksTheExpertsLayout) {
   int64_t xd = b.param("xd", {8, 4}), w1 = b.param("w1", {2, 4, 6}),
           w2 = b.param("w2", {2, 6, 4});
   int64_t tokens = b.input("tokens", {8}), offsets = b.input("offsets", {3});
-  int64_t yd = b.arena({8, 4}), dxd = b.arena({8, 4}),
-          dw1 = b.arena({2, 4, 6}), db1 = b.arena({2, 6}),
-          dw2 = b.arena({2, 6, 4}), db2 = b.arena({2, 4});
+  int64_t yd = b.arena({8, 4}), dxd = b.arena({8, 4}), dw1 = b.arena({2, 4, 6}),
+          db1 = b.arena({2, 6}), dw2 = b.arena({2, 6, 4}),
+          db2 = b.arena({2, 4});
   b.step("experts", {xd, tokens, offsets, w1, -1, w2, -1}, {yd},
          {{"activation", "gelu"}, {"layout", "grouped"}});
   b.step("experts_grad", {xd, tokens, offsets, w1, -1, w2, yd},
