@@ -213,7 +213,10 @@ def MixerLowerToRuntime : Pass<"mixer-lower-to-runtime", "mlir::ModuleOp"> {
     (runtime/support/Kernels.def), the function arguments memrefs. An op
     whose definition names its kernel (`let kernel`, Mixer_KernelOpInterface)
     becomes that kernel with its operands in order (`mixrt.none` for an
-    absent optional one) and its attributes by name; the other ops are
+    absent optional one, and for optional kernel operands beyond the op's)
+    and its attributes by name; a noise op keyed by a `mixer.noise_counter`
+    passes the counter's `step`, `micro_step` and `micro_steps` to its
+    kernel instead, and the counter lowers to nothing. The other ops are
     lowered by hand: the routings, LayerNorm without a residual, attention's
     dropout defaults, mixing with an unselected algorithm (an error), the
     in-place updates. Also records the model's FLOP count (`mixrt.flops`,

@@ -72,8 +72,9 @@ def Mixer_NoiseKindAttr : EnumAttr<Mixer_Dialect, Mixer_NoiseKind, "noise">;
 /// runtime/support/Kernels.def) and lists in `kernelAttributeNames` the
 /// [op name, kernel name] pairs of attributes the kernel names differently:
 /// the op then implements Mixer_KernelOpInterface, and the C++ compiler checks
-/// that the op has the kernel's operands and attributes (of the kernel's
-/// types) and every attribute the kernel requires. Ops lowered by hand (the
+/// that the op has the kernel's operands (the kernel may take optional ones
+/// after them, passed absent) and attributes (of the kernel's types) and
+/// every attribute the kernel requires. Ops lowered by hand (the
 /// kernel depends on the op, or takes other operands) leave `kernel` empty.
 class Mixer_Op<string mnemonic, list<Trait> props = []>
     : Op<Mixer_Dialect, mnemonic, props> {
@@ -119,7 +120,7 @@ class Mixer_Op<string mnemonic, list<Trait> props = []>
       return ::mixer::graph::kernelOperands(*this, }] # odsOperandCount # [{);
     }
 
-    static_assert(}] # info # ".operands.size() == " # odsOperandCount # [{,
+    static_assert(}] # info # ".extendsOperands(" # odsOperandCount # [{),
                   "}] # where # [{the op's operands are not the kernel's");
     static_assert(}] # info # ".requiresOnly({" #
         !interleave(!foreach(name, kernelAttributes, "\"" # name # "\""),

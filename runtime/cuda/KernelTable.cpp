@@ -53,52 +53,22 @@ bool hostScalar(StepContext &c, const Arg &arg, DType dtype) {
                             "on the host");
 }
 
-/// The noise counter of a noise kernel (random_scale, attention), formed on
-/// the host: the plan input step, or with gradient accumulation the result
-/// of a noise_counter step, exec::noiseCounter of its inputs step and
-/// micro_step.
-struct HostCounter {
-  int64_t step = 0;       ///< slot of input step
-  int64_t microStep = -1; ///< slot of input micro_step; -1: the counter is step
-  int64_t microSteps = 1;
+/// Reads the noise counter of a noise kernel from its operands `step` and
+/// `micro` (exec::NoiseCounter): plan inputs, which the kernel reads on the
+/// host.
+bool readNoiseCounter(StepContext &c, const Arg &step, const Arg &micro,
+                      exec::NoiseCounter &counter) {
+  return counter.read(c, step, micro) &&
+         (!step.value || hostScalar(c, step, DType::I32)) &&
+         (!micro.value || hostScalar(c, micro, DType::I32));
+}
 
-  /// This run's counter. A noise_counter step runs before its readers and
-  /// has checked micro_step.
-  int32_t at(const LaunchContext &ctx) const {
-    int32_t applied = hostValue<int32_t>(ctx, step);
-    if (microStep < 0)
-      return applied;
-    return exec::noiseCounter(applied, microSteps,
-                              hostValue<int32_t>(ctx, microStep));
-  }
-};
-
-bool readNoiseCounter(StepContext &c, HostCounter &counter);
-
-/// Reads `arg`, the counter operand of a noise kernel: an I32 scalar that is
-/// a plan input or the result of a noise_counter step, whose inputs the
-/// kernel reads on the host instead.
-bool noiseCounterOf(StepContext &c, const Arg &arg, HostCounter &counter) {
-  if (!c.shape(arg, DType::I32, {}))
-    return false;
-  if (arg.value->storage == exec::StorageKind::Input) {
-    counter = HostCounter{arg.slot};
-    return true;
-  }
-  const exec::Plan &plan = c.getPlan();
-  int64_t index = c.producer(arg);
-  if (index < 0 || plan.steps[index].kernel != Kernel::NoiseCounter)
-    return c.fail(arg.role +
-                  " must be a plan input or the result of a noise_counter "
-                  "step: the CUDA kernel reads it on the host");
-  int64_t scratchBytes = 0;
-  StepContext source(plan, index, scratchBytes);
-  if (!readNoiseCounter(source, counter))
-    return c.fail(arg.role +
-                  " comes from a noise_counter step the CUDA "
-                  "kernel cannot read: " +
-                  source.takeError().message());
-  return true;
+/// This run's counter of a noise kernel, formed on the host from its inputs.
+Expected<int32_t> noiseCounterAt(const exec::NoiseCounter &counter,
+                                 const LaunchContext &ctx) {
+  return counter.at(
+      hostValue<int32_t>(ctx, counter.step),
+      counter.microStep < 0 ? 0 : hostValue<int32_t>(ctx, counter.microStep));
 }
 
 /// Reads the activation `kind`: GELU (the bias + GELU kernels) or tanh.
@@ -325,32 +295,36 @@ Expected<DeviceStep> prepareRouteSigmoidTopK(StepContext &c) {
 //===----------------------------------------------------------------------===//
 
 Expected<DeviceStep> prepareRandomScale(StepContext &c) {
-  const Arg &x = c.in(0), &seed = c.in(1), &step = c.in(2), &y = c.out(0);
+  const Arg &x = c.in(0), &seed = c.in(1), &y = c.out(0);
   bool dropout;
   double rate;
   int64_t stream;
   DType dtype;
-  HostCounter counter;
+  exec::NoiseCounter counter;
   if (!readRandomScale(c, dropout, rate, stream) ||
       !activationType(c, x, dtype) || !hostScalar(c, seed, DType::I32) ||
-      !noiseCounterOf(c, step, counter) || !c.shape(y, dtype, x.value->shape))
+      !readNoiseCounter(c, c.in(2), c.in(3), counter) ||
+      !c.shape(y, dtype, x.value->shape))
     return c.takeError();
   int64_t n = x.value->numel, bytes = x.value->bytes;
   bool bf16 = dtype == DType::BF16;
-  return DeviceStep(
-      [=, a = x.slot, k = seed.slot, o = y.slot](const LaunchContext &ctx) {
-        void *const *v = ctx.device;
-        int32_t key = hostValue<int32_t>(ctx, k);
-        // A negative seed evaluates: no noise.
-        if (key < 0)
-          return copyOf(v[a], v[o], bytes, ctx.stream);
-        CounterKey draws{key, stream, counter.at(ctx)};
-        return byPrecision(bf16, [&](auto *tag) {
-          using T = std::remove_pointer_t<decltype(tag)>;
-          return randomScale(as<T>(v[a]), as<T>(v[o]), n, dropout, rate, draws,
-                             ctx.stream);
-        });
-      });
+  return DeviceStep([=, a = x.slot, k = seed.slot,
+                     o = y.slot](const LaunchContext &ctx) -> Status {
+    void *const *v = ctx.device;
+    int32_t key = hostValue<int32_t>(ctx, k);
+    // A negative seed evaluates: no noise.
+    if (key < 0)
+      return copyOf(v[a], v[o], bytes, ctx.stream);
+    Expected<int32_t> at = noiseCounterAt(counter, ctx);
+    if (!at)
+      return at.takeStatus();
+    CounterKey draws{key, stream, *at};
+    return byPrecision(bf16, [&](auto *tag) {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      return randomScale(as<T>(v[a]), as<T>(v[o]), n, dropout, rate, draws,
+                         ctx.stream);
+    });
+  });
 }
 
 Expected<DeviceStep> prepareGlobalNorm(StepContext &c) {
@@ -379,13 +353,6 @@ Expected<DeviceStep> prepareGlobalNorm(StepContext &c) {
   });
 }
 
-/// Reads the attribute micro_steps and checks the operand micro_step, when
-/// present: an I32 plan input counting an update's micro-steps from 0.
-bool readMicroSteps(StepContext &c, const Arg &microStep, int64_t &microSteps) {
-  return exec::readMicroSteps(c, microSteps) &&
-         (!microStep.value || hostScalar(c, microStep, DType::I32));
-}
-
 /// The host value of input micro_step at `slot`, checked against
 /// `microSteps`.
 Expected<int32_t> microStepOf(const LaunchContext &ctx, int64_t slot,
@@ -394,32 +361,6 @@ Expected<int32_t> microStepOf(const LaunchContext &ctx, int64_t slot,
   if (Status valid = exec::checkMicroStep(micro, microSteps); !valid)
     return valid;
   return micro;
-}
-
-/// Checks the operands step and micro_step (plan inputs) and the result of
-/// the noise_counter step `c` prepares; `counter` forms its value.
-bool readNoiseCounter(StepContext &c, HostCounter &counter) {
-  const Arg &step = c.in(0), &micro = c.in(1);
-  if (!hostScalar(c, step, DType::I32) ||
-      !readMicroSteps(c, micro, counter.microSteps) ||
-      !c.shape(c.out(0), DType::I32, {}))
-    return false;
-  counter.step = step.slot, counter.microStep = micro.slot;
-  return true;
-}
-
-Expected<DeviceStep> prepareNoiseCounter(StepContext &c) {
-  HostCounter counter;
-  if (!readNoiseCounter(c, counter))
-    return c.takeError();
-  return DeviceStep([=, o = c.out(0).slot](const LaunchContext &ctx) -> Status {
-    Expected<int32_t> index =
-        microStepOf(ctx, counter.microStep, counter.microSteps);
-    if (!index)
-      return index.takeStatus();
-    return storeCounter(as<int32_t>(ctx.device[o]), counter.at(ctx),
-                        ctx.stream);
-  });
 }
 
 Expected<DeviceStep> prepareAccumulateGradient(StepContext &c) {
@@ -907,16 +848,18 @@ Expected<DeviceStep> prepareStructuredMixGrad(StepContext &c) {
 
 /// The attributes and operands shared by attention and attention_grad: q, k,
 /// v [B, S, H*hd] (operands 0-2), ids I32[B, S]? (3), and the dropout's seed
-/// and step (host scalars, present exactly when dropout_rate > 0).
+/// and step (host scalars, present exactly when dropout_rate > 0) and
+/// micro_step (see readNoiseCounter).
 struct AttentionStep {
   AttentionConfig config;
   double rate = 0;
   int64_t stream = 0;
   int64_t ids = 0, seed = -1;
-  HostCounter counter;
+  exec::NoiseCounter counter;
   bool bf16 = false;
 
-  bool read(StepContext &c, const Arg &seedArg, const Arg &stepArg) {
+  bool read(StepContext &c, const Arg &seedArg, const Arg &stepArg,
+            const Arg &microArg) {
     const Arg &q = c.in(0);
     int64_t heads = c.intAttr("num_heads"), headDim = c.intAttr("head_dim"),
             padId = c.intAttr("pad_id");
@@ -949,8 +892,8 @@ struct AttentionStep {
         !c.shape(c.in(2), dtype, q.value->shape) ||
         !c.shape(c.in(3), DType::I32, {q.dim(0), q.dim(1)}))
       return false;
-    if (noisy && (!hostScalar(c, seedArg, DType::I32) ||
-                  !noiseCounterOf(c, stepArg, counter)))
+    if ((noisy && !hostScalar(c, seedArg, DType::I32)) ||
+        !readNoiseCounter(c, stepArg, microArg, counter))
       return false;
     config.batch = q.dim(0), config.seq = q.dim(1), config.heads = heads;
     config.headDim = headDim;
@@ -965,13 +908,16 @@ struct AttentionStep {
 
   /// This run's configuration: no dropout without a rate or with a negative
   /// seed, as on the CPU.
-  AttentionConfig at(const LaunchContext &ctx) const {
+  Expected<AttentionConfig> at(const LaunchContext &ctx) const {
     AttentionConfig run = config;
     run.ids = as<int32_t>(ctx.device[ids]);
     int32_t key = seed < 0 ? -1 : hostValue<int32_t>(ctx, seed);
     if (key >= 0) {
+      Expected<int32_t> counterValue = noiseCounterAt(counter, ctx);
+      if (!counterValue)
+        return counterValue.takeStatus();
       run.dropoutRate = rate;
-      run.dropoutKey = {key, stream, counter.at(ctx)};
+      run.dropoutKey = {key, stream, *counterValue};
     }
     return run;
   }
@@ -979,26 +925,28 @@ struct AttentionStep {
 
 Expected<DeviceStep> prepareAttention(StepContext &c) {
   AttentionStep attention;
-  if (!attention.read(c, c.in(4), c.in(5)))
+  if (!attention.read(c, c.in(4), c.in(5), c.in(6)))
     return c.takeError();
   DType dtype = c.in(0).value->dtype;
   if (!c.shape(c.out(0), dtype, c.in(0).value->shape))
     return c.takeError();
   return DeviceStep([=, q = c.in(0).slot, k = c.in(1).slot, v = c.in(2).slot,
-                     o = c.out(0).slot](const LaunchContext &ctx) {
+                     o = c.out(0).slot](const LaunchContext &ctx) -> Status {
     void *const *d = ctx.device;
-    AttentionConfig config = attention.at(ctx);
+    Expected<AttentionConfig> config = attention.at(ctx);
+    if (!config)
+      return config.takeStatus();
     return byPrecision(attention.bf16, [&](auto *tag) {
       using T = std::remove_pointer_t<decltype(tag)>;
       return cuda::attention(as<T>(d[q]), as<T>(d[k]), as<T>(d[v]), as<T>(d[o]),
-                             nullptr, config, ctx.stream);
+                             nullptr, *config, ctx.stream);
     });
   });
 }
 
 Expected<DeviceStep> prepareAttentionGrad(StepContext &c) {
   AttentionStep attention;
-  if (!attention.read(c, c.in(5), c.in(6)))
+  if (!attention.read(c, c.in(5), c.in(6), c.in(7)))
     return c.takeError();
   const Arg &q = c.in(0);
   DType dtype = q.value->dtype;
@@ -1013,21 +961,23 @@ Expected<DeviceStep> prepareAttentionGrad(StepContext &c) {
   int64_t scratch = c.scratch(outOffset + q.value->numel);
   return DeviceStep([=, qs = q.slot, ks = c.in(1).slot, vs = c.in(2).slot,
                      g = c.in(4).slot, oq = c.out(0).slot, ok = c.out(1).slot,
-                     ov = c.out(2).slot](const LaunchContext &ctx) {
+                     ov = c.out(2).slot](const LaunchContext &ctx) -> Status {
     void *const *d = ctx.device;
-    AttentionConfig config = attention.at(ctx);
+    Expected<AttentionConfig> config = attention.at(ctx);
+    if (!config)
+      return config.takeStatus();
     float *lse = as<float>(d[scratch]);
     return byPrecision(attention.bf16, [&](auto *tag) -> Status {
       using T = std::remove_pointer_t<decltype(tag)>;
       T *out = reinterpret_cast<T *>(lse + outOffset);
       if (Status status =
               cuda::attention(as<T>(d[qs]), as<T>(d[ks]), as<T>(d[vs]), out,
-                              lse, config, ctx.stream);
+                              lse, *config, ctx.stream);
           !status)
         return status;
       return attentionBackward(as<T>(d[qs]), as<T>(d[ks]), as<T>(d[vs]), out,
                                as<T>(d[g]), lse, as<T>(d[oq]), as<T>(d[ok]),
-                               as<T>(d[ov]), config, ctx.stream);
+                               as<T>(d[ov]), *config, ctx.stream);
     });
   });
 }
@@ -1784,28 +1734,31 @@ Expected<DeviceStep> prepareScatterGateGrad(StepContext &c) {
 //===----------------------------------------------------------------------===//
 
 Expected<DeviceStep> prepareDropExperts(StepContext &c) {
-  const Arg &x = c.in(0), &seed = c.in(1), &step = c.in(2), &y = c.out(0);
+  const Arg &x = c.in(0), &seed = c.in(1), &y = c.out(0);
   double rate;
   int64_t stream;
   bool gradient;
-  HostCounter counter;
+  exec::NoiseCounter counter;
   if (!exec::readDropExperts(c, rate, stream, gradient) ||
       !c.rank(x, DType::F32, 2) || !hostScalar(c, seed, DType::I32) ||
-      !noiseCounterOf(c, step, counter) ||
+      !readNoiseCounter(c, c.in(2), c.in(3), counter) ||
       !c.shape(y, DType::F32, x.value->shape))
     return c.takeError();
   int64_t n = x.value->numel, bytes = x.value->bytes;
   // Dropped experts lose the top-k forward and pass no gradient back.
   float fill = gradient ? 0.0f : -INFINITY;
   return DeviceStep([=, a = x.slot, k = seed.slot,
-                     o = y.slot](const LaunchContext &ctx) {
+                     o = y.slot](const LaunchContext &ctx) -> Status {
     void *const *v = ctx.device;
     int32_t key = hostValue<int32_t>(ctx, k);
     // A negative seed evaluates: every expert stays.
     if (key < 0)
       return copyOf(v[a], v[o], bytes, ctx.stream);
+    Expected<int32_t> at = noiseCounterAt(counter, ctx);
+    if (!at)
+      return at.takeStatus();
     return dropExperts(as<float>(v[a]), as<float>(v[o]), n, rate, fill,
-                       CounterKey{key, stream, counter.at(ctx)}, ctx.stream);
+                       CounterKey{key, stream, *at}, ctx.stream);
   });
 }
 
@@ -2049,7 +2002,6 @@ const TableEntry kTable[] = {
     {Kernel::RouteTokensChoose, prepareRouteTokensChoose},
     {Kernel::RouteSigmoidTopK, prepareRouteSigmoidTopK},
     {Kernel::RandomScale, prepareRandomScale},
-    {Kernel::NoiseCounter, prepareNoiseCounter},
     {Kernel::AccumulateGradient, prepareAccumulateGradient},
     {Kernel::GlobalNorm, prepareGlobalNorm},
     {Kernel::AdamW, prepareAdamW},

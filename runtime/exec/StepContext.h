@@ -78,6 +78,9 @@ public:
   /// The Bool attribute `name`; false when an optional one is left out.
   bool boolAttr(const char *name) const;
   int64_t intAttr(const char *name) const;
+  /// The Int attribute `name`, or `absent` when an optional one is left
+  /// out.
+  int64_t intAttr(const char *name, int64_t absent) const;
   double realAttr(const char *name) const;
   const std::string &stringAttr(const char *name) const;
   /// The ActivationKinds attribute `name`.
@@ -147,6 +150,25 @@ Status checkMicroStep(int32_t microStep, int64_t microSteps);
 /// updates: step * microSteps + microStep, wrapping as the 32-bit counter
 /// word does.
 int32_t noiseCounter(int32_t step, int64_t microSteps, int32_t microStep);
+
+/// The counter a noise kernel (random_scale, drop_experts, attention,
+/// attention_grad) draws with: its operand step or, with gradient
+/// accumulation (the operand micro_step and the attribute micro_steps),
+/// noiseCounter(step, micro_steps, micro_step).
+struct NoiseCounter {
+  int64_t step = -1;      ///< slot of step; -1 when absent (no noise)
+  int64_t microStep = -1; ///< slot of micro_step; -1: the counter is step
+  int64_t microSteps = 1;
+
+  /// Reads the attribute micro_steps (1 when left out) and checks the
+  /// operands `stepArg` and `microArg`: I32 scalars, micro_step present
+  /// exactly when micro_steps > 1 (and then step too).
+  bool read(StepContext &c, const Arg &stepArg, const Arg &microArg);
+  /// The counter of a run whose step and micro_step inputs hold
+  /// `stepValue` and `microValue` (unused without micro_step); fails when
+  /// the micro-step lies outside the update.
+  Expected<int32_t> at(int32_t stepValue, int32_t microValue) const;
+};
 
 /// Reads and checks what every executor's adamw step shares: the attributes
 /// (b1, b2, eps, weight_decay, max_norm, micro_steps), grad (operand 0) and

@@ -283,11 +283,11 @@ TEST(KernelWiringTest, AttentionWithPaddingAndCausalMasks) {
   int64_t open = b.arena({batch, seq, width});
   json attrs = {{"num_heads", heads}, {"head_dim", hd},      {"pad_id", 0},
                 {"causal", false},    {"dropout_rate", 0.0}, {"stream", 0}};
-  b.step("attention", {q, k, v, ids, -1, -1}, {padded}, attrs);
+  b.step("attention", {q, k, v, ids, -1, -1, -1}, {padded}, attrs);
   attrs["causal"] = true;
-  b.step("attention", {q, k, v, ids, -1, -1}, {causal}, attrs);
+  b.step("attention", {q, k, v, ids, -1, -1, -1}, {causal}, attrs);
   attrs["causal"] = false;
-  b.step("attention", {q, k, v, -1, -1, -1}, {open}, attrs);
+  b.step("attention", {q, k, v, -1, -1, -1, -1}, {open}, attrs);
   b.output("padded", padded);
   b.output("causal", causal);
   b.output("open", open);
