@@ -119,7 +119,7 @@ constexpr bool spellsEvery(const Spellings<Enum, N> &spellings,
   return true;
 }
 
-/// The value spelled `text`, one of the strings Plan::parse allows.
+/// The value spelled `text`, one of the strings Plan::fromJson allows.
 template <typename Enum, size_t N>
 Enum spelled(const Spellings<Enum, N> &spellings, std::string_view text) {
   size_t i = 0;

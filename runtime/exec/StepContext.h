@@ -4,7 +4,7 @@
 // operands and results with their roles ("operand 2 (word)", the names of
 // Kernels.def), type checks that stop at the first problem with a message
 // naming the artifact and the step, and the step's attributes, whose
-// presence and types Plan::parse has checked. The CPU kernel table
+// presence and types Plan::fromJson has checked. The CPU kernel table
 // (runtime/cpu/KernelTable.cpp) and the CUDA kernel table build on it.
 //
 //===----------------------------------------------------------------------===//

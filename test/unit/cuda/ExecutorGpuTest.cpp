@@ -96,7 +96,7 @@ class CudaExecutorTest : public ::testing::TestWithParam<bool> {};
 TEST_P(CudaExecutorTest, MatchesTheCpuExecutorAcrossSteps) {
   PlanBuilder cpuPlan = chainPlan();
   Expected<exec::Plan> plan =
-      exec::Plan::parse(cpuPlan.plan.dump(), "chain.mxa");
+      exec::Plan::fromJson(cpuPlan.plan.dump(), "chain.mxa");
   ASSERT_TRUE(plan.ok()) << plan.message();
   Expected<cpu::Executor> cpu = cpu::Executor::create(*plan);
   ASSERT_TRUE(cpu.ok()) << cpu.message();
@@ -104,7 +104,7 @@ TEST_P(CudaExecutorTest, MatchesTheCpuExecutorAcrossSteps) {
 
   PlanBuilder cudaPlan = chainPlan();
   cudaPlan.plan["target"] = "cuda";
-  plan = exec::Plan::parse(cudaPlan.plan.dump(), "chain.mxa");
+  plan = exec::Plan::fromJson(cudaPlan.plan.dump(), "chain.mxa");
   ASSERT_TRUE(plan.ok()) << plan.message();
   cuda::ExecutorOptions options;
   options.cudaGraph = GetParam();
@@ -191,7 +191,7 @@ void expectSameOutputs(PlanBuilder cpuPlan, PlanBuilder cudaPlan,
   for (const char *target : {"cpu", "cuda"}) {
     PlanBuilder &b = std::string(target) == "cpu" ? cpuPlan : cudaPlan;
     b.plan["target"] = target;
-    Expected<exec::Plan> plan = exec::Plan::parse(b.plan.dump(), "plan.mxa");
+    Expected<exec::Plan> plan = exec::Plan::fromJson(b.plan.dump(), "plan.mxa");
     ASSERT_TRUE(plan.ok()) << plan.message();
     std::unique_ptr<exec::PlanExecutor> executor;
     if (std::string(target) == "cpu") {

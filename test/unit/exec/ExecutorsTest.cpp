@@ -50,7 +50,7 @@ std::vector<std::string> stepEvents(size_t steps) {
 }
 
 Plan parse(const json &plan) {
-  Expected<Plan> parsed = Plan::parse(plan.dump(), "test.mxa");
+  Expected<Plan> parsed = Plan::fromJson(plan.dump(), "test.mxa");
   EXPECT_TRUE(parsed.ok()) << parsed.message();
   return std::move(*parsed);
 }

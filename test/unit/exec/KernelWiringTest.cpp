@@ -396,7 +396,7 @@ TEST(KernelWiringTest, RefusesGatheringExperts) {
   b.step("experts_grad", {x, assigned, offsets, w1, -1, w2, yd},
          {dxd, dw1, db1, dw2, db2}, gather);
   b.output("y", yd);
-  Expected<Plan> plan = Plan::parse(b.plan.dump(), "moe.mxa");
+  Expected<Plan> plan = Plan::fromJson(b.plan.dump(), "moe.mxa");
   ASSERT_TRUE(plan.ok()) << plan.message();
   const char *kernels[] = {"experts", "experts_grad"};
   for (size_t index : {0, 1}) {
@@ -412,7 +412,7 @@ TEST(KernelWiringTest, RefusesGatheringExperts) {
   }
   // Without gathering, operand 0 is checked as the slot rows.
   b.plan["steps"][0]["attrs"]["gather"] = false;
-  plan = Plan::parse(b.plan.dump(), "moe.mxa");
+  plan = Plan::fromJson(b.plan.dump(), "moe.mxa");
   ASSERT_TRUE(plan.ok()) << plan.message();
   int64_t scratch = 0;
   Expected<cpu::StepFunction> step = cpu::prepareStep(*plan, 0, scratch);

@@ -18,7 +18,7 @@ namespace {
 
 /// The message of parsing `plan` as "tiny.mxa"; fails the test if it parses.
 std::string parseError(const json &plan) {
-  Expected<Plan> parsed = Plan::parse(plan.dump(), "tiny.mxa");
+  Expected<Plan> parsed = Plan::fromJson(plan.dump(), "tiny.mxa");
   EXPECT_FALSE(parsed.ok()) << "the broken plan parsed";
   return parsed.ok() ? std::string() : parsed.message();
 }
@@ -105,7 +105,7 @@ TEST(PlanTest, ReadsTheHeadsAndTheForwardSteps) {
                    {"next_sentence", true},
                    {"causal_lm", false},
                    {"classes", 2}};
-  Expected<Plan> parsed = Plan::parse(plan.dump(), "tiny.mxa");
+  Expected<Plan> parsed = Plan::fromJson(plan.dump(), "tiny.mxa");
   ASSERT_TRUE(parsed.ok()) << parsed.message();
   EXPECT_TRUE(parsed->heads.maskedLm);
   EXPECT_TRUE(parsed->heads.nextSentence);
@@ -150,7 +150,7 @@ TEST(PlanTest, LoadReportsAMissingFile) {
 }
 
 TEST(PlanTest, RejectsTextThatIsNotAPlanObject) {
-  Expected<Plan> parsed = Plan::parse("{\"format_version\": ", "tiny.mxa");
+  Expected<Plan> parsed = Plan::fromJson("{\"format_version\": ", "tiny.mxa");
   ASSERT_FALSE(parsed.ok());
   EXPECT_EQ(parsed.message(), "tiny.mxa: the plan header is not valid JSON");
   EXPECT_EQ(parseError(json::array()),
@@ -179,14 +179,14 @@ TEST(PlanTest, RejectsOtherTargets) {
 
 TEST(PlanTest, ReadsTargetAndPrecision) {
   json plan = embedNormDensePlan();
-  Expected<Plan> parsed = Plan::parse(plan.dump(), "tiny.mxa");
+  Expected<Plan> parsed = Plan::fromJson(plan.dump(), "tiny.mxa");
   ASSERT_TRUE(parsed.ok()) << parsed.message();
   // A plan without "precision" is fp32.
   EXPECT_EQ(parsed->precision, "fp32");
   plan["target"] = "cuda";
   plan["precision"] = "bf16";
   plan["values"].back()["dtype"] = "BF16";
-  parsed = Plan::parse(plan.dump(), "tiny.mxa");
+  parsed = Plan::fromJson(plan.dump(), "tiny.mxa");
   ASSERT_TRUE(parsed.ok()) << parsed.message();
   EXPECT_EQ(parsed->target, "cuda");
   EXPECT_EQ(parsed->precision, "bf16");
@@ -210,7 +210,7 @@ TEST(PlanTest, RejectsBadPrecisions) {
 TEST(PlanTest, CpuExecutorRefusesCudaPlans) {
   json plan = embedNormDensePlan();
   plan["target"] = "cuda";
-  Expected<Plan> parsed = Plan::parse(plan.dump(), "tiny.mxa");
+  Expected<Plan> parsed = Plan::fromJson(plan.dump(), "tiny.mxa");
   ASSERT_TRUE(parsed.ok()) << parsed.message();
   Expected<cpu::Executor> executor = cpu::Executor::create(*parsed);
   ASSERT_FALSE(executor.ok());
@@ -342,7 +342,7 @@ TEST(PlanTest, RejectsReadsOfBuffersNoEarlierStepWrote) {
   plan["values"][12]["shape"] = {6, 4};
   plan["steps"][2]["operands"][0] = 12;
   plan["values"][11]["shape"] = {6, 3};
-  Expected<Plan> parsed = Plan::parse(plan.dump(), "tiny.mxa");
+  Expected<Plan> parsed = Plan::fromJson(plan.dump(), "tiny.mxa");
   EXPECT_TRUE(parsed.ok()) << parsed.message();
 }
 
@@ -440,7 +440,7 @@ TEST(PlanTest, RejectsResultsOutsideTheArenaOrOverlappingOperands) {
   // layer_norm may write in place.
   plan = embedNormDensePlan();
   plan["values"][10]["offset"] = 0;
-  Expected<Plan> parsed = Plan::parse(plan.dump(), "tiny.mxa");
+  Expected<Plan> parsed = Plan::fromJson(plan.dump(), "tiny.mxa");
   EXPECT_TRUE(parsed.ok()) << parsed.message();
 
   // ... over its x or residual (value 9), not over its scale.
@@ -532,7 +532,7 @@ TEST(PlanTest, ChecksTheExpertsLayout) {
         {"route_experts_choose", capacity, "grouped"},
         {"route_sigmoid_topk", topK, "grouped"}}) {
     Expected<Plan> parsed =
-        Plan::parse(expertsAfter(routing, attrs, layout).dump(), "tiny.mxa");
+        Plan::fromJson(expertsAfter(routing, attrs, layout).dump(), "tiny.mxa");
     ASSERT_TRUE(parsed.ok())
         << routing << " " << layout << ": " << parsed.message();
     EXPECT_EQ(parsed->steps[1].attrs.at("layout"),
@@ -574,7 +574,7 @@ TEST(PlanTest, ReadsAttributesAsTheirKernelTypes) {
   // A real attribute may be spelled as an integer; it reads as a double.
   json plan = embedNormDensePlan();
   plan["steps"][1]["attrs"]["epsilon"] = 1;
-  Expected<Plan> parsed = Plan::parse(plan.dump(), "tiny.mxa");
+  Expected<Plan> parsed = Plan::fromJson(plan.dump(), "tiny.mxa");
   ASSERT_TRUE(parsed.ok()) << parsed.message();
   EXPECT_EQ(parsed->steps[1].attrs.at("epsilon"), AttrValue(1.0));
   EXPECT_EQ(parsed->steps[2].attrs.at("transpose_w"), AttrValue(false));
@@ -622,7 +622,7 @@ json trainingPlan() {
 }
 
 TEST(PlanTest, ParsesTheStateTableAndSchedule) {
-  Expected<Plan> plan = Plan::parse(trainingPlan().dump(), "train.mxa");
+  Expected<Plan> plan = Plan::fromJson(trainingPlan().dump(), "train.mxa");
   ASSERT_TRUE(plan.ok()) << plan.message();
   EXPECT_TRUE(plan->updatesParameters());
   ASSERT_EQ(plan->state.size(), 2u);
@@ -635,7 +635,7 @@ TEST(PlanTest, ParsesTheStateTableAndSchedule) {
   EXPECT_EQ(plan->findInput("seed"), -1);
   EXPECT_DOUBLE_EQ(plan->training->learningRate, 1e-3);
   EXPECT_EQ(plan->training->totalSteps, 10);
-  EXPECT_FALSE(Plan::parse(embedNormDensePlan().dump(), "tiny.mxa")
+  EXPECT_FALSE(Plan::fromJson(embedNormDensePlan().dump(), "tiny.mxa")
                    ->updatesParameters());
 }
 
@@ -685,7 +685,7 @@ TEST(PlanTest, VariadicKernelsTakeAtLeastOneOperand) {
                            {"operands", {5, 0}},
                            {"results", {6}},
                            {"attrs", json::object()}});
-  ASSERT_TRUE(Plan::parse(plan.dump(), "tiny.mxa").ok());
+  ASSERT_TRUE(Plan::fromJson(plan.dump(), "tiny.mxa").ok());
   plan["steps"][2]["operands"] = json::array();
   EXPECT_EQ(parseError(plan), "tiny.mxa: steps[2] (global_norm): has 0 "
                               "operands but the kernel takes at least one");

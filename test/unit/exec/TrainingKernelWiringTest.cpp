@@ -705,7 +705,7 @@ TEST(TrainingKernelWiringTest, RouteGradRejectsUnknownRouting) {
   b.step("route_grad", {logits, tokens, offsets, dgates}, {dlogits},
          {{"routing", "softmax"}});
   b.output("dlogits", dlogits);
-  Expected<Plan> parsed = Plan::parse(b.plan.dump(), "training.mxa");
+  Expected<Plan> parsed = Plan::fromJson(b.plan.dump(), "training.mxa");
   ASSERT_FALSE(parsed);
   EXPECT_EQ(parsed.message(),
             "training.mxa: steps[0] (route_grad): attribute 'routing' must be "
@@ -761,7 +761,7 @@ json adamwPlan(double maxNorm) {
 /// moments with the AdamW formulas evaluated in double.
 void checkAdamWUpdates(double maxNorm) {
   json plan = adamwPlan(maxNorm);
-  Expected<Plan> parsed = Plan::parse(plan.dump(), "adamw.mxa");
+  Expected<Plan> parsed = Plan::fromJson(plan.dump(), "adamw.mxa");
   ASSERT_TRUE(parsed.ok()) << parsed.message();
   ASSERT_TRUE(parsed->updatesParameters());
   Expected<cpu::Executor> executor = cpu::Executor::create(*parsed);
@@ -819,7 +819,7 @@ TEST(TrainingKernelWiringTest, AdamWClipsByTheGlobalNorm) {
 
 TEST(TrainingKernelWiringTest, AdamWRefusesANegativeStep) {
   json plan = adamwPlan(0.0);
-  Expected<Plan> parsed = Plan::parse(plan.dump(), "adamw.mxa");
+  Expected<Plan> parsed = Plan::fromJson(plan.dump(), "adamw.mxa");
   ASSERT_TRUE(parsed.ok()) << parsed.message();
   Expected<cpu::Executor> executor = cpu::Executor::create(*parsed);
   ASSERT_TRUE(executor.ok());
@@ -877,7 +877,7 @@ json accumulationPlan() {
 
 TEST(TrainingKernelWiringTest, AccumulatesMicroStepsAndClipsTheAverage) {
   json plan = accumulationPlan();
-  Expected<Plan> parsed = Plan::parse(plan.dump(), "accumulate.mxa");
+  Expected<Plan> parsed = Plan::fromJson(plan.dump(), "accumulate.mxa");
   ASSERT_TRUE(parsed.ok()) << parsed.message();
   EXPECT_EQ(parsed->training->microSteps, 2);
   Expected<cpu::Executor> executor = cpu::Executor::create(*parsed);
@@ -957,7 +957,7 @@ Expected<std::vector<float>> dropoutAtMicroStep(int64_t n, int32_t step,
           {"stream", 3},
           {"micro_steps", microSteps}});
   b.output("y", y);
-  Expected<Plan> parsed = Plan::parse(b.plan.dump(), "counter.mxa");
+  Expected<Plan> parsed = Plan::fromJson(b.plan.dump(), "counter.mxa");
   if (!parsed)
     return parsed.takeStatus();
   Expected<cpu::Executor> executor = cpu::Executor::create(*parsed);
@@ -1158,7 +1158,7 @@ TEST(TrainingKernelWiringTest, LoadBalancingLossRejectsGroupsThatDoNotDivide) {
   int64_t aux = b.arena({});
   b.step("load_balancing_loss", {p}, {aux}, {{"groups", 4}, {"k", 1}});
   b.output("aux", aux);
-  Expected<Plan> parsed = Plan::parse(b.plan.dump(), "training.mxa");
+  Expected<Plan> parsed = Plan::fromJson(b.plan.dump(), "training.mxa");
   ASSERT_TRUE(parsed) << parsed.message();
   Expected<cpu::Executor> executor = cpu::Executor::create(*parsed);
   ASSERT_FALSE(executor);
