@@ -172,11 +172,19 @@ class MixerModel(torch.nn.Module):
         p, moe = self.params, self.cfg.moe
         n, d = x.shape
         router = f"encoder/router_weights_{layer}"
-        logits = torch.addmm(p[f"{router}/bias"], x, p[f"{router}/kernel"])
         if moe.router_dtype == "bfloat16":
-            logits = logits.float().bfloat16().float()
-            probs = torch.softmax(logits, dim=-1).bfloat16().to(x.dtype)
+            # bfloat16 operands with float32 products, then every step of
+            # the logits and the softmax in bfloat16 (1/s in float32).
+            products = (x.bfloat16().float() @
+                        p[f"{router}/kernel"].bfloat16().float())
+            logits = products.bfloat16() + p[f"{router}/bias"].bfloat16()
+            e = torch.exp(logits - logits.max(dim=-1, keepdim=True).values)
+            total = e.float().cumsum(dim=-1)[..., -1:].bfloat16()
+            probs = (e.float() * (1.0 / total.float())).bfloat16().to(x.dtype)
+            logits = logits.float()
         else:
+            logits = torch.addmm(p[f"{router}/bias"], x,
+                                 p[f"{router}/kernel"])
             probs = torch.softmax(logits, dim=-1)
         if self.training:
             self.router_z_losses.append(

@@ -37,12 +37,21 @@ enum class NormPlacement { Post, Pre };
 
 enum class BiasInit { Zeros, Normal };
 
+/// The GELU of the feed-forward layers and the masked-LM head.
+enum class GeluKind { Tanh, Erf };
+
+/// How the sentence embedding reduces the sequence output.
+enum class SentencePooling { Cls, Mean };
+
 struct EmbeddingConfig {
   int64_t vocabSize = 0;
   int64_t typeVocabSize = 4;
   int64_t dEmb = 0;
   int64_t maxSeqLength = 0;
   int32_t padId = 0;
+  /// Whether the embedding is projected to d_model (hidden_mapping_in);
+  /// without it d_emb equals d_model.
+  bool hiddenMappingIn = true;
 };
 
 struct AttentionConfig {
@@ -62,6 +71,9 @@ struct MoeConfig {
   int64_t minExpertCapacity = 4;
   int64_t maxGroupSize = 4096;
   bool routerBf16 = false; ///< router_dtype == "bfloat16"
+  /// Factor on the initial standard deviation of the sigma-MoE keys, values
+  /// and expert_sel.
+  double initScale = 1.0;
 };
 
 struct LayerConfig {
@@ -77,6 +89,10 @@ struct HeadsConfig {
   /// Sequence classification classes; 1 = regression; 0 = no head.
   int64_t classificationClasses = 0;
   bool causalLm = false;
+  /// The sentence embedding output: absent, or its pooling and whether it
+  /// is L2-normalised.
+  std::optional<SentencePooling> sentencePooling;
+  bool sentenceNormalize = false;
 };
 
 /// The training recipe: optimizer, learning-rate schedule and regularisation
@@ -103,6 +119,11 @@ struct TrainingConfig {
   double sigmaMoeExpertDropout = 0.05;
   /// Dropout on the attention probabilities.
   double attentionDropoutRate = 0.1;
+  /// Dropout on the output of every attention sublayer, before the
+  /// residual add.
+  double attentionOutputDropoutRate = 0;
+  /// Dropout on the output of every MoE sublayer, before the residual add.
+  double moeOutputDropoutRate = 0;
   /// Micro-batches whose mean gradient makes one update.
   int64_t gradientAccumulationSteps = 1;
 };
@@ -117,6 +138,7 @@ struct ModelConfig {
   double layerNormEpsilon = 1e-12;
   NormPlacement norm = NormPlacement::Post;
   BiasInit biasInit = BiasInit::Zeros;
+  GeluKind activation = GeluKind::Tanh;
   AttentionConfig attention; ///< meaningful when any layer uses attention
   MoeConfig moe;             ///< meaningful when any layer is MoE
   std::vector<LayerConfig> layers;

@@ -89,18 +89,28 @@ struct DecomposeCapacityMoe : OpRewritePattern<MoeOp> {
     if (moe.getJitterNoise())
       routerInput = noise(tokens2d, NoiseKind::jitter, moe.getJitterNoiseAttr(),
                           moe.getJitterStreamAttr());
-    Value scores = DenseOp::create(rewriter, loc, scoreType, routerInput,
-                                   moe.getRouterKernel(), moe.getRouterBias());
-    if (moe.getRouterBf16())
-      scores = RoundBf16Op::create(rewriter, loc, scores);
+    Value scores;
+    if (moe.getRouterBf16()) {
+      // bfloat16 operands, their products accumulated in float32, then the
+      // logits rounded step by step (docs/parameters.md).
+      Value products = DenseOp::create(
+          rewriter, loc, scoreType,
+          RoundBf16Op::create(rewriter, loc, routerInput),
+          RoundBf16Op::create(rewriter, loc, moe.getRouterKernel()), Value());
+      scores = RouterLogitsBf16Op::create(rewriter, loc, scoreType, products,
+                                          moe.getRouterBias());
+    } else {
+      scores = DenseOp::create(rewriter, loc, scoreType, routerInput,
+                               moe.getRouterKernel(), moe.getRouterBias());
+    }
     // The router losses of a training step: the z-loss of the logits as the
     // router computed them, the load balance of its probabilities.
     SmallVector<Value> losses;
     if (!moe.getLosses().empty())
       losses.push_back(RouterZLossOp::create(rewriter, loc, scores));
-    scores = SoftmaxOp::create(rewriter, loc, scores);
-    if (moe.getRouterBf16())
-      scores = RoundBf16Op::create(rewriter, loc, scores);
+    auto softmax = SoftmaxOp::create(rewriter, loc, scores);
+    softmax.setBf16(moe.getRouterBf16());
+    scores = softmax;
     if (moe.getLosses().size() == 2)
       losses.push_back(LoadBalancingLossOp::create(
           rewriter, loc, scores, moe.getNumGroupsAttr(), moe.getKAttr()));

@@ -15,32 +15,20 @@ using namespace mixer::graph;
 
 namespace {
 
-/// Strips a single-use mixer.round_bf16 from `value` if `required`; returns
-/// null when the expected rounding is absent.
-Value skipRounding(Value value, bool required) {
-  if (!required)
-    return value;
-  auto round = value.getDefiningOp<RoundBf16Op>();
-  if (!round || !round->hasOneUse())
-    return Value();
-  return round.getInput();
-}
-
-/// select_experts(softmax(l)) -> route(l), with the bf16 roundings of
-/// router_bf16 on both sides of the softmax absorbed as well.
+/// select_experts(softmax(l)) -> route(l); a router_bf16 selection takes
+/// only the bfloat16 router's softmax.
 struct FuseSoftmaxIntoSelection : OpRewritePattern<SelectExpertsOp> {
   using OpRewritePattern::OpRewritePattern;
   LogicalResult matchAndRewrite(SelectExpertsOp select,
                                 PatternRewriter &rewriter) const override {
-    bool bf16 = select.getRouterBf16();
-    Value probs = skipRounding(select.getProbs(), bf16);
-    auto softmax = probs ? probs.getDefiningOp<SoftmaxOp>() : SoftmaxOp();
+    auto softmax = select.getProbs().getDefiningOp<SoftmaxOp>();
     if (!softmax || !softmax->hasOneUse())
       return rewriter.notifyMatchFailure(select, "probabilities are not a "
                                                  "single-use router softmax");
-    Value logits = skipRounding(softmax.getInput(), bf16);
-    if (!logits)
-      return rewriter.notifyMatchFailure(softmax, "missing bf16 rounding");
+    if (softmax.getBf16() != select.getRouterBf16())
+      return rewriter.notifyMatchFailure(
+          softmax, "softmax precision differs from the router's");
+    Value logits = softmax.getInput();
     rewriter.replaceOpWithNewOp<RouteOp>(
         select, select.getResultTypes(), logits, select.getRoutingAttr(),
         select.getNumGroupsAttr(), select.getCapacityAttr(), select.getKAttr(),

@@ -202,12 +202,8 @@ LogicalResult FunctionLowering::lowerRoute(RouteOp op) {
   Value scores = lookup(op.getLogits());
   int64_t tokens = cast<ShapedType>(scores.getType()).getShape()[0];
   if (op.getRouting() != Routing::sigmoid_topk) {
-    Type scoreType = op.getLogits().getType();
-    if (op.getRouterBf16())
-      scores = call(loc, Kernel::RoundBf16, {scores}, {scoreType})[0];
-    scores = call(loc, Kernel::Softmax, {scores}, {scoreType})[0];
-    if (op.getRouterBf16())
-      scores = call(loc, Kernel::RoundBf16, {scores}, {scoreType})[0];
+    scores = call(loc, Kernel::Softmax, {scores}, {op.getLogits().getType()},
+                  {boolAttr("bf16", op.getRouterBf16())})[0];
   }
   replace(op, routeKernel(op.getRouting()), {scores},
           routingParams(op, op.getRouting(), op.getNumGroups(),
@@ -295,7 +291,7 @@ FunctionLowering::lowerAccumulateGradient(AccumulateGradientOp op) {
 std::optional<StringRef> stringifyEnumAttr(Attribute value) {
   return llvm::TypeSwitch<Attribute, std::optional<StringRef>>(value)
       .Case<ActivationAttr, ExpertLayoutAttr, MixAlgorithmAttr, NoiseKindAttr,
-            RoutingAttr>(
+            PoolModeAttr, RoutingAttr>(
           [](auto attr) { return stringifyEnum(attr.getValue()); })
       .Default(std::nullopt);
 }

@@ -50,8 +50,10 @@ def MixerSelectOutputs : Pass<"mixer-select-outputs", "mlir::ModuleOp"> {
 def MixerDecomposeMoe : Pass<"mixer-decompose-moe", "mlir::func::FuncOp"> {
   let summary = "Rewrite MoE layers into route → dispatch → experts → combine";
   let description = [{
-    `mixer.moe` becomes router logits (`mixer.dense`), `mixer.softmax` (with
-    `mixer.round_bf16` before and after when `router_bf16`), and
+    `mixer.moe` becomes router logits (`mixer.dense`; when `router_bf16`,
+    `mixer.round_bf16` of the input and the kernel, a bias-free product and
+    `mixer.router_logits_bf16`), `mixer.softmax` (`{bf16}` when
+    `router_bf16`), and
     `mixer.select_experts`; `mixer.sigma_moe` becomes logits against the
     transposed `expert_sel` and a sigmoid `mixer.route`. Both continue with
     `mixer.dispatch` (gather the slot rows), `mixer.experts` (per-expert
@@ -79,6 +81,40 @@ def MixerDecomposeMoe : Pass<"mixer-decompose-moe", "mlir::func::FuncOp"> {
     %y2d = mixer.combine %yd, %t, %g
     ```
   }];
+}
+
+def MixerPartitionExperts : Pass<"mixer-partition-experts", "mlir::ModuleOp"> {
+  let summary = "Shard each MoE layer's experts over the ep ranks of a mesh";
+  let description = [{
+    Turns a decomposed MoE layer of the per-rank program into its expert-
+    parallel form on a `dp × ep` mesh (recorded as the module's
+    `mixer.mesh`; nothing changes at 1 × 1). Each rank keeps E / ep experts:
+    the expert parameters become their axis-0 slices (`mixer.shard`), the
+    dispatched slot rows and their tokens go to the ranks that own their
+    experts before `mixer.experts` and come back after it. Capacity routings
+    (experts_choose, tokens_choose) send equal blocks (`mixer.all_to_all`);
+    σ-MoE's dropless rows go ragged (`mixer.all_to_all_v`) into a worst-case
+    buffer. `mixer.permute_blocks` reorders the received rows from
+    (sender, local expert) to (local expert, sender) and back. The local
+    `mixer.experts` reads the offsets permute_blocks forms, so its `layout`
+    is `grouped` whatever the routing.
+
+    ```mlir
+    %ye = mixer.experts %xd, %tok, %off, %w1 ...       // w1 : tensor<4x16x32xf32>
+    // at ep = 2 becomes
+    %xr = mixer.all_to_all %xd {group = "ep"}
+    %tr = mixer.all_to_all %tok {group = "ep"}
+    %xe, %po, %go = mixer.permute_blocks %xr, %off {inner = 2, outer = 2}
+    %te, %po2, %go2 = mixer.permute_blocks %tr, %off {inner = 2, outer = 2}
+    %y = mixer.experts %xe, %te, %go, %w1 ...          // w1 : tensor<2x16x32xf32>, grouped
+    %yr, %ro, %rg = mixer.permute_blocks %y, %po {inner = 2, outer = 2}
+    %ye = mixer.all_to_all %yr {group = "ep"}
+    ```
+  }];
+  let options = [
+    Option<"dp", "dp", "int64_t", /*default=*/"1", "data-parallel replicas">,
+    Option<"ep", "ep", "int64_t", /*default=*/"1", "expert shards">
+  ];
 }
 
 def MixerAutodiff : Pass<"mixer-autodiff", "mlir::ModuleOp"> {
@@ -142,8 +178,8 @@ def MixerApplyOptimizer : Pass<"mixer-apply-optimizer", "mlir::ModuleOp"> {
 def MixerFuseRouter : Pass<"mixer-fuse-router", "mlir::func::FuncOp"> {
   let summary = "Fuse the router softmax into expert selection";
   let description = [{
-    `mixer.select_experts(mixer.softmax(l))` (optionally with
-    `mixer.round_bf16` on both sides of the softmax) becomes one
+    `mixer.select_experts(mixer.softmax(l))` (the bfloat16 router's softmax
+    for a `router_bf16` selection) becomes one
     `mixer.route(l)` whose kernel computes the probabilities and the top-k or
     top-C selection in one pass.
   }];

@@ -3,8 +3,10 @@
 
 Each runtime folder may include only the folders its layer sits on:
 support < io < exec (the backend-neutral core) < cpu, cuda (the backends)
-< target (picks a backend) < train (the loop). Prints every include that
-crosses a layer and exits 1 if there is one.
+< target (picks a backend) < train (the loop). The communicators (comm) sit
+on io beside exec; the backends and target may use them. convert
+(checkpoints of other frameworks) sits on io and data. Prints every
+include that crosses a layer and exits 1 if there is one.
 
   check-layers.py [--root DIR]   DIR: the source tree (default: this one)
 """
@@ -21,11 +23,15 @@ ALLOWED = {
     # Parameter initialisation draws from the kernels' header-only Philox
     # generator.
     "exec": {"support", "io", "exec", "cpu/CounterRandom.h"},
-    "cpu": {"support", "io", "exec", "cpu"},
-    "cuda": {"support", "io", "exec", "cuda"},
-    "target": {"support", "io", "exec", "cpu", "cuda", "target"},
+    # Collectives between ranks: host bytes, no plan.
+    "comm": {"support", "io", "comm"},
+    "cpu": {"support", "io", "exec", "comm", "cpu"},
+    "cuda": {"support", "io", "exec", "comm", "cuda"},
+    "target": {"support", "io", "exec", "comm", "cpu", "cuda", "target"},
     "data": {"support", "io", "data", "cpu/CounterRandom.h"},
     "train": {"support", "io", "exec", "data", "train"},
+    # Checkpoint conversion reads tensor files and tokenizer vocabularies.
+    "convert": {"support", "io", "data", "convert"},
 }
 
 INCLUDE = re.compile(r'^\s*#\s*include\s+"runtime/([^"]+)"', re.M)

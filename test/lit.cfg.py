@@ -17,8 +17,14 @@ config.test_exec_root = os.path.join(config.mixer_obj_root, "test")
 llvm_config.use_default_substitutions()
 llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
 tool_dirs = [os.path.join(config.mixer_obj_root, "bin"), config.llvm_tools_dir]
+# MIXER_SANITIZED_RUNTIME: the bin/ of a runtime built with AddressSanitizer
+# (MIXER_SANITIZE=runtime scripts/test), whose mixer-run and mixer-profile the
+# tests use in place of this build's.
+sanitized_runtime = os.environ.get("MIXER_SANITIZED_RUNTIME")
+llvm_config.add_tool_substitutions(["mixc", "mixer-opt"], tool_dirs)
 llvm_config.add_tool_substitutions(
-    ["mixc", "mixer-opt", "mixer-run", "mixer-profile"], tool_dirs)
+    ["mixer-run", "mixer-profile"],
+    ([sanitized_runtime] if sanitized_runtime else []) + tool_dirs)
 llvm_config.add_tool_substitutions(["llvm-nm"], [config.llvm_tools_dir])
 
 # "cuda": mixer-run can run cuda artifacts; "cuda-device": a GPU is present.
@@ -26,9 +32,18 @@ if config.mixer_enable_cuda.upper() in ("ON", "1", "TRUE", "YES"):
     config.available_features.add("cuda")
 if os.path.exists("/dev/nvidiactl"):
     config.available_features.add("cuda-device")
-# "asan": the tools are built with AddressSanitizer (MIXER_SANITIZE=1), whose
+# "mpi": the MPI communicator is built; %mpirun starts ranks with the
+# environment the CTest mpirun tests use (cmake/MixerComm.cmake).
+if config.mixer_enable_mpi.upper() in ("ON", "1", "TRUE", "YES"):
+    config.available_features.add("mpi")
+    for setting in config.mpi_environment.split(";"):
+        name, _, value = setting.partition("=")
+        config.environment[name] = value
+    config.substitutions.append(("%mpirun", config.mpiexec))
+# "asan": the tools are built with AddressSanitizer (MIXER_SANITIZE=1 or
+# runtime), whose
 # shadow memory reserves terabytes of address space.
-if "-fsanitize=address" in config.mixer_cxx_flags:
+if "-fsanitize=address" in config.mixer_cxx_flags or sanitized_runtime:
     config.available_features.add("asan")
 
 config.substitutions.append(("%models", os.path.join(config.mixer_src_root, "models")))

@@ -257,12 +257,12 @@ def Mixer_RouteGradOp : Mixer_Op<"route_grad", [Pure]> {
   let summary = "gradient of mixer.route's gates with respect to its logits";
   let description = [{
     Capacity routings: the gate gradients scattered onto the probabilities,
-    then through the softmax (recomputed from the logits); sigmoid_topk:
-    through the sigmoid. bfloat16 rounding passes gradients straight through.
+    then through the softmax (recomputed from the logits, by the bfloat16
+    router's softmax with `router_bf16`); sigmoid_topk: through the sigmoid.
   }];
   let arguments = (ins Mixer_F32Tensor:$logits, Mixer_I32Tensor:$tokens,
                        Mixer_I32Tensor:$offsets, Mixer_F32Tensor:$gates_grad,
-                       Mixer_RoutingAttr:$routing);
+                       Mixer_RoutingAttr:$routing, UnitAttr:$router_bf16);
   let results = (outs Mixer_F32Tensor:$result);
   let assemblyFormat = [{
     $logits `,` $tokens `,` $offsets `,` $gates_grad attr-dict `:`

@@ -190,6 +190,15 @@ LogicalResult LoadBalancingLossOp::verify() {
   return success();
 }
 
+LogicalResult RouterLogitsBf16Op::verify() {
+  if (failed(expectRank(*this, getProducts(), 2, "products")))
+    return failure();
+  ArrayRef<int64_t> shape = shapeOf(getProducts());
+  if (failed(expectShape(*this, getBias(), {shape[1]}, "bias")))
+    return failure();
+  return expectShape(*this, getResult(), shape, "result");
+}
+
 LogicalResult SelectExpertsOp::verify() {
   if (getRouting() == Routing::sigmoid_topk)
     return emitOpError("sigmoid_topk routes from logits: use mixer.route");
@@ -320,6 +329,18 @@ SelectExpertsOp::buildGradients(OpBuilder &builder, ValueRange resultGrads,
   return success();
 }
 
+/// The roundings pass gradients straight through; the bias gets the sum over
+/// tokens.
+LogicalResult
+RouterLogitsBf16Op::buildGradients(OpBuilder &builder, ValueRange resultGrads,
+                                   SmallVectorImpl<Value> &operandGrads) {
+  Value grad = resultGrads[0];
+  operandGrads.push_back(grad);
+  operandGrads.push_back(
+      ReduceRowsOp::create(builder, getLoc(), getBias().getType(), grad));
+  return success();
+}
+
 LogicalResult
 RouterZLossOp::buildGradients(OpBuilder &builder, ValueRange resultGrads,
                               SmallVectorImpl<Value> &operandGrads) {
@@ -352,7 +373,8 @@ LogicalResult RouteOp::buildGradients(OpBuilder &builder,
   operandGrads.push_back(
       gatesGrad ? RouteGradOp::create(builder, getLoc(), getLogits().getType(),
                                       getLogits(), getTokens(), getOffsets(),
-                                      gatesGrad, getRoutingAttr())
+                                      gatesGrad, getRoutingAttr(),
+                                      getRouterBf16Attr())
                       .getResult()
                 : Value());
   return success();

@@ -28,8 +28,9 @@ def Mixer_MoeOp : Mixer_Op<"moe", [Pure, AttrSizedOperandSegments]> {
   let description = [{
     Experts-choose or tokens-choose MoE over the flattened `[N, D]` tokens of
     the input, split into `num_groups` groups. Router probabilities are
-    `softmax(x · router_kernel + router_bias)` (bfloat16-rounded logits and
-    probabilities when `router_bf16`). Each token's output is the
+    `softmax(x · router_kernel + router_bias)`; with `router_bf16` every step
+    is rounded to bfloat16 (the operands, the product, the logits and each
+    step of the softmax; docs/parameters.md). Each token's output is the
     gate-weighted sum of `GELU(x · W1[e] + b1[e]) · W2[e] + b2[e]` over the
     experts that took it; tokens no expert took get zeros.
 
@@ -142,6 +143,23 @@ def Mixer_EntropyRegularizerOp : Mixer_Op<"entropy_regularizer", [Pure,
   let assemblyFormat = "$logits attr-dict `:` type($logits)";
   let hasVerifier = 1;
   let kernel = "EntropyRegularizer";
+}
+
+def Mixer_RouterLogitsBf16Op : Mixer_Op<"router_logits_bf16", [Pure,
+    DeclareOpInterfaceMethods<Mixer_GradientOpInterface>]> {
+  let summary = "the bfloat16 router's logits from its product and bias";
+  let description = [{
+    `bf16(bf16(products) + bf16(bias))` over `[N, E]` products of bfloat16
+    operands and an `[E]` bias, every rounding to the nearest bfloat16 (ties
+    to even). The roundings pass gradients straight through.
+  }];
+  let arguments = (ins Mixer_F32Tensor:$products, Mixer_F32Tensor:$bias);
+  let results = (outs Mixer_F32Tensor:$result);
+  let assemblyFormat = [{
+    $products `,` $bias attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+  let kernel = "RouterLogitsBf16";
 }
 
 def Mixer_SelectExpertsOp : Mixer_Op<"select_experts", [Pure, DeclareOpInterfaceMethods<Mixer_GradientOpInterface>]> {

@@ -53,11 +53,18 @@ private:
   LogicalResult tensorType(Location loc, Type type, std::vector<int64_t> &shape,
                            io::DType &dtype);
   /// A parameter or optimizer state tensor: argument `index` named `name`
-  /// with its initialiser.
+  /// with its initialiser and, sharded, its shard.
   LogicalResult tensor(unsigned index, StringAttr name, exec::ParamInfo &out);
   /// Index of `value` in the value table, adding it on first use; -1 for an
   /// absent optional operand.
   FailureOr<int64_t> valueId(Value value);
+  /// Records the shard group and global shape of argument `index`, a
+  /// parameter split over the ranks of a mesh group, in `out`.
+  LogicalResult shard(unsigned index, DictionaryAttr attr,
+                      exec::ParamInfo &out);
+  /// The mesh of a parallel plan and the bytes one rank sends per run, by
+  /// collective kernel.
+  void writeMesh();
   LogicalResult writeSteps();
   LogicalResult writeOutputs();
   LogicalResult writeTraining(DictionaryAttr training);
@@ -99,6 +106,9 @@ LogicalResult PlanWriter::tensor(unsigned index, StringAttr name,
   out.init.kind = *known;
   if (auto stddev = init.getAs<FloatAttr>("stddev"))
     out.init.stddev = stddev.getValueAsDouble();
+  if (auto attr = func.getArgAttrOfType<DictionaryAttr>(
+          index, mixer::graph::kShardAttr))
+    return shard(index, attr, out);
   return success();
 }
 
@@ -131,6 +141,42 @@ FailureOr<int64_t> PlanWriter::valueId(Value value) {
   plan.values.push_back(std::move(entry));
   ids[value] = id;
   return id;
+}
+
+LogicalResult PlanWriter::shard(unsigned index, DictionaryAttr attr,
+                                exec::ParamInfo &out) {
+  auto group = attr.getAs<StringAttr>("mesh_axis");
+  auto axis = attr.getAs<IntegerAttr>("axis");
+  if (!group || !axis || axis.getInt() != 0 || out.shape.empty())
+    return func.emitError() << "argument " << index << " ('" << out.name
+                            << "') is sharded other than along axis 0";
+  out.shardGroup = group.str();
+  out.globalShape = out.shape;
+  out.globalShape[0] *= mixer::graph::meshOf(func).groupSize(group);
+  return success();
+}
+
+void PlanWriter::writeMesh() {
+  mixer::graph::Mesh mesh = mixer::graph::meshOf(func);
+  plan.mesh = {mesh.dp, mesh.ep};
+  for (auto kernel : func.getBody().front().getOps<rt::KernelOp>()) {
+    auto group = kernel.getParams().getAs<StringAttr>("group");
+    if (kernel.getKernelInfo().family != mixer::KernelFamily::Collective ||
+        !group)
+      continue;
+    auto type = cast<MemRefType>(kernel.getInputs().front().getType());
+    int64_t size = type.getNumElements() *
+                   type.getElementType().getIntOrFloatBitWidth() / 8;
+    int64_t peers = mesh.groupSize(group.getValue());
+    // The all-to-all keeps its own block; a ragged one may send every row
+    // away; the all-reduce sends (P - 1) / P of the buffer twice.
+    mixer::Kernel callee = kernel.getKernel();
+    int64_t sent =
+        callee == mixer::Kernel::AllToAll    ? size * (peers - 1) / peers
+        : callee == mixer::Kernel::AllToAllV ? size
+                                             : 2 * size * (peers - 1) / peers;
+    plan.commBytes[kernel.getCallee().str()] += sent;
+  }
 }
 
 LogicalResult PlanWriter::writeSteps() {
@@ -276,6 +322,9 @@ LogicalResult PlanWriter::write(const PlanInfo &info) {
     if (auto classes = heads.getAs<IntegerAttr>("classes"))
       plan.heads.classes = classes.getInt();
   }
+  // A parallel plan: its mesh and what each rank sends per run.
+  if (func->getParentOfType<ModuleOp>()->hasAttr(mixer::graph::kMeshAttr))
+    writeMesh();
   // A training step: the optimizer's settings and state.
   if (auto training =
           func->getAttrOfType<DictionaryAttr>(mixer::graph::kTrainingAttr))

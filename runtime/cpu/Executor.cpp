@@ -1,6 +1,7 @@
 //===- Executor.cpp - Runs an execution plan on the CPU -------------------===//
 
 #include "runtime/cpu/Executor.h"
+#include "runtime/comm/InProcess.h"
 #include "runtime/cpu/Kernels.h"
 #include "runtime/exec/Binding.h"
 
@@ -35,12 +36,30 @@ bool allocate(int64_t bytes, MappedMemory &memory) {
 
 void Unmapper::operator()(uint8_t *memory) const { munmap(memory, size); }
 
-Expected<Executor> Executor::create(const exec::Plan &plan) {
+Expected<Executor> Executor::create(const exec::Plan &plan,
+                                    comm::Communicator *world) {
   if (plan.target != "cpu")
     return Status::error(plan.path + ": the plan targets '" + plan.target +
                          "'; this executor runs 'cpu' plans");
   Executor executor;
   executor.plan = plan;
+  if (!world) {
+    executor.ownWorld = std::move(comm::createInProcessWorld(1).front());
+    world = executor.ownWorld.get();
+  }
+  if (world->size() != plan.mesh.world())
+    return Status::error(plan.path + " needs " +
+                         std::to_string(plan.mesh.world()) + " ranks (dp " +
+                         std::to_string(plan.mesh.dp) + " × ep " +
+                         std::to_string(plan.mesh.ep) + "); the world has " +
+                         std::to_string(world->size()));
+  Expected<comm::MeshGroups> mesh =
+      comm::splitMesh(*world, plan.mesh.dp, plan.mesh.ep, plan.path + ": mesh");
+  if (!mesh)
+    return mesh.takeStatus();
+  executor.meshGroups = std::move(*mesh);
+  executor.groups = {world, executor.meshGroups.ep.get(),
+                     executor.meshGroups.edp.get()};
   if (!allocate(plan.arenaBytes, executor.arena))
     return Status::error(plan.path + ": cannot allocate the arena of " +
                          std::to_string(plan.arenaBytes) + " bytes");
@@ -59,7 +78,8 @@ Expected<Executor> Executor::create(const exec::Plan &plan) {
   int64_t scratchBytes = 0;
   executor.steps.reserve(plan.steps.size());
   for (size_t i = 0; i < plan.steps.size(); ++i) {
-    Expected<StepFunction> step = prepareStep(plan, i, scratchBytes);
+    Expected<StepFunction> step =
+        prepareStep(plan, i, scratchBytes, executor.groups);
     if (!step)
       return step.takeStatus();
     executor.steps.push_back(std::move(*step));
@@ -77,7 +97,7 @@ Status Executor::bindParams(std::vector<io::HostTensor> tensors,
                             const std::string &source, bool allowExtra) {
   paramsBound = false;
   if (Status status = exec::bindTable(plan.params, std::move(tensors), source,
-                                      allowExtra, "parameter", paramTensors);
+                                      allowExtra, exec::kParameterNoun, paramTensors);
       !status)
     return status;
   for (size_t i = 0; i < plan.values.size(); ++i)
@@ -91,7 +111,7 @@ Status Executor::bindState(std::vector<io::HostTensor> tensors,
                            const std::string &source, bool allowExtra) {
   stateBound = false;
   if (Status status = exec::bindTable(plan.state, std::move(tensors), source,
-                                      allowExtra, "state tensor", stateTensors);
+                                      allowExtra, exec::kStateNoun, stateTensors);
       !status)
     return status;
   for (size_t i = 0; i < plan.values.size(); ++i)

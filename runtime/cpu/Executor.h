@@ -11,6 +11,7 @@
 #ifndef MIXER_RUNTIME_CPU_EXECUTOR_H
 #define MIXER_RUNTIME_CPU_EXECUTOR_H
 
+#include "runtime/comm/Communicator.h"
 #include "runtime/cpu/KernelTable.h"
 #include "runtime/exec/Plan.h"
 #include "runtime/exec/PlanExecutor.h"
@@ -34,8 +35,13 @@ using MappedMemory = std::unique_ptr<uint8_t, Unmapper>;
 /// Runs `cpu` plans on the host.
 class Executor final : public exec::PlanExecutor {
 public:
-  /// Prepares `plan` for execution (the executor keeps its own copy).
-  static Expected<Executor> create(const exec::Plan &plan);
+  /// Prepares `plan` for execution (the executor keeps its own copy). Its
+  /// collective steps run through `world`, whose size must be the plan
+  /// mesh's world, and the groups the executor splits from it (collective
+  /// over `world`: every rank creates its executor); without `world`, a
+  /// one-rank world of the executor's own.
+  static Expected<Executor> create(const exec::Plan &plan,
+                                   comm::Communicator *world = nullptr);
 
   const exec::Plan &getPlan() const override { return plan; }
   int64_t getScratchBytes() const override {
@@ -92,6 +98,11 @@ private:
   Executor() = default;
 
   exec::Plan plan;
+  /// The one-rank world of an executor created without one, and the mesh's
+  /// groups.
+  std::unique_ptr<comm::Communicator> ownWorld;
+  comm::MeshGroups meshGroups;
+  Groups groups;
   MappedMemory arena;
   /// Scratch memory the steps share (linear mixing's intermediate product).
   MappedMemory scratch;

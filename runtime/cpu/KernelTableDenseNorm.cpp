@@ -99,11 +99,13 @@ Expected<StepFunction> prepareAdd(StepContext &c) {
 
 Expected<StepFunction> prepareSoftmax(StepContext &c) {
   const Arg &x = c.in(0), &y = c.out(0);
+  bool bf16 = c.boolAttr("bf16");
   int64_t rows, cols;
   if (!checkRows(c, x, DType::F32, {&y}, rows, cols))
     return c.takeError();
   return StepFunction([=, a = x.slot, o = y.slot](ValuePointers v) {
-    cpu::softmax(f32(v[a]), f32(v[o]), rows, cols);
+    (bf16 ? cpu::routerSoftmaxBf16 : cpu::softmax)(f32(v[a]), f32(v[o]), rows,
+                                                   cols);
   });
 }
 

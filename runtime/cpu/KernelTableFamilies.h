@@ -28,10 +28,13 @@ inline int32_t *i32(void *p) { return static_cast<int32_t *>(p); }
 /// step's inputs); throws KernelError for a micro-step outside the update.
 int32_t noiseCounterAt(const exec::NoiseCounter &counter, ValuePointers v);
 
-/// A plan kernel with its factory.
+/// A plan kernel with its factory; a collective's factory also takes the
+/// communicators.
 struct KernelEntry {
   Kernel kernel;
-  Expected<StepFunction> (*prepare)(StepContext &);
+  Expected<StepFunction> (*prepare)(StepContext &) = nullptr;
+  Expected<StepFunction> (*prepareCollective)(StepContext &,
+                                              const Groups &) = nullptr;
 };
 
 /// The factories of each family of Kernels.def.
@@ -41,6 +44,7 @@ std::vector<KernelEntry> attentionKernels();
 std::vector<KernelEntry> moeKernels();
 std::vector<KernelEntry> headsLossesKernels();
 std::vector<KernelEntry> trainingKernels();
+std::vector<KernelEntry> collectiveKernels();
 
 } // namespace mixer::cpu
 

@@ -61,6 +61,17 @@ Expected<StepFunction> prepareRouteSigmoidTopK(StepContext &c) {
   });
 }
 
+Expected<StepFunction> prepareRouterLogitsBf16(StepContext &c) {
+  const Arg &products = c.in(0), &bias = c.in(1), &logits = c.out(0);
+  if (!checkRouterLogitsBf16(c))
+    return c.takeError();
+  int64_t rows = products.dim(0), cols = products.dim(1);
+  return StepFunction(
+      [=, p = products.slot, b = bias.slot, o = logits.slot](ValuePointers v) {
+        cpu::routerLogitsBf16(f32(v[p]), f32(v[b]), f32(v[o]), rows, cols);
+      });
+}
+
 Expected<StepFunction> prepareDispatch(StepContext &c) {
   const Arg &x = c.in(0), &tokens = c.in(1), &y = c.out(0);
   if (!c.rank(x, DType::F32, 2) || !c.rank(tokens, DType::I32, 1))
@@ -259,6 +270,7 @@ Expected<StepFunction> prepareRouteGrad(StepContext &c) {
       !c.shape(logits, DType::F32, dlogits.value->shape))
     return c.takeError();
   int64_t numTokens = dlogits.dim(0), experts = dlogits.dim(1);
+  bool bf16 = c.boolAttr("router_bf16");
   // The capacity routings gate with softmax probabilities: their gradient
   // goes back through a softmax recomputed into the scratch.
   int64_t scratch =
@@ -271,7 +283,8 @@ Expected<StepFunction> prepareRouteGrad(StepContext &c) {
     if (routing == Routing::SigmoidTopK)
       return;
     float *probs = f32(v[scratch]);
-    cpu::softmax(f32(v[z]), probs, numTokens, experts);
+    (bf16 ? cpu::routerSoftmaxBf16 : cpu::softmax)(f32(v[z]), probs, numTokens,
+                                                   experts);
     cpu::softmaxBackward(probs, out, out, numTokens, experts);
   });
 }
@@ -283,6 +296,7 @@ std::vector<KernelEntry> moeKernels() {
       {Kernel::RouteExpertsChoose, prepareRouteExpertsChoose},
       {Kernel::RouteTokensChoose, prepareRouteTokensChoose},
       {Kernel::RouteSigmoidTopK, prepareRouteSigmoidTopK},
+      {Kernel::RouterLogitsBf16, prepareRouterLogitsBf16},
       {Kernel::Dispatch, prepareDispatch},
       {Kernel::Experts, prepareExperts},
       {Kernel::Combine, prepareCombine},

@@ -165,7 +165,7 @@ Status Executor::bindParams(std::vector<io::HostTensor> tensors,
   paramsBound = false;
   std::vector<io::HostTensor> bound;
   if (Status status = exec::bindTable(plan.params, std::move(tensors), source,
-                                      allowExtra, "parameter", bound);
+                                      allowExtra, exec::kParameterNoun, bound);
       !status)
     return status;
   if (Status status = upload(bound, exec::StorageKind::Param, paramBuffers);
@@ -180,7 +180,7 @@ Status Executor::bindState(std::vector<io::HostTensor> tensors,
   stateBound = false;
   std::vector<io::HostTensor> bound;
   if (Status status = exec::bindTable(plan.state, std::move(tensors), source,
-                                      allowExtra, "state tensor", bound);
+                                      allowExtra, exec::kStateNoun, bound);
       !status)
     return status;
   if (Status status = upload(bound, exec::StorageKind::State, stateBuffers);

@@ -93,8 +93,9 @@ namespace {
 const std::vector<TableEntry> &kernelTable() {
   static const std::vector<TableEntry> table = [] {
     std::vector<TableEntry> entries;
-    for (auto family : {denseNormKernels, mixingKernels, attentionKernels,
-                        moeKernels, headsLossesKernels, trainingKernels})
+    for (auto family :
+         {denseNormKernels, mixingKernels, attentionKernels, moeKernels,
+          headsLossesKernels, trainingKernels, collectiveKernels})
       for (const TableEntry &entry : family())
         entries.push_back(entry);
     return entries;

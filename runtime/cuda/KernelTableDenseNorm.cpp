@@ -1,5 +1,4 @@
-//===- KernelTableDenseNorm.cpp - Dense, normalisation and pointwise steps on
-//CUDA===//
+//===- KernelTableDenseNorm.cpp - Dense, norm and pointwise CUDA steps ----===//
 //
 // The factories of the CUDA kernel table for the DenseNorm family of
 // Kernels.def: dense products, normalisation, embeddings and pointwise kernels.
@@ -17,13 +16,15 @@ namespace mixer::cuda {
 
 namespace {
 
-/// Reads the activation `kind`: GELU (the bias + GELU kernels) or tanh.
-bool geluOrTanh(StepContext &c, bool &gelu) {
-  const std::string &kind = c.stringAttr("kind");
-  gelu = kind == "gelu";
-  return c.check(gelu || kind == "tanh",
-                 "activation '" + kind +
-                     "' has no CUDA implementation yet (only gelu and tanh)");
+/// Reads the activation `kind` of a pointwise step: gelu (the bias + GELU
+/// kernels), gelu_erf or tanh.
+bool pointwiseActivation(StepContext &c, Activation &kind) {
+  kind = c.activation("kind");
+  return c.check(kind == Activation::Gelu || kind == Activation::GeluErf ||
+                     kind == Activation::Tanh,
+                 "activation '" + c.stringAttr("kind") +
+                     "' has no CUDA implementation yet (only gelu, gelu_erf "
+                     "and tanh)");
 }
 
 Expected<DeviceStep> prepareLayerNorm(StepContext &c) {
@@ -76,9 +77,9 @@ Expected<DeviceStep> prepareLayerNormGrad(StepContext &c) {
 Expected<DeviceStep> prepareActivation(StepContext &c) {
   const Arg &x = c.in(0), &y = c.out(0);
   DType dtype;
-  bool gelu;
+  Activation kind;
   int64_t rows, cols;
-  if (!geluOrTanh(c, gelu) || !activationType(c, x, dtype) ||
+  if (!pointwiseActivation(c, kind) || !activationType(c, x, dtype) ||
       !exec::checkRows(c, x, dtype, {&y}, rows, cols))
     return c.takeError();
   bool bf16 = dtype == DType::BF16;
@@ -86,8 +87,14 @@ Expected<DeviceStep> prepareActivation(StepContext &c) {
     return byPrecision(bf16, [&](auto *tag) {
       using T = std::remove_pointer_t<decltype(tag)>;
       T *in = as<T>(ctx.device[a]), *out = as<T>(ctx.device[o]);
-      return gelu ? biasGelu(in, nullptr, out, rows, cols, ctx.stream)
-                  : tanhForward(in, out, rows * cols, ctx.stream);
+      switch (kind) {
+      case Activation::Gelu:
+        return biasGelu(in, nullptr, out, rows, cols, ctx.stream);
+      case Activation::GeluErf:
+        return geluErfForward(in, out, rows * cols, ctx.stream);
+      default:
+        return tanhForward(in, out, rows * cols, ctx.stream);
+      }
     });
   });
 }
@@ -95,9 +102,9 @@ Expected<DeviceStep> prepareActivation(StepContext &c) {
 Expected<DeviceStep> prepareActivationGrad(StepContext &c) {
   const Arg &preact = c.in(0), &dy = c.in(1), &dx = c.out(0);
   DType dtype;
-  bool gelu;
+  Activation kind;
   int64_t rows, cols;
-  if (!geluOrTanh(c, gelu) || !activationType(c, preact, dtype) ||
+  if (!pointwiseActivation(c, kind) || !activationType(c, preact, dtype) ||
       !exec::checkRows(c, preact, dtype, {&dy, &dx}, rows, cols))
     return c.takeError();
   bool bf16 = dtype == DType::BF16;
@@ -106,11 +113,18 @@ Expected<DeviceStep> prepareActivationGrad(StepContext &c) {
         void *const *v = ctx.device;
         return byPrecision(bf16, [&](auto *tag) {
           using T = std::remove_pointer_t<decltype(tag)>;
-          return gelu ? biasGeluBackward(as<T>(v[p]), nullptr, as<T>(v[g]),
-                                         as<T>(v[o]), nullptr, rows, cols,
-                                         /*accumulate=*/false, ctx.stream)
-                      : tanhBackward(as<T>(v[p]), as<T>(v[g]), as<T>(v[o]),
-                                     rows * cols, ctx.stream);
+          switch (kind) {
+          case Activation::Gelu:
+            return biasGeluBackward(as<T>(v[p]), nullptr, as<T>(v[g]),
+                                    as<T>(v[o]), nullptr, rows, cols,
+                                    /*accumulate=*/false, ctx.stream);
+          case Activation::GeluErf:
+            return geluErfBackward(as<T>(v[p]), as<T>(v[g]), as<T>(v[o]),
+                                   rows * cols, ctx.stream);
+          default:
+            return tanhBackward(as<T>(v[p]), as<T>(v[g]), as<T>(v[o]),
+                                rows * cols, ctx.stream);
+          }
         });
       });
 }
@@ -119,6 +133,16 @@ Expected<DeviceStep> prepareSoftmax(StepContext &c) {
   const Arg &x = c.in(0), &y = c.out(0);
   DType dtype;
   int64_t rows, cols;
+  // The bfloat16 router's softmax reads and writes fp32 values.
+  if (c.boolAttr("bf16")) {
+    if (!exec::checkRows(c, x, DType::F32, {&y}, rows, cols))
+      return c.takeError();
+    return DeviceStep([=, a = x.slot, o = y.slot](const LaunchContext &ctx) {
+      return routerSoftmaxBf16(as<float>(ctx.device[a]),
+                               as<float>(ctx.device[o]), rows, cols,
+                               ctx.stream);
+    });
+  }
   if (!activationType(c, x, dtype) ||
       !exec::checkRows(c, x, dtype, {&y}, rows, cols))
     return c.takeError();
@@ -370,14 +394,21 @@ Expected<DeviceStep> prepareAdd(StepContext &c) {
   return prepareBinary(c, BinaryOp::Add);
 }
 
+/// An fp32 x is rounded; a bf16 activation (the router's input in a bf16
+/// plan) already holds bfloat16 values and is widened.
 Expected<DeviceStep> prepareRoundBf16(StepContext &c) {
   const Arg &x = c.in(0), &y = c.out(0);
-  if (!c.minRank(x, DType::F32, 0) || !c.shape(y, DType::F32, x.value->shape))
+  DType dtype;
+  if (!activationType(c, x, dtype) || !c.minRank(x, dtype, 0) ||
+      !c.shape(y, DType::F32, x.value->shape))
     return c.takeError();
   int64_t n = x.value->numel;
+  bool widen = dtype == DType::BF16;
   return DeviceStep([=, a = x.slot, o = y.slot](const LaunchContext &ctx) {
-    return roundToBf16Values(as<float>(ctx.device[a]), as<float>(ctx.device[o]),
-                             n, ctx.stream);
+    float *out = as<float>(ctx.device[o]);
+    return widen ? widenBf16(as<Bf16>(ctx.device[a]), out, n, ctx.stream)
+                 : roundToBf16Values(as<float>(ctx.device[a]), out, n,
+                                     ctx.stream);
   });
 }
 

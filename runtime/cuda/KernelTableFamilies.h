@@ -89,6 +89,7 @@ std::vector<TableEntry> attentionKernels();
 std::vector<TableEntry> moeKernels();
 std::vector<TableEntry> headsLossesKernels();
 std::vector<TableEntry> trainingKernels();
+std::vector<TableEntry> collectiveKernels();
 
 } // namespace mixer::cuda
 

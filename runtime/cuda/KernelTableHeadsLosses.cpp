@@ -54,6 +54,28 @@ Expected<DeviceStep> prepareTakePosition(StepContext &c) {
   });
 }
 
+Expected<DeviceStep> preparePool(StepContext &c) {
+  const Arg &x = c.in(0), &ids = c.in(1), &y = c.out(0);
+  DType dtype;
+  PoolMode mode;
+  bool normalize;
+  int32_t padId;
+  if (!activationType(c, x, dtype) ||
+      !exec::checkPool(c, dtype, mode, normalize, padId))
+    return c.takeError();
+  int64_t batch = x.dim(0), seq = x.dim(1), d = x.dim(2);
+  bool bf16 = dtype == DType::BF16;
+  return DeviceStep(
+      [=, a = x.slot, t = ids.slot, o = y.slot](const LaunchContext &ctx) {
+        void *const *v = ctx.device;
+        return byPrecision(bf16, [&](auto *tag) {
+          using T = std::remove_pointer_t<decltype(tag)>;
+          return pool(as<T>(v[a]), as<int32_t>(v[t]), as<T>(v[o]), batch, seq,
+                      d, mode, normalize, padId, ctx.stream);
+        });
+      });
+}
+
 Expected<DeviceStep> prepareTakePositionGrad(StepContext &c) {
   const Arg &dy = c.in(0), &dx = c.out(0);
   int64_t index;
@@ -239,6 +261,7 @@ Expected<DeviceStep> prepareSoftmaxCrossEntropyGrad(StepContext &c) {
 std::vector<TableEntry> headsLossesKernels() {
   return {
       {Kernel::TakePosition, prepareTakePosition},
+      {Kernel::Pool, preparePool},
       {Kernel::Fill, prepareFill},
       {Kernel::Broadcast, prepareBroadcast},
       {Kernel::ReduceSum, prepareReduceSum},

@@ -552,6 +552,19 @@ Expected<DeviceStep> prepareEntropyRegularizerGrad(StepContext &c) {
 /// their (token, expert) entries, times sigmoid' for sigmoid top-k routing;
 /// the capacity routings gate with softmax probabilities, so their gradient
 /// then goes back through the softmax, recomputed into the scratch.
+Expected<DeviceStep> prepareRouterLogitsBf16(StepContext &c) {
+  const Arg &products = c.in(0), &bias = c.in(1), &logits = c.out(0);
+  if (!exec::checkRouterLogitsBf16(c))
+    return c.takeError();
+  int64_t rows = products.dim(0), cols = products.dim(1);
+  return DeviceStep([=, p = products.slot, b = bias.slot,
+                     o = logits.slot](const LaunchContext &ctx) {
+    void *const *v = ctx.device;
+    return routerLogitsBf16(as<float>(v[p]), as<float>(v[b]), as<float>(v[o]),
+                            rows, cols, ctx.stream);
+  });
+}
+
 Expected<DeviceStep> prepareRouteGrad(StepContext &c) {
   const Arg &logits = c.in(0), &tokens = c.in(1), &offsets = c.in(2),
             &dgates = c.in(3), &dlogits = c.out(0);
@@ -561,6 +574,7 @@ Expected<DeviceStep> prepareRouteGrad(StepContext &c) {
     return c.takeError();
   int64_t numTokens = dlogits.dim(0), experts = dlogits.dim(1);
   bool sigmoid = routing == Routing::SigmoidTopK;
+  bool bf16 = c.boolAttr("router_bf16");
   int64_t scratch = sigmoid ? 0 : c.scratch(numTokens * experts);
   return DeviceStep([=, z = logits.slot, t = tokens.slot, o = offsets.slot,
                      g = dgates.slot,
@@ -574,7 +588,10 @@ Expected<DeviceStep> prepareRouteGrad(StepContext &c) {
     if (!status || sigmoid)
       return status;
     float *probs = as<float>(v[scratch]);
-    if (!(status = softmax(scores, probs, numTokens, experts, ctx.stream)))
+    status =
+        bf16 ? routerSoftmaxBf16(scores, probs, numTokens, experts, ctx.stream)
+             : softmax(scores, probs, numTokens, experts, ctx.stream);
+    if (!status)
       return status;
     return softmaxBackward(probs, out, out, numTokens, experts, ctx.stream);
   });
@@ -586,9 +603,11 @@ bool expertActivation(StepContext &c, ExpertActivation &act) {
   act = kind == Activation::Relu   ? ExpertActivation::Relu
         : kind == Activation::Gelu ? ExpertActivation::Gelu
                                    : ExpertActivation::None;
-  return c.check(kind != Activation::Tanh,
-                 "activation 'tanh' has no grouped-experts epilogue (only "
-                 "none, relu and gelu)");
+  return c.check(kind == Activation::None || kind == Activation::Relu ||
+                     kind == Activation::Gelu,
+                 "activation '" + c.stringAttr("activation") +
+                     "' has no grouped-experts epilogue (only none, relu and "
+                     "gelu)");
 }
 
 /// Reads the activation and `gather` and checks x (see checkExpertRows),
@@ -720,6 +739,7 @@ std::vector<TableEntry> moeKernels() {
       {Kernel::EntropyRegularizer, prepareEntropyRegularizer},
       {Kernel::EntropyRegularizerGrad, prepareEntropyRegularizerGrad},
       {Kernel::RouteGrad, prepareRouteGrad},
+      {Kernel::RouterLogitsBf16, prepareRouterLogitsBf16},
   };
 }
 

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <unordered_map>
 
 namespace mixer::exec {
@@ -53,7 +54,133 @@ void reportExtra(const std::vector<io::HostTensor> &tensors,
                          ": the artifact has no " + expected + " of that name");
 }
 
+/// What a filter knows of one table entry.
+struct Expectation {
+  std::vector<int64_t> shape;
+  io::DType dtype;
+  /// The most bytes a tensor of this name can hold and still be bound.
+  int64_t maxBytes;
+};
+
+io::TensorFilter
+expectationFilter(std::unordered_map<std::string, Expectation> expectations,
+                  const std::string &source, bool allowExtra,
+                  const std::string &noun) {
+  int64_t largest = 0, total = 0;
+  for (const auto &[name, expectation] : expectations) {
+    largest = std::max(largest, expectation.maxBytes);
+    total += expectation.maxBytes;
+  }
+  auto kept = std::make_shared<int64_t>(0);
+  return [=](const io::HostTensor &header) -> Expected<bool> {
+    // Saturates: a reader may hand over a shape whose size overflows.
+    int64_t bytes = io::dtypeSize(header.dtype);
+    for (int64_t dim : header.shape)
+      bytes = dim != 0 && bytes > std::numeric_limits<int64_t>::max() / dim
+                  ? std::numeric_limits<int64_t>::max()
+                  : bytes * dim;
+    std::string claim = describe(header.shape, header.dtype) + " (" +
+                        std::to_string(bytes) + " bytes)";
+    auto it = expectations.find(header.name);
+    if (it == expectations.end()) {
+      if (allowExtra)
+        return false;
+      if (bytes > largest)
+        return problemsError(source, {"unexpected tensor '" + header.name +
+                                      "' " + claim + ": the artifact has no " +
+                                      noun + " of that name"});
+    } else if (bytes > it->second.maxBytes) {
+      return problemsError(
+          source, {noun + " '" + header.name + "' has shape " + claim +
+                   " but the artifact expects " +
+                   describe(it->second.shape, it->second.dtype)});
+    }
+    *kept += bytes;
+    if (*kept > 2 * total)
+      return problemsError(source,
+                           {"holds more than twice the " +
+                            std::to_string(total) + " bytes of the artifact's " +
+                            noun + "s; not read further"});
+    return true;
+  };
+}
+
 } // namespace
+
+io::TensorFilter tableFilter(const std::vector<ParamInfo> &table,
+                             const std::string &source, bool allowExtra,
+                             const std::string &noun) {
+  std::unordered_map<std::string, Expectation> expectations;
+  for (const ParamInfo &entry : table) {
+    // A file holds a sharded parameter whole.
+    int64_t shards =
+        entry.globalShape.empty()
+            ? 1
+            : entry.globalShape[0] / std::max<int64_t>(entry.shape[0], 1);
+    expectations[entry.name] = {
+        entry.globalShape.empty() ? entry.shape : entry.globalShape,
+        entry.dtype, shards * entry.numel * io::dtypeSize(entry.dtype)};
+  }
+  return expectationFilter(std::move(expectations), source, allowExtra, noun);
+}
+
+namespace {
+
+/// Keeps rows [part·rows, (part + 1)·rows) of `tensor`'s axis 0 when it has
+/// `parts`·rows of them.
+void keepRows(io::HostTensor &tensor, int64_t rows, int64_t parts,
+              int64_t part) {
+  if (tensor.shape.empty() || tensor.shape[0] != rows * parts || parts == 1)
+    return;
+  size_t rowBytes = tensor.data.size() / std::max<int64_t>(tensor.shape[0], 1);
+  tensor.data.erase(tensor.data.begin() + (part + 1) * rows * rowBytes,
+                    tensor.data.end());
+  tensor.data.erase(tensor.data.begin(),
+                    tensor.data.begin() + part * rows * rowBytes);
+  tensor.shape[0] = rows;
+}
+
+} // namespace
+
+void takeShards(const Plan &plan, std::vector<io::HostTensor> &params,
+                std::vector<io::HostTensor> &inputs, int64_t worldRank) {
+  int64_t world = plan.mesh.world();
+  for (io::HostTensor &tensor : params)
+    for (const ParamInfo &entry : plan.params)
+      if (entry.name == tensor.name && !entry.globalShape.empty() &&
+          tensor.shape == entry.globalShape) {
+        bool expert = entry.shardGroup == "ep";
+        keepRows(tensor, entry.shape[0], expert ? plan.mesh.ep : plan.mesh.dp,
+                 expert ? worldRank % plan.mesh.ep : worldRank / plan.mesh.ep);
+      }
+  for (io::HostTensor &tensor : inputs)
+    for (const InputInfo &input : plan.inputs)
+      if (input.name == tensor.name && !input.shape.empty())
+        keepRows(tensor, input.shape[0], world, worldRank);
+}
+
+io::TensorFilter paramsFilter(const Plan &plan, const std::string &source,
+                              bool allowExtra) {
+  return tableFilter(plan.params, source, allowExtra, kParameterNoun);
+}
+
+io::TensorFilter inputFilter(const Plan &plan, const std::string &source,
+                             bool allowExtra) {
+  std::unordered_map<std::string, Expectation> expectations;
+  // A parallel plan's input file holds the global batch.
+  int64_t world = plan.mesh.world();
+  for (const InputInfo &input : plan.inputs) {
+    io::DType widest =
+        input.dtype == io::DType::I32 ? io::DType::I64 : input.dtype;
+    std::vector<int64_t> shape = input.shape;
+    if (!shape.empty())
+      shape[0] *= world;
+    expectations[input.name] = {shape, input.dtype,
+                                world * input.numel * io::dtypeSize(widest)};
+  }
+  return expectationFilter(std::move(expectations), source, allowExtra,
+                           "input");
+}
 
 Status bindTable(const std::vector<ParamInfo> &table,
                  std::vector<io::HostTensor> tensors, const std::string &source,

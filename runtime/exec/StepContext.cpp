@@ -3,6 +3,8 @@
 #include "runtime/exec/StepContext.h"
 
 #include <cmath>
+#include <limits>
+#include <stdexcept>
 
 namespace mixer::exec {
 
@@ -75,12 +77,25 @@ bool StepContext::shape(const Arg &arg, DType dtype,
                    " but the kernel needs " + describe(shape, dtype));
 }
 
+void StepContext::requireDeclared(const char *name, AttrType type) const {
+  // A kernel table that reads an attribute its kernel does not declare has a
+  // typo; an optional boolean would otherwise silently read as false.
+  if (!kernelInfo(step.kernel).hasAttribute(name, type))
+    throw std::logic_error(
+        "attribute '" + std::string(name) + "' of kernel '" +
+        std::string(kernelName(step.kernel)) + "' is read as " +
+        std::string(describeAttrType(type)) +
+        ", which Kernels.def does not declare");
+}
+
 bool StepContext::boolAttr(const char *name) const {
+  requireDeclared(name, AttrType::Bool);
   auto it = step.attrs.find(name);
   return it != step.attrs.end() && std::get<bool>(it->second);
 }
 
 int64_t StepContext::intAttr(const char *name) const {
+  requireDeclared(name, AttrType::Int);
   return std::get<int64_t>(step.attrs.at(name));
 }
 
@@ -90,10 +105,12 @@ int64_t StepContext::intAttr(const char *name, int64_t absent) const {
 }
 
 double StepContext::realAttr(const char *name) const {
+  requireDeclared(name, AttrType::Real);
   return std::get<double>(step.attrs.at(name));
 }
 
 const std::string &StepContext::stringAttr(const char *name) const {
+  requireDeclared(name, AttrType::String);
   return std::get<std::string>(step.attrs.at(name));
 }
 
@@ -128,11 +145,17 @@ Enum spelled(const Spellings<Enum, N> &spellings, std::string_view text) {
   return spellings[i].second;
 }
 
-constexpr Spellings<Activation, 4> kActivations = {{"none", Activation::None},
-                                                   {"gelu", Activation::Gelu},
-                                                   {"tanh", Activation::Tanh},
-                                                   {"relu", Activation::Relu}};
+constexpr Spellings<Activation, 5> kActivations = {
+    {"none", Activation::None},
+    {"gelu", Activation::Gelu},
+    {"tanh", Activation::Tanh},
+    {"relu", Activation::Relu},
+    {"gelu_erf", Activation::GeluErf}};
 static_assert(spellsEvery(kActivations, ActivationKinds));
+
+constexpr Spellings<PoolMode, 2> kPoolModes = {{"cls", PoolMode::Cls},
+                                               {"mean", PoolMode::Mean}};
+static_assert(spellsEvery(kPoolModes, PoolModes));
 
 constexpr Spellings<MixAlgorithm, 2> kMixAlgorithms = {
     {"fft", MixAlgorithm::Fft}, {"matmul", MixAlgorithm::Matmul}};
@@ -156,6 +179,10 @@ Activation StepContext::activation(const char *name) const {
 
 MixAlgorithm StepContext::algorithm(const char *name) const {
   return spelled(kMixAlgorithms, stringAttr(name));
+}
+
+PoolMode StepContext::poolMode(const char *name) const {
+  return spelled(kPoolModes, stringAttr(name));
 }
 
 bool checkAssignments(StepContext &c, int64_t slots, int64_t experts) {
@@ -413,6 +440,26 @@ bool checkTakePosition(StepContext &c, const Arg &sequence, const Arg &rows,
          c.shape(rows, act, {sequence.dim(0), sequence.dim(2)});
 }
 
+bool checkPool(StepContext &c, DType act, PoolMode &mode, bool &normalize,
+               int32_t &padId) {
+  const Arg &x = c.in(0), &ids = c.in(1), &y = c.out(0);
+  mode = c.poolMode("mode");
+  normalize = c.boolAttr("normalize");
+  int64_t pad = c.intAttr("pad_id");
+  if (!c.rank(x, act, 3) || !c.shape(ids, DType::I32, {x.dim(0), x.dim(1)}) ||
+      !c.shape(y, act, {x.dim(0), x.dim(2)}))
+    return false;
+  padId = static_cast<int32_t>(pad);
+  return c.check(pad >= std::numeric_limits<int32_t>::min() &&
+                     pad <= std::numeric_limits<int32_t>::max(),
+                 "attribute 'pad_id' is " + std::to_string(pad) +
+                     ", outside the range of token ids") &&
+         c.check(mode != PoolMode::Mean || ids.value,
+                 "mean pooling needs operand 1 (ids) to find the padding") &&
+         c.check(mode != PoolMode::Cls || x.dim(1) > 0,
+                 "cannot take position 0 of an empty sequence");
+}
+
 bool checkGather(StepContext &c, const Arg &tokens, const Arg &positions,
                  const Arg &rows, DType act) {
   if (!c.rank(tokens, act, 3) || !c.rank(positions, DType::I32, 2))
@@ -436,6 +483,12 @@ bool checkRouterScores(StepContext &c, const Arg &scores, const Arg *dscores) {
          c.check(scores.dim(0) > 0 && scores.dim(1) > 0,
                  scores.role + " must have at least one token and expert") &&
          (!dscores || c.shape(*dscores, DType::F32, scores.value->shape));
+}
+
+bool checkRouterLogitsBf16(StepContext &c) {
+  const Arg &products = c.in(0);
+  return checkRouterScores(c, products, &c.out(0)) &&
+         c.shape(c.in(1), DType::F32, {products.dim(1)});
 }
 
 bool checkGateGrad(StepContext &c, const Arg &tokens, const Arg &offsets,

@@ -54,6 +54,11 @@ public:
   const Arg &out(size_t i) const { return results[i]; }
 
   const Plan &getPlan() const { return plan; }
+  /// "steps[<index>] (<kernel>)": the step's label in a collective's errors.
+  std::string label() const {
+    return "steps[" + std::to_string(index) + "] (" +
+           std::string(kernelName(step.kernel)) + ")";
+  }
   /// The index of the last step before this one that writes `arg`'s value,
   /// or -1 when none does (a plan input, a parameter).
   int64_t producer(const Arg &arg) const;
@@ -75,6 +80,10 @@ public:
   /// `arg` is `shape` of `dtype`; an absent optional operand passes.
   bool shape(const Arg &arg, DType dtype, const std::vector<int64_t> &shape);
 
+  // The attribute readers take names the step's kernel declares with that
+  // type in Kernels.def; any other name is a bug in a kernel table and throws
+  // std::logic_error.
+
   /// The Bool attribute `name`; false when an optional one is left out.
   bool boolAttr(const char *name) const;
   int64_t intAttr(const char *name) const;
@@ -87,6 +96,8 @@ public:
   Activation activation(const char *name) const;
   /// The MixAlgorithms attribute `name`.
   MixAlgorithm algorithm(const char *name) const;
+  /// The PoolModes attribute `name`.
+  PoolMode poolMode(const char *name) const;
 
   /// Reserves `floats` of the shared scratch buffer; returns its slot.
   int64_t scratch(int64_t floats) {
@@ -95,6 +106,9 @@ public:
   }
 
 private:
+  /// Throws unless the step's kernel declares `name` with `type`.
+  void requireDeclared(const char *name, AttrType type) const;
+
   const Plan &plan;
   size_t index;
   const Step &step;
@@ -234,6 +248,11 @@ bool checkEmbedding(StepContext &c, const Arg &ids, const Arg &typeIds,
 bool checkTakePosition(StepContext &c, const Arg &sequence, const Arg &rows,
                        DType act, int64_t &index);
 
+/// Reads the attributes of a pool step and checks x [B, S, D] (operand 0),
+/// ids I32[B, S] (operand 1, required by mean pooling) and y [B, D].
+bool checkPool(StepContext &c, DType act, PoolMode &mode, bool &normalize,
+               int32_t &padId);
+
 /// Checks x [B, S, D] (`tokens`), positions I32[B, P] and rows [B*P, D]
 /// (`rows`) of a masked-LM gather or its gradient.
 bool checkGather(StepContext &c, const Arg &tokens, const Arg &positions,
@@ -248,6 +267,10 @@ bool checkCrossEntropy(StepContext &c, const Arg &logits, const Arg &labels,
 /// the gradient result `dscores` (when given) of the same shape.
 bool checkRouterScores(StepContext &c, const Arg &scores,
                        const Arg *dscores = nullptr);
+
+/// Checks router_logits_bf16: products F32[N, E] (router scores), bias
+/// F32[E] and logits of the products' shape.
+bool checkRouterLogitsBf16(StepContext &c);
 
 /// Checks tokens I32[slots], offsets I32[experts + 1] and dgates F32[slots]
 /// of a gate gradient whose result is `scores` F32[N, experts].

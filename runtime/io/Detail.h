@@ -9,6 +9,7 @@
 #define MIXER_RUNTIME_IO_DETAIL_H
 
 #include "runtime/io/Tensor.h"
+#include "runtime/io/TensorFiles.h"
 #include "runtime/support/Status.h"
 
 #include <nlohmann/json.hpp>
@@ -84,6 +85,17 @@ bool byteSize(const std::vector<int64_t> &shape, DType dtype, int64_t &bytes);
 /// Checks that a tensor about to be written has a valid shape and exactly
 /// the bytes its shape and dtype need.
 Status checkTensorForWrite(const std::string &path, const HostTensor &tensor);
+
+/// Whether `filter` (an empty one keeps everything) keeps `header`.
+inline Expected<bool> keeps(const TensorFilter &filter,
+                            const HostTensor &header) {
+  return filter ? filter(header) : Expected<bool>(true);
+}
+
+/// Reads a .npy file as a list of the one tensor it holds, or none when
+/// `filter` leaves it out.
+Expected<std::vector<HostTensor>> readNpyFiltered(const std::string &path,
+                                                  const TensorFilter &filter);
 
 } // namespace mixer::io::detail
 

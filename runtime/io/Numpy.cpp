@@ -29,6 +29,9 @@ constexpr char kMagic[] = "\x93NUMPY";
 constexpr size_t kMagicBytes = 6;
 /// numpy aligns the data of the arrays it writes to 64 bytes.
 constexpr size_t kDataAlignment = 64;
+/// How much of an .npz member is inflated to read its header first; numpy's
+/// own reader refuses headers beyond 10,000 bytes.
+constexpr size_t kHeaderReadAhead = 1 << 16;
 
 /// The numpy spelling of each DType numpy has, as numpy writes it.
 struct NpyType {
@@ -161,24 +164,34 @@ private:
   size_t pos = 0;
 };
 
-/// Decodes a whole .npy file held in memory; `where` names it in messages.
-Expected<HostTensor> parseNpy(const std::string &where, const uint8_t *bytes,
-                              size_t size, std::string name) {
-  if (size < kMagicBytes + 2 || std::memcmp(bytes, kMagic, kMagicBytes) != 0)
+/// Decodes the header of a .npy file of `total` bytes whose first
+/// `available` bytes are at `bytes` (they must hold the whole header); `where`
+/// names it in messages. The tensor comes back without data, which starts at
+/// `dataOffset`.
+Expected<HostTensor> parseNpyHeader(const std::string &where,
+                                    const uint8_t *bytes, size_t available,
+                                    size_t total, std::string name,
+                                    size_t &dataOffset) {
+  if (available < kMagicBytes + 2 ||
+      std::memcmp(bytes, kMagic, kMagicBytes) != 0)
     return fileError(where, "not a .npy file (bad magic)");
   unsigned major = bytes[6], minor = bytes[7];
   if (major < 1 || major > 3 || minor != 0)
     return fileError(where, ".npy format version ", major, ".", minor,
                      " is not supported (supports 1.0, 2.0 and 3.0)");
   size_t prefix = kMagicBytes + 2 + (major == 1 ? 2 : 4);
-  if (size < prefix)
-    return fileError(where, "truncated: file has ", size,
+  if (available < prefix)
+    return fileError(where, "truncated: file has ", total,
                      " bytes, shorter than the ", prefix, "-byte preamble");
   size_t headerBytes = major == 1 ? detail::loadLE<uint16_t>(bytes + 8)
                                   : detail::loadLE<uint32_t>(bytes + 8);
-  if (headerBytes > size - prefix)
+  if (headerBytes > total - prefix)
     return fileError(where, "truncated: header length is ", headerBytes,
-                     " bytes but only ", size - prefix, " bytes follow");
+                     " bytes but only ", total - prefix, " bytes follow");
+  if (headerBytes > available - prefix)
+    return fileError(where, "header length ", headerBytes,
+                     " bytes exceeds the limit of ", available - prefix,
+                     " bytes");
 
   NpyHeader header;
   std::string error =
@@ -212,7 +225,8 @@ Expected<HostTensor> parseNpy(const std::string &where, const uint8_t *bytes,
   if (!detail::byteSize(tensor.shape, tensor.dtype, bytesNeeded))
     return fileError(where, "shape ", formatShape(tensor.shape),
                      " has a byte size that overflows");
-  size_t dataBytes = size - prefix - headerBytes;
+  dataOffset = prefix + headerBytes;
+  size_t dataBytes = total - dataOffset;
   if (dataBytes != static_cast<uint64_t>(bytesNeeded))
     return fileError(
         where,
@@ -220,8 +234,6 @@ Expected<HostTensor> parseNpy(const std::string &where, const uint8_t *bytes,
                                                        : "trailing bytes: ",
         "shape ", formatShape(tensor.shape), " with dtype ", descr, " needs ",
         bytesNeeded, " bytes of data but ", dataBytes, " follow the header");
-  const uint8_t *data = bytes + prefix + headerBytes;
-  tensor.data.assign(data, data + dataBytes);
   return tensor;
 }
 
@@ -269,11 +281,33 @@ constexpr std::string_view kNpySuffix = ".npy";
 } // namespace
 
 Expected<HostTensor> readNpy(const std::string &path) {
+  auto tensors = detail::readNpyFiltered(path, {});
+  if (!tensors)
+    return tensors.takeStatus();
+  return std::move(tensors->front());
+}
+
+Expected<std::vector<HostTensor>>
+detail::readNpyFiltered(const std::string &path, const TensorFilter &filter) {
   auto file = detail::MappedFile::open(path);
   if (!file)
     return file.takeStatus();
-  return parseNpy(path, file->data(), file->size(),
-                  std::filesystem::path(path).stem().string());
+  size_t dataOffset;
+  auto tensor = parseNpyHeader(path, file->data(), file->size(), file->size(),
+                               std::filesystem::path(path).stem().string(),
+                               dataOffset);
+  if (!tensor)
+    return tensor.takeStatus();
+  auto wanted = detail::keeps(filter, *tensor);
+  if (!wanted)
+    return wanted.takeStatus();
+  std::vector<HostTensor> tensors;
+  if (*wanted) {
+    tensor->data.assign(file->data() + dataOffset,
+                        file->data() + file->size());
+    tensors.push_back(std::move(*tensor));
+  }
+  return tensors;
 }
 
 Status writeNpy(const std::string &path, const HostTensor &tensor) {
@@ -283,26 +317,44 @@ Status writeNpy(const std::string &path, const HostTensor &tensor) {
   return writeFileAtomic(path, *bytes);
 }
 
-Expected<std::vector<HostTensor>> readNpz(const std::string &path) {
+Expected<std::vector<HostTensor>> readNpz(const std::string &path,
+                                          const TensorFilter &filter) {
   auto file = detail::MappedFile::open(path);
   if (!file)
     return file.takeStatus();
   std::vector<HostTensor> tensors;
   std::set<std::string> names;
   Status status = detail::forEachZipMember(
-      path, file->data(), file->size(),
-      [&](const std::string &member, const uint8_t *data, size_t size) {
-        std::string where = concat(path, ": member '", member, "'");
-        if (member.size() <= kNpySuffix.size() ||
-            member.compare(member.size() - kNpySuffix.size(), kNpySuffix.size(),
-                           kNpySuffix) != 0)
+      path, file->data(), file->size(), [&](const detail::ZipMember &member) {
+        std::string where = concat(path, ": member '", member.name, "'");
+        const std::string &memberName = member.name;
+        if (memberName.size() <= kNpySuffix.size() ||
+            memberName.compare(memberName.size() - kNpySuffix.size(),
+                               kNpySuffix.size(), kNpySuffix) != 0)
           return Status::error(where + ": not a .npy array");
-        std::string name = member.substr(0, member.size() - kNpySuffix.size());
+        std::string name =
+            memberName.substr(0, memberName.size() - kNpySuffix.size());
         if (!names.insert(name).second)
           return Status::error(where + ": appears twice in the archive");
-        auto tensor = parseNpy(where, data, size, name);
+        // The header decides before the array is inflated: a small archive
+        // can claim gigabytes.
+        std::vector<uint8_t> bytes;
+        if (Status s = member.read(kHeaderReadAhead, bytes); !s)
+          return s;
+        size_t dataOffset;
+        auto tensor = parseNpyHeader(where, bytes.data(), bytes.size(),
+                                     member.size, name, dataOffset);
         if (!tensor)
           return tensor.takeStatus();
+        auto wanted = detail::keeps(filter, *tensor);
+        if (!wanted)
+          return wanted.takeStatus();
+        if (!*wanted)
+          return Status::success();
+        if (Status s = member.read(member.size, bytes); !s)
+          return s;
+        bytes.erase(bytes.begin(), bytes.begin() + dataOffset);
+        tensor->data = std::move(bytes);
         tensors.push_back(std::move(*tensor));
         return Status::success();
       });

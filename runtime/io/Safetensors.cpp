@@ -132,7 +132,8 @@ Status checkLayout(const std::string &path, const std::vector<Entry> &entries,
 
 Expected<std::vector<HostTensor>>
 readSafetensorsImpl(const std::string &path,
-                    std::map<std::string, std::string> &metadata) {
+                    std::map<std::string, std::string> &metadata,
+                    const TensorFilter &filter) {
   auto file = detail::MappedFile::open(path);
   if (!file)
     return file.takeStatus();
@@ -183,6 +184,11 @@ readSafetensorsImpl(const std::string &path,
   std::vector<HostTensor> tensors;
   tensors.reserve(entries.size());
   for (Entry &entry : entries) {
+    auto wanted = detail::keeps(filter, entry.tensor);
+    if (!wanted)
+      return wanted.takeStatus();
+    if (!*wanted)
+      continue;
     entry.tensor.data.assign(data + entry.begin, data + entry.end);
     tensors.push_back(std::move(entry.tensor));
   }
@@ -195,12 +201,13 @@ Expected<std::vector<HostTensor>>
 readSafetensors(const std::string &path,
                 std::map<std::string, std::string> &metadata) {
   metadata.clear();
-  return readSafetensorsImpl(path, metadata);
+  return readSafetensorsImpl(path, metadata, {});
 }
 
-Expected<std::vector<HostTensor>> readSafetensors(const std::string &path) {
+Expected<std::vector<HostTensor>> readSafetensors(const std::string &path,
+                                                  const TensorFilter &filter) {
   std::map<std::string, std::string> metadata;
-  return readSafetensorsImpl(path, metadata);
+  return readSafetensorsImpl(path, metadata, filter);
 }
 
 Status writeSafetensors(const std::string &path,

@@ -21,18 +21,16 @@ Status unknownExtension(const std::string &path) {
 
 } // namespace
 
-Expected<std::vector<HostTensor>> readTensorFile(const std::string &path) {
+Expected<std::vector<HostTensor>> readTensorFile(const std::string &path,
+                                                 const TensorFilter &filter) {
   std::string extension = extensionOf(path);
   if (extension == ".safetensors")
-    return readSafetensors(path);
+    return readSafetensors(path, filter);
   if (extension == ".npz")
-    return readNpz(path);
+    return readNpz(path, filter);
   if (extension != ".npy")
     return unknownExtension(path);
-  auto tensor = readNpy(path);
-  if (!tensor)
-    return tensor.takeStatus();
-  return std::vector<HostTensor>{std::move(*tensor)};
+  return detail::readNpyFiltered(path, filter);
 }
 
 Status writeTensorFile(const std::string &path,

@@ -16,14 +16,24 @@
 #include "runtime/io/Tensor.h"
 #include "runtime/support/Status.h"
 
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
 
 namespace mixer::io {
 
-/// Reads every tensor of a .safetensors file, in file order.
-Expected<std::vector<HostTensor>> readSafetensors(const std::string &path);
+/// Decides from a tensor's header (its name, dtype and shape; no data yet),
+/// before the data is copied or inflated, whether a reader keeps it: true
+/// reads it, false leaves it out, an error stops the read. Callers that know
+/// which shapes they can take refuse the rest here, so that a small file that
+/// claims gigabytes is refused without allocating them.
+using TensorFilter = std::function<Expected<bool>(const HostTensor &header)>;
+
+/// Reads the tensors of a .safetensors file that `filter` keeps (all when it
+/// is empty), in file order.
+Expected<std::vector<HostTensor>>
+readSafetensors(const std::string &path, const TensorFilter &filter = {});
 /// Like readSafetensors, also returning the "__metadata__" entries.
 Expected<std::vector<HostTensor>>
 readSafetensors(const std::string &path,
@@ -39,15 +49,19 @@ writeSafetensors(const std::string &path,
 Expected<HostTensor> readNpy(const std::string &path);
 Status writeNpy(const std::string &path, const HostTensor &tensor);
 
-/// Reads every array of an .npz archive (stored or deflated members), named
-/// after the member without ".npy".
-Expected<std::vector<HostTensor>> readNpz(const std::string &path);
+/// Reads the arrays of an .npz archive (stored or deflated members) that
+/// `filter` keeps, named after the member without ".npy"; a member is
+/// inflated only after its header passed the filter.
+Expected<std::vector<HostTensor>> readNpz(const std::string &path,
+                                          const TensorFilter &filter = {});
 /// Writes an uncompressed .npz archive (as numpy.savez does).
 Status writeNpz(const std::string &path,
                 const std::vector<HostTensor> &tensors);
 
-/// Reads .safetensors, .npz or .npy, chosen by the file extension.
-Expected<std::vector<HostTensor>> readTensorFile(const std::string &path);
+/// Reads .safetensors, .npz or .npy, chosen by the file extension, keeping
+/// what `filter` keeps.
+Expected<std::vector<HostTensor>>
+readTensorFile(const std::string &path, const TensorFilter &filter = {});
 /// Writes .safetensors, .npz, or .npy (exactly one tensor) by extension.
 Status writeTensorFile(const std::string &path,
                        const std::vector<HostTensor> &tensors);

@@ -26,31 +26,35 @@ uint32_t crc32Of(const uint8_t *data, size_t size) {
   return static_cast<uint32_t>(::crc32_z(0, data, size));
 }
 
-/// Inflates a raw deflate stream into exactly `out.size()` bytes.
+/// Inflates the first `out.size()` bytes of a raw deflate stream whose whole
+/// output is `total` bytes; when that is all of it, the stream must end there.
 Status inflateMember(const std::string &path, const std::string &where,
-                     const uint8_t *in, size_t inSize,
+                     const uint8_t *in, size_t inSize, size_t total,
                      std::vector<uint8_t> &out) {
   z_stream stream{};
   if (inflateInit2(&stream, -MAX_WBITS) != Z_OK)
     return fileError(path, where, ": cannot initialise zlib");
+  bool whole = out.size() == total;
   uint8_t none = 0;
   stream.next_in = const_cast<Bytef *>(in);
   stream.avail_in = static_cast<uInt>(inSize);
   stream.next_out = out.empty() ? &none : out.data();
   stream.avail_out = static_cast<uInt>(out.size());
-  int rc = inflate(&stream, Z_FINISH);
+  int rc = inflate(&stream, whole ? Z_FINISH : Z_NO_FLUSH);
   std::string reason = stream.msg ? stream.msg : "incomplete stream";
   uint64_t produced = stream.total_out;
   bool outputFull = stream.avail_out == 0 && stream.avail_in > 0;
   inflateEnd(&stream);
+  if (!whole && produced == out.size() && (rc == Z_OK || rc == Z_BUF_ERROR))
+    return Status::success();
   if (rc == Z_BUF_ERROR && outputFull)
-    return fileError(path, where, ": inflates to more than the ", out.size(),
+    return fileError(path, where, ": inflates to more than the ", total,
                      " bytes the central directory records");
   if (rc != Z_STREAM_END)
     return fileError(path, where, ": invalid deflate data (", reason, ")");
-  if (produced != out.size())
+  if (produced != total)
     return fileError(path, where, ": inflates to ", produced,
-                     " bytes but the central directory records ", out.size());
+                     " bytes but the central directory records ", total);
   return Status::success();
 }
 
@@ -158,21 +162,13 @@ Status forEachZipMember(const std::string &path, const uint8_t *bytes,
                        " bytes of data at offset ", dataOffset,
                        " run past the end of the file");
 
-    const uint8_t *data = bytes + dataOffset;
-    std::vector<uint8_t> inflated;
     if (member.method == kDeflated) {
       // The recorded size is only a claim: checked against what the data
-      // can inflate to before the output is allocated.
+      // can inflate to before any output is allocated.
       if (member.size > member.compressedSize * kMaxDeflateRatio)
         return fileError(path, where, ": ", member.compressedSize,
                          " bytes of deflate data cannot inflate to the ",
                          member.size, " bytes the central directory records");
-      inflated.resize(member.size);
-      if (Status s =
-              inflateMember(path, where, data, member.compressedSize, inflated);
-          !s)
-        return s;
-      data = inflated.data();
     } else if (member.method != kStored) {
       return fileError(path, where, " uses compression method ", member.method,
                        "; only stored (0) and deflate (8) are supported");
@@ -180,14 +176,32 @@ Status forEachZipMember(const std::string &path, const uint8_t *bytes,
       return fileError(path, where, " is stored but its sizes differ (",
                        member.compressedSize, " and ", member.size, ")");
     }
-    uint32_t crc = crc32Of(data, member.size);
-    if (crc != member.crc)
-      return fileError(path, where, ": CRC-32 mismatch (stored ",
-                       formatChecksum(member.crc), ", computed ",
-                       formatChecksum(crc), "): the archive is corrupt");
-    if (Status s = fn(member.name, data, member.size); !s)
+    if (Status s = fn(ZipMember(path, std::move(member.name), member.method,
+                                member.crc, bytes + dataOffset,
+                                member.compressedSize, member.size));
+        !s)
       return s;
   }
+  return Status::success();
+}
+
+Status ZipMember::read(size_t bytes, std::vector<uint8_t> &out) const {
+  std::string where = concat("member '", name, "'");
+  out.resize(std::min(bytes, size));
+  if (method == kDeflated) {
+    if (Status s = inflateMember(path, where, data, compressedSize, size, out);
+        !s)
+      return s;
+  } else {
+    out.assign(data, data + out.size());
+  }
+  if (out.size() < size)
+    return Status::success();
+  uint32_t computed = crc32Of(out.data(), out.size());
+  if (computed != crc)
+    return fileError(path, where, ": CRC-32 mismatch (stored ",
+                     formatChecksum(crc), ", computed ",
+                     formatChecksum(computed), "): the archive is corrupt");
   return Status::success();
 }
 

@@ -17,6 +17,15 @@
 
 namespace mixer::fuzz {
 
+/// Whether the harness makes its input's checksum right before reading it,
+/// so that what is checked behind the checksum gets fuzzed
+/// (MIXER_FUZZ_FIX_CHECKSUM); internal to each harness, as it differs.
+#ifdef MIXER_FUZZ_FIX_CHECKSUM
+constexpr bool kFixChecksum = true;
+#else
+constexpr bool kFixChecksum = false;
+#endif
+
 /// The per-process scratch directory, created on first use and removed at
 /// exit.
 const std::string &scratchDir();

@@ -11,7 +11,7 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "runtime/exec/Executor.h"
+#include "runtime/cpu/Executor.h"
 #include "runtime/exec/Plan.h"
 #include "runtime/io/Container.h"
 #include "test/fuzz/FuzzSupport.h"
@@ -20,14 +20,10 @@ namespace {
 
 using mixer::fuzz::checkErrorNames;
 using mixer::fuzz::fail;
+using mixer::fuzz::kFixChecksum;
+namespace cpu = mixer::cpu;
 namespace exec = mixer::exec;
 namespace io = mixer::io;
-
-#ifdef MIXER_FUZZ_FIX_CHECKSUM
-constexpr bool kFixChecksum = true;
-#else
-constexpr bool kFixChecksum = false;
-#endif
 
 /// The most bytes of arena, weights, state and inputs together of a plan the
 /// harness runs: larger ones would spend the fuzzing time in the kernels.
@@ -64,7 +60,7 @@ bool zeros(const std::vector<Entry> &table, int64_t &total,
 }
 
 void createAndRun(const exec::Plan &plan) {
-  auto executor = exec::Executor::create(plan);
+  auto executor = cpu::Executor::create(plan);
   if (!executor) {
     checkErrorNames(plan.path, executor.message());
     return;

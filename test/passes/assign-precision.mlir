@@ -67,6 +67,44 @@ func.func @router(%in: memref<8x4xf32>, %s: memref<4xf32> {mixer.param = "s"}, %
 
 // -----
 
+// The bfloat16 router rounds the bf16 activation into an f32 copy (the
+// activation itself stays bf16 for the experts); its product, logits and
+// probabilities are f32.
+// CHECK-LABEL: func.func @bf16_router
+// CHECK: %[[X:.*]] = mixrt.alloc : memref<8x4xbf16>
+// CHECK: %[[XR:.*]] = mixrt.alloc : memref<8x4xf32>
+// CHECK: "round_bf16" ins(%[[X]] : memref<8x4xbf16>) outs(%[[XR]] : memref<8x4xf32>)
+// CHECK: %[[D:.*]] = mixrt.alloc : memref<8x2xf32>
+// CHECK: "dense" ins(%[[XR]], {{.*}}outs(%[[D]] : memref<8x2xf32>)
+// CHECK: %[[L:.*]] = mixrt.alloc : memref<8x2xf32>
+// CHECK: "router_logits_bf16" ins(%[[D]], {{.*}}outs(%[[L]] : memref<8x2xf32>)
+// CHECK: "softmax" ins(%[[L]] : memref<8x2xf32>) outs(%{{.*}} : memref<8x2xf32>) params {bf16 = true}
+// CHECK: "dispatch" ins(%[[X]], {{.*}} : memref<8x4xbf16>
+// FP32-LABEL: func.func @bf16_router
+// FP32: "round_bf16" ins(%{{.*}} : memref<8x4xf32>)
+func.func @bf16_router(%in: memref<8x4xf32>, %s: memref<4xf32> {mixer.param = "s"}, %b: memref<4xf32> {mixer.param = "b"}, %w: memref<4x2xf32> {mixer.param = "w"}, %rb: memref<2xf32> {mixer.param = "rb"}) -> (memref<8xi32>, memref<8x4xf32>) {
+  %none = mixrt.none : memref<0xf32>
+  %x = mixrt.alloc : memref<8x4xf32>
+  mixrt.kernel "layer_norm" ins(%in, %none, %s, %b : memref<8x4xf32>, memref<0xf32>, memref<4xf32>, memref<4xf32>) outs(%x : memref<8x4xf32>) params {epsilon = 1.0e-06 : f64}
+  %xr = mixrt.alloc : memref<8x4xf32>
+  mixrt.kernel "round_bf16" ins(%x : memref<8x4xf32>) outs(%xr : memref<8x4xf32>) params {}
+  %d = mixrt.alloc : memref<8x2xf32>
+  mixrt.kernel "dense" ins(%xr, %w, %none : memref<8x4xf32>, memref<4x2xf32>, memref<0xf32>) outs(%d : memref<8x2xf32>) params {activation = "none", transpose_w = false}
+  %l = mixrt.alloc : memref<8x2xf32>
+  mixrt.kernel "router_logits_bf16" ins(%d, %rb : memref<8x2xf32>, memref<2xf32>) outs(%l : memref<8x2xf32>) params {}
+  %p = mixrt.alloc : memref<8x2xf32>
+  mixrt.kernel "softmax" ins(%l : memref<8x2xf32>) outs(%p : memref<8x2xf32>) params {bf16 = true}
+  %t = mixrt.alloc : memref<8xi32>
+  %g = mixrt.alloc : memref<8xf32>
+  %o = mixrt.alloc : memref<3xi32>
+  mixrt.kernel "route_tokens_choose" ins(%p : memref<8x2xf32>) outs(%t, %g, %o : memref<8xi32>, memref<8xf32>, memref<3xi32>) params {batch_prioritized = false, capacity = 4 : i64, groups = 1 : i64, k = 1 : i64, tokens_per_group = 8 : i64}
+  %xd = mixrt.alloc : memref<8x4xf32>
+  mixrt.kernel "dispatch" ins(%x, %t : memref<8x4xf32>, memref<8xi32>) outs(%xd : memref<8x4xf32>) params {}
+  return %t, %xd : memref<8xi32>, memref<8x4xf32>
+}
+
+// -----
+
 // Parameter gradients stay f32; the activation gradient is bf16, and an add
 // of an f32 and a bf16 buffer stays f32.
 // CHECK-LABEL: func.func @gradients

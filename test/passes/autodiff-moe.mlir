@@ -123,3 +123,32 @@ func.func @forward(%x: tensor<2x8x16xf32> {mixer.input = "x"}, %seed: tensor<i32
   %l = mixer.add %s, %h : tensor<f32>
   return %l : tensor<f32>
 }
+
+// -----
+
+// The bfloat16 router: the logit gradients (through the rounded probabilities
+// and the z-loss) pass the roundings straight through; the bias gets their sum
+// over tokens, the kernel the product with the rounded inputs.
+// CHECK-LABEL: func.func @forward
+// CHECK-SAME: %[[RK:[^:]*]]: tensor<16x4xf32> {mixer.param = "rk"}
+// CHECK: %[[XR:.*]] = mixer.round_bf16
+// CHECK: %[[KR:.*]] = mixer.round_bf16 %[[RK]]
+// CHECK: %[[D:.*]] = mixer.dense %[[XR]], %[[KR]]
+// CHECK: %[[L:.*]] = mixer.router_logits_bf16 %[[D]]
+// CHECK: %[[P:.*]] = mixer.softmax %[[L]] {bf16}
+// CHECK: %[[DLS:.*]] = mixer.softmax_grad %[[P]]
+// CHECK: %[[DLZ:.*]] = mixer.router_z_loss_grad %[[L]]
+// CHECK: %[[DL:.*]] = mixer.add %[[DLS]], %[[DLZ]]
+// CHECK-DAG: %[[DB:.*]] = mixer.reduce_rows %[[DL]] : (tensor<16x4xf32>) -> tensor<4xf32>
+// CHECK-DAG: %[[DK:.*]] = mixer.dense_weight_grad %[[XR]], %[[DL]]
+// CHECK: return %{{[0-9]+}}, %[[DK]], %[[DB]], %
+func.func @forward(%x: tensor<2x8x16xf32> {mixer.input = "x"}, %rk: tensor<16x4xf32> {mixer.param = "rk"},
+    %rb: tensor<4xf32> {mixer.param = "rb"}, %w1: tensor<4x16x32xf32> {mixer.param = "w1"},
+    %b1: tensor<4x32xf32> {mixer.param = "b1"}, %w2: tensor<4x32x16xf32> {mixer.param = "w2"},
+    %b2: tensor<4x16xf32> {mixer.param = "b2"}) -> tensor<f32> attributes {mixer.outputs = ["loss"]} {
+  %m, %z = mixer.moe %x, %rk, %rb, %w1, %b1, %w2, %b2 {routing = #mixer<routing experts_choose>, num_groups = 2, capacity = 4, k = 1, router_bf16} : (tensor<2x8x16xf32>, tensor<16x4xf32>, tensor<4xf32>, tensor<4x16x32xf32>, tensor<4x32xf32>, tensor<4x32x16xf32>, tensor<4x16xf32>) -> (tensor<2x8x16xf32>, tensor<f32>)
+  %s = mixer.reduce_sum %m : tensor<2x8x16xf32> to tensor<f32>
+  %zs = mixer.scale %z by 1.0e-4 : tensor<f32>
+  %l = mixer.add %s, %zs : tensor<f32>
+  return %l : tensor<f32>
+}

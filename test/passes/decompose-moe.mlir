@@ -52,15 +52,20 @@ func.func @expert_dropout_only(%x: tensor<2x8x16xf32>, %rk: tensor<16x4xf32>, %r
   return %m : tensor<2x8x16xf32>
 }
 
-// A bfloat16 router rounds its logits and its probabilities.
+// A bfloat16 router multiplies bfloat16 operands without a bias, rounds
+// its logits with the bias added and runs the bfloat16 softmax.
 // CHECK-LABEL: func.func @tokens_choose_bf16_router
+// CHECK-SAME: (%[[IN:[^:]*]]: tensor<2x8x16xf32>, %[[RK:[^:]*]]: tensor<16x4xf32>, %[[RB:[^:]*]]: tensor<4xf32>
 func.func @tokens_choose_bf16_router(%x: tensor<2x8x16xf32>, %rk: tensor<16x4xf32>, %rb: tensor<4xf32>,
     %w1: tensor<4x16x32xf32>, %b1: tensor<4x32xf32>, %w2: tensor<4x32x16xf32>, %b2: tensor<4x16xf32>) -> tensor<2x8x16xf32> {
-  // CHECK: %[[L:.*]] = mixer.dense
-  // CHECK: %[[LR:.*]] = mixer.round_bf16 %[[L]]
-  // CHECK: %[[P:.*]] = mixer.softmax %[[LR]]
-  // CHECK: %[[PR:.*]] = mixer.round_bf16 %[[P]]
-  // CHECK: mixer.select_experts %[[PR]] {batch_prioritized, capacity = 3 : i64, k = 2 : i64, num_groups = 1 : i64, router_bf16, routing = #mixer<routing tokens_choose>} : (tensor<16x4xf32>) -> (tensor<12xi32>, tensor<12xf32>, tensor<5xi32>)
+  // CHECK: %[[X:.*]] = mixer.reshape %[[IN]]
+  // CHECK: %[[XR:.*]] = mixer.round_bf16 %[[X]] : tensor<16x16xf32>
+  // CHECK: %[[KR:.*]] = mixer.round_bf16 %[[RK]] : tensor<16x4xf32>
+  // CHECK: %[[D:.*]] = mixer.dense %[[XR]], %[[KR]] : (tensor<16x16xf32>, tensor<16x4xf32>) -> tensor<16x4xf32>
+  // CHECK: %[[L:.*]] = mixer.router_logits_bf16 %[[D]], %[[RB]]
+  // CHECK: %[[P:.*]] = mixer.softmax %[[L]] {bf16} : tensor<16x4xf32>
+  // CHECK-NOT: mixer.round_bf16
+  // CHECK: mixer.select_experts %[[P]] {batch_prioritized, capacity = 3 : i64, k = 2 : i64, num_groups = 1 : i64, router_bf16, routing = #mixer<routing tokens_choose>} : (tensor<16x4xf32>) -> (tensor<12xi32>, tensor<12xf32>, tensor<5xi32>)
   %m = mixer.moe %x, %rk, %rb, %w1, %b1, %w2, %b2 {routing = #mixer<routing tokens_choose>, num_groups = 1, capacity = 3, k = 2, batch_prioritized, router_bf16} : (tensor<2x8x16xf32>, tensor<16x4xf32>, tensor<4xf32>, tensor<4x16x32xf32>, tensor<4x32xf32>, tensor<4x32x16xf32>, tensor<4x16xf32>) -> tensor<2x8x16xf32>
   return %m : tensor<2x8x16xf32>
 }
@@ -77,16 +82,15 @@ func.func @sigma_moe(%x: tensor<2x8x16xf32>, %sel: tensor<4x16xf32>, %keys: tens
 }
 
 // The router losses of a training step: the z-loss of the logits as the
-// router computed them (after the bfloat16 rounding) and, for tokens_choose,
-// the load-balancing loss of the probabilities, from the same groups and k.
+// router computed them (the bfloat16 router's rounded logits) and, for
+// tokens_choose, the load-balancing loss of the probabilities, from the same
+// groups and k.
 // CHECK-LABEL: func.func @tokens_choose_losses
 func.func @tokens_choose_losses(%x: tensor<2x8x16xf32>, %rk: tensor<16x4xf32>, %rb: tensor<4xf32>,
     %w1: tensor<4x16x32xf32>, %b1: tensor<4x32xf32>, %w2: tensor<4x32x16xf32>, %b2: tensor<4x16xf32>) -> (tensor<2x8x16xf32>, tensor<f32>, tensor<f32>) {
-  // CHECK: %[[L:.*]] = mixer.dense
-  // CHECK: %[[LR:.*]] = mixer.round_bf16 %[[L]]
+  // CHECK: %[[LR:.*]] = mixer.router_logits_bf16
   // CHECK: %[[Z:.*]] = mixer.router_z_loss %[[LR]] : tensor<16x4xf32>
-  // CHECK: %[[P:.*]] = mixer.softmax %[[LR]]
-  // CHECK: %[[PR:.*]] = mixer.round_bf16 %[[P]]
+  // CHECK: %[[PR:.*]] = mixer.softmax %[[LR]] {bf16}
   // CHECK: %[[A:.*]] = mixer.load_balancing_loss %[[PR]] {k = 2 : i64, num_groups = 2 : i64} : tensor<16x4xf32>
   // CHECK: mixer.select_experts %[[PR]]
   // CHECK: %[[Y:.*]] = mixer.reshape {{.*}} to tensor<2x8x16xf32>

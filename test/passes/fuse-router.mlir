@@ -9,15 +9,24 @@ func.func @softmax_into_route(%l: tensor<16x4xf32>) -> (tensor<32xi32>, tensor<3
   return %t, %g, %o : tensor<32xi32>, tensor<32xf32>, tensor<5xi32>
 }
 
-// The bf16 roundings around the softmax are absorbed into the fused router.
+// The bfloat16 router's softmax fuses into a router_bf16 selection.
 // CHECK-LABEL: func.func @bf16_router
+// CHECK-SAME: (%[[L:.*]]: tensor<16x4xf32>)
 func.func @bf16_router(%l: tensor<16x4xf32>) -> (tensor<32xi32>, tensor<32xf32>, tensor<5xi32>) {
-  // CHECK-NOT: mixer.round_bf16
-  // CHECK: mixer.route %{{.*}} {{{.*}}router_bf16
-  %lr = mixer.round_bf16 %l : tensor<16x4xf32>
-  %p = mixer.softmax %lr : tensor<16x4xf32>
-  %pr = mixer.round_bf16 %p : tensor<16x4xf32>
-  %t, %g, %o = mixer.select_experts %pr {routing = #mixer<routing experts_choose>, num_groups = 2, capacity = 4, k = 1, router_bf16} : (tensor<16x4xf32>) -> (tensor<32xi32>, tensor<32xf32>, tensor<5xi32>)
+  // CHECK-NOT: mixer.softmax
+  // CHECK: mixer.route %[[L]] {{{.*}}router_bf16
+  %p = mixer.softmax %l {bf16} : tensor<16x4xf32>
+  %t, %g, %o = mixer.select_experts %p {routing = #mixer<routing experts_choose>, num_groups = 2, capacity = 4, k = 1, router_bf16} : (tensor<16x4xf32>) -> (tensor<32xi32>, tensor<32xf32>, tensor<5xi32>)
+  return %t, %g, %o : tensor<32xi32>, tensor<32xf32>, tensor<5xi32>
+}
+
+// A softmax of another precision than the selection's stays.
+// CHECK-LABEL: func.func @mismatched_precision
+func.func @mismatched_precision(%l: tensor<16x4xf32>) -> (tensor<32xi32>, tensor<32xf32>, tensor<5xi32>) {
+  // CHECK: mixer.softmax
+  // CHECK: mixer.select_experts
+  %p = mixer.softmax %l : tensor<16x4xf32>
+  %t, %g, %o = mixer.select_experts %p {routing = #mixer<routing experts_choose>, num_groups = 2, capacity = 4, k = 1, router_bf16} : (tensor<16x4xf32>) -> (tensor<32xi32>, tensor<32xf32>, tensor<5xi32>)
   return %t, %g, %o : tensor<32xi32>, tensor<32xf32>, tensor<5xi32>
 }
 

@@ -60,16 +60,34 @@ func.func @kernel_ops(%x: tensor<8x4xf32>, %w: tensor<4x4xf32>, %s: tensor<4xf32
 
 // -----
 
-// The fused router runs the softmax kernel and then the selection kernel on
-// the CPU.
+// The fused router runs the softmax kernel (the bfloat16 router's for
+// router_bf16) and then the selection kernel.
 // CHECK-LABEL: func.func @router
 func.func @router(%l: tensor<16x4xf32>) -> (tensor<32xi32>, tensor<32xf32>, tensor<5xi32>) {
-  // CHECK: mixrt.kernel "round_bf16"
-  // CHECK: mixrt.kernel "softmax"
-  // CHECK: mixrt.kernel "round_bf16"
+  // CHECK-NOT: round_bf16
+  // CHECK: mixrt.kernel "softmax" {{.*}} params {bf16 = true}
+  // CHECK-NOT: round_bf16
   // CHECK: mixrt.kernel "route_tokens_choose" {{.*}} params {batch_prioritized = true, capacity = 4 : i64, groups = 2 : i64, k = 2 : i64, tokens_per_group = 8 : i64}
   %t, %g, %o = mixer.route %l {routing = #mixer<routing tokens_choose>, num_groups = 2, capacity = 4, k = 2, batch_prioritized, router_bf16} : (tensor<16x4xf32>) -> (tensor<32xi32>, tensor<32xf32>, tensor<5xi32>)
   return %t, %g, %o : tensor<32xi32>, tensor<32xf32>, tensor<5xi32>
+}
+
+// CHECK-LABEL: func.func @float32_router
+func.func @float32_router(%l: tensor<16x4xf32>) -> (tensor<32xi32>, tensor<32xf32>, tensor<5xi32>) {
+  // CHECK: mixrt.kernel "softmax" {{.*}} params {bf16 = false}
+  // CHECK: mixrt.kernel "route_experts_choose"
+  %t, %g, %o = mixer.route %l {routing = #mixer<routing experts_choose>, num_groups = 2, capacity = 4, k = 1} : (tensor<16x4xf32>) -> (tensor<32xi32>, tensor<32xf32>, tensor<5xi32>)
+  return %t, %g, %o : tensor<32xi32>, tensor<32xf32>, tensor<5xi32>
+}
+
+// The bfloat16 router's logits and the gradient through its softmax.
+// CHECK-LABEL: func.func @bf16_router_logits
+func.func @bf16_router_logits(%d: tensor<16x4xf32>, %b: tensor<4xf32>, %t: tensor<32xi32>, %o: tensor<5xi32>, %g: tensor<32xf32>) -> (tensor<16x4xf32>, tensor<16x4xf32>) {
+  // CHECK: mixrt.kernel "router_logits_bf16"
+  // CHECK: mixrt.kernel "route_grad" {{.*}} params {router_bf16 = true, routing = "tokens_choose"}
+  %l = mixer.router_logits_bf16 %d, %b : (tensor<16x4xf32>, tensor<4xf32>) -> tensor<16x4xf32>
+  %dl = mixer.route_grad %l, %t, %o, %g {routing = #mixer<routing tokens_choose>, router_bf16} : (tensor<16x4xf32>, tensor<32xi32>, tensor<5xi32>, tensor<32xf32>) -> tensor<16x4xf32>
+  return %l, %dl : tensor<16x4xf32>, tensor<16x4xf32>
 }
 
 // -----

@@ -147,6 +147,30 @@ class ElementwiseTest(unittest.TestCase):
         self.assertEqual(got[5], np.inf)
         self.assertTrue(np.isnan(got[6]))
 
+    def test_bfloat16_softmax_rounds_each_step(self):
+        # 0.99609375 − 2 = −(1 + 2^-8) ties to −1: the row routes as
+        # [0, −1, −2, −3] does; a repeated maximum shares exactly.
+        p = ref.bfloat16_softmax(np.array([[2.0, 0.99609375, 0.0, -1.0],
+                                           [0.0, -1.0, -2.0, -3.0],
+                                           [-np.inf, 7.0, 7.0, -np.inf]]))
+        np.testing.assert_array_equal(p[0], p[1])
+        np.testing.assert_array_equal(p[2], [0.0, 0.5, 0.5, 0.0])
+        np.testing.assert_array_equal(p, ref.round_to_bfloat16(p))
+        self.assertFalse(np.array_equal(
+            ref.softmax(np.array([2.0, 0.99609375, 0.0, -1.0])),
+            ref.softmax(np.array([0.0, -1.0, -2.0, -3.0]))))
+
+    def test_bfloat16_router_rounds_operands_and_logits(self):
+        # x rounds first (1 + 2^-9 → 1), then the product 1 + 2^-8 ties
+        # down to 1: both logits are 1, unlike in float32.
+        x = np.array([[1.0 + 2.0 ** -9, 1.0]])
+        kernel = np.array([[1.0, 1.0], [2.0 ** -8, 0.0]])
+        bias = np.zeros(2)
+        p = ref.router_probabilities(x, kernel, bias, "bfloat16")
+        np.testing.assert_array_equal(p, [[0.5, 0.5]])
+        q = ref.router_probabilities(x, kernel, bias, "float32")
+        self.assertNotEqual(q[0, 0], q[0, 1])
+
 
 class AttentionTest(unittest.TestCase):
     """One head of width one, identity projections: logits q·k = x_q·x_k."""

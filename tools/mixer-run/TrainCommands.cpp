@@ -4,6 +4,7 @@
 #include "tools/mixer-run/Executors.h"
 
 #include "runtime/data/Tokenizer.h"
+#include "runtime/exec/Binding.h"
 #include "runtime/exec/Init.h"
 #include "runtime/io/TensorFiles.h"
 #include "runtime/train/Checkpoint.h"
@@ -85,12 +86,13 @@ int32_t parseSeed(const Args &args) {
   return static_cast<int32_t>(seed);
 }
 
-/// The parameters of a weights file, or of the latest checkpoint of a
-/// checkpoint directory.
-std::vector<io::HostTensor> loadWeights(const std::string &path) {
+/// The parameters of a weights file that `filter` keeps, or of the latest
+/// checkpoint of a checkpoint directory.
+std::vector<io::HostTensor> loadWeights(const std::string &path,
+                                        const io::TensorFilter &filter) {
   return std::filesystem::is_directory(path)
              ? check(train::loadCheckpoint(path)).params
-             : check(io::readTensorFile(path));
+             : check(io::readTensorFile(path, filter));
 }
 
 /// The number of outputs of the plan's classification head; fails when it
@@ -114,7 +116,16 @@ std::vector<io::HostTensor> initialParameters(const Args &args,
   if (!args.has("--init"))
     return params;
   std::string path = args.get("--init");
-  std::vector<io::HostTensor> loaded = loadWeights(path);
+  // Only tensors that can replace a parameter are read.
+  std::map<std::string, const io::HostTensor *> wanted;
+  for (const io::HostTensor &param : params)
+    wanted[param.name] = &param;
+  std::vector<io::HostTensor> loaded =
+      loadWeights(path, [&](const io::HostTensor &header) -> Expected<bool> {
+        auto it = wanted.find(header.name);
+        return it != wanted.end() && it->second->shape == header.shape &&
+               it->second->dtype == header.dtype;
+      });
   std::map<std::string, io::HostTensor *> byName;
   for (io::HostTensor &tensor : loaded)
     byName[tensor.name] = &tensor;
@@ -603,8 +614,10 @@ int runEval(const Args &args) {
   std::unique_ptr<exec::PlanExecutor> executor = createExecutor(plan);
   std::string weights =
       requireFlag(args, "--weights", "FILE or checkpoint directory");
-  check(executor->bindParams(loadWeights(weights), weights,
-                             /*allowExtra=*/true));
+  check(executor->bindParams(
+      loadWeights(weights,
+                  exec::paramsFilter(plan, weights, /*allowExtra=*/true)),
+      weights, /*allowExtra=*/true));
   check(executor->bindState(train::zeroOptimizerState(plan), "optimizer state",
                             /*allowExtra=*/false));
   if (args.has("--data") == args.has("--corpus"))

@@ -72,6 +72,22 @@ func.func @attention_width(%q: tensor<2x8x16xf32>, %ids: tensor<2x8xi32>) {
 
 // -----
 
+func.func @pool_ids_shape(%x: tensor<2x8x16xf32>, %ids: tensor<2x7xi32>) {
+  // expected-error @+1 {{ids must have shape [2, 8] but has [2, 7]}}
+  %y = mixer.pool mean %x, %ids {pad_id = 0 : i64} : (tensor<2x8x16xf32>, tensor<2x7xi32>) -> tensor<2x16xf32>
+  return
+}
+
+// -----
+
+func.func @pool_result_shape(%x: tensor<2x8x16xf32>, %ids: tensor<2x8xi32>) {
+  // expected-error @+1 {{result must have shape [2, 16] but has [2, 8]}}
+  %y = mixer.pool cls %x, %ids {pad_id = 0 : i64} : (tensor<2x8x16xf32>, tensor<2x8xi32>) -> tensor<2x8xf32>
+  return
+}
+
+// -----
+
 func.func @take_position_range(%x: tensor<2x8x16xf32>) {
   // expected-error @+1 {{position 8 is outside the sequence of length 8}}
   %y = mixer.take_position %x[8] : tensor<2x8x16xf32> to tensor<2x16xf32>
@@ -431,6 +447,14 @@ func.func @load_balancing_k(%p: tensor<10x4xf32>) {
 func.func @router_z_loss_rank(%l: tensor<2x5x4xf32>) {
   // expected-error @+1 {{router scores must have rank 2}}
   %z = mixer.router_z_loss %l : tensor<2x5x4xf32>
+  return
+}
+
+// -----
+
+func.func @router_logits_bf16_bias(%d: tensor<10x4xf32>, %b: tensor<5xf32>) {
+  // expected-error @+1 {{bias must have shape [4]}}
+  %l = mixer.router_logits_bf16 %d, %b : (tensor<10x4xf32>, tensor<5xf32>) -> tensor<10x4xf32>
   return
 }
 

@@ -25,6 +25,8 @@ struct Config {
   const char *target;
   const char *precision;
   bool training;
+  /// Expert shards: above 1, the per-rank plan of a mesh of ep ranks.
+  int64_t ep = 1;
 };
 
 /// The plan of models/tiny/`model`.json compiled for `config` with batch 2.
@@ -42,6 +44,7 @@ mixer::exec::Plan compile(const std::string &model, const Config &config) {
   build.batch = 2;
   build.training = config.training;
   build.trainingStep = config.training;
+  build.world = config.ep;
   OwningOpRef<ModuleOp> module =
       mixer::buildModelModule(context, *parsed, build);
   EXPECT_TRUE(module);
@@ -51,6 +54,7 @@ mixer::exec::Plan compile(const std::string &model, const Config &config) {
   options.target = config.target;
   options.precision = config.precision;
   options.training = config.training;
+  options.ep = config.ep;
   PassManager pm(&context);
   mixer::buildPipeline(pm, options);
   EXPECT_TRUE(succeeded(pm.run(*module)));
@@ -63,6 +67,27 @@ mixer::exec::Plan compile(const std::string &model, const Config &config) {
   return plan;
 }
 
+/// toJson of what fromJson reads back from `compiled` is the same text, and
+/// fromJson of that text the same plan; returns the plan read back.
+mixer::exec::Plan expectRoundTrip(const mixer::exec::Plan &compiled) {
+  std::string text = compiled.toJson();
+  mixer::Expected<mixer::exec::Plan> read =
+      mixer::exec::Plan::fromJson(text, "model.mxa");
+  EXPECT_TRUE(read.ok()) << read.message();
+  if (!read)
+    return {};
+  // The compiler leaves the derived counts to the reader; everything the
+  // plan states survives.
+  EXPECT_EQ(read->toJson(), text);
+  EXPECT_EQ(read->steps, compiled.steps);
+  mixer::Expected<mixer::exec::Plan> again =
+      mixer::exec::Plan::fromJson(read->toJson(), "model.mxa");
+  EXPECT_TRUE(again.ok()) << again.message();
+  if (again)
+    EXPECT_TRUE(*again == *read);
+  return *read;
+}
+
 TEST(PlanCodecTest, RoundTripsThePlansOfTheModels) {
   const Config configs[] = {
       {"cpu", "fp32", false}, {"cpu", "fp32", true}, {"cuda", "bf16", true}};
@@ -73,20 +98,35 @@ TEST(PlanCodecTest, RoundTripsThePlansOfTheModels) {
                    config.precision + (config.training ? " train" : ""));
       mixer::exec::Plan compiled = compile(model, config);
       ASSERT_FALSE(compiled.steps.empty());
-      std::string text = compiled.toJson();
-      mixer::Expected<mixer::exec::Plan> read =
-          mixer::exec::Plan::fromJson(text, "model.mxa");
-      ASSERT_TRUE(read.ok()) << read.message();
-      // The compiler leaves the derived counts to the reader; everything
-      // the plan states survives.
-      EXPECT_EQ(read->toJson(), text);
-      EXPECT_EQ(read->steps, compiled.steps);
-      EXPECT_EQ(read->training.has_value(), config.training);
-      mixer::Expected<mixer::exec::Plan> again =
-          mixer::exec::Plan::fromJson(read->toJson(), "model.mxa");
-      ASSERT_TRUE(again.ok()) << again.message();
-      EXPECT_TRUE(*again == *read);
+      mixer::exec::Plan read = expectRoundTrip(compiled);
+      EXPECT_EQ(read.training.has_value(), config.training);
+      EXPECT_EQ(read.mesh.world(), 1);
     }
+  }
+}
+
+/// The per-rank plans of two expert shards keep their mesh, the shards of
+/// the expert parameters and the bytes of their collectives.
+TEST(PlanCodecTest, RoundTripsParallelPlans) {
+  for (const char *model : {"sparse_mixer_tiny", "sigma_moe_tiny"}) {
+    SCOPED_TRACE(model);
+    mixer::exec::Plan compiled =
+        compile(model, {"cpu", "fp32", false, /*ep=*/2});
+    ASSERT_FALSE(compiled.steps.empty());
+    mixer::exec::Plan read = expectRoundTrip(compiled);
+    EXPECT_EQ(read.mesh.dp, 1);
+    EXPECT_EQ(read.mesh.ep, 2);
+    EXPECT_FALSE(read.commBytes.empty());
+    int64_t sharded = 0;
+    for (const mixer::exec::ParamInfo &param : read.params) {
+      if (param.shardGroup.empty())
+        continue;
+      ++sharded;
+      EXPECT_EQ(param.shardGroup, "ep");
+      ASSERT_FALSE(param.globalShape.empty());
+      EXPECT_EQ(param.globalShape[0], 2 * param.shape[0]);
+    }
+    EXPECT_GT(sharded, 0);
   }
 }
 
@@ -98,6 +138,7 @@ TEST(PlanCodecTest, DifferencesSurviveTheRoundTrip) {
   changed.training->adamw.weightDecay = 0.5;
   changed.heads.classes = 3;
   changed.forwardSteps -= 1;
+  changed.commBytes["all_reduce"] = 64;
   EXPECT_NE(changed.toJson(), plan.toJson());
   mixer::Expected<mixer::exec::Plan> read =
       mixer::exec::Plan::fromJson(changed.toJson(), "model.mxa");
@@ -105,6 +146,7 @@ TEST(PlanCodecTest, DifferencesSurviveTheRoundTrip) {
   EXPECT_EQ(read->training->adamw.weightDecay, 0.5);
   EXPECT_EQ(read->heads.classes, 3);
   EXPECT_EQ(read->forwardSteps, plan.forwardSteps - 1);
+  EXPECT_EQ(read->commBytes.at("all_reduce"), 64);
 }
 
 } // namespace

@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -188,6 +189,27 @@ TEST(RoutingTest, SigmoidTopKHandComputed) {
   EXPECT_NEAR(r.gates[1], sigmoid(2), 1e-7);
   EXPECT_NEAR(r.gates[2], sigmoid(2), 1e-7);
   EXPECT_NEAR(r.gates[3], sigmoid(3), 1e-7);
+}
+
+TEST(RoutingTest, SigmoidTopKGivesDroppedPicksGateZero) {
+  // Expert dropout leaves -inf logits: token 0 keeps one of its k = 2
+  // experts, token 1 none. The missing picks go to the lowest dropped
+  // experts with gate sigmoid(-inf) = 0, so they add nothing.
+  const float dropped = -INFINITY;
+  std::vector<float> logits = {dropped, 1,    dropped, dropped, dropped,
+                               dropped, 0.5f, dropped, 2};
+  Routing r(6, 3);
+  routeSigmoidTopK(logits.data(), r.tokens.data(), r.gates.data(),
+                   r.offsets.data(), 3, 3, 2);
+  EXPECT_EQ(r.offsets, (std::vector<int32_t>{0, 3, 5, 6}));
+  EXPECT_EQ(r.tokens, (std::vector<int32_t>{0, 1, 2, 0, 1, 2}));
+  auto sigmoid = [](double x) { return 1.0 / (1.0 + std::exp(-x)); };
+  EXPECT_EQ(r.gates[0], 0.0f);
+  EXPECT_EQ(r.gates[1], 0.0f);
+  EXPECT_NEAR(r.gates[2], sigmoid(0.5), 1e-7);
+  EXPECT_NEAR(r.gates[3], sigmoid(1), 1e-7);
+  EXPECT_EQ(r.gates[4], 0.0f);
+  EXPECT_NEAR(r.gates[5], sigmoid(2), 1e-7);
 }
 
 TEST(RoutingTest, RejectsImpossibleParameters) {

@@ -5,6 +5,8 @@
 #include "runtime/cpu/Executor.h"
 #include "runtime/cpu/KernelTable.h"
 #include "runtime/cpu/KernelTableFamilies.h"
+#include "runtime/exec/Binding.h"
+#include "runtime/exec/StepContext.h"
 #include "runtime/support/KernelVocabulary.h"
 
 #include <gmock/gmock.h>
@@ -289,6 +291,93 @@ TEST_F(ExecutorTest, ManyParameterProblemsAreSummarised) {
                                          "problems"));
 }
 
+TEST_F(ExecutorTest, FiltersRefuseFromTheHeaderWhatBindingCannotTake) {
+  Expected<Plan> loaded =
+      Plan::load(writeArtifact(dir, "tiny.mxa", embedNormDensePlan().dump()));
+  ASSERT_TRUE(loaded.ok()) << loaded.message();
+  const Plan &plan = *loaded;
+  auto header = [](const std::string &name, std::vector<int64_t> shape,
+                   io::DType dtype = io::DType::F32) {
+    return io::HostTensor{name, dtype, std::move(shape), {}};
+  };
+  auto keeps = [](const io::TensorFilter &filter, const io::HostTensor &h) {
+    Expected<bool> kept = filter(h);
+    EXPECT_TRUE(kept.ok()) << kept.message();
+    return kept.ok() && *kept;
+  };
+  auto refusal = [](const io::TensorFilter &filter, const io::HostTensor &h) {
+    Expected<bool> kept = filter(h);
+    return kept.ok() ? std::string("kept") : kept.message();
+  };
+
+  io::TensorFilter strict = exec::paramsFilter(plan, "w.safetensors", false);
+  EXPECT_TRUE(keeps(strict, header("dense/kernel", {4, 3})));
+  // Mismatches no larger than the table are read, for bindTable to list.
+  EXPECT_TRUE(keeps(strict, header("dense/kernel", {3, 4})));
+  EXPECT_TRUE(keeps(strict, header("pooler/kernel", {2, 2})));
+  EXPECT_EQ(refusal(strict, header("dense/kernel", {4000, 3})),
+            "w.safetensors: parameter 'dense/kernel' has shape [4000, 3] F32 "
+            "(48000 bytes) but the artifact expects [4, 3] F32");
+  EXPECT_EQ(refusal(strict, header("pooler/kernel", {1 << 20})),
+            "w.safetensors: unexpected tensor 'pooler/kernel' [1048576] F32 "
+            "(4194304 bytes): the artifact has no parameter of that name");
+  EXPECT_EQ(refusal(strict, header("x", {INT64_MAX, 2})),
+            "w.safetensors: unexpected tensor 'x' [9223372036854775807, 2] "
+            "F32 (9223372036854775807 bytes): the artifact has no parameter "
+            "of that name");
+
+  io::TensorFilter lenient = exec::paramsFilter(plan, "w.safetensors", true);
+  EXPECT_FALSE(keeps(lenient, header("pooler/kernel", {1 << 20})));
+
+  // Many tensors that each fit still add up to a bound.
+  io::TensorFilter repeated = exec::paramsFilter(plan, "w.safetensors", false);
+  int64_t tableBytes = 0;
+  for (const exec::ParamInfo &param : plan.params)
+    tableBytes += param.numel * 4;
+  int64_t kept = 0;
+  std::string message;
+  while (message.empty()) {
+    message = refusal(repeated, header("embedder/word", {5, 4}));
+    if (message == "kept") {
+      kept += 5 * 4 * 4;
+      message.clear();
+    }
+  }
+  EXPECT_EQ(kept, 2 * tableBytes / 80 * 80);
+  EXPECT_EQ(message, "w.safetensors: holds more than twice the " +
+                         std::to_string(tableBytes) +
+                         " bytes of the artifact's parameters; not read "
+                         "further");
+
+  io::TensorFilter inputs = exec::inputFilter(plan, "batch.npz", false);
+  EXPECT_TRUE(keeps(inputs, header("input_ids", {2, 3}, io::DType::I64)));
+  EXPECT_EQ(refusal(inputs, header("input_ids", {200, 3}, io::DType::I32)),
+            "batch.npz: input 'input_ids' has shape [200, 3] I32 (2400 bytes) "
+            "but the artifact expects [2, 3] I32");
+}
+
+TEST_F(ExecutorTest, AttributeReadsMustBeDeclaredInTheVocabulary) {
+  Expected<Plan> loaded =
+      Plan::load(writeArtifact(dir, "tiny.mxa", embedNormDensePlan().dump()));
+  ASSERT_TRUE(loaded.ok()) << loaded.message();
+  auto dense = std::find_if(
+      loaded->steps.begin(), loaded->steps.end(),
+      [](const Step &step) { return step.kernel == Kernel::Dense; });
+  ASSERT_NE(dense, loaded->steps.end());
+  int64_t scratch = 0;
+  StepContext context(*loaded, dense - loaded->steps.begin(), scratch);
+  EXPECT_NO_THROW((void)context.boolAttr("transpose_w"));
+  try {
+    (void)context.boolAttr("transpose");
+    ADD_FAILURE() << "a misspelt attribute was read";
+  } catch (const std::logic_error &error) {
+    EXPECT_STREQ(error.what(), "attribute 'transpose' of kernel 'dense' is "
+                               "read as a boolean, which Kernels.def does not "
+                               "declare");
+  }
+  EXPECT_THROW((void)context.intAttr("transpose_w"), std::logic_error);
+}
+
 TEST_F(ExecutorTest, InputBindingChecksNamesShapesAndDtypes) {
   Expected<cpu::Executor> executor = create(embedNormDensePlan());
   ASSERT_TRUE(executor.ok()) << executor.message();
@@ -365,11 +454,17 @@ TEST(CpuKernelTableTest, EachFamilyFileBindsItsOwnFamily) {
       {KernelFamily::Attention, cpu::attentionKernels()},
       {KernelFamily::Moe, cpu::moeKernels()},
       {KernelFamily::HeadsLosses, cpu::headsLossesKernels()},
-      {KernelFamily::Training, cpu::trainingKernels()}};
+      {KernelFamily::Training, cpu::trainingKernels()},
+      {KernelFamily::Collective, cpu::collectiveKernels()}};
   for (const auto &[family, entries] : files)
-    for (const cpu::KernelEntry &entry : entries)
+    for (const cpu::KernelEntry &entry : entries) {
       EXPECT_EQ(kernelInfo(entry.kernel).family, family)
           << kernelName(entry.kernel);
+      // Collectives, and only they, take the communicators.
+      EXPECT_EQ(!entry.prepare, family == KernelFamily::Collective &&
+                                    entry.kernel != Kernel::PermuteBlocks)
+          << kernelName(entry.kernel);
+    }
 }
 
 } // namespace

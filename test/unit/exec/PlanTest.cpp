@@ -79,14 +79,14 @@ TEST(PlanTest, ParsesEveryTable) {
 
 TEST(PlanTest, FormatVersionMismatchNamesBothVersionsAndCompiler) {
   json plan = embedNormDensePlan();
-  plan["format_version"] = 3;
+  plan["format_version"] = 4;
   plan["compiler_version"] = "0.7.3";
   // A future format may change anything else; the version error comes first.
   plan.erase("steps");
   EXPECT_EQ(parseError(plan),
-            "tiny.mxa: plan format version 3 (written by compiler version "
+            "tiny.mxa: plan format version 4 (written by compiler version "
             "0.7.3) is not supported: this runtime reads plan format version "
-            "2; recompile it with mixc");
+            "3; recompile it with mixc");
 
   // Version 1 plans lack forward_steps and heads.
   plan = embedNormDensePlan();
@@ -96,7 +96,16 @@ TEST(PlanTest, FormatVersionMismatchNamesBothVersionsAndCompiler) {
   EXPECT_EQ(parseError(plan),
             "tiny.mxa: plan format version 1 (written by compiler version "
             "0.1.0) is not supported: this runtime reads plan format version "
-            "2; recompile it with mixc");
+            "3; recompile it with mixc");
+
+  // Version 2 plans have experts without a layout and the noise_counter
+  // kernel.
+  plan = embedNormDensePlan();
+  plan["format_version"] = 2;
+  EXPECT_EQ(parseError(plan),
+            "tiny.mxa: plan format version 2 (written by compiler version "
+            "0.1.0) is not supported: this runtime reads plan format version "
+            "3; recompile it with mixc");
 }
 
 TEST(PlanTest, ReadsTheHeadsAndTheForwardSteps) {
@@ -205,6 +214,58 @@ TEST(PlanTest, RejectsBadPrecisions) {
   plan["target"] = "cuda";
   plan["values"].back()["dtype"] = "BF16";
   EXPECT_THAT(parseError(plan), HasSubstr("is BF16 in an fp32 plan"));
+}
+
+/// embedNormDensePlan on a 1 × 2 mesh: the global batch of 4 holds the
+/// plan's 2 examples per rank; parameter 0 is sharded over "ep".
+json meshPlan() {
+  json plan = embedNormDensePlan();
+  plan["batch"] = 4;
+  plan["mesh"] = {{"dp", 1}, {"ep", 2}, {"world", 2}};
+  plan["comm_bytes"] = {{"all_to_all", 96}};
+  json &param = plan["params"][0];
+  json global = param["shape"];
+  global[0] = global[0].get<int64_t>() * 2;
+  param["shard"] = {{"axis", 0}, {"mesh_axis", "ep"}};
+  param["global_shape"] = global;
+  return plan;
+}
+
+TEST(PlanTest, ReadsTheMeshAndShards) {
+  json plan = meshPlan();
+  Expected<Plan> parsed = Plan::fromJson(plan.dump(), "tiny.mxa");
+  ASSERT_TRUE(parsed.ok()) << parsed.message();
+  EXPECT_EQ(parsed->mesh.dp, 1);
+  EXPECT_EQ(parsed->mesh.ep, 2);
+  EXPECT_EQ(parsed->mesh.world(), 2);
+  EXPECT_EQ(parsed->commBytes.at("all_to_all"), 96);
+  EXPECT_EQ(parsed->params[0].shardGroup, "ep");
+  EXPECT_EQ(parsed->params[0].globalShape,
+            plan["params"][0]["global_shape"].get<std::vector<int64_t>>());
+  EXPECT_TRUE(parsed->params[1].globalShape.empty());
+}
+
+TEST(PlanTest, RejectsMeshesAndShardsThatDoNotFit) {
+  json plan = meshPlan();
+  plan["mesh"]["world"] = 3;
+  EXPECT_EQ(parseError(plan),
+            "tiny.mxa: mesh: needs dp >= 1, ep >= 1, world = dp * ep and a "
+            "batch that divides into the world, got dp 1, ep 2, world 3, "
+            "batch 4");
+  plan = meshPlan();
+  plan["batch"] = 3;
+  EXPECT_THAT(parseError(plan), HasSubstr("world 2, batch 3"));
+  plan = meshPlan();
+  plan["comm_bytes"] = {{"dense", 1}};
+  EXPECT_EQ(parseError(plan),
+            "tiny.mxa: comm_bytes: 'dense' is no collective kernel");
+  plan = meshPlan();
+  plan["params"][0]["global_shape"][0] = 3;
+  EXPECT_THAT(parseError(plan), HasSubstr("is not the 2 shards of"));
+  plan = meshPlan();
+  plan["params"][0]["shard"]["mesh_axis"] = "world";
+  EXPECT_THAT(parseError(plan),
+              HasSubstr("shards only axis 0 over 'ep' or 'edp'"));
 }
 
 TEST(PlanTest, CpuExecutorRefusesCudaPlans) {
@@ -495,13 +556,13 @@ TEST(PlanTest, RejectsMissingUnknownAndMistypedAttributes) {
   plan["steps"][2]["attrs"]["activation"] = "swish";
   EXPECT_EQ(parseError(plan),
             "tiny.mxa: steps[2] (dense): attribute 'activation' must be none, "
-            "gelu, tanh or relu, not \"swish\"");
+            "gelu, tanh, relu or gelu_erf, not \"swish\"");
 
   plan = embedNormDensePlan();
   plan["steps"][2]["attrs"]["activation"] = 1;
   EXPECT_EQ(parseError(plan),
             "tiny.mxa: steps[2] (dense): attribute 'activation' must be none, "
-            "gelu, tanh or relu, not 1");
+            "gelu, tanh, relu or gelu_erf, not 1");
 }
 
 /// An experts step whose offsets (value 5) a `routing` step writes, with

@@ -195,6 +195,8 @@ TEST(ModelParserTest, TrainingDefaults) {
   EXPECT_EQ(t.clipGradNorm, 0.0);
   EXPECT_EQ(t.dropoutRate, 0.1);
   EXPECT_EQ(t.attentionDropoutRate, 0.1);
+  EXPECT_EQ(t.attentionOutputDropoutRate, 0.0);
+  EXPECT_EQ(t.moeOutputDropoutRate, 0.0);
   EXPECT_EQ(t.expertDropoutRate, 0.1);
   EXPECT_EQ(t.jitterNoise, 0.0);
   // Spec 11.1 and the sigma-MoE WikiText-103 small recipe.
@@ -215,6 +217,8 @@ TEST(ModelParserTest, TrainingReadsEveryKey) {
                  "total_steps": 500, "b1": 0.8, "b2": 0.99, "eps": 1e-8,
                  "weight_decay": 0.1, "clip_grad_norm": 1.5,
                  "dropout_rate": 0.2, "attention_dropout_rate": 0.15,
+                 "attention_output_dropout_rate": 0.3,
+                 "moe_output_dropout_rate": 0.35,
                  "expert_dropout_rate": 0.25, "jitter_noise": 0.05,
                  "gradient_accumulation_steps": 4,
                  "router_z_loss_factor": 0.001,
@@ -233,6 +237,8 @@ TEST(ModelParserTest, TrainingReadsEveryKey) {
   EXPECT_EQ(t.clipGradNorm, 1.5);
   EXPECT_EQ(t.dropoutRate, 0.2);
   EXPECT_EQ(t.attentionDropoutRate, 0.15);
+  EXPECT_EQ(t.attentionOutputDropoutRate, 0.3);
+  EXPECT_EQ(t.moeOutputDropoutRate, 0.35);
   EXPECT_EQ(t.expertDropoutRate, 0.25);
   EXPECT_EQ(t.jitterNoise, 0.05);
   EXPECT_EQ(t.routerZLossFactor, 0.001);
@@ -259,8 +265,22 @@ TEST(ModelParserTest, MoeDefaults) {
   EXPECT_EQ(m.moe.minExpertCapacity, 4);
   EXPECT_EQ(m.moe.maxGroupSize, 4096);
   EXPECT_FALSE(m.moe.routerBf16);
+  EXPECT_EQ(m.moe.initScale, 1.0);
   EXPECT_EQ(mixingOf(m), (std::vector<MixingKind>{MixingKind::Identity,
                                                   MixingKind::Identity}));
+}
+
+TEST(ModelParserTest, SigmaMoeReadsItsInitScale) {
+  ModelConfig m = parseOk(R"json({
+    "name": "m",
+    "embeddings": {"vocab_size": 64, "max_seq_length": 8},
+    "d_model": 16, "num_layers": 2, "d_ff": 32,
+    "mixing": {"kind": "identity"},
+    "moe_layers": [1],
+    "moe": {"num_experts": 4, "expert_d_ff": 8, "init_scale": 0.25,
+            "routing": {"type": "sigmoid_topk", "k": 2}}
+  })json");
+  EXPECT_EQ(m.moe.initScale, 0.25);
 }
 
 TEST(ModelParserTest, RoutingDefaultsPerType) {

@@ -304,6 +304,70 @@ TEST_F(NumpyTest, RefusesSizesDeflateCannotReach) {
                        "directory records");
 }
 
+TEST_F(NumpyTest, FilterDecidesBeforeInflating) {
+  SKIP_WITHOUT_NUMPY();
+  ASSERT_TRUE(runPython(dir, R"(
+import os, sys
+import numpy as np
+np.savez_compressed(os.path.join(sys.argv[1], 'zeros.npz'),
+                    x=np.zeros((1 << 20,), 'f4'))
+)"));
+  // Corrupt the end of the deflate stream: only inflating all of it finds
+  // out, so a filter that refuses or leaves the array out must be asked
+  // before that.
+  std::string path = file("zeros.npz");
+  std::string bytes = readBytes(path);
+  size_t directory = bytes.find(std::string("PK\x01\x02", 4));
+  ASSERT_NE(directory, std::string::npos);
+  bytes[directory - 8] ^= 0x5a;
+  writeBytes(path, bytes);
+
+  std::vector<HostTensor> seen;
+  auto leftOut = readNpz(path, [&](const HostTensor &header) {
+    seen.push_back(header);
+    return mixer::Expected<bool>(false);
+  });
+  ASSERT_TRUE(leftOut.ok()) << leftOut.message();
+  EXPECT_TRUE(leftOut->empty());
+  ASSERT_EQ(seen.size(), 1u);
+  EXPECT_EQ(seen[0].name, "x");
+  EXPECT_EQ(seen[0].dtype, DType::F32);
+  EXPECT_EQ(seen[0].shape, std::vector<int64_t>{1 << 20});
+  EXPECT_TRUE(seen[0].data.empty());
+
+  auto refused = readNpz(path, [&](const HostTensor &) {
+    return mixer::Expected<bool>(Status::error("too large"));
+  });
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.message(), "too large");
+
+  auto kept = readNpz(path, [](const HostTensor &) { return true; });
+  ASSERT_FALSE(kept.ok());
+  EXPECT_EQ(kept.message().rfind(path + ": member 'x.npy': ", 0), 0u)
+      << kept.message();
+}
+
+TEST_F(NumpyTest, FilterAppliesToEveryFormat) {
+  HostTensor x = makeTensor<float>("x", DType::F32, {2}, {1.0f, 2.0f});
+  HostTensor y = makeTensor<float>("y", DType::F32, {1}, {3.0f});
+  auto onlyX = [](const HostTensor &header) -> mixer::Expected<bool> {
+    return header.name == "x";
+  };
+  for (const char *name : {"t.safetensors", "t.npz"}) {
+    std::string path = file(name);
+    ASSERT_TRUE(writeTensorFile(path, {x, y}).ok());
+    auto read = readTensorFile(path, onlyX);
+    ASSERT_TRUE(read.ok()) << read.message();
+    ASSERT_EQ(read->size(), 1u) << name;
+    expectSameTensor(read->front(), x);
+  }
+  std::string path = file("y.npy");
+  ASSERT_TRUE(writeTensorFile(path, {y}).ok());
+  auto read = readTensorFile(path, onlyX);
+  ASSERT_TRUE(read.ok()) << read.message();
+  EXPECT_TRUE(read->empty());
+}
+
 TEST_F(NumpyTest, RejectsMembersThatAreNotArrays) {
   std::string path = file("m.npz");
   ASSERT_TRUE(
