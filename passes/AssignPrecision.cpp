@@ -24,6 +24,7 @@ using mixer::KernelInfo;
 using mixer::ResultPrecision;
 using mixer::rt::AllocOp;
 using mixer::rt::KernelOp;
+using mixer::rt::NoneOp;
 using mixer::rt::ViewOp;
 
 namespace {
@@ -35,9 +36,11 @@ AllocOp storageOf(Value value) {
   return value.getDefiningOp<AllocOp>();
 }
 
+/// Whether `value` is an f32 tensor (not a scalar, not an absent operand).
 bool isFloatBuffer(Value value) {
   auto type = cast<MemRefType>(value.getType());
-  return type.getElementType().isF32() && type.getRank() > 0;
+  return type.getElementType().isF32() && type.getRank() > 0 &&
+         !value.getDefiningOp<NoneOp>();
 }
 
 class PrecisionAssignment {

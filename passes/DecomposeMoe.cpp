@@ -29,14 +29,15 @@ Value flattenTokens(PatternRewriter &rewriter, Location loc, Value input) {
       input);
 }
 
-/// Builds dispatch → experts → combine from an assignment table and reshapes
-/// the combined [N, D] rows back to the layer's output type. `expertOutput`,
+/// Builds dispatch → experts → combine from an assignment table, whose slots
+/// the routing lays out as `layout`, and reshapes the combined [N, D] rows
+/// back to the layer's output type. `expertOutput`,
 /// when given, rewrites the experts' [A, D] slot rows before they are
 /// combined.
 Value buildExpertPath(PatternRewriter &rewriter, Location loc, Value tokens2d,
                       Value slotTokens, Value gates, Value offsets, Value w1,
                       Value b1, Value w2, Value b2, Activation activation,
-                      Type resultType,
+                      ExpertLayout layout, Type resultType,
                       llvm::function_ref<Value(Value)> expertOutput = nullptr) {
   auto rows = cast<RankedTensorType>(tokens2d.getType());
   int64_t slots = cast<RankedTensorType>(slotTokens.getType()).getShape()[0];
@@ -46,7 +47,8 @@ Value buildExpertPath(PatternRewriter &rewriter, Location loc, Value tokens2d,
       DispatchOp::create(rewriter, loc, slotRows, tokens2d, slotTokens);
   Value expertOut = ExpertsOp::create(
       rewriter, loc, slotRows, dispatched, slotTokens, offsets, w1, b1, w2, b2,
-      ActivationAttr::get(rewriter.getContext(), activation));
+      ActivationAttr::get(rewriter.getContext(), activation),
+      ExpertLayoutAttr::get(rewriter.getContext(), layout));
   if (expertOutput)
     expertOut = expertOutput(expertOut);
   Value combined =
@@ -127,7 +129,7 @@ struct DecomposeCapacityMoe : OpRewritePattern<MoeOp> {
     Value result = buildExpertPath(
         rewriter, loc, tokens2d, select.getTokens(), select.getGates(),
         select.getOffsets(), moe.getW1(), moe.getB1(), moe.getW2(), moe.getB2(),
-        Activation::gelu, moe.getResult().getType(),
+        Activation::gelu, ExpertLayout::capacity, moe.getResult().getType(),
         moe.getExpertDropoutRate()
             ? llvm::function_ref<Value(Value)>(expertDropout)
             : nullptr);
@@ -171,7 +173,7 @@ struct DecomposeSigmaMoe : OpRewritePattern<SigmaMoeOp> {
     results[0] = buildExpertPath(
         rewriter, loc, tokens2d, route.getTokens(), route.getGates(),
         route.getOffsets(), moe.getKeys(), Value(), moe.getValues(), Value(),
-        Activation::relu, moe.getResult().getType());
+        Activation::relu, ExpertLayout::grouped, moe.getResult().getType());
     rewriter.replaceOp(moe, results);
     return success();
   }

@@ -85,8 +85,20 @@ private:
   /// Lowers an op that one kernel runs operand for operand.
   LogicalResult lowerKernelOp(KernelOpInterface op,
                               ArrayRef<NamedAttribute> defaults = {}) {
-    return lowerToKernel(op, op.getKernel(), op.getKernelOperands(), defaults);
+    SmallVector<Value> operands = op.getKernelOperands();
+    SmallVector<NamedAttribute> params(defaults);
+    passNoiseCounter(mixer::kernelInfo(op.getKernel()), operands, params);
+    return lowerToKernel(op, op.getKernel(), operands, params);
   }
+  /// A noise kernel whose operand `step` is a mixer.noise_counter takes the
+  /// counter's step and micro_step instead, and its micro_steps: the kernel
+  /// forms the counter itself.
+  void passNoiseCounter(const mixer::KernelInfo &info,
+                        SmallVectorImpl<Value> &operands,
+                        SmallVectorImpl<NamedAttribute> &params);
+  /// Checks that only the `step` operands of noise ops read `counter`, which
+  /// lowers into their kernels (passNoiseCounter).
+  LogicalResult lowerNoiseCounter(NoiseCounterOp counter);
   /// Replaces `op` by `kernel` reading `operands` (tensors, null where
   /// absent) with the op's attributes (kernelParams).
   LogicalResult lowerToKernel(Operation *op, Kernel kernel,
@@ -137,6 +149,38 @@ FunctionLowering::routingParams(Operation *op, Routing routing, int64_t groups,
     params.push_back(boolAttr("batch_prioritized", prioritized));
   }
   return params;
+}
+
+void FunctionLowering::passNoiseCounter(
+    const mixer::KernelInfo &info, SmallVectorImpl<Value> &operands,
+    SmallVectorImpl<NamedAttribute> &params) {
+  int64_t step = info.findOperand("step"),
+          micro = info.findOperand("micro_step");
+  auto counter = step >= 0 && micro >= 0 && operands[step]
+                     ? operands[step].getDefiningOp<NoiseCounterOp>()
+                     : NoiseCounterOp();
+  if (!counter)
+    return;
+  operands[step] = counter.getStep();
+  operands[micro] = counter.getMicroStep();
+  params.push_back(intAttr("micro_steps", counter.getMicroSteps()));
+}
+
+LogicalResult FunctionLowering::lowerNoiseCounter(NoiseCounterOp counter) {
+  for (Operation *user : counter->getUsers()) {
+    auto noise = dyn_cast<KernelOpInterface>(user);
+    const mixer::KernelInfo *info =
+        noise ? &mixer::kernelInfo(noise.getKernel()) : nullptr;
+    int64_t step = info ? info->findOperand("step") : -1;
+    if (!info || step < 0 || info->findOperand("micro_step") < 0 ||
+        noise.getKernelOperands()[step] != counter.getResult())
+      return (counter.emitOpError()
+              << "may only be the step of noise ops, which take its step "
+                 "and micro_step")
+                 .attachNote(user->getLoc())
+             << "read here";
+  }
+  return success();
 }
 
 Kernel routeKernel(Routing routing) {
@@ -246,8 +290,8 @@ FunctionLowering::lowerAccumulateGradient(AccumulateGradientOp op) {
 /// The string of an enum attribute, or nothing for another attribute.
 std::optional<StringRef> stringifyEnumAttr(Attribute value) {
   return llvm::TypeSwitch<Attribute, std::optional<StringRef>>(value)
-      .Case<ActivationAttr, MixAlgorithmAttr, NoiseKindAttr, PoolModeAttr,
-            RoutingAttr>(
+      .Case<ActivationAttr, ExpertLayoutAttr, MixAlgorithmAttr, NoiseKindAttr,
+            PoolModeAttr, RoutingAttr>(
           [](auto attr) { return stringifyEnum(attr.getValue()); })
       .Default(std::nullopt);
 }
@@ -349,6 +393,8 @@ LogicalResult FunctionLowering::lowerOp(Operation *op) {
         return success();
       })
       .Case<RouteOp>([&](RouteOp route) { return lowerRoute(route); })
+      .Case<NoiseCounterOp>(
+          [&](NoiseCounterOp counter) { return lowerNoiseCounter(counter); })
       .Case<AccumulateGradientOp>(
           [&](AccumulateGradientOp op) { return lowerAccumulateGradient(op); })
       .Case<AdamWOp>([&](AdamWOp adamw) { return lowerAdamW(adamw); })

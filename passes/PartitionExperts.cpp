@@ -127,11 +127,14 @@ LogicalResult partition(ExpertsOp experts, func::FuncOp func, int64_t ep) {
   auto byExpert = permute(rows, receivedOffsets, ep, localExperts);
   Value expertTokens =
       permute(tokens, receivedOffsets, ep, localExperts).getResult();
-  auto local = ExpertsOp::create(builder, loc, byExpert.getResult().getType(),
-                                 byExpert.getResult(), expertTokens,
-                                 byExpert.getGroupOffsets(), experts.getW1(),
-                                 experts.getB1(), experts.getW2(),
-                                 experts.getB2(), experts.getActivationAttr());
+  // The local experts read the offsets permute_blocks forms at run time, not
+  // a routing's: the grouped layout, whatever the routing was.
+  auto local = ExpertsOp::create(
+      builder, loc, byExpert.getResult().getType(), byExpert.getResult(),
+      expertTokens, byExpert.getGroupOffsets(), experts.getW1(),
+      experts.getB1(), experts.getW2(), experts.getB2(),
+      experts.getActivationAttr(),
+      ExpertLayoutAttr::get(context, ExpertLayout::grouped));
   // And back: blocks (local expert, sender) to (sender, local expert), then
   // each block to the rank it came from.
   Value bySender = permute(local.getResult(), byExpert.getPermutedOffsets(),

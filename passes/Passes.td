@@ -57,8 +57,10 @@ def MixerDecomposeMoe : Pass<"mixer-decompose-moe", "mlir::func::FuncOp"> {
     `mixer.select_experts`; `mixer.sigma_moe` becomes logits against the
     transposed `expert_sel` and a sigmoid `mixer.route`. Both continue with
     `mixer.dispatch` (gather the slot rows), `mixer.experts` (per-expert
-    feed-forward) and `mixer.combine` (gate-weighted scatter-add), so no
-    one-hot dispatch or combine tensor is ever built. A training step's MoE
+    feed-forward, whose `layout` records the routing's slot layout: capacity
+    for `mixer.moe`, grouped for `mixer.sigma_moe`) and `mixer.combine`
+    (gate-weighted scatter-add), so no one-hot dispatch or combine tensor is
+    ever built. A training step's MoE
     noise becomes `mixer.random_scale` ops: jitter on the router's input
     (dispatch still reads the unperturbed tokens), expert dropout on the
     experts' output rows before `mixer.combine`; σ-MoE expert dropout
@@ -75,7 +77,7 @@ def MixerDecomposeMoe : Pass<"mixer-decompose-moe", "mlir::func::FuncOp"> {
     %p = mixer.softmax %l
     %t, %g, %o = mixer.select_experts %p {...}
     %xd = mixer.dispatch %x2d, %t
-    %yd = mixer.experts %xd, %t, %o, %w1 bias %b1, %w2 bias %b2 {activation = #mixer<activation gelu>}
+    %yd = mixer.experts %xd, %t, %o, %w1 bias %b1, %w2 bias %b2 {activation = #mixer<activation gelu>, layout = #mixer<expert_layout capacity>}
     %y2d = mixer.combine %yd, %t, %g
     ```
   }];
@@ -93,7 +95,9 @@ def MixerPartitionExperts : Pass<"mixer-partition-experts", "mlir::ModuleOp"> {
     (experts_choose, tokens_choose) send equal blocks (`mixer.all_to_all`);
     σ-MoE's dropless rows go ragged (`mixer.all_to_all_v`) into a worst-case
     buffer. `mixer.permute_blocks` reorders the received rows from
-    (sender, local expert) to (local expert, sender) and back.
+    (sender, local expert) to (local expert, sender) and back. The local
+    `mixer.experts` reads the offsets permute_blocks forms, so its `layout`
+    is `grouped` whatever the routing.
 
     ```mlir
     %ye = mixer.experts %xd, %tok, %off, %w1 ...       // w1 : tensor<4x16x32xf32>
@@ -102,7 +106,7 @@ def MixerPartitionExperts : Pass<"mixer-partition-experts", "mlir::ModuleOp"> {
     %tr = mixer.all_to_all %tok {group = "ep"}
     %xe, %po, %go = mixer.permute_blocks %xr, %off {inner = 2, outer = 2}
     %te, %po2, %go2 = mixer.permute_blocks %tr, %off {inner = 2, outer = 2}
-    %y = mixer.experts %xe, %te, %go, %w1 ...          // w1 : tensor<2x16x32xf32>
+    %y = mixer.experts %xe, %te, %go, %w1 ...          // w1 : tensor<2x16x32xf32>, grouped
     %yr, %ro, %rg = mixer.permute_blocks %y, %po {inner = 2, outer = 2}
     %ye = mixer.all_to_all %yr {group = "ep"}
     ```
@@ -245,7 +249,10 @@ def MixerLowerToRuntime : Pass<"mixer-lower-to-runtime", "mlir::ModuleOp"> {
     (runtime/support/Kernels.def), the function arguments memrefs. An op
     whose definition names its kernel (`let kernel`, Mixer_KernelOpInterface)
     becomes that kernel with its operands in order (`mixrt.none` for an
-    absent optional one) and its attributes by name; the other ops are
+    absent optional one, and for optional kernel operands beyond the op's)
+    and its attributes by name; a noise op keyed by a `mixer.noise_counter`
+    passes the counter's `step`, `micro_step` and `micro_steps` to its
+    kernel instead, and the counter lowers to nothing. The other ops are
     lowered by hand: the routings, LayerNorm without a residual, attention's
     dropout defaults, mixing with an unselected algorithm (an error), the
     in-place updates. Also records the model's FLOP count (`mixrt.flops`,

@@ -177,7 +177,9 @@ LogicalResult CombineGradOp::verify() {
 }
 
 LogicalResult ExpertsGradOp::verify() {
-  if (failed(expectRank(*this, getInput(), 2, "input")) ||
+  if (failed(expectExpertLayout(*this, getOffsets(),
+                                getLayout() == ExpertLayout::capacity)) ||
+      failed(expectRank(*this, getInput(), 2, "input")) ||
       failed(expectRank(*this, getW1(), 3, "w1")))
     return failure();
   ArrayRef<int64_t> w1 = shapeOf(getW1());

@@ -217,13 +217,14 @@ def Mixer_ExpertsGradOp : Mixer_Op<"experts_grad", [Pure,
     Recomputes each expert's hidden pre-activations from its slot rows (one
     GEMM) instead of keeping them from the forward pass. The bias gradients
     are produced whether or not the forward op had biases; unused ones are
-    dead values.
+    dead values. `layout` is the forward op's.
   }];
   let arguments = (ins Mixer_F32Tensor:$input, Mixer_I32Tensor:$tokens,
                        Mixer_I32Tensor:$offsets, Mixer_F32Tensor:$w1,
                        Optional<Mixer_F32Tensor>:$b1, Mixer_F32Tensor:$w2,
                        Mixer_F32Tensor:$result_grad,
-                       Mixer_ActivationAttr:$activation);
+                       Mixer_ActivationAttr:$activation,
+                       Mixer_ExpertLayoutAttr:$layout);
   let results = (outs Mixer_F32Tensor:$input_grad, Mixer_F32Tensor:$w1_grad,
                       Mixer_F32Tensor:$b1_grad, Mixer_F32Tensor:$w2_grad,
                       Mixer_F32Tensor:$b2_grad);

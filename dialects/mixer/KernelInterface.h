@@ -18,17 +18,20 @@
 
 namespace mixer::graph {
 
-/// The operands of `op`, one per ODS operand (null where an optional one is
-/// absent), or all of them for a variadic kernel.
+/// The kernel operands of `op`: one per ODS operand (null where an optional
+/// one is absent), then null for each optional operand the kernel takes
+/// beyond the op's; or all of them for a variadic kernel.
 template <typename OpT>
 llvm::SmallVector<mlir::Value> kernelOperands(OpT op, unsigned odsOperands) {
-  if (kernelInfo(OpT::getKernel()).isVariadic())
+  const KernelInfo &info = kernelInfo(OpT::getKernel());
+  if (info.isVariadic())
     return llvm::SmallVector<mlir::Value>(op->getOperands());
   llvm::SmallVector<mlir::Value> operands;
   for (unsigned i = 0; i < odsOperands; ++i) {
     mlir::Operation::operand_range range = op.getODSOperands(i);
     operands.push_back(range.empty() ? mlir::Value() : *range.begin());
   }
+  operands.resize(info.operands.size());
   return operands;
 }
 

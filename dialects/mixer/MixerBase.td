@@ -51,6 +51,14 @@ def Mixer_Routing : I32EnumAttr<"Routing", "MoE routing algorithm", [
 }
 def Mixer_RoutingAttr : EnumAttr<Mixer_Dialect, Mixer_Routing, "routing">;
 
+def Mixer_ExpertLayout : I32EnumAttr<"ExpertLayout",
+    "how a routing lays out the experts' slots", [
+    I32EnumAttrCase<"capacity", 0>, I32EnumAttrCase<"grouped", 1>]> {
+  let cppNamespace = "::mixer::graph";
+  let genSpecializedAttr = 0;
+}
+def Mixer_ExpertLayoutAttr : EnumAttr<Mixer_Dialect, Mixer_ExpertLayout, "expert_layout">;
+
 def Mixer_MixAlgorithm : I32EnumAttr<"MixAlgorithm",
     "how a spectral or structured mixing layer is computed", [
     I32EnumAttrCase<"automatic", 0, "auto">, I32EnumAttrCase<"fft", 1>,
@@ -73,8 +81,9 @@ def Mixer_NoiseKindAttr : EnumAttr<Mixer_Dialect, Mixer_NoiseKind, "noise">;
 /// runtime/support/Kernels.def) and lists in `kernelAttributeNames` the
 /// [op name, kernel name] pairs of attributes the kernel names differently:
 /// the op then implements Mixer_KernelOpInterface, and the C++ compiler checks
-/// that the op has the kernel's operands and attributes (of the kernel's
-/// types) and every attribute the kernel requires. Ops lowered by hand (the
+/// that the op has the kernel's operands (the kernel may take optional ones
+/// after them, passed absent) and attributes (of the kernel's types) and
+/// every attribute the kernel requires. Ops lowered by hand (the
 /// kernel depends on the op, or takes other operands) leave `kernel` empty.
 class Mixer_Op<string mnemonic, list<Trait> props = []>
     : Op<Mixer_Dialect, mnemonic, props> {
@@ -120,7 +129,7 @@ class Mixer_Op<string mnemonic, list<Trait> props = []>
       return ::mixer::graph::kernelOperands(*this, }] # odsOperandCount # [{);
     }
 
-    static_assert(}] # info # ".operands.size() == " # odsOperandCount # [{,
+    static_assert(}] # info # ".extendsOperands(" # odsOperandCount # [{),
                   "}] # where # [{the op's operands are not the kernel's");
     static_assert(}] # info # ".requiresOnly({" #
         !interleave(!foreach(name, kernelAttributes, "\"" # name # "\""),

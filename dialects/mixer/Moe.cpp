@@ -216,8 +216,25 @@ LogicalResult DispatchOp::verify() {
                      "result");
 }
 
+LogicalResult mixer::graph::expectExpertLayout(Operation *op, Value offsets,
+                                               bool capacity) {
+  if (!capacity)
+    return success();
+  Operation *router = offsets.getDefiningOp();
+  if (isa_and_nonnull<SelectExpertsOp>(router))
+    return success();
+  if (auto route = dyn_cast_or_null<RouteOp>(router);
+      route && route.getRouting() != Routing::sigmoid_topk)
+    return success();
+  return op->emitOpError("has the capacity layout but its offsets do not come "
+                         "from a capacity routing (mixer.select_experts, or "
+                         "mixer.route with experts_choose or tokens_choose)");
+}
+
 LogicalResult ExpertsOp::verify() {
-  if (failed(expectRank(*this, getInput(), 2, "input")) ||
+  if (failed(expectExpertLayout(*this, getOffsets(),
+                                getLayout() == ExpertLayout::capacity)) ||
+      failed(expectRank(*this, getInput(), 2, "input")) ||
       failed(expectRank(*this, getW1(), 3, "w1")) ||
       failed(expectRank(*this, getOffsets(), 1, "offsets")))
     return failure();
@@ -288,7 +305,7 @@ LogicalResult ExpertsOp::buildGradients(OpBuilder &builder,
       builder, getLoc(), getInput().getType(), getW1().getType(),
       f32({w1[0], w1[2]}), getW2().getType(), f32({w1[0], w1[1]}), getInput(),
       getTokens(), getOffsets(), getW1(), getB1(), getW2(), resultGrads[0],
-      getActivationAttr());
+      getActivationAttr(), getLayoutAttr());
   operandGrads.append(
       {grads.getInputGrad(), Value(), Value(), grads.getW1Grad()});
   if (getB1())

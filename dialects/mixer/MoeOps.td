@@ -197,9 +197,17 @@ def Mixer_ExpertsOp : Mixer_Op<"experts",
      DeclareOpInterfaceMethods<Mixer_GradientOpInterface>,
      DeclareOpInterfaceMethods<Mixer_FlopCountOpInterface>]> {
   let summary = "per-expert two-layer feed-forward over each expert's slots";
+  let description = [{
+    `layout` says how the routing that produced `offsets` lays out the
+    slots: `capacity` (mixer.select_experts, or mixer.route with a capacity
+    routing: every expert owns slots / E consecutive slots) or `grouped`
+    (any offsets). `mixer-decompose-moe` sets it; the plan carries it to the
+    runtime, which picks its kernels by it.
+  }];
   let arguments = (ins Mixer_F32Tensor:$input, Mixer_I32Tensor:$tokens, Mixer_I32Tensor:$offsets,
                        Mixer_F32Tensor:$w1, Optional<Mixer_F32Tensor>:$b1, Mixer_F32Tensor:$w2,
-                       Optional<Mixer_F32Tensor>:$b2, Mixer_ActivationAttr:$activation);
+                       Optional<Mixer_F32Tensor>:$b2, Mixer_ActivationAttr:$activation,
+                       Mixer_ExpertLayoutAttr:$layout);
   let results = (outs Mixer_F32Tensor:$result);
   let assemblyFormat = [{
     $input `,` $tokens `,` $offsets `,` $w1 (`bias` $b1^)? `,` $w2 (`bias` $b2^)?

@@ -75,6 +75,9 @@ def Mixer_NoiseCounterOp : Mixer_Op<"noise_counter", [Pure]> {
     the noise ops of micro-step `micro_step` of the update that follows
     `step` updates draw with this counter (in place of `step`), so that
     every micro-step gets its own factors. The product wraps modulo 2³².
+    Only noise ops may read it (as their `step`): `mixer-lower-to-runtime`
+    passes its operands and `micro_steps` to their kernels, which form the
+    counter themselves.
 
     ```mlir
     %c = mixer.noise_counter %step, %micro_step {micro_steps = 4 : i64}
@@ -84,7 +87,6 @@ def Mixer_NoiseCounterOp : Mixer_Op<"noise_counter", [Pure]> {
                        ConfinedAttr<I64Attr, [IntMinValue<2>]>:$micro_steps);
   let results = (outs Mixer_I32Scalar:$result);
   let assemblyFormat = "$step `,` $micro_step attr-dict";
-  let kernel = "NoiseCounter";
 }
 
 def Mixer_AccumulateGradientOp : Mixer_Op<"accumulate_gradient", [Pure,

@@ -41,6 +41,12 @@ mlir::LogicalResult expectAttentionDropout(mlir::Operation *op,
                                            std::optional<llvm::APFloat> rate,
                                            std::optional<uint64_t> stream);
 
+/// Checks the layout of mixer.experts and its gradient: a capacity layout
+/// (`capacity`) reads the offsets of a capacity routing, mixer.select_experts
+/// or mixer.route with experts_choose or tokens_choose.
+mlir::LogicalResult expectExpertLayout(mlir::Operation *op, mlir::Value offsets,
+                                       bool capacity);
+
 } // namespace mixer::graph
 
 #endif // MIXER_DIALECTS_MIXER_VERIFYUTILS_H

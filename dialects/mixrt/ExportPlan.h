@@ -9,6 +9,10 @@
 
 namespace mixer {
 
+namespace exec {
+struct Plan;
+} // namespace exec
+
 /// What the plan records besides the module itself.
 struct PlanInfo {
   std::string target = "cpu";
@@ -17,11 +21,12 @@ struct PlanInfo {
   std::string mode = "inference";
 };
 
-/// Serializes the planned `@forward` function of `module` (after
-/// mixrt-plan-memory) into the JSON execution plan of docs/runtime.md.
-/// Emits a diagnostic and fails on IR the runtime cannot execute.
-mlir::FailureOr<std::string> exportPlan(mlir::ModuleOp module,
-                                        const PlanInfo &info);
+/// Fills `plan` (runtime/exec/Plan.h, whose Plan::toJson writes the JSON
+/// execution plan of docs/runtime.md) from the planned `@forward` function
+/// of `module` (after mixrt-plan-memory). Emits a diagnostic and fails on IR
+/// the runtime cannot execute.
+mlir::LogicalResult exportPlan(mlir::ModuleOp module, const PlanInfo &info,
+                               exec::Plan &plan);
 
 } // namespace mixer
 

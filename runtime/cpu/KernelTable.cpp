@@ -35,6 +35,15 @@ const KernelEntry *findEntry(Kernel kernel) {
 
 } // namespace
 
+int32_t noiseCounterAt(const exec::NoiseCounter &counter, ValuePointers v) {
+  Expected<int32_t> value =
+      counter.at(*i32(v[counter.step]),
+                 counter.microStep < 0 ? 0 : *i32(v[counter.microStep]));
+  if (!value)
+    throw KernelError{value.message()};
+  return *value;
+}
+
 Expected<StepFunction> prepareStep(const exec::Plan &plan, size_t index,
                                    int64_t &scratchBytes,
                                    const Groups &groups) {

@@ -48,13 +48,16 @@ bool readAttention(StepContext &c, int64_t &heads, int64_t &headDim,
 
 /// The probability dropout of attention and attention_grad: the attributes
 /// dropout_rate (in [0, 1)) and stream, and the operands seed and step
-/// (I32 scalars, present exactly when the rate is positive).
+/// (I32 scalars, present exactly when the rate is positive) and micro_step
+/// (see exec::NoiseCounter).
 struct DropoutKey {
   double rate = 0;
   int64_t stream = 0;
-  int64_t seed = -1, step = -1; ///< slots; -1 without dropout
+  int64_t seed = -1; ///< slot; -1 without dropout
+  exec::NoiseCounter counter;
 
-  bool read(StepContext &c, const Arg &seedArg, const Arg &stepArg) {
+  bool read(StepContext &c, const Arg &seedArg, const Arg &stepArg,
+            const Arg &microArg) {
     rate = c.realAttr("dropout_rate"), stream = c.intAttr("stream");
     bool noisy = rate > 0;
     if (!c.check(rate >= 0 && rate < 1, "attribute 'dropout_rate' " +
@@ -63,12 +66,11 @@ struct DropoutKey {
         !c.check(bool(seedArg.value) == noisy && bool(stepArg.value) == noisy,
                  "the operands seed and step must be present exactly when "
                  "dropout_rate > 0") ||
-        !c.shape(seedArg, DType::I32, {}) || !c.shape(stepArg, DType::I32, {}))
+        !c.shape(seedArg, DType::I32, {}) ||
+        !counter.read(c, stepArg, microArg))
       return false;
-    if (noisy) {
+    if (noisy)
       seed = seedArg.slot;
-      step = stepArg.slot;
-    }
     return true;
   }
 
@@ -77,7 +79,7 @@ struct DropoutKey {
     if (seed < 0)
       return {};
     return cpu::AttentionDropout::make(rate, *i32(v[seed]), stream,
-                                       *i32(v[step]));
+                                       noiseCounterAt(counter, v));
   }
 };
 
@@ -89,7 +91,7 @@ Expected<StepFunction> prepareAttention(StepContext &c) {
   bool causal;
   DropoutKey dropout;
   if (!readAttention(c, heads, headDim, pad, causal) ||
-      !dropout.read(c, c.in(4), c.in(5)) ||
+      !dropout.read(c, c.in(4), c.in(5), c.in(6)) ||
       !c.shape(y, DType::F32, q.value->shape))
     return c.takeError();
   int64_t batch = q.dim(0), seq = q.dim(1);
@@ -108,7 +110,7 @@ Expected<StepFunction> prepareAttentionGrad(StepContext &c) {
   bool causal;
   DropoutKey dropout;
   if (!readAttention(c, heads, headDim, pad, causal) ||
-      !dropout.read(c, c.in(5), c.in(6)) ||
+      !dropout.read(c, c.in(5), c.in(6), c.in(7)) ||
       !c.shape(dout, DType::F32, q.value->shape) ||
       !c.shape(c.out(0), DType::F32, q.value->shape) ||
       !c.shape(c.out(1), DType::F32, q.value->shape) ||

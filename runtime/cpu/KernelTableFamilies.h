@@ -24,6 +24,10 @@ using io::DType;
 inline float *f32(void *p) { return static_cast<float *>(p); }
 inline int32_t *i32(void *p) { return static_cast<int32_t *>(p); }
 
+/// This run's counter of a noise kernel (exec::NoiseCounter::at of the
+/// step's inputs); throws KernelError for a micro-step outside the update.
+int32_t noiseCounterAt(const exec::NoiseCounter &counter, ValuePointers v);
+
 /// A plan kernel with its factory; a collective's factory also takes the
 /// communicators.
 struct KernelEntry {

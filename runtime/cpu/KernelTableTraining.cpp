@@ -22,58 +22,56 @@ namespace mixer::cpu {
 namespace {
 
 Expected<StepFunction> prepareRandomScale(StepContext &c) {
-  const Arg &x = c.in(0), &seed = c.in(1), &step = c.in(2), &y = c.out(0);
+  const Arg &x = c.in(0), &seed = c.in(1), &y = c.out(0);
   bool dropout;
   double rate;
   int64_t stream;
+  exec::NoiseCounter counter;
   if (!readRandomScale(c, dropout, rate, stream) ||
       !c.minRank(x, DType::F32, 0) || !c.shape(seed, DType::I32, {}) ||
-      !c.shape(step, DType::I32, {}) || !c.shape(y, DType::F32, x.value->shape))
+      !counter.read(c, c.in(2), c.in(3)) ||
+      !c.shape(y, DType::F32, x.value->shape))
     return c.takeError();
   int64_t n = x.value->numel;
-  return StepFunction([=, a = x.slot, k = seed.slot, s = step.slot,
-                       o = y.slot](ValuePointers v) {
-    int32_t key = *i32(v[k]);
-    if (key < 0) {
-      // A negative seed evaluates: no noise.
-      std::copy_n(f32(v[a]), n, f32(v[o]));
-      return;
-    }
-    cpu::randomScale(f32(v[a]), f32(v[o]), n, dropout, rate,
-                     cpu::CounterUniforms(key, stream, *i32(v[s])));
-  });
+  return StepFunction(
+      [=, a = x.slot, k = seed.slot, o = y.slot](ValuePointers v) {
+        int32_t key = *i32(v[k]);
+        if (key < 0) {
+          // A negative seed evaluates: no noise.
+          std::copy_n(f32(v[a]), n, f32(v[o]));
+          return;
+        }
+        cpu::randomScale(
+            f32(v[a]), f32(v[o]), n, dropout, rate,
+            cpu::CounterUniforms(key, stream, noiseCounterAt(counter, v)));
+      });
 }
 
 Expected<StepFunction> prepareDropExperts(StepContext &c) {
-  const Arg &x = c.in(0), &seed = c.in(1), &step = c.in(2), &y = c.out(0);
+  const Arg &x = c.in(0), &seed = c.in(1), &y = c.out(0);
   double rate;
   int64_t stream;
   bool gradient;
+  exec::NoiseCounter counter;
   if (!readDropExperts(c, rate, stream, gradient) ||
       !c.rank(x, DType::F32, 2) || !c.shape(seed, DType::I32, {}) ||
-      !c.shape(step, DType::I32, {}) || !c.shape(y, DType::F32, x.value->shape))
+      !counter.read(c, c.in(2), c.in(3)) ||
+      !c.shape(y, DType::F32, x.value->shape))
     return c.takeError();
   int64_t n = x.value->numel;
   // Dropped experts lose the top-k forward and pass no gradient back.
   float fill = gradient ? 0.0f : -std::numeric_limits<float>::infinity();
-  return StepFunction([=, a = x.slot, k = seed.slot, s = step.slot,
-                       o = y.slot](ValuePointers v) {
-    int32_t key = *i32(v[k]);
-    if (key < 0) {
-      // A negative seed evaluates: every expert stays.
-      std::copy_n(f32(v[a]), n, f32(v[o]));
-      return;
-    }
-    cpu::expertDropout(f32(v[a]), f32(v[o]), n, key, stream, *i32(v[s]), rate,
-                       fill);
-  });
-}
-
-/// Reads the attribute micro_steps and checks the operand micro_step, an I32
-/// scalar counting the micro-steps of an update from 0.
-bool readMicroSteps(StepContext &c, const Arg &microStep, int64_t &microSteps) {
-  return exec::readMicroSteps(c, microSteps) &&
-         c.shape(microStep, DType::I32, {});
+  return StepFunction(
+      [=, a = x.slot, k = seed.slot, o = y.slot](ValuePointers v) {
+        int32_t key = *i32(v[k]);
+        if (key < 0) {
+          // A negative seed evaluates: every expert stays.
+          std::copy_n(f32(v[a]), n, f32(v[o]));
+          return;
+        }
+        cpu::expertDropout(f32(v[a]), f32(v[o]), n, key, stream,
+                           noiseCounterAt(counter, v), rate, fill);
+      });
 }
 
 /// The value of input `micro_step`, checked against `microSteps`.
@@ -82,19 +80,6 @@ int32_t microStepOf(ValuePointers v, int64_t slot, int64_t microSteps) {
   if (Status valid = exec::checkMicroStep(micro, microSteps); !valid)
     throw cpu::KernelError{valid.message()};
   return micro;
-}
-
-Expected<StepFunction> prepareNoiseCounter(StepContext &c) {
-  const Arg &step = c.in(0), &micro = c.in(1), &y = c.out(0);
-  int64_t microSteps;
-  if (!c.shape(step, DType::I32, {}) || !readMicroSteps(c, micro, microSteps) ||
-      !c.shape(y, DType::I32, {}))
-    return c.takeError();
-  return StepFunction(
-      [=, s = step.slot, m = micro.slot, o = y.slot](ValuePointers v) {
-        *i32(v[o]) = exec::noiseCounter(*i32(v[s]), microSteps,
-                                        microStepOf(v, m, microSteps));
-      });
 }
 
 Expected<StepFunction> prepareAccumulateGradient(StepContext &c) {
@@ -172,7 +157,6 @@ std::vector<KernelEntry> trainingKernels() {
   return {
       {Kernel::RandomScale, prepareRandomScale},
       {Kernel::DropExperts, prepareDropExperts},
-      {Kernel::NoiseCounter, prepareNoiseCounter},
       {Kernel::AccumulateGradient, prepareAccumulateGradient},
       {Kernel::GlobalNorm, prepareGlobalNorm},
       {Kernel::AdamW, prepareAdamW},

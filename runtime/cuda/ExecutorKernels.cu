@@ -379,11 +379,6 @@ Status fillValues(float *y, int64_t n, float value, cudaStream_t stream) {
                  [=] __device__(int64_t i) { y[i] = value; });
 }
 
-Status storeCounter(int32_t *y, int32_t value, cudaStream_t stream) {
-  return forEach("noise_counter", 1, stream,
-                 [=] __device__(int64_t) { *y = value; });
-}
-
 Status accumulateGradient(float *accum, const float *grad, float *average,
                           int64_t n, int64_t microStep, int64_t microSteps,
                           cudaStream_t stream) {

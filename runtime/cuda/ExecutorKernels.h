@@ -35,9 +35,6 @@ Status narrowToBf16(const float *x, Bf16 *y, int64_t n, cudaStream_t stream);
 /// y[i] = value over n floats (`fill`).
 Status fillValues(float *y, int64_t n, float value, cudaStream_t stream);
 
-/// *y = value, one I32 (`noise_counter`, whose counter the host computes).
-Status storeCounter(int32_t *y, int32_t value, cudaStream_t stream);
-
 /// Micro-step `microStep` of `microSteps` over n values, as
 /// cpu::accumulateGradient: with s = accum + grad, average = s / microSteps
 /// (correctly rounded) and accum = s, or 0 on the last micro-step

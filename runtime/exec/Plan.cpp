@@ -19,18 +19,6 @@ namespace {
 
 using json = nlohmann::json;
 
-constexpr std::pair<InitKind, const char *> kInitKinds[] = {
-    {InitKind::Normal, "normal"},
-    {InitKind::TruncatedNormal, "truncated_normal"},
-    {InitKind::Zeros, "zeros"},
-    {InitKind::Ones, "ones"},
-    {InitKind::NormalRowRenorm, "normal_row_renorm"},
-};
-
-bool hasStddev(InitKind kind) {
-  return kind != InitKind::Zeros && kind != InitKind::Ones;
-}
-
 std::string describe(const std::vector<int64_t> &shape, io::DType dtype) {
   return io::formatShape(shape) + " " + io::dtypeName(dtype);
 }
@@ -121,6 +109,11 @@ private:
   bool parseTensorTable(const json &array, const char *table,
                         std::vector<ParamInfo> &out);
   bool parseTraining(const json &root);
+  /// Reads the training setting `key` when the plan has it.
+  bool readOptionalNumber(const json &training, const char *key, double &out) {
+    return !training.contains(key) ||
+           readNumber(training, key, "training", out);
+  }
   bool parseInputs(const json &array);
   bool parseValues(const json &array);
   bool parseSteps(const json &array);
@@ -132,6 +125,9 @@ private:
   /// Checks that every arena byte a step or output reads was last written
   /// through the same buffer by an earlier step.
   bool checkDefinedBeforeUse();
+  /// Checks that experts steps of the capacity layout read the offsets of a
+  /// capacity routing step.
+  bool checkExpertLayouts();
 
   Plan &plan;
   std::string message;
@@ -245,7 +241,7 @@ bool PlanParser::parse(const json &root) {
          parseValues(*values) && readArray(root, "steps", "", steps) &&
          parseSteps(*steps) && readArray(root, "outputs", "", outputs) &&
          parseOutputs(*outputs) && checkHeaderAgainstPlan() &&
-         checkDefinedBeforeUse();
+         checkDefinedBeforeUse() && checkExpertLayouts();
 }
 
 bool PlanParser::parseHeader(const json &root) {
@@ -385,12 +381,10 @@ bool PlanParser::parseTensorTable(const json &array, const char *table,
     if (param.dtype != io::DType::F32)
       return fail(where, std::string("dtype ") + io::dtypeName(param.dtype) +
                              " is not supported; parameters are F32");
-    auto known =
-        std::find_if(std::begin(kInitKinds), std::end(kInitKinds),
-                     [&](const auto &entry) { return kind == entry.second; });
-    if (known == std::end(kInitKinds))
+    std::optional<InitKind> known = parseInitKind(kind);
+    if (!known)
       return fail(where, "unknown init kind '" + kind + "'");
-    param.init.kind = known->first;
+    param.init.kind = *known;
     if (hasStddev(param.init.kind)) {
       if (!readNumber(*init, "stddev", where + " init", param.init.stddev))
         return false;
@@ -445,6 +439,11 @@ bool PlanParser::parseTraining(const json &root) {
       (training->contains("gradient_accumulation_steps") &&
        !readInt(*training, "gradient_accumulation_steps", "training",
                 info.microSteps)) ||
+      !readOptionalNumber(*training, "b1", info.adamw.b1) ||
+      !readOptionalNumber(*training, "b2", info.adamw.b2) ||
+      !readOptionalNumber(*training, "eps", info.adamw.eps) ||
+      !readOptionalNumber(*training, "weight_decay", info.adamw.weightDecay) ||
+      !readOptionalNumber(*training, "clip_grad_norm", info.clipGradNorm) ||
       !readArray(root, "state", "", state) ||
       !parseTensorTable(*state, "state", plan.state))
     return false;
@@ -833,9 +832,41 @@ bool PlanParser::checkDefinedBeforeUse() {
   return true;
 }
 
+bool PlanParser::checkExpertLayouts() {
+  // The kernel of the step that wrote each value.
+  std::map<int64_t, Kernel> producers;
+  for (size_t i = 0; i < plan.steps.size(); ++i) {
+    const Step &step = plan.steps[i];
+    bool capacity =
+        (step.kernel == Kernel::Experts ||
+         step.kernel == Kernel::ExpertsGrad) &&
+        std::get<std::string>(step.attrs.at("layout")) == "capacity";
+    if (capacity) {
+      int64_t offsets = step.operands[2];
+      auto producer = producers.find(offsets);
+      if (producer == producers.end() ||
+          (producer->second != Kernel::RouteExpertsChoose &&
+           producer->second != Kernel::RouteTokensChoose))
+        return fail("steps[" + std::to_string(i) + "] (" +
+                        std::string(step.info().name) + ")",
+                    "the capacity layout needs the offsets of "
+                    "route_experts_choose or route_tokens_choose, but value " +
+                        std::to_string(offsets) + " is " +
+                        (producer == producers.end()
+                             ? std::string("not a step's result")
+                             : "a result of " +
+                                   std::string(kernelName(producer->second))));
+    }
+    for (int64_t id : step.results)
+      producers[id] = step.kernel;
+  }
+  return true;
+}
+
 } // namespace
 
-Expected<Plan> Plan::parse(const std::string &text, const std::string &path) {
+Expected<Plan> Plan::fromJson(const std::string &text,
+                              const std::string &path) {
   json root = json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (root.is_discarded())
     return Status::error(path + ": the plan header is not valid JSON");
@@ -851,7 +882,7 @@ Expected<Plan> Plan::load(const std::string &path) {
   Expected<io::Container> container = io::readContainer(path);
   if (!container)
     return container.takeStatus();
-  return parse(container->header, path);
+  return fromJson(container->header, path);
 }
 
 int64_t Plan::findInput(const std::string &name) const {
@@ -878,8 +909,134 @@ int64_t Plan::numParameterElements() const {
 const char *initKindName(InitKind kind) {
   for (const auto &[known, name] : kInitKinds)
     if (known == kind)
-      return name;
+      return name.data();
   return "unknown";
+}
+
+bool Plan::operator==(const Plan &other) const {
+  return std::tie(path, formatVersion, compilerVersion, model, target,
+                  precision, mode, batch, seq, padId, vocabSize, arenaBytes,
+                  forwardSteps, heads, flops, mesh, commBytes, params, state,
+                  training, inputs, outputs, values, steps) ==
+         std::tie(other.path, other.formatVersion, other.compilerVersion,
+                  other.model, other.target, other.precision, other.mode,
+                  other.batch, other.seq, other.padId, other.vocabSize,
+                  other.arenaBytes, other.forwardSteps, other.heads,
+                  other.flops, other.mesh, other.commBytes, other.params,
+                  other.state, other.training, other.inputs, other.outputs,
+                  other.values, other.steps);
+}
+
+namespace {
+
+const char *storageName(StorageKind storage) {
+  switch (storage) {
+  case StorageKind::Param:
+    return "param";
+  case StorageKind::State:
+    return "state";
+  case StorageKind::Input:
+    return "input";
+  case StorageKind::Arena:
+    return "arena";
+  }
+  return "unknown";
+}
+
+/// A table of named f32 tensors with their init ("params", "state").
+json tensorTable(const std::vector<ParamInfo> &table) {
+  json out = json::array();
+  for (const ParamInfo &param : table) {
+    json init = {{"kind", initKindName(param.init.kind)}};
+    if (hasStddev(param.init.kind))
+      init["stddev"] = param.init.stddev;
+    json entry = {{"name", param.name},
+                  {"shape", param.shape},
+                  {"dtype", io::dtypeName(param.dtype)},
+                  {"init", init}};
+    if (!param.shardGroup.empty()) {
+      entry["shard"] = {{"axis", 0}, {"mesh_axis", param.shardGroup}};
+      entry["global_shape"] = param.globalShape;
+    }
+    out.push_back(entry);
+  }
+  return out;
+}
+
+} // namespace
+
+std::string Plan::toJson(int indent) const {
+  json valueTable = json::array();
+  for (const ValueInfo &value : values) {
+    json entry = {{"shape", value.shape},
+                  {"dtype", io::dtypeName(value.dtype)},
+                  {"storage", storageName(value.storage)}};
+    if (value.storage == StorageKind::Arena)
+      entry["offset"] = value.offset;
+    else
+      entry["index"] = value.index;
+    valueTable.push_back(entry);
+  }
+  json inputTable = json::array();
+  for (const InputInfo &input : inputs)
+    inputTable.push_back({{"name", input.name},
+                          {"shape", input.shape},
+                          {"dtype", io::dtypeName(input.dtype)},
+                          {"optional", input.optional}});
+  json outputTable = json::array();
+  for (const OutputInfo &output : outputs)
+    outputTable.push_back({{"name", output.name}, {"value", output.value}});
+  json stepTable = json::array();
+  for (const Step &step : steps) {
+    json attrs = json::object();
+    for (const auto &[name, value] : step.attrs)
+      std::visit([&, &name = name](const auto &v) { attrs[name] = v; }, value);
+    stepTable.push_back({{"kernel", std::string(step.info().name)},
+                         {"operands", step.operands},
+                         {"results", step.results},
+                         {"attrs", attrs}});
+  }
+  json root = {{"format_version", formatVersion},
+               {"compiler_version", compilerVersion},
+               {"model", model},
+               {"target", target},
+               {"precision", precision},
+               {"mode", mode},
+               {"batch", batch},
+               {"seq", seq},
+               {"pad_id", padId},
+               {"vocab_size", vocabSize},
+               {"arena_bytes", arenaBytes},
+               {"forward_steps", forwardSteps},
+               {"heads",
+                {{"masked_lm", heads.maskedLm},
+                 {"next_sentence", heads.nextSentence},
+                 {"causal_lm", heads.causalLm},
+                 {"classes", heads.classes}}},
+               {"flops", flops},
+               {"params", tensorTable(params)},
+               {"inputs", inputTable},
+               {"outputs", outputTable},
+               {"values", valueTable},
+               {"steps", stepTable}};
+  if (training) {
+    root["training"] = {{"learning_rate", training->learningRate},
+                        {"warmup_steps", training->warmupSteps},
+                        {"total_steps", training->totalSteps},
+                        {"gradient_accumulation_steps", training->microSteps},
+                        {"b1", training->adamw.b1},
+                        {"b2", training->adamw.b2},
+                        {"eps", training->adamw.eps},
+                        {"weight_decay", training->adamw.weightDecay},
+                        {"clip_grad_norm", training->clipGradNorm}};
+    root["state"] = tensorTable(state);
+  }
+  // A parallel plan: its mesh and what each rank sends per run.
+  if (mesh.world() > 1 || !commBytes.empty()) {
+    root["mesh"] = {{"dp", mesh.dp}, {"ep", mesh.ep}, {"world", mesh.world()}};
+    root["comm_bytes"] = commBytes;
+  }
+  return root.dump(indent);
 }
 
 } // namespace mixer::exec

@@ -99,6 +99,11 @@ int64_t StepContext::intAttr(const char *name) const {
   return std::get<int64_t>(step.attrs.at(name));
 }
 
+int64_t StepContext::intAttr(const char *name, int64_t absent) const {
+  auto it = step.attrs.find(name);
+  return it == step.attrs.end() ? absent : std::get<int64_t>(it->second);
+}
+
 double StepContext::realAttr(const char *name) const {
   requireDeclared(name, AttrType::Real);
   return std::get<double>(step.attrs.at(name));
@@ -131,7 +136,7 @@ constexpr bool spellsEvery(const Spellings<Enum, N> &spellings,
   return true;
 }
 
-/// The value spelled `text`, one of the strings Plan::parse allows.
+/// The value spelled `text`, one of the strings Plan::fromJson allows.
 template <typename Enum, size_t N>
 Enum spelled(const Spellings<Enum, N> &spellings, std::string_view text) {
   size_t i = 0;
@@ -161,6 +166,10 @@ constexpr Spellings<Routing, 3> kRoutings = {
     {"tokens_choose", Routing::TokensChoose},
     {"sigmoid_topk", Routing::SigmoidTopK}};
 static_assert(spellsEvery(kRoutings, Routings));
+
+constexpr Spellings<ExpertLayout, 2> kExpertLayouts = {
+    {"capacity", ExpertLayout::Capacity}, {"grouped", ExpertLayout::Grouped}};
+static_assert(spellsEvery(kExpertLayouts, ExpertLayouts));
 
 } // namespace
 
@@ -216,6 +225,10 @@ Routing readRouting(const StepContext &c) {
   return spelled(kRoutings, c.stringAttr("routing"));
 }
 
+ExpertLayout readExpertLayout(const StepContext &c) {
+  return spelled(kExpertLayouts, c.stringAttr("layout"));
+}
+
 bool readMicroSteps(StepContext &c, int64_t &microSteps) {
   microSteps = c.intAttr("micro_steps");
   return c.check(microSteps >= 1, "attribute 'micro_steps' must be at least 1, "
@@ -243,6 +256,33 @@ int32_t noiseCounter(int32_t step, int64_t microSteps, int32_t microStep) {
       static_cast<uint32_t>(step) * static_cast<uint32_t>(microSteps) +
       static_cast<uint32_t>(microStep);
   return static_cast<int32_t>(counter);
+}
+
+bool NoiseCounter::read(StepContext &c, const Arg &stepArg,
+                        const Arg &microArg) {
+  microSteps = c.intAttr("micro_steps", 1);
+  if (!c.check(microSteps >= 1, "attribute 'micro_steps' must be at least 1, "
+                                "not " +
+                                    std::to_string(microSteps)) ||
+      !c.check(bool(microArg.value) == (microSteps > 1),
+               "the operand micro_step must be present exactly when "
+               "micro_steps > 1") ||
+      !c.check(bool(stepArg.value) || !microArg.value,
+               "the operand micro_step needs the operand step") ||
+      !c.shape(stepArg, DType::I32, {}) || !c.shape(microArg, DType::I32, {}))
+    return false;
+  step = stepArg.value ? stepArg.slot : -1;
+  microStep = microArg.value ? microArg.slot : -1;
+  return true;
+}
+
+Expected<int32_t> NoiseCounter::at(int32_t stepValue,
+                                   int32_t microValue) const {
+  if (microStep < 0)
+    return stepValue;
+  if (Status valid = checkMicroStep(microValue, microSteps); !valid)
+    return valid;
+  return noiseCounter(stepValue, microSteps, microValue);
 }
 
 bool checkAdamW(StepContext &c, AdamWConfig &config, double &maxNorm,

@@ -4,7 +4,7 @@
 // operands and results with their roles ("operand 2 (word)", the names of
 // Kernels.def), type checks that stop at the first problem with a message
 // naming the artifact and the step, and the step's attributes, whose
-// presence and types Plan::parse has checked. The CPU kernel table
+// presence and types Plan::fromJson has checked. The CPU kernel table
 // (runtime/cpu/KernelTable.cpp) and the CUDA kernel table build on it.
 //
 //===----------------------------------------------------------------------===//
@@ -87,6 +87,9 @@ public:
   /// The Bool attribute `name`; false when an optional one is left out.
   bool boolAttr(const char *name) const;
   int64_t intAttr(const char *name) const;
+  /// The Int attribute `name`, or `absent` when an optional one is left
+  /// out.
+  int64_t intAttr(const char *name, int64_t absent) const;
   double realAttr(const char *name) const;
   const std::string &stringAttr(const char *name) const;
   /// The ActivationKinds attribute `name`.
@@ -140,6 +143,9 @@ bool readDropExperts(StepContext &c, double &rate, int64_t &stream,
 /// The attribute `routing` of a route_grad step.
 Routing readRouting(const StepContext &c);
 
+/// The attribute `layout` of an experts or experts_grad step.
+ExpertLayout readExpertLayout(const StepContext &c);
+
 /// Reads the attribute micro_steps: the micro-steps of one update, at least
 /// 1. Each executor checks the micro_step operand where it reads it.
 bool readMicroSteps(StepContext &c, int64_t &microSteps);
@@ -158,6 +164,25 @@ Status checkMicroStep(int32_t microStep, int64_t microSteps);
 /// updates: step * microSteps + microStep, wrapping as the 32-bit counter
 /// word does.
 int32_t noiseCounter(int32_t step, int64_t microSteps, int32_t microStep);
+
+/// The counter a noise kernel (random_scale, drop_experts, attention,
+/// attention_grad) draws with: its operand step or, with gradient
+/// accumulation (the operand micro_step and the attribute micro_steps),
+/// noiseCounter(step, micro_steps, micro_step).
+struct NoiseCounter {
+  int64_t step = -1;      ///< slot of step; -1 when absent (no noise)
+  int64_t microStep = -1; ///< slot of micro_step; -1: the counter is step
+  int64_t microSteps = 1;
+
+  /// Reads the attribute micro_steps (1 when left out) and checks the
+  /// operands `stepArg` and `microArg`: I32 scalars, micro_step present
+  /// exactly when micro_steps > 1 (and then step too).
+  bool read(StepContext &c, const Arg &stepArg, const Arg &microArg);
+  /// The counter of a run whose step and micro_step inputs hold
+  /// `stepValue` and `microValue` (unused without micro_step); fails when
+  /// the micro-step lies outside the update.
+  Expected<int32_t> at(int32_t stepValue, int32_t microValue) const;
+};
 
 /// Reads and checks what every executor's adamw step shares: the attributes
 /// (b1, b2, eps, weight_decay, max_norm, micro_steps), grad (operand 0) and

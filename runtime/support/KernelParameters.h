@@ -1,11 +1,10 @@
-//===- KernelParameters.h - Typed kernel attributes --------------*- C++
-//-*-===//
+//===- KernelParameters.h - Typed kernel attributes ------------*- C++ -*-===//
 //
 // The attribute values of plan kernels in the form every backend computes
 // with: the enumerations behind the string attributes of Kernels.def
-// (ActivationKinds, PoolModes, MixAlgorithms, Routings) and the AdamW
-// hyper-parameters. The step checks of runtime/exec read them from a step; the
-// CPU and CUDA kernels take them as arguments.
+// (ActivationKinds, ExpertLayouts, MixAlgorithms, PoolModes, Routings) and
+// the AdamW hyper-parameters. The step checks of runtime/exec read them from a
+// step; the CPU and CUDA kernels take them as arguments.
 //
 //===----------------------------------------------------------------------===//
 
@@ -36,6 +35,12 @@ enum class Routing : int32_t {
   ExpertsChoose = 0, ///< each expert takes its top-C tokens of the group
   TokensChoose = 1,  ///< each token takes its top-k experts, capacity-limited
   SigmoidTopK = 2,   ///< sigma-MoE: sigmoid gates, top-k, dropless
+};
+
+/// How the routing that fills an experts step's slots lays them out.
+enum class ExpertLayout : int32_t {
+  Capacity = 0, ///< every expert owns slots / E consecutive slots
+  Grouped = 1,  ///< any offsets
 };
 
 /// How `pool` reduces the sequence of each example to one row.

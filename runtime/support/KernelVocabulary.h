@@ -116,6 +116,13 @@ struct KernelInfo {
   constexpr const KernelValue &result(size_t index) const {
     return results.begin()[index];
   }
+  /// The index of the operand `name`, or -1.
+  constexpr int64_t findOperand(std::string_view name) const {
+    for (size_t i = 0; i < operands.size(); ++i)
+      if (operands.begin()[i].name == name)
+        return static_cast<int64_t>(i);
+    return -1;
+  }
   /// The attribute `name`, or null.
   constexpr const KernelAttribute *findAttribute(std::string_view name) const {
     for (const KernelAttribute &attribute : attributes)
@@ -127,6 +134,17 @@ struct KernelInfo {
   constexpr bool hasAttribute(std::string_view name, AttrType type) const {
     const KernelAttribute *attribute = findAttribute(name);
     return attribute && attribute->type == type;
+  }
+  /// Whether an op with `count` operands can run the kernel: it takes them
+  /// first, and any operands it takes beyond them are optional (passed
+  /// absent).
+  constexpr bool extendsOperands(size_t count) const {
+    if (count > operands.size())
+      return false;
+    for (size_t i = count; i < operands.size(); ++i)
+      if (!operands.begin()[i].optional)
+        return false;
+    return true;
   }
   /// Whether `names` holds every attribute the kernel requires.
   constexpr bool
@@ -231,6 +249,7 @@ inline constexpr auto &kKernelTable = kernel_def::kKernels;
 
 /// The strings of the string attributes, by the names Kernels.def gives them.
 using kernel_def::ActivationKinds;
+using kernel_def::ExpertLayouts;
 using kernel_def::Groups;
 using kernel_def::MixAlgorithms;
 using kernel_def::NoiseKinds;

@@ -7,25 +7,30 @@
 // BAD: error: unknown precision 'fp8' (expected fp32 or bf16)
 
 // Producers write bf16 activations, elementwise kernels follow their
-// operands, views take their buffer's type, and the function returns bf16.
+// operands (an absent one, as random_scale's micro_step, does not count),
+// views take their buffer's type, and the function returns bf16.
 // Parameters and the scalar loss stay f32.
 // CHECK-LABEL: func.func @activations
 // CHECK-SAME: -> (memref<4x8xbf16>, memref<f32>)
 // CHECK: %[[H:.*]] = mixrt.alloc : memref<2x2x8xbf16>
 // CHECK: "dense" ins({{.*}} : memref<2x2x4xf32>, memref<4x8xf32>, memref<0xf32>) outs(%[[H]] : memref<2x2x8xbf16>)
+// CHECK: %[[D:.*]] = mixrt.alloc : memref<2x2x8xbf16>
+// CHECK: "random_scale" ins(%[[H]], {{.*}} : memref<2x2x8xbf16>, memref<i32>, memref<i32>, memref<0xf32>) outs(%[[D]] : memref<2x2x8xbf16>)
 // CHECK: %[[G:.*]] = mixrt.alloc : memref<2x2x8xbf16>
-// CHECK: "activation" ins(%[[H]] : memref<2x2x8xbf16>) outs(%[[G]] : memref<2x2x8xbf16>)
+// CHECK: "activation" ins(%[[D]] : memref<2x2x8xbf16>) outs(%[[G]] : memref<2x2x8xbf16>)
 // CHECK: %[[V:.*]] = mixrt.view %[[G]] : memref<2x2x8xbf16> to memref<4x8xbf16>
 // CHECK: mixrt.alloc : memref<f32>
 // CHECK: return %[[V]], %{{.*}} : memref<4x8xbf16>, memref<f32>
 // FP32-LABEL: func.func @activations
 // FP32-NOT: bf16
-func.func @activations(%x: memref<2x2x4xf32>, %w: memref<4x8xf32> {mixer.param = "w"}, %labels: memref<4xi32>) -> (memref<4x8xf32>, memref<f32>) {
+func.func @activations(%x: memref<2x2x4xf32>, %w: memref<4x8xf32> {mixer.param = "w"}, %labels: memref<4xi32>, %seed: memref<i32>, %step: memref<i32>) -> (memref<4x8xf32>, memref<f32>) {
   %none = mixrt.none : memref<0xf32>
   %h = mixrt.alloc : memref<2x2x8xf32>
   mixrt.kernel "dense" ins(%x, %w, %none : memref<2x2x4xf32>, memref<4x8xf32>, memref<0xf32>) outs(%h : memref<2x2x8xf32>) params {activation = "none", transpose_w = false}
+  %d = mixrt.alloc : memref<2x2x8xf32>
+  mixrt.kernel "random_scale" ins(%h, %seed, %step, %none : memref<2x2x8xf32>, memref<i32>, memref<i32>, memref<0xf32>) outs(%d : memref<2x2x8xf32>) params {kind = "dropout", rate = 0.1 : f64, stream = 0 : i64}
   %g = mixrt.alloc : memref<2x2x8xf32>
-  mixrt.kernel "activation" ins(%h : memref<2x2x8xf32>) outs(%g : memref<2x2x8xf32>) params {kind = "gelu"}
+  mixrt.kernel "activation" ins(%d : memref<2x2x8xf32>) outs(%g : memref<2x2x8xf32>) params {kind = "gelu"}
   %v = mixrt.view %g : memref<2x2x8xf32> to memref<4x8xf32>
   %loss = mixrt.alloc : memref<f32>
   mixrt.kernel "softmax_cross_entropy" ins(%v, %labels, %none : memref<4x8xf32>, memref<4xi32>, memref<0xf32>) outs(%loss : memref<f32>) params {}

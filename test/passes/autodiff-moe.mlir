@@ -6,7 +6,7 @@
 // LOWERED-SAME: mixrt.arena_bytes
 // LOWERED-NOT: mixer.
 // LOWERED: mixrt.kernel "combine_grad"
-// LOWERED: mixrt.kernel "experts_grad" {{.*}} params {activation = "gelu"}
+// LOWERED: mixrt.kernel "experts_grad" {{.*}} params {activation = "gelu", layout = "capacity"}
 // LOWERED: mixrt.kernel "scatter_gate_grad"
 // LOWERED: mixrt.kernel "softmax_grad"
 // LOWERED-LABEL: func.func @forward
@@ -30,7 +30,7 @@
 // CHECK: %[[T:.*]], %[[G:.*]], %[[O:.*]] = mixer.select_experts %[[P:[^ ]*]]
 // CHECK: %[[YD:.*]] = mixer.experts
 // CHECK: %[[DYD:.*]], %[[DG:.*]] = mixer.combine_grad %[[YD]], %[[T]], %[[G]], %{{.*}}
-// CHECK: %[[DXD:.*]], %[[DW1:.*]], %[[DB1:.*]], %[[DW2:.*]], %[[DB2:.*]] = mixer.experts_grad %{{.*}}, %[[T]], %[[O]], %{{.*}} bias %{{.*}}, %{{.*}}, %[[DYD]] {activation = #mixer<activation gelu>}
+// CHECK: %[[DXD:.*]], %[[DW1:.*]], %[[DB1:.*]], %[[DW2:.*]], %[[DB2:.*]] = mixer.experts_grad %{{.*}}, %[[T]], %[[O]], %{{.*}} bias %{{.*}}, %{{.*}}, %[[DYD]] {activation = #mixer<activation gelu>, layout = #mixer<expert_layout capacity>}
 // CHECK: mixer.dispatch_grad %[[DXD]], %[[T]]
 // CHECK: %[[DP:.*]] = mixer.scatter_gate_grad %[[T]], %[[O]], %[[DG]] : (tensor<32xi32>, tensor<5xi32>, tensor<32xf32>) -> tensor<16x4xf32>
 // CHECK: mixer.softmax_grad %[[P]], %[[DP]]
@@ -53,7 +53,7 @@ func.func @forward(%x: tensor<2x8x16xf32> {mixer.input = "x"}, %rk: tensor<16x4x
 // CHECK: %[[L:.*]] = mixer.dense %{{.*}}, %{{.*}} {transpose_weight}
 // CHECK: %[[T:.*]], %[[G:.*]], %[[O:.*]] = mixer.route %[[L]]
 // CHECK: %[[DYD:.*]], %[[DG:.*]] = mixer.combine_grad
-// CHECK: %{{.*}}, %[[DK:.*]], %{{.*}}, %[[DV:.*]], %{{.*}} = mixer.experts_grad %{{.*}}, %[[T]], %[[O]], %{{[^ ]*}}, %{{[^ ]*}}, %[[DYD]] {activation = #mixer<activation relu>}
+// CHECK: %{{.*}}, %[[DK:.*]], %{{.*}}, %[[DV:.*]], %{{.*}} = mixer.experts_grad %{{.*}}, %[[T]], %[[O]], %{{[^ ]*}}, %{{[^ ]*}}, %[[DYD]] {activation = #mixer<activation relu>, layout = #mixer<expert_layout grouped>}
 // CHECK: %[[DL:.*]] = mixer.route_grad %[[L]], %[[T]], %[[O]], %[[DG]] {routing = #mixer<routing sigmoid_topk>}
 // CHECK: %[[DSEL:.*]] = mixer.dense_weight_grad %{{.*}}, %[[DL]] {transpose_weight}
 // CHECK: return %{{.*}}, %[[DSEL]], %[[DK]], %[[DV]] :

@@ -1,7 +1,7 @@
 // RUN: mixer-opt %s --mixer-decompose-moe | FileCheck %s
 
 // Experts-choose MoE becomes router logits, softmax, selection, dispatch,
-// experts and combine; no one-hot tensors appear.
+// experts (of the capacity layout) and combine; no one-hot tensors appear.
 // CHECK-LABEL: func.func @experts_choose
 func.func @experts_choose(%x: tensor<2x8x16xf32>, %rk: tensor<16x4xf32>, %rb: tensor<4xf32>,
     %w1: tensor<4x16x32xf32>, %b1: tensor<4x32xf32>, %w2: tensor<4x32x16xf32>, %b2: tensor<4x16xf32>) -> tensor<2x8x16xf32> {
@@ -11,7 +11,7 @@ func.func @experts_choose(%x: tensor<2x8x16xf32>, %rk: tensor<16x4xf32>, %rb: te
   // CHECK: %[[P:.*]] = mixer.softmax %[[L]]
   // CHECK: %[[T:.*]], %[[G:.*]], %[[O:.*]] = mixer.select_experts %[[P]] {capacity = 4 : i64, k = 1 : i64, num_groups = 2 : i64, routing = #mixer<routing experts_choose>} : (tensor<16x4xf32>) -> (tensor<32xi32>, tensor<32xf32>, tensor<5xi32>)
   // CHECK: %[[XD:.*]] = mixer.dispatch %[[X]], %[[T]] : {{.*}} -> tensor<32x16xf32>
-  // CHECK: %[[YD:.*]] = mixer.experts %[[XD]], %[[T]], %[[O]], %{{.*}} bias %{{.*}}, %{{.*}} bias %{{.*}} {activation = #mixer<activation gelu>}
+  // CHECK: %[[YD:.*]] = mixer.experts %[[XD]], %[[T]], %[[O]], %{{.*}} bias %{{.*}}, %{{.*}} bias %{{.*}} {activation = #mixer<activation gelu>, layout = #mixer<expert_layout capacity>}
   // CHECK: %[[Y:.*]] = mixer.combine %[[YD]], %[[T]], %[[G]] : {{.*}} -> tensor<16x16xf32>
   // CHECK: mixer.reshape %[[Y]] : tensor<16x16xf32> to tensor<2x8x16xf32>
   %m = mixer.moe %x, %rk, %rb, %w1, %b1, %w2, %b2 {routing = #mixer<routing experts_choose>, num_groups = 2, capacity = 4, k = 1} : (tensor<2x8x16xf32>, tensor<16x4xf32>, tensor<4xf32>, tensor<4x16x32xf32>, tensor<4x32xf32>, tensor<4x32x16xf32>, tensor<4x16xf32>) -> tensor<2x8x16xf32>
@@ -71,12 +71,12 @@ func.func @tokens_choose_bf16_router(%x: tensor<2x8x16xf32>, %rk: tensor<16x4xf3
 }
 
 // sigma-MoE routes from logits against the transposed selector with sigmoid
-// gates and runs bias-free ReLU experts.
+// gates and runs bias-free ReLU experts of the grouped layout.
 // CHECK-LABEL: func.func @sigma_moe
 func.func @sigma_moe(%x: tensor<2x8x16xf32>, %sel: tensor<4x16xf32>, %keys: tensor<4x16x8xf32>, %values: tensor<4x8x16xf32>) -> tensor<2x8x16xf32> {
   // CHECK: %[[L:.*]] = mixer.dense %{{.*}}, %{{.*}} {transpose_weight} : (tensor<16x16xf32>, tensor<4x16xf32>) -> tensor<16x4xf32>
   // CHECK: %[[T:.*]], %[[G:.*]], %[[O:.*]] = mixer.route %[[L]] {capacity = 0 : i64, k = 2 : i64, num_groups = 1 : i64, routing = #mixer<routing sigmoid_topk>} : (tensor<16x4xf32>) -> (tensor<32xi32>, tensor<32xf32>, tensor<5xi32>)
-  // CHECK: mixer.experts %{{.*}}, %[[T]], %[[O]], %{{[^ ]*}}, %{{[^ ]*}} {activation = #mixer<activation relu>}
+  // CHECK: mixer.experts %{{.*}}, %[[T]], %[[O]], %{{[^ ]*}}, %{{[^ ]*}} {activation = #mixer<activation relu>, layout = #mixer<expert_layout grouped>}
   %m = mixer.sigma_moe %x, %sel, %keys, %values {k = 2} : (tensor<2x8x16xf32>, tensor<4x16xf32>, tensor<4x16x8xf32>, tensor<4x8x16xf32>) -> tensor<2x8x16xf32>
   return %m : tensor<2x8x16xf32>
 }

@@ -12,6 +12,7 @@
 // become slices [2, ...], the slot rows and their tokens go out in equal
 // blocks, are reordered from (sender, local expert) to (local expert,
 // sender) with the routing's offsets, and come back reversed before combine.
+// The local experts read the offsets of permute_blocks: the grouped layout.
 // CHECK-LABEL: module attributes {mixer.mesh = {dp = 1 : i64, ep = 2 : i64}}
 // CHECK: %{{.*}}: tensor<2x16x32xf32> {mixer.param = "w1", mixer.shard = {axis = 0 : i64, mesh_axis = "ep"}}
 // CHECK-SAME: %{{.*}}: tensor<2x32xf32> {mixer.param = "b1", mixer.shard = {axis = 0 : i64, mesh_axis = "ep"}}
@@ -23,7 +24,7 @@
 // CHECK: %[[TR:.*]] = mixer.all_to_all %[[T]] {group = "ep"} : tensor<32xi32>
 // CHECK: %[[XE:.*]], %[[PO:.*]], %[[GO:.*]] = mixer.permute_blocks %[[XR]], %[[O]] {inner = 2 : i64, outer = 2 : i64}
 // CHECK: %[[TE:.*]], %{{.*}}, %{{.*}} = mixer.permute_blocks %[[TR]], %[[O]] {inner = 2 : i64, outer = 2 : i64}
-// CHECK: %[[YE:.*]] = mixer.experts %[[XE]], %[[TE]], %[[GO]], {{.*}} : (tensor<32x16xf32>, tensor<32xi32>, tensor<3xi32>, tensor<2x16x32xf32>, tensor<2x32xf32>, tensor<2x32x16xf32>, tensor<2x16xf32>) -> tensor<32x16xf32>
+// CHECK: %[[YE:.*]] = mixer.experts %[[XE]], %[[TE]], %[[GO]], {{.*}} {activation = #mixer<activation gelu>, layout = #mixer<expert_layout grouped>} : (tensor<32x16xf32>, tensor<32xi32>, tensor<3xi32>, tensor<2x16x32xf32>, tensor<2x32xf32>, tensor<2x32x16xf32>, tensor<2x16xf32>) -> tensor<32x16xf32>
 // CHECK: %[[YR:.*]], %{{.*}}, %{{.*}} = mixer.permute_blocks %[[YE]], %[[PO]] {inner = 2 : i64, outer = 2 : i64}
 // CHECK: %[[YD:.*]] = mixer.all_to_all %[[YR]] {group = "ep"}
 // CHECK: mixer.combine %[[YD]], %[[T]], %[[G]]
@@ -88,7 +89,7 @@ func.func @forward(%x: tensor<2x8x16xf32> {mixer.input = "x"}, %rk: tensor<16x4x
 // CHECK: %[[XR:.*]], %{{.*}} = mixer.all_to_all_v %[[XD]], %[[O]] {group = "ep"} : (tensor<32x16xf32>, tensor<5xi32>) -> (tensor<64x16xf32>, tensor<5xi32>)
 // CHECK: %[[TR:.*]], %[[RO:.*]] = mixer.all_to_all_v %[[T]], %[[O]] {group = "ep"} : (tensor<32xi32>, tensor<5xi32>) -> (tensor<64xi32>, tensor<5xi32>)
 // CHECK: %[[XE:.*]], %[[PO:.*]], %[[GO:.*]] = mixer.permute_blocks %[[XR]], %[[RO]] {inner = 2 : i64, outer = 2 : i64}
-// CHECK: mixer.experts %[[XE]], %{{.*}}, %[[GO]], %{{.*}}, %{{.*}} {activation = #mixer<activation relu>} : (tensor<64x16xf32>, tensor<64xi32>, tensor<3xi32>, tensor<2x16x8xf32>, tensor<2x8x16xf32>) -> tensor<64x16xf32>
+// CHECK: mixer.experts %[[XE]], %{{.*}}, %[[GO]], %{{.*}}, %{{.*}} {activation = #mixer<activation relu>, layout = #mixer<expert_layout grouped>} : (tensor<64x16xf32>, tensor<64xi32>, tensor<3xi32>, tensor<2x16x8xf32>, tensor<2x8x16xf32>) -> tensor<64x16xf32>
 // CHECK: %[[YR:.*]], %{{.*}}, %{{.*}} = mixer.permute_blocks %{{.*}}, %[[PO]] {inner = 2 : i64, outer = 2 : i64}
 // CHECK: %[[YD:.*]], %{{.*}} = mixer.all_to_all_v %[[YR]], %[[RO]] {group = "ep"} : (tensor<64x16xf32>, tensor<5xi32>) -> (tensor<32x16xf32>, tensor<5xi32>)
 // CHECK: mixer.combine %[[YD]], %[[T]], %[[G]]

@@ -19,6 +19,7 @@
 #include "frontend/IRBuilder.h"
 #include "frontend/ModelParser.h"
 #include "passes/Passes.h"
+#include "runtime/exec/Plan.h"
 #include "runtime/io/Container.h"
 #include "runtime/io/TensorFiles.h"
 #include "runtime/support/TargetInfo.h"
@@ -36,8 +37,6 @@
 #include "llvm/Support/Path.h"
 #include "llvm/Support/SourceMgr.h"
 #include "llvm/Support/raw_ostream.h"
-
-#include <nlohmann/json.hpp>
 
 using namespace mlir;
 namespace cl = llvm::cl;
@@ -394,49 +393,42 @@ int main(int argc, char **argv) {
     return writeText(text);
   }
 
-  FailureOr<std::string> plan =
-      mixer::exportPlan(*module, {options.target, options.precision,
-                                  options.training ? "train" : "inference"});
-  if (failed(plan))
+  mixer::exec::Plan plan;
+  if (failed(mixer::exportPlan(*module,
+                               {options.target, options.precision,
+                                options.training ? "train" : "inference"},
+                               plan)))
     return kCompileError;
   if (emit == Emit::Plan)
-    return writeText(nlohmann::json::parse(*plan).dump(2) + "\n");
+    return writeText(plan.toJson(2) + "\n");
 
   std::string path = outputPath.empty() ? defaultOutputPath() : outputPath;
-  mixer::Status status = mixer::io::writeContainer(path, {*plan, ""});
+  mixer::Status status = mixer::io::writeContainer(path, {plan.toJson(), ""});
   if (!status.ok()) {
     llvm::errs() << "mixc: " << status.message() << "\n";
     return kCompileError;
   }
-  auto summary = nlohmann::json::parse(*plan);
   // IR without an input_ids input records batch 0.
   // A parallel plan's flops are one rank's, on its share of the batch.
-  int64_t ranks = summary.contains("mesh")
-                      ? summary["mesh"]["world"].get<int64_t>()
-                      : int64_t(1);
-  int64_t examples =
-      std::max<int64_t>(summary["batch"].get<int64_t>() / ranks, 1);
+  int64_t examples = std::max<int64_t>(plan.batch / plan.mesh.world(), 1);
   llvm::outs() << llvm::formatv(
       "mixc: {0} -> {1}: {2} steps, {3} parameters, peak arena {4:F1} MiB "
       "({5} bytes), {6:F2} GFLOP per example\n",
-      summary["model"].get<std::string>(), path, summary["steps"].size(),
-      summary["params"].size(),
-      summary["arena_bytes"].get<int64_t>() / 1048576.0,
-      summary["arena_bytes"].get<int64_t>(),
-      summary["flops"].get<double>() / 1e9 / examples);
+      plan.model, path, plan.steps.size(), plan.params.size(),
+      plan.arenaBytes / 1048576.0, plan.arenaBytes,
+      plan.flops / 1e9 / examples);
   // A parallel plan: what each rank sends per step.
-  if (summary.contains("mesh")) {
+  if (plan.mesh.world() > 1) {
     int64_t total = 0;
     std::string kinds;
-    for (auto &[kernel, bytes] : summary["comm_bytes"].items()) {
-      total += bytes.get<int64_t>();
-      kinds += llvm::formatv(", {0} {1}", kernel, bytes.get<int64_t>()).str();
+    for (const auto &[kernel, bytes] : plan.commBytes) {
+      total += bytes;
+      kinds += llvm::formatv(", {0} {1}", kernel, bytes).str();
     }
     llvm::outs() << llvm::formatv(
         "mixc: mesh dp {0} × ep {1}: each rank sends at most {2:F3} MiB per "
         "step to the others ({3} bytes{4})\n",
-        summary["mesh"]["dp"].get<int64_t>(),
-        summary["mesh"]["ep"].get<int64_t>(), total / 1048576.0, total, kinds);
+        plan.mesh.dp, plan.mesh.ep, total / 1048576.0, total, kinds);
   }
   return 0;
 }

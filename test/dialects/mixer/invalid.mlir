@@ -211,9 +211,26 @@ func.func @scatter_gate_grad_columns(%t: tensor<32xi32>, %o: tensor<5xi32>, %dg:
 
 // -----
 
+func.func @experts_capacity_offsets(%xd: tensor<32x16xf32>, %t: tensor<32xi32>, %o: tensor<5xi32>, %w1: tensor<4x16x8xf32>, %w2: tensor<4x8x16xf32>) {
+  // expected-error @+1 {{has the capacity layout but its offsets do not come from a capacity routing}}
+  %y = mixer.experts %xd, %t, %o, %w1, %w2 {activation = #mixer<activation relu>, layout = #mixer<expert_layout capacity>} : (tensor<32x16xf32>, tensor<32xi32>, tensor<5xi32>, tensor<4x16x8xf32>, tensor<4x8x16xf32>) -> tensor<32x16xf32>
+  return
+}
+
+// -----
+
+func.func @experts_grad_capacity_topk(%xd: tensor<32x16xf32>, %l: tensor<16x4xf32>, %w1: tensor<4x16x8xf32>, %w2: tensor<4x8x16xf32>) {
+  %t, %g, %o = mixer.route %l {routing = #mixer<routing sigmoid_topk>, num_groups = 1, capacity = 0, k = 2} : (tensor<16x4xf32>) -> (tensor<32xi32>, tensor<32xf32>, tensor<5xi32>)
+  // expected-error @+1 {{has the capacity layout but its offsets do not come from a capacity routing}}
+  %a, %b, %c, %d, %e = mixer.experts_grad %xd, %t, %o, %w1, %w2, %xd {activation = #mixer<activation relu>, layout = #mixer<expert_layout capacity>} : (tensor<32x16xf32>, tensor<32xi32>, tensor<5xi32>, tensor<4x16x8xf32>, tensor<4x8x16xf32>, tensor<32x16xf32>) -> (tensor<32x16xf32>, tensor<4x16x8xf32>, tensor<4x8xf32>, tensor<4x8x16xf32>, tensor<4x16xf32>)
+  return
+}
+
+// -----
+
 func.func @experts_grad_bias(%xd: tensor<32x16xf32>, %t: tensor<32xi32>, %o: tensor<5xi32>, %w1: tensor<4x16x8xf32>, %w2: tensor<4x8x16xf32>) {
   // expected-error @+1 {{b1_grad must have shape [4, 8] but has [4, 16]}}
-  %a, %b, %c, %d, %e = mixer.experts_grad %xd, %t, %o, %w1, %w2, %xd {activation = #mixer<activation relu>} : (tensor<32x16xf32>, tensor<32xi32>, tensor<5xi32>, tensor<4x16x8xf32>, tensor<4x8x16xf32>, tensor<32x16xf32>) -> (tensor<32x16xf32>, tensor<4x16x8xf32>, tensor<4x16xf32>, tensor<4x8x16xf32>, tensor<4x16xf32>)
+  %a, %b, %c, %d, %e = mixer.experts_grad %xd, %t, %o, %w1, %w2, %xd {activation = #mixer<activation relu>, layout = #mixer<expert_layout grouped>} : (tensor<32x16xf32>, tensor<32xi32>, tensor<5xi32>, tensor<4x16x8xf32>, tensor<4x8x16xf32>, tensor<32x16xf32>) -> (tensor<32x16xf32>, tensor<4x16x8xf32>, tensor<4x16xf32>, tensor<4x8x16xf32>, tensor<4x16xf32>)
   return
 }
 

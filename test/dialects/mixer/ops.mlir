@@ -69,8 +69,8 @@ func.func @moe(%x: tensor<2x8x16xf32>, %rk: tensor<16x4xf32>, %rb: tensor<4xf32>
   %t, %g, %o = mixer.route %logits {routing = #mixer<routing sigmoid_topk>, num_groups = 1, capacity = 0, k = 2} : (tensor<16x4xf32>) -> (tensor<32xi32>, tensor<32xf32>, tensor<5xi32>)
   // CHECK: mixer.dispatch
   %xd = mixer.dispatch %flat, %t : (tensor<16x16xf32>, tensor<32xi32>) -> tensor<32x16xf32>
-  // CHECK: mixer.experts {{.*}} bias {{.*}} bias
-  %yd = mixer.experts %xd, %t, %o, %w1 bias %b1, %w2 bias %b2 {activation = #mixer<activation gelu>} : (tensor<32x16xf32>, tensor<32xi32>, tensor<5xi32>, tensor<4x16x32xf32>, tensor<4x32xf32>, tensor<4x32x16xf32>, tensor<4x16xf32>) -> tensor<32x16xf32>
+  // CHECK: mixer.experts {{.*}} bias {{.*}} bias {{.*}}layout = #mixer<expert_layout grouped>
+  %yd = mixer.experts %xd, %t, %o, %w1 bias %b1, %w2 bias %b2 {activation = #mixer<activation gelu>, layout = #mixer<expert_layout grouped>} : (tensor<32x16xf32>, tensor<32xi32>, tensor<5xi32>, tensor<4x16x32xf32>, tensor<4x32xf32>, tensor<4x32x16xf32>, tensor<4x16xf32>) -> tensor<32x16xf32>
   // CHECK: mixer.combine
   %y = mixer.combine %yd, %t, %g : (tensor<32x16xf32>, tensor<32xi32>, tensor<32xf32>) -> tensor<16x16xf32>
   return %s : tensor<2x8x16xf32>
@@ -118,7 +118,7 @@ func.func @moe_gradients(%xd: tensor<32x16xf32>, %t: tensor<32xi32>, %o: tensor<
   // CHECK: mixer.combine_grad
   %dyd, %dg = mixer.combine_grad %xd, %t, %g, %dout : (tensor<32x16xf32>, tensor<32xi32>, tensor<32xf32>, tensor<16x16xf32>) -> (tensor<32x16xf32>, tensor<32xf32>)
   // CHECK: mixer.experts_grad {{.*}} bias
-  %a, %b, %c, %d, %e = mixer.experts_grad %xd, %t, %o, %w1 bias %b1, %w2, %dyd {activation = #mixer<activation gelu>} : (tensor<32x16xf32>, tensor<32xi32>, tensor<5xi32>, tensor<4x16x8xf32>, tensor<4x8xf32>, tensor<4x8x16xf32>, tensor<32x16xf32>) -> (tensor<32x16xf32>, tensor<4x16x8xf32>, tensor<4x8xf32>, tensor<4x8x16xf32>, tensor<4x16xf32>)
+  %a, %b, %c, %d, %e = mixer.experts_grad %xd, %t, %o, %w1 bias %b1, %w2, %dyd {activation = #mixer<activation gelu>, layout = #mixer<expert_layout grouped>} : (tensor<32x16xf32>, tensor<32xi32>, tensor<5xi32>, tensor<4x16x8xf32>, tensor<4x8xf32>, tensor<4x8x16xf32>, tensor<32x16xf32>) -> (tensor<32x16xf32>, tensor<4x16x8xf32>, tensor<4x8xf32>, tensor<4x8x16xf32>, tensor<4x16xf32>)
   // CHECK: mixer.scatter_gate_grad
   %dp = mixer.scatter_gate_grad %t, %o, %dg : (tensor<32xi32>, tensor<5xi32>, tensor<32xf32>) -> tensor<16x4xf32>
   // CHECK: mixer.route_grad {{.*}} {routing = #mixer<routing sigmoid_topk>}

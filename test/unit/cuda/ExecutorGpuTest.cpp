@@ -9,11 +9,11 @@
 // gradients), of a sigma-MoE layer (expert dropout, the entropy regulariser,
 // grouped experts, route_grad), of both MoE layers with the dispatch fused
 // into the experts on the device (`gather`, against the CPU's dispatch), of
-// gradient accumulation (noise_counter, accumulate_gradient, adamw over
-// micro-steps) and of the spectral and structured mixers by both algorithms
-// with their gradients agree with the CPU executor to 1e-4; the MoE layers
-// with bf16 token and slot rows (the capacity experts on the tensor cores)
-// agree with the fp32 CPU executor to 2e-2. The training loop
+// gradient accumulation (dropout keyed by the micro-step, accumulate_gradient,
+// adamw over micro-steps) and of the spectral and structured mixers by both
+// algorithms with their gradients agree with the CPU executor to 1e-4; the MoE
+// layers with bf16 token and slot rows (the capacity experts on the tensor
+// cores) agree with the fp32 CPU executor to 2e-2. The training loop
 // (train::TrainingSession) over the tiny training plans that mixc compiles
 // (MIXER_CUDA_PLANS) gives the CPU executor's losses and parameters on the
 // CUDA executor, with gradient accumulation too, and a resumed CUDA run the
@@ -55,7 +55,7 @@ PlanBuilder chainPlan() {
   b.step("layer_norm", {x, -1, scale, bias}, {h}, {{"epsilon", 1e-6}});
   b.step("activation", {h}, {g}, {{"kind", "gelu"}});
   b.step("softmax", {g}, {p});
-  b.step("random_scale", {p, seed, step}, {y},
+  b.step("random_scale", {p, seed, step, -1}, {y},
          {{"kind", "dropout"}, {"rate", 0.5}, {"stream", 7}});
   b.output("y", y);
   return b;
@@ -96,7 +96,7 @@ class CudaExecutorTest : public ::testing::TestWithParam<bool> {};
 TEST_P(CudaExecutorTest, MatchesTheCpuExecutorAcrossSteps) {
   PlanBuilder cpuPlan = chainPlan();
   Expected<exec::Plan> plan =
-      exec::Plan::parse(cpuPlan.plan.dump(), "chain.mxa");
+      exec::Plan::fromJson(cpuPlan.plan.dump(), "chain.mxa");
   ASSERT_TRUE(plan.ok()) << plan.message();
   Expected<cpu::Executor> cpu = cpu::Executor::create(*plan);
   ASSERT_TRUE(cpu.ok()) << cpu.message();
@@ -104,7 +104,7 @@ TEST_P(CudaExecutorTest, MatchesTheCpuExecutorAcrossSteps) {
 
   PlanBuilder cudaPlan = chainPlan();
   cudaPlan.plan["target"] = "cuda";
-  plan = exec::Plan::parse(cudaPlan.plan.dump(), "chain.mxa");
+  plan = exec::Plan::fromJson(cudaPlan.plan.dump(), "chain.mxa");
   ASSERT_TRUE(plan.ok()) << plan.message();
   cuda::ExecutorOptions options;
   options.cudaGraph = GetParam();
@@ -145,11 +145,12 @@ PlanBuilder productsPlan() {
   b.step("dense", {x, w, bias}, {h},
          {{"activation", "gelu"}, {"transpose_w", false}});
   b.step("linear_mix", {h, ws, wh}, {m});
-  b.step("attention", {m, m, m, ids, -1, -1}, {a}, attention);
+  b.step("attention", {m, m, m, ids, -1, -1, -1}, {a}, attention);
   b.step("linear_mix_grad", {h, ws, wh, a}, {dh, dws, dwh});
   b.step("dense_weight_grad", {x, dh}, {dw}, {{"transpose_w", false}});
   b.step("reduce_rows", {dh}, {db});
-  b.step("attention_grad", {m, m, m, ids, a, -1, -1}, {dq, dk, dv}, attention);
+  b.step("attention_grad", {m, m, m, ids, a, -1, -1, -1}, {dq, dk, dv},
+         attention);
   for (auto [name, value] : {std::pair<const char *, int64_t>{"a", a},
                              {"dh", dh},
                              {"dws", dws},
@@ -190,7 +191,7 @@ void expectSameOutputs(PlanBuilder cpuPlan, PlanBuilder cudaPlan,
   for (const char *target : {"cpu", "cuda"}) {
     PlanBuilder &b = std::string(target) == "cpu" ? cpuPlan : cudaPlan;
     b.plan["target"] = target;
-    Expected<exec::Plan> plan = exec::Plan::parse(b.plan.dump(), "plan.mxa");
+    Expected<exec::Plan> plan = exec::Plan::fromJson(b.plan.dump(), "plan.mxa");
     ASSERT_TRUE(plan.ok()) << plan.message();
     std::unique_ptr<exec::PlanExecutor> executor;
     if (std::string(target) == "cpu") {
@@ -282,7 +283,7 @@ PlanBuilder moePlan(const std::string &routing, json attrs, int64_t d = 4,
   b.step(routing, {probs}, {tokens, gates, offsets}, attrs);
   b.step("dispatch", {x, tokens}, {xd});
   b.step("experts", {xd, tokens, offsets, w1, b1, w2, b2}, {yd},
-         {{"activation", "gelu"}});
+         {{"activation", "gelu"}, {"layout", "capacity"}});
   b.step("combine", {yd, tokens, gates}, {out});
   b.step("combine_grad", {yd, tokens, gates, dout}, {dyd, dgates});
   b.step("dispatch_grad", {dyd, tokens}, {dx});
@@ -292,7 +293,8 @@ PlanBuilder moePlan(const std::string &routing, json attrs, int64_t d = 4,
          {{"routing", routing == "route_tokens_choose" ? "tokens_choose"
                                                        : "experts_choose"}});
   b.step("experts_grad", {xd, tokens, offsets, w1, b1, w2, dyd},
-         {dxd, dw1, db1, dw2, db2}, {{"activation", "gelu"}});
+         {dxd, dw1, db1, dw2, db2},
+         {{"activation", "gelu"}, {"layout", "capacity"}});
   for (auto [name, value] : {std::pair<const char *, int64_t>{"out", out},
                              {"dyd", dyd},
                              {"dx", dx},
@@ -447,9 +449,9 @@ PlanBuilder sigmaMoePlan() {
           dx = b.arena({12, 6}), dscores = b.arena({12, 4}),
           dlogits = b.arena({12, 4}), dentropy = b.arena({12, 4});
   json drop = {{"rate", 0.3}, {"stream", 5}, {"gradient", false}};
-  json relu = {{"activation", "relu"}};
+  json relu = {{"activation", "relu"}, {"layout", "grouped"}};
   b.step("entropy_regularizer", {logits}, {loss});
-  b.step("drop_experts", {logits, seed, step}, {dropped}, drop);
+  b.step("drop_experts", {logits, seed, step, -1}, {dropped}, drop);
   b.step("route_sigmoid_topk", {dropped}, {tokens, gates, offsets}, {{"k", 2}});
   b.step("dispatch", {x, tokens}, {xd});
   b.step("experts", {xd, tokens, offsets, w1, -1, w2, -1}, {yd}, relu);
@@ -461,7 +463,7 @@ PlanBuilder sigmaMoePlan() {
   b.step("route_grad", {dropped, tokens, offsets, dgates}, {dscores},
          {{"routing", "sigmoid_topk"}});
   drop["gradient"] = true;
-  b.step("drop_experts", {dscores, seed, step}, {dlogits}, drop);
+  b.step("drop_experts", {dscores, seed, step, -1}, {dlogits}, drop);
   b.step("entropy_regularizer_grad", {logits, dloss}, {dentropy});
   for (auto [name, value] : {std::pair<const char *, int64_t>{"loss", loss},
                              {"out", out},
@@ -538,19 +540,23 @@ TEST(CudaExecutorMixingTest, MatchesTheCpuExecutor) {
   }
 }
 
-/// One micro-step of gradient accumulation: noise_counter, then
-/// accumulate_gradient into a parameter-held accumulator and adamw, which
-/// applies the average only on the last of 3 micro-steps.
+/// One micro-step of gradient accumulation: dropout keyed by the micro-step,
+/// then accumulate_gradient into a parameter-held accumulator and adamw,
+/// which applies the average only on the last of 3 micro-steps.
 PlanBuilder microStepPlan() {
   PlanBuilder b;
   int64_t grad = b.input("grad", {10}, false, "F32"),
+          x = b.input("x", {10}, false, "F32"),
           lr = b.input("learning_rate", {}, false, "F32"),
-          step = b.input("step", {}), micro = b.input("micro_step", {});
+          seed = b.input("seed", {}), step = b.input("step", {}),
+          micro = b.input("micro_step", {});
   int64_t p = b.param("p", {10}), accum = b.param("accum", {10}),
           m = b.param("m", {10}), v = b.param("v", {10});
-  int64_t counter = b.arena({}, "I32"), average = b.arena({10});
+  int64_t dropped = b.arena({10}), average = b.arena({10});
   json micro3 = {{"micro_steps", 3}};
-  b.step("noise_counter", {step, micro}, {counter}, micro3);
+  b.step(
+      "random_scale", {x, seed, step, micro}, {dropped},
+      {{"kind", "dropout"}, {"rate", 0.5}, {"stream", 7}, {"micro_steps", 3}});
   b.step("accumulate_gradient", {grad, micro}, {accum, average}, micro3);
   b.step("adamw", {average, lr, step, -1, micro}, {p, m, v},
          {{"b1", 0.9},
@@ -560,7 +566,7 @@ PlanBuilder microStepPlan() {
           {"max_norm", 0.0},
           {"micro_steps", 3}});
   for (auto [name, value] :
-       {std::pair<const char *, int64_t>{"counter", counter},
+       {std::pair<const char *, int64_t>{"dropped", dropped},
         {"accum", accum},
         {"average", average},
         {"p", p},
@@ -578,7 +584,8 @@ TEST(CudaExecutorMicroStepTest, MatchesTheCpuExecutor) {
         microStepPlan(),
         {randomTensor("p", {10}, 17), randomTensor("accum", {10}, 18),
          randomTensor("m", {10}, 20), randomTensor("v", {10}, 21, 0.0f, 1.0f)},
-        {randomTensor("grad", {10}, 19), lr, intTensor("step", {}, {5}),
+        {randomTensor("grad", {10}, 19), randomTensor("x", {10}, 22), lr,
+         intTensor("seed", {}, {42}), intTensor("step", {}, {5}),
          intTensor("micro_step", {}, {micro})});
   }
 }
@@ -832,7 +839,7 @@ TEST_P(CudaTrainingTest, ResumesBitForBit) {
 }
 
 // sparse_mixer_accumulation_tiny: sparse_mixer_tiny with 2 micro-steps per
-// update and dropout everywhere (noise counters from noise_counter).
+// update and dropout everywhere (noise keyed by the micro-steps).
 INSTANTIATE_TEST_SUITE_P(TinyModels, CudaTrainingTest,
                          ::testing::Values("bert_tiny", "sparse_mixer_tiny",
                                            "sparse_mixer_accumulation_tiny"));

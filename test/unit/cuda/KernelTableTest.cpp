@@ -120,7 +120,7 @@ PlanBuilder attentionWith(int64_t headDim, bool seedIsInput) {
   int64_t seed = seedIsInput ? b.input("seed", {}) : b.arena({}, "I32");
   int64_t step = b.input("step", {});
   int64_t q = b.arena({2, 4, 8}), y = b.arena({2, 4, 8});
-  b.step("attention", {q, q, q, ids, seed, step}, {y},
+  b.step("attention", {q, q, q, ids, seed, step, -1}, {y},
          {{"num_heads", 8 / headDim},
           {"head_dim", headDim},
           {"pad_id", 0},
@@ -178,6 +178,11 @@ TEST(CudaKernelTableTest, ReservesScratchForTheBf16Products) {
   EXPECT_EQ(scratchOf(mix), 3 * 64 * 4);
 }
 
+/// The experts layout of the routing kernel `routing`.
+const char *layoutOf(const std::string &routing) {
+  return routing == "route_sigmoid_topk" ? "grouped" : "capacity";
+}
+
 /// probs [8, 2] -> `routing` -> experts of width d and hidden width f (4
 /// and 6 unless given) over 8 slots (2 experts x capacity 4, or 8 tokens x
 /// top-1) -> experts_grad.
@@ -193,10 +198,10 @@ PlanBuilder expertsAfter(const std::string &routing, json attrs, int64_t d = 4,
           dw1 = b.arena({2, d, f}), db1 = b.arena({2, f}),
           dw2 = b.arena({2, f, d}), db2 = b.arena({2, d});
   b.step(routing, {probs}, {tokens, gates, offsets}, attrs);
-  b.step("experts", {xd, tokens, offsets, w1, -1, w2, -1}, {yd},
-         {{"activation", "gelu"}});
+  json experts = {{"activation", "gelu"}, {"layout", layoutOf(routing)}};
+  b.step("experts", {xd, tokens, offsets, w1, -1, w2, -1}, {yd}, experts);
   b.step("experts_grad", {xd, tokens, offsets, w1, -1, w2, yd},
-         {dxd, dw1, db1, dw2, db2}, {{"activation", "gelu"}});
+         {dxd, dw1, db1, dw2, db2}, experts);
   return b;
 }
 
@@ -417,17 +422,16 @@ TEST(CudaKernelTableTest, ReadsNoiseKeysFromInputsOnly) {
   b.plan["target"] = "cuda";
   int64_t seed = b.input("seed", {});
   int64_t x = b.arena({4, 8}), step = b.arena({}, "I32"), y = b.arena({4, 8});
-  b.step("random_scale", {x, seed, step}, {y},
+  b.step("random_scale", {x, seed, step, -1}, {y},
          {{"kind", "dropout"}, {"rate", 0.1}, {"stream", 1}});
   EXPECT_EQ(prepareError(b, 0),
             "tiny.mxa: steps[0] (random_scale): operand 2 (step) must be a "
-            "plan input or the result of a noise_counter step: the CUDA "
-            "kernel reads it on the host");
+            "plan input: the CUDA kernel reads it on the host");
 }
 
-/// noise_counter (micro_step an input unless `microInArena`), then dropout
-/// on x [2, 4, 4] and dropout of attention probabilities over it, both
-/// keyed by the counter.
+/// Dropout on x [2, 4, 4] and dropout of attention probabilities over it,
+/// both keyed by micro-step `micro_step` of 2 (an input unless
+/// `microInArena`).
 PlanBuilder countedNoise(bool microInArena) {
   PlanBuilder b;
   b.plan["target"] = "cuda";
@@ -435,18 +439,18 @@ PlanBuilder countedNoise(bool microInArena) {
   int64_t micro = microInArena ? b.arena({}, "I32") : b.input("micro_step", {});
   int64_t x = b.input("x", {2, 4, 4}, false, "F32"),
           ids = b.input("ids", {2, 4});
-  int64_t counter = b.arena({}, "I32"), y = b.arena({2, 4, 4}),
-          a = b.arena({2, 4, 4});
-  b.step("noise_counter", {step, micro}, {counter}, {{"micro_steps", 2}});
-  b.step("random_scale", {x, seed, counter}, {y},
-         {{"kind", "dropout"}, {"rate", 0.1}, {"stream", 1}});
-  b.step("attention", {y, y, y, ids, seed, counter}, {a},
+  int64_t y = b.arena({2, 4, 4}), a = b.arena({2, 4, 4});
+  b.step(
+      "random_scale", {x, seed, step, micro}, {y},
+      {{"kind", "dropout"}, {"rate", 0.1}, {"stream", 1}, {"micro_steps", 2}});
+  b.step("attention", {y, y, y, ids, seed, step, micro}, {a},
          {{"num_heads", 2},
           {"head_dim", 2},
           {"pad_id", 0},
           {"causal", false},
           {"dropout_rate", 0.1},
-          {"stream", 2}});
+          {"stream", 2},
+          {"micro_steps", 2}});
   b.output("a", a);
   return b;
 }
@@ -454,18 +458,17 @@ PlanBuilder countedNoise(bool microInArena) {
 TEST(CudaKernelTableTest, ReadsNoiseCountersOfMicroStepsOnTheHost) {
   exec::Plan plan = parseStandalone(countedNoise(false));
   int64_t scratch = 0;
-  for (size_t index : {0, 1, 2}) {
+  for (size_t index : {0, 1}) {
     Expected<cuda::DeviceStep> step =
         cuda::prepareDeviceStep(plan, index, scratch);
     EXPECT_TRUE(step.ok()) << step.message();
   }
-  for (size_t index : {1, 2})
-    EXPECT_THAT(prepareError(countedNoise(true), index),
-                ::testing::EndsWith(
-                    "(step) comes from a noise_counter step the CUDA kernel "
-                    "cannot read: tiny.mxa: steps[0] (noise_counter): operand "
-                    "1 (micro_step) must be a plan input: the CUDA kernel "
-                    "reads it on the host"));
+  EXPECT_EQ(prepareError(countedNoise(true), 0),
+            "tiny.mxa: steps[0] (random_scale): operand 3 (micro_step) must "
+            "be a plan input: the CUDA kernel reads it on the host");
+  EXPECT_EQ(prepareError(countedNoise(true), 1),
+            "tiny.mxa: steps[1] (attention): operand 6 (micro_step) must be "
+            "a plan input: the CUDA kernel reads it on the host");
 }
 
 /// accumulate_gradient then adamw over p [4] with `microSteps` micro-steps;
@@ -504,17 +507,6 @@ TEST(CudaKernelTableTest, AccumulatesGradientsOverMicroSteps) {
   EXPECT_EQ(prepareError(accumulatedAdamW(0, true), 0),
             "tiny.mxa: steps[0] (accumulate_gradient): attribute "
             "'micro_steps' must be at least 1, not 0");
-}
-
-TEST(CudaKernelTableTest, ReadsMicroStepsFromInputsOnly) {
-  PlanBuilder b;
-  b.plan["target"] = "cuda";
-  int64_t step = b.input("step", {});
-  int64_t micro = b.arena({}, "I32"), counter = b.arena({}, "I32");
-  b.step("noise_counter", {step, micro}, {counter}, {{"micro_steps", 2}});
-  EXPECT_EQ(prepareError(b, 0),
-            "tiny.mxa: steps[0] (noise_counter): operand 1 (micro_step) must "
-            "be a plan input: the CUDA kernel reads it on the host");
 }
 
 /// x [3, 5, 7] of `dtype` -> spectral_mix (fourier and hartley) and

@@ -44,7 +44,7 @@ io::HostTensor floatTensor(const std::string &name,
 std::vector<std::vector<io::HostTensor>>
 runOnRanks(const PlanBuilder &b, int ranks,
            const std::function<std::vector<io::HostTensor>(int)> &inputsOf) {
-  Expected<Plan> plan = Plan::parse(b.plan.dump(), "collective.mxa");
+  Expected<Plan> plan = Plan::fromJson(b.plan.dump(), "collective.mxa");
   EXPECT_TRUE(plan.ok()) << plan.message();
   std::vector<std::vector<io::HostTensor>> outputs(ranks);
   std::mutex failures;
@@ -253,7 +253,7 @@ TEST(CollectiveExecutorTest, RefusesAWorldOfAnotherSize) {
   int64_t y = b.arena({4, kWidth});
   b.step("all_to_all", {x}, {y}, {{"group", "ep"}});
   b.output("y", y);
-  Expected<Plan> plan = Plan::parse(b.plan.dump(), "collective.mxa");
+  Expected<Plan> plan = Plan::fromJson(b.plan.dump(), "collective.mxa");
   ASSERT_TRUE(plan.ok()) << plan.message();
   Expected<cpu::Executor> executor = cpu::Executor::create(*plan);
   ASSERT_FALSE(executor.ok());

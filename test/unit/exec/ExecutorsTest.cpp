@@ -50,7 +50,7 @@ std::vector<std::string> stepEvents(size_t steps) {
 }
 
 Plan parse(const json &plan) {
-  Expected<Plan> parsed = Plan::parse(plan.dump(), "test.mxa");
+  Expected<Plan> parsed = Plan::fromJson(plan.dump(), "test.mxa");
   EXPECT_TRUE(parsed.ok()) << parsed.message();
   return std::move(*parsed);
 }
@@ -120,7 +120,7 @@ TEST(TargetInfoTest, CpuExpertsGatherOnlyIfTheyClaimTo) {
     int64_t xd = b.arena({8, 4}), tokens = b.arena({8}, "I32"),
             offsets = b.arena({3}, "I32"), yd = b.arena({8, 4});
     b.step("experts", {xd, tokens, offsets, w1, -1, w2, -1}, {yd},
-           {{"activation", "gelu"}, {"gather", gather}});
+           {{"activation", "gelu"}, {"layout", "grouped"}, {"gather", gather}});
     b.output("y", yd);
     Plan plan = parseStandalone(b);
     int64_t scratch = 0;

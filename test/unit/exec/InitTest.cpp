@@ -149,7 +149,7 @@ TEST(InitTest, ParametersAreIndependentOfDrawingOrder) {
   b.param("b", {5}, {{"kind", "ones"}});
   b.param("c", {4, 4}, {{"kind", "truncated_normal"}, {"stddev", 0.5}});
   b.param("d", {2, 8}, {{"kind", "normal_row_renorm"}, {"stddev", 0.25}});
-  Expected<Plan> plan = Plan::parse(b.plan.dump(), "init.mxa");
+  Expected<Plan> plan = Plan::fromJson(b.plan.dump(), "init.mxa");
   ASSERT_TRUE(plan.ok()) << plan.message();
   std::vector<io::HostTensor> all = initParameters(*plan, 11);
   ASSERT_EQ(all.size(), 4u);

@@ -283,11 +283,11 @@ TEST(KernelWiringTest, AttentionWithPaddingAndCausalMasks) {
   int64_t open = b.arena({batch, seq, width});
   json attrs = {{"num_heads", heads}, {"head_dim", hd},      {"pad_id", 0},
                 {"causal", false},    {"dropout_rate", 0.0}, {"stream", 0}};
-  b.step("attention", {q, k, v, ids, -1, -1}, {padded}, attrs);
+  b.step("attention", {q, k, v, ids, -1, -1, -1}, {padded}, attrs);
   attrs["causal"] = true;
-  b.step("attention", {q, k, v, ids, -1, -1}, {causal}, attrs);
+  b.step("attention", {q, k, v, ids, -1, -1, -1}, {causal}, attrs);
   attrs["causal"] = false;
-  b.step("attention", {q, k, v, -1, -1, -1}, {open}, attrs);
+  b.step("attention", {q, k, v, -1, -1, -1, -1}, {open}, attrs);
   b.output("padded", padded);
   b.output("causal", causal);
   b.output("open", open);
@@ -353,7 +353,7 @@ TEST(KernelWiringTest, SigmoidTopKExpertsPipeline) {
          {{"k", k}});
   b.step("dispatch", {x, assigned}, {xd});
   b.step("experts", {xd, assigned, offsets, w1, -1, w2, -1}, {yd},
-         {{"activation", "relu"}});
+         {{"activation", "relu"}, {"layout", "grouped"}});
   b.step("combine", {yd, assigned, gates}, {y});
   b.output("y", y);
   std::vector<io::HostTensor> p = randomParams(b.plan, 80);
@@ -390,12 +390,13 @@ TEST(KernelWiringTest, RefusesGatheringExperts) {
   int64_t yd = b.arena({slots, d}), dxd = b.arena({slots, d});
   int64_t dw1 = b.arena({experts, d, f}), db1 = b.arena({experts, f});
   int64_t dw2 = b.arena({experts, f, d}), db2 = b.arena({experts, d});
-  json gather = {{"activation", "relu"}, {"gather", true}};
+  json gather = {
+      {"activation", "relu"}, {"layout", "grouped"}, {"gather", true}};
   b.step("experts", {x, assigned, offsets, w1, -1, w2, -1}, {yd}, gather);
   b.step("experts_grad", {x, assigned, offsets, w1, -1, w2, yd},
          {dxd, dw1, db1, dw2, db2}, gather);
   b.output("y", yd);
-  Expected<Plan> plan = Plan::parse(b.plan.dump(), "moe.mxa");
+  Expected<Plan> plan = Plan::fromJson(b.plan.dump(), "moe.mxa");
   ASSERT_TRUE(plan.ok()) << plan.message();
   const char *kernels[] = {"experts", "experts_grad"};
   for (size_t index : {0, 1}) {
@@ -411,7 +412,7 @@ TEST(KernelWiringTest, RefusesGatheringExperts) {
   }
   // Without gathering, operand 0 is checked as the slot rows.
   b.plan["steps"][0]["attrs"]["gather"] = false;
-  plan = Plan::parse(b.plan.dump(), "moe.mxa");
+  plan = Plan::fromJson(b.plan.dump(), "moe.mxa");
   ASSERT_TRUE(plan.ok()) << plan.message();
   int64_t scratch = 0;
   Expected<cpu::StepFunction> step = cpu::prepareStep(*plan, 0, scratch);
@@ -440,7 +441,7 @@ json capacityPipeline(const char *kernel, json attrs, int tokens, int experts,
   b.step(kernel, {probs}, {assigned, gates, offsets}, attrs);
   b.step("dispatch", {x, assigned}, {xd});
   b.step("experts", {xd, assigned, offsets, w1, b1, w2, b2}, {yd},
-         {{"activation", "gelu"}});
+         {{"activation", "gelu"}, {"layout", "capacity"}});
   b.step("combine", {yd, assigned, gates}, {y});
   b.output("y", y);
   return b.plan;

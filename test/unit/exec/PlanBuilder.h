@@ -253,7 +253,7 @@ inline Plan parseStandalone(const PlanBuilder &b) {
                                   {"operands", nlohmann::json::array()},
                                   {"results", nlohmann::json::array({id})},
                                   {"attrs", {{"value", 0.0}}}});
-  Expected<Plan> plan = Plan::parse(text.dump(), "tiny.mxa");
+  Expected<Plan> plan = Plan::fromJson(text.dump(), "tiny.mxa");
   EXPECT_TRUE(plan.ok()) << plan.message();
   if (!plan.ok())
     return Plan();
@@ -308,7 +308,7 @@ inline std::vector<io::HostTensor> randomParams(const json &plan, uint32_t seed,
 inline std::vector<io::HostTensor>
 execute(const json &plan, std::vector<io::HostTensor> params,
         const std::vector<io::HostTensor> &inputs) {
-  Expected<Plan> parsed = Plan::parse(plan.dump(), "test.mxa");
+  Expected<Plan> parsed = Plan::fromJson(plan.dump(), "test.mxa");
   if (!parsed) {
     ADD_FAILURE() << parsed.message();
     return {};

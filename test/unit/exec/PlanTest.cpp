@@ -7,6 +7,7 @@
 #include <gmock/gmock.h>
 
 #include <fstream>
+#include <tuple>
 
 using namespace mixer;
 using namespace mixer::exec;
@@ -17,7 +18,7 @@ namespace {
 
 /// The message of parsing `plan` as "tiny.mxa"; fails the test if it parses.
 std::string parseError(const json &plan) {
-  Expected<Plan> parsed = Plan::parse(plan.dump(), "tiny.mxa");
+  Expected<Plan> parsed = Plan::fromJson(plan.dump(), "tiny.mxa");
   EXPECT_FALSE(parsed.ok()) << "the broken plan parsed";
   return parsed.ok() ? std::string() : parsed.message();
 }
@@ -78,14 +79,14 @@ TEST(PlanTest, ParsesEveryTable) {
 
 TEST(PlanTest, FormatVersionMismatchNamesBothVersionsAndCompiler) {
   json plan = embedNormDensePlan();
-  plan["format_version"] = 3;
+  plan["format_version"] = 4;
   plan["compiler_version"] = "0.7.3";
   // A future format may change anything else; the version error comes first.
   plan.erase("steps");
   EXPECT_EQ(parseError(plan),
-            "tiny.mxa: plan format version 3 (written by compiler version "
+            "tiny.mxa: plan format version 4 (written by compiler version "
             "0.7.3) is not supported: this runtime reads plan format version "
-            "2; recompile it with mixc");
+            "3; recompile it with mixc");
 
   // Version 1 plans lack forward_steps and heads.
   plan = embedNormDensePlan();
@@ -95,7 +96,16 @@ TEST(PlanTest, FormatVersionMismatchNamesBothVersionsAndCompiler) {
   EXPECT_EQ(parseError(plan),
             "tiny.mxa: plan format version 1 (written by compiler version "
             "0.1.0) is not supported: this runtime reads plan format version "
-            "2; recompile it with mixc");
+            "3; recompile it with mixc");
+
+  // Version 2 plans have experts without a layout and the noise_counter
+  // kernel.
+  plan = embedNormDensePlan();
+  plan["format_version"] = 2;
+  EXPECT_EQ(parseError(plan),
+            "tiny.mxa: plan format version 2 (written by compiler version "
+            "0.1.0) is not supported: this runtime reads plan format version "
+            "3; recompile it with mixc");
 }
 
 TEST(PlanTest, ReadsTheHeadsAndTheForwardSteps) {
@@ -104,7 +114,7 @@ TEST(PlanTest, ReadsTheHeadsAndTheForwardSteps) {
                    {"next_sentence", true},
                    {"causal_lm", false},
                    {"classes", 2}};
-  Expected<Plan> parsed = Plan::parse(plan.dump(), "tiny.mxa");
+  Expected<Plan> parsed = Plan::fromJson(plan.dump(), "tiny.mxa");
   ASSERT_TRUE(parsed.ok()) << parsed.message();
   EXPECT_TRUE(parsed->heads.maskedLm);
   EXPECT_TRUE(parsed->heads.nextSentence);
@@ -149,7 +159,7 @@ TEST(PlanTest, LoadReportsAMissingFile) {
 }
 
 TEST(PlanTest, RejectsTextThatIsNotAPlanObject) {
-  Expected<Plan> parsed = Plan::parse("{\"format_version\": ", "tiny.mxa");
+  Expected<Plan> parsed = Plan::fromJson("{\"format_version\": ", "tiny.mxa");
   ASSERT_FALSE(parsed.ok());
   EXPECT_EQ(parsed.message(), "tiny.mxa: the plan header is not valid JSON");
   EXPECT_EQ(parseError(json::array()),
@@ -178,14 +188,14 @@ TEST(PlanTest, RejectsOtherTargets) {
 
 TEST(PlanTest, ReadsTargetAndPrecision) {
   json plan = embedNormDensePlan();
-  Expected<Plan> parsed = Plan::parse(plan.dump(), "tiny.mxa");
+  Expected<Plan> parsed = Plan::fromJson(plan.dump(), "tiny.mxa");
   ASSERT_TRUE(parsed.ok()) << parsed.message();
   // A plan without "precision" is fp32.
   EXPECT_EQ(parsed->precision, "fp32");
   plan["target"] = "cuda";
   plan["precision"] = "bf16";
   plan["values"].back()["dtype"] = "BF16";
-  parsed = Plan::parse(plan.dump(), "tiny.mxa");
+  parsed = Plan::fromJson(plan.dump(), "tiny.mxa");
   ASSERT_TRUE(parsed.ok()) << parsed.message();
   EXPECT_EQ(parsed->target, "cuda");
   EXPECT_EQ(parsed->precision, "bf16");
@@ -223,7 +233,7 @@ json meshPlan() {
 
 TEST(PlanTest, ReadsTheMeshAndShards) {
   json plan = meshPlan();
-  Expected<Plan> parsed = Plan::parse(plan.dump(), "tiny.mxa");
+  Expected<Plan> parsed = Plan::fromJson(plan.dump(), "tiny.mxa");
   ASSERT_TRUE(parsed.ok()) << parsed.message();
   EXPECT_EQ(parsed->mesh.dp, 1);
   EXPECT_EQ(parsed->mesh.ep, 2);
@@ -261,7 +271,7 @@ TEST(PlanTest, RejectsMeshesAndShardsThatDoNotFit) {
 TEST(PlanTest, CpuExecutorRefusesCudaPlans) {
   json plan = embedNormDensePlan();
   plan["target"] = "cuda";
-  Expected<Plan> parsed = Plan::parse(plan.dump(), "tiny.mxa");
+  Expected<Plan> parsed = Plan::fromJson(plan.dump(), "tiny.mxa");
   ASSERT_TRUE(parsed.ok()) << parsed.message();
   Expected<cpu::Executor> executor = cpu::Executor::create(*parsed);
   ASSERT_FALSE(executor.ok());
@@ -393,7 +403,7 @@ TEST(PlanTest, RejectsReadsOfBuffersNoEarlierStepWrote) {
   plan["values"][12]["shape"] = {6, 4};
   plan["steps"][2]["operands"][0] = 12;
   plan["values"][11]["shape"] = {6, 3};
-  Expected<Plan> parsed = Plan::parse(plan.dump(), "tiny.mxa");
+  Expected<Plan> parsed = Plan::fromJson(plan.dump(), "tiny.mxa");
   EXPECT_TRUE(parsed.ok()) << parsed.message();
 }
 
@@ -491,7 +501,7 @@ TEST(PlanTest, RejectsResultsOutsideTheArenaOrOverlappingOperands) {
   // layer_norm may write in place.
   plan = embedNormDensePlan();
   plan["values"][10]["offset"] = 0;
-  Expected<Plan> parsed = Plan::parse(plan.dump(), "tiny.mxa");
+  Expected<Plan> parsed = Plan::fromJson(plan.dump(), "tiny.mxa");
   EXPECT_TRUE(parsed.ok()) << parsed.message();
 
   // ... over its x or residual (value 9), not over its scale.
@@ -555,11 +565,77 @@ TEST(PlanTest, RejectsMissingUnknownAndMistypedAttributes) {
             "gelu, tanh, relu or gelu_erf, not 1");
 }
 
+/// An experts step whose offsets (value 5) a `routing` step writes, with
+/// the attribute `layout` unless it is null.
+json expertsAfter(const char *routing, json routingAttrs, json layout) {
+  PlanBuilder b;
+  int64_t probs = b.param("probs", {8, 2}), xd = b.param("xd", {8, 4});
+  int64_t w1 = b.param("w1", {2, 4, 6}), w2 = b.param("w2", {2, 6, 4});
+  int64_t tokens = b.arena({8}, "I32"), gates = b.arena({8}),
+          offsets = b.arena({3}, "I32"), yd = b.arena({8, 4});
+  b.step(routing, {probs}, {tokens, gates, offsets}, routingAttrs);
+  json attrs = {{"activation", "gelu"}};
+  if (!layout.is_null())
+    attrs["layout"] = layout;
+  b.step("experts", {xd, tokens, offsets, w1, -1, w2, -1}, {yd}, attrs);
+  b.output("y", yd);
+  return b.plan;
+}
+
+/// The experts layout is the compiler's to state: required, capacity or
+/// grouped, and capacity only over the offsets of a capacity routing.
+TEST(PlanTest, ChecksTheExpertsLayout) {
+  json capacity = {{"groups", 1}, {"tokens_per_group", 8}, {"capacity", 4}};
+  json topK = {{"k", 1}};
+  for (auto [routing, attrs, layout] :
+       {std::tuple<const char *, json, const char *>{"route_experts_choose",
+                                                     capacity, "capacity"},
+        {"route_experts_choose", capacity, "grouped"},
+        {"route_sigmoid_topk", topK, "grouped"}}) {
+    Expected<Plan> parsed =
+        Plan::fromJson(expertsAfter(routing, attrs, layout).dump(), "tiny.mxa");
+    ASSERT_TRUE(parsed.ok())
+        << routing << " " << layout << ": " << parsed.message();
+    EXPECT_EQ(parsed->steps[1].attrs.at("layout"),
+              AttrValue(std::string(layout)));
+  }
+
+  EXPECT_EQ(parseError(expertsAfter("route_experts_choose", capacity, {})),
+            "tiny.mxa: steps[1] (experts): missing attribute 'layout'");
+  EXPECT_EQ(
+      parseError(expertsAfter("route_experts_choose", capacity, "strided")),
+      "tiny.mxa: steps[1] (experts): attribute 'layout' must be capacity or "
+      "grouped, not \"strided\"");
+  EXPECT_EQ(parseError(expertsAfter("route_sigmoid_topk", topK, "capacity")),
+            "tiny.mxa: steps[1] (experts): the capacity layout needs the "
+            "offsets of route_experts_choose or route_tokens_choose, but "
+            "value 6 is a result of route_sigmoid_topk");
+
+  // Offsets that no step wrote (a plan input) take the grouped layout.
+  PlanBuilder b;
+  int64_t xd = b.param("xd", {8, 4}), w1 = b.param("w1", {2, 4, 6}),
+          w2 = b.param("w2", {2, 6, 4});
+  int64_t tokens = b.input("tokens", {8}), offsets = b.input("offsets", {3});
+  int64_t yd = b.arena({8, 4}), dxd = b.arena({8, 4}), dw1 = b.arena({2, 4, 6}),
+          db1 = b.arena({2, 6}), dw2 = b.arena({2, 6, 4}),
+          db2 = b.arena({2, 4});
+  b.step("experts", {xd, tokens, offsets, w1, -1, w2, -1}, {yd},
+         {{"activation", "gelu"}, {"layout", "grouped"}});
+  b.step("experts_grad", {xd, tokens, offsets, w1, -1, w2, yd},
+         {dxd, dw1, db1, dw2, db2},
+         {{"activation", "gelu"}, {"layout", "capacity"}});
+  b.output("dxd", dxd);
+  EXPECT_EQ(parseError(b.plan),
+            "tiny.mxa: steps[1] (experts_grad): the capacity layout needs "
+            "the offsets of route_experts_choose or route_tokens_choose, but "
+            "value 4 is not a step's result");
+}
+
 TEST(PlanTest, ReadsAttributesAsTheirKernelTypes) {
   // A real attribute may be spelled as an integer; it reads as a double.
   json plan = embedNormDensePlan();
   plan["steps"][1]["attrs"]["epsilon"] = 1;
-  Expected<Plan> parsed = Plan::parse(plan.dump(), "tiny.mxa");
+  Expected<Plan> parsed = Plan::fromJson(plan.dump(), "tiny.mxa");
   ASSERT_TRUE(parsed.ok()) << parsed.message();
   EXPECT_EQ(parsed->steps[1].attrs.at("epsilon"), AttrValue(1.0));
   EXPECT_EQ(parsed->steps[2].attrs.at("transpose_w"), AttrValue(false));
@@ -607,7 +683,7 @@ json trainingPlan() {
 }
 
 TEST(PlanTest, ParsesTheStateTableAndSchedule) {
-  Expected<Plan> plan = Plan::parse(trainingPlan().dump(), "train.mxa");
+  Expected<Plan> plan = Plan::fromJson(trainingPlan().dump(), "train.mxa");
   ASSERT_TRUE(plan.ok()) << plan.message();
   EXPECT_TRUE(plan->updatesParameters());
   ASSERT_EQ(plan->state.size(), 2u);
@@ -620,7 +696,7 @@ TEST(PlanTest, ParsesTheStateTableAndSchedule) {
   EXPECT_EQ(plan->findInput("seed"), -1);
   EXPECT_DOUBLE_EQ(plan->training->learningRate, 1e-3);
   EXPECT_EQ(plan->training->totalSteps, 10);
-  EXPECT_FALSE(Plan::parse(embedNormDensePlan().dump(), "tiny.mxa")
+  EXPECT_FALSE(Plan::fromJson(embedNormDensePlan().dump(), "tiny.mxa")
                    ->updatesParameters());
 }
 
@@ -670,7 +746,7 @@ TEST(PlanTest, VariadicKernelsTakeAtLeastOneOperand) {
                            {"operands", {5, 0}},
                            {"results", {6}},
                            {"attrs", json::object()}});
-  ASSERT_TRUE(Plan::parse(plan.dump(), "tiny.mxa").ok());
+  ASSERT_TRUE(Plan::fromJson(plan.dump(), "tiny.mxa").ok());
   plan["steps"][2]["operands"] = json::array();
   EXPECT_EQ(parseError(plan), "tiny.mxa: steps[2] (global_norm): has 0 "
                               "operands but the kernel takes at least one");

@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <tuple>
 
 using namespace mixer;
 using namespace mixer::exec;
@@ -463,7 +464,7 @@ TEST(TrainingKernelWiringTest, AttentionGradWithPaddingAndCausalMasks) {
   int64_t dq = b.arena({batch, seq, width});
   int64_t dk = b.arena({batch, seq, width});
   int64_t dv = b.arena({batch, seq, width});
-  b.step("attention_grad", {q, k, v, ids, dout, -1, -1}, {dq, dk, dv},
+  b.step("attention_grad", {q, k, v, ids, dout, -1, -1, -1}, {dq, dk, dv},
          {{"num_heads", heads},
           {"head_dim", hd},
           {"pad_id", 0},
@@ -604,7 +605,7 @@ TEST(TrainingKernelWiringTest, ExpertsGradWithAndWithoutFirstBias) {
                results.back());
     }
     b.step("experts_grad", {xd, tokens, offsets, w1, bias, w2, dyd}, results,
-           {{"activation", "relu"}});
+           {{"activation", "relu"}, {"layout", "grouped"}});
   }
   std::vector<io::HostTensor> p = randomParams(b.plan, 130);
   const float *x = data(p, 0), *k1 = data(p, 1), *k2 = data(p, 3),
@@ -704,7 +705,7 @@ TEST(TrainingKernelWiringTest, RouteGradRejectsUnknownRouting) {
   b.step("route_grad", {logits, tokens, offsets, dgates}, {dlogits},
          {{"routing", "softmax"}});
   b.output("dlogits", dlogits);
-  Expected<Plan> parsed = Plan::parse(b.plan.dump(), "training.mxa");
+  Expected<Plan> parsed = Plan::fromJson(b.plan.dump(), "training.mxa");
   ASSERT_FALSE(parsed);
   EXPECT_EQ(parsed.message(),
             "training.mxa: steps[0] (route_grad): attribute 'routing' must be "
@@ -760,7 +761,7 @@ json adamwPlan(double maxNorm) {
 /// moments with the AdamW formulas evaluated in double.
 void checkAdamWUpdates(double maxNorm) {
   json plan = adamwPlan(maxNorm);
-  Expected<Plan> parsed = Plan::parse(plan.dump(), "adamw.mxa");
+  Expected<Plan> parsed = Plan::fromJson(plan.dump(), "adamw.mxa");
   ASSERT_TRUE(parsed.ok()) << parsed.message();
   ASSERT_TRUE(parsed->updatesParameters());
   Expected<cpu::Executor> executor = cpu::Executor::create(*parsed);
@@ -818,7 +819,7 @@ TEST(TrainingKernelWiringTest, AdamWClipsByTheGlobalNorm) {
 
 TEST(TrainingKernelWiringTest, AdamWRefusesANegativeStep) {
   json plan = adamwPlan(0.0);
-  Expected<Plan> parsed = Plan::parse(plan.dump(), "adamw.mxa");
+  Expected<Plan> parsed = Plan::fromJson(plan.dump(), "adamw.mxa");
   ASSERT_TRUE(parsed.ok()) << parsed.message();
   Expected<cpu::Executor> executor = cpu::Executor::create(*parsed);
   ASSERT_TRUE(executor.ok());
@@ -876,7 +877,7 @@ json accumulationPlan() {
 
 TEST(TrainingKernelWiringTest, AccumulatesMicroStepsAndClipsTheAverage) {
   json plan = accumulationPlan();
-  Expected<Plan> parsed = Plan::parse(plan.dump(), "accumulate.mxa");
+  Expected<Plan> parsed = Plan::fromJson(plan.dump(), "accumulate.mxa");
   ASSERT_TRUE(parsed.ok()) << parsed.message();
   EXPECT_EQ(parsed->training->microSteps, 2);
   Expected<cpu::Executor> executor = cpu::Executor::create(*parsed);
@@ -936,33 +937,83 @@ TEST(TrainingKernelWiringTest, AccumulatesMicroStepsAndClipsTheAverage) {
       << status.message();
 }
 
-TEST(TrainingKernelWiringTest, NoiseCounterCountsMicroStepsAndWraps) {
+/// y = random_scale(x) (dropout 0.25, stream 3, seed 11) for x = ones(n),
+/// keyed by micro-step `micro` of the update after `step` updates, three
+/// micro-steps an update: the step's operands step and micro_step and its
+/// attribute micro_steps. `microSteps` and `withMicro` change them.
+Expected<std::vector<float>> dropoutAtMicroStep(int64_t n, int32_t step,
+                                                int32_t micro,
+                                                int64_t microSteps = 3,
+                                                bool withMicro = true) {
   PlanBuilder b;
-  int64_t step = b.input("step", {});
-  int64_t micro = b.input("micro_step", {});
-  int64_t counter = b.arena({}, "I32");
-  b.step("noise_counter", {step, micro}, {counter}, {{"micro_steps", 3}});
-  b.output("counter", counter);
-  Expected<Plan> parsed = Plan::parse(b.plan.dump(), "counter.mxa");
-  ASSERT_TRUE(parsed.ok()) << parsed.message();
+  int64_t x = b.param("x", {n}, {{"kind", "ones"}});
+  int64_t seedInput = b.input("seed", {}), stepInput = b.input("step", {}),
+          microInput = b.input("micro_step", {});
+  int64_t y = b.arena({n});
+  b.step("random_scale",
+         {x, seedInput, stepInput, withMicro ? microInput : int64_t(-1)}, {y},
+         {{"kind", "dropout"},
+          {"rate", 0.25},
+          {"stream", 3},
+          {"micro_steps", microSteps}});
+  b.output("y", y);
+  Expected<Plan> parsed = Plan::fromJson(b.plan.dump(), "counter.mxa");
+  if (!parsed)
+    return parsed.takeStatus();
   Expected<cpu::Executor> executor = cpu::Executor::create(*parsed);
-  ASSERT_TRUE(executor.ok()) << executor.message();
-  ASSERT_TRUE(executor->bindParams({}, "params").ok());
-  auto counterAt = [&](int64_t s, int64_t m) {
-    EXPECT_TRUE(executor
-                    ->bindInputs({intTensor("step", {}, {s}),
-                                  intTensor("micro_step", {}, {m})},
-                                 "inputs")
-                    .ok());
-    Status status = executor->run();
-    EXPECT_TRUE(status.ok()) << status.message();
-    return executor->outputs()[0].as<int32_t>()[0];
-  };
-  // 5 * 3 + 2 = 17; (2^31 - 1) * 3 + 1 = 6442450942 = 2^32 + 2147483646,
-  // which wraps to 2147483646.
-  EXPECT_EQ(counterAt(5, 2), 17);
-  EXPECT_EQ(counterAt(0, 0), 0);
-  EXPECT_EQ(counterAt(2147483647, 1), 2147483646);
+  if (!executor)
+    return executor.takeStatus();
+  io::HostTensor ones = randomTensor("x", {n}, 0);
+  std::fill_n(ones.as<float>(), n, 1.0f);
+  Status status = executor->bindParams({ones}, "params");
+  if (status.ok())
+    status = executor->bindInputs({intTensor("seed", {}, {11}),
+                                   intTensor("step", {}, {step}),
+                                   intTensor("micro_step", {}, {micro})},
+                                  "inputs");
+  if (status.ok())
+    status = executor->run();
+  if (!status.ok())
+    return status;
+  return floats(executor->outputs()[0]);
+}
+
+TEST(TrainingKernelWiringTest, NoiseKernelsCountMicroStepsAndWrap) {
+  const int64_t n = 1001;
+  // The counter is step * 3 + micro_step: 5 * 3 + 2 = 17; (2^31 - 1) * 3 + 1
+  // = 6442450942 = 2^32 + 2147483646, which wraps to 2147483646.
+  for (auto [step, micro, counter] :
+       {std::tuple<int32_t, int32_t, int32_t>{5, 2, 17},
+        {0, 0, 0},
+        {2147483647, 1, 2147483646}}) {
+    Expected<std::vector<float>> y = dropoutAtMicroStep(n, step, micro);
+    ASSERT_TRUE(y.ok()) << y.message();
+    cpu::CounterUniforms uniforms(11, 3, counter);
+    for (int64_t i = 0; i < n; ++i)
+      ASSERT_EQ((*y)[i], uniforms.at(i) >= 0.25f ? 1.0f / 0.75f : 0.0f)
+          << "step " << step << " micro-step " << micro << " element " << i;
+  }
+  Expected<std::vector<float>> outside = dropoutAtMicroStep(n, 5, 3);
+  ASSERT_FALSE(outside.ok());
+  EXPECT_NE(outside.message().find("input 'micro_step' is 3 but an update "
+                                   "has 3 micro-steps"),
+            std::string::npos)
+      << outside.message();
+
+  // The operand micro_step and the attribute micro_steps go together.
+  for (auto [microSteps, withMicro] :
+       {std::pair<int64_t, bool>{1, true}, {3, false}}) {
+    Expected<std::vector<float>> refused =
+        dropoutAtMicroStep(n, 5, 0, microSteps, withMicro);
+    ASSERT_FALSE(refused.ok());
+    EXPECT_EQ(refused.message(),
+              "counter.mxa: steps[0] (random_scale): the operand micro_step "
+              "must be present exactly when micro_steps > 1");
+  }
+  Expected<std::vector<float>> zero = dropoutAtMicroStep(n, 5, 0, 0);
+  ASSERT_FALSE(zero.ok());
+  EXPECT_EQ(zero.message(), "counter.mxa: steps[0] (random_scale): attribute "
+                            "'micro_steps' must be at least 1, not 0");
 }
 
 /// y = random_scale(x) for x = ones(n), at the given seed and step.
@@ -973,7 +1024,7 @@ std::vector<float> randomScaleOfOnes(const std::string &kind, double rate,
   int64_t seedInput = b.input("seed", {});
   int64_t stepInput = b.input("step", {});
   int64_t y = b.arena({n});
-  b.step("random_scale", {x, seedInput, stepInput}, {y},
+  b.step("random_scale", {x, seedInput, stepInput, -1}, {y},
          {{"kind", kind}, {"rate", rate}, {"stream", 3}});
   b.output("y", y);
   io::HostTensor ones = randomTensor("x", {n}, 0);
@@ -1107,7 +1158,7 @@ TEST(TrainingKernelWiringTest, LoadBalancingLossRejectsGroupsThatDoNotDivide) {
   int64_t aux = b.arena({});
   b.step("load_balancing_loss", {p}, {aux}, {{"groups", 4}, {"k", 1}});
   b.output("aux", aux);
-  Expected<Plan> parsed = Plan::parse(b.plan.dump(), "training.mxa");
+  Expected<Plan> parsed = Plan::fromJson(b.plan.dump(), "training.mxa");
   ASSERT_TRUE(parsed) << parsed.message();
   Expected<cpu::Executor> executor = cpu::Executor::create(*parsed);
   ASSERT_FALSE(executor);
@@ -1162,7 +1213,7 @@ std::vector<float> dropExperts(const io::HostTensor &x, bool gradient,
   int64_t seedInput = b.input("seed", {});
   int64_t stepInput = b.input("step", {});
   int64_t y = b.arena(x.shape);
-  b.step("drop_experts", {in, seedInput, stepInput}, {y},
+  b.step("drop_experts", {in, seedInput, stepInput, -1}, {y},
          {{"rate", 0.25}, {"stream", 4}, {"gradient", gradient}});
   b.output("y", y);
   return floats(

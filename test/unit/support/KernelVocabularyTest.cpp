@@ -63,8 +63,10 @@ TEST(KernelVocabularyTest, AnswersTheChecksOfTheOpDefinitions) {
   EXPECT_FALSE(dense.hasAttribute("transpose_weight", AttrType::Bool));
   EXPECT_TRUE(dense.requiresOnly({"activation", "transpose_w"}));
   EXPECT_FALSE(dense.requiresOnly({"activation"}));
-  // `gather` is optional.
-  EXPECT_TRUE(kernelInfo(Kernel::Experts).requiresOnly({"activation"}));
+  // `gather` is optional, `layout` is not.
+  EXPECT_TRUE(
+      kernelInfo(Kernel::Experts).requiresOnly({"activation", "layout"}));
+  EXPECT_FALSE(kernelInfo(Kernel::Experts).requiresOnly({"activation"}));
   EXPECT_TRUE(dense.findAttribute("activation")->allows("relu"));
   EXPECT_FALSE(dense.findAttribute("activation")->allows("swish"));
 }
