@@ -12,6 +12,7 @@
 #define MIXER_RUNTIME_CPU_EXECUTOR_H
 
 #include "runtime/cpu/KernelTable.h"
+#include "runtime/cpu/Kernels.h"
 #include "runtime/exec/Plan.h"
 #include "runtime/exec/PlanExecutor.h"
 #include "runtime/io/Tensor.h"
@@ -34,8 +35,11 @@ using MappedMemory = std::unique_ptr<uint8_t, Unmapper>;
 /// Runs `cpu` plans on the host.
 class Executor final : public exec::PlanExecutor {
 public:
-  /// Prepares `plan` for execution (the executor keeps its own copy).
-  static Expected<Executor> create(const exec::Plan &plan);
+  /// Prepares `plan` for execution (the executor keeps its own copy). A bf16
+  /// plan is refused unless `bf16Products` (by default, whether this CPU
+  /// has them: cpu::hasBf16Products()).
+  static Expected<Executor> create(const exec::Plan &plan,
+                                   bool bf16Products = hasBf16Products());
 
   const exec::Plan &getPlan() const override { return plan; }
   int64_t getScratchBytes() const override {

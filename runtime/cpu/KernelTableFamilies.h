@@ -12,6 +12,9 @@
 #include "runtime/cpu/KernelTable.h"
 #include "runtime/exec/StepContext.h"
 
+#include <cstdlib>
+#include <memory>
+#include <new>
 #include <vector>
 
 namespace mixer::cpu {
@@ -23,6 +26,30 @@ using io::DType;
 
 inline float *f32(void *p) { return static_cast<float *>(p); }
 inline int32_t *i32(void *p) { return static_cast<int32_t *>(p); }
+
+/// A step's own bytes, 64-byte aligned (packed bf16 weights).
+class AlignedBytes {
+public:
+  explicit AlignedBytes(int64_t bytes)
+      : memory(std::aligned_alloc(64, (bytes + 63) / 64 * 64 + 64)) {
+    if (!memory)
+      throw std::bad_alloc();
+  }
+  void *get() const { return memory.get(); }
+
+private:
+  struct Free {
+    void operator()(void *p) const { std::free(p); }
+  };
+  std::unique_ptr<void, Free> memory;
+};
+
+/// The dtype of an activation operand of a kernel with bf16 products: BF16
+/// where the plan stores it so, else F32.
+inline DType activationType(const Arg &arg) {
+  return arg.value && arg.value->dtype == DType::BF16 ? DType::BF16
+                                                      : DType::F32;
+}
 
 /// A plan kernel with its factory.
 struct KernelEntry {
