@@ -16,6 +16,8 @@
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include <string>
+#include <unordered_map>
+#include <vector>
 
 namespace mixer::cpu {
 
@@ -75,7 +77,7 @@ namespace detail {
 
 struct Bf16Product::Impl {
   int64_t m, k, n;
-  dnnl::memory::desc a, weights, bias, c;
+  dnnl::memory::desc a, weights, bias, c, scratchpad;
   dnnl::matmul matmul;
 };
 
@@ -95,7 +97,10 @@ Bf16Product::Bf16Product(int64_t m, int64_t k, int64_t n, bool cBf16,
                              Dims{n, 1});
     if (bias)
       p.bias = dnnl::memory::desc({1, n}, DataType::f32, Dims{n, 1});
+    // Tiles run the same primitive on several threads at once, which
+    // oneDNN's shared scratchpad does not allow: each thread brings its own.
     dnnl::primitive_attr attr;
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
     if (act != Activation::None) {
       dnnl::post_ops ops;
       ops.append_eltwise(1.0f, eltwiseOf(act), 0.0f, 0.0f);
@@ -104,6 +109,7 @@ Bf16Product::Bf16Product(int64_t m, int64_t k, int64_t n, bool cBf16,
     dnnl::matmul::primitive_desc desc(
         dnnl::matmul::desc(p.a, p.weights, p.bias, p.c), attr, cpuEngine());
     p.weights = desc.weights_desc();
+    p.scratchpad = desc.scratchpad_desc();
     p.matmul = dnnl::matmul(desc);
   });
 }
@@ -139,6 +145,11 @@ void Bf16Product::run(const uint16_t *a, const void *packed, const float *bias,
         {DNNL_ARG_WEIGHTS,
          dnnl::memory(p.weights, engine, const_cast<void *>(packed))},
         {DNNL_ARG_DST, dnnl::memory(p.c, engine, c)}};
+    thread_local std::vector<char> scratchpad;
+    if (scratchpad.size() < p.scratchpad.get_size())
+      scratchpad.resize(p.scratchpad.get_size());
+    args.emplace(DNNL_ARG_SCRATCHPAD,
+                 dnnl::memory(p.scratchpad, engine, scratchpad.data()));
     if (bias)
       args.emplace(DNNL_ARG_BIAS,
                    dnnl::memory(p.bias, engine, const_cast<float *>(bias)));
