@@ -213,7 +213,10 @@ void DenseBf16::run(const void *x, const void *packed, const float *bias,
   detail::ExceptionCollector errors;
 #pragma omp parallel if (parallel)
   {
-    std::vector<uint16_t> rows(p.xBf16 ? 0 : p.grid.rowTile * p.k);
+    // Each thread's bf16 copy of its rows, kept between runs.
+    thread_local std::vector<uint16_t> rows;
+    if (!p.xBf16 && rows.size() < size_t(p.grid.rowTile * p.k))
+      rows.resize(p.grid.rowTile * p.k);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t tile = 0; tile < tiles; ++tile)
       errors.run([&] {

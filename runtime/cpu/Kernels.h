@@ -264,8 +264,8 @@ void experts(const float *xd, const int32_t *tokens, const int32_t *offsets,
 /// experts with bf16 products and fp32 accumulation: xd and yd fp32 as in
 /// `experts`, w1 and w2 read from bf16 copies made once by pack(), the hidden
 /// layer kept in bf16. Each expert's rows run in tiles of at most
-/// kExpertTileRows rows, padded to a power of two of at least 16 rows (one
-/// oneDNN primitive per padded size, built at construction).
+/// kExpertTileRows rows, padded to a multiple of 32 rows (one oneDNN
+/// primitive per padded size, built at construction).
 class ExpertsBf16 {
 public:
   ExpertsBf16(int64_t numExperts, int64_t slots, int64_t d, int64_t f,

@@ -228,19 +228,21 @@ void experts(const float *xd, const int32_t *tokens, const int32_t *offsets,
 
 namespace {
 
-/// The smallest power of two of at least 16 rows that holds `rows`.
+/// The rows of the bf16 experts' products: tiles padded to a multiple.
+constexpr int64_t kPaddedRows = 32;
+
+/// `rows` rounded up to a multiple of kPaddedRows (at least one).
 int64_t paddedRows(int64_t rows) {
-  int64_t padded = 16;
-  while (padded < rows)
-    padded *= 2;
-  return padded;
+  return std::max<int64_t>(1, (rows + kPaddedRows - 1) / kPaddedRows) *
+         kPaddedRows;
 }
 
 } // namespace
 
 struct ExpertsBf16::Impl {
   int64_t numExperts, slots, d, f;
-  /// Per padded tile size (16, 32, ...): the first and second layer.
+  /// Per padded tile size, from the largest down by kPaddedRows: the first
+  /// and second layer.
   std::vector<detail::Bf16Product> first, second;
 };
 
@@ -250,7 +252,7 @@ ExpertsBf16::ExpertsBf16(int64_t numExperts, int64_t slots, int64_t d,
   int64_t largest =
       paddedRows(std::min(detail::kExpertTileRows, std::max<int64_t>(slots, 1)));
   // The largest tile's products choose the packed layouts the others share.
-  for (int64_t rows = largest; rows >= 16; rows /= 2) {
+  for (int64_t rows = largest; rows > 0; rows -= kPaddedRows) {
     const detail::Bf16Product *layout1 =
         impl->first.empty() ? nullptr : &impl->first.front();
     const detail::Bf16Product *layout2 =
@@ -302,18 +304,19 @@ void ExpertsBf16::run(const float *xd, const int32_t *tokens,
   detail::ExceptionCollector errors;
 #pragma omp parallel if (parallel)
   {
-    // The padding rows stay zero; their results are dropped.
-    std::vector<uint16_t> rows(largest * p.d, 0), hidden(largest * p.f);
-    std::vector<float> out(largest * p.d);
+    // Each thread's tile buffers, kept between runs. The padding rows are
+    // zeroed; their results are dropped.
+    thread_local std::vector<uint16_t> rows, hidden;
+    thread_local std::vector<float> out;
+    rows.resize(std::max(rows.size(), size_t(largest * p.d)));
+    hidden.resize(std::max(hidden.size(), size_t(largest * p.f)));
+    out.resize(std::max(out.size(), size_t(largest * p.d)));
 #pragma omp for schedule(dynamic, 1)
     for (int64_t item = 0; item < items; ++item)
       errors.run([&] {
         const detail::ExpertRows &tile = tiles[item];
         int64_t padded = paddedRows(tile.rows);
-        // Products are ordered from the largest tile down.
-        size_t index = 0;
-        for (int64_t size = largest; size > padded; size /= 2)
-          ++index;
+        size_t index = (largest - padded) / kPaddedRows;
         toBf16(xd + tile.row0 * p.d, rows.data(), tile.rows * p.d);
         std::fill(rows.begin() + tile.rows * p.d, rows.begin() + padded * p.d,
                   uint16_t(0));
