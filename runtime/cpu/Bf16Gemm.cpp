@@ -81,8 +81,8 @@ struct Bf16Product::Impl {
   dnnl::matmul matmul;
 };
 
-Bf16Product::Bf16Product(int64_t m, int64_t k, int64_t n, bool cBf16,
-                         bool bias, Activation act, const Bf16Product *layout)
+Bf16Product::Bf16Product(int64_t m, int64_t k, int64_t n, bool cBf16, bool bias,
+                         Activation act, const Bf16Product *layout)
     : impl(std::make_unique<Impl>()) {
   Impl &p = *impl;
   p.m = m;

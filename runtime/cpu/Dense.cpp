@@ -189,8 +189,8 @@ DenseBf16::DenseBf16(int64_t m, int64_t k, int64_t n, bool transposeW,
   std::optional<detail::Bf16Product> last;
   if (lastRows != grid.rowTile && lastRows > 0)
     last.emplace(lastRows, k, n, yBf16, bias, act, &full);
-  impl.reset(new Impl{m, k, n, transposeW, xBf16, yBf16, grid,
-                      std::move(full), std::move(last)});
+  impl.reset(new Impl{m, k, n, transposeW, xBf16, yBf16, grid, std::move(full),
+                      std::move(last)});
 }
 
 DenseBf16::~DenseBf16() = default;
@@ -222,8 +222,7 @@ void DenseBf16::run(const void *x, const void *packed, const float *bias,
       errors.run([&] {
         int64_t row0 = tile * p.grid.rowTile;
         int64_t count = std::min(p.grid.rowTile, p.m - row0);
-        const uint16_t *a =
-            static_cast<const uint16_t *>(x) + row0 * p.k;
+        const uint16_t *a = static_cast<const uint16_t *>(x) + row0 * p.k;
         if (!p.xBf16) {
           toBf16(static_cast<const float *>(x) + row0 * p.k, rows.data(),
                  count * p.k);

@@ -125,9 +125,8 @@ Expected<StepFunction> prepareExperts(StepContext &c) {
     return StepFunction(
         [=, a = xd.slot, t = tokens.slot, o = offsets.slot, c1 = b1.slot,
          c2 = b2.slot, r = y.slot](ValuePointers v) {
-          step->kernel.run(f32(v[a]), i32(v[t]), i32(v[o]),
-                           step->packed.get(), f32(v[c1]), f32(v[c2]),
-                           f32(v[r]));
+          step->kernel.run(f32(v[a]), i32(v[t]), i32(v[o]), step->packed.get(),
+                           f32(v[c1]), f32(v[c2]), f32(v[r]));
         },
         [=, k1 = w1.slot, k2 = w2.slot](ValuePointers v) {
           step->kernel.pack(f32(v[k1]), f32(v[k2]), step->packed.get());

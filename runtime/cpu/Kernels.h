@@ -73,8 +73,7 @@ public:
   int64_t packedBytes() const;
   /// Converts W ([k,n], or [n,k] when transposeW) into `packed`.
   void pack(const float *w, void *packed) const;
-  void run(const void *x, const void *packed, const float *bias,
-           void *y) const;
+  void run(const void *x, const void *packed, const float *bias, void *y) const;
 
 private:
   struct Impl;

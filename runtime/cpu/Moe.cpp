@@ -249,8 +249,8 @@ struct ExpertsBf16::Impl {
 ExpertsBf16::ExpertsBf16(int64_t numExperts, int64_t slots, int64_t d,
                          int64_t f, bool bias1, bool bias2, Activation act)
     : impl(new Impl{numExperts, slots, d, f, {}, {}}) {
-  int64_t largest =
-      paddedRows(std::min(detail::kExpertTileRows, std::max<int64_t>(slots, 1)));
+  int64_t largest = paddedRows(
+      std::min(detail::kExpertTileRows, std::max<int64_t>(slots, 1)));
   // The largest tile's products choose the packed layouts the others share.
   for (int64_t rows = largest; rows > 0; rows -= kPaddedRows) {
     const detail::Bf16Product *layout1 =
@@ -287,8 +287,8 @@ void ExpertsBf16::run(const float *xd, const int32_t *tokens,
                       const int32_t *offsets, const void *packed,
                       const float *b1, const float *b2, float *yd) const {
   const Impl &p = *impl;
-  std::vector<detail::ExpertRows> tiles = detail::rowTiles(detail::occupiedRuns(
-      tokens, offsets, p.numExperts, p.slots, "experts"));
+  std::vector<detail::ExpertRows> tiles = detail::rowTiles(
+      detail::occupiedRuns(tokens, offsets, p.numExperts, p.slots, "experts"));
   for (int64_t i = 0; i < p.slots; ++i)
     if (tokens[i] < 0)
       std::memset(yd + i * p.d, 0, p.d * sizeof(float));

@@ -84,11 +84,12 @@ enum class Precision { Fp32, Bf16 };
 
 cl::opt<Precision> precision(
     "precision", cl::desc("activation precision"), cl::init(Precision::Fp32),
-    cl::values(clEnumValN(Precision::Fp32, "fp32", "fp32 everywhere (default)"),
-               clEnumValN(Precision::Bf16, "bf16",
-                          "bf16 products and activations; parameters, gradients, "
-                          "optimizer state and statistics fp32 (cpu: the "
-                          "dense layers and experts, inference only)")),
+    cl::values(
+        clEnumValN(Precision::Fp32, "fp32", "fp32 everywhere (default)"),
+        clEnumValN(Precision::Bf16, "bf16",
+                   "bf16 products and activations; parameters, gradients, "
+                   "optimizer state and statistics fp32 (cpu: the "
+                   "dense layers and experts, inference only)")),
     cl::cat(mixcCategory));
 cl::opt<int64_t> batch("batch", cl::desc("batch size the artifact runs"),
                        cl::init(8), cl::cat(mixcCategory));

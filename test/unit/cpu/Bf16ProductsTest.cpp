@@ -46,9 +46,12 @@ std::vector<uint16_t> toBf16Vector(const std::vector<float> &x) {
   GTEST_SKIP() << "this CPU has no bf16 products (AVX512_BF16 or AMX)"
 
 TEST(Bf16ProductsTest, ToBf16RoundsToNearestEven) {
-  std::vector<float> x = {1.0f, bf16::floatOf(0x3f808000u),
+  std::vector<float> x = {1.0f,
+                          bf16::floatOf(0x3f808000u),
                           bf16::floatOf(0x3f818000u),
-                          bf16::floatOf(0x3f808001u), -2.5f, INFINITY,
+                          bf16::floatOf(0x3f808001u),
+                          -2.5f,
+                          INFINITY,
                           NAN};
   std::vector<uint16_t> y = toBf16Vector(x);
   EXPECT_EQ(y[0], 0x3f80);
@@ -106,27 +109,27 @@ TEST(Bf16ProductsTest, DenseMatchesReferenceWithinTheBf16Bound) {
                          yBf16 ? static_cast<void *>(yb.data())
                                : static_cast<void *>(y.data()));
               std::vector<float> expected(s.m * s.n);
-              reference::dense(x.data(), w.data(), b, expected.data(), s.m,
-                               s.k, s.n, transposeW, act);
+              reference::dense(x.data(), w.data(), b, expected.data(), s.m, s.k,
+                               s.n, transposeW, act);
               int failures = 0;
               for (int64_t r = 0; r < s.m; ++r)
                 for (int64_t c = 0; c < s.n; ++c) {
                   double sum = withBias ? std::fabs(bias[c]) : 0.0;
                   for (int64_t i = 0; i < s.k; ++i)
-                    sum += std::fabs(x[r * s.k + i]) *
-                           std::fabs(transposeW ? w[c * s.k + i]
-                                                : w[i * s.n + c]);
+                    sum +=
+                        std::fabs(x[r * s.k + i]) *
+                        std::fabs(transposeW ? w[c * s.k + i] : w[i * s.n + c]);
                   double ref = expected[r * s.n + c];
                   double err = slopeOf(act) * kProductBound * sum;
-                  double bound = err + kAccumulationBound * (sum + 1.0) +
-                                 (yBf16 ? kStoreBound * (std::fabs(ref) + err)
-                                        : 0.0);
-                  double got = yBf16 ? fromBf16(yb[r * s.n + c])
-                                     : y[r * s.n + c];
+                  double bound =
+                      err + kAccumulationBound * (sum + 1.0) +
+                      (yBf16 ? kStoreBound * (std::fabs(ref) + err) : 0.0);
+                  double got =
+                      yBf16 ? fromBf16(yb[r * s.n + c]) : y[r * s.n + c];
                   if (!(std::fabs(got - ref) <= bound) && failures++ < 3)
-                    ADD_FAILURE() << where << " at [" << r << "," << c
-                                  << "]: " << got << " vs " << ref
-                                  << " (bound " << bound << ")";
+                    ADD_FAILURE()
+                        << where << " at [" << r << "," << c << "]: " << got
+                        << " vs " << ref << " (bound " << bound << ")";
                 }
             }
 }
@@ -141,8 +144,8 @@ TEST(Bf16ProductsTest, ExpertsMatchReferenceWithinTheBf16Bound) {
   std::vector<int32_t> tokens(slots);
   for (int64_t i = 0; i < slots; ++i)
     tokens[i] = i >= 620 ? -1 : static_cast<int32_t>(i % 97);
-  for (Activation act : {Activation::None, Activation::Gelu,
-                         Activation::Tanh, Activation::Relu})
+  for (Activation act :
+       {Activation::None, Activation::Gelu, Activation::Tanh, Activation::Relu})
     for (bool withBias : {false, true}) {
       std::string where = "act=" + std::to_string(static_cast<int>(act)) +
                           " bias=" + std::to_string(withBias);
@@ -157,8 +160,8 @@ TEST(Bf16ProductsTest, ExpertsMatchReferenceWithinTheBf16Bound) {
       std::vector<char> packed(kernel.packedBytes());
       kernel.pack(w1.data(), w2.data(), packed.data());
       std::vector<float> yd(slots * d, 7.0f), expected(slots * d);
-      kernel.run(xd.data(), tokens.data(), offsets.data(), packed.data(),
-                 bias1, bias2, yd.data());
+      kernel.run(xd.data(), tokens.data(), offsets.data(), packed.data(), bias1,
+                 bias2, yd.data());
       reference::experts(xd.data(), tokens.data(), offsets.data(), w1.data(),
                          bias1, w2.data(), bias2, expected.data(), numExperts,
                          slots, d, f, act);
@@ -199,9 +202,9 @@ TEST(Bf16ProductsTest, ExpertsMatchReferenceWithinTheBf16Bound) {
             bound += kAccumulationBound * (sum + 1.0);
             double got = yd[row * d + c], ref = expected[row * d + c];
             if (!(std::fabs(got - ref) <= bound) && failures++ < 3)
-              ADD_FAILURE() << where << " at [" << row << "," << c
-                            << "]: " << got << " vs " << ref << " (bound "
-                            << bound << ")";
+              ADD_FAILURE()
+                  << where << " at [" << row << "," << c << "]: " << got
+                  << " vs " << ref << " (bound " << bound << ")";
           }
         }
     }
