@@ -79,6 +79,11 @@ private:
   Value activation(Location at, Activation kind, Value input) {
     return ActivationOp::create(builder, at, input, kind);
   }
+  /// The model's GELU (feed-forward layers, masked-LM head).
+  Activation gelu() const {
+    return config.activation == GeluKind::Erf ? Activation::gelu_erf
+                                              : Activation::gelu;
+  }
   Value layerNorm(const std::string &scope, Value input, int64_t width);
   /// The attributes of a noise at `rate`: the rate and the next unused
   /// random stream; nulls outside a training step or at rate 0, where no
@@ -192,6 +197,8 @@ Value ModelEmitter::emitEmbeddings() {
   Value sum = EmbedOp::create(builder, loc(scope), f32({batch, seq, emb.dEmb}),
                               inputIds, typeIds, wordEmbedding, position, type);
   Value normed = layerNorm(scope + "/layer_norm", sum, emb.dEmb);
+  if (!emb.hiddenMappingIn)
+    return dropout(loc(scope), normed, config.training.dropoutRate);
   // lecun_normal: truncated normal with variance 1 / fan_in.
   Value mapKernel =
       param(scope + "/hidden_mapping_in/kernel", {emb.dEmb, config.dModel},
@@ -290,7 +297,7 @@ Value ModelEmitter::emitFeedForward(int64_t layer, Value h) {
   Value b1 = bias(scope + "/intermediate/bias", f);
   Value w2 = kernel(scope + "/output/kernel", {f, d});
   Value b2 = param(scope + "/output/bias", {d}, Init::zeros());
-  Value hidden = activation(loc(scope + "/intermediate"), Activation::gelu,
+  Value hidden = activation(loc(scope + "/intermediate"), gelu(),
                             dense(loc(scope + "/intermediate"), h, w1, b1));
   Location at = loc(scope + "/output");
   return dropout(at, dense(at, hidden, w2, b2), config.training.dropoutRate);
@@ -365,7 +372,7 @@ Value ModelEmitter::emitMlmLogits(Value rows) {
   int64_t d = config.dModel;
   Location at = loc("predictions_dense");
   Value transformed = activation(
-      at, Activation::gelu,
+      at, gelu(),
       dense(at, rows, kernel("predictions_dense/kernel", {d, emb.dEmb}),
             bias("predictions_dense/bias", emb.dEmb)));
   transformed = layerNorm("predictions_layer_norm", transformed, emb.dEmb);
@@ -516,7 +523,7 @@ Value ModelEmitter::emitTrainingLoss(
 OwningOpRef<ModuleOp> ModelEmitter::emit() {
   MLIRContext *context = builder.getContext();
   context->loadDialect<MixerDialect, func::FuncDialect>();
-  batch = options.batch;
+  batch = options.batch / options.world;
   seq = options.seq ? options.seq : config.embeddings.maxSeqLength;
 
   bool needsFullLength = llvm::any_of(config.layers, [](const LayerConfig &l) {
@@ -619,6 +626,17 @@ OwningOpRef<ModuleOp> ModelEmitter::emit() {
     results.insert(results.begin(), loss);
     names.insert(names.begin(), builder.getStringAttr("loss"));
   } else {
+    if (heads.sentencePooling) {
+      auto op = PoolOp::create(
+          builder, loc("sentence_embedding"), f32({batch, d}), h, inputIds,
+          PoolModeAttr::get(builder.getContext(),
+                            *heads.sentencePooling == SentencePooling::Mean
+                                ? PoolMode::mean
+                                : PoolMode::cls),
+          heads.sentenceNormalize ? builder.getUnitAttr() : UnitAttr(),
+          builder.getI64IntegerAttr(emb.padId));
+      addOutput("sentence_embedding", op);
+    }
     if (heads.mlm)
       addOutput("mlm_logits", emitMlmLogits(h));
     if (classes > 0)
@@ -636,7 +654,8 @@ OwningOpRef<ModuleOp> ModelEmitter::emit() {
   func->setAttr(mixer::graph::kPadIdAttr, builder.getI64IntegerAttr(emb.padId));
   func->setAttr(mixer::graph::kVocabSizeAttr,
                 builder.getI64IntegerAttr(emb.vocabSize));
-  func->setAttr(mixer::graph::kBatchAttr, builder.getI64IntegerAttr(batch));
+  func->setAttr(mixer::graph::kBatchAttr,
+                builder.getI64IntegerAttr(options.batch));
   func->setAttr(mixer::graph::kSeqAttr, builder.getI64IntegerAttr(seq));
   func->setAttr(
       mixer::graph::kHeadsAttr,

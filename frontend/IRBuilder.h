@@ -14,7 +14,12 @@ namespace mixer {
 
 /// Static shapes and mode an artifact is compiled for.
 struct BuildOptions {
+  /// The global batch; the function's shapes hold batch / world examples.
   int64_t batch = 1;
+  /// The ranks of a parallel compile (mixc --dp × --ep), each running the
+  /// function on its share of the batch; `mixer.batch` records the global
+  /// batch.
+  int64_t world = 1;
   int64_t seq = 0;        ///< 0: the model's max_seq_length
   std::string sourcePath; ///< model file, for locations
   /// Emit the training losses (spec §9) as the output `loss` instead of the

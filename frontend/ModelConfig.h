@@ -37,12 +37,21 @@ enum class NormPlacement { Post, Pre };
 
 enum class BiasInit { Zeros, Normal };
 
+/// The GELU of the feed-forward layers and the masked-LM head.
+enum class GeluKind { Tanh, Erf };
+
+/// How the sentence embedding reduces the sequence output.
+enum class SentencePooling { Cls, Mean };
+
 struct EmbeddingConfig {
   int64_t vocabSize = 0;
   int64_t typeVocabSize = 4;
   int64_t dEmb = 0;
   int64_t maxSeqLength = 0;
   int32_t padId = 0;
+  /// Whether the embedding is projected to d_model (hidden_mapping_in);
+  /// without it d_emb equals d_model.
+  bool hiddenMappingIn = true;
 };
 
 struct AttentionConfig {
@@ -80,6 +89,10 @@ struct HeadsConfig {
   /// Sequence classification classes; 1 = regression; 0 = no head.
   int64_t classificationClasses = 0;
   bool causalLm = false;
+  /// The sentence embedding output: absent, or its pooling and whether it
+  /// is L2-normalised.
+  std::optional<SentencePooling> sentencePooling;
+  bool sentenceNormalize = false;
 };
 
 /// The training recipe: optimizer, learning-rate schedule and regularisation
@@ -125,6 +138,7 @@ struct ModelConfig {
   double layerNormEpsilon = 1e-12;
   NormPlacement norm = NormPlacement::Post;
   BiasInit biasInit = BiasInit::Zeros;
+  GeluKind activation = GeluKind::Tanh;
   AttentionConfig attention; ///< meaningful when any layer uses attention
   MoeConfig moe;             ///< meaningful when any layer is MoE
   std::vector<LayerConfig> layers;

@@ -11,6 +11,7 @@
 #include "frontend/ModelParser.h"
 
 #include "frontend/JsonLocator.h"
+#include "frontend/MoeGrouping.h"
 
 #include <nlohmann/json.hpp>
 
@@ -428,6 +429,10 @@ const EnumTable<NormPlacement> kNormPlacements = {{"post", NormPlacement::Post},
                                                   {"pre", NormPlacement::Pre}};
 const EnumTable<BiasInit> kBiasInits = {{"zeros", BiasInit::Zeros},
                                         {"normal", BiasInit::Normal}};
+const EnumTable<GeluKind> kActivations = {{"gelu", GeluKind::Tanh},
+                                          {"gelu_erf", GeluKind::Erf}};
+const EnumTable<SentencePooling> kPoolings = {{"cls", SentencePooling::Cls},
+                                              {"mean", SentencePooling::Mean}};
 const EnumTable<LayerLayout> kLayouts = {{"BOTTOM", LayerLayout::Bottom},
                                          {"MIDDLE", LayerLayout::Middle},
                                          {"MIXED", LayerLayout::Mixed},
@@ -519,8 +524,8 @@ void ModelReader::readRoot() {
     return;
   obj.checkKnownKeys({"$schema", "name", "dtype", "embeddings", "d_model",
                       "num_layers", "d_ff", "layer_norm_epsilon", "norm",
-                      "bias_init", "mixing", "attention", "moe_layers", "moe",
-                      "heads", "training"});
+                      "bias_init", "activation", "mixing", "attention",
+                      "moe_layers", "moe", "heads", "training"});
   std::string schema;
   obj.string("$schema", schema, false);
   if (obj.string("name", config.name, true)) {
@@ -546,6 +551,7 @@ void ModelReader::readRoot() {
   obj.positive("layer_norm_epsilon", config.layerNormEpsilon);
   obj.enumeration("norm", config.norm, kNormPlacements);
   obj.enumeration("bias_init", config.biasInit, kBiasInits);
+  obj.enumeration("activation", config.activation, kActivations);
   readObject(obj, "mixing", true, &ModelReader::readMixing);
   hasAttention = obj.has("attention");
   readObject(obj, "attention", false, &ModelReader::readAttention);
@@ -561,8 +567,8 @@ void ModelReader::readEmbeddings(const json &v, const std::string &ptr) {
   ObjectReader obj(values, v, ptr);
   if (!obj.valid())
     return;
-  obj.checkKnownKeys(
-      {"vocab_size", "type_vocab_size", "d_emb", "max_seq_length", "pad_id"});
+  obj.checkKnownKeys({"vocab_size", "type_vocab_size", "d_emb",
+                      "max_seq_length", "pad_id", "hidden_mapping_in"});
   EmbeddingConfig &e = config.embeddings;
   obj.integer("vocab_size", e.vocabSize, 1, true);
   obj.integer("type_vocab_size", e.typeVocabSize, 1);
@@ -572,6 +578,7 @@ void ModelReader::readEmbeddings(const json &v, const std::string &ptr) {
   int64_t padId = 0;
   if (obj.integer("pad_id", padId, 0))
     e.padId = static_cast<int32_t>(padId);
+  obj.boolean("hidden_mapping_in", e.hiddenMappingIn);
 }
 
 void ModelReader::readMixing(const json &v, const std::string &ptr) {
@@ -663,7 +670,8 @@ void ModelReader::readHeads(const json &v, const std::string &ptr) {
   ObjectReader obj(values, v, ptr);
   if (!obj.valid())
     return;
-  obj.checkKnownKeys({"pooler", "mlm", "nsp", "classification", "causal_lm"});
+  obj.checkKnownKeys({"pooler", "mlm", "nsp", "classification", "causal_lm",
+                      "sentence_embedding"});
   HeadsConfig &h = config.heads;
   bool poolerOk = obj.boolean("pooler", h.pooler);
   bool nspOk = obj.boolean("nsp", h.nsp);
@@ -676,6 +684,16 @@ void ModelReader::readHeads(const json &v, const std::string &ptr) {
       cls.checkKnownKeys({"num_classes"});
       classificationOk =
           cls.integer("num_classes", h.classificationClasses, 1, true);
+    }
+  }
+  if (const json *e = obj.find("sentence_embedding")) {
+    ObjectReader emb(values, *e, obj.pathOf("sentence_embedding"));
+    if (emb.valid()) {
+      emb.checkKnownKeys({"pooling", "normalize"});
+      SentencePooling pooling = SentencePooling::Mean;
+      if (emb.enumeration("pooling", pooling, kPoolings, true))
+        h.sentencePooling = pooling;
+      emb.boolean("normalize", h.sentenceNormalize);
     }
   }
   if (nspOk && h.nsp && poolerOk && !h.pooler)
@@ -809,6 +827,11 @@ void ModelReader::checkAcrossObjects() {
   EmbeddingConfig &e = config.embeddings;
   if (!hasDEmb)
     e.dEmb = config.dModel;
+  if (!e.hiddenMappingIn && e.dEmb != config.dModel)
+    diags.atValue("/embeddings/hidden_mapping_in",
+                  "false needs d_emb equal to d_model (" +
+                      std::to_string(config.dModel) + "), got d_emb " +
+                      std::to_string(e.dEmb));
   if (e.padId >= e.vocabSize)
     diags.atValue("/embeddings/pad_id",
                   "must be between 0 and vocab_size - 1 (" +
@@ -867,6 +890,15 @@ void ModelReader::checkAcrossObjects() {
                return l.feedForward == FeedForwardKind::Moe;
              }),
              "is an MoE layer");
+  if (config.activation == GeluKind::Erf)
+    if (std::optional<int64_t> layer = firstLayer([](const LayerConfig &l) {
+          return l.feedForward == FeedForwardKind::Moe;
+        }))
+      diags.atValue("/activation",
+                    "\"gelu_erf\" applies to dense feed-forward layers only, "
+                    "but layer " +
+                        std::to_string(*layer) +
+                        " is an MoE layer (its experts compute the tanh GELU)");
   requireKey(hasDff, "d_ff", firstLayer([](const LayerConfig &l) {
                return l.feedForward == FeedForwardKind::Dense;
              }),
@@ -967,6 +999,56 @@ Expected<ModelConfig> parseModelFile(const std::string &path) {
   if (in.bad())
     return Status::error(path + ": cannot read: " + std::strerror(errno));
   return parseModelText(contents.str(), path);
+}
+
+Status checkMesh(const std::string &path, const ModelConfig &config,
+                 const MeshRequest &mesh) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream contents;
+  contents << in.rdbuf();
+  std::string text = contents.str();
+  JsonLocator locator(text);
+  Diagnostics diags(path, locator);
+  bool hasMoe = std::any_of(config.layers.begin(), config.layers.end(),
+                            [](const LayerConfig &l) {
+                              return l.feedForward == FeedForwardKind::Moe;
+                            });
+  const MoeConfig &moe = config.moe;
+  if (mesh.ep > 1 && !hasMoe) {
+    diags.atKey("/moe_layers", "--ep " + std::to_string(mesh.ep) +
+                                   " shards MoE experts, but model '" +
+                                   config.name +
+                                   "' has no MoE layer (it compiles with --ep "
+                                   "1 and --dp for data parallelism)");
+  } else if (hasMoe && moe.numExperts % mesh.ep != 0) {
+    std::string valid;
+    for (int64_t ep = 1; ep <= moe.numExperts; ++ep)
+      if (moe.numExperts % ep == 0)
+        valid += (valid.empty() ? "" : ", ") + std::to_string(ep);
+    diags.atValue("/moe/num_experts", "the " + std::to_string(moe.numExperts) +
+                                          " experts do not divide into --ep " +
+                                          std::to_string(mesh.ep) +
+                                          " shards (valid --ep: " + valid +
+                                          ")");
+  } else if (hasMoe && moe.routing != RoutingKind::SigmoidTopK) {
+    int64_t seq = mesh.seq ? mesh.seq : config.embeddings.maxSeqLength;
+    int64_t tokens = mesh.batch / (mesh.dp * mesh.ep) * seq;
+    MoeGrouping g = computeMoeGrouping(moe, tokens, mesh.training);
+    if (g.capacity > g.tokensPerGroup) {
+      bool floor = moe.minExpertCapacity >= g.capacity;
+      diags.atValue(floor ? "/moe/min_expert_capacity"
+                          : (mesh.training ? "/moe/train_capacity_factor"
+                                           : "/moe/eval_capacity_factor"),
+                    "expert capacity " + std::to_string(g.capacity) +
+                        " exceeds the " + std::to_string(g.tokensPerGroup) +
+                        " tokens per group of each rank's " +
+                        std::to_string(tokens) + " tokens (--batch " +
+                        std::to_string(mesh.batch) + " over " +
+                        std::to_string(mesh.dp * mesh.ep) +
+                        " ranks); lower it or use a larger batch");
+    }
+  }
+  return diags.empty() ? Status::success() : diags.status();
 }
 
 } // namespace mixer

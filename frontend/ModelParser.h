@@ -35,6 +35,22 @@ Expected<ModelConfig> parseModelText(const std::string &text,
 /// Reads `path` and parses it with parseModelText.
 Expected<ModelConfig> parseModelFile(const std::string &path);
 
+/// A parallel compile of a model: dp replicas × ep expert shards (mixc --dp
+/// --ep), the global batch and the sequence length (0: max_seq_length).
+struct MeshRequest {
+  int64_t dp = 1, ep = 1;
+  int64_t batch = 1, seq = 0;
+  bool training = false;
+};
+
+/// Checks that `config`, read from `path`, fits the mesh, naming the place in
+/// the file (file:line:column: pointer: reason): `ep` > 1 needs MoE layers
+/// whose num_experts it divides, and each rank's batch / (dp · ep) examples
+/// must leave every expert's capacity within the tokens of its routing group.
+/// The batch must divide into the world (the caller checks it: it is a flag).
+Status checkMesh(const std::string &path, const ModelConfig &config,
+                 const MeshRequest &mesh);
+
 } // namespace mixer
 
 #endif // MIXER_FRONTEND_MODELPARSER_H

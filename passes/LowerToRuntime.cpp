@@ -246,7 +246,8 @@ FunctionLowering::lowerAccumulateGradient(AccumulateGradientOp op) {
 /// The string of an enum attribute, or nothing for another attribute.
 std::optional<StringRef> stringifyEnumAttr(Attribute value) {
   return llvm::TypeSwitch<Attribute, std::optional<StringRef>>(value)
-      .Case<ActivationAttr, MixAlgorithmAttr, NoiseKindAttr, RoutingAttr>(
+      .Case<ActivationAttr, MixAlgorithmAttr, NoiseKindAttr, PoolModeAttr,
+            RoutingAttr>(
           [](auto attr) { return stringifyEnum(attr.getValue()); })
       .Default(std::nullopt);
 }

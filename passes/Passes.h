@@ -59,6 +59,13 @@ struct PipelineOptions : mlir::PassPipelineOptions<PipelineOptions> {
                      "(mixer-apply-optimizer) instead of returning the "
                      "gradients"),
       llvm::cl::init(true)};
+  Option<int64_t> dp{*this, "dp",
+                     llvm::cl::desc("data-parallel replicas of the mesh"),
+                     llvm::cl::init(1)};
+  Option<int64_t> ep{*this, "ep",
+                     llvm::cl::desc("expert shards of the mesh "
+                                    "(mixer-partition-experts)"),
+                     llvm::cl::init(1)};
 };
 
 /// Builds the pipeline that takes IR from the stage it has reached,

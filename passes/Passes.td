@@ -81,6 +81,38 @@ def MixerDecomposeMoe : Pass<"mixer-decompose-moe", "mlir::func::FuncOp"> {
   }];
 }
 
+def MixerPartitionExperts : Pass<"mixer-partition-experts", "mlir::ModuleOp"> {
+  let summary = "Shard each MoE layer's experts over the ep ranks of a mesh";
+  let description = [{
+    Turns a decomposed MoE layer of the per-rank program into its expert-
+    parallel form on a `dp × ep` mesh (recorded as the module's
+    `mixer.mesh`; nothing changes at 1 × 1). Each rank keeps E / ep experts:
+    the expert parameters become their axis-0 slices (`mixer.shard`), the
+    dispatched slot rows and their tokens go to the ranks that own their
+    experts before `mixer.experts` and come back after it. Capacity routings
+    (experts_choose, tokens_choose) send equal blocks (`mixer.all_to_all`);
+    σ-MoE's dropless rows go ragged (`mixer.all_to_all_v`) into a worst-case
+    buffer. `mixer.permute_blocks` reorders the received rows from
+    (sender, local expert) to (local expert, sender) and back.
+
+    ```mlir
+    %ye = mixer.experts %xd, %tok, %off, %w1 ...       // w1 : tensor<4x16x32xf32>
+    // at ep = 2 becomes
+    %xr = mixer.all_to_all %xd {group = "ep"}
+    %tr = mixer.all_to_all %tok {group = "ep"}
+    %xe, %po, %go = mixer.permute_blocks %xr, %off {inner = 2, outer = 2}
+    %te, %po2, %go2 = mixer.permute_blocks %tr, %off {inner = 2, outer = 2}
+    %y = mixer.experts %xe, %te, %go, %w1 ...          // w1 : tensor<2x16x32xf32>
+    %yr, %ro, %rg = mixer.permute_blocks %y, %po {inner = 2, outer = 2}
+    %ye = mixer.all_to_all %yr {group = "ep"}
+    ```
+  }];
+  let options = [
+    Option<"dp", "dp", "int64_t", /*default=*/"1", "data-parallel replicas">,
+    Option<"ep", "ep", "int64_t", /*default=*/"1", "expert shards">
+  ];
+}
+
 def MixerAutodiff : Pass<"mixer-autodiff", "mlir::ModuleOp"> {
   let summary = "Append the gradients of the loss with respect to every parameter";
   let description = [{

@@ -86,6 +86,7 @@ void mixer::buildPipeline(OpPassManager &pm, const PipelineOptions &options,
     pm.addPass(createMixerVerifyShapes());
     pm.addPass(createCanonicalizerPass());
     pm.addNestedPass<func::FuncOp>(createMixerDecomposeMoe());
+    pm.addPass(createMixerPartitionExperts({options.dp, options.ep}));
     if (options.training) {
       pm.addPass(createMixerAutodiff());
       // Gradients of inputs (token embeddings of the batch, ...) are dead.

@@ -4,7 +4,8 @@
 Each runtime folder may include only the folders its layer sits on:
 support < io < exec (the backend-neutral core) < cpu, cuda (the backends)
 < target (picks a backend) < train (the loop). The communicators (comm) sit
-on io beside exec; the backends and target may use them. Prints every
+on io beside exec; the backends and target may use them. convert
+(checkpoints of other frameworks) sits on io and data. Prints every
 include that crosses a layer and exits 1 if there is one.
 
   check-layers.py [--root DIR]   DIR: the source tree (default: this one)
@@ -29,6 +30,8 @@ ALLOWED = {
     "target": {"support", "io", "exec", "comm", "cpu", "cuda", "target"},
     "data": {"support", "io", "data", "cpu/CounterRandom.h"},
     "train": {"support", "io", "exec", "data", "train"},
+    # Checkpoint conversion reads tensor files and tokenizer vocabularies.
+    "convert": {"support", "io", "data", "convert"},
 }
 
 INCLUDE = re.compile(r'^\s*#\s*include\s+"runtime/([^"]+)"', re.M)

@@ -100,6 +100,17 @@ LogicalResult TakePositionOp::verify() {
   return expectShape(*this, getResult(), {in[0], in[2]}, "result");
 }
 
+LogicalResult PoolOp::verify() {
+  if (failed(expectRank(*this, getInput(), 3, "input")))
+    return failure();
+  ArrayRef<int64_t> in = shapeOf(getInput());
+  if (failed(expectShape(*this, getIds(), {in[0], in[1]}, "ids")))
+    return failure();
+  if (getMode() == PoolMode::cls && in[1] == 0)
+    return emitOpError("cannot take position 0 of an empty sequence");
+  return expectShape(*this, getResult(), {in[0], in[2]}, "result");
+}
+
 //===----------------------------------------------------------------------===//
 // Gradients
 //===----------------------------------------------------------------------===//

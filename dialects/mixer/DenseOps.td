@@ -69,7 +69,7 @@ def Mixer_AddLayerNormOp : Mixer_Op<"add_layer_norm", [Pure]> {
 
 def Mixer_ActivationOp : Mixer_Op<"activation",
     [Pure, SameOperandsAndResultType, DeclareOpInterfaceMethods<Mixer_GradientOpInterface>]> {
-  let summary = "pointwise activation (GELU is the tanh approximation)";
+  let summary = "pointwise activation (gelu is the tanh approximation, gelu_erf the exact x·Φ(x))";
   let arguments = (ins Mixer_F32Tensor:$input, Mixer_ActivationAttr:$kind);
   let results = (outs Mixer_F32Tensor:$result);
   let assemblyFormat = "$kind $input attr-dict `:` type($input)";
@@ -128,6 +128,29 @@ def Mixer_TakePositionOp : Mixer_Op<"take_position", [Pure, DeclareOpInterfaceMe
   let assemblyFormat = "$input `[` $index `]` attr-dict `:` type($input) `to` type($result)";
   let hasVerifier = 1;
   let kernel = "TakePosition";
+}
+
+def Mixer_PoolOp : Mixer_Op<"pool", [Pure]> {
+  let summary = "one row per example: the first position or the mean over non-pad tokens";
+  let description = [{
+    For input `[B, S, D]` and token ids `[B, S]`: `cls` takes `input[b, 0]`,
+    `mean` the mean of the rows `input[b, s]` with `ids[b, s] != pad_id`
+    (zeros when every token is padding). With `normalize` the row is then
+    divided by its L2 norm (at least 1e-12): sentence embeddings.
+
+    ```mlir
+    %e = mixer.pool mean %h, %ids {normalize, pad_id = 0 : i64} : (tensor<2x8x16xf32>, tensor<2x8xi32>) -> tensor<2x16xf32>
+    ```
+  }];
+  let arguments = (ins Mixer_F32Tensor:$input, Mixer_I32Tensor:$ids,
+                       Mixer_PoolModeAttr:$mode, UnitAttr:$normalize,
+                       I64Attr:$pad_id);
+  let results = (outs Mixer_F32Tensor:$result);
+  let assemblyFormat = [{
+    $mode $input `,` $ids attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+  let kernel = "Pool";
 }
 
 def Mixer_ReduceSumOp : Mixer_Op<"reduce_sum",

@@ -28,11 +28,20 @@ def Mixer_Dialect : Dialect {
 
 def Mixer_Activation : I32EnumAttr<"Activation", "pointwise activation", [
     I32EnumAttrCase<"none", 0>, I32EnumAttrCase<"gelu", 1>,
-    I32EnumAttrCase<"tanh", 2>, I32EnumAttrCase<"relu", 3>]> {
+    I32EnumAttrCase<"tanh", 2>, I32EnumAttrCase<"relu", 3>,
+    I32EnumAttrCase<"gelu_erf", 4>]> {
   let cppNamespace = "::mixer::graph";
   let genSpecializedAttr = 0;
 }
 def Mixer_ActivationAttr : EnumAttr<Mixer_Dialect, Mixer_Activation, "activation">;
+
+def Mixer_PoolMode : I32EnumAttr<"PoolMode",
+    "how mixer.pool reduces a sequence to one row", [
+    I32EnumAttrCase<"cls", 0>, I32EnumAttrCase<"mean", 1>]> {
+  let cppNamespace = "::mixer::graph";
+  let genSpecializedAttr = 0;
+}
+def Mixer_PoolModeAttr : EnumAttr<Mixer_Dialect, Mixer_PoolMode, "pool_mode">;
 
 def Mixer_Routing : I32EnumAttr<"Routing", "MoE routing algorithm", [
     I32EnumAttrCase<"experts_choose", 0>, I32EnumAttrCase<"tokens_choose", 1>,

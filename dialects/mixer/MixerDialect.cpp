@@ -76,7 +76,8 @@ std::pair<bool, StringRef> checkInterfaceAttr(StringRef name, Attribute attr) {
       name == kUpdateAttr || name == kModelAttr || name == kStageAttr ||
       name == kPipelineOptionsAttr)
     return {isString(), "a string"};
-  if (name == kInitAttr || name == kTrainingAttr || name == kHeadsAttr)
+  if (name == kInitAttr || name == kTrainingAttr || name == kHeadsAttr ||
+      name == kShardAttr || name == kMeshAttr)
     return {isDictionary(), "a dictionary"};
   if (name == kOptionalAttr)
     return {isa<UnitAttr>(attr), "a unit attribute"};
@@ -111,9 +112,10 @@ LogicalResult verifyInterfaceAttr(Operation *op, NamedAttribute attr,
 LogicalResult MixerDialect::verifyRegionArgAttribute(Operation *op, unsigned,
                                                      unsigned,
                                                      NamedAttribute attr) {
-  return verifyInterfaceAttr(
-      op, attr, {kInputAttr, kParamAttr, kStateAttr, kInitAttr, kOptionalAttr},
-      "an argument");
+  return verifyInterfaceAttr(op, attr,
+                             {kInputAttr, kParamAttr, kStateAttr, kInitAttr,
+                              kOptionalAttr, kShardAttr},
+                             "an argument");
 }
 
 LogicalResult MixerDialect::verifyRegionResultAttribute(Operation *op, unsigned,
@@ -124,9 +126,20 @@ LogicalResult MixerDialect::verifyRegionResultAttribute(Operation *op, unsigned,
 
 LogicalResult MixerDialect::verifyOperationAttribute(Operation *op,
                                                      NamedAttribute attr) {
+  if (auto mesh = dyn_cast<DictionaryAttr>(attr.getValue());
+      mesh && attr.getName() == kMeshAttr) {
+    for (NamedAttribute entry : mesh) {
+      auto size = dyn_cast<IntegerAttr>(entry.getValue());
+      if ((entry.getName() != "dp" && entry.getName() != "ep") || !size ||
+          size.getInt() < 1)
+        return op->emitError()
+               << "'" << kMeshAttr << "' holds the positive integers dp and ep";
+    }
+  }
   return verifyInterfaceAttr(op, attr,
                              {kOutputsAttr, kTrainingAttr, kModelAttr,
                               kBatchAttr, kSeqAttr, kPadIdAttr, kVocabSizeAttr,
-                              kHeadsAttr, kStageAttr, kPipelineOptionsAttr},
+                              kHeadsAttr, kStageAttr, kPipelineOptionsAttr,
+                              kMeshAttr},
                              "a function or module");
 }

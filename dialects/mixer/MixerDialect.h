@@ -35,6 +35,9 @@ inline constexpr llvm::StringLiteral kParamAttr = "mixer.param";       // string
 inline constexpr llvm::StringLiteral kStateAttr = "mixer.state";       // string
 inline constexpr llvm::StringLiteral kInitAttr = "mixer.init";         // dict
 inline constexpr llvm::StringLiteral kOptionalAttr = "mixer.optional"; // unit
+/// On a parameter argument of a parallel program: the rank holds slice j of
+/// `global_shape`'s `axis`, j its rank in the `mesh_axis` group.
+inline constexpr llvm::StringLiteral kShardAttr = "mixer.shard"; // dict
 /// On results: the parameter or state a result is the new value of.
 inline constexpr llvm::StringLiteral kUpdateAttr = "mixer.update"; // string
 /// On the function: result names, the training settings, and the model facts
@@ -51,6 +54,20 @@ inline constexpr llvm::StringLiteral kHeadsAttr = "mixer.heads"; // dict
 inline constexpr llvm::StringLiteral kStageAttr = "mixer.stage"; // string
 inline constexpr llvm::StringLiteral kPipelineOptionsAttr =
     "mixer.pipeline_options"; // string
+/// On the module of a parallel program: its mesh, {dp = D, ep = E}.
+inline constexpr llvm::StringLiteral kMeshAttr = "mixer.mesh"; // dict
+
+/// A `dp × ep` mesh: world = dp · ep ranks.
+struct Mesh {
+  int64_t dp = 1, ep = 1;
+
+  int64_t world() const { return dp * ep; }
+  /// The ranks of the group `group` (world, ep or edp).
+  int64_t groupSize(llvm::StringRef group) const;
+};
+
+/// The mesh recorded on the module holding `op`; one rank when none is.
+Mesh meshOf(mlir::Operation *op);
 
 } // namespace mixer::graph
 

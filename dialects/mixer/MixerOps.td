@@ -16,5 +16,6 @@ include "dialects/mixer/MoeOps.td"
 include "dialects/mixer/LossOps.td"
 include "dialects/mixer/TrainingOps.td"
 include "dialects/mixer/GradientOps.td"
+include "dialects/mixer/CollectiveOps.td"
 
 #endif // MIXER_OPS_TD

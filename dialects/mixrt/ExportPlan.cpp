@@ -51,6 +51,10 @@ private:
   /// Index of `value` in the value table, adding it on first use; -1 for an
   /// absent optional operand.
   FailureOr<int64_t> valueId(Value value);
+  /// Adds a sharded parameter's `shard` and `global_shape` to its `entry`.
+  void addShard(json &entry, DictionaryAttr shard);
+  /// The bytes one rank sends per run, by collective kernel.
+  json commBytes();
 
   func::FuncOp func;
   DenseMap<Value, int64_t> ids;
@@ -93,6 +97,41 @@ FailureOr<int64_t> PlanWriter::valueId(Value value) {
   return id;
 }
 
+void PlanWriter::addShard(json &entry, DictionaryAttr shard) {
+  auto group = shard.getAs<StringAttr>("mesh_axis");
+  auto axis = shard.getAs<IntegerAttr>("axis");
+  json global = entry["shape"];
+  global[axis.getInt()] = global[axis.getInt()].get<int64_t>() *
+                          mixer::graph::meshOf(func).groupSize(group);
+  entry["shard"] = {{"axis", axis.getInt()}, {"mesh_axis", group.str()}};
+  entry["global_shape"] = global;
+}
+
+json PlanWriter::commBytes() {
+  json bytes = json::object();
+  mixer::graph::Mesh mesh = mixer::graph::meshOf(func);
+  for (auto kernel : func.getBody().front().getOps<rt::KernelOp>()) {
+    auto group = kernel.getParams().getAs<StringAttr>("group");
+    if (kernel.getKernelInfo().family != mixer::KernelFamily::Collective ||
+        !group)
+      continue;
+    auto type = cast<MemRefType>(kernel.getInputs().front().getType());
+    int64_t size = type.getNumElements() *
+                   type.getElementType().getIntOrFloatBitWidth() / 8;
+    int64_t peers = mesh.groupSize(group.getValue());
+    // The all-to-all keeps its own block; a ragged one may send every row
+    // away; the all-reduce sends (P - 1) / P of the buffer twice.
+    mixer::Kernel callee = kernel.getKernel();
+    int64_t sent =
+        callee == mixer::Kernel::AllToAll    ? size * (peers - 1) / peers
+        : callee == mixer::Kernel::AllToAllV ? size
+                                             : 2 * size * (peers - 1) / peers;
+    std::string name = kernel.getCallee().str();
+    bytes[name] = bytes.value(name, int64_t(0)) + sent;
+  }
+  return bytes;
+}
+
 FailureOr<json> PlanWriter::write(const PlanInfo &info) {
   for (BlockArgument arg : func.getArguments()) {
     unsigned index = arg.getArgNumber();
@@ -108,6 +147,9 @@ FailureOr<json> PlanWriter::write(const PlanInfo &info) {
         for (NamedAttribute attr : dict)
           init[attr.getName().str()] = attributeJson(attr.getValue());
       entry["init"] = init;
+      if (auto shard = func.getArgAttrOfType<DictionaryAttr>(
+              index, mixer::graph::kShardAttr))
+        addShard(entry, shard);
       argumentStorage[index] = {storage, table.size()};
       table.push_back(entry);
     };
@@ -213,6 +255,12 @@ FailureOr<json> PlanWriter::write(const PlanInfo &info) {
                {"outputs", outputs},
                {"values", values},
                {"steps", steps}};
+  // A parallel plan: its mesh and what each rank sends per run.
+  if (func->getParentOfType<ModuleOp>()->hasAttr(mixer::graph::kMeshAttr)) {
+    mixer::graph::Mesh mesh = mixer::graph::meshOf(func);
+    plan["mesh"] = {{"dp", mesh.dp}, {"ep", mesh.ep}, {"world", mesh.world()}};
+    plan["comm_bytes"] = commBytes();
+  }
   // A training step: the optimizer's schedule and state.
   if (auto training =
           func->getAttrOfType<DictionaryAttr>(mixer::graph::kTrainingAttr)) {

@@ -142,6 +142,8 @@ void biasActivation(float *y, int64_t rows, int64_t cols, int64_t ldy,
     return biasActivationImpl<Activation::Tanh>(y, rows, cols, ldy, bias);
   case Activation::Relu:
     return biasActivationImpl<Activation::Relu>(y, rows, cols, ldy, bias);
+  case Activation::GeluErf:
+    return biasActivationImpl<Activation::GeluErf>(y, rows, cols, ldy, bias);
   }
 }
 

@@ -1,6 +1,7 @@
 //===- Executor.cpp - Runs an execution plan on the CPU -------------------===//
 
 #include "runtime/cpu/Executor.h"
+#include "runtime/comm/InProcess.h"
 #include "runtime/cpu/Kernels.h"
 #include "runtime/exec/Binding.h"
 
@@ -36,6 +37,7 @@ bool allocate(int64_t bytes, MappedMemory &memory) {
 void Unmapper::operator()(uint8_t *memory) const { munmap(memory, size); }
 
 Expected<Executor> Executor::create(const exec::Plan &plan,
+                                    comm::Communicator *world,
                                     bool bf16Products) {
   if (plan.target != "cpu")
     return Status::error(plan.path + ": the plan targets '" + plan.target +
@@ -47,6 +49,23 @@ Expected<Executor> Executor::create(const exec::Plan &plan,
                          "compile the model with --precision fp32");
   Executor executor;
   executor.plan = plan;
+  if (!world) {
+    executor.ownWorld = std::move(comm::createInProcessWorld(1).front());
+    world = executor.ownWorld.get();
+  }
+  if (world->size() != plan.mesh.world())
+    return Status::error(plan.path + " needs " +
+                         std::to_string(plan.mesh.world()) + " ranks (dp " +
+                         std::to_string(plan.mesh.dp) + " × ep " +
+                         std::to_string(plan.mesh.ep) + "); the world has " +
+                         std::to_string(world->size()));
+  Expected<comm::MeshGroups> mesh =
+      comm::splitMesh(*world, plan.mesh.dp, plan.mesh.ep, plan.path + ": mesh");
+  if (!mesh)
+    return mesh.takeStatus();
+  executor.meshGroups = std::move(*mesh);
+  executor.groups = {world, executor.meshGroups.ep.get(),
+                     executor.meshGroups.edp.get()};
   if (!allocate(plan.arenaBytes, executor.arena))
     return Status::error(plan.path + ": cannot allocate the arena of " +
                          std::to_string(plan.arenaBytes) + " bytes");
@@ -65,7 +84,8 @@ Expected<Executor> Executor::create(const exec::Plan &plan,
   int64_t scratchBytes = 0;
   executor.steps.reserve(plan.steps.size());
   for (size_t i = 0; i < plan.steps.size(); ++i) {
-    Expected<StepFunction> step = prepareStep(plan, i, scratchBytes);
+    Expected<StepFunction> step =
+        prepareStep(plan, i, scratchBytes, executor.groups);
     if (!step)
       return step.takeStatus();
     executor.steps.push_back(std::move(*step));

@@ -11,6 +11,7 @@
 #ifndef MIXER_RUNTIME_CPU_EXECUTOR_H
 #define MIXER_RUNTIME_CPU_EXECUTOR_H
 
+#include "runtime/comm/Communicator.h"
 #include "runtime/cpu/KernelTable.h"
 #include "runtime/cpu/Kernels.h"
 #include "runtime/exec/Plan.h"
@@ -35,10 +36,15 @@ using MappedMemory = std::unique_ptr<uint8_t, Unmapper>;
 /// Runs `cpu` plans on the host.
 class Executor final : public exec::PlanExecutor {
 public:
-  /// Prepares `plan` for execution (the executor keeps its own copy). A bf16
-  /// plan is refused unless `bf16Products` (by default, whether this CPU
-  /// has them: cpu::hasBf16Products()).
+  /// Prepares `plan` for execution (the executor keeps its own copy). Its
+  /// collective steps run through `world`, whose size must be the plan
+  /// mesh's world, and the groups the executor splits from it (collective
+  /// over `world`: every rank creates its executor); without `world`, a
+  /// one-rank world of the executor's own. A bf16 plan is refused unless
+  /// `bf16Products` (by default, whether this CPU has them:
+  /// cpu::hasBf16Products()).
   static Expected<Executor> create(const exec::Plan &plan,
+                                   comm::Communicator *world = nullptr,
                                    bool bf16Products = hasBf16Products());
 
   const exec::Plan &getPlan() const override { return plan; }
@@ -96,6 +102,11 @@ private:
   Executor() = default;
 
   exec::Plan plan;
+  /// The one-rank world of an executor created without one, and the mesh's
+  /// groups.
+  std::unique_ptr<comm::Communicator> ownWorld;
+  comm::MeshGroups meshGroups;
+  Groups groups;
   MappedMemory arena;
   /// Scratch memory the steps share (linear mixing's intermediate product).
   MappedMemory scratch;

@@ -41,13 +41,16 @@ inline void checkTokens(const int32_t *tokens, int64_t slots, int64_t numTokens,
                         " outside [0, " + std::to_string(numTokens) + ")"};
 }
 
-/// Throws unless the expert offsets rise from 0 and stay within the slots.
+/// Throws unless the numExperts + 1 offsets (`what` in the message: the
+/// experts', or the blocks' of a collective) rise from 0 and stay within the
+/// slots.
 inline void checkOffsets(const int32_t *offsets, int64_t numExperts,
-                         int64_t slots, const char *kernel) {
+                         int64_t slots, const char *kernel,
+                         const char *what = "expert offset") {
   for (int64_t e = 0; e <= numExperts; ++e)
     if (offsets[e] < (e == 0 ? 0 : offsets[e - 1]) || offsets[e] > slots)
       throw KernelError{
-          std::string(kernel) + ": expert offset " + std::to_string(e) +
+          std::string(kernel) + ": " + what + " " + std::to_string(e) +
           " is " + std::to_string(offsets[e]) +
           ", not in ascending order within [0, " + std::to_string(slots) + "]"};
 }

@@ -16,8 +16,9 @@ namespace {
 const std::vector<KernelEntry> &kernelTable() {
   static const std::vector<KernelEntry> table = [] {
     std::vector<KernelEntry> entries;
-    for (auto family : {denseNormKernels, mixingKernels, attentionKernels,
-                        moeKernels, headsLossesKernels, trainingKernels})
+    for (auto family :
+         {denseNormKernels, mixingKernels, attentionKernels, moeKernels,
+          headsLossesKernels, trainingKernels, collectiveKernels})
       for (const KernelEntry &entry : family())
         entries.push_back(entry);
     return entries;
@@ -35,7 +36,8 @@ const KernelEntry *findEntry(Kernel kernel) {
 } // namespace
 
 Expected<StepFunction> prepareStep(const exec::Plan &plan, size_t index,
-                                   int64_t &scratchBytes) {
+                                   int64_t &scratchBytes,
+                                   const Groups &groups) {
   const KernelEntry *entry = findEntry(plan.steps[index].kernel);
   std::string where = exec::describeStep(plan, index);
   if (!entry)
@@ -43,7 +45,8 @@ Expected<StepFunction> prepareStep(const exec::Plan &plan, size_t index,
   StepContext context(plan, index, scratchBytes);
   // Kernel state (FFT plans) is allocated here and may fail.
   try {
-    return entry->prepare(context);
+    return entry->prepareCollective ? entry->prepareCollective(context, groups)
+                                    : entry->prepare(context);
   } catch (const KernelError &error) {
     return Status::error(where + ": " + error.message);
   } catch (const std::bad_alloc &) {

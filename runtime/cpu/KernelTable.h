@@ -13,12 +13,14 @@
 #ifndef MIXER_RUNTIME_CPU_KERNELTABLE_H
 #define MIXER_RUNTIME_CPU_KERNELTABLE_H
 
+#include "runtime/comm/Communicator.h"
 #include "runtime/exec/Plan.h"
 #include "runtime/exec/SlotLayout.h"
 #include "runtime/support/Status.h"
 
 #include <cstdint>
 #include <functional>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -37,10 +39,23 @@ struct StepFunction {
   Body bindParams;
 };
 
-/// Checks step `index` of `plan` against its kernel and returns the callable.
-/// Raises `scratchBytes` to the scratch the step needs.
+/// The communicators a plan's collective steps run through: the world and
+/// the two groups of its mesh (comm::splitMesh).
+struct Groups {
+  comm::Communicator *world = nullptr, *ep = nullptr, *edp = nullptr;
+
+  /// The group a step's `group` attribute names.
+  comm::Communicator *find(std::string_view name) const {
+    return name == "ep" ? ep : name == "edp" ? edp : world;
+  }
+};
+
+/// Checks step `index` of `plan` against its kernel and returns the callable;
+/// collective steps run through `groups`. Raises `scratchBytes` to the
+/// scratch the step needs.
 Expected<StepFunction> prepareStep(const exec::Plan &plan, size_t index,
-                                   int64_t &scratchBytes);
+                                   int64_t &scratchBytes,
+                                   const Groups &groups = {});
 
 /// The plan kernels the table implements, in table order
 /// (CpuKernelTableTest checks that this is each kernel of Kernels.def once).

@@ -51,10 +51,13 @@ inline DType activationType(const Arg &arg) {
                                                       : DType::F32;
 }
 
-/// A plan kernel with its factory.
+/// A plan kernel with its factory; a collective's factory also takes the
+/// communicators.
 struct KernelEntry {
   Kernel kernel;
-  Expected<StepFunction> (*prepare)(StepContext &);
+  Expected<StepFunction> (*prepare)(StepContext &) = nullptr;
+  Expected<StepFunction> (*prepareCollective)(StepContext &,
+                                              const Groups &) = nullptr;
 };
 
 /// The factories of each family of Kernels.def.
@@ -64,6 +67,7 @@ std::vector<KernelEntry> attentionKernels();
 std::vector<KernelEntry> moeKernels();
 std::vector<KernelEntry> headsLossesKernels();
 std::vector<KernelEntry> trainingKernels();
+std::vector<KernelEntry> collectiveKernels();
 
 } // namespace mixer::cpu
 

@@ -31,6 +31,21 @@ Expected<StepFunction> prepareTakePosition(StepContext &c) {
   });
 }
 
+Expected<StepFunction> preparePool(StepContext &c) {
+  const Arg &x = c.in(0), &ids = c.in(1), &y = c.out(0);
+  PoolMode mode;
+  bool normalize;
+  int32_t padId;
+  if (!checkPool(c, DType::F32, mode, normalize, padId))
+    return c.takeError();
+  int64_t batch = x.dim(0), seq = x.dim(1), d = x.dim(2);
+  return StepFunction(
+      [=, a = x.slot, t = ids.slot, o = y.slot](ValuePointers v) {
+        cpu::pool(f32(v[a]), i32(v[t]), f32(v[o]), batch, seq, d, mode,
+                  normalize, padId);
+      });
+}
+
 Expected<StepFunction> prepareFill(StepContext &c) {
   const Arg &y = c.out(0);
   double value = c.realAttr("value");
@@ -224,6 +239,7 @@ Expected<StepFunction> prepareTakePositionGrad(StepContext &c) {
 std::vector<KernelEntry> headsLossesKernels() {
   return {
       {Kernel::TakePosition, prepareTakePosition},
+      {Kernel::Pool, preparePool},
       {Kernel::Fill, prepareFill},
       {Kernel::Broadcast, prepareBroadcast},
       {Kernel::ReduceSum, prepareReduceSum},

@@ -88,7 +88,8 @@ void layerNorm(const float *x, const float *residual, const float *scale,
                const float *bias, float *y, int64_t rows, int64_t cols,
                float eps);
 
-/// y = act(x), elementwise over n values. GELU is the tanh approximation.
+/// y = act(x), elementwise over n values. Gelu is the tanh approximation,
+/// GeluErf the exact x * Phi(x).
 void activation(const float *x, float *y, int64_t n, Activation act);
 
 /// y = a + b, elementwise over n values.
@@ -114,6 +115,13 @@ void routerSoftmaxBf16(const float *x, float *y, int64_t rows, int64_t cols);
 /// y[b,:] = x[b, index, :] for x of shape [batch, seq, d] (pooler input).
 void takePosition(const float *x, float *y, int64_t batch, int64_t seq,
                   int64_t d, int64_t index);
+
+/// y[b,:] = one row per example of x [batch, seq, d]: the row at position 0
+/// (Cls) or the mean of the rows whose id in ids [batch, seq] is not padId
+/// (Mean; zeros when every token is padding), then divided by its L2 norm
+/// (at least 1e-12) when `normalize`. ids may be null for Cls.
+void pool(const float *x, const int32_t *ids, float *y, int64_t batch,
+          int64_t seq, int64_t d, PoolMode mode, bool normalize, int32_t padId);
 
 //===----------------------------------------------------------------------===//
 // Embeddings
@@ -282,6 +290,16 @@ private:
   struct Impl;
   std::unique_ptr<Impl> impl;
 };
+
+/// Reorders the blocks of rows of `x` ([numRows] rows of `rowBytes` bytes)
+/// from [outer][inner] to [inner][outer]: block (i, j) holds rows
+/// [offsets[i·inner + j], offsets[i·inner + j + 1]) of x and becomes block
+/// j·outer + i of y. `permuted` [outer·inner + 1] receives y's block offsets,
+/// `grouped` [inner + 1] the rows of each inner index; rows of y past the
+/// last block are zeroed.
+void permuteBlocks(const uint8_t *x, const int32_t *offsets, int64_t outer,
+                   int64_t inner, int64_t numRows, size_t rowBytes, uint8_t *y,
+                   int32_t *permuted, int32_t *grouped);
 
 /// out[t,:] = sum over entries i with tokens[i] == t of gates[i] * yd[i,:];
 /// tokens that no entry names get zeros. out is [numTokens, d].

@@ -332,6 +332,26 @@ void ExpertsBf16::run(const float *xd, const int32_t *tokens,
   errors.rethrow();
 }
 
+void permuteBlocks(const uint8_t *x, const int32_t *offsets, int64_t outer,
+                   int64_t inner, int64_t numRows, size_t rowBytes, uint8_t *y,
+                   int32_t *permuted, int32_t *grouped) {
+  int64_t row = 0;
+  permuted[0] = 0;
+  for (int64_t j = 0; j < inner; ++j) {
+    grouped[j] = static_cast<int32_t>(row);
+    for (int64_t i = 0; i < outer; ++i) {
+      int64_t block = i * inner + j;
+      int64_t rows = offsets[block + 1] - offsets[block];
+      std::memcpy(y + row * rowBytes, x + offsets[block] * rowBytes,
+                  rows * rowBytes);
+      row += rows;
+      permuted[j * outer + i + 1] = static_cast<int32_t>(row);
+    }
+  }
+  grouped[inner] = static_cast<int32_t>(row);
+  std::memset(y + row * rowBytes, 0, (numRows - row) * rowBytes);
+}
+
 void combine(const float *yd, const int32_t *tokens, const float *gates,
              float *out, int64_t slots, int64_t numTokens, int64_t d) {
   // Entries of each token in ascending entry order (CSR).

@@ -80,6 +80,8 @@ simd::VecF activationDerivative(simd::VecF x, Activation act) {
   }
   case Activation::Relu:
     return x > 0.0f ? simd::splat(1.0f) : simd::splat(0.0f);
+  case Activation::GeluErf:
+    return simd::geluErfDerivative(x);
   }
   return simd::splat(1.0f);
 }

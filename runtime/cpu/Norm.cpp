@@ -110,6 +110,8 @@ void activation(const float *x, float *y, int64_t n, Activation act) {
     return activationImpl<Activation::Tanh>(x, y, n);
   case Activation::Relu:
     return activationImpl<Activation::Relu>(x, y, n);
+  case Activation::GeluErf:
+    return activationImpl<Activation::GeluErf>(x, y, n);
   }
 }
 
@@ -168,6 +170,42 @@ void takePosition(const float *x, float *y, int64_t batch, int64_t seq,
                   int64_t d, int64_t index) {
   for (int64_t b = 0; b < batch; ++b)
     std::memcpy(y + b * d, x + (b * seq + index) * d, d * sizeof(float));
+}
+
+void pool(const float *x, const int32_t *ids, float *y, int64_t batch,
+          int64_t seq, int64_t d, PoolMode mode, bool normalize,
+          int32_t padId) {
+  for (int64_t b = 0; b < batch; ++b) {
+    float *out = y + b * d;
+    const float *rows = x + b * seq * d;
+    int64_t count = 1;
+    if (mode == PoolMode::Cls) {
+      std::memcpy(out, rows, d * sizeof(float));
+    } else {
+      std::fill_n(out, d, 0.0f);
+      count = 0;
+      for (int64_t s = 0; s < seq; ++s) {
+        if (ids[b * seq + s] == padId)
+          continue;
+        ++count;
+        simd::forChunks(d, [&](int64_t i, int64_t n) {
+          simd::storeChunk(out + i,
+                           simd::loadChunk(out + i, n) +
+                               simd::loadChunk(rows + s * d + i, n),
+                           n);
+        });
+      }
+    }
+    double sumSquares = 0.0;
+    for (int64_t c = 0; c < d; ++c) {
+      out[c] /= static_cast<float>(std::max<int64_t>(count, 1));
+      sumSquares += double(out[c]) * out[c];
+    }
+    if (normalize)
+      simd::scaleRow(
+          out, out, d,
+          static_cast<float>(1.0 / std::max(std::sqrt(sumSquares), 1e-12)));
+  }
 }
 
 } // namespace mixer::cpu

@@ -171,6 +171,8 @@ void activationBackward(const float *preact, const float *dy, float *dx,
     return scaleByDerivative(preact, dy, dx, n, tanhDerivative);
   case Activation::Relu:
     return scaleByDerivative(preact, dy, dx, n, positive);
+  case Activation::GeluErf:
+    return scaleByDerivative(preact, dy, dx, n, simd::geluErfDerivative);
   }
 }
 
@@ -180,6 +182,7 @@ void activationBackwardFromOutput(const float *y, const float *dy, float *dx,
   case Activation::None:
     return scaleByDerivative(y, dy, dx, n, one);
   case Activation::Gelu:
+  case Activation::GeluErf:
     throw KernelError{"activation gradient from the output: gelu is not "
                       "invertible, keep its input instead"};
   case Activation::Tanh:

@@ -12,28 +12,6 @@
 namespace mixer::cpu::reference {
 namespace {
 
-/// d act / dx at x, from the textbook forms of the activations.
-double derivativeAt(double x, Activation act) {
-  switch (act) {
-  case Activation::None:
-    return 1.0;
-  case Activation::Gelu: {
-    // 0.5 x (1 + tanh(u)), u = c (x + 0.044715 x^3).
-    double c = std::sqrt(2.0 / M_PI);
-    double t = std::tanh(c * (x + 0.044715 * x * x * x));
-    return 0.5 * (1.0 + t) +
-           0.5 * x * (1.0 - t * t) * c * (1.0 + 3.0 * 0.044715 * x * x);
-  }
-  case Activation::Tanh: {
-    double t = std::tanh(x);
-    return 1.0 - t * t;
-  }
-  case Activation::Relu:
-    return x > 0.0 ? 1.0 : 0.0;
-  }
-  return 1.0;
-}
-
 /// y[i] = old (if accumulate) + sum[i], rounded once.
 void store(const std::vector<double> &sum, float *y, bool accumulate) {
   for (size_t i = 0; i < sum.size(); ++i)
@@ -95,12 +73,12 @@ void denseBackward(const float *x, const float *w, const float *dy, float *dx,
 void activationBackward(const float *preact, const float *dy, float *dx,
                         int64_t n, Activation act) {
   for (int64_t i = 0; i < n; ++i)
-    dx[i] = static_cast<float>(dy[i] * derivativeAt(preact[i], act));
+    dx[i] = static_cast<float>(dy[i] * activationDerivative(preact[i], act));
 }
 
 void activationBackwardFromOutput(const float *y, const float *dy, float *dx,
                                   int64_t n, Activation act) {
-  if (act == Activation::Gelu)
+  if (act == Activation::Gelu || act == Activation::GeluErf)
     throw KernelError{"activation gradient from the output: gelu is not "
                       "invertible, keep its input instead"};
   for (int64_t i = 0; i < n; ++i) {

@@ -90,8 +90,35 @@ double applyActivation(double x, Activation act) {
     return std::tanh(x);
   case Activation::Relu:
     return x > 0.0 ? x : 0.0;
+  case Activation::GeluErf:
+    return 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0)));
   }
   return x;
+}
+
+double activationDerivative(double x, Activation act) {
+  switch (act) {
+  case Activation::None:
+    return 1.0;
+  case Activation::Gelu: {
+    // 0.5 x (1 + tanh(u)), u = c (x + 0.044715 x^3).
+    double c = std::sqrt(2.0 / M_PI);
+    double t = std::tanh(c * (x + 0.044715 * x * x * x));
+    return 0.5 * (1.0 + t) +
+           0.5 * x * (1.0 - t * t) * c * (1.0 + 3.0 * 0.044715 * x * x);
+  }
+  case Activation::Tanh: {
+    double t = std::tanh(x);
+    return 1.0 - t * t;
+  }
+  case Activation::Relu:
+    return x > 0.0 ? 1.0 : 0.0;
+  case Activation::GeluErf:
+    // Phi(x) + x phi(x).
+    return 0.5 * (1.0 + std::erf(x / std::sqrt(2.0))) +
+           x * std::exp(-0.5 * x * x) / std::sqrt(2.0 * M_PI);
+  }
+  return 1.0;
 }
 
 void dense(const float *x, const float *w, const float *bias, float *y,
@@ -182,6 +209,33 @@ void takePosition(const float *x, float *y, int64_t batch, int64_t seq,
   for (int64_t b = 0; b < batch; ++b)
     for (int64_t c = 0; c < d; ++c)
       y[b * d + c] = x[(b * seq + index) * d + c];
+}
+
+void pool(const float *x, const int32_t *ids, float *y, int64_t batch,
+          int64_t seq, int64_t d, PoolMode mode, bool normalize,
+          int32_t padId) {
+  std::vector<double> row(d);
+  for (int64_t b = 0; b < batch; ++b) {
+    std::fill(row.begin(), row.end(), 0.0);
+    int64_t count = 0;
+    for (int64_t s = 0; s < seq; ++s) {
+      bool taken = mode == PoolMode::Cls ? s == 0 : ids[b * seq + s] != padId;
+      if (!taken)
+        continue;
+      ++count;
+      for (int64_t c = 0; c < d; ++c)
+        row[c] += x[(b * seq + s) * d + c];
+    }
+    double divisor = std::max<double>(count, 1.0);
+    double norm = 0.0;
+    for (int64_t c = 0; c < d; ++c) {
+      row[c] /= divisor;
+      norm += row[c] * row[c];
+    }
+    double scale = normalize ? 1.0 / std::max(std::sqrt(norm), 1e-12) : 1.0;
+    for (int64_t c = 0; c < d; ++c)
+      y[b * d + c] = static_cast<float>(row[c] * scale);
+  }
 }
 
 void embed(const int32_t *ids, const int32_t *typeIds, const float *word,

@@ -21,8 +21,12 @@
 
 namespace mixer::cpu::reference {
 
-/// The activation in double precision (GELU is the tanh approximation).
+/// The activation in double precision (Gelu is the tanh approximation,
+/// GeluErf the exact x * Phi(x)).
 double applyActivation(double x, Activation act);
+
+/// d applyActivation / dx at x, in double precision.
+double activationDerivative(double x, Activation act);
 
 /// See mixer::cpu::dense.
 void dense(const float *x, const float *w, const float *bias, float *y,
@@ -54,6 +58,10 @@ void softmax(const float *x, float *y, int64_t rows, int64_t cols);
 /// See mixer::cpu::takePosition.
 void takePosition(const float *x, float *y, int64_t batch, int64_t seq,
                   int64_t d, int64_t index);
+
+/// See mixer::cpu::pool.
+void pool(const float *x, const int32_t *ids, float *y, int64_t batch,
+          int64_t seq, int64_t d, PoolMode mode, bool normalize, int32_t padId);
 
 /// See mixer::cpu::embed (throws the same KernelError messages).
 void embed(const int32_t *ids, const int32_t *typeIds, const float *word,

@@ -40,27 +40,6 @@ void store(const Matrix &values, float *out, bool accumulate) {
     out[i] = static_cast<float>(values[i] + (accumulate ? out[i] : 0.0));
 }
 
-/// d/dx of activate; GELU differentiates 0.5 x (1 + tanh(u)).
-double activationDerivative(double x, Activation act) {
-  switch (act) {
-  case Activation::None:
-    return 1.0;
-  case Activation::Gelu: {
-    double c = std::sqrt(2.0 / M_PI);
-    double t = std::tanh(c * (x + 0.044715 * x * x * x));
-    return 0.5 * (1.0 + t) +
-           0.5 * x * (1.0 - t * t) * c * (1.0 + 3.0 * 0.044715 * x * x);
-  }
-  case Activation::Tanh: {
-    double t = std::tanh(x);
-    return 1.0 - t * t;
-  }
-  case Activation::Relu:
-    return x > 0.0 ? 1.0 : 0.0;
-  }
-  return 1.0;
-}
-
 /// Gradients of Y[b] = L X[b] R for explicit L [seq,seq], R [d,d]: dX
 /// (written), dL and dR summed over the batch.
 void twoSidedBackward(const float *x, const Matrix &left, const Matrix &right,

@@ -123,6 +123,38 @@ inline VecF gelu(VecF x) {
 
 inline VecF relu(VecF x) { return x > 0.0f ? x : splat(0.0f); }
 
+/// erfc(z) with relative error below 1.2e-7 everywhere (the Chebyshev fit of
+/// Numerical Recipes, erfc(z) = t exp(-z^2 + P(t)), t = 1 / (1 + |z| / 2),
+/// and 2 - erfc(-z) for z < 0).
+inline VecF erfc(VecF z) {
+  VecF az = z < 0.0f ? -z : z;
+  VecF t = 1.0f / (1.0f + 0.5f * az);
+  VecF p = splat(0.17087277f);
+  p = p * t + -0.82215223f;
+  p = p * t + 1.48851587f;
+  p = p * t + -1.13520398f;
+  p = p * t + 0.27886807f;
+  p = p * t + -0.18628806f;
+  p = p * t + 0.09678418f;
+  p = p * t + 0.37409196f;
+  p = p * t + 1.00002368f;
+  p = p * t + -1.26551223f;
+  VecF y = t * exp(p - az * az);
+  return z < 0.0f ? 2.0f - y : y;
+}
+
+/// The standard normal distribution function Phi(x) = erfc(-x / sqrt 2) / 2,
+/// accurate relative to itself for negative x too.
+inline VecF normalCdf(VecF x) { return 0.5f * erfc(-0.7071067811865476f * x); }
+
+/// Exact GELU: x * Phi(x).
+inline VecF geluErf(VecF x) { return x * normalCdf(x); }
+
+/// d/dx of x * Phi(x): Phi(x) + x phi(x).
+inline VecF geluErfDerivative(VecF x) {
+  return normalCdf(x) + x * (0.3989422804014327f * exp(-0.5f * x * x));
+}
+
 /// Applies `act` lane-wise.
 inline VecF activate(VecF x, Activation act) {
   switch (act) {
@@ -134,6 +166,8 @@ inline VecF activate(VecF x, Activation act) {
     return tanh(x);
   case Activation::Relu:
     return relu(x);
+  case Activation::GeluErf:
+    return geluErf(x);
   }
   return x;
 }

@@ -33,6 +33,18 @@ __device__ __forceinline__ float geluDerivative(float x) {
   return s + 2.0f * x * s * (e * s) * du;
 }
 
+/// Exact GELU, x * Phi(x) with Phi(x) = erfc(-x / sqrt 2) / 2 (cpu::activation
+/// with GeluErf).
+__device__ __forceinline__ float geluErf(float x) {
+  return 0.5f * x * erfcf(-0.7071067811865476f * x);
+}
+
+/// d/dx of x * Phi(x): Phi(x) + x phi(x).
+__device__ __forceinline__ float geluErfDerivative(float x) {
+  return 0.5f * erfcf(-0.7071067811865476f * x) +
+         x * (0.3989422804014327f * expf(-0.5f * x * x));
+}
+
 } // namespace mixer::cuda::detail
 
 #endif // MIXER_RUNTIME_CUDA_ACTIVATION_CUH

@@ -1,5 +1,6 @@
 //===- ExecutorKernels.cu - Glue kernels of the CUDA executor -------------===//
 
+#include "runtime/cuda/Activation.cuh"
 #include "runtime/cuda/Common.cuh"
 #include "runtime/cuda/ExecutorKernels.h"
 #include "runtime/support/Bf16Router.h"
@@ -194,6 +195,41 @@ __global__ void __launch_bounds__(kBlockThreads)
     }
     y[r] = static_cast<int32_t>(best);
   }
+}
+
+/// The pooled value of column c of example b (before normalisation).
+template <typename D>
+__device__ float pooledValue(const D *x, const int32_t *ids, int64_t b,
+                             int64_t c, int64_t seq, int64_t d, PoolMode mode,
+                             int32_t padId) {
+  if (mode == PoolMode::Cls)
+    return load(x, b * seq * d + c);
+  float sum = 0.0f;
+  int64_t count = 0;
+  for (int64_t s = 0; s < seq; ++s)
+    if (ids[b * seq + s] != padId) {
+      sum += load(x, (b * seq + s) * d + c);
+      ++count;
+    }
+  return sum / float(count > 0 ? count : 1);
+}
+
+/// One block per example: the pooled row, then its L2 norm over the block.
+template <typename D>
+__global__ void __launch_bounds__(kBlockThreads)
+    poolKernel(const D *x, const int32_t *ids, D *y, int64_t seq, int64_t d,
+               PoolMode mode, bool normalize, int32_t padId) {
+  __shared__ float scratch[kBlockWarps];
+  int64_t b = blockIdx.x;
+  float squares = 0.0f;
+  for (int64_t c = threadIdx.x; c < d; c += kBlockThreads) {
+    float v = pooledValue(x, ids, b, c, seq, d, mode, padId);
+    squares += v * v;
+  }
+  float total = blockSum(squares, scratch);
+  float scale = normalize ? 1.0f / fmaxf(sqrtf(total), 1e-12f) : 1.0f;
+  for (int64_t c = threadIdx.x; c < d; c += kBlockThreads)
+    store(y, b * d + c, pooledValue(x, ids, b, c, seq, d, mode, padId) * scale);
 }
 
 /// Counting sort of the tokens by key (one thread): start[k] .. start[k + 1]
@@ -511,6 +547,36 @@ Status tanhBackward(const T *x, const T *dy, T *dx, int64_t n,
 }
 
 template <typename T>
+Status geluErfForward(const T *x, T *y, int64_t n, cudaStream_t stream) {
+  auto in = device(x);
+  auto out = device(y);
+  return forEach("gelu_erf", n, stream, [=] __device__(int64_t i) {
+    store(out, i, geluErf(load(in, i)));
+  });
+}
+
+template <typename T>
+Status geluErfBackward(const T *x, const T *dy, T *dx, int64_t n,
+                       cudaStream_t stream) {
+  auto in = device(x), g = device(dy);
+  auto out = device(dx);
+  return forEach("gelu_erf_backward", n, stream, [=] __device__(int64_t i) {
+    store(out, i, load(g, i) * geluErfDerivative(load(in, i)));
+  });
+}
+
+template <typename T>
+Status pool(const T *x, const int32_t *ids, T *y, int64_t batch, int64_t seq,
+            int64_t d, PoolMode mode, bool normalize, int32_t padId,
+            cudaStream_t stream) {
+  if (batch == 0 || d == 0)
+    return Status::success();
+  poolKernel<<<unsigned(batch), kBlockThreads, 0, stream>>>(
+      device(x), ids, device(y), seq, d, mode, normalize, padId);
+  return launched("pool");
+}
+
+template <typename T>
 Status argmaxRows(const T *x, int32_t *y, int64_t rows, int64_t cols,
                   cudaStream_t stream) {
   if (Status s = requireNonNegative("argmax", "rows", rows); !s.ok())
@@ -715,6 +781,11 @@ Status columnSum(const T *dy, float *db, int64_t rows, int64_t cols,
   template Status tanhForward(const T *, T *, int64_t, cudaStream_t);          \
   template Status tanhBackward(const T *, const T *, T *, int64_t,             \
                                cudaStream_t);                                  \
+  template Status geluErfForward(const T *, T *, int64_t, cudaStream_t);       \
+  template Status geluErfBackward(const T *, const T *, T *, int64_t,          \
+                                  cudaStream_t);                               \
+  template Status pool(const T *, const int32_t *, T *, int64_t, int64_t,      \
+                       int64_t, PoolMode, bool, int32_t, cudaStream_t);        \
   template Status argmaxRows(const T *, int32_t *, int64_t, int64_t,           \
                              cudaStream_t);                                    \
   template Status takePosition(const T *, T *, int64_t, int64_t, int64_t,      \

@@ -104,6 +104,15 @@ template <typename T>
 Status tanhBackward(const T *x, const T *dy, T *dx, int64_t n,
                     cudaStream_t stream);
 
+/// y = x * Phi(x) over n values (`activation` with kind gelu_erf).
+template <typename T>
+Status geluErfForward(const T *x, T *y, int64_t n, cudaStream_t stream);
+/// dx = dy * (Phi(x) + x phi(x)) from the pre-activation x
+/// (`activation_grad`, gelu_erf).
+template <typename T>
+Status geluErfBackward(const T *x, const T *dy, T *dx, int64_t n,
+                       cudaStream_t stream);
+
 /// y[r] = the index of the first maximum of row r of [rows, cols]
 /// (`argmax`: std::max_element's order, so NaN never replaces a maximum).
 template <typename T>
@@ -118,6 +127,15 @@ Status takePosition(const T *x, T *y, int64_t batch, int64_t seq, int64_t d,
 template <typename T>
 Status takePositionBackward(const T *dy, T *dx, int64_t batch, int64_t seq,
                             int64_t d, int64_t index, cudaStream_t stream);
+
+/// y[b, :] = the row at position 0 of x [batch, seq, d] (Cls) or the mean
+/// of the rows whose id is not padId (Mean; zeros when there is none),
+/// divided by its L2 norm (at least 1e-12) when `normalize` (`pool`, as
+/// cpu::pool). ids may be null for Cls.
+template <typename T>
+Status pool(const T *x, const int32_t *ids, T *y, int64_t batch, int64_t seq,
+            int64_t d, PoolMode mode, bool normalize, int32_t padId,
+            cudaStream_t stream);
 
 /// y[b * count + p, :] = x[b, positions[b, p], :] (`gather_positions`); a
 /// position outside [0, seq) gives a NaN row.

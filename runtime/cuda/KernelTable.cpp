@@ -101,13 +101,15 @@ bool noiseCounterOf(StepContext &c, const Arg &arg, HostCounter &counter) {
   return true;
 }
 
-/// Reads the activation `kind`: GELU (the bias + GELU kernels) or tanh.
-bool geluOrTanh(StepContext &c, bool &gelu) {
-  const std::string &kind = c.stringAttr("kind");
-  gelu = kind == "gelu";
-  return c.check(gelu || kind == "tanh",
-                 "activation '" + kind +
-                     "' has no CUDA implementation yet (only gelu and tanh)");
+/// Reads the activation `kind` of a pointwise step: gelu (the bias + GELU
+/// kernels), gelu_erf or tanh.
+bool pointwiseActivation(StepContext &c, Activation &kind) {
+  kind = c.activation("kind");
+  return c.check(kind == Activation::Gelu || kind == Activation::GeluErf ||
+                     kind == Activation::Tanh,
+                 "activation '" + c.stringAttr("kind") +
+                     "' has no CUDA implementation yet (only gelu, gelu_erf "
+                     "and tanh)");
 }
 
 Status copyOf(const void *from, void *to, int64_t bytes, cudaStream_t stream) {
@@ -173,9 +175,9 @@ Expected<DeviceStep> prepareLayerNormGrad(StepContext &c) {
 Expected<DeviceStep> prepareActivation(StepContext &c) {
   const Arg &x = c.in(0), &y = c.out(0);
   DType dtype;
-  bool gelu;
+  Activation kind;
   int64_t rows, cols;
-  if (!geluOrTanh(c, gelu) || !activationType(c, x, dtype) ||
+  if (!pointwiseActivation(c, kind) || !activationType(c, x, dtype) ||
       !exec::checkRows(c, x, dtype, {&y}, rows, cols))
     return c.takeError();
   bool bf16 = dtype == DType::BF16;
@@ -183,8 +185,14 @@ Expected<DeviceStep> prepareActivation(StepContext &c) {
     return byPrecision(bf16, [&](auto *tag) {
       using T = std::remove_pointer_t<decltype(tag)>;
       T *in = as<T>(ctx.device[a]), *out = as<T>(ctx.device[o]);
-      return gelu ? biasGelu(in, nullptr, out, rows, cols, ctx.stream)
-                  : tanhForward(in, out, rows * cols, ctx.stream);
+      switch (kind) {
+      case Activation::Gelu:
+        return biasGelu(in, nullptr, out, rows, cols, ctx.stream);
+      case Activation::GeluErf:
+        return geluErfForward(in, out, rows * cols, ctx.stream);
+      default:
+        return tanhForward(in, out, rows * cols, ctx.stream);
+      }
     });
   });
 }
@@ -192,9 +200,9 @@ Expected<DeviceStep> prepareActivation(StepContext &c) {
 Expected<DeviceStep> prepareActivationGrad(StepContext &c) {
   const Arg &preact = c.in(0), &dy = c.in(1), &dx = c.out(0);
   DType dtype;
-  bool gelu;
+  Activation kind;
   int64_t rows, cols;
-  if (!geluOrTanh(c, gelu) || !activationType(c, preact, dtype) ||
+  if (!pointwiseActivation(c, kind) || !activationType(c, preact, dtype) ||
       !exec::checkRows(c, preact, dtype, {&dy, &dx}, rows, cols))
     return c.takeError();
   bool bf16 = dtype == DType::BF16;
@@ -203,11 +211,18 @@ Expected<DeviceStep> prepareActivationGrad(StepContext &c) {
         void *const *v = ctx.device;
         return byPrecision(bf16, [&](auto *tag) {
           using T = std::remove_pointer_t<decltype(tag)>;
-          return gelu ? biasGeluBackward(as<T>(v[p]), nullptr, as<T>(v[g]),
-                                         as<T>(v[o]), nullptr, rows, cols,
-                                         /*accumulate=*/false, ctx.stream)
-                      : tanhBackward(as<T>(v[p]), as<T>(v[g]), as<T>(v[o]),
-                                     rows * cols, ctx.stream);
+          switch (kind) {
+          case Activation::Gelu:
+            return biasGeluBackward(as<T>(v[p]), nullptr, as<T>(v[g]),
+                                    as<T>(v[o]), nullptr, rows, cols,
+                                    /*accumulate=*/false, ctx.stream);
+          case Activation::GeluErf:
+            return geluErfBackward(as<T>(v[p]), as<T>(v[g]), as<T>(v[o]),
+                                   rows * cols, ctx.stream);
+          default:
+            return tanhBackward(as<T>(v[p]), as<T>(v[g]), as<T>(v[o]),
+                                rows * cols, ctx.stream);
+          }
         });
       });
 }
@@ -1115,6 +1130,28 @@ Expected<DeviceStep> prepareTakePosition(StepContext &c) {
   });
 }
 
+Expected<DeviceStep> preparePool(StepContext &c) {
+  const Arg &x = c.in(0), &ids = c.in(1), &y = c.out(0);
+  DType dtype;
+  PoolMode mode;
+  bool normalize;
+  int32_t padId;
+  if (!activationType(c, x, dtype) ||
+      !exec::checkPool(c, dtype, mode, normalize, padId))
+    return c.takeError();
+  int64_t batch = x.dim(0), seq = x.dim(1), d = x.dim(2);
+  bool bf16 = dtype == DType::BF16;
+  return DeviceStep(
+      [=, a = x.slot, t = ids.slot, o = y.slot](const LaunchContext &ctx) {
+        void *const *v = ctx.device;
+        return byPrecision(bf16, [&](auto *tag) {
+          using T = std::remove_pointer_t<decltype(tag)>;
+          return pool(as<T>(v[a]), as<int32_t>(v[t]), as<T>(v[o]), batch, seq,
+                      d, mode, normalize, padId, ctx.stream);
+        });
+      });
+}
+
 Expected<DeviceStep> prepareTakePositionGrad(StepContext &c) {
   const Arg &dy = c.in(0), &dx = c.out(0);
   int64_t index;
@@ -1916,9 +1953,11 @@ bool expertActivation(StepContext &c, ExpertActivation &act) {
   act = kind == Activation::Relu   ? ExpertActivation::Relu
         : kind == Activation::Gelu ? ExpertActivation::Gelu
                                    : ExpertActivation::None;
-  return c.check(kind != Activation::Tanh,
-                 "activation 'tanh' has no grouped-experts epilogue (only "
-                 "none, relu and gelu)");
+  return c.check(kind == Activation::None || kind == Activation::Relu ||
+                     kind == Activation::Gelu,
+                 "activation '" + c.stringAttr("activation") +
+                     "' has no grouped-experts epilogue (only none, relu and "
+                     "gelu)");
 }
 
 /// Reads the activation and `gather` and checks x (see checkExpertRows),
@@ -2020,6 +2059,14 @@ struct TableEntry {
   Expected<DeviceStep> (*prepare)(StepContext &);
 };
 
+/// Collectives need a communicator on device buffers, which the CUDA
+/// executor does not hold yet: parallel plans run on the CPU.
+Expected<DeviceStep> prepareCollective(StepContext &c) {
+  c.fail("the CUDA executor runs no collectives yet (parallel plans need "
+         "--target cpu)");
+  return c.takeError();
+}
+
 /// Every plan kernel with a CUDA implementation.
 const TableEntry kTable[] = {
     {Kernel::Embed, prepareEmbed},
@@ -2032,6 +2079,7 @@ const TableEntry kTable[] = {
     {Kernel::RoundBf16, prepareRoundBf16},
     {Kernel::RouterLogitsBf16, prepareRouterLogitsBf16},
     {Kernel::TakePosition, prepareTakePosition},
+    {Kernel::Pool, preparePool},
     {Kernel::LinearMix, prepareLinearMix},
     {Kernel::Attention, prepareAttention},
     {Kernel::SoftmaxGrad, prepareSoftmaxGrad},
@@ -2081,6 +2129,10 @@ const TableEntry kTable[] = {
     {Kernel::SpectralMix, prepareSpectralMix},
     {Kernel::StructuredMix, prepareStructuredMix},
     {Kernel::StructuredMixGrad, prepareStructuredMixGrad},
+    {Kernel::AllToAll, prepareCollective},
+    {Kernel::AllToAllV, prepareCollective},
+    {Kernel::AllReduce, prepareCollective},
+    {Kernel::PermuteBlocks, prepareCollective},
 };
 
 const TableEntry *findEntry(Kernel kernel) {

@@ -111,10 +111,52 @@ io::TensorFilter tableFilter(const std::vector<ParamInfo> &table,
                              const std::string &source, bool allowExtra,
                              const std::string &noun) {
   std::unordered_map<std::string, Expectation> expectations;
-  for (const ParamInfo &entry : table)
-    expectations[entry.name] = {entry.shape, entry.dtype,
-                                entry.numel * io::dtypeSize(entry.dtype)};
+  for (const ParamInfo &entry : table) {
+    // A file holds a sharded parameter whole.
+    int64_t shards =
+        entry.globalShape.empty()
+            ? 1
+            : entry.globalShape[0] / std::max<int64_t>(entry.shape[0], 1);
+    expectations[entry.name] = {
+        entry.globalShape.empty() ? entry.shape : entry.globalShape,
+        entry.dtype, shards * entry.numel * io::dtypeSize(entry.dtype)};
+  }
   return expectationFilter(std::move(expectations), source, allowExtra, noun);
+}
+
+namespace {
+
+/// Keeps rows [part·rows, (part + 1)·rows) of `tensor`'s axis 0 when it has
+/// `parts`·rows of them.
+void keepRows(io::HostTensor &tensor, int64_t rows, int64_t parts,
+              int64_t part) {
+  if (tensor.shape.empty() || tensor.shape[0] != rows * parts || parts == 1)
+    return;
+  size_t rowBytes = tensor.data.size() / std::max<int64_t>(tensor.shape[0], 1);
+  tensor.data.erase(tensor.data.begin() + (part + 1) * rows * rowBytes,
+                    tensor.data.end());
+  tensor.data.erase(tensor.data.begin(),
+                    tensor.data.begin() + part * rows * rowBytes);
+  tensor.shape[0] = rows;
+}
+
+} // namespace
+
+void takeShards(const Plan &plan, std::vector<io::HostTensor> &params,
+                std::vector<io::HostTensor> &inputs, int64_t worldRank) {
+  int64_t world = plan.mesh.world();
+  for (io::HostTensor &tensor : params)
+    for (const ParamInfo &entry : plan.params)
+      if (entry.name == tensor.name && !entry.globalShape.empty() &&
+          tensor.shape == entry.globalShape) {
+        bool expert = entry.shardGroup == "ep";
+        keepRows(tensor, entry.shape[0], expert ? plan.mesh.ep : plan.mesh.dp,
+                 expert ? worldRank % plan.mesh.ep : worldRank / plan.mesh.ep);
+      }
+  for (io::HostTensor &tensor : inputs)
+    for (const InputInfo &input : plan.inputs)
+      if (input.name == tensor.name && !input.shape.empty())
+        keepRows(tensor, input.shape[0], world, worldRank);
 }
 
 io::TensorFilter paramsFilter(const Plan &plan, const std::string &source,
@@ -125,11 +167,16 @@ io::TensorFilter paramsFilter(const Plan &plan, const std::string &source,
 io::TensorFilter inputFilter(const Plan &plan, const std::string &source,
                              bool allowExtra) {
   std::unordered_map<std::string, Expectation> expectations;
+  // A parallel plan's input file holds the global batch.
+  int64_t world = plan.mesh.world();
   for (const InputInfo &input : plan.inputs) {
     io::DType widest =
         input.dtype == io::DType::I32 ? io::DType::I64 : input.dtype;
-    expectations[input.name] = {input.shape, input.dtype,
-                                input.numel * io::dtypeSize(widest)};
+    std::vector<int64_t> shape = input.shape;
+    if (!shape.empty())
+      shape[0] *= world;
+    expectations[input.name] = {shape, input.dtype,
+                                world * input.numel * io::dtypeSize(widest)};
   }
   return expectationFilter(std::move(expectations), source, allowExtra,
                            "input");

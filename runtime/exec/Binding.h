@@ -62,6 +62,16 @@ io::TensorFilter paramsFilter(const Plan &plan, const std::string &source,
 io::TensorFilter inputFilter(const Plan &plan, const std::string &source,
                              bool allowExtra);
 
+/// The part of global tensors that world rank `worldRank` of a parallel plan
+/// binds (docs/runtime.md, "Parallel plans"); files hold global tensors,
+/// which tableFilter and inputFilter accept. A sharded parameter of its
+/// global shape keeps slice j of axis 0, j the rank in its group (world rank
+/// d·ep + j is rank j of expert group d and rank d of expert-data group j);
+/// an input keeps the rank's rows [r·B/W, (r+1)·B/W) of the batch. Other
+/// tensors stay as they are, for binding to judge.
+void takeShards(const Plan &plan, std::vector<io::HostTensor> &params,
+                std::vector<io::HostTensor> &inputs, int64_t worldRank);
+
 } // namespace mixer::exec
 
 #endif // MIXER_RUNTIME_EXEC_BINDING_H

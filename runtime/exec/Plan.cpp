@@ -112,6 +112,11 @@ private:
 
   bool parseHeader(const json &root);
   bool parseHeads(const json &root);
+  /// Reads the mesh and collective bytes of a parallel plan.
+  bool parseMesh(const json &root);
+  /// Reads the shard and global shape of a parameter of a parallel plan.
+  bool parseShard(const json &entry, const std::string &where,
+                  ParamInfo &param);
   /// Reads a table of named f32 tensors with an init ("params", "state").
   bool parseTensorTable(const json &array, const char *table,
                         std::vector<ParamInfo> &out);
@@ -270,7 +275,8 @@ bool PlanParser::parseHeader(const json &root) {
       !readInt(root, "vocab_size", "", plan.vocabSize) ||
       !readInt(root, "arena_bytes", "", plan.arenaBytes) ||
       !readInt(root, "forward_steps", "", plan.forwardSteps) ||
-      !readNumber(root, "flops", "", plan.flops) || !parseHeads(root))
+      !readNumber(root, "flops", "", plan.flops) || !parseHeads(root) ||
+      !parseMesh(root))
     return false;
   if (plan.target != "cpu" && plan.target != "cuda")
     return fail("", "the plan targets '" + plan.target +
@@ -286,6 +292,40 @@ bool PlanParser::parseHeader(const json &root) {
       plan.arenaBytes < 0 || plan.flops < 0)
     return fail("", "batch, seq, vocab_size, arena_bytes and flops must not "
                     "be negative");
+  return true;
+}
+
+bool PlanParser::parseMesh(const json &root) {
+  if (root.contains("mesh")) {
+    const json *mesh;
+    int64_t world;
+    if (!readObject(root, "mesh", "", mesh) ||
+        !readInt(*mesh, "dp", "mesh", plan.mesh.dp) ||
+        !readInt(*mesh, "ep", "mesh", plan.mesh.ep) ||
+        !readInt(*mesh, "world", "mesh", world))
+      return false;
+    if (plan.mesh.dp < 1 || plan.mesh.ep < 1 ||
+        world != plan.mesh.dp * plan.mesh.ep || plan.batch % world != 0)
+      return fail("mesh", "needs dp >= 1, ep >= 1, world = dp * ep and a "
+                          "batch that divides into the world, got dp " +
+                              std::to_string(plan.mesh.dp) + ", ep " +
+                              std::to_string(plan.mesh.ep) + ", world " +
+                              std::to_string(world) + ", batch " +
+                              std::to_string(plan.batch));
+  }
+  if (!root.contains("comm_bytes"))
+    return true;
+  const json *bytes;
+  if (!readObject(root, "comm_bytes", "", bytes))
+    return false;
+  for (auto it = bytes->begin(); it != bytes->end(); ++it) {
+    const KernelInfo *kernel = findKernel(it.key());
+    if (!kernel || kernel->family != KernelFamily::Collective)
+      return fail("comm_bytes", "'" + it.key() + "' is no collective kernel");
+    if (!readInt(*bytes, it.key().c_str(), "comm_bytes",
+                 plan.commBytes[it.key()]))
+      return false;
+  }
   return true;
 }
 
@@ -355,8 +395,39 @@ bool PlanParser::parseTensorTable(const json &array, const char *table,
       if (!(param.init.stddev >= 0))
         return fail(where, "init stddev must not be negative");
     }
+    if (array[i].contains("shard") && !parseShard(array[i], where, param))
+      return false;
     out.push_back(std::move(param));
   }
+  return true;
+}
+
+bool PlanParser::parseShard(const json &entry, const std::string &where,
+                            ParamInfo &param) {
+  const json *shard;
+  int64_t axis;
+  io::DType dtype;
+  int64_t numel, bytes;
+  json global = {{"shape", entry.value("global_shape", json())},
+                 {"dtype", "F32"}};
+  if (!readObject(entry, "shard", where, shard) ||
+      !readInt(*shard, "axis", where + " shard", axis) ||
+      !readString(*shard, "mesh_axis", where + " shard", param.shardGroup) ||
+      !readTensorType(global, where + " global", param.globalShape, dtype,
+                      numel, bytes))
+    return false;
+  int64_t size = param.shardGroup == "ep"    ? plan.mesh.ep
+                 : param.shardGroup == "edp" ? plan.mesh.dp
+                                             : 0;
+  if (axis != 0 || size == 0)
+    return fail(where, "shards only axis 0 over 'ep' or 'edp'");
+  std::vector<int64_t> expected = param.shape;
+  if (!expected.empty())
+    expected[0] *= size;
+  if (param.globalShape != expected)
+    return fail(where, "global_shape " + describe(param.globalShape, dtype) +
+                           " is not the " + std::to_string(size) +
+                           " shards of " + describe(param.shape, dtype));
   return true;
 }
 
@@ -669,7 +740,8 @@ bool PlanParser::checkHeaderAgainstPlan() {
     return fail("", "forward_steps " + std::to_string(plan.forwardSteps) +
                         " is outside [0, " + std::to_string(plan.steps.size()) +
                         "], the steps of the plan");
-  std::vector<int64_t> tokens = {plan.batch, plan.seq};
+  // Each rank of a parallel plan holds its share of the batch.
+  std::vector<int64_t> tokens = {plan.batch / plan.mesh.world(), plan.seq};
   for (size_t i = 0; i < plan.steps.size(); ++i) {
     const Step &step = plan.steps[i];
     if (step.kernel != Kernel::Embed)

@@ -65,6 +65,20 @@ struct ParamInfo {
   io::DType dtype = io::DType::F32;
   InitSpec init;
   int64_t numel = 0;
+  /// A parameter of a parallel plan split over the ranks of `shardGroup`
+  /// ("ep"): the rank holds slice j (its rank in the group) of
+  /// `globalShape`'s axis 0. Empty for a replicated parameter.
+  std::string shardGroup;
+  std::vector<int64_t> globalShape;
+};
+
+/// The mesh of a parallel plan: dp replicas × ep expert shards, world =
+/// dp · ep ranks (docs/runtime.md, "Parallel plans"); 1 × 1 for a
+/// one-process plan.
+struct MeshInfo {
+  int64_t dp = 1, ep = 1;
+
+  int64_t world() const { return dp * ep; }
 };
 
 struct InputInfo {
@@ -144,6 +158,10 @@ struct Plan {
   HeadsInfo heads;
   /// Floating-point operations of one run over the whole batch.
   double flops = 0.0;
+  MeshInfo mesh;
+  /// Bytes one rank sends to others per run, by collective kernel (an upper
+  /// bound for all_to_all_v).
+  std::map<std::string, int64_t> commBytes;
   std::vector<ParamInfo> params;
   /// Optimizer state tensors, in the format of the parameters (train plans).
   std::vector<ParamInfo> state;

@@ -3,6 +3,7 @@
 #include "runtime/exec/StepContext.h"
 
 #include <cmath>
+#include <limits>
 #include <stdexcept>
 
 namespace mixer::exec {
@@ -139,11 +140,17 @@ Enum spelled(const Spellings<Enum, N> &spellings, std::string_view text) {
   return spellings[i].second;
 }
 
-constexpr Spellings<Activation, 4> kActivations = {{"none", Activation::None},
-                                                   {"gelu", Activation::Gelu},
-                                                   {"tanh", Activation::Tanh},
-                                                   {"relu", Activation::Relu}};
+constexpr Spellings<Activation, 5> kActivations = {
+    {"none", Activation::None},
+    {"gelu", Activation::Gelu},
+    {"tanh", Activation::Tanh},
+    {"relu", Activation::Relu},
+    {"gelu_erf", Activation::GeluErf}};
 static_assert(spellsEvery(kActivations, ActivationKinds));
+
+constexpr Spellings<PoolMode, 2> kPoolModes = {{"cls", PoolMode::Cls},
+                                               {"mean", PoolMode::Mean}};
+static_assert(spellsEvery(kPoolModes, PoolModes));
 
 constexpr Spellings<MixAlgorithm, 2> kMixAlgorithms = {
     {"fft", MixAlgorithm::Fft}, {"matmul", MixAlgorithm::Matmul}};
@@ -163,6 +170,10 @@ Activation StepContext::activation(const char *name) const {
 
 MixAlgorithm StepContext::algorithm(const char *name) const {
   return spelled(kMixAlgorithms, stringAttr(name));
+}
+
+PoolMode StepContext::poolMode(const char *name) const {
+  return spelled(kPoolModes, stringAttr(name));
 }
 
 bool checkAssignments(StepContext &c, int64_t slots, int64_t experts) {
@@ -387,6 +398,26 @@ bool checkTakePosition(StepContext &c, const Arg &sequence, const Arg &rows,
                      " but the sequence has " + std::to_string(seq) +
                      " positions") &&
          c.shape(rows, act, {sequence.dim(0), sequence.dim(2)});
+}
+
+bool checkPool(StepContext &c, DType act, PoolMode &mode, bool &normalize,
+               int32_t &padId) {
+  const Arg &x = c.in(0), &ids = c.in(1), &y = c.out(0);
+  mode = c.poolMode("mode");
+  normalize = c.boolAttr("normalize");
+  int64_t pad = c.intAttr("pad_id");
+  if (!c.rank(x, act, 3) || !c.shape(ids, DType::I32, {x.dim(0), x.dim(1)}) ||
+      !c.shape(y, act, {x.dim(0), x.dim(2)}))
+    return false;
+  padId = static_cast<int32_t>(pad);
+  return c.check(pad >= std::numeric_limits<int32_t>::min() &&
+                     pad <= std::numeric_limits<int32_t>::max(),
+                 "attribute 'pad_id' is " + std::to_string(pad) +
+                     ", outside the range of token ids") &&
+         c.check(mode != PoolMode::Mean || ids.value,
+                 "mean pooling needs operand 1 (ids) to find the padding") &&
+         c.check(mode != PoolMode::Cls || x.dim(1) > 0,
+                 "cannot take position 0 of an empty sequence");
 }
 
 bool checkGather(StepContext &c, const Arg &tokens, const Arg &positions,

@@ -54,6 +54,11 @@ public:
   const Arg &out(size_t i) const { return results[i]; }
 
   const Plan &getPlan() const { return plan; }
+  /// "steps[<index>] (<kernel>)": the step's label in a collective's errors.
+  std::string label() const {
+    return "steps[" + std::to_string(index) + "] (" +
+           std::string(kernelName(step.kernel)) + ")";
+  }
   /// The index of the last step before this one that writes `arg`'s value,
   /// or -1 when none does (a plan input, a parameter).
   int64_t producer(const Arg &arg) const;
@@ -88,6 +93,8 @@ public:
   Activation activation(const char *name) const;
   /// The MixAlgorithms attribute `name`.
   MixAlgorithm algorithm(const char *name) const;
+  /// The PoolModes attribute `name`.
+  PoolMode poolMode(const char *name) const;
 
   /// Reserves `floats` of the shared scratch buffer; returns its slot.
   int64_t scratch(int64_t floats) {
@@ -215,6 +222,11 @@ bool checkEmbedding(StepContext &c, const Arg &ids, const Arg &typeIds,
 /// position slice or its gradient.
 bool checkTakePosition(StepContext &c, const Arg &sequence, const Arg &rows,
                        DType act, int64_t &index);
+
+/// Reads the attributes of a pool step and checks x [B, S, D] (operand 0),
+/// ids I32[B, S] (operand 1, required by mean pooling) and y [B, D].
+bool checkPool(StepContext &c, DType act, PoolMode &mode, bool &normalize,
+               int32_t &padId);
 
 /// Checks x [B, S, D] (`tokens`), positions I32[B, P] and rows [B*P, D]
 /// (`rows`) of a masked-LM gather or its gradient.

@@ -3,9 +3,9 @@
 //
 // The attribute values of plan kernels in the form every backend computes
 // with: the enumerations behind the string attributes of Kernels.def
-// (ActivationKinds, MixAlgorithms, Routings) and the AdamW hyper-parameters.
-// The step checks of runtime/exec read them from a step; the CPU and CUDA
-// kernels take them as arguments.
+// (ActivationKinds, PoolModes, MixAlgorithms, Routings) and the AdamW
+// hyper-parameters. The step checks of runtime/exec read them from a step; the
+// CPU and CUDA kernels take them as arguments.
 //
 //===----------------------------------------------------------------------===//
 
@@ -22,13 +22,26 @@
 namespace mixer {
 
 /// Pointwise activation applied by `activation` and fused into `dense`.
-enum class Activation : int32_t { None = 0, Gelu = 1, Tanh = 2, Relu = 3 };
+/// Gelu is the tanh approximation, GeluErf the exact x * Phi(x).
+enum class Activation : int32_t {
+  None = 0,
+  Gelu = 1,
+  Tanh = 2,
+  Relu = 3,
+  GeluErf = 4
+};
 
 /// Routing algorithm of an MoE layer.
 enum class Routing : int32_t {
   ExpertsChoose = 0, ///< each expert takes its top-C tokens of the group
   TokensChoose = 1,  ///< each token takes its top-k experts, capacity-limited
   SigmoidTopK = 2,   ///< sigma-MoE: sigmoid gates, top-k, dropless
+};
+
+/// How `pool` reduces the sequence of each example to one row.
+enum class PoolMode : int32_t {
+  Cls = 0,  ///< the row at position 0
+  Mean = 1, ///< the mean of the rows whose token is not padding
 };
 
 /// How a spectral/structured mixing layer is computed.

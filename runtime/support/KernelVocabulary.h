@@ -32,7 +32,8 @@ enum class KernelFamily : uint8_t {
   Attention,
   Moe,
   HeadsLosses,
-  Training
+  Training,
+  Collective
 };
 
 /// Where AssignPrecision stores a result.
@@ -230,8 +231,10 @@ inline constexpr auto &kKernelTable = kernel_def::kKernels;
 
 /// The strings of the string attributes, by the names Kernels.def gives them.
 using kernel_def::ActivationKinds;
+using kernel_def::Groups;
 using kernel_def::MixAlgorithms;
 using kernel_def::NoiseKinds;
+using kernel_def::PoolModes;
 using kernel_def::Routings;
 
 constexpr const KernelInfo &kernelInfo(Kernel kernel) {

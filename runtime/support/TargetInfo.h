@@ -80,7 +80,7 @@ inline constexpr TargetInfo kTargets[] = {
     // passes); measured on 2-core AVX-512 machines, a weight of 4 reproduces
     // where the FFT starts to win for circulant mixing.
     {"cpu",
-     {"gelu", "tanh", "relu"},
+     {"gelu", "tanh", "relu", "gelu_erf"},
      /*expertsGather=*/false,
      /*bf16=*/true,
      /*bf16Kernels=*/{"dense", "experts"},

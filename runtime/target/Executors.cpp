@@ -26,14 +26,14 @@ Status checkTargetAvailable(const exec::Plan &plan) {
 }
 
 Expected<std::unique_ptr<exec::PlanExecutor>>
-createExecutor(const exec::Plan &plan) {
+createExecutor(const exec::Plan &plan, comm::Communicator *world) {
   // The parameters are bound from a host copy; a CPU plan's activations
   // live in host memory too.
   if (Status status = exec::checkHostMemory(plan, 1, plan.target != "cuda");
       !status)
     return status;
   if (plan.target != "cuda") {
-    Expected<cpu::Executor> executor = cpu::Executor::create(plan);
+    Expected<cpu::Executor> executor = cpu::Executor::create(plan, world);
     if (!executor)
       return executor.takeStatus();
     return std::unique_ptr<exec::PlanExecutor>(

@@ -9,6 +9,7 @@
 #ifndef MIXER_RUNTIME_TARGET_EXECUTORS_H
 #define MIXER_RUNTIME_TARGET_EXECUTORS_H
 
+#include "runtime/comm/Communicator.h"
 #include "runtime/exec/Plan.h"
 #include "runtime/exec/PlanExecutor.h"
 #include "runtime/support/Status.h"
@@ -22,10 +23,11 @@ namespace mixer::target {
 Status checkTargetAvailable(const exec::Plan &plan);
 
 /// The executor of `plan`'s target, prepared: the CPU executor for `cpu`
-/// plans, the CUDA executor for `cuda` plans. Fails when the target cannot
-/// run here, the host memory cannot hold the plan, or a step is refused.
+/// plans, whose collectives run through `world` (null: one rank), the CUDA
+/// executor for `cuda` plans. Fails when the target cannot run here, the
+/// host memory cannot hold the plan, or a step is refused.
 Expected<std::unique_ptr<exec::PlanExecutor>>
-createExecutor(const exec::Plan &plan);
+createExecutor(const exec::Plan &plan, comm::Communicator *world = nullptr);
 
 } // namespace mixer::target
 

@@ -85,6 +85,10 @@ class ModelConfig:
     nsp: bool
     num_classes: Optional[int]
     causal_lm: bool
+    activation: str = "gelu"
+    hidden_mapping_in: bool = True
+    sentence_pooling: Optional[str] = None
+    sentence_normalize: bool = False
 
     def is_attention_layer(self, layer: int) -> bool:
         """True if `layer` uses self-attention instead of `mixing_kind`."""
@@ -144,6 +148,7 @@ def parse_config(model: dict) -> ModelConfig:
             router_dtype=m.get("router_dtype", "float32"))
     heads = model.get("heads", {})
     classification = heads.get("classification")
+    sentence = heads.get("sentence_embedding")
     return ModelConfig(
         name=model["name"],
         vocab_size=int(emb["vocab_size"]),
@@ -169,7 +174,12 @@ def parse_config(model: dict) -> ModelConfig:
         nsp=bool(heads.get("nsp", False)),
         num_classes=(int(classification["num_classes"])
                      if classification is not None else None),
-        causal_lm=bool(heads.get("causal_lm", False)))
+        causal_lm=bool(heads.get("causal_lm", False)),
+        activation=model.get("activation", "gelu"),
+        hidden_mapping_in=bool(emb.get("hidden_mapping_in", True)),
+        sentence_pooling=sentence["pooling"] if sentence else None,
+        sentence_normalize=bool(sentence.get("normalize", False))
+        if sentence else False)
 
 
 def load_config(path: Union[str, Path]) -> ModelConfig:
@@ -242,8 +252,9 @@ def parameter_specs(cfg: ModelConfig) -> list:
              (f"{emb}/position/embedding", (1, cfg.max_seq_length, de)),
              (f"{emb}/type/embedding", (tv, de))]
     specs += _layer_norm_params(f"{emb}/layer_norm", de)
-    specs += [(f"{emb}/hidden_mapping_in/kernel", (de, d)),
-              (f"{emb}/hidden_mapping_in/bias", (d,))]
+    if cfg.hidden_mapping_in:
+        specs += [(f"{emb}/hidden_mapping_in/kernel", (de, d)),
+                  (f"{emb}/hidden_mapping_in/bias", (d,))]
     for layer in range(cfg.num_layers):
         specs += _layer_params(cfg, layer)
     if cfg.norm == "pre":
@@ -360,6 +371,35 @@ def gelu(x: np.ndarray) -> np.ndarray:
                                     (x + 0.044715 * x ** 3)))
 
 
+_erf = np.vectorize(math.erf, otypes=[np.float64])
+
+
+def gelu_erf(x: np.ndarray) -> np.ndarray:
+    """Exact GELU, x * Phi(x) = x / 2 (1 + erf(x / sqrt 2))."""
+    return 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0)))
+
+
+def activation(name: str):
+    """The GELU a model's `activation` names."""
+    return {"gelu": gelu, "gelu_erf": gelu_erf}[name]
+
+
+def pool(h: np.ndarray, input_ids: np.ndarray, pad_id: int, pooling: str,
+         normalize: bool) -> np.ndarray:
+    """Sentence embeddings [B, D]: h[:, 0] (cls) or the mean over the
+    non-pad positions (mean; zeros without any), L2-normalised on request
+    (the norm at least 1e-12)."""
+    if pooling == "cls":
+        rows = h[:, 0]
+    else:
+        mask = (input_ids != pad_id).astype(np.float64)[:, :, None]
+        rows = (h * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1.0)
+    if normalize:
+        norm = np.sqrt((rows * rows).sum(axis=-1, keepdims=True))
+        rows = rows / np.maximum(norm, 1e-12)
+    return rows
+
+
 def layer_norm(x: np.ndarray, scale: np.ndarray, bias: np.ndarray,
                eps: float) -> np.ndarray:
     """LayerNorm over the last axis with var = max(E[x²] − mean², 0)."""
@@ -440,9 +480,9 @@ def attention(x: np.ndarray, params: dict, prefix: str, input_ids: np.ndarray,
 
 
 def feed_forward(x: np.ndarray, w1: np.ndarray, b1: np.ndarray,
-                 w2: np.ndarray, b2: np.ndarray) -> np.ndarray:
-    """GELU(x·W1 + b1)·W2 + b2."""
-    return gelu(x @ w1 + b1) @ w2 + b2
+                 w2: np.ndarray, b2: np.ndarray, act=gelu) -> np.ndarray:
+    """act(x·W1 + b1)·W2 + b2, act a GELU."""
+    return act(x @ w1 + b1) @ w2 + b2
 
 
 # ----------------------------------------------------------------------------
@@ -642,7 +682,7 @@ def _feed_forward(cfg: ModelConfig, params: dict, layer: int,
     return feed_forward(x, params[f"{p}/intermediate/kernel"],
                         params[f"{p}/intermediate/bias"],
                         params[f"{p}/output/kernel"],
-                        params[f"{p}/output/bias"])
+                        params[f"{p}/output/bias"], activation(cfg.activation))
 
 
 def _check_params(cfg: ModelConfig, params: dict) -> None:
@@ -677,8 +717,10 @@ def forward(cfg: ModelConfig, params: dict, input_ids: np.ndarray,
     e = (p[f"{emb}/word/embedding"][input_ids]
          + p[f"{emb}/position/embedding"][0, :seq]
          + p[f"{emb}/type/embedding"][type_ids])
-    h = (ln(f"{emb}/layer_norm", e) @ p[f"{emb}/hidden_mapping_in/kernel"]
-         + p[f"{emb}/hidden_mapping_in/bias"])
+    h = ln(f"{emb}/layer_norm", e)
+    if cfg.hidden_mapping_in:
+        h = (h @ p[f"{emb}/hidden_mapping_in/kernel"]
+             + p[f"{emb}/hidden_mapping_in/bias"])
     for layer in range(cfg.num_layers):
         block = f"encoder/encoder_{layer}"
         mix_ln = f"{block}/mixing_layer_norm"
@@ -693,12 +735,16 @@ def forward(cfg: ModelConfig, params: dict, input_ids: np.ndarray,
         h = ln("encoder/final_layer_norm", h)
 
     out = {"sequence_output": h}
+    if cfg.sentence_pooling is not None:
+        out["sentence_embedding"] = pool(h, input_ids, cfg.pad_id,
+                                         cfg.sentence_pooling,
+                                         cfg.sentence_normalize)
     if cfg.pooler:
         out["pooled_output"] = np.tanh(h[:, 0] @ p["encoder/pooler/kernel"]
                                        + p["encoder/pooler/bias"])
     if cfg.mlm:
-        g = gelu(h @ p["predictions_dense/kernel"]
-                 + p["predictions_dense/bias"])
+        g = activation(cfg.activation)(h @ p["predictions_dense/kernel"]
+                                       + p["predictions_dense/bias"])
         g = ln("predictions_layer_norm", g)
         out["mlm_logits"] = (g @ p[f"{emb}/word/embedding"].T
                              + p["predictions_output/output_bias"])

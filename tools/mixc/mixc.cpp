@@ -120,6 +120,17 @@ cl::opt<bool>
                    "(dropout, router jitter; inputs seed and step), to check "
                    "gradients under one fixed draw"),
           cl::init(false), cl::cat(mixcCategory));
+cl::opt<int64_t>
+    dp("dp",
+       cl::desc("data-parallel replicas: the artifact runs on a mesh of dp × "
+                "ep ranks (mpirun -np dp·ep), each on batch / (dp·ep) "
+                "examples"),
+       cl::init(1), cl::cat(mixcCategory));
+cl::opt<int64_t>
+    ep("ep",
+       cl::desc("expert shards: each rank holds num_experts / ep experts of "
+                "every MoE layer, its slot rows exchanged by all-to-all"),
+       cl::init(1), cl::cat(mixcCategory));
 cl::list<std::string>
     outputs("outputs", cl::CommaSeparated,
             cl::desc("outputs to compute (default: all the model's heads)"),
@@ -197,6 +208,15 @@ OwningOpRef<ModuleOp> buildModel(MLIRContext &context) {
   build.training = train;
   build.trainingStep = train && optimizer == Optimizer::AdamW;
   build.noise = noise;
+  build.world = dp * ep;
+  if (dp * ep > 1) {
+    mixer::Status fits = mixer::checkMesh(
+        inputPath, *config, {dp, ep, batch, seq, static_cast<bool>(train)});
+    if (!fits.ok()) {
+      llvm::errs() << fits.message() << "\n";
+      return nullptr;
+    }
+  }
   return mixer::buildModelModule(context, *config, build);
 }
 
@@ -224,7 +244,7 @@ FailureOr<mixer::PipelineStage> parseIR(MLIRContext &context,
   if (!*recorded)
     return stage;
   for (const cl::Option *flag : std::initializer_list<const cl::Option *>{
-           &target, &precision, &train, &optimizer}) {
+           &target, &precision, &train, &optimizer, &dp, &ep}) {
     if (flag->getNumOccurrences()) {
       std::string record;
       llvm::raw_string_ostream os(record);
@@ -295,6 +315,24 @@ int main(int argc, char **argv) {
     llvm::errs() << "mixc: --batch must be >= 1 and --seq >= 0\n";
     return kInputError;
   }
+  if (dp < 1 || ep < 1) {
+    llvm::errs() << "mixc: --dp and --ep must be >= 1\n";
+    return kInputError;
+  }
+  if (dp * ep > 1) {
+    if (!inputIsIR() && batch % (dp * ep) != 0) {
+      llvm::errs() << "mixc: --batch " << batch << " does not divide into the "
+                   << dp * ep << " ranks of the mesh (--dp " << dp << " × --ep "
+                   << ep << ")\n";
+      return kInputError;
+    }
+    if (train || target != "cpu") {
+      llvm::errs() << "mixc: --dp and --ep compile inference for --target "
+                      "cpu; parallel training steps and CUDA collectives are "
+                      "not supported yet\n";
+      return kInputError;
+    }
+  }
   if (noise && !(train && optimizer == Optimizer::None)) {
     llvm::errs() << "mixc: --noise needs --train --optimizer=none (a training "
                     "step always has its noise)\n";
@@ -315,6 +353,8 @@ int main(int argc, char **argv) {
   options.precision = precisionName;
   options.training = train;
   options.optimizer = optimizer == Optimizer::AdamW;
+  options.dp = dp;
+  options.ep = ep;
   OwningOpRef<ModuleOp> module;
   std::optional<mixer::PipelineStage> reached;
   if (inputIsIR()) {
@@ -377,7 +417,12 @@ int main(int argc, char **argv) {
   }
   auto summary = nlohmann::json::parse(*plan);
   // IR without an input_ids input records batch 0.
-  int64_t examples = std::max<int64_t>(summary["batch"].get<int64_t>(), 1);
+  // A parallel plan's flops are one rank's, on its share of the batch.
+  int64_t ranks = summary.contains("mesh")
+                      ? summary["mesh"]["world"].get<int64_t>()
+                      : int64_t(1);
+  int64_t examples =
+      std::max<int64_t>(summary["batch"].get<int64_t>() / ranks, 1);
   llvm::outs() << llvm::formatv(
       "mixc: {0} -> {1}: {2} steps, {3} parameters, peak arena {4:F1} MiB "
       "({5} bytes), {6:F2} GFLOP per example\n",
@@ -386,5 +431,19 @@ int main(int argc, char **argv) {
       summary["arena_bytes"].get<int64_t>() / 1048576.0,
       summary["arena_bytes"].get<int64_t>(),
       summary["flops"].get<double>() / 1e9 / examples);
+  // A parallel plan: what each rank sends per step.
+  if (summary.contains("mesh")) {
+    int64_t total = 0;
+    std::string kinds;
+    for (auto &[kernel, bytes] : summary["comm_bytes"].items()) {
+      total += bytes.get<int64_t>();
+      kinds += llvm::formatv(", {0} {1}", kernel, bytes.get<int64_t>()).str();
+    }
+    llvm::outs() << llvm::formatv(
+        "mixc: mesh dp {0} × ep {1}: each rank sends at most {2:F3} MiB per "
+        "step to the others ({3} bytes{4})\n",
+        summary["mesh"]["dp"].get<int64_t>(),
+        summary["mesh"]["ep"].get<int64_t>(), total / 1048576.0, total, kinds);
+  }
   return 0;
 }

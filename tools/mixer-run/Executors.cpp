@@ -12,8 +12,9 @@ void requireTarget(const exec::Plan &plan) {
   check(target::checkTargetAvailable(plan));
 }
 
-std::unique_ptr<exec::PlanExecutor> createExecutor(const exec::Plan &plan) {
-  return check(target::createExecutor(plan));
+std::unique_ptr<exec::PlanExecutor> createExecutor(const exec::Plan &plan,
+                                                   comm::Communicator *world) {
+  return check(target::createExecutor(plan, world));
 }
 
 } // namespace mixer::run

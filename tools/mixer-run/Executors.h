@@ -3,6 +3,7 @@
 #ifndef MIXER_TOOLS_MIXER_RUN_EXECUTORS_H
 #define MIXER_TOOLS_MIXER_RUN_EXECUTORS_H
 
+#include "runtime/comm/Communicator.h"
 #include "runtime/exec/PlanExecutor.h"
 
 #include <memory>
@@ -13,7 +14,9 @@ namespace mixer::run {
 /// The executor of `plan`'s target (target::createExecutor). Throws a
 /// RuntimeFailure with one line when the target cannot run here (no CUDA
 /// device, a build without CUDA) or the plan cannot be prepared.
-std::unique_ptr<exec::PlanExecutor> createExecutor(const exec::Plan &plan);
+/// A parallel plan's collectives run through `world`.
+std::unique_ptr<exec::PlanExecutor>
+createExecutor(const exec::Plan &plan, comm::Communicator *world = nullptr);
 
 /// Throws a RuntimeFailure with one line unless this machine can run
 /// `plan`'s target (target::checkTargetAvailable).

@@ -13,6 +13,11 @@
 
 #include "mixer/Version.h"
 #include "runtime/comm/Communicator.h"
+#ifdef MIXER_HAVE_MPI
+#include "runtime/comm/Mpi.h"
+#endif
+#include "runtime/convert/HuggingFaceBert.h"
+#include "runtime/data/Tokenizer.h"
 #include "runtime/exec/Binding.h"
 #include "runtime/exec/Init.h"
 #include "runtime/exec/MemoryBudget.h"
@@ -24,10 +29,10 @@
 #include <omp.h>
 #include <oneapi/dnnl/dnnl.h>
 #include <oneapi/dnnl/dnnl.hpp>
-#include <sentencepiece_processor.h>
 
 #include <sched.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
@@ -36,6 +41,8 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <map>
 #include <optional>
@@ -98,18 +105,22 @@ double millisecondsSince(Clock::time_point start) {
 }
 
 /// Binds the weights of `path`, or weights drawn with seed 0 when `path` is
-/// empty.
+/// empty. A rank of a parallel plan (`world`) binds its shards of the file's
+/// global tensors.
 void bindWeights(exec::PlanExecutor &executor, const std::string &path,
-                 bool allowExtra) {
+                 bool allowExtra, const comm::Communicator *world = nullptr) {
   const exec::Plan &plan = executor.getPlan();
-  if (path.empty())
+  if (path.empty()) {
     check(executor.bindParams(exec::initParameters(plan, 0), plan.path,
                               /*allowExtra=*/false));
-  else
-    check(executor.bindParams(
-        check(io::readTensorFile(
-            path, exec::paramsFilter(plan, path, allowExtra))),
-        path, allowExtra));
+  } else {
+    std::vector<io::HostTensor> params = check(
+        io::readTensorFile(path, exec::paramsFilter(plan, path, allowExtra)));
+    std::vector<io::HostTensor> noInputs;
+    if (world)
+      exec::takeShards(plan, params, noInputs, world->rank());
+    check(executor.bindParams(std::move(params), path, allowExtra));
+  }
   // A training plan runs from fresh optimizer state.
   if (plan.updatesParameters())
     check(executor.bindState(train::zeroOptimizerState(plan), "optimizer state",
@@ -199,12 +210,13 @@ int runInit(const Args &args) {
 //===----------------------------------------------------------------------===//
 
 /// Token ids of `texts` as the plan's input_ids [batch, seq]: each text
-/// encoded, cut to seq tokens and padded with the plan's pad id; rows
-/// without a text are all padding. `lengths` receives the token counts
-/// before truncation.
+/// encoded as a model input row (data::Tokenizer::encodeInput: cut to seq
+/// tokens, between [CLS] and [SEP] for a WordPiece vocabulary) and padded
+/// with the plan's pad id; rows without a text are all padding. `lengths`
+/// receives the token counts before truncation.
 io::HostTensor encodeTexts(const exec::Plan &plan,
                            const std::vector<std::string> &texts,
-                           const std::string &tokenizer,
+                           const std::string &tokenizerPath,
                            std::vector<size_t> &lengths) {
   auto input = std::find_if(
       plan.inputs.begin(), plan.inputs.end(),
@@ -217,11 +229,10 @@ io::HostTensor encodeTexts(const exec::Plan &plan,
     throw RuntimeFailure{"--text: " + std::to_string(texts.size()) +
                          " sentences but the artifact's batch is " +
                          std::to_string(batch)};
-  sentencepiece::SentencePieceProcessor processor;
-  auto loaded = processor.Load(tokenizer);
-  if (!loaded.ok())
-    throw RuntimeFailure{tokenizer + ": cannot load the SentencePiece model: " +
-                         loaded.ToString()};
+  data::Tokenizer tokenizer =
+      check(data::Tokenizer::load(tokenizerPath, /*forTraining=*/false));
+  if (tokenizer.isWordPiece())
+    check(tokenizer.checkMatches(plan.vocabSize, plan.padId));
   io::HostTensor ids;
   ids.name = input->name;
   ids.dtype = io::DType::I32;
@@ -230,14 +241,11 @@ io::HostTensor encodeTexts(const exec::Plan &plan,
   int32_t *out = ids.as<int32_t>();
   std::fill(out, out + input->numel, static_cast<int32_t>(plan.padId));
   for (size_t b = 0; b < texts.size(); ++b) {
-    std::vector<int> pieces;
-    auto encoded = processor.Encode(texts[b], &pieces);
-    if (!encoded.ok())
-      throw RuntimeFailure{tokenizer + ": cannot encode --text " +
-                           std::to_string(b) + ": " + encoded.ToString()};
-    lengths.push_back(pieces.size());
-    size_t kept = std::min<size_t>(pieces.size(), seq);
-    std::copy(pieces.begin(), pieces.begin() + kept, out + b * seq);
+    size_t count = 0;
+    std::vector<int32_t> row = check(tokenizer.encodeInput(
+        texts[b], "--text " + std::to_string(b), seq, count));
+    lengths.push_back(count);
+    std::copy(row.begin(), row.end(), out + b * seq);
   }
   return ids;
 }
@@ -291,6 +299,36 @@ void printTensorSummary(const std::vector<io::HostTensor> &outputs) {
   }
 }
 
+/// The MPI world of a parallel plan (null for a one-process plan), whose
+/// size checkWorld has matched to the plan's mesh.
+std::unique_ptr<comm::Communicator> parallelWorld(const exec::Plan &plan) {
+  if (plan.mesh.world() == 1)
+    return nullptr;
+#ifdef MIXER_HAVE_MPI
+  return check(comm::createMpiWorld());
+#else
+  throw RuntimeFailure{plan.path + " is a parallel plan; this mixer-run was "
+                                   "built without MPI"};
+#endif
+}
+
+/// Every rank's outputs joined along the batch, in rank order (each rank
+/// computes its rows of every output).
+std::vector<io::HostTensor> gatherOutputs(comm::Communicator &world,
+                                          std::vector<io::HostTensor> outputs) {
+  for (io::HostTensor &output : outputs) {
+    if (output.shape.empty())
+      throw RuntimeFailure{"output '" + output.name +
+                           "' has no batch axis to gather along"};
+    std::vector<uint8_t> all(output.data.size() * world.size());
+    check(world.allGather(output.data.data(), all.data(), output.data.size(),
+                          "outputs"));
+    output.data = std::move(all);
+    output.shape[0] *= world.size();
+  }
+  return outputs;
+}
+
 int runInfer(const Args &args) {
   std::string weights = args.get("--weights");
   std::string output = args.get("--output");
@@ -316,10 +354,20 @@ int runInfer(const Args &args) {
                      "artifact has " +
                      std::to_string(plan.outputs.size()) +
                      " outputs; use .safetensors or .npz"};
-  std::unique_ptr<exec::PlanExecutor> executor = createExecutor(plan);
+  std::unique_ptr<comm::Communicator> world = parallelWorld(plan);
+  std::unique_ptr<exec::PlanExecutor> executor =
+      createExecutor(plan, world.get());
   double loadMs = millisecondsSince(start);
   start = Clock::now();
-  bindWeights(*executor, weights, args.has("--allow-extra"));
+  bindWeights(*executor, weights, args.has("--allow-extra"), world.get());
+  // Each rank binds its rows of the global batch.
+  auto bindRows = [&](std::vector<io::HostTensor> inputs,
+                      const std::string &source) {
+    std::vector<io::HostTensor> noParams;
+    if (world)
+      exec::takeShards(plan, noParams, inputs, world->rank());
+    check(executor->bindInputs(inputs, source, /*allowExtra=*/false));
+  };
   double weightsMs = millisecondsSince(start);
 
   std::vector<std::string> texts;
@@ -329,7 +377,7 @@ int runInfer(const Args &args) {
     std::vector<io::HostTensor> inputs;
     inputs.push_back(
         encodeTexts(plan, texts, args.get("--tokenizer"), lengths));
-    check(executor->bindInputs(inputs, "--text", /*allowExtra=*/false));
+    bindRows(std::move(inputs), "--text");
   } else {
     std::string path = args.get("--input");
     // A .npy array is named after its file; it feeds the first required
@@ -356,13 +404,27 @@ int runInfer(const Args &args) {
     if (inputs.empty())
       throw RuntimeFailure{path + ": holds no tensors"};
     inputs.front().name = inputName(inputs.front().name);
-    check(executor->bindInputs(inputs, path, /*allowExtra=*/false));
+    bindRows(std::move(inputs), path);
   }
 
   start = Clock::now();
-  check(executor->run());
+  Status ran = executor->run();
+  // The other ranks may wait in a collective this one will not join: a
+  // failing rank ends the job.
+  if (!ran && world) {
+    std::fprintf(stderr, "mixer-run: error: rank %d: %s\n", world->rank(),
+                 ran.message().c_str());
+    world->abort(kRuntimeFailure);
+  }
+  check(ran);
   double runMs = millisecondsSince(start);
   std::vector<io::HostTensor> outputs = executor->outputs();
+  if (world) {
+    outputs = gatherOutputs(*world, std::move(outputs));
+    // Rank 0 writes and reports for every rank.
+    if (world->rank() != 0)
+      return 0;
+  }
   if (!output.empty())
     check(io::writeTensorFile(output, outputs));
   if (textMode)
@@ -563,6 +625,101 @@ int runBench(const Args &args, int threads) {
 }
 
 //===----------------------------------------------------------------------===//
+// import
+//===----------------------------------------------------------------------===//
+
+/// Maps a checkpoint of another framework to OUT/ (model.json,
+/// weights.safetensors and the files copied as they are), written into a
+/// sibling temporary directory that is renamed into place at the end.
+int runImport(const Args &args) {
+  namespace fs = std::filesystem;
+  std::string source = args.artifact;
+  if (!args.has("--output"))
+    throw UsageError{"missing -o OUT/ (the directory to create)"};
+  fs::path out = fs::path(args.get("--output")).lexically_normal();
+  if (out.filename().empty())
+    out = out.parent_path();
+  std::error_code error;
+  if (fs::exists(out, error) &&
+      !(fs::is_directory(out, error) && fs::is_empty(out, error)))
+    throw RuntimeFailure{out.string() +
+                         ": exists and is not an empty directory; nothing "
+                         "was written"};
+  if (!convert::isHuggingFaceDirectory(source))
+    throw RuntimeFailure{source + ": not a Hugging Face model directory "
+                                  "(no config.json)"};
+  convert::ImportedModel imported =
+      check(convert::importHuggingFaceBert(source));
+  fs::path staging = out;
+  staging += ".partial-" + std::to_string(::getpid());
+  fs::remove_all(staging, error);
+  auto fail = [&](const std::string &what) {
+    fs::remove_all(staging, error);
+    throw RuntimeFailure{what + "; nothing was written"};
+  };
+  if (!fs::create_directories(staging, error))
+    fail(staging.string() +
+         ": cannot create the directory: " + error.message());
+  Status status = io::writeFileAtomic((staging / "model.json").string(),
+                                      imported.model.dump(2) + "\n");
+  if (status.ok())
+    status = io::writeSafetensors((staging / "weights.safetensors").string(),
+                                  imported.weights, {{"source", source}});
+  if (!status.ok())
+    fail(status.message());
+  for (const auto &[from, name] : imported.copied)
+    if (!fs::copy_file(from, staging / name, error))
+      fail(from + ": cannot copy: " + error.message());
+  if (Status synced = io::syncDirectory(staging.string()); !synced.ok())
+    fail(synced.message());
+  fs::rename(staging, out, error);
+  if (error)
+    fail(out.string() + ": cannot rename " + staging.string() +
+         " to it: " + error.message());
+  for (const std::string &line : imported.mapped)
+    std::printf("%s\n", line.c_str());
+  int64_t values = 0;
+  for (const io::HostTensor &t : imported.weights)
+    values += t.numel();
+  std::printf("mapped %zu tensors (%lld values) of %s into %s: model.json, "
+              "weights.safetensors",
+              imported.weights.size(), static_cast<long long>(values),
+              source.c_str(), out.string().c_str());
+  for (const auto &copied : imported.copied)
+    std::printf(", %s", copied.second.c_str());
+  std::printf("\n");
+  return 0;
+}
+
+//===----------------------------------------------------------------------===//
+// tokenize
+//===----------------------------------------------------------------------===//
+
+/// Prints the token ids of every line of a text file, one line each.
+int runTokenize(const Args &args) {
+  if (!args.has("--tokenizer"))
+    throw UsageError{"missing --tokenizer FILE (a vocab.txt or a "
+                     "SentencePiece model)"};
+  data::Tokenizer tokenizer = check(
+      data::Tokenizer::load(args.get("--tokenizer"), /*forTraining=*/false));
+  std::ifstream in(args.artifact, std::ios::binary);
+  if (!in)
+    throw RuntimeFailure{args.artifact + ": cannot read the text"};
+  std::string line, out;
+  for (size_t number = 1; std::getline(in, line); ++number) {
+    std::vector<int32_t> ids = check(
+        tokenizer.encode(line, args.artifact + ":" + std::to_string(number)));
+    out.clear();
+    for (size_t i = 0; i < ids.size(); ++i)
+      out += (i ? " " : "") + std::to_string(ids[i]);
+    std::printf("%s\n", out.c_str());
+  }
+  if (in.bad())
+    throw RuntimeFailure{args.artifact + ": cannot read the text"};
+  return 0;
+}
+
+//===----------------------------------------------------------------------===//
 // Command table and main
 //===----------------------------------------------------------------------===//
 
@@ -631,10 +788,16 @@ const std::vector<Command> &commands() {
        "summarised on stdout and written atomically to --output; nothing is\n"
        "written when anything fails.\n"
        "\n"
+       "A parallel artifact (mixc --dp --ep) runs under mpirun -np dp·ep:\n"
+       "every rank reads the same global weights and inputs and binds its\n"
+       "shards and rows; rank 0 gathers the outputs, reports and writes.\n"
+       "\n"
        "  --weights FILE     weights (.safetensors, .npz)\n"
        "  --input FILE       inputs (.safetensors, .npz, .npy)\n"
        "  --text SENTENCE    a sentence to encode (repeat for a batch)\n"
-       "  --tokenizer FILE   SentencePiece model for --text\n"
+       "  --tokenizer FILE   for --text: a WordPiece vocab.txt (BERT: [CLS] "
+       "...\n"
+       "                     [SEP]) or a SentencePiece model\n"
        "  --output FILE      outputs (.safetensors, .npz, or .npy for one)\n"
        "  --allow-extra      ignore weight tensors the artifact does not use\n"
        "  --threads N        worker threads (default: OMP_NUM_THREADS, else\n"
@@ -646,6 +809,29 @@ const std::vector<Command> &commands() {
         {"--output", "-o", true, false},
         {"--allow-extra", nullptr, false, false},
         kThreadsFlag}},
+      {"import",
+       "map a Hugging Face BERT checkpoint to a model and weights",
+       "usage: mixer-run import DIR -o OUT/\n"
+       "\n"
+       "Reads the Hugging Face model directory DIR (config.json,\n"
+       "model.safetensors, vocab.txt; sentence-transformers' modules.json\n"
+       "and pooling configuration when present) and writes OUT/model.json\n"
+       "(mixer's model description), OUT/weights.safetensors (the parameters\n"
+       "under mixer's names and layouts) and OUT/vocab.txt, printing each\n"
+       "mapped tensor. What cannot be mapped is refused with the file, the\n"
+       "key or tensor and the reason, and nothing is written. OUT must not\n"
+       "exist or be empty.\n"
+       "\n"
+       "  -o, --output DIR   the directory to create\n",
+       {{"--output", "-o", true, false}}},
+      {"tokenize",
+       "print the token ids of each line of a text",
+       "usage: mixer-run tokenize TEXT --tokenizer FILE\n"
+       "\n"
+       "Prints one line per line of TEXT: its token ids separated by spaces\n"
+       "(no [CLS] or [SEP]). FILE is a WordPiece vocab.txt or a SentencePiece\n"
+       "model, as for infer --text.\n",
+       {{"--tokenizer", nullptr, true, false}}},
       {"bench",
        "measure inference throughput",
        "usage: mixer-run bench A.mxa [--weights W] [--iters N] [--warmup N] "
@@ -786,23 +972,50 @@ bool parseArgs(const Command &command, int argc, char **argv, Args &args) {
     values.push_back(value);
   }
   if (args.artifact.empty())
-    throw UsageError{"missing the artifact (A.mxa) argument"};
+    throw UsageError{command.name == std::string("tokenize")
+                         ? "missing the text (TEXT) argument"
+                     : command.name == std::string("import")
+                         ? "missing the model directory (DIR) argument"
+                         : "missing the artifact (A.mxa) argument"};
   return true;
 }
 
-/// Refuses a start by mpirun with several ranks: every plan runs in one
-/// process (a plan with a mesh, docs/runtime.md, will say how many ranks it
-/// needs). Rank 0 says why; the other ranks exit without a word.
+/// Checks the processes mpirun started against the plan's mesh: a
+/// one-process plan runs without mpirun or with one rank, a parallel plan
+/// (`infer` only, so far) with exactly its world of ranks. Rank 0 says what
+/// does not fit; the other ranks exit without a word.
 void checkWorld(const Args &args) {
   std::optional<comm::Launch> launch = comm::detectLaunch();
-  if (!launch || launch->worldSize == 1)
+  int ranks = launch ? launch->worldSize : 1;
+  bool quiet = launch && launch->worldRank != 0;
+  auto refuse = [&](const std::string &message) {
+    if (quiet)
+      std::exit(kRuntimeFailure);
+    throw RuntimeFailure{message};
+  };
+  Expected<exec::Plan> loaded = exec::Plan::load(args.artifact);
+  if (!loaded) {
+    if (ranks == 1)
+      return; // the command reports it
+    refuse(loaded.message());
+  }
+  const exec::Plan &plan = *loaded;
+  int64_t world = plan.mesh.world();
+  if (world == 1 && ranks > 1)
+    refuse(args.artifact + " is a one-process plan (no mesh); mpirun started " +
+           std::to_string(ranks) + " ranks; run it without mpirun");
+  if (world == 1 || args.command == "params")
     return;
-  if (launch->worldRank != 0)
-    std::exit(kRuntimeFailure);
-  check(exec::Plan::load(args.artifact));
-  throw RuntimeFailure{args.artifact + " is a one-process plan (no mesh); " +
-                       "mpirun started " + std::to_string(launch->worldSize) +
-                       " ranks; run it without mpirun"};
+  std::string needs = args.artifact + " needs " + std::to_string(world) +
+                      " ranks (dp " + std::to_string(plan.mesh.dp) + " × ep " +
+                      std::to_string(plan.mesh.ep) + ")";
+  if (args.command != "infer")
+    refuse(args.artifact + " is a parallel plan; mixer-run " + args.command +
+           " runs one-process plans only (infer runs parallel ones)");
+  if (ranks != world)
+    refuse(needs +
+           (launch ? "; mpirun started " + std::to_string(ranks)
+                   : "; start it with mpirun -np " + std::to_string(world)));
 }
 
 int dispatch(const Args &args) {
@@ -820,6 +1033,10 @@ int dispatch(const Args &args) {
     return runFinetune(args);
   if (args.command == "eval")
     return runEval(args);
+  if (args.command == "tokenize")
+    return runTokenize(args);
+  if (args.command == "import")
+    return runImport(args);
   return runBench(args, threads);
 }
 

@@ -72,6 +72,22 @@ func.func @attention_width(%q: tensor<2x8x16xf32>, %ids: tensor<2x8xi32>) {
 
 // -----
 
+func.func @pool_ids_shape(%x: tensor<2x8x16xf32>, %ids: tensor<2x7xi32>) {
+  // expected-error @+1 {{ids must have shape [2, 8] but has [2, 7]}}
+  %y = mixer.pool mean %x, %ids {pad_id = 0 : i64} : (tensor<2x8x16xf32>, tensor<2x7xi32>) -> tensor<2x16xf32>
+  return
+}
+
+// -----
+
+func.func @pool_result_shape(%x: tensor<2x8x16xf32>, %ids: tensor<2x8xi32>) {
+  // expected-error @+1 {{result must have shape [2, 16] but has [2, 8]}}
+  %y = mixer.pool cls %x, %ids {pad_id = 0 : i64} : (tensor<2x8x16xf32>, tensor<2x8xi32>) -> tensor<2x8xf32>
+  return
+}
+
+// -----
+
 func.func @take_position_range(%x: tensor<2x8x16xf32>) {
   // expected-error @+1 {{position 8 is outside the sequence of length 8}}
   %y = mixer.take_position %x[8] : tensor<2x8x16xf32> to tensor<2x16xf32>

@@ -27,6 +27,12 @@ func.func @embedding_and_dense(%ids: tensor<2x8xi32>, %types: tensor<2x8xi32>,
   %p = mixer.take_position %rb[0] : tensor<2x8x32xf32> to tensor<2x32xf32>
   // CHECK: mixer.reshape
   %f = mixer.reshape %rb : tensor<2x8x32xf32> to tensor<16x32xf32>
+  // CHECK: mixer.activation gelu_erf
+  %ge = mixer.activation gelu_erf %rb : tensor<2x8x32xf32>
+  // CHECK: mixer.pool mean {{.*}} {normalize, pad_id = 0 : i64}
+  %pm = mixer.pool mean %ge, %ids {normalize, pad_id = 0 : i64} : (tensor<2x8x32xf32>, tensor<2x8xi32>) -> tensor<2x32xf32>
+  // CHECK: mixer.pool cls {{.*}} {pad_id = 3 : i64}
+  %pc = mixer.pool cls %ge, %ids {pad_id = 3 : i64} : (tensor<2x8x32xf32>, tensor<2x8xi32>) -> tensor<2x32xf32>
   return %rb : tensor<2x8x32xf32>
 }
 

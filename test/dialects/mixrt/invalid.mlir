@@ -35,7 +35,7 @@ func.func @attribute_type(%x: memref<4xf32>, %y: memref<4xf32>) {
 
 func.func @attribute_value(%x: memref<4xf32>) {
   %y = mixrt.alloc : memref<4xf32>
-  // expected-error @+1 {{kernel 'activation' attribute 'kind' must be one of "none" "gelu" "tanh" "relu", not "swish"}}
+  // expected-error @+1 {{kernel 'activation' attribute 'kind' must be one of "none" "gelu" "tanh" "relu" "gelu_erf", not "swish"}}
   mixrt.kernel "activation" ins(%x : memref<4xf32>) outs(%y : memref<4xf32>) params {kind = "swish"}
   return
 }

@@ -38,8 +38,9 @@ const DenseShape kShapes[] = {{1, 1, 1},     {3, 7, 13},    {13, 3, 7},
 TEST(DenseTest, MatchesReferenceOnAllShapesAndEpilogues) {
   for (const DenseShape &s : kShapes)
     for (bool transposeW : {false, true})
-      for (Activation act : {Activation::None, Activation::Gelu,
-                             Activation::Tanh, Activation::Relu})
+      for (Activation act :
+           {Activation::None, Activation::Gelu, Activation::Tanh,
+            Activation::Relu, Activation::GeluErf})
         for (bool withBias : {false, true}) {
           auto x = randomFloats(s.m * s.k, 1);
           auto w = randomFloats(s.k * s.n, 2);

@@ -137,10 +137,11 @@ TEST(DenseBackwardTest, ThreadCountDoesNotChangeBits) {
 }
 
 const Activation kActivations[] = {Activation::None, Activation::Gelu,
-                                   Activation::Tanh, Activation::Relu};
+                                   Activation::Tanh, Activation::Relu,
+                                   Activation::GeluErf};
 
 std::string name(Activation act) {
-  const char *names[] = {"none", "gelu", "tanh", "relu"};
+  const char *names[] = {"none", "gelu", "tanh", "relu", "gelu_erf"};
   return names[static_cast<int>(act)];
 }
 
@@ -176,6 +177,14 @@ TEST(ActivationBackwardTest, HandComputedDerivatives) {
   EXPECT_NEAR(dx[1], 2.0 * (1.0 - std::pow(std::tanh(2.0), 2)), 1e-6);
   activationBackward(x.data(), dy.data(), dx.data(), 4, Activation::Relu);
   EXPECT_EQ(dx, (std::vector<float>{0.0f, 2.0f, 0.0f, 2.0f}));
+  // Exact GELU: Phi(x) + x phi(x); Phi(2) + 2 phi(2) = 0.9772498680518208 +
+  // 2 * 0.05399096651318806.
+  activationBackward(x.data(), dy.data(), dx.data(), 4, Activation::GeluErf);
+  EXPECT_FLOAT_EQ(dx[0], 1.0f);
+  EXPECT_NEAR(dx[1], 2.0 * (0.9772498680518208 + 2.0 * 0.05399096651318806),
+              1e-6);
+  EXPECT_NEAR(dx[2], 0.0f, 1e-30);
+  EXPECT_FLOAT_EQ(dx[3], 2.0f);
 }
 
 TEST(ActivationBackwardTest, FromOutputMatchesReference) {

@@ -107,7 +107,7 @@ std::vector<float> prefilled(int64_t n, bool accumulate, uint32_t seed) {
 }
 
 std::string actName(Activation act) {
-  const char *names[] = {"none", "gelu", "tanh", "relu"};
+  const char *names[] = {"none", "gelu", "tanh", "relu", "gelu_erf"};
   return names[static_cast<int>(act)];
 }
 
@@ -238,7 +238,7 @@ TEST(ExpertsBackwardTest, MatchesReference) {
   const int64_t d = 5, f = 7;
   for (const Table &t : allTables())
     for (Activation act : {Activation::None, Activation::Gelu, Activation::Tanh,
-                           Activation::Relu})
+                           Activation::Relu, Activation::GeluErf})
       for (bool withBias : {false, true})
         for (bool accumulate : {false, true}) {
           ExpertParams p(t.experts, d, f, 57);

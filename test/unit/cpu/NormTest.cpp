@@ -122,6 +122,21 @@ TEST(ActivationTest, GeluGoldens) {
     EXPECT_NEAR(y[i], expected[i], 1e-6) << "GELU(" << x[i] << ")";
 }
 
+TEST(ActivationTest, GeluErfGoldens) {
+  // x * Phi(x) with Phi(-1) = 0.15865525393145707, Phi(1) =
+  // 0.8413447460685429, Phi(2) = 0.9772498680518208 (normal tables).
+  std::vector<float> x = {-1.0f, 0.0f, 1.0f, 2.0f};
+  std::vector<float> y(4), reference(4);
+  activation(x.data(), y.data(), 4, Activation::GeluErf);
+  reference::activation(x.data(), reference.data(), 4, Activation::GeluErf);
+  const double expected[] = {-0.15865525393145707, 0.0, 0.8413447460685429,
+                             1.9544997361036416};
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_NEAR(y[i], expected[i], 2e-7) << "GELU_erf(" << x[i] << ")";
+    EXPECT_NEAR(reference[i], expected[i], 1e-7) << "GELU_erf(" << x[i] << ")";
+  }
+}
+
 TEST(ActivationTest, MatchesReferenceForEveryKind) {
   // A dense sweep of [-12, 12] plus odd lengths for the vector tails.
   std::vector<float> x;
@@ -130,8 +145,8 @@ TEST(ActivationTest, MatchesReferenceForEveryKind) {
   for (float v : {1e-30f, -1e-30f, 1e-8f, 0.6249f, 0.6251f, -0.625f, 40.0f,
                   -40.0f, 100.0f, -100.0f})
     x.push_back(v);
-  for (Activation act :
-       {Activation::None, Activation::Gelu, Activation::Tanh, Activation::Relu})
+  for (Activation act : {Activation::None, Activation::Gelu, Activation::Tanh,
+                         Activation::Relu, Activation::GeluErf})
     for (int64_t n : {int64_t(1), int64_t(7), int64_t(x.size())}) {
       std::vector<float> y(n), expected(n);
       activation(x.data(), y.data(), n, act);
@@ -160,6 +175,41 @@ TEST(ActivationTest, InPlace) {
   reference::activation(x.data(), expected.data(), x.size(), Activation::Gelu);
   activation(x.data(), x.data(), x.size(), Activation::Gelu);
   expectClose(x, expected, kRelTol, "in-place GELU");
+}
+
+TEST(PoolTest, HandComputedRows) {
+  // Two examples of three positions, d = 2; pad id 0.
+  std::vector<float> x = {3, 4, 1, 1, 5, 5, /**/ 0, 2, 6, 8, 9, 9};
+  std::vector<int32_t> ids = {7, 8, 0, /**/ 5, 6, 0};
+  std::vector<float> y(4);
+  pool(x.data(), ids.data(), y.data(), 2, 3, 2, PoolMode::Cls, false, 0);
+  EXPECT_EQ(y, (std::vector<float>{3, 4, 0, 2}));
+  pool(x.data(), ids.data(), y.data(), 2, 3, 2, PoolMode::Mean, false, 0);
+  EXPECT_EQ(y, (std::vector<float>{2, 2.5f, 3, 5}));
+  pool(x.data(), ids.data(), y.data(), 2, 3, 2, PoolMode::Cls, true, 0);
+  EXPECT_EQ(y, (std::vector<float>{0.6f, 0.8f, 0, 1}));
+  // Every token padding: zeros, normalised or not.
+  std::vector<int32_t> pads = {0, 0, 0, 0, 0, 0};
+  pool(x.data(), pads.data(), y.data(), 2, 3, 2, PoolMode::Mean, true, 0);
+  EXPECT_EQ(y, (std::vector<float>{0, 0, 0, 0}));
+}
+
+TEST(PoolTest, MatchesReference) {
+  const int64_t batch = 3, seq = 11, d = 37;
+  auto x = randomFloats(batch * seq * d, 14);
+  std::vector<int32_t> ids(batch * seq);
+  for (int64_t i = 0; i < batch * seq; ++i)
+    ids[i] = i % seq < 2 + 3 * (i / seq) ? 5 + int32_t(i % 4) : 3;
+  for (PoolMode mode : {PoolMode::Cls, PoolMode::Mean})
+    for (bool normalize : {false, true}) {
+      std::vector<float> y(batch * d), expected(batch * d);
+      pool(x.data(), ids.data(), y.data(), batch, seq, d, mode, normalize, 3);
+      reference::pool(x.data(), ids.data(), expected.data(), batch, seq, d,
+                      mode, normalize, 3);
+      expectClose(y, expected, kRelTol,
+                  "pool mode " + std::to_string(int(mode)) +
+                      (normalize ? " normalized" : ""));
+    }
 }
 
 TEST(AddTest, MatchesReference) {

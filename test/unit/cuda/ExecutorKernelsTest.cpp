@@ -166,6 +166,41 @@ TEST(CudaTanh, MatchesTheReference) {
   expectClose(gDx.read(), dx, kRelTol, "tanh gradient");
 }
 
+TEST(CudaGeluErf, MatchesTheReference) {
+  int64_t n = 1000;
+  std::vector<float> x = randomFloats(n, 19, -8.0f, 8.0f),
+                     dy = randomFloats(n, 20);
+  std::vector<float> y(n), dx(n);
+  cpu::reference::activation(x.data(), y.data(), n, Activation::GeluErf);
+  cpu::reference::activationBackward(x.data(), dy.data(), dx.data(), n,
+                                     Activation::GeluErf);
+  DeviceArray<float> dX(x), dDy(dy), gY(n), gDx(n);
+  ASSERT_OK(geluErfForward(dX.get(), gY.get(), n, nullptr));
+  ASSERT_OK(geluErfBackward(dX.get(), dDy.get(), gDx.get(), n, nullptr));
+  expectClose(gY.read(), y, kRelTol, "gelu_erf");
+  expectClose(gDx.read(), dx, kRelTol, "gelu_erf gradient");
+}
+
+TEST(CudaPool, MatchesTheReference) {
+  const int64_t batch = 3, seq = 9, d = 300;
+  std::vector<float> x = randomFloats(batch * seq * d, 21);
+  std::vector<int32_t> ids(batch * seq);
+  for (int64_t i = 0; i < batch * seq; ++i)
+    ids[i] = i % seq < 1 + 4 * (i / seq) ? 7 : 0;
+  ids[2 * seq] = 0; // the last example: padding first, then tokens
+  DeviceArray<float> dX(x), dY(batch * d);
+  DeviceArray<int32_t> dIds(ids);
+  for (PoolMode mode : {PoolMode::Cls, PoolMode::Mean})
+    for (bool normalize : {false, true}) {
+      std::vector<float> expected(batch * d);
+      cpu::reference::pool(x.data(), ids.data(), expected.data(), batch, seq, d,
+                           mode, normalize, 0);
+      ASSERT_OK(pool(dX.get(), dIds.get(), dY.get(), batch, seq, d, mode,
+                     normalize, 0, nullptr));
+      expectClose(dY.read(), expected, kRelTol, "pool");
+    }
+}
+
 TEST(CudaScalarKernels, FollowTheCpuKernels) {
   std::vector<float> a = randomFloats(301, 11),
                      b = randomFloats(301, 12, 0.5f, 2.0f);

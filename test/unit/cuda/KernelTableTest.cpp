@@ -100,7 +100,7 @@ TEST(CudaKernelTableTest, RefusesMixedActivationTypes) {
 TEST(CudaKernelTableTest, RefusesActivationsWithoutAKernel) {
   EXPECT_EQ(prepareError(normThen("activation", {{"kind", "relu"}}), 1),
             "tiny.mxa: steps[1] (activation): activation 'relu' has no CUDA "
-            "implementation yet (only gelu and tanh)");
+            "implementation yet (only gelu, gelu_erf and tanh)");
   PlanBuilder b = normThen("softmax");
   int64_t w = b.param("w", {8, 8});
   int64_t y = b.plan["outputs"][0]["value"], z = b.arena({4, 8});

@@ -454,11 +454,17 @@ TEST(CpuKernelTableTest, EachFamilyFileBindsItsOwnFamily) {
       {KernelFamily::Attention, cpu::attentionKernels()},
       {KernelFamily::Moe, cpu::moeKernels()},
       {KernelFamily::HeadsLosses, cpu::headsLossesKernels()},
-      {KernelFamily::Training, cpu::trainingKernels()}};
+      {KernelFamily::Training, cpu::trainingKernels()},
+      {KernelFamily::Collective, cpu::collectiveKernels()}};
   for (const auto &[family, entries] : files)
-    for (const cpu::KernelEntry &entry : entries)
+    for (const cpu::KernelEntry &entry : entries) {
       EXPECT_EQ(kernelInfo(entry.kernel).family, family)
           << kernelName(entry.kernel);
+      // Collectives, and only they, take the communicators.
+      EXPECT_EQ(!entry.prepare, family == KernelFamily::Collective &&
+                                    entry.kernel != Kernel::PermuteBlocks)
+          << kernelName(entry.kernel);
+    }
 }
 
 } // namespace

@@ -204,6 +204,58 @@ TEST(PlanTest, RejectsBadPrecisions) {
   EXPECT_THAT(parseError(plan), HasSubstr("is BF16 in an fp32 plan"));
 }
 
+/// embedNormDensePlan on a 1 × 2 mesh: the global batch of 4 holds the
+/// plan's 2 examples per rank; parameter 0 is sharded over "ep".
+json meshPlan() {
+  json plan = embedNormDensePlan();
+  plan["batch"] = 4;
+  plan["mesh"] = {{"dp", 1}, {"ep", 2}, {"world", 2}};
+  plan["comm_bytes"] = {{"all_to_all", 96}};
+  json &param = plan["params"][0];
+  json global = param["shape"];
+  global[0] = global[0].get<int64_t>() * 2;
+  param["shard"] = {{"axis", 0}, {"mesh_axis", "ep"}};
+  param["global_shape"] = global;
+  return plan;
+}
+
+TEST(PlanTest, ReadsTheMeshAndShards) {
+  json plan = meshPlan();
+  Expected<Plan> parsed = Plan::parse(plan.dump(), "tiny.mxa");
+  ASSERT_TRUE(parsed.ok()) << parsed.message();
+  EXPECT_EQ(parsed->mesh.dp, 1);
+  EXPECT_EQ(parsed->mesh.ep, 2);
+  EXPECT_EQ(parsed->mesh.world(), 2);
+  EXPECT_EQ(parsed->commBytes.at("all_to_all"), 96);
+  EXPECT_EQ(parsed->params[0].shardGroup, "ep");
+  EXPECT_EQ(parsed->params[0].globalShape,
+            plan["params"][0]["global_shape"].get<std::vector<int64_t>>());
+  EXPECT_TRUE(parsed->params[1].globalShape.empty());
+}
+
+TEST(PlanTest, RejectsMeshesAndShardsThatDoNotFit) {
+  json plan = meshPlan();
+  plan["mesh"]["world"] = 3;
+  EXPECT_EQ(parseError(plan),
+            "tiny.mxa: mesh: needs dp >= 1, ep >= 1, world = dp * ep and a "
+            "batch that divides into the world, got dp 1, ep 2, world 3, "
+            "batch 4");
+  plan = meshPlan();
+  plan["batch"] = 3;
+  EXPECT_THAT(parseError(plan), HasSubstr("world 2, batch 3"));
+  plan = meshPlan();
+  plan["comm_bytes"] = {{"dense", 1}};
+  EXPECT_EQ(parseError(plan),
+            "tiny.mxa: comm_bytes: 'dense' is no collective kernel");
+  plan = meshPlan();
+  plan["params"][0]["global_shape"][0] = 3;
+  EXPECT_THAT(parseError(plan), HasSubstr("is not the 2 shards of"));
+  plan = meshPlan();
+  plan["params"][0]["shard"]["mesh_axis"] = "world";
+  EXPECT_THAT(parseError(plan),
+              HasSubstr("shards only axis 0 over 'ep' or 'edp'"));
+}
+
 TEST(PlanTest, CpuExecutorRefusesCudaPlans) {
   json plan = embedNormDensePlan();
   plan["target"] = "cuda";
@@ -221,17 +273,17 @@ TEST(PlanTest, CpuExecutorRefusesBf16PlansWithoutBf16Products) {
   Expected<Plan> parsed = Plan::parse(plan.dump(), "tiny.mxa");
   ASSERT_TRUE(parsed.ok()) << parsed.message();
   Expected<cpu::Executor> executor =
-      cpu::Executor::create(*parsed, /*bf16Products=*/false);
+      cpu::Executor::create(*parsed, /*world=*/nullptr, /*bf16Products=*/false);
   ASSERT_FALSE(executor.ok());
   EXPECT_EQ(executor.message(),
             "tiny.mxa: a bf16 plan needs a CPU with bf16 products "
             "(AVX512_BF16 or AMX) and this one has none; compile the model "
             "with --precision fp32");
-  EXPECT_TRUE(cpu::Executor::create(*parsed, /*bf16Products=*/true).ok());
+  EXPECT_TRUE(cpu::Executor::create(*parsed, /*world=*/nullptr, /*bf16Products=*/true).ok());
   // An fp32 plan runs anywhere.
   parsed = Plan::parse(embedNormDensePlan().dump(), "tiny.mxa");
   ASSERT_TRUE(parsed.ok()) << parsed.message();
-  EXPECT_TRUE(cpu::Executor::create(*parsed, /*bf16Products=*/false).ok());
+  EXPECT_TRUE(cpu::Executor::create(*parsed, /*world=*/nullptr, /*bf16Products=*/false).ok());
 }
 
 TEST(PlanTest, RejectsBadParameterEntries) {
@@ -511,13 +563,13 @@ TEST(PlanTest, RejectsMissingUnknownAndMistypedAttributes) {
   plan["steps"][2]["attrs"]["activation"] = "swish";
   EXPECT_EQ(parseError(plan),
             "tiny.mxa: steps[2] (dense): attribute 'activation' must be none, "
-            "gelu, tanh or relu, not \"swish\"");
+            "gelu, tanh, relu or gelu_erf, not \"swish\"");
 
   plan = embedNormDensePlan();
   plan["steps"][2]["attrs"]["activation"] = 1;
   EXPECT_EQ(parseError(plan),
             "tiny.mxa: steps[2] (dense): attribute 'activation' must be none, "
-            "gelu, tanh or relu, not 1");
+            "gelu, tanh, relu or gelu_erf, not 1");
 }
 
 TEST(PlanTest, ReadsAttributesAsTheirKernelTypes) {

@@ -655,10 +655,52 @@ inline const InvalidCase kInvalidCases[] = {
      "m.json:6:32: /training/warmup_steps: must be less than total_steps "
      "(1000000), got 2000000",
      SchemaVerdict::Accepts},
+    // The BERT-family options.
+    {"gelu_erf_with_moe", R"json({
+  "name": "m",
+  "embeddings": {"vocab_size": 64, "max_seq_length": 8},
+  "d_model": 16, "num_layers": 4, "d_ff": 32, "activation": "gelu_erf",
+  "mixing": {"kind": "linear"},
+  "moe_layers": [1],
+  "moe": {"num_experts": 4, "expert_d_ff": 8}
+})json",
+     "m.json:4:61: /activation: \"gelu_erf\" applies to dense feed-forward "
+     "layers only, but layer 1 is an MoE layer (its experts compute the tanh "
+     "GELU)",
+     SchemaVerdict::Rejects},
+    {"no_hidden_mapping_with_other_width", R"json({
+  "name": "m",
+  "embeddings": {"vocab_size": 64, "max_seq_length": 8, "d_emb": 8,
+                 "hidden_mapping_in": false},
+  "d_model": 16, "num_layers": 4, "d_ff": 32,
+  "mixing": {"kind": "linear"}
+})json",
+     "m.json:4:39: /embeddings/hidden_mapping_in: false needs d_emb equal to "
+     "d_model (16), got d_emb 8",
+     SchemaVerdict::Accepts},
+    {"sentence_embedding_pooling", R"json({
+  "name": "m",
+  "embeddings": {"vocab_size": 64, "max_seq_length": 8},
+  "d_model": 16, "num_layers": 4, "d_ff": 32,
+  "mixing": {"kind": "linear"},
+  "heads": {"sentence_embedding": {"pooling": "max"}}
+})json",
+     "m.json:6:47: /heads/sentence_embedding/pooling: must be one of \"cls\", "
+     "\"mean\", got \"max\"",
+     SchemaVerdict::Rejects},
 };
 
 /// Texts both the parser and the schema accept, each at the edge of a rule.
 inline const ValidCase kValidCases[] = {
+    {"bert_family_options", R"json({
+  "name": "m",
+  "embeddings": {"vocab_size": 64, "type_vocab_size": 2, "max_seq_length": 8,
+                 "hidden_mapping_in": false},
+  "d_model": 16, "num_layers": 2, "d_ff": 32, "activation": "gelu_erf",
+  "mixing": {"kind": "attention"},
+  "attention": {"num_heads": 2},
+  "heads": {"sentence_embedding": {"pooling": "mean", "normalize": true}}
+})json"},
     {"minimal", R"json({
   "name": "m",
   "embeddings": {"vocab_size": 64, "max_seq_length": 8},

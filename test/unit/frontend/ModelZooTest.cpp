@@ -55,7 +55,9 @@ std::vector<int64_t> range(int64_t begin, int64_t end) {
 int64_t countParameters(const ModelConfig &m) {
   const EmbeddingConfig &e = m.embeddings;
   int64_t d = m.dModel, de = e.dEmb, s = e.maxSeqLength, v = e.vocabSize;
-  int64_t n = (v + s + e.typeVocabSize + 2) * de + de * d + d;
+  int64_t n = (v + s + e.typeVocabSize + 2) * de;
+  if (e.hiddenMappingIn)
+    n += de * d + d;
   for (const LayerConfig &l : m.layers) {
     switch (l.mixing) {
     case MixingKind::Attention: {
@@ -139,6 +141,7 @@ TEST(ModelZooTest, ParameterCounts) {
       {"tiny/toeplitz_tiny.json", 13586},
       {"tiny/tokens_choose_tiny.json", 16122},
       {"tiny/sigma_moe_tiny.json", 17132},
+      {"tiny/minilm_tiny.json", 22972},
   };
   for (const auto &[file, count] : expected) {
     SCOPED_TRACE(file);
@@ -296,6 +299,14 @@ TEST(ModelZooTest, TinyModelsFollowTheirFamilies) {
   ModelConfig bert = load("tiny/bert_tiny.json");
   EXPECT_EQ(attentionLayers(bert), range(0, 4));
   EXPECT_TRUE(moeLayers(bert).empty());
+
+  ModelConfig minilm = load("tiny/minilm_tiny.json");
+  EXPECT_EQ(attentionLayers(minilm), range(0, 4));
+  EXPECT_EQ(minilm.activation, GeluKind::Erf);
+  EXPECT_FALSE(minilm.embeddings.hiddenMappingIn);
+  EXPECT_EQ(minilm.embeddings.typeVocabSize, 2);
+  EXPECT_EQ(minilm.heads.sentencePooling, SentencePooling::Mean);
+  EXPECT_TRUE(minilm.heads.sentenceNormalize);
 
   ModelConfig fnet = load("tiny/fnet_tiny.json");
   EXPECT_EQ(fnet.biasInit, BiasInit::Normal);
