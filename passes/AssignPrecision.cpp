@@ -3,7 +3,10 @@
 // Decides, per arena buffer, whether it holds an activation (stored in the
 // plan's precision) or a value that stays fp32, from the kernels that write
 // and read it: the result precisions and fp32 operands of
-// runtime/support/Kernels.def (Passes.td, docs/runtime.md).
+// runtime/support/Kernels.def (Passes.td, docs/runtime.md). On a target whose
+// TargetInfo lists its bf16 kernels (the CPU), those kernels' steps are
+// marked to compute in bf16 and only the buffers between two of them are
+// stored in bf16.
 //
 //===----------------------------------------------------------------------===//
 
@@ -56,8 +59,9 @@ public:
   }
 
   /// Chooses the bf16 buffers and retypes them, their views and the
-  /// function's results.
-  void run();
+  /// function's results; on a target that marks its bf16 products, marks
+  /// them and keeps in bf16 only the buffers between two such kernels.
+  void run(const mixer::TargetInfo &target);
 
 private:
   /// The buffers the kernels would store in bf16 given the fp32 demands
@@ -69,6 +73,12 @@ private:
   void demand(Value operand, const llvm::DenseSet<Operation *> &lowered,
               bool &changed);
   void retype(const llvm::DenseSet<Operation *> &lowered);
+  /// Marks the steps of `target`'s bf16 kernels whose results are
+  /// activations (`bf16 = true`) and returns the buffers of `lowered` that
+  /// only such steps write and read, and that the function does not return.
+  llvm::DenseSet<Operation *>
+  markProducts(const mixer::TargetInfo &target,
+               const llvm::DenseSet<Operation *> &lowered);
 
   /// A kernel writing a buffer, and the precision of the result that does.
   struct Write {
@@ -150,11 +160,43 @@ void PrecisionAssignment::retype(const llvm::DenseSet<Operation *> &lowered) {
                                  ret.getOperandTypes()));
 }
 
-void PrecisionAssignment::run() {
+llvm::DenseSet<Operation *>
+PrecisionAssignment::markProducts(const mixer::TargetInfo &target,
+                                  const llvm::DenseSet<Operation *> &lowered) {
+  llvm::DenseSet<Operation *> kept = lowered;
+  auto keepOnlyIf = [&](Value value, bool ok) {
+    if (AllocOp alloc = storageOf(value); alloc && !ok)
+      kept.erase(alloc);
+  };
+  for (KernelOp kernel : kernels) {
+    bool takesBf16 = target.takesBf16(kernel.getCallee());
+    for (Value in : kernel.getInputs())
+      keepOnlyIf(in, takesBf16);
+    for (Value out : kernel.getOutputs()) {
+      keepOnlyIf(out, takesBf16);
+      // The router's product stays fp32 (its logits are never lowered).
+      AllocOp alloc = storageOf(out);
+      if (takesBf16 && alloc && lowered.contains(alloc)) {
+        NamedAttrList params(kernel.getParams());
+        params.set("bf16", BoolAttr::get(func.getContext(), true));
+        kernel.setParamsAttr(params.getDictionary(func.getContext()));
+      }
+    }
+  }
+  // Outputs reach the user in fp32.
+  auto ret = cast<func::ReturnOp>(func.getBody().front().getTerminator());
+  for (Value result : ret.getOperands())
+    keepOnlyIf(result, false);
+  return kept;
+}
+
+void PrecisionAssignment::run(const mixer::TargetInfo &target) {
   // fp32 demands only grow, so this reaches a fixed point.
   llvm::DenseSet<Operation *> lowered = candidates();
   while (addDemands(lowered))
     lowered = candidates();
+  if (target.bf16Kernels.size() != 0)
+    lowered = markProducts(target, lowered);
   retype(lowered);
 }
 
@@ -174,11 +216,11 @@ struct AssignPrecisionPass
     for (auto func : module.getOps<func::FuncOp>()) {
       const mixer::TargetInfo *info = mixer::findTarget(target);
       if (!info || !info->bf16) {
-        func.emitError() << "precision bf16 needs target cuda: the " << target
-                         << " kernels store activations in fp32";
+        func.emitError() << "precision bf16 is not supported by target '"
+                         << target << "'";
         return signalPassFailure();
       }
-      PrecisionAssignment(func).run();
+      PrecisionAssignment(func).run(*info);
     }
   }
 };

@@ -282,6 +282,13 @@ def MixrtAssignPrecision : Pass<"mixrt-assign-precision", "mlir::ModuleOp"> {
     them (and the producer it starts from) in fp32. Views take
     the element type of the buffer they view. `fp32` changes nothing.
 
+    A target whose TargetInfo lists its bf16 kernels (`cpu`: `dense` and
+    `experts`) instead marks each step of those kernels whose result would be
+    a bf16 activation with `bf16 = true` (products in bf16 with fp32
+    accumulation; the router's product stays unmarked) and keeps in bf16
+    only the buffers that such kernels alone write and read and that the
+    function does not return (the feed-forward hidden layer).
+
     ```mlir
     %h = mixrt.alloc : memref<8x16x32xf32>
     mixrt.kernel "dense"(%x, %w, %b) -> (%h) {...}
@@ -293,7 +300,7 @@ def MixrtAssignPrecision : Pass<"mixrt-assign-precision", "mlir::ModuleOp"> {
     Option<"target", "target", "std::string", /*default=*/"\"cpu\"",
            "target of the plan (cpu or cuda)">,
     Option<"precision", "precision", "std::string", /*default=*/"\"fp32\"",
-           "activation precision: fp32 or bf16 (cuda only)">
+           "activation precision: fp32 or bf16">
   ];
 }
 

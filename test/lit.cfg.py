@@ -34,6 +34,11 @@ if (config.mixer_enable_cuda.upper() in ("ON", "1", "TRUE", "YES")
     config.available_features.add("cuda")
 if os.path.exists("/dev/nvidiactl"):
     config.available_features.add("cuda-device")
+# "cpu-bf16": this CPU computes bf16 products (AVX512_BF16 or AMX), which
+# bf16 cpu plans need.
+with open("/proc/cpuinfo") as cpuinfo:
+    if any(flag in cpuinfo.read().split() for flag in ("avx512_bf16", "amx_bf16")):
+        config.available_features.add("cpu-bf16")
 # "mpi": the MPI communicator is built; %mpirun starts ranks with the
 # environment the CTest mpirun tests use (cmake/MixerComm.cmake).
 if config.mixer_enable_mpi.upper() in ("ON", "1", "TRUE", "YES"):

@@ -13,7 +13,9 @@
 #include <oneapi/dnnl/dnnl.h>
 
 #include <algorithm>
+#include <optional>
 #include <string>
+#include <vector>
 
 namespace mixer::cpu {
 namespace detail {
@@ -168,6 +170,73 @@ void dense(const float *x, const float *w, const float *bias, float *y,
                              bias ? bias + col0 : nullptr, act);
     };
   detail::parallelGemm(g, 1, 0, 0, 0, epilogue);
+}
+
+struct DenseBf16::Impl {
+  int64_t m, k, n;
+  bool transposeW, xBf16, yBf16;
+  detail::TileGrid grid;
+  /// The product of a full row tile, and of the last tile when it is shorter.
+  detail::Bf16Product full;
+  std::optional<detail::Bf16Product> last;
+};
+
+DenseBf16::DenseBf16(int64_t m, int64_t k, int64_t n, bool transposeW,
+                     bool xBf16, bool yBf16, bool bias, Activation act) {
+  // Row tiles only: each product reads the whole packed weight matrix.
+  detail::TileGrid grid = detail::planTiles(1, std::max<int64_t>(m, 1), 1);
+  int64_t lastRows = m - (grid.rowTiles - 1) * grid.rowTile;
+  detail::Bf16Product full(std::max<int64_t>(grid.rowTile, 1), k, n, yBf16,
+                           bias, act);
+  std::optional<detail::Bf16Product> last;
+  if (lastRows != grid.rowTile && lastRows > 0)
+    last.emplace(lastRows, k, n, yBf16, bias, act, &full);
+  impl.reset(new Impl{m, k, n, transposeW, xBf16, yBf16, grid, std::move(full),
+                      std::move(last)});
+}
+
+DenseBf16::~DenseBf16() = default;
+DenseBf16::DenseBf16(DenseBf16 &&) noexcept = default;
+
+int64_t DenseBf16::packedBytes() const { return impl->full.packedBytes(); }
+
+void DenseBf16::pack(const float *w, void *packed) const {
+  impl->full.pack(w, impl->transposeW, packed);
+}
+
+void DenseBf16::run(const void *x, const void *packed, const float *bias,
+                    void *y) const {
+  const Impl &p = *impl;
+  if (p.m == 0 || p.n == 0)
+    return;
+  int64_t tiles = p.grid.rowTiles;
+  bool parallel = tiles > 1 && !omp_in_parallel();
+  size_t yElement = p.yBf16 ? sizeof(uint16_t) : sizeof(float);
+  detail::ExceptionCollector errors;
+#pragma omp parallel if (parallel)
+  {
+    // Each thread's bf16 copy of its rows, kept between runs.
+    thread_local std::vector<uint16_t> rows;
+    if (!p.xBf16 && rows.size() < size_t(p.grid.rowTile * p.k))
+      rows.resize(p.grid.rowTile * p.k);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t tile = 0; tile < tiles; ++tile)
+      errors.run([&] {
+        int64_t row0 = tile * p.grid.rowTile;
+        int64_t count = std::min(p.grid.rowTile, p.m - row0);
+        const uint16_t *a = static_cast<const uint16_t *>(x) + row0 * p.k;
+        if (!p.xBf16) {
+          toBf16(static_cast<const float *>(x) + row0 * p.k, rows.data(),
+                 count * p.k);
+          a = rows.data();
+        }
+        const detail::Bf16Product &product =
+            count == p.grid.rowTile ? p.full : *p.last;
+        product.run(a, packed, bias,
+                    static_cast<char *>(y) + row0 * p.n * yElement);
+      });
+  }
+  errors.rethrow();
 }
 
 void batchedMatmul(const float *a, const float *b, float *y, int64_t batch,

@@ -37,10 +37,16 @@ bool allocate(int64_t bytes, MappedMemory &memory) {
 void Unmapper::operator()(uint8_t *memory) const { munmap(memory, size); }
 
 Expected<Executor> Executor::create(const exec::Plan &plan,
-                                    comm::Communicator *world) {
+                                    comm::Communicator *world,
+                                    bool bf16Products) {
   if (plan.target != "cpu")
     return Status::error(plan.path + ": the plan targets '" + plan.target +
                          "'; this executor runs 'cpu' plans");
+  if (plan.precision == "bf16" && !bf16Products)
+    return Status::error(plan.path +
+                         ": a bf16 plan needs a CPU with bf16 products "
+                         "(AVX512_BF16 or AMX) and this one has none; "
+                         "compile the model with --precision fp32");
   Executor executor;
   executor.plan = plan;
   if (!world) {
@@ -103,6 +109,13 @@ Status Executor::bindParams(std::vector<io::HostTensor> tensors,
   for (size_t i = 0; i < plan.values.size(); ++i)
     if (plan.values[i].storage == exec::StorageKind::Param)
       pointers[i] = paramTensors[plan.values[i].index].data.data();
+  try {
+    for (const StepFunction &step : steps)
+      if (step.bindParams)
+        step.bindParams(pointers.data());
+  } catch (const KernelError &error) {
+    return Status::error(source + ": " + error.message);
+  }
   paramsBound = true;
   return Status::success();
 }

@@ -13,6 +13,7 @@
 
 #include "runtime/comm/Communicator.h"
 #include "runtime/cpu/KernelTable.h"
+#include "runtime/cpu/Kernels.h"
 #include "runtime/exec/Plan.h"
 #include "runtime/exec/PlanExecutor.h"
 #include "runtime/io/Tensor.h"
@@ -39,9 +40,12 @@ public:
   /// collective steps run through `world`, whose size must be the plan
   /// mesh's world, and the groups the executor splits from it (collective
   /// over `world`: every rank creates its executor); without `world`, a
-  /// one-rank world of the executor's own.
+  /// one-rank world of the executor's own. A bf16 plan is refused unless
+  /// `bf16Products` (by default, whether this CPU has them:
+  /// cpu::hasBf16Products()).
   static Expected<Executor> create(const exec::Plan &plan,
-                                   comm::Communicator *world = nullptr);
+                                   comm::Communicator *world = nullptr,
+                                   bool bf16Products = hasBf16Products());
 
   const exec::Plan &getPlan() const override { return plan; }
   int64_t getScratchBytes() const override {

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <exception>
 #include <functional>
+#include <memory>
 
 namespace mixer::cpu::detail {
 
@@ -54,6 +55,30 @@ void parallelGemm(const GemmArgs &args, int64_t batch = 1, int64_t strideA = 0,
 /// dimension ldy; `bias` may be null.
 void biasActivation(float *y, int64_t rows, int64_t cols, int64_t ldy,
                     const float *bias, Activation act);
+
+/// One bf16 product C[m,n] = act(A[m,k] * W[k,n] + bias[n]) with fp32
+/// accumulation: a oneDNN matmul primitive for fixed sizes, A bf16 with
+/// leading dimension k, W bf16 in the layout the primitive prefers (packed
+/// once by pack()), bias fp32, C fp32 or bf16 with leading dimension n. run()
+/// executes on the calling thread. Errors throw KernelError.
+class Bf16Product {
+public:
+  /// `layout`, when given, is a product with the same k and n whose packed
+  /// weights this one reads.
+  Bf16Product(int64_t m, int64_t k, int64_t n, bool cBf16, bool bias,
+              Activation act, const Bf16Product *layout = nullptr);
+  ~Bf16Product();
+  Bf16Product(Bf16Product &&) noexcept;
+  int64_t packedBytes() const;
+  /// Converts W (fp32 [k,n], or [n,k] when `transposed`) into `packed`.
+  void pack(const float *w, bool transposed, void *packed) const;
+  void run(const uint16_t *a, const void *packed, const float *bias,
+           void *c) const;
+
+private:
+  struct Impl;
+  std::unique_ptr<Impl> impl;
+};
 
 /// Keeps the first exception thrown by a body run inside an OpenMP region
 /// (exceptions must not leave the region) and rethrows it after the region.

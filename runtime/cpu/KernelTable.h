@@ -21,12 +21,23 @@
 #include <cstdint>
 #include <functional>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace mixer::cpu {
 
-/// A step bound to its shapes and attributes.
-using StepFunction = std::function<void(exec::ValuePointers)>;
+/// A step bound to its shapes and attributes: the kernel call and, for steps
+/// that keep converted copies of their weights (bf16 products), the
+/// conversion, which the executor runs once the parameters are bound.
+struct StepFunction {
+  using Body = std::function<void(exec::ValuePointers)>;
+  StepFunction(Body run, Body bindParams = nullptr)
+      : run(std::move(run)), bindParams(std::move(bindParams)) {}
+  void operator()(exec::ValuePointers values) const { run(values); }
+
+  Body run;
+  Body bindParams;
+};
 
 /// The communicators a plan's collective steps run through: the world and
 /// the two groups of its mesh (comm::splitMesh).

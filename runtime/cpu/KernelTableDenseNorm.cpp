@@ -36,11 +36,21 @@ Expected<StepFunction> prepareEmbed(StepContext &c) {
   });
 }
 
+/// A dense step with bf16 products: the kernel and its packed weights.
+struct DenseBf16Step {
+  DenseBf16 kernel;
+  AlignedBytes packed;
+};
+
 Expected<StepFunction> prepareDense(StepContext &c) {
   const Arg &x = c.in(0), &w = c.in(1), &bias = c.in(2), &y = c.out(0);
   bool transpose = c.boolAttr("transpose_w");
   Activation act = c.activation("activation");
-  if (!c.minRank(x, DType::F32, 1) || !c.rank(w, DType::F32, 2))
+  // Only a step with bf16 products reads or writes bf16 activations.
+  bool bf16 = c.boolAttr("bf16");
+  DType xType = bf16 ? activationType(x) : DType::F32;
+  DType yType = bf16 ? activationType(y) : DType::F32;
+  if (!c.minRank(x, xType, 1) || !c.rank(w, DType::F32, 2))
     return c.takeError();
   int64_t k = x.value->shape.back();
   int64_t n = transpose ? w.dim(0) : w.dim(1);
@@ -51,9 +61,23 @@ Expected<StepFunction> prepareDense(StepContext &c) {
           w.role + " is " + exec::describe(w.value->shape, DType::F32) +
               " but operand 0 (x) has " + std::to_string(k) + " features" +
               (transpose ? " (transpose_w: w is [N, K])" : " (w is [K, N])")) ||
-      !c.shape(bias, DType::F32, {n}) || !c.shape(y, DType::F32, outShape))
+      !c.shape(bias, DType::F32, {n}) || !c.shape(y, yType, outShape))
     return c.takeError();
   int64_t m = leadingElements(*x.value);
+  if (bf16) {
+    DenseBf16 kernel(m, k, n, transpose, xType == DType::BF16,
+                     yType == DType::BF16, bias.value != nullptr, act);
+    int64_t bytes = kernel.packedBytes();
+    auto step = std::make_shared<DenseBf16Step>(
+        DenseBf16Step{std::move(kernel), AlignedBytes(bytes)});
+    return StepFunction(
+        [=, a = x.slot, bb = bias.slot, o = y.slot](ValuePointers v) {
+          step->kernel.run(v[a], step->packed.get(), f32(v[bb]), v[o]);
+        },
+        [=, b = w.slot](ValuePointers v) {
+          step->kernel.pack(f32(v[b]), step->packed.get());
+        });
+  }
   return StepFunction(
       [=, a = x.slot, b = w.slot, bb = bias.slot, o = y.slot](ValuePointers v) {
         cpu::dense(f32(v[a]), f32(v[b]), f32(v[bb]), f32(v[o]), m, k, n,

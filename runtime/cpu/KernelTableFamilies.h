@@ -12,6 +12,9 @@
 #include "runtime/cpu/KernelTable.h"
 #include "runtime/exec/StepContext.h"
 
+#include <cstdlib>
+#include <memory>
+#include <new>
 #include <vector>
 
 namespace mixer::cpu {
@@ -27,6 +30,30 @@ inline int32_t *i32(void *p) { return static_cast<int32_t *>(p); }
 /// This run's counter of a noise kernel (exec::NoiseCounter::at of the
 /// step's inputs); throws KernelError for a micro-step outside the update.
 int32_t noiseCounterAt(const exec::NoiseCounter &counter, ValuePointers v);
+
+/// A step's own bytes, 64-byte aligned (packed bf16 weights).
+class AlignedBytes {
+public:
+  explicit AlignedBytes(int64_t bytes)
+      : memory(std::aligned_alloc(64, (bytes + 63) / 64 * 64 + 64)) {
+    if (!memory)
+      throw std::bad_alloc();
+  }
+  void *get() const { return memory.get(); }
+
+private:
+  struct Free {
+    void operator()(void *p) const { std::free(p); }
+  };
+  std::unique_ptr<void, Free> memory;
+};
+
+/// The dtype of an activation operand of a kernel with bf16 products: BF16
+/// where the plan stores it so, else F32.
+inline DType activationType(const Arg &arg) {
+  return arg.value && arg.value->dtype == DType::BF16 ? DType::BF16
+                                                      : DType::F32;
+}
 
 /// A plan kernel with its factory; a collective's factory also takes the
 /// communicators.

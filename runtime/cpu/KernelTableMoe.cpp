@@ -94,6 +94,12 @@ bool checkNotGathered(StepContext &c) {
                  "implementation");
 }
 
+/// An experts step with bf16 products: the kernel and its packed weights.
+struct ExpertsBf16Step {
+  ExpertsBf16 kernel;
+  AlignedBytes packed;
+};
+
 Expected<StepFunction> prepareExperts(StepContext &c) {
   const Arg &xd = c.in(0), &tokens = c.in(1), &offsets = c.in(2), &w1 = c.in(3),
             &b1 = c.in(4), &w2 = c.in(5), &b2 = c.in(6), &y = c.out(0);
@@ -110,6 +116,22 @@ Expected<StepFunction> prepareExperts(StepContext &c) {
       !c.shape(b2, DType::F32, {experts, d}) ||
       !c.shape(y, DType::F32, {slots, d}))
     return c.takeError();
+  if (c.boolAttr("bf16")) {
+    ExpertsBf16 kernel(experts, slots, d, f, b1.value != nullptr,
+                       b2.value != nullptr, act);
+    int64_t bytes = kernel.packedBytes();
+    auto step = std::make_shared<ExpertsBf16Step>(
+        ExpertsBf16Step{std::move(kernel), AlignedBytes(bytes)});
+    return StepFunction(
+        [=, a = xd.slot, t = tokens.slot, o = offsets.slot, c1 = b1.slot,
+         c2 = b2.slot, r = y.slot](ValuePointers v) {
+          step->kernel.run(f32(v[a]), i32(v[t]), i32(v[o]), step->packed.get(),
+                           f32(v[c1]), f32(v[c2]), f32(v[r]));
+        },
+        [=, k1 = w1.slot, k2 = w2.slot](ValuePointers v) {
+          step->kernel.pack(f32(v[k1]), f32(v[k2]), step->packed.get());
+        });
+  }
   return StepFunction([=, a = xd.slot, t = tokens.slot, o = offsets.slot,
                        k1 = w1.slot, c1 = b1.slot, k2 = w2.slot, c2 = b2.slot,
                        r = y.slot](ValuePointers v) {

@@ -48,6 +48,38 @@ void batchedMatmul(const float *a, const float *b, float *y, int64_t batch,
                    int64_t m, int64_t k, int64_t n, int64_t strideA,
                    int64_t strideB, int64_t strideY);
 
+/// Whether this CPU computes bf16 products at full speed (AVX512_BF16 or AMX,
+/// as oneDNN's ISA detection reports it): the bf16 kernels below need it.
+bool hasBf16Products();
+
+/// x rounded to the nearest bfloat16 (ties to even; NaNs stay NaNs) and
+/// stored as its 16 bits.
+void toBf16(const float *x, uint16_t *y, int64_t n);
+
+/// dense with bf16 products and fp32 accumulation (oneDNN's bf16 matmul):
+/// y[m,n] = act(x[m,k] * W + bias[n]) as `dense`, with x and y each fp32 or
+/// bf16 (16-bit words) and W read from a bf16 copy made once by pack().
+/// The rows are cut into tiles that depend on the shape alone and run in
+/// parallel, one thread per product, so results do not depend on the thread
+/// count. Construction builds the oneDNN primitives (and may throw
+/// KernelError).
+class DenseBf16 {
+public:
+  DenseBf16(int64_t m, int64_t k, int64_t n, bool transposeW, bool xBf16,
+            bool yBf16, bool bias, Activation act);
+  ~DenseBf16();
+  DenseBf16(DenseBf16 &&) noexcept;
+  /// Bytes of the packed bf16 weights.
+  int64_t packedBytes() const;
+  /// Converts W ([k,n], or [n,k] when transposeW) into `packed`.
+  void pack(const float *w, void *packed) const;
+  void run(const void *x, const void *packed, const float *bias, void *y) const;
+
+private:
+  struct Impl;
+  std::unique_ptr<Impl> impl;
+};
+
 /// y = LayerNorm(x + residual) over the last axis of [rows, cols]:
 /// (v - mean) * rsqrt(var + eps) * scale + bias with var = E[v^2] - mean^2
 /// clamped at 0 (Flax). `residual` may be null (plain LayerNorm). y may alias
@@ -235,6 +267,29 @@ void experts(const float *xd, const int32_t *tokens, const int32_t *offsets,
              const float *w1, const float *b1, const float *w2, const float *b2,
              float *yd, int64_t numExperts, int64_t slots, int64_t d, int64_t f,
              Activation act);
+
+/// experts with bf16 products and fp32 accumulation: xd and yd fp32 as in
+/// `experts`, w1 and w2 read from bf16 copies made once by pack(), the hidden
+/// layer kept in bf16. Each expert's rows run in tiles of at most
+/// kExpertTileRows rows, padded to a multiple of 32 rows (one oneDNN
+/// primitive per padded size, built at construction).
+class ExpertsBf16 {
+public:
+  ExpertsBf16(int64_t numExperts, int64_t slots, int64_t d, int64_t f,
+              bool bias1, bool bias2, Activation act);
+  ~ExpertsBf16();
+  ExpertsBf16(ExpertsBf16 &&) noexcept;
+  int64_t packedBytes() const;
+  /// Converts w1 [experts, d, f] and w2 [experts, f, d] into `packed`.
+  void pack(const float *w1, const float *w2, void *packed) const;
+  void run(const float *xd, const int32_t *tokens, const int32_t *offsets,
+           const void *packed, const float *b1, const float *b2,
+           float *yd) const;
+
+private:
+  struct Impl;
+  std::unique_ptr<Impl> impl;
+};
 
 /// Reorders the blocks of rows of `x` ([numRows] rows of `rowBytes` bytes)
 /// from [outer][inner] to [inner][outer]: block (i, j) holds rows

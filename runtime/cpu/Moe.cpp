@@ -226,6 +226,112 @@ void experts(const float *xd, const int32_t *tokens, const int32_t *offsets,
   errors.rethrow();
 }
 
+namespace {
+
+/// The rows of the bf16 experts' products: tiles padded to a multiple.
+constexpr int64_t kPaddedRows = 32;
+
+/// `rows` rounded up to a multiple of kPaddedRows (at least one).
+int64_t paddedRows(int64_t rows) {
+  return std::max<int64_t>(1, (rows + kPaddedRows - 1) / kPaddedRows) *
+         kPaddedRows;
+}
+
+} // namespace
+
+struct ExpertsBf16::Impl {
+  int64_t numExperts, slots, d, f;
+  /// Per padded tile size, from the largest down by kPaddedRows: the first
+  /// and second layer.
+  std::vector<detail::Bf16Product> first, second;
+};
+
+ExpertsBf16::ExpertsBf16(int64_t numExperts, int64_t slots, int64_t d,
+                         int64_t f, bool bias1, bool bias2, Activation act)
+    : impl(new Impl{numExperts, slots, d, f, {}, {}}) {
+  int64_t largest = paddedRows(
+      std::min(detail::kExpertTileRows, std::max<int64_t>(slots, 1)));
+  // The largest tile's products choose the packed layouts the others share.
+  for (int64_t rows = largest; rows > 0; rows -= kPaddedRows) {
+    const detail::Bf16Product *layout1 =
+        impl->first.empty() ? nullptr : &impl->first.front();
+    const detail::Bf16Product *layout2 =
+        impl->second.empty() ? nullptr : &impl->second.front();
+    impl->first.emplace_back(rows, d, f, /*cBf16=*/true, bias1, act, layout1);
+    impl->second.emplace_back(rows, f, d, /*cBf16=*/false, bias2,
+                              Activation::None, layout2);
+  }
+}
+
+ExpertsBf16::~ExpertsBf16() = default;
+ExpertsBf16::ExpertsBf16(ExpertsBf16 &&) noexcept = default;
+
+int64_t ExpertsBf16::packedBytes() const {
+  return impl->numExperts * (impl->first.front().packedBytes() +
+                             impl->second.front().packedBytes());
+}
+
+void ExpertsBf16::pack(const float *w1, const float *w2, void *packed) const {
+  const Impl &p = *impl;
+  int64_t bytes1 = p.first.front().packedBytes();
+  int64_t bytes2 = p.second.front().packedBytes();
+  char *out = static_cast<char *>(packed);
+  for (int64_t e = 0; e < p.numExperts; ++e) {
+    p.first.front().pack(w1 + e * p.d * p.f, false, out + e * bytes1);
+    p.second.front().pack(w2 + e * p.f * p.d, false,
+                          out + p.numExperts * bytes1 + e * bytes2);
+  }
+}
+
+void ExpertsBf16::run(const float *xd, const int32_t *tokens,
+                      const int32_t *offsets, const void *packed,
+                      const float *b1, const float *b2, float *yd) const {
+  const Impl &p = *impl;
+  std::vector<detail::ExpertRows> tiles = detail::rowTiles(
+      detail::occupiedRuns(tokens, offsets, p.numExperts, p.slots, "experts"));
+  for (int64_t i = 0; i < p.slots; ++i)
+    if (tokens[i] < 0)
+      std::memset(yd + i * p.d, 0, p.d * sizeof(float));
+  int64_t bytes1 = p.first.front().packedBytes();
+  int64_t bytes2 = p.second.front().packedBytes();
+  const char *packed1 = static_cast<const char *>(packed);
+  const char *packed2 = packed1 + p.numExperts * bytes1;
+  int64_t largest = paddedRows(
+      std::min(detail::kExpertTileRows, std::max<int64_t>(p.slots, 1)));
+
+  int64_t items = static_cast<int64_t>(tiles.size());
+  bool parallel = items > 1 && !omp_in_parallel();
+  detail::ExceptionCollector errors;
+#pragma omp parallel if (parallel)
+  {
+    // Each thread's tile buffers, kept between runs. The padding rows are
+    // zeroed; their results are dropped.
+    thread_local std::vector<uint16_t> rows, hidden;
+    thread_local std::vector<float> out;
+    rows.resize(std::max(rows.size(), size_t(largest * p.d)));
+    hidden.resize(std::max(hidden.size(), size_t(largest * p.f)));
+    out.resize(std::max(out.size(), size_t(largest * p.d)));
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t item = 0; item < items; ++item)
+      errors.run([&] {
+        const detail::ExpertRows &tile = tiles[item];
+        int64_t padded = paddedRows(tile.rows);
+        size_t index = (largest - padded) / kPaddedRows;
+        toBf16(xd + tile.row0 * p.d, rows.data(), tile.rows * p.d);
+        std::fill(rows.begin() + tile.rows * p.d, rows.begin() + padded * p.d,
+                  uint16_t(0));
+        p.first[index].run(rows.data(), packed1 + tile.expert * bytes1,
+                           b1 ? b1 + tile.expert * p.f : nullptr,
+                           hidden.data());
+        p.second[index].run(hidden.data(), packed2 + tile.expert * bytes2,
+                            b2 ? b2 + tile.expert * p.d : nullptr, out.data());
+        std::memcpy(yd + tile.row0 * p.d, out.data(),
+                    tile.rows * p.d * sizeof(float));
+      });
+  }
+  errors.rethrow();
+}
+
 void permuteBlocks(const uint8_t *x, const int32_t *offsets, int64_t outer,
                    int64_t inner, int64_t numRows, size_t rowBytes, uint8_t *y,
                    int32_t *permuted, int32_t *grouped) {

@@ -284,8 +284,6 @@ bool PlanParser::parseHeader(const json &root) {
   if (plan.precision != "fp32" && plan.precision != "bf16")
     return fail("", "unknown precision '" + plan.precision +
                         "' (expected fp32 or bf16)");
-  if (plan.target == "cpu" && plan.precision != "fp32")
-    return fail("", "a 'cpu' plan must be fp32, not " + plan.precision);
   if (plan.batch < 0 || plan.seq < 0 || plan.vocabSize < 0 ||
       plan.arenaBytes < 0 || plan.flops < 0)
     return fail("", "batch, seq, vocab_size, arena_bytes and flops must not "

@@ -226,7 +226,7 @@ struct Plan {
   std::string model;
   /// "cpu" or "cuda": which executor runs the plan.
   std::string target;
-  /// "fp32", or "bf16" (cuda only): the dtype of activation values.
+  /// "fp32", or "bf16": activation values may be BF16 and products bf16.
   std::string precision = "fp32";
   std::string mode;
   int64_t batch = 0;

@@ -4,7 +4,7 @@
 // the compiler passes that adapt a plan to its target: which activations the
 // dense kernel fuses into its GEMM epilogue (mixer-fuse-dense-activation),
 // whether the experts kernels gather their rows (mixrt-fuse-expert-gather),
-// whether activations may be stored in bf16 (mixrt-assign-precision, mixc),
+// which kernels take bf16 activations (mixrt-assign-precision, mixc),
 // and the constants of the mixing-algorithm cost model
 // (mixer-select-mixing-algorithm). Unit tests of each backend check these
 // claims against the backend's kernel table.
@@ -42,9 +42,26 @@ struct TargetInfo {
   /// Whether the experts kernels read their rows from the token matrix
   /// through the routing (`gather = true`) instead of a dispatched copy.
   bool expertsGather;
-  /// Whether the kernels take bf16 activations.
+  /// Whether the target runs bf16 plans (`--precision bf16`).
   bool bf16;
+  /// The kernels of a bf16 plan that compute their products in bf16 and may
+  /// read and write bf16 activations: each such step is marked `bf16`, and an
+  /// activation is stored in bf16 only between two of them. Empty: every
+  /// kernel takes bf16 activations and picks its variant from their dtypes.
+  std::initializer_list<std::string_view> bf16Kernels;
+  /// Whether bf16 training steps are supported (`--train --precision bf16`).
+  bool bf16Training;
   MixingCostModel mixingCosts;
+
+  /// Whether `kernel` takes bf16 activations in a bf16 plan.
+  constexpr bool takesBf16(std::string_view kernel) const {
+    if (bf16Kernels.size() == 0)
+      return bf16;
+    for (std::string_view name : bf16Kernels)
+      if (name == kernel)
+        return true;
+    return false;
+  }
 
   /// Whether the dense kernel fuses the activation `kind`.
   constexpr bool fusesDenseActivation(std::string_view kind) const {
@@ -57,13 +74,17 @@ struct TargetInfo {
 
 inline constexpr TargetInfo kTargets[] = {
     // oneDNN GEMMs with every activation applied to the rows they produce.
+    // bf16 plans run the dense layers and the experts as oneDNN bf16 matmuls
+    // (AVX512_BF16 or AMX), everything else in fp32.
     // FFTs run far below GEMM efficiency (memory-bound butterflies, strided
     // passes); measured on 2-core AVX-512 machines, a weight of 4 reproduces
     // where the FFT starts to win for circulant mixing.
     {"cpu",
      {"gelu", "tanh", "relu", "gelu_erf"},
      /*expertsGather=*/false,
-     /*bf16=*/false,
+     /*bf16=*/true,
+     /*bf16Kernels=*/{"dense", "experts"},
+     /*bf16Training=*/false,
      {/*fftFlopWeight=*/4.0}},
     // cuBLASLt has a GELU epilogue (and none for tanh or ReLU); the grouped
     // experts gather in their operand loads. The roofline of an H100-class
@@ -73,6 +94,8 @@ inline constexpr TargetInfo kTargets[] = {
      {"gelu"},
      /*expertsGather=*/true,
      /*bf16=*/true,
+     /*bf16Kernels=*/{},
+     /*bf16Training=*/true,
      {/*fftFlopWeight=*/1.0, /*bandwidth=*/3.0e12, /*fftRate=*/20.0e12,
       /*gemmFp32Rate=*/50.0e12, /*gemmBf16Rate=*/600.0e12}},
 };

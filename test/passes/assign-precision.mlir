@@ -1,9 +1,9 @@
 // RUN: mixer-opt %s --split-input-file --mixrt-assign-precision="target=cuda precision=bf16" | FileCheck %s
 // RUN: mixer-opt %s --split-input-file --mixrt-assign-precision="target=cuda precision=fp32" | FileCheck %s --check-prefix=FP32
-// RUN: not mixer-opt %s --split-input-file --mixrt-assign-precision="target=cpu precision=bf16" 2>&1 | FileCheck %s --check-prefix=CPU
+// RUN: not mixer-opt %s --split-input-file --mixrt-assign-precision="target=tpu precision=bf16" 2>&1 | FileCheck %s --check-prefix=TPU
 // RUN: not mixer-opt %s --split-input-file --mixrt-assign-precision="target=cuda precision=fp8" 2>&1 | FileCheck %s --check-prefix=BAD
 
-// CPU: error: precision bf16 needs target cuda: the cpu kernels store activations in fp32
+// TPU: error: precision bf16 is not supported by target 'tpu'
 // BAD: error: unknown precision 'fp8' (expected fp32 or bf16)
 
 // Producers write bf16 activations, elementwise kernels follow their

@@ -83,10 +83,12 @@ enum class Precision { Fp32, Bf16 };
 
 cl::opt<Precision> precision(
     "precision", cl::desc("activation precision"), cl::init(Precision::Fp32),
-    cl::values(clEnumValN(Precision::Fp32, "fp32", "fp32 everywhere (default)"),
-               clEnumValN(Precision::Bf16, "bf16",
-                          "bf16 activations; parameters, gradients, optimizer "
-                          "state and statistics fp32 (--target cuda only)")),
+    cl::values(
+        clEnumValN(Precision::Fp32, "fp32", "fp32 everywhere (default)"),
+        clEnumValN(Precision::Bf16, "bf16",
+                   "bf16 products and activations; parameters, gradients, "
+                   "optimizer state and statistics fp32 (cpu: the "
+                   "dense layers and experts, inference only)")),
     cl::cat(mixcCategory));
 cl::opt<int64_t> batch("batch", cl::desc("batch size the artifact runs"),
                        cl::init(8), cl::cat(mixcCategory));
@@ -288,8 +290,13 @@ int main(int argc, char **argv) {
   std::string precisionName = precision == Precision::Bf16 ? "bf16" : "fp32";
   if (!targetInfo->bf16 && precision != Precision::Fp32) {
     llvm::errs() << "mixc: --precision " << precisionName
-                 << " needs --target cuda: the " << target
-                 << " kernels are fp32\n";
+                 << " is not supported by --target " << target << "\n";
+    return kInputError;
+  }
+  if (train && precision != Precision::Fp32 && !targetInfo->bf16Training) {
+    llvm::errs() << "mixc: --train --precision " << precisionName
+                 << " is not supported by --target " << target
+                 << " yet (its training steps are fp32)\n";
     return kInputError;
   }
   if (inputIsIR()) {

@@ -28,6 +28,7 @@
 #include <nlohmann/json.hpp>
 #include <omp.h>
 #include <oneapi/dnnl/dnnl.h>
+#include <oneapi/dnnl/dnnl.hpp>
 
 #include <sched.h>
 #include <sys/resource.h>
@@ -466,6 +467,51 @@ double measureGemmPeak() {
   return best;
 }
 
+/// Best bf16 GEMM rate of this machine with the current thread count:
+/// oneDNN's bf16 matmul (fp32 accumulation, bf16 result) at M = N = K = 2048
+/// with packed weights, best of a few runs after a warm-up; 0 on a CPU
+/// without bf16 products.
+double measureBf16GemmPeak() {
+  if (dnnl::get_effective_cpu_isa() < dnnl::cpu_isa::avx512_core_bf16)
+    return 0.0;
+  constexpr int64_t n = 2048;
+  using Type = dnnl::memory::data_type;
+  using Tag = dnnl::memory::format_tag;
+  try {
+    dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+    dnnl::stream stream(engine);
+    dnnl::memory::desc a({n, n}, Type::bf16, Tag::ab);
+    dnnl::memory::desc c({n, n}, Type::bf16, Tag::ab);
+    dnnl::matmul::primitive_desc desc(
+        dnnl::matmul::desc(a, dnnl::memory::desc({n, n}, Type::bf16, Tag::any),
+                           c),
+        engine);
+    // Ones are exact in bf16; the rate does not depend on the values.
+    std::vector<uint16_t> ones(n * n, 0x3f80);
+    dnnl::memory am(a, engine, ones.data()), wm(desc.weights_desc(), engine),
+        cm(c, engine);
+    dnnl::memory plain({{n, n}, Type::bf16, Tag::ab}, engine, ones.data());
+    dnnl::reorder(plain, wm).execute(stream, plain, wm);
+    dnnl::matmul matmul(desc);
+    double best = 0;
+    for (int run = 0; run < 4; ++run) {
+      Clock::time_point start = Clock::now();
+      matmul.execute(stream, {{DNNL_ARG_SRC, am},
+                              {DNNL_ARG_WEIGHTS, wm},
+                              {DNNL_ARG_DST, cm}});
+      stream.wait();
+      double seconds = millisecondsSince(start) / 1e3;
+      if (run > 0)
+        best = std::max(best, 2.0 * n * n * n / seconds / 1e9);
+    }
+    return best;
+  } catch (const dnnl::error &error) {
+    throw RuntimeFailure{std::string("oneDNN bf16 matmul failed measuring "
+                                     "the bf16 GEMM peak: ") +
+                         error.what()};
+  }
+}
+
 /// A valid batch for any plan: token ids drawn in [0, vocab_size), masked
 /// positions inside the sequence, every other input (type ids, labels,
 /// learning rate, step, seed) zero.
@@ -530,9 +576,13 @@ int runBench(const Args &args, int threads) {
   double gflops = plan.flops / (median / 1e3) / 1e9;
   // Sampled before the GEMM measurement, whose matrices are not the model's.
   int64_t rss = peakRssBytes();
-  // The share is of the host's GEMM peak; a device's is not measured yet.
-  double peak = plan.target == "cpu" ? measureGemmPeak() : 0.0;
-  double share = peak > 0 ? gflops / peak : 0;
+  // The share is of the host's GEMM peak in the plan's precision; a
+  // device's is not measured yet.
+  bool cpu = plan.target == "cpu";
+  double peak = cpu ? measureGemmPeak() : 0.0;
+  double bf16Peak = cpu ? measureBf16GemmPeak() : 0.0;
+  double planPeak = plan.precision == "bf16" ? bf16Peak : peak;
+  double share = planPeak > 0 ? gflops / planPeak : 0;
 
   if (args.has("--json")) {
     json out = {{"ms_per_example", median / examples},
@@ -541,6 +591,8 @@ int runBench(const Args &args, int threads) {
                 {"ms_per_batch_min", best},
                 {"gflops", gflops},
                 {"gemm_peak_gflops", peak},
+                {"bf16_gemm_peak_gflops", bf16Peak},
+                {"precision", plan.precision},
                 {"share_of_gemm_peak", share},
                 {"batch", plan.batch},
                 {"threads", threads},
@@ -560,10 +612,12 @@ int runBench(const Args &args, int threads) {
   std::printf("  ms per batch     median %10.3f   min %10.3f\n", median, best);
   std::printf("  ms per example   median %10.3f   min %10.3f\n",
               median / examples, best / examples);
-  std::printf("  %.1f GFLOP/s (%s per batch); fp32 GEMM peak %.1f GFLOP/s "
-              "(dnnl_sgemm 2048^3): %.1f %% of peak\n",
-              gflops, formatCount(plan.flops, "FLOP").c_str(), peak,
-              100 * share);
+  std::printf("  %.1f GFLOP/s (%s per batch, %s); GEMM peak fp32 %.1f "
+              "GFLOP/s (dnnl_sgemm 2048^3), bf16 %.1f GFLOP/s (oneDNN bf16 "
+              "matmul 2048^3): %.1f %% of the %s peak\n",
+              gflops, formatCount(plan.flops, "FLOP").c_str(),
+              plan.precision.c_str(), peak, bf16Peak, 100 * share,
+              plan.precision.c_str());
   std::printf("  arena %s, peak RSS %s\n",
               formatCount(plan.arenaBytes, "B").c_str(),
               formatCount(rss, "B").c_str());

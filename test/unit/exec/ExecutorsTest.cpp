@@ -131,4 +131,55 @@ TEST(TargetInfoTest, CpuExpertsGatherOnlyIfTheyClaimTo) {
   }
 }
 
+TEST(TargetInfoTest, CpuTakesBf16ActivationsInExactlyTheKernelsItClaims) {
+  const TargetInfo *cpu = findTarget("cpu");
+  ASSERT_NE(cpu, nullptr);
+  ASSERT_TRUE(cpu->bf16);
+  // dense [6,4] -> [6,5] marked bf16, reading and writing BF16.
+  {
+    PlanBuilder b;
+    b.plan["precision"] = "bf16";
+    int64_t w = b.param("w", {4, 5});
+    int64_t x = b.arena({6, 4}, "BF16"), y = b.arena({6, 5}, "BF16");
+    b.step("dense", {x, w, -1}, {y},
+           {{"activation", "gelu"}, {"transpose_w", false}, {"bf16", true}});
+    b.output("y", y);
+    Plan plan = parseStandalone(b);
+    int64_t scratch = 0;
+    Expected<cpu::StepFunction> step = cpu::prepareStep(plan, 0, scratch);
+    EXPECT_EQ(step.ok(), cpu->takesBf16("dense"))
+        << (step.ok() ? "prepared" : step.message());
+  }
+  // experts marked bf16 over fp32 rows.
+  {
+    PlanBuilder b;
+    b.plan["precision"] = "bf16";
+    int64_t w1 = b.param("w1", {2, 4, 6}), w2 = b.param("w2", {2, 6, 4});
+    int64_t xd = b.arena({8, 4}), tokens = b.arena({8}, "I32"),
+            offsets = b.arena({3}, "I32"), yd = b.arena({8, 4});
+    b.step("experts", {xd, tokens, offsets, w1, -1, w2, -1}, {yd},
+           {{"activation", "gelu"}, {"bf16", true}});
+    b.output("y", yd);
+    Plan plan = parseStandalone(b);
+    int64_t scratch = 0;
+    Expected<cpu::StepFunction> step = cpu::prepareStep(plan, 0, scratch);
+    EXPECT_EQ(step.ok(), cpu->takesBf16("experts"))
+        << (step.ok() ? "prepared" : step.message());
+  }
+  // layer_norm of a BF16 row.
+  {
+    PlanBuilder b;
+    b.plan["precision"] = "bf16";
+    int64_t scale = b.param("s", {4}), bias = b.param("b", {4});
+    int64_t x = b.arena({6, 4}, "BF16"), y = b.arena({6, 4}, "BF16");
+    b.step("layer_norm", {x, -1, scale, bias}, {y}, {{"epsilon", 1e-6}});
+    b.output("y", y);
+    Plan plan = parseStandalone(b);
+    int64_t scratch = 0;
+    Expected<cpu::StepFunction> step = cpu::prepareStep(plan, 0, scratch);
+    EXPECT_EQ(step.ok(), cpu->takesBf16("layer_norm"))
+        << (step.ok() ? "prepared" : step.message());
+  }
+}
+
 } // namespace

@@ -261,8 +261,13 @@ TEST_F(MixerRunTest, BenchReportsThroughputAgainstTheGemmPeak) {
               1e-9);
   double peak = report["gemm_peak_gflops"];
   EXPECT_GT(peak, 1.0);
+  // An fp32 plan's share is of the fp32 peak; the bf16 peak is reported
+  // beside it where the CPU has bf16 products.
+  EXPECT_EQ(report["precision"], "fp32");
   EXPECT_NEAR(report["share_of_gemm_peak"].get<double>(),
               report["gflops"].get<double>() / peak, 1e-12);
+  EXPECT_EQ(report["bf16_gemm_peak_gflops"].get<double>() > 0.0,
+            cpu::hasBf16Products());
 }
 
 TEST_F(MixerRunTest, InferEncodesTextWithSentencePiece) {

@@ -208,8 +208,6 @@ TEST(PlanTest, RejectsBadPrecisions) {
   plan["precision"] = "fp8";
   EXPECT_EQ(parseError(plan), "tiny.mxa: unknown precision 'fp8' (expected "
                               "fp32 or bf16)");
-  plan["precision"] = "bf16";
-  EXPECT_EQ(parseError(plan), "tiny.mxa: a 'cpu' plan must be fp32, not bf16");
   plan = embedNormDensePlan();
   plan["target"] = "cuda";
   plan["values"].back()["dtype"] = "BF16";
@@ -277,6 +275,25 @@ TEST(PlanTest, CpuExecutorRefusesCudaPlans) {
   ASSERT_FALSE(executor.ok());
   EXPECT_EQ(executor.message(), "tiny.mxa: the plan targets 'cuda'; this "
                                 "executor runs 'cpu' plans");
+}
+
+TEST(PlanTest, CpuExecutorRefusesBf16PlansWithoutBf16Products) {
+  json plan = embedNormDensePlan();
+  plan["precision"] = "bf16";
+  Expected<Plan> parsed = Plan::parse(plan.dump(), "tiny.mxa");
+  ASSERT_TRUE(parsed.ok()) << parsed.message();
+  Expected<cpu::Executor> executor =
+      cpu::Executor::create(*parsed, /*world=*/nullptr, /*bf16Products=*/false);
+  ASSERT_FALSE(executor.ok());
+  EXPECT_EQ(executor.message(),
+            "tiny.mxa: a bf16 plan needs a CPU with bf16 products "
+            "(AVX512_BF16 or AMX) and this one has none; compile the model "
+            "with --precision fp32");
+  EXPECT_TRUE(cpu::Executor::create(*parsed, /*world=*/nullptr, /*bf16Products=*/true).ok());
+  // An fp32 plan runs anywhere.
+  parsed = Plan::parse(embedNormDensePlan().dump(), "tiny.mxa");
+  ASSERT_TRUE(parsed.ok()) << parsed.message();
+  EXPECT_TRUE(cpu::Executor::create(*parsed, /*world=*/nullptr, /*bf16Products=*/false).ok());
 }
 
 TEST(PlanTest, RejectsBadParameterEntries) {
