@@ -52,6 +52,8 @@ dnnl::algorithm eltwiseOf(Activation act) {
   switch (act) {
   case Activation::Gelu:
     return dnnl::algorithm::eltwise_gelu_tanh;
+  case Activation::GeluErf:
+    return dnnl::algorithm::eltwise_gelu_erf;
   case Activation::Tanh:
     return dnnl::algorithm::eltwise_tanh;
   case Activation::Relu:

@@ -16,7 +16,7 @@
 // CHECK: "dense"{{.*}}outs(%{{.*}} : memref<8x2xf32>) params {activation = "none", transpose_w = false}
 // CHECK: "softmax"
 // CHECK: "dispatch"{{.*}}outs(%{{.*}} : memref<8x4xf32>)
-// CHECK: "experts"{{.*}}outs(%{{.*}} : memref<8x4xf32>) params {activation = "gelu", bf16 = true}
+// CHECK: "experts"{{.*}}outs(%{{.*}} : memref<8x4xf32>) params {activation = "gelu", bf16 = true, layout = "capacity"}
 // CHECK: "combine"{{.*}}outs(%{{.*}} : memref<8x4xf32>)
 // FP32-LABEL: func.func @layer
 // FP32-NOT: bf16
@@ -39,7 +39,7 @@ func.func @layer(%x: memref<8x4xf32>, %w1: memref<4x16xf32> {mixer.param = "w1"}
   %xd = mixrt.alloc : memref<8x4xf32>
   mixrt.kernel "dispatch" ins(%n, %t : memref<8x4xf32>, memref<8xi32>) outs(%xd : memref<8x4xf32>) params {}
   %yd = mixrt.alloc : memref<8x4xf32>
-  mixrt.kernel "experts" ins(%xd, %t, %o, %e1, %none, %e2, %none : memref<8x4xf32>, memref<8xi32>, memref<3xi32>, memref<2x4x5xf32>, memref<0xf32>, memref<2x5x4xf32>, memref<0xf32>) outs(%yd : memref<8x4xf32>) params {activation = "gelu"}
+  mixrt.kernel "experts" ins(%xd, %t, %o, %e1, %none, %e2, %none : memref<8x4xf32>, memref<8xi32>, memref<3xi32>, memref<2x4x5xf32>, memref<0xf32>, memref<2x5x4xf32>, memref<0xf32>) outs(%yd : memref<8x4xf32>) params {activation = "gelu", layout = "capacity"}
   %out = mixrt.alloc : memref<8x4xf32>
   mixrt.kernel "combine" ins(%yd, %t, %g : memref<8x4xf32>, memref<8xi32>, memref<8xf32>) outs(%out : memref<8x4xf32>) params {}
   return %out : memref<8x4xf32>

@@ -158,7 +158,7 @@ TEST(TargetInfoTest, CpuTakesBf16ActivationsInExactlyTheKernelsItClaims) {
     int64_t xd = b.arena({8, 4}), tokens = b.arena({8}, "I32"),
             offsets = b.arena({3}, "I32"), yd = b.arena({8, 4});
     b.step("experts", {xd, tokens, offsets, w1, -1, w2, -1}, {yd},
-           {{"activation", "gelu"}, {"bf16", true}});
+           {{"activation", "gelu"}, {"layout", "grouped"}, {"bf16", true}});
     b.output("y", yd);
     Plan plan = parseStandalone(b);
     int64_t scratch = 0;

@@ -280,7 +280,7 @@ TEST(PlanTest, CpuExecutorRefusesCudaPlans) {
 TEST(PlanTest, CpuExecutorRefusesBf16PlansWithoutBf16Products) {
   json plan = embedNormDensePlan();
   plan["precision"] = "bf16";
-  Expected<Plan> parsed = Plan::parse(plan.dump(), "tiny.mxa");
+  Expected<Plan> parsed = Plan::fromJson(plan.dump(), "tiny.mxa");
   ASSERT_TRUE(parsed.ok()) << parsed.message();
   Expected<cpu::Executor> executor =
       cpu::Executor::create(*parsed, /*world=*/nullptr, /*bf16Products=*/false);
@@ -289,11 +289,15 @@ TEST(PlanTest, CpuExecutorRefusesBf16PlansWithoutBf16Products) {
             "tiny.mxa: a bf16 plan needs a CPU with bf16 products "
             "(AVX512_BF16 or AMX) and this one has none; compile the model "
             "with --precision fp32");
-  EXPECT_TRUE(cpu::Executor::create(*parsed, /*world=*/nullptr, /*bf16Products=*/true).ok());
+  EXPECT_TRUE(
+      cpu::Executor::create(*parsed, /*world=*/nullptr, /*bf16Products=*/true)
+          .ok());
   // An fp32 plan runs anywhere.
-  parsed = Plan::parse(embedNormDensePlan().dump(), "tiny.mxa");
+  parsed = Plan::fromJson(embedNormDensePlan().dump(), "tiny.mxa");
   ASSERT_TRUE(parsed.ok()) << parsed.message();
-  EXPECT_TRUE(cpu::Executor::create(*parsed, /*world=*/nullptr, /*bf16Products=*/false).ok());
+  EXPECT_TRUE(
+      cpu::Executor::create(*parsed, /*world=*/nullptr, /*bf16Products=*/false)
+          .ok());
 }
 
 TEST(PlanTest, RejectsBadParameterEntries) {
