@@ -433,6 +433,11 @@ Value ModelEmitter::emitTrainingLoss(
     Value sum = SoftmaxCrossEntropyOp::create(builder, at, scalar, logits,
                                               labels, weights);
     Value norm = ReduceSumOp::create(builder, at, scalar, weights);
+    // On a mesh each rank's sum counts its own rows; the mean is over the
+    // counted rows of the whole batch.
+    if (options.world > 1)
+      norm = AllReduceOp::create(builder, at, norm,
+                                 builder.getStringAttr(kWorldGroup));
     return DivideOp::create(builder, at, sum, norm).getResult();
   };
   if (heads.mlm) {
@@ -455,7 +460,7 @@ Value ModelEmitter::emitTrainingLoss(
   int64_t classes = heads.nsp ? 2 : heads.classificationClasses;
   if (classes == 1) {
     // Regression (spec section 9): the sum of squared errors over the batch,
-    // divided by the batch.
+    // divided by the (global) batch.
     Location at = loc("regression_loss");
     Value targets = addInput(f32({batch}), "labels");
     Value logits = emitClassifierLogits(pooled, 1);
@@ -465,7 +470,7 @@ Value ModelEmitter::emitTrainingLoss(
     addOutput("classification_logits", logits);
     addLoss("regression_loss",
             ScaleOp::create(builder, at, sum,
-                            builder.getF64FloatAttr(1.0 / double(batch))));
+                            builder.getF64FloatAttr(1.0 / double(options.batch))));
   } else if (classes > 0) {
     const char *name = heads.nsp ? "next_sentence_labels" : "labels";
     Location at = loc(heads.nsp ? "next_sentence_loss" : "classification_loss");
@@ -476,7 +481,7 @@ Value ModelEmitter::emitTrainingLoss(
     addOutput(heads.nsp ? "nsp_logits" : "classification_logits", logits);
     addLoss(heads.nsp ? "next_sentence_loss" : "classification_loss",
             ScaleOp::create(builder, at, sum,
-                            builder.getF64FloatAttr(1.0 / double(batch))));
+                            builder.getF64FloatAttr(1.0 / double(options.batch))));
   }
   if (heads.causalLm) {
     // `labels` holds the next token of every position (the data shifts, as
@@ -498,7 +503,9 @@ Value ModelEmitter::emitTrainingLoss(
     return Value();
   }
   // The MoE layers' losses (spec section 9): their sums over the layers as
-  // metrics, scaled into the loss.
+  // metrics, scaled into the loss. Each is a mean over its routing groups or
+  // the rank's tokens; on a mesh every rank contributes its share of the
+  // mean over the ranks.
   const TrainingConfig &t = config.training;
   auto addRouterLoss = [&](const char *name, ArrayRef<Value> layers,
                            double factor) {
@@ -508,6 +515,9 @@ Value ModelEmitter::emitTrainingLoss(
     Value sum = layers.front();
     for (Value layer : layers.drop_front())
       sum = AddOp::create(builder, at, sum, layer);
+    if (options.world > 1)
+      sum = ScaleOp::create(builder, at, sum,
+                            builder.getF64FloatAttr(1.0 / double(options.world)));
     addOutput(name, sum);
     if (factor > 0)
       addTerm(

@@ -61,6 +61,10 @@ private:
   /// appending them one at a time would intern a new function type per
   /// argument, memory quadratic in the parameters.
   void addState(MutableArrayRef<Parameter> params, bool accumulate);
+  /// The global norm of the update's gradients `grads` (one per parameter of
+  /// `params`). On an expert-parallel mesh each rank holds a slice of the
+  /// experts: the norm counts every rank's slice once.
+  Value globalNorm(ArrayRef<Parameter> params, ArrayRef<Value> grads);
 
   func::FuncOp func;
   OpBuilder builder;
@@ -145,6 +149,35 @@ void OptimizerBuilder::addState(MutableArrayRef<Parameter> params,
   }
 }
 
+Value OptimizerBuilder::globalNorm(ArrayRef<Parameter> params,
+                                   ArrayRef<Value> grads) {
+  Location loc = func.getLoc();
+  auto f32 = [&](ArrayRef<int64_t> shape) {
+    return RankedTensorType::get(shape, builder.getF32Type());
+  };
+  int64_t ep = meshOf(func).ep;
+  SmallVector<Value> replicated, experts;
+  for (auto [param, grad] : llvm::zip(params, grads))
+    (func.getArgAttr(param.arg.getArgNumber(), kShardAttr) ? experts
+                                                           : replicated)
+        .push_back(grad);
+  if (experts.empty())
+    return GlobalNormOp::create(builder, loc, f32({}), grads);
+  // The norm of this rank's expert slices, tiled ep times (a product with
+  // ones, exact) and exchanged, gives every rank each slice's norm.
+  Value local = ReshapeOp::create(
+      builder, loc, f32({1, 1}),
+      GlobalNormOp::create(builder, loc, f32({}), experts));
+  Value ones = FillOp::create(builder, loc, f32({1, ep}),
+                              builder.getF64FloatAttr(1.0));
+  Value tiled = ReshapeOp::create(
+      builder, loc, f32({ep}),
+      DenseOp::create(builder, loc, f32({1, ep}), local, ones, Value()));
+  replicated.push_back(AllToAllOp::create(builder, loc, tiled,
+                                          builder.getStringAttr(kExpertGroup)));
+  return GlobalNormOp::create(builder, loc, f32({}), replicated);
+}
+
 LogicalResult OptimizerBuilder::run() {
   auto settings =
       func->getAttrOfType<DictionaryAttr>(mixer::graph::kTrainingAttr);
@@ -169,7 +202,9 @@ LogicalResult OptimizerBuilder::run() {
   llvm::StringMap<Value> gradients;
   SmallVector<Value> results;
   SmallVector<Attribute> outputNames;
-  for (auto [nameAttr, value] : llvm::zip(names, ret.getOperands())) {
+  SmallVector<DictionaryAttr> keptAttrs;
+  for (auto [index, nameAttr, value] :
+       llvm::enumerate(names, ret.getOperands())) {
     StringRef name = cast<StringAttr>(nameAttr).getValue();
     if (name.consume_front(kGradPrefix)) {
       gradients[name] = value;
@@ -177,6 +212,8 @@ LogicalResult OptimizerBuilder::run() {
     }
     results.push_back(value);
     outputNames.push_back(nameAttr);
+    DictionaryAttr attrs = func.getResultAttrDict(index);
+    keptAttrs.push_back(attrs ? attrs : builder.getDictionaryAttr({}));
   }
   SmallVector<Parameter> params;
   for (BlockArgument arg : func.getArguments()) {
@@ -208,8 +245,7 @@ LogicalResult OptimizerBuilder::run() {
   addState(params, accumulate);
 
   builder.setInsertionPoint(ret);
-  SmallVector<DictionaryAttr> resultAttrs(results.size(),
-                                          builder.getDictionaryAttr({}));
+  SmallVector<DictionaryAttr> resultAttrs = keptAttrs;
   auto update = [&](Value value, StringRef name) {
     results.push_back(value);
     resultAttrs.push_back(builder.getDictionaryAttr(builder.getNamedAttr(
@@ -232,7 +268,7 @@ LogicalResult OptimizerBuilder::run() {
   }
   Value norm;
   if (maxNorm->getValueAsDouble() > 0)
-    norm = GlobalNormOp::create(builder, func.getLoc(), f32Scalar, grads);
+    norm = globalNorm(params, grads);
   for (auto [index, param] : llvm::enumerate(params)) {
     auto adamw = AdamWOp::create(
         builder, param.arg.getLoc(), param.arg, param.m, param.v, grads[index],

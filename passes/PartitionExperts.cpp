@@ -27,8 +27,6 @@ using namespace mixer::graph;
 
 namespace {
 
-constexpr StringLiteral kExpertGroup = "ep";
-
 /// How the slot rows of a layer travel: equal blocks (capacity routings) or
 /// ragged blocks into a worst-case buffer (σ-MoE), whose rows it returns.
 struct Layout {

@@ -139,6 +139,34 @@ def MixerAutodiff : Pass<"mixer-autodiff", "mlir::ModuleOp"> {
   }];
 }
 
+def MixerSumOverRanks : Pass<"mixer-sum-over-ranks", "mlir::ModuleOp"> {
+  let summary = "Sum the ranks' gradients and losses of a parallel training step";
+  let description = [{
+    Each rank of a parallel training step (after `mixer-autodiff`) has
+    computed its share of the objective: the IR builder divides by the
+    whole batch's counts. This pass makes the step's results global sums
+    (nothing changes on a one-rank module): every `grad/P` of a replicated
+    parameter gets a `mixer.all_reduce` over `world`; the gradient of an
+    expert slice (`mixer.shard` over `ep`), which the all-to-alls'
+    gradients have already summed over its expert group, one over `edp`
+    when there are replicas (`dp > 1`); and every f32 scalar result (the
+    loss and its terms) one over `world`. Summed results are marked
+    `mixer.replicated`, expert gradients carry their parameter's
+    `mixer.shard`, so the plan says how to gather each output.
+
+    ```mlir
+    func.func @forward(..., %w: tensor<8x2xf32> {mixer.param = "w"})
+        -> (tensor<f32>, tensor<8x2xf32>)
+        attributes {mixer.outputs = ["loss", "grad/w"]}
+    //   return %loss, %dw
+    // becomes, in a module with mixer.mesh = {dp = 1, ep = 2}
+    //   %0 = mixer.all_reduce %loss {group = "world"} : tensor<f32>
+    //   %1 = mixer.all_reduce %dw {group = "world"} : tensor<8x2xf32>
+    //   return %0, %1      // both results {mixer.replicated}
+    ```
+  }];
+}
+
 def MixerApplyOptimizer : Pass<"mixer-apply-optimizer", "mlir::ModuleOp"> {
   let summary = "Replace the parameter gradients by one AdamW update per parameter";
   let description = [{

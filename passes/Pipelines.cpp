@@ -91,6 +91,7 @@ void mixer::buildPipeline(OpPassManager &pm, const PipelineOptions &options,
       pm.addPass(createMixerAutodiff());
       // Gradients of inputs (token embeddings of the batch, ...) are dead.
       pm.addPass(createCanonicalizerPass());
+      pm.addPass(createMixerSumOverRanks());
       if (options.optimizer)
         pm.addPass(createMixerApplyOptimizer());
     }

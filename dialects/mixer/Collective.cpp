@@ -9,9 +9,9 @@ using namespace mlir;
 using namespace mixer::graph;
 
 int64_t Mesh::groupSize(StringRef group) const {
-  if (group == "ep")
+  if (group == kExpertGroup)
     return ep;
-  if (group == "edp")
+  if (group == kExpertDataGroup)
     return dp;
   return world();
 }

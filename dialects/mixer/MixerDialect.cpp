@@ -79,7 +79,7 @@ std::pair<bool, StringRef> checkInterfaceAttr(StringRef name, Attribute attr) {
   if (name == kInitAttr || name == kTrainingAttr || name == kHeadsAttr ||
       name == kShardAttr || name == kMeshAttr)
     return {isDictionary(), "a dictionary"};
-  if (name == kOptionalAttr)
+  if (name == kOptionalAttr || name == kReplicatedAttr)
     return {isa<UnitAttr>(attr), "a unit attribute"};
   if (name == kOutputsAttr)
     return {isStringArray(), "an array of strings"};
@@ -121,7 +121,9 @@ LogicalResult MixerDialect::verifyRegionArgAttribute(Operation *op, unsigned,
 LogicalResult MixerDialect::verifyRegionResultAttribute(Operation *op, unsigned,
                                                         unsigned,
                                                         NamedAttribute attr) {
-  return verifyInterfaceAttr(op, attr, {kUpdateAttr}, "a result");
+  return verifyInterfaceAttr(op, attr,
+                             {kUpdateAttr, kReplicatedAttr, kShardAttr},
+                             "a result");
 }
 
 LogicalResult MixerDialect::verifyOperationAttribute(Operation *op,

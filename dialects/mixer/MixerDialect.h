@@ -40,6 +40,11 @@ inline constexpr llvm::StringLiteral kOptionalAttr = "mixer.optional"; // unit
 inline constexpr llvm::StringLiteral kShardAttr = "mixer.shard"; // dict
 /// On results: the parameter or state a result is the new value of.
 inline constexpr llvm::StringLiteral kUpdateAttr = "mixer.update"; // string
+/// On results of a parallel program: every rank returns the same value (a
+/// sum over the ranks); a result with `mixer.shard` is the rank's slice of
+/// axis 0 over the named group; any other result holds the rank's rows of
+/// the batch.
+inline constexpr llvm::StringLiteral kReplicatedAttr = "mixer.replicated"; // unit
 /// On the function: result names, the training settings, and the model facts
 /// the plan header carries.
 inline constexpr llvm::StringLiteral kOutputsAttr = "mixer.outputs";   // [str]
@@ -56,6 +61,12 @@ inline constexpr llvm::StringLiteral kPipelineOptionsAttr =
     "mixer.pipeline_options"; // string
 /// On the module of a parallel program: its mesh, {dp = D, ep = E}.
 inline constexpr llvm::StringLiteral kMeshAttr = "mixer.mesh"; // dict
+
+/// The groups of a mesh, as collectives name them: every rank, the ranks that
+/// share a replica's experts, and the ranks that hold the same experts.
+inline constexpr llvm::StringLiteral kWorldGroup = "world";
+inline constexpr llvm::StringLiteral kExpertGroup = "ep";
+inline constexpr llvm::StringLiteral kExpertDataGroup = "edp";
 
 /// A `dp × ep` mesh: world = dp · ep ranks.
 struct Mesh {

@@ -229,11 +229,24 @@ LogicalResult PlanWriter::writeOutputs() {
   auto names = func->getAttrOfType<ArrayAttr>(mixer::graph::kOutputsAttr);
   if (!names || names.size() != ret.getNumOperands())
     return func.emitError("mixer.outputs must name every result");
-  for (auto [name, value] : llvm::zip(names, ret.getOperands())) {
+  bool parallel = mixer::graph::meshOf(func).world() > 1;
+  for (auto [index, name, value] :
+       llvm::enumerate(names, ret.getOperands())) {
     FailureOr<int64_t> id = valueId(value);
     if (failed(id))
       return failure();
-    plan.outputs.push_back({cast<StringAttr>(name).str(), *id});
+    exec::OutputInfo output{cast<StringAttr>(name).str(), *id, ""};
+    // A parallel plan's output is the rank's rows of the batch unless the
+    // compiler summed it over the ranks or it is a slice of the experts.
+    if (parallel &&
+        !func.getResultAttr(index, mixer::graph::kReplicatedAttr)) {
+      auto shard = func.getResultAttrOfType<DictionaryAttr>(
+          index, mixer::graph::kShardAttr);
+      auto group = shard ? shard.getAs<StringAttr>("mesh_axis") : StringAttr();
+      output.shardGroup =
+          group ? group.str() : mixer::graph::kWorldGroup.str();
+    }
+    plan.outputs.push_back(std::move(output));
   }
   return success();
 }

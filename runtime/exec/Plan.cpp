@@ -105,6 +105,9 @@ private:
   /// Reads the shard and global shape of a parameter of a parallel plan.
   bool parseShard(const json &entry, const std::string &where,
                   ParamInfo &param);
+  /// Reads how the ranks of a parallel plan hold an output.
+  bool parseOutputShard(const json &entry, const std::string &where,
+                        OutputInfo &output);
   /// Reads a table of named f32 tensors with an init ("params", "state").
   bool parseTensorTable(const json &array, const char *table,
                         std::vector<ParamInfo> &out);
@@ -425,6 +428,23 @@ bool PlanParser::parseShard(const json &entry, const std::string &where,
   return true;
 }
 
+bool PlanParser::parseOutputShard(const json &entry, const std::string &where,
+                                  OutputInfo &output) {
+  const json *shard;
+  int64_t axis;
+  if (!readObject(entry, "shard", where, shard) ||
+      !readInt(*shard, "axis", where + " shard", axis) ||
+      !readString(*shard, "mesh_axis", where + " shard", output.shardGroup))
+    return false;
+  if (plan.mesh.world() == 1)
+    return fail(where, "a one-process plan's outputs have no shard");
+  if (axis != 0 || (output.shardGroup != "world" && output.shardGroup != "ep"))
+    return fail(where, "shards only axis 0 over 'world' or 'ep'");
+  if (plan.values[output.value].shape.empty())
+    return fail(where, "a scalar cannot be sharded");
+  return true;
+}
+
 bool PlanParser::parseTraining(const json &root) {
   if (!root.contains("training"))
     return true;
@@ -718,6 +738,8 @@ bool PlanParser::parseOutputs(const json &array) {
       return fail(where, "refers to value " + std::to_string(output.value) +
                              " but the plan has " +
                              std::to_string(plan.values.size()) + " values");
+    if (array[i].contains("shard") && !parseOutputShard(array[i], where, output))
+      return false;
     plan.outputs.push_back(std::move(output));
   }
   return true;
@@ -982,8 +1004,12 @@ std::string Plan::toJson(int indent) const {
                           {"dtype", io::dtypeName(input.dtype)},
                           {"optional", input.optional}});
   json outputTable = json::array();
-  for (const OutputInfo &output : outputs)
-    outputTable.push_back({{"name", output.name}, {"value", output.value}});
+  for (const OutputInfo &output : outputs) {
+    json entry = {{"name", output.name}, {"value", output.value}};
+    if (!output.shardGroup.empty())
+      entry["shard"] = {{"axis", 0}, {"mesh_axis", output.shardGroup}};
+    outputTable.push_back(entry);
+  }
   json stepTable = json::array();
   for (const Step &step : steps) {
     json attrs = json::object();

@@ -193,9 +193,16 @@ struct HeadsInfo {
 struct OutputInfo {
   std::string name;
   int64_t value = -1;
+  /// How the ranks of a parallel plan hold the output: `world` (each rank
+  /// its rows of the batch: the global output is the ranks' values joined
+  /// along axis 0 in rank order), `ep` (each rank of an expert group a
+  /// slice of axis 0, the same in every group) or empty (every rank the
+  /// same value; always empty in a one-process plan).
+  std::string shardGroup;
 
   bool operator==(const OutputInfo &other) const {
-    return name == other.name && value == other.value;
+    return std::tie(name, value, shardGroup) ==
+           std::tie(other.name, other.value, other.shardGroup);
   }
 };
 

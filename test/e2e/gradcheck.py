@@ -30,36 +30,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "reference"))
 import mixer_ref  # noqa: E402
 
 
-def training_batch(cfg: mixer_ref.ModelConfig, batch: int, seed: int) -> dict:
-    """Random ids plus the labels of the model's heads: masked-LM
-    positions/labels, sentence labels, class labels or regression targets,
-    next-token labels."""
-    rng = np.random.default_rng(seed)
-    tensors = mixer_ref.random_batch(cfg, batch, seed)
-    seq = tensors["input_ids"].shape[1]
-    if cfg.mlm:
-        predictions = min(80, seq)
-        positions = np.stack([rng.permutation(seq)[:predictions]
-                              for _ in range(batch)])
-        labels = rng.integers(0, cfg.vocab_size, size=(batch, predictions))
-        labels[:, predictions // 2:] = -1  # padded prediction slots
-        tensors["masked_lm_positions"] = positions.astype(np.int32)
-        tensors["masked_lm_ids"] = labels.astype(np.int32)
-    if cfg.nsp:
-        tensors["next_sentence_labels"] = rng.integers(
-            0, 2, size=batch).astype(np.int32)
-    elif cfg.num_classes == 1:
-        tensors["labels"] = rng.standard_normal(batch).astype(np.float32)
-    elif cfg.num_classes:
-        tensors["labels"] = rng.integers(
-            0, cfg.num_classes, size=batch).astype(np.int32)
-    if cfg.causal_lm:
-        labels = rng.integers(0, cfg.vocab_size, size=(batch, seq))
-        labels[:, seq - 2:] = -1  # positions without a next token
-        tensors["labels"] = labels.astype(np.int32)
-    return tensors
-
-
 def run(mixer_run: str, artifact: str, weights: dict, batch_path: Path,
         work: Path) -> dict:
     weights_path = work / "w.safetensors"
@@ -90,7 +60,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         batch_path = work / "batch.safetensors"
-        tensors = training_batch(cfg, args.batch, args.seed)
+        tensors = mixer_ref.training_batch(cfg, args.batch, args.seed)
         if args.noise_key:
             tensors["seed"] = np.array(args.noise_key[0], dtype=np.int32)
             tensors["step"] = np.array(args.noise_key[1], dtype=np.int32)

@@ -160,3 +160,33 @@ func.func @forward(%step: tensor<2xi32> {mixer.input = "step"}, %w: tensor<2xf32
   %dw = mixer.fill 2.0 : tensor<2xf32>
   return %l, %dw : tensor<f32>, tensor<2xf32>
 }
+
+// -----
+
+// On an expert-parallel mesh the clipping norm counts every rank's expert
+// slice once: the norm of this rank's slices, tiled ep times and exchanged
+// over `ep`, joins the replicated gradients in the global norm. The results
+// keep their attributes (a summed loss stays `mixer.replicated`).
+// CHECK-LABEL: func.func @forward
+// CHECK-SAME: -> (tensor<f32> {mixer.replicated},
+// CHECK: %[[LOCAL:.*]] = mixer.global_norm %[[DE:.*]] : tensor<1x4x4xf32>
+// CHECK: %[[R:.*]] = mixer.reshape %[[LOCAL]] : tensor<f32> to tensor<1x1xf32>
+// CHECK: %[[ONES:.*]] = mixer.fill 1.0{{.*}} : tensor<1x2xf32>
+// CHECK: %[[T:.*]] = mixer.dense %[[R]], %[[ONES]]
+// CHECK: %[[TILED:.*]] = mixer.reshape %[[T]] : tensor<1x2xf32> to tensor<2xf32>
+// CHECK: %[[ALL:.*]] = mixer.all_to_all %[[TILED]] {group = "ep"} : tensor<2xf32>
+// CHECK: %[[NORM:.*]] = mixer.global_norm %[[DW:.*]], %[[ALL]] : tensor<4x4xf32>, tensor<2xf32>
+// CHECK: mixer.adamw {{.*}} norm %[[NORM]]
+// CHECK: mixer.adamw {{.*}} norm %[[NORM]]
+module attributes {mixer.mesh = {dp = 1 : i64, ep = 2 : i64}} {
+func.func @forward(%w: tensor<4x4xf32> {mixer.param = "w"},
+                   %e: tensor<1x4x4xf32> {mixer.param = "e", mixer.shard = {axis = 0 : i64, mesh_axis = "ep"}},
+                   %dw: tensor<4x4xf32>, %de: tensor<1x4x4xf32>, %l: tensor<f32>)
+    -> (tensor<f32> {mixer.replicated}, tensor<4x4xf32>, tensor<1x4x4xf32>)
+    attributes {mixer.outputs = ["loss", "grad/w", "grad/e"],
+                mixer.training = {learning_rate = 1.0e-3 : f64, warmup_steps = 10 : i64, total_steps = 100 : i64,
+                                  b1 = 0.8 : f64, b2 = 0.99 : f64, eps = 1.0e-8 : f64,
+                                  weight_decay = 0.1 : f64, clip_grad_norm = 1.0 : f64}} {
+  return %l, %dw, %de : tensor<f32>, tensor<4x4xf32>, tensor<1x4x4xf32>
+}
+}

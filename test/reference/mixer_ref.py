@@ -12,7 +12,7 @@ Command line (run with /usr/bin/python3):
     mixer_ref.py params MODEL.json
     mixer_ref.py compare A.safetensors B.safetensors --rtol 1e-4
     mixer_ref.py random-weights MODEL.json --seed 0 -o W.safetensors
-    mixer_ref.py random-batch MODEL.json --batch 2 --seed 0 \
+    mixer_ref.py random-batch MODEL.json --batch 2 --seed 0 [--training] \
         -o BATCH.safetensors
 
 Tensor files may be .safetensors, .npz or .npy (the latter named after the file
@@ -856,9 +856,44 @@ def _cmd_random_weights(args: argparse.Namespace) -> int:
     return 0
 
 
+def training_batch(cfg: ModelConfig, batch: int, seed: int) -> dict:
+    """Random ids plus the labels of the model's heads: masked-LM
+    positions/labels, sentence labels, class labels or regression targets,
+    next-token labels."""
+    rng = np.random.default_rng(seed)
+    tensors = random_batch(cfg, batch, seed)
+    seq = tensors["input_ids"].shape[1]
+    if cfg.mlm:
+        predictions = min(80, seq)
+        positions = np.stack([rng.permutation(seq)[:predictions]
+                              for _ in range(batch)])
+        labels = rng.integers(0, cfg.vocab_size, size=(batch, predictions))
+        # Padded prediction slots (-1), a different count in each row, so
+        # that the shares of a batch split over ranks count unequal labels.
+        for row in range(batch):
+            labels[row, 1 + (row * 5 + predictions // 2) % predictions:] = -1
+        tensors["masked_lm_positions"] = positions.astype(np.int32)
+        tensors["masked_lm_ids"] = labels.astype(np.int32)
+    if cfg.nsp:
+        tensors["next_sentence_labels"] = rng.integers(
+            0, 2, size=batch).astype(np.int32)
+    elif cfg.num_classes == 1:
+        tensors["labels"] = rng.standard_normal(batch).astype(np.float32)
+    elif cfg.num_classes:
+        tensors["labels"] = rng.integers(
+            0, cfg.num_classes, size=batch).astype(np.int32)
+    if cfg.causal_lm:
+        labels = rng.integers(0, cfg.vocab_size, size=(batch, seq))
+        labels[:, seq - 2:] = -1  # positions without a next token
+        tensors["labels"] = labels.astype(np.int32)
+    return tensors
+
+
+
 def _cmd_random_batch(args: argparse.Namespace) -> int:
+    make = training_batch if args.training else random_batch
     write_tensors(args.output,
-                  random_batch(load_config(args.model), args.batch, args.seed))
+                  make(load_config(args.model), args.batch, args.seed))
     return 0
 
 
@@ -894,6 +929,8 @@ def main(argv: Optional[list] = None) -> int:
     p.add_argument("model")
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--training", action="store_true",
+                   help="with the labels of the model's training heads")
     p.add_argument("-o", "--output", required=True)
     p.set_defaults(func=_cmd_random_batch)
 

@@ -325,10 +325,9 @@ int main(int argc, char **argv) {
                    << ep << ")\n";
       return kInputError;
     }
-    if (train || target != "cpu") {
-      llvm::errs() << "mixc: --dp and --ep compile inference for --target "
-                      "cpu; parallel training steps and CUDA collectives are "
-                      "not supported yet\n";
+    if (target != "cpu") {
+      llvm::errs() << "mixc: --dp and --ep compile for --target cpu; CUDA "
+                      "collectives are not supported yet\n";
       return kInputError;
     }
   }

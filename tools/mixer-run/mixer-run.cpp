@@ -312,19 +312,25 @@ std::unique_ptr<comm::Communicator> parallelWorld(const exec::Plan &plan) {
 #endif
 }
 
-/// Every rank's outputs joined along the batch, in rank order (each rank
-/// computes its rows of every output).
-std::vector<io::HostTensor> gatherOutputs(comm::Communicator &world,
+/// The global outputs of a parallel plan from every rank's: an output split
+/// over the world joined along axis 0 in rank order, an expert slice joined
+/// over the ranks of the first expert group (world ranks 0 … ep − 1), a
+/// summed output as it is (the plan says which is which).
+std::vector<io::HostTensor> gatherOutputs(const exec::Plan &plan,
+                                          comm::Communicator &world,
                                           std::vector<io::HostTensor> outputs) {
   for (io::HostTensor &output : outputs) {
-    if (output.shape.empty())
-      throw RuntimeFailure{"output '" + output.name +
-                           "' has no batch axis to gather along"};
+    int64_t index = plan.findOutput(output.name);
+    if (index < 0 || plan.outputs[index].shardGroup.empty())
+      continue;
     std::vector<uint8_t> all(output.data.size() * world.size());
     check(world.allGather(output.data.data(), all.data(), output.data.size(),
                           "outputs"));
+    int64_t blocks =
+        plan.outputs[index].shardGroup == "ep" ? plan.mesh.ep : world.size();
+    all.resize(output.data.size() * blocks);
     output.data = std::move(all);
-    output.shape[0] *= world.size();
+    output.shape[0] *= blocks;
   }
   return outputs;
 }
@@ -420,7 +426,7 @@ int runInfer(const Args &args) {
   double runMs = millisecondsSince(start);
   std::vector<io::HostTensor> outputs = executor->outputs();
   if (world) {
-    outputs = gatherOutputs(*world, std::move(outputs));
+    outputs = gatherOutputs(plan, *world, std::move(outputs));
     // Rank 0 writes and reports for every rank.
     if (world->rank() != 0)
       return 0;
