@@ -243,6 +243,30 @@ TEST(PlanTest, ReadsTheMeshAndShards) {
   EXPECT_TRUE(parsed->params[1].globalShape.empty());
 }
 
+TEST(PlanTest, ReadsAndChecksOutputShards) {
+  json plan = meshPlan();
+  plan["outputs"][0]["shard"] = {{"axis", 0}, {"mesh_axis", "world"}};
+  Expected<Plan> parsed = Plan::fromJson(plan.dump(), "tiny.mxa");
+  ASSERT_TRUE(parsed.ok()) << parsed.message();
+  EXPECT_EQ(parsed->outputs[0].shardGroup, "world");
+  Expected<Plan> again = Plan::fromJson(parsed->toJson(), "tiny.mxa");
+  ASSERT_TRUE(again.ok()) << again.message();
+  EXPECT_EQ(again->outputs, parsed->outputs);
+
+  json bad = plan;
+  bad["outputs"][0]["shard"]["mesh_axis"] = "edp";
+  EXPECT_THAT(parseError(bad),
+              HasSubstr("shards only axis 0 over 'world' or 'ep'"));
+  bad = plan;
+  bad["outputs"][0]["shard"]["axis"] = 1;
+  EXPECT_THAT(parseError(bad),
+              HasSubstr("shards only axis 0 over 'world' or 'ep'"));
+  bad = embedNormDensePlan();
+  bad["outputs"][0]["shard"] = {{"axis", 0}, {"mesh_axis", "world"}};
+  EXPECT_THAT(parseError(bad),
+              HasSubstr("a one-process plan's outputs have no shard"));
+}
+
 TEST(PlanTest, RejectsMeshesAndShardsThatDoNotFit) {
   json plan = meshPlan();
   plan["mesh"]["world"] = 3;
