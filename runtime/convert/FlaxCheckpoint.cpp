@@ -32,7 +32,8 @@ namespace {
 /// How a parameter of the original's tree differs from mixer's.
 enum class Role {
   Same,   ///< the same name and layout
-  Router, ///< mixer's `router_weights_<l>/X` is `router_weights_<l>/DenseGeneral_0/X`
+  Router, ///< mixer's `router_weights_<l>/X` is
+          ///< `router_weights_<l>/DenseGeneral_0/X`
   Expert, ///< the expert axis is second in the original, first in mixer
 };
 
@@ -171,8 +172,8 @@ Expected<Array> decodeArray(const MsgpackValue &ext, const std::string &where) {
                          "' is not one mixer reads");
   if (data.size != numel * static_cast<uint64_t>(size))
     return corrupt(std::to_string(data.size) + " bytes of data, the shape " +
-                   io::formatShape(array.shape) + " and dtype " +
-                   array.dtype + " need " + std::to_string(numel * size));
+                   io::formatShape(array.shape) + " and dtype " + array.dtype +
+                   " need " + std::to_string(numel * size));
   array.data = data.bytes;
   array.bytes = data.size;
   return array;
@@ -219,8 +220,9 @@ Expected<Array> decodeChunked(const MsgpackValue &map,
   }
   std::string dtype = joined.dtype;
   if (joined.owned.size() != numel * static_cast<uint64_t>(itemSize(dtype)))
-    return Status::error(where + ": corrupt chunked array (the chunks do not "
-                                 "fill the shape " +
+    return Status::error(where +
+                         ": corrupt chunked array (the chunks do not "
+                         "fill the shape " +
                          io::formatShape(joined.shape) + ")");
   joined.data = joined.owned.data();
   joined.bytes = joined.owned.size();
@@ -242,8 +244,7 @@ Status flatten(const MsgpackValue &node, const std::string &prefix,
   for (const auto &[key, value] : node.entries) {
     if (key.kind != Kind::Str)
       return Status::error(file + ": byte " + std::to_string(key.offset) +
-                           ": a key under '" + prefix +
-                           "' is not a string");
+                           ": a key under '" + prefix + "' is not a string");
     std::string name = prefix.empty() ? std::string(key.text())
                                       : prefix + "/" + std::string(key.text());
     std::string where = file + ": " + name;
@@ -361,8 +362,8 @@ Expected<CheckpointFiles> readCheckpointFiles(const std::string &path) {
       if (entry.is_regular_file(ec))
         names.push_back(entry.path().filename().string());
     if (ec)
-      return Status::error(path + ": cannot list the directory: " +
-                           ec.message());
+      return Status::error(path +
+                           ": cannot list the directory: " + ec.message());
   } else {
     Expected<std::string> bytes = io::readFile(path);
     if (!bytes.ok())
@@ -371,13 +372,13 @@ Expected<CheckpointFiles> readCheckpointFiles(const std::string &path) {
     if (archive.rfind("PK\x03\x04", 0) != 0) {
       // One state dict.
       CheckpointFiles one;
-      one.files.push_back({path, std::vector<uint8_t>(archive.begin(),
-                                                      archive.end())});
+      one.files.push_back(
+          {path, std::vector<uint8_t>(archive.begin(), archive.end())});
       return one;
     }
     Status listed = io::detail::forEachZipMember(
-        path, reinterpret_cast<const uint8_t *>(archive.data()),
-        archive.size(), [&](const io::detail::ZipMember &m) {
+        path, reinterpret_cast<const uint8_t *>(archive.data()), archive.size(),
+        [&](const io::detail::ZipMember &m) {
           if (!m.name.empty() && m.name.back() != '/')
             names.push_back(m.name);
           return Status::success();
@@ -418,11 +419,11 @@ Expected<CheckpointFiles> readCheckpointFiles(const std::string &path) {
     int64_t index = std::stoll(m[1].str().substr(0, 9));
     int64_t of = std::stoll(m[2].str().substr(0, 9));
     if (count >= 0 && of != count)
-      return Status::error(path + ": shard files of step " +
-                           std::to_string(*step) + " disagree on the number "
-                                                   "of shards (" +
-                           std::to_string(count) + " and " +
-                           std::to_string(of) + ")");
+      return Status::error(
+          path + ": shard files of step " + std::to_string(*step) +
+          " disagree on the number "
+          "of shards (" +
+          std::to_string(count) + " and " + std::to_string(of) + ")");
     count = of;
     if (index >= of)
       return Status::error(path + ": " + name + ": shard index " +
@@ -436,11 +437,10 @@ Expected<CheckpointFiles> readCheckpointFiles(const std::string &path) {
   char buffer[64];
   for (int64_t i = 0; i < result.shards; ++i)
     if (!shardNames.count(i)) {
-      std::snprintf(buffer, sizeof(buffer),
-                    "shard-%05lld-of-%05lld_checkpoint_%lld",
-                    static_cast<long long>(i),
-                    static_cast<long long>(result.shards),
-                    static_cast<long long>(*step));
+      std::snprintf(
+          buffer, sizeof(buffer), "shard-%05lld-of-%05lld_checkpoint_%lld",
+          static_cast<long long>(i), static_cast<long long>(result.shards),
+          static_cast<long long>(*step));
       return Status::error(path + ": missing shard file " + buffer);
     }
   std::vector<std::string> wanted = {replicatedName};
@@ -453,8 +453,8 @@ Expected<CheckpointFiles> readCheckpointFiles(const std::string &path) {
       Expected<std::string> bytes = io::readFile(file);
       if (!bytes.ok())
         return bytes.takeStatus();
-      result.files[i] = {file, std::vector<uint8_t>(bytes->begin(),
-                                                     bytes->end())};
+      result.files[i] = {file,
+                         std::vector<uint8_t>(bytes->begin(), bytes->end())};
     }
     return result;
   }
@@ -511,7 +511,8 @@ Expected<io::HostTensor> toFloat32(const Array &a, const std::string &name,
 /// full parameter tree. A shard holds its host's experts as [L, A, J, ...]
 /// (L local devices, J experts each): expert (p·L + l)·J + j of the full
 /// [A, E, ...] tensor.
-Expected<std::vector<Parameter>> joinShards(const std::vector<StateDict> &dicts) {
+Expected<std::vector<Parameter>>
+joinShards(const std::vector<StateDict> &dicts) {
   static const std::regex expert(
       "encoder/expert_[0-9]+/(intermediate|output)/(kernel|bias)");
   const StateDict &replicated = dicts[0];
@@ -561,13 +562,12 @@ Expected<std::vector<Parameter>> joinShards(const std::vector<StateDict> &dicts)
         return Status::error(
             dicts[s].file + ": " + name + ": is " + io::formatShape(a.shape) +
             "; a shard holds [devices, ..., experts per device, ...]");
-      if (!pieces.empty() && (a.shape != pieces[0]->shape ||
-                              a.dtype != pieces[0]->dtype))
-        return Status::error(dicts[s].file + ": " + name + ": is " +
-                             io::formatShape(a.shape) + " " + a.dtype +
-                             ", the first shard's " +
-                             io::formatShape(pieces[0]->shape) + " " +
-                             pieces[0]->dtype);
+      if (!pieces.empty() &&
+          (a.shape != pieces[0]->shape || a.dtype != pieces[0]->dtype))
+        return Status::error(
+            dicts[s].file + ": " + name + ": is " + io::formatShape(a.shape) +
+            " " + a.dtype + ", the first shard's " +
+            io::formatShape(pieces[0]->shape) + " " + pieces[0]->dtype);
       pieces.push_back(&a);
     }
     const std::vector<int64_t> &ps = pieces[0]->shape;
@@ -575,8 +575,7 @@ Expected<std::vector<Parameter>> joinShards(const std::vector<StateDict> &dicts)
     int64_t inner = 1;
     for (size_t i = 3; i < ps.size(); ++i)
       inner *= ps[i];
-    int64_t experts =
-        static_cast<int64_t>(pieces.size()) * devices * perDevice;
+    int64_t experts = static_cast<int64_t>(pieces.size()) * devices * perDevice;
     io::HostTensor full;
     full.name = name;
     full.dtype = io::DType::F32;
@@ -637,13 +636,11 @@ expectedParameters(const ModelConfig &c) {
     std::string n = std::to_string(l);
     const LayerConfig &layer = c.layers[l];
     auto mixing = [&](const char *kind, int64_t hidden, int64_t input) {
-      add("encoder/" + std::string(kind) + "_transform_" + n +
-              "/hidden_kernel",
+      add("encoder/" + std::string(kind) + "_transform_" + n + "/hidden_kernel",
           hidden < 0 ? std::vector<int64_t>{d, d}
                      : std::vector<int64_t>{hidden});
       add("encoder/" + std::string(kind) + "_transform_" + n + "/input_kernel",
-          input < 0 ? std::vector<int64_t>{s, s}
-                    : std::vector<int64_t>{input});
+          input < 0 ? std::vector<int64_t>{s, s} : std::vector<int64_t>{input});
     };
     if (layer.mixing == MixingKind::Linear)
       mixing("linear", -1, -1);
@@ -700,8 +697,8 @@ expectedParameters(const ModelConfig &c) {
 
 /// The original's configuration values that the checkpoint's shapes settle.
 const std::set<std::string> kInferredKeys = {
-    "vocab_size", "type_vocab_size", "d_emb",       "d_model",
-    "d_ff",       "max_seq_length",  "num_heads",   "num_layers",
+    "vocab_size",  "type_vocab_size", "d_emb",     "d_model",
+    "d_ff",        "max_seq_length",  "num_heads", "num_layers",
     "num_experts", "expert_d_ff"};
 /// The original's training values and their counterparts in mixer's
 /// `training` section.
@@ -718,37 +715,42 @@ const std::map<std::string, std::string> kTrainingKeys = {
     {"router_z_loss_factor", "router_z_loss_factor"}};
 /// The original's configuration values that do not change the model
 /// (bookkeeping, data, evaluation), read and ignored.
-const std::set<std::string> kIgnoredKeys = {
-    "mode",
-    "save_checkpoints_steps",
-    "checkpoints_to_keep",
-    "eval_frequency",
-    "train_batch_size",
-    "eval_batch_size",
-    "gradient_accum_steps",
-    "init_checkpoint_dir",
-    "seed",
-    "trial",
-    "max_num_eval_steps",
-    "max_predictions_per_seq",
-    "masking_rate",
-    "mask_token_proportion",
-    "random_token_proportion",
-    "measure_step_speed",
-    "dataset_name",
-    "eval_proportion",
-    "num_train_epochs",
-    "warmup_proportion",
-    "dtype"};
+const std::set<std::string> kIgnoredKeys = {"mode",
+                                            "save_checkpoints_steps",
+                                            "checkpoints_to_keep",
+                                            "eval_frequency",
+                                            "train_batch_size",
+                                            "eval_batch_size",
+                                            "gradient_accum_steps",
+                                            "init_checkpoint_dir",
+                                            "seed",
+                                            "trial",
+                                            "max_num_eval_steps",
+                                            "max_predictions_per_seq",
+                                            "masking_rate",
+                                            "mask_token_proportion",
+                                            "random_token_proportion",
+                                            "measure_step_speed",
+                                            "dataset_name",
+                                            "eval_proportion",
+                                            "num_train_epochs",
+                                            "warmup_proportion",
+                                            "dtype"};
 /// The original's configuration values the model description takes.
-const std::set<std::string> kModelKeys = {
-    "model_arch",          "use_fft",
-    "attention_layout",    "num_attention_layers",
-    "moe_layout",          "num_moe_layers",
-    "pad_id",              "dispatch_algorithm",
-    "train_capacity_factor", "eval_capacity_factor",
-    "min_expert_capacity", "max_group_size",
-    "num_selected_experts", "batch_prioritized_routing"};
+const std::set<std::string> kModelKeys = {"model_arch",
+                                          "use_fft",
+                                          "attention_layout",
+                                          "num_attention_layers",
+                                          "moe_layout",
+                                          "num_moe_layers",
+                                          "pad_id",
+                                          "dispatch_algorithm",
+                                          "train_capacity_factor",
+                                          "eval_capacity_factor",
+                                          "min_expert_capacity",
+                                          "max_group_size",
+                                          "num_selected_experts",
+                                          "batch_prioritized_routing"};
 
 std::string upper(std::string s) {
   std::transform(s.begin(), s.end(), s.begin(),
@@ -767,7 +769,9 @@ Expected<ojson> describeModel(const std::map<std::string, io::HostTensor> &p,
     if (error.empty())
       error = text;
   };
-  auto cfgFail = [&](const std::string &text) { fail(configPath + ": " + text); };
+  auto cfgFail = [&](const std::string &text) {
+    fail(configPath + ": " + text);
+  };
   for (const auto &item : config.items())
     if (!kInferredKeys.count(item.key()) && !kModelKeys.count(item.key()) &&
         !kTrainingKeys.count(item.key()) && !kIgnoredKeys.count(item.key()))
@@ -795,8 +799,9 @@ Expected<ojson> describeModel(const std::map<std::string, io::HostTensor> &p,
   // An inferred size the configuration may repeat but not contradict.
   auto settle = [&](const char *key, int64_t value, const std::string &from) {
     if (auto it = config.find(key); it != config.end() && *it != value)
-      cfgFail(std::string(key) + " is " + it->dump() + " but the checkpoint's " +
-              from + " makes it " + std::to_string(value));
+      cfgFail(std::string(key) + " is " + it->dump() +
+              " but the checkpoint's " + from + " makes it " +
+              std::to_string(value));
   };
   auto word = dims("encoder/embedder/word/embedding", 2);
   auto position = dims("encoder/embedder/position/embedding", 3);
@@ -820,7 +825,8 @@ Expected<ojson> describeModel(const std::map<std::string, io::HostTensor> &p,
   std::smatch m;
   for (const auto &[tensor, value] : p)
     if (std::regex_match(tensor, m, block))
-      layers = std::max<int64_t>(layers, std::stoll(m[1].str().substr(0, 6)) + 1);
+      layers =
+          std::max<int64_t>(layers, std::stoll(m[1].str().substr(0, 6)) + 1);
   if (layers == 0)
     fail(source + ": no encoder block (encoder/encoder_<l>/...)");
   settle("num_layers", layers, "encoder/encoder_<l> blocks");
@@ -846,8 +852,8 @@ Expected<ojson> describeModel(const std::map<std::string, io::HostTensor> &p,
   if (auto it = config.find("model_arch"); it != config.end()) {
     arch = it->is_string() ? upper(it->get<std::string>()) : "";
     static const std::map<std::string, std::string> archKinds = {
-        {"BERT", "attention"}, {"F_NET", "fourier"},     {"H_NET", "hartley"},
-        {"LINEAR", "linear"},  {"C_NET", "circulant"},   {"T_NET", "toeplitz"}};
+        {"BERT", "attention"}, {"F_NET", "fourier"},   {"H_NET", "hartley"},
+        {"LINEAR", "linear"},  {"C_NET", "circulant"}, {"T_NET", "toeplitz"}};
     if (!archKinds.count(arch))
       cfgFail("model_arch " + it->dump() +
               " is not one of BERT, F_NET, H_NET, LINEAR, C_NET, T_NET");
@@ -901,8 +907,9 @@ Expected<ojson> describeModel(const std::map<std::string, io::HostTensor> &p,
       int64_t count = countIt != config.end() && countIt->is_number_integer()
                           ? countIt->get<int64_t>()
                           : defaultCount;
-      auto found = std::find_if(layouts.begin(), layouts.end(),
-                                [&](const auto &l) { return l.first == given; });
+      auto found =
+          std::find_if(layouts.begin(), layouts.end(),
+                       [&](const auto &l) { return l.first == given; });
       if (found == layouts.end() || count < 0 || count > layers ||
           !selects(found->second, count))
         cfgFail(std::string(layoutKey) + " " + given + " with " + countKey +
@@ -957,13 +964,13 @@ Expected<ojson> describeModel(const std::map<std::string, io::HostTensor> &p,
   if (fft && kind != "attention" && kind != "linear")
     model["mixing"]["use_fft"] = true;
   if (kind != "attention" && !attention.empty())
-    model["mixing"]["attention_layers"] =
-        placement(attention, "attention_layout", "num_attention_layers", "TOP",
-                  4);
+    model["mixing"]["attention_layers"] = placement(
+        attention, "attention_layout", "num_attention_layers", "TOP", 4);
   if (!attention.empty() && error.empty()) {
-    if (auto q = dims("encoder/attention_" + std::to_string(*attention.begin()) +
-                          "/self/query/kernel",
-                      3)) {
+    if (auto q =
+            dims("encoder/attention_" + std::to_string(*attention.begin()) +
+                     "/self/query/kernel",
+                 3)) {
       model["attention"] = {{"num_heads", (*q)[1]}};
       if ((*q)[1] * (*q)[2] != dModel)
         model["attention"]["head_dim"] = (*q)[2];
@@ -993,7 +1000,8 @@ Expected<ojson> describeModel(const std::map<std::string, io::HostTensor> &p,
                 " is not one of MASK_EXPERTS_CHOOSE, MASK_TOKENS_CHOOSE, "
                 "SCATTER_TOKENS_CHOOSE");
       }
-      ojson moeJson = {{"num_experts", (*k)[0]}, {"expert_d_ff", (*k)[2]},
+      ojson moeJson = {{"num_experts", (*k)[0]},
+                       {"expert_d_ff", (*k)[2]},
                        {"routing", routing}};
       for (const char *key : {"train_capacity_factor", "eval_capacity_factor"})
         moeJson[key] = config.value(key, json(1.0));
@@ -1145,8 +1153,9 @@ exportFlaxParams(const std::vector<io::HostTensor> &weights,
                            "' has no counterpart in the original's models");
     if (t.dtype != io::DType::F32)
       return Status::error(source + ": tensor '" + t.name + "' is " +
-                           io::dtypeName(t.dtype) + "; mixer's parameters "
-                                                    "are F32");
+                           io::dtypeName(t.dtype) +
+                           "; mixer's parameters "
+                           "are F32");
     if (role == Role::Expert && t.shape.size() < 2)
       return Status::error(source + ": tensor '" + t.name + "' is " +
                            io::formatShape(t.shape) +

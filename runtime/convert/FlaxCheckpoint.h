@@ -1,4 +1,5 @@
-//===- FlaxCheckpoint.h - The original Sparse Mixer's checkpoints -*- C++ -*-===//
+//===- FlaxCheckpoint.h - The original Sparse Mixer's checkpoints -*- C++
+//-*-===//
 //
 // Reads and writes the Flax MessagePack checkpoints of the original Sparse
 // Mixer code (released as sm_base.zip, fsm_base.zip, ...): a replicated

@@ -25,8 +25,7 @@ public:
   size_t position() const { return pos; }
 
   Status error(size_t at, const std::string &what) const {
-    return Status::error(path + ": byte " + std::to_string(at) +
-                         ": " + what);
+    return Status::error(path + ": byte " + std::to_string(at) + ": " + what);
   }
 
 private:
@@ -68,11 +67,11 @@ Status Parser::elements(MsgpackValue &value, uint64_t count, bool map,
   // buffer is refused before anything is reserved for it.
   uint64_t minBytes = map ? 2 * count : count;
   if (count > size || minBytes > size - pos)
-    return error(value.offset,
-                 std::string("truncated msgpack (") + (map ? "a map" : "an array") +
-                     " of " + std::to_string(count) +
-                     " elements cannot fit in the " +
-                     std::to_string(size - pos) + " bytes left)");
+    return error(value.offset, std::string("truncated msgpack (") +
+                                   (map ? "a map" : "an array") + " of " +
+                                   std::to_string(count) +
+                                   " elements cannot fit in the " +
+                                   std::to_string(size - pos) + " bytes left)");
   if (depth >= kMsgpackMaxDepth)
     return error(value.offset, "msgpack nested deeper than " +
                                    std::to_string(kMsgpackMaxDepth) +
@@ -166,8 +165,7 @@ Status Parser::parse(MsgpackValue &value, int depth) {
   }
   case 0xca:
   case 0xcb: {
-    if (Status s = readUnsigned(code == 0xca ? 4 : 8, n, value.offset);
-        !s.ok())
+    if (Status s = readUnsigned(code == 0xca ? 4 : 8, n, value.offset); !s.ok())
       return s;
     value.kind = Kind::Float;
     if (code == 0xca) {
@@ -270,9 +268,15 @@ void MsgpackWriter::integer(int64_t value) {
   // (0xd0..0xd3) for negative ones.
   int log = 3;
   if (value > 0)
-    log = value <= 0xff ? 0 : value <= 0xffff ? 1 : value <= 0xffffffffLL ? 2 : 3;
+    log = value <= 0xff           ? 0
+          : value <= 0xffff       ? 1
+          : value <= 0xffffffffLL ? 2
+                                  : 3;
   else
-    log = value >= INT8_MIN ? 0 : value >= INT16_MIN ? 1 : value >= INT32_MIN ? 2 : 3;
+    log = value >= INT8_MIN    ? 0
+          : value >= INT16_MIN ? 1
+          : value >= INT32_MIN ? 2
+                               : 3;
   out.push_back(static_cast<char>((value > 0 ? 0xcc : 0xd0) + log));
   big(static_cast<uint64_t>(value), 1 << log);
 }
@@ -291,7 +295,9 @@ void MsgpackWriter::array(size_t count) {
   header(0x90, 16, 0, 0xdc, 0xdd, count);
 }
 
-void MsgpackWriter::map(size_t count) { header(0x80, 16, 0, 0xde, 0xdf, count); }
+void MsgpackWriter::map(size_t count) {
+  header(0x80, 16, 0, 0xde, 0xdf, count);
+}
 
 void MsgpackWriter::ext(int8_t type, std::string_view payload) {
   size_t n = payload.size();

@@ -41,8 +41,8 @@ struct MsgpackValue {
   /// Str, Bin, Ext: the bytes, inside the parsed buffer.
   const uint8_t *bytes = nullptr;
   size_t size = 0;
-  std::vector<MsgpackValue> items;                              ///< Array
-  std::vector<std::pair<MsgpackValue, MsgpackValue>> entries;   ///< Map
+  std::vector<MsgpackValue> items;                            ///< Array
+  std::vector<std::pair<MsgpackValue, MsgpackValue>> entries; ///< Map
 
   std::string_view text() const {
     return {reinterpret_cast<const char *>(bytes), size};

@@ -390,16 +390,17 @@ int runInfer(const Args &args) {
       bool named = std::any_of(
           plan.inputs.begin(), plan.inputs.end(),
           [&](const exec::InputInfo &info) { return info.name == name; });
-      return extension(path) == ".npy" && !named && required != plan.inputs.end()
+      return extension(path) == ".npy" && !named &&
+                     required != plan.inputs.end()
                  ? required->name
                  : name;
     };
     io::TensorFilter filter =
         exec::inputFilter(plan, path, /*allowExtra=*/false);
-    std::vector<io::HostTensor> inputs = check(io::readTensorFile(
-        path, [&](const io::HostTensor &header) {
-          io::HostTensor renamed{inputName(header.name), header.dtype,
-                                 header.shape, {}};
+    std::vector<io::HostTensor> inputs =
+        check(io::readTensorFile(path, [&](const io::HostTensor &header) {
+          io::HostTensor renamed{
+              inputName(header.name), header.dtype, header.shape, {}};
           return filter(renamed);
         }));
     if (inputs.empty())
@@ -497,9 +498,9 @@ double measureBf16GemmPeak() {
     double best = 0;
     for (int run = 0; run < 4; ++run) {
       Clock::time_point start = Clock::now();
-      matmul.execute(stream, {{DNNL_ARG_SRC, am},
-                              {DNNL_ARG_WEIGHTS, wm},
-                              {DNNL_ARG_DST, cm}});
+      matmul.execute(
+          stream,
+          {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DST, cm}});
       stream.wait();
       double seconds = millisecondsSince(start) / 1e3;
       if (run > 0)

@@ -34,8 +34,9 @@ mixer::Expected<MsgpackValue> parse(const std::string &data) {
 
 // Encodings written out by hand from the format's specification.
 TEST(MsgpackTest, ParsesTheSpecificationsEncodings) {
-  auto v = parse(bytes({0x83, 0xa1, 'a', 0x01, 0xa1, 'b', 0xd0, 0x9c, 0xa1,
-                        'c', 0x92, 0xcb, 0x3f, 0xf8, 0, 0, 0, 0, 0, 0, 0xc3}));
+  auto v = parse(
+      bytes({0x83, 0xa1, 'a',  0x01, 0xa1, 'b', 0xd0, 0x9c, 0xa1, 'c', 0x92,
+             0xcb, 0x3f, 0xf8, 0,    0,    0,   0,    0,    0,    0xc3}));
   ASSERT_TRUE(v.ok()) << v.message();
   ASSERT_EQ(v->kind, Kind::Map);
   ASSERT_EQ(v->entries.size(), 3u);
@@ -47,7 +48,8 @@ TEST(MsgpackTest, ParsesTheSpecificationsEncodings) {
   EXPECT_TRUE(c->items[1].boolean);
   EXPECT_EQ(v->find("d"), nullptr);
 
-  auto big = parse(bytes({0xcf, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}));
+  auto big =
+      parse(bytes({0xcf, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}));
   ASSERT_TRUE(big.ok());
   EXPECT_TRUE(big->isUnsigned);
   EXPECT_EQ(big->unsignedValue, UINT64_MAX);
