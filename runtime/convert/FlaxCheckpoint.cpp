@@ -89,7 +89,7 @@ io::HostTensor swapLeadingAxes(const io::HostTensor &t) {
   std::swap(out.shape[0], out.shape[1]);
   out.data.resize(t.data.size());
   int64_t a = t.shape[0], b = t.shape[1];
-  size_t inner = t.data.size() / static_cast<size_t>(a * b);
+  size_t inner = a * b ? t.data.size() / static_cast<size_t>(a * b) : 0;
   for (int64_t i = 0; i < a; ++i)
     for (int64_t j = 0; j < b; ++j)
       std::memcpy(out.data.data() + (j * a + i) * inner,
@@ -352,7 +352,6 @@ struct CheckpointFiles {
 };
 
 Expected<CheckpointFiles> readCheckpointFiles(const std::string &path) {
-  namespace fs = std::filesystem;
   std::error_code ec;
   bool directory = fs::is_directory(path, ec);
   std::string archive;
@@ -769,6 +768,12 @@ Expected<ojson> describeModel(const std::map<std::string, io::HostTensor> &p,
     if (error.empty())
       error = text;
   };
+  // A value the configuration gives or the original's default; the model
+  // parser checks its type.
+  auto valueOr = [&](const char *key, json fallback) {
+    auto it = config.find(key);
+    return it != config.end() ? *it : fallback;
+  };
   auto cfgFail = [&](const std::string &text) {
     fail(configPath + ": " + text);
   };
@@ -991,10 +996,10 @@ Expected<ojson> describeModel(const std::map<std::string, io::HostTensor> &p,
         dispatch = it->is_string() ? upper(it->get<std::string>()) : "";
       if (dispatch == "MASK_TOKENS_CHOOSE" ||
           dispatch == "SCATTER_TOKENS_CHOOSE") {
-        routing = {{"type", "tokens_choose"},
-                   {"k", config.value("num_selected_experts", 1)},
-                   {"batch_prioritized",
-                    config.value("batch_prioritized_routing", true)}};
+        routing = {
+            {"type", "tokens_choose"},
+            {"k", valueOr("num_selected_experts", 1)},
+            {"batch_prioritized", valueOr("batch_prioritized_routing", true)}};
       } else if (dispatch != "MASK_EXPERTS_CHOOSE") {
         cfgFail("dispatch_algorithm " + config["dispatch_algorithm"].dump() +
                 " is not one of MASK_EXPERTS_CHOOSE, MASK_TOKENS_CHOOSE, "
@@ -1004,10 +1009,9 @@ Expected<ojson> describeModel(const std::map<std::string, io::HostTensor> &p,
                        {"expert_d_ff", (*k)[2]},
                        {"routing", routing}};
       for (const char *key : {"train_capacity_factor", "eval_capacity_factor"})
-        moeJson[key] = config.value(key, json(1.0));
-      moeJson["min_expert_capacity"] =
-          config.value("min_expert_capacity", json(4));
-      moeJson["max_group_size"] = config.value("max_group_size", json(4096));
+        moeJson[key] = valueOr(key, 1.0);
+      moeJson["min_expert_capacity"] = valueOr("min_expert_capacity", 4);
+      moeJson["max_group_size"] = valueOr("max_group_size", 4096);
       // The original's router weights compute in bfloat16 on every platform.
       moeJson["router_dtype"] = "bfloat16";
       model["moe"] = moeJson;

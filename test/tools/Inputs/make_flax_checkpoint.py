@@ -18,6 +18,9 @@ writes test/tools/Inputs/flax/ (committed; the test does not run this script):
   test/reference/mixer_ref.py for the weights the checkpoint holds (mixer's
   names and layouts, mapped here independently of the C++ importer);
   sm_tiny.weights.npz: those weights.
+- sm_tiny_chunked.msgpack: the same weights as one state dict, the word
+  embedding as raw 2-byte values (numpy's void16) and the arrays above 1 KiB
+  split into chunks as Flax splits arrays above its chunk size.
 
 The files are written by Flax's own serializer (flax.serialization), which
 the script installs with jax (CPU) into ~/.cache/mixer-venv-flax the first
@@ -161,6 +164,18 @@ def sparse_mixer():
         '{"model_arch": "LINEAR", "min_expert_capacity": 1, '
         '"learning_rate": 0.0001, "train_batch_size": 64}\n')
     mixer_ref.write_tensors(OUT / "sm_tiny.weights.npz", weights)
+    # The same weights as one state dict, the word embedding as raw 2-byte
+    # values (numpy's void16) and every array above 1 KiB in chunks, as
+    # Flax splits arrays above its chunk size.
+    params = original_tree(weights, bf16)
+    embedder = params["encoder"]["embedder"]
+    embedder["word"]["embedding"] = np.asarray(
+        embedder["word"]["embedding"]).view(np.dtype("V2"))
+    chunk_size = flax.serialization.MAX_CHUNK_SIZE
+    flax.serialization.MAX_CHUNK_SIZE = 1024
+    (OUT / "sm_tiny_chunked.msgpack").write_bytes(
+        flax.serialization.to_bytes({"params": params}))
+    flax.serialization.MAX_CHUNK_SIZE = chunk_size
     reference(cfg, weights, "sm_tiny", batch=2)
 
 
