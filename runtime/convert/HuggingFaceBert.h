@@ -14,27 +14,12 @@
 #ifndef MIXER_RUNTIME_CONVERT_HUGGINGFACEBERT_H
 #define MIXER_RUNTIME_CONVERT_HUGGINGFACEBERT_H
 
-#include "runtime/io/Tensor.h"
+#include "runtime/convert/ImportedModel.h"
 #include "runtime/support/Status.h"
 
-#include <nlohmann/json.hpp>
-
 #include <string>
-#include <vector>
 
 namespace mixer::convert {
-
-/// A checkpoint mapped to mixer: what `mixer-run import` writes.
-struct ImportedModel {
-  /// The model description (docs/dsl.md).
-  nlohmann::ordered_json model;
-  /// The parameters under mixer's names, in mixer's layouts.
-  std::vector<io::HostTensor> weights;
-  /// One line per mapped tensor: "source [shape] -> name [shape] (how)".
-  std::vector<std::string> mapped;
-  /// Files copied as they are: source path and the name in the output.
-  std::vector<std::pair<std::string, std::string>> copied;
-};
 
 /// Whether `dir` looks like a Hugging Face model directory (has config.json).
 bool isHuggingFaceDirectory(const std::string &dir);

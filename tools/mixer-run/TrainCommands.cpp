@@ -16,6 +16,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <csignal>
 #include <filesystem>
 #include <fstream>
@@ -86,14 +87,29 @@ int32_t parseSeed(const Args &args) {
   return static_cast<int32_t>(seed);
 }
 
-/// The parameters of a weights file that `filter` keeps, or of the latest
-/// checkpoint of a checkpoint directory.
+} // namespace
+
 std::vector<io::HostTensor> loadWeights(const std::string &path,
                                         const io::TensorFilter &filter) {
-  return std::filesystem::is_directory(path)
-             ? check(train::loadCheckpoint(path)).params
-             : check(io::readTensorFile(path, filter));
+  namespace fs = std::filesystem;
+  if (!fs::is_directory(path))
+    return check(io::readTensorFile(path, filter));
+  // One step of a checkpoint directory: DIR/step_<N>.
+  fs::path step = fs::path(path).lexically_normal();
+  if (step.filename().empty())
+    step = step.parent_path();
+  std::string leaf = step.filename().string();
+  if (leaf.rfind("step_", 0) == 0 && leaf.size() > 5 && leaf.size() < 24 &&
+      std::all_of(leaf.begin() + 5, leaf.end(),
+                  [](unsigned char c) { return std::isdigit(c); }) &&
+      fs::exists(step / "state.json"))
+    return check(train::loadCheckpoint(step.parent_path().string(),
+                                       std::stoll(leaf.substr(5))))
+        .params;
+  return check(train::loadCheckpoint(path)).params;
 }
+
+namespace {
 
 /// The number of outputs of the plan's classification head; fails when it
 /// has none.

@@ -16,6 +16,7 @@
 #ifdef MIXER_HAVE_MPI
 #include "runtime/comm/Mpi.h"
 #endif
+#include "runtime/convert/FlaxCheckpoint.h"
 #include "runtime/convert/HuggingFaceBert.h"
 #include "runtime/data/Tokenizer.h"
 #include "runtime/exec/Binding.h"
@@ -395,16 +396,17 @@ int runInfer(const Args &args) {
       bool named = std::any_of(
           plan.inputs.begin(), plan.inputs.end(),
           [&](const exec::InputInfo &info) { return info.name == name; });
-      return extension(path) == ".npy" && !named && required != plan.inputs.end()
+      return extension(path) == ".npy" && !named &&
+                     required != plan.inputs.end()
                  ? required->name
                  : name;
     };
     io::TensorFilter filter =
         exec::inputFilter(plan, path, /*allowExtra=*/false);
-    std::vector<io::HostTensor> inputs = check(io::readTensorFile(
-        path, [&](const io::HostTensor &header) {
-          io::HostTensor renamed{inputName(header.name), header.dtype,
-                                 header.shape, {}};
+    std::vector<io::HostTensor> inputs =
+        check(io::readTensorFile(path, [&](const io::HostTensor &header) {
+          io::HostTensor renamed{
+              inputName(header.name), header.dtype, header.shape, {}};
           return filter(renamed);
         }));
     if (inputs.empty())
@@ -502,9 +504,9 @@ double measureBf16GemmPeak() {
     double best = 0;
     for (int run = 0; run < 4; ++run) {
       Clock::time_point start = Clock::now();
-      matmul.execute(stream, {{DNNL_ARG_SRC, am},
-                              {DNNL_ARG_WEIGHTS, wm},
-                              {DNNL_ARG_DST, cm}});
+      matmul.execute(
+          stream,
+          {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DST, cm}});
       stream.wait();
       double seconds = millisecondsSince(start) / 1e3;
       if (run > 0)
@@ -651,11 +653,24 @@ int runImport(const Args &args) {
     throw RuntimeFailure{out.string() +
                          ": exists and is not an empty directory; nothing "
                          "was written"};
-  if (!convert::isHuggingFaceDirectory(source))
-    throw RuntimeFailure{source + ": not a Hugging Face model directory "
-                                  "(no config.json)"};
-  convert::ImportedModel imported =
-      check(convert::importHuggingFaceBert(source));
+  convert::ImportedModel imported;
+  if (convert::isHuggingFaceDirectory(source)) {
+    if (args.has("--config"))
+      throw UsageError{"--config takes the original Sparse Mixer's "
+                       "configuration; a Hugging Face directory has its own "
+                       "config.json"};
+    imported = check(convert::importHuggingFaceBert(source));
+  } else {
+    std::string configPath = args.has("--config") ? args.get("--config") : "";
+    json config = json::object();
+    if (!configPath.empty()) {
+      std::string text = check(io::readFile(configPath));
+      config = json::parse(text, nullptr, /*allow_exceptions=*/false);
+      if (config.is_discarded() || !config.is_object())
+        throw RuntimeFailure{configPath + ": not a JSON object"};
+    }
+    imported = check(convert::importFlaxCheckpoint(source, config, configPath));
+  }
   fs::path staging = out;
   staging += ".partial-" + std::to_string(::getpid());
   fs::remove_all(staging, error);
@@ -694,6 +709,30 @@ int runImport(const Args &args) {
   for (const auto &copied : imported.copied)
     std::printf(", %s", copied.second.c_str());
   std::printf("\n");
+  return 0;
+}
+
+//===----------------------------------------------------------------------===//
+// export
+//===----------------------------------------------------------------------===//
+
+/// Writes weights or a checkpoint's parameters as the original's Flax tree.
+int runExport(const Args &args) {
+  if (!args.has("--format") || args.get("--format") != "flax")
+    throw UsageError{"--format must be flax (the original Sparse Mixer's "
+                     "Flax msgpack)"};
+  if (!args.has("--output"))
+    throw UsageError{"missing -o OUT.msgpack"};
+  std::vector<io::HostTensor> weights = loadWeights(args.artifact);
+  std::string bytes = check(convert::exportFlaxParams(weights, args.artifact));
+  check(io::writeFileAtomic(args.get("--output"), bytes));
+  int64_t values = 0;
+  for (const io::HostTensor &t : weights)
+    values += t.numel();
+  std::printf("wrote %zu tensors (%lld values) of %s to %s as the original's "
+              "Flax tree\n",
+              weights.size(), static_cast<long long>(values),
+              args.artifact.c_str(), args.get("--output").c_str());
   return 0;
 }
 
@@ -816,20 +855,41 @@ const std::vector<Command> &commands() {
         {"--allow-extra", nullptr, false, false},
         kThreadsFlag}},
       {"import",
-       "map a Hugging Face BERT checkpoint to a model and weights",
-       "usage: mixer-run import DIR -o OUT/\n"
+       "map a Hugging Face BERT or Flax Sparse Mixer checkpoint to mixer",
+       "usage: mixer-run import DIR|CKPT -o OUT/ [--config C.json]\n"
        "\n"
-       "Reads the Hugging Face model directory DIR (config.json,\n"
+       "Reads a Hugging Face model directory DIR (config.json,\n"
        "model.safetensors, vocab.txt; sentence-transformers' modules.json\n"
-       "and pooling configuration when present) and writes OUT/model.json\n"
-       "(mixer's model description), OUT/weights.safetensors (the parameters\n"
-       "under mixer's names and layouts) and OUT/vocab.txt, printing each\n"
-       "mapped tensor. What cannot be mapped is refused with the file, the\n"
-       "key or tensor and the reason, and nothing is written. OUT must not\n"
-       "exist or be empty.\n"
+       "and pooling configuration when present), or a checkpoint of the\n"
+       "original Sparse Mixer code CKPT (a zip archive or a directory with\n"
+       "replicated_checkpoint_<step> and its shard files, or one Flax\n"
+       "msgpack file), and writes OUT/model.json (mixer's model\n"
+       "description), OUT/weights.safetensors (the parameters under mixer's\n"
+       "names and layouts) and, for Hugging Face, OUT/vocab.txt, printing\n"
+       "each mapped tensor. What cannot be mapped is refused with the file,\n"
+       "the key or tensor and the reason, and nothing is written. OUT must\n"
+       "not exist or be empty.\n"
        "\n"
-       "  -o, --output DIR   the directory to create\n",
-       {{"--output", "-o", true, false}}},
+       "  -o, --output DIR   the directory to create\n"
+       "  --config FILE      Flax only: the original's configuration values\n"
+       "                     (JSON) that the weights do not show (capacity\n"
+       "                     factors, routing, pad_id, ...); defaults are the\n"
+       "                     original's base configuration (docs/import.md)\n",
+       {{"--output", "-o", true, false}, {"--config", nullptr, true, false}}},
+      {"export",
+       "write weights back as the original Sparse Mixer's Flax tree",
+       "usage: mixer-run export W|DIR --format flax -o OUT.msgpack\n"
+       "\n"
+       "Writes the parameters of a weights file or a checkpoint (the latest\n"
+       "step of a checkpoint directory, or DIR/step_<N>) as the original\n"
+       "code's Flax variables {\"params\": tree}, one msgpack state dict:\n"
+       "routers under router_weights_<l>/DenseGeneral_0, the expert axis\n"
+       "second, every array float32. mixer-run import of the file gives the\n"
+       "same weights bit for bit.\n"
+       "\n"
+       "  --format flax      the only format\n"
+       "  -o, --output FILE  the file to write (atomically)\n",
+       {{"--format", nullptr, true, false}, {"--output", "-o", true, false}}},
       {"tokenize",
        "print the token ids of each line of a text",
        "usage: mixer-run tokenize TEXT --tokenizer FILE\n"
@@ -981,7 +1041,9 @@ bool parseArgs(const Command &command, int argc, char **argv, Args &args) {
     throw UsageError{command.name == std::string("tokenize")
                          ? "missing the text (TEXT) argument"
                      : command.name == std::string("import")
-                         ? "missing the model directory (DIR) argument"
+                         ? "missing the checkpoint (DIR or CKPT) argument"
+                     : command.name == std::string("export")
+                         ? "missing the weights (W or DIR) argument"
                          : "missing the artifact (A.mxa) argument"};
   return true;
 }
@@ -1043,6 +1105,8 @@ int dispatch(const Args &args) {
     return runTokenize(args);
   if (args.command == "import")
     return runImport(args);
+  if (args.command == "export")
+    return runExport(args);
   return runBench(args, threads);
 }
 
