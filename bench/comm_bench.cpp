@@ -154,6 +154,12 @@ int main(int argc, char **argv) {
           std::chrono::duration<double>(Clock::now() - start).count() >=
           soakSeconds;
       check(world, world.allReduceSum(&done, &done, 1, io::DType::I32, label));
+      // Start-up (MPI_Init) has no deadline: callers that stop a rank wait
+      // for this line, which says every rank is inside the loop.
+      if (step == 0 && world.rank() == 0) {
+        std::printf("mixer-commbench: soak: %d ranks in the loop\n", n);
+        std::fflush(stdout);
+      }
       if (done)
         break;
     }

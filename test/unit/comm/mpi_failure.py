@@ -4,7 +4,8 @@
   mpi_failure.py MPIEXEC COMMBENCH kill|stop
 
 Starts two ranks of `mixer-commbench --soak` (all-to-alls in a loop, a 3 s
-deadline), then signals rank 1: `kill` sends SIGKILL, and mpirun must exit
+deadline), waits until rank 0 says every rank is in the loop, then signals
+rank 1: `kill` sends SIGKILL, and mpirun must exit
 non-zero within 60 s naming rank 1; `stop` sends SIGSTOP, and rank 0's
 deadline message must name rank 1 and the job end non-zero within 60 s.
 """
@@ -63,19 +64,29 @@ def main():
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         start_new_session=True)
     output = []
-    reader = threading.Thread(target=lambda: output.extend(job.stdout))
+    in_loop = threading.Event()
+
+    def read():
+        for line in job.stdout:
+            output.append(line)
+            if b"ranks in the loop" in line:
+                in_loop.set()
+
+    reader = threading.Thread(target=read)
     reader.start()
     victim = None
     try:
-        for _ in range(200):
-            victim = rank_pid(job.pid, 1)
-            if victim or job.poll() is not None:
-                break
-            time.sleep(0.1)
-        if not victim:
-            print("rank 1 never started")
+        # Start-up (MPI_Init) has no deadline: a rank stopped inside it
+        # stalls the others there, so signal only once every rank is in the
+        # loop of all-to-alls.
+        if not in_loop.wait(timeout=60):
+            print("the ranks never reached the loop of all-to-alls")
             return 1
-        time.sleep(1.0)  # inside the loop of all-to-alls
+        victim = rank_pid(job.pid, 1)
+        if not victim:
+            print("rank 1 not found")
+            return 1
+        time.sleep(0.5)
         os.kill(victim, signal.SIGKILL if mode == "kill" else signal.SIGSTOP)
         signalled = time.monotonic()
         try:
