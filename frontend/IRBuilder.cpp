@@ -468,9 +468,10 @@ Value ModelEmitter::emitTrainingLoss(
     Value sum =
         SquaredErrorOp::create(builder, at, scalar, predictions, targets);
     addOutput("classification_logits", logits);
-    addLoss("regression_loss",
-            ScaleOp::create(builder, at, sum,
-                            builder.getF64FloatAttr(1.0 / double(options.batch))));
+    addLoss(
+        "regression_loss",
+        ScaleOp::create(builder, at, sum,
+                        builder.getF64FloatAttr(1.0 / double(options.batch))));
   } else if (classes > 0) {
     const char *name = heads.nsp ? "next_sentence_labels" : "labels";
     Location at = loc(heads.nsp ? "next_sentence_loss" : "classification_loss");
@@ -479,9 +480,10 @@ Value ModelEmitter::emitTrainingLoss(
     Value sum = SoftmaxCrossEntropyOp::create(builder, at, scalar, logits,
                                               labels, Value());
     addOutput(heads.nsp ? "nsp_logits" : "classification_logits", logits);
-    addLoss(heads.nsp ? "next_sentence_loss" : "classification_loss",
-            ScaleOp::create(builder, at, sum,
-                            builder.getF64FloatAttr(1.0 / double(options.batch))));
+    addLoss(
+        heads.nsp ? "next_sentence_loss" : "classification_loss",
+        ScaleOp::create(builder, at, sum,
+                        builder.getF64FloatAttr(1.0 / double(options.batch))));
   }
   if (heads.causalLm) {
     // `labels` holds the next token of every position (the data shifts, as
@@ -516,8 +518,9 @@ Value ModelEmitter::emitTrainingLoss(
     for (Value layer : layers.drop_front())
       sum = AddOp::create(builder, at, sum, layer);
     if (options.world > 1)
-      sum = ScaleOp::create(builder, at, sum,
-                            builder.getF64FloatAttr(1.0 / double(options.world)));
+      sum =
+          ScaleOp::create(builder, at, sum,
+                          builder.getF64FloatAttr(1.0 / double(options.world)));
     addOutput(name, sum);
     if (factor > 0)
       addTerm(

@@ -710,15 +710,14 @@ void ModelReader::readTraining(const json &v, const std::string &ptr) {
   ObjectReader obj(values, v, ptr);
   if (!obj.valid())
     return;
-  obj.checkKnownKeys({"learning_rate", "warmup_steps", "total_steps", "b1",
-                      "b2", "eps", "weight_decay", "clip_grad_norm",
-                      "dropout_rate", "attention_dropout_rate",
-                      "attention_output_dropout_rate",
-                      "moe_output_dropout_rate",
-                      "expert_dropout_rate", "jitter_noise",
-                      "gradient_accumulation_steps", "router_z_loss_factor",
-                      "auxiliary_loss_factor", "entropy_regularization_factor",
-                      "sigma_moe_expert_dropout"});
+  obj.checkKnownKeys(
+      {"learning_rate", "warmup_steps", "total_steps", "b1", "b2", "eps",
+       "weight_decay", "clip_grad_norm", "dropout_rate",
+       "attention_dropout_rate", "attention_output_dropout_rate",
+       "moe_output_dropout_rate", "expert_dropout_rate", "jitter_noise",
+       "gradient_accumulation_steps", "router_z_loss_factor",
+       "auxiliary_loss_factor", "entropy_regularization_factor",
+       "sigma_moe_expert_dropout"});
   TrainingConfig &t = config.training;
   // Moment decays and noise rates below 1: the bias corrections divide by
   // 1 - b^t, dropout scales by 1 / (1 - rate), jitter keeps the scale

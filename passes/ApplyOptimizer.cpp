@@ -165,11 +165,11 @@ Value OptimizerBuilder::globalNorm(ArrayRef<Parameter> params,
     return GlobalNormOp::create(builder, loc, f32({}), grads);
   // The norm of this rank's expert slices, tiled ep times (a product with
   // ones, exact) and exchanged, gives every rank each slice's norm.
-  Value local = ReshapeOp::create(
-      builder, loc, f32({1, 1}),
-      GlobalNormOp::create(builder, loc, f32({}), experts));
-  Value ones = FillOp::create(builder, loc, f32({1, ep}),
-                              builder.getF64FloatAttr(1.0));
+  Value local =
+      ReshapeOp::create(builder, loc, f32({1, 1}),
+                        GlobalNormOp::create(builder, loc, f32({}), experts));
+  Value ones =
+      FillOp::create(builder, loc, f32({1, ep}), builder.getF64FloatAttr(1.0));
   Value tiled = ReshapeOp::create(
       builder, loc, f32({ep}),
       DenseOp::create(builder, loc, f32({1, ep}), local, ones, Value()));

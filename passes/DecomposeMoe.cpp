@@ -78,17 +78,18 @@ struct DecomposeCapacityMoe : OpRewritePattern<MoeOp> {
 
     // Training noise of the MoE layer, keyed by the layer's own streams.
     auto noise = [&](Value x, NoiseKind kind, FloatAttr rate,
-                     IntegerAttr stream) -> Value {
-      return RandomScaleOp::create(
-          rewriter, loc, x, moe.getSeed(), moe.getStep(),
-          NoiseKindAttr::get(getContext(), kind), rate, stream);
+                     IntegerAttr stream, int64_t blocks) -> Value {
+      return RandomScaleOp::create(rewriter, loc, x, moe.getSeed(),
+                                   moe.getStep(),
+                                   NoiseKindAttr::get(getContext(), kind), rate,
+                                   stream, rewriter.getI64IntegerAttr(blocks));
     };
     // Jitter perturbs the routing decision only: the experts still see the
     // unperturbed tokens.
     Value routerInput = tokens2d;
     if (moe.getJitterNoise())
       routerInput = noise(tokens2d, NoiseKind::jitter, moe.getJitterNoiseAttr(),
-                          moe.getJitterStreamAttr());
+                          moe.getJitterStreamAttr(), /*blocks=*/1);
     Value scores;
     if (moe.getRouterBf16()) {
       // bfloat16 operands, their products accumulated in float32, then the
@@ -121,10 +122,12 @@ struct DecomposeCapacityMoe : OpRewritePattern<MoeOp> {
         moe.getRoutingAttr(), moe.getNumGroupsAttr(), moe.getCapacityAttr(),
         moe.getKAttr(), moe.getBatchPrioritizedAttr(), moe.getRouterBf16Attr());
     // Expert dropout acts on each expert's output rows, as the reference's
-    // per-expert feed-forward does, before the gates mix them.
+    // per-expert feed-forward does, before the gates mix them. The slots are
+    // ordered by expert, then group: on a mesh a rank's are its groups'
+    // share of every expert's.
     auto expertDropout = [&](Value rows) {
       return noise(rows, NoiseKind::dropout, moe.getExpertDropoutRateAttr(),
-                   moe.getExpertDropoutStreamAttr());
+                   moe.getExpertDropoutStreamAttr(), experts);
     };
     Value result = buildExpertPath(
         rewriter, loc, tokens2d, select.getTokens(), select.getGates(),

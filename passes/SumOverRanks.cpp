@@ -35,11 +35,10 @@ constexpr StringLiteral kGradPrefix = "grad/";
 llvm::StringMap<DictionaryAttr> parameterShards(func::FuncOp func) {
   llvm::StringMap<DictionaryAttr> shards;
   for (BlockArgument arg : func.getArguments())
-    if (auto name = func.getArgAttrOfType<StringAttr>(arg.getArgNumber(),
-                                                      kParamAttr))
+    if (auto name =
+            func.getArgAttrOfType<StringAttr>(arg.getArgNumber(), kParamAttr))
       shards[name.getValue()] =
-          func.getArgAttrOfType<DictionaryAttr>(arg.getArgNumber(),
-                                                kShardAttr);
+          func.getArgAttrOfType<DictionaryAttr>(arg.getArgNumber(), kShardAttr);
   return shards;
 }
 
@@ -61,9 +60,8 @@ LogicalResult sumOverRanks(func::FuncOp func, const Mesh &mesh) {
     if (name.consume_front(kGradPrefix)) {
       auto shard = shards.find(name);
       if (shard == shards.end())
-        return func.emitError()
-               << "gradient result 'grad/" << name
-               << "' names no parameter of the function";
+        return func.emitError() << "gradient result 'grad/" << name
+                                << "' names no parameter of the function";
       if (!shard->second) {
         sum(index, kWorldGroup);
         func.setResultAttr(index, kReplicatedAttr, builder.getUnitAttr());
@@ -83,8 +81,7 @@ LogicalResult sumOverRanks(func::FuncOp func, const Mesh &mesh) {
   return success();
 }
 
-struct SumOverRanksPass
-    : mixer::impl::MixerSumOverRanksBase<SumOverRanksPass> {
+struct SumOverRanksPass : mixer::impl::MixerSumOverRanksBase<SumOverRanksPass> {
   void runOnOperation() override {
     ModuleOp module = getOperation();
     Mesh mesh = meshOf(module);

@@ -121,9 +121,8 @@ LogicalResult MixerDialect::verifyRegionArgAttribute(Operation *op, unsigned,
 LogicalResult MixerDialect::verifyRegionResultAttribute(Operation *op, unsigned,
                                                         unsigned,
                                                         NamedAttribute attr) {
-  return verifyInterfaceAttr(op, attr,
-                             {kUpdateAttr, kReplicatedAttr, kShardAttr},
-                             "a result");
+  return verifyInterfaceAttr(
+      op, attr, {kUpdateAttr, kReplicatedAttr, kShardAttr}, "a result");
 }
 
 LogicalResult MixerDialect::verifyOperationAttribute(Operation *op,

@@ -72,7 +72,7 @@ RandomScaleOp::buildGradients(OpBuilder &builder, ValueRange resultGrads,
                               SmallVectorImpl<Value> &operandGrads) {
   operandGrads.push_back(RandomScaleOp::create(
       builder, getLoc(), resultGrads[0], getSeed(), getStep(), getKindAttr(),
-      getRateAttr(), getStreamAttr()));
+      getRateAttr(), getStreamAttr(), getBlocksAttr()));
   operandGrads.append({Value(), Value()});
   return success();
 }

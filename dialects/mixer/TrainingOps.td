@@ -26,6 +26,13 @@ def Mixer_RandomScaleOp : Mixer_Op<"random_scale", [Pure,
     op of a function needs its own `stream`: two ops with the same stream
     draw the same factors.
 
+    i is the element's index in the whole batch's tensor. On a rank of a
+    parallel program the input is that rank's share of it: the input's
+    elements form `blocks` equal blocks, and block b is the rank's
+    contiguous part of block b of the whole tensor. One block (the default)
+    is the rank's rows of the batch; the slot rows of a capacity routing
+    (ordered by expert, then group) have one block per expert.
+
     ```mlir
     %y = mixer.random_scale dropout %x, %seed, %step {rate = 1.0e-01 : f64, stream = 0 : i64} : tensor<2x8x16xf32>
     ```
@@ -33,7 +40,9 @@ def Mixer_RandomScaleOp : Mixer_Op<"random_scale", [Pure,
   let arguments = (ins Mixer_F32Tensor:$input, Mixer_I32Scalar:$seed,
                        Mixer_I32Scalar:$step, Mixer_NoiseKindAttr:$kind,
                        F64Attr:$rate,
-                       ConfinedAttr<I64Attr, [IntNonNegative]>:$stream);
+                       ConfinedAttr<I64Attr, [IntNonNegative]>:$stream,
+                       DefaultValuedAttr<ConfinedAttr<I64Attr, [IntPositive]>,
+                                         "1">:$blocks);
   let results = (outs Mixer_F32Tensor:$result);
   let assemblyFormat = [{
     $kind $input `,` $seed `,` $step attr-dict `:` type($result)

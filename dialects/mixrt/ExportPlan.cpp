@@ -230,21 +230,18 @@ LogicalResult PlanWriter::writeOutputs() {
   if (!names || names.size() != ret.getNumOperands())
     return func.emitError("mixer.outputs must name every result");
   bool parallel = mixer::graph::meshOf(func).world() > 1;
-  for (auto [index, name, value] :
-       llvm::enumerate(names, ret.getOperands())) {
+  for (auto [index, name, value] : llvm::enumerate(names, ret.getOperands())) {
     FailureOr<int64_t> id = valueId(value);
     if (failed(id))
       return failure();
     exec::OutputInfo output{cast<StringAttr>(name).str(), *id, ""};
     // A parallel plan's output is the rank's rows of the batch unless the
     // compiler summed it over the ranks or it is a slice of the experts.
-    if (parallel &&
-        !func.getResultAttr(index, mixer::graph::kReplicatedAttr)) {
+    if (parallel && !func.getResultAttr(index, mixer::graph::kReplicatedAttr)) {
       auto shard = func.getResultAttrOfType<DictionaryAttr>(
           index, mixer::graph::kShardAttr);
       auto group = shard ? shard.getAs<StringAttr>("mesh_axis") : StringAttr();
-      output.shardGroup =
-          group ? group.str() : mixer::graph::kWorldGroup.str();
+      output.shardGroup = group ? group.str() : mixer::graph::kWorldGroup.str();
     }
     plan.outputs.push_back(std::move(output));
   }

@@ -216,9 +216,10 @@ void entropyRegularizerGrad(const float *logits, int64_t numTokens,
 }
 
 void expertDropout(const float *x, float *y, int64_t n, int64_t seed,
-                   int64_t stream, int64_t step, double rate, float fill) {
+                   int64_t stream, int64_t step, double rate, float fill,
+                   uint64_t first) {
   constexpr int64_t kBatch = CounterUniforms::kBatchElements;
-  CounterUniforms uniforms(seed, stream, step);
+  CounterUniforms uniforms(seed, stream, step, first);
 #pragma omp parallel for schedule(static) if (n >= kParallelValues)
   for (int64_t b = 0; b < ceilDiv(n, kBatch); ++b) {
     float u[kBatch];

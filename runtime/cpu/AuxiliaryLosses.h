@@ -53,12 +53,13 @@ void entropyRegularizerGrad(const float *logits, int64_t numTokens,
 
 /// sigma-MoE expert dropout over n selection scores (the row-major
 /// [tokens, experts] scores, element i = t*experts + e): y[i] = fill when
-/// u_i < rate, else x[i], with u_i = CounterUniforms(seed, stream,
-/// step).at(i) (CounterRandom.h), the uniforms of random_scale. The forward
+/// u_i < rate, else x[i], with u_i = CounterUniforms(seed, stream, step,
+/// first).at(i) (CounterRandom.h), the uniforms of random_scale. The forward
 /// fills -inf before the top-k; the gradient is this kernel with the same
-/// (seed, stream, step, rate) and fill 0 applied to dy. y may alias x.
+/// (seed, stream, step, first, rate) and fill 0 applied to dy. y may alias x.
 void expertDropout(const float *x, float *y, int64_t n, int64_t seed,
-                   int64_t stream, int64_t step, double rate, float fill);
+                   int64_t stream, int64_t step, double rate, float fill,
+                   uint64_t first = 0);
 
 } // namespace mixer::cpu
 

@@ -16,6 +16,7 @@
 #ifndef MIXER_RUNTIME_CPU_COUNTERRANDOM_H
 #define MIXER_RUNTIME_CPU_COUNTERRANDOM_H
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 
@@ -57,21 +58,61 @@ inline float uniformFromBits(uint32_t word) {
   return static_cast<float>(word >> 8) * 0x1p-24f;
 }
 
-/// The uniforms of one random op at one training step: element i gets word
-/// i%4 of philox4x32({i/4 low, i/4 high, step, 0}, {seed, stream}). Seed,
+/// The uniforms of one random op at one training step: global element g gets
+/// word g%4 of philox4x32({g/4 low, g/4 high, step, 0}, {seed, stream}). Seed,
 /// stream and step enter as their low 32 bits (an i32 seed of -1 is the key
-/// word 0xffffffff).
+/// word 0xffffffff). Element i of the op's tensor is global element
+/// `first + i`: 0 in one process; on a rank of a parallel plan the index of
+/// its slice's first element in the whole batch's tensor, so that every mesh
+/// draws what one process draws.
 class CounterUniforms {
 public:
   /// Elements drawn by one call of `batch`.
   static constexpr int64_t kBatchElements = 64;
 
-  CounterUniforms(int64_t seed, int64_t stream, int64_t step)
+  CounterUniforms(int64_t seed, int64_t stream, int64_t step,
+                  uint64_t first = 0)
       : key{static_cast<uint32_t>(seed), static_cast<uint32_t>(stream)},
-        step(static_cast<uint32_t>(step)) {}
+        step(static_cast<uint32_t>(step)), first(first) {}
 
   /// The uniforms of elements 4*block .. 4*block+3.
   std::array<float, 4> block(uint64_t block) const {
+    uint64_t global = 4 * block + first;
+    std::array<float, 4> low = globalBlock(global / 4);
+    if (global % 4 == 0)
+      return low;
+    std::array<float, 4> high = globalBlock(global / 4 + 1), u;
+    for (uint64_t j = 0; j < 4; ++j) {
+      uint64_t k = global % 4 + j;
+      u[j] = k < 4 ? low[k] : high[k - 4];
+    }
+    return u;
+  }
+
+  /// The uniform of element i.
+  float at(uint64_t i) const {
+    uint64_t global = i + first;
+    return globalBlock(global / 4)[global % 4];
+  }
+
+  /// u[j] = at(4*firstBlock + j) for j < kBatchElements: the same draws as
+  /// `block`, several times faster, with the blocks computed in vector lanes.
+  void batch(uint64_t firstBlock, float *u) const {
+    uint64_t global = 4 * firstBlock + first;
+    if (global % 4 == 0) {
+      globalBatch(global / 4, u);
+      return;
+    }
+    float spread[kBatchElements + 4];
+    globalBatch(global / 4, spread);
+    std::array<float, 4> tail = globalBlock(global / 4 + kBatchElements / 4);
+    std::copy(tail.begin(), tail.end(), spread + kBatchElements);
+    std::copy_n(spread + global % 4, kBatchElements, u);
+  }
+
+private:
+  /// The uniforms of global elements 4*block .. 4*block+3.
+  std::array<float, 4> globalBlock(uint64_t block) const {
     PhiloxCounter words =
         philox4x32({static_cast<uint32_t>(block),
                     static_cast<uint32_t>(block >> 32), step, 0},
@@ -80,12 +121,9 @@ public:
             uniformFromBits(words[2]), uniformFromBits(words[3])};
   }
 
-  /// The uniform of element i.
-  float at(uint64_t i) const { return block(i / 4)[i % 4]; }
-
-  /// u[j] = at(4*firstBlock + j) for j < kBatchElements: the same draws as
-  /// `block`, several times faster, with the blocks computed in vector lanes.
-  void batch(uint64_t firstBlock, float *u) const {
+  /// u[j] = the uniform of global element 4*firstBlock + j, j <
+  /// kBatchElements.
+  void globalBatch(uint64_t firstBlock, float *u) const {
     typedef uint64_t Lanes __attribute__((vector_size(8 * sizeof(uint64_t))));
     typedef float Floats __attribute__((vector_size(8 * sizeof(float))));
     const Lanes offsets = {0, 1, 2, 3, 4, 5, 6, 7};
@@ -104,9 +142,9 @@ public:
     }
   }
 
-private:
   PhiloxKey key;
   uint32_t step;
+  uint64_t first;
 };
 
 } // namespace mixer::cpu

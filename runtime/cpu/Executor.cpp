@@ -102,8 +102,9 @@ Expected<Executor> Executor::create(const exec::Plan &plan,
 Status Executor::bindParams(std::vector<io::HostTensor> tensors,
                             const std::string &source, bool allowExtra) {
   paramsBound = false;
-  if (Status status = exec::bindTable(plan.params, std::move(tensors), source,
-                                      allowExtra, exec::kParameterNoun, paramTensors);
+  if (Status status =
+          exec::bindTable(plan.params, std::move(tensors), source, allowExtra,
+                          exec::kParameterNoun, paramTensors);
       !status)
     return status;
   for (size_t i = 0; i < plan.values.size(); ++i)
@@ -123,8 +124,9 @@ Status Executor::bindParams(std::vector<io::HostTensor> tensors,
 Status Executor::bindState(std::vector<io::HostTensor> tensors,
                            const std::string &source, bool allowExtra) {
   stateBound = false;
-  if (Status status = exec::bindTable(plan.state, std::move(tensors), source,
-                                      allowExtra, exec::kStateNoun, stateTensors);
+  if (Status status =
+          exec::bindTable(plan.state, std::move(tensors), source, allowExtra,
+                          exec::kStateNoun, stateTensors);
       !status)
     return status;
   for (size_t i = 0; i < plan.values.size(); ++i)

@@ -50,9 +50,9 @@ inline void checkOffsets(const int32_t *offsets, int64_t numExperts,
   for (int64_t e = 0; e <= numExperts; ++e)
     if (offsets[e] < (e == 0 ? 0 : offsets[e - 1]) || offsets[e] > slots)
       throw KernelError{
-          std::string(kernel) + ": " + what + " " + std::to_string(e) +
-          " is " + std::to_string(offsets[e]) +
-          ", not in ascending order within [0, " + std::to_string(slots) + "]"};
+          std::string(kernel) + ": " + what + " " + std::to_string(e) + " is " +
+          std::to_string(offsets[e]) + ", not in ascending order within [0, " +
+          std::to_string(slots) + "]"};
 }
 
 /// The runs of occupied slots (token >= 0) of every expert, by expert, then

@@ -52,6 +52,8 @@ Expected<StepFunction> prepareStep(const exec::Plan &plan, size_t index,
   if (!entry)
     return Status::error(where + ": the CPU runtime has no such kernel");
   StepContext context(plan, index, scratchBytes);
+  if (groups.world)
+    context.setWorld(groups.world->rank(), groups.world->size());
   // Kernel state (FFT plans) is allocated here and may fail.
   try {
     return entry->prepareCollective ? entry->prepareCollective(context, groups)

@@ -53,12 +53,17 @@ bool readAttention(StepContext &c, int64_t &heads, int64_t &headDim,
 struct DropoutKey {
   double rate = 0;
   int64_t stream = 0;
-  int64_t seed = -1; ///< slot; -1 without dropout
+  int64_t seed = -1;  ///< slot; -1 without dropout
+  uint64_t first = 0; ///< the global index of this rank's first probability
   exec::NoiseCounter counter;
 
-  bool read(StepContext &c, const Arg &seedArg, const Arg &stepArg,
-            const Arg &microArg) {
+  /// Reads the key of an attention step over `heads` heads whose operand 0
+  /// is the queries [B, S, heads·head_dim].
+  bool read(StepContext &c, int64_t heads, const Arg &seedArg,
+            const Arg &stepArg, const Arg &microArg) {
     rate = c.realAttr("dropout_rate"), stream = c.intAttr("stream");
+    int64_t batch = c.in(0).dim(0), seq = c.in(0).dim(1);
+    first = c.firstNoiseElement(batch * heads * seq * seq);
     bool noisy = rate > 0;
     if (!c.check(rate >= 0 && rate < 1, "attribute 'dropout_rate' " +
                                             std::to_string(rate) +
@@ -79,7 +84,7 @@ struct DropoutKey {
     if (seed < 0)
       return {};
     return cpu::AttentionDropout::make(rate, *i32(v[seed]), stream,
-                                       noiseCounterAt(counter, v));
+                                       noiseCounterAt(counter, v), first);
   }
 };
 
@@ -91,7 +96,7 @@ Expected<StepFunction> prepareAttention(StepContext &c) {
   bool causal;
   DropoutKey dropout;
   if (!readAttention(c, heads, headDim, pad, causal) ||
-      !dropout.read(c, c.in(4), c.in(5), c.in(6)) ||
+      !dropout.read(c, heads, c.in(4), c.in(5), c.in(6)) ||
       !c.shape(y, DType::F32, q.value->shape))
     return c.takeError();
   int64_t batch = q.dim(0), seq = q.dim(1);
@@ -110,7 +115,7 @@ Expected<StepFunction> prepareAttentionGrad(StepContext &c) {
   bool causal;
   DropoutKey dropout;
   if (!readAttention(c, heads, headDim, pad, causal) ||
-      !dropout.read(c, c.in(5), c.in(6), c.in(7)) ||
+      !dropout.read(c, heads, c.in(5), c.in(6), c.in(7)) ||
       !c.shape(dout, DType::F32, q.value->shape) ||
       !c.shape(c.out(0), DType::F32, q.value->shape) ||
       !c.shape(c.out(1), DType::F32, q.value->shape) ||

@@ -32,7 +32,16 @@ Expected<StepFunction> prepareRandomScale(StepContext &c) {
       !counter.read(c, c.in(2), c.in(3)) ||
       !c.shape(y, DType::F32, x.value->shape))
     return c.takeError();
-  int64_t n = x.value->numel;
+  int64_t n = x.value->numel, blocks = c.intAttr("blocks", 1);
+  if (!c.check(blocks > 0 && n % blocks == 0,
+               "attribute 'blocks' " + std::to_string(blocks) +
+                   " does not divide the " + std::to_string(n) +
+                   " elements of " + x.role))
+    return c.takeError();
+  int64_t block = n / blocks;
+  std::vector<uint64_t> firsts(blocks);
+  for (int64_t b = 0; b < blocks; ++b)
+    firsts[b] = c.firstNoiseElement(block, b);
   return StepFunction(
       [=, a = x.slot, k = seed.slot, o = y.slot](ValuePointers v) {
         int32_t key = *i32(v[k]);
@@ -41,9 +50,11 @@ Expected<StepFunction> prepareRandomScale(StepContext &c) {
           std::copy_n(f32(v[a]), n, f32(v[o]));
           return;
         }
-        cpu::randomScale(
-            f32(v[a]), f32(v[o]), n, dropout, rate,
-            cpu::CounterUniforms(key, stream, noiseCounterAt(counter, v)));
+        int32_t step = noiseCounterAt(counter, v);
+        for (int64_t b = 0; b < blocks; ++b)
+          cpu::randomScale(f32(v[a]) + b * block, f32(v[o]) + b * block, block,
+                           dropout, rate,
+                           cpu::CounterUniforms(key, stream, step, firsts[b]));
       });
 }
 
@@ -59,6 +70,7 @@ Expected<StepFunction> prepareDropExperts(StepContext &c) {
       !c.shape(y, DType::F32, x.value->shape))
     return c.takeError();
   int64_t n = x.value->numel;
+  uint64_t first = c.firstNoiseElement(n);
   // Dropped experts lose the top-k forward and pass no gradient back.
   float fill = gradient ? 0.0f : -std::numeric_limits<float>::infinity();
   return StepFunction(
@@ -70,7 +82,7 @@ Expected<StepFunction> prepareDropExperts(StepContext &c) {
           return;
         }
         cpu::expertDropout(f32(v[a]), f32(v[o]), n, key, stream,
-                           noiseCounterAt(counter, v), rate, fill);
+                           noiseCounterAt(counter, v), rate, fill, first);
       });
 }
 

@@ -190,13 +190,14 @@ struct AttentionDropout {
   double rate = 0.0;
   CounterUniforms uniforms{0, 0, 0};
 
-  /// The dropout at `rate` keyed (seed, stream) at noise counter `step`;
+  /// The dropout at `rate` keyed (seed, stream) at noise counter `step`,
+  /// element 0 of P being global element `first` (CounterUniforms);
   /// inactive for a negative seed (evaluation), as random_scale.
   static AttentionDropout make(double rate, int64_t seed, int64_t stream,
-                               int64_t step) {
+                               int64_t step, uint64_t first = 0) {
     if (seed < 0)
       return {};
-    return {rate, CounterUniforms(seed, stream, step)};
+    return {rate, CounterUniforms(seed, stream, step, first)};
   }
   bool active() const { return rate > 0; }
 };

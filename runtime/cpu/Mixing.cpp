@@ -187,8 +187,7 @@ SpectralMix::Impl::Impl(int64_t batch, int64_t seq, int64_t d, bool hartley,
     forward.create(
         [&] {
           return fftwf_plan_dft_r2c_2d(seq, d, buffers[0].real.get(),
-                                       buffers[0].spectrum.get(),
-                                       kPlanFlags);
+                                       buffers[0].spectrum.get(), kPlanFlags);
         },
         "2-D real transform of " + shapeName(seq, d));
     return;

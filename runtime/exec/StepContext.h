@@ -54,6 +54,21 @@ public:
   const Arg &out(size_t i) const { return results[i]; }
 
   const Plan &getPlan() const { return plan; }
+  /// This process's place in a parallel plan's world (rank 0 of 1 in one
+  /// process).
+  void setWorld(int64_t rank, int64_t size) {
+    worldRank = rank, worldSize = size;
+  }
+  /// The index in the whole batch's tensor of the first element of block
+  /// `block` of a noise kernel's tensor, whose blocks hold `blockElements`
+  /// each: on rank r of a parallel plan block b is the rank's contiguous
+  /// share of block b of the whole tensor (one block: the rank's rows of the
+  /// batch; docs/runtime.md, "Parallel plans"), so the ranks draw together
+  /// what one process draws.
+  uint64_t firstNoiseElement(int64_t blockElements, int64_t block = 0) const {
+    return static_cast<uint64_t>(block * worldSize + worldRank) *
+           static_cast<uint64_t>(blockElements);
+  }
   /// "steps[<index>] (<kernel>)": the step's label in a collective's errors.
   std::string label() const {
     return "steps[" + std::to_string(index) + "] (" +
@@ -117,6 +132,7 @@ private:
   std::string message;
   int64_t &scratchBytes;
   int64_t scratchIndex;
+  int64_t worldRank = 0, worldSize = 1;
 };
 
 /// Checks the routing results tokens I32[slots], gates F32[slots] and

@@ -13,6 +13,7 @@ Command line (run with /usr/bin/python3):
     mixer_ref.py compare A.safetensors B.safetensors --rtol 1e-4
     mixer_ref.py random-weights MODEL.json --seed 0 -o W.safetensors
     mixer_ref.py random-batch MODEL.json --batch 2 --seed 0 [--training] \
+        [--noise-key SEED STEP] \
         -o BATCH.safetensors
 
 Tensor files may be .safetensors, .npz or .npy (the latter named after the file
@@ -892,8 +893,11 @@ def training_batch(cfg: ModelConfig, batch: int, seed: int) -> dict:
 
 def _cmd_random_batch(args: argparse.Namespace) -> int:
     make = training_batch if args.training else random_batch
-    write_tensors(args.output,
-                  make(load_config(args.model), args.batch, args.seed))
+    tensors = make(load_config(args.model), args.batch, args.seed)
+    if args.noise_key:
+        tensors["seed"] = np.array(args.noise_key[0], dtype=np.int32)
+        tensors["step"] = np.array(args.noise_key[1], dtype=np.int32)
+    write_tensors(args.output, tensors)
     return 0
 
 
@@ -931,6 +935,9 @@ def main(argv: Optional[list] = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--training", action="store_true",
                    help="with the labels of the model's training heads")
+    p.add_argument("--noise-key", type=int, nargs=2, metavar=("SEED", "STEP"),
+                   help="with the inputs seed and step of a training "
+                   "artifact's noise (a negative seed draws none)")
     p.add_argument("-o", "--output", required=True)
     p.set_defaults(func=_cmd_random_batch)
 

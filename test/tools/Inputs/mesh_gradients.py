@@ -4,10 +4,11 @@
   mesh_gradients.py --mixc MIXC --mixer-run RUN --mpirun "MPIRUN" --ref "REF"
       MODEL.json WEIGHTS INPUT ONE_PROCESS_OUTPUT DP EP
 
-Compiles MODEL.json with `--train --optimizer=none --batch 8 --dp DP --ep EP`,
-runs it under `MPIRUN -np DP·EP` on WEIGHTS and INPUT, and compares the
-gathered outputs with ONE_PROCESS_OUTPUT (`REF compare --rtol 1e-6`), printing
-what differs.
+Compiles MODEL.json with `--train --optimizer=none --noise --batch 8 --dp DP
+--ep EP`, runs it under `MPIRUN -np DP·EP` on WEIGHTS and INPUT (whose `seed`
+and `step` key the training noise; a negative seed draws none), and compares
+the gathered outputs with ONE_PROCESS_OUTPUT (`REF compare --rtol 1e-6`),
+printing what differs.
 """
 
 import argparse
@@ -31,7 +32,8 @@ def main():
         artifact = Path(work) / "mesh.mxa"
         output = Path(work) / "mesh.safetensors"
         subprocess.run([args.mixc, args.model, "--batch", "8", "--train",
-                        "--optimizer=none", "--dp", str(args.dp), "--ep",
+                        "--optimizer=none", "--noise", "--dp", str(args.dp),
+                        "--ep",
                         str(args.ep), "-o", str(artifact)],
                        check=True, stdout=subprocess.DEVNULL)
         subprocess.run(shlex.split(args.mpirun) +

@@ -117,6 +117,28 @@ TEST(CounterRandomTest, BatchMatchesSingleDraws) {
   }
 }
 
+TEST(CounterRandomTest, AShiftedTensorDrawsTheGlobalElements) {
+  // A rank's slice starting at global element `first` (aligned to a block
+  // or not) draws what the whole tensor draws there, element by element, by
+  // block and by batch; the reference is the independently checked at().
+  CounterUniforms whole(42, 3, 7);
+  for (uint64_t first : {uint64_t(0), uint64_t(8), uint64_t(5), uint64_t(23)}) {
+    CounterUniforms slice(42, 3, 7, first);
+    for (uint64_t i = 0; i < 80; ++i)
+      EXPECT_EQ(slice.at(i), whole.at(first + i)) << first << " + " << i;
+    for (uint64_t b : {uint64_t(0), uint64_t(3)}) {
+      std::array<float, 4> block = slice.block(b);
+      for (uint64_t j = 0; j < 4; ++j)
+        EXPECT_EQ(block[j], whole.at(first + 4 * b + j))
+            << first << " block " << b;
+    }
+    float u[CounterUniforms::kBatchElements];
+    slice.batch(2, u);
+    for (int64_t j = 0; j < CounterUniforms::kBatchElements; ++j)
+      EXPECT_EQ(u[j], whole.at(first + 8 + j)) << first << " batch " << j;
+  }
+}
+
 //===----------------------------------------------------------------------===//
 // Expert dropout
 //===----------------------------------------------------------------------===//
