@@ -794,7 +794,9 @@ const std::vector<Command> &commands() {
        "Draws every parameter as the artifact's init specs say, with a\n"
        "counter-based generator: the same seed gives the same weights on\n"
        "every machine and thread count. The file is written atomically; a\n"
-       "safetensors file records the model name and seed as metadata.\n"
+       "safetensors file records the model name and seed as metadata. For a\n"
+       "parallel artifact (run without mpirun) it holds the global tensors,\n"
+       "the same as the one-process artifact's.\n"
        "\n"
        "  --seed N            seed (default 0)\n"
        "  -o, --output FILE   the weights file (.safetensors or .npz)\n",
@@ -914,6 +916,11 @@ const std::vector<Command> &commands() {
        "progress bar on a terminal, plain lines otherwise. Ctrl-C finishes\n"
        "the update, saves a checkpoint and exits with 130.\n"
        "\n"
+       "A parallel artifact (mixc --dp --ep) runs under mpirun -np dp·ep:\n"
+       "every rank draws the same global batches and binds its rows and its\n"
+       "shards of the global weights; rank 0 reports and writes checkpoints\n"
+       "of global tensors, which resume at any mesh and in one process.\n"
+       "\n"
        "  --seed N               initial weights, data order and dropout\n"
        "                         (default 0)\n"
        "  --init W|DIR           start from these weights (a weights file or "
@@ -943,7 +950,8 @@ const std::vector<Command> &commands() {
        "(accuracy and F1, or MSE for one output). --init takes every tensor\n"
        "of a pre-training checkpoint except the classification head, which\n"
        "is drawn anew. The schedule warms up over the first 10 % of the\n"
-       "updates unless --warmup-steps is given. Other options as pretrain.\n",
+       "updates unless --warmup-steps is given. Other options as pretrain;\n"
+       "a parallel artifact runs under mpirun as there, without --eval.\n",
        withTrainingRunFlags({{"--train", nullptr, true, false},
                              {"--eval", nullptr, true, false},
                              {"--epochs", nullptr, true, false}})},
