@@ -285,9 +285,9 @@ Status TrainingSession::gatherTable(const std::vector<exec::ParamInfo> &table,
   const exec::Plan &plan = runner->getPlan();
   for (size_t i = 0; i < table.size(); ++i)
     if (table[i].shardGroup == "ep")
-      if (Status status =
-              comm::gatherParts(*world, tensors[i], plan.mesh.ep,
-                                "checkpoint of step " + std::to_string(applied));
+      if (Status status = comm::gatherParts(*world, tensors[i], plan.mesh.ep,
+                                            "checkpoint of step " +
+                                                std::to_string(applied));
           !status)
         return status;
   return Status::success();
@@ -332,9 +332,9 @@ Status TrainingSession::save(const TrainOptions &options,
   if (!world)
     return saved;
   int32_t failed = !saved;
-  if (Status status = world->broadcast(&failed, sizeof(failed), 0,
-                                       "checkpoint of step " +
-                                           std::to_string(applied));
+  if (Status status =
+          world->broadcast(&failed, sizeof(failed), 0,
+                           "checkpoint of step " + std::to_string(applied));
       !status)
     return alone(options, status);
   if (failed && saved)

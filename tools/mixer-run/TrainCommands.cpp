@@ -69,7 +69,7 @@ struct Ranks {
       message = error.message;
     }
     std::vector<int32_t> codes(world->size());
-    check(world->allGather(&code, codes.data(), sizeof(code), "setup"));
+    run::check(world->allGather(&code, codes.data(), sizeof(code), "setup"));
     auto failed = std::find_if(codes.begin(), codes.end(),
                                [](int32_t c) { return c != 0; });
     if (failed == codes.end())
@@ -317,8 +317,8 @@ train::TrainingSession openSession(const Args &args, const exec::Plan &plan,
                                    int32_t &seed, MakeParams params) {
   comm::Communicator *world = ranks.world.get();
   auto fresh = [&] {
-    return check(train::TrainingSession::start(
-        createExecutor(plan, world), params(), plan.path, world));
+    return check(train::TrainingSession::start(createExecutor(plan, world),
+                                               params(), plan.path, world));
   };
   std::string dir = args.get("--checkpoint-dir");
   std::optional<int64_t> step;
@@ -634,9 +634,8 @@ int runPretrain(const Args &args) {
     seed = parseSeed(args);
     data::Tokenizer tokenizer = loadTokenizer(args, plan);
     data = pretrainingSource(plan, args, tokenizer, seed);
-    return openSession(args, plan, ranks, *data, seed, [&] {
-      return initialParameters(args, plan, seed, "");
-    });
+    return openSession(args, plan, ranks, *data, seed,
+                       [&] { return initialParameters(args, plan, seed, ""); });
   });
   train::LearningRateSchedule lr = schedule(
       args, plan, plan.training->totalSteps, plan.training->warmupSteps);
@@ -676,14 +675,13 @@ int runFinetune(const Args &args) {
     int64_t microSteps = plan.training->microSteps;
     perEpoch = train->size() / plan.batch / microSteps;
     if (perEpoch == 0)
-      throw RuntimeFailure{args.get("--train") + ": " +
-                           std::to_string(train->size()) +
-                           " examples do not fill one update of " +
-                           std::to_string(microSteps) + " x " +
-                           std::to_string(labels.shape[0])};
+      throw RuntimeFailure{
+          args.get("--train") + ": " + std::to_string(train->size()) +
+          " examples do not fill one update of " + std::to_string(microSteps) +
+          " x " + std::to_string(labels.shape[0])};
     if (args.has("--eval"))
-      dev = check(data::ClassificationData::load(args.get("--eval"),
-                                                 tokenizer, classes));
+      dev = check(data::ClassificationData::load(args.get("--eval"), tokenizer,
+                                                 classes));
     data = train::makeClassificationSource(*train, plan.batch, plan.seq, seed,
                                            static_cast<int32_t>(plan.padId),
                                            microSteps);
