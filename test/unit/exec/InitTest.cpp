@@ -174,6 +174,7 @@ TEST(InitTest, ShardedParametersAreDrawnWhole) {
   mesh["mesh"] = {{"dp", 1}, {"ep", 2}, {"world", 2}};
   mesh["batch"] = 2;
   mesh["params"][0]["shape"] = {2, 3};
+  mesh["values"][0]["shape"] = {2, 3};
   mesh["params"][0]["shard"] = {{"axis", 0}, {"mesh_axis", "ep"}};
   mesh["params"][0]["global_shape"] = {4, 3};
   Expected<Plan> onePlan = Plan::fromJson(one.plan.dump(), "one.mxa");
