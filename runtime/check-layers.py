@@ -4,7 +4,7 @@
 Each runtime folder may include only the folders its layer sits on:
 support < io < exec (the backend-neutral core) < cpu, cuda (the backends)
 < target (picks a backend) < train (the loop). The communicators (comm) sit
-on io beside exec; the backends and target may use them. convert
+on io beside exec; the backends, target and train may use them. convert
 (checkpoints of other frameworks) sits on io and data. Prints every
 include that crosses a layer and exits 1 if there is one.
 
@@ -29,7 +29,8 @@ ALLOWED = {
     "cuda": {"support", "io", "exec", "comm", "cuda"},
     "target": {"support", "io", "exec", "comm", "cpu", "cuda", "target"},
     "data": {"support", "io", "data", "cpu/CounterRandom.h"},
-    "train": {"support", "io", "exec", "data", "train"},
+    # A parallel run gathers its shards for checkpoints over the world.
+    "train": {"support", "io", "exec", "comm", "data", "train"},
     # Checkpoint conversion reads tensor files and tokenizer vocabularies.
     "convert": {"support", "io", "data", "convert"},
 }

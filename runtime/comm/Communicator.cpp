@@ -461,4 +461,22 @@ Expected<MeshGroups> splitMesh(Communicator &world, int dp, int ep,
   return MeshGroups{std::move(*epGroup), std::move(*edpGroup)};
 }
 
+Status gatherParts(Communicator &group, io::HostTensor &tensor, int parts,
+                   std::string_view step) {
+  if (parts < 1 || parts > group.size() || tensor.shape.empty())
+    return Status::error(
+        std::string(step) + ": cannot join " + std::to_string(parts) +
+        " parts of a tensor of " + std::to_string(tensor.shape.size()) +
+        " dimensions over " + std::to_string(group.size()) + " ranks");
+  std::vector<uint8_t> all(tensor.data.size() * group.size());
+  if (Status s = group.allGather(tensor.data.data(), all.data(),
+                                 tensor.data.size(), step);
+      !s)
+    return s;
+  all.resize(tensor.data.size() * parts);
+  tensor.data = std::move(all);
+  tensor.shape[0] *= parts;
+  return Status::success();
+}
+
 } // namespace mixer::comm

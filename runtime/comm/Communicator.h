@@ -222,6 +222,13 @@ struct MeshGroups {
 Expected<MeshGroups> splitMesh(Communicator &world, int dp, int ep,
                                std::string_view step);
 
+/// Joins the ranks' parts of `tensor` along axis 0: every rank's `tensor`
+/// (of the same shape) is gathered in rank order and the parts of ranks
+/// 0 .. parts - 1 of `group` are kept, so every rank ends with the same
+/// tensor, `parts` times as long along axis 0.
+Status gatherParts(Communicator &group, io::HostTensor &tensor, int parts,
+                   std::string_view step);
+
 } // namespace mixer::comm
 
 #endif // MIXER_RUNTIME_COMM_COMMUNICATOR_H

@@ -142,17 +142,22 @@ void keepRows(io::HostTensor &tensor, int64_t rows, int64_t parts,
 
 } // namespace
 
-void takeShards(const Plan &plan, std::vector<io::HostTensor> &params,
-                std::vector<io::HostTensor> &inputs, int64_t worldRank) {
-  int64_t world = plan.mesh.world();
-  for (io::HostTensor &tensor : params)
-    for (const ParamInfo &entry : plan.params)
+void takeTableShards(const Plan &plan, const std::vector<ParamInfo> &table,
+                     std::vector<io::HostTensor> &tensors, int64_t worldRank) {
+  for (io::HostTensor &tensor : tensors)
+    for (const ParamInfo &entry : table)
       if (entry.name == tensor.name && !entry.globalShape.empty() &&
           tensor.shape == entry.globalShape) {
         bool expert = entry.shardGroup == "ep";
         keepRows(tensor, entry.shape[0], expert ? plan.mesh.ep : plan.mesh.dp,
                  expert ? worldRank % plan.mesh.ep : worldRank / plan.mesh.ep);
       }
+}
+
+void takeShards(const Plan &plan, std::vector<io::HostTensor> &params,
+                std::vector<io::HostTensor> &inputs, int64_t worldRank) {
+  int64_t world = plan.mesh.world();
+  takeTableShards(plan, plan.params, params, worldRank);
   for (io::HostTensor &tensor : inputs)
     for (const InputInfo &input : plan.inputs)
       if (input.name == tensor.name && !input.shape.empty())

@@ -72,6 +72,12 @@ io::TensorFilter inputFilter(const Plan &plan, const std::string &source,
 void takeShards(const Plan &plan, std::vector<io::HostTensor> &params,
                 std::vector<io::HostTensor> &inputs, int64_t worldRank);
 
+/// takeShards for the tensors of one of the plan's tables (`plan.params`,
+/// `plan.state`): each tensor of a sharded entry's global shape keeps the
+/// rank's slice.
+void takeTableShards(const Plan &plan, const std::vector<ParamInfo> &table,
+                     std::vector<io::HostTensor> &tensors, int64_t worldRank);
+
 } // namespace mixer::exec
 
 #endif // MIXER_RUNTIME_EXEC_BINDING_H

@@ -152,9 +152,10 @@ io::HostTensor initParameter(const Plan &plan, size_t index, uint64_t seed) {
   io::HostTensor tensor;
   tensor.name = param.name;
   tensor.dtype = io::DType::F32;
-  tensor.shape = param.shape;
-  tensor.data.resize(param.numel * sizeof(float));
-  initTensor(param.init, seed, index, param.shape, tensor.as<float>());
+  // A sharded parameter is drawn whole, as the one-process plan draws it.
+  tensor.shape = param.globalShape.empty() ? param.shape : param.globalShape;
+  tensor.data.resize(tensor.numel() * sizeof(float));
+  initTensor(param.init, seed, index, tensor.shape, tensor.as<float>());
   return tensor;
 }
 

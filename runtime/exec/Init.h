@@ -31,10 +31,12 @@ using cpu::PhiloxKey;
 void initTensor(const InitSpec &spec, uint64_t seed, uint64_t index,
                 const std::vector<int64_t> &shape, float *data);
 
-/// Draws parameter `index` of `plan`.
+/// Draws parameter `index` of `plan`; a parameter sharded over the ranks of
+/// a parallel plan is drawn whole (its `global_shape`), so every mesh and the
+/// one-process plan draw the same tensors (exec::takeShards slices them).
 io::HostTensor initParameter(const Plan &plan, size_t index, uint64_t seed);
 
-/// Draws every parameter of `plan`, in plan order.
+/// Draws every parameter of `plan`, in plan order (global tensors).
 std::vector<io::HostTensor> initParameters(const Plan &plan, uint64_t seed);
 
 } // namespace mixer::exec

@@ -2,6 +2,7 @@
 
 #include "runtime/train/Trainer.h"
 
+#include "runtime/exec/Binding.h"
 #include "runtime/io/Container.h"
 #include "runtime/io/TensorFiles.h"
 #include "runtime/train/Checkpoint.h"
@@ -143,13 +144,16 @@ private:
   int64_t tokens = 0;
 };
 
-/// The CRC-64 of the parameter and state tables (names and shapes): a
-/// checkpoint resumes only into a plan with the same tensors.
+/// The CRC-64 of the parameter and state tables (names and global shapes):
+/// a checkpoint resumes only into a plan with the same tensors, at any mesh.
 std::string tensorTablesChecksum(const exec::Plan &plan) {
   std::ostringstream tables;
   for (const auto *table : {&plan.params, &plan.state})
     for (const exec::ParamInfo &entry : *table)
-      tables << entry.name << io::formatShape(entry.shape) << ';';
+      tables << entry.name
+             << io::formatShape(entry.globalShape.empty() ? entry.shape
+                                                          : entry.globalShape)
+             << ';';
   std::string text = tables.str();
   return io::formatChecksum(io::crc64(text.data(), text.size()));
 }
@@ -207,7 +211,7 @@ std::vector<io::HostTensor> zeroOptimizerState(const exec::Plan &plan) {
 Expected<TrainingSession>
 TrainingSession::start(std::unique_ptr<exec::PlanExecutor> executor,
                        std::vector<io::HostTensor> params,
-                       const std::string &source) {
+                       const std::string &source, comm::Communicator *world) {
   const exec::Plan &plan = executor->getPlan();
   if (!plan.updatesParameters())
     return Status::error(plan.path + ": not a training plan; compile the "
@@ -216,6 +220,8 @@ TrainingSession::start(std::unique_ptr<exec::PlanExecutor> executor,
     return Status::error(plan.path + ": accumulates gradients over " +
                          std::to_string(plan.training->microSteps) +
                          " micro-steps but has no 'micro_step' input");
+  if (world)
+    exec::takeTableShards(plan, plan.params, params, world->rank());
   if (Status status = executor->bindParams(std::move(params), source,
                                            /*allowExtra=*/false);
       !status)
@@ -225,15 +231,18 @@ TrainingSession::start(std::unique_ptr<exec::PlanExecutor> executor,
                               /*allowExtra=*/false);
       !status)
     return status;
-  return TrainingSession(std::move(executor), 0);
+  return TrainingSession(std::move(executor), 0, world);
 }
 
 Expected<TrainingSession>
 TrainingSession::resume(std::unique_ptr<exec::PlanExecutor> executor,
                         const std::string &dir, std::optional<int64_t> step,
-                        BatchSource &data, int32_t &seed) {
+                        BatchSource &data, int32_t &seed,
+                        comm::Communicator *world) {
   const exec::Plan &plan = executor->getPlan();
-  removeInterruptedSaves(dir);
+  // Rank 0 alone writes the directory.
+  if (!world || world->rank() == 0)
+    removeInterruptedSaves(dir);
   Expected<TrainingState> saved = loadCheckpoint(dir, step);
   if (!saved)
     return saved.takeStatus();
@@ -251,9 +260,12 @@ TrainingSession::resume(std::unique_ptr<exec::PlanExecutor> executor,
                          plan.path + " (another model or optimizer?)");
   Expected<TrainingSession> session =
       start(std::move(executor), std::move(saved->params),
-            where + "/params.safetensors");
+            where + "/params.safetensors", world);
   if (!session)
     return session.takeStatus();
+  if (world)
+    exec::takeTableShards(plan, plan.state, saved->optimizerState,
+                          world->rank());
   if (Status status = session->runner->bindState(
           std::move(saved->optimizerState), where + "/optimizer.safetensors",
           /*allowExtra=*/false);
@@ -266,18 +278,79 @@ TrainingSession::resume(std::unique_ptr<exec::PlanExecutor> executor,
   return session;
 }
 
+Status TrainingSession::gatherTable(const std::vector<exec::ParamInfo> &table,
+                                    std::vector<io::HostTensor> &tensors) {
+  if (!world)
+    return Status::success();
+  const exec::Plan &plan = runner->getPlan();
+  for (size_t i = 0; i < table.size(); ++i)
+    if (table[i].shardGroup == "ep")
+      if (Status status = comm::gatherParts(*world, tensors[i], plan.mesh.ep,
+                                            "checkpoint of step " +
+                                                std::to_string(applied));
+          !status)
+        return status;
+  return Status::success();
+}
+
+Status TrainingSession::alone(const TrainOptions &options,
+                              Status failure) const {
+  if (world && options.onRankFailure)
+    options.onRankFailure(failure);
+  return failure;
+}
+
+Expected<bool> TrainingSession::anyRank(bool flag, const std::string &step) {
+  int32_t count = flag;
+  if (world)
+    if (Status status =
+            world->allReduceSum(&count, &count, 1, io::DType::I32, step);
+        !status)
+      return status;
+  return count > 0;
+}
+
 Status TrainingSession::save(const TrainOptions &options,
                              const BatchSource &data) {
+  const exec::Plan &plan = runner->getPlan();
   Expected<std::vector<io::HostTensor>> params = runner->copyParams();
   if (!params)
     return params.takeStatus();
   Expected<std::vector<io::HostTensor>> optimizerState = runner->copyState();
   if (!optimizerState)
     return optimizerState.takeStatus();
+  if (Status status = gatherTable(plan.params, *params); !status)
+    return alone(options, status);
+  if (Status status = gatherTable(plan.state, *optimizerState); !status)
+    return alone(options, status);
+  // Rank 0 writes while the others wait, then tells them how it went: no
+  // rank goes on past a checkpoint that is not on disk.
+  Status saved = Status::success();
+  if (leads())
+    saved = writeCheckpoint(options, data, std::move(*params),
+                            std::move(*optimizerState));
+  if (!world)
+    return saved;
+  int32_t failed = !saved;
+  if (Status status =
+          world->broadcast(&failed, sizeof(failed), 0,
+                           "checkpoint of step " + std::to_string(applied));
+      !status)
+    return alone(options, status);
+  if (failed && saved)
+    return Status::error("rank 0 could not save the checkpoint of step " +
+                         std::to_string(applied));
+  return saved;
+}
+
+Status TrainingSession::writeCheckpoint(
+    const TrainOptions &options, const BatchSource &data,
+    std::vector<io::HostTensor> params,
+    std::vector<io::HostTensor> optimizerState) const {
   TrainingState state;
   state.step = applied;
-  state.params = std::move(*params);
-  state.optimizerState = std::move(*optimizerState);
+  state.params = std::move(params);
+  state.optimizerState = std::move(optimizerState);
   state.progress = {{"model", runner->getPlan().model},
                     {"tensors_crc64", tensorTablesChecksum(runner->getPlan())},
                     {"seed", options.seed},
@@ -292,7 +365,7 @@ Status TrainingSession::train(BatchSource &data, const TrainOptions &options) {
   if (options.seed < 0)
     return Status::error("the seed must not be negative");
   std::ofstream metrics;
-  if (!options.metricsPath.empty()) {
+  if (!options.metricsPath.empty() && leads()) {
     if (Status status = truncateMetrics(options.metricsPath, applied); !status)
       return status;
     metrics.open(options.metricsPath, std::ios::app);
@@ -325,6 +398,10 @@ Status TrainingSession::train(BatchSource &data, const TrainOptions &options) {
       inputs.push_back(int32Scalar("step", static_cast<int32_t>(applied)));
       inputs.push_back(int32Scalar("micro_step", static_cast<int32_t>(micro)));
       inputs.push_back(int32Scalar("seed", options.seed));
+      // Each rank binds its rows of the global batch.
+      std::vector<io::HostTensor> noParams;
+      if (world)
+        exec::takeShards(plan, noParams, inputs, world->rank());
       std::string what = "batch of step " + std::to_string(applied + 1);
       if (microSteps > 1)
         what += ", micro-step " + std::to_string(micro);
@@ -332,7 +409,7 @@ Status TrainingSession::train(BatchSource &data, const TrainOptions &options) {
           !status)
         return status;
       if (Status status = runner->run(); !status)
-        return status;
+        return alone(options, status);
       report.tokens += data.lastTokens();
       std::vector<io::HostTensor> outputs = runner->outputs();
       for (size_t m = 0; m < lossOutputs.size(); ++m)
@@ -360,17 +437,21 @@ Status TrainingSession::train(BatchSource &data, const TrainOptions &options) {
       line["tokens_per_second"] = report.tokens / report.seconds;
       metrics << line.dump() << "\n" << std::flush;
     }
-    if (options.onStep)
+    if (options.onStep && leads())
       options.onStep(report);
 
-    bool stop = options.stopRequested && options.stopRequested();
+    Expected<bool> stop =
+        anyRank(options.stopRequested && options.stopRequested(),
+                "stop request after step " + std::to_string(applied));
+    if (!stop)
+      return alone(options, stop.takeStatus());
     bool due =
         options.checkpointEvery > 0 && applied % options.checkpointEvery == 0;
     if (!options.checkpointDir.empty() &&
-        (due || stop || applied == options.steps))
+        (due || *stop || applied == options.steps))
       if (Status status = save(options, data); !status)
         return status;
-    if (stop)
+    if (*stop)
       break;
   }
   return Status::success();

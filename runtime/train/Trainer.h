@@ -11,11 +11,19 @@
 // of a step is a function of (checkpoint, seed, step, data position), so N
 // steps, a resume and N more steps give the bits of 2N steps in one go.
 //
+// A parallel plan (mixc --dp --ep) runs one session per rank over the world
+// communicator: every rank draws the same global batch and binds its rows,
+// binds its shards of the global parameters and optimizer state, and joins
+// the collectives of every save, where the expert slices are gathered so
+// that rank 0 writes a checkpoint of global tensors, which resumes at any
+// mesh. Rank 0 alone reports steps and writes metrics and checkpoints.
+//
 //===----------------------------------------------------------------------===//
 
 #ifndef MIXER_RUNTIME_TRAIN_TRAINER_H
 #define MIXER_RUNTIME_TRAIN_TRAINER_H
 
+#include "runtime/comm/Communicator.h"
 #include "runtime/data/ClassificationData.h"
 #include "runtime/data/LmStream.h"
 #include "runtime/data/MlmBatcher.h"
@@ -89,8 +97,15 @@ struct TrainOptions {
   /// Called after every update (progress display).
   std::function<void(const StepReport &)> onStep;
   /// Polled after every update; true ends the run early, after a
-  /// checkpoint.
+  /// checkpoint. The ranks of a parallel run stop when any of them is asked.
   std::function<bool()> stopRequested;
+  /// A parallel run calls it when this rank alone failed (a step or a
+  /// collective), while the other ranks may wait for it in a collective (the
+  /// tool reports the rank and ends the job), then returns the failure.
+  /// Other failures are the same on every rank (a non-finite loss, a batch
+  /// that does not bind; a checkpoint that rank 0 cannot write, which the
+  /// other ranks return as "rank 0 could not save ...").
+  std::function<void(const Status &)> onRankFailure;
 };
 
 /// A training plan's executor (either target's) with its parameters,
@@ -99,18 +114,23 @@ class TrainingSession {
 public:
   /// Starts at step 0 from `params` with zero optimizer state on
   /// `executor`, whose plan must be a training plan (mixc --train).
+  /// `params` are global tensors; a rank of a parallel plan (`world`, the
+  /// communicator its executor runs on) binds its shards of them.
   static Expected<TrainingSession>
   start(std::unique_ptr<exec::PlanExecutor> executor,
-        std::vector<io::HostTensor> params, const std::string &source);
+        std::vector<io::HostTensor> params, const std::string &source,
+        comm::Communicator *world = nullptr);
 
   /// Continues on `executor` from the latest checkpoint in `dir` (or from
   /// `step` when given): parameters, optimizer state and step, and moves
   /// `data` to the saved position. What interrupted saves left in `dir` is
   /// removed first. The checkpoint must come from a plan with the same
-  /// parameters; `seed` receives the run's seed.
+  /// parameters (at any mesh); `seed` receives the run's seed. Every rank of
+  /// a parallel plan reads the checkpoint and binds its shards.
   static Expected<TrainingSession>
   resume(std::unique_ptr<exec::PlanExecutor> executor, const std::string &dir,
-         std::optional<int64_t> step, BatchSource &data, int32_t &seed);
+         std::optional<int64_t> step, BatchSource &data, int32_t &seed,
+         comm::Communicator *world = nullptr);
 
   /// Applies updates until options.steps are applied (or a stop request),
   /// saving checkpoints and appending one line per update to the metrics
@@ -125,13 +145,33 @@ public:
   exec::PlanExecutor &executor() { return *runner; }
 
 private:
-  TrainingSession(std::unique_ptr<exec::PlanExecutor> runner, int64_t applied)
-      : runner(std::move(runner)), applied(applied) {}
+  TrainingSession(std::unique_ptr<exec::PlanExecutor> runner, int64_t applied,
+                  comm::Communicator *world)
+      : runner(std::move(runner)), applied(applied), world(world) {}
 
+  /// Saves a checkpoint of global tensors: every rank joins the gathers,
+  /// rank 0 writes, and the others wait for its outcome.
   Status save(const TrainOptions &options, const BatchSource &data);
+  /// Writes `params` and `optimizerState` (global) as the current step.
+  Status writeCheckpoint(const TrainOptions &options, const BatchSource &data,
+                         std::vector<io::HostTensor> params,
+                         std::vector<io::HostTensor> optimizerState) const;
+  /// Whether this process reports and writes: one-process runs and rank 0.
+  bool leads() const { return !world || world->rank() == 0; }
+  /// The global tensors of the session's `table` (its parameters or state)
+  /// from this rank's `tensors`: expert slices joined over the first expert
+  /// group.
+  Status gatherTable(const std::vector<exec::ParamInfo> &table,
+                     std::vector<io::HostTensor> &tensors);
+  /// Returns `failure`, of this rank alone, after telling
+  /// options.onRankFailure in a parallel run.
+  Status alone(const TrainOptions &options, Status failure) const;
+  /// Whether any rank's `flag` is set (the flag itself without a world).
+  Expected<bool> anyRank(bool flag, const std::string &step);
 
   std::unique_ptr<exec::PlanExecutor> runner;
   int64_t applied = 0;
+  comm::Communicator *world = nullptr; ///< null: one process
 };
 
 /// Zero tensors for every entry of the plan's optimizer state table.

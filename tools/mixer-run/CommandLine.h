@@ -62,6 +62,12 @@ struct RuntimeFailure {
   std::string message;
 };
 
+/// Thrown on a rank of a parallel run whose failure another rank reports
+/// (rank 0, when every rank fails alike); main exits with `code` silently.
+struct ReportedElsewhere {
+  int code;
+};
+
 template <typename T> T check(Expected<T> value) {
   if (!value)
     throw RuntimeFailure{value.message()};

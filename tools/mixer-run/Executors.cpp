@@ -5,6 +5,9 @@
 #include "tools/mixer-run/CommandLine.h"
 
 #include "runtime/target/Executors.h"
+#ifdef MIXER_HAVE_MPI
+#include "runtime/comm/Mpi.h"
+#endif
 
 namespace mixer::run {
 
@@ -15,6 +18,17 @@ void requireTarget(const exec::Plan &plan) {
 std::unique_ptr<exec::PlanExecutor> createExecutor(const exec::Plan &plan,
                                                    comm::Communicator *world) {
   return check(target::createExecutor(plan, world));
+}
+
+std::unique_ptr<comm::Communicator> parallelWorld(const exec::Plan &plan) {
+  if (plan.mesh.world() == 1)
+    return nullptr;
+#ifdef MIXER_HAVE_MPI
+  return check(comm::createMpiWorld());
+#else
+  throw RuntimeFailure{plan.path + " is a parallel plan; this mixer-run was "
+                                   "built without MPI"};
+#endif
 }
 
 } // namespace mixer::run

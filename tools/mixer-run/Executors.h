@@ -18,6 +18,11 @@ namespace mixer::run {
 std::unique_ptr<exec::PlanExecutor>
 createExecutor(const exec::Plan &plan, comm::Communicator *world = nullptr);
 
+/// The MPI world of a parallel plan (null for a one-process plan), whose
+/// size the command line's check has matched to the plan's mesh. Throws a
+/// RuntimeFailure when this mixer-run was built without MPI.
+std::unique_ptr<comm::Communicator> parallelWorld(const exec::Plan &plan);
+
 /// Throws a RuntimeFailure with one line unless this machine can run
 /// `plan`'s target (target::checkTargetAvailable).
 /// Commands call it before they read their data, so that the reason comes

@@ -22,6 +22,7 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <random>
 
 namespace mixer::run {
@@ -39,6 +40,59 @@ void installStopHandlers() {
   std::signal(SIGINT, requestStop);
   std::signal(SIGTERM, requestStop);
 }
+
+/// This process's part in a run: the only process, or one rank of a
+/// parallel plan's world.
+struct Ranks {
+  std::unique_ptr<comm::Communicator> world; ///< null: one process
+
+  /// Whether this process reports: one-process runs and rank 0.
+  bool speaks() const { return !world || world->rank() == 0; }
+
+  /// Runs `setup` and, on a world, agrees on its outcome before the first
+  /// collective of training: when it failed on any rank, the lowest such
+  /// rank reports its failure (so rank 0 reports a failure that every rank
+  /// meets, once) and the others exit silently with its code.
+  template <typename Setup> auto agree(Setup setup) -> decltype(setup()) {
+    if (!world)
+      return setup();
+    int32_t code = 0;
+    std::string message;
+    std::optional<decltype(setup())> result;
+    try {
+      result.emplace(setup());
+    } catch (const UsageError &error) {
+      code = kUsageError;
+      message = error.message;
+    } catch (const RuntimeFailure &error) {
+      code = kRuntimeFailure;
+      message = error.message;
+    }
+    std::vector<int32_t> codes(world->size());
+    run::check(world->allGather(&code, codes.data(), sizeof(code), "setup"));
+    auto failed = std::find_if(codes.begin(), codes.end(),
+                               [](int32_t c) { return c != 0; });
+    if (failed == codes.end())
+      return std::move(*result);
+    int rank = static_cast<int>(failed - codes.begin());
+    if (rank != world->rank())
+      throw ReportedElsewhere{*failed};
+    if (rank != 0)
+      message = "rank " + std::to_string(rank) + ": " + message;
+    if (code == kUsageError)
+      throw UsageError{message};
+    throw RuntimeFailure{message};
+  }
+
+  /// Ends a training run: a failure of this rank alone has already ended
+  /// the job (TrainOptions::onRankFailure); one that every rank meets is
+  /// reported by rank 0.
+  void check(Status trained) const {
+    if (!trained && !speaks())
+      throw ReportedElsewhere{kRuntimeFailure};
+    run::check(std::move(trained));
+  }
+};
 
 exec::Plan loadTrainingPlan(const Args &args) {
   exec::Plan plan = check(exec::Plan::load(args.artifact));
@@ -259,8 +313,13 @@ private:
 /// `params()`.
 template <typename MakeParams>
 train::TrainingSession openSession(const Args &args, const exec::Plan &plan,
-                                   train::BatchSource &data, int32_t &seed,
-                                   MakeParams params) {
+                                   const Ranks &ranks, train::BatchSource &data,
+                                   int32_t &seed, MakeParams params) {
+  comm::Communicator *world = ranks.world.get();
+  auto fresh = [&] {
+    return check(train::TrainingSession::start(createExecutor(plan, world),
+                                               params(), plan.path, world));
+  };
   std::string dir = args.get("--checkpoint-dir");
   std::optional<int64_t> step;
   if (args.has("--resume-step"))
@@ -270,35 +329,37 @@ train::TrainingSession openSession(const Args &args, const exec::Plan &plan,
       throw UsageError{"--resume needs --checkpoint-dir"};
     std::error_code ec;
     if (!step && !std::filesystem::exists(dir, ec)) {
-      std::fprintf(stderr,
-                   "no checkpoint directory %s yet: starting at step 0 (it "
-                   "is created at the first checkpoint)\n",
-                   dir.c_str());
-      return check(train::TrainingSession::start(createExecutor(plan), params(),
-                                                 plan.path));
+      if (ranks.speaks())
+        std::fprintf(stderr,
+                     "no checkpoint directory %s yet: starting at step 0 (it "
+                     "is created at the first checkpoint)\n",
+                     dir.c_str());
+      return fresh();
     }
     std::vector<int64_t> steps = check(train::listCheckpoints(dir));
     if (!steps.empty() || step) {
       int32_t saved = seed;
       train::TrainingSession session = check(train::TrainingSession::resume(
-          createExecutor(plan), dir, step, data, saved));
+          createExecutor(plan, world), dir, step, data, saved, world));
       if (args.has("--seed") && saved != seed)
         throw UsageError{"--seed " + std::to_string(seed) +
                          " differs from the resumed run's seed " +
                          std::to_string(saved)};
       seed = saved;
-      std::fprintf(stderr, "resuming from %s/step_%lld\n", dir.c_str(),
-                   static_cast<long long>(session.step()));
+      if (ranks.speaks())
+        std::fprintf(stderr, "resuming from %s/step_%lld\n", dir.c_str(),
+                     static_cast<long long>(session.step()));
       return session;
     }
-    std::fprintf(stderr, "no checkpoint in %s yet: starting at step 0\n",
-                 dir.c_str());
+    if (ranks.speaks())
+      std::fprintf(stderr, "no checkpoint in %s yet: starting at step 0\n",
+                   dir.c_str());
   }
-  return check(
-      train::TrainingSession::start(createExecutor(plan), params(), plan.path));
+  return fresh();
 }
 
-train::TrainOptions trainOptions(const Args &args, int64_t steps,
+train::TrainOptions trainOptions(const Args &args, const Ranks &ranks,
+                                 int64_t steps,
                                  train::LearningRateSchedule lrSchedule,
                                  int32_t seed, Progress &progress) {
   train::TrainOptions options;
@@ -315,13 +376,24 @@ train::TrainOptions trainOptions(const Args &args, int64_t steps,
     progress.update(report);
   };
   options.stopRequested = [] { return stopSignalled.load(); };
+  // The other ranks may wait in a collective this one will not join: a
+  // rank that fails alone ends the job.
+  if (comm::Communicator *world = ranks.world.get())
+    options.onRankFailure = [world](const Status &failure) {
+      std::fprintf(stderr, "mixer-run: error: rank %d: %s\n", world->rank(),
+                   failure.message().c_str());
+      world->abort(kRuntimeFailure);
+    };
   return options;
 }
 
 /// Ends a run: 130 after a stop request (its checkpoint saved), else 0.
-int finish(const train::TrainingSession &session, const Args &args) {
+int finish(const train::TrainingSession &session, const Args &args,
+           const Ranks &ranks) {
   if (!stopSignalled)
     return 0;
+  if (!ranks.speaks())
+    return 130;
   std::fprintf(stderr, "stopped at step %lld%s\n",
                static_cast<long long>(session.step()),
                args.has("--checkpoint-dir") ? "; checkpoint saved" : "");
@@ -549,68 +621,89 @@ void printJsonOrTable(const Args &args, const json &result) {
 
 int runPretrain(const Args &args) {
   exec::Plan plan = loadTrainingPlan(args);
-  uint64_t steps = parseCount(args, "--steps", 0);
-  if (steps == 0)
-    throw UsageError{"--steps N: the number of updates to reach (at least 1)"};
-  int32_t seed = parseSeed(args);
-  data::Tokenizer tokenizer = loadTokenizer(args, plan);
-  std::unique_ptr<train::BatchSource> data =
-      pretrainingSource(plan, args, tokenizer, seed);
-  train::TrainingSession session = openSession(args, plan, *data, seed, [&] {
-    return initialParameters(args, plan, seed, "");
+  Ranks ranks{parallelWorld(plan)};
+  uint64_t steps = 0;
+  int32_t seed = 0;
+  std::unique_ptr<train::BatchSource> data;
+  // Every rank draws the same global batches and keeps its rows.
+  train::TrainingSession session = ranks.agree([&] {
+    steps = parseCount(args, "--steps", 0);
+    if (steps == 0)
+      throw UsageError{
+          "--steps N: the number of updates to reach (at least 1)"};
+    seed = parseSeed(args);
+    data::Tokenizer tokenizer = loadTokenizer(args, plan);
+    data = pretrainingSource(plan, args, tokenizer, seed);
+    return openSession(args, plan, ranks, *data, seed,
+                       [&] { return initialParameters(args, plan, seed, ""); });
   });
   train::LearningRateSchedule lr = schedule(
       args, plan, plan.training->totalSteps, plan.training->warmupSteps);
-  noteRunEndsInWarmup(lr, session.step(), steps, "--steps N");
+  if (ranks.speaks())
+    noteRunEndsInWarmup(lr, session.step(), steps, "--steps N");
   Progress progress(session.step(), steps);
   installStopHandlers();
-  check(session.train(*data, trainOptions(args, steps, lr, seed, progress)));
-  return finish(session, args);
+  ranks.check(session.train(
+      *data, trainOptions(args, ranks, steps, lr, seed, progress)));
+  return finish(session, args, ranks);
 }
 
 int runFinetune(const Args &args) {
   exec::Plan plan = loadTrainingPlan(args);
-  int32_t seed = parseSeed(args);
-  uint64_t epochs = parseCount(args, "--epochs", 3);
-  if (epochs == 0)
-    throw UsageError{"--epochs: must be at least 1"};
-  data::Tokenizer tokenizer = loadTokenizer(args, plan);
-  const exec::InputInfo &labels =
-      requireInput(plan, "labels", "classification");
-  int64_t classes = classificationClasses(plan);
-  data::ClassificationData train = check(data::ClassificationData::load(
-      requireFlag(args, "--train", "FILE (JSONL)"), tokenizer, classes));
-  // Updates per epoch, each of microSteps batches.
-  int64_t microSteps = plan.training->microSteps;
-  int64_t perEpoch = train.size() / plan.batch / microSteps;
-  if (perEpoch == 0)
-    throw RuntimeFailure{
-        args.get("--train") + ": " + std::to_string(train.size()) +
-        " examples do not fill one update of " + std::to_string(microSteps) +
-        " x " + std::to_string(labels.shape[0])};
-  std::optional<data::ClassificationData> dev;
-  if (args.has("--eval"))
-    dev = check(
-        data::ClassificationData::load(args.get("--eval"), tokenizer, classes));
-
-  std::unique_ptr<train::BatchSource> data = train::makeClassificationSource(
-      train, plan.batch, plan.seq, seed, static_cast<int32_t>(plan.padId),
-      microSteps);
-  // The classification head is new: drawn, not taken from --init.
-  train::TrainingSession session = openSession(args, plan, *data, seed, [&] {
-    return initialParameters(args, plan, seed, "classification/");
+  Ranks ranks{parallelWorld(plan)};
+  int32_t seed = 0;
+  uint64_t epochs = 0;
+  int64_t perEpoch = 0;
+  std::optional<data::ClassificationData> train, dev;
+  std::unique_ptr<train::BatchSource> data;
+  train::TrainingSession session = ranks.agree([&] {
+    seed = parseSeed(args);
+    epochs = parseCount(args, "--epochs", 3);
+    if (epochs == 0)
+      throw UsageError{"--epochs: must be at least 1"};
+    if (ranks.world && args.has("--eval"))
+      throw UsageError{"--eval: evaluation between epochs runs one-process "
+                       "plans only; evaluate a checkpoint with mixer-run eval "
+                       "on the one-process artifact"};
+    data::Tokenizer tokenizer = loadTokenizer(args, plan);
+    const exec::InputInfo &labels =
+        requireInput(plan, "labels", "classification");
+    int64_t classes = classificationClasses(plan);
+    train = check(data::ClassificationData::load(
+        requireFlag(args, "--train", "FILE (JSONL)"), tokenizer, classes));
+    // Updates per epoch, each of microSteps batches.
+    int64_t microSteps = plan.training->microSteps;
+    perEpoch = train->size() / plan.batch / microSteps;
+    if (perEpoch == 0)
+      throw RuntimeFailure{
+          args.get("--train") + ": " + std::to_string(train->size()) +
+          " examples do not fill one update of " + std::to_string(microSteps) +
+          " x " + std::to_string(labels.shape[0])};
+    if (args.has("--eval"))
+      dev = check(data::ClassificationData::load(args.get("--eval"), tokenizer,
+                                                 classes));
+    data = train::makeClassificationSource(*train, plan.batch, plan.seq, seed,
+                                           static_cast<int32_t>(plan.padId),
+                                           microSteps);
+    // The classification head is new: drawn, not taken from --init.
+    return openSession(args, plan, ranks, *data, seed, [&] {
+      return initialParameters(args, plan, seed, "classification/");
+    });
   });
   int64_t total = perEpoch * epochs;
   train::LearningRateSchedule lr = schedule(args, plan, total, total / 10);
-  noteRunEndsInWarmup(lr, session.step(), total, "--epochs N");
+  if (ranks.speaks())
+    noteRunEndsInWarmup(lr, session.step(), total, "--epochs N");
   Progress progress(session.step(), total);
   installStopHandlers();
-  train::TrainOptions options = trainOptions(args, total, lr, seed, progress);
+  train::TrainOptions options =
+      trainOptions(args, ranks, total, lr, seed, progress);
   for (int64_t epoch = session.step() / perEpoch; epoch < int64_t(epochs);
        ++epoch) {
     options.steps = (epoch + 1) * perEpoch;
-    check(session.train(*data, options));
-    if (stopSignalled)
+    ranks.check(session.train(*data, options));
+    // Stopped early (on any rank's request).
+    if (session.step() < options.steps)
       break;
     if (dev) {
       // Evaluation runs on the session's executor between updates.
@@ -621,7 +714,7 @@ int runFinetune(const Args &args) {
       logRecord(args, result);
     }
   }
-  return finish(session, args);
+  return finish(session, args, ranks);
 }
 
 int runEval(const Args &args) {

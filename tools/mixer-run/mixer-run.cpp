@@ -13,9 +13,6 @@
 
 #include "mixer/Version.h"
 #include "runtime/comm/Communicator.h"
-#ifdef MIXER_HAVE_MPI
-#include "runtime/comm/Mpi.h"
-#endif
 #include "runtime/convert/FlaxCheckpoint.h"
 #include "runtime/convert/HuggingFaceBert.h"
 #include "runtime/data/Tokenizer.h"
@@ -111,17 +108,15 @@ double millisecondsSince(Clock::time_point start) {
 void bindWeights(exec::PlanExecutor &executor, const std::string &path,
                  bool allowExtra, const comm::Communicator *world = nullptr) {
   const exec::Plan &plan = executor.getPlan();
-  if (path.empty()) {
-    check(executor.bindParams(exec::initParameters(plan, 0), plan.path,
-                              /*allowExtra=*/false));
-  } else {
-    std::vector<io::HostTensor> params = check(
-        io::readTensorFile(path, exec::paramsFilter(plan, path, allowExtra)));
-    std::vector<io::HostTensor> noInputs;
-    if (world)
-      exec::takeShards(plan, params, noInputs, world->rank());
-    check(executor.bindParams(std::move(params), path, allowExtra));
-  }
+  std::vector<io::HostTensor> params =
+      path.empty() ? exec::initParameters(plan, 0)
+                   : check(io::readTensorFile(
+                         path, exec::paramsFilter(plan, path, allowExtra)));
+  std::vector<io::HostTensor> noInputs;
+  if (world)
+    exec::takeShards(plan, params, noInputs, world->rank());
+  check(executor.bindParams(std::move(params), path.empty() ? plan.path : path,
+                            allowExtra && !path.empty()));
   // A training plan runs from fresh optimizer state.
   if (plan.updatesParameters())
     check(executor.bindState(train::zeroOptimizerState(plan), "optimizer state",
@@ -192,7 +187,11 @@ int runInit(const Args &args) {
   exec::Plan plan = check(exec::Plan::load(args.artifact));
   // The drawn parameters and the file's bytes are both held in memory.
   check(exec::checkHostMemory(plan, 2, /*withArena=*/false));
+  // Global tensors: a parallel plan's file serves every mesh.
   std::vector<io::HostTensor> tensors = exec::initParameters(plan, seed);
+  int64_t elements = 0;
+  for (const io::HostTensor &tensor : tensors)
+    elements += tensor.numel();
   if (extension(output) == ".safetensors")
     check(io::writeSafetensors(
         output, tensors,
@@ -201,7 +200,7 @@ int runInit(const Args &args) {
     check(io::writeTensorFile(output, tensors));
   std::printf("wrote %s: %zu tensors, %s parameters of %s, seed %llu\n",
               output.c_str(), tensors.size(),
-              formatCount(plan.numParameterElements(), "").c_str(),
+              formatCount(elements, "").c_str(),
               plan.model.c_str(), static_cast<unsigned long long>(seed));
   return 0;
 }
@@ -300,19 +299,6 @@ void printTensorSummary(const std::vector<io::HostTensor> &outputs) {
   }
 }
 
-/// The MPI world of a parallel plan (null for a one-process plan), whose
-/// size checkWorld has matched to the plan's mesh.
-std::unique_ptr<comm::Communicator> parallelWorld(const exec::Plan &plan) {
-  if (plan.mesh.world() == 1)
-    return nullptr;
-#ifdef MIXER_HAVE_MPI
-  return check(comm::createMpiWorld());
-#else
-  throw RuntimeFailure{plan.path + " is a parallel plan; this mixer-run was "
-                                   "built without MPI"};
-#endif
-}
-
 /// The global outputs of a parallel plan from every rank's: an output split
 /// over the world joined along axis 0 in rank order, an expert slice joined
 /// over the ranks of the first expert group (world ranks 0 … ep − 1), a
@@ -324,14 +310,9 @@ std::vector<io::HostTensor> gatherOutputs(const exec::Plan &plan,
     int64_t index = plan.findOutput(output.name);
     if (index < 0 || plan.outputs[index].shardGroup.empty())
       continue;
-    std::vector<uint8_t> all(output.data.size() * world.size());
-    check(world.allGather(output.data.data(), all.data(), output.data.size(),
-                          "outputs"));
-    int64_t blocks =
-        plan.outputs[index].shardGroup == "ep" ? plan.mesh.ep : world.size();
-    all.resize(output.data.size() * blocks);
-    output.data = std::move(all);
-    output.shape[0] *= blocks;
+    bool expert = plan.outputs[index].shardGroup == "ep";
+    check(comm::gatherParts(world, output,
+                            expert ? plan.mesh.ep : world.size(), "outputs"));
   }
   return outputs;
 }
@@ -813,7 +794,9 @@ const std::vector<Command> &commands() {
        "Draws every parameter as the artifact's init specs say, with a\n"
        "counter-based generator: the same seed gives the same weights on\n"
        "every machine and thread count. The file is written atomically; a\n"
-       "safetensors file records the model name and seed as metadata.\n"
+       "safetensors file records the model name and seed as metadata. For a\n"
+       "parallel artifact (run without mpirun) it holds the global tensors,\n"
+       "the same as the one-process artifact's.\n"
        "\n"
        "  --seed N            seed (default 0)\n"
        "  -o, --output FILE   the weights file (.safetensors or .npz)\n",
@@ -933,6 +916,11 @@ const std::vector<Command> &commands() {
        "progress bar on a terminal, plain lines otherwise. Ctrl-C finishes\n"
        "the update, saves a checkpoint and exits with 130.\n"
        "\n"
+       "A parallel artifact (mixc --dp --ep) runs under mpirun -np dp·ep:\n"
+       "every rank draws the same global batches and binds its rows and its\n"
+       "shards of the global weights; rank 0 reports and writes checkpoints\n"
+       "of global tensors, which resume at any mesh and in one process.\n"
+       "\n"
        "  --seed N               initial weights, data order and dropout\n"
        "                         (default 0)\n"
        "  --init W|DIR           start from these weights (a weights file or "
@@ -962,7 +950,8 @@ const std::vector<Command> &commands() {
        "(accuracy and F1, or MSE for one output). --init takes every tensor\n"
        "of a pre-training checkpoint except the classification head, which\n"
        "is drawn anew. The schedule warms up over the first 10 % of the\n"
-       "updates unless --warmup-steps is given. Other options as pretrain.\n",
+       "updates unless --warmup-steps is given. Other options as pretrain;\n"
+       "a parallel artifact runs under mpirun as there, without --eval.\n",
        withTrainingRunFlags({{"--train", nullptr, true, false},
                              {"--eval", nullptr, true, false},
                              {"--epochs", nullptr, true, false}})},
@@ -1050,8 +1039,9 @@ bool parseArgs(const Command &command, int argc, char **argv, Args &args) {
 
 /// Checks the processes mpirun started against the plan's mesh: a
 /// one-process plan runs without mpirun or with one rank, a parallel plan
-/// (`infer` only, so far) with exactly its world of ranks. Rank 0 says what
-/// does not fit; the other ranks exit without a word.
+/// (infer, pretrain, finetune) with exactly its world of ranks; init writes
+/// the global weights of any plan in one process. Rank 0 says what does not
+/// fit; the other ranks exit without a word.
 void checkWorld(const Args &args) {
   std::optional<comm::Launch> launch = comm::detectLaunch();
   int ranks = launch ? launch->worldSize : 1;
@@ -1074,12 +1064,21 @@ void checkWorld(const Args &args) {
            std::to_string(ranks) + " ranks; run it without mpirun");
   if (world == 1 || args.command == "params")
     return;
+  // The weights file is global: one process draws it for every mesh.
+  if (args.command == "init") {
+    if (ranks > 1)
+      refuse("mixer-run init writes one global weights file for every mesh; "
+             "run it without mpirun");
+    return;
+  }
   std::string needs = args.artifact + " needs " + std::to_string(world) +
                       " ranks (dp " + std::to_string(plan.mesh.dp) + " × ep " +
                       std::to_string(plan.mesh.ep) + ")";
-  if (args.command != "infer")
+  if (args.command != "infer" && args.command != "pretrain" &&
+      args.command != "finetune")
     refuse(args.artifact + " is a parallel plan; mixer-run " + args.command +
-           " runs one-process plans only (infer runs parallel ones)");
+           " runs one-process plans only (infer, pretrain and finetune run "
+           "parallel ones)");
   if (ranks != world)
     refuse(needs +
            (launch ? "; mpirun started " + std::to_string(ranks)
@@ -1141,6 +1140,8 @@ int main(int argc, char **argv) {
       return 0;
     }
     return dispatch(args);
+  } catch (const ReportedElsewhere &elsewhere) {
+    return elsewhere.code;
   } catch (const UsageError &error) {
     std::fprintf(stderr, "mixer-run %s: %s\nsee 'mixer-run %s --help'\n",
                  command->name, error.message.c_str(), command->name);

@@ -286,6 +286,27 @@ void checkGatherBroadcastBarrier(Communicator &world) {
   EXPECT_TRUE(s.ok()) << s.message();
 }
 
+void checkGatherParts(Communicator &world) {
+  int n = world.size(), me = world.rank();
+  // Every part count: the tensors of the first `parts` ranks, joined.
+  for (int parts = 1; parts <= n; ++parts) {
+    io::HostTensor tensor;
+    tensor.name = "t";
+    tensor.dtype = io::DType::F32;
+    tensor.shape = {2, 3};
+    tensor.data.resize(24);
+    for (size_t i = 0; i < tensor.data.size(); ++i)
+      tensor.data[i] = pattern(me, parts, i);
+    Status s = gatherParts(world, tensor, parts, "parts");
+    ASSERT_TRUE(s.ok()) << s.message();
+    ASSERT_EQ(tensor.shape, (std::vector<int64_t>{2 * parts, 3}));
+    ASSERT_EQ(tensor.data.size(), 24u * parts);
+    for (int p = 0; p < parts; ++p)
+      for (size_t i = 0; i < 24; ++i)
+        ASSERT_EQ(tensor.data[p * 24 + i], pattern(p, parts, i));
+  }
+}
+
 void checkMeshGroups(Communicator &world) {
   int n = world.size(), r = world.rank();
   for (int ep = 1; ep <= n; ++ep) {

@@ -24,6 +24,7 @@ void checkRaggedAllToAll(Communicator &world);
 void checkRaggedOneSender(Communicator &world);
 void checkAllReduce(Communicator &world);
 void checkGatherBroadcastBarrier(Communicator &world);
+void checkGatherParts(Communicator &world);
 void checkMeshGroups(Communicator &world);
 void checkChunking(Communicator &world);
 void checkDeadline(Communicator &world);
@@ -36,6 +37,7 @@ void checkDeadline(Communicator &world);
   X(RaggedOneSender, checkRaggedOneSender)                                     \
   X(AllReduceEveryDType, checkAllReduce)                                       \
   X(GatherBroadcastBarrier, checkGatherBroadcastBarrier)                       \
+  X(GatherParts, checkGatherParts)                                             \
   X(MeshGroups, checkMeshGroups)                                               \
   X(Chunking, checkChunking)                                                   \
   X(Deadline, checkDeadline)

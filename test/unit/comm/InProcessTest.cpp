@@ -67,6 +67,16 @@ TEST(InProcessCommunicator, RefusesWrongArguments) {
   auto group = world[0]->split(-1, 0, "none", "split");
   ASSERT_FALSE(group.ok());
   EXPECT_THAT(group.message(), HasSubstr("negative split color -1"));
+
+  world = createInProcessWorld(1, conformanceOptions());
+  io::HostTensor tensor;
+  tensor.shape = {2};
+  tensor.data.resize(8);
+  s = gatherParts(*world[0], tensor, 2, "parts");
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.message(), "parts: cannot join 2 parts of a tensor of 1 "
+                         "dimensions over 1 ranks");
+  EXPECT_EQ(tensor.shape, std::vector<int64_t>{2});
 }
 
 TEST(Launch, ReadsTheLaunchersEnvironment) {

@@ -166,4 +166,28 @@ TEST(InitTest, ParametersAreIndependentOfDrawingOrder) {
   EXPECT_NE(initParameters(*plan, 12)[0].data, all[0].data);
 }
 
+TEST(InitTest, ShardedParametersAreDrawnWhole) {
+  PlanBuilder one;
+  one.param("e", {4, 3}, {{"kind", "normal_row_renorm"}, {"stddev", 0.5}});
+  one.param("b", {5}, {{"kind", "normal"}, {"stddev", 0.1}});
+  auto mesh = one.plan;
+  mesh["mesh"] = {{"dp", 1}, {"ep", 2}, {"world", 2}};
+  mesh["batch"] = 2;
+  mesh["params"][0]["shape"] = {2, 3};
+  mesh["values"][0]["shape"] = {2, 3};
+  mesh["params"][0]["shard"] = {{"axis", 0}, {"mesh_axis", "ep"}};
+  mesh["params"][0]["global_shape"] = {4, 3};
+  Expected<Plan> onePlan = Plan::fromJson(one.plan.dump(), "one.mxa");
+  Expected<Plan> meshPlan = Plan::fromJson(mesh.dump(), "ep2.mxa");
+  ASSERT_TRUE(onePlan.ok()) << onePlan.message();
+  ASSERT_TRUE(meshPlan.ok()) << meshPlan.message();
+  std::vector<io::HostTensor> expected = initParameters(*onePlan, 7);
+  std::vector<io::HostTensor> drawn = initParameters(*meshPlan, 7);
+  ASSERT_EQ(drawn.size(), 2u);
+  for (size_t i = 0; i < 2; ++i) {
+    EXPECT_EQ(drawn[i].shape, expected[i].shape) << drawn[i].name;
+    EXPECT_EQ(drawn[i].data, expected[i].data) << drawn[i].name;
+  }
+}
+
 } // namespace

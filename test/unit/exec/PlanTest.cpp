@@ -745,6 +745,27 @@ TEST(PlanTest, ParsesTheStateTableAndSchedule) {
                    ->updatesParameters());
 }
 
+TEST(PlanTest, OptimizerStateIsShardedAsItsParameter) {
+  json plan = trainingPlan();
+  plan["batch"] = 2;
+  plan["mesh"] = {{"dp", 1}, {"ep", 2}, {"world", 2}};
+  plan["params"][0]["shard"] = {{"axis", 0}, {"mesh_axis", "ep"}};
+  plan["params"][0]["global_shape"] = {8};
+  Expected<Plan> parsed = Plan::fromJson(plan.dump(), "train.mxa");
+  ASSERT_TRUE(parsed.ok()) << parsed.message();
+  for (const ParamInfo &entry : parsed->state) {
+    EXPECT_EQ(entry.shardGroup, "ep") << entry.name;
+    EXPECT_EQ(entry.globalShape, std::vector<int64_t>{8}) << entry.name;
+  }
+  Expected<Plan> again = Plan::fromJson(parsed->toJson(), "train.mxa");
+  ASSERT_TRUE(again.ok()) << again.message();
+  EXPECT_EQ(again->state, parsed->state);
+  // A replicated parameter's state is replicated.
+  EXPECT_TRUE(Plan::fromJson(trainingPlan().dump(), "train.mxa")
+                  ->state[0]
+                  .shardGroup.empty());
+}
+
 TEST(PlanTest, RejectsBadTrainingPlans) {
   json plan = trainingPlan();
   plan["training"]["total_steps"] = 0;
