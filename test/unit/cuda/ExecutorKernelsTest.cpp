@@ -381,7 +381,8 @@ TEST(CudaScatterGateGrad, MatchesTheCpu) {
   DeviceArray<int32_t> tokens(s.tokens), offsets(s.offsets);
   DeviceArray<float> dDgates(dgates), scores(expected.size(), 7.0f);
   ASSERT_OK(scatterGateGrad(tokens.get(), offsets.get(), dDgates.get(),
-                            scores.get(), s.numTokens, s.experts, nullptr));
+                            scores.get(), s.slots, s.numTokens, s.experts,
+                            nullptr));
   expectBitwiseEqual(scores.read(), expected, "scatter_gate_grad");
 }
 
