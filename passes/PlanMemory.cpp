@@ -70,17 +70,18 @@ SmallVector<Interval> liveIntervals(func::FuncOp func) {
 }
 
 /// What a run of placed buffers, in ascending (offset, end) order, tells the
-/// first-fit search: their first offset and largest end, an upper bound on
-/// the gaps between them (an offset minus the largest end before it), and the
-/// bounds of their live positions.
+/// first-fit search: their first and last offsets and largest end, an upper
+/// bound on the gaps between them (an offset minus the largest end before
+/// it), and the bounds of their live positions.
 struct RunSummary {
-  int64_t begin, finish, gap;
+  int64_t begin, lastBegin, finish, gap;
   int64_t minFirst, maxFirst, minLast, maxLast;
 
   /// The run `a` then `b`: b's gaps only shrink when a's ends come before
   /// them.
   static RunSummary join(const RunSummary &a, const RunSummary &b) {
     return {a.begin,
+            b.lastBegin,
             std::max(a.finish, b.finish),
             std::max({a.gap, b.gap, b.begin - a.finish}),
             std::min(a.minFirst, b.minFirst),
@@ -111,7 +112,7 @@ public:
   /// Adds the buffer [begin, finish) live in [first, last].
   void insert(int64_t begin, int64_t finish, int64_t first, int64_t last) {
     int node = static_cast<int>(nodes.size());
-    RunSummary self{begin, finish, kNoGap, first, first, last, last};
+    RunSummary self{begin, begin, finish, kNoGap, first, first, last, last};
     nodes.push_back({self, self, priorityOf(node), -1, -1});
     auto [below, above] = split(root, begin, finish);
     root = merge(merge(below, node), above);
@@ -187,11 +188,15 @@ private:
     // Every buffer from here on begins at or after the candidate's end.
     if (offset + bytes <= run.begin)
       return true;
-    // None of them is live with the candidate.
-    if (run.minFirst > last || run.maxLast < first)
+    // None of them is live with the candidate, or none would move it: each
+    // ends at or below it and begins below its end.
+    if (run.minFirst > last || run.maxLast < first ||
+        (run.finish <= offset && run.lastBegin < offset + bytes))
       return false;
-    // All of them are, and no gap between them holds it.
-    if (run.maxFirst <= last && run.minLast >= first && run.gap < bytes) {
+    // All of them are live with it, and it cannot stop among them: no gap
+    // between them holds it, or all begin below its end.
+    if (run.maxFirst <= last && run.minLast >= first &&
+        (run.gap < bytes || run.lastBegin < offset + bytes)) {
       offset = std::max(offset, run.finish);
       return false;
     }
