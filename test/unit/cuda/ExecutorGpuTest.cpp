@@ -868,13 +868,15 @@ Status runIds(bool embed, bool graph, const std::vector<int64_t> &ids) {
   Expected<exec::Plan> plan =
       exec::Plan::fromJson(idPlan(embed).plan.dump(), "ids.mxa");
   EXPECT_TRUE(plan.ok()) << plan.message();
+  if (!plan)
+    return plan.takeStatus();
   cuda::ExecutorOptions options;
   options.cudaGraph = graph;
   Expected<std::unique_ptr<cuda::Executor>> gpu =
       cuda::Executor::create(*plan, options);
   EXPECT_TRUE(gpu.ok()) << gpu.message();
-  if (!plan || !gpu)
-    return Status::error("no executor");
+  if (!gpu)
+    return gpu.takeStatus();
   cuda::Executor &executor = **gpu;
   std::vector<io::HostTensor> weights, in;
   if (embed) {
@@ -888,8 +890,6 @@ Status runIds(bool embed, bool graph, const std::vector<int64_t> &ids) {
   EXPECT_TRUE(executor.bindParams(weights, "params", false).ok());
   EXPECT_TRUE(executor.bindInputs(in, "inputs", false).ok());
   Status status = executor.run();
-  if (!status)
-    return status;
   // A later run with good ids succeeds: each run starts with a clear record.
   std::vector<int64_t> good(ids.size(), 0);
   in.back() =
