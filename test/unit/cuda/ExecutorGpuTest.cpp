@@ -17,8 +17,10 @@
 // (train::TrainingSession) over the tiny training plans that mixc compiles
 // (MIXER_CUDA_PLANS) gives the CPU executor's losses and parameters on the
 // CUDA executor, with gradient accumulation too, and a resumed CUDA run the
-// bits of an uninterrupted one. Without a usable device the binary prints why
-// and exits 77 (skipped).
+// bits of an uninterrupted one. An embedding id or a dispatched token outside
+// its table fails the run, with a graph or without, naming the step, the
+// operand and the element, and the next run with good ids succeeds. Without a
+// usable device the binary prints why and exits 77 (skipped).
 //
 //===----------------------------------------------------------------------===//
 
