@@ -94,7 +94,9 @@ struct RunSummary {
 /// The placed buffers ordered by (offset, end) in a treap whose nodes sum up
 /// their subtrees, so that the first-fit search skips a whole run of buffers
 /// it would step over one by one (all live with the candidate, no gap that
-/// holds it) or that cannot matter (none live with it).
+/// holds it) or that cannot matter (none live with it, or none reaching above
+/// it). The search stays exact: the same offsets as a scan of every placed
+/// buffer.
 class PlacedBuffers {
 public:
   explicit PlacedBuffers(size_t capacity) { nodes.reserve(capacity); }
