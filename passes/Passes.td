@@ -365,8 +365,11 @@ def MixrtPlanMemory : Pass<"mixrt-plan-memory", "mlir::ModuleOp"> {
     Computes each buffer's live range in program order (from its first write
     to its last read, views included; returned buffers live to the end) and
     packs buffers whose ranges do not overlap into the same bytes (largest
-    first, lowest fitting offset, 64-byte aligned). Sets `offset` on every
-    `mixrt.alloc` and `mixrt.arena_bytes` (the peak) on the function.
+    first, lowest fitting offset, 64-byte aligned). The placed buffers are
+    kept in offset order in a balanced tree whose nodes summarise their
+    subtrees, so the search for the lowest fitting offset steps over whole
+    runs of buffers rather than every buffer placed before. Sets `offset` on
+    every `mixrt.alloc` and `mixrt.arena_bytes` (the peak) on the function.
   }];
 }
 

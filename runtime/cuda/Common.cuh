@@ -64,6 +64,27 @@ __device__ __forceinline__ void store(__nv_bfloat16 *p, int64_t i, float v) {
 }
 
 //===----------------------------------------------------------------------===//
+// Ids read from device buffers
+//===----------------------------------------------------------------------===//
+
+/// Whether `id`, element `position` of the operand `check` names, lies in
+/// [0, limit). If not, the first such id of the run (the first step's, by
+/// atomicCAS on IdFault::step) is recorded for the executor; the caller must
+/// not use it.
+__device__ __forceinline__ bool
+idInRange(const IdCheck &check, int64_t position, int64_t id, int64_t limit) {
+  if (id >= 0 && id < limit)
+    return true;
+  if (check.fault && atomicCAS(&check.fault->step, 0, check.step) == 0) {
+    check.fault->position = position;
+    check.fault->limit = limit;
+    check.fault->operand = check.operand;
+    check.fault->id = static_cast<int32_t>(id);
+  }
+  return false;
+}
+
+//===----------------------------------------------------------------------===//
 // Reductions
 //===----------------------------------------------------------------------===//
 

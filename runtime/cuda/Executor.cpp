@@ -36,6 +36,35 @@ Status checkDevice() {
   return Status::success();
 }
 
+Status idFaultStatus(const exec::Plan &plan, const IdFault &fault) {
+  if (fault.step == 0)
+    return Status::success();
+  size_t index = static_cast<size_t>(fault.step - 1);
+  std::string what = "an id is outside its table";
+  if (index >= plan.steps.size())
+    return Status::error(plan.path + ": " + what);
+  const exec::Step &step = plan.steps[index];
+  size_t operand = static_cast<size_t>(fault.operand);
+  if (operand < step.operands.size() && step.operands[operand] >= 0) {
+    // The element's index in the operand's dimensions, last fastest.
+    const std::vector<int64_t> &shape =
+        plan.values[step.operands[operand]].shape;
+    std::vector<int64_t> element(shape.size());
+    int64_t rest = fault.position;
+    for (size_t d = shape.size(); d-- > 0;) {
+      element[d] = shape[d] > 0 ? rest % shape[d] : 0;
+      rest = shape[d] > 0 ? rest / shape[d] : 0;
+    }
+    std::string at;
+    for (int64_t i : element)
+      at += (at.empty() ? "" : ",") + std::to_string(i);
+    what = std::string(step.info().operand(operand).name) + "[" + at +
+           "] = " + std::to_string(fault.id) + " is outside [0, " +
+           std::to_string(fault.limit) + ")";
+  }
+  return Status::error(exec::describeStep(plan, index) + ": " + what);
+}
+
 Status Executor::cudaFailure(const std::string &what, int error) const {
   return Status::error(plan.path + ": " + what + ": " +
                        errorText(static_cast<cudaError_t>(error)));
@@ -78,6 +107,15 @@ Expected<std::unique_ptr<Executor>> Executor::create(const exec::Plan &plan,
     return e.cudaFailure("cannot allocate " + std::to_string(scratchBytes) +
                              " bytes of kernel scratch",
                          error);
+  void *fault = nullptr;
+  if (cudaError_t error = allocate(sizeof(IdFault), fault);
+      error != cudaSuccess)
+    return e.cudaFailure("cannot allocate the id fault record", error);
+  e.idFault = static_cast<IdFault *>(fault);
+  if (cudaError_t error = cudaMallocHost(&fault, sizeof(IdFault));
+      error != cudaSuccess)
+    return e.cudaFailure("cannot allocate the id fault record", error);
+  e.hostIdFault = static_cast<IdFault *>(fault);
   for (const exec::InputInfo &input : plan.inputs) {
     e.hostInputs.emplace_back(input.numel, 0);
     void *buffer;
@@ -101,7 +139,8 @@ Expected<std::unique_ptr<Executor>> Executor::create(const exec::Plan &plan,
   e.device[exec::scratchSlot(plan)] = e.scratch;
   e.forwardSteps = plan.forwardSteps;
   // The steps' own device resources, made before the first run's capture.
-  LaunchContext context{e.device.data(), e.host.data(), e.stream, e.gemm.get()};
+  LaunchContext context{e.device.data(), e.host.data(), e.stream, e.gemm.get(),
+                        e.idFault};
   for (size_t i = 0; i < e.steps.size(); ++i)
     if (Status status = e.steps[i].setup(context); !status)
       return Status::error(exec::describeStep(plan, i) + ": " +
@@ -124,6 +163,8 @@ Executor::~Executor() {
       cudaFree(buffer);
   cudaFree(arena);
   cudaFree(scratch);
+  cudaFree(idFault);
+  cudaFreeHost(hostIdFault);
   if (stream)
     cudaStreamDestroy(stream);
 }
@@ -210,11 +251,13 @@ std::vector<int32_t> Executor::scalarInputs() const {
 }
 
 Status Executor::enqueueSteps(size_t count) {
-  LaunchContext context{device.data(), host.data(), stream, gemm.get()};
+  LaunchContext context{device.data(), host.data(), stream, gemm.get(),
+                        idFault};
   for (size_t i = 0; i < count; ++i) {
     if (stepObserver)
       if (Status status = beginObservedStep(i); !status)
         return status;
+    context.step = i;
     if (Status status = steps[i](context); !status)
       return Status::error(exec::describeStep(plan, i) + ": " +
                            status.message());
@@ -308,6 +351,9 @@ Status Executor::runSteps(size_t count, CapturedGraph &replay) {
         error != cudaSuccess)
       return cudaFailure("cannot upload input '" + plan.inputs[i].name + "'",
                          error);
+  if (cudaError_t error = cudaMemsetAsync(idFault, 0, sizeof(IdFault), stream);
+      error != cudaSuccess)
+    return cudaFailure("cannot clear the id fault record", error);
   // Observed steps run one at a time, each timed on its own.
   if (options.cudaGraph && !stepObserver) {
     if (!replay.exec || replay.scalars != scalarInputs())
@@ -319,9 +365,13 @@ Status Executor::runSteps(size_t count, CapturedGraph &replay) {
   } else if (Status status = enqueueSteps(count); !status) {
     return status;
   }
-  if (cudaError_t error = cudaStreamSynchronize(stream); error != cudaSuccess)
+  cudaError_t error = cudaMemcpyAsync(hostIdFault, idFault, sizeof(IdFault),
+                                      cudaMemcpyDeviceToHost, stream);
+  if (error == cudaSuccess)
+    error = cudaStreamSynchronize(stream);
+  if (error != cudaSuccess)
     return cudaFailure("running the steps failed", error);
-  return Status::success();
+  return idFaultStatus(plan, *hostIdFault);
 }
 
 std::vector<io::HostTensor> Executor::outputs() const {

@@ -15,6 +15,10 @@
 // its kernel arguments change. runForward() keeps a graph of its own. While
 // a step observer is set, the steps run one at a time without a graph,
 // between two events whose elapsed time the observer receives.
+// The kernels that index with ids read from device memory (token ids, labels,
+// positions) skip an id outside its table and record the first one in the
+// executor's IdFault (Kernels.h); a run zeroes it first and copies it back
+// with the end of the run, and fails with the step, the operand and the id.
 // copyParams/copyState copy the device tensors back to the host.
 //
 //===----------------------------------------------------------------------===//
@@ -37,6 +41,11 @@ namespace mixer::cuda {
 /// Success when a CUDA device is usable; otherwise "no CUDA device
 /// (cudaGetDeviceCount: <reason>)".
 Status checkDevice();
+
+/// Success when `fault` records no id (step 0); otherwise the error of the
+/// step of `plan` it names: "<path>: steps[<i>] (<kernel>): <operand>[<index>]
+/// = <id> is outside [0, <limit>)", the index in the operand's dimensions.
+Status idFaultStatus(const exec::Plan &plan, const IdFault &fault);
 
 struct ExecutorOptions {
   /// Replay the steps as a CUDA graph (off: launch them one by one).
@@ -111,6 +120,9 @@ private:
   void *arena = nullptr;
   void *scratch = nullptr;
   int64_t scratchBytes = 0;
+  /// The record of an id outside its table, and its pinned host copy.
+  IdFault *idFault = nullptr;
+  IdFault *hostIdFault = nullptr;
   std::vector<void *> inputBuffers, paramBuffers, stateBuffers;
   /// Host copies of the inputs (4-byte words, as the CPU executor's).
   std::vector<std::vector<int32_t>> hostInputs;

@@ -234,7 +234,7 @@ __global__ void __launch_bounds__(kBlockThreads)
 
 /// Counting sort of the tokens by key (one thread): start[k] .. start[k + 1]
 /// index the tokens with key k in `order`, in token order. Keys outside
-/// [0, numKeys) are left out.
+/// [0, numKeys) are left out (and reported, as the key decides).
 template <typename Key>
 __global__ void __launch_bounds__(1)
     sortByKeyKernel(Key key, int64_t tokens, int64_t numKeys, int32_t *start,
@@ -243,7 +243,7 @@ __global__ void __launch_bounds__(1)
     start[k] = 0;
   for (int64_t t = 0; t < tokens; ++t) {
     int64_t k = key(t);
-    if (k >= 0 && k < numKeys)
+    if (key.valid(t, k, numKeys))
       ++start[k + 1];
   }
   for (int64_t k = 0; k < numKeys; ++k)
@@ -298,12 +298,13 @@ __global__ void __launch_bounds__(kBlockThreads)
 template <typename D>
 __global__ void __launch_bounds__(kBlockThreads)
     gateDotKernel(const D *yd, const int32_t *tokens, const D *dout,
-                  float *dgates, int64_t slots, int64_t numTokens, int64_t d) {
+                  float *dgates, int64_t slots, int64_t numTokens, int64_t d,
+                  IdCheck check) {
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < slots;
        i += int64_t(gridDim.x) * blockDim.x) {
     int64_t t = tokens[i];
     float dot = 0.0f;
-    if (t >= numTokens)
+    if (t >= 0 && !idInRange(check, i, t, numTokens))
       dot = __int_as_float(0x7fc00000);
     else if (t >= 0)
       for (int64_t c = 0; c < d; ++c)
@@ -312,14 +313,19 @@ __global__ void __launch_bounds__(kBlockThreads)
   }
 }
 
+/// The slots of expert e run from offsets[e] to offsets[e + 1], clamped to
+/// [0, slots).
 __global__ void __launch_bounds__(kBlockThreads)
     scatterGateKernel(const int32_t *tokens, const int32_t *offsets,
                       const float *dgates, float *dscores, int64_t numTokens,
-                      int64_t experts, const float *sigmoidLogits) {
+                      int64_t experts, int64_t slots,
+                      const float *sigmoidLogits, IdCheck check) {
   for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < experts;
-       e += int64_t(gridDim.x) * blockDim.x)
-    for (int32_t i = offsets[e]; i < offsets[e + 1]; ++i)
-      if (tokens[i] >= 0 && tokens[i] < numTokens) {
+       e += int64_t(gridDim.x) * blockDim.x) {
+    int64_t begin = max(int64_t(offsets[e]), int64_t(0));
+    int64_t end = min(int64_t(offsets[e + 1]), slots);
+    for (int64_t i = begin; i < end; ++i)
+      if (tokens[i] >= 0 && idInRange(check, i, tokens[i], numTokens)) {
         int64_t at = int64_t(tokens[i]) * experts + e;
         float grad = dgates[i];
         if (sigmoidLogits) {
@@ -328,15 +334,27 @@ __global__ void __launch_bounds__(kBlockThreads)
         }
         dscores[at] = grad;
       }
+  }
 }
 
+/// The key of token t for sortByKeyKernel: its id, 0 without ids. An id
+/// outside the keys is reported, except a negative one when negatives mark
+/// empty slots.
 struct IdKey {
   const int32_t *ids;
+  IdCheck check;
+  bool negativeEmpty;
   __device__ int64_t operator()(int64_t t) const { return ids ? ids[t] : 0; }
+  __device__ bool valid(int64_t t, int64_t k, int64_t numKeys) const {
+    return !(negativeEmpty && k < 0) && idInRange(check, t, k, numKeys);
+  }
 };
 struct PositionKey {
   int64_t seq;
   __device__ int64_t operator()(int64_t t) const { return t % seq; }
+  __device__ bool valid(int64_t, int64_t k, int64_t numKeys) const {
+    return k < numKeys;
+  }
 };
 
 template <typename D> struct ColumnTerm {
@@ -611,32 +629,39 @@ Status takePositionBackward(const T *dy, T *dx, int64_t batch, int64_t seq,
 template <typename T>
 Status gatherPositions(const T *x, const int32_t *positions, T *y,
                        int64_t batch, int64_t seq, int64_t d, int64_t count,
-                       cudaStream_t stream) {
+                       cudaStream_t stream, IdCheck check) {
   auto in = device(x);
   auto out = device(y);
-  return forEach(
-      "gather_positions", batch * count * d, stream, [=] __device__(int64_t i) {
-        int64_t row = i / d, c = i % d;
-        int64_t p = positions[row];
-        store(out, i,
-              p >= 0 && p < seq ? load(in, (row / count * seq + p) * d + c)
-                                : __int_as_float(0x7fc00000));
-      });
+  return forEach("gather_positions", batch * count * d, stream,
+                 [=] __device__(int64_t i) {
+                   int64_t row = i / d, c = i % d;
+                   int64_t p = positions[row];
+                   store(out, i,
+                         idInRange(check, row, p, seq)
+                             ? load(in, (row / count * seq + p) * d + c)
+                             : __int_as_float(0x7fc00000));
+                 });
 }
 
 template <typename T>
 Status gatherPositionsBackward(const T *dy, const int32_t *positions, T *dx,
                                int64_t batch, int64_t seq, int64_t d,
-                               int64_t count, cudaStream_t stream) {
+                               int64_t count, cudaStream_t stream,
+                               IdCheck check) {
   auto in = device(dy);
   auto out = device(dx);
   return forEach("gather_positions_grad", batch * seq * d, stream,
                  [=] __device__(int64_t i) {
                    int64_t b = i / (seq * d), s = i / d % seq, c = i % d;
                    float sum = 0.0f;
-                   for (int64_t p = 0; p < count; ++p)
-                     if (positions[b * count + p] == s)
-                       sum += load(in, (b * count + p) * d + c);
+                   for (int64_t p = 0; p < count; ++p) {
+                     int64_t row = b * count + p;
+                     // The first element of each example checks its rows.
+                     if (s == 0 && c == 0)
+                       idInRange(check, row, positions[row], seq);
+                     if (positions[row] == s)
+                       sum += load(in, row * d + c);
+                   }
                    store(out, i, sum);
                  });
 }
@@ -645,15 +670,16 @@ template <typename T>
 Status embedSum(const int32_t *ids, const int32_t *typeIds, const float *word,
                 const float *pos, const float *type, T *y, int64_t batch,
                 int64_t seq, int64_t d, int64_t vocab, int64_t typeVocab,
-                cudaStream_t stream) {
+                cudaStream_t stream, IdCheck idsCheck, IdCheck typeIdsCheck) {
   auto out = device(y);
   return forEach("embed", batch * seq * d, stream, [=] __device__(int64_t i) {
     int64_t t = i / d, c = i % d;
     int64_t id = ids[t], typeId = typeIds ? typeIds[t] : 0;
+    bool known = idInRange(idsCheck, t, id, vocab);
+    known = idInRange(typeIdsCheck, t, typeId, typeVocab) && known;
     float v =
-        id >= 0 && id < vocab && typeId >= 0 && typeId < typeVocab
-            ? word[id * d + c] + pos[t % seq * d + c] + type[typeId * d + c]
-            : __int_as_float(0x7fc00000);
+        known ? word[id * d + c] + pos[t % seq * d + c] + type[typeId * d + c]
+              : __int_as_float(0x7fc00000);
     store(out, i, v);
   });
 }
@@ -662,7 +688,8 @@ template <typename T>
 Status embedBackward(const int32_t *ids, const int32_t *typeIds, const T *dy,
                      float *dword, float *dpos, float *dtype, int64_t batch,
                      int64_t seq, int64_t d, int64_t vocab, int64_t posRows,
-                     int64_t typeVocab, int32_t *scratch, cudaStream_t stream) {
+                     int64_t typeVocab, int32_t *scratch, cudaStream_t stream,
+                     IdCheck idsCheck, IdCheck typeIdsCheck) {
   const char *kernel = "embed_grad";
   int64_t tokens = batch * seq;
   auto src = device(dy);
@@ -677,11 +704,11 @@ Status embedBackward(const int32_t *ids, const int32_t *typeIds, const T *dy,
         start, order, src, out, numKeys, d);
     return launchStatus(kernel);
   };
-  if (Status s = table(IdKey{ids}, vocab, dword); !s.ok())
+  if (Status s = table(IdKey{ids, idsCheck, false}, vocab, dword); !s.ok())
     return s;
   if (Status s = table(PositionKey{seq}, posRows, dpos); !s.ok())
     return s;
-  return table(IdKey{typeIds}, typeVocab, dtype);
+  return table(IdKey{typeIds, typeIdsCheck, false}, typeVocab, dtype);
 }
 
 template <typename T>
@@ -696,29 +723,30 @@ Status zeroEmptySlots(const int32_t *tokens, T *rows, int64_t slots, int64_t d,
 
 template <typename T>
 Status dispatchRows(const T *x, const int32_t *tokens, T *xd, int64_t slots,
-                    int64_t numTokens, int64_t d, cudaStream_t stream) {
+                    int64_t numTokens, int64_t d, cudaStream_t stream,
+                    IdCheck check) {
   auto in = device(x);
   auto out = device(xd);
   return forEach("dispatch", slots * d, stream, [=] __device__(int64_t i) {
     int64_t t = tokens[i / d];
     store(out, i,
-          t < 0           ? 0.0f
-          : t < numTokens ? load(in, t * d + i % d)
-                          : __int_as_float(0x7fc00000));
+          t < 0                                   ? 0.0f
+          : idInRange(check, i / d, t, numTokens) ? load(in, t * d + i % d)
+                                                  : __int_as_float(0x7fc00000));
   });
 }
 
 template <typename T>
 Status combineRows(const T *yd, const int32_t *tokens, const float *gates,
                    T *out, int64_t slots, int64_t numTokens, int64_t d,
-                   int32_t *scratch, cudaStream_t stream) {
+                   int32_t *scratch, cudaStream_t stream, IdCheck check) {
   const char *kernel = "combine";
   if (Status s = requireNonNegative(kernel, "tokens", numTokens);
       !s.ok() || numTokens * d == 0)
     return s;
   int32_t *start = scratch, *order = scratch + numTokens + 1;
-  sortByKeyKernel<<<1, 1, 0, stream>>>(IdKey{tokens}, slots, numTokens, start,
-                                       order);
+  sortByKeyKernel<<<1, 1, 0, stream>>>(IdKey{tokens, check, true}, slots,
+                                       numTokens, start, order);
   combineKernel<<<gridFor(numTokens * d), kBlockThreads, 0, stream>>>(
       start, order, device(yd), gates, device(out), numTokens, d);
   return launchStatus(kernel);
@@ -727,29 +755,31 @@ Status combineRows(const T *yd, const int32_t *tokens, const float *gates,
 template <typename T>
 Status combineBackward(const T *yd, const int32_t *tokens, const float *gates,
                        const T *dout, T *dyd, float *dgates, int64_t slots,
-                       int64_t numTokens, int64_t d, cudaStream_t stream) {
+                       int64_t numTokens, int64_t d, cudaStream_t stream,
+                       IdCheck check) {
   auto upstream = device(dout);
   auto out = device(dyd);
-  if (Status s = forEach(
-          "combine_grad", slots * d, stream,
-          [=] __device__(int64_t i) {
-            int64_t slot = i / d, t = tokens[slot];
-            store(out, i,
-                  t < 0           ? 0.0f
-                  : t < numTokens ? load(upstream, t * d + i % d) * gates[slot]
-                                  : __int_as_float(0x7fc00000));
-          });
+  if (Status s =
+          forEach("combine_grad", slots * d, stream,
+                  [=] __device__(int64_t i) {
+                    int64_t slot = i / d, t = tokens[slot];
+                    store(out, i,
+                          t < 0 ? 0.0f
+                          : idInRange(check, slot, t, numTokens)
+                              ? load(upstream, t * d + i % d) * gates[slot]
+                              : __int_as_float(0x7fc00000));
+                  });
       !s.ok() || slots == 0)
     return s;
   gateDotKernel<<<gridFor(slots), kBlockThreads, 0, stream>>>(
-      device(yd), tokens, upstream, dgates, slots, numTokens, d);
+      device(yd), tokens, upstream, dgates, slots, numTokens, d, check);
   return launchStatus("combine_grad");
 }
 
 Status scatterGateGrad(const int32_t *tokens, const int32_t *offsets,
-                       const float *dgates, float *dscores, int64_t numTokens,
-                       int64_t experts, cudaStream_t stream,
-                       const float *sigmoidLogits) {
+                       const float *dgates, float *dscores, int64_t slots,
+                       int64_t numTokens, int64_t experts, cudaStream_t stream,
+                       const float *sigmoidLogits, IdCheck check) {
   const char *kernel = "scatter_gate_grad";
   if (numTokens * experts == 0)
     return Status::success();
@@ -757,7 +787,8 @@ Status scatterGateGrad(const int32_t *tokens, const int32_t *offsets,
                       stream) != cudaSuccess)
     return launchStatus(kernel);
   scatterGateKernel<<<gridFor(experts), kBlockThreads, 0, stream>>>(
-      tokens, offsets, dgates, dscores, numTokens, experts, sigmoidLogits);
+      tokens, offsets, dgates, dscores, numTokens, experts, slots,
+      sigmoidLogits, check);
   return launchStatus(kernel);
 }
 
@@ -788,29 +819,31 @@ Status columnSum(const T *dy, float *db, int64_t rows, int64_t cols,
   template Status takePositionBackward(const T *, T *, int64_t, int64_t,       \
                                        int64_t, int64_t, cudaStream_t);        \
   template Status gatherPositions(const T *, const int32_t *, T *, int64_t,    \
-                                  int64_t, int64_t, int64_t, cudaStream_t);    \
+                                  int64_t, int64_t, int64_t, cudaStream_t,     \
+                                  IdCheck);                                    \
   template Status gatherPositionsBackward(const T *, const int32_t *, T *,     \
                                           int64_t, int64_t, int64_t, int64_t,  \
-                                          cudaStream_t);                       \
+                                          cudaStream_t, IdCheck);              \
   template Status embedSum(const int32_t *, const int32_t *, const float *,    \
                            const float *, const float *, T *, int64_t,         \
-                           int64_t, int64_t, int64_t, int64_t, cudaStream_t);  \
+                           int64_t, int64_t, int64_t, int64_t, cudaStream_t,   \
+                           IdCheck, IdCheck);                                  \
   template Status embedBackward(const int32_t *, const int32_t *, const T *,   \
                                 float *, float *, float *, int64_t, int64_t,   \
                                 int64_t, int64_t, int64_t, int64_t, int32_t *, \
-                                cudaStream_t);                                 \
+                                cudaStream_t, IdCheck, IdCheck);               \
   template Status columnSum(const T *, float *, int64_t, int64_t,              \
                             cudaStream_t);                                     \
   template Status zeroEmptySlots(const int32_t *, T *, int64_t, int64_t,       \
                                  cudaStream_t);                                \
   template Status dispatchRows(const T *, const int32_t *, T *, int64_t,       \
-                               int64_t, int64_t, cudaStream_t);                \
+                               int64_t, int64_t, cudaStream_t, IdCheck);       \
   template Status combineRows(const T *, const int32_t *, const float *, T *,  \
                               int64_t, int64_t, int64_t, int32_t *,            \
-                              cudaStream_t);                                   \
+                              cudaStream_t, IdCheck);                          \
   template Status combineBackward(const T *, const int32_t *, const float *,   \
                                   const T *, T *, float *, int64_t, int64_t,   \
-                                  int64_t, cudaStream_t);
+                                  int64_t, cudaStream_t, IdCheck);
 MIXER_INSTANTIATE(float)
 MIXER_INSTANTIATE(Bf16)
 #undef MIXER_INSTANTIATE

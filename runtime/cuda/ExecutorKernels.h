@@ -135,38 +135,42 @@ Status pool(const T *x, const int32_t *ids, T *y, int64_t batch, int64_t seq,
             cudaStream_t stream);
 
 /// y[b * count + p, :] = x[b, positions[b, p], :] (`gather_positions`); a
-/// position outside [0, seq) gives a NaN row.
+/// position outside [0, seq) gives a NaN row and is reported to `check`.
 template <typename T>
 Status gatherPositions(const T *x, const int32_t *positions, T *y,
                        int64_t batch, int64_t seq, int64_t d, int64_t count,
-                       cudaStream_t stream);
+                       cudaStream_t stream, IdCheck check = {});
 /// dx[b, s, :] = the sum over p with positions[b, p] == s of dy[b * count +
 /// p, :], added in p order from 0 (`gather_positions_grad`); positions
-/// outside [0, seq) add nothing.
+/// outside [0, seq) add nothing and are reported to `check`.
 template <typename T>
 Status gatherPositionsBackward(const T *dy, const int32_t *positions, T *dx,
                                int64_t batch, int64_t seq, int64_t d,
-                               int64_t count, cudaStream_t stream);
+                               int64_t count, cudaStream_t stream,
+                               IdCheck check = {});
 
 /// y[b, s, :] = word[ids] + pos[s] + type[typeIds] (`embed` without the
 /// LayerNorm, cpu::embed's order; typeIds may be null: type 0). An id
-/// outside its table gives a NaN row.
+/// outside its table gives a NaN row and is reported to its check.
 template <typename T>
 Status embedSum(const int32_t *ids, const int32_t *typeIds, const float *word,
                 const float *pos, const float *type, T *y, int64_t batch,
                 int64_t seq, int64_t d, int64_t vocab, int64_t typeVocab,
-                cudaStream_t stream);
+                cudaStream_t stream, IdCheck idsCheck = {},
+                IdCheck typeIdsCheck = {});
 
 /// The gradients of embedSum (`embed_grad`), as cpu::embedBackward: each
 /// table row is the sum in double, in token order, of the rows of dy whose
 /// token uses it, rounded once. The tokens are ordered by a counting sort
 /// per table in `scratch` (vocab + posRows + typeVocab + 3 + 3 * batch * seq
-/// ints). Ids outside their table add nothing.
+/// ints). Ids outside their table add nothing and are reported to their
+/// check.
 template <typename T>
 Status embedBackward(const int32_t *ids, const int32_t *typeIds, const T *dy,
                      float *dword, float *dpos, float *dtype, int64_t batch,
                      int64_t seq, int64_t d, int64_t vocab, int64_t posRows,
-                     int64_t typeVocab, int32_t *scratch, cudaStream_t stream);
+                     int64_t typeVocab, int32_t *scratch, cudaStream_t stream,
+                     IdCheck idsCheck = {}, IdCheck typeIdsCheck = {});
 
 /// rows[i, :] = 0 for every empty slot (tokens[i] < 0) of [slots, d]: the
 /// rows the experts leave zero.
@@ -174,36 +178,44 @@ template <typename T>
 Status zeroEmptySlots(const int32_t *tokens, T *rows, int64_t slots, int64_t d,
                       cudaStream_t stream);
 
-/// xd[i, :] = x[tokens[i], :] over the slots, 0 for an empty slot (token
-/// -1) (`dispatch`); a token outside [-1, numTokens) gives a NaN row.
+// The MoE gathers and scatters below take any negative token as an empty
+// slot; a token of numTokens or more is reported to their `check`.
+
+/// xd[i, :] = x[tokens[i], :] over the slots, 0 for an empty slot
+/// (`dispatch`); a token of numTokens or more gives a NaN row.
 template <typename T>
 Status dispatchRows(const T *x, const int32_t *tokens, T *xd, int64_t slots,
-                    int64_t numTokens, int64_t d, cudaStream_t stream);
+                    int64_t numTokens, int64_t d, cudaStream_t stream,
+                    IdCheck check = {});
 /// out[t, :] = the sum over the slots i of token t, in slot order, of
 /// gates[i] * yd[i, :] (cpu::combine: the first term is the product, each
 /// further one added), 0 for a token without slots (`combine`; with null
-/// gates the plain sum, `dispatch_grad`). The slots are ordered by a
-/// counting sort in `scratch` (numTokens + 1 + slots ints).
+/// gates the plain sum, `dispatch_grad`); a slot whose token is numTokens or
+/// more adds nothing. The slots are ordered by a counting sort in `scratch`
+/// (numTokens + 1 + slots ints).
 template <typename T>
 Status combineRows(const T *yd, const int32_t *tokens, const float *gates,
                    T *out, int64_t slots, int64_t numTokens, int64_t d,
-                   int32_t *scratch, cudaStream_t stream);
+                   int32_t *scratch, cudaStream_t stream, IdCheck check = {});
 /// dyd[i, :] = gates[i] * dout[tokens[i], :] and dgates[i] = the dot product
 /// of dout[tokens[i], :] and yd[i, :] in fp32 in column order; 0 for an empty
-/// slot (`combine_grad`).
+/// slot, NaN for a token of numTokens or more (`combine_grad`).
 template <typename T>
 Status combineBackward(const T *yd, const int32_t *tokens, const float *gates,
                        const T *dout, T *dyd, float *dgates, int64_t slots,
-                       int64_t numTokens, int64_t d, cudaStream_t stream);
+                       int64_t numTokens, int64_t d, cudaStream_t stream,
+                       IdCheck check = {});
 /// dscores [numTokens, experts] = 0 except dscores[tokens[i], e] =
-/// dgates[i] for the slots i of expert e (offsets[e] <= i < offsets[e + 1])
-/// (`scatter_gate_grad`). With `sigmoidLogits` ([numTokens, experts], not
-/// null) each value is times sigmoid'(logit) = sigmoid(x) sigmoid(-x): the
-/// gate gradient of sigmoid top-k routing (cpu::routerGateBackward).
+/// dgates[i] for the slots i of expert e (offsets[e] <= i < offsets[e + 1],
+/// clamped to [0, slots)) (`scatter_gate_grad`). With `sigmoidLogits`
+/// ([numTokens, experts], not null) each value is times sigmoid'(logit) =
+/// sigmoid(x) sigmoid(-x): the gate gradient of sigmoid top-k routing
+/// (cpu::routerGateBackward).
 Status scatterGateGrad(const int32_t *tokens, const int32_t *offsets,
-                       const float *dgates, float *dscores, int64_t numTokens,
-                       int64_t experts, cudaStream_t stream,
-                       const float *sigmoidLogits = nullptr);
+                       const float *dgates, float *dscores, int64_t slots,
+                       int64_t numTokens, int64_t experts, cudaStream_t stream,
+                       const float *sigmoidLogits = nullptr,
+                       IdCheck check = {});
 
 /// The load-balancing loss of probs [groups * tokensPerGroup, experts]
 /// (`load_balancing_loss`, cpu::loadBalancingLoss: per group and expert the

@@ -93,11 +93,12 @@ __device__ __forceinline__ void accumulate(float (&acc)[kMicro][kMicro],
 }
 
 /// The operand row slot i reads: its own, its token's when gathering, or -1
-/// for an empty slot (negative token, or a token outside the gathered rows).
+/// for an empty slot (negative token, or a token outside the gathered rows,
+/// which is reported).
 __device__ __forceinline__ int64_t sourceRow(const GroupedExperts &g,
                                              int64_t i) {
   int32_t token = g.tokens[i];
-  if (token < 0 || (g.gather && token >= g.numTokens))
+  if (token < 0 || (g.gather && !idInRange(g.check, i, token, g.numTokens)))
     return -1;
   return g.gather ? token : i;
 }

@@ -38,6 +38,16 @@ struct LaunchContext {
   cudaStream_t stream = nullptr;
   /// The matrix products of the executor's stream.
   GemmContext *gemm = nullptr;
+  /// The executor's record of an id outside its table (null: none kept) and
+  /// the index of the step being enqueued.
+  IdFault *idFault = nullptr;
+  size_t step = 0;
+
+  /// The check of a kernel of this step that indexes with the ids of its
+  /// operand `operand`.
+  IdCheck idCheck(int32_t operand) const {
+    return {idFault, static_cast<int32_t>(step + 1), operand};
+  }
 };
 
 /// A step bound to its shapes and attributes: enqueues its work and reports

@@ -358,7 +358,8 @@ Expected<DeviceStep> prepareEmbed(StepContext &c) {
       using T = std::remove_pointer_t<decltype(tag)>;
       return embedSum(as<int32_t>(v[i]), as<int32_t>(v[t]), as<float>(v[w]),
                       as<float>(v[p]), as<float>(v[tt]), as<T>(v[o]), batch,
-                      seq, width, vocab, typeVocab, ctx.stream);
+                      seq, width, vocab, typeVocab, ctx.stream, ctx.idCheck(0),
+                      ctx.idCheck(1));
     });
   });
 }
@@ -385,7 +386,8 @@ Expected<DeviceStep> prepareEmbedGrad(StepContext &c) {
       return embedBackward(as<int32_t>(v[i]), as<int32_t>(v[t]), as<T>(v[g]),
                            as<float>(v[w]), as<float>(v[p]), as<float>(v[tt]),
                            batch, seq, width, vocab, posRows, typeVocab,
-                           as<int32_t>(v[scratch]), ctx.stream);
+                           as<int32_t>(v[scratch]), ctx.stream, ctx.idCheck(0),
+                           ctx.idCheck(1));
     });
   });
 }

@@ -31,7 +31,7 @@ Expected<DeviceStep> prepareSoftmaxCrossEntropy(StepContext &c) {
       return softmaxCrossEntropy(as<T>(v[z]), as<int32_t>(v[l]),
                                  as<float>(v[w]), static_cast<T *>(nullptr),
                                  as<float>(v[o]), rows, classes, 1.0f,
-                                 ctx.stream);
+                                 ctx.stream, ctx.idCheck(1));
     });
   });
 }
@@ -109,7 +109,7 @@ Expected<DeviceStep> prepareGatherPositions(StepContext &c) {
     return byPrecision(bf16, [&](auto *tag) {
       using T = std::remove_pointer_t<decltype(tag)>;
       return gatherPositions(as<T>(v[a]), as<int32_t>(v[p]), as<T>(v[o]), batch,
-                             seq, d, count, ctx.stream);
+                             seq, d, count, ctx.stream, ctx.idCheck(1));
     });
   });
 }
@@ -130,7 +130,7 @@ Expected<DeviceStep> prepareGatherPositionsGrad(StepContext &c) {
       using T = std::remove_pointer_t<decltype(tag)>;
       return gatherPositionsBackward(as<T>(v[g]), as<int32_t>(v[p]),
                                      as<T>(v[o]), batch, seq, d, count,
-                                     ctx.stream);
+                                     ctx.stream, ctx.idCheck(1));
     });
   });
 }
@@ -249,9 +249,9 @@ Expected<DeviceStep> prepareSoftmaxCrossEntropyGrad(StepContext &c) {
     void *const *v = ctx.device;
     return byPrecision(bf16, [&](auto *tag) {
       using T = std::remove_pointer_t<decltype(tag)>;
-      return softmaxCrossEntropyGrad(as<T>(v[z]), as<int32_t>(v[l]),
-                                     as<float>(v[w]), as<float>(v[s]),
-                                     as<T>(v[o]), rows, classes, ctx.stream);
+      return softmaxCrossEntropyGrad(
+          as<T>(v[z]), as<int32_t>(v[l]), as<float>(v[w]), as<float>(v[s]),
+          as<T>(v[o]), rows, classes, ctx.stream, ctx.idCheck(1));
     });
   });
 }

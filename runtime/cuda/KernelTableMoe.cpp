@@ -145,7 +145,7 @@ Expected<DeviceStep> prepareDispatch(StepContext &c) {
         return byPrecision(bf16, [&](auto *tag) {
           using T = std::remove_pointer_t<decltype(tag)>;
           return dispatchRows(as<T>(v[a]), as<int32_t>(v[t]), as<T>(v[o]),
-                              slots, numTokens, d, ctx.stream);
+                              slots, numTokens, d, ctx.stream, ctx.idCheck(1));
         });
       });
 }
@@ -163,17 +163,17 @@ Expected<DeviceStep> prepareCombineRows(StepContext &c, bool withGates) {
   int64_t scratch = c.scratch(numTokens + 1 + slots);
   int64_t gates = withGates ? c.in(2).slot : -1;
   bool bf16 = dtype == DType::BF16;
-  return DeviceStep(
-      [=, a = yd.slot, t = tokens.slot, o = y.slot](const LaunchContext &ctx) {
-        void *const *v = ctx.device;
-        return byPrecision(bf16, [&](auto *tag) {
-          using T = std::remove_pointer_t<decltype(tag)>;
-          return combineRows(as<T>(v[a]), as<int32_t>(v[t]),
-                             gates < 0 ? nullptr : as<float>(v[gates]),
-                             as<T>(v[o]), slots, numTokens, d,
-                             as<int32_t>(v[scratch]), ctx.stream);
-        });
-      });
+  return DeviceStep([=, a = yd.slot, t = tokens.slot,
+                     o = y.slot](const LaunchContext &ctx) {
+    void *const *v = ctx.device;
+    return byPrecision(bf16, [&](auto *tag) {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      return combineRows(as<T>(v[a]), as<int32_t>(v[t]),
+                         gates < 0 ? nullptr : as<float>(v[gates]), as<T>(v[o]),
+                         slots, numTokens, d, as<int32_t>(v[scratch]),
+                         ctx.stream, ctx.idCheck(1));
+    });
+  });
 }
 
 Expected<DeviceStep> prepareCombine(StepContext &c) {
@@ -203,7 +203,7 @@ Expected<DeviceStep> prepareCombineGrad(StepContext &c) {
       using T = std::remove_pointer_t<decltype(tag)>;
       return combineBackward(as<T>(v[a]), as<int32_t>(v[t]), as<float>(v[g]),
                              as<T>(v[go]), as<T>(v[o]), as<float>(v[og]), slots,
-                             numTokens, d, ctx.stream);
+                             numTokens, d, ctx.stream, ctx.idCheck(1));
     });
   });
 }
@@ -316,15 +316,15 @@ GemmProblem<T> expertsUp(int64_t experts, int64_t rows, int64_t d, int64_t f,
 
 /// The slot rows xd [slots, d] of a capacity experts step: x itself, or with
 /// `gather` its rows tokens[i] gathered by the dispatch kernel into
-/// `gathered`.
+/// `gathered` (the tokens being the step's operand 1).
 template <typename T>
 Expected<const T *> slotRows(bool gather, const T *x, const int32_t *tokens,
                              T *gathered, int64_t slots, int64_t numTokens,
-                             int64_t d, cudaStream_t stream) {
+                             int64_t d, const LaunchContext &ctx) {
   if (!gather)
     return x;
-  if (Status status =
-          dispatchRows(x, tokens, gathered, slots, numTokens, d, stream);
+  if (Status status = dispatchRows(x, tokens, gathered, slots, numTokens, d,
+                                   ctx.stream, ctx.idCheck(1));
       !status)
     return status;
   return static_cast<const T *>(gathered);
@@ -375,7 +375,7 @@ Expected<DeviceStep> prepareCapacityExperts(StepContext &c) {
       Expected<const T *> input =
           slotRows(gather, as<T>(v[a]), slotTokens,
                    gather ? blocks.take<T>(slots * d) : nullptr, slots,
-                   numTokens, d, ctx.stream);
+                   numTokens, d, ctx);
       if (!input)
         return input.takeStatus();
       T *out = as<T>(v[o]);
@@ -452,7 +452,7 @@ Expected<DeviceStep> prepareCapacityExpertsGrad(StepContext &c) {
       Expected<const T *> input =
           slotRows(gather, as<T>(v[a]), slotTokens,
                    gather ? blocks.take<T>(slots * d) : nullptr, slots,
-                   numTokens, d, ctx.stream);
+                   numTokens, d, ctx);
       if (!input)
         return input.takeStatus();
       GemmProblem<T> up = expertsUp(experts, rows, d, f, *input, w->up,
@@ -507,13 +507,14 @@ Expected<DeviceStep> prepareScatterGateGrad(StepContext &c) {
             &dscores = c.out(0);
   if (!exec::checkGateGrad(c, tokens, offsets, dgates, dscores))
     return c.takeError();
-  int64_t numTokens = dscores.dim(0), experts = dscores.dim(1);
+  int64_t slots = tokens.dim(0), numTokens = dscores.dim(0),
+          experts = dscores.dim(1);
   return DeviceStep([=, t = tokens.slot, o = offsets.slot, g = dgates.slot,
                      r = dscores.slot](const LaunchContext &ctx) {
     void *const *v = ctx.device;
     return scatterGateGrad(as<int32_t>(v[t]), as<int32_t>(v[o]),
-                           as<float>(v[g]), as<float>(v[r]), numTokens, experts,
-                           ctx.stream);
+                           as<float>(v[g]), as<float>(v[r]), slots, numTokens,
+                           experts, ctx.stream, nullptr, ctx.idCheck(0));
   });
 }
 
@@ -572,7 +573,8 @@ Expected<DeviceStep> prepareRouteGrad(StepContext &c) {
   if (!exec::checkGateGrad(c, tokens, offsets, dgates, dlogits) ||
       !c.shape(logits, DType::F32, dlogits.value->shape))
     return c.takeError();
-  int64_t numTokens = dlogits.dim(0), experts = dlogits.dim(1);
+  int64_t slots = tokens.dim(0), numTokens = dlogits.dim(0),
+          experts = dlogits.dim(1);
   bool sigmoid = routing == Routing::SigmoidTopK;
   bool bf16 = c.boolAttr("router_bf16");
   int64_t scratch = sigmoid ? 0 : c.scratch(numTokens * experts);
@@ -582,9 +584,10 @@ Expected<DeviceStep> prepareRouteGrad(StepContext &c) {
     void *const *v = ctx.device;
     const float *scores = as<float>(v[z]);
     float *out = as<float>(v[r]);
-    Status status = scatterGateGrad(as<int32_t>(v[t]), as<int32_t>(v[o]),
-                                    as<float>(v[g]), out, numTokens, experts,
-                                    ctx.stream, sigmoid ? scores : nullptr);
+    Status status =
+        scatterGateGrad(as<int32_t>(v[t]), as<int32_t>(v[o]), as<float>(v[g]),
+                        out, slots, numTokens, experts, ctx.stream,
+                        sigmoid ? scores : nullptr, ctx.idCheck(1));
     if (!status || sigmoid)
       return status;
     float *probs = as<float>(v[scratch]);
@@ -634,11 +637,13 @@ bool checkGroupedExperts(StepContext &c, GroupedExperts &g, DType &dtype) {
                      "one input and one hidden unit");
 }
 
-/// The layout `g` over the device arrays of the step's tokens and offsets.
+/// The layout `g` over the device arrays of the step's tokens (operand 1)
+/// and offsets.
 GroupedExperts grouped(GroupedExperts g, const LaunchContext &ctx,
                        int64_t tokens, int64_t offsets) {
   g.tokens = as<int32_t>(ctx.device[tokens]);
   g.offsets = as<int32_t>(ctx.device[offsets]);
+  g.check = ctx.idCheck(1);
   return g;
 }
 

@@ -53,6 +53,31 @@ struct CounterKey {
   int64_t step = 0;
 };
 
+/// The first id outside its table that a run's kernels met: a token id, a
+/// label, a position read from a device buffer. The executor keeps one in
+/// device memory, zeroes it before a run and reads it after (Executor.h).
+struct IdFault {
+  /// The row-major element of the id operand that held the id.
+  int64_t position;
+  /// The id's table: ids belong in [0, limit).
+  int64_t limit;
+  /// 1 + the index of the plan step that met the id; 0 while none did.
+  int32_t step;
+  /// The step's operand that held the id.
+  int32_t operand;
+  int32_t id;
+};
+
+/// Where a kernel reports an id outside its table: the executor's fault
+/// record (null: not reported) and the step and operand it comes from
+/// (IdFault's fields). A kernel never reads or writes through a bad id; it
+/// documents what it writes in its place.
+struct IdCheck {
+  IdFault *fault = nullptr;
+  int32_t step = 0;
+  int32_t operand = 0;
+};
+
 //===----------------------------------------------------------------------===//
 // LayerNorm, bias + GELU, embeddings
 //===----------------------------------------------------------------------===//
@@ -143,17 +168,17 @@ Status softmaxBackward(const Bf16 *y, const Bf16 *dy, Bf16 *dx, int64_t rows,
 /// device float) = sum_r w[r] * (logsumexp(logits[r]) - logits[r, labels[r]])
 /// and dlogits = lossScale * w[r] * (softmax(logits[r]) - onehot(labels[r])).
 /// `weights` may be null (all 1); a row labelled -1 adds no loss and gets a
-/// zero gradient row. dlogits may be null and may alias logits. Labels are not
-/// checked on the device: a label outside [-1, classes) makes *loss NaN and
-/// its gradient row zero.
+/// zero gradient row. dlogits may be null and may alias logits. A label
+/// outside [-1, classes) makes *loss NaN and its gradient row zero, and is
+/// reported to `check`.
 Status softmaxCrossEntropy(const float *logits, const int32_t *labels,
                            const float *weights, float *dlogits, float *loss,
                            int64_t rows, int64_t classes, float lossScale,
-                           cudaStream_t stream);
+                           cudaStream_t stream, IdCheck check = {});
 Status softmaxCrossEntropy(const Bf16 *logits, const int32_t *labels,
                            const float *weights, Bf16 *dlogits, float *loss,
                            int64_t rows, int64_t classes, float lossScale,
-                           cudaStream_t stream);
+                           cudaStream_t stream, IdCheck check = {});
 
 /// The gradient alone with the loss scale in device memory (*lossScale, one
 /// float: the plan's dloss, a value of the training step): dlogits as
@@ -161,11 +186,11 @@ Status softmaxCrossEntropy(const Bf16 *logits, const int32_t *labels,
 Status softmaxCrossEntropyGrad(const float *logits, const int32_t *labels,
                                const float *weights, const float *lossScale,
                                float *dlogits, int64_t rows, int64_t classes,
-                               cudaStream_t stream);
+                               cudaStream_t stream, IdCheck check = {});
 Status softmaxCrossEntropyGrad(const Bf16 *logits, const int32_t *labels,
                                const float *weights, const float *lossScale,
                                Bf16 *dlogits, int64_t rows, int64_t classes,
-                               cudaStream_t stream);
+                               cudaStream_t stream, IdCheck check = {});
 
 //===----------------------------------------------------------------------===//
 // Attention (Attention.cu)
@@ -329,7 +354,7 @@ enum class ExpertActivation : int { None, Relu, Gelu };
 /// zero and it adds nothing to a gradient. Slot i reads row i of x [slots,
 /// d], or, with `gather`, row tokens[i] of x [numTokens, d]: the dispatch
 /// fused into the operand loads (a token >= numTokens reads as an empty
-/// slot).
+/// slot and is reported to `check`).
 struct GroupedExperts {
   const int32_t *tokens = nullptr;
   const int32_t *offsets = nullptr;
@@ -337,6 +362,7 @@ struct GroupedExperts {
   ExpertActivation activation = ExpertActivation::None;
   bool gather = false;
   int64_t numTokens = 0;
+  IdCheck check;
 };
 
 /// yd [slots, d] = act(x w1[e] + b1[e]) w2[e] + b2[e] over the slots of every

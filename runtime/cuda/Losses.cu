@@ -59,13 +59,13 @@ __global__ void __launch_bounds__(kBlockThreads)
     crossEntropyKernel(const T *logits, const int32_t *labels,
                        const float *weights, T *dlogits, double *rowLoss,
                        int64_t classes, float lossScale,
-                       const float *deviceScale) {
+                       const float *deviceScale, IdCheck check) {
   __shared__ float scratch[kBlockWarps];
   int64_t row = blockIdx.x;
   const T *x = logits + row * classes;
   T *grad = dlogits ? dlogits + row * classes : nullptr;
   int32_t label = labels[row];
-  if (label < 0 || label >= classes) {
+  if (label == -1 || !idInRange(check, row, label, classes)) {
     // -1 is ignored; any other label is invalid and poisons the loss.
     if (threadIdx.x == 0)
       rowLoss[row] =
@@ -139,7 +139,8 @@ template <typename T>
 Status crossEntropyImpl(const T *logits, const int32_t *labels,
                         const float *weights, T *dlogits, float *loss,
                         int64_t rows, int64_t classes, float lossScale,
-                        const float *deviceScale, cudaStream_t stream) {
+                        const float *deviceScale, cudaStream_t stream,
+                        IdCheck check) {
   const char *kernel = "softmax_cross_entropy";
   Status s = checkRows(kernel, rows, classes, "classes");
   if (!s.ok())
@@ -153,7 +154,7 @@ Status crossEntropyImpl(const T *logits, const int32_t *labels,
     crossEntropyKernel<<<static_cast<unsigned>(rows), kBlockThreads, 0,
                          stream>>>(device(logits), labels, weights,
                                    device(dlogits), rowLoss.as<double>(),
-                                   classes, lossScale, deviceScale);
+                                   classes, lossScale, deviceScale, check);
     if (!(s = launchStatus(kernel)).ok())
       return s;
   }
@@ -189,33 +190,33 @@ Status softmaxBackward(const Bf16 *y, const Bf16 *dy, Bf16 *dx, int64_t rows,
 Status softmaxCrossEntropy(const float *logits, const int32_t *labels,
                            const float *weights, float *dlogits, float *loss,
                            int64_t rows, int64_t classes, float lossScale,
-                           cudaStream_t stream) {
+                           cudaStream_t stream, IdCheck check) {
   return crossEntropyImpl(logits, labels, weights, dlogits, loss, rows, classes,
-                          lossScale, nullptr, stream);
+                          lossScale, nullptr, stream, check);
 }
 
 Status softmaxCrossEntropy(const Bf16 *logits, const int32_t *labels,
                            const float *weights, Bf16 *dlogits, float *loss,
                            int64_t rows, int64_t classes, float lossScale,
-                           cudaStream_t stream) {
+                           cudaStream_t stream, IdCheck check) {
   return crossEntropyImpl(logits, labels, weights, dlogits, loss, rows, classes,
-                          lossScale, nullptr, stream);
+                          lossScale, nullptr, stream, check);
 }
 
 Status softmaxCrossEntropyGrad(const float *logits, const int32_t *labels,
                                const float *weights, const float *lossScale,
                                float *dlogits, int64_t rows, int64_t classes,
-                               cudaStream_t stream) {
+                               cudaStream_t stream, IdCheck check) {
   return crossEntropyImpl(logits, labels, weights, dlogits, nullptr, rows,
-                          classes, 1.0f, lossScale, stream);
+                          classes, 1.0f, lossScale, stream, check);
 }
 
 Status softmaxCrossEntropyGrad(const Bf16 *logits, const int32_t *labels,
                                const float *weights, const float *lossScale,
                                Bf16 *dlogits, int64_t rows, int64_t classes,
-                               cudaStream_t stream) {
+                               cudaStream_t stream, IdCheck check) {
   return crossEntropyImpl(logits, labels, weights, dlogits, nullptr, rows,
-                          classes, 1.0f, lossScale, stream);
+                          classes, 1.0f, lossScale, stream, check);
 }
 
 } // namespace mixer::cuda

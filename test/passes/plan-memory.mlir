@@ -69,3 +69,26 @@ func.func @update_in_place(%w: memref<256xf32>, %m: memref<256xf32>, %v: memref<
   mixrt.kernel "adamw" ins(%g, %lr, %step, %none, %none : memref<256xf32>, memref<f32>, memref<i32>, memref<0xf32>, memref<0xf32>) outs(%w, %m, %v : memref<256xf32>, memref<256xf32>, memref<256xf32>) params {b1 = 0.9, b2 = 0.999, eps = 1.0e-6, weight_decay = 0.01, max_norm = 0.0, micro_steps = 1}
   return
 }
+
+// -----
+
+// The lowest fit may lie between buffers live at the same time, in the bytes
+// of one that is dead by then: %d fits where %b was, below %c.
+// CHECK-LABEL: func.func @gap_of_a_dead_buffer
+// CHECK-SAME: mixrt.arena_bytes = 3072 : i64
+// CHECK: mixrt.alloc {offset = 0 : i64} : memref<256xf32>
+// CHECK: mixrt.alloc {offset = 1024 : i64} : memref<256xf32>
+// CHECK: mixrt.alloc {offset = 2048 : i64} : memref<256xf32>
+// CHECK: mixrt.alloc {offset = 1024 : i64} : memref<64xf32>
+func.func @gap_of_a_dead_buffer(%x: memref<256xf32>) -> memref<256xf32> {
+  %a = mixrt.alloc : memref<256xf32>
+  mixrt.kernel "softmax" ins(%x : memref<256xf32>) outs(%a : memref<256xf32>) params {}
+  %b = mixrt.alloc : memref<256xf32>
+  mixrt.kernel "softmax" ins(%a : memref<256xf32>) outs(%b : memref<256xf32>) params {}
+  %c = mixrt.alloc : memref<256xf32>
+  mixrt.kernel "softmax" ins(%b : memref<256xf32>) outs(%c : memref<256xf32>) params {}
+  %d = mixrt.alloc : memref<64xf32>
+  mixrt.kernel "softmax" ins(%c : memref<256xf32>) outs(%d : memref<64xf32>) params {}
+  mixrt.kernel "add" ins(%a, %d : memref<256xf32>, memref<64xf32>) outs(%c : memref<256xf32>) params {}
+  return %c : memref<256xf32>
+}

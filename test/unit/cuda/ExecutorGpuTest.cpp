@@ -17,8 +17,10 @@
 // (train::TrainingSession) over the tiny training plans that mixc compiles
 // (MIXER_CUDA_PLANS) gives the CPU executor's losses and parameters on the
 // CUDA executor, with gradient accumulation too, and a resumed CUDA run the
-// bits of an uninterrupted one. Without a usable device the binary prints why
-// and exits 77 (skipped).
+// bits of an uninterrupted one. An embedding id or a dispatched token outside
+// its table fails the run, with a graph or without, naming the step, the
+// operand and the element, and the next run with good ids succeeds. Without a
+// usable device the binary prints why and exits 77 (skipped).
 //
 //===----------------------------------------------------------------------===//
 
@@ -837,6 +839,90 @@ TEST_P(CudaTrainingTest, ResumesBitForBit) {
       EXPECT_EQ((*got)[t].data, (*want)[t].data) << (*want)[t].name;
   }
 }
+
+/// A step that indexes with ids from a plan input: embed (ids into a table
+/// of 10 words) or dispatch (token ids into 4 token rows), then a scale.
+PlanBuilder idPlan(bool embed) {
+  PlanBuilder b;
+  b.plan["target"] = "cuda";
+  b.plan["vocab_size"] = 10;
+  std::vector<int64_t> shape =
+      embed ? std::vector<int64_t>{2, 3, 4} : std::vector<int64_t>{6, 4};
+  int64_t rows = b.arena(shape), y = b.arena(shape);
+  if (embed) {
+    int64_t ids = b.input("ids", {2, 3});
+    int64_t word = b.param("word", {10, 4}), pos = b.param("pos", {1, 3, 4}),
+            type = b.param("type", {1, 4});
+    b.step("embed", {ids, -1, word, pos, type}, {rows});
+  } else {
+    int64_t x = b.input("x", {4, 4}, false, "F32"),
+            tokens = b.input("tokens", {6});
+    b.step("dispatch", {x, tokens}, {rows});
+  }
+  b.step("scale", {rows}, {y}, {{"factor", 2.0}});
+  b.output("y", y);
+  return b;
+}
+
+/// Runs idPlan(embed) with `ids` (the embedding's ids, or the dispatch's
+/// tokens); the run's status.
+Status runIds(bool embed, bool graph, const std::vector<int64_t> &ids) {
+  Expected<exec::Plan> plan =
+      exec::Plan::fromJson(idPlan(embed).plan.dump(), "ids.mxa");
+  EXPECT_TRUE(plan.ok()) << plan.message();
+  if (!plan)
+    return plan.takeStatus();
+  cuda::ExecutorOptions options;
+  options.cudaGraph = graph;
+  Expected<std::unique_ptr<cuda::Executor>> gpu =
+      cuda::Executor::create(*plan, options);
+  EXPECT_TRUE(gpu.ok()) << gpu.message();
+  if (!gpu)
+    return gpu.takeStatus();
+  cuda::Executor &executor = **gpu;
+  std::vector<io::HostTensor> weights, in;
+  if (embed) {
+    weights = {randomTensor("word", {10, 4}, 1),
+               randomTensor("pos", {1, 3, 4}, 2),
+               randomTensor("type", {1, 4}, 3)};
+    in = {intTensor("ids", {2, 3}, ids)};
+  } else {
+    in = {randomTensor("x", {4, 4}, 4), intTensor("tokens", {6}, ids)};
+  }
+  EXPECT_TRUE(executor.bindParams(weights, "params", false).ok());
+  EXPECT_TRUE(executor.bindInputs(in, "inputs", false).ok());
+  Status status = executor.run();
+  // A later run with good ids succeeds: each run starts with a clear record.
+  std::vector<int64_t> good(ids.size(), 0);
+  in.back() =
+      embed ? intTensor("ids", {2, 3}, good) : intTensor("tokens", {6}, good);
+  EXPECT_TRUE(executor.bindInputs(in, "inputs", false).ok());
+  Status again = executor.run();
+  EXPECT_TRUE(again.ok()) << again.message();
+  return status;
+}
+
+class CudaIdCheckTest : public ::testing::TestWithParam<bool> {};
+
+TEST_P(CudaIdCheckTest, AnEmbeddingIdOutsideTheVocabularyFailsTheStep) {
+  EXPECT_TRUE(runIds(true, GetParam(), {1, 2, 3, 4, 5, 9}).ok());
+  Status status = runIds(true, GetParam(), {1, 2, 3, 4, 10, 7});
+  EXPECT_EQ(status.message(),
+            "ids.mxa: steps[0] (embed): ids[1,1] = 10 is outside [0, 10)");
+  status = runIds(true, GetParam(), {-1, 2, 3, 4, 5, 6});
+  EXPECT_EQ(status.message(),
+            "ids.mxa: steps[0] (embed): ids[0,0] = -1 is outside [0, 10)");
+}
+
+TEST_P(CudaIdCheckTest, ADispatchedTokenOutsideTheTokensFailsTheStep) {
+  // Negative tokens mark empty slots.
+  EXPECT_TRUE(runIds(false, GetParam(), {3, -1, 0, 2, 1, -1}).ok());
+  Status status = runIds(false, GetParam(), {3, -1, 0, 2, 40, -1});
+  EXPECT_EQ(status.message(),
+            "ids.mxa: steps[0] (dispatch): tokens[4] = 40 is outside [0, 4)");
+}
+
+INSTANTIATE_TEST_SUITE_P(GraphOrNot, CudaIdCheckTest, ::testing::Bool());
 
 // sparse_mixer_accumulation_tiny: sparse_mixer_tiny with 2 micro-steps per
 // update and dropout everywhere (noise keyed by the micro-steps).

@@ -4,7 +4,9 @@
 // CPU kernels of the same plan names and their plain references: the
 // embedding sum and its gradient, the head's gathers, argmax, tanh, the
 // scalar arithmetic, the bias gradient, the cross-entropy gradient with a
-// device loss scale and the load-balancing loss with its gradient.
+// device loss scale and the load-balancing loss with its gradient; and the
+// fault record each gather, scatter, embedding and loss kernel leaves for an
+// id outside its table.
 //
 //===----------------------------------------------------------------------===//
 
@@ -381,8 +383,122 @@ TEST(CudaScatterGateGrad, MatchesTheCpu) {
   DeviceArray<int32_t> tokens(s.tokens), offsets(s.offsets);
   DeviceArray<float> dDgates(dgates), scores(expected.size(), 7.0f);
   ASSERT_OK(scatterGateGrad(tokens.get(), offsets.get(), dDgates.get(),
-                            scores.get(), s.numTokens, s.experts, nullptr));
+                            scores.get(), s.slots, s.numTokens, s.experts,
+                            nullptr));
   expectBitwiseEqual(scores.read(), expected, "scatter_gate_grad");
+}
+
+/// The fault record of the kernels under test, read back after a call.
+class IdRecord {
+public:
+  /// The check of step index 4 (recorded as 5) and operand `operand`.
+  IdCheck idCheck(int32_t operand) const { return {record.get(), 5, operand}; }
+  /// Expects `operand`'s element `position`, `id`, outside [0, limit), to be
+  /// recorded, then clears the record.
+  void expect(int32_t operand, int64_t position, int32_t id, int64_t limit,
+              const std::string &what) {
+    IdFault fault = record.read()[0];
+    EXPECT_EQ(fault.step, 5) << what;
+    EXPECT_EQ(fault.operand, operand) << what;
+    EXPECT_EQ(fault.position, position) << what;
+    EXPECT_EQ(fault.id, id) << what;
+    EXPECT_EQ(fault.limit, limit) << what;
+    check(cudaMemset(record.get(), 0, sizeof(IdFault)), "cudaMemset");
+  }
+  /// Expects nothing recorded.
+  void expectClear(const std::string &what) {
+    EXPECT_EQ(record.read()[0].step, 0) << what;
+  }
+
+private:
+  DeviceArray<IdFault> record{size_t{1}};
+};
+
+TEST(CudaIdCheck, TheMoeGathersAndScattersRecordATokenOutsideTheBatch) {
+  Slots s;
+  IdRecord record;
+  DeviceArray<int32_t> good(s.tokens), scratch(s.numTokens + 1 + s.slots);
+  std::vector<int32_t> tokens = s.tokens;
+  tokens[5] = 9;
+  DeviceArray<int32_t> bad(tokens), offsets(s.offsets);
+  DeviceArray<float> x(s.numTokens * s.d, 1.0f), rows(s.slots * s.d, 1.0f),
+      gates(s.gates), out(s.numTokens * s.d), slotRows(s.slots * s.d),
+      dgates(s.slots), scores(s.numTokens * s.experts);
+  for (const DeviceArray<int32_t> *table : {&good, &bad}) {
+    ASSERT_OK(dispatchRows(x.get(), table->get(), slotRows.get(), s.slots,
+                           s.numTokens, s.d, nullptr, record.idCheck(1)));
+    if (table == &good)
+      record.expectClear("dispatch");
+    else
+      record.expect(1, 5, 9, 5, "dispatch");
+  }
+  ASSERT_OK(combineRows(rows.get(), bad.get(), gates.get(), out.get(), s.slots,
+                        s.numTokens, s.d, scratch.get(), nullptr,
+                        record.idCheck(1)));
+  record.expect(1, 5, 9, 5, "combine");
+  ASSERT_OK(combineBackward(rows.get(), bad.get(), gates.get(), x.get(),
+                            slotRows.get(), dgates.get(), s.slots, s.numTokens,
+                            s.d, nullptr, record.idCheck(1)));
+  record.expect(1, 5, 9, 5, "combine_grad");
+  ASSERT_OK(scatterGateGrad(bad.get(), offsets.get(), dgates.get(),
+                            scores.get(), s.slots, s.numTokens, s.experts,
+                            nullptr, nullptr, record.idCheck(0)));
+  record.expect(0, 5, 9, 5, "scatter_gate_grad");
+  // The first step to record wins: a later one leaves the record alone.
+  ASSERT_OK(dispatchRows(x.get(), bad.get(), slotRows.get(), s.slots,
+                         s.numTokens, s.d, nullptr, record.idCheck(1)));
+  ASSERT_OK(dispatchRows(x.get(), bad.get(), slotRows.get(), s.slots,
+                         s.numTokens, s.d, nullptr,
+                         IdCheck{record.idCheck(1).fault, 9, 3}));
+  record.expect(1, 5, 9, 5, "the first of two steps");
+}
+
+TEST(CudaIdCheck, EmbeddingsPositionsAndLabelsRecordAnIdOutsideTheirTable) {
+  IdRecord record;
+  int64_t batch = 2, seq = 3, d = 4, vocab = 10, typeVocab = 2;
+  DeviceArray<int32_t> ids(std::vector<int32_t>{1, 2, 3, 4, 12, 5}),
+      types(std::vector<int32_t>{0, 1, 2, 0, 1, 0}),
+      scratch(vocab + seq + typeVocab + 3 + 3 * batch * seq);
+  DeviceArray<float> word(vocab * d), pos(seq * d), type(typeVocab * d),
+      y(batch * seq * d), dword(vocab * d), dpos(seq * d), dtype(typeVocab * d);
+  // The word ids are operand 0, the type ids operand 1.
+  ASSERT_OK(embedSum(ids.get(), nullptr, word.get(), pos.get(), type.get(),
+                     y.get(), batch, seq, d, vocab, typeVocab, nullptr,
+                     record.idCheck(0), record.idCheck(1)));
+  record.expect(0, 4, 12, vocab, "embed");
+  DeviceArray<int32_t> goodIds(std::vector<int32_t>{1, 2, 3, 4, 5, 6});
+  ASSERT_OK(embedSum(goodIds.get(), types.get(), word.get(), pos.get(),
+                     type.get(), y.get(), batch, seq, d, vocab, typeVocab,
+                     nullptr, record.idCheck(0), record.idCheck(1)));
+  record.expect(1, 2, 2, typeVocab, "embed type ids");
+  ASSERT_OK(embedBackward(ids.get(), nullptr, y.get(), dword.get(), dpos.get(),
+                          dtype.get(), batch, seq, d, vocab, seq, typeVocab,
+                          scratch.get(), nullptr, record.idCheck(0),
+                          record.idCheck(1)));
+  record.expect(0, 4, 12, vocab, "embed_grad");
+
+  // Positions [batch, 2] into the sequence.
+  DeviceArray<int32_t> positions(std::vector<int32_t>{0, 2, 1, 7});
+  DeviceArray<float> gathered(batch * 2 * d);
+  ASSERT_OK(gatherPositions(y.get(), positions.get(), gathered.get(), batch,
+                            seq, d, 2, nullptr, record.idCheck(1)));
+  record.expect(1, 3, 7, seq, "gather_positions");
+  ASSERT_OK(gatherPositionsBackward(gathered.get(), positions.get(), y.get(),
+                                    batch, seq, d, 2, nullptr,
+                                    record.idCheck(1)));
+  record.expect(1, 3, 7, seq, "gather_positions_grad");
+
+  // Labels of 4 rows over 3 classes; -1 is ignored.
+  DeviceArray<int32_t> labels(std::vector<int32_t>{-1, 2, 3, 0});
+  DeviceArray<float> logits(4 * 3), loss(1), scale(1, 1.0f);
+  ASSERT_OK(softmaxCrossEntropy(logits.get(), labels.get(), nullptr, nullptr,
+                                loss.get(), 4, 3, 1.0f, nullptr,
+                                record.idCheck(1)));
+  record.expect(1, 2, 3, 3, "softmax_cross_entropy");
+  ASSERT_OK(softmaxCrossEntropyGrad(logits.get(), labels.get(), nullptr,
+                                    scale.get(), logits.get(), 4, 3, nullptr,
+                                    record.idCheck(1)));
+  record.expect(1, 2, 3, 3, "softmax_cross_entropy_grad");
 }
 
 TEST(CudaRouterZLoss, MatchesTheReference) {

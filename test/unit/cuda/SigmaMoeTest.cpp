@@ -96,7 +96,7 @@ TEST(CudaSigmoidGateGrad, MatchesTheReference) {
     DeviceArray<float> dLogits(logits), dDgates(dgates),
         dScores(expected.size(), 7.0f);
     ASSERT_OK(scatterGateGrad(dTokens.get(), dOffsets.get(), dDgates.get(),
-                              dScores.get(), numTokens, experts, nullptr,
+                              dScores.get(), slots, numTokens, experts, nullptr,
                               dLogits.get()));
     expectClose(dScores.read(), expected, kRelTol,
                 "sigmoid gate gradient k=" + std::to_string(k));
