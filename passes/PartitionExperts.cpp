@@ -168,6 +168,11 @@ struct PartitionExpertsPass
         kMeshAttr,
         b.getDictionaryAttr({b.getNamedAttr("dp", b.getI64IntegerAttr(dp)),
                              b.getNamedAttr("ep", b.getI64IntegerAttr(ep))}));
+    // σ-MoE's entropy regulariser is a mean over the whole batch: every
+    // rank's tokens.
+    module.walk([&](EntropyRegularizerOp regularizer) {
+      regularizer.setGroup(kWorldGroup);
+    });
     if (ep == 1)
       return;
     for (auto func : module.getOps<func::FuncOp>()) {

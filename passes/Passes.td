@@ -97,7 +97,9 @@ def MixerPartitionExperts : Pass<"mixer-partition-experts", "mlir::ModuleOp"> {
     buffer. `mixer.permute_blocks` reorders the received rows from
     (sender, local expert) to (local expert, sender) and back. The local
     `mixer.experts` reads the offsets permute_blocks forms, so its `layout`
-    is `grouped` whatever the routing.
+    is `grouped` whatever the routing. On any mesh above one rank, every
+    `mixer.entropy_regularizer` gets `group = "world"`: σ-MoE's batch mean
+    spans every rank's tokens.
 
     ```mlir
     %ye = mixer.experts %xd, %tok, %off, %w1 ...       // w1 : tensor<4x16x32xf32>

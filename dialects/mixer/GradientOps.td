@@ -288,6 +288,13 @@ def Mixer_RouterZLossGradOp : Mixer_RouterLossGradOp<"router_z_loss_grad",
 }
 def Mixer_EntropyRegularizerGradOp : Mixer_RouterLossGradOp<
     "entropy_regularizer_grad", "gradient of mixer.entropy_regularizer"> {
+  let description = [{
+    With `group` (that of the forward op) the ranks' regulariser is one
+    value: its gradient sums the ranks' loss gradients (the adjoint of the
+    exchange) and reads the whole batch's mean.
+  }];
+  let arguments = (ins Mixer_F32Tensor:$input, Mixer_F32Scalar:$result_grad,
+                       OptionalAttr<StrAttr>:$group);
   let kernel = "EntropyRegularizerGrad";
 }
 

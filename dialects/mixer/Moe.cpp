@@ -174,6 +174,9 @@ LogicalResult RouterZLossOp::verify() {
 }
 
 LogicalResult EntropyRegularizerOp::verify() {
+  if (getGroup() && *getGroup() != kWorldGroup)
+    return emitOpError() << "group must be '" << kWorldGroup << "', got '"
+                         << *getGroup() << "'";
   return verifyRouterLoss(*this, getLogits());
 }
 
@@ -353,7 +356,8 @@ LogicalResult
 EntropyRegularizerOp::buildGradients(OpBuilder &builder, ValueRange resultGrads,
                                      SmallVectorImpl<Value> &operandGrads) {
   operandGrads.push_back(EntropyRegularizerGradOp::create(
-      builder, getLoc(), getLogits().getType(), getLogits(), resultGrads[0]));
+      builder, getLoc(), getLogits().getType(), getLogits(), resultGrads[0],
+      getGroupAttr()));
   return success();
 }
 

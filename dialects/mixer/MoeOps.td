@@ -137,8 +137,11 @@ def Mixer_EntropyRegularizerOp : Mixer_Op<"entropy_regularizer", [Pure,
   let description = [{
     σ-MoE's regulariser: `Σ_e p̄_e log p̄_e` with `p̄ = mean_t softmax(logits[t])`
     over every token of the batch (softmax, although the gates are sigmoids).
+    With `group` (`world`, set by `mixer-partition-experts` in a parallel
+    program) the mean spans the tokens of every rank: each rank returns the
+    whole batch's regulariser, and the ranks exchange their log means.
   }];
-  let arguments = (ins Mixer_F32Tensor:$logits);
+  let arguments = (ins Mixer_F32Tensor:$logits, OptionalAttr<StrAttr>:$group);
   let results = (outs Mixer_F32Scalar:$result);
   let assemblyFormat = "$logits attr-dict `:` type($logits)";
   let hasVerifier = 1;

@@ -37,10 +37,25 @@ double logSumExpRow(const float *x, float *exps, int64_t n, float &sum) {
   return maximum + std::log(static_cast<double>(sum));
 }
 
-/// The log-domain batch mean of the token softmaxes of logits [numTokens,
-/// experts]: lp[e] = log(mean_t softmax(logits[t])_e), computed as
-/// max_t ls[t,e] + log(sum_t exp(ls[t,e] - max)) - log(numTokens) over the
-/// log-softmax ls.
+/// Adds 1 to counts[e] for each of the k experts that `row` chooses: the
+/// k largest values, ties to the lower expert index, found by k scans for
+/// the first maximum among the experts not yet taken (k is small).
+/// `taken` is scratch of `experts` entries.
+void countTopK(const float *row, int64_t experts, int64_t k,
+               std::vector<char> &taken, int64_t *counts) {
+  std::fill(taken.begin(), taken.end(), 0);
+  for (int64_t choice = 0; choice < k; ++choice) {
+    int64_t best = -1;
+    for (int64_t e = 0; e < experts; ++e)
+      if (!taken[e] && (best < 0 || row[e] > row[best]))
+        best = e;
+    taken[best] = 1;
+    ++counts[best];
+  }
+}
+
+} // namespace
+
 std::vector<double> logMeanSoftmax(const float *logits, int64_t numTokens,
                                    int64_t experts) {
   int64_t blocks = ceilDiv(numTokens, kBlockTokens);
@@ -105,25 +120,6 @@ std::vector<double> logMeanSoftmax(const float *logits, int64_t numTokens,
   return lp;
 }
 
-/// Adds 1 to counts[e] for each of the k experts that `row` chooses: the
-/// k largest values, ties to the lower expert index, found by k scans for
-/// the first maximum among the experts not yet taken (k is small).
-/// `taken` is scratch of `experts` entries.
-void countTopK(const float *row, int64_t experts, int64_t k,
-               std::vector<char> &taken, int64_t *counts) {
-  std::fill(taken.begin(), taken.end(), 0);
-  for (int64_t choice = 0; choice < k; ++choice) {
-    int64_t best = -1;
-    for (int64_t e = 0; e < experts; ++e)
-      if (!taken[e] && (best < 0 || row[e] > row[best]))
-        best = e;
-    taken[best] = 1;
-    ++counts[best];
-  }
-}
-
-} // namespace
-
 void routerZLossGrad(const float *logits, int64_t numTokens, int64_t experts,
                      float dLoss, float *dLogits) {
   double scale = 2.0 * dLoss / numTokens;
@@ -183,19 +179,28 @@ void loadBalancingLossGrad(const float *probs, int64_t groups,
   }
 }
 
-float entropyRegularizer(const float *logits, int64_t numTokens,
-                         int64_t experts) {
-  std::vector<double> lp = logMeanSoftmax(logits, numTokens, experts);
+float negativeEntropy(const std::vector<double> &logMean) {
   double negEntropy = 0.0;
-  for (double l : lp)
+  for (double l : logMean)
     negEntropy += std::exp(l) * l;
   return static_cast<float>(negEntropy);
 }
 
+float entropyRegularizer(const float *logits, int64_t numTokens,
+                         int64_t experts) {
+  return negativeEntropy(logMeanSoftmax(logits, numTokens, experts));
+}
+
 void entropyRegularizerGrad(const float *logits, int64_t numTokens,
                             int64_t experts, float dLoss, float *dLogits) {
-  std::vector<double> lp = logMeanSoftmax(logits, numTokens, experts);
-  double scale = static_cast<double>(dLoss) / numTokens;
+  entropyRegularizerGrad(logits, numTokens, experts,
+                         logMeanSoftmax(logits, numTokens, experts),
+                         static_cast<double>(dLoss) / numTokens, dLogits);
+}
+
+void entropyRegularizerGrad(const float *logits, int64_t numTokens,
+                            int64_t experts, const std::vector<double> &lp,
+                            double scale, float *dLogits) {
 #pragma omp parallel for schedule(static) if (numTokens * experts >=           \
                                               kParallelValues)
   for (int64_t t = 0; t < numTokens; ++t) {

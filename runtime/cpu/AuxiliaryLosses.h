@@ -17,6 +17,7 @@
 #define MIXER_RUNTIME_CPU_AUXILIARYLOSSES_H
 
 #include <cstdint>
+#include <vector>
 
 namespace mixer::cpu {
 
@@ -37,6 +38,16 @@ void loadBalancingLossGrad(const float *probs, int64_t groups,
                            int64_t tokensPerGroup, int64_t experts, int64_t k,
                            float dLoss, float *dProbs);
 
+/// The log-domain batch mean of the token softmaxes of logits [numTokens,
+/// experts]: lp[e] = log(mean_t softmax(logits[t])_e), computed as
+/// max_t ls[t,e] + log(sum_t exp(ls[t,e] - max)) - log(numTokens) over the
+/// log-softmax ls.
+std::vector<double> logMeanSoftmax(const float *logits, int64_t numTokens,
+                                   int64_t experts);
+
+/// sum_e exp(lp_e) lp_e of a log-domain mean lp (logMeanSoftmax).
+float negativeEntropy(const std::vector<double> &logMean);
+
 /// sigma-MoE entropy regulariser of the raw selection logits [numTokens,
 /// experts]: the negative entropy sum_e pbar_e log pbar_e of the batch mean
 /// pbar = mean_t softmax(logits[t]). Computed in the log domain (log-softmax
@@ -50,6 +61,12 @@ float entropyRegularizer(const float *logits, int64_t numTokens,
 /// (lp_e - sum_j p_j lp_j). dLogits may alias logits.
 void entropyRegularizerGrad(const float *logits, int64_t numTokens,
                             int64_t experts, float dLoss, float *dLogits);
+/// The same gradient given the log mean lp of the batch the regulariser
+/// spans (which may hold more tokens than these) and scale = dLoss / its
+/// token count.
+void entropyRegularizerGrad(const float *logits, int64_t numTokens,
+                            int64_t experts, const std::vector<double> &lp,
+                            double scale, float *dLogits);
 
 /// sigma-MoE expert dropout over n selection scores (the row-major
 /// [tokens, experts] scores, element i = t*experts + e): y[i] = fill when

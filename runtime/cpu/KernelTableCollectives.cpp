@@ -18,9 +18,6 @@
 
 namespace mixer::cpu {
 
-namespace {
-
-/// The communicator of the step's `group`; fails when the executor has none.
 comm::Communicator *groupOf(StepContext &c, const Groups &groups) {
   const std::string &name = c.stringAttr("group");
   comm::Communicator *group = groups.find(name);
@@ -29,6 +26,13 @@ comm::Communicator *groupOf(StepContext &c, const Groups &groups) {
            "' but the executor has no communicator");
   return group;
 }
+
+void throwIfFailed(const Status &status) {
+  if (!status)
+    throw KernelError{status.message()};
+}
+
+namespace {
 
 /// `arg` holds rows of 4-byte elements (F32 or I32), at least one dimension.
 bool rows(StepContext &c, const Arg &arg) {
@@ -53,12 +57,6 @@ bool sameRows(StepContext &c, const Arg &input, const Arg &result) {
   return c.shape(result, input.value->dtype, shape);
 }
 
-/// Throws the message of a failed collective.
-void check(const Status &status) {
-  if (!status)
-    throw KernelError{status.message()};
-}
-
 Expected<StepFunction> prepareAllToAll(StepContext &c, const Groups &groups) {
   const Arg &x = c.in(0), &y = c.out(0);
   comm::Communicator *group = groupOf(c, groups);
@@ -70,7 +68,7 @@ Expected<StepFunction> prepareAllToAll(StepContext &c, const Groups &groups) {
   size_t bytesPerPeer = x.value->bytes / group->size();
   std::string label = c.label();
   return StepFunction([=, a = x.slot, o = y.slot](ValuePointers v) {
-    check(group->allToAll(v[a], v[o], bytesPerPeer, label));
+    throwIfFailed(group->allToAll(v[a], v[o], bytesPerPeer, label));
   });
 }
 
@@ -100,14 +98,14 @@ Expected<StepFunction> prepareAllToAllV(StepContext &c, const Groups &groups) {
     std::vector<int32_t> sizes(blocks), receivedSizes(blocks);
     for (int64_t i = 0; i < blocks; ++i)
       sizes[i] = off[i + 1] - off[i];
-    check(group->allToAll(sizes.data(), receivedSizes.data(),
-                          perPeer * sizeof(int32_t), label));
+    throwIfFailed(group->allToAll(sizes.data(), receivedSizes.data(),
+                                  perPeer * sizeof(int32_t), label));
     std::vector<int64_t> sendCounts(peers), receivedCounts(peers);
     for (int64_t p = 0; p < peers; ++p)
       sendCounts[p] = off[(p + 1) * perPeer] - off[p * perPeer];
     const uint8_t *send = static_cast<const uint8_t *>(v[a]) + off[0] * width;
-    check(group->allToAllV(send, sendCounts.data(), v[o], capacity,
-                           receivedCounts.data(), width, label));
+    throwIfFailed(group->allToAllV(send, sendCounts.data(), v[o], capacity,
+                                   receivedCounts.data(), width, label));
     got[0] = 0;
     for (int64_t i = 0; i < blocks; ++i)
       got[i + 1] = got[i] + receivedSizes[i];
@@ -123,7 +121,7 @@ Expected<StepFunction> prepareAllReduce(StepContext &c, const Groups &groups) {
   size_t count = x.value->numel;
   std::string label = c.label();
   return StepFunction([=, a = x.slot, o = y.slot](ValuePointers v) {
-    check(group->allReduceSum(v[a], v[o], count, DType::F32, label));
+    throwIfFailed(group->allReduceSum(v[a], v[o], count, DType::F32, label));
   });
 }
 

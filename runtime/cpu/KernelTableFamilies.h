@@ -55,6 +55,13 @@ inline DType activationType(const Arg &arg) {
                                                       : DType::F32;
 }
 
+/// The communicator of the step's `group`; fails the step when the executor
+/// has none.
+comm::Communicator *groupOf(StepContext &c, const Groups &groups);
+
+/// Throws the message of a failed collective.
+void throwIfFailed(const Status &status);
+
 /// A plan kernel with its factory; a collective's factory also takes the
 /// communicators.
 struct KernelEntry {

@@ -179,6 +179,82 @@ Expected<StepFunction> prepareRouterLossGrad(StepContext &c) {
       });
 }
 
+/// The communicator over whose ranks' tokens an entropy step's batch mean
+/// runs (its `group`), or null for this rank's tokens alone. False (the step
+/// failed) when the executor lacks the group.
+bool entropyGroup(StepContext &c, const Groups &groups,
+                  comm::Communicator *&group) {
+  group = nullptr;
+  return !c.optionalStringAttr("group") || (group = groupOf(c, groups));
+}
+
+/// The log mean of the whole batch from the ranks' log means of equal shares
+/// of its tokens: lp_e = log(mean_r exp(lp[r]_e)), over every rank's values in
+/// rank order, so every rank computes the same bits.
+std::vector<double> logMeanOverRanks(comm::Communicator &group,
+                                     const std::vector<double> &local,
+                                     const std::string &label) {
+  size_t experts = local.size(), ranks = group.size();
+  std::vector<double> all(experts * ranks);
+  throwIfFailed(group.allGather(local.data(), all.data(),
+                                experts * sizeof(double), label));
+  std::vector<double> lp(experts);
+  for (size_t e = 0; e < experts; ++e) {
+    double maximum = -std::numeric_limits<double>::infinity();
+    for (size_t r = 0; r < ranks; ++r)
+      maximum = std::max(maximum, all[r * experts + e]);
+    double sum = 0.0;
+    for (size_t r = 0; r < ranks; ++r)
+      sum += std::exp(all[r * experts + e] - maximum);
+    lp[e] =
+        std::isinf(maximum) ? maximum : maximum + std::log(sum / double(ranks));
+  }
+  return lp;
+}
+
+Expected<StepFunction> prepareEntropyRegularizer(StepContext &c,
+                                                 const Groups &groups) {
+  const Arg &scores = c.in(0), &loss = c.out(0);
+  comm::Communicator *group;
+  if (!checkRouterScores(c, scores) || !c.shape(loss, DType::F32, {}) ||
+      !entropyGroup(c, groups, group))
+    return c.takeError();
+  int64_t tokens = scores.dim(0), experts = scores.dim(1);
+  std::string label = c.label();
+  return StepFunction([=, z = scores.slot, o = loss.slot](ValuePointers v) {
+    std::vector<double> lp = cpu::logMeanSoftmax(f32(v[z]), tokens, experts);
+    if (group)
+      lp = logMeanOverRanks(*group, lp, label);
+    *f32(v[o]) = cpu::negativeEntropy(lp);
+  });
+}
+
+Expected<StepFunction> prepareEntropyRegularizerGrad(StepContext &c,
+                                                     const Groups &groups) {
+  const Arg &scores = c.in(0), &dloss = c.in(1), &dscores = c.out(0);
+  comm::Communicator *group;
+  if (!checkRouterScores(c, scores, &dscores) ||
+      !c.shape(dloss, DType::F32, {}) || !entropyGroup(c, groups, group))
+    return c.takeError();
+  int64_t tokens = scores.dim(0), experts = scores.dim(1);
+  std::string label = c.label();
+  return StepFunction([=, z = scores.slot, s = dloss.slot,
+                       o = dscores.slot](ValuePointers v) {
+    std::vector<double> lp = cpu::logMeanSoftmax(f32(v[z]), tokens, experts);
+    float dLoss = *f32(v[s]);
+    int64_t batchTokens = tokens;
+    if (group) {
+      // Every rank returned the one regulariser: its gradient is the sum
+      // of the ranks' loss gradients.
+      lp = logMeanOverRanks(*group, lp, label);
+      throwIfFailed(group->allReduceSum(&dLoss, &dLoss, 1, DType::F32, label));
+      batchTokens *= group->size();
+    }
+    cpu::entropyRegularizerGrad(f32(v[z]), tokens, experts, lp,
+                                double(dLoss) / double(batchTokens), f32(v[o]));
+  });
+}
+
 Expected<StepFunction> prepareLoadBalancingLoss(StepContext &c) {
   const Arg &probs = c.in(0), &loss = c.out(0);
   int64_t groups, k;
@@ -324,7 +400,7 @@ std::vector<KernelEntry> moeKernels() {
       {Kernel::Combine, prepareCombine},
       {Kernel::RouterZLoss, prepareRouterLoss<cpu::routerZLoss>},
       {Kernel::LoadBalancingLoss, prepareLoadBalancingLoss},
-      {Kernel::EntropyRegularizer, prepareRouterLoss<cpu::entropyRegularizer>},
+      {Kernel::EntropyRegularizer, nullptr, prepareEntropyRegularizer},
       {Kernel::DispatchGrad, prepareDispatchGrad},
       {Kernel::CombineGrad, prepareCombineGrad},
       {Kernel::ExpertsGrad, prepareExpertsGrad},
@@ -332,8 +408,7 @@ std::vector<KernelEntry> moeKernels() {
       {Kernel::RouteGrad, prepareRouteGrad},
       {Kernel::RouterZLossGrad, prepareRouterLossGrad<cpu::routerZLossGrad>},
       {Kernel::LoadBalancingLossGrad, prepareLoadBalancingLossGrad},
-      {Kernel::EntropyRegularizerGrad,
-       prepareRouterLossGrad<cpu::entropyRegularizerGrad>},
+      {Kernel::EntropyRegularizerGrad, nullptr, prepareEntropyRegularizerGrad},
   };
 }
 

@@ -81,11 +81,11 @@ void StepContext::requireDeclared(const char *name, AttrType type) const {
   // A kernel table that reads an attribute its kernel does not declare has a
   // typo; an optional boolean would otherwise silently read as false.
   if (!kernelInfo(step.kernel).hasAttribute(name, type))
-    throw std::logic_error(
-        "attribute '" + std::string(name) + "' of kernel '" +
-        std::string(kernelName(step.kernel)) + "' is read as " +
-        std::string(describeAttrType(type)) +
-        ", which Kernels.def does not declare");
+    throw std::logic_error("attribute '" + std::string(name) + "' of kernel '" +
+                           std::string(kernelName(step.kernel)) +
+                           "' is read as " +
+                           std::string(describeAttrType(type)) +
+                           ", which Kernels.def does not declare");
 }
 
 bool StepContext::boolAttr(const char *name) const {
@@ -112,6 +112,13 @@ double StepContext::realAttr(const char *name) const {
 const std::string &StepContext::stringAttr(const char *name) const {
   requireDeclared(name, AttrType::String);
   return std::get<std::string>(step.attrs.at(name));
+}
+
+const std::string *StepContext::optionalStringAttr(const char *name) const {
+  requireDeclared(name, AttrType::String);
+  auto found = step.attrs.find(name);
+  return found == step.attrs.end() ? nullptr
+                                   : &std::get<std::string>(found->second);
 }
 
 namespace {

@@ -107,6 +107,8 @@ public:
   int64_t intAttr(const char *name, int64_t absent) const;
   double realAttr(const char *name) const;
   const std::string &stringAttr(const char *name) const;
+  /// The String attribute `name`, or null when an optional one is left out.
+  const std::string *optionalStringAttr(const char *name) const;
   /// The ActivationKinds attribute `name`.
   Activation activation(const char *name) const;
   /// The MixAlgorithms attribute `name`.
