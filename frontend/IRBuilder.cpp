@@ -184,7 +184,7 @@ Value ModelEmitter::dropout(Location at, Value input, double rate) {
   return RandomScaleOp::create(
       builder, at, input, seed, step,
       NoiseKindAttr::get(builder.getContext(), NoiseKind::dropout), rateAttr,
-      stream);
+      stream, /*blocks=*/IntegerAttr());
 }
 
 Value ModelEmitter::emitEmbeddings() {

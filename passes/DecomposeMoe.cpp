@@ -82,7 +82,10 @@ struct DecomposeCapacityMoe : OpRewritePattern<MoeOp> {
       return RandomScaleOp::create(rewriter, loc, x, moe.getSeed(),
                                    moe.getStep(),
                                    NoiseKindAttr::get(getContext(), kind), rate,
-                                   stream, rewriter.getI64IntegerAttr(blocks));
+                                   stream,
+                                   blocks > 1
+                                       ? rewriter.getI64IntegerAttr(blocks)
+                                       : IntegerAttr());
     };
     // Jitter perturbs the routing decision only: the experts still see the
     // unperturbed tokens.

@@ -29,8 +29,8 @@ def Mixer_RandomScaleOp : Mixer_Op<"random_scale", [Pure,
     i is the element's index in the whole batch's tensor. On a rank of a
     parallel program the input is that rank's share of it: the input's
     elements form `blocks` equal blocks, and block b is the rank's
-    contiguous part of block b of the whole tensor. One block (the default)
-    is the rank's rows of the batch; the slot rows of a capacity routing
+    contiguous part of block b of the whole tensor. One block (when `blocks`
+    is absent) is the rank's rows of the batch; the slot rows of a capacity routing
     (ordered by expert, then group) have one block per expert.
 
     ```mlir
@@ -41,8 +41,7 @@ def Mixer_RandomScaleOp : Mixer_Op<"random_scale", [Pure,
                        Mixer_I32Scalar:$step, Mixer_NoiseKindAttr:$kind,
                        F64Attr:$rate,
                        ConfinedAttr<I64Attr, [IntNonNegative]>:$stream,
-                       DefaultValuedAttr<ConfinedAttr<I64Attr, [IntPositive]>,
-                                         "1">:$blocks);
+                       OptionalAttr<ConfinedAttr<I64Attr, [IntPositive]>>:$blocks);
   let results = (outs Mixer_F32Tensor:$result);
   let assemblyFormat = [{
     $kind $input `,` $seed `,` $step attr-dict `:` type($result)

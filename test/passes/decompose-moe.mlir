@@ -32,7 +32,7 @@ func.func @noisy_experts_choose(%x: tensor<2x8x16xf32>, %rk: tensor<16x4xf32>, %
   // CHECK: %[[T:.*]], %[[G:.*]], %{{.*}} = mixer.select_experts
   // CHECK: %[[XD:.*]] = mixer.dispatch %[[X]], %[[T]]
   // CHECK: %[[YD:.*]] = mixer.experts %[[XD]]
-  // CHECK: %[[YDD:.*]] = mixer.random_scale dropout %[[YD]], %[[SEED]], %[[STEP]] {rate = 1.000000e-01 : f64, stream = 8 : i64} : tensor<32x16xf32>
+  // CHECK: %[[YDD:.*]] = mixer.random_scale dropout %[[YD]], %[[SEED]], %[[STEP]] {blocks = 4 : i64, rate = 1.000000e-01 : f64, stream = 8 : i64} : tensor<32x16xf32>
   // CHECK: mixer.combine %[[YDD]], %[[T]], %[[G]]
   %m = mixer.moe %x, %rk, %rb, %w1, %b1, %w2, %b2 noise %seed, %step {routing = #mixer<routing experts_choose>, num_groups = 2, capacity = 4, k = 1, jitter_noise = 0.02 : f64, jitter_stream = 7, expert_dropout_rate = 0.1 : f64, expert_dropout_stream = 8} : (tensor<2x8x16xf32>, tensor<16x4xf32>, tensor<4xf32>, tensor<4x16x32xf32>, tensor<4x32xf32>, tensor<4x32x16xf32>, tensor<4x16xf32>, tensor<i32>, tensor<i32>) -> tensor<2x8x16xf32>
   return %m : tensor<2x8x16xf32>

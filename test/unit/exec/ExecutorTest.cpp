@@ -460,9 +460,10 @@ TEST(CpuKernelTableTest, EachFamilyFileBindsItsOwnFamily) {
     for (const cpu::KernelEntry &entry : entries) {
       EXPECT_EQ(kernelInfo(entry.kernel).family, family)
           << kernelName(entry.kernel);
-      // Collectives, and only they, take the communicators.
-      EXPECT_EQ(!entry.prepare, family == KernelFamily::Collective &&
-                                    entry.kernel != Kernel::PermuteBlocks)
+      // The kernels that name a group, and only they, take the
+      // communicators.
+      EXPECT_EQ(!entry.prepare,
+                kernelInfo(entry.kernel).findAttribute("group") != nullptr)
           << kernelName(entry.kernel);
     }
 }
