@@ -4,6 +4,7 @@
 
 #include "tools/mixer-run/CommandLine.h"
 
+#include "runtime/io/Container.h"
 #include "runtime/target/Executors.h"
 #ifdef MIXER_HAVE_MPI
 #include "runtime/comm/Mpi.h"
@@ -24,7 +25,24 @@ std::unique_ptr<comm::Communicator> parallelWorld(const exec::Plan &plan) {
   if (plan.mesh.world() == 1)
     return nullptr;
 #ifdef MIXER_HAVE_MPI
-  return check(comm::createMpiWorld());
+  std::unique_ptr<comm::Communicator> world = check(comm::createMpiWorld());
+  // Every rank must run the same plan: the ranks compare the CRC-64 of the
+  // plans they loaded (as the codec writes them back), and rank 0 names the
+  // first rank that differs.
+  std::string json = plan.toJson();
+  uint64_t mine = io::crc64(json.data(), json.size());
+  std::vector<uint64_t> all(world->size());
+  check(world->allGather(&mine, all.data(), sizeof mine, "artifact check"));
+  for (size_t rank = 1; rank < all.size(); ++rank) {
+    if (all[rank] == all[0])
+      continue;
+    if (world->rank() != 0)
+      throw ReportedElsewhere{kRuntimeFailure};
+    throw RuntimeFailure{"rank " + std::to_string(rank) +
+                         " loaded another plan than rank 0's " + plan.path +
+                         "; every rank must run the same artifact"};
+  }
+  return world;
 #else
   throw RuntimeFailure{plan.path + " is a parallel plan; this mixer-run was "
                                    "built without MPI"};
