@@ -536,25 +536,61 @@ int64_t peakRssBytes() {
   return static_cast<int64_t>(usage.ru_maxrss) * 1024;
 }
 
+/// Adds up the wall time of the collective steps of the runs it observes.
+class CollectiveTimer : public exec::StepObserver {
+public:
+  explicit CollectiveTimer(const exec::Plan &plan) : plan(plan) {}
+
+  void beforeStep(size_t) override { start = Clock::now(); }
+  void afterStep(size_t index, std::optional<double>) override {
+    if (kernelInfo(plan.steps[index].kernel).family == KernelFamily::Collective)
+      milliseconds += millisecondsSince(start);
+  }
+
+  double milliseconds = 0;
+
+private:
+  const exec::Plan &plan;
+  Clock::time_point start;
+};
+
 int runBench(const Args &args, int threads) {
   uint64_t iters = parseCount(args, "--iters", 10);
   uint64_t warmup = parseCount(args, "--warmup", 2);
   if (iters == 0)
     throw UsageError{"--iters: must be at least 1"};
   exec::Plan plan = check(exec::Plan::load(args.artifact));
-  std::unique_ptr<exec::PlanExecutor> executor = createExecutor(plan);
-  bindWeights(*executor, args.get("--weights"), args.has("--allow-extra"));
+  std::unique_ptr<comm::Communicator> world = parallelWorld(plan);
+  std::unique_ptr<exec::PlanExecutor> executor =
+      createExecutor(plan, world.get());
+  bindWeights(*executor, args.get("--weights"), args.has("--allow-extra"),
+              world.get());
   check(executor->bindInputs(benchmarkInputs(plan), "random inputs",
                              /*allowExtra=*/false));
 
   for (uint64_t i = 0; i < warmup; ++i)
     check(executor->run());
+  // A parallel run's steps are timed one by one for the time inside its
+  // collectives (the CPU executor runs them so anyway).
+  CollectiveTimer collectives(plan);
+  if (world)
+    executor->setObserver(&collectives);
   std::vector<double> times;
   for (uint64_t i = 0; i < iters; ++i) {
     Clock::time_point start = Clock::now();
     check(executor->run());
     times.push_back(millisecondsSince(start));
   }
+  executor->setObserver(nullptr);
+  if (world && world->rank() != 0)
+    return 0;
+  double collectiveMs = collectives.milliseconds / iters;
+  int64_t commBytes = 0;
+  for (const auto &[kernel, bytes] : plan.commBytes)
+    commBytes += bytes;
+  // Bytes one rank sends per run over the time it spends in collectives.
+  double commGBps = collectiveMs > 0 ? commBytes / (collectiveMs / 1e3) / 1e9
+                                     : 0.0;
   std::sort(times.begin(), times.end());
   double median =
       times.size() % 2
@@ -589,6 +625,12 @@ int runBench(const Args &args, int threads) {
                 {"iters", iters},
                 {"peak_arena_bytes", plan.arenaBytes},
                 {"rss_bytes", rss}};
+    if (world) {
+      out["ranks"] = world->size();
+      out["collective_ms_per_batch"] = collectiveMs;
+      out["comm_bytes_per_batch"] = commBytes;
+      out["collective_gbps"] = commGBps;
+    }
     std::cout << out.dump() << "\n";
     return 0;
   }
@@ -610,6 +652,12 @@ int runBench(const Args &args, int threads) {
   std::printf("  arena %s, peak RSS %s\n",
               formatCount(plan.arenaBytes, "B").c_str(),
               formatCount(rss, "B").c_str());
+  if (world)
+    std::printf("  %d ranks (dp %lld × ep %lld): %.3f ms per batch inside "
+                "collectives on rank 0, sending %s per batch: %.2f GB/s\n",
+                world->size(), static_cast<long long>(plan.mesh.dp),
+                static_cast<long long>(plan.mesh.ep), collectiveMs,
+                formatCount(commBytes, "B").c_str(), commGBps);
   return 0;
 }
 
@@ -1075,10 +1123,10 @@ void checkWorld(const Args &args) {
                       " ranks (dp " + std::to_string(plan.mesh.dp) + " × ep " +
                       std::to_string(plan.mesh.ep) + ")";
   if (args.command != "infer" && args.command != "pretrain" &&
-      args.command != "finetune")
+      args.command != "finetune" && args.command != "bench")
     refuse(args.artifact + " is a parallel plan; mixer-run " + args.command +
-           " runs one-process plans only (infer, pretrain and finetune run "
-           "parallel ones)");
+           " runs one-process plans only (infer, bench, pretrain and "
+           "finetune run parallel ones)");
   if (ranks != world)
     refuse(needs +
            (launch ? "; mpirun started " + std::to_string(ranks)
