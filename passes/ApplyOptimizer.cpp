@@ -123,19 +123,24 @@ void OptimizerBuilder::addState(MutableArrayRef<Parameter> params,
   SmallVector<Location> locs;
   DictionaryAttr zeros = builder.getDictionaryAttr(
       builder.getNamedAttr("kind", builder.getStringAttr("zeros")));
-  auto add = [&](Type type, StringRef name) {
-    types.push_back(type);
-    attrs.push_back(builder.getDictionaryAttr(
-        {builder.getNamedAttr(mixer::graph::kStateAttr,
-                              builder.getStringAttr(name)),
-         builder.getNamedAttr(mixer::graph::kInitAttr, zeros)}));
+  // The state of an expert slice is sliced as the parameter is.
+  auto add = [&](const Parameter &param, StringRef name) {
+    types.push_back(param.arg.getType());
+    SmallVector<NamedAttribute> entry = {
+        builder.getNamedAttr(mixer::graph::kStateAttr,
+                             builder.getStringAttr(name)),
+        builder.getNamedAttr(mixer::graph::kInitAttr, zeros)};
+    if (Attribute shard = func.getArgAttr(param.arg.getArgNumber(),
+                                          mixer::graph::kShardAttr))
+      entry.push_back(builder.getNamedAttr(mixer::graph::kShardAttr, shard));
+    attrs.push_back(builder.getDictionaryAttr(entry));
     locs.push_back(NameLoc::get(builder.getStringAttr(name)));
   };
   for (const Parameter &param : params) {
-    add(param.arg.getType(), param.mName);
-    add(param.arg.getType(), param.vName);
+    add(param, param.mName);
+    add(param, param.vName);
     if (accumulate)
-      add(param.arg.getType(), param.accumName);
+      add(param, param.accumName);
   }
   unsigned next = func.getNumArguments();
   SmallVector<unsigned> atEnd(types.size(), next);

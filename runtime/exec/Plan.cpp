@@ -465,18 +465,6 @@ bool PlanParser::parseTraining(const json &root) {
       !readArray(root, "state", "", state) ||
       !parseTensorTable(*state, "state", plan.state))
     return false;
-  // The optimizer state of a sharded parameter P (adam_m/P, adam_v/P,
-  // grad_accum/P, of P's shape) is sharded as P is.
-  for (ParamInfo &entry : plan.state) {
-    size_t slash = entry.name.find('/');
-    for (const ParamInfo &param : plan.params)
-      if (slash != std::string::npos && entry.shardGroup.empty() &&
-          !param.shardGroup.empty() && param.shape == entry.shape &&
-          entry.name.compare(slash + 1, std::string::npos, param.name) == 0) {
-        entry.shardGroup = param.shardGroup;
-        entry.globalShape = param.globalShape;
-      }
-  }
   if (!(info.learningRate >= 0) || info.warmupSteps < 0 ||
       info.totalSteps <= info.warmupSteps)
     return fail("training", "the schedule needs learning_rate >= 0, "

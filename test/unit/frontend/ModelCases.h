@@ -120,7 +120,7 @@ inline const InvalidCase kInvalidCases[] = {
   "d_model": 16, "num_layers": 70000, "d_ff": 32,
   "mixing": {"kind": "linear"}
 })json",
-     "m.json:4:32: /num_layers: must be <= 65536, got 70000",
+     "m.json:4:32: /num_layers: must be <= 4096, got 70000",
      SchemaVerdict::Rejects},
     {"max_seq_length_zero", R"json({
   "name": "m",
