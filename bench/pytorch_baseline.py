@@ -174,14 +174,19 @@ class MixerModel(torch.nn.Module):
         router = f"encoder/router_weights_{layer}"
         if moe.router_dtype == "bfloat16":
             # bfloat16 operands with float32 products, then every step of
-            # the logits and the softmax in bfloat16 (1/s in float32).
-            products = (x.bfloat16().float() @
-                        p[f"{router}/kernel"].bfloat16().float())
-            logits = products.bfloat16() + p[f"{router}/bias"].bfloat16()
-            e = torch.exp(logits - logits.max(dim=-1, keepdim=True).values)
-            total = e.float().cumsum(dim=-1)[..., -1:].bfloat16()
-            probs = (e.float() * (1.0 / total.float())).bfloat16().to(x.dtype)
-            logits = logits.float()
+            # the logits and the softmax rounded to bfloat16 (1/s in
+            # float32). The steps compute in float32 and round, as bfloat16
+            # arithmetic does, which ONNX runtimes without bfloat16 kernels
+            # can run too.
+            def rounded(t: torch.Tensor) -> torch.Tensor:
+                return t.bfloat16().float()
+            products = rounded(x) @ rounded(p[f"{router}/kernel"])
+            logits = rounded(rounded(products) +
+                             rounded(p[f"{router}/bias"]))
+            e = rounded(torch.exp(rounded(
+                logits - logits.max(dim=-1, keepdim=True).values)))
+            total = rounded(e.cumsum(dim=-1)[..., -1:])
+            probs = rounded(e * (1.0 / total)).to(x.dtype)
         else:
             logits = torch.addmm(p[f"{router}/bias"], x,
                                  p[f"{router}/kernel"])
@@ -191,15 +196,21 @@ class MixerModel(torch.nn.Module):
                 torch.logsumexp(logits, dim=-1).square().mean())
         cf = (moe.train_capacity_factor if self.training
               else moe.eval_capacity_factor)
-        groups, tokens, capacity = mixer_ref.group_shape(n, moe, cf)
+        groups, tokens, capacity = mixer_ref.group_shape(int(n), moe, cf)
         experts = moe.num_experts
         # Top-C tokens per expert. torch.topk leaves the order of ties open,
         # and bf16 probabilities tie often; a stable descending sort gives
         # ties to the lower token index, as the routing rule requires.
         per_expert = probs.view(groups, tokens, experts).transpose(1, 2)
-        gates, idx = torch.sort(per_expert, dim=-1, descending=True,
-                                stable=True)
-        gates, idx = gates[..., :capacity], idx[..., :capacity]  # [G, E, C]
+        if torch.onnx.is_in_onnx_export():
+            # ONNX's TopK gives ties to the lower index; the exporter has
+            # no stable sort.
+            gates, idx = torch.topk(per_expert, capacity, dim=-1)
+        else:
+            gates, idx = torch.sort(per_expert, dim=-1, descending=True,
+                                    stable=True)
+            gates, idx = gates[..., :capacity], idx[..., :capacity]
+        # [G, E, C]
         idx = idx + (torch.arange(groups, device=x.device) * tokens).view(
             groups, 1, 1)
         rows = idx.transpose(0, 1).reshape(-1)  # expert-major [E*G*C]
@@ -213,8 +224,13 @@ class MixerModel(torch.nn.Module):
         ye = self._dropout(ye, "expert_dropout_rate")
         ye = ye * gates.transpose(0, 1).reshape(experts, groups * capacity, 1)
         # Under autocast the products are bf16 and x (a LayerNorm output) fp32.
-        return torch.zeros_like(x).index_add(0, rows,
-                                             ye.reshape(-1, d).to(x.dtype))
+        ye = ye.reshape(-1, d).to(x.dtype)
+        if torch.onnx.is_in_onnx_export():
+            # The exporter writes index_add as a ScatterND that overwrites
+            # repeated rows; ScatterElements adds them.
+            return torch.zeros_like(x).scatter_add(
+                0, rows.unsqueeze(1).expand(-1, d), ye)
+        return torch.zeros_like(x).index_add(0, rows, ye)
 
     def _feed_forward(self, layer: int, x: torch.Tensor) -> torch.Tensor:
         if self.cfg.is_moe_layer(layer):
