@@ -53,9 +53,8 @@ int64_t blockKeys(const int32_t *rowIds, int32_t padId, bool causal,
 /// Masks the [rows, keys] logits of queries query0.. of example b, head h,
 /// exponentiates them in place (dropping some in a training step) and sets
 /// inverseSums[r] to the scale of row r's weights.
-void exponentiateBlock(float *logits, float *inverseSums,
-                       const int32_t *rowIds, const AttentionShape &shape,
-                       int32_t padId, bool causal,
+void exponentiateBlock(float *logits, float *inverseSums, const int32_t *rowIds,
+                       const AttentionShape &shape, int32_t padId, bool causal,
                        const AttentionDropout &dropout, int64_t b, int64_t h,
                        int64_t query0, int64_t rows, int64_t keys) {
   const float lowest = std::numeric_limits<float>::lowest();
@@ -218,9 +217,9 @@ AttentionBf16::AttentionBf16(int64_t batch, int64_t seq, int64_t heads,
       mix.ldb = ld;
       mix.ldc = ld;
       mix.cBf16 = outBf16;
-      p.products.emplace(std::make_pair(rows, keys),
-                         Impl::Products{detail::Bf16Matmul(scores),
-                                        detail::Bf16Matmul(mix)});
+      p.products.emplace(
+          std::make_pair(rows, keys),
+          Impl::Products{detail::Bf16Matmul(scores), detail::Bf16Matmul(mix)});
     }
   }
 }

@@ -112,8 +112,8 @@ Expected<StepFunction> prepareAttention(StepContext &c) {
                             types[2] == DType::BF16},
         typeOf(y) == DType::BF16);
     int64_t scratch = c.scratch((kernel->scratchWords() + 1) / 2);
-    return StepFunction([=, a = q.slot, b = k.slot, cc = val.slot,
-                         i = ids.slot, o = y.slot](ValuePointers v) {
+    return StepFunction([=, a = q.slot, b = k.slot, cc = val.slot, i = ids.slot,
+                         o = y.slot](ValuePointers v) {
       kernel->run(v[a], v[b], v[cc], i32(v[i]), v[o], pad, dropout.at(v),
                   static_cast<uint16_t *>(v[scratch]));
     });

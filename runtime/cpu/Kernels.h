@@ -163,8 +163,7 @@ public:
   void pack(const float *ws, const float *wh, void *packed) const;
   /// 16-bit words of scratch run() needs.
   int64_t scratchWords() const;
-  void run(const void *x, const void *packed, void *y,
-           uint16_t *scratch) const;
+  void run(const void *x, const void *packed, void *y, uint16_t *scratch) const;
 
 private:
   struct Impl;

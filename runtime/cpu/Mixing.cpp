@@ -170,7 +170,9 @@ struct LinearMixBf16::Impl {
   std::optional<detail::Bf16Matmul> last;
 
   /// Where the bf16 W_s starts in the packed bytes (64-byte aligned).
-  int64_t sequenceOffset() const { return (hidden.packedBytes() + 63) / 64 * 64; }
+  int64_t sequenceOffset() const {
+    return (hidden.packedBytes() + 63) / 64 * 64;
+  }
 };
 
 namespace {
@@ -200,10 +202,9 @@ LinearMixBf16::LinearMixBf16(int64_t batch, int64_t seq, int64_t d, bool xBf16,
   std::optional<detail::Bf16Matmul> last;
   if (lastRows != rowTile && lastRows > 0)
     last.emplace(sequenceProduct(lastRows, seq, d, yBf16));
-  impl.reset(new Impl{batch, seq, d, yBf16, rowTile, rowTiles,
-                      std::move(hidden),
-                      sequenceProduct(rowTile, seq, d, yBf16),
-                      std::move(last)});
+  impl.reset(
+      new Impl{batch, seq, d, yBf16, rowTile, rowTiles, std::move(hidden),
+               sequenceProduct(rowTile, seq, d, yBf16), std::move(last)});
 }
 
 LinearMixBf16::~LinearMixBf16() = default;
@@ -214,8 +215,7 @@ int64_t LinearMixBf16::packedBytes() const {
          impl->seq * impl->seq * static_cast<int64_t>(sizeof(uint16_t));
 }
 
-void LinearMixBf16::pack(const float *ws, const float *wh,
-                         void *packed) const {
+void LinearMixBf16::pack(const float *ws, const float *wh, void *packed) const {
   impl->hidden.pack(wh, packed);
   toBf16(ws,
          reinterpret_cast<uint16_t *>(static_cast<char *>(packed) +
@@ -247,8 +247,7 @@ void LinearMixBf16::run(const void *x, const void *packed, void *y,
       int64_t rows = std::min(p.rowTile, p.seq - row0);
       const detail::Bf16Matmul &product = rows == p.rowTile ? p.full : *p.last;
       product.run(ws + row0 * p.seq, scratch + b * p.seq * p.d,
-                  static_cast<char *>(y) +
-                      (b * p.seq + row0) * p.d * yElement);
+                  static_cast<char *>(y) + (b * p.seq + row0) * p.d * yElement);
     });
   errors.rethrow();
 }
@@ -286,8 +285,7 @@ SpectralMix::Impl::Impl(int64_t batch, int64_t seq, int64_t d, bool hartley,
     forward.create(
         [&] {
           return fftwf_plan_dft_r2c_2d(seq, d, buffers[0].real.get(),
-                                       buffers[0].spectrum.get(),
-                                       kPlanFlags);
+                                       buffers[0].spectrum.get(), kPlanFlags);
         },
         "2-D real transform of " + shapeName(seq, d));
     return;

@@ -270,12 +270,11 @@ TEST(Bf16ProductsTest, AttentionMatchesReferenceWithinTheBf16Bound) {
             std::array<bool, 3>{false, false, false},
             std::array<bool, 3>{true, false, true}})
         for (bool outBf16 : {false, true}) {
-          std::string where = "causal=" + std::to_string(causal) +
-                              " ids=" + std::to_string(withIds) +
-                              " in=" + std::to_string(inBf16[0]) +
-                              std::to_string(inBf16[1]) +
-                              std::to_string(inBf16[2]) +
-                              " outBf16=" + std::to_string(outBf16);
+          std::string where =
+              "causal=" + std::to_string(causal) +
+              " ids=" + std::to_string(withIds) +
+              " in=" + std::to_string(inBf16[0]) + std::to_string(inBf16[1]) +
+              std::to_string(inBf16[2]) + " outBf16=" + std::to_string(outBf16);
           const int32_t *idsPtr = withIds ? ids.data() : nullptr;
           AttentionBf16 kernel(batch, seq, heads, headDim, causal, inBf16,
                                outBf16);
@@ -297,17 +296,18 @@ TEST(Bf16ProductsTest, AttentionMatchesReferenceWithinTheBf16Bound) {
                                expected.data(), batch, seq, heads, headDim,
                                padId, causal);
           reference::attention(q.data(), k.data(), vAbs.data(), idsPtr,
-                               spread.data(), batch, seq, heads, headDim,
-                               padId, causal);
+                               spread.data(), batch, seq, heads, headDim, padId,
+                               causal);
           std::vector<double> bound(size);
           for (int64_t i = 0; i < size; ++i) {
             double err = (kStoreBound * 1.01 + 1e-4) * spread[i];
-            bound[i] = err + (outBf16 ? kStoreBound *
-                                            (std::fabs(expected[i]) + err)
-                                      : 0.0);
+            bound[i] =
+                err +
+                (outBf16 ? kStoreBound * (std::fabs(expected[i]) + err) : 0.0);
           }
-          expectWithin(where, outBf16 ? static_cast<void *>(outb.data())
-                                      : static_cast<void *>(out.data()),
+          expectWithin(where,
+                       outBf16 ? static_cast<void *>(outb.data())
+                               : static_cast<void *>(out.data()),
                        outBf16, expected, bound);
         }
 }
@@ -325,11 +325,10 @@ TEST(Bf16ProductsTest, LinearMixMatchesReferenceWithinTheBf16Bound) {
        {std::array<int64_t, 3>{3, 300, 24}, std::array<int64_t, 3>{2, 5, 7}})
     for (bool xBf16 : {false, true})
       for (bool yBf16 : {false, true}) {
-        std::string where = "batch=" + std::to_string(batch) +
-                            " seq=" + std::to_string(seq) +
-                            " d=" + std::to_string(d) +
-                            " xBf16=" + std::to_string(xBf16) +
-                            " yBf16=" + std::to_string(yBf16);
+        std::string where =
+            "batch=" + std::to_string(batch) + " seq=" + std::to_string(seq) +
+            " d=" + std::to_string(d) + " xBf16=" + std::to_string(xBf16) +
+            " yBf16=" + std::to_string(yBf16);
         int64_t size = batch * seq * d;
         std::vector<float> x = randomFloats(size, 21, -2.0f, 2.0f);
         std::vector<float> ws = randomFloats(seq * seq, 22);
@@ -357,12 +356,13 @@ TEST(Bf16ProductsTest, LinearMixMatchesReferenceWithinTheBf16Bound) {
         std::vector<double> bound(size);
         for (int64_t i = 0; i < size; ++i) {
           double err = (0x1p-7 + 2 * kStoreBound) * 1.01 * spread[i];
-          bound[i] = err + kAccumulationBound * (spread[i] + 1.0) +
-                     (yBf16 ? kStoreBound * (std::fabs(expected[i]) + err)
-                            : 0.0);
+          bound[i] =
+              err + kAccumulationBound * (spread[i] + 1.0) +
+              (yBf16 ? kStoreBound * (std::fabs(expected[i]) + err) : 0.0);
         }
-        expectWithin(where, yBf16 ? static_cast<void *>(yb.data())
-                                  : static_cast<void *>(y.data()),
+        expectWithin(where,
+                     yBf16 ? static_cast<void *>(yb.data())
+                           : static_cast<void *>(y.data()),
                      yBf16, expected, bound);
       }
 }
