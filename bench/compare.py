@@ -9,8 +9,8 @@ drift hits all alike, and prints a Markdown table.
   against PyTorch eager (fp32) and, where the virtual environment of
   bench/setup-venv.sh exists (`--venv`), OpenVINO fp32 and bf16 and ONNX
   Runtime fp32 on the model exported to ONNX from the PyTorch twin and checked
-  equal to it first (bench/onnx_baseline.py); without it those columns are
-  left out with a message. ms per example, the speed-ups of mixer's plans over
+  equal to it first (bench/onnx_baseline.py, whose export computes the router
+  in float32); without it those columns are left out with a message. ms per example, the speed-ups of mixer's plans over
   each system, GFLOP/s and the share of the machine's fp32 and bf16 GEMM peaks
   (measured by mixer-run), and each model's speed-up over our BERT.
 * `--target cuda`: `mixc --target cuda --precision bf16` (or fp32) against

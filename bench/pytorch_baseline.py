@@ -174,19 +174,14 @@ class MixerModel(torch.nn.Module):
         router = f"encoder/router_weights_{layer}"
         if moe.router_dtype == "bfloat16":
             # bfloat16 operands with float32 products, then every step of
-            # the logits and the softmax rounded to bfloat16 (1/s in
-            # float32). The steps compute in float32 and round, as bfloat16
-            # arithmetic does, which ONNX runtimes without bfloat16 kernels
-            # can run too.
-            def rounded(t: torch.Tensor) -> torch.Tensor:
-                return t.bfloat16().float()
-            products = rounded(x) @ rounded(p[f"{router}/kernel"])
-            logits = rounded(rounded(products) +
-                             rounded(p[f"{router}/bias"]))
-            e = rounded(torch.exp(rounded(
-                logits - logits.max(dim=-1, keepdim=True).values)))
-            total = rounded(e.cumsum(dim=-1)[..., -1:])
-            probs = rounded(e * (1.0 / total)).to(x.dtype)
+            # the logits and the softmax in bfloat16 (1/s in float32).
+            products = (x.bfloat16().float() @
+                        p[f"{router}/kernel"].bfloat16().float())
+            logits = products.bfloat16() + p[f"{router}/bias"].bfloat16()
+            e = torch.exp(logits - logits.max(dim=-1, keepdim=True).values)
+            total = e.float().cumsum(dim=-1)[..., -1:].bfloat16()
+            probs = (e.float() * (1.0 / total.float())).bfloat16().to(x.dtype)
+            logits = logits.float()
         else:
             logits = torch.addmm(p[f"{router}/bias"], x,
                                  p[f"{router}/kernel"])
@@ -210,7 +205,7 @@ class MixerModel(torch.nn.Module):
             gates, idx = torch.sort(per_expert, dim=-1, descending=True,
                                     stable=True)
             gates, idx = gates[..., :capacity], idx[..., :capacity]
-        # [G, E, C]
+        # gates, idx: [G, E, C]
         idx = idx + (torch.arange(groups, device=x.device) * tokens).view(
             groups, 1, 1)
         rows = idx.transpose(0, 1).reshape(-1)  # expert-major [E*G*C]
