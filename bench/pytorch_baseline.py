@@ -191,15 +191,21 @@ class MixerModel(torch.nn.Module):
                 torch.logsumexp(logits, dim=-1).square().mean())
         cf = (moe.train_capacity_factor if self.training
               else moe.eval_capacity_factor)
-        groups, tokens, capacity = mixer_ref.group_shape(n, moe, cf)
+        groups, tokens, capacity = mixer_ref.group_shape(int(n), moe, cf)
         experts = moe.num_experts
         # Top-C tokens per expert. torch.topk leaves the order of ties open,
         # and bf16 probabilities tie often; a stable descending sort gives
         # ties to the lower token index, as the routing rule requires.
         per_expert = probs.view(groups, tokens, experts).transpose(1, 2)
-        gates, idx = torch.sort(per_expert, dim=-1, descending=True,
-                                stable=True)
-        gates, idx = gates[..., :capacity], idx[..., :capacity]  # [G, E, C]
+        if torch.onnx.is_in_onnx_export():
+            # ONNX's TopK gives ties to the lower index; the exporter has
+            # no stable sort.
+            gates, idx = torch.topk(per_expert, capacity, dim=-1)
+        else:
+            gates, idx = torch.sort(per_expert, dim=-1, descending=True,
+                                    stable=True)
+            gates, idx = gates[..., :capacity], idx[..., :capacity]
+        # gates, idx: [G, E, C]
         idx = idx + (torch.arange(groups, device=x.device) * tokens).view(
             groups, 1, 1)
         rows = idx.transpose(0, 1).reshape(-1)  # expert-major [E*G*C]
@@ -213,8 +219,13 @@ class MixerModel(torch.nn.Module):
         ye = self._dropout(ye, "expert_dropout_rate")
         ye = ye * gates.transpose(0, 1).reshape(experts, groups * capacity, 1)
         # Under autocast the products are bf16 and x (a LayerNorm output) fp32.
-        return torch.zeros_like(x).index_add(0, rows,
-                                             ye.reshape(-1, d).to(x.dtype))
+        ye = ye.reshape(-1, d).to(x.dtype)
+        if torch.onnx.is_in_onnx_export():
+            # The exporter writes index_add as a ScatterND that overwrites
+            # repeated rows; ScatterElements adds them.
+            return torch.zeros_like(x).scatter_add(
+                0, rows.unsqueeze(1).expand(-1, d), ye)
+        return torch.zeros_like(x).index_add(0, rows, ye)
 
     def _feed_forward(self, layer: int, x: torch.Tensor) -> torch.Tensor:
         if self.cfg.is_moe_layer(layer):

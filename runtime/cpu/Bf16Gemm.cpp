@@ -64,6 +64,24 @@ dnnl::algorithm eltwiseOf(Activation act) {
   return dnnl::algorithm::undef;
 }
 
+/// Tiles run the same primitive on several threads at once, which oneDNN's
+/// shared scratchpad does not allow: each thread brings its own.
+dnnl::primitive_attr userScratchpad() {
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  return attr;
+}
+
+/// Adds the calling thread's scratchpad, grown to `desc`, to `args`.
+void addScratchpad(std::unordered_map<int, dnnl::memory> &args,
+                   const dnnl::memory::desc &desc) {
+  thread_local std::vector<char> scratchpad;
+  if (scratchpad.size() < desc.get_size())
+    scratchpad.resize(desc.get_size());
+  args.emplace(DNNL_ARG_SCRATCHPAD,
+               dnnl::memory(desc, cpuEngine(), scratchpad.data()));
+}
+
 } // namespace
 
 bool hasBf16Products() {
@@ -99,10 +117,7 @@ Bf16Product::Bf16Product(int64_t m, int64_t k, int64_t n, bool cBf16, bool bias,
                              Dims{n, 1});
     if (bias)
       p.bias = dnnl::memory::desc({1, n}, DataType::f32, Dims{n, 1});
-    // Tiles run the same primitive on several threads at once, which
-    // oneDNN's shared scratchpad does not allow: each thread brings its own.
-    dnnl::primitive_attr attr;
-    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    dnnl::primitive_attr attr = userScratchpad();
     if (act != Activation::None) {
       dnnl::post_ops ops;
       ops.append_eltwise(1.0f, eltwiseOf(act), 0.0f, 0.0f);
@@ -147,14 +162,56 @@ void Bf16Product::run(const uint16_t *a, const void *packed, const float *bias,
         {DNNL_ARG_WEIGHTS,
          dnnl::memory(p.weights, engine, const_cast<void *>(packed))},
         {DNNL_ARG_DST, dnnl::memory(p.c, engine, c)}};
-    thread_local std::vector<char> scratchpad;
-    if (scratchpad.size() < p.scratchpad.get_size())
-      scratchpad.resize(p.scratchpad.get_size());
-    args.emplace(DNNL_ARG_SCRATCHPAD,
-                 dnnl::memory(p.scratchpad, engine, scratchpad.data()));
+    addScratchpad(args, p.scratchpad);
     if (bias)
       args.emplace(DNNL_ARG_BIAS,
                    dnnl::memory(p.bias, engine, const_cast<float *>(bias)));
+    p.matmul.execute(stream, args);
+    stream.wait();
+  });
+}
+
+struct Bf16Matmul::Impl {
+  dnnl::memory::desc a, b, c, scratchpad;
+  dnnl::matmul matmul;
+};
+
+Bf16Matmul::Bf16Matmul(const Bf16MatmulShape &shape)
+    : impl(std::make_unique<Impl>()) {
+  Impl &p = *impl;
+  onOneThread([&] {
+    p.a = dnnl::memory::desc({shape.m, shape.k}, DataType::bf16,
+                             Dims{shape.lda, 1});
+    p.b = dnnl::memory::desc({shape.k, shape.n}, DataType::bf16,
+                             shape.transB ? Dims{1, shape.ldb}
+                                          : Dims{shape.ldb, 1});
+    p.c = dnnl::memory::desc({shape.m, shape.n},
+                             shape.cBf16 ? DataType::bf16 : DataType::f32,
+                             Dims{shape.ldc, 1});
+    dnnl::primitive_attr attr = userScratchpad();
+    if (shape.alpha != 1.0f)
+      attr.set_output_scales(0, {shape.alpha});
+    dnnl::matmul::primitive_desc desc(dnnl::matmul::desc(p.a, p.b, p.c), attr,
+                                      cpuEngine());
+    p.scratchpad = desc.scratchpad_desc();
+    p.matmul = dnnl::matmul(desc);
+  });
+}
+
+Bf16Matmul::~Bf16Matmul() = default;
+Bf16Matmul::Bf16Matmul(Bf16Matmul &&) noexcept = default;
+
+void Bf16Matmul::run(const uint16_t *a, const uint16_t *b, void *c) const {
+  const Impl &p = *impl;
+  onOneThread([&] {
+    const dnnl::engine &engine = cpuEngine();
+    dnnl::stream stream(engine);
+    std::unordered_map<int, dnnl::memory> args = {
+        {DNNL_ARG_SRC, dnnl::memory(p.a, engine, const_cast<uint16_t *>(a))},
+        {DNNL_ARG_WEIGHTS,
+         dnnl::memory(p.b, engine, const_cast<uint16_t *>(b))},
+        {DNNL_ARG_DST, dnnl::memory(p.c, engine, c)}};
+    addScratchpad(args, p.scratchpad);
     p.matmul.execute(stream, args);
     stream.wait();
   });

@@ -80,6 +80,33 @@ private:
   std::unique_ptr<Impl> impl;
 };
 
+/// The shape of a bf16 product of two activations, C[m,n] = alpha *
+/// A[m,k] * op(B)[k,n] with fp32 accumulation: A bf16 with leading dimension
+/// lda, B bf16 [k,n] with leading dimension ldb ([n,k] when `transB`), C
+/// fp32 or bf16 with leading dimension ldc.
+struct Bf16MatmulShape {
+  int64_t m = 0, k = 0, n = 0;
+  int64_t lda = 0, ldb = 0, ldc = 0;
+  bool transB = false;
+  bool cBf16 = false;
+  float alpha = 1.0f;
+};
+
+/// One bf16 product of activations (neither operand packed): a oneDNN
+/// matmul primitive for fixed sizes and strides. run() executes on the
+/// calling thread. Errors throw KernelError.
+class Bf16Matmul {
+public:
+  explicit Bf16Matmul(const Bf16MatmulShape &shape);
+  ~Bf16Matmul();
+  Bf16Matmul(Bf16Matmul &&) noexcept;
+  void run(const uint16_t *a, const uint16_t *b, void *c) const;
+
+private:
+  struct Impl;
+  std::unique_ptr<Impl> impl;
+};
+
 /// Keeps the first exception thrown by a body run inside an OpenMP region
 /// (exceptions must not leave the region) and rethrows it after the region.
 class ExceptionCollector {

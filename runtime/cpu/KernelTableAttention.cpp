@@ -11,6 +11,7 @@
 #include "runtime/cpu/TransformerGradients.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -19,18 +20,21 @@ namespace mixer::cpu {
 
 namespace {
 
-/// Reads the attention attributes and checks q, k, v [B, S, H*Dh] and the
-/// optional ids I32[B, S] (operands 0-3 of attention and attention_grad).
+/// Reads the attention attributes and checks q, k, v [B, S, H*Dh] of dtypes
+/// `types` and the optional ids I32[B, S] (operands 0-3 of attention and
+/// attention_grad).
 bool readAttention(StepContext &c, int64_t &heads, int64_t &headDim,
-                   int32_t &pad, bool &causal) {
+                   int32_t &pad, bool &causal,
+                   std::array<DType, 3> types = {DType::F32, DType::F32,
+                                                 DType::F32}) {
   const Arg &q = c.in(0);
   heads = c.intAttr("num_heads"), headDim = c.intAttr("head_dim");
   int64_t padId = c.intAttr("pad_id");
   causal = c.boolAttr("causal");
-  if (!c.rank(q, DType::F32, 3))
+  if (!c.rank(q, types[0], 3))
     return false;
   if (!c.check(heads > 0 && headDim > 0 && heads * headDim == q.dim(2),
-               q.role + " is " + exec::describe(q.value->shape, DType::F32) +
+               q.role + " is " + exec::describe(q.value->shape, types[0]) +
                    " but num_heads " + std::to_string(heads) + " x head_dim " +
                    std::to_string(headDim) + " needs a last dimension of " +
                    std::to_string(heads * headDim)) ||
@@ -38,8 +42,8 @@ bool readAttention(StepContext &c, int64_t &heads, int64_t &headDim,
                    padId <= std::numeric_limits<int32_t>::max(),
                "attribute 'pad_id' " + std::to_string(padId) +
                    " does not fit in int32") ||
-      !c.shape(c.in(1), DType::F32, q.value->shape) ||
-      !c.shape(c.in(2), DType::F32, q.value->shape) ||
+      !c.shape(c.in(1), types[1], q.value->shape) ||
+      !c.shape(c.in(2), types[2], q.value->shape) ||
       !c.shape(c.in(3), DType::I32, {q.dim(0), q.dim(1)}))
     return false;
   pad = static_cast<int32_t>(padId);
@@ -95,11 +99,30 @@ Expected<StepFunction> prepareAttention(StepContext &c) {
   int32_t pad;
   bool causal;
   DropoutKey dropout;
-  if (!readAttention(c, heads, headDim, pad, causal) ||
+  // Only a step with bf16 products reads or writes bf16 activations.
+  bool bf16 = c.boolAttr("bf16");
+  auto typeOf = [&](const Arg &arg) {
+    return bf16 ? activationType(arg) : DType::F32;
+  };
+  std::array<DType, 3> types = {typeOf(q), typeOf(k), typeOf(val)};
+  if (!readAttention(c, heads, headDim, pad, causal, types) ||
       !dropout.read(c, heads, c.in(4), c.in(5), c.in(6)) ||
-      !c.shape(y, DType::F32, q.value->shape))
+      !c.shape(y, typeOf(y), q.value->shape))
     return c.takeError();
   int64_t batch = q.dim(0), seq = q.dim(1);
+  if (bf16) {
+    auto kernel = std::make_shared<AttentionBf16>(
+        batch, seq, heads, headDim, causal,
+        std::array<bool, 3>{types[0] == DType::BF16, types[1] == DType::BF16,
+                            types[2] == DType::BF16},
+        typeOf(y) == DType::BF16);
+    int64_t scratch = c.scratch((kernel->scratchWords() + 1) / 2);
+    return StepFunction([=, a = q.slot, b = k.slot, cc = val.slot, i = ids.slot,
+                         o = y.slot](ValuePointers v) {
+      kernel->run(v[a], v[b], v[cc], i32(v[i]), v[o], pad, dropout.at(v),
+                  static_cast<uint16_t *>(v[scratch]));
+    });
+  }
   return StepFunction([=, a = q.slot, b = k.slot, cc = val.slot, i = ids.slot,
                        o = y.slot](ValuePointers v) {
     cpu::attention(f32(v[a]), f32(v[b]), f32(v[cc]), i32(v[i]), f32(v[o]),

@@ -20,8 +20,34 @@ namespace mixer::cpu {
 
 namespace {
 
+/// A linear_mix step with bf16 products: the kernel and its packed weights.
+struct LinearMixBf16Step {
+  LinearMixBf16 kernel;
+  AlignedBytes packed;
+};
+
 Expected<StepFunction> prepareLinearMix(StepContext &c) {
   const Arg &x = c.in(0), &ws = c.in(1), &wh = c.in(2), &y = c.out(0);
+  // Only a step with bf16 products reads or writes bf16 activations.
+  if (c.boolAttr("bf16")) {
+    DType xType = activationType(x), yType = activationType(y);
+    if (!checkLinearMix(c, xType, {}) || !c.shape(y, yType, x.value->shape))
+      return c.takeError();
+    LinearMixBf16 kernel(x.dim(0), x.dim(1), x.dim(2), xType == DType::BF16,
+                         yType == DType::BF16);
+    int64_t bytes = kernel.packedBytes();
+    int64_t scratch = c.scratch((kernel.scratchWords() + 1) / 2);
+    auto step = std::make_shared<LinearMixBf16Step>(
+        LinearMixBf16Step{std::move(kernel), AlignedBytes(bytes)});
+    return StepFunction(
+        [=, a = x.slot, o = y.slot](ValuePointers v) {
+          step->kernel.run(v[a], step->packed.get(), v[o],
+                           static_cast<uint16_t *>(v[scratch]));
+        },
+        [=, s = ws.slot, h = wh.slot](ValuePointers v) {
+          step->kernel.pack(f32(v[s]), f32(v[h]), step->packed.get());
+        });
+  }
   if (!checkLinearMix(c, DType::F32, {&y}))
     return c.takeError();
   int64_t batch = x.dim(0), seq = x.dim(1), d = x.dim(2);

@@ -19,6 +19,7 @@
 #include "runtime/cpu/CounterRandom.h"
 #include "runtime/support/KernelParameters.h"
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -144,6 +145,31 @@ void embed(const int32_t *ids, const int32_t *typeIds, const float *word,
 void linearMix(const float *x, const float *ws, const float *wh, float *y,
                float *scratch, int64_t batch, int64_t seq, int64_t d);
 
+/// linearMix with bf16 products and fp32 accumulation (oneDNN's bf16
+/// matmul), for an inference plan: x and y each fp32 or bf16; X * W_h runs as
+/// a DenseBf16 into a bf16 scratch of scratchWords() words, then W_s times
+/// each example's rows in tiles of at most 256 rows of W_s, one thread per
+/// tile (results do not depend on the thread count). W_h and W_s are read
+/// from bf16 copies made once by pack(). Construction builds the oneDNN
+/// primitives (and may throw KernelError).
+class LinearMixBf16 {
+public:
+  LinearMixBf16(int64_t batch, int64_t seq, int64_t d, bool xBf16, bool yBf16);
+  ~LinearMixBf16();
+  LinearMixBf16(LinearMixBf16 &&) noexcept;
+  /// Bytes of the packed bf16 weights.
+  int64_t packedBytes() const;
+  /// Converts W_s [seq,seq] and W_h [d,d] into `packed`.
+  void pack(const float *ws, const float *wh, void *packed) const;
+  /// 16-bit words of scratch run() needs.
+  int64_t scratchWords() const;
+  void run(const void *x, const void *packed, void *y, uint16_t *scratch) const;
+
+private:
+  struct Impl;
+  std::unique_ptr<Impl> impl;
+};
+
 /// Fourier mixing Y = Re(F_seq X F_d), or Hartley mixing Re - Im of the same
 /// 2-D DFT. Plans and scratch live in the object: create it once per shape.
 class SpectralMix {
@@ -214,6 +240,31 @@ void attention(const float *q, const float *k, const float *v,
                const int32_t *ids, float *out, int64_t batch, int64_t seq,
                int64_t heads, int64_t headDim, int32_t padId, bool causal,
                const AttentionDropout &dropout = {});
+
+/// attention with bf16 products and fp32 accumulation (oneDNN's bf16
+/// matmul), for an inference plan: q, k and v each fp32 or bf16 (fp32 ones
+/// are rounded to bf16 into the caller's scratch of scratchWords() words),
+/// the logits, mask and softmax in fp32, the normalised weights rounded to
+/// bf16 before their product with v, out fp32 or bf16. Items and their
+/// products are those of `attention`, so results do not depend on the thread
+/// count. Construction builds the oneDNN primitives (and may throw
+/// KernelError).
+class AttentionBf16 {
+public:
+  AttentionBf16(int64_t batch, int64_t seq, int64_t heads, int64_t headDim,
+                bool causal, std::array<bool, 3> inBf16, bool outBf16);
+  ~AttentionBf16();
+  AttentionBf16(AttentionBf16 &&) noexcept;
+  /// 16-bit words of scratch run() needs.
+  int64_t scratchWords() const;
+  void run(const void *q, const void *k, const void *v, const int32_t *ids,
+           void *out, int32_t padId, const AttentionDropout &dropout,
+           uint16_t *scratch) const;
+
+private:
+  struct Impl;
+  std::unique_ptr<Impl> impl;
+};
 
 //===----------------------------------------------------------------------===//
 // Mixture of experts

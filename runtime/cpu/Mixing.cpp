@@ -19,6 +19,7 @@
 #include <memory>
 #include <mutex>
 #include <new>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -152,6 +153,103 @@ double dftAngle(int64_t j, int64_t k, int64_t n) {
 void linearMix(const float *x, const float *ws, const float *wh, float *y,
                float *scratch, int64_t batch, int64_t seq, int64_t d) {
   twoSidedMix(x, ws, wh, /*transposeRight=*/false, y, scratch, batch, seq, d);
+}
+
+/// Rows of W_s per tile of the bf16 sequence product.
+constexpr int64_t kMixRowTile = 256;
+
+struct LinearMixBf16::Impl {
+  int64_t batch, seq, d;
+  bool yBf16;
+  int64_t rowTile, rowTiles;
+  /// X * W_h over all rows, into bf16.
+  DenseBf16 hidden;
+  /// W_s times one example's rows: a full row tile, and the last tile when
+  /// it is shorter.
+  detail::Bf16Matmul full;
+  std::optional<detail::Bf16Matmul> last;
+
+  /// Where the bf16 W_s starts in the packed bytes (64-byte aligned).
+  int64_t sequenceOffset() const {
+    return (hidden.packedBytes() + 63) / 64 * 64;
+  }
+};
+
+namespace {
+
+detail::Bf16Matmul sequenceProduct(int64_t rows, int64_t seq, int64_t d,
+                                   bool yBf16) {
+  detail::Bf16MatmulShape shape;
+  shape.m = rows;
+  shape.k = seq;
+  shape.n = d;
+  shape.lda = seq;
+  shape.ldb = d;
+  shape.ldc = d;
+  shape.cBf16 = yBf16;
+  return detail::Bf16Matmul(shape);
+}
+
+} // namespace
+
+LinearMixBf16::LinearMixBf16(int64_t batch, int64_t seq, int64_t d, bool xBf16,
+                             bool yBf16) {
+  int64_t rowTile = std::min(std::max<int64_t>(seq, 1), kMixRowTile);
+  int64_t rowTiles = (seq + rowTile - 1) / rowTile;
+  int64_t lastRows = seq - (rowTiles - 1) * rowTile;
+  DenseBf16 hidden(batch * seq, d, d, /*transposeW=*/false, xBf16,
+                   /*yBf16=*/true, /*bias=*/false, Activation::None);
+  std::optional<detail::Bf16Matmul> last;
+  if (lastRows != rowTile && lastRows > 0)
+    last.emplace(sequenceProduct(lastRows, seq, d, yBf16));
+  impl.reset(
+      new Impl{batch, seq, d, yBf16, rowTile, rowTiles, std::move(hidden),
+               sequenceProduct(rowTile, seq, d, yBf16), std::move(last)});
+}
+
+LinearMixBf16::~LinearMixBf16() = default;
+LinearMixBf16::LinearMixBf16(LinearMixBf16 &&) noexcept = default;
+
+int64_t LinearMixBf16::packedBytes() const {
+  return impl->sequenceOffset() +
+         impl->seq * impl->seq * static_cast<int64_t>(sizeof(uint16_t));
+}
+
+void LinearMixBf16::pack(const float *ws, const float *wh, void *packed) const {
+  impl->hidden.pack(wh, packed);
+  toBf16(ws,
+         reinterpret_cast<uint16_t *>(static_cast<char *>(packed) +
+                                      impl->sequenceOffset()),
+         impl->seq * impl->seq);
+}
+
+int64_t LinearMixBf16::scratchWords() const {
+  return impl->batch * impl->seq * impl->d;
+}
+
+void LinearMixBf16::run(const void *x, const void *packed, void *y,
+                        uint16_t *scratch) const {
+  const Impl &p = *impl;
+  if (p.batch == 0 || p.seq == 0 || p.d == 0)
+    return;
+  p.hidden.run(x, packed, nullptr, scratch);
+  const uint16_t *ws = reinterpret_cast<const uint16_t *>(
+      static_cast<const char *>(packed) + p.sequenceOffset());
+  size_t yElement = p.yBf16 ? sizeof(uint16_t) : sizeof(float);
+  int64_t tiles = p.batch * p.rowTiles;
+  bool parallel = tiles > 1 && !omp_in_parallel();
+  detail::ExceptionCollector errors;
+#pragma omp parallel for schedule(dynamic, 1) if (parallel)
+  for (int64_t tile = 0; tile < tiles; ++tile)
+    errors.run([&] {
+      int64_t b = tile / p.rowTiles;
+      int64_t row0 = tile % p.rowTiles * p.rowTile;
+      int64_t rows = std::min(p.rowTile, p.seq - row0);
+      const detail::Bf16Matmul &product = rows == p.rowTile ? p.full : *p.last;
+      product.run(ws + row0 * p.seq, scratch + b * p.seq * p.d,
+                  static_cast<char *>(y) + (b * p.seq + row0) * p.d * yElement);
+    });
+  errors.rethrow();
 }
 
 //===----------------------------------------------------------------------===//

@@ -74,8 +74,9 @@ struct TargetInfo {
 
 inline constexpr TargetInfo kTargets[] = {
     // oneDNN GEMMs with every activation applied to the rows they produce.
-    // bf16 plans run the dense layers and the experts as oneDNN bf16 matmuls
-    // (AVX512_BF16 or AMX), everything else in fp32.
+    // bf16 plans run the products of the dense layers, the experts,
+    // attention and linear mixing as oneDNN bf16 matmuls (AVX512_BF16 or
+    // AMX), everything else in fp32.
     // FFTs run far below GEMM efficiency (memory-bound butterflies, strided
     // passes); measured on 2-core AVX-512 machines, a weight of 4 reproduces
     // where the FFT starts to win for circulant mixing.
@@ -83,7 +84,7 @@ inline constexpr TargetInfo kTargets[] = {
      {"gelu", "tanh", "relu", "gelu_erf"},
      /*expertsGather=*/false,
      /*bf16=*/true,
-     /*bf16Kernels=*/{"dense", "experts"},
+     /*bf16Kernels=*/{"dense", "experts", "attention", "linear_mix"},
      /*bf16Training=*/false,
      {/*fftFlopWeight=*/4.0}},
     // cuBLASLt has a GELU epilogue (and none for tanh or ReLU); the grouped
