@@ -745,12 +745,16 @@ TEST(PlanTest, ParsesTheStateTableAndSchedule) {
                    ->updatesParameters());
 }
 
-TEST(PlanTest, OptimizerStateIsShardedAsItsParameter) {
+TEST(PlanTest, ReadsShardedOptimizerState) {
+  // The compiler shards the state of an expert slice as the slice.
   json plan = trainingPlan();
   plan["batch"] = 2;
   plan["mesh"] = {{"dp", 1}, {"ep", 2}, {"world", 2}};
-  plan["params"][0]["shard"] = {{"axis", 0}, {"mesh_axis", "ep"}};
-  plan["params"][0]["global_shape"] = {8};
+  for (json *entry :
+       {&plan["params"][0], &plan["state"][0], &plan["state"][1]}) {
+    (*entry)["shard"] = {{"axis", 0}, {"mesh_axis", "ep"}};
+    (*entry)["global_shape"] = {8};
+  }
   Expected<Plan> parsed = Plan::fromJson(plan.dump(), "train.mxa");
   ASSERT_TRUE(parsed.ok()) << parsed.message();
   for (const ParamInfo &entry : parsed->state) {
