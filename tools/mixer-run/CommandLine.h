@@ -63,10 +63,10 @@ struct RuntimeFailure {
 };
 
 /// Thrown on a rank of a parallel run whose failure another rank reports
-/// (rank 0, when every rank fails alike); main exits with `code` silently.
-struct ReportedElsewhere {
-  int code;
-};
+/// (rank 0, when every rank fails alike). main exits silently and with
+/// status 0: the reporting rank's status is the job's, and a rank that
+/// failed first would have mpirun kill the reporting rank before it speaks.
+struct ReportedElsewhere {};
 
 template <typename T> T check(Expected<T> value) {
   if (!value)

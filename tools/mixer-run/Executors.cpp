@@ -37,7 +37,7 @@ std::unique_ptr<comm::Communicator> parallelWorld(const exec::Plan &plan) {
     if (all[rank] == all[0])
       continue;
     if (world->rank() != 0)
-      throw ReportedElsewhere{kRuntimeFailure};
+      throw ReportedElsewhere{};
     throw RuntimeFailure{"rank " + std::to_string(rank) +
                          " loaded another plan than rank 0's " + plan.path +
                          "; every rank must run the same artifact"};

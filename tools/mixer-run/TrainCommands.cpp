@@ -76,7 +76,7 @@ struct Ranks {
       return std::move(*result);
     int rank = static_cast<int>(failed - codes.begin());
     if (rank != world->rank())
-      throw ReportedElsewhere{*failed};
+      throw ReportedElsewhere{};
     if (rank != 0)
       message = "rank " + std::to_string(rank) + ": " + message;
     if (code == kUsageError)
@@ -89,7 +89,7 @@ struct Ranks {
   /// reported by rank 0.
   void check(Status trained) const {
     if (!trained && !speaks())
-      throw ReportedElsewhere{kRuntimeFailure};
+      throw ReportedElsewhere{};
     run::check(std::move(trained));
   }
 };

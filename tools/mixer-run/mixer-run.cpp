@@ -1095,8 +1095,11 @@ void checkWorld(const Args &args) {
   int ranks = launch ? launch->worldSize : 1;
   bool quiet = launch && launch->worldRank != 0;
   auto refuse = [&](const std::string &message) {
+    // The other ranks leave quietly and successfully: a rank that failed
+    // first would make mpirun kill rank 0 before it says why, and rank 0's
+    // failure is the job's status.
     if (quiet)
-      std::exit(kRuntimeFailure);
+      std::exit(0);
     throw RuntimeFailure{message};
   };
   Expected<exec::Plan> loaded = exec::Plan::load(args.artifact);
@@ -1188,8 +1191,8 @@ int main(int argc, char **argv) {
       return 0;
     }
     return dispatch(args);
-  } catch (const ReportedElsewhere &elsewhere) {
-    return elsewhere.code;
+  } catch (const ReportedElsewhere &) {
+    return 0;
   } catch (const UsageError &error) {
     std::fprintf(stderr, "mixer-run %s: %s\nsee 'mixer-run %s --help'\n",
                  command->name, error.message.c_str(), command->name);
