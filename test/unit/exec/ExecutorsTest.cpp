@@ -135,6 +135,15 @@ TEST(TargetInfoTest, CpuTakesBf16ActivationsInExactlyTheKernelsItClaims) {
   const TargetInfo *cpu = findTarget("cpu");
   ASSERT_NE(cpu, nullptr);
   ASSERT_TRUE(cpu->bf16);
+  // The one step of `b` prepares exactly when the CPU claims bf16 for it.
+  auto expectPreparedExactlyIfClaimed = [&](PlanBuilder &b,
+                                            const char *kernel) {
+    Plan plan = parseStandalone(b);
+    int64_t scratch = 0;
+    Expected<cpu::StepFunction> step = cpu::prepareStep(plan, 0, scratch);
+    EXPECT_EQ(step.ok(), cpu->takesBf16(kernel))
+        << kernel << ": " << (step.ok() ? "prepared" : step.message());
+  };
   // dense [6,4] -> [6,5] marked bf16, reading and writing BF16.
   {
     PlanBuilder b;
@@ -144,11 +153,7 @@ TEST(TargetInfoTest, CpuTakesBf16ActivationsInExactlyTheKernelsItClaims) {
     b.step("dense", {x, w, -1}, {y},
            {{"activation", "gelu"}, {"transpose_w", false}, {"bf16", true}});
     b.output("y", y);
-    Plan plan = parseStandalone(b);
-    int64_t scratch = 0;
-    Expected<cpu::StepFunction> step = cpu::prepareStep(plan, 0, scratch);
-    EXPECT_EQ(step.ok(), cpu->takesBf16("dense"))
-        << (step.ok() ? "prepared" : step.message());
+    expectPreparedExactlyIfClaimed(b, "dense");
   }
   // experts marked bf16 over fp32 rows.
   {
@@ -160,11 +165,7 @@ TEST(TargetInfoTest, CpuTakesBf16ActivationsInExactlyTheKernelsItClaims) {
     b.step("experts", {xd, tokens, offsets, w1, -1, w2, -1}, {yd},
            {{"activation", "gelu"}, {"layout", "grouped"}, {"bf16", true}});
     b.output("y", yd);
-    Plan plan = parseStandalone(b);
-    int64_t scratch = 0;
-    Expected<cpu::StepFunction> step = cpu::prepareStep(plan, 0, scratch);
-    EXPECT_EQ(step.ok(), cpu->takesBf16("experts"))
-        << (step.ok() ? "prepared" : step.message());
+    expectPreparedExactlyIfClaimed(b, "experts");
   }
   // layer_norm of a BF16 row.
   {
@@ -174,11 +175,7 @@ TEST(TargetInfoTest, CpuTakesBf16ActivationsInExactlyTheKernelsItClaims) {
     int64_t x = b.arena({6, 4}, "BF16"), y = b.arena({6, 4}, "BF16");
     b.step("layer_norm", {x, -1, scale, bias}, {y}, {{"epsilon", 1e-6}});
     b.output("y", y);
-    Plan plan = parseStandalone(b);
-    int64_t scratch = 0;
-    Expected<cpu::StepFunction> step = cpu::prepareStep(plan, 0, scratch);
-    EXPECT_EQ(step.ok(), cpu->takesBf16("layer_norm"))
-        << (step.ok() ? "prepared" : step.message());
+    expectPreparedExactlyIfClaimed(b, "layer_norm");
   }
 }
 
